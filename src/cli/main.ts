@@ -1,0 +1,13 @@
+// The ghostfs command line: one binary that serves, mounts and administers.
+import { Command } from 'commander';
+import { serveCommand } from './serve.js';
+import { demoCommand } from './demo.js';
+
+const program = new Command('ghostfs')
+  .description('mount workspaces that live on remote mesh nodes as local directories')
+  .version('0.1.0')
+  .showHelpAfterError()
+  .addCommand(serveCommand())
+  .addCommand(demoCommand());
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,123 @@
+// `ghostfs serve`: run a mesh node agent for one or more workspace roots.
+import { Command, Option } from 'commander';
+import { hostname, homedir } from 'node:os';
+import { join } from 'node:path';
+import cliProgress from 'cli-progress';
+import { DEFAULT_CHUNKING } from '../content/chunker.js';
+import { PROFILES, type ProfileName } from '../config/profiles.js';
+import { parseChoice, parseDuration, parseIntIn, parseListen, parseSize } from '../config/parse.js';
+import { NodeAgent, type NodeConfig } from '../node/agent.js';
+import type { ScanStats } from '../node/workspace-index.js';
+import { log } from '../log.js';
+import { env, fail } from './common.js';
+
+function defaultStateDir(): string {
+  return join(process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'ghostfs', 'node');
+}
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+export function serveCommand(): Command {
+  return new Command('serve')
+    .description('serve workspace directories to ghostfs mounts (a mesh node agent)')
+    .addOption(env(new Option('--root <dir>', 'the workspace directory to serve'), 'ROOT'))
+    .addOption(env(new Option('--workspace <id|id=dir...>', 'workspace id for --root, or id=dir (repeatable) to serve several').argParser(collect).default([]), 'WORKSPACE'))
+    .addOption(env(new Option('--listen <host:port>', 'address to listen on').argParser(parseListen).default(parseListen('127.0.0.1:7070'), '127.0.0.1:7070'), 'LISTEN'))
+    .addOption(env(new Option('--state-dir <dir>', 'where the index database and staged uploads live').default(defaultStateDir()), 'STATE_DIR'))
+    .addOption(env(new Option('--node-id <id>', 'name of this node in handshakes and conflict copies').default(hostname()), 'NODE_ID'))
+    .addOption(env(new Option('--token <token>', 'require this bearer token from clients'), 'TOKEN'))
+    .addOption(env(new Option('--tls-cert <file>', 'TLS certificate (PEM)'), 'TLS_CERT'))
+    .addOption(env(new Option('--tls-key <file>', 'TLS private key (PEM)'), 'TLS_KEY'))
+    .addOption(env(new Option('--tls-ca <file>', 'CA for client certificates: enables mutual TLS'), 'TLS_CA'))
+    .addOption(env(new Option('--profile <name>', 'storage profile').argParser(parseChoice(['ssd', 'nfs'] as const)).default('ssd'), 'PROFILE'))
+    .addOption(env(new Option('--hash-concurrency <n>', 'files hashed at once (default: from the profile)').argParser(parseIntIn(1, 64)), 'HASH_CONCURRENCY'))
+    .addOption(env(new Option('--read-size <size>', 'read size while hashing (default: from the profile)').argParser(parseSize), 'READ_SIZE'))
+    .addOption(env(new Option('--temp-ttl <duration>', 'age after which stale temp files and staged uploads are removed').argParser(parseDuration).default(parseDuration('10m'), '10m'), 'TEMP_TTL'))
+    .addOption(env(new Option('--reconcile-interval <duration>', 'full re-walk behind the inotify watches').argParser(parseDuration).default(parseDuration('5m'), '5m'), 'RECONCILE_INTERVAL'))
+    .addOption(env(new Option('--no-watch', 'do not watch for changes (rely on the periodic reconcile)'), 'NO_WATCH'))
+    .action(async (o) => {
+      const workspaces = parseWorkspaces(o.root, o.workspace as string[]);
+      if (o.tlsCert && !o.tlsKey) fail('--tls-cert needs --tls-key.');
+      if (!o.tlsCert && (o.tlsKey || o.tlsCa)) fail('--tls-key and --tls-ca need --tls-cert.');
+      const profile = PROFILES[o.profile as ProfileName];
+      const config: NodeConfig = {
+        workspaces,
+        listen: o.listen,
+        stateDir: o.stateDir,
+        nodeId: o.nodeId,
+        token: o.token,
+        tls: o.tlsCert ? { cert: o.tlsCert, key: o.tlsKey, ca: o.tlsCa } : undefined,
+        chunking: DEFAULT_CHUNKING,
+        hashConcurrency: o.hashConcurrency ?? profile.hashConcurrency,
+        readSize: o.readSize ?? profile.readSize,
+        statConcurrency: profile.statConcurrency,
+        tempTtlMs: o.tempTtl,
+        reconcileIntervalMs: Math.max(1000, o.reconcileInterval),
+        watch: o.watch !== false,
+        onProgress: progressReporter(),
+      };
+      // Signals are handled from the start, so a stop during indexing or
+      // right after "node serving" still closes the database cleanly.
+      let agent: NodeAgent | undefined;
+      let stopping = false;
+      const shutdown = (sig: string): void => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal: sig }, 'node stopping');
+        void (async () => {
+          await agentReady.catch(() => undefined);
+          await agent?.stop();
+        })().then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
+      };
+      process.once('SIGINT', () => shutdown('SIGINT'));
+      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      const agentReady = NodeAgent.start(config);
+      agent = await agentReady.catch((err: Error) => fail(err.message));
+    });
+}
+
+function parseWorkspaces(root: string | undefined, specs: string[]): { id: string; root: string }[] {
+  const out: { id: string; root: string }[] = [];
+  const plain: string[] = [];
+  for (const s of specs) {
+    const i = s.indexOf('=');
+    if (i > 0) out.push({ id: s.slice(0, i), root: s.slice(i + 1) });
+    else plain.push(s);
+  }
+  if (root) {
+    if (plain.length > 1) fail('--root takes one --workspace ID; use --workspace id=dir to serve several.');
+    out.unshift({ id: plain[0] ?? 'default', root });
+  } else if (plain.length > 0) {
+    fail(`--workspace ${plain[0]} needs --root DIR (or write it as id=dir).`);
+  }
+  if (out.length === 0) fail('nothing to serve: give --root DIR (or --workspace id=dir).');
+  const ids = new Set<string>();
+  for (const w of out) {
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(w.id)) fail(`workspace id "${w.id}" must be 1-64 letters, digits, '.', '_' or '-'.`);
+    if (ids.has(w.id)) fail(`workspace id "${w.id}" is given twice.`);
+    ids.add(w.id);
+  }
+  return out;
+}
+
+/** A progress bar on a terminal; periodic log lines otherwise. */
+function progressReporter(): (ws: string, s: ScanStats) => void {
+  if (!process.stderr.isTTY) {
+    return (ws, s) => log.info({ workspace: ws, files: s.files, hashedFiles: s.hashedFiles, hashedBytes: s.hashedBytes, durationMs: Math.round(s.durationMs) }, 'indexing');
+  }
+  const bar = new cliProgress.SingleBar(
+    { format: 'indexing {ws} | {files} files | {mb} MB hashed | {rate} files/s', stream: process.stderr, clearOnComplete: true },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  return (ws, s) => {
+    const payload = { ws, files: s.files, mb: (s.hashedBytes / 1e6).toFixed(0), rate: Math.round(s.files / (s.durationMs / 1000 || 1)) };
+    if (!started) {
+      bar.start(0, 0, payload);
+      started = true;
+    } else bar.update(0, payload);
+  };
+}

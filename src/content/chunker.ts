@@ -1,0 +1,76 @@
+// Content-defined chunking (FastCDC style, gear rolling hash with
+// normalized cut masks). A cut point depends only on the bytes near it, so
+// an edit in the middle of a big file changes only the chunks around it and
+// a write-back re-sends only those. Files smaller than `min` are one chunk.
+import { blake3 } from '@napi-rs/blake-hash';
+
+export interface ChunkingParams {
+  algorithm: 'fastcdc-gear-v1';
+  min: number;
+  avg: number;
+  max: number;
+}
+
+export const DEFAULT_CHUNKING: ChunkingParams = {
+  algorithm: 'fastcdc-gear-v1',
+  min: 256 * 1024,
+  avg: 1024 * 1024,
+  max: 4 * 1024 * 1024,
+};
+
+// 256 pseudo-random 32-bit values, derived from BLAKE3 so every build and
+// every node agrees on them (cut points must be identical everywhere).
+const GEAR = (() => {
+  const seed = blake3('ghostfs gear table v1');
+  const table = new Int32Array(256);
+  for (let i = 0; i < 256; i++) {
+    table[i] = blake3(Buffer.concat([seed, Buffer.of(i)])).readInt32LE(0);
+  }
+  return table;
+})();
+
+/** Mask with `bits` ones in the high end of a 32-bit word (high bits of a gear hash depend on the most bytes). */
+function highMask(bits: number): number {
+  return bits <= 0 ? 0 : (0xffffffff << (32 - bits)) | 0;
+}
+
+export class CutFinder {
+  private readonly maskS: number;
+  private readonly maskL: number;
+
+  constructor(readonly params: ChunkingParams) {
+    const { min, avg, max } = params;
+    if (!(min > 0 && min <= avg && avg <= max)) throw new RangeError(`chunking: need 0 < min <= avg <= max, got ${min}/${avg}/${max}`);
+    const bits = Math.round(Math.log2(avg));
+    // Normalized chunking, level 2: harder to cut before avg, easier after,
+    // which narrows the chunk size distribution around avg.
+    this.maskS = highMask(bits + 2);
+    this.maskL = highMask(bits - 2);
+  }
+
+  /**
+   * Length of the next chunk of buf[start, end). When `final` is false and
+   * no cut is found before `end`, returns 0: more data is needed.
+   */
+  next(buf: Uint8Array, start: number, end: number, final: boolean): number {
+    const { min, avg, max } = this.params;
+    const avail = end - start;
+    if (avail <= min) return final ? avail : 0;
+    const limit = start + Math.min(avail, max);
+    const normal = start + Math.min(avail, avg);
+    const maskS = this.maskS;
+    const maskL = this.maskL;
+    let h = 0;
+    let i = start + min;
+    for (; i < normal; i++) {
+      h = ((h << 1) + GEAR[buf[i]!]!) | 0;
+      if ((h & maskS) === 0) return i + 1 - start;
+    }
+    for (; i < limit; i++) {
+      h = ((h << 1) + GEAR[buf[i]!]!) | 0;
+      if ((h & maskL) === 0) return i + 1 - start;
+    }
+    if (limit - start === max) return max;
+    return final ? avail : 0;
+  }
+}

@@ -1,0 +1,55 @@
+// What a file's content is: its chunk list and the digest derived from it.
+// A digest is BLAKE3 over (chunk hash || u32le length)* || u64le size, so it
+// follows from the chunk list without a second pass over the bytes.
+import { blake3, Blake3Hasher } from '@napi-rs/blake-hash';
+
+export const HASH_ALGORITHM = 'blake3';
+export const HASH_BYTES = 32;
+
+export interface ChunkRef {
+  hash: Buffer;
+  offset: number;
+  length: number;
+}
+
+export interface Manifest {
+  digest: Buffer;
+  size: number;
+  chunks: ChunkRef[];
+}
+
+export function hashChunk(data: Uint8Array): Buffer {
+  return blake3(data);
+}
+
+export function fileDigest(chunks: readonly ChunkRef[]): Buffer {
+  const h = new Blake3Hasher();
+  const len = Buffer.alloc(4);
+  let size = 0;
+  for (const c of chunks) {
+    h.update(c.hash);
+    len.writeUInt32LE(c.length);
+    h.update(len);
+    size += c.length;
+  }
+  const sz = Buffer.alloc(8);
+  sz.writeBigUInt64LE(BigInt(size));
+  h.update(sz);
+  return h.digestBuffer();
+}
+
+export function hex(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+}
+
+/** Checks that a chunk list tiles [0, size) with no gap or overlap. */
+export function checkChunkList(chunks: readonly ChunkRef[], size: number): string | null {
+  let off = 0;
+  for (const [i, c] of chunks.entries()) {
+    if (c.hash.length !== HASH_BYTES) return `chunk ${i} hash is ${c.hash.length} bytes, expected ${HASH_BYTES}`;
+    if (c.offset !== off) return `chunk ${i} starts at ${c.offset}, expected ${off}`;
+    if (!(c.length > 0)) return `chunk ${i} is empty`;
+    off += c.length;
+  }
+  return off === size ? null : `chunks cover ${off} bytes, file size is ${size}`;
+}

@@ -1,0 +1,188 @@
+// The mesh node agent: opens its state, indexes every workspace (re-hashing
+// only what changed since the last run), then serves them over gRPC and
+// keeps the index current (inotify, plus a periodic reconcile).
+import * as grpc from '@grpc/grpc-js';
+import { readFile, realpath, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { HashPool } from '../content/hash-pool.js';
+import type { ChunkingParams } from '../content/chunker.js';
+import { Store } from '../store/db.js';
+import { FsError } from '../wire/errors.js';
+import { CHANNEL_OPTIONS, wire } from '../wire/proto.js';
+import { log } from '../log.js';
+import { ChunkSource } from './chunk-source.js';
+import { makeHandlers } from './service.js';
+import { TreeWatcher } from './watcher.js';
+import { WorkspaceIndex, type ScanStats } from './workspace-index.js';
+
+export interface NodeConfig {
+  workspaces: { id: string; root: string }[];
+  listen: { host: string; port: number };
+  stateDir: string;
+  nodeId: string;
+  token?: string;
+  tls?: { cert: string; key: string; ca?: string };
+  chunking: ChunkingParams;
+  hashConcurrency: number;
+  readSize: number;
+  statConcurrency: number;
+  tempTtlMs: number;
+  reconcileIntervalMs: number;
+  watch: boolean;
+  onProgress?: (workspace: string, s: ScanStats) => void;
+}
+
+export interface Workspace {
+  id: string;
+  root: string;
+  index: WorkspaceIndex;
+  chunks: ChunkSource;
+  watcher?: TreeWatcher;
+  params: ChunkingParams;
+}
+
+export class NodeAgent {
+  private readonly workspaces = new Map<string, Workspace>();
+  private server: grpc.Server | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private reconciling = false;
+  /** The port actually bound (useful with port 0). */
+  port = 0;
+
+  private constructor(
+    readonly config: NodeConfig,
+    private readonly store: Store,
+    private readonly pool: HashPool,
+  ) {}
+
+  static async start(config: NodeConfig): Promise<NodeAgent> {
+    const store = await Store.open(join(config.stateDir, 'db'));
+    const pool = new HashPool(config.hashConcurrency, config.chunking, config.readSize);
+    const agent = new NodeAgent(config, store, pool);
+    try {
+      for (const w of config.workspaces) await agent.addWorkspace(w.id, w.root);
+      await agent.listen();
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
+    agent.timer = setInterval(() => void agent.reconcileAll(), config.reconcileIntervalMs);
+    agent.timer.unref();
+    return agent;
+  }
+
+  private async addWorkspace(id: string, rootGiven: string): Promise<void> {
+    let root: string;
+    try {
+      root = await realpath(rootGiven);
+      if (!(await stat(root)).isDirectory()) throw new Error('not a directory');
+    } catch (err) {
+      throw new Error(`workspace "${id}": root ${rootGiven} is not a usable directory (${(err as Error).message})`);
+    }
+    const stateReal = await realpath(this.config.stateDir);
+    const index = new WorkspaceIndex(id, root, this.store, this.pool, {
+      statConcurrency: this.config.statConcurrency,
+      tempTtlMs: this.config.tempTtlMs,
+      logRetention: 100_000,
+      excluded: [stateReal],
+      onProgress: this.config.onProgress ? (s) => this.config.onProgress!(id, s) : undefined,
+    });
+    await index.load();
+    const chunks = new ChunkSource(index, join(this.config.stateDir, 'staging', encodeURIComponent(id)));
+    await chunks.init();
+    await chunks.collect(this.config.tempTtlMs);
+    const s = await index.scan();
+    log.info(
+      {
+        workspace: id,
+        root,
+        files: s.files,
+        dirs: s.dirs,
+        hashedFiles: s.hashedFiles,
+        hashedBytes: s.hashedBytes,
+        removed: s.removed,
+        tempsRemoved: s.tempsRemoved,
+        generation: index.generation,
+        durationMs: s.durationMs,
+      },
+      'workspace indexed',
+    );
+    const ws: Workspace = { id, root, index, chunks, params: this.config.chunking };
+    if (this.config.watch) {
+      ws.watcher = new TreeWatcher(index);
+      ws.watcher.start();
+    }
+    this.workspaces.set(id, ws);
+  }
+
+  workspace(id: string): Workspace {
+    const ws = this.workspaces.get(id) ?? (id === '' && this.workspaces.size === 1 ? [...this.workspaces.values()][0] : undefined);
+    if (!ws) throw new FsError('ENOENT', `this node serves no workspace "${id}" (it serves: ${[...this.workspaces.keys()].join(', ')})`);
+    return ws;
+  }
+
+  private async listen(): Promise<void> {
+    const { host, port } = this.config.listen;
+    let creds = grpc.ServerCredentials.createInsecure();
+    if (this.config.tls) {
+      const { cert, key, ca } = this.config.tls;
+      const [certB, keyB, caB] = await Promise.all([readFile(cert), readFile(key), ca ? readFile(ca) : Promise.resolve(null)]);
+      // With a CA, clients must present a certificate it signed (mutual TLS).
+      creds = grpc.ServerCredentials.createSsl(caB, [{ cert_chain: certB, private_key: keyB }], !!caB);
+    }
+    const server = new grpc.Server({
+      ...CHANNEL_OPTIONS,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.http2.min_ping_interval_without_data_ms': 5000,
+    });
+    server.addService(wire().ghostfs.v1.Node.service, makeHandlers({ nodeId: this.config.nodeId, token: this.config.token, workspace: (id) => this.workspace(id) }));
+    this.port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${host}:${port}: ${err.message}`)) : resolve(p))),
+    );
+    this.server = server;
+    log.info({ listen: `${host}:${this.port}`, tls: !!this.config.tls, token: !!this.config.token, workspaces: [...this.workspaces.keys()] }, 'node serving');
+  }
+
+  /** Safety net behind inotify: walk everything, prune the change log, drop stale staged chunks. */
+  async reconcileAll(): Promise<void> {
+    if (this.reconciling) return;
+    this.reconciling = true;
+    try {
+      for (const ws of this.workspaces.values()) {
+        const s = await ws.index.reconcile('');
+        if (s.hashedFiles || s.removed || s.tempsRemoved) log.info({ workspace: ws.id, ...s }, 'reconciled workspace');
+        await ws.index.pruneLog();
+        await ws.chunks.collect(this.config.tempTtlMs);
+      }
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'reconcile failed');
+    } finally {
+      this.reconciling = false;
+    }
+  }
+
+  /** Waits until changes already noticed by the watchers are in the index (tests, benchmarks). */
+  async settled(): Promise<void> {
+    for (const ws of this.workspaces.values()) await ws.watcher?.settled();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    for (const ws of this.workspaces.values()) ws.watcher?.close();
+    if (this.server) {
+      const s = this.server;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          s.forceShutdown();
+          resolve();
+        }, 2000);
+        s.tryShutdown(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    await this.pool.close();
+    await this.store.close();
+  }
+}

@@ -1,0 +1,125 @@
+// Where the node finds chunk bytes: in the workspace's own files (located
+// through the index and re-validated by stat tuple before every read, so a
+// file changed since it was indexed is never served stale) or among chunks
+// uploaded for a commit (staged under the state dir, each verified once on
+// arrival).
+import { open, readFile, rename, unlink, readdir, stat, mkdir, writeFile } from 'node:fs/promises';
+import { constants as C } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { attrFromStats, sameTuple, type Attr } from '../content/attr.js';
+import { hashChunk, hex } from '../content/manifest.js';
+import { FsError } from '../wire/errors.js';
+import { log } from '../log.js';
+import type { WorkspaceIndex } from './workspace-index.js';
+
+export class ChunkSource {
+  constructor(
+    private readonly index: WorkspaceIndex,
+    private readonly stagingDir: string,
+  ) {}
+
+  async init(): Promise<void> {
+    await mkdir(this.stagingDir, { recursive: true, mode: 0o700 });
+  }
+
+  private stagedPath(hash: Buffer): string {
+    return join(this.stagingDir, hex(hash));
+  }
+
+  /** Where in the workspace a chunk can be read, preferring the hinted file. */
+  private locate(hash: Buffer, hint?: string): { path: string; offset: number; length: number } | undefined {
+    if (hint) {
+      const c = this.index.entries.get(hint)?.chunks?.find((x) => x.hash.equals(hash));
+      if (c) return { path: hint, offset: c.offset, length: c.length };
+    }
+    return this.index.locateChunk(hash);
+  }
+
+  async has(hash: Buffer): Promise<boolean> {
+    if (this.locate(hash)) return true;
+    try {
+      await stat(this.stagedPath(hash));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async read(hash: Buffer, hint?: string): Promise<Buffer> {
+    // A file may have changed since it was indexed; re-validation re-hashes
+    // it and the chunk may then live elsewhere (or nowhere): try twice.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const loc = this.locate(hash, hint);
+      if (!loc) break;
+      const entry = await this.index.validate(loc.path).catch(() => undefined);
+      const c = entry?.chunks?.find((x) => x.hash.equals(hash) && x.offset === loc.offset);
+      if (!entry || !c) continue;
+      const data = await this.readAt(loc.path, c.offset, c.length, entry.attr);
+      if (data) return data;
+    }
+    try {
+      return await readFile(this.stagedPath(hash));
+    } catch {
+      throw new FsError('ENOENT', `chunk ${hex(hash)} is not on this node`);
+    }
+  }
+
+  /** Reads a chunk, or undefined when the file changed under the read. */
+  private async readAt(path: string, offset: number, length: number, expected: Attr): Promise<Buffer | undefined> {
+    let fh;
+    try {
+      fh = await open(this.index.paths.abs(path), C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+    } catch {
+      return undefined;
+    }
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+        if (bytesRead === 0) return undefined;
+        got += bytesRead;
+      }
+      const after = attrFromStats(await fh.stat({ bigint: true }));
+      return sameTuple(after, expected) ? buf : undefined;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Keeps an uploaded chunk after checking its hash; returns false if it was known already. */
+  async put(hash: Buffer, data: Buffer): Promise<boolean> {
+    if (!hashChunk(data).equals(hash)) throw new FsError('EIO', `uploaded chunk does not match its hash ${hex(hash)}`);
+    if (await this.has(hash)) return false;
+    const tmp = join(this.stagingDir, `.tmp-${randomBytes(6).toString('hex')}`);
+    await writeFile(tmp, data, { mode: 0o600 });
+    await rename(tmp, this.stagedPath(hash));
+    return true;
+  }
+
+  /** Forgets a staged chunk once a committed file holds it. */
+  async dropStaged(hash: Buffer): Promise<void> {
+    await unlink(this.stagedPath(hash)).catch(() => undefined);
+  }
+
+  /** Removes staged chunks (and interrupted uploads) older than `ttlMs`. */
+  async collect(ttlMs: number): Promise<number> {
+    let removed = 0;
+    const now = Date.now();
+    for (const name of await readdir(this.stagingDir).catch(() => [] as string[])) {
+      const p = join(this.stagingDir, name);
+      try {
+        const st = await stat(p);
+        if (now - st.mtimeMs >= ttlMs) {
+          await unlink(p);
+          removed++;
+        }
+      } catch {
+        // raced with a commit or another collector
+      }
+    }
+    if (removed > 0) log.info({ workspace: this.index.id, removed }, 'removed staged chunks past their TTL');
+    return removed;
+  }
+}

@@ -1,0 +1,157 @@
+// The atomic write: a new version of a file is assembled from chunks in a
+// temp file beside the target (created 0600, so it is never visible with
+// wrong permissions), checked against its digest, given its mode (and owner,
+// only when the process may), fsynced, renamed over the target, and the
+// directory fsynced. If the target changed since the writer read it, nothing
+// is overwritten: the writer's version becomes a conflict copy beside it.
+import { open, rename, unlink, link, lstat } from 'node:fs/promises';
+import { constants as C } from 'node:fs';
+import { dirname, basename, extname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { attrFromStats, isReg, nsToSeconds, type Attr } from '../content/attr.js';
+import { checkChunkList, fileDigest, hex, type ChunkRef } from '../content/manifest.js';
+import { FsError } from '../wire/errors.js';
+import { log } from '../log.js';
+import { checkChildPath, joinRel, parentOf } from './paths.js';
+import { TEMP_PREFIX, type WorkspaceIndex } from './workspace-index.js';
+import type { ChunkSource } from './chunk-source.js';
+import type { IndexEntry } from './index-entry.js';
+
+export interface CommitInput {
+  path: string;
+  baseDigest?: Buffer;
+  expectAbsent: boolean;
+  digest: Buffer;
+  size: number;
+  chunks: ChunkRef[];
+  mode: number;
+  mtimeNs?: bigint;
+  atimeNs?: bigint;
+  clientId: string;
+}
+
+export interface CommitResult {
+  conflict: boolean;
+  path: string;
+  entry: IndexEntry;
+  generation: number;
+}
+
+const mayChown = typeof process.getuid === 'function' && process.getuid() === 0;
+
+/** Serializes commits and mutations per path within this process. */
+export class PathLocks {
+  private readonly tails = new Map<string, Promise<unknown>>();
+
+  async with<T>(path: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(path) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.tails.set(path, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.tails.get(path) === tail) this.tails.delete(path);
+    }
+  }
+}
+
+export function conflictName(path: string, clientId: string, when = new Date(), n = 0): string {
+  const base = basename(path);
+  const ext = extname(base);
+  const stem = ext && ext !== base ? base.slice(0, -ext.length) : base;
+  const stamp = when.toISOString().replace(/[-:]/g, '').replace(/\..*$/, 'Z');
+  const who = (clientId || 'unknown').replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64);
+  const name = `${stem}.conflict-${who}-${stamp}${n ? `-${n}` : ''}${ext}`;
+  return joinRel(parentOf(path), name.length > 255 ? name.slice(name.length - 255) : name);
+}
+
+export async function commitFile(index: WorkspaceIndex, source: ChunkSource, input: CommitInput): Promise<CommitResult> {
+  const path = checkChildPath(input.path);
+  const problem = checkChunkList(input.chunks, input.size);
+  if (problem) throw new FsError('EINVAL', `commit of "${path}": ${problem}`);
+  if (!fileDigest(input.chunks).equals(input.digest)) throw new FsError('EINVAL', `commit of "${path}": digest does not match the chunk list`);
+
+  const abs = await index.paths.safeAbs(path);
+  const dir = dirname(abs);
+  const tmp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+  const fh = await open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+  let named = false;
+  try {
+    for (const c of input.chunks) {
+      const data = await source.read(c.hash, path);
+      if (data.length !== c.length) throw new FsError('EIO', `chunk ${hex(c.hash)} has ${data.length} bytes, expected ${c.length}`);
+      let done = 0;
+      while (done < data.length) done += (await fh.write(data, done, data.length - done, c.offset + done)).bytesWritten;
+    }
+    const { conflict, current } = await checkBase(index, path, abs, input);
+    const mode = (input.mode & 0o7777) || (current ? current.mode & 0o7777 : 0o644);
+    await fh.chmod(mode);
+    if (mayChown && current) await fh.chown(current.uid, current.gid);
+    if (input.mtimeNs !== undefined) {
+      await fh.utimes(nsToSeconds(input.atimeNs ?? input.mtimeNs), nsToSeconds(input.mtimeNs));
+    }
+    await fh.sync();
+    await fh.close();
+
+    let finalPath = path;
+    if (conflict) {
+      finalPath = await placeConflictCopy(index, tmp, path, input.clientId || hostname());
+      await unlink(tmp);
+      log.warn({ workspace: index.id, path, conflictPath: finalPath, client: input.clientId }, 'commit conflict: kept the node version, stored the writer version beside it');
+    } else {
+      await rename(tmp, abs);
+    }
+    named = true;
+    await fsyncDir(dir);
+    const attr = attrFromStats(await lstat(index.paths.abs(finalPath), { bigint: true }));
+    const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
+    const [change] = await index.apply([{ path: finalPath, entry }]);
+    for (const c of input.chunks) await source.dropStaged(c.hash);
+    return { conflict, path: finalPath, entry, generation: change!.generation };
+  } finally {
+    if (!named) {
+      await fh.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+    }
+  }
+}
+
+async function checkBase(index: WorkspaceIndex, path: string, abs: string, input: CommitInput): Promise<{ conflict: boolean; current?: Attr }> {
+  let current: Attr | undefined;
+  try {
+    current = attrFromStats(await lstat(abs, { bigint: true }));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (current && !isReg(current.mode)) throw new FsError('EISDIR', `"${path}" exists and is not a regular file`);
+  if (input.expectAbsent) return { conflict: !!current, current };
+  if (!input.baseDigest || input.baseDigest.length === 0) return { conflict: false, current };
+  if (!current) return { conflict: true }; // deleted since the writer read it
+  const entry = await index.validate(path);
+  return { conflict: !entry.digest!.equals(input.baseDigest), current };
+}
+
+async function placeConflictCopy(index: WorkspaceIndex, tmp: string, path: string, clientId: string): Promise<string> {
+  const when = new Date();
+  for (let n = 0; n < 100; n++) {
+    const candidate = conflictName(path, clientId, when, n);
+    try {
+      await link(tmp, index.paths.abs(candidate)); // link never replaces an existing name
+      return candidate;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  throw new FsError('EEXIST', `no free conflict-copy name beside "${path}"`);
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const d = await open(dir, C.O_RDONLY | C.O_DIRECTORY);
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}

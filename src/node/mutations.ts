@@ -1,0 +1,172 @@
+// Namespace and attribute changes requested over the wire. Each one checks
+// its paths (confined to the root, parents resolved without escaping),
+// never follows a symlink in the last component, and updates the index
+// itself, so the change feed carries it at once.
+import { mkdir, rmdir, unlink, rename, symlink, link, lstat, lutimes, lchown, open, chmod } from 'node:fs/promises';
+import { constants as C } from 'node:fs';
+import { attrFromStats, fromTimespec, isDir, isLnk, nsToSeconds, type Attr } from '../content/attr.js';
+import { FsError } from '../wire/errors.js';
+import type { WMutateRequestOut } from '../wire/types.js';
+import { checkChildPath, checkPath } from './paths.js';
+import type { WorkspaceIndex } from './workspace-index.js';
+import type { IndexEntry } from './index-entry.js';
+
+export interface MutationResult {
+  /** Paths changed, with their state after the operation (null: removed). */
+  changed: { path: string; entry: IndexEntry | null }[];
+}
+
+async function lstatOrNull(abs: string): Promise<Attr | null> {
+  try {
+    return attrFromStats(await lstat(abs, { bigint: true }));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
+
+export async function mutate(index: WorkspaceIndex, req: WMutateRequestOut): Promise<MutationResult> {
+  const done = async (...paths: string[]): Promise<MutationResult> => {
+    const changed = [];
+    for (const p of paths) {
+      await index.refresh(p);
+      changed.push({ path: p, entry: index.entries.get(p) ?? null });
+    }
+    return { changed };
+  };
+  const keep = async (path: string, known: IndexEntry | undefined): Promise<MutationResult> => ({
+    changed: [{ path, entry: await index.adopt(path, known) }],
+  });
+
+  switch (req.op) {
+    case 'mkdir': {
+      const path = checkChildPath(req.mkdir!.path);
+      await mkdir(await index.paths.safeAbs(path), { mode: req.mkdir!.mode & 0o7777 || 0o755 });
+      return done(path);
+    }
+    case 'rmdir': {
+      const path = checkChildPath(req.rmdir!.path);
+      await rmdir(await index.paths.safeAbs(path));
+      return done(path);
+    }
+    case 'unlink': {
+      const path = checkChildPath(req.unlink!.path);
+      const abs = await index.paths.safeAbs(path);
+      const st = await lstatOrNull(abs);
+      if (!st) throw new FsError('ENOENT', `"${path}" does not exist`);
+      if (isDir(st.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
+      await unlink(abs);
+      return done(path);
+    }
+    case 'rename': {
+      const r = req.rename!;
+      const from = checkChildPath(r.from, 'from');
+      const to = checkChildPath(r.to, 'to');
+      if (to === from) return done(from);
+      if (to.startsWith(from + '/')) throw new FsError('EINVAL', `cannot move "${from}" into itself`);
+      if (r.exchange) throw new FsError('ENOTSUP', 'RENAME_EXCHANGE needs the native helper (renameat2), not available in this build');
+      const fromAbs = await index.paths.safeAbs(from);
+      const toAbs = await index.paths.safeAbs(to);
+      const st = await lstatOrNull(fromAbs);
+      if (!st) throw new FsError('ENOENT', `"${from}" does not exist`);
+      if (r.noReplace) {
+        if (!isDir(st.mode)) {
+          // link() fails with EEXIST atomically, so nothing is ever clobbered.
+          await link(fromAbs, toAbs);
+          await unlink(fromAbs);
+        } else {
+          if (await lstatOrNull(toAbs)) throw new FsError('EEXIST', `"${to}" exists`);
+          await rename(fromAbs, toAbs);
+        }
+      } else {
+        await rename(fromAbs, toAbs);
+      }
+      const entry = await index.moved(from, to);
+      return { changed: [{ path: from, entry: null }, { path: to, entry }] };
+    }
+    case 'symlink': {
+      const path = checkChildPath(req.symlink!.path);
+      const target = req.symlink!.target;
+      if (target === '' || target.includes('\0')) throw new FsError('EINVAL', 'symlink target is empty or contains NUL');
+      if (Buffer.byteLength(target) > 4095) throw new FsError('ENAMETOOLONG', 'symlink target is too long');
+      await symlink(target, await index.paths.safeAbs(path));
+      return done(path);
+    }
+    case 'link': {
+      const existing = checkChildPath(req.link!.existing, 'existing');
+      const path = checkChildPath(req.link!.path);
+      const known = index.entries.get(existing);
+      await link(await index.paths.safeAbs(existing), await index.paths.safeAbs(path));
+      const a = await index.adopt(existing, known);
+      const b = await index.adopt(path, known);
+      return { changed: [{ path: existing, entry: a }, { path, entry: b }] };
+    }
+    case 'chmod': {
+      const path = checkPath(req.chmod!.path);
+      const abs = await index.paths.safeAbs(path);
+      const known = index.entries.get(path);
+      await chmodNoFollow(abs, req.chmod!.mode & 0o7777);
+      return keep(path, known);
+    }
+    case 'chown': {
+      const path = checkPath(req.chown!.path);
+      const abs = await index.paths.safeAbs(path);
+      const st = await lstatOrNull(abs);
+      if (!st) throw new FsError('ENOENT', `"${path}" does not exist`);
+      const known = index.entries.get(path);
+      const uid = req.chown!.uid < 0 ? st.uid : req.chown!.uid;
+      const gid = req.chown!.gid < 0 ? st.gid : req.chown!.gid;
+      await lchown(abs, uid, gid);
+      return keep(path, known);
+    }
+    case 'utimens': {
+      const u = req.utimens!;
+      const path = checkPath(u.path);
+      const abs = await index.paths.safeAbs(path);
+      const st = await lstatOrNull(abs);
+      if (!st) throw new FsError('ENOENT', `"${path}" does not exist`);
+      const known = index.entries.get(path);
+      // Absent means UTIME_OMIT: keep exactly what is there.
+      const atime = u.atimeNow ? nowNs() : u.atime ? fromTimespec(u.atime) : st.atimeNs;
+      const mtime = u.mtimeNow ? nowNs() : u.mtime ? fromTimespec(u.mtime) : st.mtimeNs;
+      await lutimes(abs, nsToSeconds(atime), nsToSeconds(mtime));
+      return keep(path, known);
+    }
+    case 'truncate': {
+      const path = checkChildPath(req.truncate!.path);
+      const abs = await index.paths.safeAbs(path);
+      const fh = await open(abs, C.O_WRONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+      try {
+        await fh.truncate(req.truncate!.size);
+      } finally {
+        await fh.close();
+      }
+      return done(path);
+    }
+    default:
+      throw new FsError('EINVAL', `unknown mutation "${String(req.op)}"`);
+  }
+}
+
+async function chmodNoFollow(abs: string, mode: number): Promise<void> {
+  let fh;
+  try {
+    fh = await open(abs, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
+    if (code !== 'EACCES') throw err;
+    // Unreadable (mode 000) and not root: lstat, then chmod by name.
+    const st = attrFromStats(await lstat(abs, { bigint: true }));
+    if (isLnk(st.mode)) throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
+    await chmod(abs, mode);
+    return;
+  }
+  try {
+    await fh.chmod(mode);
+  } finally {
+    await fh.close();
+  }
+}

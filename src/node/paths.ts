@@ -1,0 +1,77 @@
+// Confinement of paths that arrive over the wire. A path is relative to the
+// workspace root, '/'-separated, and may not climb out of it: no leading
+// '/', no '.' or '..' segment, no empty segment, no NUL, and within the
+// kernel's limits. Symlinks are never followed out of the root: metadata is
+// served from the index (built without following links) and every mutation
+// checks that the real path of its parent directory is inside the root.
+import { realpath } from 'node:fs/promises';
+import { dirname, join, sep } from 'node:path';
+import { FsError } from '../wire/errors.js';
+
+export const NAME_MAX = 255;
+export const PATH_MAX = 4095;
+
+/** Validates a wire path; returns it unchanged ("" is the root). */
+export function checkPath(p: unknown, what = 'path'): string {
+  if (typeof p !== 'string') throw new FsError('EINVAL', `${what} is not a string`);
+  if (p === '') return p;
+  if (p.includes('\0')) throw new FsError('EINVAL', `${what} contains a NUL byte`);
+  if (p.startsWith('/')) throw new FsError('EACCES', `${what} "${p}" is absolute; paths are relative to the workspace root`);
+  if (Buffer.byteLength(p) > PATH_MAX) throw new FsError('ENAMETOOLONG', `${what} is longer than ${PATH_MAX} bytes`);
+  for (const seg of p.split('/')) {
+    if (seg === '..') throw new FsError('EACCES', `${what} "${p}" leaves the workspace root`);
+    if (seg === '' || seg === '.') throw new FsError('EINVAL', `${what} "${p}" is not in canonical form`);
+    if (Buffer.byteLength(seg) > NAME_MAX) throw new FsError('ENAMETOOLONG', `a name in ${what} is longer than ${NAME_MAX} bytes`);
+  }
+  return p;
+}
+
+/** A path that names something other than the root (mutations). */
+export function checkChildPath(p: unknown, what = 'path'): string {
+  const ok = checkPath(p, what);
+  if (ok === '') throw new FsError('EBUSY', `${what} may not be the workspace root`);
+  return ok;
+}
+
+export function parentOf(rel: string): string {
+  const i = rel.lastIndexOf('/');
+  return i < 0 ? '' : rel.slice(0, i);
+}
+
+export function baseName(rel: string): string {
+  return rel.slice(rel.lastIndexOf('/') + 1);
+}
+
+export function joinRel(dir: string, name: string): string {
+  return dir === '' ? name : `${dir}/${name}`;
+}
+
+export class Confinement {
+  constructor(readonly root: string) {}
+
+  abs(rel: string): string {
+    return rel === '' ? this.root : join(this.root, rel);
+  }
+
+  /**
+   * The absolute path of `rel` after checking that its parent directory,
+   * with every symlink resolved, is still inside the root. The last
+   * component itself is never followed by the callers (lstat, rename,
+   * unlink, O_NOFOLLOW opens).
+   */
+  async safeAbs(rel: string): Promise<string> {
+    const abs = this.abs(rel);
+    if (rel === '') return abs;
+    let real: string;
+    try {
+      real = await realpath(dirname(abs));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+      throw new FsError(code, `parent of "${rel}": ${(err as Error).message.replace(this.root, '<root>')}`);
+    }
+    if (real !== this.root && !real.startsWith(this.root + sep)) {
+      throw new FsError('EACCES', `"${rel}" resolves outside the workspace root through a symlink`);
+    }
+    return join(real, abs.slice(dirname(abs).length + 1));
+  }
+}

@@ -1,0 +1,265 @@
+// The gRPC service of a node: wire messages in, index / chunk source /
+// commit / mutations, wire messages out. Every handler checks the bearer
+// token (when one is set) and turns failures into errno-carrying statuses.
+import * as grpc from '@grpc/grpc-js';
+import { timingSafeEqual } from 'node:crypto';
+import { fromTimespec, isDir, isReg } from '../content/attr.js';
+import { attrToWire, chunksFromWire, chunksToWire } from '../wire/convert.js';
+import { FsError, toServiceError } from '../wire/errors.js';
+import { PROTOCOL_VERSION, MAX_MESSAGE_BYTES } from '../wire/proto.js';
+import { HASH_ALGORITHM } from '../content/manifest.js';
+import type { NodeHandlers, WEntry, WChangeEvent, WPutChunkOut, WCommitRequestOut, WMutateRequestOut } from '../wire/types.js';
+import { log } from '../log.js';
+import { baseName, checkPath } from './paths.js';
+import { commitFile, PathLocks } from './commit.js';
+import { mutate } from './mutations.js';
+import type { Workspace } from './agent.js';
+import type { IndexEntry } from './index-entry.js';
+import type { Change } from './workspace-index.js';
+
+export function entryToWire(path: string, e: IndexEntry): WEntry {
+  return {
+    name: path === '' ? '' : baseName(path),
+    attr: attrToWire(e.attr),
+    symlinkTarget: e.target ?? '',
+    digest: e.digest ?? Buffer.alloc(0),
+  };
+}
+
+interface ServiceContext {
+  nodeId: string;
+  token?: string;
+  workspace(id: string): Workspace;
+}
+
+function authorized(ctx: ServiceContext, md: grpc.Metadata): boolean {
+  if (!ctx.token) return true;
+  const got = md.get('authorization')[0];
+  if (typeof got !== 'string') return false;
+  const a = Buffer.from(got);
+  const b = Buffer.from(`Bearer ${ctx.token}`);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Ends a server stream with an error status (destroy() would drop the status and leave the client waiting). */
+function failStream(call: grpc.ServerWritableStream<unknown, unknown>, status: Partial<grpc.StatusObject>): void {
+  call.emit('error', Object.assign(new Error(status.details), status));
+}
+
+const UNAUTH = { code: grpc.status.UNAUTHENTICATED, details: 'missing or wrong bearer token' };
+
+/** Wraps a unary handler: auth, errors as statuses, a debug log line per failure. */
+function unary<Req, Res>(ctx: ServiceContext, name: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  return (call, cb) => {
+    if (!authorized(ctx, call.metadata)) return cb(UNAUTH);
+    fn(call.request).then(
+      (res) => cb(null, res),
+      (err) => {
+        const s = toServiceError(err);
+        log.debug({ rpc: name, err: s.details }, 'request failed');
+        cb(s);
+      },
+    );
+  };
+}
+
+export function makeHandlers(ctx: ServiceContext): NodeHandlers {
+  const locks = new PathLocks();
+
+  const stat = async (ws: Workspace, path: string): Promise<IndexEntry> => {
+    let e = ws.index.entries.get(path);
+    if (!e) {
+      // Not indexed (yet): look at the disk, confined, before saying ENOENT.
+      await ws.index.paths.safeAbs(path);
+      await ws.index.refresh(path);
+      e = ws.index.entries.get(path);
+    }
+    if (!e) throw new FsError('ENOENT', `"${path}" does not exist`);
+    return e;
+  };
+
+  return {
+    Handshake: unary(ctx, 'Handshake', async (req: { workspace: string; protocolVersion: number }) => {
+      const ws = ctx.workspace(req.workspace);
+      if (req.protocolVersion !== PROTOCOL_VERSION) {
+        throw new FsError('EPROTO', `protocol version ${req.protocolVersion} is not supported (this node speaks ${PROTOCOL_VERSION})`);
+      }
+      const p = ws.params;
+      return {
+        workspace: ws.id,
+        nodeId: ctx.nodeId,
+        protocolVersion: PROTOCOL_VERSION,
+        hashAlgorithm: HASH_ALGORITHM,
+        chunking: { algorithm: p.algorithm, minSize: p.min, avgSize: p.avg, maxSize: p.max },
+        generation: ws.index.generation,
+        epoch: ws.index.epoch,
+        rootIno: ws.index.entries.get('')?.attr.ino ?? 0,
+        hardLinks: true,
+        maxMessageBytes: MAX_MESSAGE_BYTES,
+      };
+    }),
+
+    Stat: unary(ctx, 'Stat', async (req: { workspace: string; path: string }) => {
+      const ws = ctx.workspace(req.workspace);
+      const path = checkPath(req.path);
+      return entryToWire(path, await stat(ws, path));
+    }),
+
+    ListDir: unary(ctx, 'ListDir', async (req: { workspace: string; path: string }) => {
+      const ws = ctx.workspace(req.workspace);
+      const path = checkPath(req.path);
+      const dir = await stat(ws, path);
+      if (!isDir(dir.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
+      const names = ws.index.listChildren(path) ?? [];
+      const entries: WEntry[] = [];
+      for (const name of names) {
+        const child = path === '' ? name : `${path}/${name}`;
+        const e = ws.index.entries.get(child);
+        if (e) entries.push(entryToWire(child, e));
+      }
+      return { dir: entryToWire(path, dir), entries, generation: ws.index.generation };
+    }),
+
+    GetManifest: unary(ctx, 'GetManifest', async (req: { workspace: string; path: string }) => {
+      const ws = ctx.workspace(req.workspace);
+      const path = checkPath(req.path);
+      const e = ws.index.entries.get(path) ?? (await stat(ws, path));
+      if (!isReg(e.attr.mode)) throw new FsError(isDir(e.attr.mode) ? 'EISDIR' : 'EINVAL', `"${path}" is not a regular file`);
+      const v = await ws.index.validate(path);
+      return { path, digest: v.digest!, size: v.attr.size, chunks: chunksToWire(v.chunks!), attr: attrToWire(v.attr) };
+    }),
+
+    ReadChunks: (call: grpc.ServerWritableStream<{ workspace: string; hashes: Buffer[]; pathHint: string }, unknown>) => {
+      if (!authorized(ctx, call.metadata)) return failStream(call, UNAUTH);
+      void (async () => {
+        try {
+          const ws = ctx.workspace(call.request.workspace);
+          const hint = call.request.pathHint ? checkPath(call.request.pathHint, 'path hint') : undefined;
+          for (const hash of call.request.hashes) {
+            if (call.cancelled) return;
+            const data = await ws.chunks.read(Buffer.from(hash), hint);
+            // Back-pressure: wait for the transport before the next chunk.
+            if (!call.write({ hash, data })) await new Promise((r) => call.once('drain', r));
+          }
+          call.end();
+        } catch (err) {
+          failStream(call, toServiceError(err));
+        }
+      })();
+    },
+
+    HasChunks: unary(ctx, 'HasChunks', async (req: { workspace: string; hashes: Buffer[] }) => {
+      const ws = ctx.workspace(req.workspace);
+      const missing: number[] = [];
+      for (const [i, h] of req.hashes.entries()) if (!(await ws.chunks.has(Buffer.from(h)))) missing.push(i);
+      return { missing };
+    }),
+
+    PutChunks: (call: grpc.ServerReadableStream<WPutChunkOut, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      if (!authorized(ctx, call.metadata)) return cb(UNAUTH);
+      let ws: Workspace | undefined;
+      let stored = 0;
+      let bytes = 0;
+      let failed = false;
+      let chain: Promise<void> = Promise.resolve();
+      const fail = (err: unknown): void => {
+        if (failed) return;
+        failed = true;
+        cb(toServiceError(err));
+      };
+      call.on('data', (m: WPutChunkOut) => {
+        call.pause();
+        chain = chain
+          .then(async () => {
+            if (failed) return;
+            ws ??= ctx.workspace(m.workspace);
+            if (await ws.chunks.put(Buffer.from(m.hash), Buffer.from(m.data))) {
+              stored++;
+              bytes += m.data.length;
+            }
+          })
+          .catch(fail)
+          .finally(() => call.resume());
+      });
+      call.on('end', () => void chain.then(() => failed || cb(null, { stored, bytes })));
+      call.on('error', fail);
+    },
+
+    Commit: unary(ctx, 'Commit', async (req: WCommitRequestOut) => {
+      const ws = ctx.workspace(req.workspace);
+      const path = checkPath(req.path);
+      const r = await locks.with(`${ws.id}\0${path}`, () =>
+        commitFile(ws.index, ws.chunks, {
+          path,
+          baseDigest: req.baseDigest.length ? Buffer.from(req.baseDigest) : undefined,
+          expectAbsent: req.expectAbsent,
+          digest: Buffer.from(req.digest),
+          size: req.size,
+          chunks: chunksFromWire(req.chunks),
+          mode: req.mode,
+          mtimeNs: req.mtime ? fromTimespec(req.mtime) : undefined,
+          atimeNs: req.atime ? fromTimespec(req.atime) : undefined,
+          clientId: req.clientId,
+        }),
+      );
+      return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation };
+    }),
+
+    Mutate: unary(ctx, 'Mutate', async (req: WMutateRequestOut) => {
+      const ws = ctx.workspace(req.workspace);
+      const r = await locks.with(`${ws.id}\0mutate`, () => mutate(ws.index, req));
+      const entries: WEntry[] = r.changed.filter((c) => c.entry).map((c) => ({ ...entryToWire(c.path, c.entry!), name: c.path }));
+      return { entries, generation: ws.index.generation };
+    }),
+
+    Watch: (call: grpc.ServerWritableStream<{ workspace: string; fromGeneration: number; epoch: string }, WChangeEvent>) => {
+      if (!authorized(ctx, call.metadata)) return failStream(call, UNAUTH);
+      let ws: Workspace;
+      try {
+        ws = ctx.workspace(call.request.workspace);
+      } catch (err) {
+        return failStream(call, toServiceError(err));
+      }
+      const index = ws.index;
+      const event = (generation: number, path: string, e: IndexEntry | null | undefined): WChangeEvent =>
+        e
+          ? { generation, kind: 'CHANGED', path, entry: entryToWire(path, e), epoch: index.epoch }
+          : { generation, kind: 'REMOVED', path, epoch: index.epoch };
+      // Live changes are held back until the backlog has been sent.
+      let backlogDone = false;
+      let sentUpTo = 0;
+      const held: Change[] = [];
+      const onChange = (c: Change): void => {
+        if (!backlogDone) held.push(c);
+        else if (c.generation > sentUpTo) {
+          sentUpTo = c.generation;
+          call.write(event(c.generation, c.path, c.entry));
+        }
+      };
+      index.on('change', onChange);
+      const stop = (): void => void index.off('change', onChange);
+      call.on('cancelled', stop);
+      call.on('close', stop);
+      call.on('error', stop);
+      void (async () => {
+        const from = call.request.fromGeneration;
+        if (call.request.epoch !== index.epoch || from < index.logFloor || from > index.generation) {
+          sentUpTo = index.generation;
+          call.write({ generation: sentUpTo, kind: 'RESET', path: '', epoch: index.epoch });
+        } else {
+          sentUpTo = from;
+          for await (const { path, generation } of index.changedSince(from)) {
+            call.write(event(generation, path, index.entries.get(path)));
+            sentUpTo = Math.max(sentUpTo, generation);
+          }
+        }
+        backlogDone = true;
+        call.write({ generation: sentUpTo, kind: 'READY', path: '', epoch: index.epoch });
+        for (const c of held.splice(0)) onChange(c);
+      })().catch((err) => {
+        stop();
+        failStream(call, toServiceError(err));
+      });
+    },
+  } as unknown as NodeHandlers;
+}

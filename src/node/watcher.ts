@@ -1,0 +1,104 @@
+// Notices changes made on the node by other programs: one inotify watch per
+// directory (fs.watch, not recursive, so the number of watches is the number
+// of directories), events debounced and turned into index refreshes. A
+// periodic reconcile (see agent.ts) is the safety net for anything missed.
+import { watch, type FSWatcher } from 'node:fs';
+import { isDir } from '../content/attr.js';
+import { log } from '../log.js';
+import type { Change, WorkspaceIndex } from './workspace-index.js';
+import { TEMP_PREFIX } from './workspace-index.js';
+import { joinRel, parentOf } from './paths.js';
+
+export class TreeWatcher {
+  private readonly watchers = new Map<string, FSWatcher>();
+  private readonly pending = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> = Promise.resolve();
+  private limitWarned = false;
+  private closed = false;
+  private readonly onChange = (c: Change): void => {
+    if (c.entry && isDir(c.entry.attr.mode)) {
+      if (!this.watchers.has(c.path)) {
+        this.watch(c.path);
+        // Entries created before the watch existed would go unnoticed.
+        this.queue(c.path);
+      }
+    } else if (!c.entry) this.unwatch(c.path);
+  };
+
+  constructor(
+    private readonly index: WorkspaceIndex,
+    private readonly debounceMs = 30,
+  ) {}
+
+  start(): void {
+    for (const [path, e] of this.index.entries) if (isDir(e.attr.mode)) this.watch(path);
+    this.index.on('change', this.onChange);
+  }
+
+  get watchCount(): number {
+    return this.watchers.size;
+  }
+
+  private watch(rel: string): void {
+    if (this.closed || this.watchers.has(rel)) return;
+    try {
+      const w = watch(this.index.paths.abs(rel), { persistent: false }, (_ev, name) => {
+        if (name && String(name).startsWith(TEMP_PREFIX)) return;
+        this.queue(name ? joinRel(rel, String(name)) : rel);
+      });
+      w.on('error', () => this.unwatch(rel));
+      this.watchers.set(rel, w);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOSPC' && !this.limitWarned) {
+        this.limitWarned = true;
+        log.warn({ workspace: this.index.id, watches: this.watchers.size }, 'inotify watch limit reached (fs.inotify.max_user_watches); changes below unwatched directories are found by the periodic reconcile');
+      }
+    }
+  }
+
+  private unwatch(rel: string): void {
+    this.watchers.get(rel)?.close();
+    this.watchers.delete(rel);
+  }
+
+  private queue(rel: string): void {
+    this.pending.add(rel);
+    if (rel !== '') this.pending.add(parentOf(rel));
+    if (!this.timer) this.timer = setTimeout(() => this.flush(), this.debounceMs);
+  }
+
+  private flush(): void {
+    this.timer = undefined;
+    const paths = [...this.pending].sort((a, b) => a.length - b.length);
+    this.pending.clear();
+    this.running = this.running.then(async () => {
+      for (const p of paths) {
+        if (this.closed) return;
+        try {
+          await this.index.refresh(p);
+        } catch (err) {
+          log.warn({ workspace: this.index.id, path: p, err: (err as Error).message }, 'cannot refresh path after a change');
+        }
+      }
+    });
+  }
+
+  /** Resolves once every change queued so far has reached the index. */
+  async settled(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.flush();
+    }
+    await this.running;
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.index.off('change', this.onChange);
+    for (const w of this.watchers.values()) w.close();
+    this.watchers.clear();
+  }
+}

@@ -1,0 +1,438 @@
+// The node's persistent index of one workspace: every path with its lstat
+// attributes, and for regular files the digest and chunk list. It lives in
+// RocksDB (so a restart re-hashes only what changed) and in memory (so
+// requests are answered without a database read). Every change bumps the
+// workspace's generation and is logged, which is what `Watch` replays.
+import { EventEmitter } from 'node:events';
+import { lstat, readdir, readlink, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import pLimit from 'p-limit';
+import { attrFromStats, isDir, isLnk, isReg, sameAttr, sameTuple, type Attr } from '../content/attr.js';
+import type { HashPool } from '../content/hash-pool.js';
+import { key, prefix, u64be, type Store } from '../store/db.js';
+import { Reader, Writer } from '../store/codec.js';
+import { FsError } from '../wire/errors.js';
+import { log } from '../log.js';
+import { decodeEntry, encodeEntry, type IndexEntry } from './index-entry.js';
+import { baseName, Confinement, joinRel, parentOf } from './paths.js';
+
+/** Name prefix of the node's own temp files (commits in progress). Never indexed. */
+export const TEMP_PREFIX = '.ghostfs-tmp-';
+
+export interface Change {
+  generation: number;
+  path: string;
+  /** null: the path was removed. */
+  entry: IndexEntry | null;
+}
+
+export interface ScanStats {
+  files: number;
+  dirs: number;
+  others: number;
+  hashedFiles: number;
+  hashedBytes: number;
+  removed: number;
+  tempsRemoved: number;
+  durationMs: number;
+}
+
+export interface IndexOptions {
+  statConcurrency: number;
+  tempTtlMs: number;
+  /** Generations kept in the change log; a watcher further behind gets RESET. */
+  logRetention: number;
+  /** Absolute paths under the root that are not part of the workspace (a state dir inside it). */
+  excluded: string[];
+  onProgress?: (s: ScanStats) => void;
+}
+
+interface ChunkLocation {
+  path: string;
+  offset: number;
+  length: number;
+}
+
+export class WorkspaceIndex extends EventEmitter {
+  readonly entries = new Map<string, IndexEntry>();
+  private readonly children = new Map<string, Set<string>>();
+  /** Where each known chunk can be read (keyed by the hash's latin1 string). */
+  private readonly chunkLoc = new Map<string, ChunkLocation>();
+  private readonly validating = new Map<string, Promise<IndexEntry>>();
+  private flushChain: Promise<void> = Promise.resolve();
+  readonly paths: Confinement;
+  generation = 0;
+  epoch = '';
+  /** Watchers at or beyond this generation can be served from the log. */
+  logFloor = 0;
+  /** No one can know an older state of a fresh index: its first scan is not logged. */
+  private fresh = false;
+
+  constructor(
+    readonly id: string,
+    readonly root: string,
+    private readonly store: Store,
+    private readonly pool: HashPool,
+    private readonly opts: IndexOptions,
+  ) {
+    super();
+    this.setMaxListeners(0);
+    this.paths = new Confinement(root);
+  }
+
+  private entryKey(path: string): Buffer {
+    return key(this.id, 'e', path);
+  }
+
+  private logKey(gen: number): Buffer {
+    return key(this.id, 'l', u64be(gen));
+  }
+
+  private metaKey(name: string): Buffer {
+    return key(this.id, 'm', name);
+  }
+
+  /** Loads the persisted index into memory. */
+  async load(): Promise<void> {
+    const [epoch, gen] = await this.store.getMany([this.metaKey('epoch'), this.metaKey('generation')]);
+    if (epoch) {
+      this.epoch = epoch.toString();
+      this.generation = gen ? new Reader(gen).uint() : 0;
+    } else {
+      this.epoch = randomBytes(8).toString('hex');
+      this.fresh = true;
+      await this.store.batch().put(this.metaKey('epoch'), Buffer.from(this.epoch)).put(this.metaKey('generation'), new Writer().uint(0).done()).commit();
+    }
+    this.logFloor = this.generation;
+    for await (const { key: k } of this.store.scan(prefix(this.id, 'l'), { limit: 1, keysOnly: true })) {
+      this.logFloor = Number(k.readBigUInt64BE(k.length - 8)) - 1;
+    }
+    const p = prefix(this.id, 'e');
+    for await (const { key: k, value } of this.store.scan(p)) {
+      this.setMem(k.subarray(p.length).toString('utf8'), decodeEntry(value));
+    }
+  }
+
+  private setMem(path: string, entry: IndexEntry | null): void {
+    const prev = this.entries.get(path);
+    if (prev?.chunks) {
+      for (const c of prev.chunks) {
+        const k = c.hash.toString('latin1');
+        if (this.chunkLoc.get(k)?.path === path) this.chunkLoc.delete(k);
+      }
+    }
+    if (entry === null) {
+      if (!prev) return;
+      this.entries.delete(path);
+      if (path !== '') this.children.get(parentOf(path))?.delete(baseName(path));
+      if (isDir(prev.attr.mode)) this.children.delete(path);
+      return;
+    }
+    this.entries.set(path, entry);
+    if (path !== '') {
+      let set = this.children.get(parentOf(path));
+      if (!set) this.children.set(parentOf(path), (set = new Set()));
+      set.add(baseName(path));
+    }
+    if (isDir(entry.attr.mode)) {
+      if (!this.children.has(path)) this.children.set(path, new Set());
+    } else if (prev && isDir(prev.attr.mode)) {
+      this.children.delete(path);
+    }
+    if (entry.chunks) {
+      for (const c of entry.chunks) this.chunkLoc.set(c.hash.toString('latin1'), { path, offset: c.offset, length: c.length });
+    }
+  }
+
+  /** Records changes durably (one batch), bumps the generation per change, and announces them. */
+  async apply(list: { path: string; entry: IndexEntry | null }[], opts: { log?: boolean } = {}): Promise<Change[]> {
+    if (list.length === 0) return [];
+    const logIt = opts.log ?? true;
+    const batch = this.store.batch();
+    const changes: Change[] = [];
+    for (const { path, entry } of list) {
+      const generation = ++this.generation;
+      this.setMem(path, entry);
+      if (entry) batch.put(this.entryKey(path), encodeEntry(entry));
+      else batch.del(this.entryKey(path));
+      if (logIt) batch.put(this.logKey(generation), new Writer().string(path).bool(entry === null).done());
+      changes.push({ generation, path, entry });
+    }
+    if (!logIt) this.logFloor = this.generation;
+    batch.put(this.metaKey('generation'), new Writer().uint(this.generation).done());
+    await batch.commit();
+    for (const c of changes) this.emit('change', c);
+    return changes;
+  }
+
+  /** Paths changed after `gen`, oldest first, each once (its latest state is in `entries`). */
+  async *changedSince(gen: number): AsyncGenerator<{ generation: number; path: string }> {
+    const seen = new Map<string, number>();
+    for await (const { key: k, value } of this.store.range(this.logKey(gen + 1), this.logKey(this.generation + 1))) {
+      seen.set(new Reader(value).string(), Number(k.readBigUInt64BE(k.length - 8)));
+    }
+    // Map iteration is insertion order; re-inserting moves nothing, so sort by generation.
+    yield* [...seen].sort((a, b) => a[1] - b[1]).map(([path, generation]) => ({ path, generation }));
+  }
+
+  /** Drops change-log records older than the retention window. */
+  async pruneLog(): Promise<void> {
+    const floor = this.generation - this.opts.logRetention;
+    if (floor <= this.logFloor) return;
+    const b = this.store.batch();
+    for await (const { key: k } of this.store.range(this.logKey(0), this.logKey(floor + 1), { limit: 100_000 })) b.del(k);
+    await b.commit();
+    this.logFloor = floor;
+  }
+
+  listChildren(dir: string): string[] | undefined {
+    const set = this.children.get(dir);
+    return set ? [...set] : undefined;
+  }
+
+  locateChunk(hash: Buffer): ChunkLocation | undefined {
+    return this.chunkLoc.get(hash.toString('latin1'));
+  }
+
+  private isExcluded(abs: string): boolean {
+    return this.opts.excluded.some((x) => abs === x || abs.startsWith(x + '/'));
+  }
+
+  /** Walks the whole tree and brings the index up to date. */
+  async scan(): Promise<ScanStats> {
+    const stats = await this.reconcile('', { log: !this.fresh });
+    this.fresh = false;
+    return stats;
+  }
+
+  /**
+   * Brings the index of the subtree at `rel` up to date: lstat everything,
+   * re-hash only regular files whose stat tuple changed, drop what is gone.
+   */
+  async reconcile(rel: string, opts: { log?: boolean } = {}): Promise<ScanStats> {
+    const started = performance.now();
+    const stats: ScanStats = { files: 0, dirs: 0, others: 0, hashedFiles: 0, hashedBytes: 0, removed: 0, tempsRemoved: 0, durationMs: 0 };
+    const pending: { path: string; entry: IndexEntry | null }[] = [];
+    const flush = (force: boolean): Promise<void> => {
+      if (pending.length === 0 || (!force && pending.length < 2000)) return this.flushChain;
+      const list = pending.splice(0);
+      this.flushChain = this.flushChain.then(() => this.apply(list, opts).then(() => undefined));
+      return this.flushChain;
+    };
+    const record = (path: string, entry: IndexEntry | null): void => {
+      pending.push({ path, entry });
+      void flush(false);
+    };
+    const seen = new Set<string>();
+    const hashing: Promise<void>[] = [];
+    const limit = pLimit(this.opts.statConcurrency);
+    let lastProgress = 0;
+
+    const consider = async (path: string, attr: Attr): Promise<void> => {
+      seen.add(path);
+      const prev = this.entries.get(path);
+      if (isReg(attr.mode)) {
+        stats.files++;
+        if (prev?.digest && sameTuple(prev.attr, attr)) {
+          if (!sameAttr(prev.attr, attr)) record(path, { ...prev, attr });
+          return;
+        }
+        hashing.push(
+          this.pool.hash(this.paths.abs(path)).then(
+            (r) => {
+              stats.hashedFiles++;
+              stats.hashedBytes += r.manifest.size;
+              record(path, { attr: r.attr, digest: r.manifest.digest, chunks: r.manifest.chunks });
+            },
+            (err: NodeJS.ErrnoException) => {
+              if (err.code !== 'ENOENT') log.warn({ workspace: this.id, path, err: err.message }, 'cannot hash file; left out of the index');
+              seen.delete(path);
+            },
+          ),
+        );
+      } else if (isLnk(attr.mode)) {
+        stats.others++;
+        if (prev && prev.target !== undefined && sameAttr(prev.attr, attr)) return;
+        try {
+          record(path, { attr, target: await readlink(this.paths.abs(path)) });
+        } catch {
+          seen.delete(path);
+        }
+      } else {
+        if (isDir(attr.mode)) stats.dirs++;
+        else stats.others++;
+        if (!prev || !sameAttr(prev.attr, attr) || (prev.digest && !isReg(attr.mode))) record(path, { attr });
+      }
+      if (this.opts.onProgress && stats.files - lastProgress >= 5000) {
+        lastProgress = stats.files;
+        this.opts.onProgress({ ...stats, durationMs: performance.now() - started });
+      }
+    };
+
+    const reclaimTemp = async (abs: string, attr: Attr): Promise<void> => {
+      const ageMs = Date.now() - Number(attr.mtimeNs / 1_000_000n);
+      if (ageMs < this.opts.tempTtlMs) return;
+      try {
+        await unlink(abs);
+        stats.tempsRemoved++;
+        log.info({ workspace: this.id, path: abs, ageMs }, 'removed stale temp file');
+      } catch (err) {
+        log.warn({ workspace: this.id, path: abs, err: (err as Error).message }, 'cannot remove stale temp file');
+      }
+    };
+
+    const visitDir = async (dir: string): Promise<void> => {
+      let names: string[];
+      try {
+        names = await readdir(this.paths.abs(dir));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'ENOENT' && code !== 'ENOTDIR') log.warn({ workspace: this.id, path: dir, err: (err as Error).message }, 'cannot list directory');
+        return;
+      }
+      const subdirs: string[] = [];
+      await Promise.all(
+        names.map((name) =>
+          limit(async () => {
+            const path = joinRel(dir, name);
+            const abs = this.paths.abs(path);
+            if (this.isExcluded(abs)) return;
+            let attr: Attr;
+            try {
+              attr = attrFromStats(await lstat(abs, { bigint: true }));
+            } catch {
+              return; // vanished between readdir and lstat
+            }
+            if (name.startsWith(TEMP_PREFIX)) return reclaimTemp(abs, attr);
+            await consider(path, attr);
+            if (isDir(attr.mode)) subdirs.push(path);
+          }),
+        ),
+      );
+      await Promise.all(subdirs.map(visitDir));
+    };
+
+    let top: Attr | undefined;
+    try {
+      top = attrFromStats(await lstat(this.paths.abs(rel), { bigint: true }));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || rel === '') throw err;
+    }
+    if (top) {
+      await consider(rel, top);
+      if (isDir(top.mode)) await visitDir(rel);
+    }
+    await Promise.all(hashing);
+    for (const path of this.subtree(rel)) {
+      if (!seen.has(path)) {
+        stats.removed++;
+        record(path, null);
+      }
+    }
+    await flush(true);
+    stats.durationMs = Math.round(performance.now() - started);
+    return stats;
+  }
+
+  /** `rel` and every indexed path below it, parents before children. */
+  subtree(rel: string): string[] {
+    const out: string[] = [];
+    if (!this.entries.has(rel)) return out;
+    const stack = [rel];
+    while (stack.length > 0) {
+      const p = stack.pop()!;
+      out.push(p);
+      for (const name of this.children.get(p) ?? []) stack.push(joinRel(p, name));
+    }
+    return out;
+  }
+
+  /** Re-checks one path after a filesystem event: cheap when nothing changed. */
+  async refresh(rel: string): Promise<void> {
+    const prev = this.entries.get(rel);
+    let attr: Attr | undefined;
+    try {
+      attr = attrFromStats(await lstat(this.paths.abs(rel), { bigint: true }));
+    } catch {
+      attr = undefined;
+    }
+    if (!attr) {
+      if (prev) await this.apply(this.subtree(rel).map((path) => ({ path, entry: null })));
+    } else if (!prev || (attr.mode & 0o170000) !== (prev.attr.mode & 0o170000)) {
+      await this.reconcile(rel); // new (or replaced) path: walk what is there now
+    } else if (isReg(attr.mode)) {
+      await this.validate(rel).catch(() => undefined);
+    } else if (!sameAttr(prev.attr, attr)) {
+      // A directory's own attributes; its children report their own events.
+      const target = isLnk(attr.mode) ? await readlink(this.paths.abs(rel)).catch(() => prev.target) : undefined;
+      await this.apply([{ path: rel, entry: target === undefined ? { attr } : { attr, target } }]);
+    }
+  }
+
+  /**
+   * After the node itself changed `rel` without touching its content
+   * (rename, chmod, utimens, link), keep the known digest: the stat tuple
+   * moved (ctime, mtime) but the bytes did not, and re-hashing would be waste.
+   */
+  async adopt(rel: string, known: IndexEntry | undefined): Promise<IndexEntry | null> {
+    let attr: Attr;
+    try {
+      attr = attrFromStats(await lstat(this.paths.abs(rel), { bigint: true }));
+    } catch {
+      if (this.entries.has(rel)) await this.apply(this.subtree(rel).map((path) => ({ path, entry: null })));
+      return null;
+    }
+    if (known && isReg(attr.mode) && known.digest && known.attr.ino === attr.ino && known.attr.dev === attr.dev && known.attr.size === attr.size) {
+      const entry = { ...known, attr };
+      await this.apply([{ path: rel, entry }]);
+      return entry;
+    }
+    await this.refresh(rel);
+    return this.entries.get(rel) ?? null;
+  }
+
+  /** After the node renamed `from` to `to` itself: move the indexed subtree instead of re-hashing it. */
+  async moved(from: string, to: string): Promise<IndexEntry | null> {
+    const movedEntries = this.subtree(from).map((p) => ({ path: to + p.slice(from.length), entry: this.entries.get(p)! }));
+    const list: { path: string; entry: IndexEntry | null }[] = [];
+    for (const path of this.subtree(to)) list.push({ path, entry: null });
+    for (const path of this.subtree(from)) list.push({ path, entry: null });
+    list.push(...movedEntries);
+    await this.apply(list);
+    return this.adopt(to, movedEntries[0]?.entry);
+  }
+
+  /**
+   * The index entry of a regular file, checked against the file as it is
+   * now: if its stat tuple moved, it is re-hashed (once, whoever asks).
+   */
+  validate(rel: string): Promise<IndexEntry> {
+    let p = this.validating.get(rel);
+    if (!p) {
+      p = this.validateNow(rel).finally(() => this.validating.delete(rel));
+      this.validating.set(rel, p);
+    }
+    return p;
+  }
+
+  private async validateNow(rel: string): Promise<IndexEntry> {
+    const abs = this.paths.abs(rel);
+    let attr: Attr;
+    try {
+      attr = attrFromStats(await lstat(abs, { bigint: true }));
+    } catch (err) {
+      if (this.entries.has(rel)) await this.apply(this.subtree(rel).map((path) => ({ path, entry: null })));
+      throw new FsError((err as NodeJS.ErrnoException).code ?? 'EIO', `"${rel}" is gone`);
+    }
+    const prev = this.entries.get(rel);
+    if (!isReg(attr.mode)) {
+      await this.reconcile(rel);
+      throw new FsError(isDir(attr.mode) ? 'EISDIR' : 'EINVAL', `"${rel}" is not a regular file`);
+    }
+    if (prev?.digest && sameTuple(prev.attr, attr)) return prev;
+    const r = await this.pool.hash(abs);
+    const entry: IndexEntry = { attr: r.attr, digest: r.manifest.digest, chunks: r.manifest.chunks };
+    await this.apply([{ path: rel, entry }]);
+    return entry;
+  }
+}

@@ -1,0 +1,77 @@
+// Filesystem errors across the wire. The node sends the errno it saw in the
+// `ghostfs-errno` trailer of a gRPC error; the mount hands that errno to the
+// kernel. Transport failures (deadline, unavailable) map to their own errnos.
+import * as grpc from '@grpc/grpc-js';
+
+export const ERRNO_KEY = 'ghostfs-errno';
+
+/** An error with a POSIX errno name, raised deliberately. */
+export class FsError extends Error {
+  constructor(
+    readonly errno: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'FsError';
+  }
+}
+
+const CODE_FOR_ERRNO: Record<string, grpc.status> = {
+  ENOENT: grpc.status.NOT_FOUND,
+  EEXIST: grpc.status.ALREADY_EXISTS,
+  EACCES: grpc.status.PERMISSION_DENIED,
+  EPERM: grpc.status.PERMISSION_DENIED,
+  EINVAL: grpc.status.INVALID_ARGUMENT,
+  ENAMETOOLONG: grpc.status.INVALID_ARGUMENT,
+  ELOOP: grpc.status.INVALID_ARGUMENT,
+  EXDEV: grpc.status.INVALID_ARGUMENT,
+  ENOSPC: grpc.status.RESOURCE_EXHAUSTED,
+  EDQUOT: grpc.status.RESOURCE_EXHAUSTED,
+  ENOTEMPTY: grpc.status.FAILED_PRECONDITION,
+  ENOTDIR: grpc.status.FAILED_PRECONDITION,
+  EISDIR: grpc.status.FAILED_PRECONDITION,
+  ESTALE: grpc.status.FAILED_PRECONDITION,
+  EROFS: grpc.status.FAILED_PRECONDITION,
+  EBUSY: grpc.status.UNAVAILABLE,
+  ENOTSUP: grpc.status.UNIMPLEMENTED,
+  EOPNOTSUPP: grpc.status.UNIMPLEMENTED,
+  ENOSYS: grpc.status.UNIMPLEMENTED,
+};
+
+/** Turns any thrown error into a gRPC error carrying its errno. */
+export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
+  const e = err as NodeJS.ErrnoException & { errno?: unknown };
+  const errno = err instanceof FsError ? err.errno : typeof e?.code === 'string' && /^E[A-Z0-9]+$/.test(e.code) ? e.code : 'EIO';
+  const metadata = new grpc.Metadata();
+  metadata.set(ERRNO_KEY, errno);
+  return {
+    code: CODE_FOR_ERRNO[errno] ?? grpc.status.INTERNAL,
+    details: `${errno}: ${stripPrefix(e?.message ?? String(err), errno)}`,
+    metadata,
+  };
+}
+
+function stripPrefix(msg: string, errno: string): string {
+  return msg.startsWith(errno + ': ') ? msg.slice(errno.length + 2) : msg;
+}
+
+/** The errno a failed call stands for, as the mount reports it to the kernel. */
+export function errnoOf(err: unknown): string {
+  const e = err as grpc.ServiceError;
+  const fromNode = e?.metadata?.get?.(ERRNO_KEY)?.[0];
+  if (typeof fromNode === 'string') return fromNode;
+  if (err instanceof FsError) return err.errno;
+  switch (e?.code) {
+    case grpc.status.DEADLINE_EXCEEDED:
+      return 'ETIMEDOUT';
+    case grpc.status.UNAVAILABLE:
+      return 'EHOSTDOWN';
+    case grpc.status.UNAUTHENTICATED:
+    case grpc.status.PERMISSION_DENIED:
+      return 'EACCES';
+    case grpc.status.NOT_FOUND:
+      return 'ENOENT';
+    default:
+      return typeof (e as unknown as NodeJS.ErrnoException)?.code === 'string' ? String((e as unknown as NodeJS.ErrnoException).code) : 'EIO';
+  }
+}

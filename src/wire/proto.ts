@@ -1,0 +1,44 @@
+// Loads the wire contract (proto/ghostfs/v1) for both ends of the wire.
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ProtoGrpcType } from './gen/ghostfs.js';
+
+export const PROTOCOL_VERSION = 1;
+
+/** Largest chunk is 4 MiB; a message carries one chunk plus a little framing. */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+};
+
+/** The project root: the folder holding proto/, found from this file in src/ or dist/src/. */
+export function projectRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'proto', 'ghostfs', 'v1', 'ghostfs.proto'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find proto/ghostfs/v1/ghostfs.proto above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+}
+
+let loaded: ProtoGrpcType | undefined;
+
+export function wire(): ProtoGrpcType {
+  if (!loaded) {
+    const def = protoLoader.loadSync(join(projectRoot(), 'proto', 'ghostfs', 'v1', 'ghostfs.proto'), {
+      keepCase: false,
+      longs: Number,
+      enums: String,
+      defaults: true,
+      oneofs: true,
+    });
+    loaded = grpc.loadPackageDefinition(def) as unknown as ProtoGrpcType;
+  }
+  return loaded;
+}

@@ -1,0 +1,23 @@
+// Message types of the wire contract, generated from proto/ by scripts/gen-proto.sh.
+export type { Attr as WAttr, Attr__Output as WAttrOut } from './gen/ghostfs/v1/Attr.js';
+export type { Entry as WEntry, Entry__Output as WEntryOut } from './gen/ghostfs/v1/Entry.js';
+export type { ChunkRef as WChunkRef, ChunkRef__Output as WChunkRefOut } from './gen/ghostfs/v1/ChunkRef.js';
+export type { Manifest as WManifest, Manifest__Output as WManifestOut } from './gen/ghostfs/v1/Manifest.js';
+export type { HandshakeRequest as WHandshakeRequest, HandshakeRequest__Output as WHandshakeRequestOut } from './gen/ghostfs/v1/HandshakeRequest.js';
+export type { HandshakeReply as WHandshakeReply, HandshakeReply__Output as WHandshakeReplyOut } from './gen/ghostfs/v1/HandshakeReply.js';
+export type { PathRequest as WPathRequest, PathRequest__Output as WPathRequestOut } from './gen/ghostfs/v1/PathRequest.js';
+export type { ListDirReply as WListDirReply, ListDirReply__Output as WListDirReplyOut } from './gen/ghostfs/v1/ListDirReply.js';
+export type { ReadChunksRequest as WReadChunksRequest, ReadChunksRequest__Output as WReadChunksRequestOut } from './gen/ghostfs/v1/ReadChunksRequest.js';
+export type { Chunk as WChunk, Chunk__Output as WChunkOut } from './gen/ghostfs/v1/Chunk.js';
+export type { HasChunksRequest as WHasChunksRequest, HasChunksRequest__Output as WHasChunksRequestOut } from './gen/ghostfs/v1/HasChunksRequest.js';
+export type { HasChunksReply as WHasChunksReply, HasChunksReply__Output as WHasChunksReplyOut } from './gen/ghostfs/v1/HasChunksReply.js';
+export type { PutChunk as WPutChunk, PutChunk__Output as WPutChunkOut } from './gen/ghostfs/v1/PutChunk.js';
+export type { PutChunksReply as WPutChunksReply, PutChunksReply__Output as WPutChunksReplyOut } from './gen/ghostfs/v1/PutChunksReply.js';
+export type { CommitRequest as WCommitRequest, CommitRequest__Output as WCommitRequestOut } from './gen/ghostfs/v1/CommitRequest.js';
+export type { CommitReply as WCommitReply, CommitReply__Output as WCommitReplyOut } from './gen/ghostfs/v1/CommitReply.js';
+export type { MutateRequest as WMutateRequest, MutateRequest__Output as WMutateRequestOut } from './gen/ghostfs/v1/MutateRequest.js';
+export type { MutateReply as WMutateReply, MutateReply__Output as WMutateReplyOut } from './gen/ghostfs/v1/MutateReply.js';
+export type { WatchRequest as WWatchRequest, WatchRequest__Output as WWatchRequestOut } from './gen/ghostfs/v1/WatchRequest.js';
+export type { ChangeEvent as WChangeEvent, ChangeEvent__Output as WChangeEventOut } from './gen/ghostfs/v1/ChangeEvent.js';
+export type { Timespec as WTimespec, Timespec__Output as WTimespecOut } from './gen/ghostfs/v1/Timespec.js';
+export type { NodeClient, NodeHandlers } from './gen/ghostfs/v1/Node.js';

@@ -1,0 +1,341 @@
+// The node agent end to end: a real `ghostfs serve` child process, real gRPC
+// over loopback, a real RocksDB state dir.
+import t, { type Test } from 'tap';
+import { lstat, mkdir, readFile, readdir, symlink, writeFile, stat, readlink, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
+import { chunkBuffer } from '../src/content/chunk-file.js';
+import { fromTimespec } from '../src/content/attr.js';
+import { errnoOf } from '../src/wire/errors.js';
+import type { NodeConnection } from '../src/mesh/connection.js';
+import type { WChangeEventOut } from '../src/wire/types.js';
+import { NodeProc, tempDir } from './helpers/node-proc.js';
+
+async function makeTree(root: string): Promise<void> {
+  await mkdir(join(root, 'src/deep/er'), { recursive: true });
+  await writeFile(join(root, 'README.md'), '# sample\n');
+  await writeFile(join(root, 'src/main.c'), 'int main(void) { return 0; }\n');
+  await writeFile(join(root, 'src/deep/er/data.bin'), randomBytes(5 * 1024 * 1024 + 123));
+  await writeFile(join(root, 'empty'), '');
+  await writeFile(join(root, 'run.sh'), '#!/bin/sh\necho hi\n', { mode: 0o755 });
+  await writeFile(join(root, 'ünïcødé ✓.txt'), 'unicode\n');
+  await symlink('README.md', join(root, 'readme-link'));
+}
+
+async function readAll(conn: NodeConnection, path: string): Promise<Buffer> {
+  const m = await conn.getManifest(path);
+  const parts: Buffer[] = [];
+  for await (const c of conn.readChunks(m.chunks.map((x) => x.hash), path)) parts.push(c.data);
+  return Buffer.concat(parts);
+}
+
+async function upload(conn: NodeConnection, data: Buffer) {
+  const m = chunkBuffer(data, DEFAULT_CHUNKING);
+  const missing = await conn.hasChunks(m.chunks.map((c) => c.hash));
+  await conn.putChunks(missing.map((i) => ({ hash: m.chunks[i]!.hash, data: data.subarray(m.chunks[i]!.offset, m.chunks[i]!.offset + m.chunks[i]!.length) })));
+  return { m, missing };
+}
+
+async function rejectsErrno(t: Test, p: Promise<unknown>, errno: string, what: string): Promise<void> {
+  try {
+    await p;
+    t.fail(`${what}: expected ${errno}, it succeeded`);
+  } catch (err) {
+    t.equal(errnoOf(err), errno, `${what}: ${errno}`);
+  }
+}
+
+/** Collects Watch events until `pred` matches one. */
+function watchUntil(conn: NodeConnection, from: number, epoch: string, pred: (e: WChangeEventOut) => boolean, timeoutMs = 15_000): Promise<WChangeEventOut[]> {
+  return new Promise((resolve, reject) => {
+    const seen: WChangeEventOut[] = [];
+    const timer = setTimeout(() => {
+      call.cancel();
+      reject(new Error(`no matching change event; saw ${JSON.stringify(seen.map((e) => [e.kind, e.path]))}`));
+    }, timeoutMs);
+    const call = conn.watch(
+      from,
+      epoch,
+      (e) => {
+        seen.push(e);
+        if (pred(e)) {
+          clearTimeout(timer);
+          call.cancel();
+          resolve(seen);
+        }
+      },
+      () => undefined,
+    );
+  });
+}
+
+t.test('node agent', async (t) => {
+  const base = await tempDir(t);
+  const root = join(base, 'ws');
+  const state = join(base, 'state');
+  const outside = join(base, 'outside');
+  await mkdir(root);
+  await mkdir(outside);
+  await writeFile(join(outside, 'secret'), 'do not touch');
+  await makeTree(root);
+  await symlink(outside, join(root, 'escape'));
+
+  let node = await NodeProc.start(['--root', root, '--state-dir', state, '--temp-ttl', '0']);
+  t.teardown(() => node.stop('SIGKILL'));
+  let conn = node.connect();
+  t.teardown(() => conn.close());
+
+  const indexed = node.line('workspace indexed')!;
+  t.equal(indexed.files, 6, 'indexed every regular file');
+  t.equal(indexed.hashedFiles, 6, 'cold start hashes every file');
+  t.ok(Number.isInteger(indexed.hashedBytes) && (indexed.hashedBytes as number) > 5_000_000, 'hashedBytes counts the bytes');
+  t.ok(Number.isInteger(indexed.durationMs), 'durationMs is an integer');
+
+  t.test('handshake', async (t) => {
+    const h = await conn.handshake();
+    t.equal(h.workspace, 'default');
+    t.equal(h.protocolVersion, 1);
+    t.equal(h.hashAlgorithm, 'blake3');
+    t.equal(h.chunking!.avgSize, DEFAULT_CHUNKING.avg);
+    t.ok(h.epoch.length > 0, 'has an epoch');
+    t.equal(h.rootIno, (await stat(root)).ino, 'root inode is the real one');
+  });
+
+  t.test('listing carries full attributes, exact to the nanosecond', async (t) => {
+    const r = await conn.listDir('');
+    const names = r.entries.map((e) => e.name).sort();
+    t.same(names, ['README.md', 'empty', 'escape', 'readme-link', 'run.sh', 'src', 'ünïcødé ✓.txt'].sort());
+    for (const e of r.entries) {
+      const st = await lstat(join(root, e.name), { bigint: true });
+      t.equal(e.attr!.ino, Number(st.ino), `${e.name} ino`);
+      t.equal(e.attr!.mode, Number(st.mode), `${e.name} mode`);
+      t.equal(e.attr!.size, Number(st.size), `${e.name} size`);
+      t.equal(fromTimespec(e.attr!.mtime), st.mtimeNs, `${e.name} mtime ns`);
+      t.equal(fromTimespec(e.attr!.ctime), st.ctimeNs, `${e.name} ctime ns`);
+    }
+    const link = r.entries.find((e) => e.name === 'readme-link')!;
+    t.equal(link.symlinkTarget, 'README.md');
+    const run = r.entries.find((e) => e.name === 'run.sh')!;
+    t.equal(run.attr!.mode & 0o777, 0o755, 'executable bits kept');
+    await rejectsErrno(t, conn.listDir('README.md'), 'ENOTDIR', 'listing a file');
+    await rejectsErrno(t, conn.listDir('nope'), 'ENOENT', 'listing a missing dir');
+  });
+
+  t.test('manifest and chunk reads return the exact bytes', async (t) => {
+    const path = 'src/deep/er/data.bin';
+    const m = await conn.getManifest(path);
+    t.ok(m.chunks.length >= 2, `big file has ${m.chunks.length} chunks`);
+    const back = await readAll(conn, path);
+    t.ok(back.equals(await readFile(join(root, path))), 'reassembled bytes equal the file');
+    t.ok((await readAll(conn, 'empty')).length === 0, 'empty file');
+    await rejectsErrno(t, conn.getManifest('src'), 'EISDIR', 'manifest of a directory');
+  });
+
+  t.test('a file changed behind the index is never served stale', async (t) => {
+    const m = await conn.getManifest('README.md');
+    await writeFile(join(root, 'README.md'), '# changed\n');
+    // The old chunk no longer exists anywhere: asking for it must fail, not return old bytes.
+    await rejectsErrno(t, (async () => {
+      for await (const _ of conn.readChunks(m.chunks.map((c) => c.hash), 'README.md')) void _;
+    })(), 'ENOENT', 'stale chunk');
+    t.equal((await readAll(conn, 'README.md')).toString(), '# changed\n');
+  });
+
+  t.test('upload and commit: new file, update, conflict copy', async (t) => {
+    const data = randomBytes(3 * 1024 * 1024);
+    const { m, missing } = await upload(conn, data);
+    t.equal(missing.length, m.chunks.length, 'node lacks every chunk of new content');
+    t.same(await conn.hasChunks(m.chunks.map((c) => c.hash)), [], 'after upload it has them all');
+    const r = await conn.commit({ path: 'src/new.bin', expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks, mode: 0o640 });
+    t.equal(r.conflict, false);
+    t.ok((await readFile(join(root, 'src/new.bin'))).equals(data), 'file on disk equals upload');
+    t.equal((await stat(join(root, 'src/new.bin'))).mode & 0o777, 0o640, 'mode set');
+
+    // Update with the right base digest.
+    const data2 = Buffer.concat([data.subarray(0, 2_000_000), Buffer.from('edit'), data.subarray(2_000_000)]);
+    const up2 = await upload(conn, data2);
+    t.ok(up2.missing.length < up2.m.chunks.length, `only ${up2.missing.length} of ${up2.m.chunks.length} chunks travel for an edit`);
+    const r2 = await conn.commit({ path: 'src/new.bin', baseDigest: m.digest, digest: up2.m.digest, size: up2.m.size, chunks: up2.m.chunks });
+    t.equal(r2.conflict, false);
+    t.ok((await readFile(join(root, 'src/new.bin'))).equals(data2));
+    t.equal((await stat(join(root, 'src/new.bin'))).mode & 0o777, 0o640, 'update keeps the mode');
+
+    // Someone else changed the file: the writer's stale base must not clobber it.
+    const theirs = Buffer.from('their version\n');
+    await writeFile(join(root, 'src/new.bin'), theirs);
+    const mine = Buffer.from('my version\n');
+    const up3 = await upload(conn, mine);
+    const r3 = await conn.commit({ path: 'src/new.bin', baseDigest: up2.m.digest, digest: up3.m.digest, size: up3.m.size, chunks: up3.m.chunks, clientId: 'laptop' });
+    t.equal(r3.conflict, true, 'reported as a conflict');
+    t.match(r3.conflictPath, /^src\/new\.conflict-laptop-\d{8}T\d{6}Z\.bin$/);
+    t.ok((await readFile(join(root, 'src/new.bin'))).equals(theirs), 'their version kept');
+    t.ok((await readFile(join(root, r3.conflictPath))).equals(mine), 'mine beside it');
+
+    // expectAbsent on an existing file is a conflict too.
+    const r4 = await conn.commit({ path: 'empty', expectAbsent: true, digest: up3.m.digest, size: up3.m.size, chunks: up3.m.chunks });
+    t.equal(r4.conflict, true);
+    t.equal((await readFile(join(root, 'empty'))).length, 0, 'existing file untouched');
+
+    // A digest that does not match the chunk list is refused.
+    await rejectsErrno(t, conn.commit({ path: 'x', digest: Buffer.alloc(32), size: up3.m.size, chunks: up3.m.chunks }), 'EINVAL', 'bad digest');
+    const temps = (await readdir(join(root, 'src'))).filter((n) => n.startsWith('.ghostfs-tmp-'));
+    t.same(temps, [], 'no temp files left behind');
+  });
+
+  t.test('mutations', async (t) => {
+    const mut = (m: Parameters<NodeConnection['mutate']>[0]) => conn.mutate(m);
+    await mut({ mkdir: { path: 'm', mode: 0o750 } });
+    t.equal((await stat(join(root, 'm'))).mode & 0o777, 0o750, 'mkdir with mode');
+    await rejectsErrno(t, mut({ mkdir: { path: 'm', mode: 0o755 } }), 'EEXIST', 'mkdir existing');
+    await writeFile(join(root, 'm/f'), 'f');
+    await rejectsErrno(t, mut({ rmdir: { path: 'm' } }), 'ENOTEMPTY', 'rmdir non-empty');
+    await mut({ rename: { from: 'm/f', to: 'm/g' } });
+    t.equal(await readFile(join(root, 'm/g'), 'utf8'), 'f', 'renamed');
+    await writeFile(join(root, 'm/h'), 'h');
+    await rejectsErrno(t, mut({ rename: { from: 'm/g', to: 'm/h', noReplace: true } }), 'EEXIST', 'rename no-replace onto existing');
+    t.equal(await readFile(join(root, 'm/h'), 'utf8'), 'h', 'target not clobbered');
+    t.equal(await readFile(join(root, 'm/g'), 'utf8'), 'f', 'source still there');
+    await mut({ rename: { from: 'm/g', to: 'm/i', noReplace: true } });
+    t.equal(await readFile(join(root, 'm/i'), 'utf8'), 'f', 'no-replace rename to a free name');
+    await mut({ symlink: { path: 'm/ln', target: '../README.md' } });
+    t.equal(await readlink(join(root, 'm/ln')), '../README.md');
+    const l = await mut({ link: { existing: 'm/i', path: 'm/hard' } });
+    t.equal((await stat(join(root, 'm/hard'))).ino, (await stat(join(root, 'm/i'))).ino, 'hard link shares the inode');
+    t.ok(l.entries.every((e) => e.attr!.nlink === 2), 'both names report nlink 2');
+    await mut({ chmod: { path: 'm/i', mode: 0o600 } });
+    t.equal((await stat(join(root, 'm/i'))).mode & 0o777, 0o600, 'chmod');
+    await rejectsErrno(t, mut({ chmod: { path: 'm/ln', mode: 0o600 } }), 'EOPNOTSUPP', 'chmod of a symlink');
+    await mut({ truncate: { path: 'm/h', size: 0 } });
+    t.equal((await stat(join(root, 'm/h'))).size, 0, 'truncate');
+    // utimens: omit atime, set mtime; atime must stay exactly as it was.
+    await utimes(join(root, 'm/h'), 1_600_000_000.5, 1_600_000_000.5);
+    const before = await lstat(join(root, 'm/h'), { bigint: true });
+    await mut({ utimens: { path: 'm/h', mtime: { sec: 1_500_000_000, nsec: 250_000_000 } } });
+    const after = await lstat(join(root, 'm/h'), { bigint: true });
+    t.equal(after.atimeNs, before.atimeNs, 'atime untouched (UTIME_OMIT)');
+    t.equal(after.mtimeNs, 1_500_000_000_250_000_000n, 'mtime set');
+    if (process.getuid?.() === 0) {
+      await mut({ chown: { path: 'm/h', uid: 1234, gid: -1 } });
+      t.equal((await stat(join(root, 'm/h'))).uid, 1234, 'chown as root');
+    }
+    await mut({ unlink: { path: 'm/h' } });
+    await rejectsErrno(t, stat(join(root, 'm/h')), 'ENOENT', 'unlinked');
+    await rejectsErrno(t, mut({ unlink: { path: 'm' } }), 'EISDIR', 'unlink of a directory');
+    await mut({ rename: { from: 'm', to: 'moved' } });
+    const moved = await conn.listDir('moved');
+    t.same(moved.entries.map((e) => e.name).sort(), ['hard', 'i', 'ln'], 'a renamed directory lists its children');
+    t.equal((await readAll(conn, 'moved/i')).toString(), 'f', 'and serves their content');
+  });
+
+  t.test('hostile paths are refused and change nothing', async (t) => {
+    const bad: [string, string][] = [
+      ['../outside/secret', 'EACCES'],
+      ['/etc/passwd', 'EACCES'],
+      ['a\0b', 'EINVAL'],
+      ['src/../../outside', 'EACCES'],
+      ['./README.md', 'EINVAL'],
+      ['x'.repeat(256), 'ENAMETOOLONG'],
+      [('d/').repeat(2100) + 'f', 'ENAMETOOLONG'],
+    ];
+    for (const [p, errno] of bad) {
+      await rejectsErrno(t, conn.stat(p), errno, `stat ${JSON.stringify(p.slice(0, 30))}`);
+      await rejectsErrno(t, conn.mutate({ mkdir: { path: p, mode: 0o755 } }), errno, `mkdir ${JSON.stringify(p.slice(0, 30))}`);
+    }
+    // Through a symlink that points out of the root.
+    await rejectsErrno(t, conn.stat('escape/secret'), 'EACCES', 'stat through an escaping symlink');
+    await rejectsErrno(t, conn.getManifest('escape/secret'), 'EACCES', 'read through an escaping symlink');
+    await rejectsErrno(t, conn.mutate({ unlink: { path: 'escape/secret' } }), 'EACCES', 'unlink through an escaping symlink');
+    await rejectsErrno(t, conn.mutate({ mkdir: { path: 'escape/new', mode: 0o755 } }), 'EACCES', 'mkdir through an escaping symlink');
+    await rejectsErrno(t, conn.mutate({ rename: { from: 'README.md', to: 'escape/stolen' } }), 'EACCES', 'rename out through a symlink');
+    const up = await upload(conn, Buffer.from('evil'));
+    await rejectsErrno(t, conn.commit({ path: 'escape/secret', digest: up.m.digest, size: up.m.size, chunks: up.m.chunks }), 'EACCES', 'commit through an escaping symlink');
+    await rejectsErrno(t, conn.commit({ path: '../evil', digest: up.m.digest, size: up.m.size, chunks: up.m.chunks }), 'EACCES', 'commit with ..');
+    t.same((await readdir(outside)).sort(), ['secret'], 'nothing created outside the root');
+    t.equal(await readFile(join(outside, 'secret'), 'utf8'), 'do not touch', 'nothing changed outside the root');
+    // A chunk upload whose bytes do not match its hash is refused.
+    await rejectsErrno(t, conn.putChunks([{ hash: Buffer.alloc(32, 1), data: Buffer.from('x') }]), 'EIO', 'chunk with a wrong hash');
+    await rejectsErrno(t, node.connect('nope').stat(''), 'ENOENT', 'unknown workspace');
+  });
+
+  t.test('changes made behind the node are announced on Watch', async (t) => {
+    const h = await conn.handshake();
+    const events = watchUntil(conn, h.generation, h.epoch, (e) => e.kind === 'CHANGED' && e.path === 'outside-edit.txt');
+    await new Promise((r) => setTimeout(r, 200));
+    const body = Buffer.from('written by another program\n');
+    await writeFile(join(root, 'outside-edit.txt'), body);
+    const seen = await events;
+    t.equal(seen[0]!.kind, 'READY', 'backlog (none) first');
+    const ev = seen.at(-1)!;
+    t.ok(ev.entry!.digest.equals(chunkBuffer(body, DEFAULT_CHUNKING).digest), 'event carries the new digest');
+    t.ok(ev.generation > h.generation, 'generation moved forward');
+  });
+
+  await t.test('restart: nothing re-hashed, generation and changes persist', async (t) => {
+    const h = await conn.handshake();
+    conn.close();
+    await node.stop();
+    // Changed while the node was down.
+    await writeFile(join(root, 'while-down.txt'), 'news');
+    node = await NodeProc.start(['--root', root, '--state-dir', state, '--temp-ttl', '0']);
+    conn = node.connect();
+    const l = node.line('workspace indexed')!;
+    t.equal(l.hashedFiles, 1, 'only the new file is hashed');
+    t.equal(l.hashedBytes, 4);
+    const h2 = await conn.handshake();
+    t.equal(h2.epoch, h.epoch, 'same epoch');
+    t.ok(h2.generation > h.generation, 'generation persisted and advanced');
+    const seen = await watchUntil(conn, h.generation, h.epoch, (e) => e.kind === 'READY');
+    t.ok(seen.some((e) => e.kind === 'CHANGED' && e.path === 'while-down.txt'), 'Watch from the old generation replays the change');
+    const reset = await watchUntil(conn, h.generation, 'other-epoch', (e) => e.kind === 'READY');
+    t.equal(reset[0]!.kind, 'RESET', 'an unknown epoch gets RESET');
+
+    conn.close();
+    await node.stop();
+    node = await NodeProc.start(['--root', root, '--state-dir', state]);
+    conn = node.connect();
+    const l2 = node.line('workspace indexed')!;
+    t.equal(l2.hashedFiles, 0, 'unchanged tree: hashedFiles 0');
+    t.equal(l2.hashedBytes, 0, 'unchanged tree: hashedBytes 0');
+  });
+
+  await t.test('kill -9 during a commit leaves the old file intact', async (t) => {
+    const old = randomBytes(1024);
+    await writeFile(join(root, 'precious.bin'), old);
+    await node.connect().stat('precious.bin').catch(() => undefined);
+    const big = randomBytes(400 * 1024 * 1024);
+    const up = await upload(conn, big);
+    const commit = conn.commit({ path: 'precious.bin', digest: up.m.digest, size: up.m.size, chunks: up.m.chunks }, 120_000).catch((e) => e);
+    // Wait for the temp file to appear, then kill the node mid-assembly.
+    for (let i = 0; i < 2000; i++) {
+      if ((await readdir(root)).some((n) => n.startsWith('.ghostfs-tmp-'))) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await node.stop('SIGKILL');
+    const res = await commit;
+    t.ok(res instanceof Error, 'the commit did not report success');
+    t.ok((await readFile(join(root, 'precious.bin'))).equals(old), 'old content intact');
+    conn.close();
+    node = await NodeProc.start(['--root', root, '--state-dir', state, '--temp-ttl', '0']);
+    conn = node.connect();
+    t.same((await readdir(root)).filter((n) => n.startsWith('.ghostfs-tmp-')), [], 'the stale temp file was reclaimed on start');
+    t.equal(node.line('workspace indexed')!.tempsRemoved, 1);
+  });
+});
+
+t.test('bearer token', async (t) => {
+  const base = await tempDir(t);
+  await mkdir(join(base, 'ws'));
+  await writeFile(join(base, 'ws', 'f'), 'x');
+  const node = await NodeProc.start(['--root', join(base, 'ws'), '--state-dir', join(base, 'st')], { GHOSTFS_TOKEN: 's3cret' });
+  t.teardown(() => node.stop('SIGKILL'));
+  const anon = node.connect();
+  const wrong = node.connect('default', { token: 'nope' });
+  const right = node.connect('default', { token: 's3cret' });
+  t.teardown(() => [anon, wrong, right].forEach((c) => c.close()));
+  await t.rejects(anon.stat('f'), { code: grpc.status.UNAUTHENTICATED }, 'no token');
+  await t.rejects(wrong.mutate({ unlink: { path: 'f' } }), { code: grpc.status.UNAUTHENTICATED }, 'wrong token');
+  t.equal(await readFile(join(base, 'ws', 'f'), 'utf8'), 'x', 'refused request changed nothing');
+  t.equal((await right.stat('f')).attr!.size, 1, 'right token works');
+});

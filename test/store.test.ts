@@ -1,0 +1,33 @@
+import t from 'tap';
+import { join } from 'node:path';
+import { Store, key, prefix, prefixEnd } from '../src/store/db.js';
+import { tempDir } from './helpers/node-proc.js';
+
+t.test('store: get, getMany, atomic batch, prefix scan on a real RocksDB', async (t) => {
+  const dir = await tempDir(t);
+  const db = await Store.open(join(dir, 'db'));
+  await db
+    .batch()
+    .put(key('ws1', 'e', 'a'), Buffer.from('1'))
+    .put(key('ws1', 'e', 'b/c'), Buffer.from('2'))
+    .put(key('ws2', 'e', 'a'), Buffer.from('3'))
+    .put(key('ws1', 'm', 'x'), Buffer.from('4'))
+    .commit();
+  t.equal(String(await db.get(key('ws1', 'e', 'a'))), '1');
+  t.equal(await db.get(key('ws1', 'e', 'zz')), null);
+  const many = await db.getMany([key('ws1', 'e', 'b/c'), key('nope'), key('ws2', 'e', 'a')]);
+  t.same(many.map((b) => b && String(b)), ['2', null, '3']);
+  const scanned: string[] = [];
+  for await (const { key: k, value } of db.scan(prefix('ws1', 'e'))) scanned.push(`${k.subarray(prefix('ws1', 'e').length)}=${value}`);
+  t.same(scanned, ['a=1', 'b/c=2'], 'prefix scan stays inside its workspace and kind');
+  await db.deletePrefix(prefix('ws1'));
+  t.equal(await db.get(key('ws1', 'm', 'x')), null);
+  t.equal(String(await db.get(key('ws2', 'e', 'a'))), '3', 'other workspaces untouched');
+  t.same([...prefixEnd(Buffer.from([1, 0xff]))], [2]);
+  await db.close();
+
+  const again = await Store.open(join(dir, 'db'));
+  t.equal(String(await again.get(key('ws2', 'e', 'a'))), '3', 'data persists across reopen');
+  await t.rejects(Store.open(join(dir, 'db')), /in use by another ghostfs process/, 'a second opener gets a clear error');
+  await again.close();
+});
