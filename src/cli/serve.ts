@@ -51,6 +51,7 @@ export function serveCommand(): Command {
         hashConcurrency: o.hashConcurrency ?? profile.hashConcurrency,
         readSize: o.readSize ?? profile.readSize,
         statConcurrency: profile.statConcurrency,
+        syncWalk: profile.syncWalk,
         tempTtlMs: o.tempTtl,
         reconcileIntervalMs: Math.max(1000, o.reconcileInterval),
         watch: o.watch !== false,
@@ -58,15 +59,14 @@ export function serveCommand(): Command {
       };
       // Signals are handled from the start, so a stop during indexing or
       // right after "node serving" still closes the database cleanly.
-      let agent: NodeAgent | undefined;
       let stopping = false;
       const shutdown = (sig: string): void => {
         if (stopping) return;
         stopping = true;
         log.info({ signal: sig }, 'node stopping');
         void (async () => {
-          await agentReady.catch(() => undefined);
-          await agent?.stop();
+          const started = await agentReady.catch(() => undefined);
+          await started?.stop();
         })().then(
           () => process.exit(0),
           () => process.exit(1),
@@ -75,7 +75,7 @@ export function serveCommand(): Command {
       process.once('SIGINT', () => shutdown('SIGINT'));
       process.once('SIGTERM', () => shutdown('SIGTERM'));
       const agentReady = NodeAgent.start(config);
-      agent = await agentReady.catch((err: Error) => fail(err.message));
+      await agentReady.catch((err: Error) => fail(err.message));
     });
 }
 

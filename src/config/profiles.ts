@@ -7,9 +7,11 @@ export interface StorageProfile {
   hashConcurrency: number;
   readSize: number;
   statConcurrency: number;
+  /** Walk with synchronous lstat, a directory at a time (fast where metadata is local). */
+  syncWalk: boolean;
 }
 
 export const PROFILES: Record<ProfileName, StorageProfile> = {
-  ssd: { hashConcurrency: 2, readSize: 4 * 1024 * 1024, statConcurrency: 64 },
-  nfs: { hashConcurrency: 2, readSize: 1024 * 1024, statConcurrency: 16 },
+  ssd: { hashConcurrency: 2, readSize: 4 * 1024 * 1024, statConcurrency: 64, syncWalk: true },
+  nfs: { hashConcurrency: 2, readSize: 1024 * 1024, statConcurrency: 16, syncWalk: false },
 };

@@ -95,14 +95,11 @@ export function nsToSeconds(ns: bigint): number {
 
 export function writeAttr(w: Writer, a: Attr): void {
   w.uint(a.dev).uint(a.ino).uint(a.mode).uint(a.nlink).uint(a.uid).uint(a.gid).uint(a.rdev).uint(a.size).uint(a.blocks);
-  for (const t of [a.atimeNs, a.mtimeNs, a.ctimeNs]) {
-    const ts = toTimespec(t);
-    w.int(ts.sec).uint(ts.nsec);
-  }
+  w.i64(a.atimeNs).i64(a.mtimeNs).i64(a.ctimeNs);
 }
 
 export function readAttr(r: Reader): Attr {
-  const a = {
+  return {
     dev: r.uint(),
     ino: r.uint(),
     mode: r.uint(),
@@ -112,11 +109,8 @@ export function readAttr(r: Reader): Attr {
     rdev: r.uint(),
     size: r.uint(),
     blocks: r.uint(),
+    atimeNs: r.i64(),
+    mtimeNs: r.i64(),
+    ctimeNs: r.i64(),
   };
-  const times: bigint[] = [];
-  for (let i = 0; i < 3; i++) {
-    const sec = r.int();
-    times.push(BigInt(sec) * NS + BigInt(r.uint()));
-  }
-  return { ...a, atimeNs: times[0]!, mtimeNs: times[1]!, ctimeNs: times[2]! };
 }

@@ -1,11 +1,8 @@
 // One pass over a file or buffer: find cut points, hash each chunk, derive
 // the file digest. Used by the node's indexer and the mount's write-back.
-import { open, type FileHandle } from 'node:fs/promises';
-import { constants as C } from 'node:fs';
+import { closeSync, constants as C, openSync, readSync } from 'node:fs';
 import { CutFinder, type ChunkingParams } from './chunker.js';
 import { fileDigest, hashChunk, type ChunkRef, type Manifest } from './manifest.js';
-
-export type ChunkSink = (chunk: ChunkRef, data: Buffer) => void | Promise<void>;
 
 export function chunkBuffer(data: Buffer, params: ChunkingParams, sink?: (c: ChunkRef, d: Buffer) => void): Manifest {
   const finder = new CutFinder(params);
@@ -22,14 +19,13 @@ export function chunkBuffer(data: Buffer, params: ChunkingParams, sink?: (c: Chu
   return { chunks, size: data.length, digest: fileDigest(chunks) };
 }
 
-/** Chunks an open file from offset 0 to EOF with reads of `readSize`. */
-export async function chunkHandle(
-  fh: FileHandle,
-  params: ChunkingParams,
-  readSize: number,
-  sink?: ChunkSink,
-  scratch?: Buffer,
-): Promise<Manifest> {
+/**
+ * Chunks an open file descriptor from offset 0 to EOF with reads of
+ * `readSize`. Synchronous on purpose: it runs on hashing threads
+ * (hash-worker.ts), where blocking is the point and the shared libuv pool
+ * (4 threads, also serving the main thread's I/O) is not involved.
+ */
+export function chunkFd(fd: number, params: ChunkingParams, readSize: number, scratch?: Buffer): Manifest {
   const finder = new CutFinder(params);
   // Room for three max-sized chunks: the window is compacted (at most one
   // chunk's worth of bytes copied) only when fewer than `max` bytes of room
@@ -49,36 +45,28 @@ export async function chunkHandle(
         start = 0;
       }
       while (!eof && end - start < params.max && end < buf.length) {
-        const { bytesRead } = await fh.read(buf, end, Math.min(readSize, buf.length - end), readOff);
-        if (bytesRead === 0) eof = true;
-        end += bytesRead;
-        readOff += bytesRead;
+        const n = readSync(fd, buf, end, Math.min(readSize, buf.length - end), readOff);
+        if (n === 0) eof = true;
+        end += n;
+        readOff += n;
       }
     }
     if (start === end) break;
     const len = finder.next(buf, start, end, eof);
-    if (len === 0) continue; // cannot happen with max-sized window, kept for safety
+    if (len === 0) continue; // more data needed (cannot happen with a max-sized window)
     const piece = buf.subarray(start, start + len);
-    const ref = { hash: hashChunk(piece), offset: fileOff, length: len };
-    chunks.push(ref);
-    if (sink) await sink(ref, piece);
+    chunks.push({ hash: hashChunk(piece), offset: fileOff, length: len });
     start += len;
     fileOff += len;
   }
   return { chunks, size: fileOff, digest: fileDigest(chunks) };
 }
 
-export async function chunkPath(
-  path: string,
-  params: ChunkingParams,
-  readSize: number,
-  sink?: ChunkSink,
-  scratch?: Buffer,
-): Promise<Manifest> {
-  const fh = await open(path, C.O_RDONLY | C.O_NOFOLLOW);
+export function chunkPath(path: string, params: ChunkingParams, readSize: number, scratch?: Buffer): Manifest {
+  const fd = openSync(path, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
   try {
-    return await chunkHandle(fh, params, readSize, sink, scratch);
+    return chunkFd(fd, params, readSize, scratch);
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }

@@ -26,6 +26,7 @@ export interface NodeConfig {
   hashConcurrency: number;
   readSize: number;
   statConcurrency: number;
+  syncWalk: boolean;
   tempTtlMs: number;
   reconcileIntervalMs: number;
   watch: boolean;
@@ -82,12 +83,15 @@ export class NodeAgent {
     const stateReal = await realpath(this.config.stateDir);
     const index = new WorkspaceIndex(id, root, this.store, this.pool, {
       statConcurrency: this.config.statConcurrency,
+      syncWalk: this.config.syncWalk,
       tempTtlMs: this.config.tempTtlMs,
       logRetention: 100_000,
       excluded: [stateReal],
       onProgress: this.config.onProgress ? (s) => this.config.onProgress!(id, s) : undefined,
     });
+    const loadStart = performance.now();
     await index.load();
+    const loadMs = Math.round(performance.now() - loadStart);
     const chunks = new ChunkSource(index, join(this.config.stateDir, 'staging', encodeURIComponent(id)));
     await chunks.init();
     await chunks.collect(this.config.tempTtlMs);
@@ -103,7 +107,9 @@ export class NodeAgent {
         removed: s.removed,
         tempsRemoved: s.tempsRemoved,
         generation: index.generation,
-        durationMs: s.durationMs,
+        loadMs,
+        scanMs: s.durationMs,
+        durationMs: loadMs + s.durationMs,
       },
       'workspace indexed',
     );

@@ -5,6 +5,8 @@
 // workspace's generation and is logged, which is what `Watch` replays.
 import { EventEmitter } from 'node:events';
 import { lstat, readdir, readlink, unlink } from 'node:fs/promises';
+import { lstatSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pLimit from 'p-limit';
 import { attrFromStats, isDir, isLnk, isReg, sameAttr, sameTuple, type Attr } from '../content/attr.js';
@@ -39,6 +41,8 @@ export interface ScanStats {
 
 export interface IndexOptions {
   statConcurrency: number;
+  /** Local disks: stat synchronously a directory at a time (see listDir). */
+  syncWalk: boolean;
   tempTtlMs: number;
   /** Generations kept in the change log; a watcher further behind gets RESET. */
   logRetention: number;
@@ -56,8 +60,12 @@ interface ChunkLocation {
 export class WorkspaceIndex extends EventEmitter {
   readonly entries = new Map<string, IndexEntry>();
   private readonly children = new Map<string, Set<string>>();
-  /** Where each known chunk can be read (keyed by the hash's latin1 string). */
-  private readonly chunkLoc = new Map<string, ChunkLocation>();
+  /**
+   * Where each known chunk can be read (keyed by the hash's latin1 string).
+   * Built on first use, not at load: start-up stays a plain scan, and most
+   * reads name their file (path hint) and never need it.
+   */
+  private chunkLocMap: Map<string, ChunkLocation> | undefined;
   private readonly validating = new Map<string, Promise<IndexEntry>>();
   private flushChain: Promise<void> = Promise.resolve();
   readonly paths: Confinement;
@@ -108,17 +116,16 @@ export class WorkspaceIndex extends EventEmitter {
       this.logFloor = Number(k.readBigUInt64BE(k.length - 8)) - 1;
     }
     const p = prefix(this.id, 'e');
-    for await (const { key: k, value } of this.store.scan(p)) {
-      this.setMem(k.subarray(p.length).toString('utf8'), decodeEntry(value));
-    }
+    await this.store.forEach(p, (k, value) => this.setMem(k.subarray(p.length).toString('utf8'), decodeEntry(value)));
   }
 
   private setMem(path: string, entry: IndexEntry | null): void {
     const prev = this.entries.get(path);
-    if (prev?.chunks) {
+    const locs = this.chunkLocMap;
+    if (prev?.chunks && locs) {
       for (const c of prev.chunks) {
         const k = c.hash.toString('latin1');
-        if (this.chunkLoc.get(k)?.path === path) this.chunkLoc.delete(k);
+        if (locs.get(k)?.path === path) locs.delete(k);
       }
     }
     if (entry === null) {
@@ -139,8 +146,8 @@ export class WorkspaceIndex extends EventEmitter {
     } else if (prev && isDir(prev.attr.mode)) {
       this.children.delete(path);
     }
-    if (entry.chunks) {
-      for (const c of entry.chunks) this.chunkLoc.set(c.hash.toString('latin1'), { path, offset: c.offset, length: c.length });
+    if (entry.chunks && locs) {
+      for (const c of entry.chunks) locs.set(c.hash.toString('latin1'), { path, offset: c.offset, length: c.length });
     }
   }
 
@@ -191,7 +198,13 @@ export class WorkspaceIndex extends EventEmitter {
   }
 
   locateChunk(hash: Buffer): ChunkLocation | undefined {
-    return this.chunkLoc.get(hash.toString('latin1'));
+    if (!this.chunkLocMap) {
+      this.chunkLocMap = new Map();
+      for (const [path, e] of this.entries) {
+        for (const c of e.chunks ?? []) this.chunkLocMap.set(c.hash.toString('latin1'), { path, offset: c.offset, length: c.length });
+      }
+    }
+    return this.chunkLocMap.get(hash.toString('latin1'));
   }
 
   private isExcluded(abs: string): boolean {
@@ -282,33 +295,15 @@ export class WorkspaceIndex extends EventEmitter {
     };
 
     const visitDir = async (dir: string): Promise<void> => {
-      let names: string[];
-      try {
-        names = await readdir(this.paths.abs(dir));
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code !== 'ENOENT' && code !== 'ENOTDIR') log.warn({ workspace: this.id, path: dir, err: (err as Error).message }, 'cannot list directory');
-        return;
-      }
       const subdirs: string[] = [];
-      await Promise.all(
-        names.map((name) =>
-          limit(async () => {
-            const path = joinRel(dir, name);
-            const abs = this.paths.abs(path);
-            if (this.isExcluded(abs)) return;
-            let attr: Attr;
-            try {
-              attr = attrFromStats(await lstat(abs, { bigint: true }));
-            } catch {
-              return; // vanished between readdir and lstat
-            }
-            if (name.startsWith(TEMP_PREFIX)) return reclaimTemp(abs, attr);
-            await consider(path, attr);
-            if (isDir(attr.mode)) subdirs.push(path);
-          }),
-        ),
-      );
+      for (const { path, abs, attr } of await this.listDir(dir, limit)) {
+        if (baseName(path).startsWith(TEMP_PREFIX)) {
+          await reclaimTemp(abs, attr);
+          continue;
+        }
+        await consider(path, attr);
+        if (isDir(attr.mode)) subdirs.push(path);
+      }
       await Promise.all(subdirs.map(visitDir));
     };
 
@@ -332,6 +327,64 @@ export class WorkspaceIndex extends EventEmitter {
     await flush(true);
     stats.durationMs = Math.round(performance.now() - started);
     return stats;
+  }
+
+  /**
+   * A directory's entries with their lstat attributes (excluded and
+   * vanished names left out). On local disks (`syncWalk`) the calls are
+   * made synchronously, one directory at a time: metadata answers in
+   * microseconds there and the thread pool's round trip would cost more
+   * than the call; the event loop gets a turn after each directory. On
+   * network filesystems they go through the pool, `statConcurrency` at once.
+   */
+  private async listDir(dir: string, limit: ReturnType<typeof pLimit>): Promise<{ path: string; abs: string; attr: Attr }[]> {
+    const out: { path: string; abs: string; attr: Attr }[] = [];
+    const dirAbs = this.paths.abs(dir);
+    if (this.opts.syncWalk) {
+      let names: string[];
+      try {
+        names = readdirSync(dirAbs);
+      } catch (err) {
+        this.warnUnlistable(dir, err);
+        return out;
+      }
+      for (const name of names) {
+        const path = joinRel(dir, name);
+        const abs = join(dirAbs, name);
+        if (this.isExcluded(abs)) continue;
+        const st = lstatSync(abs, { bigint: true, throwIfNoEntry: false });
+        if (st) out.push({ path, abs, attr: attrFromStats(st) });
+      }
+      await new Promise((r) => setImmediate(r));
+      return out;
+    }
+    let names: string[];
+    try {
+      names = await readdir(dirAbs);
+    } catch (err) {
+      this.warnUnlistable(dir, err);
+      return out;
+    }
+    await Promise.all(
+      names.map((name) =>
+        limit(async () => {
+          const path = joinRel(dir, name);
+          const abs = join(dirAbs, name);
+          if (this.isExcluded(abs)) return;
+          try {
+            out.push({ path, abs, attr: attrFromStats(await lstat(abs, { bigint: true })) });
+          } catch {
+            // vanished between readdir and lstat
+          }
+        }),
+      ),
+    );
+    return out;
+  }
+
+  private warnUnlistable(dir: string, err: unknown): void {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') log.warn({ workspace: this.id, path: dir, err: (err as Error).message }, 'cannot list directory');
   }
 
   /** `rel` and every indexed path below it, parents before children. */

@@ -38,6 +38,14 @@ export class Writer {
     return this.uint(b ? 1 : 0);
   }
 
+  /** Signed 64-bit integer, fixed 8 bytes (nanosecond times: one read, no BigInt arithmetic). */
+  i64(n: bigint): this {
+    this.room(8);
+    this.buf.writeBigInt64LE(n, this.pos);
+    this.pos += 8;
+    return this;
+  }
+
   bytes(b: Uint8Array): this {
     this.uint(b.length);
     this.room(b.length);
@@ -88,6 +96,13 @@ export class Reader {
 
   bool(): boolean {
     return this.uint() !== 0;
+  }
+
+  i64(): bigint {
+    if (this.pos + 8 > this.buf.length) throw new RangeError('codec: truncated i64');
+    const n = this.buf.readBigInt64LE(this.pos);
+    this.pos += 8;
+    return n;
   }
 
   bytes(): Buffer {

@@ -70,6 +70,7 @@ export class NodeProc {
     if (found) return Promise.resolve(found);
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error('timed out waiting for a log line')), timeoutMs);
+      t.unref(); // a wait that lost a race must not keep the test process alive
       this.waiters.push({
         pred,
         resolve: (l) => {
