@@ -18,7 +18,7 @@ export interface Manifest {
   chunks: ChunkRef[];
 }
 
-export function hashChunk(data: Uint8Array): Buffer {
+export function hashChunk(data: Buffer): Buffer {
   return blake3(data);
 }
 
