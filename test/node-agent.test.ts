@@ -206,6 +206,9 @@ t.test('node agent', async (t) => {
     t.ok(l.entries.every((e) => e.attr!.nlink === 2), 'both names report nlink 2');
     await mut({ chmod: { path: 'm/i', mode: 0o600 } });
     t.equal((await stat(join(root, 'm/i'))).mode & 0o777, 0o600, 'chmod');
+    const viaOther = await conn.stat('m/hard');
+    t.equal(viaOther.attr!.mode & 0o777, 0o600, 'a hard link shows the new mode through its other name');
+    t.equal(fromTimespec(viaOther.attr!.ctime), (await lstat(join(root, 'm/hard'), { bigint: true })).ctimeNs, 'and the same ctime');
     await rejectsErrno(t, mut({ chmod: { path: 'm/ln', mode: 0o600 } }), 'EOPNOTSUPP', 'chmod of a symlink');
     await mut({ truncate: { path: 'm/h', size: 0 } });
     t.equal((await stat(join(root, 'm/h'))).size, 0, 'truncate');

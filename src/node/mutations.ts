@@ -57,8 +57,12 @@ export async function mutate(index: WorkspaceIndex, req: WMutateRequestOut): Pro
       const st = await lstatOrNull(abs);
       if (!st) throw new FsError('ENOENT', `"${path}" does not exist`);
       if (isDir(st.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
+      const siblings = index.linksOf(path);
       await unlink(abs);
-      return done(path);
+      const result = await done(path);
+      // The remaining names of the inode now have one link fewer.
+      if (siblings.length > 0) await index.adopt(siblings[0]!, index.entries.get(siblings[0]!));
+      return result;
     }
     case 'rename': {
       const r = req.rename!;

@@ -67,6 +67,8 @@ export class WorkspaceIndex extends EventEmitter {
    */
   private chunkLocMap: Map<string, ChunkLocation> | undefined;
   private readonly validating = new Map<string, Promise<IndexEntry>>();
+  /** Names of regular files with more than one link, by "dev:ino": they share one set of attributes. */
+  private readonly links = new Map<string, Set<string>>();
   private flushChain: Promise<void> = Promise.resolve();
   readonly paths: Confinement;
   generation = 0;
@@ -121,6 +123,17 @@ export class WorkspaceIndex extends EventEmitter {
 
   private setMem(path: string, entry: IndexEntry | null): void {
     const prev = this.entries.get(path);
+    if (prev && prev.attr.nlink > 1 && isReg(prev.attr.mode)) {
+      const k = `${prev.attr.dev}:${prev.attr.ino}`;
+      this.links.get(k)?.delete(path);
+      if (this.links.get(k)?.size === 0) this.links.delete(k);
+    }
+    if (entry && entry.attr.nlink > 1 && isReg(entry.attr.mode)) {
+      const k = `${entry.attr.dev}:${entry.attr.ino}`;
+      let set = this.links.get(k);
+      if (!set) this.links.set(k, (set = new Set()));
+      set.add(path);
+    }
     const locs = this.chunkLocMap;
     if (prev?.chunks && locs) {
       for (const c of prev.chunks) {
@@ -151,9 +164,28 @@ export class WorkspaceIndex extends EventEmitter {
     }
   }
 
+  /** Other indexed names of the same inode (hard links). */
+  linksOf(path: string): string[] {
+    const e = this.entries.get(path);
+    if (!e || e.attr.nlink < 2) return [];
+    return [...(this.links.get(`${e.attr.dev}:${e.attr.ino}`) ?? [])].filter((p) => p !== path);
+  }
+
   /** Records changes durably (one batch), bumps the generation per change, and announces them. */
   async apply(list: { path: string; entry: IndexEntry | null }[], opts: { log?: boolean } = {}): Promise<Change[]> {
     if (list.length === 0) return [];
+    // Hard links share one inode: new attributes for one name are the
+    // attributes of every name, or the others would look changed later.
+    const named = new Set(list.map((c) => c.path));
+    for (const { entry } of [...list]) {
+      if (!entry || entry.attr.nlink < 2 || !isReg(entry.attr.mode)) continue;
+      for (const other of this.links.get(`${entry.attr.dev}:${entry.attr.ino}`) ?? []) {
+        if (!named.has(other)) {
+          named.add(other);
+          list.push({ path: other, entry: { ...entry } });
+        }
+      }
+    }
     const logIt = opts.log ?? true;
     const batch = this.store.batch();
     const changes: Change[] = [];
