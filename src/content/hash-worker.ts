@@ -5,14 +5,14 @@
 import { parentPort } from 'node:worker_threads';
 import { closeSync, constants as C, fstatSync, lstatSync, openSync } from 'node:fs';
 import { chunkFd } from './chunk-file.js';
-import { attrFromStats, sameTuple } from './attr.js';
+import { attrFromStats, isReg, sameTuple } from './attr.js';
 import type { HashJob, HashReply } from './hash-pool.js';
 
 let scratch: Buffer | undefined;
 
 function hashOnce(job: HashJob): HashReply {
   const before = attrFromStats(lstatSync(job.path, { bigint: true }));
-  if ((before.mode & 0o170000) !== 0o100000) return { id: job.id, error: { code: 'EINVAL', message: 'not a regular file' } };
+  if (!isReg(before.mode)) return { id: job.id, error: { code: 'EINVAL', message: 'not a regular file' } };
   const fd = openSync(job.path, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
   try {
     const opened = attrFromStats(fstatSync(fd, { bigint: true }));

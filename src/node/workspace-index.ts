@@ -51,6 +51,9 @@ export interface IndexOptions {
   onProgress?: (s: ScanStats) => void;
 }
 
+/** Identity of an inode: the key under which hard links meet. */
+const inodeKey = (a: Attr): string => `${a.dev}:${a.ino}`;
+
 interface ChunkLocation {
   path: string;
   offset: number;
@@ -124,12 +127,12 @@ export class WorkspaceIndex extends EventEmitter {
   private setMem(path: string, entry: IndexEntry | null): void {
     const prev = this.entries.get(path);
     if (prev && prev.attr.nlink > 1 && isReg(prev.attr.mode)) {
-      const k = `${prev.attr.dev}:${prev.attr.ino}`;
+      const k = inodeKey(prev.attr);
       this.links.get(k)?.delete(path);
       if (this.links.get(k)?.size === 0) this.links.delete(k);
     }
     if (entry && entry.attr.nlink > 1 && isReg(entry.attr.mode)) {
-      const k = `${entry.attr.dev}:${entry.attr.ino}`;
+      const k = inodeKey(entry.attr);
       let set = this.links.get(k);
       if (!set) this.links.set(k, (set = new Set()));
       set.add(path);
@@ -168,7 +171,7 @@ export class WorkspaceIndex extends EventEmitter {
   linksOf(path: string): string[] {
     const e = this.entries.get(path);
     if (!e || e.attr.nlink < 2) return [];
-    return [...(this.links.get(`${e.attr.dev}:${e.attr.ino}`) ?? [])].filter((p) => p !== path);
+    return [...(this.links.get(inodeKey(e.attr)) ?? [])].filter((p) => p !== path);
   }
 
   /** Records changes durably (one batch), bumps the generation per change, and announces them. */
@@ -179,7 +182,7 @@ export class WorkspaceIndex extends EventEmitter {
     const named = new Set(list.map((c) => c.path));
     for (const { entry } of [...list]) {
       if (!entry || entry.attr.nlink < 2 || !isReg(entry.attr.mode)) continue;
-      for (const other of this.links.get(`${entry.attr.dev}:${entry.attr.ino}`) ?? []) {
+      for (const other of this.links.get(inodeKey(entry.attr)) ?? []) {
         if (!named.has(other)) {
           named.add(other);
           list.push({ path: other, entry: { ...entry } });
@@ -372,37 +375,25 @@ export class WorkspaceIndex extends EventEmitter {
   private async listDir(dir: string, limit: ReturnType<typeof pLimit>): Promise<{ path: string; abs: string; attr: Attr }[]> {
     const out: { path: string; abs: string; attr: Attr }[] = [];
     const dirAbs = this.paths.abs(dir);
+    let names: string[];
+    try {
+      names = this.opts.syncWalk ? readdirSync(dirAbs) : await readdir(dirAbs);
+    } catch (err) {
+      this.warnUnlistable(dir, err);
+      return out;
+    }
+    const wanted = names.map((name) => ({ path: joinRel(dir, name), abs: join(dirAbs, name) })).filter((n) => !this.isExcluded(n.abs));
     if (this.opts.syncWalk) {
-      let names: string[];
-      try {
-        names = readdirSync(dirAbs);
-      } catch (err) {
-        this.warnUnlistable(dir, err);
-        return out;
-      }
-      for (const name of names) {
-        const path = joinRel(dir, name);
-        const abs = join(dirAbs, name);
-        if (this.isExcluded(abs)) continue;
+      for (const { path, abs } of wanted) {
         const st = lstatSync(abs, { bigint: true, throwIfNoEntry: false });
         if (st) out.push({ path, abs, attr: attrFromStats(st) });
       }
       await new Promise((r) => setImmediate(r));
       return out;
     }
-    let names: string[];
-    try {
-      names = await readdir(dirAbs);
-    } catch (err) {
-      this.warnUnlistable(dir, err);
-      return out;
-    }
     await Promise.all(
-      names.map((name) =>
+      wanted.map(({ path, abs }) =>
         limit(async () => {
-          const path = joinRel(dir, name);
-          const abs = join(dirAbs, name);
-          if (this.isExcluded(abs)) return;
           try {
             out.push({ path, abs, attr: attrFromStats(await lstat(abs, { bigint: true })) });
           } catch {

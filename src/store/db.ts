@@ -136,9 +136,7 @@ export class Store {
       reverse: !!opts.reverse,
       limit: opts.limit ?? Infinity,
       values: !opts.keysOnly,
-      // Entries fetched per native round trip: large, since a full scan of
-      // a workspace index at start-up is the common case.
-      capacity: 8192,
+      capacity: 1024,
     });
     for await (const { key: k, value } of it) {
       yield { key: k, value: value ?? Buffer.alloc(0) };
