@@ -2,12 +2,14 @@
 import { Command } from 'commander';
 import { serveCommand } from './serve.js';
 import { demoCommand } from './demo.js';
+import { mountCommand } from './mount.js';
 
 const program = new Command('ghostfs')
   .description('mount workspaces that live on remote mesh nodes as local directories')
   .version('0.1.0')
   .showHelpAfterError()
   .addCommand(serveCommand())
+  .addCommand(mountCommand())
   .addCommand(demoCommand());
 
 await program.parseAsync(process.argv);

@@ -2,6 +2,7 @@
 // A digest is BLAKE3 over (chunk hash || u32le length)* || u64le size, so it
 // follows from the chunk list without a second pass over the bytes.
 import { blake3, Blake3Hasher } from '@napi-rs/blake-hash';
+import type { Reader, Writer } from '../store/codec.js';
 
 export const HASH_ALGORITHM = 'blake3';
 export const HASH_BYTES = 32;
@@ -52,4 +53,23 @@ export function checkChunkList(chunks: readonly ChunkRef[], size: number): strin
     off += c.length;
   }
   return off === size ? null : `chunks cover ${off} bytes, file size is ${size}`;
+}
+
+/** A chunk list in a database value: (hash, length) pairs; offsets follow from the lengths. */
+export function writeChunkList(w: Writer, chunks: readonly ChunkRef[]): void {
+  w.uint(chunks.length);
+  for (const c of chunks) w.raw(c.hash).uint(c.length);
+}
+
+export function readChunkList(r: Reader): ChunkRef[] {
+  const n = r.uint();
+  const chunks: ChunkRef[] = [];
+  let offset = 0;
+  for (let i = 0; i < n; i++) {
+    const hash = Buffer.from(r.raw(HASH_BYTES));
+    const length = r.uint();
+    chunks.push({ hash, offset, length });
+    offset += length;
+  }
+  return chunks;
 }

@@ -1,6 +1,6 @@
 // What the node's index remembers of one path, and its RocksDB encoding.
 import { isLnk, isReg, readAttr, writeAttr, type Attr } from '../content/attr.js';
-import { HASH_BYTES, type ChunkRef } from '../content/manifest.js';
+import { HASH_BYTES, readChunkList, writeChunkList, type ChunkRef } from '../content/manifest.js';
 import { Reader, Writer } from '../store/codec.js';
 
 export interface IndexEntry {
@@ -17,8 +17,7 @@ export function encodeEntry(e: IndexEntry): Buffer {
   writeAttr(w, e.attr);
   if (isReg(e.attr.mode)) {
     w.raw(e.digest!);
-    w.uint(e.chunks!.length);
-    for (const c of e.chunks!) w.raw(c.hash).uint(c.length);
+    writeChunkList(w, e.chunks!);
   } else if (isLnk(e.attr.mode)) {
     w.string(e.target ?? '');
   }
@@ -30,16 +29,7 @@ export function decodeEntry(b: Buffer): IndexEntry {
   const attr = readAttr(r);
   if (isReg(attr.mode)) {
     const digest = Buffer.from(r.raw(HASH_BYTES));
-    const n = r.uint();
-    const chunks: ChunkRef[] = [];
-    let offset = 0;
-    for (let i = 0; i < n; i++) {
-      const hash = Buffer.from(r.raw(HASH_BYTES));
-      const length = r.uint();
-      chunks.push({ hash, offset, length });
-      offset += length;
-    }
-    return { attr, digest, chunks };
+    return { attr, digest, chunks: readChunkList(r) };
   }
   if (isLnk(attr.mode)) return { attr, target: r.string() };
   return { attr };

@@ -8,6 +8,8 @@ import { realpath } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { FsError } from '../wire/errors.js';
 
+export { baseName, joinRel, parentOf } from '../wire/rel-path.js';
+
 export const NAME_MAX = 255;
 export const PATH_MAX = 4095;
 
@@ -31,19 +33,6 @@ export function checkChildPath(p: unknown, what = 'path'): string {
   const ok = checkPath(p, what);
   if (ok === '') throw new FsError('EBUSY', `${what} may not be the workspace root`);
   return ok;
-}
-
-export function parentOf(rel: string): string {
-  const i = rel.lastIndexOf('/');
-  return i < 0 ? '' : rel.slice(0, i);
-}
-
-export function baseName(rel: string): string {
-  return rel.slice(rel.lastIndexOf('/') + 1);
-}
-
-export function joinRel(dir: string, name: string): string {
-  return dir === '' ? name : `${dir}/${name}`;
 }
 
 export class Confinement {

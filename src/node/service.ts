@@ -23,6 +23,7 @@ export function entryToWire(path: string, e: IndexEntry): WEntry {
     attr: attrToWire(e.attr),
     symlinkTarget: e.target ?? '',
     digest: e.digest ?? Buffer.alloc(0),
+    chunks: e.chunks && e.chunks.length <= 1 ? chunksToWire(e.chunks) : [],
   };
 }
 

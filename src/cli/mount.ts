@@ -1,0 +1,118 @@
+// `ghostfs mount`: expose a workspace served by mesh nodes at a local
+// directory. Without --foreground it returns once the mount is ready and
+// leaves the mount process running in the background (like sshfs); with it,
+// the process stays attached and unmounts cleanly on SIGINT/SIGTERM.
+import { Command, Option } from 'commander';
+import { spawn } from 'node:child_process';
+import { hostname, homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { parseChoice, parseDuration, parseIntIn } from '../config/parse.js';
+import { DRIVERS, Mount, type MountConfig } from '../mount/mount.js';
+import { log } from '../log.js';
+import { env, fail } from './common.js';
+
+function defaultCacheDir(): string {
+  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'ghostfs');
+}
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+export function mountCommand(): Command {
+  return new Command('mount')
+    .description('mount a workspace served by mesh nodes at a local directory')
+    .argument('<endpoint>', 'a node serving the workspace (host:port)')
+    .argument('<mountpoint>', 'the directory to mount at (created if missing)')
+    .addOption(env(new Option('--replica <endpoint...>', 'another node serving the same workspace (repeatable), used when the first fails').argParser(collect).default([]), 'REPLICA'))
+    .addOption(env(new Option('--workspace <id>', 'the workspace to mount').default('default'), 'WORKSPACE'))
+    .addOption(env(new Option('--cache-dir <dir>', 'where cached metadata and chunks live').default(defaultCacheDir()), 'CACHE_DIR'))
+    .addOption(env(new Option('--token <token>', 'bearer token the nodes require'), 'TOKEN'))
+    .addOption(env(new Option('--tls-ca <file>', 'CA that signed the nodes\' certificates (enables TLS)'), 'TLS_CA'))
+    .addOption(env(new Option('--tls-cert <file>', 'client certificate for mutual TLS'), 'TLS_CERT'))
+    .addOption(env(new Option('--tls-key <file>', 'client key for mutual TLS'), 'TLS_KEY'))
+    .addOption(env(new Option('--driver <name>', 'kernel driver').argParser(parseChoice(DRIVERS)).default('fuse-native'), 'DRIVER'))
+    .addOption(env(new Option('--deadline <duration>', 'deadline of each remote call').argParser(parseDuration).default(parseDuration('10s'), '10s'), 'DEADLINE'))
+    .addOption(env(new Option('--attr-timeout <seconds>', 'how long the kernel trusts attributes and names').argParser(parseIntIn(0, 3600)).default(1), 'ATTR_TIMEOUT'))
+    .addOption(env(new Option('--readahead <chunks>', 'chunks fetched ahead of a sequential reader').argParser(parseIntIn(0, 64)).default(8), 'READAHEAD'))
+    .addOption(env(new Option('--client-id <id>', 'name of this mount in conflict copies and node logs').default(hostname()), 'CLIENT_ID'))
+    .option('--foreground', 'stay attached; unmount on SIGINT/SIGTERM')
+    .option('--fuse-debug', 'print every FUSE request (libfuse debug output)')
+    .action(async (endpoint: string, mountpoint: string, o) => {
+      if ((o.tlsCert && !o.tlsKey) || (!o.tlsCert && o.tlsKey)) fail('--tls-cert and --tls-key go together.');
+      const config: MountConfig = {
+        endpoints: [endpoint, ...(o.replica as string[])],
+        mountpoint: resolve(mountpoint),
+        workspace: o.workspace,
+        cacheDir: resolve(o.cacheDir),
+        token: o.token,
+        tls: o.tlsCa || o.tlsCert ? { ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey } : undefined,
+        driver: o.driver,
+        deadlineMs: o.deadline,
+        attrTimeoutS: o.attrTimeout,
+        readaheadChunks: o.readahead,
+        clientId: o.clientId,
+        debug: !!o.fuseDebug,
+      };
+      if (!o.foreground) return background(config);
+      await foreground(config);
+    });
+}
+
+async function foreground(config: MountConfig): Promise<void> {
+  let stopping = false;
+  const started = Mount.start(config);
+  const shutdown = (sig: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal: sig }, 'unmounting');
+    void (async () => {
+      const m = await started.catch(() => undefined);
+      await m?.stop();
+    })().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err: (err as Error).message }, 'unmount failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  try {
+    const m = await started;
+    m.onUnmountedExternally(() => shutdown('unmounted externally'));
+    process.send?.({ mounted: true });
+  } catch (err) {
+    process.send?.({ error: (err as Error).message });
+    fail((err as Error).message);
+  } finally {
+    if (process.connected) process.disconnect();
+  }
+}
+
+/** Starts the mount as a detached process and returns once it reports ready. */
+async function background(config: MountConfig): Promise<void> {
+  mkdirSync(config.cacheDir, { recursive: true });
+  const logFile = process.env.GHOSTFS_LOG_FILE || join(config.cacheDir, 'mount.log');
+  const args = [...process.execArgv, process.argv[1]!, ...process.argv.slice(2), '--foreground'];
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+    env: { ...process.env, GHOSTFS_LOG_FILE: logFile },
+  });
+  const outcome = await new Promise<{ mounted?: boolean; error?: string }>((resolveOutcome) => {
+    const t = setTimeout(() => resolveOutcome({ error: `the mount did not become ready within 60 s (see ${logFile})` }), 60_000);
+    child.once('message', (m) => {
+      clearTimeout(t);
+      resolveOutcome(m as { mounted?: boolean; error?: string });
+    });
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      resolveOutcome({ error: `the mount process exited (${code}) before it was ready (see ${logFile})` });
+    });
+  });
+  if (outcome.error) fail(outcome.error);
+  child.unref();
+  child.disconnect?.();
+  process.stdout.write(`mounted ${config.endpoints[0]} (workspace ${config.workspace}) at ${config.mountpoint}; pid ${child.pid}, log ${logFile}\n`);
+}

@@ -1,0 +1,197 @@
+// The mount's way to the mesh: a primary endpoint and its replicas. Every
+// call has a deadline; a replica that fails at the transport level is set
+// aside for a short, growing back-off and the call moves on to the next
+// one; filesystem answers (ENOENT, EACCES...) come back at once. Chunk bytes
+// are verified here, once, as they arrive: a chunk that does not match its
+// hash is refused and asked of another replica.
+import * as grpc from '@grpc/grpc-js';
+import { hashChunk, hex } from '../content/manifest.js';
+import { ERRNO_KEY, FsError } from '../wire/errors.js';
+import type { WChangeEventOut, WHandshakeReplyOut } from '../wire/types.js';
+import { log } from '../log.js';
+import { NodeConnection, type ConnectionOptions } from './connection.js';
+
+export interface ReplicaHealth {
+  endpoint: string;
+  healthy: boolean;
+  failures: number;
+  lastError?: string;
+  corruptChunks: number;
+}
+
+interface Replica extends ReplicaHealth {
+  conn: NodeConnection;
+  downUntil: number;
+}
+
+export interface MeshStats {
+  chunksFetched: number;
+  bytesFetched: number;
+  corruptChunks: number;
+  failovers: number;
+}
+
+/** True for failures of the node or the network, not answers of the filesystem. */
+function isTransportError(err: unknown): boolean {
+  const e = err as grpc.ServiceError;
+  if (e?.metadata?.get?.(ERRNO_KEY)?.length) return false;
+  return (
+    e?.code === grpc.status.UNAVAILABLE ||
+    e?.code === grpc.status.DEADLINE_EXCEEDED ||
+    e?.code === grpc.status.CANCELLED ||
+    e?.code === grpc.status.UNKNOWN ||
+    e?.code === grpc.status.INTERNAL ||
+    e?.code === grpc.status.RESOURCE_EXHAUSTED
+  );
+}
+
+export class MeshClient {
+  private readonly replicas: Replica[];
+  readonly stats: MeshStats = { chunksFetched: 0, bytesFetched: 0, corruptChunks: 0, failovers: 0 };
+
+  constructor(
+    endpoints: string[],
+    readonly workspace: string,
+    private readonly opts: ConnectionOptions & { backoffMs?: number } = {},
+  ) {
+    if (endpoints.length === 0) throw new Error('at least one endpoint is needed');
+    this.replicas = endpoints.map((endpoint) => ({
+      endpoint,
+      conn: new NodeConnection(endpoint, workspace, opts),
+      healthy: true,
+      failures: 0,
+      corruptChunks: 0,
+      downUntil: 0,
+    }));
+  }
+
+  get deadlineMs(): number {
+    return this.replicas[0]!.conn.deadlineMs;
+  }
+
+  health(): ReplicaHealth[] {
+    return this.replicas.map(({ endpoint, healthy, failures, lastError, corruptChunks }) => ({ endpoint, healthy, failures, lastError, corruptChunks }));
+  }
+
+  /** Replicas in the order to try: those not backing off first, primary before replicas. */
+  private order(): Replica[] {
+    const now = Date.now();
+    return [...this.replicas.filter((r) => r.downUntil <= now), ...this.replicas.filter((r) => r.downUntil > now)];
+  }
+
+  private markDown(r: Replica, err: unknown): void {
+    r.failures++;
+    r.healthy = false;
+    r.lastError = (err as Error).message;
+    const backoff = Math.min(30_000, (this.opts.backoffMs ?? 250) * 2 ** Math.min(r.failures - 1, 7));
+    r.downUntil = Date.now() + backoff;
+    log.warn({ node: r.endpoint, err: r.lastError, backoffMs: backoff }, 'node unreachable; trying another replica');
+  }
+
+  private markUp(r: Replica): void {
+    if (!r.healthy) log.info({ node: r.endpoint }, 'node reachable again');
+    r.healthy = true;
+    r.failures = 0;
+    r.downUntil = 0;
+  }
+
+  /** Runs `fn` on the first replica that answers; EHOSTDOWN when none does. */
+  async call<T>(what: string, fn: (c: NodeConnection) => Promise<T>): Promise<T> {
+    const errors: string[] = [];
+    for (const [i, r] of this.order().entries()) {
+      try {
+        const res = await fn(r.conn);
+        this.markUp(r);
+        if (i > 0) this.stats.failovers++;
+        return res;
+      } catch (err) {
+        if (!isTransportError(err)) {
+          this.markUp(r);
+          throw err;
+        }
+        this.markDown(r, err);
+        errors.push(`${r.endpoint}: ${(err as Error).message}`);
+      }
+    }
+    throw new FsError('EHOSTDOWN', `${what}: no node reachable (${errors.join('; ')})`);
+  }
+
+  handshake(): Promise<WHandshakeReplyOut> {
+    return this.call('handshake', (c) => c.handshake());
+  }
+
+  stat(path: string) {
+    return this.call(`stat ${path}`, (c) => c.stat(path));
+  }
+
+  listDir(path: string) {
+    return this.call(`list ${path}`, (c) => c.listDir(path));
+  }
+
+  getManifest(path: string) {
+    return this.call(`manifest ${path}`, (c) => c.getManifest(path));
+  }
+
+  /**
+   * Fetches chunks by hash, verified. Calls `onChunk` for each as it
+   * arrives; chunks a replica does not deliver (stream broken, node gone,
+   * bad bytes) are asked of the next replica. Throws EIO for chunks no
+   * replica could deliver intact.
+   */
+  async fetchChunks(hashes: Buffer[], pathHint: string, onChunk: (hash: Buffer, data: Buffer) => void): Promise<void> {
+    const pending = new Map(hashes.map((h) => [h.toString('latin1'), h]));
+    const problems: string[] = [];
+    const corruptFrom = new Map<string, string>();
+    const tried = new Set<Replica>();
+    for (const r of this.order()) {
+      if (pending.size === 0) break;
+      tried.add(r);
+      const want = [...pending.values()];
+      try {
+        for await (const c of r.conn.readChunks(want, pathHint, Math.max(this.deadlineMs, 4 * want.length * 1000))) {
+          const k = Buffer.from(c.hash).toString('latin1');
+          const hash = pending.get(k);
+          if (!hash) continue;
+          const data = Buffer.from(c.data);
+          if (!hashChunk(data).equals(hash)) {
+            r.corruptChunks++;
+            this.stats.corruptChunks++;
+            corruptFrom.set(k, r.endpoint);
+            log.warn({ node: r.endpoint, chunk: hex(hash), path: pathHint }, 'chunk failed verification; discarded, asking another replica');
+            continue;
+          }
+          pending.delete(k);
+          this.stats.chunksFetched++;
+          this.stats.bytesFetched += data.length;
+          onChunk(hash, data);
+        }
+        this.markUp(r);
+      } catch (err) {
+        if (isTransportError(err)) this.markDown(r, err);
+        else this.markUp(r);
+        problems.push(`${r.endpoint}: ${(err as Error).message}`);
+      }
+      if (pending.size > 0 && tried.size < this.replicas.length) this.stats.failovers++;
+    }
+    if (pending.size > 0) {
+      const first = [...pending.values()][0]!;
+      const corrupt = corruptFrom.get(first.toString('latin1'));
+      const msg = corrupt
+        ? `chunk ${hex(first)} of "${pathHint}" failed verification (from ${corrupt}) and no replica had it intact`
+        : `${pending.size} chunk(s) of "${pathHint}" unavailable: ${problems.join('; ') || 'no replica had them'}`;
+      const allDown = !corrupt && this.replicas.every((r) => !r.healthy);
+      throw new FsError(allDown ? 'EHOSTDOWN' : 'EIO', msg);
+    }
+  }
+
+  /** Subscribes to the change feed on the first reachable replica. */
+  watch(fromGeneration: number, epoch: string, onEvent: (e: WChangeEventOut) => void, onEnd: (err?: Error) => void): { cancel(): void; endpoint: string } {
+    const r = this.order()[0]!;
+    const call = r.conn.watch(fromGeneration, epoch, onEvent, onEnd);
+    return { cancel: () => call.cancel(), endpoint: r.endpoint };
+  }
+
+  close(): void {
+    for (const r of this.replicas) r.conn.close();
+  }
+}

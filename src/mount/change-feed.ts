@@ -1,0 +1,156 @@
+// Keeps the mount's metadata current: subscribes to the node's change feed
+// from the last generation it applied (persisted), applies each event to the
+// metadata store in order, and resumes after a disconnect. A RESET (history
+// gone, other epoch, first mount) re-lists every directory known so far, in
+// the background, while the cached tree keeps serving.
+import pLimit from 'p-limit';
+import { isDir } from '../content/attr.js';
+import type { MetaStore } from '../cache/meta-store.js';
+import type { MeshClient } from '../mesh/mesh-client.js';
+import type { WChangeEventOut } from '../wire/types.js';
+import { parentOf } from '../wire/rel-path.js';
+import { log } from '../log.js';
+import { entryFromWire, type Vfs } from './vfs.js';
+
+export class ChangeFeed {
+  private sub: { cancel(): void; endpoint: string } | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs = 250;
+  private stopped = false;
+  private generation = 0;
+  private epoch = '';
+  private persistTimer: NodeJS.Timeout | undefined;
+  connected = false;
+  /** Events applied since start (status, tests). */
+  applied = 0;
+  /** Resolves when the feed first reached READY (backlog applied). */
+  readonly ready: Promise<void>;
+  private markReady!: () => void;
+  private readonly listeners = new Set<(path: string) => void>();
+
+  constructor(
+    private readonly meta: MetaStore,
+    private readonly mesh: MeshClient,
+    private readonly vfs: Vfs,
+  ) {
+    this.ready = new Promise((r) => (this.markReady = r));
+  }
+
+  /** Called with every path the feed changed (drivers that can invalidate kernel caches listen). */
+  onChange(fn: (path: string) => void): void {
+    this.listeners.add(fn);
+  }
+
+  get position(): { generation: number; epoch: string } {
+    return { generation: this.generation, epoch: this.epoch };
+  }
+
+  start(): void {
+    this.generation = this.meta.generation;
+    this.epoch = this.meta.epoch;
+    this.subscribe();
+  }
+
+  private subscribe(): void {
+    if (this.stopped) return;
+    let gotEvent = false;
+    this.sub = this.mesh.watch(
+      this.generation,
+      this.epoch,
+      (e) => {
+        if (!gotEvent) {
+          gotEvent = true;
+          this.connected = true;
+          this.retryMs = 250;
+        }
+        this.chain = this.chain.then(() => this.apply(e)).catch((err) => log.warn({ err: (err as Error).message, path: e.path }, 'cannot apply change event'));
+      },
+      (err) => {
+        this.connected = false;
+        if (this.stopped) return;
+        if (err) log.debug({ err: err.message }, 'change feed disconnected');
+        this.retryTimer = setTimeout(() => this.subscribe(), this.retryMs);
+        this.retryMs = Math.min(this.retryMs * 2, 5000);
+      },
+    );
+  }
+
+  private async apply(e: WChangeEventOut): Promise<void> {
+    switch (e.kind) {
+      case 'RESET':
+        this.epoch = e.epoch;
+        this.generation = e.generation;
+        await this.revalidate();
+        break;
+      case 'READY':
+        this.epoch = e.epoch;
+        this.generation = Math.max(this.generation, e.generation);
+        this.markReady();
+        break;
+      case 'REMOVED':
+        this.vfs.forgetPath(e.path);
+        await this.meta.put(e.path, null);
+        this.changed(e);
+        break;
+      case 'CHANGED': {
+        // Only paths whose parent we know: the rest is fetched when asked for.
+        const parent = this.meta.get(parentOf(e.path));
+        if (e.path === '' || this.meta.get(e.path) || (parent && isDir(parent.attr.mode))) {
+          await this.meta.put(e.path, entryFromWire(e.entry!));
+        }
+        this.changed(e);
+        break;
+      }
+    }
+    this.schedulePersist();
+  }
+
+  private changed(e: WChangeEventOut): void {
+    this.applied++;
+    this.generation = Math.max(this.generation, e.generation);
+    for (const fn of this.listeners) fn(e.path);
+  }
+
+  /**
+   * Re-lists every directory listed before, a few at a time. Their
+   * "complete listing" marks are dropped first (durably), so a crash
+   * halfway never leaves a stale listing trusted at the new position.
+   */
+  private async revalidate(): Promise<void> {
+    const dirs = this.meta.listedDirs();
+    if (dirs.length === 0) return;
+    await this.meta.invalidateListings();
+    const started = performance.now();
+    const limit = pLimit(8);
+    let failed = 0;
+    await Promise.all(
+      dirs.map((d) =>
+        limit(() =>
+          this.vfs.list(d).catch(() => {
+            failed++;
+          }),
+        ),
+      ),
+    );
+    log.info({ dirs: dirs.length, failed, durationMs: Math.round(performance.now() - started) }, 'revalidated cached tree');
+  }
+
+  /** The position is saved at most every 200 ms: after a crash, replaying a few events is harmless. */
+  private schedulePersist(): void {
+    if (this.persistTimer) return;
+    this.persistTimer = setTimeout(() => {
+      this.persistTimer = undefined;
+      void this.meta.setPosition(this.generation, this.epoch).catch(() => undefined);
+    }, 200);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.sub?.cancel();
+    await this.chain;
+    if (this.persistTimer) clearTimeout(this.persistTimer);
+    await this.meta.setPosition(this.generation, this.epoch);
+  }
+}

@@ -1,0 +1,139 @@
+// A running mount: the metadata and chunk caches, the mesh client, the VFS,
+// the change feed and a kernel driver, started and stopped in order.
+import { join, resolve } from 'node:path';
+import { ChunkStore } from '../cache/chunk-store.js';
+import { MetaStore } from '../cache/meta-store.js';
+import { MeshClient } from '../mesh/mesh-client.js';
+import { Store } from '../store/db.js';
+import { log } from '../log.js';
+import { ChangeFeed } from './change-feed.js';
+import { ChunkReader } from './chunk-reader.js';
+import { Vfs } from './vfs.js';
+import type { Driver } from './drivers/driver.js';
+import { FuseNativeDriver } from './drivers/fuse-native.js';
+import { isMounted } from './mount-table.js';
+
+export const DRIVERS = ['fuse-native'] as const;
+export type DriverName = (typeof DRIVERS)[number];
+
+export interface MountConfig {
+  endpoints: string[];
+  mountpoint: string;
+  workspace: string;
+  cacheDir: string;
+  token?: string;
+  tls?: { ca?: string; cert?: string; key?: string };
+  driver: DriverName;
+  /** Deadline of each remote call. */
+  deadlineMs: number;
+  attrTimeoutS: number;
+  readaheadChunks: number;
+  clientId: string;
+  debug?: boolean;
+}
+
+export class Mount {
+  private driver: Driver | undefined;
+  private gonePoll: NodeJS.Timeout | undefined;
+  /** The kernel mount is already gone: stopping must not try to unmount it. */
+  private driverGone = false;
+  offline = false;
+  readonly startedAt = Date.now();
+
+  private constructor(
+    readonly config: MountConfig,
+    private readonly store: Store,
+    readonly meta: MetaStore,
+    readonly chunkStore: ChunkStore,
+    readonly mesh: MeshClient,
+    readonly vfs: Vfs,
+    readonly feed: ChangeFeed,
+  ) {}
+
+  static async start(config: MountConfig): Promise<Mount> {
+    const store = await Store.open(join(config.cacheDir, 'db')).catch((err: Error) => {
+      throw new Error(/in use/.test(err.message) ? `the cache dir ${config.cacheDir} is in use by another mount (give each mount its own --cache-dir)` : err.message);
+    });
+    const meta = new MetaStore(store, config.workspace);
+    const chunkStore = new ChunkStore(join(config.cacheDir, 'chunks'));
+    const mesh = new MeshClient(config.endpoints, config.workspace, { token: config.token, tls: config.tls, deadlineMs: config.deadlineMs, clientId: config.clientId });
+    try {
+      await meta.load();
+      await chunkStore.init();
+      const vfs = new Vfs(meta, mesh, new ChunkReader(chunkStore, mesh), { readaheadChunks: config.readaheadChunks, wholeFileBytes: 4 * 1024 * 1024 });
+      const feed = new ChangeFeed(meta, mesh, vfs);
+      const m = new Mount(config, store, meta, chunkStore, mesh, vfs, feed);
+      await m.connect();
+      feed.start();
+      m.driver = new FuseNativeDriver(vfs, {
+        mountpoint: resolve(config.mountpoint),
+        attrTimeoutS: config.attrTimeoutS,
+        opTimeoutMs: Math.max(60_000, 4 * config.deadlineMs),
+        debug: config.debug,
+      });
+      await m.driver.mount();
+      log.info(
+        { mountpoint: resolve(config.mountpoint), endpoints: config.endpoints, workspace: config.workspace, cacheDir: config.cacheDir, driver: m.driver.name, offline: m.offline, knownEntries: meta.size, cachedChunks: chunkStore.stats().chunks },
+        'mounted',
+      );
+      return m;
+    } catch (err) {
+      mesh.close();
+      await chunkStore.close();
+      await store.close();
+      throw err;
+    }
+  }
+
+  /** First contact: a node must answer, unless the cache can serve the tree offline. */
+  private async connect(): Promise<void> {
+    try {
+      const h = await this.mesh.handshake();
+      if (h.hashAlgorithm !== 'blake3') throw new Error(`node ${h.nodeId} hashes with ${h.hashAlgorithm}; this mount speaks blake3`);
+      if (this.meta.size === 0) await this.vfs.list('');
+    } catch (err) {
+      if (this.meta.size === 0) {
+        throw new Error(`no node of workspace "${this.config.workspace}" answered (${this.config.endpoints.join(', ')}) and nothing of it is cached: ${(err as Error).message}`);
+      }
+      this.offline = true;
+      log.warn({ endpoints: this.config.endpoints, knownEntries: this.meta.size, err: (err as Error).message }, 'no node reachable: serving the cached tree; what is not cached fails with EHOSTDOWN');
+    }
+  }
+
+  /**
+   * Calls `fn` once when the mount disappears from under the process (a
+   * plain `fusermount -u` or `umount`), so the process can close its
+   * databases and exit instead of lingering.
+   */
+  onUnmountedExternally(fn: () => void): void {
+    const mp = resolve(this.config.mountpoint);
+    this.gonePoll = setInterval(() => {
+      void isMounted(mp).then((yes) => {
+        if (!yes && this.gonePoll) {
+          clearInterval(this.gonePoll);
+          this.gonePoll = undefined;
+          this.driverGone = true;
+          fn();
+        }
+      });
+    }, 1000);
+    this.gonePoll.unref();
+  }
+
+  get driverName(): string {
+    return this.driver?.name ?? this.config.driver;
+  }
+
+  async stop(): Promise<void> {
+    if (this.gonePoll) clearInterval(this.gonePoll);
+    try {
+      if (!this.driverGone) await this.driver?.unmount();
+    } finally {
+      await this.feed.stop().catch(() => undefined);
+      this.mesh.close();
+      await this.chunkStore.close();
+      await this.store.close();
+      log.info({ mountpoint: resolve(this.config.mountpoint) }, 'unmounted');
+    }
+  }
+}

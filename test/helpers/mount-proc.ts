@@ -1,0 +1,108 @@
+// Runs a real `ghostfs mount --foreground` as a child process, and runs
+// commands against the mount in other child processes: the test process
+// itself never does file I/O on a mount (nor does the mount process).
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { BIN, type LogLine } from './node-proc.js';
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Runs a command to completion (never throws); output as text. */
+export function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const child = execFile(cmd, args, { cwd: opts.cwd, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 256 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? Number((err as NodeJS.ErrnoException).code) : 1) : 0;
+      resolve({ code, stdout, stderr, ms: performance.now() - started });
+    });
+    if (opts.input !== undefined) child.stdin!.end(opts.input);
+  });
+}
+
+/** A shell pipeline, for the comparisons that want one. */
+export function sh(script: string, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  return run('bash', ['-c', `set -o pipefail; ${script}`], opts);
+}
+
+export class MountProc {
+  readonly lines: LogLine[] = [];
+  private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  readonly exited: Promise<number | null>;
+
+  private constructor(
+    readonly child: ChildProcess,
+    readonly mountpoint: string,
+  ) {
+    let buf = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        let parsed: LogLine;
+        try {
+          parsed = JSON.parse(line);
+        } catch {
+          parsed = { msg: line, level: 50 };
+        }
+        this.lines.push(parsed);
+        this.waiters = this.waiters.filter((w) => (w.pred(parsed) ? (w.resolve(parsed), false) : true));
+      }
+    });
+    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  }
+
+  /** Mounts and resolves once the kernel mount is up; rejects with the log if it exits first. */
+  static async start(endpoint: string, mountpoint: string, args: string[], env: Record<string, string> = {}): Promise<MountProc> {
+    const child = spawn(process.execPath, [BIN, 'mount', endpoint, mountpoint, '--foreground', ...args], {
+      env: { ...process.env, GHOSTFS_LOG_PRETTY: '0', GHOSTFS_LOG_LEVEL: 'debug', GHOSTFS_LOG_FILE: '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const m = new MountProc(child, mountpoint);
+    await Promise.race([
+      m.waitFor((l) => l.msg === 'mounted', 60_000),
+      m.exited.then((code) => {
+        throw new Error(`mount exited (${code}) before it was ready:\n${m.lines.map((l) => JSON.stringify(l)).join('\n')}`);
+      }),
+    ]);
+    return m;
+  }
+
+  waitFor(pred: (l: LogLine) => boolean, timeoutMs = 20_000): Promise<LogLine> {
+    const found = this.lines.find(pred);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('timed out waiting for a mount log line')), timeoutMs);
+      t.unref();
+      this.waiters.push({
+        pred,
+        resolve: (l) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      });
+    });
+  }
+
+  has(msg: string): boolean {
+    return this.lines.some((l) => l.msg === msg);
+  }
+
+  /** Clean unmount through the process (SIGTERM). */
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM');
+    return this.exited;
+  }
+
+  /** The process dies; the dead mount is detached so the directory is usable again. */
+  async kill(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    await this.exited;
+    spawnSync('fusermount', ['-uz', this.mountpoint]);
+  }
+}
