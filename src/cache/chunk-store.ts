@@ -17,8 +17,6 @@ export class ChunkStore {
   /** Size of every chunk on disk, by hash (latin1 key). */
   private readonly sizes = new Map<string, number>();
   private readonly fds = new Map<string, Promise<FileHandle>>();
-  /** Fan-out directories known to exist (one mkdir each, not one per chunk). */
-  private readonly subdirs = new Set<string>();
   private bytes = 0;
 
   constructor(
@@ -28,6 +26,8 @@ export class ChunkStore {
 
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    // All 256 fan-out directories up front: no mkdir on the fetch path.
+    await Promise.all(Array.from({ length: 256 }, (_, i) => mkdir(join(this.dir, i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 })));
     for (const sub of await readdir(this.dir)) {
       if (sub.length !== 2) continue;
       for (const name of await readdir(join(this.dir, sub)).catch(() => [] as string[])) {
@@ -67,12 +67,7 @@ export class ChunkStore {
   async put(hash: Buffer, data: Buffer): Promise<void> {
     if (this.has(hash)) return;
     const final = this.path(hash);
-    const sub = hex(hash).slice(0, 2);
-    const tmp = join(this.dir, sub, `.tmp-${randomBytes(6).toString('hex')}`);
-    if (!this.subdirs.has(sub)) {
-      await mkdir(join(this.dir, sub), { recursive: true, mode: 0o700 });
-      this.subdirs.add(sub);
-    }
+    const tmp = join(this.dir, hex(hash).slice(0, 2), `.tmp-${randomBytes(6).toString('hex')}`);
     await writeFile(tmp, data, { mode: 0o600 });
     await rename(tmp, final);
     this.track(hash, data.length);

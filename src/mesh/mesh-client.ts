@@ -149,10 +149,10 @@ export class MeshClient {
       const want = [...pending.values()];
       try {
         for await (const c of r.conn.readChunks(want, pathHint, Math.max(this.deadlineMs, 4 * want.length * 1000))) {
-          const k = Buffer.from(c.hash).toString('latin1');
+          const k = c.hash.toString('latin1');
           const hash = pending.get(k);
           if (!hash) continue;
-          const data = Buffer.from(c.data);
+          const data = c.data; // a view into the received message: no copy
           if (!hashChunk(data).equals(hash)) {
             r.corruptChunks++;
             this.stats.corruptChunks++;

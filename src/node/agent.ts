@@ -9,6 +9,7 @@ import type { ChunkingParams } from '../content/chunker.js';
 import { Store } from '../store/db.js';
 import { FsError } from '../wire/errors.js';
 import { CHANNEL_OPTIONS, wire } from '../wire/proto.js';
+import { framedOr } from '../wire/chunk-frame.js';
 import { log } from '../log.js';
 import { ChunkSource } from './chunk-source.js';
 import { makeHandlers } from './service.js';
@@ -141,7 +142,9 @@ export class NodeAgent {
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 5000,
     });
-    server.addService(wire().ghostfs.v1.Node.service, makeHandlers({ nodeId: this.config.nodeId, token: this.config.token, workspace: (id) => this.workspace(id) }));
+    const service = { ...wire().ghostfs.v1.Node.service };
+    service.ReadChunks = { ...service.ReadChunks, responseSerialize: framedOr(service.ReadChunks.responseSerialize as (v: unknown) => Buffer) };
+    server.addService(service, makeHandlers({ nodeId: this.config.nodeId, token: this.config.token, workspace: (id) => this.workspace(id) }));
     this.port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(`${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${host}:${port}: ${err.message}`)) : resolve(p))),
     );

@@ -46,7 +46,11 @@ export class ChunkSource {
     }
   }
 
-  async read(hash: Buffer, hint?: string): Promise<Buffer> {
+  /**
+   * A chunk's bytes. With `reserve`, the returned buffer has that many
+   * unused bytes in front of the data (room for a message header).
+   */
+  async read(hash: Buffer, hint?: string, reserve = 0): Promise<Buffer> {
     // A file may have changed since it was indexed; re-validation re-hashes
     // it and the chunk may then live elsewhere (or nowhere): try twice.
     for (let attempt = 0; attempt < 2; attempt++) {
@@ -55,18 +59,19 @@ export class ChunkSource {
       const entry = await this.index.validate(loc.path).catch(() => undefined);
       const c = entry?.chunks?.find((x) => x.hash.equals(hash) && x.offset === loc.offset);
       if (!entry || !c) continue;
-      const data = await this.readAt(loc.path, c.offset, c.length, entry.attr);
+      const data = await this.readAt(loc.path, c.offset, c.length, entry.attr, reserve);
       if (data) return data;
     }
     try {
-      return await readFile(this.stagedPath(hash));
+      const staged = await readFile(this.stagedPath(hash));
+      return reserve ? Buffer.concat([Buffer.alloc(reserve), staged]) : staged;
     } catch {
       throw new FsError('ENOENT', `chunk ${hex(hash)} is not on this node`);
     }
   }
 
   /** Reads a chunk, or undefined when the file changed under the read. */
-  private async readAt(path: string, offset: number, length: number, expected: Attr): Promise<Buffer | undefined> {
+  private async readAt(path: string, offset: number, length: number, expected: Attr, reserve: number): Promise<Buffer | undefined> {
     let fh;
     try {
       fh = await open(this.index.paths.abs(path), C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
@@ -74,10 +79,10 @@ export class ChunkSource {
       return undefined;
     }
     try {
-      const buf = Buffer.allocUnsafe(length);
+      const buf = Buffer.allocUnsafe(reserve + length);
       let got = 0;
       while (got < length) {
-        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+        const { bytesRead } = await fh.read(buf, reserve + got, length - got, offset + got);
         if (bytesRead === 0) return undefined;
         got += bytesRead;
       }

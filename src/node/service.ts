@@ -7,6 +7,7 @@ import { fromTimespec, isDir, isReg } from '../content/attr.js';
 import { attrToWire, chunksFromWire, chunksToWire } from '../wire/convert.js';
 import { FsError, toServiceError } from '../wire/errors.js';
 import { PROTOCOL_VERSION, MAX_MESSAGE_BYTES } from '../wire/proto.js';
+import { CHUNK_FRAME_RESERVE, frameChunk } from '../wire/chunk-frame.js';
 import { HASH_ALGORITHM } from '../content/manifest.js';
 import type { NodeHandlers, WEntry, WChangeEvent, WPutChunkOut, WCommitRequestOut, WMutateRequestOut } from '../wire/types.js';
 import { log } from '../log.js';
@@ -136,11 +137,14 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
         try {
           const ws = ctx.workspace(call.request.workspace);
           const hint = call.request.pathHint ? checkPath(call.request.pathHint, 'path hint') : undefined;
-          for (const hash of call.request.hashes) {
+          for (const h of call.request.hashes) {
             if (call.cancelled) return;
-            const data = await ws.chunks.read(Buffer.from(hash), hint);
+            const hash = Buffer.from(h);
+            const buf = await ws.chunks.read(hash, hint, CHUNK_FRAME_RESERVE);
+            // Pre-framed: the service's serializer passes it through as is.
+            const msg = frameChunk(hash, buf, buf.length - CHUNK_FRAME_RESERVE);
             // Back-pressure: wait for the transport before the next chunk.
-            if (!call.write({ hash, data })) await new Promise((r) => call.once('drain', r));
+            if (!call.write(msg)) await new Promise((r) => call.once('drain', r));
           }
           call.end();
         } catch (err) {
