@@ -1,34 +1,70 @@
 // `ghostfs demo`: a newcomer's first look. Creates a sample workspace, runs
-// a node on loopback, and shows what it serves and remembers: indexing,
-// listing with attributes, a chunked read, an atomic commit with a conflict
-// copy, and a restart that re-hashes nothing. (The FUSE mount joins this
-// demo when `ghostfs mount` lands.)
+// a node on loopback, mounts it (as a separate process, the way a user
+// would), runs ordinary tools on the mount, shows a change made on the node
+// arriving through the change feed, and unmounts and cleans up.
 import { Command } from 'commander';
-import { mkdtemp, mkdir, writeFile, readFile, rm } from 'node:fs/promises';
+import { execFile, spawnSync } from 'node:child_process';
+import { mkdtemp, mkdir, writeFile, rm, readdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
-import { chunkBuffer } from '../content/chunk-file.js';
 import { PROFILES } from '../config/profiles.js';
 import { NodeAgent, type NodeConfig } from '../node/agent.js';
-import { NodeConnection } from '../mesh/connection.js';
+import { isMounted } from '../mount/mount-table.js';
 import { log } from '../log.js';
 
 const say = (s = ''): boolean => process.stdout.write(s + '\n');
+const BIN = fileURLToPath(new URL('../../../bin/ghostfs.js', import.meta.url));
+
+/** Runs a tool as its own process (the demo never reads the mount from inside a mount process). */
+function tool(cmd: string, args: string[]): Promise<{ out: string; err: string; ms: number }> {
+  const t = performance.now();
+  return new Promise((resolve) =>
+    execFile(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20 }, (_e, out, err) => resolve({ out, err, ms: performance.now() - t })),
+  );
+}
+
+const indent = (s: string): string =>
+  s
+    .trimEnd()
+    .split('\n')
+    .map((l) => `     ${l}`)
+    .join('\n');
+
+async function cacheFigures(dir: string): Promise<{ chunks: number; bytes: number }> {
+  let chunks = 0;
+  let bytes = 0;
+  for (const sub of await readdir(dir).catch(() => [] as string[])) {
+    for (const name of await readdir(join(dir, sub)).catch(() => [] as string[])) {
+      chunks++;
+      bytes += (await stat(join(dir, sub, name))).size;
+    }
+  }
+  return { chunks, bytes };
+}
 
 export function demoCommand(): Command {
-  return new Command('demo').description('serve a sample workspace on loopback and show ghostfs at work').action(async () => {
+  return new Command('demo').description('serve a sample workspace on loopback, mount it and show tools working on it').action(async () => {
     // The demo's own lines tell the story; the log speaks only of trouble unless asked.
     if (!process.env.GHOSTFS_LOG_LEVEL) log.level = 'warn';
+    if (!isMountable()) {
+      process.stderr.write('ghostfs demo: FUSE is not available here (no /dev/fuse or no fusermount); run `npm run setup` as root.\n');
+      process.exit(1);
+    }
     const base = await mkdtemp(join(tmpdir(), 'ghostfs-demo-'));
     const root = join(base, 'workspace');
+    const mnt = join(base, 'mnt');
+    const cache = join(base, 'cache');
+    let agent: NodeAgent | undefined;
     try {
-      say(`1. A sample workspace in ${root}`);
+      say(`1. A sample workspace on the "node" side: ${root}`);
       await mkdir(join(root, 'src'), { recursive: true });
-      await writeFile(join(root, 'README.md'), '# demo project\n');
+      await writeFile(join(root, 'README.md'), '# demo project\n\nServed by a ghostfs node, read through a FUSE mount.\n');
       await writeFile(join(root, 'src/app.ts'), 'export const answer = 42;\n');
-      await writeFile(join(root, 'data.bin'), randomBytes(8 * 1024 * 1024));
+      await writeFile(join(root, 'src/util.ts'), 'export const double = (n: number) => 2 * n; // the answer, twice\n');
+      await writeFile(join(root, 'data.bin'), randomBytes(32 * 1024 * 1024));
 
       const config: NodeConfig = {
         workspaces: [{ id: 'demo', root }],
@@ -41,44 +77,56 @@ export function demoCommand(): Command {
         reconcileIntervalMs: 300_000,
         watch: true,
       };
-      let agent = await NodeAgent.start(config);
-      say(`2. A node serves it on 127.0.0.1:${agent.port} (index in RocksDB under ${config.stateDir})`);
-      let conn = new NodeConnection(`127.0.0.1:${agent.port}`, 'demo', { clientId: 'demo-client' });
-
-      const list = await conn.listDir('');
-      say('3. Listing, with attributes in the same reply:');
-      for (const e of list.entries) say(`     ${(e.attr!.mode & 0o777).toString(8)} ${String(e.attr!.size).padStart(9)}  ino ${e.attr!.ino}  ${e.name}`);
-
-      const m = await conn.getManifest('data.bin');
-      let bytes = 0;
-      for await (const c of conn.readChunks(m.chunks.map((c) => c.hash), 'data.bin')) bytes += c.data.length;
-      say(`4. data.bin is ${m.chunks.length} content-defined chunks; read back ${bytes} bytes by hash`);
-
-      const base1 = await conn.getManifest('src/app.ts');
-      const edit = Buffer.from('export const answer = 43;\n');
-      const em = chunkBuffer(edit, DEFAULT_CHUNKING);
-      await conn.putChunks(em.chunks.map((c) => ({ hash: c.hash, data: edit })));
-      await conn.commit({ path: 'src/app.ts', baseDigest: base1.digest, digest: em.digest, size: em.size, chunks: em.chunks });
-      say(`5. Committed an edit atomically: src/app.ts now reads "${(await readFile(join(root, 'src/app.ts'), 'utf8')).trim()}"`);
-
-      await writeFile(join(root, 'src/app.ts'), 'export const answer = 44; // edited on the node\n');
-      const late = Buffer.from('export const answer = 45;\n');
-      const lm = chunkBuffer(late, DEFAULT_CHUNKING);
-      await conn.putChunks(lm.chunks.map((c) => ({ hash: c.hash, data: late })));
-      const r = await conn.commit({ path: 'src/app.ts', baseDigest: em.digest, digest: lm.digest, size: lm.size, chunks: lm.chunks });
-      say(`6. A stale writer does not clobber: conflict=${r.conflict}, its version went to ${r.conflictPath}`);
-
-      conn.close();
-      await agent.stop();
       agent = await NodeAgent.start(config);
-      conn = new NodeConnection(`127.0.0.1:${agent.port}`, 'demo');
-      const h = await conn.handshake();
-      say(`7. Restarted the node: generation ${h.generation} remembered, nothing re-hashed (see "workspace indexed" in the log with GHOSTFS_LOG_LEVEL=info)`);
-      conn.close();
-      await agent.stop();
+      const endpoint = `127.0.0.1:${agent.port}`;
+      say(`2. A node serves it on ${endpoint} (hash index in RocksDB, change feed on)`);
+
+      const m = await tool(process.execPath, [BIN, 'mount', endpoint, mnt, '--workspace', 'demo', '--cache-dir', cache]);
+      if (!(await isMounted(mnt))) throw new Error(`the mount did not come up: ${m.err || m.out}`);
+      say(`3. ghostfs mount ${endpoint} ${mnt}`);
+      say(indent(m.out));
+
+      say('4. Ordinary tools on the mount:');
+      say(`   $ ls -l ${mnt}`);
+      say(indent((await tool('ls', ['-l', mnt])).out));
+      say(`   $ cat README.md`);
+      say(indent((await tool('cat', [join(mnt, 'README.md')])).out));
+      say(`   $ grep -rn answer src`);
+      say(indent((await tool('grep', ['-rn', 'answer', join(mnt, 'src')])).out.split(mnt + '/').join('')));
+
+      const cold = await tool('sha256sum', [join(mnt, 'data.bin')]);
+      const warm = await tool('sha256sum', [join(mnt, 'data.bin')]);
+      const local = await tool('sha256sum', [join(root, 'data.bin')]);
+      const same = cold.out.split(' ')[0] === local.out.split(' ')[0];
+      say(`5. data.bin (32 MiB) read lazily in content-defined chunks: sha256 ${same ? 'matches the node\'s copy' : 'DIFFERS from the node\'s copy'}`);
+      say(`     first read ${Math.round(cold.ms)} ms (fetched over gRPC), second ${Math.round(warm.ms)} ms (cached)`);
+      const c = await cacheFigures(join(cache, 'chunks'));
+      say(`     local chunk cache: ${c.chunks} chunks, ${(c.bytes / 1048576).toFixed(1)} MiB in ${cache}`);
+
+      await writeFile(join(root, 'src/app.ts'), 'export const answer = 43; // edited on the node\n');
+      let seen = '';
+      for (let i = 0; i < 50 && !seen.includes('43'); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        seen = (await tool('cat', [join(mnt, 'src/app.ts')])).out;
+      }
+      say(`6. Someone edits src/app.ts on the node; the change feed brings it to the mount:`);
+      say(indent(seen));
+
+      const w = await tool('sh', ['-c', `echo hi > '${join(mnt, 'new.txt')}'`]);
+      say(`7. Writing through the mount is not built yet (the write side comes next): ${w.err.trim().replace(mnt + '/', '')}`);
+
+      spawnSync('fusermount', ['-u', mnt]);
+      for (let i = 0; i < 50 && (await isMounted(mnt)); i++) await new Promise((r) => setTimeout(r, 100));
+      say(`8. fusermount -u ${mnt}: ${(await isMounted(mnt)) ? 'STILL MOUNTED' : 'unmounted'}; the mount process exits by itself`);
       say('Done. Cleaned up.');
     } finally {
+      if (await isMounted(mnt)) spawnSync('fusermount', ['-uz', mnt]);
+      await agent?.stop();
       await rm(base, { recursive: true, force: true });
     }
   });
+}
+
+function isMountable(): boolean {
+  return spawnSync('sh', ['-c', 'test -e /dev/fuse && command -v fusermount >/dev/null']).status === 0;
 }
