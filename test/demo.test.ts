@@ -11,6 +11,8 @@ t.test('the demo serves, mounts, reads, sees a change and unmounts', async (t) =
   t.match(r.stdout, /src\/app\.ts:1:export const answer = 42;/, 'grep ran on the mount');
   t.match(r.stdout, /sha256 matches the node's copy/);
   t.match(r.stdout, /export const answer = 43; \/\/ edited on the node/, 'the change feed delivered the edit');
-  t.match(r.stdout, /: unmounted; the mount process exits by itself/);
+  t.match(r.stdout, /written through the mount\n/, 'a file written through the mount is on the node');
+  t.match(r.stdout, /export const answer = 44; \/\/ edited on the node/, 'sed -i through the mount reached the node');
+  t.match(r.stdout, /: unmounted; the mount process exited by itself/);
   t.match(r.stdout, /Done\. Cleaned up\./);
 });

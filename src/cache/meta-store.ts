@@ -180,6 +180,31 @@ export class MetaStore {
     await b.commit();
   }
 
+  /**
+   * Records a committed file (its entry and manifest) and whatever else must
+   * land with it (the journal record it settles) in one atomic batch.
+   */
+  async settle(path: string, e: MetaEntry, m: Manifest | undefined, also: (b: Batch) => void): Promise<void> {
+    const b = this.store.batch();
+    const prev = this.entries.get(path);
+    this.putIn(b, path, prev?.listed && isDir(prev.attr.mode) ? { ...e, listed: true } : e);
+    if (m) {
+      this.manifests.set(path, m);
+      b.put(this.k('c', path), encodeManifest(m));
+    }
+    also(b);
+    await b.commit();
+  }
+
+  /**
+   * An entry known only to this process (a file being created, or closed
+   * while no node answered). Never persisted: after a restart, the
+   * write-back journal brings back whatever must be shown.
+   */
+  putVolatile(path: string, e: MetaEntry | null): void {
+    this.setMem(path, e);
+  }
+
   /** Forget that directories were listed: after a RESET every listing must be fetched again. */
   async invalidateListings(): Promise<void> {
     const b = this.store.batch();

@@ -1,10 +1,11 @@
 // `ghostfs demo`: a newcomer's first look. Creates a sample workspace, runs
 // a node on loopback, mounts it (as a separate process, the way a user
 // would), runs ordinary tools on the mount, shows a change made on the node
-// arriving through the change feed, and unmounts and cleans up.
+// arriving through the change feed and changes made through the mount
+// landing on the node, and unmounts and cleans up.
 import { Command } from 'commander';
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdtemp, mkdir, writeFile, rm, readdir, stat } from 'node:fs/promises';
+import { mkdtemp, mkdir, writeFile, readFile, rm, readdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -112,19 +113,35 @@ export function demoCommand(): Command {
       say(`6. Someone edits src/app.ts on the node; the change feed brings it to the mount:`);
       say(indent(seen));
 
-      const w = await tool('sh', ['-c', `echo hi > '${join(mnt, 'new.txt')}'`]);
-      say(`7. Writing through the mount is not built yet (the write side comes next): ${w.err.trim().replace(mnt + '/', '')}`);
+      await tool('sh', ['-c', `echo 'written through the mount' > '${join(mnt, 'notes.txt')}'`]);
+      await tool('sed', ['-i', 's/43/44/', join(mnt, 'src/app.ts')]);
+      say('7. Writing through the mount: a new file and an in-place edit (sed -i: temp file + rename), on the node once closed:');
+      say(`   $ cat ${root}/notes.txt`);
+      say(indent(await readFile(join(root, 'notes.txt'), 'utf8')));
+      say(`   $ cat ${root}/src/app.ts`);
+      say(indent(await readFile(join(root, 'src/app.ts'), 'utf8')));
 
       spawnSync('fusermount', ['-u', mnt]);
       for (let i = 0; i < 50 && (await isMounted(mnt)); i++) await new Promise((r) => setTimeout(r, 100));
-      say(`8. fusermount -u ${mnt}: ${(await isMounted(mnt)) ? 'STILL MOUNTED' : 'unmounted'}; the mount process exits by itself`);
+      const pid = Number(/pid (\d+)/.exec(m.out)?.[1]);
+      for (let i = 0; i < 100 && pid && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+      say(`8. fusermount -u ${mnt}: ${(await isMounted(mnt)) ? 'STILL MOUNTED' : 'unmounted'}; the mount process ${pid && alive(pid) ? 'is STILL RUNNING' : 'exited by itself'}`);
       say('Done. Cleaned up.');
     } finally {
       if (await isMounted(mnt)) spawnSync('fusermount', ['-uz', mnt]);
       await agent?.stop();
-      await rm(base, { recursive: true, force: true });
+      await rm(base, { recursive: true, force: true, maxRetries: 5 });
     }
   });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function isMountable(): boolean {

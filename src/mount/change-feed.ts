@@ -10,7 +10,8 @@ import type { MeshClient } from '../mesh/mesh-client.js';
 import type { WChangeEventOut } from '../wire/types.js';
 import { parentOf } from '../wire/rel-path.js';
 import { log } from '../log.js';
-import { entryFromWire, type Vfs } from './vfs.js';
+import type { Vfs } from './vfs.js';
+import { entryFromWire } from './vfs-entry.js';
 
 export class ChangeFeed {
   private sub: { cancel(): void; endpoint: string } | undefined;

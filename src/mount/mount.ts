@@ -12,6 +12,10 @@ import { Vfs } from './vfs.js';
 import type { Driver } from './drivers/driver.js';
 import { FuseNativeDriver } from './drivers/fuse-native.js';
 import { isMounted } from './mount-table.js';
+import { WriteBack } from './write-back.js';
+import { Journal } from '../cache/journal.js';
+import { HashPool } from '../content/hash-pool.js';
+import { DEFAULT_CHUNKING } from '../content/chunker.js';
 
 export const DRIVERS = ['fuse-native'] as const;
 export type DriverName = (typeof DRIVERS)[number];
@@ -48,6 +52,8 @@ export class Mount {
     readonly mesh: MeshClient,
     readonly vfs: Vfs,
     readonly feed: ChangeFeed,
+    readonly writeBack: WriteBack,
+    private readonly hasher: HashPool,
   ) {}
 
   static async start(config: MountConfig): Promise<Mount> {
@@ -57,12 +63,21 @@ export class Mount {
     const meta = new MetaStore(store, config.workspace);
     const chunkStore = new ChunkStore(join(config.cacheDir, 'chunks'));
     const mesh = new MeshClient(config.endpoints, config.workspace, { token: config.token, tls: config.tls, deadlineMs: config.deadlineMs, clientId: config.clientId });
+    const hashers: HashPool[] = [];
     try {
       await meta.load();
       await chunkStore.init();
-      const vfs = new Vfs(meta, mesh, new ChunkReader(chunkStore, mesh), { readaheadChunks: config.readaheadChunks, wholeFileBytes: 4 * 1024 * 1024 });
+      const hasher = new HashPool(1, DEFAULT_CHUNKING, 4 * 1024 * 1024);
+      hashers.push(hasher);
+      const writeBack = new WriteBack(meta, mesh, new Journal(store, config.workspace), chunkStore, hasher, join(config.cacheDir, 'dirty', config.workspace), {
+        clientId: config.clientId,
+        deadlineMs: config.deadlineMs,
+      });
+      const pending = await writeBack.init();
+      const vfs = new Vfs(meta, mesh, new ChunkReader(chunkStore, mesh), writeBack, { readaheadChunks: config.readaheadChunks, wholeFileBytes: 4 * 1024 * 1024 });
+      await vfs.showPending(pending);
       const feed = new ChangeFeed(meta, mesh, vfs);
-      const m = new Mount(config, store, meta, chunkStore, mesh, vfs, feed);
+      const m = new Mount(config, store, meta, chunkStore, mesh, vfs, feed, writeBack, hasher);
       await m.connect();
       feed.start();
       m.driver = new FuseNativeDriver(vfs, {
@@ -79,6 +94,7 @@ export class Mount {
       return m;
     } catch (err) {
       mesh.close();
+      for (const h of hashers) await h.close();
       await chunkStore.close();
       await store.close();
       throw err;
@@ -129,7 +145,12 @@ export class Mount {
     try {
       if (!this.driverGone) await this.driver?.unmount();
     } finally {
+      // Whatever could not be written back stays journaled for the next mount.
+      const left = await this.writeBack.drain().catch(() => this.writeBack.pendingCount);
+      this.writeBack.stop();
+      if (left) log.warn({ pending: left }, 'unmounted with write-backs pending; the next mount of this cache dir replays them');
       await this.feed.stop().catch(() => undefined);
+      await this.hasher.close();
       this.mesh.close();
       await this.chunkStore.close();
       await this.store.close();

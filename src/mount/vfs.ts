@@ -3,15 +3,20 @@
 // into these calls. Inode numbers are the node's own (stable across
 // remounts and the same on every mount); the root is also reachable as
 // ROOT_INO, the number the kernel uses for it.
-import { isDir, isLnk, isReg, type Attr } from '../content/attr.js';
-import { fileDigest, type ChunkRef } from '../content/manifest.js';
+import { readFile, stat } from 'node:fs/promises';
+import { attrFromStats, isDir, isLnk, isReg, toTimespec, type Attr } from '../content/attr.js';
+import type { ChunkRef } from '../content/manifest.js';
 import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import { attrFromWire, chunksFromWire } from '../wire/convert.js';
-import { FsError } from '../wire/errors.js';
+import { errnoOf, FsError } from '../wire/errors.js';
 import { joinRel, parentOf } from '../wire/rel-path.js';
-import type { WEntryOut } from '../wire/types.js';
+import type { WMutateRequest } from '../wire/types.js';
+import { log } from '../log.js';
 import type { ChunkReader } from './chunk-reader.js';
+import { DirtyFile, isLocalIno, nextLocalIno } from './dirty-file.js';
+import { entryFromWire } from './vfs-entry.js';
+import type { WriteBack } from './write-back.js';
 
 export const ROOT_INO = 1;
 
@@ -27,11 +32,28 @@ export interface FileHandle {
   path: string;
   size: number;
   chunks: ChunkRef[];
+  /** Handles opened for writing share the file's dirty copy. */
+  dirty?: DirtyFile;
+  /** Content queued for write-back, read from memory. */
+  pendingData?: Buffer;
   /** Where the last read ended: a read starting there is sequential. */
   lastEnd: number;
   /** Chunks before this index have been asked for by readahead. */
   aheadTo: number;
 }
+
+export interface SetAttr {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  size?: number;
+  /** undefined: leave as is; 'now': the current time. */
+  atimeNs?: bigint | 'now';
+  mtimeNs?: bigint | 'now';
+}
+
+export const O_ACCMODE = 3;
+export const O_TRUNC = 0o1000;
 
 export interface VfsOptions {
   /** Chunks fetched ahead of a sequential reader. */
@@ -40,29 +62,19 @@ export interface VfsOptions {
   wholeFileBytes: number;
 }
 
-export function entryFromWire(e: WEntryOut): MetaEntry {
-  const attr = attrFromWire(e.attr!);
-  if (isReg(attr.mode)) {
-    if (!e.digest?.length) return { attr };
-    const digest = Buffer.from(e.digest);
-    // A small file's chunk list comes with its entry; keep it only if it is the one the digest names.
-    const chunks = e.chunks?.length || attr.size === 0 ? chunksFromWire(e.chunks ?? []) : undefined;
-    return chunks && fileDigest(chunks).equals(digest) ? { attr, digest, chunks } : { attr, digest };
-  }
-  if (isLnk(attr.mode)) return { attr, target: e.symlinkTarget };
-  return { attr };
-}
-
 export class Vfs {
   private readonly paths = new Map<number, string>([[ROOT_INO, '']]);
   private readonly handles = new Map<number, FileHandle>();
   private readonly listing = new Map<string, Promise<void>>();
+  /** Files open for writing, by path. */
+  private readonly dirty = new Map<string, DirtyFile>();
   private nextFh = 1;
 
   constructor(
     readonly meta: MetaStore,
     private readonly mesh: MeshClient,
     readonly chunks: ChunkReader,
+    private readonly writeBack: WriteBack,
     private readonly opts: VfsOptions,
   ) {}
 
@@ -100,8 +112,10 @@ export class Vfs {
     return p;
   }
 
-  /** The entry at a path: from memory, or by listing its parent once. */
+  /** The entry at a path: a file being written, then memory, then the node (listing its parent once). */
   async entry(path: string): Promise<MetaEntry> {
+    const d = this.dirty.get(path);
+    if (d && !d.unlinked) return d.entry();
     const known = this.meta.get(path);
     if (known) return known;
     if (path === '') {
@@ -157,9 +171,14 @@ export class Vfs {
     return e.target ?? '';
   }
 
-  /** Opens a regular file for reading: its chunk list, from the cache or the node. */
-  async open(ino: number): Promise<FileHandle> {
+  /** Opens a regular file; for writing, its handle shares the file's dirty copy. */
+  async open(ino: number, flags = 0): Promise<FileHandle> {
     const path = this.pathOf(ino);
+    if ((flags & O_ACCMODE) !== 0) return this.openWrite(path, flags);
+    const d = this.dirty.get(path);
+    if (d) return this.handle(path, d);
+    const pending = this.writeBack.pendingFor(path);
+    if (pending) return this.handleOnPending(path, pending.dirty);
     let e = await this.entry(path);
     if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
     if (!isReg(e.attr.mode)) throw new FsError('EINVAL', `"${path}" is not a regular file`);
@@ -177,14 +196,31 @@ export class Vfs {
     return h;
   }
 
-  release(fh: number): void {
-    this.handles.delete(fh);
+  private handle(path: string, d: DirtyFile): FileHandle {
+    d.handles++;
+    const h: FileHandle = { fh: this.nextFh++, path, size: d.size, chunks: [], lastEnd: 0, aheadTo: 0, dirty: d };
+    this.handles.set(h.fh, h);
+    return h;
+  }
+
+  /** A file closed while no node answered: reads see the queued content. */
+  private async handleOnPending(path: string, dirtyName: string): Promise<FileHandle> {
+    const data = await readFile(this.writeBack.dirtyPath(dirtyName));
+    const h: FileHandle = { fh: this.nextFh++, path, size: data.length, chunks: [], lastEnd: 0, aheadTo: 0 };
+    h.pendingData = data;
+    this.handles.set(h.fh, h);
+    return h;
   }
 
   /** Reads up to `length` bytes at `offset` into `into`; returns the count (0 at EOF). */
   async read(fh: number, offset: number, length: number, into: Buffer): Promise<number> {
     const h = this.handles.get(fh);
     if (!h) throw new FsError('EBADF', `file handle ${fh} is not open`);
+    if (h.pendingData) return h.pendingData.copy(into, 0, offset, Math.min(h.pendingData.length, offset + length));
+    if (h.dirty) {
+      await h.dirty.materialize(this.chunks);
+      return h.dirty.read(offset, length, into);
+    }
     if (offset >= h.size) return 0;
     const end = Math.min(h.size, offset + length);
     const first = chunkIndex(h.chunks, offset);
@@ -212,6 +248,271 @@ export class Vfs {
       done += await this.chunks.read(c, from - c.offset, to - from, into, from - offset, h.path);
     }
     return done;
+  }
+
+  // ---- the write side -------------------------------------------------
+
+  private async openWrite(path: string, flags: number): Promise<FileHandle> {
+    let d = this.dirty.get(path);
+    if (!d) {
+      const e = await this.entry(path);
+      if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
+      if (!isReg(e.attr.mode)) throw new FsError('EINVAL', `"${path}" is not a regular file`);
+      await this.writeBack.flushPaths([path]).catch(() => undefined);
+      const trunc = (flags & O_TRUNC) !== 0;
+      const m = trunc || !e.digest ? undefined : e.chunks ? { chunks: e.chunks } : (await this.meta.getManifest(path, e.digest)) ?? (await this.fetchManifest(path));
+      const name = this.writeBack.newDirtyName();
+      d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, m?.chunks ?? []);
+      this.dirty.set(path, d);
+    }
+    if (flags & O_TRUNC) {
+      d.materialized = true;
+      await d.truncate(0);
+    }
+    return this.handle(path, d);
+  }
+
+  private async fetchManifest(path: string): Promise<{ chunks: ChunkRef[] }> {
+    const r = await this.mesh.getManifest(path);
+    const m = { digest: Buffer.from(r.digest), chunks: chunksFromWire(r.chunks) };
+    await this.meta.putManifest(path, m);
+    return m;
+  }
+
+  /** Creates a new file (it reaches the node when its last writer closes it). */
+  async create(parentIno: number, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0): Promise<{ node: Node; handle: FileHandle }> {
+    const dir = this.pathOf(parentIno);
+    const path = joinRel(dir, name);
+    const parent = await this.entry(dir);
+    if (!isDir(parent.attr.mode)) throw new FsError('ENOTDIR', `"${dir}" is not a directory`);
+    const existing = await this.entry(path).catch(() => undefined);
+    if (existing) return { node: this.node(path, existing), handle: await this.openWrite(path, O_TRUNC | 2) };
+    const dn = this.writeBack.newDirtyName();
+    const d = await DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, uid, gid);
+    this.dirty.set(path, d);
+    this.meta.putVolatile(path, d.entry());
+    return { node: this.node(path, d.entry()), handle: this.handle(path, d) };
+  }
+
+  /** Writing after close (a dup'd fd): the journal keeps the closed content, the writer gets a copy. */
+  private async ownCopy(d: DirtyFile): Promise<void> {
+    if (d.handedOver) await d.detach(this.writeBack.newDirtyName(), (n) => this.writeBack.dirtyPath(n));
+  }
+
+  async write(fh: number, offset: number, data: Buffer): Promise<number> {
+    const h = this.handles.get(fh);
+    if (!h?.dirty) throw new FsError('EBADF', `file handle ${fh} is not open for writing`);
+    await this.ownCopy(h.dirty);
+    // Bytes outside this write are needed as they were: bring them in first.
+    if (!(offset === 0 && data.length >= h.dirty.size)) await h.dirty.materialize(this.chunks);
+    h.dirty.materialized = true;
+    return h.dirty.write(offset, data);
+  }
+
+  /** close(): the last writer's close writes the file back and returns once the node has it (or it is durably queued). */
+  async flush(fh: number): Promise<void> {
+    const h = this.handles.get(fh);
+    const d = h?.dirty;
+    if (!d || !d.modified || d.unlinked || d.handles > 1) return;
+    await this.commitDirty(d);
+  }
+
+  async fsync(fh: number): Promise<void> {
+    await this.handles.get(fh)?.dirty?.fh.sync();
+  }
+
+  async release(fh: number): Promise<void> {
+    const h = this.handles.get(fh);
+    this.handles.delete(fh);
+    const d = h?.dirty;
+    if (!d) return;
+    d.handles--;
+    if (d.handles > 0) return;
+    try {
+      if (d.modified && !d.unlinked) await this.commitDirty(d, false);
+    } catch (err) {
+      log.error({ path: d.path, err: (err as Error).message }, 'write-back at release failed');
+    } finally {
+      if (this.dirty.get(d.path) === d) this.dirty.delete(d.path);
+      await d.fh.close().catch(() => undefined);
+      if (!d.handedOver) await this.writeBack.discard(d.name);
+      if (d.unlinked && !this.meta.get(d.path)) this.meta.putVolatile(d.path, null);
+    }
+  }
+
+  /** `direct`: a writer waits in close(); otherwise (release) nobody does and the record is journaled first. */
+  private async commitDirty(d: DirtyFile, direct = true): Promise<void> {
+    await d.materialize(this.chunks);
+    d.handedOver = true; // the write-back owns the copy now
+    const fh = d.fh;
+    const digest = await this.writeBack.closeFile(
+      {
+        path: d.path,
+        dirty: d.name,
+        baseDigest: d.baseDigest,
+        expectAbsent: d.expectAbsent,
+        mode: d.mode,
+        mtimeNs: d.mtimeNs,
+        atimeNs: d.atimeNs,
+      },
+      { direct, syncDirty: () => fh.sync() },
+    );
+    if (digest) {
+      d.committed(digest);
+      if (d.owner) {
+        const owner = d.owner;
+        d.owner = undefined;
+        await this.mutate([], { chown: { path: d.path, ...owner } });
+      }
+    }
+    else {
+      // Queued: the mount shows the new content until a node takes it.
+      this.meta.putVolatile(d.path, d.entry());
+      d.modified = false;
+    }
+  }
+
+  /** Runs a namespace change on the node and records what it reports. */
+  private async mutate(touched: string[], req: Omit<WMutateRequest, 'workspace'>, removed: string[] = []): Promise<void> {
+    await this.writeBack.flushPaths(touched).catch((err) => {
+      throw new FsError('EROFS', `no node reachable to take pending changes first: ${(err as Error).message}`);
+    });
+    let r;
+    try {
+      r = await this.mesh.call('mutate', (c) => c.mutate(req));
+    } catch (err) {
+      // No node: the tree is read-only until one answers.
+      if (errnoOf(err) === 'EHOSTDOWN') throw new FsError('EROFS', (err as Error).message);
+      throw err;
+    }
+    for (const p of removed) {
+      this.forgetPath(p);
+      await this.meta.put(p, null);
+    }
+    for (const e of r.entries) await this.meta.put(e.name, entryFromWire(e));
+    // Parents' listings stay complete: new children were recorded above.
+  }
+
+  async mkdir(parentIno: number, name: string, mode: number): Promise<Node> {
+    const path = joinRel(this.pathOf(parentIno), name);
+    if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
+    await this.mutate([path], { mkdir: { path, mode } });
+    return this.node(path, await this.entry(path));
+  }
+
+  async unlink(parentIno: number, name: string): Promise<void> {
+    const path = joinRel(this.pathOf(parentIno), name);
+    const e = await this.entry(path);
+    if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
+    const d = this.dirty.get(path);
+    if (d) d.unlinked = true; // open writers may go on; nothing of theirs is written back
+    await this.writeBack.cancel(path);
+    // A file no node has seen yet is gone once its pending content is.
+    if (!isLocalIno(e.attr.ino)) await this.mutate([], { unlink: { path } }, [path]);
+    this.forgetPath(path);
+    await this.meta.put(path, null);
+    this.meta.putVolatile(path, null);
+  }
+
+  async rmdir(parentIno: number, name: string): Promise<void> {
+    const path = joinRel(this.pathOf(parentIno), name);
+    const e = await this.entry(path);
+    if (!isDir(e.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
+    await this.mutate([path], { rmdir: { path } }, [path]);
+  }
+
+  async rename(oldParent: number, oldName: string, newParent: number, newName: string, flags = 0): Promise<void> {
+    const from = joinRel(this.pathOf(oldParent), oldName);
+    const to = joinRel(this.pathOf(newParent), newName);
+    await this.entry(from);
+    // Files still being written move with their writers; their content must reach the node first.
+    for (const d of this.dirty.values()) {
+      if ((d.path === from || d.path.startsWith(from + '/')) && d.modified && !d.unlinked) await this.commitDirty(d);
+    }
+    const NOREPLACE = 1;
+    const EXCHANGE = 2;
+    await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange: (flags & EXCHANGE) !== 0 } }, [to, from]);
+    for (const d of [...this.dirty.values()]) {
+      if (d.path === from || d.path.startsWith(from + '/')) {
+        this.dirty.delete(d.path);
+        d.path = to + d.path.slice(from.length);
+        this.dirty.set(d.path, d);
+      }
+    }
+  }
+
+  async symlink(parentIno: number, name: string, target: string): Promise<Node> {
+    const path = joinRel(this.pathOf(parentIno), name);
+    if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
+    await this.mutate([path], { symlink: { path, target } });
+    return this.node(path, await this.entry(path));
+  }
+
+  async link(ino: number, newParent: number, newName: string): Promise<Node> {
+    const existing = this.pathOf(ino);
+    const path = joinRel(this.pathOf(newParent), newName);
+    const d = this.dirty.get(existing);
+    if (d?.modified) await this.commitDirty(d);
+    await this.mutate([existing, path], { link: { existing, path } });
+    return this.node(path, await this.entry(path));
+  }
+
+  /** chmod, chown, truncate, utimens: on a file being written they change the dirty copy; otherwise the node. */
+  async setattr(ino: number, a: SetAttr): Promise<Node> {
+    const path = this.pathOf(ino);
+    const d = this.dirty.get(path);
+    const now = (): bigint => BigInt(Date.now()) * 1_000_000n;
+    if (d && !d.unlinked) {
+      await this.ownCopy(d);
+      if (a.size !== undefined) {
+        if (a.size > 0) await d.materialize(this.chunks);
+        d.materialized = true;
+        await d.truncate(a.size);
+      }
+      if (a.mode !== undefined) {
+        d.mode = a.mode & 0o7777;
+        d.modified = true;
+      }
+      if (a.mtimeNs !== undefined || a.atimeNs !== undefined) {
+        d.mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? d.entry().attr.mtimeNs);
+        d.atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? d.entry().attr.atimeNs);
+        d.modified = true;
+      }
+      if (a.uid !== undefined || a.gid !== undefined) {
+        // Applied on the node right after the file's commit (it may not exist there yet).
+        d.owner = { uid: a.uid ?? -1, gid: a.gid ?? -1 };
+        d.modified = true;
+      }
+      return this.node(path, d.entry());
+    }
+    if (a.size !== undefined) await this.mutate([path], { truncate: { path, size: a.size } });
+    if (a.mode !== undefined) await this.mutate([path], { chmod: { path, mode: a.mode & 0o7777 } });
+    if (a.uid !== undefined || a.gid !== undefined) await this.mutate([path], { chown: { path, uid: a.uid ?? -1, gid: a.gid ?? -1 } });
+    if (a.mtimeNs !== undefined || a.atimeNs !== undefined) {
+      const t = (v: bigint | 'now' | undefined) => (v === undefined || v === 'now' ? undefined : toTimespec(v));
+      await this.mutate([path], { utimens: { path, atime: t(a.atimeNs), mtime: t(a.mtimeNs), atimeNow: a.atimeNs === 'now', mtimeNow: a.mtimeNs === 'now' } });
+    }
+    return this.node(path, await this.entry(path));
+  }
+
+  /** After a restart: files closed while no node answered show their queued content. */
+  async showPending(records: { path: string; dirty: string; mode: number }[]): Promise<void> {
+    for (const r of records) {
+      const st = await stat(this.writeBack.dirtyPath(r.dirty), { bigint: true }).catch(() => undefined);
+      if (!st) continue;
+      const base = this.meta.get(r.path);
+      const attr = attrFromStats(st);
+      this.meta.putVolatile(r.path, { attr: base ? { ...base.attr, size: attr.size, mtimeNs: attr.mtimeNs, ctimeNs: attr.ctimeNs } : { ...attr, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode } });
+    }
+  }
+
+  /** Where a path is in the inode table, for drivers that speak paths. */
+  inoOf(path: string): number {
+    if (path === '') return ROOT_INO;
+    const e = this.dirty.get(path)?.entry() ?? this.meta.get(path);
+    if (!e) throw new FsError('ENOENT', `"${path}" does not exist`);
+    this.paths.set(e.attr.ino, path);
+    return e.attr.ino;
   }
 
   /** Paths of known inodes go stale when the node removes them. */

@@ -29,6 +29,8 @@ export interface CommitInput {
   mtimeNs?: bigint;
   atimeNs?: bigint;
   clientId: string;
+  /** Chunk bytes sent with the commit, by hash (latin1), already verified. */
+  inline?: Map<string, Buffer>;
 }
 
 export interface CommitResult {
@@ -80,7 +82,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
   let named = false;
   try {
     for (const c of input.chunks) {
-      const data = await source.read(c.hash, path);
+      const data = input.inline?.get(c.hash.toString('latin1')) ?? (await source.read(c.hash, path));
       if (data.length !== c.length) throw new FsError('EIO', `chunk ${hex(c.hash)} has ${data.length} bytes, expected ${c.length}`);
       let done = 0;
       while (done < data.length) done += (await fh.write(data, done, data.length - done, c.offset + done)).bytesWritten;

@@ -8,7 +8,7 @@ import { attrToWire, chunksFromWire, chunksToWire } from '../wire/convert.js';
 import { FsError, toServiceError } from '../wire/errors.js';
 import { PROTOCOL_VERSION, MAX_MESSAGE_BYTES } from '../wire/proto.js';
 import { CHUNK_FRAME_RESERVE, frameChunk } from '../wire/chunk-frame.js';
-import { HASH_ALGORITHM } from '../content/manifest.js';
+import { HASH_ALGORITHM, hashChunk, hex } from '../content/manifest.js';
 import type { NodeHandlers, WEntry, WChangeEvent, WPutChunkOut, WCommitRequestOut, WMutateRequestOut } from '../wire/types.js';
 import { log } from '../log.js';
 import { baseName, checkPath } from './paths.js';
@@ -63,6 +63,17 @@ function unary<Req, Res>(ctx: ServiceContext, name: string, fn: (req: Req) => Pr
       },
     );
   };
+}
+
+/** Chunks sent inside a commit, each checked against its hash before use. */
+function verifiedInline(chunks: { hash: Buffer; data: Buffer }[]): Map<string, Buffer> | undefined {
+  if (!chunks.length) return undefined;
+  const out = new Map<string, Buffer>();
+  for (const c of chunks) {
+    if (!hashChunk(c.data).equals(c.hash)) throw new FsError('EIO', `inline chunk does not match its hash ${hex(c.hash)}`);
+    out.set(Buffer.from(c.hash).toString('latin1'), c.data);
+  }
+  return out;
 }
 
 export function makeHandlers(ctx: ServiceContext): NodeHandlers {
@@ -186,7 +197,13 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
           .catch(fail)
           .finally(() => call.resume());
       });
-      call.on('end', () => void chain.then(() => failed || cb(null, { stored, bytes })));
+      call.on('end', () =>
+        void chain.then(() => {
+          if (failed) return;
+          log.info({ workspace: ws?.id, stored, bytes }, 'chunks uploaded');
+          cb(null, { stored, bytes });
+        }),
+      );
       call.on('error', fail);
     },
 
@@ -201,6 +218,7 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
           digest: Buffer.from(req.digest),
           size: req.size,
           chunks: chunksFromWire(req.chunks),
+          inline: verifiedInline(req.inline),
           mode: req.mode,
           mtimeNs: req.mtime ? fromTimespec(req.mtime) : undefined,
           atimeNs: req.atime ? fromTimespec(req.atime) : undefined,

@@ -35,6 +35,7 @@ declare module 'fuse-native' {
     create?(path: string, mode: number, cb: Cb<[number?]>): void;
     truncate?(path: string, size: number, cb: Cb): void;
     ftruncate?(path: string, fd: number, size: number, cb: Cb): void;
+    /** Milliseconds; the binding passes the atime in both arguments. */
     utimens?(path: string, atime: number, mtime: number, cb: Cb): void;
     chown?(path: string, uid: number, gid: number, cb: Cb): void;
     chmod?(path: string, mode: number, cb: Cb): void;
@@ -46,7 +47,8 @@ declare module 'fuse-native' {
     mkdir?(path: string, mode: number, cb: Cb): void;
     rmdir?(path: string, cb: Cb): void;
     flush?(path: string, fd: number, cb: Cb): void;
-    fsync?(path: string, fd: number, datasync: boolean, cb: Cb): void;
+    /** The binding passes datasync before fd. */
+    fsync?(path: string, datasync: number, fd: number, cb: Cb): void;
   }
   export interface Options {
     timeout?: number | false;

@@ -3,7 +3,8 @@
 // Known limits of this binding (the native driver lifts them): times travel
 // in milliseconds, inode numbers in 32 bits, requests are 128 KiB at most,
 // there is no kernel cache invalidation (attribute timeouts bound
-// staleness), and its utimens passes atime in place of mtime.
+// staleness), and its utimens passes atime in place of mtime. The binding
+// has no rename flags either: RENAME_NOREPLACE never reaches us.
 import Fuse, { type Ops, type Stat } from 'fuse-native';
 import type { Attr } from '../../content/attr.js';
 import { errnoOf } from '../../wire/errors.js';
@@ -12,9 +13,6 @@ import { log } from '../../log.js';
 import type { Node, Vfs } from '../vfs.js';
 import { errnoNumber, type Driver, type DriverOptions } from './driver.js';
 
-const O_ACCMODE = 3;
-const W_OK = 2;
-const READ_ONLY = 'EROFS';
 
 function toStat(n: Node): Stat {
   const a: Attr = n.attr;
@@ -61,7 +59,13 @@ export class FuseNativeDriver implements Driver {
 
   private ops(): Ops {
     const vfs = this.vfs;
-    const refuse = (cb: (err: number) => void): void => cb(-errnoNumber(READ_ONLY));
+    const ino = (p: string): number => vfs.inoOf(rel(p));
+    const parentAndName = async (p: string): Promise<[number, string]> => {
+      const r = rel(p);
+      const parent = await vfs.resolve(parentOf(r));
+      return [parent.ino, baseName(r)];
+    };
+    const done = (cb: (err: number) => void) => (err: number) => cb(err);
     return {
       init: (cb) => cb(0),
       getattr: (p, cb) => this.serve('getattr', p, async () => toStat(await vfs.resolve(rel(p))), cb),
@@ -81,38 +85,99 @@ export class FuseNativeDriver implements Driver {
             cb(0, names, [r!.dir, r!.parent, ...r!.children].map(toStat));
           },
         ),
-      open: (p, flags, cb) => {
-        if ((flags & O_ACCMODE) !== 0) return refuse(cb);
-        this.serve('open', p, async () => (await vfs.open((await vfs.resolve(rel(p))).ino)).fh, cb);
-      },
-      release: (_p, fd, cb) => {
-        vfs.release(fd);
-        cb(0);
-      },
+      open: (p, flags, cb) => this.serve('open', p, async () => (await vfs.open((await vfs.resolve(rel(p))).ino, flags)).fh, cb),
+      create: (p, mode, cb) =>
+        this.serve(
+          'create',
+          p,
+          async () => {
+            const [parent, name] = await parentAndName(p);
+            return (await vfs.create(parent, name, mode)).handle.fh;
+          },
+          cb,
+        ),
       read: (p, fd, buf, len, pos, cb) => this.serve('read', p, () => vfs.read(fd, pos, len, buf), (err, n) => cb(err || n!)),
+      write: (p, fd, buf, len, pos, cb) => this.serve('write', p, () => vfs.write(fd, pos, buf.subarray(0, len)), (err, n) => cb(err || n!)),
+      flush: (p, fd, cb) => this.serve('flush', p, () => vfs.flush(fd), done(cb)),
+      fsync: (p, _datasync, fd, cb) => this.serve('fsync', p, () => vfs.fsync(fd), done(cb)),
+      release: (p, fd, cb) => this.serve('release', p, () => vfs.release(fd), done(cb)),
       readlink: (p, cb) => this.serve('readlink', p, async () => vfs.readlink((await vfs.resolve(rel(p))).ino), cb),
       statfs: (_p, cb) => {
         const s = vfs.statfs();
         cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: s.namemax });
       },
-      access: (p, mode, cb) => {
-        if (mode & W_OK) return refuse(cb);
-        this.serve('access', p, () => vfs.resolve(rel(p)), (err) => cb(err));
-      },
-      // The read side: every change is refused with EROFS until write-back lands.
-      create: (_p, _m, cb) => refuse(cb),
-      truncate: (_p, _s, cb) => refuse(cb),
-      ftruncate: (_p, _fd, _s, cb) => refuse(cb),
-      utimens: (_p, _a, _m, cb) => refuse(cb),
-      chown: (_p, _u, _g, cb) => refuse(cb),
-      chmod: (_p, _m, cb) => refuse(cb),
-      mknod: (_p, _m, _d, cb) => refuse(cb),
-      unlink: (_p, cb) => refuse(cb),
-      rename: (_s, _d, cb) => refuse(cb),
-      link: (_s, _d, cb) => refuse(cb),
-      symlink: (_s, _d, cb) => refuse(cb),
-      mkdir: (_p, _m, cb) => refuse(cb),
-      rmdir: (_p, cb) => refuse(cb),
+      access: (p, _mode, cb) => this.serve('access', p, () => vfs.resolve(rel(p)), done(cb)),
+      truncate: (p, size, cb) => this.serve('truncate', p, async () => vfs.setattr((await vfs.resolve(rel(p))).ino, { size }), done(cb)),
+      ftruncate: (p, _fd, size, cb) => this.serve('ftruncate', p, async () => vfs.setattr(ino(p), { size }), done(cb)),
+      // The binding hands over the atime in both arguments (its C code reads
+      // tv[0] twice): mtime cannot be set exactly through this driver.
+      utimens: (p, atime, mtime, cb) =>
+        this.serve('utimens', p, async () => vfs.setattr((await vfs.resolve(rel(p))).ino, { atimeNs: BigInt(Math.round(atime)) * 1_000_000n, mtimeNs: BigInt(Math.round(mtime)) * 1_000_000n }), done(cb)),
+      chmod: (p, mode, cb) => this.serve('chmod', p, async () => vfs.setattr((await vfs.resolve(rel(p))).ino, { mode }), done(cb)),
+      chown: (p, uid, gid, cb) =>
+        this.serve('chown', p, async () => vfs.setattr((await vfs.resolve(rel(p))).ino, { uid: uid === 0xffffffff ? undefined : uid, gid: gid === 0xffffffff ? undefined : gid }), done(cb)),
+      mknod: (_p, _m, _d, cb) => cb(-errnoNumber('EPERM')),
+      unlink: (p, cb) =>
+        this.serve(
+          'unlink',
+          p,
+          async () => {
+            const [parent, name] = await parentAndName(p);
+            await vfs.unlink(parent, name);
+          },
+          done(cb),
+        ),
+      rmdir: (p, cb) =>
+        this.serve(
+          'rmdir',
+          p,
+          async () => {
+            const [parent, name] = await parentAndName(p);
+            await vfs.rmdir(parent, name);
+          },
+          done(cb),
+        ),
+      mkdir: (p, mode, cb) =>
+        this.serve(
+          'mkdir',
+          p,
+          async () => {
+            const [parent, name] = await parentAndName(p);
+            await vfs.mkdir(parent, name, mode);
+          },
+          done(cb),
+        ),
+      rename: (src, dest, cb) =>
+        this.serve(
+          'rename',
+          src,
+          async () => {
+            const [fromParent, fromName] = await parentAndName(src);
+            const [toParent, toName] = await parentAndName(dest);
+            await vfs.rename(fromParent, fromName, toParent, toName);
+          },
+          done(cb),
+        ),
+      symlink: (target, p, cb) =>
+        this.serve(
+          'symlink',
+          p,
+          async () => {
+            const [parent, name] = await parentAndName(p);
+            await vfs.symlink(parent, name, target);
+          },
+          done(cb),
+        ),
+      link: (src, dest, cb) =>
+        this.serve(
+          'link',
+          dest,
+          async () => {
+            const [parent, name] = await parentAndName(dest);
+            await vfs.link((await vfs.resolve(rel(src))).ino, parent, name);
+          },
+          done(cb),
+        ),
     };
   }
 

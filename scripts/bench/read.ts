@@ -1,0 +1,889 @@
+// Benchmark: the mount's read side against local disk, in one run.
+//
+// On a generated source tree (a real git repository of ~27k files) and a
+// large incompressible file it times, on local disk and through ghostfs:
+// sequential read, random 4K reads (fio), find, ls -lR, git status and rg.
+// ghostfs is measured cold (fresh mount, empty cache), warm (the same mount
+// again) and after a remount that keeps the cache; every figure is printed
+// beside the local one measured in this same run, as a ratio.
+//
+// It drives the real CLI (`ghostfs serve`, `ghostfs mount --foreground`) as
+// child processes on loopback, and every workload is a child process too: this
+// process never touches files under the mount (a process must not do file I/O
+// on a mount it serves, and keeping the rule absolute here costs nothing).
+//
+//   scripts/bench/read [--quick] [--files 27000] [--big 1G] [--runs 3] [--json out.json] [--keep --dir DIR]
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { connect as h2connect } from 'node:http2';
+import { cpus, release, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { generateSourceTree, gitEnv, writeIncompressible, type SourceTreeSummary } from './lib/tree.js';
+
+// ---------------------------------------------------------------------------
+// options
+
+const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+
+function parseBytes(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(v.trim());
+  if (!m) throw new InvalidArgumentError(`"${v}" is not a size (for example 128M or 1G).`);
+  const n = Math.round(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!);
+  if (n < 1024 ** 2) throw new InvalidArgumentError(`"${v}" is too small: the big file needs at least 1M.`);
+  return n;
+}
+
+function parseCount(min: number) {
+  return (v: string): number => {
+    if (!/^\d+$/.test(v.trim()) || Number(v) < min) throw new InvalidArgumentError(`"${v}" is not a whole number >= ${min}.`);
+    return Number(v);
+  };
+}
+
+interface Options {
+  files: number;
+  big: number;
+  dir?: string;
+  keep: boolean;
+  runs: number;
+  coldRuns: number;
+  json?: string;
+  quick: boolean;
+  seed: number;
+  fioRuntime: number;
+  readahead?: number;
+  attrTimeout?: number;
+  only?: string[];
+}
+
+// ---------------------------------------------------------------------------
+// processes: everything we start is tracked, so Ctrl-C or an error stops it
+
+const REPO = resolve(fileURLToPath(new URL('../../../', import.meta.url)));
+const CLI = join(REPO, 'bin', 'ghostfs.js');
+const MARKER = 'bench-read.json';
+const MARKER_FORMAT = 1;
+const MB = 1e6;
+const MiB = 1024 ** 2;
+
+class Aborted extends Error {
+  constructor() {
+    super('interrupted');
+  }
+}
+
+let aborting = false;
+/** Workload commands run in their own process group (detached) so a timeout or Ctrl-C can stop a whole pipeline. */
+const workloads = new Set<ChildProcess>();
+const progress = (s: string): void => void process.stderr.write(s);
+
+/** Things worth a human's attention (failures, mismatches, log warnings), printed under the tables. */
+const notes: string[] = [];
+const note = (s: string): void => {
+  notes.push(s);
+  progress(`\n  note: ${s}\n`);
+};
+
+/** warn/error log lines of the node and the mounts, grouped by message. */
+const logIssues = new Map<string, { count: number; example: string }>();
+
+function watchLog(who: string, line: string, tail: string[]): Record<string, unknown> | null {
+  tail.push(line);
+  if (tail.length > 60) tail.shift();
+  let rec: Record<string, unknown>;
+  try {
+    rec = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    // Not a log record (a plain failure sentence, libfuse output): worth showing.
+    if (line.trim()) recordIssue(`${who}: ${line.trim().slice(0, 200)}`, line);
+    return null;
+  }
+  // The mount unmounting itself when we did not ask (we only send SIGTERM) is as telling as an error.
+  if (rec.msg === 'unmounting' && rec.signal !== 'SIGTERM' && !aborting) recordIssue(`${who}: unmounting on its own (${String(rec.signal)})`, line);
+  if (typeof rec.level === 'number' && rec.level >= 40) recordIssue(`${who} ${rec.level >= 50 ? 'error' : 'warn'}: ${String(rec.msg)}${rec.errno ? ` (${String(rec.errno)})` : ''}`, line);
+  return rec;
+}
+
+function recordIssue(key: string, line: string): void {
+  const e = logIssues.get(key);
+  if (e) e.count++;
+  else logIssues.set(key, { count: 1, example: line.slice(0, 400) });
+}
+
+interface CmdResult {
+  ms: number;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+/** Runs a shell command (bash, pipefail) and times it from spawn to exit. */
+function runCmd(cmd: string, cwd: string, o: { capture?: boolean; timeoutMs: number; env?: NodeJS.ProcessEnv }): Promise<CmdResult> {
+  if (aborting) return Promise.reject(new Aborted());
+  return new Promise((res, rej) => {
+    const t0 = performance.now();
+    const child = spawn('bash', ['-o', 'pipefail', '-c', cmd], { cwd, env: o.env ?? process.env, detached: true, stdio: ['ignore', o.capture ? 'pipe' : 'ignore', 'pipe'] });
+    workloads.add(child);
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout?.on('data', (d: Buffer) => out.push(d));
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.length > 64 * 1024) err = err.slice(-32 * 1024);
+    });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup(child, 'SIGKILL');
+    }, o.timeoutMs);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      workloads.delete(child);
+      rej(e);
+    });
+    child.once('close', (code, signal) => {
+      const ms = performance.now() - t0;
+      clearTimeout(timer);
+      workloads.delete(child);
+      if (aborting) return rej(new Aborted());
+      res({ ms, code, signal, stdout: Buffer.concat(out).toString(), stderr: err, timedOut });
+    });
+  });
+}
+
+function killGroup(child: ChildProcess, sig: NodeJS.Signals): void {
+  try {
+    if (child.pid) process.kill(-child.pid, sig);
+  } catch {
+    /* already gone */
+  }
+}
+
+function have(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+/** A timer for races: unref'd, so a race already won does not keep the process alive until it fires. */
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
+
+// ---------------------------------------------------------------------------
+// tools: a fresh machine lacks fio and ripgrep; install them the Debian way
+
+function ensureTools(): void {
+  const missing: string[] = [];
+  for (const [cmds, pkg] of [[['fio'], 'fio'], [['rg'], 'ripgrep'], [['git'], 'git'], [['cmp'], 'diffutils'], [['fusermount3', 'fusermount'], 'fuse3']] as const) {
+    if (!cmds.some(have)) missing.push(pkg);
+  }
+  // fuse-native (the mount's driver) loads libfuse 2.
+  if (spawnSync('sh', ['-c', "ldconfig -p 2>/dev/null | grep -q 'libfuse.so.2 '"]).status !== 0) missing.push('libfuse2');
+  if (!missing.length) return;
+  const root = process.getuid?.() === 0;
+  // sudo resets the environment, so the non-interactive switch rides on env(1).
+  const aptCmd = root ? ['apt-get'] : have('sudo') ? ['sudo', '-n', 'env', 'DEBIAN_FRONTEND=noninteractive', 'apt-get'] : null;
+  if (!aptCmd || !have('apt-get')) throw new Error(`missing Debian packages ${missing.join(', ')}; install them (apt-get install ${missing.join(' ')}) and run again`);
+  progress(`installing Debian packages: ${missing.join(' ')}\n`);
+  const apt = (args: string[]): void => {
+    // Installer chatter goes to stderr: stdout is the report.
+    const r = spawnSync(aptCmd[0]!, [...aptCmd.slice(1), ...args], { stdio: ['ignore', 2, 2], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed (exit ${r.status})`);
+  };
+  apt(['update', '-qq']);
+  apt(['install', '-y', '-qq', '--no-install-recommends', ...missing]);
+}
+
+const fusermount = (): string => (have('fusermount3') ? 'fusermount3' : 'fusermount');
+
+function toolVersions(): Record<string, string> {
+  const first = (cmd: string, args: string[]): string => (spawnSync(cmd, args, { encoding: 'utf8' }).stdout ?? '').split('\n')[0]!.trim() || 'unknown';
+  return { fio: first('fio', ['--version']), rg: first('rg', ['--version']), git: first('git', ['--version']), node: process.version };
+}
+
+// ---------------------------------------------------------------------------
+// page cache
+
+let dropState: 'untried' | 'ok' | 'failed' = 'untried';
+
+/** sync + drop the page, dentry and inode caches, so "cold" means the bytes come from disk (or the node). */
+async function dropCaches(): Promise<void> {
+  await runCmd('sync', '/', { timeoutMs: 120_000 });
+  try {
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    dropState = 'ok';
+  } catch (err) {
+    if (dropState === 'untried') note(`cannot drop the page cache (${(err as Error).message}): "cold" figures include cached bytes; run as root`);
+    dropState = 'failed';
+  }
+}
+
+// ---------------------------------------------------------------------------
+// the node and the mounts
+
+interface NodeProc {
+  child: ChildProcess;
+  endpoint: string;
+  indexed: { files: number; hashedBytes: number; durationMs: number } | null;
+  tail: string[];
+}
+
+let node: NodeProc | null = null;
+let mounted: MountProc | null = null;
+
+/**
+ * Resolves once the node's server answered an HTTP/2 handshake: `ghostfs
+ * serve` logs "node serving" a moment before its SIGTERM handler is in place
+ * (see node-index.ts); a turned event loop means it is.
+ */
+function handshake(port: string): Promise<void> {
+  return new Promise((res) => {
+    const session = h2connect(`http://127.0.0.1:${port}`);
+    const done = (): void => {
+      session.destroy();
+      res();
+    };
+    session.once('remoteSettings', done);
+    session.once('error', done);
+    session.once('close', done);
+  });
+}
+
+async function startNode(root: string, stateDir: string): Promise<NodeProc> {
+  if (aborting) throw new Aborted();
+  const env: NodeJS.ProcessEnv = { ...process.env, GHOSTFS_LOG_LEVEL: 'info', GHOSTFS_LOG_PRETTY: '0' };
+  delete env.GHOSTFS_LOG_FILE; // the lines must come to us on stderr
+  // Port 0: the kernel picks a free loopback port.
+  const child = spawn(process.execPath, [CLI, 'serve', '--root', root, '--state-dir', stateDir, '--listen', '127.0.0.1:0'], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const n: NodeProc = { child, endpoint: '', indexed: null, tail: [] };
+  node = n;
+  const exited = new Promise<string>((res) => child.once('exit', (code, sig) => res(sig ?? `code ${code}`)));
+  const ready = new Promise<void>((res) => {
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      const rec = watchLog('node', line, n.tail);
+      if (rec?.msg === 'workspace indexed') n.indexed = { files: Number(rec.files), hashedBytes: Number(rec.hashedBytes), durationMs: Number(rec.durationMs) };
+      if (rec?.msg === 'node serving' && typeof rec.listen === 'string' && !n.endpoint) {
+        n.endpoint = rec.listen;
+        void handshake(rec.listen.split(':').pop()!).then(res);
+      }
+    });
+  });
+  const how = await Promise.race([ready.then(() => null), exited]);
+  if (how !== null) throw new Error(`the node exited before serving (${how}):\n${n.tail.join('\n')}`);
+  return n;
+}
+
+async function stopNode(): Promise<void> {
+  const n = node;
+  if (!n) return;
+  node = null;
+  if (n.child.exitCode !== null || n.child.signalCode !== null) return;
+  const exited = new Promise<void>((res) => n.child.once('exit', () => res()));
+  n.child.kill('SIGTERM');
+  if (!(await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)]))) {
+    note('the node did not exit within 30 s of SIGTERM; killed');
+    n.child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+interface MountProc {
+  child: ChildProcess;
+  mnt: string;
+  readyMs: number;
+  tail: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const mountStats = { readyMs: [] as number[], unmountMs: [] as number[] };
+
+function procMounts(): string[] {
+  try {
+    // Mount points are octal-escaped in /proc/mounts (a space is \040).
+    return readFileSync('/proc/mounts', 'utf8')
+      .split('\n')
+      .map((l) => (l.split(' ')[1] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+  } catch {
+    return [];
+  }
+}
+const isMounted = (mnt: string): boolean => procMounts().includes(mnt);
+
+function lazyUnmount(mnt: string): void {
+  spawnSync(fusermount(), ['-uz', mnt], { stdio: 'ignore', timeout: 30_000 });
+}
+
+async function startMount(mnt: string, cacheDir: string, opts: Options): Promise<MountProc> {
+  if (aborting) throw new Aborted();
+  if (!node) throw new Error('no node running');
+  if (isMounted(mnt)) {
+    note(`${mnt} was still mounted before a new mount: lazily unmounted`);
+    lazyUnmount(mnt);
+  }
+  const args = [CLI, 'mount', node.endpoint, mnt, '--cache-dir', cacheDir, '--foreground'];
+  if (opts.readahead !== undefined) args.push('--readahead', String(opts.readahead));
+  if (opts.attrTimeout !== undefined) args.push('--attr-timeout', String(opts.attrTimeout));
+  const env: NodeJS.ProcessEnv = { ...process.env, GHOSTFS_LOG_LEVEL: 'info', GHOSTFS_LOG_PRETTY: '0' };
+  delete env.GHOSTFS_LOG_FILE;
+  const t0 = performance.now();
+  const child = spawn(process.execPath, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const m: MountProc = { child, mnt, readyMs: 0, tail: [], exited: new Promise((res) => child.once('exit', (code, signal) => res({ code, signal }))) };
+  mounted = m;
+  createInterface({ input: child.stdout! }).on('line', (l) => watchLog('mount', l, m.tail));
+  const ready = new Promise<void>((res) => {
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      if (watchLog('mount', line, m.tail)?.msg === 'mounted') res();
+    });
+  });
+  const outcome = await Promise.race([ready.then(() => 'ok'), m.exited.then((e) => `exited (${e.signal ?? `code ${e.code}`})`), sleep(120_000).then(() => 'not ready after 120 s')]);
+  if (aborting) throw new Aborted();
+  if (outcome !== 'ok') {
+    await stopMount();
+    throw new Error(`the mount ${outcome}:\n${m.tail.join('\n')}`);
+  }
+  m.readyMs = performance.now() - t0;
+  mountStats.readyMs.push(m.readyMs);
+  return m;
+}
+
+/** SIGTERM (the mount unmounts itself and exits); if stuck, a lazy unmount and SIGKILL. */
+async function stopMount(): Promise<void> {
+  const m = mounted;
+  if (!m) return;
+  mounted = null;
+  const t0 = performance.now();
+  const within = (ms: number): Promise<boolean> => Promise.race([m.exited.then(() => true), sleep(ms).then(() => false)]);
+  if (m.child.exitCode === null && m.child.signalCode === null) {
+    m.child.kill('SIGTERM');
+    if (!(await within(30_000))) {
+      note(`the mount at ${m.mnt} did not exit within 30 s of SIGTERM: fusermount -uz, then SIGKILL`);
+      lazyUnmount(m.mnt);
+      if (!(await within(10_000))) {
+        m.child.kill('SIGKILL');
+        await m.exited;
+      }
+    }
+  }
+  const { code, signal } = await m.exited;
+  if (!aborting && code !== 0) note(`the mount process exited with ${signal ?? `code ${code}`} on SIGTERM; last lines:\n${m.tail.slice(-8).join('\n')}`);
+  if (isMounted(m.mnt)) {
+    note(`${m.mnt} was still mounted after its process exited: fusermount -uz`);
+    lazyUnmount(m.mnt);
+  }
+  if (!aborting) mountStats.unmountMs.push(performance.now() - t0);
+}
+
+// ---------------------------------------------------------------------------
+// workloads
+
+type Unit = 'MB/s' | 'IOPS' | 's';
+
+interface Measured {
+  value: number;
+  /** Output to compare with local disk's (same tree, same answer expected). */
+  out?: string;
+}
+
+interface Workload {
+  id: string;
+  label: string;
+  unit: Unit;
+  /** data: the big file, warm = remount with its chunks cached; meta: the repository, warm = same mount again. */
+  kind: 'data' | 'meta';
+  measure(root: string, where: 'local' | 'ghostfs'): Promise<Measured>;
+  /** Untimed, before the remount runs: makes sure the cache holds everything the warm runs will read. */
+  prime?: string;
+}
+
+function failed(what: string, r: CmdResult): Error {
+  const why = r.timedOut ? 'timed out' : r.signal ? `killed by ${r.signal}` : `exit ${r.code}`;
+  return new Error(`${what}: ${why}${r.stderr.trim() ? `; stderr: ${r.stderr.trim().split('\n').slice(-3).join(' | ').slice(0, 400)}` : ''}`);
+}
+
+const sortedLines = (s: string): string => s.split('\n').filter(Boolean).sort().join('\n');
+
+function workloadsFor(opts: Options, pattern: string): Workload[] {
+  const metaTimeout = 30 * 60_000;
+  const meta = (id: string, label: string, cmd: string, opt: { compare: boolean; okCodes?: number[]; env?: NodeJS.ProcessEnv }): Workload => ({
+    id,
+    label,
+    unit: 's',
+    kind: 'meta',
+    async measure(root, where) {
+      const r = await runCmd(cmd, join(root, 'repo'), { capture: opt.compare, timeoutMs: metaTimeout, env: opt.env });
+      if (r.timedOut || r.code === null || !(opt.okCodes ?? [0]).includes(r.code)) throw failed(cmd, r);
+      if (r.stderr.trim()) recordIssue(`stderr of \`${cmd}\` on ${where}: ${r.stderr.trim().split('\n')[0]!.slice(0, 160)}`, r.stderr.slice(0, 400));
+      return { value: r.ms / 1000, out: opt.compare ? sortedLines(r.stdout) : undefined };
+    },
+  });
+  return [
+    {
+      id: 'seq',
+      label: `sequential read ${sizeLabel(opts.big)} (dd bs=1M)`,
+      unit: 'MB/s',
+      kind: 'data',
+      async measure(root) {
+        const r = await runCmd('dd if=big.bin of=/dev/null bs=1M', root, { timeoutMs: 60 * 60_000 });
+        if (r.code !== 0) throw failed('dd', r);
+        // dd's own count, so a short read through the mount cannot pass for a fast one.
+        const bytes = Number(/^(\d+) bytes/m.exec(r.stderr)?.[1] ?? NaN);
+        if (bytes !== opts.big) throw new Error(`dd read ${bytes} bytes of ${opts.big}`);
+        return { value: bytes / (r.ms / 1000) / MB };
+      },
+    },
+    {
+      id: 'rand',
+      label: `random 4K read (fio psync, ${opts.fioRuntime} s)`,
+      unit: 'IOPS',
+      kind: 'data',
+      // The cold fio run touches only part of the file; warm means all of it cached.
+      prime: 'cat big.bin > /dev/null',
+      async measure(root) {
+        // --readonly: fio must never write to the file it benchmarks; direct=0: FUSE here has no O_DIRECT.
+        const cmd = `fio --name=r --filename=big.bin --rw=randread --bs=4k --size=${opts.big} --runtime=${opts.fioRuntime} --time_based --ioengine=psync --direct=0 --readonly --output-format=json`;
+        const r = await runCmd(cmd, root, { capture: true, timeoutMs: (opts.fioRuntime + 300) * 1000 });
+        if (r.code !== 0) throw failed('fio', r);
+        const json = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: { error: number; read: { iops: number; io_bytes: number } }[] };
+        const job = json.jobs[0]!;
+        if (job.error || !job.read.io_bytes) throw new Error(`fio reported error ${job.error}, ${job.read.io_bytes} bytes read`);
+        return { value: job.read.iops };
+      },
+    },
+    meta('find', 'find . -type f | wc -l', 'find . -type f | wc -l', { compare: true }),
+    meta('ls', 'ls -lR > /dev/null', 'ls -lR > /dev/null', { compare: false }),
+    meta('git', 'git status --porcelain', 'git status --porcelain', { compare: true, env: gitEnv() }),
+    // rg exits 1 when nothing matched: still a complete search.
+    meta('rg', `rg -c ${pattern}`, `rg -c ${pattern}`, { compare: true, okCodes: [0, 1] }),
+  ];
+}
+
+// ---------------------------------------------------------------------------
+// measuring
+
+const COLUMNS = ['localCold', 'localWarm', 'ghostCold', 'ghostWarm', 'ghostRemount'] as const;
+type Column = (typeof COLUMNS)[number];
+
+interface Cell {
+  samples: number[];
+  failures: string[];
+  /** When each sample (or failure) ended, to line figures up with logs. */
+  at: string[];
+}
+
+type Results = Record<string, Record<Column, Cell>>;
+
+/** The local answer each workload gave, and how often ghostfs answered differently. */
+const reference = new Map<string, string>();
+const mismatches = new Map<string, { count: number; detail: string }>();
+
+function diffSummary(want: string, got: string): string {
+  const a = want.split('\n'),
+    b = got.split('\n');
+  const sa = new Set(a),
+    sb = new Set(b);
+  const missing = a.filter((l) => !sb.has(l)),
+    extra = b.filter((l) => !sa.has(l));
+  const show = (xs: string[]): string => xs.slice(0, 3).join(' | ') + (xs.length > 3 ? ` | … (${xs.length})` : '');
+  return `local ${a.length} lines, ghostfs ${b.length}; only local: ${missing.length ? show(missing) : '-'}; only ghostfs: ${extra.length ? show(extra) : '-'}`;
+}
+
+async function sample(results: Results, w: Workload, col: Column, root: string, tag: string): Promise<void> {
+  progress(`  ${tag.padEnd(22)} ${w.label.padEnd(34)} `);
+  try {
+    const m = await w.measure(root, col.startsWith('local') ? 'local' : 'ghostfs');
+    results[w.id]![col].samples.push(m.value);
+    results[w.id]![col].at.push(new Date().toISOString());
+    progress(`${fmt(w.unit, m.value)} ${w.unit}\n`);
+    if (m.out !== undefined) {
+      const want = reference.get(w.id);
+      if (want === undefined) reference.set(w.id, m.out);
+      else if (want !== m.out) {
+        const k = `${w.label} (${col})`;
+        const e = mismatches.get(k);
+        if (e) e.count++;
+        else mismatches.set(k, { count: 1, detail: diffSummary(want, m.out) });
+      }
+    }
+  } catch (err) {
+    if (err instanceof Aborted) throw err;
+    let msg = (err as Error).message;
+    // Was it the mount that went away? Its state and last words are the evidence.
+    const m = mounted;
+    if (col.startsWith('ghost') && m) {
+      const gone = m.child.exitCode !== null || m.child.signalCode !== null;
+      msg += `; mount process ${gone ? `had exited (${m.child.signalCode ?? `code ${m.child.exitCode}`})` : 'still running'}, ${isMounted(m.mnt) ? 'still' : 'no longer'} mounted; its last log lines:\n      ${m.tail.slice(-6).join('\n      ')}`;
+    }
+    results[w.id]![col].failures.push(msg);
+    results[w.id]![col].at.push(new Date().toISOString());
+    progress('failed\n');
+    note(`${w.label}, ${col}: ${msg}`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// report
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length === 0 ? NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function fmt(unit: Unit, v: number): string {
+  if (!Number.isFinite(v)) return 'n/a';
+  if (unit === 's') return v < 1 ? v.toFixed(3) : v < 100 ? v.toFixed(2) : v.toFixed(1);
+  if (unit === 'MB/s') return v < 100 ? v.toFixed(1) : v.toFixed(0);
+  return v < 100 ? v.toFixed(1) : Math.round(v).toString();
+}
+
+function sizeLabel(v: number): string {
+  return v >= 1024 ** 3 ? `${+(v / 1024 ** 3).toFixed(2)} GiB` : `${+(v / MiB).toFixed(1)} MiB`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  const line = (r: string[]): string =>
+    r
+      .map((cell, c) => (c === 0 || c === r.length - 1 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)))
+      .join('   ')
+      .trimEnd();
+  return [line(rows[0]!), widths.map((w) => '-'.repeat(w)).join('   '), ...rows.slice(1).map(line)].join('\n');
+}
+
+interface Target {
+  text: string;
+  met: boolean | null;
+}
+
+function targetOf(id: string, med: (c: Column) => number): Target | null {
+  const known = (v: number, ok: boolean): boolean | null => (Number.isFinite(v) ? ok : null);
+  if (id === 'seq') return { text: 'cold ≥ 500 MB/s', met: known(med('ghostCold'), med('ghostCold') >= 500) };
+  if (id === 'git') return { text: 'warm ≤ 2 s', met: known(med('ghostWarm'), med('ghostWarm') <= 2) };
+  if (id === 'find') {
+    const r = med('ghostWarm') / med('localWarm');
+    return { text: 'warm ≤ 2× local warm', met: known(r, r <= 2) };
+  }
+  return null;
+}
+
+function render(results: Results, ws: Workload[], header: string[], opts: Options): { text: string; summary: Record<string, unknown> } {
+  const out = [...header, ''];
+  const summary: Record<string, unknown> = {};
+  const cell = (w: Workload, c: Column): string => {
+    const x = results[w.id]![c];
+    if (!x.samples.length) return x.failures.length ? 'FAILED' : '-';
+    return fmt(w.unit, median(x.samples)) + (x.failures.length ? '*' : '');
+  };
+  // Ratios are ghostfs ÷ local for every unit: for MB/s and IOPS below 1× is slower, for times above 1× is slower.
+  const ratio = (w: Workload, a: Column, b: Column): string => {
+    const r = median(results[w.id]![a].samples) / median(results[w.id]![b].samples);
+    return Number.isFinite(r) ? `${r.toFixed(2)}×` : '-';
+  };
+  const targetCell = (w: Workload): string => {
+    const t = targetOf(w.id, (c) => median(results[w.id]![c].samples));
+    return t ? `${t.text}: ${t.met === null ? 'n/a' : t.met ? 'met' : 'MISSED'}` : '';
+  };
+  const spread = (w: Workload, c: Column): string => {
+    const x = results[w.id]![c];
+    const n = x.samples.length + x.failures.length;
+    if (!n) return '-';
+    const lo = Math.min(...x.samples),
+      hi = Math.max(...x.samples);
+    const range = !x.samples.length ? 'failed' : lo === hi ? fmt(w.unit, lo) : `${fmt(w.unit, lo)}–${fmt(w.unit, hi)}`;
+    return `${range} (${x.failures.length ? `${x.samples.length}/${n} ok` : `n=${n}`})`;
+  };
+
+  const data = ws.filter((w) => w.kind === 'data');
+  const meta = ws.filter((w) => w.kind === 'meta');
+  if (data.length) {
+    out.push(`Data: ${sizeLabel(opts.big)} incompressible file (median of runs; higher is better)`);
+    out.push(table([
+      ['workload', 'unit', 'local', 'ghostfs cold', 'ghostfs warm', 'cold/local', 'warm/local', 'target (not asserted)'],
+      ...data.map((w) => [w.label, w.unit, cell(w, 'localCold'), cell(w, 'ghostCold'), cell(w, 'ghostRemount'), ratio(w, 'ghostCold', 'localCold'), ratio(w, 'ghostRemount', 'localCold'), targetCell(w)]),
+    ]));
+    out.push('  local = page cache dropped before each run; ghostfs cold = fresh mount, empty cache, page cache dropped;');
+    out.push('  ghostfs warm = remounted on a cache holding every chunk of the file, page cache dropped. ratio = ghostfs ÷ local.');
+    out.push('');
+  }
+  if (meta.length) {
+    out.push('Metadata and search: the generated git repository (seconds, median of runs; lower is better)');
+    out.push(table([
+      ['workload', 'local cold', 'local warm', 'ghostfs cold', 'ghostfs warm', 'ghostfs remount', 'cold/local', 'warm/local', 'remount/local', 'target (not asserted)'],
+      ...meta.map((w) => [w.label, cell(w, 'localCold'), cell(w, 'localWarm'), cell(w, 'ghostCold'), cell(w, 'ghostWarm'), cell(w, 'ghostRemount'), ratio(w, 'ghostCold', 'localCold'), ratio(w, 'ghostWarm', 'localWarm'), ratio(w, 'ghostRemount', 'localCold'), targetCell(w)]),
+    ]));
+    out.push('  local cold = page cache dropped; local warm = run again right after. ghostfs cold = first run on a fresh mount with an empty cache');
+    out.push('  (page cache dropped); ghostfs warm = run again on that same mount; ghostfs remount = new mount on the filled cache, page');
+    out.push('  cache dropped. cold/local and remount/local compare with local cold, warm/local with local warm. ratio = ghostfs ÷ local (× time).');
+    out.push('');
+  }
+  out.push('Spread: min–max over the runs (n = runs)');
+  out.push(table([
+    ['workload', 'local cold', 'local warm', 'ghostfs cold', 'ghostfs warm', 'ghostfs remount'],
+    ...ws.map((w) => [w.label, spread(w, 'localCold'), w.kind === 'meta' ? spread(w, 'localWarm') : '-', spread(w, 'ghostCold'), w.kind === 'meta' ? spread(w, 'ghostWarm') : spread(w, 'ghostRemount'), w.kind === 'meta' ? spread(w, 'ghostRemount') : '-']),
+  ]));
+  out.push('  (for the data rows, "ghostfs warm" is the remount column above)');
+  for (const w of ws) {
+    const med: Record<string, number | null> = {};
+    for (const c of COLUMNS) {
+      const m = median(results[w.id]![c].samples);
+      med[c] = Number.isFinite(m) ? m : null;
+    }
+    const t = targetOf(w.id, (c) => median(results[w.id]![c].samples));
+    summary[w.id] = { label: w.label, unit: w.unit, median: med, target: t };
+  }
+  return { text: out.join('\n'), summary };
+}
+
+// ---------------------------------------------------------------------------
+// data
+
+interface Marker {
+  format: number;
+  repo?: { files: number; seed: number; summary: SourceTreeSummary; seconds: number };
+  big?: { size: number; seed: number; seconds: number };
+}
+
+async function readMarker(dir: string): Promise<Marker | null> {
+  try {
+    const m = JSON.parse(await readFile(join(dir, MARKER), 'utf8')) as Marker;
+    return m.format === MARKER_FORMAT ? m : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Generates what is missing or made with other parameters; a kept tree with the same ones is reused. */
+async function ensureData(dir: string, opts: Options): Promise<{ marker: Required<Marker>; repoReused: boolean; bigReused: boolean }> {
+  const marker: Marker = (await readMarker(dir)) ?? { format: MARKER_FORMAT };
+  const repoDir = join(dir, 'data', 'repo');
+  const bigFile = join(dir, 'data', 'big.bin');
+  const save = (): Promise<void> => writeFile(join(dir, MARKER), JSON.stringify(marker, null, 2) + '\n');
+  const repoReused = !!(marker.repo && marker.repo.files === opts.files && marker.repo.seed === opts.seed && existsSync(join(repoDir, '.git')));
+  if (!repoReused) {
+    delete marker.repo;
+    await save();
+    await rm(repoDir, { recursive: true, force: true });
+    progress(`generating the repository (${opts.files} files, seed ${opts.seed})... `);
+    const t0 = performance.now();
+    const summary = await generateSourceTree(repoDir, { files: opts.files, seed: opts.seed });
+    marker.repo = { files: opts.files, seed: opts.seed, summary, seconds: (performance.now() - t0) / 1000 };
+    await save();
+    progress(`${marker.repo.seconds.toFixed(1)} s\n`);
+  }
+  const bigReused = !!(marker.big && marker.big.size === opts.big && marker.big.seed === opts.seed && existsSync(bigFile) && statSync(bigFile).size === opts.big);
+  if (!bigReused) {
+    delete marker.big;
+    await save();
+    progress(`generating big.bin (${sizeLabel(opts.big)})... `);
+    const t0 = performance.now();
+    await writeIncompressible(bigFile, opts.big, opts.seed);
+    marker.big = { size: opts.big, seed: opts.seed, seconds: (performance.now() - t0) / 1000 };
+    await save();
+    progress(`${marker.big.seconds.toFixed(1)} s\n`);
+  }
+  return { marker: marker as Required<Marker>, repoReused, bigReused };
+}
+
+// ---------------------------------------------------------------------------
+// main
+
+async function main(opts: Options): Promise<void> {
+  const started = performance.now();
+  if (!existsSync(join(REPO, 'dist', 'src', 'cli', 'main.js'))) throw new Error(`the ghostfs CLI is not built (dist/src/cli/main.js); run \`npx tsc -p .\` in ${REPO}`);
+  ensureTools();
+
+  const madeDir = !opts.dir;
+  const dir = opts.dir ? resolve(opts.dir) : await mkdtemp(join(tmpdir(), 'ghostfs-bench-read-'));
+  // Never delete what we did not make: a named --dir must be new, empty, or one of ours.
+  if (opts.dir && existsSync(dir) && !(await readMarker(dir)) && (await readdir(dir)).length > 0) {
+    throw new Error(`${dir} is not empty and was not made by this benchmark (no ${MARKER}); give a new or empty --dir`);
+  }
+  await mkdir(dir, { recursive: true });
+  const dataDir = join(dir, 'data');
+  const stateDir = join(dir, 'state');
+  const cacheDir = join(dir, 'cache');
+  const mnt = join(dir, 'mnt');
+
+  let teardownP: Promise<void> | null = null;
+  const teardown = (): Promise<void> =>
+    (teardownP ??= (async () => {
+      for (const c of workloads) killGroup(c, 'SIGKILL');
+      await stopMount();
+      await stopNode();
+      if (isMounted(mnt)) lazyUnmount(mnt);
+      if (opts.keep) return;
+      // Removing a tree with a mount still inside it would reach into the mount: refuse, say where it is.
+      if (isMounted(mnt)) {
+        progress(`\n${mnt} is still mounted: not removing ${dir}\n`);
+        return;
+      }
+      if (madeDir) await rm(dir, { recursive: true, force: true });
+      else {
+        for (const p of [dataDir, stateDir, cacheDir, mnt, join(dir, MARKER)]) await rm(p, { recursive: true, force: true });
+        await rmdir(dir).catch(() => undefined);
+      }
+    })());
+  // Ctrl-C (and kill): stop the workload, unmount, stop the node, remove the temp tree, then exit.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      if (aborting) return;
+      aborting = true;
+      progress(`\n${sig}: stopping, unmounting and cleaning up...\n`);
+      void teardown().finally(() => process.exit(130));
+    });
+  }
+
+  try {
+    const { marker, repoReused, bigReused } = await ensureData(dir, opts);
+    const tree = marker.repo.summary;
+    const all = workloadsFor(opts, tree.pattern);
+    const unknown = (opts.only ?? []).filter((id) => !all.some((w) => w.id === id));
+    if (unknown.length) throw new Error(`--only: no workload ${unknown.join(', ')} (there are ${all.map((w) => w.id).join(', ')})`);
+    const ws = opts.only ? all.filter((w) => opts.only!.includes(w.id)) : all;
+    const emptyRow = (): Record<Column, Cell> => Object.fromEntries(COLUMNS.map((c): [Column, Cell] => [c, { samples: [], failures: [], at: [] }])) as Record<Column, Cell>;
+    const results: Results = Object.fromEntries(ws.map((w) => [w.id, emptyRow()]));
+    const coldRuns = Math.min(opts.coldRuns, opts.runs);
+
+    // Local disk first: the baselines, and git refreshes its index here (the mount is read-only).
+    progress('local disk\n');
+    for (const w of ws) {
+      for (let i = 1; i <= opts.runs; i++) {
+        await dropCaches();
+        await sample(results, w, 'localCold', dataDir, `local cold ${i}/${opts.runs}`);
+      }
+      if (w.kind === 'meta') for (let i = 1; i <= opts.runs; i++) await sample(results, w, 'localWarm', dataDir, `local warm ${i}/${opts.runs}`);
+    }
+
+    progress('starting the node... ');
+    await rm(stateDir, { recursive: true, force: true }); // its index build is not what this measures, but start clean
+    await dropCaches();
+    const n = await startNode(dataDir, stateDir);
+    progress(`serving on ${n.endpoint}${n.indexed ? ` (indexed ${n.indexed.files} files in ${(n.indexed.durationMs / 1000).toFixed(1)} s)` : ''}\n`);
+
+    let contentChecked: string | null = null;
+    for (const w of ws) {
+      progress(`ghostfs: ${w.label}\n`);
+      for (let r = 1; r <= coldRuns; r++) {
+        await rm(cacheDir, { recursive: true, force: true });
+        await mkdir(cacheDir, { recursive: true });
+        await startMount(mnt, cacheDir, opts);
+        await dropCaches();
+        await sample(results, w, 'ghostCold', mnt, `cold ${r}/${coldRuns}`);
+        if (r === 1 && w.kind === 'meta') for (let i = 1; i <= opts.runs; i++) await sample(results, w, 'ghostWarm', mnt, `warm ${i}/${opts.runs}`);
+        if (w.id === 'seq' && r === 1) {
+          // Untimed: the bytes that came through the mount are the node's bytes.
+          const c = await runCmd(`cmp ${JSON.stringify(join(dataDir, 'big.bin'))} big.bin`, mnt, { capture: true, timeoutMs: 60 * 60_000 });
+          contentChecked = c.code === 0 ? 'identical' : `DIFFERENT (${(c.stdout + c.stderr).trim().slice(0, 200)})`;
+          if (c.code !== 0) note(`big.bin read through ghostfs differs from the node's: ${contentChecked}`);
+        }
+        if (r === coldRuns && w.prime) {
+          const p = await runCmd(w.prime, mnt, { timeoutMs: 60 * 60_000 });
+          if (p.code !== 0) note(`priming the cache (${w.prime}) failed: ${failed(w.prime, p).message}`);
+        }
+        await stopMount();
+      }
+      // The cache of the last cold round, on a new mount each time: chunks and metadata from disk, nothing in memory.
+      for (let i = 1; i <= opts.runs; i++) {
+        await startMount(mnt, cacheDir, opts);
+        await dropCaches();
+        await sample(results, w, 'ghostRemount', mnt, `${w.kind === 'data' ? 'warm' : 'remount'} ${i}/${opts.runs}`);
+        await stopMount();
+      }
+    }
+    await stopNode();
+
+    // ---- report
+    const cpu = cpus();
+    const tools = toolVersions();
+    const date = new Date().toISOString();
+    const machine = { cpus: cpu.length, cpuModel: cpu[0]?.model.trim() ?? 'unknown', totalMemBytes: totalmem(), kernel: release() };
+    const ghostfsEnv = Object.entries(process.env)
+      .filter(([k]) => k.startsWith('GHOSTFS_') && !['GHOSTFS_LOG_LEVEL', 'GHOSTFS_LOG_PRETTY', 'GHOSTFS_TOKEN', 'GHOSTFS_LOG_FILE'].includes(k))
+      .map(([k, v]) => `${k}=${v}`);
+    const header = [
+      `ghostfs read benchmark — ${date}`,
+      `machine: ${machine.cpus} × ${machine.cpuModel}, ${sizeLabel(machine.totalMemBytes)} RAM, kernel ${machine.kernel}`,
+      `tools:   node ${tools.node}, ${tools.fio}, ${tools.rg}, ${tools.git}`,
+      `repo:    ${tree.files} files in ${tree.dirs} dirs (depth ≤ ${tree.maxDepth}), ${sizeLabel(tree.bytes)}, ${tree.commits} commits; git status shows ${tree.modified} modified, ${tree.deleted} deleted, ${tree.untracked} untracked (+${tree.ignored} ignored); seed ${opts.seed}, ${repoReused ? 'reused' : `generated in ${marker.repo.seconds.toFixed(1)} s`}`,
+      `big:     big.bin, ${sizeLabel(opts.big)} AES-CTR keystream (incompressible), ${bigReused ? 'reused' : `generated in ${marker.big.seconds.toFixed(1)} s`}`,
+      `ghostfs: node and mount on loopback, driver fuse-native, readahead ${opts.readahead ?? '8 (default)'} chunks, attr-timeout ${opts.attrTimeout ?? '1 (default)'} s${ghostfsEnv.length ? `, ${ghostfsEnv.join(' ')}` : ''}`,
+      `runs:    local and warm: ${opts.runs} each; cold: ${coldRuns}${coldRuns < opts.runs ? ` (--cold-runs ${opts.coldRuns})` : ''}, each on a fresh mount with an empty cache; remount: ${opts.runs}, each a new mount on the filled cache`,
+      `caches:  ${dropState === 'ok' ? 'page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches) where a column says so' : 'page cache could NOT be dropped: cold columns include cached bytes'}`,
+    ];
+    const { text, summary } = render(results, ws, header, opts);
+    const out: string[] = [text, ''];
+    out.push('Checks and notes');
+    out.push(`  big.bin through ghostfs vs the node's file (cmp): ${contentChecked ?? 'not checked'}`);
+    for (const w of ws.filter((x) => reference.has(x.id))) {
+      const bad = [...mismatches.entries()].filter(([k]) => k.startsWith(w.label + ' ('));
+      out.push(`  ${w.label}: output ${bad.length ? 'DIFFERS from local disk' : 'same as local disk in every run'}${w.id === 'find' ? ` (${reference.get(w.id)} files)` : ''}`);
+      for (const [k, v] of bad) out.push(`    ${k}: ${v.count} run(s): ${v.detail}`);
+    }
+    const st = (xs: number[]): string => (xs.length ? `median ${(median(xs) / 1000).toFixed(2)} s (${(Math.min(...xs) / 1000).toFixed(2)}–${(Math.max(...xs) / 1000).toFixed(2)}), ${xs.length} times` : 'n/a');
+    out.push(`  mount ready (spawn to "mounted"): ${st(mountStats.readyMs)}; unmount (SIGTERM to exit): ${st(mountStats.unmountMs)}`);
+    if (n.indexed) out.push(`  node: indexed ${n.indexed.files} files (${sizeLabel(n.indexed.hashedBytes)} hashed) in ${(n.indexed.durationMs / 1000).toFixed(1)} s`);
+    if (logIssues.size) {
+      out.push('  warnings/errors logged by the node and the mounts (count × message):');
+      for (const [k, v] of [...logIssues.entries()].sort((a, b) => b[1].count - a[1].count).slice(0, 20)) out.push(`    ${v.count} × ${k}\n      e.g. ${v.example}`);
+    } else out.push('  no warnings or errors logged by the node or the mounts');
+    for (const s of notes) out.push(`  note: ${s}`);
+    out.push(`  total benchmark time: ${((performance.now() - started) / 60_000).toFixed(1)} min`);
+    process.stdout.write('\n' + out.join('\n') + '\n');
+
+    if (opts.json) {
+      const report = {
+        date,
+        machine,
+        tools,
+        params: { files: opts.files, bigBytes: opts.big, runs: opts.runs, coldRuns, seed: opts.seed, fioRuntimeS: opts.fioRuntime, readahead: opts.readahead ?? null, attrTimeoutS: opts.attrTimeout ?? null, env: ghostfsEnv, pageCacheDropped: dropState === 'ok' },
+        tree: { ...tree, reused: repoReused, generatedSeconds: marker.repo.seconds },
+        results: Object.fromEntries(ws.map((w) => [w.id, { label: w.label, unit: w.unit, ...results[w.id] }])),
+        summary,
+        checks: { bigFileContent: contentChecked, mismatches: Object.fromEntries(mismatches), logIssues: Object.fromEntries(logIssues), notes },
+        mount: mountStats,
+        node: n.indexed,
+      };
+      await writeFile(resolve(opts.json), JSON.stringify(report, null, 2) + '\n');
+      process.stdout.write(`json: ${resolve(opts.json)}\n`);
+    }
+    if (opts.keep) process.stdout.write(`kept: ${dir}\n`);
+  } finally {
+    await teardown();
+  }
+}
+
+const program = new Command('read')
+  .description('benchmark the ghostfs mount, read side: sequential and random reads, find, ls -lR, git status and rg, cold and warm, against local disk')
+  .option('--files <n>', 'files in the generated git repository', parseCount(10), 27_000)
+  .addOption(new Option('--big <size>', 'size of the incompressible file (e.g. 1G, 128M)').argParser(parseBytes).default(1024 ** 3, '1G'))
+  .option('--dir <dir>', 'where to put the data, node state, cache and mount point (default: a fresh dir under the OS temp dir)')
+  .option('--keep', 'keep the directory afterwards (a kept tree with the same parameters is reused)', false)
+  .option('--runs <n>', 'timed runs of each workload per column (median and min–max reported)', parseCount(1), 3)
+  .addOption(new Option('--cold-runs <n>', 'cold runs (each needs a fresh mount and an empty cache); at most --runs').argParser(parseCount(1)))
+  .option('--json <file>', 'also write every sample and the summary as JSON')
+  .option('--quick', 'a small smoke run: 2000 files, a 128M file, 3 s fio runs (explicit flags win)', false)
+  .option('--seed <n>', 'seed of the generated data', parseCount(0), 1)
+  .option('--fio-runtime <s>', 'seconds of each fio run', parseCount(1), 10)
+  .addOption(new Option('--only <ids>', 'run only these workloads: seq,rand,find,ls,git,rg').argParser((v) => v.split(',').map((x) => x.trim()).filter(Boolean)))
+  .addOption(new Option('--readahead <chunks>', 'passed to ghostfs mount').argParser(parseCount(0)))
+  .addOption(new Option('--attr-timeout <s>', 'passed to ghostfs mount').argParser(parseCount(0)));
+
+program.parse();
+const opts = program.opts<Options>();
+if (opts.quick) {
+  const dflt = (k: string): boolean => program.getOptionValueSource(k) === 'default';
+  if (dflt('files')) opts.files = 2000;
+  if (dflt('big')) opts.big = 128 * MiB;
+  if (dflt('fioRuntime')) opts.fioRuntime = 3;
+}
+opts.coldRuns ??= opts.runs;
+
+main(opts).catch((err: unknown) => {
+  if (err instanceof Aborted) return;
+  process.stderr.write(`\nread: ${(err as Error).message}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,84 @@
+// The write-back journal: one durable record per closed file whose new
+// content has not yet been confirmed by a node. Written before close()
+// returns; removed in the same batch that records the committed entry. A
+// mount that starts with records here replays them.
+import { Reader, Writer } from '../store/codec.js';
+import { key, prefix, u64be, type Batch, type Store } from '../store/db.js';
+
+export interface JournalEntry {
+  seq: number;
+  /** Workspace path the content is for. */
+  path: string;
+  /** Name of the dirty copy under the cache's dirty dir. */
+  dirty: string;
+  /** Digest the file had when the writer opened it (absent: it was created). */
+  baseDigest?: Buffer;
+  expectAbsent: boolean;
+  mode: number;
+  /** Set explicitly by the writer (utimens while open); else the node stamps the commit time. */
+  mtimeNs?: bigint;
+  atimeNs?: bigint;
+  closedAt: number;
+}
+
+function encode(e: JournalEntry): Buffer {
+  const w = new Writer(128);
+  w.string(e.path).string(e.dirty).bytes(e.baseDigest ?? Buffer.alloc(0)).bool(e.expectAbsent).uint(e.mode).uint(e.closedAt);
+  w.bool(e.mtimeNs !== undefined);
+  if (e.mtimeNs !== undefined) w.i64(e.mtimeNs).i64(e.atimeNs ?? e.mtimeNs);
+  return w.done();
+}
+
+function decode(seq: number, b: Buffer): JournalEntry {
+  const r = new Reader(b);
+  const path = r.string();
+  const dirty = r.string();
+  const base = r.bytes();
+  const expectAbsent = r.bool();
+  const mode = r.uint();
+  const closedAt = r.uint();
+  const e: JournalEntry = { seq, path, dirty, baseDigest: base.length ? Buffer.from(base) : undefined, expectAbsent, mode, closedAt };
+  if (r.bool()) {
+    e.mtimeNs = r.i64();
+    e.atimeNs = r.i64();
+  }
+  return e;
+}
+
+export class Journal {
+  private nextSeq = 1;
+
+  constructor(
+    private readonly store: Store,
+    private readonly workspace: string,
+  ) {}
+
+  private k(seq: number): Buffer {
+    return key(this.workspace, 'j', u64be(seq));
+  }
+
+  /** Every pending record, oldest first. */
+  async load(): Promise<JournalEntry[]> {
+    const out: JournalEntry[] = [];
+    const p = prefix(this.workspace, 'j');
+    await this.store.forEach(p, (k, v) => out.push(decode(Number(k.readBigUInt64BE(k.length - 8)), v)));
+    if (out.length) this.nextSeq = out[out.length - 1]!.seq + 1;
+    return out;
+  }
+
+  /** Records a closed file durably (it survives the mount process being killed). */
+  async add(e: Omit<JournalEntry, 'seq'>): Promise<JournalEntry> {
+    const entry = { ...e, seq: this.nextSeq++ };
+    await this.store.put(this.k(entry.seq), encode(entry));
+    return entry;
+  }
+
+  /** Adds the removal of a record to a batch (committed with the metadata it settles). */
+  removeIn(b: Batch, seq: number): void {
+    b.del(this.k(seq));
+  }
+
+  async remove(seq: number): Promise<void> {
+    await this.store.del(this.k(seq));
+  }
+}

@@ -1,0 +1,157 @@
+// A file open for writing: its content lives in a local dirty copy under
+// the cache dir until the last writer closes it. The copy is filled from
+// the file's chunks only when a change needs the old bytes (O_TRUNC and
+// whole rewrites never fetch them).
+import { open, type FileHandle } from 'node:fs/promises';
+import { constants as C } from 'node:fs';
+import { S_IFMT, S_IFREG, type Attr } from '../content/attr.js';
+import type { ChunkRef } from '../content/manifest.js';
+import type { MetaEntry } from '../cache/meta-store.js';
+import type { ChunkReader } from './chunk-reader.js';
+
+const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
+
+/** Inode numbers for files that exist only here until their first commit. */
+export const LOCAL_INO_BASE = 0xf000_0000;
+let localIno = LOCAL_INO_BASE;
+export const nextLocalIno = (): number => localIno++;
+
+/** A file created here that no node has seen yet. */
+export const isLocalIno = (ino: number): boolean => ino >= LOCAL_INO_BASE;
+
+export class DirtyFile {
+  size: number;
+  mode: number;
+  materialized: boolean;
+  modified: boolean;
+  /** Open handles on this file (several fds may write one file). */
+  handles = 0;
+  /** Deleted while open: its content must never be written back. */
+  unlinked = false;
+  /** Owner asked for while open (-1: unchanged), applied on the node after the commit. */
+  owner?: { uid: number; gid: number };
+  /** The journal owns the dirty copy (it was closed); a further write needs a copy of its own. */
+  handedOver = false;
+  /** Set explicitly by utimens while open; otherwise the write time counts. */
+  mtimeNs?: bigint;
+  atimeNs?: bigint;
+  private lastWriteNs = nowNs();
+
+  private constructor(
+    public path: string,
+    /** The dirty copy's name under the dirty dir. */
+    public name: string,
+    public fh: FileHandle,
+    private readonly attr: Attr,
+    /** Content the writer started from: digest and chunks (absent for a new or truncated file). */
+    public baseDigest: Buffer | undefined,
+    public expectAbsent: boolean,
+    private readonly baseChunks: ChunkRef[] | undefined,
+  ) {
+    this.size = attr.size;
+    this.mode = attr.mode & 0o7777;
+    this.materialized = !baseChunks || baseChunks.length === 0;
+    this.modified = false;
+  }
+
+  static async create(path: string, file: string, name: string, mode: number, uid: number, gid: number): Promise<DirtyFile> {
+    const fh = await open(file, C.O_RDWR | C.O_CREAT | C.O_EXCL, 0o600);
+    const t = nowNs();
+    const attr: Attr = { dev: 0, ino: nextLocalIno(), mode: S_IFREG | (mode & 0o7777), nlink: 1, uid, gid, rdev: 0, size: 0, blocks: 0, atimeNs: t, mtimeNs: t, ctimeNs: t };
+    const d = new DirtyFile(path, name, fh, attr, undefined, true, undefined);
+    d.modified = true; // a new file exists on the node once it is closed, even if empty
+    return d;
+  }
+
+  static async open(path: string, file: string, name: string, base: MetaEntry, chunks: ChunkRef[]): Promise<DirtyFile> {
+    const fh = await open(file, C.O_RDWR | C.O_CREAT | C.O_EXCL, 0o600);
+    await fh.truncate(base.attr.size); // sparse until materialized
+    return new DirtyFile(path, name, fh, base.attr, base.digest, false, chunks);
+  }
+
+  /** Brings the old bytes into the dirty copy (once, before the first change that needs them). */
+  async materialize(reader: ChunkReader): Promise<void> {
+    if (this.materialized) return;
+    const chunks = this.baseChunks!;
+    await reader.ensure(chunks, this.path);
+    let buf = Buffer.alloc(0);
+    for (const c of chunks) {
+      if (buf.length < c.length) buf = Buffer.allocUnsafe(c.length);
+      const n = await reader.read(c, 0, c.length, buf, 0, this.path);
+      await this.fh.write(buf, 0, n, c.offset);
+    }
+    this.materialized = true;
+  }
+
+  /** Reads from the dirty copy (only once it holds every byte). */
+  async read(offset: number, length: number, into: Buffer): Promise<number> {
+    if (offset >= this.size) return 0;
+    const n = Math.min(length, this.size - offset);
+    const { bytesRead } = await this.fh.read(into, 0, n, offset);
+    return bytesRead;
+  }
+
+  async write(offset: number, data: Buffer): Promise<number> {
+    let done = 0;
+    while (done < data.length) done += (await this.fh.write(data, done, data.length - done, offset + done)).bytesWritten;
+    this.size = Math.max(this.size, offset + data.length);
+    this.touch();
+    return done;
+  }
+
+  async truncate(size: number): Promise<void> {
+    await this.fh.truncate(size);
+    this.size = size;
+    this.touch();
+  }
+
+  private touch(): void {
+    this.modified = true;
+    this.lastWriteNs = nowNs();
+    this.mtimeNs = undefined; // a write after utimens moves mtime again, as on any filesystem
+  }
+
+  /** The file as stat shows it while it is being written. */
+  entry(): MetaEntry {
+    const uid = this.owner && this.owner.uid >= 0 ? this.owner.uid : this.attr.uid;
+    const gid = this.owner && this.owner.gid >= 0 ? this.owner.gid : this.attr.gid;
+    const mtimeNs = this.mtimeNs ?? (this.modified ? this.lastWriteNs : this.attr.mtimeNs);
+    return {
+      attr: {
+        ...this.attr,
+        uid,
+        gid,
+        mode: (this.attr.mode & S_IFMT) | this.mode,
+        size: this.size,
+        blocks: Math.ceil(this.size / 512),
+        mtimeNs,
+        atimeNs: this.atimeNs ?? this.attr.atimeNs,
+        ctimeNs: this.modified ? this.lastWriteNs : this.attr.ctimeNs,
+      },
+    };
+  }
+
+  /** Takes a private copy of the content (after the journal took the old copy). */
+  async detach(name: string, pathOf: (name: string) => string): Promise<void> {
+    const fresh = await open(pathOf(name), C.O_RDWR | C.O_CREAT | C.O_EXCL, 0o600);
+    const buf = Buffer.allocUnsafe(4 << 20);
+    for (let off = 0; off < this.size; ) {
+      const { bytesRead } = await this.fh.read(buf, 0, Math.min(buf.length, this.size - off), off);
+      if (bytesRead === 0) break;
+      await fresh.write(buf, 0, bytesRead, off);
+      off += bytesRead;
+    }
+    await fresh.truncate(this.size);
+    await this.fh.close();
+    this.fh = fresh;
+    this.name = name;
+    this.handedOver = false;
+  }
+
+  /** After a commit: the node holds this content; further writes start from it. */
+  committed(digest: Buffer): void {
+    this.baseDigest = digest;
+    this.expectAbsent = false;
+    this.modified = false;
+  }
+}

@@ -1,0 +1,318 @@
+// Write-back: a closed file's dirty copy becomes the node's file. Before
+// close() returns the dirty copy is fsynced and journaled; then it is
+// chunked (content-defined, on a hashing thread), the node is asked which
+// chunks it lacks, only those are uploaded, and the node commits atomically
+// against the digest the writer started from. A node that cannot be reached
+// leaves the record queued and retried with back-off; a mount that died
+// replays its journal on the next start, committing each file exactly once.
+import { open, readFile, readdir, rename, unlink, mkdir, stat } from 'node:fs/promises';
+import { chunkBuffer } from '../content/chunk-file.js';
+import { DEFAULT_CHUNKING } from '../content/chunker.js';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { HashPool } from '../content/hash-pool.js';
+import type { ChunkRef, Manifest } from '../content/manifest.js';
+import { toTimespec } from '../content/attr.js';
+import type { ChunkStore } from '../cache/chunk-store.js';
+import type { Journal, JournalEntry } from '../cache/journal.js';
+import type { MetaStore } from '../cache/meta-store.js';
+import type { MeshClient } from '../mesh/mesh-client.js';
+import { errnoOf } from '../wire/errors.js';
+import { chunksToWire } from '../wire/convert.js';
+import { log } from '../log.js';
+import { entryFromWire } from './vfs-entry.js';
+
+export interface WriteBackStats {
+  committed: number;
+  conflicts: number;
+  failed: number;
+  uploadedChunks: number;
+  uploadedBytes: number;
+}
+
+/** Files up to this size travel inside the commit call: one round trip, not three. */
+const INLINE_BYTES = 1024 * 1024;
+
+/** Errors that mean "try again later", as opposed to the node refusing the write. */
+const RETRYABLE = new Set(['EHOSTDOWN', 'ETIMEDOUT', 'ECONNREFUSED', 'EAGAIN', 'EBUSY']);
+
+export class WriteBack {
+  /** Records not yet confirmed by a node, by sequence number. */
+  private readonly pending = new Map<number, JournalEntry>();
+  private readonly running = new Map<number, Promise<Buffer>>();
+  /** Records found in the journal at start: the mount may have died after the node committed them. */
+  private readonly replayed = new Set<number>();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs = 500;
+  private closed = false;
+  readonly stats: WriteBackStats = { committed: 0, conflicts: 0, failed: 0, uploadedChunks: 0, uploadedBytes: 0 };
+
+  constructor(
+    private readonly meta: MetaStore,
+    private readonly mesh: MeshClient,
+    private readonly journal: Journal,
+    private readonly chunkStore: ChunkStore,
+    private readonly hasher: HashPool,
+    readonly dirtyDir: string,
+    private readonly opts: { clientId: string; deadlineMs: number },
+  ) {}
+
+  async init(): Promise<JournalEntry[]> {
+    await mkdir(this.dirtyDir, { recursive: true, mode: 0o700 });
+    const replay = await this.journal.load();
+    // Dirty copies no record names were never acknowledged to a writer (the
+    // mount died before their close returned): nothing to keep.
+    const named = new Set(replay.map((e) => e.dirty));
+    for (const f of await readdir(this.dirtyDir)) {
+      if (!named.has(f) && !f.endsWith('.failed')) await unlink(this.dirtyPath(f)).catch(() => undefined);
+    }
+    for (const e of replay) {
+      this.pending.set(e.seq, e);
+      this.replayed.add(e.seq);
+    }
+    if (replay.length) {
+      log.info({ pending: replay.length }, 'replaying write-back journal');
+      this.scheduleRetry(0);
+    }
+    return replay;
+  }
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /** The newest pending record for a path (its content is what the mount shows until committed). */
+  pendingFor(path: string): JournalEntry | undefined {
+    let found: JournalEntry | undefined;
+    for (const e of this.pending.values()) if (e.path === path && (!found || e.seq > found.seq)) found = e;
+    return found;
+  }
+
+  dirtyPath(name: string): string {
+    return join(this.dirtyDir, name);
+  }
+
+  /** Removes a dirty copy nobody needs (opened for writing, never changed). */
+  async discard(name: string): Promise<void> {
+    await unlink(this.dirtyPath(name)).catch(() => undefined);
+  }
+
+  newDirtyName(): string {
+    return randomBytes(12).toString('hex');
+  }
+
+  /**
+   * A writer closed a modified file. With `direct`, the node is asked first:
+   * once it confirms, nothing local needs to be durable (close() has not
+   * returned yet, so a crash loses nothing acknowledged). When no node
+   * answers, or without `direct`, the dirty copy is fsynced and journaled
+   * before this resolves, and the record is committed now or queued.
+   * Resolves with the committed digest (undefined: queued); rejects with the
+   * node's errno when the node refused the write.
+   */
+  async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, opts: { direct: boolean; syncDirty: () => Promise<void> }): Promise<Buffer | undefined> {
+    if (opts.direct) {
+      try {
+        const digest = await this.commit({ ...rec, seq: 0, closedAt: Date.now() }, false);
+        await this.dropOlder(rec.path, Infinity);
+        return digest;
+      } catch (err) {
+        if (!RETRYABLE.has(errnoOf(err))) {
+          await this.refused({ ...rec, seq: 0, closedAt: Date.now() }, err);
+          throw err;
+        }
+      }
+    }
+    await opts.syncDirty();
+    const entry = await this.journal.add({ ...rec, closedAt: Date.now() });
+    await this.dropOlder(rec.path, entry.seq);
+    this.pending.set(entry.seq, entry);
+    return this.commitOrQueue(entry, true);
+  }
+
+  /** Older records for a path are superseded: newer content includes theirs. */
+  private async dropOlder(path: string, seq: number): Promise<void> {
+    for (const e of [...this.pending.values()]) if (e.path === path && e.seq < seq) await this.drop(e, true);
+  }
+
+  /** The node refused (permissions, no space, a directory in the way): keep the bytes aside where an admin can find them. */
+  private async refused(e: JournalEntry, err: unknown): Promise<void> {
+    this.stats.failed++;
+    const kept = `${this.dirtyPath(e.dirty)}.failed`;
+    await rename(this.dirtyPath(e.dirty), kept).catch(() => undefined);
+    if (e.seq) {
+      await this.journal.remove(e.seq);
+      this.pending.delete(e.seq);
+    }
+    log.error({ path: e.path, errno: errnoOf(err), keptAt: kept, err: (err as Error).message }, 'write-back refused by the node; the written bytes are kept in the cache dir');
+  }
+
+  /** Resolves with the committed digest, or undefined when the record stays queued. */
+  private commitOrQueue(e: JournalEntry, surfaceRefusal: boolean): Promise<Buffer | undefined> {
+    let p = this.running.get(e.seq);
+    if (!p) {
+      p = this.commit(e, this.replayed.has(e.seq)).finally(() => this.running.delete(e.seq));
+      this.running.set(e.seq, p);
+    }
+    return p.catch(async (err) => {
+      const errno = errnoOf(err);
+      if (RETRYABLE.has(errno)) {
+        log.warn({ path: e.path, errno, pending: this.pending.size }, 'write-back queued: no node reachable; it will be retried');
+        this.scheduleRetry();
+        return undefined;
+      }
+      await this.refused(e, err);
+      if (surfaceRefusal) throw err;
+      return undefined;
+    });
+  }
+
+  private async commit(e: JournalEntry, replayed: boolean): Promise<Buffer> {
+    const dirty = this.dirtyPath(e.dirty);
+    const small = (await stat(dirty)).size <= INLINE_BYTES;
+    // Small files are chunked here (one chunk, microseconds); big ones on the hashing thread.
+    const data = small ? await readFile(dirty) : undefined;
+    const manifest = data ? chunkBuffer(data, DEFAULT_CHUNKING) : (await this.hasher.hash(dirty)).manifest;
+    // A replayed record may have been committed just before the mount died:
+    // if the node already holds exactly this content, it is done.
+    const current = replayed ? await this.mesh.stat(e.path).catch((err) => (errnoOf(err) === 'ENOENT' ? undefined : Promise.reject(err))) : undefined;
+    let reply;
+    if (current?.digest?.length && Buffer.from(current.digest).equals(manifest.digest)) {
+      reply = { conflict: false, conflictPath: '', entry: current };
+    } else {
+      const inline = data ? manifest.chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length) })) : [];
+      if (!data) await this.upload(dirty, manifest);
+      reply = await this.mesh.call(`commit ${e.path}`, (c) =>
+        c.commit(
+          {
+            path: e.path,
+            baseDigest: e.baseDigest ?? Buffer.alloc(0),
+            expectAbsent: e.expectAbsent,
+            digest: manifest.digest,
+            size: manifest.size,
+            chunks: chunksToWire(manifest.chunks),
+            mode: e.mode & 0o7777,
+            mtime: e.mtimeNs !== undefined ? toTimespec(e.mtimeNs) : undefined,
+            atime: e.atimeNs !== undefined ? toTimespec(e.atimeNs) : undefined,
+            clientId: this.opts.clientId,
+            inline,
+          },
+          Math.max(this.opts.deadlineMs, 30_000),
+        ),
+      );
+    }
+    const committedPath = reply.conflict ? reply.conflictPath : e.path;
+    await this.cacheChunks(data ?? dirty, manifest.chunks);
+    await this.meta.settle(committedPath, entryFromWire(reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
+      if (e.seq) this.journal.removeIn(b, e.seq);
+    });
+    this.pending.delete(e.seq);
+    await unlink(dirty).catch(() => undefined);
+    if (reply.conflict) {
+      this.stats.conflicts++;
+      log.warn({ path: e.path, conflictPath: reply.conflictPath }, 'write-back conflict: the file changed on the node since it was opened; this version was kept beside it');
+    } else {
+      this.stats.committed++;
+      log.debug({ path: e.path, size: manifest.size, chunks: manifest.chunks.length }, 'written back');
+    }
+    return manifest.digest;
+  }
+
+  /** Uploads the chunks the node lacks, read from the dirty copy. */
+  private async upload(dirty: string, m: Manifest): Promise<void> {
+    const missing = await this.mesh.call('has-chunks', (c) => c.hasChunks(m.chunks.map((x) => x.hash)));
+    if (missing.length === 0) return;
+    await this.mesh.call('put-chunks', async (c) => {
+      const fh = await open(dirty, 'r');
+      try {
+        const chunks = missing.map((i) => m.chunks[i]!);
+        async function* read(): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
+          for (const ch of chunks) {
+            const data = Buffer.allocUnsafe(ch.length);
+            await fh.read(data, 0, ch.length, ch.offset);
+            yield { hash: ch.hash, data };
+          }
+        }
+        const r = await c.putChunks(read(), Math.max(this.opts.deadlineMs, 60_000));
+        this.stats.uploadedChunks += chunks.length;
+        this.stats.uploadedBytes += chunks.reduce((n, x) => n + x.length, 0);
+        return r;
+      } finally {
+        await fh.close();
+      }
+    });
+  }
+
+  /** The committed content is local already: keep its chunks so reads need no fetch. */
+  private async cacheChunks(content: string | Buffer, chunks: ChunkRef[]): Promise<void> {
+    if (chunks.length === 0) return;
+    const data = typeof content === 'string' ? await readFile(content).catch(() => undefined) : content;
+    if (!data) return;
+    for (const c of chunks) await this.chunkStore.put(c.hash, data.subarray(c.offset, c.offset + c.length)).catch(() => undefined);
+  }
+
+  /** Commits pending records for these paths (or below them) now; throws if that is impossible. */
+  async flushPaths(paths: string[]): Promise<void> {
+    const hit = [...this.pending.values()].filter((e) => paths.some((p) => e.path === p || e.path.startsWith(p + '/') || p === ''));
+    for (const e of hit) {
+      await this.commitOrQueue(e, true);
+      if (this.pending.has(e.seq)) throw Object.assign(new Error(`write-back of "${e.path}" is still pending`), { code: 'EHOSTDOWN' });
+    }
+  }
+
+  /** The file was deleted: its pending content must never be written back. */
+  async cancel(path: string): Promise<boolean> {
+    let any = false;
+    for (const e of [...this.pending.values()]) {
+      if (e.path === path || e.path.startsWith(path + '/')) {
+        await this.running.get(e.seq)?.catch(() => undefined);
+        if (this.pending.has(e.seq)) {
+          await this.drop(e, true);
+          any = true;
+        }
+      }
+    }
+    return any;
+  }
+
+  private async drop(e: JournalEntry, removeDirty: boolean): Promise<void> {
+    await this.journal.remove(e.seq);
+    this.pending.delete(e.seq);
+    if (removeDirty) await unlink(this.dirtyPath(e.dirty)).catch(() => undefined);
+  }
+
+  private scheduleRetry(delay = this.retryMs): void {
+    if (this.closed || this.retryTimer || this.pending.size === 0) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.retryAll();
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  private async retryAll(): Promise<void> {
+    const before = this.pending.size;
+    for (const e of [...this.pending.values()].sort((a, b) => a.seq - b.seq)) {
+      if (this.closed) return;
+      await this.commitOrQueue(e, false);
+    }
+    if (this.pending.size === 0) {
+      if (before) log.info({ committed: before }, 'write-back queue drained');
+      this.retryMs = 500;
+    } else {
+      this.retryMs = Math.min(this.retryMs * 2, 30_000);
+      this.scheduleRetry();
+    }
+  }
+
+  /** Tries every pending record once more (unmount, tests). */
+  async drain(): Promise<number> {
+    await this.retryAll();
+    return this.pending.size;
+  }
+
+  stop(): void {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+  }
+}

@@ -1,0 +1,214 @@
+// The mount's write side end to end: POSIX changes through a real FUSE
+// mount, driven by child processes, checked on the node's own disk.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, writeFile, stat, lstat, readdir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { MountProc, run, sh } from './helpers/mount-proc.js';
+
+const FUSE_NATIVE_UTIMENS = 'fuse-native passes the atime in place of the mtime (its C code reads tv[0] twice); the native driver fixes this';
+
+async function waitFor(what: string, pred: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await pred().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+t.test('mount: write side', async (t) => {
+  const base = await tempDir(t);
+  const src = join(base, 'src');
+  const mnt = join(base, 'mnt');
+  const cache = join(base, 'cache');
+  await mkdir(src);
+  await writeFile(join(src, 'existing.txt'), 'line one\nline two\n');
+  let node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  let m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--deadline', '3s']);
+  t.teardown(() => m.kill());
+  const M = (p: string) => join(mnt, p);
+  const S = (p: string) => join(src, p);
+
+  await t.test('create, write, append, truncate, overwrite in place', async (t) => {
+    t.equal((await sh(`echo hello > '${M('new.txt')}'`)).code, 0);
+    t.equal(await readFile(S('new.txt'), 'utf8'), 'hello\n', 'on the node once close returned');
+    await sh(`echo more >> '${M('new.txt')}'`);
+    t.equal(await readFile(S('new.txt'), 'utf8'), 'hello\nmore\n', 'O_APPEND');
+    await sh(`echo fresh > '${M('existing.txt')}'`);
+    t.equal(await readFile(S('existing.txt'), 'utf8'), 'fresh\n', 'O_TRUNC');
+    const excl = await sh(`set -o noclobber; echo x > '${M('new.txt')}'`);
+    t.match(excl.stderr, /cannot overwrite existing file|File exists/, 'O_EXCL on an existing file fails');
+    await run('dd', [`of=${M('new.txt')}`, 'bs=1', 'seek=2', 'conv=notrunc', 'status=none'], { input: 'XY' });
+    t.equal(await readFile(S('new.txt'), 'utf8'), 'heXYo\nmore\n', 'write at an offset keeps the rest');
+    await run('truncate', ['-s', '3', M('new.txt')]);
+    t.equal(await readFile(S('new.txt'), 'utf8'), 'heX', 'truncate');
+    t.equal((await run('cat', [M('new.txt')])).stdout, 'heX', 'the mount reads what it wrote');
+    await sh(`: > '${M('empty.txt')}'`);
+    t.equal((await stat(S('empty.txt'))).size, 0, 'an empty new file exists on the node');
+  });
+
+  await t.test('directories, renames, links, modes', async (t) => {
+    t.equal((await run('mkdir', ['-p', M('d/e/f')])).code, 0);
+    t.ok((await stat(S('d/e/f'))).isDirectory(), 'mkdir -p');
+    await sh(`echo in-f > '${M('d/e/f/file')}'`);
+    const notEmpty = await run('rmdir', [M('d/e/f')]);
+    t.match(notEmpty.stderr, /Directory not empty/, 'rmdir of a non-empty directory: ENOTEMPTY');
+    t.equal((await run('mv', [M('d/e/f/file'), M('d/moved')])).code, 0);
+    t.equal(await readFile(S('d/moved'), 'utf8'), 'in-f\n', 'rename a file');
+    t.equal((await run('mv', [M('d/e'), M('d/e2')])).code, 0);
+    t.ok((await stat(S('d/e2/f'))).isDirectory(), 'rename a directory with its contents');
+    t.equal((await run('rmdir', [M('d/e2/f')])).code, 0);
+    await run('ln', ['-s', 'moved', M('d/sym')]);
+    t.equal(await readlink(S('d/sym')), 'moved', 'symlink');
+    t.equal((await run('cat', [M('d/sym')])).stdout, 'in-f\n', 'read through the symlink');
+    await run('ln', [M('d/moved'), M('d/hard')]);
+    t.equal((await stat(S('d/hard'))).ino, (await stat(S('d/moved'))).ino, 'hard link on the node');
+    t.equal((await run('stat', ['-c', '%h', M('d/hard')])).stdout.trim(), '2', 'link count through the mount');
+    await run('chmod', ['750', M('d/moved')]);
+    t.equal((await stat(S('d/moved'))).mode & 0o777, 0o750, 'chmod');
+    await sh(`printf '#!/bin/sh\\necho ran\\n' > '${M('d/tool.sh')}' && chmod +x '${M('d/tool.sh')}'`);
+    t.equal((await run(M('d/tool.sh'), [])).stdout, 'ran\n', 'an executable written through the mount runs');
+    t.equal((await run('rm', [M('d/hard')])).code, 0);
+    await t.rejects(lstat(S('d/hard')), 'unlink');
+    const rmDir = await run('rm', [M('d')]);
+    t.match(rmDir.stderr, /Is a directory/);
+    const df = await run('df', ['-P', mnt]);
+    t.equal(df.code, 0, 'statfs answers');
+  });
+
+  const project = fileURLToPath(new URL('../../', import.meta.url));
+  const archive = join(base, 'src.tar');
+  await run('tar', ['-C', project, '-cf', archive, 'src', 'test', 'proto']);
+
+  // Run for real; the assertions that fuse-native fails are marked as its known failures.
+  const known = { todo: FUSE_NATIVE_UTIMENS };
+  await t.test('mtime: touch -m -d, cp -p, tar -d', async (t) => {
+    await sh(`echo t > '${M('stamped')}'`);
+    await run('touch', ['-m', '-d', '2001-02-03 04:05:06', M('stamped')]);
+    t.equal((await stat(S('stamped'))).mtime.toISOString(), new Date('2001-02-03T04:05:06').toISOString(), 'touch -m -d on the node', known);
+    await writeFile(join(base, 'orig'), 'orig');
+    await run('touch', ['-d', '1999-12-31 23:59:58', join(base, 'orig')]);
+    await run('cp', ['-p', join(base, 'orig'), M('copied')]);
+    t.equal((await stat(S('copied'))).mtimeMs, (await stat(join(base, 'orig'))).mtimeMs, 'cp -p keeps mtime', known);
+    await run('mkdir', [M('untar-times')]);
+    await run('tar', ['-C', M('untar-times'), '-xf', archive]);
+    const d = await run('tar', ['-C', S('untar-times'), '-df', archive]);
+    t.equal(d.code, 0, 'tar -d (mtimes included) finds no difference on the node', known);
+  });
+
+  await t.test('git init, add, commit inside the mount; fsck clean on the node', async (t) => {
+    const repo = M('repo');
+    await run('mkdir', [repo]);
+    const git = (...a: string[]) => run('git', ['-c', 'user.email=t@example.com', '-c', 'user.name=t', '-C', repo, ...a]);
+    t.equal((await git('init', '-q')).code, 0);
+    await sh(`cd '${repo}' && mkdir src && echo 'int main(void){return 0;}' > src/main.c && echo '# r' > README`);
+    t.equal((await git('add', '-A')).code, 0);
+    const c = await git('commit', '-qm', 'first');
+    t.equal(c.code, 0, c.stderr);
+    await sh(`echo '// more' >> '${repo}/src/main.c'`);
+    t.equal((await git('commit', '-qam', 'second')).code, 0);
+    const fsck = await run('git', ['-C', S('repo'), 'fsck', '--full', '--strict']);
+    t.equal(fsck.code, 0, `git fsck on the node: ${fsck.stderr}`);
+    t.equal((await run('git', ['-C', S('repo'), 'log', '--format=%s'])).stdout, 'second\nfirst\n');
+    t.equal((await run('git', ['-C', S('repo'), 'status', '--porcelain'])).stdout, '', 'clean on the node');
+  });
+
+  await t.test('tar -x of a real source tree equals the archive on the node', async (t) => {
+    await run('mkdir', [M('untar'), join(base, 'reference')]);
+    const x = await run('tar', ['-C', M('untar'), '-xf', archive]);
+    t.equal(x.code, 0, x.stderr);
+    await run('tar', ['-C', join(base, 'reference'), '-xf', archive]);
+    // Content, type, mode and size of every path (mtimes: see the known failure above).
+    const list = (dir: string) => sh(`cd '${dir}' && find . -printf '%y %m %s %p\n' | LC_ALL=C sort && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum`);
+    const [want, got] = [await list(join(base, 'reference')), await list(S('untar'))];
+    t.ok(want.stdout.length > 1000, 'the archive has real content');
+    t.equal(got.stdout, want.stdout, 'every path on the node equals the archive');
+  });
+
+  await t.test('an edit in the middle of a 100 MiB file uploads only a few chunks', async (t) => {
+    const big = randomBytes(100 * 1024 * 1024);
+    await writeFile(S('big.bin'), big);
+    await waitFor('the mount to see big.bin', async () => (await run('stat', ['-c', '%s', M('big.bin')])).stdout.trim() === String(big.length));
+    const before = node.lines.filter((l) => l.msg === 'chunks uploaded').length;
+    await run('dd', [`of=${M('big.bin')}`, 'bs=1', 'seek=50000000', 'conv=notrunc', 'status=none'], { input: 'EDITED' });
+    const uploads = node.lines.filter((l) => l.msg === 'chunks uploaded').slice(before);
+    const stored = uploads.reduce((n, l) => n + Number(l.stored), 0);
+    t.ok(stored >= 1 && stored <= 3, `the node received ${stored} chunk(s) of ~100`);
+    const onNode = await readFile(S('big.bin'));
+    t.equal(onNode.subarray(50_000_000, 50_000_006).toString(), 'EDITED', 'the edit is on the node');
+    t.ok(onNode.subarray(0, 50_000_000).equals(big.subarray(0, 50_000_000)) && onNode.subarray(50_000_006).equals(big.subarray(50_000_006)), 'and nothing else changed');
+  });
+
+  await t.test('a file changed on the node between open and close gets a conflict copy', async (t) => {
+    await writeFile(S('shared.txt'), 'original\n');
+    await waitFor('the mount to see shared.txt', async () => (await run('cat', [M('shared.txt')])).stdout === 'original\n');
+    // Open (truncating) through the mount, hold it, let the node change, then write and close.
+    const writer = spawn('bash', ['-c', `exec 3>'${M('shared.txt')}'; echo opened; read x; echo mine >&3; exec 3>&-; echo closed`], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const writerDone = new Promise((r) => writer.on('exit', r));
+    let out = '';
+    writer.stdout.on('data', (d) => (out += d));
+    await waitFor('the writer to open', async () => out.includes('opened'));
+    await writeFile(S('shared.txt'), 'theirs\n');
+    writer.stdin.end('go\n');
+    await writerDone;
+    t.match(out, /closed/);
+    t.equal(await readFile(S('shared.txt'), 'utf8'), 'theirs\n', 'the node keeps its version');
+    const copies = (await readdir(src)).filter((n) => n.startsWith('shared.conflict-'));
+    t.equal(copies.length, 1, `one conflict copy: ${copies.join(', ')}`);
+    t.equal(await readFile(S(copies[0]!), 'utf8'), 'mine\n', "the writer's version is beside it");
+    t.ok(m.lines.some((l) => l.msg.startsWith('write-back conflict')), 'the mount logged the conflict');
+  });
+
+  await t.test('node down during close: data kept, committed when the node returns', async (t) => {
+    const port = node.port;
+    await node.stop('SIGKILL');
+    const w = await sh(`echo 'written while the node was down' > '${M('offline.txt')}'`);
+    t.equal(w.code, 0, `close succeeded: ${w.stderr}`);
+    t.equal((await run('cat', [M('offline.txt')])).stdout, 'written while the node was down\n', 'the mount shows the queued content');
+    const mk = await run('mkdir', [M('cannot')]);
+    t.match(mk.stderr, /Read-only file system/, 'namespace changes need a node: EROFS');
+    node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state'), '--listen', `127.0.0.1:${port}`]);
+    await waitFor('the queued write-back to reach the node', async () => (await readFile(S('offline.txt'), 'utf8')) === 'written while the node was down\n', 30_000);
+    t.pass('committed after the node returned');
+  });
+
+  await t.test('kill -9 of the mount during 1,000 writes loses no closed file', async (t) => {
+    await run('mkdir', [M('burst')]);
+    // dd reports a failed close() (a shell redirection would not): a number is
+    // printed only once close() of that file returned success.
+    const writer = spawn('bash', ['-c', `for i in $(seq 1 1000); do echo "content $i" | dd of='${M('burst')}'/f$i status=none || exit 1; echo $i; done`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const writerDone = new Promise((r) => writer.on('exit', r));
+    let closed = 0;
+    writer.stdout.on('data', (d: Buffer) => {
+      const nums = d.toString().trim().split('\n').map(Number);
+      closed = Math.max(closed, ...nums.filter((n) => Number.isFinite(n)));
+    });
+    await waitFor('some files to be written', async () => closed >= 150, 60_000);
+    await m.kill();
+    const acknowledged = closed;
+    await writerDone;
+    t.ok(acknowledged >= 150, `${acknowledged} files were closed before the kill`);
+    m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--deadline', '3s']);
+    await waitFor('the journal to drain', async () => !(await run('ls', [join(cache, 'dirty', 'default')])).stdout.split('\n').some((n) => /^[0-9a-f]{24}$/.test(n)), 30_000).catch(() => undefined);
+    const names = await readdir(S('burst'));
+    for (let i = 1; i <= acknowledged; i++) {
+      const body = await readFile(S(`burst/f${i}`), 'utf8').catch(() => 'MISSING');
+      if (body !== `content ${i}\n`) t.fail(`burst/f${i} after remount: ${JSON.stringify(body)}`);
+    }
+    t.pass(`all ${acknowledged} acknowledged files are on the node intact`);
+    t.same(names.filter((n) => n.includes('conflict') || n.startsWith('.ghostfs-tmp-')), [], 'no conflict copies, no partial temp files');
+    // A file whose close never returned may exist empty (its create was
+    // acknowledged, as on any filesystem after a crash) but never torn.
+    for (const n of names.filter((x) => Number(x.slice(1)) > acknowledged)) {
+      const body = await readFile(S(`burst/${n}`), 'utf8');
+      t.ok(body === '' || body === `content ${n.slice(1)}\n`, `${n} (close not acknowledged) is empty or whole: ${JSON.stringify(body)}`);
+    }
+  });
+
+  await m.stop();
+});
