@@ -3,6 +3,8 @@ import { Command } from 'commander';
 import { serveCommand } from './serve.js';
 import { demoCommand } from './demo.js';
 import { mountCommand } from './mount.js';
+import { unmountCommand } from './unmount.js';
+import { statusCommand } from './status.js';
 
 const program = new Command('ghostfs')
   .description('mount workspaces that live on remote mesh nodes as local directories')
@@ -10,6 +12,8 @@ const program = new Command('ghostfs')
   .showHelpAfterError()
   .addCommand(serveCommand())
   .addCommand(mountCommand())
+  .addCommand(unmountCommand())
+  .addCommand(statusCommand())
   .addCommand(demoCommand());
 
 await program.parseAsync(process.argv);

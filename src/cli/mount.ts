@@ -7,9 +7,13 @@ import { spawn } from 'node:child_process';
 import { hostname, homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { parseChoice, parseDuration, parseIntIn } from '../config/parse.js';
+import { parseChoice, parseDuration, parseIntIn, parseListen } from '../config/parse.js';
+import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
 import { DRIVERS, Mount, type MountConfig } from '../mount/mount.js';
 import { log } from '../log.js';
+import { ControlServer } from '../admin/control-server.js';
+import { socketFor } from '../admin/registry.js';
+import type { ControlReply } from '../admin/protocol.js';
 import { env, fail } from './common.js';
 
 function defaultCacheDir(): string {
@@ -35,6 +39,7 @@ export function mountCommand(): Command {
     .addOption(env(new Option('--attr-timeout <seconds>', 'how long the kernel trusts attributes and names').argParser(parseIntIn(0, 3600)).default(1), 'ATTR_TIMEOUT'))
     .addOption(env(new Option('--readahead <chunks>', 'chunks fetched ahead of a sequential reader').argParser(parseIntIn(0, 64)).default(8), 'READAHEAD'))
     .addOption(env(new Option('--client-id <id>', 'name of this mount in conflict copies and node logs').default(hostname()), 'CLIENT_ID'))
+    .addOption(env(new Option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(parseListen), 'METRICS'))
     .option('--foreground', 'stay attached; unmount on SIGINT/SIGTERM')
     .option('--fuse-debug', 'print every FUSE request (libfuse debug output)')
     .action(async (endpoint: string, mountpoint: string, o) => {
@@ -54,12 +59,29 @@ export function mountCommand(): Command {
         debug: !!o.fuseDebug,
       };
       if (!o.foreground) return background(config);
-      await foreground(config);
+      await foreground(config, o.metrics);
     });
 }
 
-async function foreground(config: MountConfig): Promise<void> {
+function mountMetrics(m: Mount): void {
+  liveTotals('ghostfs_cache', 'chunk cache: chunks and bytes held, read hits and misses', () => {
+    const s = m.status().cache;
+    return { chunks: s.chunks, bytes: s.bytes, hits: s.hits, misses: s.misses };
+  });
+  liveTotals('ghostfs_fetched', 'chunks and bytes fetched from nodes, failovers, corrupt chunks refused', () => {
+    const s = m.status().fetched;
+    return { chunks: s.chunks, bytes: s.bytes, failovers: s.failovers, corrupt: s.corruptChunks };
+  });
+  liveTotals('ghostfs_writeback', 'write-backs: committed, conflicts, refused, chunks and bytes uploaded', () => {
+    const { pending: _pending, ...rest } = m.status().writeBack;
+    return rest;
+  });
+  liveGauge('ghostfs_writeback_pending', 'write-backs journaled and not yet committed', () => m.writeBack.pendingCount);
+}
+
+async function foreground(config: MountConfig, metrics?: { host: string; port: number }): Promise<void> {
   let stopping = false;
+  let control: ControlServer | undefined;
   const started = Mount.start(config);
   const shutdown = (sig: string): void => {
     if (stopping) return;
@@ -67,6 +89,7 @@ async function foreground(config: MountConfig): Promise<void> {
     log.info({ signal: sig }, 'unmounting');
     void (async () => {
       const m = await started.catch(() => undefined);
+      await control?.close();
       await m?.stop();
     })().then(
       () => process.exit(0),
@@ -81,6 +104,25 @@ async function foreground(config: MountConfig): Promise<void> {
   try {
     const m = await started;
     m.onUnmountedExternally(() => shutdown('unmounted externally'));
+    if (metrics) {
+      mountMetrics(m);
+      await serveMetrics(metrics.host, metrics.port);
+    }
+    control = await ControlServer.start(socketFor(config.mountpoint), async (req): Promise<ControlReply> => {
+      switch (req.op) {
+        case 'status':
+          return { ok: true, status: m.status() };
+        case 'flush':
+          return { ok: true, ...(await m.flush(req.deadlineMs)) };
+        case 'unmount': {
+          const r = await m.flush(req.deadlineMs);
+          if (r.pending > 0 && !req.force) return { ok: false, error: `${r.pending} write-back(s) pending: no node took them within the deadline`, pending: r.pending };
+          // Answer first, then go: the reply must not race the process exit.
+          setImmediate(() => shutdown('ghostfs unmount'));
+          return { ok: true, ...r };
+        }
+      }
+    });
     process.send?.({ mounted: true });
   } catch (err) {
     process.send?.({ error: (err as Error).message });

@@ -10,6 +10,7 @@ import { NodeAgent, type NodeConfig } from '../node/agent.js';
 import type { ScanStats } from '../node/workspace-index.js';
 import { log } from '../log.js';
 import { env, fail } from './common.js';
+import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
 
 function defaultStateDir(): string {
   return join(process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'ghostfs', 'node');
@@ -35,6 +36,7 @@ export function serveCommand(): Command {
     .addOption(env(new Option('--temp-ttl <duration>', 'age after which stale temp files and staged uploads are removed').argParser(parseDuration).default(parseDuration('10m'), '10m'), 'TEMP_TTL'))
     .addOption(env(new Option('--reconcile-interval <duration>', 'full re-walk behind the inotify watches').argParser(parseDuration).default(parseDuration('5m'), '5m'), 'RECONCILE_INTERVAL'))
     .addOption(env(new Option('--no-watch', 'do not watch for changes (rely on the periodic reconcile)'), 'NO_WATCH'))
+    .addOption(env(new Option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(parseListen), 'METRICS'))
     .action(async (o) => {
       const workspaces = parseWorkspaces(o.root, o.workspace as string[]);
       if (o.tlsCert && !o.tlsKey) fail('--tls-cert needs --tls-key.');
@@ -75,7 +77,12 @@ export function serveCommand(): Command {
       process.once('SIGINT', () => shutdown('SIGINT'));
       process.once('SIGTERM', () => shutdown('SIGTERM'));
       const agentReady = NodeAgent.start(config);
-      await agentReady.catch((err: Error) => fail(err.message));
+      const agent = await agentReady.catch((err: Error) => fail(err.message));
+      if (o.metrics) {
+        liveGauge('ghostfs_hash_queue', 'files waiting for or being hashed', () => agent.hashing().queued);
+        liveTotals('ghostfs_hashed', 'files and bytes hashed since start', () => ({ files: agent.hashing().files, bytes: agent.hashing().bytes }));
+        await serveMetrics(o.metrics.host, o.metrics.port).catch((err: Error) => fail(err.message));
+      }
     });
 }
 

@@ -12,6 +12,7 @@ import { Vfs } from './vfs.js';
 import type { Driver } from './drivers/driver.js';
 import { FuseNativeDriver } from './drivers/fuse-native.js';
 import { isMounted } from './mount-table.js';
+import type { MountStatus } from '../admin/protocol.js';
 import { WriteBack } from './write-back.js';
 import { Journal } from '../cache/journal.js';
 import { HashPool } from '../content/hash-pool.js';
@@ -134,6 +135,39 @@ export class Mount {
       });
     }, 1000);
     this.gonePoll.unref();
+  }
+
+  status(): MountStatus {
+    const cs = this.chunkStore.stats();
+    const rs = this.vfs.chunks.stats;
+    const ws = this.writeBack.stats;
+    const ms = this.mesh.stats;
+    return {
+      mountpoint: resolve(this.config.mountpoint),
+      pid: process.pid,
+      workspace: this.config.workspace,
+      driver: this.driverName,
+      cacheDir: this.config.cacheDir,
+      uptimeMs: Date.now() - this.startedAt,
+      offline: this.mesh.health().every((h) => !h.healthy),
+      endpoints: this.mesh.health(),
+      cache: { chunks: cs.chunks, bytes: cs.bytes, hits: rs.hits, misses: rs.misses, hitRate: rs.hits + rs.misses ? rs.hits / (rs.hits + rs.misses) : 0, knownEntries: this.meta.size },
+      fetched: { chunks: ms.chunksFetched, bytes: ms.bytesFetched, failovers: ms.failovers, corruptChunks: ms.corruptChunks },
+      writeBack: { pending: this.writeBack.pendingCount, ...ws },
+      changeFeed: { connected: this.feed.connected, generation: this.feed.position.generation, applied: this.feed.applied },
+      openFiles: this.vfs.openFiles,
+    };
+  }
+
+  /** Tries to write back everything pending until the deadline; returns what was committed and what is left. */
+  async flush(deadlineMs: number): Promise<{ flushed: number; pending: number }> {
+    const before = this.writeBack.stats.committed + this.writeBack.stats.conflicts;
+    const end = Date.now() + deadlineMs;
+    while (this.writeBack.pendingCount > 0 && Date.now() < end) {
+      await this.writeBack.drain();
+      if (this.writeBack.pendingCount > 0) await new Promise((r) => setTimeout(r, Math.min(500, Math.max(0, end - Date.now()))));
+    }
+    return { flushed: this.writeBack.stats.committed + this.writeBack.stats.conflicts - before, pending: this.writeBack.pendingCount };
   }
 
   get driverName(): string {

@@ -170,6 +170,11 @@ export class NodeAgent {
     }
   }
 
+  /** Figures for metrics: hashing queue and totals. */
+  hashing(): { queued: number; files: number; bytes: number } {
+    return { queued: this.pool.queued, files: this.pool.hashedFiles, bytes: this.pool.hashedBytes };
+  }
+
   /** Waits until changes already noticed by the watchers are in the index (tests, benchmarks). */
   async settled(): Promise<void> {
     for (const ws of this.workspaces.values()) await ws.watcher?.settled();

@@ -11,6 +11,7 @@ import { CHUNK_FRAME_RESERVE, frameChunk } from '../wire/chunk-frame.js';
 import { HASH_ALGORITHM, hashChunk, hex } from '../content/manifest.js';
 import type { NodeHandlers, WEntry, WChangeEvent, WPutChunkOut, WCommitRequestOut, WMutateRequestOut } from '../wire/types.js';
 import { log } from '../log.js';
+import { rpcs, rpcSeconds } from '../admin/metrics.js';
 import { baseName, checkPath } from './paths.js';
 import { commitFile, PathLocks } from './commit.js';
 import { mutate } from './mutations.js';
@@ -54,10 +55,17 @@ const UNAUTH = { code: grpc.status.UNAUTHENTICATED, details: 'missing or wrong b
 function unary<Req, Res>(ctx: ServiceContext, name: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
   return (call, cb) => {
     if (!authorized(ctx, call.metadata)) return cb(UNAUTH);
+    const end = rpcSeconds.startTimer({ method: name });
     fn(call.request).then(
-      (res) => cb(null, res),
+      (res) => {
+        end();
+        rpcs.inc({ method: name, errno: '0' });
+        cb(null, res);
+      },
       (err) => {
+        end();
         const s = toServiceError(err);
+        rpcs.inc({ method: name, errno: String(s.metadata?.get('ghostfs-errno')[0] ?? 'EIO') });
         log.debug({ rpc: name, err: s.details }, 'request failed');
         cb(s);
       },

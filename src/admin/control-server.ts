@@ -1,0 +1,68 @@
+// The control socket a running mount answers: status, flush, unmount.
+import { createServer, createConnection, type Server } from 'node:net';
+import { mkdir, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { log } from '../log.js';
+import type { ControlReply, ControlRequest } from './protocol.js';
+
+export type ControlHandler = (req: ControlRequest) => Promise<ControlReply>;
+
+/** True when something answers on the socket (a live mount owns it). */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = createConnection(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
+
+export class ControlServer {
+  private constructor(
+    private readonly server: Server,
+    readonly path: string,
+  ) {}
+
+  static async start(path: string, handle: ControlHandler): Promise<ControlServer> {
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    if (await answers(path)) throw new Error(`another ghostfs mount already answers on ${path}`);
+    await unlink(path).catch(() => undefined); // left by a mount that died
+    const server = createServer((sock) => {
+      let buf = '';
+      sock.setEncoding('utf8');
+      sock.on('data', (d: string) => {
+        buf += d;
+        const i = buf.indexOf('\n');
+        if (i < 0) return;
+        const line = buf.slice(0, i);
+        buf = '';
+        let req: ControlRequest;
+        try {
+          req = JSON.parse(line) as ControlRequest;
+        } catch {
+          sock.end(JSON.stringify({ ok: false, error: 'bad request' }) + '\n');
+          return;
+        }
+        handle(req).then(
+          (reply) => sock.end(JSON.stringify(reply) + '\n'),
+          (err) => sock.end(JSON.stringify({ ok: false, error: (err as Error).message }) + '\n'),
+        );
+      });
+      sock.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => resolve());
+    });
+    server.unref();
+    log.debug({ socket: path }, 'control socket listening');
+    return new ControlServer(server, path);
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await unlink(this.path).catch(() => undefined);
+  }
+}

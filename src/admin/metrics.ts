@@ -1,0 +1,75 @@
+// Prometheus metrics (prom-client) for `serve` and `mount`, served on
+// --metrics HOST:PORT. Counters that live elsewhere (cache, write-back,
+// mesh) are read when scraped rather than mirrored on every event.
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { log } from '../log.js';
+
+export const registry = new Registry();
+collectDefaultMetrics({ register: registry, prefix: 'ghostfs_' });
+
+/** Filesystem operations answered by the mount, by type and errno ("0" for success). */
+export const fsOps = new Counter({ name: 'ghostfs_fs_ops_total', help: 'FUSE operations answered, by op and errno', labelNames: ['op', 'errno'], registers: [registry] });
+export const fsOpSeconds = new Histogram({
+  name: 'ghostfs_fs_op_seconds',
+  help: 'FUSE operation latency, by op',
+  labelNames: ['op'],
+  buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+  registers: [registry],
+});
+
+/** Node RPCs served, by method and outcome. */
+export const rpcs = new Counter({ name: 'ghostfs_node_rpcs_total', help: 'gRPC calls served by the node, by method and errno', labelNames: ['method', 'errno'], registers: [registry] });
+export const rpcSeconds = new Histogram({
+  name: 'ghostfs_node_rpc_seconds',
+  help: 'gRPC call latency on the node, by method',
+  labelNames: ['method'],
+  buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+  registers: [registry],
+});
+
+/** A gauge whose value is read from `read` at every scrape. */
+export function liveGauge(name: string, help: string, read: () => number): void {
+  new Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
+}
+
+/** Counters whose values come from elsewhere: exposed as gauges of running totals. */
+export function liveTotals(prefix: string, help: string, read: () => Record<string, number>): void {
+  const g = new Gauge({
+    name: prefix,
+    help,
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      for (const [k, v] of Object.entries(read())) g.set({ kind: k }, v);
+    },
+  });
+}
+
+export async function serveMetrics(host: string, port: number): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end('try /metrics\n');
+      return;
+    }
+    registry.metrics().then(
+      (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
+      (err) => res.writeHead(500).end(String(err)),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new Error(`cannot serve metrics on ${host}:${port}: ${err.message}`)));
+    server.listen(port, host, () => resolve());
+  });
+  server.unref();
+  const addr = server.address();
+  log.info({ metrics: typeof addr === 'object' && addr ? `${host}:${addr.port}` : `${host}:${port}` }, 'metrics serving');
+  return server;
+}

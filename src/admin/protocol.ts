@@ -1,0 +1,24 @@
+// The control protocol between the CLI and a running mount: one JSON object
+// per line each way over a unix socket, one request per connection.
+export type ControlRequest = { op: 'status' } | { op: 'flush'; deadlineMs: number } | { op: 'unmount'; force: boolean; deadlineMs: number };
+
+export interface MountStatus {
+  mountpoint: string;
+  pid: number;
+  workspace: string;
+  driver: string;
+  cacheDir: string;
+  uptimeMs: number;
+  offline: boolean;
+  endpoints: { endpoint: string; healthy: boolean; failures: number; lastError?: string; corruptChunks: number }[];
+  cache: { chunks: number; bytes: number; hits: number; misses: number; hitRate: number; knownEntries: number };
+  fetched: { chunks: number; bytes: number; failovers: number; corruptChunks: number };
+  writeBack: { pending: number; committed: number; conflicts: number; failed: number; uploadedChunks: number; uploadedBytes: number };
+  changeFeed: { connected: boolean; generation: number; applied: number };
+  openFiles: number;
+}
+
+export type ControlReply =
+  | { ok: true; status: MountStatus }
+  | { ok: true; flushed: number; pending: number }
+  | { ok: false; error: string; pending?: number };

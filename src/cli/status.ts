@@ -1,0 +1,50 @@
+// `ghostfs status`: every running mount (or one), as people read it or as JSON.
+import { Command } from 'commander';
+import { resolve } from 'node:path';
+import { control } from '../admin/control-client.js';
+import { allSockets, socketFor } from '../admin/registry.js';
+import type { MountStatus } from '../admin/protocol.js';
+import { fail } from './common.js';
+
+const mib = (b: number): string => `${(b / 1048576).toFixed(1)} MiB`;
+
+function duration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${s % 60}s` : `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+}
+
+function describe(s: MountStatus): string {
+  const lines = [
+    `${s.mountpoint}  (workspace ${s.workspace}, driver ${s.driver}, pid ${s.pid}, up ${duration(s.uptimeMs)}${s.offline ? ', OFFLINE' : ''})`,
+    ...s.endpoints.map((e, i) => `  ${i === 0 ? 'node   ' : 'replica'} ${e.endpoint}  ${e.healthy ? 'healthy' : `unreachable (${e.failures} failures: ${e.lastError ?? ''})`}${e.corruptChunks ? `, ${e.corruptChunks} corrupt chunks refused` : ''}`),
+    `  cache   ${s.cache.chunks} chunks, ${mib(s.cache.bytes)} in ${s.cacheDir}; ${s.cache.knownEntries} entries known; hit rate ${(s.cache.hitRate * 100).toFixed(1)}%`,
+    `  fetched ${s.fetched.chunks} chunks, ${mib(s.fetched.bytes)}${s.fetched.failovers ? `, ${s.fetched.failovers} failovers` : ''}`,
+    `  writes  ${s.writeBack.pending} pending, ${s.writeBack.committed} written back, ${s.writeBack.conflicts} conflicts, ${s.writeBack.failed} refused; uploaded ${s.writeBack.uploadedChunks} chunks (${mib(s.writeBack.uploadedBytes)})`,
+    `  feed    ${s.changeFeed.connected ? 'connected' : 'disconnected'}, generation ${s.changeFeed.generation}, ${s.changeFeed.applied} changes applied; ${s.openFiles} open files`,
+  ];
+  return lines.join('\n');
+}
+
+export function statusCommand(): Command {
+  return new Command('status')
+    .description('show running mounts: nodes, cache, write-backs, change feed')
+    .argument('[mountpoint]')
+    .option('--json', 'print JSON')
+    .action(async (mp: string | undefined, o) => {
+      const sockets = mp ? [socketFor(resolve(mp))] : await allSockets();
+      const found: MountStatus[] = [];
+      for (const sock of sockets) {
+        try {
+          const r = await control(sock, { op: 'status' }, 10_000);
+          if (r.ok && 'status' in r) found.push(r.status);
+        } catch {
+          if (mp) fail(`no running ghostfs mount answers for ${resolve(mp)}.`);
+        }
+      }
+      if (o.json) {
+        process.stdout.write(JSON.stringify(mp ? found[0] : found, null, 2) + '\n');
+        return;
+      }
+      process.stdout.write(found.length ? found.map(describe).join('\n\n') + '\n' : 'no ghostfs mounts running\n');
+    });
+}
