@@ -96,3 +96,84 @@ t.test('status, unmount and metrics of a running mount', async (t) => {
     t.same(await readdir(mnt), [], 'the mountpoint is an ordinary empty directory again');
   });
 });
+
+t.test('cache upkeep: warmup, quota, purge, gc', async (t) => {
+  const base = await tempDir(t);
+  const src = join(base, 'src');
+  const mnt = join(base, 'mnt');
+  const cache = join(base, 'cache');
+  const env = { GHOSTFS_RUN_DIR: join(base, 'run') };
+  process.env.GHOSTFS_RUN_DIR = env.GHOSTFS_RUN_DIR;
+  await mkdir(join(src, 'tree/sub'), { recursive: true });
+  const { randomBytes } = await import('node:crypto');
+  for (let i = 0; i < 4; i++) await writeFile(join(src, `tree/sub/f${i}.bin`), randomBytes(3 * 1024 * 1024));
+  await writeFile(join(src, 'big.bin'), randomBytes(48 * 1024 * 1024));
+  const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--cache-quota', '24M', '--min-free', '0'], env);
+  t.teardown(() => m.kill());
+  const cli = (...args: string[]) => run(process.execPath, [BIN, ...args]);
+  const status = async () => JSON.parse((await cli('status', mnt, '--json')).stdout);
+
+  await t.test('warmup fetches a subtree; later reads hit the cache', async (t) => {
+    const w = await cli('warmup', join(mnt, 'tree'), '--json');
+    t.equal(w.code, 0, w.stderr);
+    const r = JSON.parse(w.stdout);
+    t.equal(r.files, 4);
+    t.equal(r.fetchedBytes, 12 * 1024 * 1024, 'every byte fetched once');
+    const before = await status();
+    t.equal((await sh(`cat '${mnt}'/tree/sub/*.bin | wc -c`)).stdout.trim(), String(12 * 1024 * 1024));
+    const after = await status();
+    t.equal(after.fetched.bytes, before.fetched.bytes, 'reading the warmed files fetched nothing');
+    t.ok(after.cache.hits > before.cache.hits, 'they were cache hits');
+  });
+
+  await t.test('the cache stays within its quota while reading more than it', async (t) => {
+    const sum = await run('sha256sum', [join(mnt, 'big.bin')]);
+    t.equal(sum.stdout.split(' ')[0], (await run('sha256sum', [join(src, 'big.bin')])).stdout.split(' ')[0], 'a 48 MiB file reads intact through a 24 MiB cache');
+    await new Promise((r) => setTimeout(r, 1500));
+    const s = await status();
+    t.ok(s.cache.bytes <= 24 * 1024 * 1024, `cache holds ${s.cache.bytes} bytes, quota 24 MiB`);
+    t.ok(s.cache.evictedChunks > 0, 'by evicting least recently used chunks');
+  });
+
+  await t.test('purge through the live mount frees space, keeps pending writes', async (t) => {
+    const p = await cli('purge', '--cache-dir', cache, '--yes', '--json');
+    t.equal(p.code, 0, p.stderr);
+    t.ok(JSON.parse(p.stdout).chunks > 0, 'chunks were removed');
+    t.equal((await status()).cache.chunks, 0, 'the cache is empty');
+    t.equal((await run('cat', [join(mnt, 'tree/sub/f1.bin')])).code, 0, 'and refills on demand');
+    const refused = await cli('purge', '--cache-dir', cache, '--metadata', '--all', '--yes');
+    t.equal(refused.code, 1);
+    t.match(refused.stderr, /unmount it to purge metadata/);
+  });
+
+  await t.test('offline purge --metadata, gc to a size, orphaned workspace and stale temps', async (t) => {
+    await sh(`echo keep-me > '${mnt}/pending.txt'`);
+    await m.stop();
+    // A workspace no longer active, and stale leftovers.
+    const { Store, key } = await import('../src/store/db.js');
+    const db = await Store.open(join(cache, 'db'));
+    await db.put(key('old-ws', 'e', 'x'), Buffer.from('stale'));
+    await db.close();
+    await mkdir(join(cache, 'dirty', 'default'), { recursive: true });
+    await writeFile(join(cache, 'dirty', 'default', 'deadbeefdeadbeefdeadbeef'), 'orphan');
+    const { utimes } = await import('node:fs/promises');
+    await utimes(join(cache, 'dirty', 'default', 'deadbeefdeadbeefdeadbeef'), new Date(0), new Date(0));
+    const stRun = await cli('status', '--cache-dir', cache, '--json');
+    t.equal(stRun.code, 0, stRun.stderr);
+    const st = JSON.parse(stRun.stdout);
+    t.ok(st.cache.workspaces.some((w: { id: string }) => w.id === 'old-ws'), 'status without a mount shows what the cache dir holds');
+    const g = await cli('gc', '--cache-dir', cache, '--max-size', '1M', '--keep-workspaces', 'default', '--json');
+    t.equal(g.code, 0, g.stderr);
+    const r = JSON.parse(g.stdout);
+    t.same(r.removedWorkspaces, ['old-ws'], 'the orphaned workspace cache is gone');
+    t.equal(r.staleFiles, 1, 'the stale temp file is gone');
+    const after = JSON.parse((await cli('status', '--cache-dir', cache, '--json')).stdout);
+    t.ok(after.cache.chunkBytes <= 1024 * 1024, `chunks down to ${after.cache.chunkBytes} bytes`);
+    const p = await cli('purge', '--cache-dir', cache, '--metadata', '--workspace', 'default', '--yes', '--json');
+    t.equal(p.code, 0, p.stderr);
+    t.same(JSON.parse(p.stdout).workspacesCleared, ['default']);
+    t.equal(await readFile(join(src, 'pending.txt'), 'utf8'), 'keep-me\n', 'the file written before was committed, nothing lost');
+  });
+});

@@ -1,6 +1,15 @@
 // The control protocol between the CLI and a running mount: one JSON object
 // per line each way over a unix socket, one request per connection.
-export type ControlRequest = { op: 'status' } | { op: 'flush'; deadlineMs: number } | { op: 'unmount'; force: boolean; deadlineMs: number };
+export type ControlRequest =
+  | { op: 'status' }
+  | { op: 'flush'; deadlineMs: number }
+  | { op: 'unmount'; force: boolean; deadlineMs: number }
+  /** Drop cached chunks. */
+  | { op: 'purge' }
+  /** Evict least recently used chunks down to maxBytes. */
+  | { op: 'gc'; maxBytes: number }
+  /** Fetch everything under these paths (relative to the mountpoint) into the cache. */
+  | { op: 'warmup'; paths: string[] };
 
 export interface MountStatus {
   mountpoint: string;
@@ -11,7 +20,7 @@ export interface MountStatus {
   uptimeMs: number;
   offline: boolean;
   endpoints: { endpoint: string; healthy: boolean; failures: number; lastError?: string; corruptChunks: number }[];
-  cache: { chunks: number; bytes: number; hits: number; misses: number; hitRate: number; knownEntries: number };
+  cache: { chunks: number; bytes: number; quotaBytes: number; evictedChunks: number; evictedBytes: number; hits: number; misses: number; hitRate: number; knownEntries: number };
   fetched: { chunks: number; bytes: number; failovers: number; corruptChunks: number };
   writeBack: { pending: number; committed: number; conflicts: number; failed: number; uploadedChunks: number; uploadedBytes: number };
   changeFeed: { connected: boolean; generation: number; applied: number };
@@ -21,4 +30,6 @@ export interface MountStatus {
 export type ControlReply =
   | { ok: true; status: MountStatus }
   | { ok: true; flushed: number; pending: number }
+  | { ok: true; chunks: number; bytes: number }
+  | { ok: true; files: number; bytes: number; fetchedBytes: number; ms: number }
   | { ok: false; error: string; pending?: number };

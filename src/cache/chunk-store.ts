@@ -3,7 +3,8 @@
 // client, as it arrived), so it is trusted from then on and never hashed
 // again on read. Writes are temp + rename: a crash leaves no half chunk
 // under a real name.
-import { mkdir, open, readdir, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, stat, statfs, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { log } from '../log.js';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hex } from '../content/manifest.js';
@@ -11,16 +12,30 @@ import { hex } from '../content/manifest.js';
 export interface ChunkStoreStats {
   chunks: number;
   bytes: number;
+  evictedChunks: number;
+  evictedBytes: number;
+}
+
+export interface CacheLimits {
+  /** Most bytes of chunks to keep. */
+  quotaBytes: number;
+  /** Free space to leave on the cache's filesystem. */
+  minFreeBytes: number;
 }
 
 export class ChunkStore {
-  /** Size of every chunk on disk, by hash (latin1 key). */
+  /** Size of every chunk on disk, by hash (latin1 key), least recently used first. */
   private readonly sizes = new Map<string, number>();
   private readonly fds = new Map<string, Promise<FileHandle>>();
   private bytes = 0;
+  private evictedChunks = 0;
+  private evictedBytes = 0;
+  private lastFreeCheck = 0;
+  private enforcing: Promise<void> | undefined;
 
   constructor(
     readonly dir: string,
+    private readonly limits: CacheLimits = { quotaBytes: Infinity, minFreeBytes: 0 },
     private readonly maxOpenFiles = 128,
   ) {}
 
@@ -28,6 +43,7 @@ export class ChunkStore {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     // All 256 fan-out directories up front: no mkdir on the fetch path.
     await Promise.all(Array.from({ length: 256 }, (_, i) => mkdir(join(this.dir, i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 })));
+    const found: { hash: Buffer; size: number; used: number }[] = [];
     for (const sub of await readdir(this.dir)) {
       if (sub.length !== 2) continue;
       for (const name of await readdir(join(this.dir, sub)).catch(() => [] as string[])) {
@@ -37,9 +53,12 @@ export class ChunkStore {
         }
         if (!/^[0-9a-f]{64}$/.test(name)) continue;
         const st = await stat(join(this.dir, sub, name)).catch(() => undefined);
-        if (st) this.track(Buffer.from(name, 'hex'), st.size);
+        if (st) found.push({ hash: Buffer.from(name, 'hex'), size: st.size, used: Math.max(st.atimeMs, st.mtimeMs) });
       }
     }
+    // The last use before this start is the file's access time: oldest first.
+    for (const f of found.sort((a, b) => a.used - b.used)) this.track(f.hash, f.size);
+    await this.enforce();
   }
 
   private path(hash: Buffer): string {
@@ -60,17 +79,78 @@ export class ChunkStore {
   }
 
   stats(): ChunkStoreStats {
-    return { chunks: this.sizes.size, bytes: this.bytes };
+    return { chunks: this.sizes.size, bytes: this.bytes, evictedChunks: this.evictedChunks, evictedBytes: this.evictedBytes };
   }
 
-  /** Stores a verified chunk. */
+  /** Stores a verified chunk; on a full disk it evicts and tries once more. */
   async put(hash: Buffer, data: Buffer): Promise<void> {
     if (this.has(hash)) return;
-    const final = this.path(hash);
-    const tmp = join(this.dir, hex(hash).slice(0, 2), `.tmp-${randomBytes(6).toString('hex')}`);
-    await writeFile(tmp, data, { mode: 0o600 });
-    await rename(tmp, final);
+    try {
+      await this.write(hash, data);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+      const freed = await this.evict(Math.max(64 << 20, this.bytes / 10), 'disk full');
+      if (freed === 0) throw err;
+      await this.write(hash, data);
+    }
     this.track(hash, data.length);
+    if (this.bytes > this.limits.quotaBytes || Date.now() - this.lastFreeCheck > 1000) void this.enforce();
+  }
+
+  private async write(hash: Buffer, data: Buffer): Promise<void> {
+    const tmp = join(this.dir, hex(hash).slice(0, 2), `.tmp-${randomBytes(6).toString('hex')}`);
+    try {
+      await writeFile(tmp, data, { mode: 0o600 });
+      await rename(tmp, this.path(hash));
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Keeps the cache under its quota and above the free-space floor (one pass at a time). */
+  enforce(): Promise<void> {
+    // Cleared in a later tick, so a pass that finishes at once cannot leave itself behind.
+    this.enforcing ??= this.enforceNow().finally(() => (this.enforcing = undefined));
+    return this.enforcing;
+  }
+
+  private async enforceNow(): Promise<void> {
+    this.lastFreeCheck = Date.now();
+    const overQuota = this.bytes - this.limits.quotaBytes;
+    let excess = overQuota;
+    if (this.limits.minFreeBytes > 0) {
+      const fs = await statfs(this.dir);
+      excess = Math.max(excess, this.limits.minFreeBytes - fs.bavail * fs.bsize);
+    }
+    // Evict a little below the line so that eviction is not per chunk.
+    if (excess > 0) await this.evict(excess + Math.min(this.bytes / 20, 256 << 20), excess > overQuota ? 'free-space floor' : 'quota');
+  }
+
+  /**
+   * Removes least recently used chunks until `want` bytes are freed. Data
+   * not yet written back is never here (dirty copies live beside the
+   * chunk store), and a reader whose chunk goes simply fetches it again.
+   */
+  async evict(want: number, reason: string): Promise<number> {
+    let freed = 0;
+    let count = 0;
+    for (const k of [...this.sizes.keys()]) {
+      if (freed >= want) break;
+      freed += await this.remove(Buffer.from(k, 'latin1'));
+      count++;
+    }
+    if (count) {
+      this.evictedChunks += count;
+      this.evictedBytes += freed;
+      log.info({ chunks: count, bytes: freed, reason, cacheBytes: this.bytes }, 'evicted chunks');
+    }
+    return freed;
+  }
+
+  /** Every chunk, least recently used first (gc, purge). */
+  keys(): Buffer[] {
+    return [...this.sizes.keys()].map((k) => Buffer.from(k, 'latin1'));
   }
 
   private handle(hash: Buffer): Promise<FileHandle> {
@@ -95,6 +175,13 @@ export class ChunkStore {
 
   /** Copies chunk bytes [offset, offset+length) into `into` at `at`; returns the count. */
   async read(hash: Buffer, offset: number, length: number, into: Buffer, at: number): Promise<number> {
+    const k = hash.toString('latin1');
+    const size = this.sizes.get(k);
+    if (size !== undefined) {
+      // Most recently used goes last: the map's order is the eviction order.
+      this.sizes.delete(k);
+      this.sizes.set(k, size);
+    }
     const fh = await this.handle(hash);
     let done = 0;
     while (done < length) {

@@ -1,5 +1,7 @@
 // Helpers shared by the CLI commands.
 import type { Option } from 'commander';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 
 /** Every flag can also come from GHOSTFS_<NAME>. */
 export function env(o: Option, name: string): Option {
@@ -10,4 +12,9 @@ export function env(o: Option, name: string): Option {
 export function fail(message: string, code = 1): never {
   process.stderr.write(`ghostfs: ${message}\n`);
   process.exit(code);
+}
+
+/** Where mounts keep their cache unless told otherwise. */
+export function defaultCacheDir(): string {
+  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'ghostfs');
 }

@@ -5,6 +5,7 @@ import { demoCommand } from './demo.js';
 import { mountCommand } from './mount.js';
 import { unmountCommand } from './unmount.js';
 import { statusCommand } from './status.js';
+import { gcCommand, purgeCommand, warmupCommand } from './cache.js';
 
 const program = new Command('ghostfs')
   .description('mount workspaces that live on remote mesh nodes as local directories')
@@ -14,6 +15,9 @@ const program = new Command('ghostfs')
   .addCommand(mountCommand())
   .addCommand(unmountCommand())
   .addCommand(statusCommand())
+  .addCommand(purgeCommand())
+  .addCommand(gcCommand())
+  .addCommand(warmupCommand())
   .addCommand(demoCommand());
 
 await program.parseAsync(process.argv);

@@ -4,21 +4,18 @@
 // the process stays attached and unmounts cleanly on SIGINT/SIGTERM.
 import { Command, Option } from 'commander';
 import { spawn } from 'node:child_process';
-import { hostname, homedir } from 'node:os';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { parseChoice, parseDuration, parseIntIn, parseListen } from '../config/parse.js';
+import { writeFile } from 'node:fs/promises';
+import { parseChoice, parseDuration, parseIntIn, parseListen, parseSize } from '../config/parse.js';
 import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
 import { DRIVERS, Mount, type MountConfig } from '../mount/mount.js';
 import { log } from '../log.js';
 import { ControlServer } from '../admin/control-server.js';
 import { socketFor } from '../admin/registry.js';
 import type { ControlReply } from '../admin/protocol.js';
-import { env, fail } from './common.js';
-
-function defaultCacheDir(): string {
-  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'ghostfs');
-}
+import { defaultCacheDir, env, fail } from './common.js';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
@@ -38,6 +35,8 @@ export function mountCommand(): Command {
     .addOption(env(new Option('--deadline <duration>', 'deadline of each remote call').argParser(parseDuration).default(parseDuration('10s'), '10s'), 'DEADLINE'))
     .addOption(env(new Option('--attr-timeout <seconds>', 'how long the kernel trusts attributes and names').argParser(parseIntIn(0, 3600)).default(1), 'ATTR_TIMEOUT'))
     .addOption(env(new Option('--readahead <chunks>', 'chunks fetched ahead of a sequential reader').argParser(parseIntIn(0, 64)).default(8), 'READAHEAD'))
+    .addOption(env(new Option('--cache-quota <size>', 'most bytes of chunks the cache keeps (least recently used go first)').argParser(parseSize).default(parseSize('10G'), '10G'), 'CACHE_QUOTA'))
+    .addOption(env(new Option('--min-free <size>', 'free space the cache leaves on its filesystem').argParser(parseSize).default(parseSize('1G'), '1G'), 'MIN_FREE'))
     .addOption(env(new Option('--client-id <id>', 'name of this mount in conflict copies and node logs').default(hostname()), 'CLIENT_ID'))
     .addOption(env(new Option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(parseListen), 'METRICS'))
     .option('--foreground', 'stay attached; unmount on SIGINT/SIGTERM')
@@ -56,6 +55,8 @@ export function mountCommand(): Command {
         attrTimeoutS: o.attrTimeout,
         readaheadChunks: o.readahead,
         clientId: o.clientId,
+        cacheQuotaBytes: o.cacheQuota,
+        minFreeBytes: o.minFree,
         debug: !!o.fuseDebug,
       };
       if (!o.foreground) return background(config);
@@ -121,8 +122,16 @@ async function foreground(config: MountConfig, metrics?: { host: string; port: n
           setImmediate(() => shutdown('ghostfs unmount'));
           return { ok: true, ...r };
         }
+        case 'purge':
+          return { ok: true, ...(await m.purgeChunks()) };
+        case 'gc':
+          return { ok: true, ...(await m.gcTo(req.maxBytes)) };
+        case 'warmup':
+          return { ok: true, ...(await m.warmup(req.paths)) };
       }
     });
+    // purge and gc find the mount that holds a cache dir here.
+    await writeFile(join(config.cacheDir, 'active-mount'), config.mountpoint);
     process.send?.({ mounted: true });
   } catch (err) {
     process.send?.({ error: (err as Error).message });

@@ -1,10 +1,13 @@
 // `ghostfs status`: every running mount (or one), as people read it or as JSON.
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { resolve } from 'node:path';
+import { summarize } from '../admin/cache-admin.js';
 import { control } from '../admin/control-client.js';
 import { allSockets, socketFor } from '../admin/registry.js';
 import type { MountStatus } from '../admin/protocol.js';
-import { fail } from './common.js';
+import { defaultCacheDir, env, fail } from './common.js';
 
 const mib = (b: number): string => `${(b / 1048576).toFixed(1)} MiB`;
 
@@ -30,6 +33,7 @@ export function statusCommand(): Command {
     .description('show running mounts: nodes, cache, write-backs, change feed')
     .argument('[mountpoint]')
     .option('--json', 'print JSON')
+    .addOption(env(new Option('--cache-dir <dir>', 'with no mount running: what this cache dir holds').default(defaultCacheDir()), 'CACHE_DIR'))
     .action(async (mp: string | undefined, o) => {
       const sockets = mp ? [socketFor(resolve(mp))] : await allSockets();
       const found: MountStatus[] = [];
@@ -40,6 +44,15 @@ export function statusCommand(): Command {
         } catch {
           if (mp) fail(`no running ghostfs mount answers for ${resolve(mp)}.`);
         }
+      }
+      if (!mp && found.length === 0 && existsSync(join(o.cacheDir, 'db'))) {
+        const c = await summarize(resolve(o.cacheDir)).catch((err: Error) => fail(err.message));
+        if (o.json) process.stdout.write(JSON.stringify({ mounts: [], cache: c }, null, 2) + '\n');
+        else {
+          process.stdout.write(`no ghostfs mounts running; ${c.cacheDir} holds ${c.chunks} chunks (${mib(c.chunkBytes)})\n`);
+          for (const w of c.workspaces) process.stdout.write(`  workspace ${w.id}: ${w.entries} entries${w.pendingWriteBacks ? `, ${w.pendingWriteBacks} write-backs pending (replayed by the next mount)` : ''}\n`);
+        }
+        return;
       }
       if (o.json) {
         process.stdout.write(JSON.stringify(mp ? found[0] : found, null, 2) + '\n');

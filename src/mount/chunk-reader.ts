@@ -105,7 +105,18 @@ export class ChunkReader {
     } else {
       this.stats.hits++;
     }
-    const n = mem ? mem.copy(into, at, offset, offset + length) : await this.store.read(chunk.hash, offset, length, into, at);
+    let n: number;
+    if (mem) n = mem.copy(into, at, offset, offset + length);
+    else {
+      try {
+        n = await this.store.read(chunk.hash, offset, length, into, at);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        // Evicted between the check and the read: fetch it again.
+        await this.ensure([chunk], pathHint);
+        n = this.recent.get(k)?.copy(into, at, offset, offset + length) ?? (await this.store.read(chunk.hash, offset, length, into, at));
+      }
+    }
     this.stats.bytesRead += n;
     return n;
   }

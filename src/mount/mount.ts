@@ -34,6 +34,9 @@ export interface MountConfig {
   attrTimeoutS: number;
   readaheadChunks: number;
   clientId: string;
+  /** Chunk cache limits: most bytes kept, free space left on its filesystem. */
+  cacheQuotaBytes: number;
+  minFreeBytes: number;
   debug?: boolean;
 }
 
@@ -62,7 +65,7 @@ export class Mount {
       throw new Error(/in use/.test(err.message) ? `the cache dir ${config.cacheDir} is in use by another mount (give each mount its own --cache-dir)` : err.message);
     });
     const meta = new MetaStore(store, config.workspace);
-    const chunkStore = new ChunkStore(join(config.cacheDir, 'chunks'));
+    const chunkStore = new ChunkStore(join(config.cacheDir, 'chunks'), { quotaBytes: config.cacheQuotaBytes, minFreeBytes: config.minFreeBytes });
     const mesh = new MeshClient(config.endpoints, config.workspace, { token: config.token, tls: config.tls, deadlineMs: config.deadlineMs, clientId: config.clientId });
     const hashers: HashPool[] = [];
     try {
@@ -151,7 +154,7 @@ export class Mount {
       uptimeMs: Date.now() - this.startedAt,
       offline: this.mesh.health().every((h) => !h.healthy),
       endpoints: this.mesh.health(),
-      cache: { chunks: cs.chunks, bytes: cs.bytes, hits: rs.hits, misses: rs.misses, hitRate: rs.hits + rs.misses ? rs.hits / (rs.hits + rs.misses) : 0, knownEntries: this.meta.size },
+      cache: { chunks: cs.chunks, bytes: cs.bytes, quotaBytes: this.config.cacheQuotaBytes, evictedChunks: cs.evictedChunks, evictedBytes: cs.evictedBytes, hits: rs.hits, misses: rs.misses, hitRate: rs.hits + rs.misses ? rs.hits / (rs.hits + rs.misses) : 0, knownEntries: this.meta.size },
       fetched: { chunks: ms.chunksFetched, bytes: ms.bytesFetched, failovers: ms.failovers, corruptChunks: ms.corruptChunks },
       writeBack: { pending: this.writeBack.pendingCount, ...ws },
       changeFeed: { connected: this.feed.connected, generation: this.feed.position.generation, applied: this.feed.applied },
@@ -168,6 +171,31 @@ export class Mount {
       if (this.writeBack.pendingCount > 0) await new Promise((r) => setTimeout(r, Math.min(500, Math.max(0, end - Date.now()))));
     }
     return { flushed: this.writeBack.stats.committed + this.writeBack.stats.conflicts - before, pending: this.writeBack.pendingCount };
+  }
+
+  /** Drops every cached chunk (readers fetch what they still need). */
+  async purgeChunks(): Promise<{ chunks: number; bytes: number }> {
+    const before = this.chunkStore.stats();
+    await this.chunkStore.evict(Infinity, 'purge');
+    const after = this.chunkStore.stats();
+    return { chunks: before.chunks - after.chunks, bytes: before.bytes - after.bytes };
+  }
+
+  async gcTo(maxBytes: number): Promise<{ chunks: number; bytes: number }> {
+    const before = this.chunkStore.stats();
+    if (before.bytes > maxBytes) await this.chunkStore.evict(before.bytes - maxBytes, 'gc --max-size');
+    const after = this.chunkStore.stats();
+    return { chunks: before.chunks - after.chunks, bytes: before.bytes - after.bytes };
+  }
+
+  async warmup(paths: string[]): Promise<{ files: number; bytes: number; fetchedBytes: number; ms: number }> {
+    const started = performance.now();
+    const fetchedBefore = this.mesh.stats.bytesFetched;
+    const total = { files: 0, bytes: 0 };
+    for (const p of paths) await this.vfs.warm(p, total);
+    const r = { ...total, fetchedBytes: this.mesh.stats.bytesFetched - fetchedBefore, ms: Math.round(performance.now() - started) };
+    log.info(r, 'warmed up');
+    return r;
   }
 
   get driverName(): string {

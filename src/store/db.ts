@@ -148,7 +148,9 @@ export class Store {
    * `scan` for whole-prefix loads: no promise per entry.
    */
   forEach(p: Buffer, fn: (key: Buffer, value: Buffer) => void): Promise<void> {
-    const it = this.db.iterator({ gte: p, lt: prefixEnd(p), capacity: 8192 }) as unknown as NodeJS.EventEmitter;
+    // An empty prefix walks the whole database.
+    const range = p.length ? { gte: p, lt: prefixEnd(p) } : {};
+    const it = this.db.iterator({ ...range, capacity: 8192 }) as unknown as NodeJS.EventEmitter;
     return new Promise((resolve, reject) => {
       it.on('data', (e: { key: Buffer; value: Buffer | null }) => fn(e.key, e.value ?? Buffer.alloc(0)));
       it.on('end', resolve);

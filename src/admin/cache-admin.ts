@@ -1,0 +1,132 @@
+// Work on a cache dir that no mount is using: what it holds, purge, gc.
+// Data not yet written back (the journal and the dirty copies it names) is
+// never touched by any of this.
+import { readdir, stat, unlink, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ChunkStore } from '../cache/chunk-store.js';
+import { Store, prefix } from '../store/db.js';
+import { Journal } from '../cache/journal.js';
+import { log } from '../log.js';
+
+export interface CacheSummary {
+  cacheDir: string;
+  chunks: number;
+  chunkBytes: number;
+  workspaces: { id: string; entries: number; pendingWriteBacks: number }[];
+}
+
+/** Workspaces with metadata in the database, and their entry / journal counts. */
+async function workspaces(db: Store): Promise<CacheSummary['workspaces']> {
+  const counts = new Map<string, { entries: number; pendingWriteBacks: number }>();
+  await db.forEach(Buffer.alloc(0), (k) => {
+    const parts = k.toString('latin1').split('\0');
+    const ws = Buffer.from(parts[0]!, 'latin1').toString('utf8');
+    const c = counts.get(ws) ?? { entries: 0, pendingWriteBacks: 0 };
+    if (parts[1] === 'e') c.entries++;
+    if (parts[1] === 'j') c.pendingWriteBacks++;
+    counts.set(ws, c);
+  });
+  return [...counts].map(([id, c]) => ({ id, ...c }));
+}
+
+export async function summarize(cacheDir: string): Promise<CacheSummary> {
+  const chunks = new ChunkStore(join(cacheDir, 'chunks'));
+  await chunks.init();
+  const db = await Store.open(join(cacheDir, 'db'));
+  try {
+    const s = chunks.stats();
+    return { cacheDir, chunks: s.chunks, chunkBytes: s.bytes, workspaces: await workspaces(db) };
+  } finally {
+    await db.close();
+    await chunks.close();
+  }
+}
+
+export interface PurgeResult {
+  chunks: number;
+  bytes: number;
+  workspacesCleared: string[];
+  keptPending: number;
+}
+
+/** Removes cached chunks and, if asked, the metadata of workspaces (never their pending write-backs). */
+export async function purge(cacheDir: string, opts: { metadata: boolean; workspace?: string; onProgress?: (done: number, total: number) => void }): Promise<PurgeResult> {
+  const chunks = new ChunkStore(join(cacheDir, 'chunks'));
+  await chunks.init();
+  const db = await Store.open(join(cacheDir, 'db'));
+  try {
+    const keys = chunks.keys();
+    const before = chunks.stats().bytes;
+    for (const [i, k] of keys.entries()) {
+      await chunks.remove(k);
+      if (i % 256 === 0) opts.onProgress?.(i, keys.length);
+    }
+    opts.onProgress?.(keys.length, keys.length);
+    const cleared: string[] = [];
+    let keptPending = 0;
+    if (opts.metadata) {
+      for (const w of await workspaces(db)) {
+        if (opts.workspace && w.id !== opts.workspace) continue;
+        // Everything but the journal: entries, manifests, feed position.
+        for (const kind of ['e', 'c', 'm']) await db.deletePrefix(prefix(w.id, kind));
+        keptPending += w.pendingWriteBacks;
+        cleared.push(w.id);
+      }
+    }
+    log.info({ cacheDir, chunks: keys.length, bytes: before, workspacesCleared: cleared, keptPending }, 'purged cache');
+    return { chunks: keys.length, bytes: before, workspacesCleared: cleared, keptPending };
+  } finally {
+    await db.close();
+    await chunks.close();
+  }
+}
+
+export interface GcResult {
+  evictedChunks: number;
+  evictedBytes: number;
+  removedWorkspaces: string[];
+  staleFiles: number;
+}
+
+/** Evicts down to a size, drops caches of workspaces no longer active, removes stale temp files. */
+export async function gc(cacheDir: string, opts: { maxBytes?: number; keepWorkspaces?: string[]; tempTtlMs: number }): Promise<GcResult> {
+  const chunks = new ChunkStore(join(cacheDir, 'chunks'));
+  await chunks.init(); // also removes interrupted chunk writes
+  const db = await Store.open(join(cacheDir, 'db'));
+  try {
+    let evictedBytes = 0;
+    const before = chunks.stats().chunks;
+    if (opts.maxBytes !== undefined && chunks.stats().bytes > opts.maxBytes) evictedBytes = await chunks.evict(chunks.stats().bytes - opts.maxBytes, 'gc --max-size');
+    const removed: string[] = [];
+    if (opts.keepWorkspaces) {
+      for (const w of await workspaces(db)) {
+        if (opts.keepWorkspaces.includes(w.id)) continue;
+        if (w.pendingWriteBacks > 0) {
+          log.warn({ workspace: w.id, pending: w.pendingWriteBacks }, 'not removing an inactive workspace with write-backs pending');
+          continue;
+        }
+        await db.deletePrefix(prefix(w.id));
+        await rm(join(cacheDir, 'dirty', w.id), { recursive: true, force: true });
+        removed.push(w.id);
+      }
+    }
+    // Dirty copies no journal record names (their writer never got a successful close) past the TTL.
+    let staleFiles = 0;
+    for (const ws of await readdir(join(cacheDir, 'dirty')).catch(() => [] as string[])) {
+      const named = new Set((await new Journal(db, ws).load()).map((e) => e.dirty));
+      for (const f of await readdir(join(cacheDir, 'dirty', ws)).catch(() => [] as string[])) {
+        const p = join(cacheDir, 'dirty', ws, f);
+        const st = await stat(p).catch(() => undefined);
+        if (!st || named.has(f) || f.endsWith('.failed') || Date.now() - st.mtimeMs < opts.tempTtlMs) continue;
+        await unlink(p).catch(() => undefined);
+        staleFiles++;
+      }
+    }
+    const result = { evictedChunks: before - chunks.stats().chunks, evictedBytes, removedWorkspaces: removed, staleFiles };
+    log.info({ cacheDir, ...result }, 'cache gc');
+    return result;
+  } finally {
+    await db.close();
+    await chunks.close();
+  }
+}
