@@ -18,3 +18,9 @@ export function fail(message: string, code = 1): never {
 export function defaultCacheDir(): string {
   return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'ghostfs');
 }
+
+/** The effective settings as JSON, secrets masked. */
+export function printConfig(config: object): void {
+  const masked = JSON.parse(JSON.stringify(config, (k, v) => (k === 'token' && v ? '***' : v === Infinity ? 'unlimited' : v)));
+  process.stdout.write(JSON.stringify(masked, null, 2) + '\n');
+}

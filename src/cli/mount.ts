@@ -15,7 +15,7 @@ import { log } from '../log.js';
 import { ControlServer } from '../admin/control-server.js';
 import { socketFor } from '../admin/registry.js';
 import type { ControlReply } from '../admin/protocol.js';
-import { defaultCacheDir, env, fail } from './common.js';
+import { defaultCacheDir, env, fail, printConfig } from './common.js';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
@@ -40,6 +40,7 @@ export function mountCommand(): Command {
     .addOption(env(new Option('--client-id <id>', 'name of this mount in conflict copies and node logs').default(hostname()), 'CLIENT_ID'))
     .addOption(env(new Option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(parseListen), 'METRICS'))
     .option('--foreground', 'stay attached; unmount on SIGINT/SIGTERM')
+    .option('--print-config', 'print the effective settings (flags, GHOSTFS_* variables, defaults) and exit')
     .option('--fuse-debug', 'print every FUSE request (libfuse debug output)')
     .action(async (endpoint: string, mountpoint: string, o) => {
       if ((o.tlsCert && !o.tlsKey) || (!o.tlsCert && o.tlsKey)) fail('--tls-cert and --tls-key go together.');
@@ -59,6 +60,7 @@ export function mountCommand(): Command {
         minFreeBytes: o.minFree,
         debug: !!o.fuseDebug,
       };
+      if (o.printConfig) return printConfig({ ...config, metrics: o.metrics });
       if (!o.foreground) return background(config);
       await foreground(config, o.metrics);
     });

@@ -9,7 +9,7 @@ import { parseChoice, parseDuration, parseIntIn, parseListen, parseSize } from '
 import { NodeAgent, type NodeConfig } from '../node/agent.js';
 import type { ScanStats } from '../node/workspace-index.js';
 import { log } from '../log.js';
-import { env, fail } from './common.js';
+import { env, fail, printConfig } from './common.js';
 import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
 
 function defaultStateDir(): string {
@@ -37,6 +37,7 @@ export function serveCommand(): Command {
     .addOption(env(new Option('--reconcile-interval <duration>', 'full re-walk behind the inotify watches').argParser(parseDuration).default(parseDuration('5m'), '5m'), 'RECONCILE_INTERVAL'))
     .addOption(env(new Option('--no-watch', 'do not watch for changes (rely on the periodic reconcile)'), 'NO_WATCH'))
     .addOption(env(new Option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(parseListen), 'METRICS'))
+    .option('--print-config', 'print the effective settings (flags, GHOSTFS_* variables, defaults) and exit')
     .action(async (o) => {
       const workspaces = parseWorkspaces(o.root, o.workspace as string[]);
       if (o.tlsCert && !o.tlsKey) fail('--tls-cert needs --tls-key.');
@@ -59,6 +60,7 @@ export function serveCommand(): Command {
         watch: o.watch !== false,
         onProgress: progressReporter(),
       };
+      if (o.printConfig) return printConfig({ ...config, onProgress: undefined, metrics: o.metrics });
       // Signals are handled from the start, so a stop during indexing or
       // right after "node serving" still closes the database cleanly.
       let stopping = false;

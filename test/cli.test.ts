@@ -1,0 +1,40 @@
+// Configuration from flags and GHOSTFS_* variables: validated, visible.
+import t from 'tap';
+import { run } from './helpers/mount-proc.js';
+import { BIN } from './helpers/node-proc.js';
+
+const ghostfs = (args: string[], env: Record<string, string> = {}) =>
+  new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    import('node:child_process').then(({ execFile }) =>
+      execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, encoding: 'utf8' }, (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as NodeJS.ErrnoException).code ?? 1) : 0, stdout, stderr }),
+      ),
+    );
+  });
+
+t.test('--print-config shows the effective settings, from flags and environment', async (t) => {
+  const r = await ghostfs(['serve', '--root', '/tmp', '--print-config'], { GHOSTFS_PROFILE: 'nfs', GHOSTFS_TOKEN: 'secret', GHOSTFS_LISTEN: '127.0.0.1:7171' });
+  t.equal(r.code, 0, r.stderr);
+  const c = JSON.parse(r.stdout);
+  t.equal(c.listen.port, 7171, 'GHOSTFS_LISTEN applied');
+  t.equal(c.readSize, 1024 * 1024, 'the nfs profile applied');
+  t.equal(c.token, '***', 'the token is masked');
+  const m = await ghostfs(['mount', '127.0.0.1:7070', '/tmp/x', '--print-config', '--cache-quota', '2G']);
+  t.equal(JSON.parse(m.stdout).cacheQuotaBytes, 2 * 1024 ** 3);
+});
+
+t.test('a bad value stops the command with one clear sentence', async (t) => {
+  const cases: [string[], Record<string, string>, RegExp][] = [
+    [['serve', '--root', '/tmp'], { GHOSTFS_PROFILE: 'fast' }, /"fast" is not one of ssd, nfs/],
+    [['serve', '--root', '/tmp', '--listen', 'nowhere'], {}, /"nowhere" is not HOST:PORT/],
+    [['serve', '--root', '/tmp', '--temp-ttl', 'soon'], {}, /"soon" is not a duration/],
+    [['mount', 'x:1', '/tmp/y', '--cache-quota', 'lots'], {}, /"lots" is not a size/],
+    [['serve', '--root', '/does/not/exist', '--state-dir', '/tmp/ghostfs-cli-test-state'], {}, /is not a usable directory/],
+  ];
+  for (const [args, env, msg] of cases) {
+    const r = await ghostfs(args, env);
+    t.not(r.code, 0, `${args.join(' ')} fails`);
+    t.match(r.stderr, msg);
+  }
+  await run('rm', ['-rf', '/tmp/ghostfs-cli-test-state']);
+});
