@@ -149,8 +149,11 @@ t.test('cache upkeep: warmup, quota, purge, gc', async (t) => {
   });
 
   await t.test('offline purge --metadata, gc to a size, orphaned workspace and stale temps', async (t) => {
-    await sh(`echo keep-me > '${mnt}/pending.txt'`);
-    await m.stop();
+    // A write-back left pending: the node is down when the file is closed.
+    const port = node.port;
+    await node.stop('SIGKILL');
+    t.equal((await sh(`echo keep-me > '${mnt}/pending.txt'`)).code, 0);
+    t.equal((await cli('unmount', mnt, '--force', '--timeout', '1s')).code, 0);
     // A workspace no longer active, and stale leftovers.
     const { Store, key } = await import('../src/store/db.js');
     const db = await Store.open(join(cache, 'db'));
@@ -174,6 +177,14 @@ t.test('cache upkeep: warmup, quota, purge, gc', async (t) => {
     const p = await cli('purge', '--cache-dir', cache, '--metadata', '--workspace', 'default', '--yes', '--json');
     t.equal(p.code, 0, p.stderr);
     t.same(JSON.parse(p.stdout).workspacesCleared, ['default']);
-    t.equal(await readFile(join(src, 'pending.txt'), 'utf8'), 'keep-me\n', 'the file written before was committed, nothing lost');
+    t.equal(JSON.parse(p.stdout).keptPending, 1, 'purge kept the pending write-back');
+    // The node returns; the next mount replays what purge and gc left alone.
+    const node2 = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state'), '--listen', `127.0.0.1:${port}`]);
+    t.teardown(() => node2.stop('SIGKILL'));
+    const m2 = await MountProc.start(node2.endpoint, mnt, ['--cache-dir', cache], env);
+    t.teardown(() => m2.kill());
+    for (let i = 0; i < 100 && !(await readFile(join(src, 'pending.txt'), 'utf8').catch(() => '')); i++) await new Promise((r) => setTimeout(r, 100));
+    t.equal(await readFile(join(src, 'pending.txt'), 'utf8'), 'keep-me\n', 'nothing written was lost');
+    await m2.stop();
   });
 });
