@@ -29,17 +29,27 @@ async function workspaces(db: Store): Promise<CacheSummary['workspaces']> {
   return [...counts].map(([id, c]) => ({ id, ...c }));
 }
 
-export async function summarize(cacheDir: string): Promise<CacheSummary> {
+/** Opens a cache dir's chunk store and database (failing if a mount holds them) for one job. */
+async function withCache<T>(cacheDir: string, fn: (chunks: ChunkStore, db: Store) => Promise<T>): Promise<T> {
   const chunks = new ChunkStore(join(cacheDir, 'chunks'));
-  await chunks.init();
-  const db = await Store.open(join(cacheDir, 'db'));
+  await chunks.init(); // also removes interrupted chunk writes
   try {
-    const s = chunks.stats();
-    return { cacheDir, chunks: s.chunks, chunkBytes: s.bytes, workspaces: await workspaces(db) };
+    const db = await Store.open(join(cacheDir, 'db'));
+    try {
+      return await fn(chunks, db);
+    } finally {
+      await db.close();
+    }
   } finally {
-    await db.close();
     await chunks.close();
   }
+}
+
+export function summarize(cacheDir: string): Promise<CacheSummary> {
+  return withCache(cacheDir, async (chunks, db) => {
+    const s = chunks.stats();
+    return { cacheDir, chunks: s.chunks, chunkBytes: s.bytes, workspaces: await workspaces(db) };
+  });
 }
 
 export interface PurgeResult {
@@ -50,11 +60,8 @@ export interface PurgeResult {
 }
 
 /** Removes cached chunks and, if asked, the metadata of workspaces (never their pending write-backs). */
-export async function purge(cacheDir: string, opts: { metadata: boolean; workspace?: string; onProgress?: (done: number, total: number) => void }): Promise<PurgeResult> {
-  const chunks = new ChunkStore(join(cacheDir, 'chunks'));
-  await chunks.init();
-  const db = await Store.open(join(cacheDir, 'db'));
-  try {
+export function purge(cacheDir: string, opts: { metadata: boolean; workspace?: string; onProgress?: (done: number, total: number) => void }): Promise<PurgeResult> {
+  return withCache(cacheDir, async (chunks, db) => {
     const keys = chunks.keys();
     const before = chunks.stats().bytes;
     for (const [i, k] of keys.entries()) {
@@ -75,10 +82,7 @@ export async function purge(cacheDir: string, opts: { metadata: boolean; workspa
     }
     log.info({ cacheDir, chunks: keys.length, bytes: before, workspacesCleared: cleared, keptPending }, 'purged cache');
     return { chunks: keys.length, bytes: before, workspacesCleared: cleared, keptPending };
-  } finally {
-    await db.close();
-    await chunks.close();
-  }
+  });
 }
 
 export interface GcResult {
@@ -89,11 +93,8 @@ export interface GcResult {
 }
 
 /** Evicts down to a size, drops caches of workspaces no longer active, removes stale temp files. */
-export async function gc(cacheDir: string, opts: { maxBytes?: number; keepWorkspaces?: string[]; tempTtlMs: number }): Promise<GcResult> {
-  const chunks = new ChunkStore(join(cacheDir, 'chunks'));
-  await chunks.init(); // also removes interrupted chunk writes
-  const db = await Store.open(join(cacheDir, 'db'));
-  try {
+export function gc(cacheDir: string, opts: { maxBytes?: number; keepWorkspaces?: string[]; tempTtlMs: number }): Promise<GcResult> {
+  return withCache(cacheDir, async (chunks, db) => {
     let evictedBytes = 0;
     const before = chunks.stats().chunks;
     if (opts.maxBytes !== undefined && chunks.stats().bytes > opts.maxBytes) evictedBytes = await chunks.evict(chunks.stats().bytes - opts.maxBytes, 'gc --max-size');
@@ -125,8 +126,5 @@ export async function gc(cacheDir: string, opts: { maxBytes?: number; keepWorksp
     const result = { evictedChunks: before - chunks.stats().chunks, evictedBytes, removedWorkspaces: removed, staleFiles };
     log.info({ cacheDir, ...result }, 'cache gc');
     return result;
-  } finally {
-    await db.close();
-    await chunks.close();
-  }
+  });
 }

@@ -2,7 +2,7 @@
 // commands against the mount in other child processes: the test process
 // itself never does file I/O on a mount (nor does the mount process).
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { BIN, type LogLine } from './node-proc.js';
+import { BIN, LoggedProc } from './logged-proc.js';
 
 export interface RunResult {
   code: number;
@@ -28,33 +28,12 @@ export function sh(script: string, opts: { cwd?: string; timeoutMs?: number } = 
   return run('bash', ['-c', `set -o pipefail; ${script}`], opts);
 }
 
-export class MountProc {
-  readonly lines: LogLine[] = [];
-  private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
-  readonly exited: Promise<number | null>;
-
+export class MountProc extends LoggedProc {
   private constructor(
-    readonly child: ChildProcess,
+    child: ChildProcess,
     readonly mountpoint: string,
   ) {
-    let buf = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        let parsed: LogLine;
-        try {
-          parsed = JSON.parse(line);
-        } catch {
-          parsed = { msg: line, level: 50 };
-        }
-        this.lines.push(parsed);
-        this.waiters = this.waiters.filter((w) => (w.pred(parsed) ? (w.resolve(parsed), false) : true));
-      }
-    });
-    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+    super(child);
   }
 
   /** Mounts and resolves once the kernel mount is up; rejects with the log if it exits first. */
@@ -64,29 +43,8 @@ export class MountProc {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const m = new MountProc(child, mountpoint);
-    await Promise.race([
-      m.waitFor((l) => l.msg === 'mounted', 60_000),
-      m.exited.then((code) => {
-        throw new Error(`mount exited (${code}) before it was ready:\n${m.lines.map((l) => JSON.stringify(l)).join('\n')}`);
-      }),
-    ]);
+    await m.ready('mounted', 'mount');
     return m;
-  }
-
-  waitFor(pred: (l: LogLine) => boolean, timeoutMs = 20_000): Promise<LogLine> {
-    const found = this.lines.find(pred);
-    if (found) return Promise.resolve(found);
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('timed out waiting for a mount log line')), timeoutMs);
-      t.unref();
-      this.waiters.push({
-        pred,
-        resolve: (l) => {
-          clearTimeout(t);
-          resolve(l);
-        },
-      });
-    });
   }
 
   has(msg: string): boolean {

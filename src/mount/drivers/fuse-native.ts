@@ -74,6 +74,9 @@ export class FuseNativeDriver implements Driver {
       return [parent.ino, baseName(r)];
     };
     const done = (cb: (err: number) => void) => (err: number) => cb(err);
+    /** An operation on a name in a directory (unlink, mkdir...): resolved, run, answered. */
+    const inParent = (op: string, p: string, cb: (err: number) => void, fn: (parent: number, name: string) => Promise<unknown>): void =>
+      this.serve(op, p, async () => fn(...(await parentAndName(p))), done(cb));
     return {
       init: (cb) => cb(0),
       getattr: (p, cb) => this.serve('getattr', p, async () => toStat(await vfs.resolve(rel(p))), cb),
@@ -125,36 +128,9 @@ export class FuseNativeDriver implements Driver {
       chown: (p, uid, gid, cb) =>
         this.serve('chown', p, async () => vfs.setattr((await vfs.resolve(rel(p))).ino, { uid: uid === 0xffffffff ? undefined : uid, gid: gid === 0xffffffff ? undefined : gid }), done(cb)),
       mknod: (_p, _m, _d, cb) => cb(-errnoNumber('EPERM')),
-      unlink: (p, cb) =>
-        this.serve(
-          'unlink',
-          p,
-          async () => {
-            const [parent, name] = await parentAndName(p);
-            await vfs.unlink(parent, name);
-          },
-          done(cb),
-        ),
-      rmdir: (p, cb) =>
-        this.serve(
-          'rmdir',
-          p,
-          async () => {
-            const [parent, name] = await parentAndName(p);
-            await vfs.rmdir(parent, name);
-          },
-          done(cb),
-        ),
-      mkdir: (p, mode, cb) =>
-        this.serve(
-          'mkdir',
-          p,
-          async () => {
-            const [parent, name] = await parentAndName(p);
-            await vfs.mkdir(parent, name, mode);
-          },
-          done(cb),
-        ),
+      unlink: (p, cb) => inParent('unlink', p, cb, (parent, name) => vfs.unlink(parent, name)),
+      rmdir: (p, cb) => inParent('rmdir', p, cb, (parent, name) => vfs.rmdir(parent, name)),
+      mkdir: (p, mode, cb) => inParent('mkdir', p, cb, (parent, name) => vfs.mkdir(parent, name, mode)),
       rename: (src, dest, cb) =>
         this.serve(
           'rename',
@@ -166,26 +142,8 @@ export class FuseNativeDriver implements Driver {
           },
           done(cb),
         ),
-      symlink: (target, p, cb) =>
-        this.serve(
-          'symlink',
-          p,
-          async () => {
-            const [parent, name] = await parentAndName(p);
-            await vfs.symlink(parent, name, target);
-          },
-          done(cb),
-        ),
-      link: (src, dest, cb) =>
-        this.serve(
-          'link',
-          dest,
-          async () => {
-            const [parent, name] = await parentAndName(dest);
-            await vfs.link((await vfs.resolve(rel(src))).ino, parent, name);
-          },
-          done(cb),
-        ),
+      symlink: (target, p, cb) => inParent('symlink', p, cb, (parent, name) => vfs.symlink(parent, name, target)),
+      link: (src, dest, cb) => inParent('link', dest, cb, async (parent, name) => vfs.link((await vfs.resolve(rel(src))).ino, parent, name)),
     };
   }
 
