@@ -10,6 +10,7 @@ t.test('the demo serves, mounts, reads, sees a change and unmounts', async (t) =
   t.match(r.stdout, /mounted 127\.0\.0\.1:\d+ \(workspace demo\)/);
   t.match(r.stdout, /src\/app\.ts:1:export const answer = 42;/, 'grep ran on the mount');
   t.match(r.stdout, /sha256 matches the node's copy/);
+  t.match(r.stdout, /cache +\d+ chunks, [\d.]+ MiB/, 'status shows the cache figures');
   t.match(r.stdout, /export const answer = 43; \/\/ edited on the node/, 'the change feed delivered the edit');
   t.match(r.stdout, /written through the mount\n/, 'a file written through the mount is on the node');
   t.match(r.stdout, /export const answer = 44; \/\/ edited on the node/, 'sed -i through the mount reached the node');

@@ -146,7 +146,8 @@ function runCmd(cmd: string, cwd: string, o: { capture?: boolean; timeoutMs: num
     child.once('error', (e) => {
       clearTimeout(timer);
       workloads.delete(child);
-      rej(e);
+      // spawn reports a vanished cwd (a mount that went away) as "spawn bash ENOENT": say what it is.
+      rej(existsSync(cwd) ? e : new Error(`cannot run \`${cmd}\`: its directory ${cwd} is gone`));
     });
     child.once('close', (code, signal) => {
       const ms = performance.now() - t0;
@@ -227,6 +228,8 @@ async function dropCaches(): Promise<void> {
 
 interface NodeProc {
   child: ChildProcess;
+  /** Set when we stop it: any other exit is someone else's doing and worth a note. */
+  stopping: boolean;
   endpoint: string;
   indexed: { files: number; hashedBytes: number; durationMs: number } | null;
   tail: string[];
@@ -259,9 +262,13 @@ async function startNode(root: string, stateDir: string): Promise<NodeProc> {
   delete env.GHOSTFS_LOG_FILE; // the lines must come to us on stderr
   // Port 0: the kernel picks a free loopback port.
   const child = spawn(process.execPath, [CLI, 'serve', '--root', root, '--state-dir', stateDir, '--listen', '127.0.0.1:0'], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] });
-  const n: NodeProc = { child, endpoint: '', indexed: null, tail: [] };
+  const n: NodeProc = { child, stopping: false, endpoint: '', indexed: null, tail: [] };
   node = n;
+  nodeArgs = { root, stateDir };
   const exited = new Promise<string>((res) => child.once('exit', (code, sig) => res(sig ?? `code ${code}`)));
+  void exited.then((how) => {
+    if (!n.stopping && !aborting && n.endpoint) note(`the node exited on its own (${how}) at ${new Date().toISOString()}; last lines:\n      ${n.tail.slice(-6).join('\n      ')}`);
+  });
   const ready = new Promise<void>((res) => {
     createInterface({ input: child.stderr! }).on('line', (line) => {
       const rec = watchLog('node', line, n.tail);
@@ -277,10 +284,23 @@ async function startNode(root: string, stateDir: string): Promise<NodeProc> {
   return n;
 }
 
+let nodeArgs: { root: string; stateDir: string } | null = null;
+
+/** Restarts the node if it died under us (noted when it exited), so one outside kill does not end the benchmark. */
+async function ensureNode(): Promise<void> {
+  if (node && node.child.exitCode === null && node.child.signalCode === null) return;
+  if (!nodeArgs) throw new Error('no node to restart');
+  node = null;
+  progress('  restarting the node... ');
+  const n = await startNode(nodeArgs.root, nodeArgs.stateDir);
+  progress(`serving on ${n.endpoint}\n`);
+}
+
 async function stopNode(): Promise<void> {
   const n = node;
   if (!n) return;
   node = null;
+  n.stopping = true;
   if (n.child.exitCode !== null || n.child.signalCode !== null) return;
   const exited = new Promise<void>((res) => n.child.once('exit', () => res()));
   n.child.kill('SIGTERM');
@@ -293,6 +313,8 @@ async function stopNode(): Promise<void> {
 
 interface MountProc {
   child: ChildProcess;
+  /** Set just before we send SIGTERM. */
+  stopping: boolean;
   mnt: string;
   readyMs: number;
   tail: string[];
@@ -317,8 +339,20 @@ function lazyUnmount(mnt: string): void {
   spawnSync(fusermount(), ['-uz', mnt], { stdio: 'ignore', timeout: 30_000 });
 }
 
+/** Starts a mount; a start that fails (e.g. the process was killed from outside) is noted and tried once more. */
 async function startMount(mnt: string, cacheDir: string, opts: Options): Promise<MountProc> {
+  try {
+    return await startMountOnce(mnt, cacheDir, opts);
+  } catch (err) {
+    if (err instanceof Aborted) throw err;
+    note(`a mount failed to start, trying once more: ${(err as Error).message}`);
+    return startMountOnce(mnt, cacheDir, opts);
+  }
+}
+
+async function startMountOnce(mnt: string, cacheDir: string, opts: Options): Promise<MountProc> {
   if (aborting) throw new Aborted();
+  await ensureNode();
   if (!node) throw new Error('no node running');
   if (isMounted(mnt)) {
     note(`${mnt} was still mounted before a new mount: lazily unmounted`);
@@ -331,17 +365,24 @@ async function startMount(mnt: string, cacheDir: string, opts: Options): Promise
   delete env.GHOSTFS_LOG_FILE;
   const t0 = performance.now();
   const child = spawn(process.execPath, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const m: MountProc = { child, mnt, readyMs: 0, tail: [], exited: new Promise((res) => child.once('exit', (code, signal) => res({ code, signal }))) };
+  const m: MountProc = { child, stopping: false, mnt, readyMs: 0, tail: [], exited: new Promise((res) => child.once('exit', (code, signal) => res({ code, signal }))) };
   mounted = m;
   createInterface({ input: child.stdout! }).on('line', (l) => watchLog('mount', l, m.tail));
   const ready = new Promise<void>((res) => {
     createInterface({ input: child.stderr! }).on('line', (line) => {
-      if (watchLog('mount', line, m.tail)?.msg === 'mounted') res();
+      const rec = watchLog('mount', line, m.tail);
+      if (rec?.msg === 'mounted') res();
+      // We send SIGTERM only after setting `stopping`: anything else came from outside this benchmark.
+      if (rec?.msg === 'unmounting' && !m.stopping && !aborting) note(`the mount at ${m.mnt} began unmounting on "${String(rec.signal)}" that this benchmark did not send (at ${new Date().toISOString()})`);
     });
+  });
+  void m.exited.then(({ code, signal }) => {
+    if (!m.stopping && !aborting) note(`a mount process exited on its own (${signal ?? `code ${code}`}) at ${new Date().toISOString()}, ${m.readyMs ? 'after' : 'before'} it was ready`);
   });
   const outcome = await Promise.race([ready.then(() => 'ok'), m.exited.then((e) => `exited (${e.signal ?? `code ${e.code}`})`), sleep(120_000).then(() => 'not ready after 120 s')]);
   if (aborting) throw new Aborted();
   if (outcome !== 'ok') {
+    m.stopping = true; // its exit is reported in the error below
     await stopMount();
     throw new Error(`the mount ${outcome}:\n${m.tail.join('\n')}`);
   }
@@ -357,7 +398,10 @@ async function stopMount(): Promise<void> {
   mounted = null;
   const t0 = performance.now();
   const within = (ms: number): Promise<boolean> => Promise.race([m.exited.then(() => true), sleep(ms).then(() => false)]);
-  if (m.child.exitCode === null && m.child.signalCode === null) {
+  m.stopping = true;
+  // An exit before our SIGTERM was already noted by the exit listener.
+  const sent = m.child.exitCode === null && m.child.signalCode === null;
+  if (sent) {
     m.child.kill('SIGTERM');
     if (!(await within(30_000))) {
       note(`the mount at ${m.mnt} did not exit within 30 s of SIGTERM: fusermount -uz, then SIGKILL`);
@@ -369,7 +413,7 @@ async function stopMount(): Promise<void> {
     }
   }
   const { code, signal } = await m.exited;
-  if (!aborting && code !== 0) note(`the mount process exited with ${signal ?? `code ${code}`} on SIGTERM; last lines:\n${m.tail.slice(-8).join('\n')}`);
+  if (!aborting && sent && code !== 0) note(`the mount process exited with ${signal ?? `code ${code}`} on SIGTERM; last lines:\n${m.tail.slice(-8).join('\n')}`);
   if (isMounted(m.mnt)) {
     note(`${m.mnt} was still mounted after its process exited: fusermount -uz`);
     lazyUnmount(m.mnt);
@@ -767,31 +811,51 @@ async function main(opts: Options): Promise<void> {
     let contentChecked: string | null = null;
     for (const w of ws) {
       progress(`ghostfs: ${w.label}\n`);
+      // A round that fails (a mount that will not start, a node killed from outside) is recorded and
+      // noted; the benchmark goes on with the next one instead of losing every figure so far.
+      const guarded = async (what: string, cols: Column[], fn: () => Promise<void>): Promise<void> => {
+        try {
+          await fn();
+        } catch (err) {
+          if (err instanceof Aborted) throw err;
+          const msg = `${what} failed: ${(err as Error).message}`;
+          note(`${w.label}: ${msg}`);
+          for (const c of cols) {
+            results[w.id]![c].failures.push(msg);
+            results[w.id]![c].at.push(new Date().toISOString());
+          }
+          await stopMount();
+        }
+      };
       for (let r = 1; r <= coldRuns; r++) {
-        await rm(cacheDir, { recursive: true, force: true });
-        await mkdir(cacheDir, { recursive: true });
-        await startMount(mnt, cacheDir, opts);
-        await dropCaches();
-        await sample(results, w, 'ghostCold', mnt, `cold ${r}/${coldRuns}`);
-        if (r === 1 && w.kind === 'meta') for (let i = 1; i <= opts.runs; i++) await sample(results, w, 'ghostWarm', mnt, `warm ${i}/${opts.runs}`);
-        if (w.id === 'seq' && r === 1) {
-          // Untimed: the bytes that came through the mount are the node's bytes.
-          const c = await runCmd(`cmp ${JSON.stringify(join(dataDir, 'big.bin'))} big.bin`, mnt, { capture: true, timeoutMs: 60 * 60_000 });
-          contentChecked = c.code === 0 ? 'identical' : `DIFFERENT (${(c.stdout + c.stderr).trim().slice(0, 200)})`;
-          if (c.code !== 0) note(`big.bin read through ghostfs differs from the node's: ${contentChecked}`);
-        }
-        if (r === coldRuns && w.prime) {
-          const p = await runCmd(w.prime, mnt, { timeoutMs: 60 * 60_000 });
-          if (p.code !== 0) note(`priming the cache (${w.prime}) failed: ${failed(w.prime, p).message}`);
-        }
-        await stopMount();
+        await guarded(`cold round ${r}`, r === 1 && w.kind === 'meta' ? ['ghostCold', 'ghostWarm'] : ['ghostCold'], async () => {
+          await rm(cacheDir, { recursive: true, force: true });
+          await mkdir(cacheDir, { recursive: true });
+          await startMount(mnt, cacheDir, opts);
+          await dropCaches();
+          await sample(results, w, 'ghostCold', mnt, `cold ${r}/${coldRuns}`);
+          if (r === 1 && w.kind === 'meta') for (let i = 1; i <= opts.runs; i++) await sample(results, w, 'ghostWarm', mnt, `warm ${i}/${opts.runs}`);
+          if (w.id === 'seq' && r === 1) {
+            // Untimed: the bytes that came through the mount are the node's bytes.
+            const c = await runCmd(`cmp ${JSON.stringify(join(dataDir, 'big.bin'))} big.bin`, mnt, { capture: true, timeoutMs: 60 * 60_000 });
+            contentChecked = c.code === 0 ? 'identical' : `DIFFERENT (${(c.stdout + c.stderr).trim().slice(0, 200)})`;
+            if (c.code !== 0) note(`big.bin read through ghostfs differs from the node's: ${contentChecked}`);
+          }
+          if (r === coldRuns && w.prime) {
+            const p = await runCmd(w.prime, mnt, { timeoutMs: 60 * 60_000 });
+            if (p.code !== 0) note(`priming the cache (${w.prime}) failed: ${failed(w.prime, p).message}`);
+          }
+          await stopMount();
+        });
       }
       // The cache of the last cold round, on a new mount each time: chunks and metadata from disk, nothing in memory.
       for (let i = 1; i <= opts.runs; i++) {
-        await startMount(mnt, cacheDir, opts);
-        await dropCaches();
-        await sample(results, w, 'ghostRemount', mnt, `${w.kind === 'data' ? 'warm' : 'remount'} ${i}/${opts.runs}`);
-        await stopMount();
+        await guarded(`remount ${i}`, ['ghostRemount'], async () => {
+          await startMount(mnt, cacheDir, opts);
+          await dropCaches();
+          await sample(results, w, 'ghostRemount', mnt, `${w.kind === 'data' ? 'warm' : 'remount'} ${i}/${opts.runs}`);
+          await stopMount();
+        });
       }
     }
     await stopNode();

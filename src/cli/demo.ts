@@ -5,7 +5,7 @@
 // landing on the node, and unmounts and cleans up.
 import { Command } from 'commander';
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdtemp, mkdir, writeFile, readFile, rm, readdir, stat } from 'node:fs/promises';
+import { mkdtemp, mkdir, writeFile, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -33,18 +33,6 @@ const indent = (s: string): string =>
     .split('\n')
     .map((l) => `     ${l}`)
     .join('\n');
-
-async function cacheFigures(dir: string): Promise<{ chunks: number; bytes: number }> {
-  let chunks = 0;
-  let bytes = 0;
-  for (const sub of await readdir(dir).catch(() => [] as string[])) {
-    for (const name of await readdir(join(dir, sub)).catch(() => [] as string[])) {
-      chunks++;
-      bytes += (await stat(join(dir, sub, name))).size;
-    }
-  }
-  return { chunks, bytes };
-}
 
 export function demoCommand(): Command {
   return new Command('demo').description('serve a sample workspace on loopback, mount it and show tools working on it').action(async () => {
@@ -101,8 +89,8 @@ export function demoCommand(): Command {
       const same = cold.out.split(' ')[0] === local.out.split(' ')[0];
       say(`5. data.bin (32 MiB) read lazily in content-defined chunks: sha256 ${same ? 'matches the node\'s copy' : 'DIFFERS from the node\'s copy'}`);
       say(`     first read ${Math.round(cold.ms)} ms (fetched over gRPC), second ${Math.round(warm.ms)} ms (cached)`);
-      const c = await cacheFigures(join(cache, 'chunks'));
-      say(`     local chunk cache: ${c.chunks} chunks, ${(c.bytes / 1048576).toFixed(1)} MiB in ${cache}`);
+      say(`   $ ghostfs status ${mnt}`);
+      say(indent((await tool(process.execPath, [BIN, 'status', mnt])).out));
 
       await writeFile(join(root, 'src/app.ts'), 'export const answer = 43; // edited on the node\n');
       let seen = '';
