@@ -108,6 +108,8 @@ t.test('cache upkeep: warmup, quota, purge, gc', async (t) => {
   const { randomBytes } = await import('node:crypto');
   for (let i = 0; i < 4; i++) await writeFile(join(src, `tree/sub/f${i}.bin`), randomBytes(3 * 1024 * 1024));
   await writeFile(join(src, 'big.bin'), randomBytes(48 * 1024 * 1024));
+  await mkdir(join(src, 'small'));
+  for (let i = 0; i < 50; i++) await writeFile(join(src, `small/s${i}.txt`), `small file ${i}\n`);
   const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
   t.teardown(() => node.stop('SIGKILL'));
   const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--cache-quota', '24M', '--min-free', '0'], env);
@@ -126,6 +128,17 @@ t.test('cache upkeep: warmup, quota, purge, gc', async (t) => {
     const after = await status();
     t.equal(after.fetched.bytes, before.fetched.bytes, 'reading the warmed files fetched nothing');
     t.ok(after.cache.hits > before.cache.hits, 'they were cache hits');
+  });
+
+  await t.test('reading one small file fetches its small siblings in the same call', async (t) => {
+    t.equal((await run('ls', [join(mnt, 'small')])).stdout.split('\n').filter(Boolean).length, 50);
+    const before = (await status()).fetched.chunks;
+    t.equal((await run('cat', [join(mnt, 'small/s7.txt')])).stdout, 'small file 7\n');
+    for (let i = 0; i < 50 && (await status()).fetched.chunks - before < 50; i++) await new Promise((r) => setTimeout(r, 100));
+    t.equal((await status()).fetched.chunks - before, 50, 'all 50 small files arrived');
+    const all = await sh(`cat '${mnt}'/small/*.txt | wc -l`);
+    t.equal(all.stdout.trim(), '50');
+    t.equal((await status()).fetched.chunks - before, 50, 'reading the others fetched nothing more');
   });
 
   await t.test('the cache stays within its quota while reading more than it', async (t) => {

@@ -20,6 +20,10 @@ import type { WriteBack } from './write-back.js';
 
 export const ROOT_INO = 1;
 
+/** Bounds of one sibling prefetch: small files of one directory fetched in one call. */
+const SIBLING_PREFETCH_BYTES = 8 * 1024 * 1024;
+const SIBLING_PREFETCH_FILES = 256;
+
 export interface Node {
   ino: number;
   path: string;
@@ -66,6 +70,8 @@ export class Vfs {
   private readonly paths = new Map<number, string>([[ROOT_INO, '']]);
   private readonly handles = new Map<number, FileHandle>();
   private readonly listing = new Map<string, Promise<void>>();
+  /** Directories whose small files were fetched together, and when. */
+  private readonly prefetchedDirs = new Map<string, number>();
   /** Files open for writing, by path. */
   private readonly dirty = new Map<string, DirtyFile>();
   private nextFh = 1;
@@ -230,6 +236,7 @@ export class Vfs {
     // A small file comes whole, in one call; a sequential reader gets the
     // next chunks fetched ahead, in parallel with what it reads now.
     if (h.size <= this.opts.wholeFileBytes) {
+      if (h.chunks.length === 1 && !this.chunks.isLocal(h.chunks[0]!.hash)) this.prefetchSiblings(h.path);
       void this.chunks.ensure(h.chunks, h.path).catch(() => undefined);
     } else if ((offset === h.lastEnd || offset === 0) && last + 1 >= h.aheadTo - this.opts.readaheadChunks / 2) {
       // Refill the window in one call once half of it has been consumed:
@@ -532,6 +539,30 @@ export class Vfs {
     if (!e) throw new FsError('ENOENT', `"${path}" does not exist`);
     this.paths.set(e.attr.ino, path);
     return e.attr.ino;
+  }
+
+  /**
+   * A small file missing from the cache is usually read with its siblings
+   * (grep -r, compilers, git add): fetch the directory's other small files
+   * in the same call, up to a bound, once a minute at most per directory.
+   * One round trip then serves what would have taken one per file.
+   */
+  private prefetchSiblings(path: string): void {
+    const dir = parentOf(path);
+    const last = this.prefetchedDirs.get(dir);
+    if (last !== undefined && Date.now() - last < 60_000) return;
+    this.prefetchedDirs.set(dir, Date.now());
+    const wanted: ChunkRef[] = [];
+    let bytes = 0;
+    for (const name of this.meta.childNames(dir)) {
+      const e = this.meta.get(joinRel(dir, name));
+      const c = e?.chunks?.length === 1 ? e.chunks[0]! : undefined;
+      if (!c || this.chunks.isLocal(c.hash)) continue;
+      if (bytes + c.length > SIBLING_PREFETCH_BYTES || wanted.length >= SIBLING_PREFETCH_FILES) break;
+      wanted.push(c);
+      bytes += c.length;
+    }
+    if (wanted.length > 1) void this.chunks.ensure(wanted, path).catch(() => undefined);
   }
 
   /** Paths of known inodes go stale when the node removes them. */
