@@ -492,9 +492,16 @@ export class Vfs {
       }
       return this.node(path, d.entry());
     }
+    // tar, cp -p and rsync restore owner and mode that are usually already
+    // right: such no-op changes cost a round trip each and are skipped (a
+    // chown still goes through when set-id bits are there for it to clear).
+    const cur = (await this.entry(path)).attr;
+    const setId = (cur.mode & 0o6000) !== 0;
     if (a.size !== undefined) await this.mutate([path], { truncate: { path, size: a.size } });
-    if (a.mode !== undefined) await this.mutate([path], { chmod: { path, mode: a.mode & 0o7777 } });
-    if (a.uid !== undefined || a.gid !== undefined) await this.mutate([path], { chown: { path, uid: a.uid ?? -1, gid: a.gid ?? -1 } });
+    if (a.mode !== undefined && (a.mode & 0o7777) !== (cur.mode & 0o7777)) await this.mutate([path], { chmod: { path, mode: a.mode & 0o7777 } });
+    if ((a.uid !== undefined && a.uid !== cur.uid) || (a.gid !== undefined && a.gid !== cur.gid) || ((a.uid !== undefined || a.gid !== undefined) && setId)) {
+      await this.mutate([path], { chown: { path, uid: a.uid ?? -1, gid: a.gid ?? -1 } });
+    }
     if (a.mtimeNs !== undefined || a.atimeNs !== undefined) {
       const t = (v: bigint | 'now' | undefined) => (v === undefined || v === 'now' ? undefined : toTimespec(v));
       await this.mutate([path], { utimens: { path, atime: t(a.atimeNs), mtime: t(a.mtimeNs), atimeNow: a.atimeNs === 'now', mtimeNow: a.mtimeNs === 'now' } });
