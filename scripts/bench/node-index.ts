@@ -8,34 +8,22 @@
 // measures what an operator sees, not an in-process shortcut.
 //
 //   scripts/bench/node-index --files 100000 --size 2G --runs 3 [--json out.json]
-import { Command, InvalidArgumentError } from 'commander';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { connect as h2connect } from 'node:http2';
+import { Command } from 'commander';
+import { type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir, totalmem, release, platform } from 'node:os';
-import { join, resolve } from 'node:path';
+import { mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { release, platform } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { CLI, handshake, REPO, spawnServe } from './lib/ghostfs.js';
+import { parseCount, parseSize } from './lib/options.js';
+import { ghostfsSettings, machineInfo, median } from './lib/report.js';
+import { forEachLimited, logUniform, prng, unit } from './lib/tree.js';
+import { openWorkDir, readMarkerFile, removeWorkDir, writeJsonReport } from './lib/workdir.js';
 
 // ---------------------------------------------------------------------------
 // options
-
-const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
-
-function parseBytes(v: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(v.trim());
-  if (!m) throw new InvalidArgumentError(`"${v}" is not a size (for example 512M or 2G).`);
-  return Math.round(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!);
-}
-
-function parseCount(min: number) {
-  return (v: string): number => {
-    if (!/^\d+$/.test(v.trim()) || Number(v) < min) throw new InvalidArgumentError(`"${v}" is not a whole number >= ${min}.`);
-    return Number(v);
-  };
-}
 
 interface Options {
   files: number;
@@ -50,28 +38,6 @@ interface Options {
 
 // ---------------------------------------------------------------------------
 // deterministic data
-
-/** sfc32: small, fast, good enough statistically, and fully determined by its seed. */
-function prng(seed: number): () => number {
-  let a = 0x9e3779b9 ^ seed,
-    b = 0x243f6a88 ^ Math.imul(seed, 0x85ebca6b),
-    c = 0xb7e15162,
-    d = 1;
-  const next = (): number => {
-    a |= 0; b |= 0; c |= 0; d |= 0;
-    const t = (((a + b) | 0) + d) | 0;
-    d = (d + 1) | 0;
-    a = b ^ (b >>> 9);
-    b = (c + (c << 3)) | 0;
-    c = (c << 21) | (c >>> 11);
-    c = (c + t) | 0;
-    return t >>> 0;
-  };
-  for (let i = 0; i < 12; i++) next(); // mix the seed in before use
-  return next;
-}
-const unit = (r: () => number): number => r() / 2 ** 32;
-const logUniform = (r: () => number, lo: number, hi: number): number => Math.exp(Math.log(lo) + unit(r) * (Math.log(hi) - Math.log(lo)));
 
 const FILES_PER_DIR = 100;
 // One random pool, sliced at per-file offsets: generating gigabytes from a JS
@@ -176,22 +142,7 @@ async function writeOne(tree: Tree, pool: Buffer, i: number, seed: number, round
   }
 }
 
-/** Runs fn(i) for each index with bounded concurrency (enough to keep the disk busy, not so many fds). */
-async function forEachLimited(indices: number[], limit: number, fn: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < indices.length) await fn(indices[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, indices.length) }, worker));
-}
-
-async function readMarker(dir: string): Promise<Marker | null> {
-  try {
-    return JSON.parse(await readFile(join(dir, MARKER), 'utf8')) as Marker;
-  } catch {
-    return null;
-  }
-}
+const readMarker = (dir: string): Promise<Marker | null> => readMarkerFile<Marker>(dir, MARKER);
 
 /** Generates DIR/tree unless a marker says it is already this exact tree. Returns seconds spent, or null when reused. */
 async function ensureTree(dir: string, tree: Tree, opts: Options, pool: () => Buffer): Promise<number | null> {
@@ -245,9 +196,6 @@ interface RunResult {
   peakRssMiB: number | null;
 }
 
-const REPO = resolve(fileURLToPath(new URL('../../../', import.meta.url)));
-const CLI = join(REPO, 'bin', 'ghostfs.js');
-
 let current: ChildProcess | null = null;
 
 function peakRss(pid: number | undefined): number | null {
@@ -260,29 +208,6 @@ function peakRss(pid: number | undefined): number | null {
   }
 }
 
-/**
- * Resolves once the node's server has answered an HTTP/2 handshake on its
- * port. `ghostfs serve` logs "node serving" a moment before it installs its
- * SIGTERM handler; a SIGTERM in that window kills it without a clean shutdown
- * (about half the time here). An answered handshake means its event loop has
- * turned since the log line, so the handler is in place. Never rejects: if the
- * probe cannot connect we stop the node anyway and judge by its exit.
- */
-function handshake(listen: unknown): Promise<void> {
-  const port = typeof listen === 'string' ? /:(\d+)$/.exec(listen)?.[1] : undefined;
-  if (!port) return Promise.resolve();
-  return new Promise((res) => {
-    const session = h2connect(`http://127.0.0.1:${port}`);
-    const done = (): void => {
-      session.destroy();
-      res();
-    };
-    session.once('remoteSettings', done);
-    session.once('error', done);
-    session.once('close', done);
-  });
-}
-
 class NodeFailed extends Error {
   constructor(message: string, readonly tail: string[]) {
     super(message);
@@ -290,15 +215,8 @@ class NodeFailed extends Error {
 }
 
 async function runNode(label: string, root: string, stateDir: string): Promise<RunResult> {
-  const env: NodeJS.ProcessEnv = { ...process.env, GHOSTFS_LOG_LEVEL: 'info', GHOSTFS_LOG_PRETTY: '0' };
-  delete env.GHOSTFS_LOG_FILE; // the lines must come to us on stderr
   const t0 = performance.now();
-  // Port 0: the kernel picks a free loopback port, so parallel runs never collide.
-  const child = spawn(process.execPath, [CLI, 'serve', '--root', root, '--state-dir', stateDir, '--listen', '127.0.0.1:0'], {
-    cwd: REPO,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawnServe(root, stateDir, 'pipe');
   current = child;
   const tail: string[] = [];
   const keep = (line: string): void => {
@@ -369,12 +287,6 @@ async function runNode(label: string, root: string, stateDir: string): Promise<R
 
 const MiB = 1024 ** 2;
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
 /** One value, or "median (min–max)" when the runs differ. */
 function summarize(xs: number[], fmt: (v: number) => string): string {
   const lo = Math.min(...xs),
@@ -413,26 +325,16 @@ async function main(opts: Options): Promise<void> {
   if (!existsSync(CLI) || !existsSync(join(REPO, 'dist', 'src', 'cli', 'main.js'))) {
     throw new Error(`the ghostfs CLI is not built (${CLI} / dist/src/cli/main.js); run \`npx tsc -p .\` in ${REPO}`);
   }
-  const madeDir = !opts.dir;
-  const dir = opts.dir ? resolve(opts.dir) : await mkdtemp(join(tmpdir(), 'ghostfs-bench-'));
-  // Never delete what we did not make: a named --dir must be new, empty, or one of ours (it has our marker).
-  if (opts.dir && existsSync(dir) && !(await readMarker(dir)) && (await readdir(dir)).length > 0) {
-    throw new Error(`${dir} is not empty and was not made by this benchmark (no ${MARKER}); give a new or empty --dir`);
-  }
-  await mkdir(dir, { recursive: true });
+  // A named --dir must be new, empty, or one of ours (it has our marker).
+  const { dir, madeDir } = await openWorkDir(opts.dir, 'ghostfs-bench-', MARKER, async (d) => !!(await readMarker(d)));
   const tree = planTree(join(dir, 'tree'), opts);
   const stateDir = join(dir, 'state');
   const progress = (s: string): boolean => process.stderr.write(s);
 
   const cleanup = async (): Promise<void> => {
     if (opts.keep) return;
-    if (madeDir) {
-      await rm(dir, { recursive: true, force: true });
-    } else {
-      // A directory the user named: remove only what this benchmark put there.
-      for (const p of [tree.root, stateDir, join(dir, MARKER)]) await rm(p, { recursive: true, force: true });
-      await rmdir(dir).catch(() => undefined);
-    }
+    // A directory the user named: remove only what this benchmark put there.
+    await removeWorkDir(dir, madeDir, [tree.root, stateDir, join(dir, MARKER)]);
   };
   // Ctrl-C: stop our child and leave no multi-GiB tree behind.
   process.once('SIGINT', () => {
@@ -465,12 +367,9 @@ async function main(opts: Options): Promise<void> {
     const partial = await runNode('partial', tree.root, stateDir);
     progress(`${ms(partial.durationMs)} ms\n\n`);
 
-    const cpu = cpus();
-    const ghostfsEnv = Object.entries(process.env)
-      .filter(([k]) => k.startsWith('GHOSTFS_') && k !== 'GHOSTFS_LOG_LEVEL' && k !== 'GHOSTFS_LOG_PRETTY' && k !== 'GHOSTFS_TOKEN')
-      .map(([k, v]) => `${k}=${v}`);
+    const ghostfsEnv = ghostfsSettings();
     const date = new Date().toISOString();
-    const machine = { cpus: cpu.length, cpuModel: cpu[0]?.model.trim() ?? 'unknown', totalMemBytes: totalmem(), os: `${platform()} ${release()}`, node: process.version };
+    const machine = { ...machineInfo(), os: `${platform()} ${release()}`, node: process.version };
     const out: string[] = [];
     out.push(`ghostfs node index benchmark — ${date}`);
     out.push(`machine: ${machine.cpus} × ${machine.cpuModel}, ${size(machine.totalMemBytes)} RAM, ${machine.os}, node ${machine.node}`);
@@ -513,8 +412,7 @@ async function main(opts: Options): Promise<void> {
           coldOverWarmReady: warm.length && warmReady > 0 ? cold.wallServingMs / warmReady : null,
         },
       };
-      await writeFile(resolve(opts.json), JSON.stringify(report, null, 2) + '\n');
-      process.stdout.write(`json:      ${resolve(opts.json)}\n`);
+      process.stdout.write(`json:      ${await writeJsonReport(opts.json, report)}\n`);
     }
     if (opts.keep) process.stdout.write(`kept:      ${dir}\n`);
   } finally {
@@ -525,7 +423,7 @@ async function main(opts: Options): Promise<void> {
 const program = new Command('node-index')
   .description('benchmark the ghostfs node agent: cold index, warm restarts, restart after a few changes')
   .option('--files <n>', 'files in the generated tree', parseCount(1), 100_000)
-  .option('--size <bytes>', 'total bytes in the tree (e.g. 2G, 512M)', parseBytes, 2 * 1024 ** 3)
+  .option('--size <bytes>', 'total bytes in the tree (e.g. 2G, 512M)', parseSize('512M or 2G'), 2 * 1024 ** 3)
   .option('--dir <dir>', 'where to put the tree and state (default: a fresh dir under the OS temp dir)')
   .option('--keep', 'keep the directory afterwards (a kept tree with the same parameters is reused)', false)
   .option('--runs <n>', 'warm restarts', parseCount(0), 3)

@@ -13,37 +13,22 @@
 // on a mount it serves, and keeping the rule absolute here costs nothing).
 //
 //   scripts/bench/read [--quick] [--files 27000] [--big 1G] [--runs 3] [--json out.json] [--keep --dir DIR]
-import { Command, InvalidArgumentError, Option } from 'commander';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
-import { connect as h2connect } from 'node:http2';
-import { cpus, release, tmpdir, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import { existsSync, writeFileSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { release } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { generateSourceTree, gitEnv, writeIncompressible, type SourceTreeSummary } from './lib/tree.js';
+import { assertCliBuilt, ghostfsDirs, type MountProc as MountChild, mountState, type NodeProc as NodeChild, spawnMount, spawnNode, stillMounted, stopAll, stopNodeProcess, terminateMount, waitMounted, waitServing } from './lib/ghostfs.js';
+import { parseCount, parseSize } from './lib/options.js';
+import { firstLineOf, fmt, ghostfsSettings, machineInfo, MB, median, MiB, sizeLabel as sizeLabelKiB, table } from './lib/report.js';
+import { Aborted, failed, issueAndNoteLines, logIssues, note, notes, once, progress, recordIssue, runCmd, session, teardownOnSignals } from './lib/session.js';
+import { ensureDebianPackages } from './lib/tools.js';
+import { generateSourceTree, gitEnv, keptFileMatches, type SourceTreeSummary, writeIncompressible } from './lib/tree.js';
+import { openWorkDir, readMarkerFile, removeWorkDir, writeJsonReport } from './lib/workdir.js';
 
 // ---------------------------------------------------------------------------
 // options
-
-const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
-
-function parseBytes(v: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(v.trim());
-  if (!m) throw new InvalidArgumentError(`"${v}" is not a size (for example 128M or 1G).`);
-  const n = Math.round(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!);
-  if (n < 1024 ** 2) throw new InvalidArgumentError(`"${v}" is too small: the big file needs at least 1M.`);
-  return n;
-}
-
-function parseCount(min: number) {
-  return (v: string): number => {
-    if (!/^\d+$/.test(v.trim()) || Number(v) < min) throw new InvalidArgumentError(`"${v}" is not a whole number >= ${min}.`);
-    return Number(v);
-  };
-}
 
 interface Options {
   files: number;
@@ -61,149 +46,21 @@ interface Options {
   only?: string[];
 }
 
-// ---------------------------------------------------------------------------
-// processes: everything we start is tracked, so Ctrl-C or an error stops it
-
-const REPO = resolve(fileURLToPath(new URL('../../../', import.meta.url)));
-const CLI = join(REPO, 'bin', 'ghostfs.js');
 const MARKER = 'bench-read.json';
 const MARKER_FORMAT = 1;
-const MB = 1e6;
-const MiB = 1024 ** 2;
 
-class Aborted extends Error {
-  constructor() {
-    super('interrupted');
-  }
-}
-
-let aborting = false;
-/** Workload commands run in their own process group (detached) so a timeout or Ctrl-C can stop a whole pipeline. */
-const workloads = new Set<ChildProcess>();
-const progress = (s: string): void => void process.stderr.write(s);
-
-/** Things worth a human's attention (failures, mismatches, log warnings), printed under the tables. */
-const notes: string[] = [];
-const note = (s: string): void => {
-  notes.push(s);
-  progress(`\n  note: ${s}\n`);
-};
-
-/** warn/error log lines of the node and the mounts, grouped by message. */
-const logIssues = new Map<string, { count: number; example: string }>();
-
-function watchLog(who: string, line: string, tail: string[]): Record<string, unknown> | null {
-  tail.push(line);
-  if (tail.length > 60) tail.shift();
-  let rec: Record<string, unknown>;
-  try {
-    rec = JSON.parse(line) as Record<string, unknown>;
-  } catch {
-    // Not a log record (a plain failure sentence, libfuse output): worth showing.
-    if (line.trim()) recordIssue(`${who}: ${line.trim().slice(0, 200)}`, line);
-    return null;
-  }
-  // The mount unmounting itself when we did not ask (we only send SIGTERM) is as telling as an error.
-  if (rec.msg === 'unmounting' && rec.signal !== 'SIGTERM' && !aborting) recordIssue(`${who}: unmounting on its own (${String(rec.signal)})`, line);
-  if (typeof rec.level === 'number' && rec.level >= 40) recordIssue(`${who} ${rec.level >= 50 ? 'error' : 'warn'}: ${String(rec.msg)}${rec.errno ? ` (${String(rec.errno)})` : ''}`, line);
-  return rec;
-}
-
-function recordIssue(key: string, line: string): void {
-  const e = logIssues.get(key);
-  if (e) e.count++;
-  else logIssues.set(key, { count: 1, example: line.slice(0, 400) });
-}
-
-interface CmdResult {
-  ms: number;
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-/** Runs a shell command (bash, pipefail) and times it from spawn to exit. */
-function runCmd(cmd: string, cwd: string, o: { capture?: boolean; timeoutMs: number; env?: NodeJS.ProcessEnv }): Promise<CmdResult> {
-  if (aborting) return Promise.reject(new Aborted());
-  return new Promise((res, rej) => {
-    const t0 = performance.now();
-    const child = spawn('bash', ['-o', 'pipefail', '-c', cmd], { cwd, env: o.env ?? process.env, detached: true, stdio: ['ignore', o.capture ? 'pipe' : 'ignore', 'pipe'] });
-    workloads.add(child);
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout?.on('data', (d: Buffer) => out.push(d));
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (err.length > 64 * 1024) err = err.slice(-32 * 1024);
-    });
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup(child, 'SIGKILL');
-    }, o.timeoutMs);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      workloads.delete(child);
-      // spawn reports a vanished cwd (a mount that went away) as "spawn bash ENOENT": say what it is.
-      rej(existsSync(cwd) ? e : new Error(`cannot run \`${cmd}\`: its directory ${cwd} is gone`));
-    });
-    child.once('close', (code, signal) => {
-      const ms = performance.now() - t0;
-      clearTimeout(timer);
-      workloads.delete(child);
-      if (aborting) return rej(new Aborted());
-      res({ ms, code, signal, stdout: Buffer.concat(out).toString(), stderr: err, timedOut });
-    });
-  });
-}
-
-function killGroup(child: ChildProcess, sig: NodeJS.Signals): void {
-  try {
-    if (child.pid) process.kill(-child.pid, sig);
-  } catch {
-    /* already gone */
-  }
-}
-
-function have(cmd: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-}
-
-/** A timer for races: unref'd, so a race already won does not keep the process alive until it fires. */
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
+/** This report labels sizes in MiB at the least. */
+const sizeLabel = (v: number): string => sizeLabelKiB(v, 'MiB');
 
 // ---------------------------------------------------------------------------
 // tools: a fresh machine lacks fio and ripgrep; install them the Debian way
 
 function ensureTools(): void {
-  const missing: string[] = [];
-  for (const [cmds, pkg] of [[['fio'], 'fio'], [['rg'], 'ripgrep'], [['git'], 'git'], [['cmp'], 'diffutils'], [['fusermount3', 'fusermount'], 'fuse3']] as const) {
-    if (!cmds.some(have)) missing.push(pkg);
-  }
-  // fuse-native (the mount's driver) loads libfuse 2.
-  if (spawnSync('sh', ['-c', "ldconfig -p 2>/dev/null | grep -q 'libfuse.so.2 '"]).status !== 0) missing.push('libfuse2');
-  if (!missing.length) return;
-  const root = process.getuid?.() === 0;
-  // sudo resets the environment, so the non-interactive switch rides on env(1).
-  const aptCmd = root ? ['apt-get'] : have('sudo') ? ['sudo', '-n', 'env', 'DEBIAN_FRONTEND=noninteractive', 'apt-get'] : null;
-  if (!aptCmd || !have('apt-get')) throw new Error(`missing Debian packages ${missing.join(', ')}; install them (apt-get install ${missing.join(' ')}) and run again`);
-  progress(`installing Debian packages: ${missing.join(' ')}\n`);
-  const apt = (args: string[]): void => {
-    // Installer chatter goes to stderr: stdout is the report.
-    const r = spawnSync(aptCmd[0]!, [...aptCmd.slice(1), ...args], { stdio: ['ignore', 2, 2], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-    if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed (exit ${r.status})`);
-  };
-  apt(['update', '-qq']);
-  apt(['install', '-y', '-qq', '--no-install-recommends', ...missing]);
+  ensureDebianPackages([[['fio'], 'fio'], [['rg'], 'ripgrep'], [['git'], 'git'], [['cmp'], 'diffutils'], [['fusermount3', 'fusermount'], 'fuse3']]);
 }
 
-const fusermount = (): string => (have('fusermount3') ? 'fusermount3' : 'fusermount');
-
 function toolVersions(): Record<string, string> {
-  const first = (cmd: string, args: string[]): string => (spawnSync(cmd, args, { encoding: 'utf8' }).stdout ?? '').split('\n')[0]!.trim() || 'unknown';
-  return { fio: first('fio', ['--version']), rg: first('rg', ['--version']), git: first('git', ['--version']), node: process.version };
+  return { fio: firstLineOf('fio', ['--version']), rg: firstLineOf('rg', ['--version']), git: firstLineOf('git', ['--version']), node: process.version };
 }
 
 // ---------------------------------------------------------------------------
@@ -226,61 +83,29 @@ async function dropCaches(): Promise<void> {
 // ---------------------------------------------------------------------------
 // the node and the mounts
 
-interface NodeProc {
-  child: ChildProcess;
+interface NodeProc extends NodeChild {
   /** Set when we stop it: any other exit is someone else's doing and worth a note. */
   stopping: boolean;
-  endpoint: string;
   indexed: { files: number; hashedBytes: number; durationMs: number } | null;
-  tail: string[];
 }
 
 let node: NodeProc | null = null;
 let mounted: MountProc | null = null;
 
-/**
- * Resolves once the node's server answered an HTTP/2 handshake: `ghostfs
- * serve` logs "node serving" a moment before its SIGTERM handler is in place
- * (see node-index.ts); a turned event loop means it is.
- */
-function handshake(port: string): Promise<void> {
-  return new Promise((res) => {
-    const session = h2connect(`http://127.0.0.1:${port}`);
-    const done = (): void => {
-      session.destroy();
-      res();
-    };
-    session.once('remoteSettings', done);
-    session.once('error', done);
-    session.once('close', done);
-  });
-}
-
 async function startNode(root: string, stateDir: string): Promise<NodeProc> {
-  if (aborting) throw new Aborted();
-  const env: NodeJS.ProcessEnv = { ...process.env, GHOSTFS_LOG_LEVEL: 'info', GHOSTFS_LOG_PRETTY: '0' };
-  delete env.GHOSTFS_LOG_FILE; // the lines must come to us on stderr
-  // Port 0: the kernel picks a free loopback port.
-  const child = spawn(process.execPath, [CLI, 'serve', '--root', root, '--state-dir', stateDir, '--listen', '127.0.0.1:0'], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] });
-  const n: NodeProc = { child, stopping: false, endpoint: '', indexed: null, tail: [] };
+  if (session.aborting) throw new Aborted();
+  const n: NodeProc = Object.assign(
+    spawnNode(root, stateDir, (rec) => {
+      if (rec.msg === 'workspace indexed') n.indexed = { files: Number(rec.files), hashedBytes: Number(rec.hashedBytes), durationMs: Number(rec.durationMs) };
+    }),
+    { stopping: false, indexed: null },
+  );
   node = n;
   nodeArgs = { root, stateDir };
-  const exited = new Promise<string>((res) => child.once('exit', (code, sig) => res(sig ?? `code ${code}`)));
-  void exited.then((how) => {
-    if (!n.stopping && !aborting && n.endpoint) note(`the node exited on its own (${how}) at ${new Date().toISOString()}; last lines:\n      ${n.tail.slice(-6).join('\n      ')}`);
+  void n.exited.then((how) => {
+    if (!n.stopping && !session.aborting && n.endpoint) note(`the node exited on its own (${how}) at ${new Date().toISOString()}; last lines:\n      ${n.tail.slice(-6).join('\n      ')}`);
   });
-  const ready = new Promise<void>((res) => {
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      const rec = watchLog('node', line, n.tail);
-      if (rec?.msg === 'workspace indexed') n.indexed = { files: Number(rec.files), hashedBytes: Number(rec.hashedBytes), durationMs: Number(rec.durationMs) };
-      if (rec?.msg === 'node serving' && typeof rec.listen === 'string' && !n.endpoint) {
-        n.endpoint = rec.listen;
-        void handshake(rec.listen.split(':').pop()!).then(res);
-      }
-    });
-  });
-  const how = await Promise.race([ready.then(() => null), exited]);
-  if (how !== null) throw new Error(`the node exited before serving (${how}):\n${n.tail.join('\n')}`);
+  await waitServing(n);
   return n;
 }
 
@@ -301,43 +126,15 @@ async function stopNode(): Promise<void> {
   if (!n) return;
   node = null;
   n.stopping = true;
-  if (n.child.exitCode !== null || n.child.signalCode !== null) return;
-  const exited = new Promise<void>((res) => n.child.once('exit', () => res()));
-  n.child.kill('SIGTERM');
-  if (!(await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)]))) {
-    note('the node did not exit within 30 s of SIGTERM; killed');
-    n.child.kill('SIGKILL');
-    await exited;
-  }
+  await stopNodeProcess(n.child);
 }
 
-interface MountProc {
-  child: ChildProcess;
+interface MountProc extends MountChild {
   /** Set just before we send SIGTERM. */
   stopping: boolean;
-  mnt: string;
-  readyMs: number;
-  tail: string[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 const mountStats = { readyMs: [] as number[], unmountMs: [] as number[] };
-
-function procMounts(): string[] {
-  try {
-    // Mount points are octal-escaped in /proc/mounts (a space is \040).
-    return readFileSync('/proc/mounts', 'utf8')
-      .split('\n')
-      .map((l) => (l.split(' ')[1] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
-  } catch {
-    return [];
-  }
-}
-const isMounted = (mnt: string): boolean => procMounts().includes(mnt);
-
-function lazyUnmount(mnt: string): void {
-  spawnSync(fusermount(), ['-uz', mnt], { stdio: 'ignore', timeout: 30_000 });
-}
 
 /** Starts a mount; a start that fails (e.g. the process was killed from outside) is noted and tried once more. */
 async function startMount(mnt: string, cacheDir: string, opts: Options): Promise<MountProc> {
@@ -351,42 +148,31 @@ async function startMount(mnt: string, cacheDir: string, opts: Options): Promise
 }
 
 async function startMountOnce(mnt: string, cacheDir: string, opts: Options): Promise<MountProc> {
-  if (aborting) throw new Aborted();
+  if (session.aborting) throw new Aborted();
   await ensureNode();
   if (!node) throw new Error('no node running');
-  if (isMounted(mnt)) {
-    note(`${mnt} was still mounted before a new mount: lazily unmounted`);
-    lazyUnmount(mnt);
-  }
-  const args = [CLI, 'mount', node.endpoint, mnt, '--cache-dir', cacheDir, '--foreground'];
+  const args: string[] = [];
   if (opts.readahead !== undefined) args.push('--readahead', String(opts.readahead));
   if (opts.attrTimeout !== undefined) args.push('--attr-timeout', String(opts.attrTimeout));
-  const env: NodeJS.ProcessEnv = { ...process.env, GHOSTFS_LOG_LEVEL: 'info', GHOSTFS_LOG_PRETTY: '0' };
-  delete env.GHOSTFS_LOG_FILE;
-  const t0 = performance.now();
-  const child = spawn(process.execPath, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const m: MountProc = { child, stopping: false, mnt, readyMs: 0, tail: [], exited: new Promise((res) => child.once('exit', (code, signal) => res({ code, signal }))) };
-  mounted = m;
-  createInterface({ input: child.stdout! }).on('line', (l) => watchLog('mount', l, m.tail));
-  const ready = new Promise<void>((res) => {
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      const rec = watchLog('mount', line, m.tail);
-      if (rec?.msg === 'mounted') res();
+  const m: MountProc = Object.assign(
+    spawnMount(node.endpoint, mnt, cacheDir, args, (rec) => {
       // We send SIGTERM only after setting `stopping`: anything else came from outside this benchmark.
-      if (rec?.msg === 'unmounting' && !m.stopping && !aborting) note(`the mount at ${m.mnt} began unmounting on "${String(rec.signal)}" that this benchmark did not send (at ${new Date().toISOString()})`);
-    });
-  });
+      if (rec.msg === 'unmounting' && !m.stopping && !session.aborting) note(`the mount at ${m.mnt} began unmounting on "${String(rec.signal)}" that this benchmark did not send (at ${new Date().toISOString()})`);
+    }),
+    { stopping: false },
+  );
+  mounted = m;
   void m.exited.then(({ code, signal }) => {
-    if (!m.stopping && !aborting) note(`a mount process exited on its own (${signal ?? `code ${code}`}) at ${new Date().toISOString()}, ${m.readyMs ? 'after' : 'before'} it was ready`);
+    if (!m.stopping && !session.aborting) note(`a mount process exited on its own (${signal ?? `code ${code}`}) at ${new Date().toISOString()}, ${m.readyMs ? 'after' : 'before'} it was ready`);
   });
-  const outcome = await Promise.race([ready.then(() => 'ok'), m.exited.then((e) => `exited (${e.signal ?? `code ${e.code}`})`), sleep(120_000).then(() => 'not ready after 120 s')]);
-  if (aborting) throw new Aborted();
+  const outcome = await waitMounted(m);
+  if (session.aborting) throw new Aborted();
   if (outcome !== 'ok') {
     m.stopping = true; // its exit is reported in the error below
     await stopMount();
     throw new Error(`the mount ${outcome}:\n${m.tail.join('\n')}`);
   }
-  m.readyMs = performance.now() - t0;
+  m.readyMs = performance.now() - m.t0;
   mountStats.readyMs.push(m.readyMs);
   return m;
 }
@@ -397,28 +183,10 @@ async function stopMount(): Promise<void> {
   if (!m) return;
   mounted = null;
   const t0 = performance.now();
-  const within = (ms: number): Promise<boolean> => Promise.race([m.exited.then(() => true), sleep(ms).then(() => false)]);
   m.stopping = true;
   // An exit before our SIGTERM was already noted by the exit listener.
-  const sent = m.child.exitCode === null && m.child.signalCode === null;
-  if (sent) {
-    m.child.kill('SIGTERM');
-    if (!(await within(30_000))) {
-      note(`the mount at ${m.mnt} did not exit within 30 s of SIGTERM: fusermount -uz, then SIGKILL`);
-      lazyUnmount(m.mnt);
-      if (!(await within(10_000))) {
-        m.child.kill('SIGKILL');
-        await m.exited;
-      }
-    }
-  }
-  const { code, signal } = await m.exited;
-  if (!aborting && sent && code !== 0) note(`the mount process exited with ${signal ?? `code ${code}`} on SIGTERM; last lines:\n${m.tail.slice(-8).join('\n')}`);
-  if (isMounted(m.mnt)) {
-    note(`${m.mnt} was still mounted after its process exited: fusermount -uz`);
-    lazyUnmount(m.mnt);
-  }
-  if (!aborting) mountStats.unmountMs.push(performance.now() - t0);
+  await terminateMount(m, { noteEarlyExit: false });
+  if (!session.aborting) mountStats.unmountMs.push(performance.now() - t0);
 }
 
 // ---------------------------------------------------------------------------
@@ -441,11 +209,6 @@ interface Workload {
   measure(root: string, where: 'local' | 'ghostfs'): Promise<Measured>;
   /** Untimed, before the remount runs: makes sure the cache holds everything the warm runs will read. */
   prime?: string;
-}
-
-function failed(what: string, r: CmdResult): Error {
-  const why = r.timedOut ? 'timed out' : r.signal ? `killed by ${r.signal}` : `exit ${r.code}`;
-  return new Error(`${what}: ${why}${r.stderr.trim() ? `; stderr: ${r.stderr.trim().split('\n').slice(-3).join(' | ').slice(0, 400)}` : ''}`);
 }
 
 const sortedLines = (s: string): string => s.split('\n').filter(Boolean).sort().join('\n');
@@ -556,11 +319,7 @@ async function sample(results: Results, w: Workload, col: Column, root: string, 
     if (err instanceof Aborted) throw err;
     let msg = (err as Error).message;
     // Was it the mount that went away? Its state and last words are the evidence.
-    const m = mounted;
-    if (col.startsWith('ghost') && m) {
-      const gone = m.child.exitCode !== null || m.child.signalCode !== null;
-      msg += `; mount process ${gone ? `had exited (${m.child.signalCode ?? `code ${m.child.exitCode}`})` : 'still running'}, ${isMounted(m.mnt) ? 'still' : 'no longer'} mounted; its last log lines:\n      ${m.tail.slice(-6).join('\n      ')}`;
-    }
+    if (col.startsWith('ghost')) msg += mountState(mounted);
     results[w.id]![col].failures.push(msg);
     results[w.id]![col].at.push(new Date().toISOString());
     progress('failed\n');
@@ -570,33 +329,6 @@ async function sample(results: Results, w: Workload, col: Column, root: string, 
 
 // ---------------------------------------------------------------------------
 // report
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length === 0 ? NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-function fmt(unit: Unit, v: number): string {
-  if (!Number.isFinite(v)) return 'n/a';
-  if (unit === 's') return v < 1 ? v.toFixed(3) : v < 100 ? v.toFixed(2) : v.toFixed(1);
-  if (unit === 'MB/s') return v < 100 ? v.toFixed(1) : v.toFixed(0);
-  return v < 100 ? v.toFixed(1) : Math.round(v).toString();
-}
-
-function sizeLabel(v: number): string {
-  return v >= 1024 ** 3 ? `${+(v / 1024 ** 3).toFixed(2)} GiB` : `${+(v / MiB).toFixed(1)} MiB`;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  const line = (r: string[]): string =>
-    r
-      .map((cell, c) => (c === 0 || c === r.length - 1 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)))
-      .join('   ')
-      .trimEnd();
-  return [line(rows[0]!), widths.map((w) => '-'.repeat(w)).join('   '), ...rows.slice(1).map(line)].join('\n');
-}
 
 interface Target {
   text: string;
@@ -692,12 +424,8 @@ interface Marker {
 }
 
 async function readMarker(dir: string): Promise<Marker | null> {
-  try {
-    const m = JSON.parse(await readFile(join(dir, MARKER), 'utf8')) as Marker;
-    return m.format === MARKER_FORMAT ? m : null;
-  } catch {
-    return null;
-  }
+  const m = await readMarkerFile<Marker>(dir, MARKER);
+  return m?.format === MARKER_FORMAT ? m : null;
 }
 
 /** Generates what is missing or made with other parameters; a kept tree with the same ones is reused. */
@@ -718,7 +446,7 @@ async function ensureData(dir: string, opts: Options): Promise<{ marker: Require
     await save();
     progress(`${marker.repo.seconds.toFixed(1)} s\n`);
   }
-  const bigReused = !!(marker.big && marker.big.size === opts.big && marker.big.seed === opts.seed && existsSync(bigFile) && statSync(bigFile).size === opts.big);
+  const bigReused = keptFileMatches(marker.big, bigFile, opts.big, opts.seed);
   if (!bigReused) {
     delete marker.big;
     await save();
@@ -737,49 +465,21 @@ async function ensureData(dir: string, opts: Options): Promise<{ marker: Require
 
 async function main(opts: Options): Promise<void> {
   const started = performance.now();
-  if (!existsSync(join(REPO, 'dist', 'src', 'cli', 'main.js'))) throw new Error(`the ghostfs CLI is not built (dist/src/cli/main.js); run \`npx tsc -p .\` in ${REPO}`);
+  assertCliBuilt();
   ensureTools();
 
-  const madeDir = !opts.dir;
-  const dir = opts.dir ? resolve(opts.dir) : await mkdtemp(join(tmpdir(), 'ghostfs-bench-read-'));
-  // Never delete what we did not make: a named --dir must be new, empty, or one of ours.
-  if (opts.dir && existsSync(dir) && !(await readMarker(dir)) && (await readdir(dir)).length > 0) {
-    throw new Error(`${dir} is not empty and was not made by this benchmark (no ${MARKER}); give a new or empty --dir`);
-  }
-  await mkdir(dir, { recursive: true });
+  const { dir, madeDir } = await openWorkDir(opts.dir, 'ghostfs-bench-read-', MARKER, async (d) => !!(await readMarker(d)));
   const dataDir = join(dir, 'data');
-  const stateDir = join(dir, 'state');
-  const cacheDir = join(dir, 'cache');
-  const mnt = join(dir, 'mnt');
+  const { stateDir, cacheDir, mnt } = ghostfsDirs(dir);
 
-  let teardownP: Promise<void> | null = null;
-  const teardown = (): Promise<void> =>
-    (teardownP ??= (async () => {
-      for (const c of workloads) killGroup(c, 'SIGKILL');
-      await stopMount();
-      await stopNode();
-      if (isMounted(mnt)) lazyUnmount(mnt);
-      if (opts.keep) return;
-      // Removing a tree with a mount still inside it would reach into the mount: refuse, say where it is.
-      if (isMounted(mnt)) {
-        progress(`\n${mnt} is still mounted: not removing ${dir}\n`);
-        return;
-      }
-      if (madeDir) await rm(dir, { recursive: true, force: true });
-      else {
-        for (const p of [dataDir, stateDir, cacheDir, mnt, join(dir, MARKER)]) await rm(p, { recursive: true, force: true });
-        await rmdir(dir).catch(() => undefined);
-      }
-    })());
+  const teardown = once(async () => {
+    await stopAll(mnt, stopMount, stopNode);
+    if (opts.keep) return;
+    if (stillMounted(mnt, dir)) return;
+    await removeWorkDir(dir, madeDir, [dataDir, stateDir, cacheDir, mnt, join(dir, MARKER)]);
+  });
   // Ctrl-C (and kill): stop the workload, unmount, stop the node, remove the temp tree, then exit.
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.on(sig, () => {
-      if (aborting) return;
-      aborting = true;
-      progress(`\n${sig}: stopping, unmounting and cleaning up...\n`);
-      void teardown().finally(() => process.exit(130));
-    });
-  }
+  teardownOnSignals(teardown);
 
   try {
     const { marker, repoReused, bigReused } = await ensureData(dir, opts);
@@ -861,13 +561,10 @@ async function main(opts: Options): Promise<void> {
     await stopNode();
 
     // ---- report
-    const cpu = cpus();
     const tools = toolVersions();
     const date = new Date().toISOString();
-    const machine = { cpus: cpu.length, cpuModel: cpu[0]?.model.trim() ?? 'unknown', totalMemBytes: totalmem(), kernel: release() };
-    const ghostfsEnv = Object.entries(process.env)
-      .filter(([k]) => k.startsWith('GHOSTFS_') && !['GHOSTFS_LOG_LEVEL', 'GHOSTFS_LOG_PRETTY', 'GHOSTFS_TOKEN', 'GHOSTFS_LOG_FILE'].includes(k))
-      .map(([k, v]) => `${k}=${v}`);
+    const machine = { ...machineInfo(), kernel: release() };
+    const ghostfsEnv = ghostfsSettings(['GHOSTFS_LOG_FILE']);
     const header = [
       `ghostfs read benchmark — ${date}`,
       `machine: ${machine.cpus} × ${machine.cpuModel}, ${sizeLabel(machine.totalMemBytes)} RAM, kernel ${machine.kernel}`,
@@ -890,11 +587,7 @@ async function main(opts: Options): Promise<void> {
     const st = (xs: number[]): string => (xs.length ? `median ${(median(xs) / 1000).toFixed(2)} s (${(Math.min(...xs) / 1000).toFixed(2)}–${(Math.max(...xs) / 1000).toFixed(2)}), ${xs.length} times` : 'n/a');
     out.push(`  mount ready (spawn to "mounted"): ${st(mountStats.readyMs)}; unmount (SIGTERM to exit): ${st(mountStats.unmountMs)}`);
     if (n.indexed) out.push(`  node: indexed ${n.indexed.files} files (${sizeLabel(n.indexed.hashedBytes)} hashed) in ${(n.indexed.durationMs / 1000).toFixed(1)} s`);
-    if (logIssues.size) {
-      out.push('  warnings/errors logged by the node and the mounts (count × message):');
-      for (const [k, v] of [...logIssues.entries()].sort((a, b) => b[1].count - a[1].count).slice(0, 20)) out.push(`    ${v.count} × ${k}\n      e.g. ${v.example}`);
-    } else out.push('  no warnings or errors logged by the node or the mounts');
-    for (const s of notes) out.push(`  note: ${s}`);
+    out.push(...issueAndNoteLines({ and: 'the node and the mounts', or: 'the node or the mounts' }));
     out.push(`  total benchmark time: ${((performance.now() - started) / 60_000).toFixed(1)} min`);
     process.stdout.write('\n' + out.join('\n') + '\n');
 
@@ -911,8 +604,7 @@ async function main(opts: Options): Promise<void> {
         mount: mountStats,
         node: n.indexed,
       };
-      await writeFile(resolve(opts.json), JSON.stringify(report, null, 2) + '\n');
-      process.stdout.write(`json: ${resolve(opts.json)}\n`);
+      process.stdout.write(`json: ${await writeJsonReport(opts.json, report)}\n`);
     }
     if (opts.keep) process.stdout.write(`kept: ${dir}\n`);
   } finally {
@@ -923,7 +615,7 @@ async function main(opts: Options): Promise<void> {
 const program = new Command('read')
   .description('benchmark the ghostfs mount, read side: sequential and random reads, find, ls -lR, git status and rg, cold and warm, against local disk')
   .option('--files <n>', 'files in the generated git repository', parseCount(10), 27_000)
-  .addOption(new Option('--big <size>', 'size of the incompressible file (e.g. 1G, 128M)').argParser(parseBytes).default(1024 ** 3, '1G'))
+  .addOption(new Option('--big <size>', 'size of the incompressible file (e.g. 1G, 128M)').argParser(parseSize('128M or 1G', MiB)).default(1024 ** 3, '1G'))
   .option('--dir <dir>', 'where to put the data, node state, cache and mount point (default: a fresh dir under the OS temp dir)')
   .option('--keep', 'keep the directory afterwards (a kept tree with the same parameters is reused)', false)
   .option('--runs <n>', 'timed runs of each workload per column (median and min–max reported)', parseCount(1), 3)

@@ -18,40 +18,25 @@
 // is plain local disk.
 //
 //   scripts/bench/write [--quick] [--files 2000] [--big 256M] [--tree-files 28000] [--runs 1] [--json out.json] [--keep --dir DIR]
-import { Command, InvalidArgumentError, Option } from 'commander';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { Command, Option } from 'commander';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
-import { connect as h2connect } from 'node:http2';
-import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { loadavg, release } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { generateSourceTree, removeTree, writeIncompressible } from './lib/tree.js';
+import { assertCliBuilt, ghostfsDirs, isMounted, lazyUnmount, type MountProc, mountState as describeMount, type NodeProc, spawnMount, spawnNode, stillMounted, stopAll, stopNodeProcess, terminateMount, waitMounted, waitServing } from './lib/ghostfs.js';
+import { parseCount, parseSize } from './lib/options.js';
+import { firstLineOf, fmt, ghostfsSettings, machineInfo, MB, median, MiB, sizeLabel, table } from './lib/report.js';
+import { Aborted, type CmdOptions, type CmdResult, failed, issueAndNoteLines, logIssues, note, notes, once, progress, runCmd as runShell, session, sleep, teardownOnSignals } from './lib/session.js';
+import { ensureDebianPackages } from './lib/tools.js';
+import { generateSourceTree, keptFileMatches, removeTree, writeIncompressible } from './lib/tree.js';
+import { openWorkDir, readMarkerFile, removeWorkDir, writeJsonReport } from './lib/workdir.js';
 
 // ---------------------------------------------------------------------------
 // options
 
-const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
-const MB = 1e6;
-const MiB = 1024 ** 2;
 const SMALL_SIZE = 4096;
-
-function parseBytes(v: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(v.trim());
-  if (!m) throw new InvalidArgumentError(`"${v}" is not a size (for example 32M or 1G).`);
-  const n = Math.round(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!);
-  if (n < MiB) throw new InvalidArgumentError(`"${v}" is too small: the big file needs at least 1M.`);
-  return n;
-}
-
-function parseCount(min: number) {
-  return (v: string): number => {
-    if (!/^\d+$/.test(v.trim()) || Number(v) < min) throw new InvalidArgumentError(`"${v}" is not a whole number >= ${min}.`);
-    return Number(v);
-  };
-}
 
 interface Options {
   files: number;
@@ -65,155 +50,26 @@ interface Options {
   seed: number;
 }
 
-// ---------------------------------------------------------------------------
-// processes: everything we start is tracked, so Ctrl-C or an error stops it
-
-const REPO = resolve(fileURLToPath(new URL('../../../', import.meta.url)));
-const CLI = join(REPO, 'bin', 'ghostfs.js');
 const MARKER = 'bench-write.json';
 const MARKER_FORMAT = 1;
 
-class Aborted extends Error {
-  constructor() {
-    super('interrupted');
-  }
-}
-
-let aborting = false;
-/** Workload commands run in their own process group (detached) so a timeout or Ctrl-C stops the whole pipeline. */
-const workloads = new Set<ChildProcess>();
-const progress = (s: string): void => void process.stderr.write(s);
-
-/** Things worth a human's attention (failures, missing files, log warnings), printed under the table. */
-const notes: string[] = [];
-const note = (s: string): void => {
-  notes.push(s);
-  progress(`\n  note: ${s}\n`);
-};
-
-/** warn/error log lines of the node and the mount, grouped by message. */
-const logIssues = new Map<string, { count: number; example: string }>();
-
-function recordIssue(key: string, line: string): void {
-  const e = logIssues.get(key);
-  if (e) e.count++;
-  else logIssues.set(key, { count: 1, example: line.slice(0, 400) });
-}
-
-function watchLog(who: string, line: string, tail: string[]): Record<string, unknown> | null {
-  tail.push(line);
-  if (tail.length > 60) tail.shift();
-  let rec: Record<string, unknown>;
-  try {
-    rec = JSON.parse(line) as Record<string, unknown>;
-  } catch {
-    // Not a log record (a plain failure sentence, libfuse output): worth showing.
-    if (line.trim()) recordIssue(`${who}: ${line.trim().slice(0, 200)}`, line);
-    return null;
-  }
-  if (rec.msg === 'unmounting' && rec.signal !== 'SIGTERM' && !aborting) recordIssue(`${who}: unmounting on its own (${String(rec.signal)})`, line);
-  if (typeof rec.level === 'number' && rec.level >= 40) recordIssue(`${who} ${rec.level >= 50 ? 'error' : 'warn'}: ${String(rec.msg)}${rec.errno ? ` (${String(rec.errno)})` : ''}`, line);
-  return rec;
-}
-
-interface CmdResult {
-  ms: number;
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-/** Runs a shell command (bash, pipefail) and times it from spawn to exit. */
-function runCmd(cmd: string, cwd: string, o: { capture?: boolean; timeoutMs: number; args?: string[] }): Promise<CmdResult> {
-  if (aborting) return Promise.reject(new Aborted());
-  return new Promise((res, rej) => {
-    const t0 = performance.now();
-    // Extra args become $1, $2... of the script: paths never need shell quoting.
-    const child = spawn('bash', ['-o', 'pipefail', '-c', cmd, 'bench', ...(o.args ?? [])], { cwd, detached: true, stdio: ['ignore', o.capture ? 'pipe' : 'ignore', 'pipe'] });
-    workloads.add(child);
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout?.on('data', (d: Buffer) => out.push(d));
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (err.length > 64 * 1024) err = err.slice(-32 * 1024);
-    });
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup(child, 'SIGKILL');
-    }, o.timeoutMs);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      workloads.delete(child);
-      rej(e);
-    });
-    child.once('close', (code, signal) => {
-      const ms = performance.now() - t0;
-      clearTimeout(timer);
-      workloads.delete(child);
-      if (aborting) return rej(new Aborted());
-      res({ ms, code, signal, stdout: Buffer.concat(out).toString(), stderr: err, timedOut });
-    });
-  });
-}
-
-function killGroup(child: ChildProcess, sig: NodeJS.Signals): void {
-  try {
-    if (child.pid) process.kill(-child.pid, sig);
-  } catch {
-    /* already gone */
-  }
-}
-
-function failed(what: string, r: CmdResult): Error {
-  const why = r.timedOut ? 'timed out' : r.signal ? `killed by ${r.signal}` : `exit ${r.code}`;
-  return new Error(`${what}: ${why}${r.stderr.trim() ? `; stderr: ${r.stderr.trim().split('\n').slice(-3).join(' | ').slice(0, 400)}` : ''}`);
-}
-
-function have(cmd: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-}
-
-/** A timer for races: unref'd, so a race already won does not keep the process alive until it fires. */
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
+/** Shell commands here always get $0 "bench" (their args, if any, are $1...). */
+const runCmd = (cmd: string, cwd: string, o: CmdOptions): Promise<CmdResult> => runShell(cmd, cwd, { args: [], ...o });
 
 // ---------------------------------------------------------------------------
 // tools: install what a fresh Debian machine lacks
 
 function ensureTools(): void {
-  const missing: string[] = [];
-  const need: ReadonlyArray<readonly [readonly string[], string]> = [
+  ensureDebianPackages([
     [['dd'], 'coreutils'],
     [['tar'], 'tar'],
     [['git'], 'git'], // the tree generator (lib/tree.ts) builds a git repository
     [['fusermount3', 'fusermount'], 'fuse3'],
-  ];
-  for (const [cmds, pkg] of need) if (!cmds.some(have)) missing.push(pkg);
-  // fuse-native (the mount's driver) loads libfuse 2.
-  if (spawnSync('sh', ['-c', "ldconfig -p 2>/dev/null | grep -q 'libfuse.so.2 '"]).status !== 0) missing.push('libfuse2');
-  if (!missing.length) return;
-  const root = process.getuid?.() === 0;
-  // sudo resets the environment, so the non-interactive switch rides on env(1).
-  const aptCmd = root ? ['apt-get'] : have('sudo') ? ['sudo', '-n', 'env', 'DEBIAN_FRONTEND=noninteractive', 'apt-get'] : null;
-  if (!aptCmd || !have('apt-get')) throw new Error(`missing Debian packages ${missing.join(', ')}; install them (apt-get install ${missing.join(' ')}) and run again`);
-  progress(`installing Debian packages: ${missing.join(' ')}\n`);
-  const apt = (args: string[]): void => {
-    // Installer chatter goes to stderr: stdout is the report.
-    const r = spawnSync(aptCmd[0]!, [...aptCmd.slice(1), ...args], { stdio: ['ignore', 2, 2], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-    if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed (exit ${r.status})`);
-  };
-  apt(['update', '-qq']);
-  apt(['install', '-y', '-qq', '--no-install-recommends', ...missing]);
+  ]);
 }
 
-const fusermount = (): string => (have('fusermount3') ? 'fusermount3' : 'fusermount');
-
 function toolVersions(): Record<string, string> {
-  const first = (cmd: string, args: string[]): string => (spawnSync(cmd, args, { encoding: 'utf8' }).stdout ?? '').split('\n')[0]!.trim() || 'unknown';
-  return { node: process.version, dd: first('dd', ['--version']), tar: first('tar', ['--version']) };
+  return { node: process.version, dd: firstLineOf('dd', ['--version']), tar: firstLineOf('tar', ['--version']) };
 }
 
 // ---------------------------------------------------------------------------
@@ -267,65 +123,14 @@ const loadLine = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
 // ---------------------------------------------------------------------------
 // the node and the mount
 
-interface NodeProc {
-  child: ChildProcess;
-  endpoint: string;
-  tail: string[];
-}
-
-interface MountProc {
-  child: ChildProcess;
-  mnt: string;
-  readyMs: number;
-  tail: string[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
 let node: NodeProc | null = null;
 let mounted: MountProc | null = null;
 
-/**
- * Resolves once the node's server answered an HTTP/2 handshake: `ghostfs
- * serve` logs "node serving" a moment before its SIGTERM handler is in place;
- * a turned event loop means it is.
- */
-function handshake(port: string): Promise<void> {
-  return new Promise((res) => {
-    const session = h2connect(`http://127.0.0.1:${port}`);
-    const done = (): void => {
-      session.destroy();
-      res();
-    };
-    session.once('remoteSettings', done);
-    session.once('error', done);
-    session.once('close', done);
-  });
-}
-
-function childEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, GHOSTFS_LOG_LEVEL: 'info', GHOSTFS_LOG_PRETTY: '0' };
-  delete env.GHOSTFS_LOG_FILE; // the lines must come to us on stderr
-  return env;
-}
-
 async function startNode(root: string, stateDir: string): Promise<NodeProc> {
-  if (aborting) throw new Aborted();
-  // Port 0: the kernel picks a free loopback port.
-  const child = spawn(process.execPath, [CLI, 'serve', '--root', root, '--state-dir', stateDir, '--listen', '127.0.0.1:0'], { cwd: REPO, env: childEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
-  const n: NodeProc = { child, endpoint: '', tail: [] };
+  if (session.aborting) throw new Aborted();
+  const n = spawnNode(root, stateDir);
   node = n;
-  const exited = new Promise<string>((res) => child.once('exit', (code, sig) => res(sig ?? `code ${code}`)));
-  const ready = new Promise<void>((res) => {
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      const rec = watchLog('node', line, n.tail);
-      if (rec?.msg === 'node serving' && typeof rec.listen === 'string' && !n.endpoint) {
-        n.endpoint = rec.listen;
-        void handshake(rec.listen.split(':').pop()!).then(res);
-      }
-    });
-  });
-  const how = await Promise.race([ready.then(() => null), exited, sleep(120_000).then(() => 'not serving after 120 s')]);
-  if (how !== null) throw new Error(`the node ${how.startsWith('not') ? how : `exited before serving (${how})`}:\n${n.tail.join('\n')}`);
+  await waitServing(n, 120_000);
   return n;
 }
 
@@ -333,93 +138,36 @@ async function stopNode(): Promise<void> {
   const n = node;
   if (!n) return;
   node = null;
-  if (n.child.exitCode !== null || n.child.signalCode !== null) return;
-  const exited = new Promise<void>((res) => n.child.once('exit', () => res()));
-  n.child.kill('SIGTERM');
-  if (!(await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)]))) {
-    note('the node did not exit within 30 s of SIGTERM; killed');
-    n.child.kill('SIGKILL');
-    await exited;
-  }
-}
-
-function procMounts(): string[] {
-  try {
-    // Mount points are octal-escaped in /proc/mounts (a space is \040).
-    return readFileSync('/proc/mounts', 'utf8')
-      .split('\n')
-      .map((l) => (l.split(' ')[1] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
-  } catch {
-    return [];
-  }
-}
-const isMounted = (mnt: string): boolean => procMounts().includes(mnt);
-
-function lazyUnmount(mnt: string): void {
-  spawnSync(fusermount(), ['-uz', mnt], { stdio: 'ignore', timeout: 30_000 });
+  await stopNodeProcess(n.child);
 }
 
 async function startMount(mnt: string, cacheDir: string): Promise<MountProc> {
-  if (aborting) throw new Aborted();
+  if (session.aborting) throw new Aborted();
   if (!node) throw new Error('no node running');
-  if (isMounted(mnt)) {
-    note(`${mnt} was still mounted before a new mount: lazily unmounted`);
-    lazyUnmount(mnt);
-  }
-  const t0 = performance.now();
-  const child = spawn(process.execPath, [CLI, 'mount', node.endpoint, mnt, '--cache-dir', cacheDir, '--foreground'], { cwd: REPO, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  const m: MountProc = { child, mnt, readyMs: 0, tail: [], exited: new Promise((res) => child.once('exit', (code, signal) => res({ code, signal }))) };
+  const m = spawnMount(node.endpoint, mnt, cacheDir);
   mounted = m;
-  createInterface({ input: child.stdout! }).on('line', (l) => watchLog('mount', l, m.tail));
-  const ready = new Promise<void>((res) => {
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      if (watchLog('mount', line, m.tail)?.msg === 'mounted') res();
-    });
-  });
-  const outcome = await Promise.race([ready.then(() => 'ok'), m.exited.then((e) => `exited (${e.signal ?? `code ${e.code}`})`), sleep(120_000).then(() => 'not ready after 120 s')]);
-  if (aborting) throw new Aborted();
+  const outcome = await waitMounted(m);
+  if (session.aborting) throw new Aborted();
   if (outcome !== 'ok') {
     await stopMount();
     throw new Error(`the mount ${outcome}:\n${m.tail.join('\n')}`);
   }
-  m.readyMs = performance.now() - t0;
+  m.readyMs = performance.now() - m.t0;
   return m;
 }
 
-/** SIGTERM (the mount unmounts itself and exits); if stuck, a lazy unmount and SIGKILL. */
+/** SIGTERM (the mount unmounts itself and exits); if stuck, a lazy unmount and SIGKILL. Returns how long it took. */
 async function stopMount(): Promise<number> {
   const m = mounted;
   if (!m) return NaN;
   mounted = null;
   const t0 = performance.now();
-  const within = (ms: number): Promise<boolean> => Promise.race([m.exited.then(() => true), sleep(ms).then(() => false)]);
-  if (m.child.exitCode === null && m.child.signalCode === null) {
-    m.child.kill('SIGTERM');
-    if (!(await within(30_000))) {
-      note(`the mount at ${m.mnt} did not exit within 30 s of SIGTERM: fusermount -uz, then SIGKILL`);
-      lazyUnmount(m.mnt);
-      if (!(await within(10_000))) {
-        m.child.kill('SIGKILL');
-        await m.exited;
-      }
-    }
-  }
-  const { code, signal } = await m.exited;
-  if (!aborting && code !== 0) note(`the mount process exited with ${signal ?? `code ${code}`} on SIGTERM; last lines:\n${m.tail.slice(-8).join('\n')}`);
-  if (isMounted(m.mnt)) {
-    note(`${m.mnt} was still mounted after its process exited: fusermount -uz`);
-    lazyUnmount(m.mnt);
-  }
+  await terminateMount(m, { noteEarlyExit: true });
   return performance.now() - t0;
 }
 
 /** What a failure through the mount looked like from outside: is the mount process alive, still mounted, its last words. */
-function mountState(): string {
-  const m = mounted;
-  if (!m) return '';
-  const gone = m.child.exitCode !== null || m.child.signalCode !== null;
-  return `; mount process ${gone ? `had exited (${m.child.signalCode ?? `code ${m.child.exitCode}`})` : 'still running'}, ${isMounted(m.mnt) ? 'still' : 'no longer'} mounted; its last log lines:\n      ${m.tail.slice(-6).join('\n      ')}`;
-}
+const mountState = (): string => describeMount(mounted);
 
 // ---------------------------------------------------------------------------
 // data: generated once per parameter set, reused from a kept --dir
@@ -441,12 +189,8 @@ interface Marker {
 }
 
 async function readMarker(dir: string): Promise<Marker | null> {
-  try {
-    const m = JSON.parse(await readFile(join(dir, MARKER), 'utf8')) as Marker;
-    return m.format === MARKER_FORMAT ? m : null;
-  } catch {
-    return null;
-  }
+  const m = await readMarkerFile<Marker>(dir, MARKER);
+  return m?.format === MARKER_FORMAT ? m : null;
 }
 
 /** Every regular file under the current dir as `sha256  ./path`, sorted bytewise: the content identity of a tree (mtimes and modes left out on purpose). */
@@ -493,7 +237,7 @@ async function ensureData(dataDir: string, markerDir: string, opts: Options): Pr
     progress(`${marker.tree.seconds.toFixed(1)} s\n`);
   }
   const bigFile = join(dataDir, 'big.bin');
-  const bigReused = !!(marker.big && marker.big.size === opts.big && marker.big.seed === opts.seed && existsSync(bigFile) && statSync(bigFile).size === opts.big);
+  const bigReused = keptFileMatches(marker.big, bigFile, opts.big, opts.seed);
   if (!bigReused) {
     delete marker.big;
     await save();
@@ -612,85 +356,30 @@ interface GhostSample {
   extra?: Record<string, unknown>;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length === 0 ? NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-function fmt(unit: Unit, v: number): string {
-  if (!Number.isFinite(v)) return 'n/a';
-  if (unit === 's') return v < 1 ? v.toFixed(3) : v < 100 ? v.toFixed(2) : v.toFixed(1);
-  if (unit === 'MB/s') return v < 100 ? v.toFixed(1) : v.toFixed(0);
-  return v < 100 ? v.toFixed(1) : Math.round(v).toString();
-}
-
-function sizeLabel(v: number): string {
-  return v >= 1024 ** 3 ? `${+(v / 1024 ** 3).toFixed(2)} GiB` : v >= MiB ? `${+(v / MiB).toFixed(1)} MiB` : `${+(v / 1024).toFixed(1)} KiB`;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  const line = (r: string[]): string =>
-    r
-      .map((cell, c) => (c === 0 || c === r.length - 1 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)))
-      .join('   ')
-      .trimEnd();
-  return [line(rows[0]!), widths.map((w) => '-'.repeat(w)).join('   '), ...rows.slice(1).map(line)].join('\n');
-}
-
 // ---------------------------------------------------------------------------
 // main
 
 async function main(opts: Options): Promise<void> {
   const started = performance.now();
-  if (!existsSync(join(REPO, 'dist', 'src', 'cli', 'main.js'))) throw new Error(`the ghostfs CLI is not built (dist/src/cli/main.js); run \`npx tsc -p .\` in ${REPO}`);
+  assertCliBuilt();
   ensureTools();
 
-  const madeDir = !opts.dir;
-  const dir = opts.dir ? resolve(opts.dir) : await mkdtemp(join(tmpdir(), 'ghostfs-bench-write-'));
-  // Never delete what we did not make: a named --dir must be new, empty, or one of ours.
-  if (opts.dir && existsSync(dir) && !(await readMarker(dir)) && (await readdir(dir)).length > 0) {
-    throw new Error(`${dir} is not empty and was not made by this benchmark (no ${MARKER}); give a new or empty --dir`);
-  }
-  await mkdir(dir, { recursive: true });
+  const { dir, madeDir } = await openWorkDir(opts.dir, 'ghostfs-bench-write-', MARKER, async (d) => !!(await readMarker(d)));
   const dataDir = join(dir, 'data'); // sources: big.bin, tree.tar, hash lists
   const localDir = join(dir, 'local'); // local-disk targets
   const srcDir = join(dir, 'src'); // the node's workspace root
-  const stateDir = join(dir, 'state');
-  const cacheDir = join(dir, 'cache');
-  const mnt = join(dir, 'mnt');
+  const { stateDir, cacheDir, mnt } = ghostfsDirs(dir);
 
-  let teardownP: Promise<void> | null = null;
-  const teardown = (): Promise<void> =>
-    (teardownP ??= (async () => {
-      for (const c of workloads) killGroup(c, 'SIGKILL');
-      await stopMount();
-      await stopNode();
-      if (isMounted(mnt)) lazyUnmount(mnt);
-      // Removing a tree with a mount still inside it would reach into the mount: refuse, say where it is.
-      if (isMounted(mnt)) {
-        progress(`\n${mnt} is still mounted: not removing ${dir}\n`);
-        return;
-      }
-      // Written outputs are never worth keeping; the generated data is (--keep reuses it).
-      for (const p of [localDir, srcDir, stateDir, cacheDir]) await rm(p, { recursive: true, force: true });
-      if (opts.keep) return;
-      if (madeDir) await rm(dir, { recursive: true, force: true });
-      else {
-        for (const p of [dataDir, mnt, join(dir, MARKER)]) await rm(p, { recursive: true, force: true });
-        await rmdir(dir).catch(() => undefined);
-      }
-    })());
+  const teardown = once(async () => {
+    await stopAll(mnt, stopMount, stopNode);
+    if (stillMounted(mnt, dir)) return;
+    // Written outputs are never worth keeping; the generated data is (--keep reuses it).
+    for (const p of [localDir, srcDir, stateDir, cacheDir]) await rm(p, { recursive: true, force: true });
+    if (opts.keep) return;
+    await removeWorkDir(dir, madeDir, [dataDir, mnt, join(dir, MARKER)]);
+  });
   // Ctrl-C (and kill): stop the workload, unmount, stop the node, remove the temp tree, then exit.
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.on(sig, () => {
-      if (aborting) return;
-      aborting = true;
-      progress(`\n${sig}: stopping, unmounting and cleaning up...\n`);
-      void teardown().finally(() => process.exit(130));
-    });
-  }
+  teardownOnSignals(teardown);
 
   try {
     if (isMounted(mnt)) lazyUnmount(mnt); // a kept --dir whose last run was killed hard
@@ -848,14 +537,11 @@ async function main(opts: Options): Promise<void> {
     await stopNode();
 
     // ---- report
-    const cpu = cpus();
     const tools = toolVersions();
     const date = new Date().toISOString();
-    const machine = { cpus: cpu.length, cpuModel: cpu[0]?.model.trim() ?? 'unknown', totalMemBytes: totalmem(), kernel: release() };
+    const machine = { ...machineInfo(), kernel: release() };
     const fs = spawnSync('df', ['--output=source,fstype', dir], { encoding: 'utf8' }).stdout?.trim().split('\n').pop()?.trim().split(/\s+/) ?? [];
-    const ghostfsEnv = Object.entries(process.env)
-      .filter(([k]) => k.startsWith('GHOSTFS_') && !['GHOSTFS_LOG_LEVEL', 'GHOSTFS_LOG_PRETTY', 'GHOSTFS_TOKEN', 'GHOSTFS_LOG_FILE'].includes(k))
-      .map(([k, v]) => `${k}=${v}`);
+    const ghostfsEnv = ghostfsSettings(['GHOSTFS_LOG_FILE']);
     const out: string[] = [
       `ghostfs write benchmark — ${date}`,
       `machine: ${machine.cpus} × ${machine.cpuModel}, ${sizeLabel(machine.totalMemBytes)} RAM, kernel ${machine.kernel}`,
@@ -906,11 +592,7 @@ async function main(opts: Options): Promise<void> {
     }
     for (const [k, v] of Object.entries(cleanupMs)) out.push(`  rm -rf ${k} through the mount (untimed cleanup): ${v.map((ms) => (ms / 1000).toFixed(2) + ' s').join(', ')}`);
     out.push(`  mount ready (spawn to "mounted"): ${(m.readyMs / 1000).toFixed(2)} s; unmount (SIGTERM to exit): ${(unmountMs / 1000).toFixed(2)} s`);
-    if (logIssues.size) {
-      out.push('  warnings/errors logged by the node and the mount (count × message):');
-      for (const [k, v] of [...logIssues.entries()].sort((a, b) => b[1].count - a[1].count).slice(0, 20)) out.push(`    ${v.count} × ${k}\n      e.g. ${v.example}`);
-    } else out.push('  no warnings or errors logged by the node or the mount');
-    for (const s of notes) out.push(`  note: ${s}`);
+    out.push(...issueAndNoteLines({ and: 'the node and the mount', or: 'the node or the mount' }));
     out.push(`  total benchmark time: ${((performance.now() - started) / 60_000).toFixed(1)} min`);
     console.log('\n' + out.join('\n'));
 
@@ -934,8 +616,7 @@ async function main(opts: Options): Promise<void> {
         notes,
         mount: { readyMs: m.readyMs, unmountMs },
       };
-      await writeFile(resolve(opts.json), JSON.stringify(report, null, 2) + '\n');
-      console.log(`json: ${resolve(opts.json)}`);
+      console.log(`json: ${await writeJsonReport(opts.json, report)}`);
     }
     if (opts.keep) console.log(`kept: ${dir}`);
   } finally {
@@ -946,7 +627,7 @@ async function main(opts: Options): Promise<void> {
 const program = new Command('write')
   .description('benchmark the ghostfs mount, write side: small files, a big sequential write and tar -x, against local disk')
   .option('--files <n>', 'small files (4 KiB each) written one after another', parseCount(1), 2000)
-  .addOption(new Option('--big <size>', 'size of the sequential write (e.g. 256M, 1G)').argParser(parseBytes).default(256 * MiB, '256M'))
+  .addOption(new Option('--big <size>', 'size of the sequential write (e.g. 256M, 1G)').argParser(parseSize('32M or 1G', MiB)).default(256 * MiB, '256M'))
   .option('--tree-files <n>', 'files in the generated source tree that is tar-extracted', parseCount(10), 28_000)
   .option('--runs <n>', 'timed runs of each workload (median and min–max reported)', parseCount(1), 1)
   .option('--dir <dir>', 'where to put the data, node root and state, cache and mount point (default: a fresh dir under the OS temp dir)')

@@ -5,6 +5,7 @@
 // work, and a tree kept with --keep can be reused instead of regenerated.
 import { spawn } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
 import { chmod, mkdir, open, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -74,6 +75,11 @@ export async function writeIncompressible(file: string, size: number, seed: numb
   } finally {
     await fh.close();
   }
+}
+
+/** Whether a kept incompressible file (`kept`: what its marker says) is the one these parameters ask for. */
+export function keptFileMatches(kept: { size: number; seed: number } | undefined, file: string, size: number, seed: number): boolean {
+  return !!(kept && kept.size === size && kept.seed === seed && existsSync(file) && statSync(file).size === size);
 }
 
 // ---------------------------------------------------------------------------
