@@ -6,20 +6,24 @@ import { BIN, NodeProc, tempDir } from './helpers/node-proc.js';
 import { MountProc, run, sh } from './helpers/mount-proc.js';
 import { isMounted } from '../src/mount/mount-table.js';
 
-t.test('status, unmount and metrics of a running mount', async (t) => {
+const cli = (...args: string[]) => run(process.execPath, [BIN, ...args]);
+
+/** A test's directories, with its own runtime dir so that `status` sees only its mounts. */
+async function layout(t: Parameters<typeof tempDir>[0]) {
   const base = await tempDir(t);
-  const src = join(base, 'src');
-  const mnt = join(base, 'mnt');
-  const cache = join(base, 'cache');
   const env = { GHOSTFS_RUN_DIR: join(base, 'run') };
-  process.env.GHOSTFS_RUN_DIR = env.GHOSTFS_RUN_DIR;
+  process.env.GHOSTFS_RUN_DIR = env.GHOSTFS_RUN_DIR; // for the CLI children too
+  return { base, src: join(base, 'src'), mnt: join(base, 'mnt'), cache: join(base, 'cache'), env };
+}
+
+t.test('status, unmount and metrics of a running mount', async (t) => {
+  const { base, src, mnt, cache, env } = await layout(t);
   await mkdir(src);
   await writeFile(join(src, 'hello.txt'), 'hello\n');
   let node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state'), '--metrics', '127.0.0.1:0']);
   t.teardown(() => node.stop('SIGKILL'));
   let m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--metrics', '127.0.0.1:0'], env);
   t.teardown(() => m.kill());
-  const cli = (...args: string[]) => run(process.execPath, [BIN, ...args]);
 
   await t.test('status reports nodes, cache, write-backs and the feed', async (t) => {
     t.equal((await run('cat', [join(mnt, 'hello.txt')])).stdout, 'hello\n');
@@ -98,12 +102,7 @@ t.test('status, unmount and metrics of a running mount', async (t) => {
 });
 
 t.test('cache upkeep: warmup, quota, purge, gc', async (t) => {
-  const base = await tempDir(t);
-  const src = join(base, 'src');
-  const mnt = join(base, 'mnt');
-  const cache = join(base, 'cache');
-  const env = { GHOSTFS_RUN_DIR: join(base, 'run') };
-  process.env.GHOSTFS_RUN_DIR = env.GHOSTFS_RUN_DIR;
+  const { base, src, mnt, cache, env } = await layout(t);
   await mkdir(join(src, 'tree/sub'), { recursive: true });
   const { randomBytes } = await import('node:crypto');
   for (let i = 0; i < 4; i++) await writeFile(join(src, `tree/sub/f${i}.bin`), randomBytes(3 * 1024 * 1024));
@@ -114,7 +113,6 @@ t.test('cache upkeep: warmup, quota, purge, gc', async (t) => {
   t.teardown(() => node.stop('SIGKILL'));
   const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--cache-quota', '24M', '--min-free', '0'], env);
   t.teardown(() => m.kill());
-  const cli = (...args: string[]) => run(process.execPath, [BIN, ...args]);
   const status = async () => JSON.parse((await cli('status', mnt, '--json')).stdout);
 
   await t.test('warmup fetches a subtree; later reads hit the cache', async (t) => {
