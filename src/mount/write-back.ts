@@ -40,7 +40,7 @@ export class WriteBack {
   /** Records not yet confirmed by a node, by sequence number. */
   private readonly pending = new Map<number, JournalEntry>();
   private readonly running = new Map<number, Promise<Buffer>>();
-  /** Records found in the journal at start: the mount may have died after the node committed them. */
+  /** Records the node may already hold (found in the journal at start, or after a commit attempt that timed out). */
   private readonly replayed = new Set<number>();
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = 500;
@@ -111,7 +111,9 @@ export class WriteBack {
    * node's errno when the node refused the write.
    */
   async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, opts: { direct: boolean; syncDirty: () => Promise<void> }): Promise<Buffer | undefined> {
+    let attempted = false;
     if (opts.direct) {
+      attempted = true;
       try {
         const digest = await this.commit({ ...rec, seq: 0, closedAt: Date.now() }, false);
         await this.dropOlder(rec.path, Infinity);
@@ -127,6 +129,8 @@ export class WriteBack {
     const entry = await this.journal.add({ ...rec, closedAt: Date.now() });
     await this.dropOlder(rec.path, entry.seq);
     this.pending.set(entry.seq, entry);
+    // A commit that timed out may still have landed: check before committing again.
+    if (attempted) this.replayed.add(entry.seq);
     return this.commitOrQueue(entry, true);
   }
 
