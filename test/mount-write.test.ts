@@ -170,10 +170,12 @@ t.test('mount: write side', async (t) => {
     const w = await sh(`echo 'written while the node was down' > '${M('offline.txt')}'`);
     t.equal(w.code, 0, `close succeeded: ${w.stderr}`);
     t.equal((await run('cat', [M('offline.txt')])).stdout, 'written while the node was down\n', 'the mount shows the queued content');
+    t.equal((await sh(`echo 'and appended' >> '${M('offline.txt')}'`)).code, 0, 'a second write while still offline');
+    t.equal((await run('cat', [M('offline.txt')])).stdout, 'written while the node was down\nand appended\n', 'it continues from the queued content');
     const mk = await run('mkdir', [M('cannot')]);
     t.match(mk.stderr, /Read-only file system/, 'namespace changes need a node: EROFS');
     node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state'), '--listen', `127.0.0.1:${port}`]);
-    await waitFor('the queued write-back to reach the node', async () => (await readFile(S('offline.txt'), 'utf8')) === 'written while the node was down\n', 30_000);
+    await waitFor('the queued write-back to reach the node', async () => (await readFile(S('offline.txt'), 'utf8')) === 'written while the node was down\nand appended\n', 30_000);
     t.pass('committed after the node returned');
   });
 

@@ -116,15 +116,20 @@ export class ChunkStore {
   }
 
   private async enforceNow(): Promise<void> {
-    this.lastFreeCheck = Date.now();
-    const overQuota = this.bytes - this.limits.quotaBytes;
-    let excess = overQuota;
-    if (this.limits.minFreeBytes > 0) {
-      const fs = await statfs(this.dir);
-      excess = Math.max(excess, this.limits.minFreeBytes - fs.bavail * fs.bsize);
+    // Chunks keep arriving while a pass evicts: go round until under the line.
+    for (;;) {
+      this.lastFreeCheck = Date.now();
+      const overQuota = this.bytes - this.limits.quotaBytes;
+      let excess = overQuota;
+      if (this.limits.minFreeBytes > 0) {
+        const fs = await statfs(this.dir);
+        excess = Math.max(excess, this.limits.minFreeBytes - fs.bavail * fs.bsize);
+      }
+      if (excess <= 0) return;
+      // Evict a little below the line so that eviction is not per chunk.
+      const freed = await this.evict(excess + Math.min(this.bytes / 20, 256 << 20), excess > overQuota ? 'free-space floor' : 'quota');
+      if (freed === 0) return;
     }
-    // Evict a little below the line so that eviction is not per chunk.
-    if (excess > 0) await this.evict(excess + Math.min(this.bytes / 20, 256 << 20), excess > overQuota ? 'free-space floor' : 'quota');
   }
 
   /**

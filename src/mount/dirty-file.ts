@@ -2,7 +2,7 @@
 // the cache dir until the last writer closes it. The copy is filled from
 // the file's chunks only when a change needs the old bytes (O_TRUNC and
 // whole rewrites never fetch them).
-import { open, type FileHandle } from 'node:fs/promises';
+import { copyFile, open, type FileHandle } from 'node:fs/promises';
 import { constants as C } from 'node:fs';
 import { S_IFMT, S_IFREG, type Attr } from '../content/attr.js';
 import type { ChunkRef } from '../content/manifest.js';
@@ -67,6 +67,20 @@ export class DirtyFile {
     const fh = await open(file, C.O_RDWR | C.O_CREAT | C.O_EXCL, 0o600);
     await fh.truncate(base.attr.size); // sparse until materialized
     return new DirtyFile(path, name, fh, base.attr, base.digest, false, chunks);
+  }
+
+  /**
+   * Continues from content closed while no node answered (its journal record
+   * is still pending): a copy of it, with the record's base, so the next
+   * commit carries both changes.
+   */
+  static async fromPending(path: string, pendingFile: string, file: string, name: string, shown: MetaEntry, baseDigest: Buffer | undefined, expectAbsent: boolean): Promise<DirtyFile> {
+    await copyFile(pendingFile, file, C.COPYFILE_EXCL);
+    const fh = await open(file, C.O_RDWR);
+    const size = (await fh.stat()).size;
+    const d = new DirtyFile(path, name, fh, { ...shown.attr, size }, baseDigest, expectAbsent, undefined);
+    d.modified = false;
+    return d;
   }
 
   /** Brings the old bytes into the dirty copy (once, before the first change that needs them). */

@@ -266,10 +266,16 @@ export class Vfs {
       if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
       if (!isReg(e.attr.mode)) throw new FsError('EINVAL', `"${path}" is not a regular file`);
       await this.writeBack.flushPaths([path]).catch(() => undefined);
-      const trunc = (flags & O_TRUNC) !== 0;
-      const m = trunc || !e.digest ? undefined : e.chunks ? { chunks: e.chunks } : (await this.meta.getManifest(path, e.digest)) ?? (await this.fetchManifest(path));
       const name = this.writeBack.newDirtyName();
-      d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, m?.chunks ?? []);
+      const pending = this.writeBack.pendingFor(path);
+      if (pending) {
+        // Still queued (no node): go on from the queued content, not the node's.
+        d = await DirtyFile.fromPending(path, this.writeBack.dirtyPath(pending.dirty), this.writeBack.dirtyPath(name), name, e, pending.baseDigest, pending.expectAbsent);
+      } else {
+        const trunc = (flags & O_TRUNC) !== 0;
+        const m = trunc || !e.digest ? undefined : e.chunks ? { chunks: e.chunks } : (await this.meta.getManifest(path, e.digest)) ?? (await this.fetchManifest(path));
+        d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, m?.chunks ?? []);
+      }
       this.dirty.set(path, d);
     }
     if (flags & O_TRUNC) {
@@ -292,8 +298,9 @@ export class Vfs {
     const path = joinRel(dir, name);
     const parent = await this.entry(dir);
     if (!isDir(parent.attr.mode)) throw new FsError('ENOTDIR', `"${dir}" is not a directory`);
-    const existing = await this.entry(path).catch(() => undefined);
-    if (existing) return { node: this.node(path, existing), handle: await this.openWrite(path, O_TRUNC | 2) };
+    // The kernel creates only after a lookup found nothing; a name that
+    // appeared meanwhile is not silently truncated.
+    if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     const dn = this.writeBack.newDirtyName();
     const d = await DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, uid, gid);
     this.dirty.set(path, d);
@@ -343,7 +350,6 @@ export class Vfs {
       if (this.dirty.get(d.path) === d) this.dirty.delete(d.path);
       await d.fh.close().catch(() => undefined);
       if (!d.handedOver) await this.writeBack.discard(d.name);
-      if (d.unlinked && !this.meta.get(d.path)) this.meta.putVolatile(d.path, null);
     }
   }
 
