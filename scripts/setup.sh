@@ -23,6 +23,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
+# The native addon (rebuilt only when its sources changed).
+bash native/build.sh
+
 # Rebuild when any source is newer than the last build.
 stamp=dist/.build-stamp
 if [ ! -f "$stamp" ] || [ -n "$(find src test scripts proto tsconfig.json package.json -newer "$stamp" -type f -print -quit)" ]; then

@@ -32,7 +32,8 @@ t.test('status, unmount and metrics of a running mount', async (t) => {
     const s = JSON.parse(r.stdout);
     t.equal(s.mountpoint, mnt);
     t.equal(s.workspace, 'default');
-    t.equal(s.driver, 'fuse-native');
+    t.equal(s.driver, 'native', 'the native driver is the default once built');
+    t.equal(s.driverStats.reads >= 1 && s.driverStats.maxWrite, 1 << 20, 'its counters are in status: reads seen, 1 MiB writes negotiated');
     t.equal(s.endpoints[0].endpoint, node.endpoint);
     t.equal(s.endpoints[0].healthy, true);
     t.ok(s.fetched.chunks >= 1, 'a fetched chunk is counted');

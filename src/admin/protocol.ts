@@ -25,6 +25,8 @@ export interface MountStatus {
   writeBack: { pending: number; committed: number; conflicts: number; failed: number; uploadedChunks: number; uploadedBytes: number };
   changeFeed: { connected: boolean; generation: number; applied: number };
   openFiles: number;
+  /** Counters of the kernel driver (request sizes, fast-path reads...), when it keeps any. */
+  driverStats?: Record<string, unknown>;
 }
 
 export type ControlReply =

@@ -178,8 +178,8 @@ export class ChunkStore {
     return fh;
   }
 
-  /** Copies chunk bytes [offset, offset+length) into `into` at `at`; returns the count. */
-  async read(hash: Buffer, offset: number, length: number, into: Buffer, at: number): Promise<number> {
+  /** Marks a chunk as just used (also for reads served outside this store, by the native driver). */
+  touch(hash: Buffer): void {
     const k = hash.toString('latin1');
     const size = this.sizes.get(k);
     if (size !== undefined) {
@@ -187,6 +187,11 @@ export class ChunkStore {
       this.sizes.delete(k);
       this.sizes.set(k, size);
     }
+  }
+
+  /** Copies chunk bytes [offset, offset+length) into `into` at `at`; returns the count. */
+  async read(hash: Buffer, offset: number, length: number, into: Buffer, at: number): Promise<number> {
+    this.touch(hash);
     const fh = await this.handle(hash);
     let done = 0;
     while (done < length) {

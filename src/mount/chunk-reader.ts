@@ -57,6 +57,20 @@ export class ChunkReader {
     return this.store.has(hash) || this.recent.has(hash.toString('latin1'));
   }
 
+  /** On disk in the chunk store: what the native driver can read without JS. */
+  onDisk(hash: Buffer): boolean {
+    return this.store.has(hash);
+  }
+
+  get chunkDir(): string {
+    return this.store.dir;
+  }
+
+  /** Reads served elsewhere (the native fast path) still count as uses for eviction. */
+  touch(chunks: readonly ChunkRef[]): void {
+    for (const c of chunks) this.store.touch(c.hash);
+  }
+
   /** Makes sure these chunks are local, fetching the missing ones in one call. */
   ensure(chunks: readonly ChunkRef[], pathHint: string): Promise<void> {
     const waits: Promise<void>[] = [];

@@ -11,6 +11,8 @@ import { ChunkReader } from './chunk-reader.js';
 import { Vfs } from './vfs.js';
 import type { Driver } from './drivers/driver.js';
 import { FuseNativeDriver } from './drivers/fuse-native.js';
+import { NativeDriver } from './drivers/native.js';
+import { nativeAddon } from '../native/addon.js';
 import { isMounted } from './mount-table.js';
 import type { MountStatus } from '../admin/protocol.js';
 import { WriteBack } from './write-back.js';
@@ -18,8 +20,22 @@ import { Journal } from '../cache/journal.js';
 import { HashPool } from '../content/hash-pool.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 
-export const DRIVERS = ['fuse-native'] as const;
+export const DRIVERS = ['native', 'fuse-native'] as const;
 export type DriverName = (typeof DRIVERS)[number];
+
+/** The native driver when its addon was built here; fuse-native is the portable fallback. */
+export function defaultDriver(): DriverName {
+  return nativeAddon() ? 'native' : 'fuse-native';
+}
+
+/**
+ * How long the kernel may trust names and attributes by default. The
+ * native driver is told by the change feed what changed and invalidates it,
+ * so it can trust long; fuse-native cannot invalidate and trusts briefly.
+ */
+export function defaultAttrTimeout(driver: DriverName): number {
+  return driver === 'native' ? 30 : 1;
+}
 
 export interface MountConfig {
   endpoints: string[];
@@ -84,13 +100,16 @@ export class Mount {
       const m = new Mount(config, store, meta, chunkStore, mesh, vfs, feed, writeBack, hasher);
       await m.connect();
       feed.start();
-      m.driver = new FuseNativeDriver(vfs, {
+      const driverOpts = {
         mountpoint: resolve(config.mountpoint),
         attrTimeoutS: config.attrTimeoutS,
         opTimeoutMs: Math.max(60_000, 4 * config.deadlineMs),
         debug: config.debug,
-      });
-      await m.driver.mount();
+      };
+      const driver: Driver = config.driver === 'native' ? new NativeDriver(vfs, { ...driverOpts, chunkDir: chunkStore.dir }) : new FuseNativeDriver(vfs, driverOpts);
+      m.driver = driver;
+      if (driver.invalidate) feed.onChange((p) => driver.invalidate!(p));
+      await driver.mount();
       log.info(
         { mountpoint: resolve(config.mountpoint), endpoints: config.endpoints, workspace: config.workspace, cacheDir: config.cacheDir, driver: m.driver.name, offline: m.offline, knownEntries: meta.size, cachedChunks: chunkStore.stats().chunks },
         'mounted',
@@ -145,6 +164,9 @@ export class Mount {
     const rs = this.vfs.chunks.stats;
     const ws = this.writeBack.stats;
     const ms = this.mesh.stats;
+    const driverStats = this.driver?.stats?.();
+    // Reads the native driver served from chunk files without JS are cache hits too.
+    const hits = rs.hits + (typeof driverStats?.fastReads === 'number' ? driverStats.fastReads : 0);
     return {
       mountpoint: resolve(this.config.mountpoint),
       pid: process.pid,
@@ -154,11 +176,12 @@ export class Mount {
       uptimeMs: Date.now() - this.startedAt,
       offline: this.mesh.health().every((h) => !h.healthy),
       endpoints: this.mesh.health(),
-      cache: { chunks: cs.chunks, bytes: cs.bytes, quotaBytes: this.config.cacheQuotaBytes, evictedChunks: cs.evictedChunks, evictedBytes: cs.evictedBytes, hits: rs.hits, misses: rs.misses, hitRate: rs.hits + rs.misses ? rs.hits / (rs.hits + rs.misses) : 0, knownEntries: this.meta.size },
+      cache: { chunks: cs.chunks, bytes: cs.bytes, quotaBytes: this.config.cacheQuotaBytes, evictedChunks: cs.evictedChunks, evictedBytes: cs.evictedBytes, hits, misses: rs.misses, hitRate: hits + rs.misses ? hits / (hits + rs.misses) : 0, knownEntries: this.meta.size },
       fetched: { chunks: ms.chunksFetched, bytes: ms.bytesFetched, failovers: ms.failovers, corruptChunks: ms.corruptChunks },
       writeBack: { pending: this.writeBack.pendingCount, ...ws },
       changeFeed: { connected: this.feed.connected, generation: this.feed.position.generation, applied: this.feed.applied },
       openFiles: this.vfs.openFiles,
+      driverStats,
     };
   }
 

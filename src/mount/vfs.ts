@@ -591,7 +591,8 @@ export class Vfs {
   }
 }
 
-function chunkIndex(chunks: ChunkRef[], offset: number): number {
+/** The index of the chunk holding `offset` (chunks are sorted and contiguous). */
+export function chunkIndex(chunks: readonly ChunkRef[], offset: number): number {
   let lo = 0;
   let hi = chunks.length - 1;
   while (lo < hi) {

@@ -7,12 +7,9 @@
 // has no rename flags either: RENAME_NOREPLACE never reaches us.
 import Fuse, { type Ops, type Stat } from 'fuse-native';
 import type { Attr } from '../../content/attr.js';
-import { errnoOf } from '../../wire/errors.js';
 import { baseName, parentOf } from '../../wire/rel-path.js';
-import { log } from '../../log.js';
-import { fsOps, fsOpSeconds } from '../../admin/metrics.js';
 import type { Node, Vfs } from '../vfs.js';
-import { errnoNumber, type Driver, type DriverOptions } from './driver.js';
+import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
 
 
 function toStat(n: Node): Stat {
@@ -47,22 +44,7 @@ export class FuseNativeDriver implements Driver {
 
   /** Runs an async VFS call and answers the kernel with its result or a deliberate errno. */
   private serve<T>(op: string, path: string, fn: () => Promise<T>, reply: (err: number, res?: T) => void): void {
-    const end = fsOpSeconds.startTimer({ op });
-    fn().then(
-      (res) => {
-        end();
-        fsOps.inc({ op, errno: '0' });
-        reply(0, res);
-      },
-      (err) => {
-        end();
-        const errno = errnoOf(err);
-        fsOps.inc({ op, errno });
-        if (errno === 'EIO' || errno === 'EHOSTDOWN' || errno === 'ETIMEDOUT') log.warn({ op, path, errno, err: (err as Error).message }, 'operation failed');
-        else log.debug({ op, path, errno }, 'operation failed');
-        reply(-errnoNumber(errno));
-      },
-    );
+    serveOp(op, path, fn, (res) => reply(0, res), (errno) => reply(-errno));
   }
 
   private ops(): Ops {

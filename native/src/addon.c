@@ -1,0 +1,101 @@
+/* Module registration and the small N-API helpers the other files share. */
+#include "ghostfs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void stat_max(uint64_t *slot, uint64_t v) {
+  uint64_t cur = __atomic_load_n(slot, __ATOMIC_RELAXED);
+  while (v > cur && !__atomic_compare_exchange_n(slot, &cur, v, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+}
+
+int size_bucket(uint64_t n) {
+  if (n <= 4096) return 0;
+  if (n <= 32768) return 1;
+  if (n <= 131072) return 2;
+  if (n <= 262144) return 3;
+  if (n <= 524288) return 4;
+  return 5;
+}
+
+gfs *get_gfs(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || p == NULL) {
+    napi_throw_type_error(env, NULL, "expected a mount handle");
+    return NULL;
+  }
+  return (gfs *)p;
+}
+
+/* Throws an Error whose `code` is the errno name, as Node's own fs errors do. */
+int throw_errno(napi_env env, int err, const char *call, const char *path) {
+  char msg[1024];
+  const char *name = strerrorname_np(err);
+  if (path)
+    snprintf(msg, sizeof msg, "%s: %s, %s '%s'", name ? name : "EIO", strerror(err), call, path);
+  else
+    snprintf(msg, sizeof msg, "%s: %s, %s", name ? name : "EIO", strerror(err), call);
+  napi_value m, e, code, no;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+  napi_create_error(env, NULL, m, &e);
+  napi_create_string_utf8(env, name ? name : "EIO", NAPI_AUTO_LENGTH, &code);
+  napi_set_named_property(env, e, "code", code);
+  napi_create_int32(env, -err, &no);
+  napi_set_named_property(env, e, "errno", no);
+  napi_throw(env, e);
+  return -1;
+}
+
+int get_double(napi_env env, napi_value v, double *out) {
+  if (napi_get_value_double(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected a number");
+    return -1;
+  }
+  return 0;
+}
+
+int get_u64(napi_env env, napi_value v, uint64_t *out) {
+  double d;
+  if (get_double(env, v, &d)) return -1;
+  *out = (uint64_t)d;
+  return 0;
+}
+
+char *get_string(napi_env env, napi_value v) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected a string");
+    return NULL;
+  }
+  char *s = malloc(len + 1);
+  if (!s) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, v, s, len + 1, &len);
+  if (strlen(s) != len) {
+    free(s);
+    napi_throw_type_error(env, "EINVAL", "a path must not contain NUL bytes");
+    return NULL;
+  }
+  return s;
+}
+
+void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
+  napi_value fn;
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn);
+  napi_set_named_property(env, exports, name, fn);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  driver_exports(env, exports);
+  fast_exports(env, exports);
+  notify_exports(env, exports);
+  sys_exports(env, exports);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,942 @@
+/*
+ * The FUSE session on libfuse3's low-level (inode) API.
+ *
+ * libfuse's worker threads read requests from /dev/fuse and call the op_*
+ * functions below. None of them waits for JavaScript: a request is copied
+ * into a gfs_msg, pushed on a queue, and the JS thread is woken once per
+ * burst (a thread-safe function call only when the queue was empty). The
+ * JS side drains the whole queue in one go and answers each request later,
+ * whenever it is ready, through the reply* functions; many requests are in
+ * flight at once. Reads of files whose chunks are all cached are answered
+ * right here in the worker thread (fast_read.c) and never reach JS.
+ */
+#include "ghostfs.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+/* ---- from the worker threads to JS ------------------------------------- */
+
+static void enqueue(gfs *g, gfs_msg *m) {
+  int wake;
+  if (m->req) __atomic_fetch_add(&g->outstanding, 1, __ATOMIC_RELAXED);
+  STAT_ADD(g, forwarded, 1);
+  pthread_mutex_lock(&g->qlock);
+  m->next = g->queue;
+  g->queue = m;
+  wake = !g->signaled;
+  g->signaled = 1;
+  pthread_mutex_unlock(&g->qlock);
+  if (wake) napi_call_threadsafe_function(g->tsfn, NULL, napi_tsfn_nonblocking);
+}
+
+static gfs_msg *new_msg(int op, fuse_req_t req, fuse_ino_t ino) {
+  gfs_msg *m = calloc(1, sizeof *m);
+  if (!m) return NULL;
+  m->op = op;
+  m->req = req;
+  m->ino = ino;
+  if (req) {
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    m->uid = ctx->uid;
+    m->gid = ctx->gid;
+  }
+  return m;
+}
+
+/* Queues the request, or answers ENOMEM when not even that is possible. */
+static void forward(gfs_msg *m, fuse_req_t req) {
+  if (!m) {
+    fuse_reply_err(req, ENOMEM);
+    return;
+  }
+  enqueue(fuse_req_userdata(req), m);
+}
+
+static char *dup_name(const char *s) { return s ? strdup(s) : NULL; }
+
+static uint64_t fh_of(struct fuse_file_info *fi) { return fi ? fi->fh : 0; }
+
+/* ---- the operations ---------------------------------------------------- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn) {
+  gfs *g = userdata;
+  g->kernel_capable = conn->capable;
+  /* Large requests both ways: libfuse sizes max_pages from max_write. */
+  conn->max_write = g->max_write;
+  conn->max_read = 0; /* no limit below max_pages */
+  if (g->max_readahead) conn->max_readahead = g->max_readahead;
+  unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_ATOMIC_O_TRUNC |
+                  FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_EXPORT_SUPPORT;
+  if (g->writeback_cache) want |= FUSE_CAP_WRITEBACK_CACHE;
+  conn->want |= want & conn->capable;
+  /* No lock ops are implemented: the kernel keeps locks local. */
+  conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+  g->negotiated_max_write = conn->max_write;
+  g->negotiated_max_readahead = conn->max_readahead;
+  g->negotiated_want = conn->want;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  gfs_msg *m = new_msg(OP_LOOKUP, req, parent);
+  if (m) m->name = dup_name(name);
+  forward(m, req);
+}
+
+/* The VFS keeps no per-lookup state: forgetting needs no round trip. */
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  (void)ino;
+  (void)nlookup;
+  fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+  (void)count;
+  (void)forgets;
+  fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(OP_GETATTR, req, ino);
+  if (m) m->fh = fh_of(fi);
+  forward(m, req);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(OP_SETATTR, req, ino);
+  if (m) {
+    m->fh = fh_of(fi);
+    m->flags = (uint32_t)to_set;
+    m->set[0] = attr->st_mode;
+    m->set[1] = attr->st_uid;
+    m->set[2] = attr->st_gid;
+    m->set[3] = (double)attr->st_size;
+    m->set[4] = (double)attr->st_atim.tv_sec;
+    m->set[5] = (double)attr->st_atim.tv_nsec;
+    m->set[6] = (double)attr->st_mtim.tv_sec;
+    m->set[7] = (double)attr->st_mtim.tv_nsec;
+  }
+  forward(m, req);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino) { forward(new_msg(OP_READLINK, req, ino), req); }
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  (void)rdev;
+  gfs_msg *m = new_msg(OP_MKNOD, req, parent);
+  if (m) {
+    m->name = dup_name(name);
+    m->mode = mode;
+  }
+  forward(m, req);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  gfs_msg *m = new_msg(OP_MKDIR, req, parent);
+  if (m) {
+    m->name = dup_name(name);
+    m->mode = mode;
+  }
+  forward(m, req);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  gfs_msg *m = new_msg(OP_UNLINK, req, parent);
+  if (m) m->name = dup_name(name);
+  forward(m, req);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  gfs_msg *m = new_msg(OP_RMDIR, req, parent);
+  if (m) m->name = dup_name(name);
+  forward(m, req);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  gfs_msg *m = new_msg(OP_SYMLINK, req, parent);
+  if (m) {
+    m->name = dup_name(name);
+    m->name2 = dup_name(link);
+  }
+  forward(m, req);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags) {
+  gfs_msg *m = new_msg(OP_RENAME, req, parent);
+  if (m) {
+    m->name = dup_name(name);
+    m->ino2 = newparent;
+    m->name2 = dup_name(newname);
+    m->flags = flags;
+  }
+  forward(m, req);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  gfs_msg *m = new_msg(OP_LINK, req, ino);
+  if (m) {
+    m->ino2 = newparent;
+    m->name = dup_name(newname);
+  }
+  forward(m, req);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(OP_OPEN, req, ino);
+  if (m) m->flags = (uint32_t)fi->flags;
+  forward(m, req);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  gfs *g = fuse_req_userdata(req);
+  STAT_ADD(g, reads, 1);
+  STAT_ADD(g, read_bytes, size);
+  STAT_ADD(g, read_sizes[size_bucket(size)], 1);
+  stat_max(&g->stats.read_max, size);
+  if (fast_try_read(g, req, fi->fh, off, size)) return;
+  gfs_msg *m = new_msg(OP_READ, req, ino);
+  if (m) {
+    m->fh = fi->fh;
+    m->off = off;
+    m->size = size;
+  }
+  forward(m, req);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  gfs *g = fuse_req_userdata(req);
+  STAT_ADD(g, writes, 1);
+  STAT_ADD(g, write_bytes, size);
+  STAT_ADD(g, write_sizes[size_bucket(size)], 1);
+  stat_max(&g->stats.write_max, size);
+  gfs_msg *m = new_msg(OP_WRITE, req, ino);
+  if (m) {
+    /* libfuse reuses its buffer once we return: the payload is copied. */
+    m->data = malloc(size ? size : 1);
+    if (!m->data) {
+      free(m);
+      m = NULL;
+    } else {
+      memcpy(m->data, buf, size);
+      m->fh = fi->fh;
+      m->off = off;
+      m->size = size;
+    }
+  }
+  forward(m, req);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(OP_FLUSH, req, ino);
+  if (m) m->fh = fi->fh;
+  forward(m, req);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(OP_RELEASE, req, ino);
+  if (m) m->fh = fi->fh;
+  forward(m, req);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(OP_FSYNC, req, ino);
+  if (m) {
+    m->fh = fi->fh;
+    m->flags = (uint32_t)datasync;
+  }
+  forward(m, req);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(OP_OPENDIR, req, ino);
+  if (m) m->flags = (uint32_t)fi->flags;
+  forward(m, req);
+}
+
+static void readdir_common(int op, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(op, req, ino);
+  if (m) {
+    m->fh = fi->fh;
+    m->off = off;
+    m->size = size;
+  }
+  forward(m, req);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  readdir_common(OP_READDIR, req, ino, size, off, fi);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  readdir_common(OP_READDIRPLUS, req, ino, size, off, fi);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(OP_RELEASEDIR, req, ino);
+  if (m) m->fh = fi->fh;
+  forward(m, req);
+}
+
+/* Directory changes reach the node when they happen: nothing to sync. */
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  (void)ino;
+  (void)datasync;
+  (void)fi;
+  fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino) { forward(new_msg(OP_STATFS, req, ino), req); }
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(OP_CREATE, req, parent);
+  if (m) {
+    m->name = dup_name(name);
+    m->mode = mode;
+    m->flags = (uint32_t)fi->flags;
+  }
+  forward(m, req);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .fsyncdir = op_fsyncdir,
+    .statfs = op_statfs,
+    .create = op_create,
+};
+
+/* ---- on the JS thread: draining the queue ------------------------------ */
+
+static napi_value num(napi_env env, double v) {
+  napi_value r;
+  napi_create_double(env, v, &r);
+  return r;
+}
+
+static napi_value str_or_undef(napi_env env, const char *s) {
+  napi_value r;
+  if (s) napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &r);
+  else napi_get_undefined(env, &r);
+  return r;
+}
+
+static void free_payload(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+/*
+ * Calls the dispatcher once per request:
+ *   (op, id, ino, ino2, fh, off, size, flags, mode, name, name2, data, set, uid, gid)
+ * `id` is the request's address; a reply* function takes it back.
+ */
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  (void)data;
+  gfs *g = context;
+  pthread_mutex_lock(&g->qlock);
+  gfs_msg *list = g->queue;
+  g->queue = NULL;
+  g->signaled = 0;
+  pthread_mutex_unlock(&g->qlock);
+  if (env == NULL) {
+    /* The environment is going away: nobody will answer these. */
+    while (list) {
+      gfs_msg *n = list->next;
+      if (list->req) fuse_reply_err(list->req, EIO);
+      free(list->name), free(list->name2), free(list->data), free(list);
+      list = n;
+    }
+    return;
+  }
+  /* The queue is newest first: serve in arrival order. */
+  gfs_msg *fifo = NULL;
+  while (list) {
+    gfs_msg *n = list->next;
+    list->next = fifo;
+    fifo = list;
+    list = n;
+  }
+  STAT_ADD(g, batches, 1);
+  napi_value undef, global;
+  napi_get_undefined(env, &undef);
+  napi_get_global(env, &global);
+  while (fifo) {
+    gfs_msg *m = fifo;
+    fifo = m->next;
+    napi_value argv[15];
+    argv[0] = num(env, m->op);
+    argv[1] = num(env, (double)(uintptr_t)m->req);
+    argv[2] = num(env, (double)m->ino);
+    argv[3] = num(env, (double)m->ino2);
+    argv[4] = num(env, (double)m->fh);
+    argv[5] = num(env, (double)m->off);
+    argv[6] = num(env, (double)m->size);
+    argv[7] = num(env, m->flags);
+    argv[8] = num(env, m->mode);
+    argv[9] = str_or_undef(env, m->name);
+    argv[10] = str_or_undef(env, m->name2);
+    if (m->data) {
+      if (napi_create_external_buffer(env, m->size, m->data, free_payload, NULL, &argv[11]) == napi_ok) m->data = NULL;
+      else napi_create_buffer_copy(env, m->size, m->data, NULL, &argv[11]);
+    } else {
+      argv[11] = undef;
+    }
+    if (m->op == OP_SETATTR) {
+      napi_create_array_with_length(env, 8, &argv[12]);
+      for (int i = 0; i < 8; i++) napi_set_element(env, argv[12], i, num(env, m->set[i]));
+    } else {
+      argv[12] = undef;
+    }
+    argv[13] = num(env, m->uid);
+    argv[14] = num(env, m->gid);
+    napi_value result;
+    napi_status st = napi_call_function(env, global, js_cb, 15, argv, &result);
+    if (st != napi_ok) {
+      /* The dispatcher threw: answer for it rather than leave the caller hanging. */
+      napi_value exc;
+      napi_get_and_clear_last_exception(env, &exc);
+      if (m->req) {
+        fuse_reply_err(m->req, EIO);
+        gfs_request_done(g);
+      }
+    }
+    free(m->name), free(m->name2), free(m->data), free(m);
+  }
+}
+
+/* ---- session lifetime -------------------------------------------------- */
+
+static void *loop_main(void *arg) {
+  gfs *g = arg;
+  /* Signals belong to Node's thread, which unmounts on SIGINT/SIGTERM. */
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_idle_threads(cfg, 8);
+  fuse_loop_cfg_set_max_threads(cfg, 32);
+  g->loop_result = fuse_session_loop_mt(g->se, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  gfs_msg *m = new_msg(OP_EXIT, NULL, 0);
+  if (m) enqueue(g, m);
+  return NULL;
+}
+
+static void destroy_session(gfs *g) {
+  if (g->destroyed) return;
+  g->destroyed = 1;
+  fuse_session_destroy(g->se);
+  g->se = NULL;
+  fast_free(g->fast);
+  g->fast = NULL;
+}
+
+/* Called on the JS thread after each reply. */
+void gfs_request_done(gfs *g) {
+  int64_t left = __atomic_sub_fetch(&g->outstanding, 1, __ATOMIC_RELAXED);
+  if (left == 0 && g->finished) destroy_session(g);
+}
+
+static int get_prop_double(napi_env env, napi_value obj, const char *key, double dflt, double *out) {
+  bool has;
+  napi_has_named_property(env, obj, key, &has);
+  if (!has) {
+    *out = dflt;
+    return 0;
+  }
+  napi_value v;
+  napi_get_named_property(env, obj, key, &v);
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_undefined) {
+    *out = dflt;
+    return 0;
+  }
+  if (t == napi_boolean) {
+    bool b;
+    napi_get_value_bool(env, v, &b);
+    *out = b;
+    return 0;
+  }
+  return get_double(env, v, out);
+}
+
+static char *get_prop_string(napi_env env, napi_value obj, const char *key) {
+  napi_value v;
+  napi_get_named_property(env, obj, key, &v);
+  return get_string(env, v);
+}
+
+/*
+ * mount(mountpoint, options, dispatcher) -> handle
+ * options: { fsname, chunkDir, attrTimeout, entryTimeout, maxWrite,
+ *            maxReadahead, writebackCache, debug, autoUnmount, allowOther }
+ */
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, "mount(mountpoint, options, dispatcher)");
+    return NULL;
+  }
+  char *mp = get_string(env, argv[0]);
+  if (!mp) return NULL;
+  char *fsname = get_prop_string(env, argv[1], "fsname");
+  char *chunk_dir = fsname ? get_prop_string(env, argv[1], "chunkDir") : NULL;
+  double attr_timeout, entry_timeout, max_write, max_readahead, wb, debug, auto_unmount, allow_other;
+  if (!chunk_dir || get_prop_double(env, argv[1], "attrTimeout", 1, &attr_timeout) || get_prop_double(env, argv[1], "entryTimeout", 1, &entry_timeout) ||
+      get_prop_double(env, argv[1], "maxWrite", 1 << 20, &max_write) || get_prop_double(env, argv[1], "maxReadahead", 1 << 20, &max_readahead) ||
+      get_prop_double(env, argv[1], "writebackCache", 0, &wb) || get_prop_double(env, argv[1], "debug", 0, &debug) ||
+      get_prop_double(env, argv[1], "autoUnmount", 1, &auto_unmount) || get_prop_double(env, argv[1], "allowOther", 0, &allow_other)) {
+    free(mp), free(fsname), free(chunk_dir);
+    return NULL;
+  }
+
+  gfs *g = calloc(1, sizeof *g);
+  g->mountpoint = mp;
+  g->attr_timeout = attr_timeout;
+  g->entry_timeout = entry_timeout;
+  g->max_write = (unsigned)max_write;
+  g->max_readahead = (unsigned)max_readahead;
+  g->writeback_cache = wb != 0;
+  g->fast = fast_new(chunk_dir);
+  free(chunk_dir);
+  pthread_mutex_init(&g->qlock, NULL);
+
+  /* Mount options: the kernel checks permissions against the attributes
+   * (the mount answers as the node reports them); subtype shows in mtab. */
+  char opts[1024];
+  snprintf(opts, sizeof opts, "fsname=%s,subtype=ghostfs,default_permissions%s%s", fsname, auto_unmount ? ",auto_unmount" : "", allow_other ? ",allow_other" : "");
+  free(fsname);
+  char *args_v[] = {"ghostfs", "-o", opts, debug ? "-d" : NULL, NULL};
+  struct fuse_args args = FUSE_ARGS_INIT(debug ? 4 : 3, args_v);
+  g->se = fuse_session_new(&args, &ops, sizeof ops, g);
+  if (!g->se) {
+    napi_throw_error(env, "EINVAL", "libfuse refused the session options");
+    goto fail;
+  }
+  if (fuse_session_mount(g->se, mp) != 0) {
+    napi_throw_error(env, "EMOUNT", "mounting failed (see the libfuse message above): is the mountpoint a directory, is /dev/fuse there, is fusermount3 installed?");
+    goto fail;
+  }
+
+  napi_value name;
+  napi_create_string_utf8(env, "ghostfs-fuse", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, g, call_js, &g->tsfn) != napi_ok) {
+    fuse_session_unmount(g->se);
+    napi_throw_error(env, NULL, "cannot create the request hand-off");
+    goto fail;
+  }
+  g->notify = notify_start(g);
+  if (pthread_create(&g->loop_thread, NULL, loop_main, g) != 0) {
+    notify_stop(g->notify);
+    fuse_session_unmount(g->se);
+    napi_release_threadsafe_function(g->tsfn, napi_tsfn_abort);
+    napi_throw_error(env, NULL, "cannot start the FUSE loop thread");
+    goto fail;
+  }
+  g->loop_started = 1;
+
+  napi_value handle;
+  /* No finalizer: the session outlives its handle until finish() and the last reply. */
+  napi_create_external(env, g, NULL, NULL, &handle);
+  return handle;
+
+fail:
+  if (g->se) fuse_session_destroy(g->se);
+  fast_free(g->fast);
+  free(g->mountpoint);
+  pthread_mutex_destroy(&g->qlock);
+  free(g);
+  return NULL;
+}
+
+/* unmount(handle): detaches the mount; the loop ends and the dispatcher gets OP_EXIT. */
+static napi_value js_unmount(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  gfs *g = get_gfs(env, argv[0]);
+  if (!g) return NULL;
+  if (g->se && !g->finished) {
+    fuse_session_exit(g->se);
+    fuse_session_unmount(g->se);
+  }
+  return NULL;
+}
+
+/* finish(handle): after OP_EXIT; joins the loop and frees what nothing needs any more. */
+static napi_value js_finish(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  gfs *g = get_gfs(env, argv[0]);
+  if (!g || g->finished) return NULL;
+  if (g->loop_started && !g->loop_joined) {
+    pthread_join(g->loop_thread, NULL);
+    g->loop_joined = 1;
+  }
+  notify_stop(g->notify);
+  g->notify = NULL;
+  napi_release_threadsafe_function(g->tsfn, napi_tsfn_release);
+  g->finished = 1;
+  if (__atomic_load_n(&g->outstanding, __ATOMIC_RELAXED) == 0) destroy_session(g);
+  return NULL;
+}
+
+/* ---- replies, from JS -------------------------------------------------- */
+
+/* Attributes travel as 14 numbers: ino mode nlink uid gid rdev size blocks
+ * atime_s atime_ns mtime_s mtime_ns ctime_s ctime_ns. */
+#define ATTR_LEN 14
+
+static int attr_from(const double *a, struct stat *st) {
+  memset(st, 0, sizeof *st);
+  st->st_ino = (ino_t)a[0];
+  st->st_mode = (mode_t)a[1];
+  st->st_nlink = (nlink_t)a[2];
+  st->st_uid = (uid_t)a[3];
+  st->st_gid = (gid_t)a[4];
+  st->st_rdev = (dev_t)a[5];
+  st->st_size = (off_t)a[6];
+  st->st_blocks = (blkcnt_t)a[7];
+  st->st_blksize = 1 << 20;
+  st->st_atim.tv_sec = (time_t)a[8];
+  st->st_atim.tv_nsec = (long)a[9];
+  st->st_mtim.tv_sec = (time_t)a[10];
+  st->st_mtim.tv_nsec = (long)a[11];
+  st->st_ctim.tv_sec = (time_t)a[12];
+  st->st_ctim.tv_nsec = (long)a[13];
+  return 0;
+}
+
+/* An empty array's data may be NULL: success is the return value, not the pointer. */
+static int get_f64(napi_env env, napi_value v, size_t min_len, double **out) {
+  napi_typedarray_type t;
+  size_t len;
+  void *data;
+  bool is_ta;
+  napi_is_typedarray(env, v, &is_ta);
+  if (!is_ta || napi_get_typedarray_info(env, v, &t, &len, &data, NULL, NULL) != napi_ok || t != napi_float64_array || len < min_len) {
+    napi_throw_type_error(env, NULL, "expected a Float64Array of attributes");
+    return -1;
+  }
+  *out = data;
+  return 0;
+}
+
+typedef struct {
+  size_t argc;
+  napi_value argv[8];
+  fuse_req_t req;
+  gfs *g;
+} reply_args;
+
+static int reply_begin(napi_env env, napi_callback_info info, reply_args *r, size_t want) {
+  r->argc = 8;
+  if (napi_get_cb_info(env, info, &r->argc, r->argv, NULL, NULL) != napi_ok || r->argc < want) {
+    napi_throw_type_error(env, NULL, "missing reply arguments");
+    return -1;
+  }
+  double id;
+  if (get_double(env, r->argv[0], &id)) return -1;
+  r->req = (fuse_req_t)(uintptr_t)id;
+  r->g = fuse_req_userdata(r->req);
+  return 0;
+}
+
+static napi_value reply_end(reply_args *r) {
+  gfs_request_done(r->g);
+  return NULL;
+}
+
+/* replyErr(id, errno) */
+static napi_value js_reply_err(napi_env env, napi_callback_info info) {
+  reply_args r;
+  double e;
+  if (reply_begin(env, info, &r, 2) || get_double(env, r.argv[1], &e)) return NULL;
+  fuse_reply_err(r.req, (int)e);
+  return reply_end(&r);
+}
+
+/* replyEntry(id, attr | null) — null is a negative entry the kernel may cache. */
+static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
+  reply_args r;
+  if (reply_begin(env, info, &r, 2)) return NULL;
+  struct fuse_entry_param e;
+  memset(&e, 0, sizeof e);
+  napi_valuetype t;
+  napi_typeof(env, r.argv[1], &t);
+  if (t != napi_null && t != napi_undefined) {
+    double *a;
+    if (get_f64(env, r.argv[1], ATTR_LEN, &a)) return NULL;
+    attr_from(a, &e.attr);
+    e.ino = (fuse_ino_t)a[0];
+    e.attr_timeout = r.g->attr_timeout;
+  }
+  e.entry_timeout = r.g->entry_timeout;
+  fuse_reply_entry(r.req, &e);
+  return reply_end(&r);
+}
+
+/* replyAttr(id, attr) */
+static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
+  reply_args r;
+  if (reply_begin(env, info, &r, 2)) return NULL;
+  double *a;
+  if (get_f64(env, r.argv[1], ATTR_LEN, &a)) return NULL;
+  struct stat st;
+  attr_from(a, &st);
+  fuse_reply_attr(r.req, &st, r.g->attr_timeout);
+  return reply_end(&r);
+}
+
+static void open_flags(struct fuse_file_info *fi, uint32_t bits) {
+  fi->keep_cache = (bits & 1) != 0;
+  fi->direct_io = (bits & 2) != 0;
+  fi->nonseekable = (bits & 4) != 0;
+  fi->cache_readdir = (bits & 8) != 0;
+}
+
+/* replyOpen(id, fh, bits) — bits: 1 keep_cache, 2 direct_io, 4 nonseekable, 8 cache_readdir */
+static napi_value js_reply_open(napi_env env, napi_callback_info info) {
+  reply_args r;
+  double fh, bits;
+  if (reply_begin(env, info, &r, 3) || get_double(env, r.argv[1], &fh) || get_double(env, r.argv[2], &bits)) return NULL;
+  struct fuse_file_info fi;
+  memset(&fi, 0, sizeof fi);
+  fi.fh = (uint64_t)fh;
+  open_flags(&fi, (uint32_t)bits);
+  if (fuse_reply_open(r.req, &fi) == -ENOENT) {
+    /* The caller was interrupted and is gone: nobody will release this handle. */
+  }
+  return reply_end(&r);
+}
+
+/* replyCreate(id, attr, fh, bits) */
+static napi_value js_reply_create(napi_env env, napi_callback_info info) {
+  reply_args r;
+  double fh, bits;
+  if (reply_begin(env, info, &r, 4) || get_double(env, r.argv[2], &fh) || get_double(env, r.argv[3], &bits)) return NULL;
+  double *a;
+  if (get_f64(env, r.argv[1], ATTR_LEN, &a)) return NULL;
+  struct fuse_entry_param e;
+  memset(&e, 0, sizeof e);
+  attr_from(a, &e.attr);
+  e.ino = (fuse_ino_t)a[0];
+  e.attr_timeout = r.g->attr_timeout;
+  e.entry_timeout = r.g->entry_timeout;
+  struct fuse_file_info fi;
+  memset(&fi, 0, sizeof fi);
+  fi.fh = (uint64_t)fh;
+  open_flags(&fi, (uint32_t)bits);
+  fuse_reply_create(r.req, &e, &fi);
+  return reply_end(&r);
+}
+
+/* replyBuf(id, buffer, length) */
+static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
+  reply_args r;
+  double n;
+  if (reply_begin(env, info, &r, 3) || get_double(env, r.argv[2], &n)) return NULL;
+  void *data;
+  size_t len;
+  if (napi_get_buffer_info(env, r.argv[1], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected a Buffer");
+    return NULL;
+  }
+  if (n < 0 || (size_t)n > len) n = (double)len;
+  fuse_reply_buf(r.req, data, (size_t)n);
+  return reply_end(&r);
+}
+
+/* replyWrite(id, count) */
+static napi_value js_reply_write(napi_env env, napi_callback_info info) {
+  reply_args r;
+  double n;
+  if (reply_begin(env, info, &r, 2) || get_double(env, r.argv[1], &n)) return NULL;
+  fuse_reply_write(r.req, (size_t)n);
+  return reply_end(&r);
+}
+
+/* replyReadlink(id, target) */
+static napi_value js_reply_readlink(napi_env env, napi_callback_info info) {
+  reply_args r;
+  if (reply_begin(env, info, &r, 2)) return NULL;
+  char *s = get_string(env, r.argv[1]);
+  if (!s) return NULL;
+  fuse_reply_readlink(r.req, s);
+  free(s);
+  return reply_end(&r);
+}
+
+/* replyStatfs(id, [bsize, frsize, blocks, bfree, bavail, files, ffree, favail, namemax]) */
+static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
+  reply_args r;
+  if (reply_begin(env, info, &r, 2)) return NULL;
+  double *a;
+  if (get_f64(env, r.argv[1], 9, &a)) return NULL;
+  struct statvfs s;
+  memset(&s, 0, sizeof s);
+  s.f_bsize = (unsigned long)a[0];
+  s.f_frsize = (unsigned long)a[1];
+  s.f_blocks = (fsblkcnt_t)a[2];
+  s.f_bfree = (fsblkcnt_t)a[3];
+  s.f_bavail = (fsblkcnt_t)a[4];
+  s.f_files = (fsfilcnt_t)a[5];
+  s.f_ffree = (fsfilcnt_t)a[6];
+  s.f_favail = (fsfilcnt_t)a[7];
+  s.f_namemax = (unsigned long)a[8];
+  fuse_reply_statfs(r.req, &s);
+  return reply_end(&r);
+}
+
+/*
+ * replyDir(id, size, plus, firstOffset, names[], attrs) — packs entries
+ * until the kernel's buffer is full. Entry i gets offset firstOffset+i+1:
+ * the kernel asks from there next time. Returns how many entries fitted.
+ */
+static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
+  reply_args r;
+  double size_d, plus_d, first_d;
+  if (reply_begin(env, info, &r, 6) || get_double(env, r.argv[1], &size_d) || get_double(env, r.argv[2], &plus_d) || get_double(env, r.argv[3], &first_d)) return NULL;
+  uint32_t count;
+  if (napi_get_array_length(env, r.argv[4], &count) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected an array of names");
+    return NULL;
+  }
+  double *attrs;
+  if (get_f64(env, r.argv[5], (size_t)count * ATTR_LEN, &attrs)) return NULL;
+  size_t size = (size_t)size_d;
+  char *buf = malloc(size ? size : 1);
+  if (!buf) {
+    fuse_reply_err(r.req, ENOMEM);
+    return reply_end(&r);
+  }
+  size_t used = 0;
+  uint32_t i;
+  char name[1024];
+  for (i = 0; i < count; i++) {
+    napi_value v;
+    size_t nlen;
+    napi_get_element(env, r.argv[4], i, &v);
+    if (napi_get_value_string_utf8(env, v, name, sizeof name, &nlen) != napi_ok) break;
+    off_t next = (off_t)first_d + i + 1;
+    size_t need;
+    if (plus_d != 0) {
+      struct fuse_entry_param e;
+      memset(&e, 0, sizeof e);
+      attr_from(attrs + (size_t)i * ATTR_LEN, &e.attr);
+      /* "." and ".." carry no entry: the kernel does not look them up. */
+      int dots = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+      e.ino = dots ? 0 : e.attr.st_ino;
+      e.attr_timeout = dots ? 0 : r.g->attr_timeout;
+      e.entry_timeout = dots ? 0 : r.g->entry_timeout;
+      if (dots) e.attr.st_ino = e.attr.st_ino ? e.attr.st_ino : 1;
+      need = fuse_add_direntry_plus(r.req, buf + used, size - used, name, &e, next);
+    } else {
+      struct stat st;
+      attr_from(attrs + (size_t)i * ATTR_LEN, &st);
+      need = fuse_add_direntry(r.req, buf + used, size - used, name, &st, next);
+    }
+    if (need > size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(r.req, buf, used);
+  free(buf);
+  reply_end(&r);
+  napi_value out;
+  napi_create_uint32(env, i, &out);
+  return out;
+}
+
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  gfs *g = get_gfs(env, argv[0]);
+  if (!g) return NULL;
+  napi_value o;
+  napi_create_object(env, &o);
+#define PUT(key, val) napi_set_named_property(env, o, key, num(env, (double)(val)))
+#define LOAD(field) __atomic_load_n(&g->stats.field, __ATOMIC_RELAXED)
+  PUT("forwarded", LOAD(forwarded));
+  PUT("batches", LOAD(batches));
+  PUT("outstanding", __atomic_load_n(&g->outstanding, __ATOMIC_RELAXED));
+  PUT("reads", LOAD(reads));
+  PUT("readBytes", LOAD(read_bytes));
+  PUT("readMax", LOAD(read_max));
+  PUT("fastReads", LOAD(fast_reads));
+  PUT("fastBytes", LOAD(fast_bytes));
+  PUT("fastFallbacks", LOAD(fast_fallbacks));
+  PUT("writes", LOAD(writes));
+  PUT("writeBytes", LOAD(write_bytes));
+  PUT("writeMax", LOAD(write_max));
+  PUT("notifications", LOAD(notifications));
+  PUT("notifyErrors", LOAD(notify_errors));
+  PUT("maxWrite", g->negotiated_max_write);
+  PUT("maxReadahead", g->negotiated_max_readahead);
+  PUT("capable", g->kernel_capable);
+  PUT("want", g->negotiated_want);
+  static const char *bucket_names[6] = {"4K", "32K", "128K", "256K", "512K", "1M"};
+  napi_value rs, ws;
+  napi_create_object(env, &rs);
+  napi_create_object(env, &ws);
+  for (int i = 0; i < 6; i++) {
+    napi_set_named_property(env, rs, bucket_names[i], num(env, (double)LOAD(read_sizes[i])));
+    napi_set_named_property(env, ws, bucket_names[i], num(env, (double)LOAD(write_sizes[i])));
+  }
+  napi_set_named_property(env, o, "readSizes", rs);
+  napi_set_named_property(env, o, "writeSizes", ws);
+#undef PUT
+#undef LOAD
+  return o;
+}
+
+napi_value driver_exports(napi_env env, napi_value exports) {
+  export_fn(env, exports, "mount", js_mount);
+  export_fn(env, exports, "unmount", js_unmount);
+  export_fn(env, exports, "finish", js_finish);
+  export_fn(env, exports, "replyErr", js_reply_err);
+  export_fn(env, exports, "replyEntry", js_reply_entry);
+  export_fn(env, exports, "replyAttr", js_reply_attr);
+  export_fn(env, exports, "replyOpen", js_reply_open);
+  export_fn(env, exports, "replyCreate", js_reply_create);
+  export_fn(env, exports, "replyBuf", js_reply_buf);
+  export_fn(env, exports, "replyWrite", js_reply_write);
+  export_fn(env, exports, "replyReadlink", js_reply_readlink);
+  export_fn(env, exports, "replyStatfs", js_reply_statfs);
+  export_fn(env, exports, "replyDir", js_reply_dir);
+  export_fn(env, exports, "stats", js_stats);
+  return exports;
+}

@@ -1,0 +1,152 @@
+/*
+ * ghostfs native addon: shared declarations.
+ *
+ * fuse_driver.c  the libfuse3 low-level session, its worker threads and the
+ *                hand-off of requests to JavaScript (and of replies back)
+ * fast_read.c    reads served in C from cached chunk files, without JS
+ * notify.c       kernel cache invalidation, from a thread of its own
+ * sys_calls.c    filesystem calls Node lacks (renameat2, O_TMPFILE, ...)
+ * addon.c        module registration and small N-API helpers
+ */
+#ifndef GHOSTFS_H
+#define GHOSTFS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdint.h>
+
+/* Operation codes shared with src/mount/drivers/native.ts. */
+enum gfs_op {
+  OP_EXIT = 0,
+  OP_LOOKUP = 1,
+  OP_GETATTR = 2,
+  OP_SETATTR = 3,
+  OP_READLINK = 4,
+  OP_MKDIR = 5,
+  OP_UNLINK = 6,
+  OP_RMDIR = 7,
+  OP_SYMLINK = 8,
+  OP_RENAME = 9,
+  OP_LINK = 10,
+  OP_OPEN = 11,
+  OP_READ = 12,
+  OP_WRITE = 13,
+  OP_FLUSH = 14,
+  OP_RELEASE = 15,
+  OP_FSYNC = 16,
+  OP_OPENDIR = 17,
+  OP_READDIR = 18,
+  OP_READDIRPLUS = 19,
+  OP_RELEASEDIR = 20,
+  OP_STATFS = 21,
+  OP_CREATE = 22,
+  OP_MKNOD = 23,
+};
+
+/* One kernel request on its way to JavaScript. */
+typedef struct gfs_msg {
+  struct gfs_msg *next;
+  int op;
+  fuse_req_t req;
+  uint64_t ino;  /* inode, or parent directory */
+  uint64_t ino2; /* new parent (rename, link) */
+  uint64_t fh;
+  int64_t off;
+  uint64_t size;
+  uint32_t flags; /* open/rename flags; setattr's to_set */
+  uint32_t mode;
+  uint32_t uid, gid; /* the caller */
+  double set[9];     /* setattr: mode uid gid size atime_s atime_ns mtime_s mtime_ns (set[8] unused) */
+  char *name, *name2;
+  char *data; /* write payload; JavaScript owns it once handed over */
+} gfs_msg;
+
+typedef struct gfs_fast gfs_fast;
+typedef struct gfs_notify gfs_notify;
+
+/* Counters read by stats(); updated with atomic adds from any thread. */
+typedef struct gfs_stats {
+  uint64_t forwarded;
+  uint64_t batches;
+  uint64_t reads, read_bytes, read_max;
+  uint64_t fast_reads, fast_bytes, fast_fallbacks;
+  uint64_t writes, write_bytes, write_max;
+  uint64_t read_sizes[6]; /* <=4K <=32K <=128K <=256K <=512K <=1M+ */
+  uint64_t write_sizes[6];
+  uint64_t notifications, notify_errors;
+} gfs_stats;
+
+typedef struct gfs {
+  struct fuse_session *se;
+  char *mountpoint;
+  pthread_t loop_thread;
+  int loop_started, loop_joined;
+  int loop_result;
+
+  napi_threadsafe_function tsfn;
+  napi_ref dispatcher;
+  pthread_mutex_t qlock;
+  gfs_msg *queue; /* newest first; reversed when drained */
+  int signaled;
+
+  int64_t outstanding; /* requests handed to JS and not answered yet */
+  int finished;        /* unmounted and released: replies free the session when the last is in */
+  int destroyed;
+
+  double attr_timeout, entry_timeout;
+  unsigned max_write, max_readahead;
+  int writeback_cache;
+  int kernel_max_pages; /* what init negotiated, for stats */
+  unsigned negotiated_max_write, negotiated_max_readahead, negotiated_want, kernel_capable;
+
+  gfs_fast *fast;
+  gfs_notify *notify;
+  gfs_stats stats;
+} gfs;
+
+#define STAT_ADD(g, field, n) __atomic_fetch_add(&(g)->stats.field, (n), __ATOMIC_RELAXED)
+void stat_max(uint64_t *slot, uint64_t v);
+int size_bucket(uint64_t n);
+
+/* fuse_driver.c */
+napi_value driver_exports(napi_env env, napi_value exports);
+void gfs_request_done(gfs *g);
+
+/* fast_read.c */
+gfs_fast *fast_new(const char *chunk_dir);
+void fast_free(gfs_fast *f);
+/* Answers a read from chunk files if every chunk it needs is local; 0 means "ask JS". */
+int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t size);
+napi_value fast_exports(napi_env env, napi_value exports);
+
+/* notify.c */
+gfs_notify *notify_start(gfs *g);
+void notify_stop(gfs_notify *n);
+napi_value notify_exports(napi_env env, napi_value exports);
+
+/* sys_calls.c */
+napi_value sys_exports(napi_env env, napi_value exports);
+
+/* addon.c: helpers */
+gfs *get_gfs(napi_env env, napi_value v);
+int throw_errno(napi_env env, int err, const char *call, const char *path);
+int get_double(napi_env env, napi_value v, double *out);
+int get_u64(napi_env env, napi_value v, uint64_t *out);
+char *get_string(napi_env env, napi_value v); /* malloc'd, NULL on failure (an exception is pending) */
+void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
+
+#define NAPI_TRY(env, call)                                                        \
+  do {                                                                             \
+    if ((call) != napi_ok) {                                                       \
+      const napi_extended_error_info *info_;                                       \
+      napi_get_last_error_info((env), &info_);                                     \
+      bool pending_;                                                               \
+      napi_is_exception_pending((env), &pending_);                                 \
+      if (!pending_) napi_throw_error((env), NULL, info_ && info_->error_message ? info_->error_message : #call); \
+      return NULL;                                                                 \
+    }                                                                              \
+  } while (0)
+
+#endif

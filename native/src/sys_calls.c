@@ -1,0 +1,205 @@
+/*
+ * Filesystem calls Node lacks, for the node agent and the mount to use
+ * where they make ghostfs safer. All are synchronous: each is one short
+ * metadata system call. Failures throw Errors with Node's `code` names.
+ */
+#include "ghostfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static napi_value undefined(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+/* renameat2(from, to, flags): 1 RENAME_NOREPLACE, 2 RENAME_EXCHANGE. */
+static napi_value js_renameat2(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double flags;
+  char *from = get_string(env, argv[0]);
+  char *to = from ? get_string(env, argv[1]) : NULL;
+  if (!to || get_double(env, argv[2], &flags)) {
+    free(from), free(to);
+    return NULL;
+  }
+  if (renameat2(AT_FDCWD, from, AT_FDCWD, to, (unsigned)flags) != 0) throw_errno(env, errno, "renameat2", to);
+  free(from), free(to);
+  return NULL;
+}
+
+static int get_ts(napi_env env, napi_value sec, napi_value nsec, struct timespec *ts) {
+  napi_valuetype t;
+  napi_typeof(env, sec, &t);
+  if (t == napi_null || t == napi_undefined) {
+    ts->tv_sec = 0;
+    ts->tv_nsec = UTIME_OMIT;
+    return 0;
+  }
+  if (t == napi_string) { /* "now" */
+    ts->tv_sec = 0;
+    ts->tv_nsec = UTIME_NOW;
+    return 0;
+  }
+  double s, ns;
+  if (get_double(env, sec, &s) || get_double(env, nsec, &ns)) return -1;
+  ts->tv_sec = (time_t)s;
+  ts->tv_nsec = (long)ns;
+  return 0;
+}
+
+/* utimensat(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec) — exact nanoseconds,
+ * never following a final symlink; a null second leaves that time, "now" sets it to now. */
+static napi_value js_utimensat(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct timespec ts[2];
+  char *path = get_string(env, argv[0]);
+  if (!path) return NULL;
+  if (get_ts(env, argv[1], argv[2], &ts[0]) || get_ts(env, argv[3], argv[4], &ts[1])) {
+    free(path);
+    return NULL;
+  }
+  if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) throw_errno(env, errno, "utimensat", path);
+  free(path);
+  return NULL;
+}
+
+/* openTmpfile(dir, mode) -> fd of a file with no name, in dir's filesystem. */
+static napi_value js_open_tmpfile(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double mode;
+  char *dir = get_string(env, argv[0]);
+  if (!dir || get_double(env, argv[1], &mode)) {
+    free(dir);
+    return NULL;
+  }
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
+  if (fd < 0) {
+    throw_errno(env, errno, "open O_TMPFILE", dir);
+    free(dir);
+    return NULL;
+  }
+  free(dir);
+  napi_value r;
+  napi_create_int32(env, fd, &r);
+  return r;
+}
+
+/* linkTmpfile(fd, path): gives an O_TMPFILE file its name; EEXIST if taken. */
+static napi_value js_link_tmpfile(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double fd;
+  if (get_double(env, argv[0], &fd)) return NULL;
+  char *path = get_string(env, argv[1]);
+  if (!path) return NULL;
+  char proc[64];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", (int)fd);
+  /* /proc's link works without CAP_DAC_READ_SEARCH, unlike AT_EMPTY_PATH. */
+  if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0) throw_errno(env, errno, "linkat", path);
+  free(path);
+  return NULL;
+}
+
+/* openBeneath(root, rel, flags, mode) -> fd; `rel` may not leave `root`,
+ * through "..", an absolute path or any symlink (RESOLVE_BENEATH). */
+static napi_value js_open_beneath(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double flags, mode;
+  char *root = get_string(env, argv[0]);
+  char *rel = root ? get_string(env, argv[1]) : NULL;
+  if (!rel || get_double(env, argv[2], &flags) || get_double(env, argv[3], &mode)) {
+    free(root), free(rel);
+    return NULL;
+  }
+  int dfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    throw_errno(env, errno, "open", root);
+    free(root), free(rel);
+    return NULL;
+  }
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = (uint64_t)flags | O_CLOEXEC;
+  if (how.flags & (O_CREAT | O_TMPFILE)) how.mode = (uint64_t)mode;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  int fd = (int)syscall(SYS_openat2, dfd, rel[0] ? rel : ".", &how, sizeof how);
+  int err = errno;
+  close(dfd);
+  if (fd < 0) {
+    throw_errno(env, err, "openat2", rel);
+    free(root), free(rel);
+    return NULL;
+  }
+  free(root), free(rel);
+  napi_value r;
+  napi_create_int32(env, fd, &r);
+  return r;
+}
+
+/* fsyncPath(path): fsync of a directory (or file) by name. */
+static napi_value js_fsync_path(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *path = get_string(env, argv[0]);
+  if (!path) return NULL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fsync(fd) != 0) throw_errno(env, errno, "fsync", path);
+  if (fd >= 0) close(fd);
+  free(path);
+  return NULL;
+}
+
+/* syncfs(fd): everything of that filesystem to disk. */
+static napi_value js_syncfs(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double fd;
+  if (get_double(env, argv[0], &fd)) return NULL;
+  if (syncfs((int)fd) != 0) throw_errno(env, errno, "syncfs", NULL);
+  return undefined(env);
+}
+
+/* lazyUnmount(path): detaches a mount, e.g. a FUSE mount whose process died. */
+static napi_value js_lazy_unmount(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *path = get_string(env, argv[0]);
+  if (!path) return NULL;
+  if (umount2(path, MNT_DETACH) != 0) throw_errno(env, errno, "umount2", path);
+  free(path);
+  return NULL;
+}
+
+napi_value sys_exports(napi_env env, napi_value exports) {
+  export_fn(env, exports, "renameat2", js_renameat2);
+  export_fn(env, exports, "utimensat", js_utimensat);
+  export_fn(env, exports, "openTmpfile", js_open_tmpfile);
+  export_fn(env, exports, "linkTmpfile", js_link_tmpfile);
+  export_fn(env, exports, "openBeneath", js_open_beneath);
+  export_fn(env, exports, "fsyncPath", js_fsync_path);
+  export_fn(env, exports, "syncfs", js_syncfs);
+  export_fn(env, exports, "lazyUnmount", js_lazy_unmount);
+  return exports;
+}

@@ -1,0 +1,140 @@
+// The native addon (native/build/ghostfs.node), when it was built: the
+// libfuse3 low-level driver and the filesystem calls Node lacks. Everything
+// that uses it has a fallback, so a machine without libfuse3's headers
+// still runs ghostfs (on fuse-native and Node's own calls).
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Opaque handle of a mounted session. */
+export type SessionHandle = { readonly __session: unique symbol };
+
+export interface MountOptions {
+  fsname: string;
+  /** Where chunk files live (chunks/ab/<hash>), for the read fast path. */
+  chunkDir: string;
+  attrTimeout: number;
+  entryTimeout: number;
+  maxWrite?: number;
+  maxReadahead?: number;
+  writebackCache?: boolean;
+  autoUnmount?: boolean;
+  allowOther?: boolean;
+  debug?: boolean;
+}
+
+/** Called once per kernel request, in arrival order, on the JS thread. */
+export type Dispatcher = (
+  op: number,
+  id: number,
+  ino: number,
+  ino2: number,
+  fh: number,
+  off: number,
+  size: number,
+  flags: number,
+  mode: number,
+  name: string | undefined,
+  name2: string | undefined,
+  data: Buffer | undefined,
+  set: number[] | undefined,
+  uid: number,
+  gid: number,
+) => void;
+
+export interface DriverStats {
+  forwarded: number;
+  batches: number;
+  outstanding: number;
+  reads: number;
+  readBytes: number;
+  readMax: number;
+  fastReads: number;
+  fastBytes: number;
+  fastFallbacks: number;
+  writes: number;
+  writeBytes: number;
+  writeMax: number;
+  notifications: number;
+  notifyErrors: number;
+  maxWrite: number;
+  maxReadahead: number;
+  capable: number;
+  want: number;
+  readSizes: Record<string, number>;
+  writeSizes: Record<string, number>;
+}
+
+export interface NativeAddon {
+  mount(mountpoint: string, options: MountOptions, dispatch: Dispatcher): SessionHandle;
+  unmount(h: SessionHandle): void;
+  finish(h: SessionHandle): void;
+  replyErr(id: number, errno: number): void;
+  replyEntry(id: number, attr: Float64Array | null): void;
+  replyAttr(id: number, attr: Float64Array): void;
+  replyOpen(id: number, fh: number, bits: number): void;
+  replyCreate(id: number, attr: Float64Array, fh: number, bits: number): void;
+  replyBuf(id: number, buf: Buffer, length: number): void;
+  replyWrite(id: number, count: number): void;
+  replyReadlink(id: number, target: string): void;
+  replyStatfs(id: number, values: Float64Array): void;
+  /** Returns how many entries fitted in the kernel's buffer. */
+  replyDir(id: number, size: number, plus: 0 | 1, firstOffset: number, names: string[], attrs: Float64Array): number;
+  stats(h: SessionHandle): DriverStats;
+  fastOpen(h: SessionHandle, fh: number, size: number, hashes: Buffer, offsets: Float64Array, lengths: Float64Array, local: Uint8Array): void;
+  fastMark(h: SessionHandle, fh: number, index: number): void;
+  fastClose(h: SessionHandle, fh: number): void;
+  invalInode(h: SessionHandle, ino: number): void;
+  invalEntry(h: SessionHandle, parentIno: number, name: string): void;
+  notifyDelete(h: SessionHandle, parentIno: number, ino: number, name: string): void;
+  /** flags: RENAME_NOREPLACE (1), RENAME_EXCHANGE (2). */
+  renameat2(from: string, to: string, flags: number): void;
+  /** Exact nanoseconds; null leaves a time as it is, 'now' sets it to now. Never follows a final symlink. */
+  utimensat(path: string, atimeS: number | null | 'now', atimeNs: number, mtimeS: number | null | 'now', mtimeNs: number): void;
+  openTmpfile(dir: string, mode: number): number;
+  linkTmpfile(fd: number, path: string): void;
+  openBeneath(root: string, rel: string, flags: number, mode: number): number;
+  fsyncPath(path: string): void;
+  syncfs(fd: number): void;
+  lazyUnmount(path: string): void;
+}
+
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+
+function addonPath(): string | undefined {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const p = join(dir, 'native', 'build', 'ghostfs.node');
+    if (existsSync(p)) return p;
+    const up = dirname(dir);
+    if (up === dir) return undefined;
+    dir = up;
+  }
+}
+
+let loaded: NativeAddon | null | undefined;
+let loadError: string | undefined;
+
+/** The addon, or undefined when it was not built here (see `nativeLoadError`). */
+export function nativeAddon(): NativeAddon | undefined {
+  if (loaded === undefined) {
+    loaded = null;
+    const p = process.env.GHOSTFS_NO_NATIVE ? undefined : addonPath();
+    if (!p) loadError = process.env.GHOSTFS_NO_NATIVE ? 'disabled by GHOSTFS_NO_NATIVE' : 'native/build/ghostfs.node is not built (needs libfuse3-dev; run `bash native/build.sh`)';
+    else {
+      try {
+        loaded = createRequire(import.meta.url)(p) as NativeAddon;
+      } catch (err) {
+        loadError = `cannot load ${p}: ${(err as Error).message}`;
+      }
+    }
+  }
+  return loaded ?? undefined;
+}
+
+export function nativeLoadError(): string | undefined {
+  nativeAddon();
+  return loadError;
+}
