@@ -11,7 +11,15 @@ import { fromTimespec } from '../src/content/attr.js';
 import { errnoOf } from '../src/wire/errors.js';
 import type { NodeConnection } from '../src/mesh/connection.js';
 import type { WChangeEventOut } from '../src/wire/types.js';
+import { nativeAddon } from '../src/native/addon.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
+
+/** Files a process holds open that have no name (O_TMPFILE) in `dir`'s tree. */
+async function unnamedFiles(pid: number, dir: string): Promise<number> {
+  const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+  const targets = await Promise.all(fds.map((fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')));
+  return targets.filter((l) => l.startsWith(dir + '/') && l.endsWith(' (deleted)')).length;
+}
 
 async function makeTree(root: string): Promise<void> {
   await mkdir(join(root, 'src/deep/er'), { recursive: true });
@@ -199,6 +207,19 @@ t.test('node agent', async (t) => {
     t.equal(await readFile(join(root, 'm/g'), 'utf8'), 'f', 'source still there');
     await mut({ rename: { from: 'm/g', to: 'm/i', noReplace: true } });
     t.equal(await readFile(join(root, 'm/i'), 'utf8'), 'f', 'no-replace rename to a free name');
+    await mut({ mkdir: { path: 'm/d1', mode: 0o755 } });
+    await mut({ mkdir: { path: 'm/d2', mode: 0o755 } });
+    await rejectsErrno(t, mut({ rename: { from: 'm/d1', to: 'm/d2', noReplace: true } }), 'EEXIST', 'no-replace rename of a directory onto an existing one');
+    await writeFile(join(root, 'm/x1'), 'one');
+    await writeFile(join(root, 'm/x2'), 'two');
+    const ex = await mut({ rename: { from: 'm/x1', to: 'm/x2', exchange: true } });
+    t.same([await readFile(join(root, 'm/x1'), 'utf8'), await readFile(join(root, 'm/x2'), 'utf8')], ['two', 'one'], 'RENAME_EXCHANGE swaps two files');
+    t.same(ex.entries.map((e) => [e.name, e.attr!.size]).sort(), [['m/x1', 3], ['m/x2', 3]], 'and reports both');
+    await writeFile(join(root, 'm/d1/inside'), 'in d1');
+    await mut({ rename: { from: 'm/d1', to: 'm/d2', exchange: true } });
+    t.equal((await readAll(conn, 'm/d2/inside')).toString(), 'in d1', 'exchanged directories serve their contents under the new names');
+    await rejectsErrno(t, conn.stat('m/d1/inside'), 'ENOENT', 'and the old place is empty');
+    for (const p of ['m/x1', 'm/x2', 'm/d1', 'm/d2/inside', 'm/d2']) await mut(p.endsWith('inside') || p.includes('x') ? { unlink: { path: p } } : { rmdir: { path: p } });
     await mut({ symlink: { path: 'm/ln', target: '../README.md' } });
     t.equal(await readlink(join(root, 'm/ln')), '../README.md');
     const l = await mut({ link: { existing: 'm/i', path: 'm/hard' } });
@@ -222,8 +243,8 @@ t.test('node agent', async (t) => {
     const after = await lstat(join(root, 'm/times'), { bigint: true });
     t.equal(after.atimeNs, before.atimeNs, 'atime untouched (UTIME_OMIT)');
     t.equal(after.mtimeNs, 1_500_000_000_250_000_000n, 'mtime set');
-    await mut({ utimens: { path: 'm/h', mtime: { sec: 1_500_000_000, nsec: 250_000_000 } } });
-    t.equal((await lstat(join(root, 'm/h'), { bigint: true })).mtimeNs, 1_500_000_000_250_000_000n, 'mtime set on a file');
+    await mut({ utimens: { path: 'm/h', mtime: { sec: 1_500_000_000, nsec: 250_000_001 } } });
+    t.equal((await lstat(join(root, 'm/h'), { bigint: true })).mtimeNs, 1_500_000_000_250_000_001n, 'mtime set on a file, to the nanosecond');
     if (process.getuid?.() === 0) {
       await mut({ chown: { path: 'm/h', uid: 1234, gid: -1 } });
       t.equal((await stat(join(root, 'm/h'))).uid, 1234, 'chown as root');
@@ -315,11 +336,11 @@ t.test('node agent', async (t) => {
     const big = randomBytes(400 * 1024 * 1024);
     const up = await upload(conn, big);
     const commit = conn.commit({ path: 'precious.bin', digest: up.m.digest, size: up.m.size, chunks: up.m.chunks }, 120_000).catch((e) => e);
-    // Wait for the temp file to appear, then kill the node mid-assembly.
-    for (let i = 0; i < 2000; i++) {
-      if ((await readdir(root)).some((n) => n.startsWith('.ghostfs-tmp-'))) break;
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    // Wait until the new version is being assembled (a file with no name,
+    // O_TMPFILE, open in the node; or a named temp file without the addon),
+    // then kill the node mid-assembly.
+    const assembling = async (): Promise<boolean> => (await readdir(root)).some((n) => n.startsWith('.ghostfs-tmp-')) || (await unnamedFiles(node.child.pid!, root)) > 0;
+    for (let i = 0; i < 2000 && !(await assembling()); i++) await new Promise((r) => setTimeout(r, 5));
     await node.stop('SIGKILL');
     const res = await commit;
     t.ok(res instanceof Error, 'the commit did not report success');
@@ -327,8 +348,9 @@ t.test('node agent', async (t) => {
     conn.close();
     node = await NodeProc.start(['--root', root, '--state-dir', state, '--temp-ttl', '0']);
     conn = node.connect();
-    t.same((await readdir(root)).filter((n) => n.startsWith('.ghostfs-tmp-')), [], 'the stale temp file was reclaimed on start');
-    t.equal(node.line('workspace indexed')!.tempsRemoved, 1);
+    t.same((await readdir(root)).filter((n) => n.startsWith('.ghostfs-tmp-')), [], 'no partial file is left under any name');
+    // With O_TMPFILE the partial file never had a name; without it, the named temp file was reclaimed on start.
+    t.equal(node.line('workspace indexed')!.tempsRemoved, nativeAddon() ? 0 : 1);
   });
 });
 

@@ -77,6 +77,18 @@ static napi_value js_utimensat(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* futimens(fd, atimeSec, atimeNsec, mtimeSec, mtimeNsec) — as utimensat, on an open file. */
+static napi_value js_futimens(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double fd;
+  struct timespec ts[2];
+  if (get_double(env, argv[0], &fd) || get_ts(env, argv[1], argv[2], &ts[0]) || get_ts(env, argv[3], argv[4], &ts[1])) return NULL;
+  if (futimens((int)fd, ts) != 0) throw_errno(env, errno, "futimens", NULL);
+  return NULL;
+}
+
 /* openTmpfile(dir, mode) -> fd of a file with no name, in dir's filesystem. */
 static napi_value js_open_tmpfile(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -195,6 +207,7 @@ static napi_value js_lazy_unmount(napi_env env, napi_callback_info info) {
 napi_value sys_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "renameat2", js_renameat2);
   export_fn(env, exports, "utimensat", js_utimensat);
+  export_fn(env, exports, "futimens", js_futimens);
   export_fn(env, exports, "openTmpfile", js_open_tmpfile);
   export_fn(env, exports, "linkTmpfile", js_link_tmpfile);
   export_fn(env, exports, "openBeneath", js_open_beneath);

@@ -92,6 +92,8 @@ export interface NativeAddon {
   renameat2(from: string, to: string, flags: number): void;
   /** Exact nanoseconds; null leaves a time as it is, 'now' sets it to now. Never follows a final symlink. */
   utimensat(path: string, atimeS: number | null | 'now', atimeNs: number, mtimeS: number | null | 'now', mtimeNs: number): void;
+  futimens(fd: number, atimeS: number | null | 'now', atimeNs: number, mtimeS: number | null | 'now', mtimeNs: number): void;
+  /** A file with no name in `dir`'s filesystem (O_TMPFILE); EOPNOTSUPP where that filesystem lacks it. */
   openTmpfile(dir: string, mode: number): number;
   linkTmpfile(fd: number, path: string): void;
   openBeneath(root: string, rel: string, flags: number, mode: number): number;

@@ -1,20 +1,21 @@
 // The atomic write: a new version of a file is assembled from chunks in a
-// temp file beside the target (created 0600, so it is never visible with
-// wrong permissions), checked against its digest, given its mode (and owner,
-// only when the process may), fsynced, renamed over the target, and the
-// directory fsynced. If the target changed since the writer read it, nothing
+// staged file in the target's directory (with no name at all where O_TMPFILE
+// is there, else a 0600 temp file: never visible with wrong permissions),
+// given its mode (and owner, only when the process may) and times, fsynced,
+// put in place of the target (or linked in, for a new file, only if the
+// name is still free), and the directory fsynced. If the target changed since the writer read it, nothing
 // is overwritten: the writer's version becomes a conflict copy beside it.
-import { open, rename, unlink, link, lstat } from 'node:fs/promises';
+import { open, lstat } from 'node:fs/promises';
 import { constants as C } from 'node:fs';
-import { dirname, basename, extname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { dirname, basename, extname } from 'node:path';
 import { hostname } from 'node:os';
-import { attrFromStats, isReg, nsToSeconds, type Attr } from '../content/attr.js';
+import { attrFromStats, isReg, type Attr } from '../content/attr.js';
 import { checkChunkList, fileDigest, hex, type ChunkRef } from '../content/manifest.js';
 import { FsError } from '../wire/errors.js';
 import { log } from '../log.js';
 import { checkChildPath, joinRel, parentOf } from './paths.js';
-import { TEMP_PREFIX, type WorkspaceIndex } from './workspace-index.js';
+import type { WorkspaceIndex } from './workspace-index.js';
+import { stageIn, type StagedFile } from './staged-file.js';
 import type { ChunkSource } from './chunk-source.js';
 import type { IndexEntry } from './index-entry.js';
 
@@ -77,35 +78,37 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
 
   const abs = await index.paths.safeAbs(path);
   const dir = dirname(abs);
-  const tmp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
-  const fh = await open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-  let named = false;
+  const staged = await stageIn(dir);
   try {
     for (const c of input.chunks) {
       const data = input.inline?.get(c.hash.toString('latin1')) ?? (await source.read(c.hash, path));
       if (data.length !== c.length) throw new FsError('EIO', `chunk ${hex(c.hash)} has ${data.length} bytes, expected ${c.length}`);
-      let done = 0;
-      while (done < data.length) done += (await fh.write(data, done, data.length - done, c.offset + done)).bytesWritten;
+      await staged.write(data, c.offset);
     }
-    const { conflict, current } = await checkBase(index, path, abs, input);
+    let { conflict, current } = await checkBase(index, path, abs, input);
     const mode = (input.mode & 0o7777) || (current ? current.mode & 0o7777 : 0o644);
-    await fh.chmod(mode);
-    if (mayChown && current) await fh.chown(current.uid, current.gid);
-    if (input.mtimeNs !== undefined) {
-      await fh.utimes(nsToSeconds(input.atimeNs ?? input.mtimeNs), nsToSeconds(input.mtimeNs));
-    }
-    await fh.sync();
-    await fh.close();
+    await staged.chmod(mode);
+    if (mayChown && current) await staged.chown(current.uid, current.gid);
+    if (input.mtimeNs !== undefined) await staged.times(input.atimeNs ?? input.mtimeNs, input.mtimeNs);
+    await staged.sync();
 
+    if (!conflict && input.expectAbsent) {
+      // A new file takes its name only if the name is still free: link() decides atomically.
+      try {
+        await staged.linkAs(abs);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        conflict = true;
+      }
+    } else if (!conflict) {
+      await staged.replace(abs);
+    }
     let finalPath = path;
     if (conflict) {
-      finalPath = await placeConflictCopy(index, tmp, path, input.clientId || hostname());
-      await unlink(tmp);
+      finalPath = await placeConflictCopy(index, staged, path, input.clientId || hostname());
       log.warn({ workspace: index.id, path, conflictPath: finalPath, client: input.clientId }, 'commit conflict: kept the node version, stored the writer version beside it');
-    } else {
-      await rename(tmp, abs);
     }
-    named = true;
+    await staged.discard();
     await fsyncDir(dir);
     const attr = attrFromStats(await lstat(index.paths.abs(finalPath), { bigint: true }));
     const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
@@ -113,10 +116,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     for (const c of input.chunks) await source.dropStaged(c.hash);
     return { conflict, path: finalPath, entry, generation: change!.generation };
   } finally {
-    if (!named) {
-      await fh.close().catch(() => undefined);
-      await unlink(tmp).catch(() => undefined);
-    }
+    await staged.discard();
   }
 }
 
@@ -135,12 +135,12 @@ async function checkBase(index: WorkspaceIndex, path: string, abs: string, input
   return { conflict: !entry.digest!.equals(input.baseDigest), current };
 }
 
-async function placeConflictCopy(index: WorkspaceIndex, tmp: string, path: string, clientId: string): Promise<string> {
+async function placeConflictCopy(index: WorkspaceIndex, staged: StagedFile, path: string, clientId: string): Promise<string> {
   const when = new Date();
   for (let n = 0; n < 100; n++) {
     const candidate = conflictName(path, clientId, when, n);
     try {
-      await link(tmp, index.paths.abs(candidate)); // link never replaces an existing name
+      await staged.linkAs(index.paths.abs(candidate)); // link never replaces an existing name
       return candidate;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;

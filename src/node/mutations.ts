@@ -7,6 +7,7 @@ import { constants as C } from 'node:fs';
 import { attrFromStats, fromTimespec, isDir, isLnk, nsToSeconds, type Attr } from '../content/attr.js';
 import { FsError } from '../wire/errors.js';
 import type { WMutateRequestOut } from '../wire/types.js';
+import { nativeAddon, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../native/addon.js';
 import { checkChildPath, checkPath } from './paths.js';
 import type { WorkspaceIndex } from './workspace-index.js';
 import type { IndexEntry } from './index-entry.js';
@@ -70,12 +71,21 @@ export async function mutate(index: WorkspaceIndex, req: WMutateRequestOut): Pro
       const to = checkChildPath(r.to, 'to');
       if (to === from) return done(from);
       if (to.startsWith(from + '/')) throw new FsError('EINVAL', `cannot move "${from}" into itself`);
-      if (r.exchange) throw new FsError('ENOTSUP', 'RENAME_EXCHANGE needs the native helper (renameat2), not available in this build');
       const fromAbs = await index.paths.safeAbs(from);
       const toAbs = await index.paths.safeAbs(to);
       const st = await lstatOrNull(fromAbs);
       if (!st) throw new FsError('ENOENT', `"${from}" does not exist`);
-      if (r.noReplace) {
+      const addon = nativeAddon();
+      if (r.exchange) {
+        if (!addon) throw new FsError('ENOTSUP', 'RENAME_EXCHANGE needs the native addon (renameat2), which is not built here');
+        if (from.startsWith(to + '/')) throw new FsError('EINVAL', `cannot exchange "${from}" with a directory above it`);
+        addon.renameat2(fromAbs, toAbs, RENAME_EXCHANGE);
+        const [a, b] = await index.exchanged(from, to);
+        return { changed: [{ path: from, entry: a }, { path: to, entry: b }] };
+      }
+      if (r.noReplace && addon) {
+        addon.renameat2(fromAbs, toAbs, RENAME_NOREPLACE); // atomic: EEXIST, never a clobber
+      } else if (r.noReplace) {
         if (!isDir(st.mode)) {
           // link() fails with EEXIST atomically, so nothing is ever clobbered.
           await link(fromAbs, toAbs);
@@ -135,7 +145,15 @@ export async function mutate(index: WorkspaceIndex, req: WMutateRequestOut): Pro
       // Absent means UTIME_OMIT: keep exactly what is there.
       const atime = u.atimeNow ? nowNs() : u.atime ? fromTimespec(u.atime) : st.atimeNs;
       const mtime = u.mtimeNow ? nowNs() : u.mtime ? fromTimespec(u.mtime) : st.mtimeNs;
-      await lutimes(abs, nsToSeconds(atime), nsToSeconds(mtime));
+      const addon = nativeAddon();
+      if (addon) {
+        // Exact nanoseconds (lutimes takes seconds as a double).
+        const sec = (ns: bigint): number => Number(ns / 1_000_000_000n);
+        const nsec = (ns: bigint): number => Number(ns % 1_000_000_000n);
+        addon.utimensat(abs, sec(atime), nsec(atime), sec(mtime), nsec(mtime));
+      } else {
+        await lutimes(abs, nsToSeconds(atime), nsToSeconds(mtime));
+      }
       return keep(path, known);
     }
     case 'truncate': {

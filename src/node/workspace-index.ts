@@ -478,6 +478,17 @@ export class WorkspaceIndex extends EventEmitter {
     return this.adopt(to, movedEntries[0]?.entry);
   }
 
+  /** After renameat2(RENAME_EXCHANGE): the two paths (and what is under them) trade places. */
+  async exchanged(a: string, b: string): Promise<[IndexEntry | null, IndexEntry | null]> {
+    const move = (from: string, to: string) => this.subtree(from).map((p) => ({ path: to + p.slice(from.length), entry: this.entries.get(p)! }));
+    const toB = move(a, b);
+    const toA = move(b, a);
+    const list: { path: string; entry: IndexEntry | null }[] = [...this.subtree(a), ...this.subtree(b)].map((path) => ({ path, entry: null }));
+    list.push(...toB, ...toA);
+    await this.apply(list);
+    return [await this.adopt(a, toA[0]?.entry), await this.adopt(b, toB[0]?.entry)];
+  }
+
   /**
    * The index entry of a regular file, checked against the file as it is
    * now: if its stat tuple moved, it is re-hashed (once, whoever asks).

@@ -1,0 +1,162 @@
+// Where a commit assembles a file's new version before it takes the target's
+// name. With the native addon it is an O_TMPFILE file: it has no name at all
+// until it is complete, fsynced and linked in, so a crash can never leave a
+// partial file under any name. Without the addon (or on a filesystem that
+// lacks O_TMPFILE) it is a 0600 temp file beside the target, which the
+// index reclaims after a crash.
+import { open, rename, unlink, link, type FileHandle } from 'node:fs/promises';
+import { close, constants as C, fchmod, fchown, fsync, write } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { nsToSeconds } from '../content/attr.js';
+import { nativeAddon, type NativeAddon } from '../native/addon.js';
+import { TEMP_PREFIX } from './workspace-index.js';
+
+export interface StagedFile {
+  write(data: Buffer, at: number): Promise<void>;
+  chmod(mode: number): Promise<void>;
+  chown(uid: number, gid: number): Promise<void>;
+  /** Sets both times, to the nanosecond where the platform allows. */
+  times(atimeNs: bigint, mtimeNs: bigint): Promise<void>;
+  sync(): Promise<void>;
+  /** Gives the file the name `abs`, which must not exist yet (EEXIST otherwise). */
+  linkAs(abs: string): Promise<void>;
+  /** Puts the file in place of `abs`, atomically. */
+  replace(abs: string): Promise<void>;
+  /** Drops whatever name or handle is left; safe to call more than once. */
+  discard(): Promise<void>;
+}
+
+const tempName = (dir: string): string => join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+
+/** A new staged file in `dir` (the target's directory), readable by its owner only. */
+export async function stageIn(dir: string): Promise<StagedFile> {
+  const addon = nativeAddon();
+  if (addon) {
+    try {
+      return new UnnamedFile(addon, dir, addon.openTmpfile(dir, 0o600));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // Filesystems without O_TMPFILE answer one of these: use a named temp file there.
+      if (code !== 'EOPNOTSUPP' && code !== 'EISDIR' && code !== 'ENOTSUP') throw err;
+    }
+  }
+  const tmp = tempName(dir);
+  return new NamedTempFile(tmp, await open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600));
+}
+
+const writeP = promisify(write);
+const fchmodP = promisify(fchmod);
+const fchownP = promisify(fchown);
+const fsyncP = promisify(fsync);
+const closeP = promisify(close);
+
+class UnnamedFile implements StagedFile {
+  private open = true;
+
+  constructor(
+    private readonly addon: NativeAddon,
+    private readonly dir: string,
+    private readonly fd: number,
+  ) {}
+
+  async write(data: Buffer, at: number): Promise<void> {
+    for (let done = 0; done < data.length; ) done += (await writeP(this.fd, data, done, data.length - done, at + done)).bytesWritten;
+  }
+
+  chmod(mode: number): Promise<void> {
+    return fchmodP(this.fd, mode);
+  }
+
+  chown(uid: number, gid: number): Promise<void> {
+    return fchownP(this.fd, uid, gid);
+  }
+
+  async times(atimeNs: bigint, mtimeNs: bigint): Promise<void> {
+    const s = (ns: bigint): number => Number(ns / 1_000_000_000n);
+    const n = (ns: bigint): number => Number(ns % 1_000_000_000n);
+    this.addon.futimens(this.fd, s(atimeNs), n(atimeNs), s(mtimeNs), n(mtimeNs));
+  }
+
+  sync(): Promise<void> {
+    return fsyncP(this.fd);
+  }
+
+  async linkAs(abs: string): Promise<void> {
+    this.addon.linkTmpfile(this.fd, abs);
+  }
+
+  async replace(abs: string): Promise<void> {
+    // A name that can be renamed over the target: it appears only now that the content is complete and on disk.
+    const tmp = tempName(this.dir);
+    this.addon.linkTmpfile(this.fd, tmp);
+    try {
+      await rename(tmp, abs);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async discard(): Promise<void> {
+    if (!this.open) return;
+    this.open = false;
+    await closeP(this.fd);
+  }
+}
+
+class NamedTempFile implements StagedFile {
+  private named = true;
+  private closed = false;
+
+  constructor(
+    private readonly tmp: string,
+    private readonly fh: FileHandle,
+  ) {}
+
+  async write(data: Buffer, at: number): Promise<void> {
+    for (let done = 0; done < data.length; ) done += (await this.fh.write(data, done, data.length - done, at + done)).bytesWritten;
+  }
+
+  chmod(mode: number): Promise<void> {
+    return this.fh.chmod(mode);
+  }
+
+  chown(uid: number, gid: number): Promise<void> {
+    return this.fh.chown(uid, gid);
+  }
+
+  times(atimeNs: bigint, mtimeNs: bigint): Promise<void> {
+    // Node's futimes takes seconds as a double: exact to about a quarter microsecond.
+    return this.fh.utimes(nsToSeconds(atimeNs), nsToSeconds(mtimeNs));
+  }
+
+  sync(): Promise<void> {
+    return this.fh.sync();
+  }
+
+  linkAs(abs: string): Promise<void> {
+    return link(this.tmp, abs);
+  }
+
+  async replace(abs: string): Promise<void> {
+    await this.close();
+    await rename(this.tmp, abs);
+    this.named = false;
+  }
+
+  private async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.fh.close();
+  }
+
+  async discard(): Promise<void> {
+    await this.close().catch(() => undefined);
+    if (this.named) {
+      this.named = false;
+      await unlink(this.tmp).catch(() => undefined);
+    }
+  }
+}
