@@ -1,0 +1,110 @@
+// What only the native driver does, end to end through a real mount driven
+// from child processes: rename flags, nanosecond times, 1 MiB requests, the
+// C read fast path (and its fallback when a chunk vanished), kernel cache
+// invalidation from the change feed with long timeouts, and a dead mount
+// recovered on the next start.
+import t from 'tap';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes, createHash } from 'node:crypto';
+import { nativeAddon, nativeLoadError } from '../src/native/addon.js';
+import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { MountProc, run, sh } from './helpers/mount-proc.js';
+import { BIN } from './helpers/logged-proc.js';
+
+const ADDON = new URL('../../native/build/ghostfs.node', import.meta.url).pathname;
+/** Calls the addon's renameat2 from a child process (this process never touches the mount). */
+const renameat2 = (from: string, to: string, flags: number) => run(process.execPath, ['-e', `require(${JSON.stringify(ADDON)}).renameat2(process.argv[1], process.argv[2], ${flags})`, from, to]);
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+t.test('native driver', async (t) => {
+  t.ok(nativeAddon(), `the addon is built (${nativeLoadError() ?? 'loaded'})`);
+  const base = await tempDir(t);
+  const src = join(base, 'src');
+  const mnt = join(base, 'mnt');
+  const cache = join(base, 'cache');
+  const env = { GHOSTFS_RUN_DIR: join(base, 'run') };
+  await mkdir(src);
+  const big = randomBytes(24 * 1024 * 1024);
+  await writeFile(join(src, 'big.bin'), big);
+  await writeFile(join(src, 'a'), 'A');
+  await writeFile(join(src, 'b'), 'B');
+  const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  // A long attribute timeout: only invalidation can make node-side changes visible quickly.
+  const args = ['--cache-dir', cache, '--driver', 'native', '--attr-timeout', '3600'];
+  let m = await MountProc.start(node.endpoint, mnt, args, env);
+  t.teardown(() => m.kill());
+  const status = async () => JSON.parse((await run(process.execPath, [BIN, 'status', mnt, '--json'], {})).stdout || '{}');
+  process.env.GHOSTFS_RUN_DIR = env.GHOSTFS_RUN_DIR;
+
+  await t.test('large requests: 1 MiB writes arrive as 1 MiB', async (t) => {
+    const dd = await run('dd', ['if=/dev/zero', `of=${join(mnt, 'zeros')}`, 'bs=1M', 'count=16', 'conv=fsync']);
+    t.equal(dd.code, 0, dd.stderr);
+    const s = (await status()).driverStats;
+    t.equal(s.writeMax, 1 << 20, 'the largest write request was 1 MiB');
+    t.ok(s.writeSizes['1M'] >= 16, `16 writes of 1 MiB (${JSON.stringify(s.writeSizes)})`);
+    t.equal((await stat(join(src, 'zeros'))).size, 16 << 20, 'and the node has the file');
+  });
+
+  await t.test('reads: cold through JS, then from chunk files in C; an evicted chunk falls back to a fetch', async (t) => {
+    const first = await sh(`sha256sum < '${join(mnt, 'big.bin')}'`);
+    t.equal(first.stdout.split(' ')[0], sha(big), 'cold read is byte-identical');
+    const before = (await status()).driverStats;
+    t.ok(before.readMax > 128 * 1024, `read requests larger than fuse-native's 128 KiB (largest ${before.readMax})`);
+    await sh('sync; echo 3 > /proc/sys/vm/drop_caches');
+    const again = await sh(`sha256sum < '${join(mnt, 'big.bin')}'`);
+    t.equal(again.stdout.split(' ')[0], sha(big), 'warm read is byte-identical');
+    const after = (await status()).driverStats;
+    t.ok(after.fastReads > before.fastReads, `served by the fast path (${after.fastReads - before.fastReads} requests)`);
+    t.equal(after.fastBytes - before.fastBytes, big.length, 'every byte of it');
+    // Chunks vanish from the cache directory behind the mount's back: reads must still be right.
+    for (const sub of await readdir(join(cache, 'chunks'))) await rm(join(cache, 'chunks', sub), { recursive: true, force: true });
+    for (let i = 0; i < 256; i++) await mkdir(join(cache, 'chunks', i.toString(16).padStart(2, '0')), { recursive: true });
+    await sh('sync; echo 3 > /proc/sys/vm/drop_caches');
+    const third = await sh(`sha256sum < '${join(mnt, 'big.bin')}'`);
+    t.equal(third.stdout.split(' ')[0], sha(big), 'still byte-identical after the chunk files vanished');
+    t.ok((await status()).driverStats.fastFallbacks > after.fastFallbacks, 'the fast path handed those reads back to JS');
+  });
+
+  await t.test('rename flags reach the node', async (t) => {
+    const nr = await renameat2(join(mnt, 'a'), join(mnt, 'b'), 1);
+    t.match(nr.stderr, /EEXIST/, 'RENAME_NOREPLACE onto an existing name fails with EEXIST');
+    t.same([await readFile(join(src, 'a'), 'utf8'), await readFile(join(src, 'b'), 'utf8')], ['A', 'B'], 'and changes nothing');
+    const ex = await renameat2(join(mnt, 'a'), join(mnt, 'b'), 2);
+    t.equal(ex.code, 0, ex.stderr);
+    t.same([await readFile(join(src, 'a'), 'utf8'), await readFile(join(src, 'b'), 'utf8')], ['B', 'A'], 'RENAME_EXCHANGE swaps the files on the node');
+    t.equal((await run('cat', [join(mnt, 'a'), join(mnt, 'b')])).stdout, 'BA', 'and the mount shows them swapped');
+  });
+
+  await t.test('times to the nanosecond', async (t) => {
+    await sh(`echo t > '${join(mnt, 'stamped')}'`);
+    const r = await run('touch', ['-m', '-d', '2001-02-03 04:05:06.123456789', join(mnt, 'stamped')]);
+    t.equal(r.code, 0, r.stderr);
+    t.equal((await stat(join(src, 'stamped'), { bigint: true })).mtimeNs, BigInt(Date.parse('2001-02-03T04:05:06')) * 1_000_000n + 123_456_789n, 'the node has the exact mtime');
+    t.equal((await run('stat', ['-c', '%y', join(mnt, 'stamped')])).stdout.trim().slice(0, 29), '2001-02-03 04:05:06.123456789', 'and the mount reports it');
+  });
+
+  await t.test('node-side changes are invalidated in the kernel despite a one-hour timeout', async (t) => {
+    t.equal((await run('cat', [join(mnt, 'later.txt')])).code, 1, 'a missing name (now cached as missing)');
+    t.equal((await run('cat', [join(mnt, 'a')])).stdout, 'B');
+    await writeFile(join(src, 'later.txt'), 'appeared');
+    await writeFile(join(src, 'a'), 'rewritten on the node');
+    const until = Date.now() + 10_000;
+    let seen = '';
+    while (Date.now() < until) {
+      seen = (await run('cat', [join(mnt, 'later.txt'), join(mnt, 'a')])).stdout;
+      if (seen === 'appearedrewritten on the node') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    t.equal(seen, 'appearedrewritten on the node', 'the new name and the new content are visible');
+    t.ok((await status()).driverStats.notifications > 0, 'through kernel notifications');
+  });
+
+  await t.test('a dead mount is recovered by the next start', async (t) => {
+    m.child.kill('SIGKILL');
+    await m.exited;
+    m = await MountProc.start(node.endpoint, mnt, args, env);
+    t.equal((await run('cat', [join(mnt, 'a')])).stdout, 'rewritten on the node', 'the new mount serves');
+  });
+});
