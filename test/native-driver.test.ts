@@ -101,6 +101,14 @@ t.test('native driver', async (t) => {
     t.ok((await status()).driverStats.notifications > 0, 'through kernel notifications');
   });
 
+  await t.test('directories made and removed in parallel: node inode numbers reused at once never confuse the kernel', async (t) => {
+    // The node's filesystem hands a removed directory's inode number to the
+    // next mkdir, while the kernel may still hold the old one.
+    const loops = Array.from({ length: 6 }, (_, w) => sh(`mkdir '${join(mnt, `p${w}`)}' && for i in $(seq 1 80); do mkdir '${join(mnt, `p${w}`)}'/d$i && rmdir '${join(mnt, `p${w}`)}'/d$i || exit 1; done`));
+    const results = await Promise.all(loops);
+    t.same(results.map((r) => r.code), [0, 0, 0, 0, 0, 0], results.map((r) => r.stderr).join('') || 'every mkdir and rmdir succeeded');
+  });
+
   await t.test('a dead mount is recovered by the next start', async (t) => {
     m.child.kill('SIGKILL');
     await m.exited;

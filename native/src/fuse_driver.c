@@ -61,6 +61,34 @@ static void forward(gfs_msg *m, fuse_req_t req) {
 
 static char *dup_name(const char *s) { return s ? strdup(s) : NULL; }
 
+/* Names travel to the node as UTF-8 strings: other bytes cannot name anything there. */
+static int valid_utf8(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    int n = *p < 0x80 ? 0 : (*p >> 5) == 6 ? 1 : (*p >> 4) == 14 ? 2 : (*p >> 3) == 30 ? 3 : -1;
+    if (n < 0 || (n == 1 && *p < 0xc2)) return 0;
+    p++;
+    while (n--) {
+      if ((*p & 0xc0) != 0x80) return 0;
+      p++;
+    }
+  }
+  return 1;
+}
+
+/* Refuses a request whose name is not UTF-8 (a lookup simply finds nothing). Returns 1 if refused. */
+static int refuse_name(fuse_req_t req, const char *name, int is_lookup) {
+  if (!name || valid_utf8(name)) return 0;
+  if (is_lookup) {
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    fuse_reply_entry(req, &e);
+  } else {
+    fuse_reply_err(req, EILSEQ);
+  }
+  return 1;
+}
+
 static uint64_t fh_of(struct fuse_file_info *fi) { return fi ? fi->fh : 0; }
 
 /* ---- the operations ---------------------------------------------------- */
@@ -73,7 +101,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
   conn->max_read = 0; /* no limit below max_pages */
   if (g->max_readahead) conn->max_readahead = g->max_readahead;
   unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_ATOMIC_O_TRUNC |
-                  FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_EXPORT_SUPPORT;
+                  FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_CACHE_SYMLINKS;
   if (g->writeback_cache) want |= FUSE_CAP_WRITEBACK_CACHE;
   conn->want |= want & conn->capable;
   /* No lock ops are implemented: the kernel keeps locks local. */
@@ -84,21 +112,28 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  if (refuse_name(req, name, 1)) return;
   gfs_msg *m = new_msg(OP_LOOKUP, req, parent);
   if (m) m->name = dup_name(name);
   forward(m, req);
 }
 
-/* The VFS keeps no per-lookup state: forgetting needs no round trip. */
+/* The kernel's references to a node id: JS keeps the count, no reply is due. */
+static void forget_one(gfs *g, fuse_ino_t ino, uint64_t nlookup) {
+  gfs_msg *m = new_msg(OP_FORGET, NULL, ino);
+  if (!m) return; /* the node id lingers in JS: harmless */
+  m->size = nlookup;
+  enqueue(g, m);
+}
+
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
-  (void)ino;
-  (void)nlookup;
+  forget_one(fuse_req_userdata(req), ino, nlookup);
   fuse_reply_none(req);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
-  (void)count;
-  (void)forgets;
+  gfs *g = fuse_req_userdata(req);
+  for (size_t i = 0; i < count; i++) forget_one(g, forgets[i].ino, forgets[i].nlookup);
   fuse_reply_none(req);
 }
 
@@ -129,6 +164,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino) { forward(new_msg(OP_REA
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
   (void)rdev;
+  if (refuse_name(req, name, 0)) return;
   gfs_msg *m = new_msg(OP_MKNOD, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -138,6 +174,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  if (refuse_name(req, name, 0)) return;
   gfs_msg *m = new_msg(OP_MKDIR, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -147,18 +184,21 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  if (refuse_name(req, name, 0)) return;
   gfs_msg *m = new_msg(OP_UNLINK, req, parent);
   if (m) m->name = dup_name(name);
   forward(m, req);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  if (refuse_name(req, name, 0)) return;
   gfs_msg *m = new_msg(OP_RMDIR, req, parent);
   if (m) m->name = dup_name(name);
   forward(m, req);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  if (refuse_name(req, name, 0) || refuse_name(req, link, 0)) return;
   gfs_msg *m = new_msg(OP_SYMLINK, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -168,6 +208,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags) {
+  if (refuse_name(req, name, 0) || refuse_name(req, newname, 0)) return;
   gfs_msg *m = new_msg(OP_RENAME, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -179,6 +220,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  if (refuse_name(req, newname, 0)) return;
   gfs_msg *m = new_msg(OP_LINK, req, ino);
   if (m) {
     m->ino2 = newparent;
@@ -294,6 +336,7 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 static void op_statfs(fuse_req_t req, fuse_ino_t ino) { forward(new_msg(OP_STATFS, req, ino), req); }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
+  if (refuse_name(req, name, 0)) return;
   gfs_msg *m = new_msg(OP_CREATE, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -372,7 +415,8 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
     while (list) {
       gfs_msg *n = list->next;
       if (list->req) fuse_reply_err(list->req, EIO);
-      free(list->name), free(list->name2), free(list->data), free(list);
+      free(list->name), free(list->name2), free(list->data);
+      if (list != g->exit_msg) free(list);
       list = n;
     }
     return;
@@ -386,12 +430,14 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
     list = n;
   }
   STAT_ADD(g, batches, 1);
-  napi_value undef, global;
-  napi_get_undefined(env, &undef);
+  napi_value global;
   napi_get_global(env, &global);
   while (fifo) {
     gfs_msg *m = fifo;
     fifo = m->next;
+    /* A scope per request: a burst of thousands must not pile up handles. */
+    napi_handle_scope scope;
+    napi_open_handle_scope(env, &scope);
     napi_value argv[15];
     argv[0] = num(env, m->op);
     argv[1] = num(env, (double)(uintptr_t)m->req);
@@ -408,28 +454,26 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
       if (napi_create_external_buffer(env, m->size, m->data, free_payload, NULL, &argv[11]) == napi_ok) m->data = NULL;
       else napi_create_buffer_copy(env, m->size, m->data, NULL, &argv[11]);
     } else {
-      argv[11] = undef;
+      napi_get_undefined(env, &argv[11]);
     }
     if (m->op == OP_SETATTR) {
       napi_create_array_with_length(env, 8, &argv[12]);
       for (int i = 0; i < 8; i++) napi_set_element(env, argv[12], i, num(env, m->set[i]));
     } else {
-      argv[12] = undef;
+      napi_get_undefined(env, &argv[12]);
     }
     argv[13] = num(env, m->uid);
     argv[14] = num(env, m->gid);
     napi_value result;
-    napi_status st = napi_call_function(env, global, js_cb, 15, argv, &result);
-    if (st != napi_ok) {
-      /* The dispatcher threw: answer for it rather than leave the caller hanging. */
+    /* The dispatcher answers every request itself, errors included (it
+     * catches its own exceptions); one that still escapes is dropped here. */
+    if (napi_call_function(env, global, js_cb, 15, argv, &result) != napi_ok) {
       napi_value exc;
       napi_get_and_clear_last_exception(env, &exc);
-      if (m->req) {
-        fuse_reply_err(m->req, EIO);
-        gfs_request_done(g);
-      }
     }
-    free(m->name), free(m->name2), free(m->data), free(m);
+    napi_close_handle_scope(env, scope);
+    free(m->name), free(m->name2), free(m->data);
+    if (m != g->exit_msg) free(m);
   }
 }
 
@@ -446,8 +490,18 @@ static void *loop_main(void *arg) {
   fuse_loop_cfg_set_max_threads(cfg, 32);
   g->loop_result = fuse_session_loop_mt(g->se, cfg);
   fuse_loop_cfg_destroy(cfg);
-  gfs_msg *m = new_msg(OP_EXIT, NULL, 0);
-  if (m) enqueue(g, m);
+  /* The connection is gone (detached or aborted) and the workers are
+   * joined. Invalidations stop; replies still due from JS only free their
+   * requests. The session fd is closed by fuse_session_destroy, on the JS
+   * thread once the last reply is in, so no reply ever writes to a closed
+   * (and perhaps reused) descriptor. There is no unmount here: the mount is
+   * detached by path already, and by now the path may hold a new mount. */
+  notify_stop(g->notify);
+  g->notify = NULL;
+  pthread_mutex_lock(&g->reply_lock);
+  g->closing = 1;
+  pthread_mutex_unlock(&g->reply_lock);
+  enqueue(g, g->exit_msg);
   return NULL;
 }
 
@@ -523,6 +577,15 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   }
 
   gfs *g = calloc(1, sizeof *g);
+  gfs_msg *exit_msg = calloc(1, sizeof *exit_msg);
+  if (!g || !exit_msg) {
+    free(g), free(exit_msg), free(mp), free(fsname);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  exit_msg->op = OP_EXIT;
+  g->exit_msg = exit_msg;
+  pthread_mutex_init(&g->reply_lock, NULL);
   g->mountpoint = mp;
   g->attr_timeout = attr_timeout;
   g->entry_timeout = entry_timeout;
@@ -577,21 +640,21 @@ fail:
   fast_free(g->fast);
   free(g->mountpoint);
   pthread_mutex_destroy(&g->qlock);
+  pthread_mutex_destroy(&g->reply_lock);
+  free(g->exit_msg);
   free(g);
   return NULL;
 }
 
-/* unmount(handle): detaches the mount; the loop ends and the dispatcher gets OP_EXIT. */
+/* unmount(handle): the loop stops after the mount is detached (JS detaches
+ * it by path, and aborts the connection if users keep it busy). */
 static napi_value js_unmount(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   gfs *g = get_gfs(env, argv[0]);
   if (!g) return NULL;
-  if (g->se && !g->finished) {
-    fuse_session_exit(g->se);
-    fuse_session_unmount(g->se);
-  }
+  if (g->se && !g->finished) fuse_session_exit(g->se);
   return NULL;
 }
 
@@ -606,8 +669,6 @@ static napi_value js_finish(napi_env env, napi_callback_info info) {
     pthread_join(g->loop_thread, NULL);
     g->loop_joined = 1;
   }
-  notify_stop(g->notify);
-  g->notify = NULL;
   napi_release_threadsafe_function(g->tsfn, napi_tsfn_release);
   g->finished = 1;
   if (__atomic_load_n(&g->outstanding, __ATOMIC_RELAXED) == 0) destroy_session(g);
@@ -616,9 +677,11 @@ static napi_value js_finish(napi_env env, napi_callback_info info) {
 
 /* ---- replies, from JS -------------------------------------------------- */
 
-/* Attributes travel as 14 numbers: ino mode nlink uid gid rdev size blocks
- * atime_s atime_ns mtime_s mtime_ns ctime_s ctime_ns. */
-#define ATTR_LEN 14
+/* Attributes travel as 15 numbers: ino mode nlink uid gid rdev size blocks
+ * atime_s atime_ns mtime_s mtime_ns ctime_s ctime_ns, then the kernel node
+ * id of the entry (ino is what stat shows; the node id is the kernel's
+ * handle for the file, given out by JS). */
+#define ATTR_LEN 15
 
 static int attr_from(const double *a, struct stat *st) {
   memset(st, 0, sizeof *st);
@@ -655,6 +718,19 @@ static int get_f64(napi_env env, napi_value v, size_t min_len, double **out) {
   return 0;
 }
 
+/*
+ * Sends a reply unless the session is closing, in which case the request is
+ * only freed (its caller is gone with the connection). The lock keeps the
+ * session fd from being closed while a reply is written to it.
+ */
+#define SEND(r, call)                              \
+  do {                                             \
+    pthread_mutex_lock(&(r)->g->reply_lock);       \
+    if ((r)->g->closing) fuse_reply_none((r)->req); \
+    else (void)(call);                             \
+    pthread_mutex_unlock(&(r)->g->reply_lock);     \
+  } while (0)
+
 typedef struct {
   size_t argc;
   napi_value argv[8];
@@ -685,7 +761,7 @@ static napi_value js_reply_err(napi_env env, napi_callback_info info) {
   reply_args r;
   double e;
   if (reply_begin(env, info, &r, 2) || get_double(env, r.argv[1], &e)) return NULL;
-  fuse_reply_err(r.req, (int)e);
+  SEND(&r, fuse_reply_err(r.req, (int)e));
   return reply_end(&r);
 }
 
@@ -701,11 +777,11 @@ static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
     double *a;
     if (get_f64(env, r.argv[1], ATTR_LEN, &a)) return NULL;
     attr_from(a, &e.attr);
-    e.ino = (fuse_ino_t)a[0];
+    e.ino = (fuse_ino_t)a[14];
     e.attr_timeout = r.g->attr_timeout;
   }
   e.entry_timeout = r.g->entry_timeout;
-  fuse_reply_entry(r.req, &e);
+  SEND(&r, fuse_reply_entry(r.req, &e));
   return reply_end(&r);
 }
 
@@ -717,7 +793,7 @@ static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
   if (get_f64(env, r.argv[1], ATTR_LEN, &a)) return NULL;
   struct stat st;
   attr_from(a, &st);
-  fuse_reply_attr(r.req, &st, r.g->attr_timeout);
+  SEND(&r, fuse_reply_attr(r.req, &st, r.g->attr_timeout));
   return reply_end(&r);
 }
 
@@ -737,9 +813,7 @@ static napi_value js_reply_open(napi_env env, napi_callback_info info) {
   memset(&fi, 0, sizeof fi);
   fi.fh = (uint64_t)fh;
   open_flags(&fi, (uint32_t)bits);
-  if (fuse_reply_open(r.req, &fi) == -ENOENT) {
-    /* The caller was interrupted and is gone: nobody will release this handle. */
-  }
+  SEND(&r, fuse_reply_open(r.req, &fi));
   return reply_end(&r);
 }
 
@@ -753,14 +827,14 @@ static napi_value js_reply_create(napi_env env, napi_callback_info info) {
   struct fuse_entry_param e;
   memset(&e, 0, sizeof e);
   attr_from(a, &e.attr);
-  e.ino = (fuse_ino_t)a[0];
+  e.ino = (fuse_ino_t)a[14];
   e.attr_timeout = r.g->attr_timeout;
   e.entry_timeout = r.g->entry_timeout;
   struct fuse_file_info fi;
   memset(&fi, 0, sizeof fi);
   fi.fh = (uint64_t)fh;
   open_flags(&fi, (uint32_t)bits);
-  fuse_reply_create(r.req, &e, &fi);
+  SEND(&r, fuse_reply_create(r.req, &e, &fi));
   return reply_end(&r);
 }
 
@@ -776,7 +850,7 @@ static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (n < 0 || (size_t)n > len) n = (double)len;
-  fuse_reply_buf(r.req, data, (size_t)n);
+  SEND(&r, fuse_reply_buf(r.req, data, (size_t)n));
   return reply_end(&r);
 }
 
@@ -785,7 +859,7 @@ static napi_value js_reply_write(napi_env env, napi_callback_info info) {
   reply_args r;
   double n;
   if (reply_begin(env, info, &r, 2) || get_double(env, r.argv[1], &n)) return NULL;
-  fuse_reply_write(r.req, (size_t)n);
+  SEND(&r, fuse_reply_write(r.req, (size_t)n));
   return reply_end(&r);
 }
 
@@ -795,7 +869,7 @@ static napi_value js_reply_readlink(napi_env env, napi_callback_info info) {
   if (reply_begin(env, info, &r, 2)) return NULL;
   char *s = get_string(env, r.argv[1]);
   if (!s) return NULL;
-  fuse_reply_readlink(r.req, s);
+  SEND(&r, fuse_reply_readlink(r.req, s));
   free(s);
   return reply_end(&r);
 }
@@ -817,7 +891,7 @@ static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
   s.f_ffree = (fsfilcnt_t)a[6];
   s.f_favail = (fsfilcnt_t)a[7];
   s.f_namemax = (unsigned long)a[8];
-  fuse_reply_statfs(r.req, &s);
+  SEND(&r, fuse_reply_statfs(r.req, &s));
   return reply_end(&r);
 }
 
@@ -840,7 +914,7 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
   size_t size = (size_t)size_d;
   char *buf = malloc(size ? size : 1);
   if (!buf) {
-    fuse_reply_err(r.req, ENOMEM);
+    SEND(&r, fuse_reply_err(r.req, ENOMEM));
     return reply_end(&r);
   }
   size_t used = 0;
@@ -859,7 +933,7 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
       attr_from(attrs + (size_t)i * ATTR_LEN, &e.attr);
       /* "." and ".." carry no entry: the kernel does not look them up. */
       int dots = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
-      e.ino = dots ? 0 : e.attr.st_ino;
+      e.ino = dots ? 0 : (fuse_ino_t)attrs[(size_t)i * ATTR_LEN + 14];
       e.attr_timeout = dots ? 0 : r.g->attr_timeout;
       e.entry_timeout = dots ? 0 : r.g->entry_timeout;
       if (dots) e.attr.st_ino = e.attr.st_ino ? e.attr.st_ino : 1;
@@ -872,7 +946,7 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
     if (need > size - used) break;
     used += need;
   }
-  fuse_reply_buf(r.req, buf, used);
+  SEND(&r, fuse_reply_buf(r.req, buf, used));
   free(buf);
   reply_end(&r);
   napi_value out;

@@ -43,6 +43,7 @@ enum gfs_op {
   OP_STATFS = 21,
   OP_CREATE = 22,
   OP_MKNOD = 23,
+  OP_FORGET = 24, /* no reply: the kernel dropped `size` references to `ino` */
 };
 
 /* One kernel request on its way to JavaScript. */
@@ -92,6 +93,11 @@ typedef struct gfs {
   int signaled;
 
   int64_t outstanding; /* requests handed to JS and not answered yet */
+  gfs_msg *exit_msg;   /* allocated up front: the loop's end is always reported */
+  /* Replies from JS take this lock; once `closing` is set the session fd is
+   * being closed and replies only free their request. */
+  pthread_mutex_t reply_lock;
+  int closing;
   int finished;        /* unmounted and released: replies free the session when the last is in */
   int destroyed;
 

@@ -180,7 +180,8 @@ export class Vfs {
   /** Opens a regular file; for writing, its handle shares the file's dirty copy. */
   async open(ino: number, flags = 0): Promise<FileHandle> {
     const path = this.pathOf(ino);
-    if ((flags & O_ACCMODE) !== 0) return this.openWrite(path, flags);
+    // O_TRUNC truncates even a read-only open (Linux does, when permitted).
+    if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) return this.openWrite(path, flags);
     const d = this.dirty.get(path);
     if (d) return this.handle(path, d);
     const pending = this.writeBack.pendingFor(path);

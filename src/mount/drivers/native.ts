@@ -6,19 +6,21 @@
 // invalidates exactly what changed in the kernel's caches, so attribute and
 // entry timeouts can be long. Reads of fully cached chunks are served in C
 // without reaching this file at all.
+import { spawnSync } from 'node:child_process';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import type { ChunkRef } from '../../content/manifest.js';
 import { isDir, S_IFMT, S_IFREG, type Attr } from '../../content/attr.js';
-import { baseName, parentOf } from '../../wire/rel-path.js';
-import { FsError } from '../../wire/errors.js';
+import { baseName, joinRel, parentOf } from '../../wire/rel-path.js';
+import { errnoOf, FsError } from '../../wire/errors.js';
 import { log } from '../../log.js';
-import { nativeAddon, nativeLoadError, type NativeAddon, type SessionHandle } from '../../native/addon.js';
+import { nativeAddon, nativeLoadError, RENAME_EXCHANGE, type NativeAddon, type SessionHandle } from '../../native/addon.js';
 import { isMounted, mountEntry } from '../mount-table.js';
-import { chunkIndex, ROOT_INO, O_ACCMODE, type Node, type SetAttr, type Vfs } from '../vfs.js';
+import { chunkIndex, O_ACCMODE, type Node, type SetAttr, type Vfs } from '../vfs.js';
+import { NodeIds, ROOT_ID } from './node-ids.js';
 import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
 
 /** Operation codes, as native/src/ghostfs.h numbers them. */
-const enum Op {
+enum Op {
   EXIT = 0,
   LOOKUP = 1,
   GETATTR = 2,
@@ -43,7 +45,10 @@ const enum Op {
   STATFS = 21,
   CREATE = 22,
   MKNOD = 23,
+  FORGET = 24,
 }
+
+const OP_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Op).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v, k.toLowerCase()]));
 
 // setattr's to_set bits (fuse_lowlevel.h).
 const SET_MODE = 1 << 0;
@@ -59,16 +64,15 @@ const SET_MTIME_NOW = 1 << 8;
 const KEEP_CACHE = 1;
 const CACHE_READDIR = 8;
 
-const ATTR_LEN = 14;
+const ATTR_LEN = 15;
 const NS = 1_000_000_000n;
 
 /**
- * Writes attributes as the addon reads them (see ATTR_LEN in fuse_driver.c).
- * The inode number is the node's, which is also the kernel's node id for
- * every entry; only the root differs (the kernel calls it 1, and stat
- * shows the node's number).
+ * Writes attributes as the addon reads them (see ATTR_LEN in fuse_driver.c):
+ * stat's fields with the node's own inode number, then the kernel node id
+ * the entry is known by (node-ids.ts).
  */
-function putAttr(out: Float64Array, at: number, a: Attr): void {
+function putAttr(out: Float64Array, at: number, a: Attr, nodeId = 0): void {
   out[at] = a.ino;
   out[at + 1] = a.mode;
   out[at + 2] = a.nlink;
@@ -80,6 +84,7 @@ function putAttr(out: Float64Array, at: number, a: Attr): void {
   putTime(out, at + 8, a.atimeNs);
   putTime(out, at + 10, a.mtimeNs);
   putTime(out, at + 12, a.ctimeNs);
+  out[at + 14] = nodeId;
 }
 
 function putTime(out: Float64Array, at: number, ns: bigint): void {
@@ -94,7 +99,7 @@ function putTime(out: Float64Array, at: number, ns: bigint): void {
 }
 
 interface DirHandle {
-  ino: number;
+  id: number;
   /** The listing taken when the reader started at offset 0: names and attributes. */
   names?: string[];
   attrs?: Attr[];
@@ -113,12 +118,94 @@ export interface NativeDriverOptions extends DriverOptions {
   writebackCache?: boolean;
 }
 
+/**
+ * The answer to one kernel request, given exactly once: a second attempt is
+ * a bug that is logged, never sent (the request is freed by the first), and
+ * a reply the addon refuses (bad arguments) becomes EIO rather than silence.
+ */
+class Reply {
+  private done = false;
+  constructor(
+    private readonly addon: NativeAddon,
+    readonly id: number,
+    private readonly op: string,
+  ) {}
+
+  private send(fn: () => void): void {
+    if (this.done) {
+      log.error({ op: this.op }, 'a second reply to one kernel request was dropped');
+      return;
+    }
+    this.done = true;
+    try {
+      fn();
+    } catch (err) {
+      log.error({ op: this.op, err: (err as Error).message }, 'cannot reply to the kernel; answering EIO');
+      this.addon.replyErr(this.id, errnoNumber('EIO'));
+    }
+  }
+
+  get replied(): boolean {
+    return this.done;
+  }
+
+  err(errno: number): void {
+    this.send(() => this.addon.replyErr(this.id, errno));
+  }
+
+  ok(): void {
+    this.err(0);
+  }
+
+  entry(attr: Float64Array | null): void {
+    this.send(() => this.addon.replyEntry(this.id, attr));
+  }
+
+  attr(attr: Float64Array): void {
+    this.send(() => this.addon.replyAttr(this.id, attr));
+  }
+
+  open(fh: number, bits: number): void {
+    this.send(() => this.addon.replyOpen(this.id, fh, bits));
+  }
+
+  create(attr: Float64Array, fh: number): void {
+    this.send(() => this.addon.replyCreate(this.id, attr, fh, 0));
+  }
+
+  buf(b: Buffer, n: number): void {
+    this.send(() => this.addon.replyBuf(this.id, b, n));
+  }
+
+  write(n: number): void {
+    this.send(() => this.addon.replyWrite(this.id, n));
+  }
+
+  readlink(target: string): void {
+    this.send(() => this.addon.replyReadlink(this.id, target));
+  }
+
+  statfs(v: Float64Array): void {
+    this.send(() => this.addon.replyStatfs(this.id, v));
+  }
+
+  /** Returns how many entries fitted (0 if the reply failed). */
+  dir(size: number, plus: boolean, off: number, names: string[], attrs: Float64Array): number {
+    let fitted = 0;
+    this.send(() => (fitted = this.addon.replyDir(this.id, size, plus ? 1 : 0, off, names, attrs)));
+    return fitted;
+  }
+}
+
 export class NativeDriver implements Driver {
   readonly name = 'native';
   private readonly addon: NativeAddon;
   private session: SessionHandle | undefined;
+  /** The FUSE connection's number (/sys/fs/fuse/connections/N), to abort it if unmounting stalls. */
+  private connection: string | undefined;
   private exited: Promise<void> | undefined;
   private markExited: () => void = () => undefined;
+  private readonly ids = new NodeIds();
   private readonly dirs = new Map<number, DirHandle>();
   private nextDirFh = 1;
   private readonly fast = new Map<number, FastFile>();
@@ -133,8 +220,8 @@ export class NativeDriver implements Driver {
     this.addon = a;
   }
 
-  private attrOf(n: Node): Float64Array {
-    putAttr(this.attr, 0, n.attr);
+  private attrOf(n: Node, nodeId = 0): Float64Array {
+    putAttr(this.attr, 0, n.attr, nodeId);
     return this.attr;
   }
 
@@ -147,11 +234,7 @@ export class NativeDriver implements Driver {
     );
     if (dead || (await isMounted(mp))) {
       log.warn({ mountpoint: mp }, 'a previous mount is still attached here: detaching it');
-      try {
-        this.addon.lazyUnmount(mp);
-      } catch (err) {
-        throw new Error(`cannot detach the previous mount at ${mp}: ${(err as Error).message}`);
-      }
+      this.detach(mp);
     }
     await mkdir(mp, { recursive: true });
     this.exited = new Promise((r) => (this.markExited = r));
@@ -171,7 +254,9 @@ export class NativeDriver implements Driver {
       },
       (...args) => this.dispatch(...args),
     );
-    await this.raiseReadahead(mp);
+    const dev = (await mountEntry(mp))?.device;
+    this.connection = dev?.split(':')[1];
+    if (dev) await this.raiseReadahead(dev);
   }
 
   /**
@@ -180,19 +265,34 @@ export class NativeDriver implements Driver {
    * that, so sequential readers get 1 MiB requests. Needs root; without
    * it the mount works with 128 KiB readahead.
    */
-  private async raiseReadahead(mp: string): Promise<void> {
-    const dev = (await mountEntry(mp))?.device;
-    if (!dev) return;
+  private async raiseReadahead(dev: string): Promise<void> {
     await writeFile(`/sys/class/bdi/${dev}/read_ahead_kb`, '1024').catch((err: Error) => log.debug({ dev, err: err.message }, 'cannot raise the readahead of the mount'));
+  }
+
+  /** Detaches a mount by path: directly as root, else through fusermount3. */
+  private detach(mp: string): void {
+    try {
+      this.addon.lazyUnmount(mp);
+    } catch (err) {
+      const r = spawnSync('fusermount3', ['-u', '-z', mp], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`cannot detach the mount at ${mp}: ${(err as Error).message}; fusermount3: ${r.stderr?.trim() || r.error?.message}`);
+    }
   }
 
   async unmount(): Promise<void> {
     const s = this.session;
     if (!s) return;
+    const mp = this.opts.mountpoint;
     this.addon.unmount(s);
-    // The loop ends once the kernel lets go; it says so with EXIT.
-    const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000).unref());
-    if ((await Promise.race([this.exited, timeout])) === 'timeout') log.warn({ mountpoint: this.opts.mountpoint }, 'the FUSE loop did not end within 10 s of unmounting');
+    // Detached, the connection ends once no process uses the mount any
+    // more; the loop then reports EXIT. Users that keep it busy are cut off
+    // after a grace period (their calls fail with ENOTCONN).
+    this.detach(mp);
+    const ended = (ms: number) => Promise.race([this.exited!.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), ms).unref())]);
+    if (await ended(5000)) return;
+    log.warn({ mountpoint: mp, connection: this.connection }, 'the mount is still in use 5 s after it was detached: aborting its connection');
+    if (this.connection) await writeFile(`/sys/fs/fuse/connections/${this.connection}/abort`, '1').catch((err: Error) => log.warn({ err: err.message }, 'cannot abort the FUSE connection'));
+    if (!(await ended(5000))) log.warn({ mountpoint: mp }, 'the FUSE loop did not end within 10 s of unmounting');
   }
 
   private finish(): void {
@@ -207,84 +307,134 @@ export class NativeDriver implements Driver {
     const s = this.session;
     if (!s) return;
     if (path === '') {
-      this.addon.invalInode(s, ROOT_INO);
+      this.addon.invalInode(s, ROOT_ID);
       return;
     }
-    let parent: number | undefined;
-    try {
-      parent = this.vfs.inoOf(parentOf(path));
-    } catch {
-      return; // the kernel cannot have cached what the VFS never knew
-    }
-    this.addon.invalEntry(s, parent, baseName(path));
+    // Only what the kernel was told about can be in its caches.
+    const parent = this.ids.lookupPath(parentOf(path));
+    if (parent === undefined) return;
+    const name = baseName(path);
+    this.addon.invalEntry(s, parent, name);
     this.addon.invalInode(s, parent); // its listing changed
-    const e = this.vfs.meta.get(path);
-    if (e) this.addon.invalInode(s, e.attr.ino);
+    const child = this.ids.find(parent, name);
+    if (child !== undefined) this.addon.invalInode(s, child);
   }
 
   stats(): Record<string, unknown> {
-    return this.session ? { ...this.addon.stats(this.session) } : {};
+    return this.session ? { ...this.addon.stats(this.session), nodeIds: this.ids.size } : {};
   }
 
   private dispatch(op: number, id: number, ino: number, ino2: number, fh: number, off: number, size: number, flags: number, mode: number, name: string | undefined, name2: string | undefined, data: Buffer | undefined, set: number[] | undefined, uid: number, gid: number): void {
-    const a = this.addon;
+    if (op === Op.EXIT) return this.finish();
+    if (op === Op.FORGET) return this.ids.forget(ino, size);
+    const r = new Reply(this.addon, id, OP_NAMES[op] ?? String(op));
+    try {
+      this.serve(r, op, ino, ino2, fh, off, size, flags, mode, name, name2, data, set, uid, gid);
+    } catch (err) {
+      // Whatever threw before an answer was given (an unknown node id, say), the kernel still gets one.
+      if (!r.replied) r.err(errnoNumber(errnoOf(err)));
+    }
+  }
+
+  private serve(r: Reply, op: number, ino: number, ino2: number, fh: number, off: number, size: number, flags: number, mode: number, name: string | undefined, name2: string | undefined, data: Buffer | undefined, set: number[] | undefined, uid: number, gid: number): void {
     const vfs = this.vfs;
-    const err = (errno: number): void => a.replyErr(id, errno);
-    const ok = (): void => a.replyErr(id, 0);
-    const entry = (n: Node): void => a.replyEntry(id, this.attrOf(n));
+    const ids = this.ids;
+    const fail = (e: number): void => r.err(e);
+    // The VFS takes its own inode numbers: a path becomes one right before each call.
+    const at = (path: string): number => vfs.inoOf(path);
+    /** An entry reply for a name in `parent`: the kernel gets (or keeps) its node id. */
+    const entryIn = (parent: number, entryName: string) => (n: Node) => r.entry(this.attrOf(n, ids.entry(parent, entryName)));
     switch (op) {
-      case Op.EXIT:
-        this.finish();
-        return;
-      case Op.LOOKUP:
+      case Op.LOOKUP: {
+        const path = ids.child(ino, name!);
         // A name that does not exist is cached by the kernel too (negative
         // entry); the change feed invalidates it when the node creates it.
-        return serveOp('lookup', name!, () => vfs.lookup(ino, name!), entry, (e) => (e === errnoNumber('ENOENT') ? a.replyEntry(id, null) : err(e)));
-      case Op.GETATTR:
-        return serveOp('getattr', ino, () => vfs.getattr(ino), (n) => a.replyAttr(id, this.attrOf(n)), err);
-      case Op.SETATTR:
-        return serveOp('setattr', ino, () => vfs.setattr(ino, setAttrOf(flags, set!)), (n) => a.replyAttr(id, this.attrOf(n)), err);
-      case Op.READLINK:
-        return serveOp('readlink', ino, () => vfs.readlink(ino), (t) => a.replyReadlink(id, t), err);
-      case Op.MKNOD:
+        return serveOp('lookup', path, () => vfs.resolve(path), entryIn(ino, name!), (e) => (e === errnoNumber('ENOENT') ? r.entry(null) : fail(e)));
+      }
+      case Op.GETATTR: {
+        const path = ids.path(ino);
+        return serveOp('getattr', path, () => vfs.resolve(path), (n) => r.attr(this.attrOf(n)), fail);
+      }
+      case Op.SETATTR: {
+        const path = ids.path(ino);
+        return serveOp('setattr', path, () => vfs.setattr(at(path), setAttrOf(flags, set!)), (n) => r.attr(this.attrOf(n)), fail);
+      }
+      case Op.READLINK: {
+        const path = ids.path(ino);
+        return serveOp('readlink', path, () => vfs.readlink(at(path)), (t) => r.readlink(t), fail);
+      }
+      case Op.MKNOD: {
         // Regular files only (the kernel uses create for open(O_CREAT)); devices, fifos and sockets have no place on a node.
-        if ((mode & S_IFMT) !== S_IFREG) return err(errnoNumber('EPERM'));
+        if ((mode & S_IFMT) !== S_IFREG) return fail(errnoNumber('EPERM'));
+        const dir = ids.path(ino);
         return serveOp(
           'mknod',
           name!,
           async () => {
-            const r = await vfs.create(ino, name!, mode & 0o7777, uid, gid);
-            await vfs.release(r.handle.fh);
-            return vfs.lookup(ino, name!);
+            const c = await vfs.create(at(dir), name!, mode & 0o7777, uid, gid);
+            await vfs.release(c.handle.fh);
+            return vfs.resolve(joinRel(dir, name!));
           },
-          entry,
-          err,
+          entryIn(ino, name!),
+          fail,
         );
-      case Op.MKDIR:
-        return serveOp('mkdir', name!, () => vfs.mkdir(ino, name!, mode & 0o7777), entry, err);
+      }
+      case Op.MKDIR: {
+        const dir = ids.path(ino);
+        return serveOp('mkdir', name!, () => vfs.mkdir(at(dir), name!, mode & 0o7777), entryIn(ino, name!), fail);
+      }
       case Op.UNLINK:
-        return serveOp('unlink', name!, () => vfs.unlink(ino, name!), ok, err);
-      case Op.RMDIR:
-        return serveOp('rmdir', name!, () => vfs.rmdir(ino, name!), ok, err);
-      case Op.SYMLINK:
-        return serveOp('symlink', name!, () => vfs.symlink(ino, name!, name2!), entry, err);
-      case Op.RENAME:
-        return serveOp('rename', name!, () => vfs.rename(ino, name!, ino2, name2!, flags), ok, err);
-      case Op.LINK:
-        return serveOp('link', name!, () => vfs.link(ino, ino2, name!), entry, err);
-      case Op.OPEN:
+      case Op.RMDIR: {
+        const dir = ids.path(ino);
+        const rm = op === Op.UNLINK ? () => vfs.unlink(at(dir), name!) : () => vfs.rmdir(at(dir), name!);
+        return serveOp(
+          op === Op.UNLINK ? 'unlink' : 'rmdir',
+          joinRel(dir, name!),
+          rm,
+          () => {
+            ids.removed(ino, name!);
+            r.ok();
+          },
+          fail,
+        );
+      }
+      case Op.SYMLINK: {
+        const dir = ids.path(ino);
+        return serveOp('symlink', name!, () => vfs.symlink(at(dir), name!, name2!), entryIn(ino, name!), fail);
+      }
+      case Op.RENAME: {
+        const [from, to] = [ids.path(ino), ids.path(ino2)];
+        return serveOp(
+          'rename',
+          joinRel(from, name!),
+          // Both directories' numbers are read by the VFS before it awaits anything.
+          () => vfs.rename(at(from), name!, at(to), name2!, flags),
+          () => {
+            ids.renamed(ino, name!, ino2, name2!, (flags & RENAME_EXCHANGE) !== 0);
+            r.ok();
+          },
+          fail,
+        );
+      }
+      case Op.LINK: {
+        const [existing, dir] = [ids.path(ino), ids.path(ino2)];
+        return serveOp('link', name!, () => vfs.link(at(existing), at(dir), name!), entryIn(ino2, name!), fail);
+      }
+      case Op.OPEN: {
+        const path = ids.path(ino);
         return serveOp(
           'open',
-          ino,
-          () => vfs.open(ino, flags),
+          path,
+          () => vfs.open(at(path), flags),
           (h) => {
             const readOnly = (flags & O_ACCMODE) === 0 && !h.dirty && !h.pendingData;
             if (readOnly && h.chunks.length > 0) this.registerFast(h.fh, h.size, h.chunks);
             // Read-only opens keep the kernel's pages: the change feed invalidates them when the node changes the file.
-            a.replyOpen(id, h.fh, readOnly ? KEEP_CACHE : 0);
+            r.open(h.fh, readOnly ? KEEP_CACHE : 0);
           },
-          err,
+          fail,
         );
+      }
       case Op.READ: {
         const buf = Buffer.allocUnsafe(size);
         return serveOp(
@@ -292,79 +442,84 @@ export class NativeDriver implements Driver {
           fh,
           () => vfs.read(fh, off, size, buf),
           (n) => {
-            a.replyBuf(id, buf, n);
+            r.buf(buf, n);
             this.markFast(fh, off, size);
           },
-          err,
+          fail,
         );
       }
       case Op.WRITE:
-        return serveOp('write', fh, () => vfs.write(fh, off, data!), (n) => a.replyWrite(id, n), err);
+        return serveOp('write', fh, () => vfs.write(fh, off, data!), (n) => r.write(n), fail);
       case Op.FLUSH:
-        return serveOp('flush', fh, () => vfs.flush(fh), ok, err);
+        return serveOp('flush', fh, () => vfs.flush(fh), () => r.ok(), fail);
       case Op.RELEASE: {
         const f = this.fast.get(fh);
         if (f) {
           this.fast.delete(fh);
-          if (this.session) a.fastClose(this.session, fh);
+          if (this.session) this.addon.fastClose(this.session, fh);
           vfs.chunks.touch(f.chunks);
         }
-        return serveOp('release', fh, () => vfs.release(fh), ok, err);
+        return serveOp('release', fh, () => vfs.release(fh), () => r.ok(), fail);
       }
       case Op.FSYNC:
-        return serveOp('fsync', fh, () => vfs.fsync(fh), ok, err);
-      case Op.OPENDIR:
+        return serveOp('fsync', fh, () => vfs.fsync(fh), () => r.ok(), fail);
+      case Op.OPENDIR: {
+        const path = ids.path(ino);
         return serveOp(
           'opendir',
-          ino,
+          path,
           async () => {
-            const n = await vfs.getattr(ino);
-            if (!isDir(n.attr.mode)) throw new FsError('ENOTDIR', `"${n.path}" is not a directory`);
+            const n = await vfs.resolve(path);
+            if (!isDir(n.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
           },
           () => {
             const dfh = this.nextDirFh++;
-            this.dirs.set(dfh, { ino });
+            this.dirs.set(dfh, { id: ino });
             // The kernel may keep listings: changes through this mount and
             // invalidations from the change feed both drop them.
-            a.replyOpen(id, dfh, KEEP_CACHE | CACHE_READDIR);
+            r.open(dfh, KEEP_CACHE | CACHE_READDIR);
           },
-          err,
+          fail,
         );
+      }
       case Op.READDIR:
       case Op.READDIRPLUS:
-        return this.readdir(id, fh, off, size, op === Op.READDIRPLUS);
+        return this.readdir(r, fh, off, size, op === Op.READDIRPLUS);
       case Op.RELEASEDIR:
         this.dirs.delete(fh);
-        return ok();
+        return r.ok();
       case Op.STATFS: {
         const s = vfs.statfs();
-        return a.replyStatfs(id, Float64Array.of(s.bsize, s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.ffree, s.namemax));
+        return r.statfs(Float64Array.of(s.bsize, s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.ffree, s.namemax));
       }
-      case Op.CREATE:
+      case Op.CREATE: {
+        const dir = ids.path(ino);
         return serveOp(
           'create',
           name!,
-          () => vfs.create(ino, name!, mode & 0o7777, uid, gid),
-          (r) => a.replyCreate(id, this.attrOf(r.node), r.handle.fh, 0),
-          err,
+          () => vfs.create(at(dir), name!, mode & 0o7777, uid, gid),
+          (c) => r.create(this.attrOf(c.node, ids.entry(ino, name!)), c.handle.fh),
+          fail,
         );
+      }
       default:
-        return err(errnoNumber('ENOSYS'));
+        return fail(errnoNumber('ENOSYS'));
     }
   }
 
-  private readdir(id: number, fh: number, off: number, size: number, plus: boolean): void {
+  private readdir(r: Reply, fh: number, off: number, size: number, plus: boolean): void {
     const d = this.dirs.get(fh);
-    if (!d) return this.addon.replyErr(id, errnoNumber('EBADF'));
+    if (!d) return r.err(errnoNumber('EBADF'));
     serveOp(
       plus ? 'readdirplus' : 'readdir',
-      d.ino,
+      d.id,
       async () => {
         if (off === 0 || !d.names) {
           // A listing from the start is taken afresh; later offsets continue it.
-          const dir = await this.vfs.getattr(d.ino);
-          const parent = dir.path === '' ? dir : await this.vfs.resolve(parentOf(dir.path));
-          const children = await this.vfs.readdir(d.ino);
+          const path = this.ids.path(d.id);
+          const dir = await this.vfs.resolve(path);
+          const parent = path === '' ? dir : await this.vfs.resolve(parentOf(path));
+          const children = await this.vfs.readdir(this.vfs.inoOf(path));
           d.names = ['.', '..', ...children.map((c) => baseName(c.path))];
           d.attrs = [dir, parent, ...children].map((n) => n.attr);
         }
@@ -375,12 +530,18 @@ export class NativeDriver implements Driver {
         const room = Math.ceil(size / (plus ? 160 : 32)) + 1;
         const slice = names.slice(off, off + room);
         const attrs = new Float64Array(slice.length * ATTR_LEN);
+        const entryIds: number[] = [];
         for (let i = 0; i < slice.length; i++) {
-          putAttr(attrs, i * ATTR_LEN, d.attrs![off + i]!);
+          const dots = off + i < 2;
+          const nodeId = plus && !dots ? this.ids.reserve(d.id, slice[i]!) : 0;
+          entryIds.push(nodeId);
+          putAttr(attrs, i * ATTR_LEN, d.attrs![off + i]!, nodeId);
         }
-        this.addon.replyDir(id, size, plus ? 1 : 0, off, slice, attrs);
+        const fitted = r.dir(size, plus, off, slice, attrs);
+        // The kernel holds a reference to every entry of a readdirplus reply that fitted.
+        for (let i = 0; i < fitted; i++) if (entryIds[i]) this.ids.ref(entryIds[i]!);
       },
-      (e) => this.addon.replyErr(id, e),
+      (e) => r.err(e),
     );
   }
 

@@ -1,0 +1,175 @@
+// Soak: a mixed read/write load through one mount for a while, then a check
+// that nothing was lost or corrupted and that the mount process neither
+// leaked nor hung.
+//
+// A real node and a real mount (the CLI, on loopback) over a fresh source
+// tree; N worker processes (scripts/soak/worker.ts) each write, edit, read
+// back, rename, delete and list files in their own directory and read ranges
+// of shared files, checking every answer. At the end the mount is unmounted
+// cleanly and every file a worker last wrote is compared with the node's
+// copy. The mount's memory and open file descriptors are sampled after a
+// warm-up and at the end.
+//
+//   scripts/soak/mixed [--duration 10m] [--procs 8] [--driver native] [--json out.json] [--keep]
+import { Command, Option } from 'commander';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseDuration } from '../../src/config/parse.js';
+import { spawnMount, spawnNode, stopNodeProcess, terminateMount, waitMounted, waitServing } from '../bench/lib/ghostfs.js';
+import { progress, sleep } from '../bench/lib/session.js';
+import type { WorkerSummary } from './worker.js';
+
+interface Options {
+  duration: number;
+  procs: number;
+  driver: string;
+  json?: string;
+  keep: boolean;
+}
+
+const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
+
+/** Resident memory (MiB) and open descriptors of a process, from /proc. */
+function sampleProc(pid: number): { rssMiB: number; fds: number } {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return { rssMiB: m ? Math.round(Number(m[1]) / 102.4) / 10 : NaN, fds: readdirSync(`/proc/${pid}/fd`).length };
+}
+
+function runWorker(dir: string, source: string, until: number, seed: number): Promise<WorkerSummary | string> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [WORKER, dir, source, String(until), String(seed)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('exit', (code, signal) => {
+      try {
+        resolve(JSON.parse(out) as WorkerSummary);
+      } catch {
+        resolve(`worker ${seed} exited with ${signal ?? `code ${code}`}: ${err.trim().split('\n').slice(-3).join(' / ')}`);
+      }
+    });
+  });
+}
+
+async function main(o: Options): Promise<void> {
+  const base = await mkdtemp(join(tmpdir(), 'ghostfs-soak-'));
+  const source = join(base, 'src');
+  await mkdir(source);
+  // Shared files every worker reads ranges of: a large one and a few small ones.
+  await writeFile(join(source, 'shared-big.bin'), randomBytes(96 * 1024 * 1024));
+  for (let i = 0; i < 8; i++) await writeFile(join(source, `shared-${i}.txt`), randomBytes(4096 + i * 10_000));
+
+  const node = spawnNode(source, join(base, 'state'));
+  await waitServing(node, 120_000);
+  const mnt = join(base, 'mnt');
+  const mount = spawnMount(node.endpoint, mnt, join(base, 'cache'), ['--driver', o.driver]);
+  const ready = await waitMounted(mount);
+  if (ready !== 'ok') throw new Error(`the mount did not come up: ${ready}\n${mount.tail.join('\n')}`);
+  const pid = mount.child.pid!;
+
+  progress(`soak: ${o.procs} workers for ${o.duration / 1000} s through the ${o.driver} driver at ${mnt}\n`);
+  const started = Date.now();
+  const until = started + o.duration;
+  const workers = Array.from({ length: o.procs }, (_, i) => runWorker(join(mnt, `w${i}`), source, until, i + 1));
+  // After a warm-up, the first sample: what the mount holds once busy.
+  await sleep(Math.min(30_000, o.duration / 4));
+  const before = sampleProc(pid);
+  let peak = before.rssMiB;
+  const ticker = setInterval(() => {
+    try {
+      peak = Math.max(peak, sampleProc(pid).rssMiB);
+      progress(`  ${Math.round((Date.now() - started) / 1000)} s, mount RSS ${sampleProc(pid).rssMiB} MiB\n`);
+    } catch {
+      /* the mount died: the summary says so */
+    }
+  }, 30_000);
+  const results = await Promise.all(workers);
+  clearInterval(ticker);
+  const alive = mount.child.exitCode === null && mount.child.signalCode === null;
+  const after = alive ? sampleProc(pid) : { rssMiB: NaN, fds: NaN };
+
+  const t0 = Date.now();
+  await terminateMount(mount, { noteEarlyExit: true });
+  const unmountMs = Date.now() - t0;
+  const exit = await mount.exited;
+
+  // The node side: every file a worker last wrote must be there, with the last content written.
+  let ops = 0;
+  let corrupted = 0;
+  let lost = 0;
+  let maxOpMs = 0;
+  let nodeMissing = 0;
+  let nodeCorrupt = 0;
+  const errors: Record<string, number> = {};
+  const failures: string[] = [];
+  const examples: string[] = [];
+  for (let i = 0; i < results.length; i++) {
+    const r = results[i]!;
+    if (typeof r === 'string') {
+      failures.push(r);
+      continue;
+    }
+    ops += r.ops;
+    corrupted += r.corrupted;
+    lost += r.lost;
+    maxOpMs = Math.max(maxOpMs, r.maxOpMs);
+    for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] ?? 0) + n;
+    for (const e of r.examples) if (examples.length < 10) examples.push(`w${i}: ${e}`);
+    const onNode = new Set(await readdir(join(source, `w${i}`)).catch(() => [] as string[]));
+    for (const [name, want] of Object.entries(r.files)) {
+      if (!onNode.has(name)) {
+        nodeMissing++;
+        continue;
+      }
+      const got = createHash('sha256').update(await readFile(join(source, `w${i}`, name))).digest('hex');
+      if (got !== want) nodeCorrupt++;
+    }
+  }
+  await stopNodeProcess(node.child);
+
+  const errorCount = Object.values(errors).reduce((a, b) => a + b, 0);
+  const summary = {
+    date: new Date().toISOString(),
+    driver: o.driver,
+    durationS: o.duration / 1000,
+    procs: o.procs,
+    ops,
+    errors,
+    errorExamples: examples,
+    workerFailures: failures,
+    corruptedReads: corrupted,
+    lostNames: lost,
+    nodeMissing,
+    nodeCorrupt,
+    maxOpMs: Math.round(maxOpMs),
+    mount: { rssMiBBefore: before.rssMiB, rssMiBAfter: after.rssMiB, rssMiBPeak: peak, fdsBefore: before.fds, fdsAfter: after.fds, unmountMs, exit: exit.signal ?? exit.code },
+  };
+  const out = [
+    `soak (${o.driver} driver, ${o.procs} processes, ${o.duration / 1000} s): ${ops} operations, ${errorCount} errors${errorCount ? ` ${JSON.stringify(errors)}` : ''}, slowest ${summary.maxOpMs} ms`,
+    `  mount process: RSS ${before.rssMiB} MiB after warm-up → ${after.rssMiB} MiB at the end (peak ${peak}); open fds ${before.fds} → ${after.fds}; clean unmount in ${unmountMs} ms, exit ${summary.mount.exit}`,
+    ...failures.map((f) => `  ${f}`),
+    ...examples.map((e) => `  error: ${e}`),
+    `${ops} operations, ${lost + nodeMissing} lost, ${corrupted + nodeCorrupt} corrupted`,
+  ];
+  process.stdout.write(out.join('\n') + '\n');
+  if (o.json) await writeFile(o.json, JSON.stringify(summary, null, 2) + '\n');
+  if (!o.keep) await rm(base, { recursive: true, force: true });
+  const bad = lost + nodeMissing + corrupted + nodeCorrupt + errorCount + failures.length > 0 || exit.code !== 0;
+  process.exitCode = bad ? 1 : 0;
+}
+
+const program = new Command('soak-mixed')
+  .description('mixed read/write soak through one mount; ends with "N operations, N lost, N corrupted"')
+  .addOption(new Option('--duration <d>', 'how long the workers run').argParser(parseDuration).default(parseDuration('10m'), '10m'))
+  .addOption(new Option('--procs <n>', 'worker processes').argParser((v) => Number.parseInt(v, 10)).default(8))
+  .addOption(new Option('--driver <name>', 'kernel driver of the mount').choices(['native', 'fuse-native']).default('native'))
+  .option('--json <file>', 'write the summary as JSON')
+  .option('--keep', 'keep the work directory');
+program.parse();
+await main(program.opts<Options>());

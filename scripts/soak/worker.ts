@@ -1,0 +1,184 @@
+// One soak worker: a child process doing a random mix of file operations in
+// its own directory of the mount until a deadline, checking every answer
+// against what it knows it wrote, and reading ranges of shared files to
+// compare with the node's copies. It prints one JSON summary line at the end
+// (the parent checks the node side once the mount is unmounted).
+//
+//   node dist/scripts/soak/worker.js <mountDir> <sourceDir> <untilEpochMs> <seed>
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface WorkerSummary {
+  ops: number;
+  /** Unexpected errors by code: each one is a failure. */
+  errors: Record<string, number>;
+  /** The first few error messages, for the report. */
+  examples: string[];
+  /** Reads that returned other bytes than were written (or than the node's copy holds). */
+  corrupted: number;
+  /** Names this worker wrote that the mount no longer listed. */
+  lost: number;
+  maxOpMs: number;
+  /** What the node must hold at the end: name → sha256. */
+  files: Record<string, string>;
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** A small deterministic generator, so a run can be repeated with its seed. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 2 ** 32;
+  };
+}
+
+async function main(): Promise<void> {
+  const [dir, sourceDir, untilArg, seedArg] = process.argv.slice(2);
+  if (!dir || !sourceDir || !untilArg) throw new Error('usage: worker <mountDir> <sourceDir> <untilEpochMs> <seed>');
+  const until = Number(untilArg);
+  const rand = rng(Number(seedArg ?? 1));
+  const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
+  const sizeOf = (): number => (rand() < 0.5 ? Math.floor(rand() * 8192) : Math.floor(rand() * 1.5 * 1024 * 1024));
+  const shared = (await readdir(sourceDir)).filter((n) => n.startsWith('shared-'));
+  await mkdir(dir, { recursive: true });
+
+  const files = new Map<string, Buffer>();
+  const s: WorkerSummary = { ops: 0, errors: {}, examples: [], corrupted: 0, lost: 0, maxOpMs: 0, files: {} };
+  let n = 0;
+
+  const ops: [number, () => Promise<void>][] = [
+    [
+      4,
+      async () => {
+        if (files.size >= 40) return;
+        const name = `f${n++}`;
+        const data = randomBytes(sizeOf());
+        await writeFile(join(dir, name), data);
+        files.set(name, data);
+      },
+    ],
+    [
+      4,
+      async () => {
+        if (!files.size) return;
+        const name = pick([...files.keys()]);
+        if (!(await readFile(join(dir, name))).equals(files.get(name)!)) s.corrupted++;
+      },
+    ],
+    [
+      2,
+      async () => {
+        if (!files.size) return;
+        // An edit in place: a range overwritten (and maybe the file extended).
+        const name = pick([...files.keys()]);
+        const old = files.get(name)!;
+        const at = Math.floor(rand() * (old.length + 1));
+        const patch = randomBytes(Math.floor(rand() * 65536) + 1);
+        const fh = await open(join(dir, name), 'r+');
+        await fh.write(patch, 0, patch.length, at);
+        await fh.close();
+        const next = Buffer.alloc(Math.max(old.length, at + patch.length));
+        old.copy(next);
+        patch.copy(next, at);
+        files.set(name, next);
+      },
+    ],
+    [
+      1,
+      async () => {
+        if (!files.size) return;
+        const from = pick([...files.keys()]);
+        const to = `f${n++}`;
+        await rename(join(dir, from), join(dir, to));
+        files.set(to, files.get(from)!);
+        files.delete(from);
+      },
+    ],
+    [
+      1,
+      async () => {
+        if (files.size < 10) return;
+        const name = pick([...files.keys()]);
+        await unlink(join(dir, name));
+        files.delete(name);
+      },
+    ],
+    [
+      1,
+      async () => {
+        const d = join(dir, `d${n++}`);
+        await mkdir(d);
+        await rmdir(d);
+      },
+    ],
+    [
+      2,
+      async () => {
+        const listed = new Set(await readdir(dir));
+        for (const name of files.keys()) if (!listed.has(name)) s.lost++;
+        if (files.size) {
+          const name = pick([...files.keys()]);
+          if ((await stat(join(dir, name))).size !== files.get(name)!.length) s.corrupted++;
+        }
+      },
+    ],
+    [
+      3,
+      async () => {
+        if (!shared.length) return;
+        // A range of a shared file, compared with the node's own copy.
+        const name = pick(shared);
+        const size = (await stat(join(sourceDir, name))).size;
+        const at = Math.floor(rand() * size);
+        const len = Math.min(size - at, Math.floor(rand() * 2 * 1024 * 1024) + 1);
+        const [a, b] = await Promise.all([readRange(join(dir, '..', name), at, len), readRange(join(sourceDir, name), at, len)]);
+        if (!a.equals(b)) s.corrupted++;
+      },
+    ],
+  ];
+  const total = ops.reduce((x, [w]) => x + w, 0);
+
+  while (Date.now() < until) {
+    let r = rand() * total;
+    const op = ops.find(([w]) => (r -= w) < 0)![1];
+    const started = performance.now();
+    try {
+      await op();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'ERROR';
+      s.errors[code] = (s.errors[code] ?? 0) + 1;
+      if (s.examples.length < 5) s.examples.push((err as Error).message);
+    }
+    s.maxOpMs = Math.max(s.maxOpMs, performance.now() - started);
+    s.ops++;
+  }
+  for (const [name, data] of files) s.files[name] = sha(data);
+  await rm(join(dir, 'never-created'), { force: true }); // one last round trip: the mount still answers
+  process.stdout.write(JSON.stringify(s) + '\n');
+}
+
+async function readRange(path: string, at: number, len: number): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(len);
+    let got = 0;
+    while (got < len) {
+      const { bytesRead } = await fh.read(buf, got, len - got, at + got);
+      if (!bytesRead) break;
+      got += bytesRead;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    await fh.close();
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`soak worker failed: ${(err as Error).stack}\n`);
+  process.exit(1);
+});
