@@ -3,8 +3,7 @@
 // file changed since it was indexed is never served stale) or among chunks
 // uploaded for a commit (staged under the state dir, each verified once on
 // arrival).
-import { open, readFile, rename, unlink, readdir, stat, mkdir, writeFile } from 'node:fs/promises';
-import { constants as C } from 'node:fs';
+import { readFile, rename, unlink, readdir, stat, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { attrFromStats, sameTuple, type Attr } from '../content/attr.js';
@@ -74,7 +73,7 @@ export class ChunkSource {
   private async readAt(path: string, offset: number, length: number, expected: Attr, reserve: number): Promise<Buffer | undefined> {
     let fh;
     try {
-      fh = await open(this.index.paths.abs(path), C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+      fh = await this.index.paths.openForRead(path);
     } catch {
       return undefined;
     }
@@ -82,11 +81,11 @@ export class ChunkSource {
       const buf = Buffer.allocUnsafe(reserve + length);
       let got = 0;
       while (got < length) {
-        const { bytesRead } = await fh.read(buf, reserve + got, length - got, offset + got);
+        const bytesRead = await fh.read(buf, reserve + got, length - got, offset + got);
         if (bytesRead === 0) return undefined;
         got += bytesRead;
       }
-      const after = attrFromStats(await fh.stat({ bigint: true }));
+      const after = attrFromStats(await fh.stat());
       return sameTuple(after, expected) ? buf : undefined;
     } finally {
       await fh.close();

@@ -4,9 +4,23 @@
 // kernel's limits. Symlinks are never followed out of the root: metadata is
 // served from the index (built without following links) and every mutation
 // checks that the real path of its parent directory is inside the root.
-import { realpath } from 'node:fs/promises';
+import { open, realpath } from 'node:fs/promises';
+import { close, constants as C, fstat, read, type BigIntStats } from 'node:fs';
 import { dirname, join, sep } from 'node:path';
+import { promisify } from 'node:util';
 import { FsError } from '../wire/errors.js';
+import { nativeAddon } from '../native/addon.js';
+
+/** A file opened for reading inside the root. */
+export interface RootFile {
+  read(into: Buffer, at: number, length: number, position: number): Promise<number>;
+  stat(): Promise<BigIntStats>;
+  close(): Promise<void>;
+}
+
+const readP = promisify(read);
+const fstatP = promisify(fstat) as (fd: number, o: { bigint: true }) => Promise<BigIntStats>;
+const closeP = promisify(close);
 
 export { baseName, joinRel, parentOf } from '../wire/rel-path.js';
 
@@ -62,5 +76,32 @@ export class Confinement {
       throw new FsError('EACCES', `"${rel}" resolves outside the workspace root through a symlink`);
     }
     return join(real, abs.slice(dirname(abs).length + 1));
+  }
+
+  /**
+   * Opens a file of the workspace for reading, never following a symlink
+   * anywhere on the way: with the native addon the kernel resolves the path
+   * beneath the root itself (openat2 RESOLVE_BENEATH), so even a directory
+   * swapped for a symlink after indexing cannot lead outside; without it,
+   * the last component is not followed (O_NOFOLLOW) and callers check what
+   * they opened by its stat tuple.
+   */
+  async openForRead(rel: string): Promise<RootFile> {
+    const flags = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
+    const addon = nativeAddon();
+    if (addon) {
+      const fd = addon.openBeneath(this.root, rel, flags, 0);
+      return {
+        read: async (into, at, length, position) => (await readP(fd, into, at, length, position)).bytesRead,
+        stat: () => fstatP(fd, { bigint: true }),
+        close: () => closeP(fd),
+      };
+    }
+    const fh = await open(this.abs(rel), flags);
+    return {
+      read: async (into, at, length, position) => (await fh.read(into, at, length, position)).bytesRead,
+      stat: () => fh.stat({ bigint: true }),
+      close: () => fh.close(),
+    };
   }
 }
