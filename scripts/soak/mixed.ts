@@ -12,17 +12,15 @@
 //
 //   scripts/soak/mixed [--duration 10m] [--procs 8] [--driver native] [--json out.json] [--keep]
 import { Command, Option } from 'commander';
-import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseDuration } from '../../src/config/parse.js';
 import { spawnMount, spawnNode, stopNodeProcess, terminateMount, waitMounted, waitServing } from '../bench/lib/ghostfs.js';
 import { progress, sleep } from '../bench/lib/session.js';
-import type { WorkerSummary } from './worker.js';
+import { count, judge, runWorkers, verdictLine } from './lib/workers.js';
 
 interface Options {
   duration: number;
@@ -32,29 +30,10 @@ interface Options {
   keep: boolean;
 }
 
-const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
-
 /** Resident memory (MiB) and open descriptors of a process, from /proc. */
 function sampleProc(pid: number): { rssMiB: number; fds: number } {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return { rssMiB: m ? Math.round(Number(m[1]) / 102.4) / 10 : NaN, fds: readdirSync(`/proc/${pid}/fd`).length };
-}
-
-function runWorker(dir: string, source: string, until: number, seed: number): Promise<WorkerSummary | string> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [WORKER, dir, source, String(until), String(seed)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('exit', (code, signal) => {
-      try {
-        resolve(JSON.parse(out) as WorkerSummary);
-      } catch {
-        resolve(`worker ${seed} exited with ${signal ?? `code ${code}`}: ${err.trim().split('\n').slice(-3).join(' / ')}`);
-      }
-    });
-  });
 }
 
 async function main(o: Options): Promise<void> {
@@ -76,7 +55,7 @@ async function main(o: Options): Promise<void> {
   progress(`soak: ${o.procs} workers for ${o.duration / 1000} s through the ${o.driver} driver at ${mnt}\n`);
   const started = Date.now();
   const until = started + o.duration;
-  const workers = Array.from({ length: o.procs }, (_, i) => runWorker(join(mnt, `w${i}`), source, until, i + 1));
+  const workers = runWorkers(mnt, source, o.procs, until - Date.now(), false);
   // After a warm-up, the first sample: what the mount holds once busy.
   await sleep(Math.min(30_000, o.duration / 4));
   const before = sampleProc(pid);
@@ -89,7 +68,7 @@ async function main(o: Options): Promise<void> {
       /* the mount died: the summary says so */
     }
   }, 30_000);
-  const results = await Promise.all(workers);
+  const results = await workers;
   clearInterval(ticker);
   const alive = mount.child.exitCode === null && mount.child.signalCode === null;
   const after = alive ? sampleProc(pid) : { rssMiB: NaN, fds: NaN };
@@ -100,67 +79,29 @@ async function main(o: Options): Promise<void> {
   const exit = await mount.exited;
 
   // The node side: every file a worker last wrote must be there, with the last content written.
-  let ops = 0;
-  let corrupted = 0;
-  let lost = 0;
-  let maxOpMs = 0;
-  let nodeMissing = 0;
-  let nodeCorrupt = 0;
-  const errors: Record<string, number> = {};
-  const failures: string[] = [];
-  const examples: string[] = [];
-  for (let i = 0; i < results.length; i++) {
-    const r = results[i]!;
-    if (typeof r === 'string') {
-      failures.push(r);
-      continue;
-    }
-    ops += r.ops;
-    corrupted += r.corrupted;
-    lost += r.lost;
-    maxOpMs = Math.max(maxOpMs, r.maxOpMs);
-    for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] ?? 0) + n;
-    for (const e of r.examples) if (examples.length < 10) examples.push(`w${i}: ${e}`);
-    const onNode = new Set(await readdir(join(source, `w${i}`)).catch(() => [] as string[]));
-    for (const [name, want] of Object.entries(r.files)) {
-      if (!onNode.has(name)) {
-        nodeMissing++;
-        continue;
-      }
-      const got = createHash('sha256').update(await readFile(join(source, `w${i}`, name))).digest('hex');
-      if (got !== want) nodeCorrupt++;
-    }
-  }
+  const v = await judge(results, source);
   await stopNodeProcess(node.child);
 
-  const errorCount = Object.values(errors).reduce((a, b) => a + b, 0);
+  const errorCount = count(v.errors);
   const summary = {
     date: new Date().toISOString(),
     driver: o.driver,
     durationS: o.duration / 1000,
     procs: o.procs,
-    ops,
-    errors,
-    errorExamples: examples,
-    workerFailures: failures,
-    corruptedReads: corrupted,
-    lostNames: lost,
-    nodeMissing,
-    nodeCorrupt,
-    maxOpMs: Math.round(maxOpMs),
+    ...v,
     mount: { rssMiBBefore: before.rssMiB, rssMiBAfter: after.rssMiB, rssMiBPeak: peak, fdsBefore: before.fds, fdsAfter: after.fds, unmountMs, exit: exit.signal ?? exit.code },
   };
   const out = [
-    `soak (${o.driver} driver, ${o.procs} processes, ${o.duration / 1000} s): ${ops} operations, ${errorCount} errors${errorCount ? ` ${JSON.stringify(errors)}` : ''}, slowest ${summary.maxOpMs} ms`,
+    `soak (${o.driver} driver, ${o.procs} processes, ${o.duration / 1000} s): ${v.ops} operations, ${errorCount} errors${errorCount ? ` ${JSON.stringify(v.errors)}` : ''}, slowest ${v.maxOpMs} ms`,
     `  mount process: RSS ${before.rssMiB} MiB after warm-up → ${after.rssMiB} MiB at the end (peak ${peak}); open fds ${before.fds} → ${after.fds}; clean unmount in ${unmountMs} ms, exit ${summary.mount.exit}`,
-    ...failures.map((f) => `  ${f}`),
-    ...examples.map((e) => `  error: ${e}`),
-    `${ops} operations, ${lost + nodeMissing} lost, ${corrupted + nodeCorrupt} corrupted`,
+    ...v.failures.map((f) => `  ${f}`),
+    ...v.examples.map((e) => `  error: ${e}`),
+    verdictLine(v),
   ];
   process.stdout.write(out.join('\n') + '\n');
   if (o.json) await writeFile(o.json, JSON.stringify(summary, null, 2) + '\n');
   if (!o.keep) await rm(base, { recursive: true, force: true });
-  const bad = lost + nodeMissing + corrupted + nodeCorrupt + errorCount + failures.length > 0 || exit.code !== 0;
+  const bad = v.lost + v.corrupted + errorCount + v.failures.length > 0 || exit.code !== 0;
   process.exitCode = bad ? 1 : 0;
 }
 

@@ -4,7 +4,13 @@
 // compare with the node's copies. It prints one JSON summary line at the end
 // (the parent checks the node side once the mount is unmounted).
 //
-//   node dist/scripts/soak/worker.js <mountDir> <sourceDir> <untilEpochMs> <seed>
+//   node dist/scripts/soak/worker.js <mountDir> <sourceDir> <untilEpochMs> <seed> [tolerant]
+//
+// Tolerant (the fault scenarios): an operation may fail with an errno that
+// a remote filesystem under faults owes its caller (EIO, EHOSTDOWN,
+// ENOTCONN...). Such a failure is counted, not an error, and the files it
+// touched drop out of the check (their state is legitimately unknown); a
+// file whose close() returned success must still be on the node intact.
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,6 +21,8 @@ export interface WorkerSummary {
   errors: Record<string, number>;
   /** The first few error messages, for the report. */
   examples: string[];
+  /** Tolerant mode: operations that failed with an errno owed to a fault, by code. */
+  faulted: Record<string, number>;
   /** Reads that returned other bytes than were written (or than the node's copy holds). */
   corrupted: number;
   /** Names this worker wrote that the mount no longer listed. */
@@ -23,6 +31,9 @@ export interface WorkerSummary {
   /** What the node must hold at the end: name → sha256. */
   files: Record<string, string>;
 }
+
+/** What a remote filesystem may answer while its node or link misbehaves: clear errnos, never hangs. */
+const FAULT_ERRNOS = new Set(['EIO', 'EHOSTDOWN', 'ETIMEDOUT', 'ENOTCONN', 'ECONNABORTED', 'EROFS', 'ENOSPC', 'EAGAIN', 'ESTALE', 'ENOENT']);
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -38,7 +49,8 @@ function rng(seed: number): () => number {
 }
 
 async function main(): Promise<void> {
-  const [dir, sourceDir, untilArg, seedArg] = process.argv.slice(2);
+  const [dir, sourceDir, untilArg, seedArg, mode] = process.argv.slice(2);
+  const tolerant = mode === 'tolerant';
   if (!dir || !sourceDir || !untilArg) throw new Error('usage: worker <mountDir> <sourceDir> <untilEpochMs> <seed>');
   const until = Number(untilArg);
   const rand = rng(Number(seedArg ?? 1));
@@ -48,7 +60,9 @@ async function main(): Promise<void> {
   await mkdir(dir, { recursive: true });
 
   const files = new Map<string, Buffer>();
-  const s: WorkerSummary = { ops: 0, errors: {}, examples: [], corrupted: 0, lost: 0, maxOpMs: 0, files: {} };
+  /** The names the running operation changes: unknown state if it fails. */
+  let touching: string[] = [];
+  const s: WorkerSummary = { ops: 0, errors: {}, examples: [], faulted: {}, corrupted: 0, lost: 0, maxOpMs: 0, files: {} };
   let n = 0;
 
   const ops: [number, () => Promise<void>][] = [
@@ -58,6 +72,7 @@ async function main(): Promise<void> {
         if (files.size >= 40) return;
         const name = `f${n++}`;
         const data = randomBytes(sizeOf());
+        touching = [name];
         await writeFile(join(dir, name), data);
         files.set(name, data);
       },
@@ -79,6 +94,7 @@ async function main(): Promise<void> {
         const old = files.get(name)!;
         const at = Math.floor(rand() * (old.length + 1));
         const patch = randomBytes(Math.floor(rand() * 65536) + 1);
+        touching = [name];
         const fh = await open(join(dir, name), 'r+');
         await fh.write(patch, 0, patch.length, at);
         await fh.close();
@@ -94,6 +110,7 @@ async function main(): Promise<void> {
         if (!files.size) return;
         const from = pick([...files.keys()]);
         const to = `f${n++}`;
+        touching = [from, to];
         await rename(join(dir, from), join(dir, to));
         files.set(to, files.get(from)!);
         files.delete(from);
@@ -104,6 +121,7 @@ async function main(): Promise<void> {
       async () => {
         if (files.size < 10) return;
         const name = pick([...files.keys()]);
+        touching = [name];
         await unlink(join(dir, name));
         files.delete(name);
       },
@@ -147,12 +165,18 @@ async function main(): Promise<void> {
     let r = rand() * total;
     const op = ops.find(([w]) => (r -= w) < 0)![1];
     const started = performance.now();
+    touching = [];
     try {
       await op();
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'ERROR';
-      s.errors[code] = (s.errors[code] ?? 0) + 1;
-      if (s.examples.length < 5) s.examples.push((err as Error).message);
+      if (tolerant && FAULT_ERRNOS.has(code)) {
+        s.faulted[code] = (s.faulted[code] ?? 0) + 1;
+        for (const name of touching) files.delete(name);
+      } else {
+        s.errors[code] = (s.errors[code] ?? 0) + 1;
+        if (s.examples.length < 5) s.examples.push((err as Error).message);
+      }
     }
     s.maxOpMs = Math.max(s.maxOpMs, performance.now() - started);
     s.ops++;

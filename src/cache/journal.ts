@@ -14,6 +14,12 @@ export interface JournalEntry {
   /** Digest the file had when the writer opened it (absent: it was created). */
   baseDigest?: Buffer;
   expectAbsent: boolean;
+  /**
+   * The pending record whose content this one was made from (a file edited
+   * again while its last version was still queued). If that record lands
+   * on the node first, it is this one's base. Kept in memory only.
+   */
+  baseSeq?: number;
   mode: number;
   /** Set explicitly by the writer (utimens while open); else the node stamps the commit time. */
   mtimeNs?: bigint;

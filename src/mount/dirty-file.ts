@@ -24,6 +24,8 @@ export class DirtyFile {
   mode: number;
   materialized: boolean;
   modified: boolean;
+  /** Made from a still-queued version (that record's seq): its base once it lands. */
+  baseSeq: number | undefined;
   /** Open handles on this file (several fds may write one file). */
   handles = 0;
   /** Deleted while open: its content must never be written back. */
@@ -74,11 +76,12 @@ export class DirtyFile {
    * is still pending): a copy of it, with the record's base, so the next
    * commit carries both changes.
    */
-  static async fromPending(path: string, pendingFile: string, file: string, name: string, shown: MetaEntry, baseDigest: Buffer | undefined, expectAbsent: boolean): Promise<DirtyFile> {
+  static async fromPending(path: string, pendingFile: string, file: string, name: string, shown: MetaEntry, pending: { seq: number; baseDigest?: Buffer; expectAbsent: boolean }): Promise<DirtyFile> {
     await copyFile(pendingFile, file, C.COPYFILE_EXCL);
     const fh = await open(file, C.O_RDWR);
     const size = (await fh.stat()).size;
-    const d = new DirtyFile(path, name, fh, { ...shown.attr, size }, baseDigest, expectAbsent, undefined);
+    const d = new DirtyFile(path, name, fh, { ...shown.attr, size }, pending.baseDigest, pending.expectAbsent, undefined);
+    d.baseSeq = pending.seq;
     d.modified = false;
     return d;
   }
@@ -166,6 +169,7 @@ export class DirtyFile {
   committed(digest: Buffer): void {
     this.baseDigest = digest;
     this.expectAbsent = false;
+    this.baseSeq = undefined;
     this.modified = false;
   }
 }

@@ -74,6 +74,7 @@ export class Vfs {
   private readonly prefetchedDirs = new Map<string, number>();
   /** Files open for writing, by path. */
   private readonly dirty = new Map<string, DirtyFile>();
+  private readonly openingWrite = new Map<string, Promise<DirtyFile>>();
   private nextFh = 1;
 
   constructor(
@@ -82,7 +83,12 @@ export class Vfs {
     readonly chunks: ChunkReader,
     private readonly writeBack: WriteBack,
     private readonly opts: VfsOptions,
-  ) {}
+  ) {
+    // A queued version dropped for a newer one: files made from it inherit its base.
+    writeBack.onSuperseded((seq, inherited) => {
+      for (const d of this.dirty.values()) if (d.baseSeq === seq) d.baseSeq = inherited;
+    });
+  }
 
   get openFiles(): number {
     return this.handles.size;
@@ -263,21 +269,13 @@ export class Vfs {
   private async openWrite(path: string, flags: number): Promise<FileHandle> {
     let d = this.dirty.get(path);
     if (!d) {
-      const e = await this.entry(path);
-      if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
-      if (!isReg(e.attr.mode)) throw new FsError('EINVAL', `"${path}" is not a regular file`);
-      await this.writeBack.flushPaths([path]).catch(() => undefined);
-      const name = this.writeBack.newDirtyName();
-      const pending = this.writeBack.pendingFor(path);
-      if (pending) {
-        // Still queued (no node): go on from the queued content, not the node's.
-        d = await DirtyFile.fromPending(path, this.writeBack.dirtyPath(pending.dirty), this.writeBack.dirtyPath(name), name, e, pending.baseDigest, pending.expectAbsent);
-      } else {
-        const trunc = (flags & O_TRUNC) !== 0;
-        const m = trunc || !e.digest ? undefined : e.chunks ? { chunks: e.chunks } : (await this.meta.getManifest(path, e.digest)) ?? (await this.fetchManifest(path));
-        d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, m?.chunks ?? []);
+      // Two writers opening at once share one dirty copy.
+      let opening = this.openingWrite.get(path);
+      if (!opening) {
+        opening = this.newDirty(path, flags).finally(() => this.openingWrite.delete(path));
+        this.openingWrite.set(path, opening);
       }
-      this.dirty.set(path, d);
+      d = await opening;
     }
     if (flags & O_TRUNC) {
       d.materialized = true;
@@ -286,7 +284,35 @@ export class Vfs {
     return this.handle(path, d);
   }
 
-  private async fetchManifest(path: string): Promise<{ chunks: ChunkRef[] }> {
+  private async newDirty(path: string, flags: number): Promise<DirtyFile> {
+    const shown = await this.entry(path);
+    if (isDir(shown.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
+    if (!isReg(shown.attr.mode)) throw new FsError('EINVAL', `"${path}" is not a regular file`);
+    await this.writeBack.flushPaths([path]).catch(() => undefined);
+    const name = this.writeBack.newDirtyName();
+    const pending = this.writeBack.pendingFor(path);
+    let d: DirtyFile;
+    if (pending) {
+      // Still queued (no node): go on from the queued content, not the node's.
+      d = await DirtyFile.fromPending(path, this.writeBack.dirtyPath(pending.dirty), this.writeBack.dirtyPath(name), name, shown, pending);
+    } else {
+      // Read again: the flush above may just have committed a queued version,
+      // which is then the base (what was shown before had no digest).
+      let e = await this.entry(path);
+      let chunks: ChunkRef[] = [];
+      if ((flags & O_TRUNC) === 0 && (e.digest || e.attr.size > 0)) {
+        const known = e.digest ? (e.chunks ? { digest: e.digest, chunks: e.chunks } : await this.meta.getManifest(path, e.digest)) : undefined;
+        const m = known ?? (await this.fetchManifest(path));
+        e = { ...e, digest: m.digest };
+        chunks = m.chunks;
+      }
+      d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, chunks);
+    }
+    this.dirty.set(path, d);
+    return d;
+  }
+
+  private async fetchManifest(path: string): Promise<{ digest: Buffer; chunks: ChunkRef[] }> {
     const r = await this.mesh.getManifest(path);
     const m = { digest: Buffer.from(r.digest), chunks: chunksFromWire(r.chunks) };
     await this.meta.putManifest(path, m);
@@ -365,6 +391,7 @@ export class Vfs {
         dirty: d.name,
         baseDigest: d.baseDigest,
         expectAbsent: d.expectAbsent,
+        baseSeq: d.baseSeq,
         mode: d.mode,
         mtimeNs: d.mtimeNs,
         atimeNs: d.atimeNs,

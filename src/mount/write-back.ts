@@ -20,6 +20,7 @@ import type { MeshClient } from '../mesh/mesh-client.js';
 import { errnoOf } from '../wire/errors.js';
 import { chunksToWire } from '../wire/convert.js';
 import { log } from '../log.js';
+import { PathLocks } from '../util/path-locks.js';
 import { entryFromWire } from './vfs-entry.js';
 
 export interface WriteBackStats {
@@ -33,6 +34,13 @@ export interface WriteBackStats {
 /** Files up to this size travel inside the commit call: one round trip, not three. */
 const INLINE_BYTES = 1024 * 1024;
 
+/** A record dropped for a newer version of its file before its turn came. */
+class Superseded extends Error {
+  constructor() {
+    super('superseded by a newer version of the file');
+  }
+}
+
 /** Errors that mean "try again later", as opposed to the node refusing the write. */
 const RETRYABLE = new Set(['EHOSTDOWN', 'ETIMEDOUT', 'ECONNREFUSED', 'EAGAIN', 'EBUSY']);
 
@@ -42,6 +50,11 @@ export class WriteBack {
   private readonly running = new Map<number, Promise<Buffer>>();
   /** Records the node may already hold (found in the journal at start, or after a commit attempt that timed out). */
   private readonly replayed = new Set<number>();
+  /** One write-back of a file at a time, in the order they were asked for. */
+  private readonly locks = new PathLocks();
+  /** Digests of records that landed, by seq: the base of records made from them (bounded). */
+  private readonly landed = new Map<number, Buffer>();
+  private supersededListeners: ((seq: number, inheritedBaseSeq: number | undefined) => void)[] = [];
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = 500;
   private closed = false;
@@ -134,9 +147,31 @@ export class WriteBack {
     return this.commitOrQueue(entry, true);
   }
 
-  /** Older records for a path are superseded: newer content includes theirs. */
+  /** Called when a queued record is dropped for a newer one: what was made from it takes its base. */
+  onSuperseded(fn: (seq: number, inheritedBaseSeq: number | undefined) => void): void {
+    this.supersededListeners.push(fn);
+  }
+
+  /**
+   * Older records for a path are superseded: newer content includes theirs.
+   * One that is being committed right now is let finish first (it may land,
+   * and then it is the newer one's base).
+   */
   private async dropOlder(path: string, seq: number): Promise<void> {
-    for (const e of [...this.pending.values()]) if (e.path === path && e.seq < seq) await this.drop(e, true);
+    for (const e of [...this.pending.values()]) {
+      if (e.path !== path || e.seq >= seq) continue;
+      await this.running.get(e.seq)?.catch(() => undefined);
+      if (!this.pending.has(e.seq)) continue;
+      await this.drop(e, true);
+      for (const r of this.pending.values()) if (r.baseSeq === e.seq) r.baseSeq = e.baseSeq;
+      for (const fn of this.supersededListeners) fn(e.seq, e.baseSeq);
+    }
+  }
+
+  /** The base to commit against: a record made from a queued version that has landed since is based on that version. */
+  private baseOf(e: JournalEntry): { baseDigest?: Buffer; expectAbsent: boolean } {
+    const landed = e.baseSeq !== undefined ? this.landed.get(e.baseSeq) : undefined;
+    return landed ? { baseDigest: landed, expectAbsent: false } : { baseDigest: e.baseDigest, expectAbsent: e.expectAbsent };
   }
 
   /** The node refused (permissions, no space, a directory in the way): keep the bytes aside where an admin can find them. */
@@ -159,6 +194,7 @@ export class WriteBack {
       this.running.set(e.seq, p);
     }
     return p.catch(async (err) => {
+      if (err instanceof Superseded) return undefined;
       const errno = errnoOf(err);
       if (RETRYABLE.has(errno)) {
         log.warn({ path: e.path, errno, pending: this.pending.size }, 'write-back queued: no node reachable; it will be retried');
@@ -171,8 +207,24 @@ export class WriteBack {
     });
   }
 
-  private async commit(e: JournalEntry, replayed: boolean): Promise<Buffer> {
+  private commit(e: JournalEntry, replayed: boolean): Promise<Buffer> {
+    return this.locks.with(e.path, async () => {
+      // Dropped while it waited for its turn: a newer version went (or goes) instead.
+      if (e.seq && !this.pending.has(e.seq)) throw new Superseded();
+      const digest = await this.commitNow(e, replayed);
+      if (e.seq) this.rememberLanded(e.seq, digest);
+      return digest;
+    });
+  }
+
+  private rememberLanded(seq: number, digest: Buffer): void {
+    this.landed.set(seq, digest);
+    if (this.landed.size > 10_000) this.landed.delete(this.landed.keys().next().value as number);
+  }
+
+  private async commitNow(e: JournalEntry, replayed: boolean): Promise<Buffer> {
     const dirty = this.dirtyPath(e.dirty);
+    const base = this.baseOf(e);
     const small = (await stat(dirty)).size <= INLINE_BYTES;
     // Small files are chunked here (one chunk, microseconds); big ones on the hashing thread.
     const data = small ? await readFile(dirty) : undefined;
@@ -190,8 +242,8 @@ export class WriteBack {
         c.commit(
           {
             path: e.path,
-            baseDigest: e.baseDigest ?? Buffer.alloc(0),
-            expectAbsent: e.expectAbsent,
+            baseDigest: base.baseDigest ?? Buffer.alloc(0),
+            expectAbsent: base.expectAbsent,
             digest: manifest.digest,
             size: manifest.size,
             chunks: chunksToWire(manifest.chunks),

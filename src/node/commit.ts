@@ -16,6 +16,8 @@ import { log } from '../log.js';
 import { checkChildPath, joinRel, parentOf } from './paths.js';
 import type { WorkspaceIndex } from './workspace-index.js';
 import { stageIn, type StagedFile } from './staged-file.js';
+
+export { PathLocks } from '../util/path-locks.js';
 import type { ChunkSource } from './chunk-source.js';
 import type { IndexEntry } from './index-entry.js';
 
@@ -42,23 +44,6 @@ export interface CommitResult {
 }
 
 const mayChown = typeof process.getuid === 'function' && process.getuid() === 0;
-
-/** Serializes commits and mutations per path within this process. */
-export class PathLocks {
-  private readonly tails = new Map<string, Promise<unknown>>();
-
-  async with<T>(path: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(path) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.tails.set(path, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.tails.get(path) === tail) this.tails.delete(path);
-    }
-  }
-}
 
 export function conflictName(path: string, clientId: string, when = new Date(), n = 0): string {
   const base = basename(path);

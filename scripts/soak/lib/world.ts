@@ -1,0 +1,104 @@
+// The world a soak runs in: a fresh workspace with shared files to read,
+// real node and mount processes (the CLI, on loopback) that a scenario can
+// kill and start again, and clean-up.
+import { randomBytes } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { childEnv, CLI, type MountProc, type NodeProc, spawnMount, spawnNode, stopNodeProcess, terminateMount, waitMounted, waitServing } from '../../bench/lib/ghostfs.js';
+
+const execFileP = promisify(execFile);
+
+export interface WorldOptions {
+  driver: string;
+  /** Bytes of the large shared file workers read ranges of. */
+  bigBytes?: number;
+  /** Extra `ghostfs mount` flags. */
+  mountArgs?: string[];
+  /** Directory for the cache (e.g. on a small filesystem); default beside the rest. */
+  cacheDir?: string;
+}
+
+export class World {
+  node: NodeProc | undefined;
+  /** Further nodes serving the same root (replicas). */
+  readonly replicas: NodeProc[] = [];
+  mount: MountProc | undefined;
+  /** What went wrong around the workload itself (the report shows it). */
+  readonly notes: string[] = [];
+
+  private constructor(
+    readonly base: string,
+    readonly source: string,
+    readonly mnt: string,
+    readonly cacheDir: string,
+    private readonly o: WorldOptions,
+  ) {}
+
+  static async create(o: WorldOptions): Promise<World> {
+    const base = await mkdtemp(join(tmpdir(), 'ghostfs-soak-'));
+    const source = join(base, 'src');
+    await mkdir(source);
+    // Shared files every worker reads ranges of: a large one and a few small ones.
+    await writeFile(join(source, 'shared-big.bin'), randomBytes(o.bigBytes ?? 96 * 1024 * 1024));
+    for (let i = 0; i < 8; i++) await writeFile(join(source, `shared-${i}.txt`), randomBytes(4096 + i * 10_000));
+    return new World(base, source, join(base, 'mnt'), o.cacheDir ?? join(base, 'cache'), o);
+  }
+
+  /** Starts (or restarts, on its same state) the node; `n` > 0 starts a replica with a state of its own. */
+  async startNode(n = 0): Promise<NodeProc> {
+    const node = spawnNode(this.source, join(this.base, `state${n}`), this.logTo(`node${n}.log`));
+    await waitServing(node, 120_000);
+    if (n === 0) this.node = node;
+    else this.replicas[n - 1] = node;
+    return node;
+  }
+
+  async startMount(endpoints: string[]): Promise<MountProc> {
+    const [first, ...rest] = endpoints;
+    const m = spawnMount(first!, this.mnt, this.cacheDir, ['--driver', this.o.driver, ...rest.flatMap((e) => ['--replica', e]), ...(this.o.mountArgs ?? [])], this.logTo('mount.log'));
+    const ready = await waitMounted(m);
+    if (ready !== 'ok') throw new Error(`the mount did not come up: ${ready}\n${m.tail.slice(-10).join('\n')}`);
+    this.mount = m;
+    return m;
+  }
+
+  /** Keeps a child's log records in the work directory, for a post-mortem (--keep). */
+  private logTo(name: string): (rec: Record<string, unknown>) => void {
+    const file = join(this.base, name);
+    return (rec) => appendFileSync(file, JSON.stringify(rec) + '\n');
+  }
+
+  /** kill -9, as a crash would. */
+  static async kill(p: { child: import('node:child_process').ChildProcess } | undefined): Promise<void> {
+    if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
+    const gone = new Promise((r) => p.child.once('exit', r));
+    p.child.kill('SIGKILL');
+    await gone;
+  }
+
+  /**
+   * A clean unmount and the node stopped. `ghostfs unmount` first writes back
+   * everything still queued (the node may have come back only a moment ago),
+   * waiting up to two minutes; only then is the mount process gone.
+   */
+  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
+    let exit;
+    if (this.mount) {
+      // Not spawnSync: the mount logs to our pipes, and a blocked reader here would stall it.
+      const r = await execFileP(process.execPath, [CLI, 'unmount', this.mnt, '--timeout', '120s'], { encoding: 'utf8', env: childEnv() }).catch((err: { stderr?: string; message: string }) => ({ failed: (err.stderr || err.message).trim() }));
+      if ('failed' in r) this.notes.push(`ghostfs unmount: ${r.failed}`);
+      await terminateMount(this.mount, { noteEarlyExit: false });
+      exit = await this.mount.exited;
+    }
+    for (const n of [this.node, ...this.replicas]) if (n) await stopNodeProcess(n.child);
+    return exit;
+  }
+
+  async remove(): Promise<void> {
+    await rm(this.base, { recursive: true, force: true });
+  }
+}
