@@ -175,9 +175,16 @@ t.test('mount: write side', async (t) => {
     t.equal((await run('cat', [M('offline.txt')])).stdout, 'written while the node was down\nand appended\n', 'it continues from the queued content');
     const mk = await run('mkdir', [M('cannot')]);
     t.match(mk.stderr, /Read-only file system/, 'namespace changes need a node: EROFS');
+    t.equal((await sh(`echo 'queued' > '${M('edited.txt')}'`)).code, 0);
     node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state'), '--listen', `127.0.0.1:${port}`]);
+    // At once, before the retry loop: opening for writing commits the queued
+    // version first, and the edit must start from it (not from nothing).
+    const edit = await sh(`printf 'E' | dd of='${M('edited.txt')}' bs=1 seek=2 conv=notrunc status=none`);
+    t.equal(edit.code, 0, edit.stderr);
     await waitFor('the queued write-back to reach the node', async () => (await readFile(S('offline.txt'), 'utf8')) === 'written while the node was down\nand appended\n', 30_000);
     t.pass('committed after the node returned');
+    await waitFor('the edit to reach the node', async () => (await readFile(S('edited.txt'), 'utf8').catch(() => '')) === 'quEued\n', 30_000);
+    t.pass('an edit made as the node returned kept the queued content around it');
   });
 
   await t.test('kill -9 of the mount during 1,000 writes loses no closed file', async (t) => {
