@@ -153,6 +153,17 @@ int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t siz
     }
     done += (size_t)got;
   }
+  /* A sequential reader comes for the next chunk soon: have the disk start
+   * on it now, while this reply travels (chunk files are separate files, so
+   * the kernel's own readahead stops at each one's end). */
+  if (last + 1 < x->n && end == x->c[last].off + x->c[last].len) {
+    chunk_path(f, x->c[last + 1].hash, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      posix_fadvise(fd, 0, x->c[last + 1].len, POSIX_FADV_WILLNEED);
+      close(fd);
+    }
+  }
   pthread_rwlock_unlock(&f->lock);
   fuse_reply_buf(req, buf, done);
   free(buf);

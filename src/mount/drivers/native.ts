@@ -262,11 +262,13 @@ export class NativeDriver implements Driver {
   /**
    * The kernel caps a FUSE mount's readahead at its default 128 KiB
    * whatever the filesystem asks at init; the mount's bdi setting lifts
-   * that, so sequential readers get 1 MiB requests. Needs root; without
-   * it the mount works with 128 KiB readahead.
+   * that. A 4 MiB window keeps several 1 MiB requests in flight at once, so
+   * libfuse's threads read chunk files in parallel (measured here: warm
+   * sequential reads 0.7-0.85 GB/s with 1 MiB, 0.85-1.0 GB/s with 4 MiB).
+   * Needs root; without it the mount works with 128 KiB readahead.
    */
   private async raiseReadahead(dev: string): Promise<void> {
-    await writeFile(`/sys/class/bdi/${dev}/read_ahead_kb`, '1024').catch((err: Error) => log.debug({ dev, err: err.message }, 'cannot raise the readahead of the mount'));
+    await writeFile(`/sys/class/bdi/${dev}/read_ahead_kb`, '4096').catch((err: Error) => log.debug({ dev, err: err.message }, 'cannot raise the readahead of the mount'));
   }
 
   /** Detaches a mount by path: directly as root, else through fusermount3. */
