@@ -1,7 +1,8 @@
 // Benchmark: the mount's write side against local disk, in one run.
 //
-// Three workloads, each on local disk and through ghostfs, printed side by
-// side with the ratio ghostfs/local:
+// Three workloads, each on local disk and through ghostfs with each kernel
+// driver (--drivers; one after the other, each on a fresh node and cache),
+// printed side by side with the ratios driver/local and native/fuse-native:
 //   1. N small files (4 KiB) created, written and closed one after another by
 //      one process: files/s; then the node's directory is checked right away
 //      (close() returns once the node committed, so every file must be there);
@@ -17,7 +18,7 @@
 // on the mount (a project rule). It reads the node's directory directly, which
 // is plain local disk.
 //
-//   scripts/bench/write [--quick] [--files 2000] [--big 256M] [--tree-files 28000] [--runs 1] [--json out.json] [--keep --dir DIR]
+//   scripts/bench/write [--quick] [--drivers native,fuse-native] [--files 2000] [--big 256M] [--tree-files 28000] [--runs 1] [--json out.json] [--keep --dir DIR]
 import { Command, Option } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -25,6 +26,7 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { addStats, assertDriversBuilt, describeDrivers, type Driver, DRIVERS, fetchDriverStats, parseDrivers, type RequestStats, requestLines } from './lib/drivers.js';
 import { assertCliBuilt, ghostfsDirs, isMounted, lazyUnmount, type MountProc, mountState as describeMount, type NodeProc, spawnMount, spawnNode, stillMounted, stopAll, stopNodeProcess, terminateMount, waitMounted, waitServing } from './lib/ghostfs.js';
 import { parseCount, parseSize } from './lib/options.js';
 import { firstLineOf, fmt, ghostfsSettings, machineInfo, MB, median, MiB, sizeLabel, table } from './lib/report.js';
@@ -48,6 +50,7 @@ interface Options {
   json?: string;
   quick: boolean;
   seed: number;
+  drivers: Driver[];
 }
 
 const MARKER = 'bench-write.json';
@@ -141,10 +144,10 @@ async function stopNode(): Promise<void> {
   await stopNodeProcess(n.child);
 }
 
-async function startMount(mnt: string, cacheDir: string): Promise<MountProc> {
+async function startMount(mnt: string, cacheDir: string, driver: Driver): Promise<MountProc> {
   if (session.aborting) throw new Aborted();
   if (!node) throw new Error('no node running');
-  const m = spawnMount(node.endpoint, mnt, cacheDir);
+  const m = spawnMount(node.endpoint, mnt, cacheDir, ['--driver', driver]);
   mounted = m;
   const outcome = await waitMounted(m);
   if (session.aborting) throw new Aborted();
@@ -329,7 +332,8 @@ function diffLists(want: string, got: string): string {
 // results
 
 type Unit = 'files/s' | 'MB/s' | 's';
-type Where = 'local' | 'ghostfs';
+/** Local disk or a ghostfs mount with this driver. */
+type Where = 'local' | Driver;
 
 interface Cell {
   samples: number[];
@@ -340,14 +344,15 @@ interface Row {
   id: 'small' | 'big' | 'bigFsync' | 'untar';
   label: string;
   unit: Unit;
-  local: Cell;
-  ghostfs: Cell;
+  /** Local disk and each measured driver (the fsync row: local only). */
+  cells: Partial<Record<Where, Cell>>;
   target?: { text: string; ok: (v: number) => boolean };
 }
 
 const emptyCell = (): Cell => ({ samples: [], failures: [] });
 
 interface GhostSample {
+  driver: Driver;
   workload: string;
   run: number;
   wallS: number;
@@ -356,12 +361,35 @@ interface GhostSample {
   extra?: Record<string, unknown>;
 }
 
+/** What one driver's phase leaves for the report besides its samples. */
+interface DriverRun {
+  readyMs: number;
+  unmountMs: number;
+  /** Its request counters; null: the driver keeps none; undefined: `ghostfs status` failed (noted). */
+  requests: RequestStats | null | undefined;
+}
+
+/** The mount's driver counters before it unmounts; a failure is noted, not fatal. */
+async function requestsOf(mnt: string, d: Driver): Promise<RequestStats | null | undefined> {
+  try {
+    const s = await fetchDriverStats(mnt);
+    return s && addStats(undefined, s);
+  } catch (err) {
+    if (err instanceof Aborted) throw err;
+    note(`ghostfs status --json of the ${d} mount failed, its request counters are missing: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+const times = (r: number): string => (Number.isFinite(r) ? `${r < 0.1 ? r.toFixed(3) : r.toFixed(2)}×` : '-');
+
 // ---------------------------------------------------------------------------
 // main
 
 async function main(opts: Options): Promise<void> {
   const started = performance.now();
   assertCliBuilt();
+  assertDriversBuilt(opts.drivers);
   ensureTools();
 
   const { dir, madeDir } = await openWorkDir(opts.dir, 'ghostfs-bench-write-', MARKER, async (d) => !!(await readMarker(d)));
@@ -369,6 +397,7 @@ async function main(opts: Options): Promise<void> {
   const localDir = join(dir, 'local'); // local-disk targets
   const srcDir = join(dir, 'src'); // the node's workspace root
   const { stateDir, cacheDir, mnt } = ghostfsDirs(dir);
+  const wheres: Where[] = ['local', ...opts.drivers];
 
   const teardown = once(async () => {
     await stopAll(mnt, stopMount, stopNode);
@@ -389,25 +418,22 @@ async function main(opts: Options): Promise<void> {
     const smallBody = await readFile(join(dataDir, 'small.bin'));
     const treeList = await readFile(join(dataDir, 'tree.sha256'), 'utf8');
 
+    const cells = (of: readonly Where[]): Partial<Record<Where, Cell>> => Object.fromEntries(of.map((w) => [w, emptyCell()]));
     const rows: Record<Row['id'], Row> = {
-      small: { id: 'small', label: `${opts.files} × 4 KiB create+write+close (1 process)`, unit: 'files/s', local: emptyCell(), ghostfs: emptyCell(), target: { text: 'ghostfs ≥ 4000 files/s', ok: (v) => v >= 4000 } },
-      big: { id: 'big', label: `${sizeLabel(opts.big)} sequential write (dd bs=1M)`, unit: 'MB/s', local: emptyCell(), ghostfs: emptyCell(), target: { text: 'ghostfs ≥ 500 MB/s', ok: (v) => v >= 500 } },
-      bigFsync: { id: 'bigFsync', label: `  same, local with conv=fsync (durable, like a commit)`, unit: 'MB/s', local: emptyCell(), ghostfs: emptyCell() },
-      untar: { id: 'untar', label: `tar -x of a ${tree.count}-file tree (${sizeLabel(tree.bytes)})`, unit: 's', local: emptyCell(), ghostfs: emptyCell(), target: { text: 'ghostfs ≤ 25 s', ok: (v) => v <= 25 } },
+      small: { id: 'small', label: `${opts.files} × 4 KiB create+write+close (1 process)`, unit: 'files/s', cells: cells(wheres), target: { text: '≥ 4000 files/s', ok: (v) => v >= 4000 } },
+      big: { id: 'big', label: `${sizeLabel(opts.big)} sequential write (dd bs=1M)`, unit: 'MB/s', cells: cells(wheres), target: { text: '≥ 500 MB/s', ok: (v) => v >= 500 } },
+      bigFsync: { id: 'bigFsync', label: `  same, local with conv=fsync (durable, like a commit)`, unit: 'MB/s', cells: cells(['local']) },
+      untar: { id: 'untar', label: `tar -x of a ${tree.count}-file tree (${sizeLabel(tree.bytes)})`, unit: 's', cells: cells(wheres), target: { text: '≤ 25 s', ok: (v) => v <= 25 } },
     };
+    const order = [rows.small, rows.big, rows.bigFsync, rows.untar];
     const ghostSamples: GhostSample[] = [];
     const checks: string[] = [];
-    const latency: Record<Where, { p50: number; p99: number; max: number }[]> = { local: [], ghostfs: [] };
-    const cleanupMs: Record<string, number[]> = {};
+    const latency = Object.fromEntries(wheres.map((w) => [w, []])) as Partial<Record<Where, { p50: number; p99: number; max: number }[]>>;
+    const cleanupMs = Object.fromEntries(opts.drivers.map((d) => [d, {}])) as Partial<Record<Driver, Record<string, number[]>>>;
 
     const loadStart = loadLine();
     const othersStart = otherGhostfs();
     if (othersStart.length) note(`other ghostfs processes or tests are running on this machine and share its CPUs and disk: ${othersStart.slice(0, 8).join("; ")}${othersStart.length > 8 ? "; …" : ""}`);
-    progress('starting the node... ');
-    const n = await startNode(srcDir, stateDir);
-    progress(`serving on ${n.endpoint}\n`);
-    const m = await startMount(mnt, cacheDir);
-    progress(`mounted at ${mnt} in ${(m.readyMs / 1000).toFixed(1)} s\n`);
 
     /**
      * One timed sample. Before it: sync (the previous sample's dirty pages must
@@ -415,22 +441,22 @@ async function main(opts: Options): Promise<void> {
      * page cache, so local and ghostfs both read it from memory.
      */
     const sample = async (row: Row, where: Where, run: number, body: (root: string, timed: () => void) => Promise<{ value: number; extra?: Record<string, unknown> }>, warm?: string): Promise<void> => {
-      progress(`  run ${run}/${opts.runs}  ${where.padEnd(7)}  ${row.label.trim().padEnd(52)} `);
+      progress(`  run ${run}/${opts.runs}  ${where.padEnd(11)}  ${row.label.trim().padEnd(52)} `);
       await runCmd(`sync${warm ? ' && cat "$1" > /dev/null' : ''}`, dataDir, { timeoutMs: 10 * 60_000, args: warm ? [warm] : [] });
-      const cpu0 = where === 'ghostfs' ? { m: cpuSeconds(mounted?.child.pid), n: cpuSeconds(node?.child.pid), t: performance.now() } : null;
+      const cpu0 = where !== 'local' ? { m: cpuSeconds(mounted?.child.pid), n: cpuSeconds(node?.child.pid), t: performance.now() } : null;
       // CPU is read when the timed command ends, before the checks run.
       let cpu1: typeof cpu0 = null;
       const timed = (): void => void (cpu1 = cpu0 && { m: cpuSeconds(mounted?.child.pid), n: cpuSeconds(node?.child.pid), t: performance.now() });
       try {
         const r = await body(where === 'local' ? localDir : mnt, timed);
-        row[where].samples.push(r.value);
+        row.cells[where]!.samples.push(r.value);
         progress(`${fmt(row.unit, r.value)} ${row.unit}\n`);
         const end = cpu1 as typeof cpu0;
-        if (cpu0 && end) ghostSamples.push({ workload: row.id, run, wallS: (end.t - cpu0.t) / 1000, mountCpuS: end.m - cpu0.m, nodeCpuS: end.n - cpu0.n, extra: r.extra });
+        if (cpu0 && end && where !== 'local') ghostSamples.push({ driver: where, workload: row.id, run, wallS: (end.t - cpu0.t) / 1000, mountCpuS: end.m - cpu0.m, nodeCpuS: end.n - cpu0.n, extra: r.extra });
       } catch (err) {
         if (err instanceof Aborted) throw err;
-        const msg = (err as Error).message + (where === 'ghostfs' ? mountState() : '');
-        row[where].failures.push(msg);
+        const msg = (err as Error).message + (where !== 'local' ? mountState() : '');
+        row.cells[where]!.failures.push(msg);
         progress('failed\n');
         note(`${row.label.trim()}, ${where}, run ${run}: ${msg}`);
       }
@@ -441,76 +467,76 @@ async function main(opts: Options): Promise<void> {
       if (where === 'local') return void (await rm(join(localDir, name), { recursive: true, force: true }));
       const r = await runCmd('rm -rf -- "$1"', mnt, { timeoutMs: 30 * 60_000, args: [name] });
       if (r.code !== 0) {
-        note(`rm -rf ${name} through the mount failed (${failed('rm', r).message})${mountState()}; removing it on the node instead`);
+        note(`rm -rf ${name} through the ${where} mount failed (${failed('rm', r).message})${mountState()}; removing it on the node instead`);
         await rm(join(srcDir, name), { recursive: true, force: true });
-      } else (cleanupMs[name.replace(/-\d+(\.bin)?$/, '')] ??= []).push(r.ms);
+      } else (cleanupMs[where]![name.replace(/-\d+(\.bin)?$/, '')] ??= []).push(r.ms);
     };
 
-    for (let run = 1; run <= opts.runs; run++) {
-      // ---- 1. small files
-      for (const where of ['local', 'ghostfs'] as const) {
-        const name = `small-${run}`;
+    /** Every run of the three workloads on local disk or through the mount of one driver. */
+    const runAll = async (where: Where): Promise<void> => {
+      for (let run = 1; run <= opts.runs; run++) {
+        // ---- 1. small files
+        const small = `small-${run}`;
         await sample(rows.small, where, run, async (root, timed) => {
-          const r = await runCmd(`exec "${process.execPath}" -e "$1" "$2" "$3" "$4"`, dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [SMALL_WRITER, join(root, name), String(opts.files), join(dataDir, 'small.bin')] });
+          const r = await runCmd(`exec "${process.execPath}" -e "$1" "$2" "$3" "$4"`, dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [SMALL_WRITER, join(root, small), String(opts.files), join(dataDir, 'small.bin')] });
           timed();
           if (r.code !== 0) throw failed('small-file writer', r);
           const t = JSON.parse(r.stdout.trim().split('\n').pop()!) as { ms: number; p50: number; p99: number; max: number };
-          latency[where].push({ p50: t.p50, p99: t.p99, max: t.max });
+          latency[where]!.push({ p50: t.p50, p99: t.p99, max: t.max });
           const value = opts.files / (t.ms / 1000);
           if (where === 'local') return { value };
           // Right after the writer exited: every close() returned, so every file must be on the node.
-          const now = await checkSmall(join(srcDir, name), opts.files, smallBody);
+          const now = await checkSmall(join(srcDir, small), opts.files, smallBody);
           let text = `${now.ok}/${opts.files} on the node with the right size and bytes right after the writer exited`;
           if (now.ok !== opts.files) {
             text += ` (missing ${now.missing}, wrong size ${now.wrongSize}, wrong bytes ${now.wrongContent}, extra ${now.extra})`;
             await sleep(5000);
-            const later = await checkSmall(join(srcDir, name), opts.files, smallBody);
+            const later = await checkSmall(join(srcDir, small), opts.files, smallBody);
             text += `; 5 s later ${later.ok}/${opts.files}`;
-            note(`small files, run ${run}: NOT all visible on the node at close: ${text}`);
+            note(`${where} small files, run ${run}: NOT all visible on the node at close: ${text}`);
           }
-          checks.push(`small files, run ${run}: ${text}`);
+          checks.push(`${where} small files, run ${run}: ${text}`);
           return { value, extra: { visibleAtClose: now } };
         });
-        await cleanup(where, name);
-      }
+        await cleanup(where, small);
 
-      // ---- 2. one big sequential write
-      for (const [row, where, conv] of [[rows.big, 'local', ''], [rows.bigFsync, 'local', ' conv=fsync'], [rows.big, 'ghostfs', '']] as const) {
-        const name = `big-${run}.bin`;
-        await sample(row, where, run, async (root, timed) => {
-          const r = await runCmd(`dd if=big.bin of="$1" bs=1M${conv}`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, name)] });
-          timed();
-          if (r.code !== 0) throw failed('dd', r);
-          // dd's own count, so a short write cannot pass for a fast one.
-          const bytes = Number(/^(\d+) bytes/m.exec(r.stderr)?.[1] ?? NaN);
-          if (bytes !== opts.big) throw new Error(`dd wrote ${bytes} bytes of ${opts.big}`);
-          const value = bytes / (r.ms / 1000) / MB;
-          if (where === 'local') return { value };
-          const nodeCopy = join(srcDir, name);
-          const sizeAtExit = existsSync(nodeCopy) ? statSync(nodeCopy).size : -1;
-          const h = await runCmd('sha256sum "$1"', dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [nodeCopy] });
-          const sum = h.code === 0 ? h.stdout.split(' ')[0]! : `unreadable (${failed('sha256sum', h).message})`;
-          const ok = sizeAtExit === opts.big && sum === big.sha256;
-          const text = `node's copy right after dd exited: ${sizeAtExit < 0 ? 'MISSING' : `${sizeAtExit} bytes`}, sha256 ${ok ? 'matches' : `DIFFERS (${sum} vs ${big.sha256})`}`;
-          if (!ok) note(`big file, run ${run}: ${text}`);
-          checks.push(`big file, run ${run}: ${text}`);
-          return { value, extra: { sizeAtExit, sha256Ok: ok } };
-        }, join(dataDir, 'big.bin'));
-        await cleanup(where, name);
-      }
+        // ---- 2. one big sequential write (local also durably, for the fsync row)
+        const variants = where === 'local' ? ([[rows.big, ''], [rows.bigFsync, ' conv=fsync']] as const) : ([[rows.big, '']] as const);
+        for (const [row, conv] of variants) {
+          const name = `big-${run}.bin`;
+          await sample(row, where, run, async (root, timed) => {
+            const r = await runCmd(`dd if=big.bin of="$1" bs=1M${conv}`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, name)] });
+            timed();
+            if (r.code !== 0) throw failed('dd', r);
+            // dd's own count, so a short write cannot pass for a fast one.
+            const bytes = Number(/^(\d+) bytes/m.exec(r.stderr)?.[1] ?? NaN);
+            if (bytes !== opts.big) throw new Error(`dd wrote ${bytes} bytes of ${opts.big}`);
+            const value = bytes / (r.ms / 1000) / MB;
+            if (where === 'local') return { value };
+            const nodeCopy = join(srcDir, name);
+            const sizeAtExit = existsSync(nodeCopy) ? statSync(nodeCopy).size : -1;
+            const h = await runCmd('sha256sum "$1"', dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [nodeCopy] });
+            const sum = h.code === 0 ? h.stdout.split(' ')[0]! : `unreadable (${failed('sha256sum', h).message})`;
+            const ok = sizeAtExit === opts.big && sum === big.sha256;
+            const text = `node's copy right after dd exited: ${sizeAtExit < 0 ? 'MISSING' : `${sizeAtExit} bytes`}, sha256 ${ok ? 'matches' : `DIFFERS (${sum} vs ${big.sha256})`}`;
+            if (!ok) note(`${where} big file, run ${run}: ${text}`);
+            checks.push(`${where} big file, run ${run}: ${text}`);
+            return { value, extra: { sizeAtExit, sha256Ok: ok } };
+          }, join(dataDir, 'big.bin'));
+          await cleanup(where, name);
+        }
 
-      // ---- 3. untar a source tree
-      for (const where of ['local', 'ghostfs'] as const) {
-        const name = `tree-${run}`;
+        // ---- 3. untar a source tree
+        const treeName = `tree-${run}`;
         await sample(rows.untar, where, run, async (root, timed) => {
-          const r = await runCmd('mkdir -- "$1" && tar -xf tree.tar -C "$1"', dataDir, { timeoutMs: 60 * 60_000, args: [join(root, name)] });
+          const r = await runCmd('mkdir -- "$1" && tar -xf tree.tar -C "$1"', dataDir, { timeoutMs: 60 * 60_000, args: [join(root, treeName)] });
           timed();
           if (r.code !== 0) throw failed('tar -x', r);
           const value = r.ms / 1000;
           if (where === 'local') return { value };
           // The node's copy, right after tar exited, against the archive's list.
           const listOf = async (): Promise<string> => {
-            const h = await runCmd(HASH_LIST, join(srcDir, name), { capture: true, timeoutMs: 30 * 60_000 });
+            const h = await runCmd(HASH_LIST, join(srcDir, treeName), { capture: true, timeoutMs: 30 * 60_000 });
             if (h.code !== 0) throw failed("hashing the node's copy", h);
             return h.stdout;
           };
@@ -522,19 +548,53 @@ async function main(opts: Options): Promise<void> {
             await sleep(10_000);
             const later = await listOf();
             text += later === treeList ? '; identical 10 s later (late, not lost)' : `; 10 s later: ${diffLists(treeList, later)}`;
-            note(`untar, run ${run}: ${text}`);
+            note(`${where} untar, run ${run}: ${text}`);
           }
-          checks.push(`untar, run ${run}: ${text}`);
+          checks.push(`${where} untar, run ${run}: ${text}`);
           return { value, extra: { identical: got === treeList } };
         }, join(dataDir, 'tree.tar'));
-        await cleanup(where, name);
+        await cleanup(where, treeName);
       }
-    }
+    };
+
+    /**
+     * One driver's phase: a node and a cache of its own on a fresh state (the
+     * driver measured second inherits nothing from the first), one mount for
+     * all runs, its request counters read before it unmounts. A node or mount
+     * that will not start costs this driver's figures, not the other's.
+     */
+    const runDriver = async (d: Driver): Promise<DriverRun | undefined> => {
+      for (const p of [srcDir, stateDir, cacheDir]) await rm(p, { recursive: true, force: true });
+      for (const p of [srcDir, stateDir, cacheDir]) await mkdir(p, { recursive: true });
+      try {
+        progress(`ghostfs, driver ${d}: starting the node... `);
+        const n = await startNode(srcDir, stateDir);
+        progress(`serving on ${n.endpoint}\n`);
+        const m = await startMount(mnt, cacheDir, d);
+        progress(`mounted at ${mnt} in ${(m.readyMs / 1000).toFixed(1)} s\n`);
+        await runAll(d);
+        const requests = await requestsOf(mnt, d);
+        const unmountMs = await stopMount();
+        await stopNode();
+        return { readyMs: m.readyMs, unmountMs, requests };
+      } catch (err) {
+        if (err instanceof Aborted) throw err;
+        const msg = `the ${d} phase failed: ${(err as Error).message}`;
+        note(msg);
+        for (const row of order) row.cells[d]?.failures.push(msg);
+        await stopMount();
+        await stopNode();
+        return undefined;
+      }
+    };
+
+    progress('local disk\n');
+    await runAll('local');
+    const driverRuns: Partial<Record<Driver, DriverRun>> = {};
+    for (const d of opts.drivers) driverRuns[d] = await runDriver(d);
 
     const othersEnd = otherGhostfs();
     const loadEnd = loadLine();
-    const unmountMs = await stopMount();
-    await stopNode();
 
     // ---- report
     const tools = toolVersions();
@@ -542,6 +602,7 @@ async function main(opts: Options): Promise<void> {
     const machine = { ...machineInfo(), kernel: release() };
     const fs = spawnSync('df', ['--output=source,fstype', dir], { encoding: 'utf8' }).stdout?.trim().split('\n').pop()?.trim().split(/\s+/) ?? [];
     const ghostfsEnv = ghostfsSettings(['GHOSTFS_LOG_FILE']);
+    const drivers = opts.drivers;
     const out: string[] = [
       `ghostfs write benchmark — ${date}`,
       `machine: ${machine.cpus} × ${machine.cpuModel}, ${sizeLabel(machine.totalMemBytes)} RAM, kernel ${machine.kernel}`,
@@ -549,50 +610,70 @@ async function main(opts: Options): Promise<void> {
       `tools:   node ${tools.node}, ${tools.dd}, ${tools.tar}`,
       `tree:    ${tree.count} files in ${tree.dirs} dirs, ${sizeLabel(tree.bytes)} (tar ${sizeLabel(tree.tarBytes)}), from lib/tree.ts with ${opts.treeFiles} files, seed ${opts.seed}, without .git; ${treeReused ? 'reused' : `generated in ${tree.seconds.toFixed(1)} s`}`,
       `big:     ${sizeLabel(opts.big)} AES-CTR keystream (incompressible), read from the page cache; ${bigReused ? 'reused' : `generated in ${big.seconds.toFixed(1)} s`}`,
-      `ghostfs: node and mount on loopback, driver fuse-native${ghostfsEnv.length ? `, ${ghostfsEnv.join(' ')}` : ''}; one mount for all runs; a ghostfs figure ends when the writer exits, i.e. when its last close() returned after the node committed`,
-      `local:   plain writes to the page cache (no fsync) unless the row says otherwise`,
+      `ghostfs: node and mount on loopback; ${drivers.length > 1 ? 'drivers one after the other, each with a node and a cache of its own on a fresh state: ' : 'driver '}${describeDrivers(drivers, mnt, [])}${ghostfsEnv.length ? `; ${ghostfsEnv.join(' ')}` : ''}`,
+      `         one mount per driver for all runs; a ghostfs figure ends when the writer exits, i.e. when its last close() returned after the node committed`,
+      `local:   plain writes to the page cache (no fsync) unless the row says otherwise; measured first`,
       `load:    ${loadStart} at the start, ${loadEnd} at the end (1/5/15-min load averages)${othersStart.length || othersEnd.length ? `; other ghostfs processes/tests were running (${Math.max(othersStart.length, othersEnd.length)}): figures are noisy` : ''}`,
       `runs:    ${opts.runs}${opts.runs > 1 ? ' (median, min–max in brackets)' : ''}`,
       '',
     ];
-    const cell = (row: Row, w: Where): string => {
-      const x = row[w];
-      if (!x.samples.length) return x.failures.length ? 'FAILED' : '-';
-      const med = fmt(row.unit, median(x.samples));
+    const cellText = (unit: Unit, x: Cell | undefined): string => {
+      if (!x?.samples.length) return x?.failures.length ? 'FAILED' : '-';
+      const med = fmt(unit, median(x.samples));
       const lo = Math.min(...x.samples),
         hi = Math.max(...x.samples);
-      const range = x.samples.length > 1 ? ` (${fmt(row.unit, lo)}–${fmt(row.unit, hi)})` : '';
+      const range = x.samples.length > 1 ? ` (${fmt(unit, lo)}–${fmt(unit, hi)})` : '';
       return med + range + (x.failures.length ? ` *${x.failures.length} failed` : '');
     };
     // The fsync row has no ghostfs run of its own: it compares the same ghostfs dd with a durable local one.
-    const ghostOf = (row: Row): Cell => (row.id === 'bigFsync' ? rows.big.ghostfs : row.ghostfs);
-    const ratio = (row: Row): string => {
-      const r = median(ghostOf(row).samples) / median(row.local.samples);
-      return Number.isFinite(r) ? `${r < 0.1 ? r.toFixed(3) : r.toFixed(2)}×` : '-';
-    };
-    const target = (row: Row): string => {
-      if (!row.target) return '';
-      const v = median(row.ghostfs.samples);
-      return `${row.target.text}: ${Number.isFinite(v) ? (row.target.ok(v) ? 'met' : 'MISSED') : 'n/a'}`;
-    };
-    const order = [rows.small, rows.big, rows.bigFsync, rows.untar];
+    const ghostOf = (row: Row, d: Driver): Cell | undefined => (row.id === 'bigFsync' ? rows.big : row).cells[d];
+    const med = (x: Cell | undefined): number => median(x?.samples ?? []);
+    const both = drivers.length === DRIVERS.length;
     out.push(table([
-      ['workload', 'unit', 'local', 'ghostfs', 'ghostfs/local', 'target (not asserted)'],
-      ...order.map((r) => [r.label, r.unit, cell(r, 'local'), r.id === 'bigFsync' ? `(${cell(rows.big, 'ghostfs')})` : cell(r, 'ghostfs'), ratio(r), target(r)]),
+      ['workload', 'unit', 'local', ...drivers, ...drivers.map((d) => `${d}/local`), ...(both ? ['native÷fuse-native'] : [])],
+      ...order.map((r) => [
+        r.label,
+        r.unit,
+        cellText(r.unit, r.cells.local),
+        ...drivers.map((d) => (r.id === 'bigFsync' ? `(${cellText(r.unit, ghostOf(r, d))})` : cellText(r.unit, ghostOf(r, d)))),
+        ...drivers.map((d) => times(med(ghostOf(r, d)) / med(r.cells.local))),
+        ...(both ? [r.id === 'bigFsync' ? '' : times(med(r.cells.native) / med(r.cells['fuse-native']))] : []),
+      ]),
     ]));
-    out.push('  ghostfs/local: for files/s and MB/s below 1× is slower; for seconds above 1× is slower.');
+    out.push(`  ratios: driver ÷ local${both ? ' and native ÷ fuse-native' : ''}; for files/s and MB/s below 1× is slower, for seconds above 1× is slower.`);
+    out.push('');
+    out.push('Targets (not asserted)');
+    const verdict = (r: Row, d: Driver): string => {
+      const v = med(r.cells[d]);
+      return `${d} ${Number.isFinite(v) ? `${fmt(r.unit, v)} ${r.unit} ${r.target!.ok(v) ? 'met' : 'MISSED'}` : 'n/a'}`;
+    };
+    const targeted = order.filter((x) => x.target);
+    const head = (r: Row): string => `${r.label.trim()}: ${r.target!.text}`;
+    const width = Math.max(...targeted.map((r) => head(r).length));
+    for (const r of targeted) out.push(`  ${head(r).padEnd(width)}   ${drivers.map((d) => verdict(r, d)).join('; ')}`);
+    out.push('');
+    out.push('Kernel requests: driverStats of `ghostfs status --json` before each unmount');
+    for (const d of drivers) {
+      const s = driverRuns[d]?.requests;
+      if (s === undefined) out.push(`  ${d}: missing (see the notes)`);
+      else if (s === null) out.push(`  ${d}: n/a (this driver keeps no request counters)`);
+      else out.push(`  ${d}:`, ...requestLines(s, '    '));
+    }
     out.push('');
     out.push('Checks and notes');
     for (const c of checks) out.push(`  ${c}`);
-    const lat = (w: Where): string => latency[w].map((l) => `p50 ${l.p50.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms, max ${l.max.toFixed(1)} ms`).join('; ');
-    out.push(`  small-file latency per file (open+write+close): local ${lat('local') || 'n/a'}`);
-    out.push(`                                                  ghostfs ${lat('ghostfs') || 'n/a'}`);
+    const lat = (w: Where): string => (latency[w] ?? []).map((l) => `p50 ${l.p50.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms, max ${l.max.toFixed(1)} ms`).join('; ') || 'n/a';
+    out.push('  small-file latency per file (open+write+close):');
+    for (const w of wheres) out.push(`    ${w.padEnd(11)} ${lat(w)}`);
     for (const g of ghostSamples) {
-      out.push(`  CPU during ghostfs ${g.workload}, run ${g.run}: wall ${g.wallS.toFixed(2)} s, mount ${g.mountCpuS.toFixed(2)} s, node ${g.nodeCpuS.toFixed(2)} s (${machine.cpus} CPUs)`);
+      out.push(`  CPU during ${g.driver} ${g.workload}, run ${g.run}: wall ${g.wallS.toFixed(2)} s, mount ${g.mountCpuS.toFixed(2)} s, node ${g.nodeCpuS.toFixed(2)} s (${machine.cpus} CPUs)`);
     }
-    for (const [k, v] of Object.entries(cleanupMs)) out.push(`  rm -rf ${k} through the mount (untimed cleanup): ${v.map((ms) => (ms / 1000).toFixed(2) + ' s').join(', ')}`);
-    out.push(`  mount ready (spawn to "mounted"): ${(m.readyMs / 1000).toFixed(2)} s; unmount (SIGTERM to exit): ${(unmountMs / 1000).toFixed(2)} s`);
-    out.push(...issueAndNoteLines({ and: 'the node and the mount', or: 'the node or the mount' }));
+    for (const d of drivers) {
+      for (const [k, v] of Object.entries(cleanupMs[d] ?? {})) out.push(`  rm -rf ${k} through the ${d} mount (untimed cleanup): ${v.map((ms) => (ms / 1000).toFixed(2) + ' s').join(', ')}`);
+      const dr = driverRuns[d];
+      if (dr) out.push(`  ${d}: mount ready (spawn to "mounted"): ${(dr.readyMs / 1000).toFixed(2)} s; unmount (SIGTERM to exit): ${(dr.unmountMs / 1000).toFixed(2)} s`);
+    }
+    out.push(...issueAndNoteLines({ and: 'the nodes and the mounts', or: 'the nodes or the mounts' }));
     out.push(`  total benchmark time: ${((performance.now() - started) / 60_000).toFixed(1)} min`);
     console.log('\n' + out.join('\n'));
 
@@ -603,18 +684,24 @@ async function main(opts: Options): Promise<void> {
         load: { start: loadStart, end: loadEnd, otherGhostfsStart: othersStart, otherGhostfsEnd: othersEnd },
         disk: { dir, source: fs[0] ?? null, fstype: fs[1] ?? null },
         tools,
-        params: { files: opts.files, bigBytes: opts.big, treeFiles: opts.treeFiles, runs: opts.runs, seed: opts.seed, env: ghostfsEnv },
+        params: { drivers, files: opts.files, bigBytes: opts.big, treeFiles: opts.treeFiles, runs: opts.runs, seed: opts.seed, env: ghostfsEnv },
         tree: { ...tree, reused: treeReused },
         results: Object.fromEntries(
-          order.map((r) => [r.id, { label: r.label.trim(), unit: r.unit, local: r.local, ghostfs: ghostOf(r), medianLocal: median(r.local.samples), medianGhostfs: median(ghostOf(r).samples), target: r.target ? target(r) : null }]),
+          order.map((r) => {
+            const byWhere = (f: (w: Where) => unknown): Record<string, unknown> => Object.fromEntries(wheres.map((w) => [w, f(w)]));
+            const cellAt = (w: Where): Cell | undefined => (w === 'local' ? r.cells.local : ghostOf(r, w));
+            const target = r.target && Object.fromEntries(drivers.map((d) => [d, verdict(r, d)]));
+            return [r.id, { label: r.label.trim(), unit: r.unit, ...byWhere(cellAt), median: byWhere((w) => (Number.isFinite(med(cellAt(w))) ? med(cellAt(w)) : null)), target: target ? { text: r.target!.text, ...target } : null }];
+          }),
         ),
         smallFileLatencyMs: latency,
         ghostfsSamples: ghostSamples,
         cleanupMs,
         checks,
+        driverStats: Object.fromEntries(drivers.map((d) => [d, driverRuns[d]?.requests ?? null])),
         logIssues: Object.fromEntries(logIssues),
         notes,
-        mount: { readyMs: m.readyMs, unmountMs },
+        mount: Object.fromEntries(drivers.map((d) => [d, driverRuns[d] ? { readyMs: driverRuns[d].readyMs, unmountMs: driverRuns[d].unmountMs } : null])),
       };
       console.log(`json: ${await writeJsonReport(opts.json, report)}`);
     }
@@ -625,11 +712,12 @@ async function main(opts: Options): Promise<void> {
 }
 
 const program = new Command('write')
-  .description('benchmark the ghostfs mount, write side: small files, a big sequential write and tar -x, against local disk')
+  .description('benchmark the ghostfs mount, write side: small files, a big sequential write and tar -x, per kernel driver, against local disk')
   .option('--files <n>', 'small files (4 KiB each) written one after another', parseCount(1), 2000)
   .addOption(new Option('--big <size>', 'size of the sequential write (e.g. 256M, 1G)').argParser(parseSize('32M or 1G', MiB)).default(256 * MiB, '256M'))
   .option('--tree-files <n>', 'files in the generated source tree that is tar-extracted', parseCount(10), 28_000)
   .option('--runs <n>', 'timed runs of each workload (median and min–max reported)', parseCount(1), 1)
+  .addOption(new Option('--drivers <names>', 'kernel drivers to measure, one after the other: native, fuse-native').argParser(parseDrivers).default([...DRIVERS], DRIVERS.join(',')))
   .option('--dir <dir>', 'where to put the data, node root and state, cache and mount point (default: a fresh dir under the OS temp dir)')
   .option('--keep', 'keep the generated data afterwards (a kept --dir with the same parameters is reused)', false)
   .option('--json <file>', 'also write every sample and the checks as JSON')

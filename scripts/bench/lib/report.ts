@@ -45,11 +45,12 @@ export function machineInfo(): { cpus: number; cpuModel: string; totalMemBytes: 
 
 /**
  * The GHOSTFS_ variables of this environment as NAME=value, without the ones
- * the benchmark sets for its children itself (log level and format) and the
- * token. `hidden` names more to leave out.
+ * the benchmark sets for its children itself (log level and format), the
+ * token, and where control sockets live (no bearing on any figure). `hidden`
+ * names more to leave out.
  */
 export function ghostfsSettings(hidden: readonly string[] = []): string[] {
-  const skip = ['GHOSTFS_LOG_LEVEL', 'GHOSTFS_LOG_PRETTY', 'GHOSTFS_TOKEN', ...hidden];
+  const skip = ['GHOSTFS_LOG_LEVEL', 'GHOSTFS_LOG_PRETTY', 'GHOSTFS_TOKEN', 'GHOSTFS_RUN_DIR', ...hidden];
   return Object.entries(process.env)
     .filter(([k]) => k.startsWith('GHOSTFS_') && !skip.includes(k))
     .map(([k, v]) => `${k}=${v}`);

@@ -10,8 +10,9 @@ export const fusermount = (): string => (have('fusermount3') ? 'fusermount3' : '
 
 /**
  * Installs the Debian packages of the commands that are missing (`need`: any
- * of these commands, else that package), plus libfuse2, which fuse-native (the
- * mount's driver) loads. Uses apt-get as root or through `sudo -n`.
+ * of these commands, else that package), plus libfuse2, which the fuse-native
+ * driver loads (the native one links the libfuse3 it was built against). Uses
+ * apt-get as root or through `sudo -n`.
  */
 export function ensureDebianPackages(need: ReadonlyArray<readonly [readonly string[], string]>): void {
   const missing: string[] = [];
