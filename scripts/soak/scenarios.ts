@@ -51,6 +51,25 @@ async function withWorkers(name: string, w: World, o: ScenarioOptions, injected:
 
 const bump = (r: Record<string, number>, k: string): void => void (r[k] = (r[k] ?? 0) + 1);
 
+/** Faults (each from `faults` in turn) alternating with spells of normal traffic, until the workers are done. */
+async function alternate(proxy: FaultProxy, done: () => boolean, faults: (() => void)[], faultMs: [number, number], passMs: [number, number]): Promise<void> {
+  for (let i = 0; !done(); i++) {
+    faults[i % faults.length]!();
+    await sleep(between(...faultMs));
+    proxy.set('pass');
+    await sleep(between(...passMs));
+  }
+}
+
+/** kill -9 of the node behind `proxy`, a pause, and a restart on its own state, which the proxy then leads to. */
+async function crashNodeBehind(w: World, proxy: FaultProxy, injected: Record<string, number>, what: string, downMs: number): Promise<void> {
+  await World.kill(w.node);
+  bump(injected, what);
+  proxy.reset();
+  await sleep(downMs);
+  proxy.upstream = (await w.startNode()).endpoint;
+}
+
 /** The link between mount and node delays, drops, blackholes and resets, in turn. */
 async function linkFaults(o: ScenarioOptions): Promise<ScenarioResult> {
   const w = await World.create({ driver: o.driver, mountArgs: MOUNT_ARGS });
@@ -58,14 +77,7 @@ async function linkFaults(o: ScenarioOptions): Promise<ScenarioResult> {
   const proxy = await FaultProxy.start(node.endpoint);
   await w.startMount([proxy.endpoint]);
   const steps: (() => void)[] = [() => proxy.set('delay', 200), () => proxy.reset(), () => proxy.set('drop'), () => proxy.set('blackhole')];
-  const r = await withWorkers('link faults (delay, drop, blackhole, reset)', w, o, proxy.applied, async (done) => {
-    for (let i = 0; !done(); i++) {
-      steps[i % steps.length]!();
-      await sleep(between(1000, 2500));
-      proxy.set('pass');
-      await sleep(between(1500, 3000));
-    }
-  });
+  const r = await withWorkers('link faults (delay, drop, blackhole, reset)', w, o, proxy.applied, (done) => alternate(proxy, done, steps, [1000, 2500], [1500, 3000]));
   await proxy.close();
   return r;
 }
@@ -99,11 +111,7 @@ async function killNode(o: ScenarioOptions): Promise<ScenarioResult> {
     while (!done()) {
       await sleep(between(3000, 7000));
       if (done()) break;
-      await World.kill(w.node);
-      bump(injected, 'kill -9 node');
-      proxy.reset();
-      await sleep(1000);
-      proxy.upstream = (await w.startNode()).endpoint;
+      await crashNodeBehind(w, proxy, injected, 'kill -9 node', 1000);
     }
   });
   await proxy.close();
@@ -133,14 +141,7 @@ async function corruptChunks(o: ScenarioOptions): Promise<ScenarioResult> {
   const node = await w.startNode();
   const proxy = await FaultProxy.start(node.endpoint);
   await w.startMount([proxy.endpoint, node.endpoint]);
-  const r = await withWorkers('a node serving corrupted chunks, an intact replica beside it', w, o, proxy.applied, async (done) => {
-    while (!done()) {
-      proxy.set('corrupt');
-      await sleep(between(2000, 4000));
-      proxy.set('pass');
-      await sleep(between(1000, 2000));
-    }
-  });
+  const r = await withWorkers('a node serving corrupted chunks, an intact replica beside it', w, o, proxy.applied, (done) => alternate(proxy, done, [() => proxy.set('corrupt')], [2000, 4000], [1000, 2000]));
   await proxy.close();
   return r;
 }
@@ -157,11 +158,7 @@ async function replicaDies(o: ScenarioOptions): Promise<ScenarioResult> {
     while (!done()) {
       await sleep(between(2000, 5000));
       if (done()) break;
-      await World.kill(w.node);
-      bump(injected, 'kill -9 primary');
-      proxy.reset();
-      await sleep(between(2000, 4000));
-      proxy.upstream = (await w.startNode()).endpoint;
+      await crashNodeBehind(w, proxy, injected, 'kill -9 primary', between(2000, 4000));
     }
   });
   await proxy.close();
