@@ -100,8 +100,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
   conn->max_write = g->max_write;
   conn->max_read = 0; /* no limit below max_pages */
   if (g->max_readahead) conn->max_readahead = g->max_readahead;
+  /* No opendir: the kernel then neither asks for nor releases directory
+   * handles (one round trip less per directory a tool walks) and keeps
+   * listings cached until they are invalidated. */
   unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_ATOMIC_O_TRUNC |
-                  FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_CACHE_SYMLINKS;
+                  FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_NO_OPENDIR_SUPPORT;
   if (g->writeback_cache) want |= FUSE_CAP_WRITEBACK_CACHE;
   conn->want |= want & conn->capable;
   /* No lock ops are implemented: the kernel keeps locks local. */
@@ -295,12 +298,6 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
   forward(m, req);
 }
 
-static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  gfs_msg *m = new_msg(OP_OPENDIR, req, ino);
-  if (m) m->flags = (uint32_t)fi->flags;
-  forward(m, req);
-}
-
 static void readdir_common(int op, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   gfs_msg *m = new_msg(op, req, ino);
   if (m) {
@@ -317,12 +314,6 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   readdir_common(OP_READDIRPLUS, req, ino, size, off, fi);
-}
-
-static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  gfs_msg *m = new_msg(OP_RELEASEDIR, req, ino);
-  if (m) m->fh = fi->fh;
-  forward(m, req);
 }
 
 /* Directory changes reach the node when they happen: nothing to sync. */
@@ -367,10 +358,8 @@ static const struct fuse_lowlevel_ops ops = {
     .flush = op_flush,
     .release = op_release,
     .fsync = op_fsync,
-    .opendir = op_opendir,
     .readdir = op_readdir,
     .readdirplus = op_readdirplus,
-    .releasedir = op_releasedir,
     .fsyncdir = op_fsyncdir,
     .statfs = op_statfs,
     .create = op_create,
@@ -802,9 +791,10 @@ static void open_flags(struct fuse_file_info *fi, uint32_t bits) {
   fi->direct_io = (bits & 2) != 0;
   fi->nonseekable = (bits & 4) != 0;
   fi->cache_readdir = (bits & 8) != 0;
+  fi->noflush = (bits & 16) != 0;
 }
 
-/* replyOpen(id, fh, bits) — bits: 1 keep_cache, 2 direct_io, 4 nonseekable, 8 cache_readdir */
+/* replyOpen(id, fh, bits) — bits: 1 keep_cache, 2 direct_io, 4 nonseekable, 8 cache_readdir, 16 noflush */
 static napi_value js_reply_open(napi_env env, napi_callback_info info) {
   reply_args r;
   double fh, bits;

@@ -17,6 +17,7 @@ import { nativeAddon, nativeLoadError, RENAME_EXCHANGE, type NativeAddon, type S
 import { isMounted, mountEntry } from '../mount-table.js';
 import { chunkIndex, O_ACCMODE, type Node, type SetAttr, type Vfs } from '../vfs.js';
 import { NodeIds, ROOT_ID } from './node-ids.js';
+import { ATTR_LEN, NS, putAttr, Reply } from './native-reply.js';
 import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
 
 /** Operation codes, as native/src/ghostfs.h numbers them. */
@@ -38,10 +39,10 @@ enum Op {
   FLUSH = 14,
   RELEASE = 15,
   FSYNC = 16,
-  OPENDIR = 17,
+  OPENDIR = 17, // not sent: opendir is declined (see readdir)
   READDIR = 18,
   READDIRPLUS = 19,
-  RELEASEDIR = 20,
+  RELEASEDIR = 20, // not sent either
   STATFS = 21,
   CREATE = 22,
   MKNOD = 23,
@@ -62,47 +63,13 @@ const SET_MTIME_NOW = 1 << 8;
 
 // replyOpen's bits.
 const KEEP_CACHE = 1;
-const CACHE_READDIR = 8;
+/** close() sends no FLUSH: for read-only handles it has nothing to do. */
+const NO_FLUSH = 16;
 
-const ATTR_LEN = 15;
-const NS = 1_000_000_000n;
-
-/**
- * Writes attributes as the addon reads them (see ATTR_LEN in fuse_driver.c):
- * stat's fields with the node's own inode number, then the kernel node id
- * the entry is known by (node-ids.ts).
- */
-function putAttr(out: Float64Array, at: number, a: Attr, nodeId = 0): void {
-  out[at] = a.ino;
-  out[at + 1] = a.mode;
-  out[at + 2] = a.nlink;
-  out[at + 3] = a.uid;
-  out[at + 4] = a.gid;
-  out[at + 5] = a.rdev;
-  out[at + 6] = a.size;
-  out[at + 7] = a.blocks;
-  putTime(out, at + 8, a.atimeNs);
-  putTime(out, at + 10, a.mtimeNs);
-  putTime(out, at + 12, a.ctimeNs);
-  out[at + 14] = nodeId;
-}
-
-function putTime(out: Float64Array, at: number, ns: bigint): void {
-  let s = ns / NS;
-  let rest = ns - s * NS;
-  if (rest < 0n) {
-    s -= 1n;
-    rest += NS;
-  }
-  out[at] = Number(s);
-  out[at + 1] = Number(rest);
-}
-
-interface DirHandle {
-  id: number;
-  /** The listing taken when the reader started at offset 0: names and attributes. */
-  names?: string[];
-  attrs?: Attr[];
+/** A directory listing being read: names and attributes, "." and ".." first. */
+interface Listing {
+  names: string[];
+  attrs: Attr[];
 }
 
 /** A read handle registered with the fast path: which chunks the addon knows are on disk. */
@@ -118,85 +85,6 @@ export interface NativeDriverOptions extends DriverOptions {
   writebackCache?: boolean;
 }
 
-/**
- * The answer to one kernel request, given exactly once: a second attempt is
- * a bug that is logged, never sent (the request is freed by the first), and
- * a reply the addon refuses (bad arguments) becomes EIO rather than silence.
- */
-class Reply {
-  private done = false;
-  constructor(
-    private readonly addon: NativeAddon,
-    readonly id: number,
-    private readonly op: string,
-  ) {}
-
-  private send(fn: () => void): void {
-    if (this.done) {
-      log.error({ op: this.op }, 'a second reply to one kernel request was dropped');
-      return;
-    }
-    this.done = true;
-    try {
-      fn();
-    } catch (err) {
-      log.error({ op: this.op, err: (err as Error).message }, 'cannot reply to the kernel; answering EIO');
-      this.addon.replyErr(this.id, errnoNumber('EIO'));
-    }
-  }
-
-  get replied(): boolean {
-    return this.done;
-  }
-
-  err(errno: number): void {
-    this.send(() => this.addon.replyErr(this.id, errno));
-  }
-
-  ok(): void {
-    this.err(0);
-  }
-
-  entry(attr: Float64Array | null): void {
-    this.send(() => this.addon.replyEntry(this.id, attr));
-  }
-
-  attr(attr: Float64Array): void {
-    this.send(() => this.addon.replyAttr(this.id, attr));
-  }
-
-  open(fh: number, bits: number): void {
-    this.send(() => this.addon.replyOpen(this.id, fh, bits));
-  }
-
-  create(attr: Float64Array, fh: number): void {
-    this.send(() => this.addon.replyCreate(this.id, attr, fh, 0));
-  }
-
-  buf(b: Buffer, n: number): void {
-    this.send(() => this.addon.replyBuf(this.id, b, n));
-  }
-
-  write(n: number): void {
-    this.send(() => this.addon.replyWrite(this.id, n));
-  }
-
-  readlink(target: string): void {
-    this.send(() => this.addon.replyReadlink(this.id, target));
-  }
-
-  statfs(v: Float64Array): void {
-    this.send(() => this.addon.replyStatfs(this.id, v));
-  }
-
-  /** Returns how many entries fitted (0 if the reply failed). */
-  dir(size: number, plus: boolean, off: number, names: string[], attrs: Float64Array): number {
-    let fitted = 0;
-    this.send(() => (fitted = this.addon.replyDir(this.id, size, plus ? 1 : 0, off, names, attrs)));
-    return fitted;
-  }
-}
-
 export class NativeDriver implements Driver {
   readonly name = 'native';
   private readonly addon: NativeAddon;
@@ -206,8 +94,8 @@ export class NativeDriver implements Driver {
   private exited: Promise<void> | undefined;
   private markExited: () => void = () => undefined;
   private readonly ids = new NodeIds();
-  private readonly dirs = new Map<number, DirHandle>();
-  private nextDirFh = 1;
+  /** Listings being read, by directory node id. */
+  private readonly listings = new Map<number, Listing>();
   private readonly fast = new Map<number, FastFile>();
   private readonly attr = new Float64Array(ATTR_LEN);
 
@@ -431,8 +319,10 @@ export class NativeDriver implements Driver {
           (h) => {
             const readOnly = (flags & O_ACCMODE) === 0 && !h.dirty && !h.pendingData;
             if (readOnly && h.chunks.length > 0) this.registerFast(h.fh, h.size, h.chunks);
-            // Read-only opens keep the kernel's pages: the change feed invalidates them when the node changes the file.
-            r.open(h.fh, readOnly ? KEEP_CACHE : 0);
+            // Read-only opens keep the kernel's pages (the change feed
+            // invalidates them when the node changes the file) and skip the
+            // flush round trip at close.
+            r.open(h.fh, readOnly ? KEEP_CACHE | NO_FLUSH : 0);
           },
           fail,
         );
@@ -465,31 +355,9 @@ export class NativeDriver implements Driver {
       }
       case Op.FSYNC:
         return serveOp('fsync', fh, () => vfs.fsync(fh), () => r.ok(), fail);
-      case Op.OPENDIR: {
-        const path = ids.path(ino);
-        return serveOp(
-          'opendir',
-          path,
-          async () => {
-            const n = await vfs.resolve(path);
-            if (!isDir(n.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
-          },
-          () => {
-            const dfh = this.nextDirFh++;
-            this.dirs.set(dfh, { id: ino });
-            // The kernel may keep listings: changes through this mount and
-            // invalidations from the change feed both drop them.
-            r.open(dfh, KEEP_CACHE | CACHE_READDIR);
-          },
-          fail,
-        );
-      }
       case Op.READDIR:
       case Op.READDIRPLUS:
-        return this.readdir(r, fh, off, size, op === Op.READDIRPLUS);
-      case Op.RELEASEDIR:
-        this.dirs.delete(fh);
-        return r.ok();
+        return this.readdir(r, ino, off, size, op === Op.READDIRPLUS);
       case Op.STATFS: {
         const s = vfs.statfs();
         return r.statfs(Float64Array.of(s.bsize, s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.ffree, s.namemax));
@@ -509,39 +377,45 @@ export class NativeDriver implements Driver {
     }
   }
 
-  private readdir(r: Reply, fh: number, off: number, size: number, plus: boolean): void {
-    const d = this.dirs.get(fh);
-    if (!d) return r.err(errnoNumber('EBADF'));
+  /**
+   * Directories are not opened (the kernel was told opendir is not
+   * supported, which saves a round trip per directory): a listing is taken
+   * when a reader starts at offset 0 and kept per directory until a reader
+   * has had its last entries; later offsets continue it.
+   */
+  private readdir(r: Reply, id: number, off: number, size: number, plus: boolean): void {
     serveOp(
       plus ? 'readdirplus' : 'readdir',
-      d.id,
+      id,
       async () => {
-        if (off === 0 || !d.names) {
-          // A listing from the start is taken afresh; later offsets continue it.
-          const path = this.ids.path(d.id);
+        let d = this.listings.get(id);
+        if (off === 0 || !d) {
+          const path = this.ids.path(id);
           const dir = await this.vfs.resolve(path);
+          if (!isDir(dir.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
           const parent = path === '' ? dir : await this.vfs.resolve(parentOf(path));
           const children = await this.vfs.readdir(this.vfs.inoOf(path));
-          d.names = ['.', '..', ...children.map((c) => baseName(c.path))];
-          d.attrs = [dir, parent, ...children].map((n) => n.attr);
+          d = { names: ['.', '..', ...children.map((c) => baseName(c.path))], attrs: [dir, parent, ...children].map((n) => n.attr) };
+          this.listings.set(id, d);
         }
+        return d;
       },
-      () => {
-        const names = d.names!;
+      (d) => {
         // No more entries than could fit: a direntplus takes at least 160 bytes, a dirent 32.
         const room = Math.ceil(size / (plus ? 160 : 32)) + 1;
-        const slice = names.slice(off, off + room);
+        const slice = d.names.slice(off, off + room);
         const attrs = new Float64Array(slice.length * ATTR_LEN);
         const entryIds: number[] = [];
         for (let i = 0; i < slice.length; i++) {
           const dots = off + i < 2;
-          const nodeId = plus && !dots ? this.ids.reserve(d.id, slice[i]!) : 0;
+          const nodeId = plus && !dots ? this.ids.reserve(id, slice[i]!) : 0;
           entryIds.push(nodeId);
-          putAttr(attrs, i * ATTR_LEN, d.attrs![off + i]!, nodeId);
+          putAttr(attrs, i * ATTR_LEN, d.attrs[off + i]!, nodeId);
         }
         const fitted = r.dir(size, plus, off, slice, attrs);
         // The kernel holds a reference to every entry of a readdirplus reply that fitted.
         for (let i = 0; i < fitted; i++) if (entryIds[i]) this.ids.ref(entryIds[i]!);
+        if (off + fitted >= d.names.length) this.listings.delete(id);
       },
       (e) => r.err(e),
     );
