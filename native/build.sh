@@ -8,7 +8,14 @@ cd "$(dirname "$0")"
 out=build/ghostfs.node
 srcs=(src/*.c)
 
-if ! pkg-config --exists fuse3 2>/dev/null; then
+# libfuse3's flags: from pkg-config, else Debian's fixed locations.
+if pkg-config --exists fuse3 2>/dev/null; then
+  fuse_cflags=$(pkg-config --cflags fuse3)
+  fuse_libs=$(pkg-config --libs fuse3)
+elif [ -f /usr/include/fuse3/fuse_lowlevel.h ]; then
+  fuse_cflags="-I/usr/include/fuse3"
+  fuse_libs="-lfuse3"
+else
   echo "native: libfuse3-dev is not installed; skipping the native driver (fuse-native will be used)" >&2
   exit 0
 fi
@@ -29,7 +36,7 @@ cc=${CC:-cc}
 # N-API symbols resolve against the node binary at load time.
 $cc -std=gnu11 -O2 -g -fPIC -shared -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration \
   -D_GNU_SOURCE -DNAPI_VERSION=8 -DNODE_GYP_MODULE_NAME=ghostfs \
-  -I"$inc" $(pkg-config --cflags fuse3) \
-  "${srcs[@]}" -o "$out.tmp" $(pkg-config --libs fuse3) -lpthread
+  -I"$inc" $fuse_cflags \
+  "${srcs[@]}" -o "$out.tmp" $fuse_libs -lpthread
 mv "$out.tmp" "$out"
 echo "native: built $out" >&2
