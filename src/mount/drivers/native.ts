@@ -39,10 +39,10 @@ enum Op {
   FLUSH = 14,
   RELEASE = 15,
   FSYNC = 16,
-  OPENDIR = 17, // not sent: opendir is declined (see readdir)
+  OPENDIR = 17, // answered in C (fuse_driver.c)
   READDIR = 18,
   READDIRPLUS = 19,
-  RELEASEDIR = 20, // not sent either
+  RELEASEDIR = 20, // answered in C too
   STATFS = 21,
   CREATE = 22,
   MKNOD = 23,
@@ -378,10 +378,9 @@ export class NativeDriver implements Driver {
   }
 
   /**
-   * Directories are not opened (the kernel was told opendir is not
-   * supported, which saves a round trip per directory): a listing is taken
-   * when a reader starts at offset 0 and kept per directory until a reader
-   * has had its last entries; later offsets continue it.
+   * Directory handles are the addon's (opendir never reaches JS): a listing
+   * is taken when a reader starts at offset 0 and kept per directory until
+   * a reader has had its last entries; later offsets continue it.
    */
   private readdir(r: Reply, id: number, off: number, size: number, plus: boolean): void {
     serveOp(
