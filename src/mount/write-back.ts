@@ -54,6 +54,8 @@ export class WriteBack {
   private readonly locks = new PathLocks();
   /** Digests of records that landed, by seq: the base of records made from them (bounded). */
   private readonly landed = new Map<number, Buffer>();
+  /** Digests of our own versions of a path whose commits may have landed unconfirmed (answer lost, then superseded). */
+  private readonly mayHold = new Map<string, Buffer[]>();
   private supersededListeners: ((seq: number, inheritedBaseSeq: number | undefined) => void)[] = [];
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = 500;
@@ -162,10 +164,22 @@ export class WriteBack {
       if (e.path !== path || e.seq >= seq) continue;
       await this.running.get(e.seq)?.catch(() => undefined);
       if (!this.pending.has(e.seq)) continue;
+      // Tried already, answer lost: the node may hold it. Keep its digest to recognize it.
+      if (this.replayed.has(e.seq)) await this.rememberMayHold(e);
       await this.drop(e, true);
       for (const r of this.pending.values()) if (r.baseSeq === e.seq) r.baseSeq = e.baseSeq;
       for (const fn of this.supersededListeners) fn(e.seq, e.baseSeq);
     }
+  }
+
+  private async rememberMayHold(e: JournalEntry): Promise<void> {
+    const dirty = this.dirtyPath(e.dirty);
+    const digest = await (async () => {
+      if ((await stat(dirty)).size <= INLINE_BYTES) return chunkBuffer(await readFile(dirty), DEFAULT_CHUNKING).digest;
+      return (await this.hasher.hash(dirty)).manifest.digest;
+    })().catch(() => undefined);
+    if (!digest) return;
+    this.mayHold.set(e.path, [...(this.mayHold.get(e.path) ?? []), digest]);
   }
 
   /** The base to commit against: a record made from a queued version that has landed since is based on that version. */
@@ -224,16 +238,21 @@ export class WriteBack {
 
   private async commitNow(e: JournalEntry, replayed: boolean): Promise<Buffer> {
     const dirty = this.dirtyPath(e.dirty);
-    const base = this.baseOf(e);
+    let base = this.baseOf(e);
     const small = (await stat(dirty)).size <= INLINE_BYTES;
     // Small files are chunked here (one chunk, microseconds); big ones on the hashing thread.
     const data = small ? await readFile(dirty) : undefined;
     const manifest = data ? chunkBuffer(data, DEFAULT_CHUNKING) : (await this.hasher.hash(dirty)).manifest;
     // A replayed record may have been committed just before the mount died:
-    // if the node already holds exactly this content, it is done.
-    const current = replayed ? await this.mesh.stat(e.path).catch((err) => (errnoOf(err) === 'ENOENT' ? undefined : Promise.reject(err))) : undefined;
+    // if the node already holds exactly this content, it is done. And a
+    // version of ours whose commit's answer was lost may be what the node
+    // holds now: then that is the base, not a conflict.
+    const ours = this.mayHold.get(e.path);
+    const current = replayed || ours ? await this.mesh.stat(e.path).catch((err) => (errnoOf(err) === 'ENOENT' ? undefined : Promise.reject(err))) : undefined;
+    const currentDigest = current?.digest?.length ? Buffer.from(current.digest) : undefined;
+    if (currentDigest && ours?.some((d) => d.equals(currentDigest))) base = { baseDigest: currentDigest, expectAbsent: false };
     let reply;
-    if (current?.digest?.length && Buffer.from(current.digest).equals(manifest.digest)) {
+    if (currentDigest?.equals(manifest.digest)) {
       reply = { conflict: false, conflictPath: '', entry: current };
     } else {
       const inline = data ? manifest.chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length) })) : [];
@@ -263,6 +282,7 @@ export class WriteBack {
       if (e.seq) this.journal.removeIn(b, e.seq);
     });
     this.pending.delete(e.seq);
+    this.mayHold.delete(e.path);
     await unlink(dirty).catch(() => undefined);
     if (reply.conflict) {
       this.stats.conflicts++;
