@@ -96,7 +96,13 @@ async function main(): Promise<void> {
         const patch = randomBytes(Math.floor(rand() * 65536) + 1);
         touching = [name];
         const fh = await open(join(dir, name), 'r+');
-        await fh.write(patch, 0, patch.length, at);
+        try {
+          await fh.write(patch, 0, patch.length, at);
+        } catch (err) {
+          // Left to the garbage collector, a handle whose close fails (a dead mount) would crash the worker.
+          await fh.close().catch(() => undefined);
+          throw err;
+        }
         await fh.close();
         const next = Buffer.alloc(Math.max(old.length, at + patch.length));
         old.copy(next);
@@ -187,6 +193,7 @@ async function main(): Promise<void> {
 
 async function readRange(path: string, at: number, len: number): Promise<Buffer> {
   const fh = await open(path, 'r');
+  let closed = false;
   try {
     const buf = Buffer.alloc(len);
     let got = 0;
@@ -195,9 +202,12 @@ async function readRange(path: string, at: number, len: number): Promise<Buffer>
       if (!bytesRead) break;
       got += bytesRead;
     }
-    return buf.subarray(0, got);
-  } finally {
+    const out = buf.subarray(0, got);
+    closed = true;
     await fh.close();
+    return out;
+  } finally {
+    if (!closed) await fh.close().catch(() => undefined);
   }
 }
 

@@ -137,7 +137,10 @@ export class NativeDriver implements Driver {
         maxWrite: 1 << 20,
         maxReadahead: 1 << 20,
         writebackCache: this.opts.writebackCache ?? false,
-        autoUnmount: true,
+        // No fusermount3 helper: after a crash it unmounts by path, and a
+        // mount started meanwhile at the same place was seen going with it.
+        // A dead mount is detached by the next start (or `ghostfs unmount --force`).
+        autoUnmount: false,
         debug: this.opts.debug,
       },
       (...args) => this.dispatch(...args),
@@ -176,8 +179,15 @@ export class NativeDriver implements Driver {
     this.addon.unmount(s);
     // Detached, the connection ends once no process uses the mount any
     // more; the loop then reports EXIT. Users that keep it busy are cut off
-    // after a grace period (their calls fail with ENOTCONN).
-    this.detach(mp);
+    // after a grace period (their calls fail with ENOTCONN). A mount already
+    // gone (unmounted from outside) needs no detaching, only the cut-off.
+    if (await isMounted(mp)) {
+      try {
+        this.detach(mp);
+      } catch (err) {
+        log.warn({ mountpoint: mp, err: (err as Error).message }, 'cannot detach the mount; aborting its connection');
+      }
+    }
     const ended = (ms: number) => Promise.race([this.exited!.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), ms).unref())]);
     if (await ended(5000)) return;
     log.warn({ mountpoint: mp, connection: this.connection }, 'the mount is still in use 5 s after it was detached: aborting its connection');
