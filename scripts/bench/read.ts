@@ -16,7 +16,7 @@
 //
 //   scripts/bench/read [--quick] [--drivers native,fuse-native] [--files 27000] [--big 1G] [--runs 3] [--json out.json] [--keep --dir DIR]
 import { Command, Option } from 'commander';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
@@ -24,8 +24,9 @@ import { performance } from 'node:perf_hooks';
 import { addStats, assertDriversBuilt, describeDrivers, type Driver, DRIVERS, fetchDriverStats, parseDrivers, type RequestStats, requestLines } from './lib/drivers.js';
 import { assertCliBuilt, ghostfsDirs, type MountProc as MountChild, mountState, type NodeProc as NodeChild, spawnMount, spawnNode, stillMounted, stopAll, stopNodeProcess, terminateMount, waitMounted, waitServing } from './lib/ghostfs.js';
 import { parseCount, parseSize } from './lib/options.js';
-import { firstLineOf, fmt, ghostfsSettings, machineInfo, MB, median, MiB, sizeLabel as sizeLabelKiB, table } from './lib/report.js';
-import { Aborted, failed, issueAndNoteLines, logIssues, note, notes, once, progress, recordIssue, runCmd, session, teardownOnSignals } from './lib/session.js';
+import { ddRead, fioRandRead } from './lib/reads.js';
+import { firstLineOf, fmt, ghostfsSettings, machineInfo, median, MiB, sizeLabel as sizeLabelKiB, table } from './lib/report.js';
+import { Aborted, dropCaches, failed, issueAndNoteLines, logIssues, note, notes, once, pageCacheDropped, progress, recordIssue, runCmd, session, teardownOnSignals } from './lib/session.js';
 import { ensureDebianPackages } from './lib/tools.js';
 import { generateSourceTree, gitEnv, keptFileMatches, type SourceTreeSummary, writeIncompressible } from './lib/tree.js';
 import { openWorkDir, readMarkerFile, removeWorkDir, writeJsonReport } from './lib/workdir.js';
@@ -65,23 +66,6 @@ function ensureTools(): void {
 
 function toolVersions(): Record<string, string> {
   return { fio: firstLineOf('fio', ['--version']), rg: firstLineOf('rg', ['--version']), git: firstLineOf('git', ['--version']), node: process.version };
-}
-
-// ---------------------------------------------------------------------------
-// page cache
-
-let dropState: 'untried' | 'ok' | 'failed' = 'untried';
-
-/** sync + drop the page, dentry and inode caches, so "cold" means the bytes come from disk (or the node). */
-async function dropCaches(): Promise<void> {
-  await runCmd('sync', '/', { timeoutMs: 120_000 });
-  try {
-    writeFileSync('/proc/sys/vm/drop_caches', '3');
-    dropState = 'ok';
-  } catch (err) {
-    if (dropState === 'untried') note(`cannot drop the page cache (${(err as Error).message}): "cold" figures include cached bytes; run as root`);
-    dropState = 'failed';
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -265,12 +249,7 @@ function workloadsFor(opts: Options, pattern: string): Workload[] {
       kind: 'data',
       hot: true,
       async measure(root) {
-        const r = await runCmd('dd if=big.bin of=/dev/null bs=1M', root, { timeoutMs: 60 * 60_000 });
-        if (r.code !== 0) throw failed('dd', r);
-        // dd's own count, so a short read through the mount cannot pass for a fast one.
-        const bytes = Number(/^(\d+) bytes/m.exec(r.stderr)?.[1] ?? NaN);
-        if (bytes !== opts.big) throw new Error(`dd read ${bytes} bytes of ${opts.big}`);
-        return { value: bytes / (r.ms / 1000) / MB };
+        return { value: await ddRead(root, opts.big) };
       },
     },
     {
@@ -281,14 +260,7 @@ function workloadsFor(opts: Options, pattern: string): Workload[] {
       // The cold fio run touches only part of the file; warm means all of it cached.
       prime: 'cat big.bin > /dev/null',
       async measure(root) {
-        // --readonly: fio must never write to the file it benchmarks; direct=0: FUSE here has no O_DIRECT.
-        const cmd = `fio --name=r --filename=big.bin --rw=randread --bs=4k --size=${opts.big} --runtime=${opts.fioRuntime} --time_based --ioengine=psync --direct=0 --readonly --output-format=json`;
-        const r = await runCmd(cmd, root, { capture: true, timeoutMs: (opts.fioRuntime + 300) * 1000 });
-        if (r.code !== 0) throw failed('fio', r);
-        const json = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: { error: number; read: { iops: number; io_bytes: number } }[] };
-        const job = json.jobs[0]!;
-        if (job.error || !job.read.io_bytes) throw new Error(`fio reported error ${job.error}, ${job.read.io_bytes} bytes read`);
-        return { value: job.read.iops };
+        return { value: await fioRandRead(root, opts.big, opts.fioRuntime) };
       },
     },
     meta('find', 'find . -type f | wc -l', 'find . -type f | wc -l', { compare: true }),
@@ -716,7 +688,7 @@ async function main(opts: Options): Promise<void> {
       `big:     big.bin, ${sizeLabel(opts.big)} AES-CTR keystream (incompressible), ${bigReused ? 'reused' : `generated in ${marker.big.seconds.toFixed(1)} s`}`,
       `ghostfs: node and mount on loopback; ${opts.drivers.length > 1 ? 'drivers one after the other, each with a node of its own on a fresh state: ' : 'driver '}${describeDrivers(opts.drivers, mnt, mountArgs(opts))}${ghostfsEnv.length ? `; ${ghostfsEnv.join(' ')}` : ''}`,
       `runs:    local and warm: ${opts.runs} each; cold: ${coldRuns}${coldRuns < opts.runs ? ` (--cold-runs ${opts.coldRuns})` : ''}, each on a fresh mount with an empty cache; remount: ${opts.runs}, each a new mount on the filled cache; hot: right after each remount run and each local cold run`,
-      `caches:  ${dropState === 'ok' ? 'page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches) where a column says so' : 'page cache could NOT be dropped: cold columns include cached bytes'}`,
+      `caches:  ${pageCacheDropped() ? 'page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches) where a column says so' : 'page cache could NOT be dropped: cold columns include cached bytes'}`,
     ];
     const { text, summary } = render(results, ws, header, opts);
     const out: string[] = [text, '', ...requestReport(ws, opts.drivers), ''];
@@ -742,7 +714,7 @@ async function main(opts: Options): Promise<void> {
         date,
         machine,
         tools,
-        params: { drivers: opts.drivers, files: opts.files, bigBytes: opts.big, runs: opts.runs, coldRuns, seed: opts.seed, fioRuntimeS: opts.fioRuntime, readahead: opts.readahead ?? null, attrTimeoutS: opts.attrTimeout ?? null, env: ghostfsEnv, pageCacheDropped: dropState === 'ok' },
+        params: { drivers: opts.drivers, files: opts.files, bigBytes: opts.big, runs: opts.runs, coldRuns, seed: opts.seed, fioRuntimeS: opts.fioRuntime, readahead: opts.readahead ?? null, attrTimeoutS: opts.attrTimeout ?? null, env: ghostfsEnv, pageCacheDropped: pageCacheDropped() },
         tree: { ...tree, reused: repoReused, generatedSeconds: marker.repo.seconds },
         results: Object.fromEntries(ws.map((w) => [w.id, { label: w.label, unit: w.unit, ...results[w.id] }])),
         summary,

@@ -22,7 +22,7 @@
 import { Command, Option } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -34,11 +34,10 @@ import { Aborted, type CmdOptions, type CmdResult, failed, issueAndNoteLines, lo
 import { ensureDebianPackages } from './lib/tools.js';
 import { generateSourceTree, keptFileMatches, removeTree, writeIncompressible } from './lib/tree.js';
 import { openWorkDir, readMarkerFile, removeWorkDir, writeJsonReport } from './lib/workdir.js';
+import { archiveTree, checkSmall, diffLists, HASH_LIST, SMALL_SIZE, SMALL_WRITER, type SmallWriterResult } from './lib/writes.js';
 
 // ---------------------------------------------------------------------------
 // options
-
-const SMALL_SIZE = 4096;
 
 interface Options {
   files: number;
@@ -196,9 +195,6 @@ async function readMarker(dir: string): Promise<Marker | null> {
   return m?.format === MARKER_FORMAT ? m : null;
 }
 
-/** Every regular file under the current dir as `sha256  ./path`, sorted bytewise: the content identity of a tree (mtimes and modes left out on purpose). */
-const HASH_LIST = `find . -path ./.git -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum`;
-
 async function ensureData(dataDir: string, markerDir: string, opts: Options): Promise<{ tree: TreeInfo; big: Required<Marker>['big']; treeReused: boolean; bigReused: boolean }> {
   const marker: Marker = (await readMarker(markerDir)) ?? { format: MARKER_FORMAT };
   const save = (): Promise<void> => writeFile(join(markerDir, MARKER), JSON.stringify(marker, null, 2) + '\n');
@@ -214,26 +210,7 @@ async function ensureData(dataDir: string, markerDir: string, opts: Options): Pr
     progress(`generating the source tree (${opts.treeFiles} files, seed ${opts.seed}) and its tar... `);
     const t0 = performance.now();
     await generateSourceTree(src, { files: opts.treeFiles, seed: opts.seed });
-    // The generator makes a git checkout; the archive holds the working tree only
-    // (the .git pack is one big binary file, not what "a source tree" measures).
-    // Fixed owner and mtime make the archive itself reproducible.
-    const mk = await runCmd('tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1700000000 --exclude=./.git -cf "$1" .', src, { timeoutMs: 30 * 60_000, args: [tar] });
-    if (mk.code !== 0) throw failed('tar -c', mk);
-    const h = await runCmd(HASH_LIST, src, { capture: true, timeoutMs: 30 * 60_000 });
-    if (h.code !== 0) throw failed('hashing the tree', h);
-    await writeFile(list, h.stdout);
-    const sizes = await runCmd("find . -path ./.git -prune -o -type f -printf '%s\\n'; echo dirs $(find . -path ./.git -prune -o -mindepth 1 -type d -print | wc -l)", src, { capture: true, timeoutMs: 30 * 60_000 });
-    const lines = sizes.stdout.trim().split('\n');
-    const dirs = Number(lines.pop()!.split(' ')[1]);
-    marker.tree = {
-      files: opts.treeFiles,
-      seed: opts.seed,
-      count: lines.length,
-      dirs,
-      bytes: lines.reduce((s, l) => s + Number(l), 0),
-      tarBytes: statSync(tar).size,
-      seconds: (performance.now() - t0) / 1000,
-    };
+    marker.tree = { files: opts.treeFiles, seed: opts.seed, ...(await archiveTree(src, tar, list)), seconds: (performance.now() - t0) / 1000 };
     // Only the archive and its hash list are needed from here on.
     await removeTree(src);
     await save();
@@ -260,73 +237,6 @@ async function ensureData(dataDir: string, markerDir: string, opts: Options): Pr
 
 // ---------------------------------------------------------------------------
 // workloads
-
-/**
- * The small-file writer, run as `node -e` in its own process: N times
- * open(O_CREAT|O_TRUNC)+write+close via writeFileSync, timed by itself so node's
- * start-up is not counted. It also reports each file's latency, so a few stalls
- * can be told from a uniformly slow path.
- */
-const SMALL_WRITER = `
-const fs = require('fs'), path = require('path');
-const [dir, n, basePath] = process.argv.slice(1);
-const body = fs.readFileSync(basePath);
-fs.mkdirSync(dir);
-const lat = new Float64Array(Number(n));
-const t0 = performance.now();
-for (let i = 0; i < lat.length; i++) {
-  const s = performance.now();
-  body.writeUInt32LE(i, 0);
-  fs.writeFileSync(path.join(dir, 'f' + String(i).padStart(6, '0') + '.dat'), body);
-  lat[i] = performance.now() - s;
-}
-const ms = performance.now() - t0;
-lat.sort();
-const q = (p) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))];
-process.stdout.write(JSON.stringify({ ms, p50: q(0.5), p99: q(0.99), max: lat[lat.length - 1] }) + '\\n');
-`;
-
-const smallName = (i: number): string => `f${String(i).padStart(6, '0')}.dat`;
-
-/** The node's copy of the small files, read straight from its root: how many are there with the right size and bytes. */
-async function checkSmall(dir: string, n: number, body: Buffer): Promise<{ ok: number; missing: number; wrongSize: number; wrongContent: number; extra: number }> {
-  let names: Set<string>;
-  try {
-    names = new Set(await readdir(dir));
-  } catch {
-    names = new Set();
-  }
-  const r = { ok: 0, missing: 0, wrongSize: 0, wrongContent: 0, extra: 0 };
-  const want = Buffer.from(body);
-  for (let i = 0; i < n; i++) {
-    const name = smallName(i);
-    if (!names.delete(name)) {
-      r.missing++;
-      continue;
-    }
-    const p = join(dir, name);
-    if ((await stat(p)).size !== SMALL_SIZE) {
-      r.wrongSize++;
-      continue;
-    }
-    want.writeUInt32LE(i, 0);
-    if (!(await readFile(p)).equals(want)) r.wrongContent++;
-    else r.ok++;
-  }
-  r.extra = names.size;
-  return r;
-}
-
-function diffLists(want: string, got: string): string {
-  const parse = (s: string): Map<string, string> => new Map(s.split('\n').filter(Boolean).map((l) => [l.slice(66), l.slice(0, 64)]));
-  const a = parse(want),
-    b = parse(got);
-  const missing = [...a.keys()].filter((k) => !b.has(k));
-  const extra = [...b.keys()].filter((k) => !a.has(k));
-  const differ = [...a.keys()].filter((k) => b.has(k) && b.get(k) !== a.get(k));
-  const show = (xs: string[]): string => (xs.length ? `${xs.length} (${xs.slice(0, 3).join(', ')}${xs.length > 3 ? ', …' : ''})` : '0');
-  return `missing ${show(missing)}, different content ${show(differ)}, extra ${show(extra)}`;
-}
 
 // ---------------------------------------------------------------------------
 // results
@@ -481,7 +391,7 @@ async function main(opts: Options): Promise<void> {
           const r = await runCmd(`exec "${process.execPath}" -e "$1" "$2" "$3" "$4"`, dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [SMALL_WRITER, join(root, small), String(opts.files), join(dataDir, 'small.bin')] });
           timed();
           if (r.code !== 0) throw failed('small-file writer', r);
-          const t = JSON.parse(r.stdout.trim().split('\n').pop()!) as { ms: number; p50: number; p99: number; max: number };
+          const t = JSON.parse(r.stdout.trim().split('\n').pop()!) as SmallWriterResult;
           latency[where]!.push({ p50: t.p50, p99: t.p99, max: t.max });
           const value = opts.files / (t.ms / 1000);
           if (where === 'local') return { value };

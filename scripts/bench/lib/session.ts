@@ -1,9 +1,10 @@
-// The state of one benchmark run that drives a node and mounts (read, write):
-// the abort flag, the workload processes it started (so Ctrl-C or an error
-// stops them), notes for the report, warn/error log lines of the children, and
-// the shell-command runner that times the workloads.
+// The state of one benchmark run that drives a node and mounts (read, write,
+// peers): the abort flag, the workload processes it started (so Ctrl-C or an
+// error stops them), notes for the report, warn/error log lines of the
+// children, the shell-command runner that times the workloads, and page cache
+// drops.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 export class Aborted extends Error {
@@ -152,6 +153,23 @@ export function teardownOnSignals(teardown: () => Promise<void>): void {
     });
   }
 }
+
+let dropState: 'untried' | 'ok' | 'failed' = 'untried';
+
+/** sync + drop the page, dentry and inode caches, so "cold" means the bytes come from disk (or the server). */
+export async function dropCaches(): Promise<void> {
+  await runCmd('sync', '/', { timeoutMs: 120_000 });
+  try {
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    dropState = 'ok';
+  } catch (err) {
+    if (dropState === 'untried') note(`cannot drop the page cache (${(err as Error).message}): "cold" figures include cached bytes; run as root`);
+    dropState = 'failed';
+  }
+}
+
+/** Whether every drop so far worked (false before the first). */
+export const pageCacheDropped = (): boolean => dropState === 'ok';
 
 /** `fn` run at most once: every call after the first returns the first call's promise (a teardown reached from both a signal and `finally`). */
 export function once(fn: () => Promise<void>): () => Promise<void> {
