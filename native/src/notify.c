@@ -44,7 +44,12 @@ static void *notify_main(void *arg) {
     int r = 0;
     struct fuse_session *se = n->g->se;
     if (se && !n->stop) {
-      if (m->kind == 0) r = fuse_lowlevel_notify_inval_inode(se, m->ino, 0, 0);
+      /* Attributes only (offset -1): the kernel drops stale pages itself once
+       * it sees the new mtime or size (auto_inval_data). Invalidating pages
+       * here waits for page locks that a write in flight holds; if the
+       * mount is killed then, this thread never returns, the process cannot
+       * exit and the mount hangs (seen in the kill -9 write test). */
+      if (m->kind == 0) r = fuse_lowlevel_notify_inval_inode(se, m->ino, -1, 0);
       else if (m->kind == 1) r = fuse_lowlevel_notify_inval_entry(se, m->parent, m->name, strlen(m->name));
       else r = fuse_lowlevel_notify_delete(se, m->parent, m->ino, m->name, strlen(m->name));
       STAT_ADD(n->g, notifications, 1);
