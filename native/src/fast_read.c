@@ -76,6 +76,16 @@ static ffile **slot(gfs_fast *f, uint64_t fh) {
   return p;
 }
 
+/* Drops a handle's registration (under the write lock). */
+static void forget_file(gfs_fast *f, uint64_t fh) {
+  ffile **p = slot(f, fh);
+  if (*p) {
+    ffile *old = *p;
+    *p = old->next;
+    free(old);
+  }
+}
+
 static void chunk_path(const gfs_fast *f, const uint8_t *hash, char *out, size_t cap) {
   static const char hexd[] = "0123456789abcdef";
   char hx[65];
@@ -174,9 +184,7 @@ int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t siz
 
 /* fastOpen(handle, fh, size, hashes: Buffer(n*32), offsets: Float64Array, lengths: Float64Array, local: Uint8Array) */
 static napi_value js_fast_open(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(7);
   if (argc < 7) {
     napi_throw_type_error(env, NULL, "fastOpen(handle, fh, size, hashes, offsets, lengths, local)");
     return NULL;
@@ -215,12 +223,7 @@ static napi_value js_fast_open(napi_env env, napi_callback_info info) {
     memcpy(x->c[i].hash, (uint8_t *)hashes + i * 32, 32);
   }
   pthread_rwlock_wrlock(&g->fast->lock);
-  ffile **p = slot(g->fast, fh);
-  if (*p) {
-    ffile *old = *p;
-    *p = old->next;
-    free(old);
-  }
+  forget_file(g->fast, fh);
   x->next = g->fast->b[fh % BUCKETS];
   g->fast->b[fh % BUCKETS] = x;
   pthread_rwlock_unlock(&g->fast->lock);
@@ -229,9 +232,7 @@ static napi_value js_fast_open(napi_env env, napi_callback_info info) {
 
 /* fastMark(handle, fh, index): that chunk is now in the cache. */
 static napi_value js_fast_mark(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(3);
   gfs *g = get_gfs(env, argv[0]);
   uint64_t fh, idx;
   if (!g || get_u64(env, argv[1], &fh) || get_u64(env, argv[2], &idx) || !g->fast) return NULL;
@@ -244,19 +245,12 @@ static napi_value js_fast_mark(napi_env env, napi_callback_info info) {
 
 /* fastClose(handle, fh) */
 static napi_value js_fast_close(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(2);
   gfs *g = get_gfs(env, argv[0]);
   uint64_t fh;
   if (!g || get_u64(env, argv[1], &fh) || !g->fast) return NULL;
   pthread_rwlock_wrlock(&g->fast->lock);
-  ffile **p = slot(g->fast, fh);
-  if (*p) {
-    ffile *old = *p;
-    *p = old->next;
-    free(old);
-  }
+  forget_file(g->fast, fh);
   pthread_rwlock_unlock(&g->fast->lock);
   return NULL;
 }

@@ -498,7 +498,7 @@ static void *loop_main(void *arg) {
   struct fuse_loop_config *cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_idle_threads(cfg, 8);
   fuse_loop_cfg_set_max_threads(cfg, 32);
-  g->loop_result = fuse_session_loop_mt(g->se, cfg);
+  fuse_session_loop_mt(g->se, cfg);
   fuse_loop_cfg_destroy(cfg);
   /* The connection is gone (detached or aborted) and the workers are
    * joined. Invalidations stop; replies still due from JS only free their
@@ -566,9 +566,7 @@ static char *get_prop_string(napi_env env, napi_value obj, const char *key) {
  *            maxReadahead, writebackCache, debug, autoUnmount, allowOther }
  */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(3);
   if (argc < 3) {
     napi_throw_type_error(env, NULL, "mount(mountpoint, options, dispatcher)");
     return NULL;
@@ -659,9 +657,7 @@ fail:
 /* unmount(handle): the loop stops after the mount is detached (JS detaches
  * it by path, and aborts the connection if users keep it busy). */
 static napi_value js_unmount(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(1);
   gfs *g = get_gfs(env, argv[0]);
   if (!g) return NULL;
   if (g->se && !g->finished) fuse_session_exit(g->se);
@@ -670,9 +666,7 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
 
 /* finish(handle): after OP_EXIT; joins the loop and frees what nothing needs any more. */
 static napi_value js_finish(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(1);
   gfs *g = get_gfs(env, argv[0]);
   if (!g || g->finished) return NULL;
   if (g->loop_started && !g->loop_joined) {
@@ -966,9 +960,7 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(1);
   gfs *g = get_gfs(env, argv[0]);
   if (!g) return NULL;
   napi_value o;

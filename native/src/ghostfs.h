@@ -36,10 +36,10 @@ enum gfs_op {
   OP_FLUSH = 14,
   OP_RELEASE = 15,
   OP_FSYNC = 16,
-  OP_OPENDIR = 17,
+  OP_OPENDIR = 17, /* answered in C: never sent to JS */
   OP_READDIR = 18,
   OP_READDIRPLUS = 19,
-  OP_RELEASEDIR = 20,
+  OP_RELEASEDIR = 20, /* likewise */
   OP_STATFS = 21,
   OP_CREATE = 22,
   OP_MKNOD = 23,
@@ -84,7 +84,6 @@ typedef struct gfs {
   char *mountpoint;
   pthread_t loop_thread;
   int loop_started, loop_joined;
-  int loop_result;
 
   napi_threadsafe_function tsfn;
   napi_ref dispatcher;
@@ -104,7 +103,6 @@ typedef struct gfs {
   double attr_timeout, entry_timeout;
   unsigned max_write, max_readahead;
   int writeback_cache;
-  int kernel_max_pages; /* what init negotiated, for stats */
   unsigned negotiated_max_write, negotiated_max_readahead, negotiated_want, kernel_capable;
 
   gfs_fast *fast;
@@ -142,6 +140,12 @@ int get_double(napi_env env, napi_value v, double *out);
 int get_u64(napi_env env, napi_value v, uint64_t *out);
 char *get_string(napi_env env, napi_value v); /* malloc'd, NULL on failure (an exception is pending) */
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
+
+/* Declares argv[n] (and argc) with the call's arguments; missing ones are undefined. */
+#define GET_ARGS(n)                                                                \
+  size_t argc = (n);                                                               \
+  napi_value argv[(n)];                                                            \
+  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL))
 
 #define NAPI_TRY(env, call)                                                        \
   do {                                                                             \

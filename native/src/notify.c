@@ -107,9 +107,7 @@ static void push(gfs_notify *n, nmsg *m) {
 
 /* invalInode(handle, ino) — drops cached attributes and pages of the inode. */
 static napi_value js_inval_inode(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(2);
   gfs *g = get_gfs(env, argv[0]);
   uint64_t ino;
   if (!g || get_u64(env, argv[1], &ino) || !g->notify) return NULL;
@@ -123,9 +121,7 @@ static napi_value js_inval_inode(napi_env env, napi_callback_info info) {
 
 /* invalEntry(handle, parentIno, name) / notifyDelete(handle, parentIno, ino, name) */
 static napi_value entry_common(napi_env env, napi_callback_info info, int kind) {
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(4);
   gfs *g = get_gfs(env, argv[0]);
   uint64_t parent, ino = 0;
   if (!g || get_u64(env, argv[1], &parent)) return NULL;

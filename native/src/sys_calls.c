@@ -16,17 +16,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static napi_value undefined(napi_env env) {
-  napi_value u;
-  napi_get_undefined(env, &u);
-  return u;
-}
-
 /* renameat2(from, to, flags): 1 RENAME_NOREPLACE, 2 RENAME_EXCHANGE. */
 static napi_value js_renameat2(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(3);
   double flags;
   char *from = get_string(env, argv[0]);
   char *to = from ? get_string(env, argv[1]) : NULL;
@@ -62,9 +54,7 @@ static int get_ts(napi_env env, napi_value sec, napi_value nsec, struct timespec
 /* utimensat(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec) — exact nanoseconds,
  * never following a final symlink; a null second leaves that time, "now" sets it to now. */
 static napi_value js_utimensat(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(5);
   struct timespec ts[2];
   char *path = get_string(env, argv[0]);
   if (!path) return NULL;
@@ -79,9 +69,7 @@ static napi_value js_utimensat(napi_env env, napi_callback_info info) {
 
 /* futimens(fd, atimeSec, atimeNsec, mtimeSec, mtimeNsec) — as utimensat, on an open file. */
 static napi_value js_futimens(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(5);
   double fd;
   struct timespec ts[2];
   if (get_double(env, argv[0], &fd) || get_ts(env, argv[1], argv[2], &ts[0]) || get_ts(env, argv[3], argv[4], &ts[1])) return NULL;
@@ -91,9 +79,7 @@ static napi_value js_futimens(napi_env env, napi_callback_info info) {
 
 /* openTmpfile(dir, mode) -> fd of a file with no name, in dir's filesystem. */
 static napi_value js_open_tmpfile(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(2);
   double mode;
   char *dir = get_string(env, argv[0]);
   if (!dir || get_double(env, argv[1], &mode)) {
@@ -114,9 +100,7 @@ static napi_value js_open_tmpfile(napi_env env, napi_callback_info info) {
 
 /* linkTmpfile(fd, path): gives an O_TMPFILE file its name; EEXIST if taken. */
 static napi_value js_link_tmpfile(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(2);
   double fd;
   if (get_double(env, argv[0], &fd)) return NULL;
   char *path = get_string(env, argv[1]);
@@ -132,9 +116,7 @@ static napi_value js_link_tmpfile(napi_env env, napi_callback_info info) {
 /* openBeneath(root, rel, flags, mode) -> fd; `rel` may not leave `root`,
  * through "..", an absolute path or any symlink (RESOLVE_BENEATH). */
 static napi_value js_open_beneath(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(4);
   double flags, mode;
   char *root = get_string(env, argv[0]);
   char *rel = root ? get_string(env, argv[1]) : NULL;
@@ -169,9 +151,7 @@ static napi_value js_open_beneath(napi_env env, napi_callback_info info) {
 
 /* fsyncPath(path): fsync of a directory (or file) by name. */
 static napi_value js_fsync_path(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(1);
   char *path = get_string(env, argv[0]);
   if (!path) return NULL;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -183,20 +163,16 @@ static napi_value js_fsync_path(napi_env env, napi_callback_info info) {
 
 /* syncfs(fd): everything of that filesystem to disk. */
 static napi_value js_syncfs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(1);
   double fd;
   if (get_double(env, argv[0], &fd)) return NULL;
   if (syncfs((int)fd) != 0) throw_errno(env, errno, "syncfs", NULL);
-  return undefined(env);
+  return NULL;
 }
 
 /* lazyUnmount(path): detaches a mount, e.g. a FUSE mount whose process died. */
 static napi_value js_lazy_unmount(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_TRY(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  GET_ARGS(1);
   char *path = get_string(env, argv[0]);
   if (!path) return NULL;
   if (umount2(path, MNT_DETACH) != 0) throw_errno(env, errno, "umount2", path);

@@ -12,15 +12,12 @@
 //
 //   scripts/soak/mixed [--duration 10m] [--procs 8] [--driver native] [--json out.json] [--keep]
 import { Command, Option } from 'commander';
-import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseDuration } from '../../src/config/parse.js';
-import { spawnMount, spawnNode, stopNodeProcess, terminateMount, waitMounted, waitServing } from '../bench/lib/ghostfs.js';
 import { progress, sleep } from '../bench/lib/session.js';
 import { count, judge, runWorkers, verdictLine } from './lib/workers.js';
+import { World } from './lib/world.js';
 
 interface Options {
   duration: number;
@@ -37,19 +34,10 @@ function sampleProc(pid: number): { rssMiB: number; fds: number } {
 }
 
 async function main(o: Options): Promise<void> {
-  const base = await mkdtemp(join(tmpdir(), 'ghostfs-soak-'));
-  const source = join(base, 'src');
-  await mkdir(source);
-  // Shared files every worker reads ranges of: a large one and a few small ones.
-  await writeFile(join(source, 'shared-big.bin'), randomBytes(96 * 1024 * 1024));
-  for (let i = 0; i < 8; i++) await writeFile(join(source, `shared-${i}.txt`), randomBytes(4096 + i * 10_000));
-
-  const node = spawnNode(source, join(base, 'state'));
-  await waitServing(node, 120_000);
-  const mnt = join(base, 'mnt');
-  const mount = spawnMount(node.endpoint, mnt, join(base, 'cache'), ['--driver', o.driver]);
-  const ready = await waitMounted(mount);
-  if (ready !== 'ok') throw new Error(`the mount did not come up: ${ready}\n${mount.tail.join('\n')}`);
+  const w = await World.create({ driver: o.driver });
+  const node = await w.startNode();
+  const mount = await w.startMount([node.endpoint]);
+  const { mnt, source } = w;
   const pid = mount.child.pid!;
 
   progress(`soak: ${o.procs} workers for ${o.duration / 1000} s through the ${o.driver} driver at ${mnt}\n`);
@@ -74,13 +62,12 @@ async function main(o: Options): Promise<void> {
   const after = alive ? sampleProc(pid) : { rssMiB: NaN, fds: NaN };
 
   const t0 = Date.now();
-  await terminateMount(mount, { noteEarlyExit: true });
+  const exit = (await w.stop())!;
   const unmountMs = Date.now() - t0;
-  const exit = await mount.exited;
 
   // The node side: every file a worker last wrote must be there, with the last content written.
   const v = await judge(results, source);
-  await stopNodeProcess(node.child);
+  v.failures.push(...w.notes);
 
   const errorCount = count(v.errors);
   const summary = {
@@ -100,7 +87,7 @@ async function main(o: Options): Promise<void> {
   ];
   process.stdout.write(out.join('\n') + '\n');
   if (o.json) await writeFile(o.json, JSON.stringify(summary, null, 2) + '\n');
-  if (!o.keep) await rm(base, { recursive: true, force: true });
+  if (!o.keep) await w.remove();
   const bad = v.lost + v.corrupted + errorCount + v.failures.length > 0 || exit.code !== 0;
   process.exitCode = bad ? 1 : 0;
 }

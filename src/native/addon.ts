@@ -4,8 +4,8 @@
 // still runs ghostfs (on fuse-native and Node's own calls).
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { projectRoot } from '../util/project-root.js';
 
 /** Opaque handle of a mounted session. */
 export type SessionHandle = { readonly __session: unique symbol };
@@ -106,14 +106,8 @@ export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
 
 function addonPath(): string | undefined {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const p = join(dir, 'native', 'build', 'ghostfs.node');
-    if (existsSync(p)) return p;
-    const up = dirname(dir);
-    if (up === dir) return undefined;
-    dir = up;
-  }
+  const p = join(projectRoot(), 'native', 'build', 'ghostfs.node');
+  return existsSync(p) ? p : undefined;
 }
 
 let loaded: NativeAddon | null | undefined;

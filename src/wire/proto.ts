@@ -1,10 +1,9 @@
 // Loads the wire contract (proto/ghostfs/v1) for both ends of the wire.
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { ProtoGrpcType } from './gen/ghostfs.js';
+import { projectRoot } from '../util/project-root.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -18,17 +17,6 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   // trips; a wide window lets a chunk stream run at loopback speed.
   'grpc-node.flow_control_window': 32 * 1024 * 1024,
 };
-
-/** The project root: the folder holding proto/, found from this file in src/ or dist/src/. */
-export function projectRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'proto', 'ghostfs', 'v1', 'ghostfs.proto'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find proto/ghostfs/v1/ghostfs.proto above ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-}
 
 let loaded: ProtoGrpcType | undefined;
 
