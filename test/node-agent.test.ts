@@ -186,6 +186,21 @@ t.test('node agent', async (t) => {
     t.equal(r4.conflict, true);
     t.equal((await readFile(join(root, 'empty'))).length, 0, 'existing file untouched');
 
+    // A commit retried after its answer was lost finds its own content: not a conflict, expectAbsent or not.
+    const theirsUp = await upload(conn, theirs);
+    const again = await conn.commit({ path: r3.conflictPath, expectAbsent: true, digest: up3.m.digest, size: up3.m.size, chunks: up3.m.chunks });
+    t.equal(again.conflict, false, 'a retried create of identical content is no conflict');
+    const againUpd = await conn.commit({ path: 'src/new.bin', baseDigest: up2.m.digest, digest: theirsUp.m.digest, size: theirsUp.m.size, chunks: theirsUp.m.chunks });
+    t.equal(againUpd.conflict, false, 'a retried update whose content is already there is no conflict');
+
+    // The writer's own earlier version, whose answer it never heard, is an accepted base.
+    const next = await upload(conn, Buffer.from('my next version\n'));
+    const lost = await conn.commit({ path: 'src/new.bin', baseDigest: up2.m.digest, digest: next.m.digest, size: next.m.size, chunks: next.m.chunks, alsoBases: [theirsUp.m.digest] });
+    t.equal(lost.conflict, false, 'alsoBases names what the file holds: no conflict');
+    t.ok((await readFile(join(root, 'src/new.bin'))).equals(Buffer.from('my next version\n')));
+    const stale = await conn.commit({ path: 'src/new.bin', baseDigest: up2.m.digest, digest: up3.m.digest, size: up3.m.size, chunks: up3.m.chunks, alsoBases: [theirsUp.m.digest], clientId: 'laptop' });
+    t.equal(stale.conflict, true, 'alsoBases that no longer match do not hide a conflict');
+
     // A digest that does not match the chunk list is refused.
     await rejectsErrno(t, conn.commit({ path: 'x', digest: Buffer.alloc(32), size: up3.m.size, chunks: up3.m.chunks }), 'EINVAL', 'bad digest');
     const temps = (await readdir(join(root, 'src'))).filter((n) => n.startsWith('.ghostfs-tmp-'));

@@ -3,12 +3,12 @@
 // which also recovers a dead mount ("Transport endpoint is not connected").
 import { Command, Option } from 'commander';
 import { spawnSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { control, NoMountError } from '../admin/control-client.js';
 import { socketFor } from '../admin/registry.js';
 import { parseDuration } from '../config/parse.js';
-import { isMounted, mountEntry } from '../mount/mount-table.js';
+import { abortFuseConnection, isMounted, mountEntry } from '../mount/mount-table.js';
+import { log } from '../log.js';
 import { fail } from './common.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -25,7 +25,7 @@ async function forceDetach(mountpoint: string): Promise<string> {
   if (e.fstype.startsWith('fuse')) {
     const minor = e.device.split(':')[1];
     // Aborting fails every request in flight at once instead of waiting for a dead daemon.
-    await writeFile(`/sys/fs/fuse/connections/${minor}/abort`, '1').catch(() => undefined);
+    await abortFuseConnection(minor!).catch((err: Error) => log.warn({ err: err.message }, 'cannot abort the FUSE connection'));
   }
   const r = spawnSync('fusermount', ['-uz', mountpoint], { encoding: 'utf8' });
   if (r.status !== 0) spawnSync('umount', ['-l', mountpoint]);

@@ -7,7 +7,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { hashChunk, hex } from '../content/manifest.js';
 import { ERRNO_KEY, FsError } from '../wire/errors.js';
-import type { WChangeEventOut, WHandshakeReplyOut } from '../wire/types.js';
+import type { WChangeEventOut, WHandshakeReplyOut, WMutateReplyOut, WMutateRequest } from '../wire/types.js';
+import { appliedBefore } from './mutation-retry.js';
 import { log } from '../log.js';
 import { NodeConnection, type ConnectionOptions } from './connection.js';
 
@@ -95,12 +96,16 @@ export class MeshClient {
     r.downUntil = 0;
   }
 
-  /** Runs `fn` on the first replica that answers; EHOSTDOWN when none does. */
-  async call<T>(what: string, fn: (c: NodeConnection) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` on the first replica that answers; EHOSTDOWN when none does.
+   * `uncertain` tells `fn` that an earlier attempt failed in transport, so a
+   * change it asked for may have been applied already.
+   */
+  async call<T>(what: string, fn: (c: NodeConnection, uncertain: boolean) => Promise<T>): Promise<T> {
     const errors: string[] = [];
     for (const [i, r] of this.order().entries()) {
       try {
-        const res = await fn(r.conn);
+        const res = await fn(r.conn, errors.length > 0);
         this.markUp(r);
         if (i > 0) this.stats.failovers++;
         return res;
@@ -130,6 +135,11 @@ export class MeshClient {
 
   getManifest(path: string) {
     return this.call(`manifest ${path}`, (c) => c.getManifest(path));
+  }
+
+  /** A namespace or attribute change; one a lost answer hid is recognized on retry (mutation-retry.ts). */
+  mutate(req: Omit<WMutateRequest, 'workspace'>): Promise<WMutateReplyOut> {
+    return this.call('mutate', (c, uncertain) => c.mutate(req).catch(async (err) => (uncertain && (await appliedBefore(c, req, err))) || Promise.reject(err)));
   }
 
   /**

@@ -1,7 +1,9 @@
 // Mounts as the kernel lists them in /proc/self/mountinfo (no I/O on the
 // mount itself: a process must never touch the mount it serves, and a dead
 // FUSE mount would hang a stat).
-import { readFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 export interface MountEntry {
   mountpoint: string;
@@ -29,4 +31,20 @@ export async function mountEntry(mountpoint: string): Promise<MountEntry | undef
 
 export async function isMounted(mountpoint: string): Promise<boolean> {
   return (await mountEntry(mountpoint)) !== undefined;
+}
+
+const FUSECTL = '/sys/fs/fuse/connections';
+
+/**
+ * Aborts a FUSE connection: every request in flight fails at once instead
+ * of waiting for a dead or stuck daemon. The control filesystem that offers
+ * this is not mounted on every machine; it is mounted here when missing
+ * (root only, as the abort itself is).
+ */
+export async function abortFuseConnection(connection: string): Promise<void> {
+  if (!(await isMounted(FUSECTL))) {
+    const r = spawnSync('mount', ['-t', 'fusectl', 'fusectl', FUSECTL], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${FUSECTL} is not mounted and mounting it failed: ${(r.stderr || r.error?.message || '').trim()}`);
+  }
+  await writeFile(join(FUSECTL, connection, 'abort'), '1');
 }

@@ -420,7 +420,7 @@ export class Vfs {
     });
     let r;
     try {
-      r = await this.mesh.call('mutate', (c) => c.mutate(req));
+      r = await this.mesh.mutate(req);
     } catch (err) {
       // No node: the tree is read-only until one answers.
       if (errnoOf(err) === 'EHOSTDOWN') throw new FsError('EROFS', (err as Error).message);

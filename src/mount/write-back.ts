@@ -238,19 +238,16 @@ export class WriteBack {
 
   private async commitNow(e: JournalEntry, replayed: boolean): Promise<Buffer> {
     const dirty = this.dirtyPath(e.dirty);
-    let base = this.baseOf(e);
+    const base = this.baseOf(e);
     const small = (await stat(dirty)).size <= INLINE_BYTES;
     // Small files are chunked here (one chunk, microseconds); big ones on the hashing thread.
     const data = small ? await readFile(dirty) : undefined;
     const manifest = data ? chunkBuffer(data, DEFAULT_CHUNKING) : (await this.hasher.hash(dirty)).manifest;
     // A replayed record may have been committed just before the mount died:
-    // if the node already holds exactly this content, it is done. And a
-    // version of ours whose commit's answer was lost may be what the node
-    // holds now: then that is the base, not a conflict.
-    const ours = this.mayHold.get(e.path);
-    const current = replayed || ours ? await this.mesh.stat(e.path).catch((err) => (errnoOf(err) === 'ENOENT' ? undefined : Promise.reject(err))) : undefined;
+    // if the node already holds exactly this content, it is done (the node
+    // would also accept it again; this saves the upload).
+    const current = replayed ? await this.mesh.stat(e.path).catch((err) => (errnoOf(err) === 'ENOENT' ? undefined : Promise.reject(err))) : undefined;
     const currentDigest = current?.digest?.length ? Buffer.from(current.digest) : undefined;
-    if (currentDigest && ours?.some((d) => d.equals(currentDigest))) base = { baseDigest: currentDigest, expectAbsent: false };
     let reply;
     if (currentDigest?.equals(manifest.digest)) {
       reply = { conflict: false, conflictPath: '', entry: current };
@@ -271,6 +268,8 @@ export class WriteBack {
             atime: e.atimeNs !== undefined ? toTimespec(e.atimeNs) : undefined,
             clientId: this.opts.clientId,
             inline,
+            // Versions of ours whose commit answers were lost may be what the node holds now: not a conflict.
+            alsoBases: this.mayHold.get(e.path) ?? [],
           },
           Math.max(this.opts.deadlineMs, 30_000),
         ),

@@ -32,6 +32,8 @@ export interface CommitInput {
   mtimeNs?: bigint;
   atimeNs?: bigint;
   clientId: string;
+  /** The writer's own earlier versions whose commits may have landed unheard: the file holding one is not a conflict. */
+  alsoBases?: Buffer[];
   /** Chunk bytes sent with the commit, by hash (latin1), already verified. */
   inline?: Map<string, Buffer>;
 }
@@ -77,7 +79,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     if (input.mtimeNs !== undefined) await staged.times(input.atimeNs ?? input.mtimeNs, input.mtimeNs);
     await staged.sync();
 
-    if (!conflict && input.expectAbsent) {
+    if (!conflict && !current) {
       // A new file takes its name only if the name is still free: link() decides atomically.
       try {
         await staged.linkAs(abs);
@@ -105,6 +107,12 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
   }
 }
 
+/**
+ * Whether the writer's version conflicts with what the file holds now. Not a
+ * conflict: the file still holds the writer's base, or one of its own earlier
+ * versions (`alsoBases`), or already exactly the content being committed (a
+ * retried commit whose first answer was lost: committing it again is safe).
+ */
 async function checkBase(index: WorkspaceIndex, path: string, abs: string, input: CommitInput): Promise<{ conflict: boolean; current?: Attr }> {
   let current: Attr | undefined;
   try {
@@ -113,11 +121,11 @@ async function checkBase(index: WorkspaceIndex, path: string, abs: string, input
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   if (current && !isReg(current.mode)) throw new FsError('EISDIR', `"${path}" exists and is not a regular file`);
-  if (input.expectAbsent) return { conflict: !!current, current };
-  if (!input.baseDigest || input.baseDigest.length === 0) return { conflict: false, current };
-  if (!current) return { conflict: true }; // deleted since the writer read it
-  const entry = await index.validate(path);
-  return { conflict: !entry.digest!.equals(input.baseDigest), current };
+  if (!current) return { conflict: !input.expectAbsent && !!input.baseDigest?.length }; // deleted since the writer read it
+  if (!input.expectAbsent && !input.baseDigest?.length) return { conflict: false, current };
+  const now = (await index.validate(path)).digest!;
+  const accepted = [input.digest, ...(input.expectAbsent ? [] : [input.baseDigest!]), ...(input.alsoBases ?? [])];
+  return { conflict: !accepted.some((d) => d.equals(now)), current };
 }
 
 async function placeConflictCopy(index: WorkspaceIndex, staged: StagedFile, path: string, clientId: string): Promise<string> {

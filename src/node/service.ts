@@ -231,6 +231,7 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
           mtimeNs: req.mtime ? fromTimespec(req.mtime) : undefined,
           atimeNs: req.atime ? fromTimespec(req.atime) : undefined,
           clientId: req.clientId,
+          alsoBases: req.alsoBases.map((d) => Buffer.from(d)),
         }),
       );
       return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation };

@@ -6,7 +6,7 @@
 // No extra hosts or privileges needed.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
-export type FaultMode = 'pass' | 'delay' | 'drop' | 'blackhole' | 'corrupt';
+export type FaultMode = 'pass' | 'delay' | 'drop' | 'blackhole' | 'corrupt' | 'mute';
 
 export class FaultProxy {
   private mode: FaultMode = 'pass';
@@ -62,6 +62,8 @@ export class FaultProxy {
     let chain = Promise.resolve();
     from.on('data', (data: Buffer) => {
       if (this.mode === 'drop' || this.mode === 'blackhole') return;
+      // Requests reach the node and take effect; its answers vanish.
+      if (this.mode === 'mute' && fromNode) return;
       // Large reads from the node are chunk payloads: one bit flipped in each.
       if (this.mode === 'corrupt' && fromNode && data.length >= 16384) {
         data = Buffer.from(data);

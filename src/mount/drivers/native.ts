@@ -14,7 +14,7 @@ import { baseName, joinRel, parentOf } from '../../wire/rel-path.js';
 import { errnoOf, FsError } from '../../wire/errors.js';
 import { log } from '../../log.js';
 import { nativeAddon, nativeLoadError, RENAME_EXCHANGE, type NativeAddon, type SessionHandle } from '../../native/addon.js';
-import { isMounted, mountEntry } from '../mount-table.js';
+import { abortFuseConnection, isMounted, mountEntry } from '../mount-table.js';
 import { chunkIndex, O_ACCMODE, type Node, type SetAttr, type Vfs } from '../vfs.js';
 import { NodeIds, ROOT_ID } from './node-ids.js';
 import { ATTR_LEN, NS, putAttr, Reply } from './native-reply.js';
@@ -191,7 +191,7 @@ export class NativeDriver implements Driver {
     const ended = (ms: number) => Promise.race([this.exited!.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), ms).unref())]);
     if (await ended(5000)) return;
     log.warn({ mountpoint: mp, connection: this.connection }, 'the mount is still in use 5 s after it was detached: aborting its connection');
-    if (this.connection) await writeFile(`/sys/fs/fuse/connections/${this.connection}/abort`, '1').catch((err: Error) => log.warn({ err: err.message }, 'cannot abort the FUSE connection'));
+    if (this.connection) await abortFuseConnection(this.connection).catch((err: Error) => log.warn({ err: err.message }, 'cannot abort the FUSE connection'));
     if (!(await ended(5000))) log.warn({ mountpoint: mp }, 'the FUSE loop did not end within 10 s of unmounting');
   }
 

@@ -1,0 +1,48 @@
+// A mutation whose first attempt failed in transport (the node died or the
+// link broke before the answer) may have been applied all the same, and a
+// retry, on the same node or a replica of the same directory, then meets
+// its own effect: mkdir finds the directory, unlink finds nothing. Such an
+// answer is the operation having succeeded, when the state the node shows
+// is exactly what the operation would have made.
+import type { WEntryOut, WMutateReplyOut, WMutateRequest } from '../wire/types.js';
+import { errnoOf } from '../wire/errors.js';
+import type { NodeConnection } from './connection.js';
+
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+
+type Request = Omit<WMutateRequest, 'workspace'>;
+
+async function statOrNull(c: NodeConnection, path: string): Promise<WEntryOut | null> {
+  return c.stat(path).catch((err) => (errnoOf(err) === 'ENOENT' ? null : Promise.reject(err)));
+}
+
+/** The reply the mutation would have had, when `err` is its own earlier effect; undefined otherwise. */
+export async function appliedBefore(c: NodeConnection, req: Request, err: unknown): Promise<WMutateReplyOut | undefined> {
+  const errno = errnoOf(err);
+  const reply = (...entries: [string, WEntryOut][]): WMutateReplyOut => ({ entries: entries.map(([path, e]) => ({ ...e, name: path })), generation: 0 });
+  const kind = (e: WEntryOut | null): number => Number(e?.attr?.mode ?? 0) & S_IFMT;
+  if (errno === 'EEXIST') {
+    if (req.mkdir) {
+      const e = await statOrNull(c, req.mkdir.path!);
+      return e && kind(e) === S_IFDIR ? reply([req.mkdir.path!, e]) : undefined;
+    }
+    if (req.symlink) {
+      const e = await statOrNull(c, req.symlink.path!);
+      return e && kind(e) === S_IFLNK && e.symlinkTarget === req.symlink.target ? reply([req.symlink.path!, e]) : undefined;
+    }
+    if (req.link) {
+      const [a, b] = await Promise.all([statOrNull(c, req.link.existing!), statOrNull(c, req.link.path!)]);
+      return a && b && String(a.attr?.ino) === String(b.attr?.ino) ? reply([req.link.existing!, a], [req.link.path!, b]) : undefined;
+    }
+  }
+  if (errno === 'ENOENT') {
+    if (req.unlink || req.rmdir) return reply();
+    if (req.rename && !req.rename.exchange) {
+      const [from, to] = await Promise.all([statOrNull(c, req.rename.from!), statOrNull(c, req.rename.to!)]);
+      return !from && to ? reply([req.rename.to!, to]) : undefined;
+    }
+  }
+  return undefined;
+}
