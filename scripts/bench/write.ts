@@ -27,7 +27,7 @@ import { loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { addStats, assertDriversBuilt, describeDrivers, type Driver, DRIVERS, fetchDriverStats, parseDrivers, type RequestStats, requestLines } from './lib/drivers.js';
-import { assertCliBuilt, ghostfsDirs, isMounted, lazyUnmount, type MountProc, mountState as describeMount, type NodeProc, spawnMount, spawnNode, stillMounted, stopAll, stopNodeProcess, terminateMount, waitMounted, waitServing } from './lib/ghostfs.js';
+import { assertCliBuilt, CLI, ghostfsDirs, isMounted, lazyUnmount, type MountProc, mountState as describeMount, type NodeProc, spawnMount, spawnNode, stillMounted, stopAll, stopNodeProcess, terminateMount, waitMounted, waitServing } from './lib/ghostfs.js';
 import { parseCount, parseSize } from './lib/options.js';
 import { firstLineOf, fmt, ghostfsSettings, machineInfo, MB, median, MiB, sizeLabel, table } from './lib/report.js';
 import { Aborted, type CmdOptions, type CmdResult, failed, issueAndNoteLines, logIssues, note, notes, once, progress, runCmd as runShell, session, sleep, teardownOnSignals } from './lib/session.js';
@@ -50,6 +50,7 @@ interface Options {
   quick: boolean;
   seed: number;
   drivers: Driver[];
+  writeBack: 'sync' | 'async';
 }
 
 const MARKER = 'bench-write.json';
@@ -146,7 +147,7 @@ async function stopNode(): Promise<void> {
 async function startMount(mnt: string, cacheDir: string, driver: Driver): Promise<MountProc> {
   if (session.aborting) throw new Aborted();
   if (!node) throw new Error('no node running');
-  const m = spawnMount(node.endpoint, mnt, cacheDir, ['--driver', driver]);
+  const m = spawnMount(node.endpoint, mnt, cacheDir, ['--driver', driver, '--write-back', opts.writeBack]);
   mounted = m;
   const outcome = await waitMounted(m);
   if (session.aborting) throw new Aborted();
@@ -382,6 +383,13 @@ async function main(opts: Options): Promise<void> {
       } else (cleanupMs[where]![name.replace(/-\d+(\.bin)?$/, '')] ??= []).push(r.ms);
     };
 
+    /** With --write-back async a figure ends when `ghostfs sync` returns (the node has everything); $2 is the mount point. */
+    const untilOnNode = (where: Where): string => (where !== 'local' && opts.writeBack === 'async' ? ` && "${process.execPath}" "${CLI}" sync "$2" >/dev/null` : '');
+    const ghostfsSync = async (mnt: string): Promise<void> => {
+      const r = await runCmd(`"${process.execPath}" "${CLI}" sync "$1" >/dev/null`, dataDir, { timeoutMs: 10 * 60_000, args: [mnt] });
+      if (r.code !== 0) throw failed('ghostfs sync', r);
+    };
+
     /** Every run of the three workloads on local disk or through the mount of one driver. */
     const runAll = async (where: Where): Promise<void> => {
       for (let run = 1; run <= opts.runs; run++) {
@@ -393,7 +401,12 @@ async function main(opts: Options): Promise<void> {
           if (r.code !== 0) throw failed('small-file writer', r);
           const t = JSON.parse(r.stdout.trim().split('\n').pop()!) as SmallWriterResult;
           latency[where]!.push({ p50: t.p50, p99: t.p99, max: t.max });
-          const value = opts.files / (t.ms / 1000);
+          let value = opts.files / (t.ms / 1000);
+          if (where !== 'local' && opts.writeBack === 'async') {
+            // The files count once the node has them: until `ghostfs sync` returns.
+            await ghostfsSync(root);
+            value = opts.files / ((performance.timeOrigin + performance.now() - t.startEpochMs) / 1000);
+          }
           if (where === 'local') return { value };
           // Right after the writer exited: every close() returned, so every file must be on the node.
           const now = await checkSmall(join(srcDir, small), opts.files, smallBody);
@@ -415,7 +428,7 @@ async function main(opts: Options): Promise<void> {
         for (const [row, conv] of variants) {
           const name = `big-${run}.bin`;
           await sample(row, where, run, async (root, timed) => {
-            const r = await runCmd(`dd if=big.bin of="$1" bs=1M${conv}`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, name)] });
+            const r = await runCmd(`dd if=big.bin of="$1" bs=1M${conv}${untilOnNode(where)}`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, name), root] });
             timed();
             if (r.code !== 0) throw failed('dd', r);
             // dd's own count, so a short write cannot pass for a fast one.
@@ -439,7 +452,7 @@ async function main(opts: Options): Promise<void> {
         // ---- 3. untar a source tree
         const treeName = `tree-${run}`;
         await sample(rows.untar, where, run, async (root, timed) => {
-          const r = await runCmd('mkdir -- "$1" && tar -xf tree.tar -C "$1"', dataDir, { timeoutMs: 60 * 60_000, args: [join(root, treeName)] });
+          const r = await runCmd(`mkdir -- "$1" && tar -xf tree.tar -C "$1"${untilOnNode(where)}`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, treeName), root] });
           timed();
           if (r.code !== 0) throw failed('tar -x', r);
           const value = r.ms / 1000;
@@ -521,7 +534,9 @@ async function main(opts: Options): Promise<void> {
       `tree:    ${tree.count} files in ${tree.dirs} dirs, ${sizeLabel(tree.bytes)} (tar ${sizeLabel(tree.tarBytes)}), from lib/tree.ts with ${opts.treeFiles} files, seed ${opts.seed}, without .git; ${treeReused ? 'reused' : `generated in ${tree.seconds.toFixed(1)} s`}`,
       `big:     ${sizeLabel(opts.big)} AES-CTR keystream (incompressible), read from the page cache; ${bigReused ? 'reused' : `generated in ${big.seconds.toFixed(1)} s`}`,
       `ghostfs: node and mount on loopback; ${drivers.length > 1 ? 'drivers one after the other, each with a node and a cache of its own on a fresh state: ' : 'driver '}${describeDrivers(drivers, mnt, [])}${ghostfsEnv.length ? `; ${ghostfsEnv.join(' ')}` : ''}`,
-      `         one mount per driver for all runs; a ghostfs figure ends when the writer exits, i.e. when its last close() returned after the node committed`,
+      opts.writeBack === 'async'
+        ? `         one mount per driver for all runs, --write-back async; a ghostfs figure ends when \`ghostfs sync\` returns after the writer, i.e. when the node has committed everything`
+        : `         one mount per driver for all runs; a ghostfs figure ends when the writer exits, i.e. when its last close() returned after the node committed`,
       `local:   plain writes to the page cache (no fsync) unless the row says otherwise; measured first`,
       `load:    ${loadStart} at the start, ${loadEnd} at the end (1/5/15-min load averages)${othersStart.length || othersEnd.length ? `; other ghostfs processes/tests were running (${Math.max(othersStart.length, othersEnd.length)}): figures are noisy` : ''}`,
       `runs:    ${opts.runs}${opts.runs > 1 ? ' (median, min–max in brackets)' : ''}`,
@@ -632,7 +647,8 @@ const program = new Command('write')
   .option('--keep', 'keep the generated data afterwards (a kept --dir with the same parameters is reused)', false)
   .option('--json <file>', 'also write every sample and the checks as JSON')
   .option('--quick', 'a small smoke run: 200 files, 32M, a 2000-file tree (explicit flags win)', false)
-  .option('--seed <n>', 'seed of the generated data', parseCount(0), 1);
+  .option('--seed <n>', 'seed of the generated data', parseCount(0), 1)
+  .addOption(new Option('--write-back <mode>', 'the mounts\' --write-back: sync, or async (each figure then ends with `ghostfs sync`)').choices(['sync', 'async']).default('sync'));
 
 program.parse();
 const opts = program.opts<Options>();

@@ -79,6 +79,11 @@ export class Journal {
     return entry;
   }
 
+  /** Rewrites a record whose attributes changed before its commit. */
+  async update(e: JournalEntry): Promise<void> {
+    await this.store.put(this.k(e.seq), encode(e));
+  }
+
   /** Adds the removal of a record to a batch (committed with the metadata it settles). */
   removeIn(b: Batch, seq: number): void {
     b.del(this.k(seq));

@@ -4,6 +4,7 @@ import { serveCommand } from './serve.js';
 import { demoCommand } from './demo.js';
 import { mountCommand } from './mount.js';
 import { unmountCommand } from './unmount.js';
+import { syncCommand } from './sync.js';
 import { statusCommand } from './status.js';
 import { gcCommand, purgeCommand, warmupCommand } from './cache.js';
 
@@ -14,6 +15,7 @@ const program = new Command('ghostfs')
   .addCommand(serveCommand())
   .addCommand(mountCommand())
   .addCommand(unmountCommand())
+  .addCommand(syncCommand())
   .addCommand(statusCommand())
   .addCommand(purgeCommand())
   .addCommand(gcCommand())

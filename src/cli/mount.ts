@@ -10,7 +10,7 @@ import { mkdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { parseChoice, parseDuration, parseIntIn, parseListen, parseSize } from '../config/parse.js';
 import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
-import { defaultAttrTimeout, defaultDriver, DRIVERS, Mount, type MountConfig } from '../mount/mount.js';
+import { defaultAttrTimeout, defaultDriver, DRIVERS, Mount, type MountConfig, WRITE_BACK_MODES } from '../mount/mount.js';
 import { log } from '../log.js';
 import { ControlServer } from '../admin/control-server.js';
 import { socketFor } from '../admin/registry.js';
@@ -34,6 +34,7 @@ export function mountCommand(): Command {
     .addOption(env(new Option('--driver <name>', 'kernel driver').argParser(parseChoice(DRIVERS)).default(defaultDriver(), `${defaultDriver()} (native when its addon is built)`), 'DRIVER'))
     .addOption(env(new Option('--deadline <duration>', 'deadline of each remote call').argParser(parseDuration).default(parseDuration('10s'), '10s'), 'DEADLINE'))
     .addOption(env(new Option('--attr-timeout <seconds>', 'how long the kernel trusts attributes and names (default: 30 with the native driver, which the change feed keeps current; 1 with fuse-native)').argParser(parseIntIn(0, 3600)), 'ATTR_TIMEOUT'))
+    .addOption(env(new Option('--write-back <mode>', 'sync: close() returns once the node has the file; async: once it is journaled locally (the node gets it moments later, many files at once)').argParser(parseChoice(WRITE_BACK_MODES)).default('sync'), 'WRITE_BACK'))
     .addOption(env(new Option('--readahead <chunks>', 'chunks fetched ahead of a sequential reader').argParser(parseIntIn(0, 64)).default(8), 'READAHEAD'))
     .addOption(env(new Option('--cache-quota <size>', 'most bytes of chunks the cache keeps (least recently used go first)').argParser(parseSize).default(parseSize('10G'), '10G'), 'CACHE_QUOTA'))
     .addOption(env(new Option('--min-free <size>', 'free space the cache leaves on its filesystem').argParser(parseSize).default(parseSize('1G'), '1G'), 'MIN_FREE'))
@@ -55,6 +56,7 @@ export function mountCommand(): Command {
         deadlineMs: o.deadline,
         attrTimeoutS: o.attrTimeout ?? defaultAttrTimeout(o.driver),
         readaheadChunks: o.readahead,
+        writeBack: o.writeBack,
         clientId: o.clientId,
         cacheQuotaBytes: o.cacheQuota,
         minFreeBytes: o.minFree,

@@ -37,6 +37,9 @@ export function defaultAttrTimeout(driver: DriverName): number {
   return driver === 'native' ? 30 : 1;
 }
 
+export const WRITE_BACK_MODES = ['sync', 'async'] as const;
+export type WriteBackMode = (typeof WRITE_BACK_MODES)[number];
+
 export interface MountConfig {
   endpoints: string[];
   mountpoint: string;
@@ -49,6 +52,8 @@ export interface MountConfig {
   deadlineMs: number;
   attrTimeoutS: number;
   readaheadChunks: number;
+  /** 'sync': close() returns once the node has the file; 'async': once it is journaled here, the node getting it moments later. */
+  writeBack: WriteBackMode;
   clientId: string;
   /** Chunk cache limits: most bytes kept, free space left on its filesystem. */
   cacheQuotaBytes: number;
@@ -94,7 +99,11 @@ export class Mount {
         deadlineMs: config.deadlineMs,
       });
       const pending = await writeBack.init();
-      const vfs = new Vfs(meta, mesh, new ChunkReader(chunkStore, mesh), writeBack, { readaheadChunks: config.readaheadChunks, wholeFileBytes: 4 * 1024 * 1024 });
+      const vfs = new Vfs(meta, mesh, new ChunkReader(chunkStore, mesh), writeBack, {
+        readaheadChunks: config.readaheadChunks,
+        wholeFileBytes: 4 * 1024 * 1024,
+        asyncWriteBack: config.writeBack === 'async',
+      });
       await vfs.showPending(pending);
       const feed = new ChangeFeed(meta, mesh, vfs);
       const m = new Mount(config, store, meta, chunkStore, mesh, vfs, feed, writeBack, hasher);
@@ -232,7 +241,7 @@ export class Mount {
     } finally {
       // Whatever could not be written back stays journaled for the next mount.
       const left = await this.writeBack.drain().catch(() => this.writeBack.pendingCount);
-      this.writeBack.stop();
+      await this.writeBack.stop();
       if (left) log.warn({ pending: left }, 'unmounted with write-backs pending; the next mount of this cache dir replays them');
       await this.feed.stop().catch(() => undefined);
       await this.hasher.close();

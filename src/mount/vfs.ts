@@ -64,6 +64,8 @@ export interface VfsOptions {
   readaheadChunks: number;
   /** Files at most this large are fetched whole on their first read. */
   wholeFileBytes: number;
+  /** close() returns once the file is journaled here; the node gets it moments later (--write-back async). */
+  asyncWriteBack?: boolean;
 }
 
 export class Vfs {
@@ -355,11 +357,18 @@ export class Vfs {
     const h = this.handles.get(fh);
     const d = h?.dirty;
     if (!d || !d.modified || d.unlinked || d.handles > 1) return;
-    await this.commitDirty(d);
+    await this.commitDirty(d, this.opts.asyncWriteBack ? 'queue' : 'wait');
   }
 
+  /**
+   * The open copy reaches the local disk. With asynchronous write-back, what
+   * this file closed earlier and still queues is sent to the node now, when
+   * one answers (it is journaled either way: nothing is lost if none does).
+   */
   async fsync(fh: number): Promise<void> {
-    await this.handles.get(fh)?.dirty?.fh.sync();
+    const h = this.handles.get(fh);
+    await h?.dirty?.fh.sync();
+    if (h && this.opts.asyncWriteBack && this.mesh.health().some((r) => r.healthy)) await this.writeBack.flushPaths([h.path]).catch(() => undefined);
   }
 
   async release(fh: number): Promise<void> {
@@ -370,7 +379,7 @@ export class Vfs {
     d.handles--;
     if (d.handles > 0) return;
     try {
-      if (d.modified && !d.unlinked) await this.commitDirty(d, false);
+      if (d.modified && !d.unlinked) await this.commitDirty(d, this.opts.asyncWriteBack ? 'queue' : 'journal');
     } catch (err) {
       log.error({ path: d.path, err: (err as Error).message }, 'write-back at release failed');
     } finally {
@@ -380,26 +389,31 @@ export class Vfs {
     }
   }
 
-  /** `direct`: a writer waits in close(); otherwise (release) nobody does and the record is journaled first. */
-  private async commitDirty(d: DirtyFile, direct = true): Promise<void> {
+  /**
+   * Hands a file's content to the write-back. 'wait': a writer waits in
+   * close() (or a rename needs the content on the node first) and the node
+   * is asked at once; 'journal' (release, where nobody waits): the record is
+   * journaled first; 'queue' (--write-back async): journaled and committed
+   * moments later, nobody waits. An owner change waits for the node, which
+   * applies it after the commit.
+   */
+  private async commitDirty(d: DirtyFile, how: 'wait' | 'journal' | 'queue' = 'wait'): Promise<void> {
     await d.materialize(this.chunks);
     d.handedOver = true; // the write-back owns the copy now
     const fh = d.fh;
-    const digest = await this.writeBack.closeFile(
-      {
-        path: d.path,
-        dirty: d.name,
-        baseDigest: d.baseDigest,
-        expectAbsent: d.expectAbsent,
-        baseSeq: d.baseSeq,
-        mode: d.mode,
-        mtimeNs: d.mtimeNs,
-        atimeNs: d.atimeNs,
-      },
-      { direct, syncDirty: () => fh.sync() },
-    );
-    if (digest) {
-      d.committed(digest);
+    const rec = {
+      path: d.path,
+      dirty: d.name,
+      baseDigest: d.baseDigest,
+      expectAbsent: d.expectAbsent,
+      baseSeq: d.baseSeq,
+      mode: d.mode,
+      mtimeNs: d.mtimeNs,
+      atimeNs: d.atimeNs,
+    };
+    const r = how === 'queue' && !d.owner ? await this.writeBack.queueFile(rec) : await this.writeBack.closeFile(rec, { direct: how !== 'journal', syncDirty: () => fh.sync() });
+    if ('digest' in r) {
+      d.committed(r.digest);
       if (d.owner) {
         const owner = d.owner;
         d.owner = undefined;
@@ -407,9 +421,12 @@ export class Vfs {
       }
     }
     else {
-      // Queued: the mount shows the new content until a node takes it.
+      // Queued: the mount shows the new content until a node takes it, and
+      // a further version written through a handle still open is made from
+      // it (its base once it lands).
       this.meta.putVolatile(d.path, d.entry());
       d.modified = false;
+      d.baseSeq = r.queued;
     }
   }
 
@@ -519,7 +536,9 @@ export class Vfs {
         d.atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? d.entry().attr.atimeNs);
         d.modified = true;
       }
-      if (a.uid !== undefined || a.gid !== undefined) {
+      const shown = d.entry().attr;
+      const sameOwner = (a.uid === undefined || a.uid === shown.uid) && (a.gid === undefined || a.gid === shown.gid) && (shown.mode & 0o6000) === 0;
+      if ((a.uid !== undefined || a.gid !== undefined) && !sameOwner) {
         // Applied on the node right after the file's commit (it may not exist there yet).
         d.owner = { uid: a.uid ?? -1, gid: a.gid ?? -1 };
         d.modified = true;
@@ -531,9 +550,21 @@ export class Vfs {
     // chown still goes through when set-id bits are there for it to clear).
     const cur = (await this.entry(path)).attr;
     const setId = (cur.mode & 0o6000) !== 0;
+    const ownerChange = (a.uid !== undefined && a.uid !== cur.uid) || (a.gid !== undefined && a.gid !== cur.gid) || ((a.uid !== undefined || a.gid !== undefined) && setId);
+    // A closed file still queued for the node: mode and times join its record.
+    if (a.size === undefined && !ownerChange) {
+      const times = a.mtimeNs !== undefined || a.atimeNs !== undefined;
+      const mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? cur.mtimeNs);
+      const atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? cur.atimeNs);
+      if (await this.writeBack.amend(path, { mode: a.mode, ...(times ? { mtimeNs, atimeNs } : {}) })) {
+        const attr = { ...cur, ...(a.mode !== undefined ? { mode: (cur.mode & ~0o7777) | (a.mode & 0o7777) } : {}), ...(times ? { mtimeNs, atimeNs } : {}), ctimeNs: now() };
+        this.meta.putVolatile(path, { ...this.meta.get(path), attr });
+        return this.node(path, this.meta.get(path)!);
+      }
+    }
     if (a.size !== undefined) await this.mutate([path], { truncate: { path, size: a.size } });
     if (a.mode !== undefined && (a.mode & 0o7777) !== (cur.mode & 0o7777)) await this.mutate([path], { chmod: { path, mode: a.mode & 0o7777 } });
-    if ((a.uid !== undefined && a.uid !== cur.uid) || (a.gid !== undefined && a.gid !== cur.gid) || ((a.uid !== undefined || a.gid !== undefined) && setId)) {
+    if (ownerChange) {
       await this.mutate([path], { chown: { path, uid: a.uid ?? -1, gid: a.gid ?? -1 } });
     }
     if (a.mtimeNs !== undefined || a.atimeNs !== undefined) {

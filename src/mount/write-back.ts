@@ -34,6 +34,11 @@ export interface WriteBackStats {
 /** Files up to this size travel inside the commit call: one round trip, not three. */
 const INLINE_BYTES = 1024 * 1024;
 
+/** Asynchronous write-back: how long a closed file waits for attribute changes, commits running at once, records queued before close() waits. */
+const LINGER_MS = 20;
+const ASYNC_RUNNING = 16;
+const ASYNC_QUEUE = 1024;
+
 /** A record dropped for a newer version of its file before its turn came. */
 class Superseded extends Error {
   constructor() {
@@ -57,6 +62,9 @@ export class WriteBack {
   /** Digests of our own versions of a path whose commits may have landed unconfirmed (answer lost, then superseded). */
   private readonly mayHold = new Map<string, Buffer[]>();
   private supersededListeners: ((seq: number, inheritedBaseSeq: number | undefined) => void)[] = [];
+  /** Records queued by asynchronous closes, oldest first, until their commit starts. */
+  private lingering: JournalEntry[] = [];
+  private pumpTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = 500;
   private closed = false;
@@ -122,17 +130,17 @@ export class WriteBack {
    * returned yet, so a crash loses nothing acknowledged). When no node
    * answers, or without `direct`, the dirty copy is fsynced and journaled
    * before this resolves, and the record is committed now or queued.
-   * Resolves with the committed digest (undefined: queued); rejects with the
-   * node's errno when the node refused the write.
+   * Resolves with the committed digest, or the queued record's seq; rejects
+   * with the node's errno when the node refused the write.
    */
-  async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, opts: { direct: boolean; syncDirty: () => Promise<void> }): Promise<Buffer | undefined> {
+  async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, opts: { direct: boolean; syncDirty: () => Promise<void> }): Promise<{ digest: Buffer } | { queued: number }> {
     let attempted = false;
     if (opts.direct) {
       attempted = true;
       try {
         const digest = await this.commit({ ...rec, seq: 0, closedAt: Date.now() }, false);
         await this.dropOlder(rec.path, Infinity);
-        return digest;
+        return { digest };
       } catch (err) {
         if (!RETRYABLE.has(errnoOf(err))) {
           await this.refused({ ...rec, seq: 0, closedAt: Date.now() }, err);
@@ -146,7 +154,62 @@ export class WriteBack {
     this.pending.set(entry.seq, entry);
     // A commit that timed out may still have landed: check before committing again.
     if (attempted) this.replayed.add(entry.seq);
-    return this.commitOrQueue(entry, true);
+    const digest = await this.commitOrQueue(entry, true);
+    return digest ? { digest } : { queued: entry.seq };
+  }
+
+  /**
+   * Asynchronous write-back: the closed file is journaled and close()
+   * returns; its commit starts after a short linger (attribute changes made
+   * right after close, as tar and cp -p make them, join the record instead
+   * of costing a round trip each) with a bounded number in flight. Waits
+   * only while the queue is full.
+   */
+  async queueFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>): Promise<{ queued: number }> {
+    while (this.pending.size >= ASYNC_QUEUE && this.running.size > 0) await Promise.race(this.running.values()).catch(() => undefined);
+    const entry = await this.journal.add({ ...rec, closedAt: Date.now() });
+    await this.dropOlder(rec.path, entry.seq);
+    this.pending.set(entry.seq, entry);
+    this.lingering.push(entry);
+    this.pump();
+    return { queued: entry.seq };
+  }
+
+  /** Starts the lingering records whose time has come, as many as may run at once. */
+  private pump(): void {
+    if (this.pumpTimer || this.closed) return;
+    const now = Date.now();
+    while (this.lingering.length && this.running.size < ASYNC_RUNNING) {
+      const e = this.lingering[0]!;
+      if (e.closedAt + LINGER_MS > now) break;
+      this.lingering.shift();
+      if (!this.pending.has(e.seq) || this.running.has(e.seq)) continue;
+      void this.commitOrQueue(e, false).finally(() => this.pump());
+    }
+    const next = this.lingering[0];
+    if (next && this.running.size < ASYNC_RUNNING) {
+      this.pumpTimer = setTimeout(() => {
+        this.pumpTimer = undefined;
+        this.pump();
+      }, next.closedAt + LINGER_MS - now);
+      this.pumpTimer.unref();
+    }
+  }
+
+  /**
+   * Attribute changes to a closed file whose commit has not started yet join
+   * its record. Undefined when there is no such record (none, or its commit
+   * is under way): the change must then go to the node.
+   */
+  async amend(path: string, a: { mode?: number; mtimeNs?: bigint; atimeNs?: bigint }): Promise<JournalEntry | undefined> {
+    const e = this.pendingFor(path);
+    if (!e || this.running.has(e.seq)) return undefined;
+    // Changed before any await: a commit that starts from here on sends the new values.
+    if (a.mode !== undefined) e.mode = a.mode & 0o7777;
+    if (a.mtimeNs !== undefined) e.mtimeNs = a.mtimeNs;
+    if (a.atimeNs !== undefined) e.atimeNs = a.atimeNs;
+    await this.journal.update(e);
+    return e;
   }
 
   /** Called when a queued record is dropped for a newer one: what was made from it takes its base. */
@@ -276,13 +339,12 @@ export class WriteBack {
       );
     }
     const committedPath = reply.conflict ? reply.conflictPath : e.path;
-    await this.cacheChunks(data ?? dirty, manifest.chunks);
     await this.meta.settle(committedPath, entryFromWire(reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
       if (e.seq) this.journal.removeIn(b, e.seq);
     });
     this.pending.delete(e.seq);
     this.mayHold.delete(e.path);
-    await unlink(dirty).catch(() => undefined);
+    this.track(this.keepChunks(dirty, manifest.chunks, manifest.size));
     if (reply.conflict) {
       this.stats.conflicts++;
       log.warn({ path: e.path, conflictPath: reply.conflictPath }, 'write-back conflict: the file changed on the node since it was opened; this version was kept beside it');
@@ -318,12 +380,37 @@ export class WriteBack {
     });
   }
 
-  /** The committed content is local already: keep its chunks so reads need no fetch. */
-  private async cacheChunks(content: string | Buffer, chunks: ChunkRef[]): Promise<void> {
-    if (chunks.length === 0) return;
-    const data = typeof content === 'string' ? await readFile(content).catch(() => undefined) : content;
-    if (!data) return;
-    for (const c of chunks) await this.chunkStore.put(c.hash, data.subarray(c.offset, c.offset + c.length)).catch(() => undefined);
+  /**
+   * The committed content is local already: its chunks go into the cache so
+   * reads need no fetch, then the dirty copy goes. Runs after close() has
+   * returned (nothing waits for it); a one-chunk file is renamed in whole.
+   */
+  private async keepChunks(dirty: string, chunks: ChunkRef[], size: number): Promise<void> {
+    try {
+      if (chunks.length === 1 && chunks[0]!.length === size) return await this.chunkStore.adopt(chunks[0]!.hash, dirty, size);
+      const fh = await open(dirty, 'r');
+      try {
+        for (const c of chunks) {
+          if (this.chunkStore.has(c.hash)) continue;
+          const data = Buffer.allocUnsafe(c.length);
+          const { bytesRead } = await fh.read(data, 0, c.length, c.offset);
+          if (bytesRead === c.length) await this.chunkStore.put(c.hash, data);
+        }
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      log.debug({ dirty, err: (err as Error).message }, 'committed chunks not kept in the cache');
+    } finally {
+      await unlink(dirty).catch(() => undefined);
+    }
+  }
+
+  /** Work left running after a commit returned; waited for on stop. */
+  private readonly background = new Set<Promise<void>>();
+  private track(p: Promise<void>): void {
+    this.background.add(p);
+    void p.finally(() => this.background.delete(p));
   }
 
   /** Commits pending records for these paths (or below them) now; throws if that is impossible. */
@@ -351,8 +438,9 @@ export class WriteBack {
   }
 
   private async drop(e: JournalEntry, removeDirty: boolean): Promise<void> {
-    await this.journal.remove(e.seq);
+    // Out of pending first: nothing may start committing it while the journal is written.
     this.pending.delete(e.seq);
+    await this.journal.remove(e.seq);
     if (removeDirty) await unlink(this.dirtyPath(e.dirty)).catch(() => undefined);
   }
 
@@ -367,10 +455,15 @@ export class WriteBack {
 
   private async retryAll(): Promise<void> {
     const before = this.pending.size;
+    // Oldest first, several at once (one file's versions still go in turn: commits hold a lock per path).
+    const inFlight = new Set<Promise<unknown>>();
     for (const e of [...this.pending.values()].sort((a, b) => a.seq - b.seq)) {
       if (this.closed) return;
-      await this.commitOrQueue(e, false);
+      const p = this.commitOrQueue(e, false).finally(() => inFlight.delete(p));
+      inFlight.add(p);
+      if (inFlight.size >= ASYNC_RUNNING) await Promise.race(inFlight);
     }
+    await Promise.all(inFlight);
     if (this.pending.size === 0) {
       if (before) log.info({ committed: before }, 'write-back queue drained');
       this.retryMs = 500;
@@ -386,8 +479,10 @@ export class WriteBack {
     return this.pending.size;
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.pumpTimer) clearTimeout(this.pumpTimer);
+    await Promise.all(this.background);
   }
 }

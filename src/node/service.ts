@@ -19,6 +19,9 @@ import type { Workspace } from './agent.js';
 import type { IndexEntry } from './index-entry.js';
 import type { Change } from './workspace-index.js';
 
+/** Uploaded chunks being verified and written at once, per PutChunks stream. */
+const PUT_WINDOW = 8;
+
 export function entryToWire(path: string, e: IndexEntry): WEntry {
   return {
     name: path === '' ? '' : baseName(path),
@@ -185,28 +188,38 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
       let stored = 0;
       let bytes = 0;
       let failed = false;
-      let chain: Promise<void> = Promise.resolve();
+      // Several chunks are verified and written at once while more arrive;
+      // the stream pauses only when that many are in hand.
+      const inFlight = new Set<Promise<void>>();
       const fail = (err: unknown): void => {
         if (failed) return;
         failed = true;
         cb(toServiceError(err));
       };
       call.on('data', (m: WPutChunkOut) => {
-        call.pause();
-        chain = chain
-          .then(async () => {
-            if (failed) return;
-            ws ??= ctx.workspace(m.workspace);
-            if (await ws.chunks.put(Buffer.from(m.hash), Buffer.from(m.data))) {
-              stored++;
-              bytes += m.data.length;
-            }
+        if (failed) return;
+        try {
+          ws ??= ctx.workspace(m.workspace);
+        } catch (err) {
+          return fail(err);
+        }
+        const p: Promise<void> = ws.chunks
+          .put(m.hash, m.data)
+          .then((isNew) => {
+            if (!isNew) return;
+            stored++;
+            bytes += m.data.length;
           })
           .catch(fail)
-          .finally(() => call.resume());
+          .finally(() => {
+            inFlight.delete(p);
+            if (inFlight.size < PUT_WINDOW) call.resume();
+          });
+        inFlight.add(p);
+        if (inFlight.size >= PUT_WINDOW) call.pause();
       });
       call.on('end', () =>
-        void chain.then(() => {
+        void Promise.all(inFlight).then(() => {
           if (failed) return;
           log.info({ workspace: ws?.id, stored, bytes }, 'chunks uploaded');
           cb(null, { stored, bytes });
