@@ -9,12 +9,7 @@ import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { BIN } from './helpers/logged-proc.js';
-import { MountProc, run, sh } from './helpers/mount-proc.js';
-
-async function waitFor(what: string, pred: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  for (const end = Date.now() + timeoutMs; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) if (await pred().catch(() => false)) return;
-  throw new Error(`timed out waiting for ${what}`);
-}
+import { MountProc, run, sh, waitFor } from './helpers/mount-proc.js';
 
 t.test('mount: asynchronous write-back', async (t) => {
   const base = await tempDir(t);

@@ -536,9 +536,7 @@ export class Vfs {
         d.atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? d.entry().attr.atimeNs);
         d.modified = true;
       }
-      const shown = d.entry().attr;
-      const sameOwner = (a.uid === undefined || a.uid === shown.uid) && (a.gid === undefined || a.gid === shown.gid) && (shown.mode & 0o6000) === 0;
-      if ((a.uid !== undefined || a.gid !== undefined) && !sameOwner) {
+      if (changesOwner(a, d.entry().attr)) {
         // Applied on the node right after the file's commit (it may not exist there yet).
         d.owner = { uid: a.uid ?? -1, gid: a.gid ?? -1 };
         d.modified = true;
@@ -549,8 +547,7 @@ export class Vfs {
     // right: such no-op changes cost a round trip each and are skipped (a
     // chown still goes through when set-id bits are there for it to clear).
     const cur = (await this.entry(path)).attr;
-    const setId = (cur.mode & 0o6000) !== 0;
-    const ownerChange = (a.uid !== undefined && a.uid !== cur.uid) || (a.gid !== undefined && a.gid !== cur.gid) || ((a.uid !== undefined || a.gid !== undefined) && setId);
+    const ownerChange = changesOwner(a, cur);
     // A closed file still queued for the node: mode and times join its record.
     if (a.size === undefined && !ownerChange) {
       const times = a.mtimeNs !== undefined || a.atimeNs !== undefined;
@@ -648,6 +645,16 @@ export class Vfs {
     // mostly free filesystem so tools that check free space proceed.
     return { bsize: 4096, blocks: 2 ** 31, bfree: 2 ** 30, bavail: 2 ** 30, files: 2 ** 31, ffree: 2 ** 30, namemax: 255 };
   }
+}
+
+/**
+ * Whether a chown asks for anything: another uid or gid, or any chown of a
+ * file with set-id bits (which it clears). tar, cp -p and rsync restore the
+ * owner a file already has; those calls change nothing.
+ */
+function changesOwner(a: SetAttr, cur: Attr): boolean {
+  if (a.uid === undefined && a.gid === undefined) return false;
+  return (a.uid !== undefined && a.uid !== cur.uid) || (a.gid !== undefined && a.gid !== cur.gid) || (cur.mode & 0o6000) !== 0;
 }
 
 /** The index of the chunk holding `offset` (chunks are sorted and contiguous). */

@@ -28,6 +28,16 @@ export function sh(script: string, opts: { cwd?: string; timeoutMs?: number } = 
   return run('bash', ['-c', `set -o pipefail; ${script}`], opts);
 }
 
+/** Polls `pred` (its failures count as not yet) until it holds; throws after the timeout. */
+export async function waitFor(what: string, pred: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await pred().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
 export class MountProc extends LoggedProc {
   private constructor(
     child: ChildProcess,

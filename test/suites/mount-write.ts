@@ -7,19 +7,10 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { NodeProc, tempDir } from '../helpers/node-proc.js';
-import { MountProc, run, sh } from '../helpers/mount-proc.js';
+import { MountProc, run, sh, waitFor } from '../helpers/mount-proc.js';
 import { isFuseNative } from '../helpers/driver.js';
 
 const FUSE_NATIVE_UTIMENS = 'fuse-native passes the atime in place of the mtime (its C code reads tv[0] twice); the native driver fixes this';
-
-async function waitFor(what: string, pred: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await pred().catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 t.test('mount: write side', async (t) => {
   const base = await tempDir(t);
