@@ -93,7 +93,12 @@ export class ChunkStore {
       if (freed === 0) throw err;
       await this.write(hash, data);
     }
-    this.track(hash, data.length);
+    this.added(hash, data.length);
+  }
+
+  /** A chunk is on disk under its name: count it, and evict if that went over a limit. */
+  private added(hash: Buffer, size: number): void {
+    this.track(hash, size);
     if (this.bytes > this.limits.quotaBytes || Date.now() - this.lastFreeCheck > 1000) void this.enforce();
   }
 
@@ -105,8 +110,7 @@ export class ChunkStore {
   async adopt(hash: Buffer, file: string, size: number): Promise<void> {
     if (this.has(hash)) return void (await unlink(file).catch(() => undefined));
     await rename(file, this.path(hash));
-    this.track(hash, size);
-    if (this.bytes > this.limits.quotaBytes || Date.now() - this.lastFreeCheck > 1000) void this.enforce();
+    this.added(hash, size);
   }
 
   private async write(hash: Buffer, data: Buffer): Promise<void> {
