@@ -77,27 +77,6 @@ static napi_value js_futimens(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* openTmpfile(dir, mode) -> fd of a file with no name, in dir's filesystem. */
-static napi_value js_open_tmpfile(napi_env env, napi_callback_info info) {
-  GET_ARGS(2);
-  double mode;
-  char *dir = get_string(env, argv[0]);
-  if (!dir || get_double(env, argv[1], &mode)) {
-    free(dir);
-    return NULL;
-  }
-  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
-  if (fd < 0) {
-    throw_errno(env, errno, "open O_TMPFILE", dir);
-    free(dir);
-    return NULL;
-  }
-  free(dir);
-  napi_value r;
-  napi_create_int32(env, fd, &r);
-  return r;
-}
-
 /* linkTmpfile(fd, path): gives an O_TMPFILE file its name; EEXIST if taken. */
 static napi_value js_link_tmpfile(napi_env env, napi_callback_info info) {
   GET_ARGS(2);
@@ -184,7 +163,6 @@ napi_value sys_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "renameat2", js_renameat2);
   export_fn(env, exports, "utimensat", js_utimensat);
   export_fn(env, exports, "futimens", js_futimens);
-  export_fn(env, exports, "openTmpfile", js_open_tmpfile);
   export_fn(env, exports, "linkTmpfile", js_link_tmpfile);
   export_fn(env, exports, "openBeneath", js_open_beneath);
   export_fn(env, exports, "fsyncPath", js_fsync_path);

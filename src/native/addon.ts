@@ -93,8 +93,7 @@ export interface NativeAddon {
   /** Exact nanoseconds; null leaves a time as it is, 'now' sets it to now. Never follows a final symlink. */
   utimensat(path: string, atimeS: number | null | 'now', atimeNs: number, mtimeS: number | null | 'now', mtimeNs: number): void;
   futimens(fd: number, atimeS: number | null | 'now', atimeNs: number, mtimeS: number | null | 'now', mtimeNs: number): void;
-  /** A file with no name in `dir`'s filesystem (O_TMPFILE); EOPNOTSUPP where that filesystem lacks it. */
-  openTmpfile(dir: string, mode: number): number;
+  /** Names a file opened with O_TMPFILE (Node opens those itself; it cannot name them). EEXIST if the name is taken. */
   linkTmpfile(fd: number, path: string): void;
   openBeneath(root: string, rel: string, flags: number, mode: number): number;
   fsyncPath(path: string): void;

@@ -5,11 +5,11 @@ import * as grpc from '@grpc/grpc-js';
 import { timingSafeEqual } from 'node:crypto';
 import { fromTimespec, isDir, isReg } from '../content/attr.js';
 import { attrToWire, chunksFromWire, chunksToWire } from '../wire/convert.js';
-import { FsError, toServiceError } from '../wire/errors.js';
-import { PROTOCOL_VERSION, MAX_MESSAGE_BYTES } from '../wire/proto.js';
+import { ERRNO_KEY, FsError, toServiceError } from '../wire/errors.js';
+import { PROTOCOL_VERSION, MAX_MESSAGE_BYTES, MAX_COMMIT_BATCH } from '../wire/proto.js';
 import { CHUNK_FRAME_RESERVE, frameChunk } from '../wire/chunk-frame.js';
 import { HASH_ALGORITHM, hashChunk, hex } from '../content/manifest.js';
-import type { NodeHandlers, WEntry, WChangeEvent, WPutChunkOut, WCommitRequestOut, WMutateRequestOut } from '../wire/types.js';
+import type { NodeHandlers, WEntry, WChangeEvent, WPutChunkOut, WCommitRequestOut, WCommitReply, WCommitManyRequestOut, WMutateRequestOut } from '../wire/types.js';
 import { log } from '../log.js';
 import { rpcs, rpcSeconds } from '../admin/metrics.js';
 import { baseName, checkPath } from './paths.js';
@@ -100,6 +100,27 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
     }
     if (!e) throw new FsError('ENOENT', `"${path}" does not exist`);
     return e;
+  };
+
+  const commitOne = async (ws: Workspace, req: WCommitRequestOut): Promise<WCommitReply> => {
+    const path = checkPath(req.path);
+    const r = await locks.with(`${ws.id}\0${path}`, () =>
+      commitFile(ws.index, ws.chunks, {
+        path,
+        baseDigest: req.baseDigest.length ? Buffer.from(req.baseDigest) : undefined,
+        expectAbsent: req.expectAbsent,
+        digest: Buffer.from(req.digest),
+        size: req.size,
+        chunks: chunksFromWire(req.chunks),
+        inline: verifiedInline(req.inline),
+        mode: req.mode,
+        mtimeNs: req.mtime ? fromTimespec(req.mtime) : undefined,
+        atimeNs: req.atime ? fromTimespec(req.atime) : undefined,
+        clientId: req.clientId,
+        alsoBases: req.alsoBases.map((d) => Buffer.from(d)),
+      }),
+    );
+    return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation };
   };
 
   return {
@@ -228,26 +249,25 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
       call.on('error', fail);
     },
 
-    Commit: unary(ctx, 'Commit', async (req: WCommitRequestOut) => {
+    Commit: unary(ctx, 'Commit', async (req: WCommitRequestOut) => commitOne(ctx.workspace(req.workspace), req)),
+
+    CommitMany: unary(ctx, 'CommitMany', async (req: WCommitManyRequestOut) => {
       const ws = ctx.workspace(req.workspace);
-      const path = checkPath(req.path);
-      const r = await locks.with(`${ws.id}\0${path}`, () =>
-        commitFile(ws.index, ws.chunks, {
-          path,
-          baseDigest: req.baseDigest.length ? Buffer.from(req.baseDigest) : undefined,
-          expectAbsent: req.expectAbsent,
-          digest: Buffer.from(req.digest),
-          size: req.size,
-          chunks: chunksFromWire(req.chunks),
-          inline: verifiedInline(req.inline),
-          mode: req.mode,
-          mtimeNs: req.mtime ? fromTimespec(req.mtime) : undefined,
-          atimeNs: req.atime ? fromTimespec(req.atime) : undefined,
-          clientId: req.clientId,
-          alsoBases: req.alsoBases.map((d) => Buffer.from(d)),
-        }),
+      if (req.commits.length > MAX_COMMIT_BATCH) throw new FsError('EINVAL', `at most ${MAX_COMMIT_BATCH} commits per call (got ${req.commits.length})`);
+      // Each commit succeeds or fails on its own; running them together lets
+      // their directory fsyncs and index writes be shared.
+      const outcomes = await Promise.all(
+        req.commits.map((c) =>
+          commitOne(ws, c).then(
+            (reply) => ({ reply, errno: '', message: '' }),
+            (err) => {
+              const s = toServiceError(err);
+              return { errno: String(s.metadata?.get(ERRNO_KEY)[0] ?? 'EIO'), message: s.details ?? '' };
+            },
+          ),
+        ),
       );
-      return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation };
+      return { outcomes };
     }),
 
     Mutate: unary(ctx, 'Mutate', async (req: WMutateRequestOut) => {

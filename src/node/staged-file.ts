@@ -4,8 +4,8 @@
 // partial file under any name. Without the addon (or on a filesystem that
 // lacks O_TMPFILE) it is a 0600 temp file beside the target, which the
 // index reclaims after a crash.
-import { open, rename, unlink, link, type FileHandle } from 'node:fs/promises';
-import { close, constants as C, fchmod, fchown, fsync, write } from 'node:fs';
+import { open as openHandle, rename, unlink, link, type FileHandle } from 'node:fs/promises';
+import { close, constants as C, fchmod, fchown, fsync, open, write } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -35,7 +35,9 @@ export async function stageIn(dir: string): Promise<StagedFile> {
   const addon = nativeAddon();
   if (addon) {
     try {
-      return new UnnamedFile(addon, dir, addon.openTmpfile(dir, 0o600));
+      // Opened on the thread pool (creating a file costs a few hundred µs of
+      // kernel time here); only naming it later needs the addon's linkat.
+      return new UnnamedFile(addon, dir, await openP(dir, O_TMPFILE | C.O_RDWR, 0o600));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // Filesystems without O_TMPFILE answer one of these: use a named temp file there.
@@ -43,9 +45,13 @@ export async function stageIn(dir: string): Promise<StagedFile> {
     }
   }
   const tmp = tempName(dir);
-  return new NamedTempFile(tmp, await open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600));
+  return new NamedTempFile(tmp, await openHandle(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600));
 }
 
+/** Linux's O_TMPFILE (with O_DIRECTORY, as the kernel wants it); Node has no constant for it. */
+const O_TMPFILE = 0o20000000 | C.O_DIRECTORY;
+
+const openP = promisify(open);
 const writeP = promisify(write);
 const fchmodP = promisify(fchmod);
 const fchownP = promisify(fchown);

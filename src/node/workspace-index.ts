@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import pLimit from 'p-limit';
 import { attrFromStats, isDir, isLnk, isReg, sameAttr, sameTuple, type Attr } from '../content/attr.js';
 import type { HashPool } from '../content/hash-pool.js';
-import { key, prefix, u64be, type Store } from '../store/db.js';
+import { key, prefix, u64be, type Batch, type Store } from '../store/db.js';
 import { Reader, Writer } from '../store/codec.js';
 import { FsError } from '../wire/errors.js';
 import { log } from '../log.js';
@@ -174,7 +174,12 @@ export class WorkspaceIndex extends EventEmitter {
     return [...(this.links.get(inodeKey(e.attr)) ?? [])].filter((p) => p !== path);
   }
 
-  /** Records changes durably (one batch), bumps the generation per change, and announces them. */
+  /**
+   * Records changes durably, bumps the generation per change, and announces
+   * them once they are on disk. Changes asked for while a write is under way
+   * go together in the next write (group commit): concurrent commits share
+   * one database write, and announcements keep generation order.
+   */
   async apply(list: { path: string; entry: IndexEntry | null }[], opts: { log?: boolean } = {}): Promise<Change[]> {
     if (list.length === 0) return [];
     // Hard links share one inode: new attributes for one name are the
@@ -190,21 +195,39 @@ export class WorkspaceIndex extends EventEmitter {
       }
     }
     const logIt = opts.log ?? true;
-    const batch = this.store.batch();
+    const group = this.openGroup();
     const changes: Change[] = [];
     for (const { path, entry } of list) {
       const generation = ++this.generation;
       this.setMem(path, entry);
-      if (entry) batch.put(this.entryKey(path), encodeEntry(entry));
-      else batch.del(this.entryKey(path));
-      if (logIt) batch.put(this.logKey(generation), new Writer().string(path).bool(entry === null).done());
+      if (entry) group.batch.put(this.entryKey(path), encodeEntry(entry));
+      else group.batch.del(this.entryKey(path));
+      if (logIt) group.batch.put(this.logKey(generation), new Writer().string(path).bool(entry === null).done());
       changes.push({ generation, path, entry });
     }
+    group.changes.push(...changes);
+    group.generation = this.generation;
     if (!logIt) this.logFloor = this.generation;
-    batch.put(this.metaKey('generation'), new Writer().uint(this.generation).done());
-    await batch.commit();
-    for (const c of changes) this.emit('change', c);
+    await group.written;
     return changes;
+  }
+
+  /** Changes waiting for the next database write, and the write under way. */
+  private group: { batch: Batch; changes: Change[]; generation: number; written: Promise<void> } | undefined;
+  private writing: Promise<void> = Promise.resolve();
+
+  private openGroup(): NonNullable<WorkspaceIndex['group']> {
+    if (this.group) return this.group;
+    const g = { batch: this.store.batch(), changes: [] as Change[], generation: this.generation, written: Promise.resolve() };
+    g.written = this.writing.then(async () => {
+      if (this.group === g) this.group = undefined; // later changes go to the next write
+      g.batch.put(this.metaKey('generation'), new Writer().uint(g.generation).done());
+      await g.batch.commit();
+      for (const c of g.changes) this.emit('change', c);
+    });
+    this.writing = g.written.catch(() => undefined);
+    this.group = g;
+    return g;
   }
 
   /** Paths changed after `gen`, oldest first, each once (its latest state is in `entries`). */
@@ -437,7 +460,8 @@ export class WorkspaceIndex extends EventEmitter {
     } else if (!prev || (attr.mode & 0o170000) !== (prev.attr.mode & 0o170000)) {
       await this.reconcile(rel); // new (or replaced) path: walk what is there now
     } else if (isReg(attr.mode)) {
-      await this.validate(rel).catch(() => undefined);
+      // Unchanged since indexed (the usual case: the event was this node's own commit): nothing to do.
+      if (!prev.digest || !sameTuple(prev.attr, attr)) await this.validate(rel).catch(() => undefined);
     } else if (!sameAttr(prev.attr, attr)) {
       // A directory's own attributes; its children report their own events.
       const target = isLnk(attr.mode) ? await readlink(this.paths.abs(rel)).catch(() => prev.target) : undefined;

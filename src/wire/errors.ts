@@ -55,6 +55,12 @@ function stripPrefix(msg: string, errno: string): string {
   return msg.startsWith(errno + ': ') ? msg.slice(errno.length + 2) : msg;
 }
 
+/** The node does not have the method called (an older node), as opposed to a filesystem ENOSYS it reports. */
+export function isUnimplemented(err: unknown): boolean {
+  const e = err as grpc.ServiceError;
+  return e?.code === grpc.status.UNIMPLEMENTED && !e.metadata?.get?.(ERRNO_KEY)?.length;
+}
+
 /** The errno a failed call stands for, as the mount reports it to the kernel. */
 export function errnoOf(err: unknown): string {
   const e = err as grpc.ServiceError;

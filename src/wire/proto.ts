@@ -10,6 +10,10 @@ export const PROTOCOL_VERSION = 1;
 /** Largest chunk is 4 MiB; a message carries one chunk plus a little framing. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 
+/** One CommitMany call: at most this many commits, with at most this many inline bytes (well under a message). */
+export const MAX_COMMIT_BATCH = 64;
+export const MAX_COMMIT_BATCH_BYTES = 8 * 1024 * 1024;
+
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,

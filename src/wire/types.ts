@@ -15,6 +15,8 @@ export type { PutChunk as WPutChunk, PutChunk__Output as WPutChunkOut } from './
 export type { PutChunksReply as WPutChunksReply, PutChunksReply__Output as WPutChunksReplyOut } from './gen/ghostfs/v1/PutChunksReply.js';
 export type { CommitRequest as WCommitRequest, CommitRequest__Output as WCommitRequestOut } from './gen/ghostfs/v1/CommitRequest.js';
 export type { CommitReply as WCommitReply, CommitReply__Output as WCommitReplyOut } from './gen/ghostfs/v1/CommitReply.js';
+export type { CommitManyRequest as WCommitManyRequest, CommitManyRequest__Output as WCommitManyRequestOut } from './gen/ghostfs/v1/CommitManyRequest.js';
+export type { CommitManyReply as WCommitManyReply, CommitManyReply__Output as WCommitManyReplyOut } from './gen/ghostfs/v1/CommitManyReply.js';
 export type { MutateRequest as WMutateRequest, MutateRequest__Output as WMutateRequestOut } from './gen/ghostfs/v1/MutateRequest.js';
 export type { MutateReply as WMutateReply, MutateReply__Output as WMutateReplyOut } from './gen/ghostfs/v1/MutateReply.js';
 export type { WatchRequest as WWatchRequest, WatchRequest__Output as WWatchRequestOut } from './gen/ghostfs/v1/WatchRequest.js';
