@@ -25,6 +25,8 @@ export interface JournalEntry {
   mtimeNs?: bigint;
   atimeNs?: bigint;
   closedAt: number;
+  /** The content itself, for a small file closed by this process (memory only; the dirty copy is what survives a crash). */
+  data?: Buffer;
 }
 
 function encode(e: JournalEntry): Buffer {

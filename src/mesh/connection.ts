@@ -9,6 +9,7 @@ import type {
   WChunkOut,
   WCommitReplyOut,
   WCommitRequest,
+  WCommitManyReplyOut,
   WEntryOut,
   WHandshakeReplyOut,
   WListDirReplyOut,
@@ -90,6 +91,12 @@ export class NodeConnection {
 
   commit(req: Omit<WCommitRequest, 'workspace'>, deadlineMs?: number): Promise<WCommitReplyOut> {
     return this.unary(this.client.commit, { ...req, workspace: this.workspace, clientId: req.clientId || this.opts.clientId || '' }, deadlineMs);
+  }
+
+  /** Several commits in one call; each outcome is a reply or an errno, in request order. */
+  commitMany(reqs: Omit<WCommitRequest, 'workspace'>[], deadlineMs?: number): Promise<WCommitManyReplyOut> {
+    const commits = reqs.map((r) => ({ ...r, clientId: r.clientId || this.opts.clientId || '' }));
+    return this.unary(this.client.commitMany, { workspace: this.workspace, commits }, deadlineMs);
   }
 
   mutate(req: Omit<WMutateRequest, 'workspace'>): Promise<WMutateReplyOut> {

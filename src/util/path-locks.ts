@@ -3,15 +3,26 @@
 export class PathLocks {
   private readonly tails = new Map<string, Promise<unknown>>();
 
-  async with<T>(path: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(path) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
+  /** Settles once the work holding or waiting for `path` now is over; undefined when there is none. */
+  busy(path: string): Promise<unknown> | undefined {
+    return this.tails.get(path);
+  }
+
+  with<T>(path: string, fn: () => Promise<T>): Promise<T> {
+    return this.withMany([path], fn);
+  }
+
+  /** Runs `fn` once every path is free, holding all of them (taken at once, so two callers never wait on each other). */
+  async withMany<T>(paths: string[], fn: () => Promise<T>): Promise<T> {
+    // Tails never reject (see below): waiting on them is waiting for their turn to end.
+    const prev = paths.map((p) => this.tails.get(p)).filter((t) => t !== undefined);
+    const run = (prev.length <= 1 ? (prev[0] ?? Promise.resolve()) : Promise.all(prev)).then(fn);
     const tail = run.catch(() => undefined);
-    this.tails.set(path, tail);
+    for (const p of paths) this.tails.set(p, tail);
     try {
       return await run;
     } finally {
-      if (this.tails.get(path) === tail) this.tails.delete(path);
+      for (const p of paths) if (this.tails.get(p) === tail) this.tails.delete(p);
     }
   }
 }
