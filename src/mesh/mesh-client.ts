@@ -81,19 +81,32 @@ export class MeshClient {
   }
 
   private markDown(r: Replica, err: unknown): void {
+    const was = r.healthy;
     r.failures++;
     r.healthy = false;
     r.lastError = (err as Error).message;
     const backoff = Math.min(30_000, (this.opts.backoffMs ?? 250) * 2 ** Math.min(r.failures - 1, 7));
     r.downUntil = Date.now() + backoff;
-    log.warn({ node: r.endpoint, err: r.lastError, backoffMs: backoff }, 'node unreachable; trying another replica');
+    // Once per outage at warn level: every call failing while the node is down would flood the log.
+    if (was) log.warn({ node: r.endpoint, err: r.lastError, backoffMs: backoff }, 'node unreachable; trying another replica');
+    else log.debug({ node: r.endpoint, err: r.lastError, backoffMs: backoff, failures: r.failures }, 'node still unreachable');
   }
 
   private markUp(r: Replica): void {
-    if (!r.healthy) log.info({ node: r.endpoint }, 'node reachable again');
+    const back = !r.healthy;
     r.healthy = true;
     r.failures = 0;
     r.downUntil = 0;
+    if (!back) return;
+    log.info({ node: r.endpoint }, 'node reachable again');
+    for (const fn of this.reachableListeners) fn(r.endpoint);
+  }
+
+  private readonly reachableListeners: ((endpoint: string) => void)[] = [];
+
+  /** Called when a node that had failed answers again (queued work need not wait for its own back-off). */
+  onReachable(fn: (endpoint: string) => void): void {
+    this.reachableListeners.push(fn);
   }
 
   /**

@@ -105,7 +105,7 @@ export class Mount {
         asyncWriteBack: config.writeBack === 'async',
       });
       await vfs.showPending(pending);
-      const feed = new ChangeFeed(meta, mesh, vfs);
+      const feed = new ChangeFeed(meta, mesh, vfs, (path) => writeBack.busy(path));
       const m = new Mount(config, store, meta, chunkStore, mesh, vfs, feed, writeBack, hasher);
       await m.connect();
       feed.start();
@@ -117,7 +117,7 @@ export class Mount {
       };
       const driver: Driver = config.driver === 'native' ? new NativeDriver(vfs, { ...driverOpts, chunkDir: chunkStore.dir }) : new FuseNativeDriver(vfs, driverOpts);
       m.driver = driver;
-      if (driver.invalidate) feed.onChange((p) => driver.invalidate!(p));
+      if (driver.invalidate) feed.onChange((p, what) => driver.invalidate!(p, what));
       await driver.mount();
       log.info(
         { mountpoint: resolve(config.mountpoint), endpoints: config.endpoints, workspace: config.workspace, cacheDir: config.cacheDir, driver: m.driver.name, offline: m.offline, knownEntries: meta.size, cachedChunks: chunkStore.stats().chunks },
@@ -236,18 +236,28 @@ export class Mount {
 
   async stop(): Promise<void> {
     if (this.gonePoll) clearInterval(this.gonePoll);
+    // Each step of the way out is timed: an unmount that takes long says where it waited.
+    const step = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+      const t0 = performance.now();
+      try {
+        return await fn();
+      } finally {
+        const ms = Math.round(performance.now() - t0);
+        if (ms >= 1000) log.warn({ step: what, ms }, 'unmount step was slow');
+      }
+    };
     try {
-      if (!this.driverGone) await this.driver?.unmount();
+      if (!this.driverGone) await step('detach the kernel mount', async () => this.driver?.unmount());
     } finally {
       // Whatever could not be written back stays journaled for the next mount.
-      const left = await this.writeBack.drain().catch(() => this.writeBack.pendingCount);
-      await this.writeBack.stop();
+      const left = await step('write back what is pending', () => this.writeBack.drain().catch(() => this.writeBack.pendingCount));
+      await step('finish write-back work', () => this.writeBack.stop());
       if (left) log.warn({ pending: left }, 'unmounted with write-backs pending; the next mount of this cache dir replays them');
-      await this.feed.stop().catch(() => undefined);
-      await this.hasher.close();
+      await step('stop the change feed', () => this.feed.stop().catch(() => undefined));
+      await step('stop the hashing threads', () => this.hasher.close());
       this.mesh.close();
-      await this.chunkStore.close();
-      await this.store.close();
+      await step('close the chunk cache', () => this.chunkStore.close());
+      await step('close the metadata database', () => this.store.close());
       log.info({ mountpoint: resolve(this.config.mountpoint) }, 'unmounted');
     }
   }
