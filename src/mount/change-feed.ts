@@ -4,14 +4,31 @@
 // gone, other epoch, first mount) re-lists every directory known so far, in
 // the background, while the cached tree keeps serving.
 import pLimit from 'p-limit';
-import { isDir } from '../content/attr.js';
-import type { MetaStore } from '../cache/meta-store.js';
+import { isDir, S_IFMT, sameAttr } from '../content/attr.js';
+import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import type { WChangeEventOut } from '../wire/types.js';
 import { parentOf } from '../wire/rel-path.js';
 import { log } from '../log.js';
 import type { Vfs } from './vfs.js';
 import { entryFromWire } from './vfs-entry.js';
+
+/** What changed at a path: its attributes or content only ('attrs'), or what the name points to ('entry'). */
+export type ChangeKind = 'attrs' | 'entry';
+
+/** How long an event for a path waits for this mount's own commit of it to be answered. */
+const OWN_WRITE_WAIT_MS = 1000;
+
+function waitAtMost(p: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
+}
+
+/** Same attributes and, for a file, the same content (symlinks: the same target); `b` brings nothing `a` lacks. */
+function sameEntry(a: MetaEntry, b: MetaEntry): boolean {
+  if (!sameAttr(a.attr, b.attr) || a.target !== b.target || (b.chunks && !a.chunks)) return false;
+  return a.digest && b.digest ? a.digest.equals(b.digest) : !a.digest && !b.digest;
+}
 
 export class ChangeFeed {
   private sub: { cancel(): void; endpoint: string } | undefined;
@@ -28,18 +45,20 @@ export class ChangeFeed {
   /** Resolves when the feed first reached READY (backlog applied). */
   readonly ready: Promise<void>;
   private markReady!: () => void;
-  private readonly listeners = new Set<(path: string) => void>();
+  private readonly listeners = new Set<(path: string, what: ChangeKind) => void>();
 
   constructor(
     private readonly meta: MetaStore,
     private readonly mesh: MeshClient,
     private readonly vfs: Vfs,
+    /** This mount's own write-back of a path, while one is under way (its echo is recognized once it settled). */
+    private readonly ownWrite: (path: string) => Promise<unknown> | undefined = () => undefined,
   ) {
     this.ready = new Promise((r) => (this.markReady = r));
   }
 
   /** Called with every path the feed changed (drivers that can invalidate kernel caches listen). */
-  onChange(fn: (path: string) => void): void {
+  onChange(fn: (path: string, what: ChangeKind) => void): void {
     this.listeners.add(fn);
   }
 
@@ -92,25 +111,38 @@ export class ChangeFeed {
       case 'REMOVED':
         this.vfs.forgetPath(e.path);
         await this.meta.put(e.path, null);
-        this.changed(e);
+        this.changed(e, 'entry');
         break;
       case 'CHANGED': {
+        // The node announces a commit before it answers it: let our own answer land first (briefly: the feed waits meanwhile).
+        const own = this.ownWrite(e.path);
+        if (own) await waitAtMost(own, OWN_WRITE_WAIT_MS);
         // Only paths whose parent we know: the rest is fetched when asked for.
         const parent = this.meta.get(parentOf(e.path));
-        if (e.path === '' || this.meta.get(e.path) || (parent && isDir(parent.attr.mode))) {
-          await this.meta.put(e.path, entryFromWire(e.entry!));
+        const known = this.meta.get(e.path);
+        if (e.path === '' || known || (parent && isDir(parent.attr.mode))) {
+          const entry = entryFromWire(e.entry!);
+          // The echo of this mount's own commit or mutation is in the store already (the kernel may
+          // still hold what it was told while the file was written: it hears of the change all the same).
+          if (!known || !sameEntry(known, entry)) await this.meta.put(e.path, entry);
+          // The same file or directory with new attributes or content keeps its name: a
+          // directory's entry must not be dropped for that (a process inside it would lose
+          // its working directory).
+          const sameInode = known && known.attr.ino === entry.attr.ino && (known.attr.mode & S_IFMT) === (entry.attr.mode & S_IFMT);
+          this.changed(e, sameInode ? 'attrs' : 'entry');
+          break;
         }
-        this.changed(e);
+        this.changed(e, 'entry');
         break;
       }
     }
     this.schedulePersist();
   }
 
-  private changed(e: WChangeEventOut): void {
+  private changed(e: WChangeEventOut, what: ChangeKind): void {
     this.applied++;
     this.generation = Math.max(this.generation, e.generation);
-    for (const fn of this.listeners) fn(e.path);
+    for (const fn of this.listeners) fn(e.path, what);
   }
 
   /**

@@ -127,6 +127,20 @@ t.test('mount: read side', async (t) => {
     t.equal(seen, 'changed on the node\nnew\n', 'new content and the new file are visible');
   });
 
+  await t.test('a process inside a directory the node changes keeps its working directory', async (t) => {
+    // The directory's attributes change (a file appears in it on the node) while
+    // a shell sits in it: its working directory must still resolve, and the new
+    // file must show up there.
+    const dir = join(mnt, 'a/b');
+    const marker = join(src, 'a/b/appeared-on-node.txt');
+    const inside = sh(`cd '${dir}' && for i in $(seq 1 300); do [ -e appeared-on-node.txt ] && break; sleep 0.05; done; sleep 0.5; /bin/pwd -P && ls appeared-on-node.txt`);
+    await new Promise((r) => setTimeout(r, 300));
+    await writeFile(marker, 'x\n');
+    const r = await inside;
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.stdout, `${dir}\nappeared-on-node.txt\n`, 'getcwd() still answers, and the new file is there');
+  });
+
   await t.test('node down: cached data keeps working, the rest fails fast', async (t) => {
     await node.stop('SIGKILL');
     const cached = await run('cat', [join(mnt, 'a/b/c/d/deep.txt')]);

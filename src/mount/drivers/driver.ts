@@ -9,8 +9,8 @@ export interface Driver {
   readonly name: string;
   mount(): Promise<void>;
   unmount(): Promise<void>;
-  /** The node changed this path: drop what the kernel cached of it (drivers that can). */
-  invalidate?(path: string): void;
+  /** The node changed this path: drop what the kernel cached of it (drivers that can); 'attrs': its attributes or content only. */
+  invalidate?(path: string, what: 'attrs' | 'entry'): void;
   /** Driver counters for `status` (drivers that keep any). */
   stats?(): Record<string, unknown>;
 }

@@ -203,7 +203,7 @@ export class NativeDriver implements Driver {
     this.markExited();
   }
 
-  invalidate(path: string): void {
+  invalidate(path: string, what: 'attrs' | 'entry'): void {
     const s = this.session;
     if (!s) return;
     if (path === '') {
@@ -214,9 +214,15 @@ export class NativeDriver implements Driver {
     const parent = this.ids.lookupPath(parentOf(path));
     if (parent === undefined) return;
     const name = baseName(path);
+    const child = this.ids.find(parent, name);
+    if (what === 'attrs') {
+      // The name still leads to the same inode: keep the entry (dropping a
+      // directory's would cut off processes working inside it).
+      if (child !== undefined) this.addon.invalInode(s, child);
+      return;
+    }
     this.addon.invalEntry(s, parent, name);
     this.addon.invalInode(s, parent); // its listing changed
-    const child = this.ids.find(parent, name);
     if (child !== undefined) this.addon.invalInode(s, child);
   }
 
