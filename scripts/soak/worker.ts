@@ -64,6 +64,10 @@ async function main(): Promise<void> {
   let touching: string[] = [];
   const s: WorkerSummary = { ops: 0, errors: {}, examples: [], faulted: {}, corrupted: 0, lost: 0, maxOpMs: 0, files: {} };
   let n = 0;
+  const corrupt = (what: string): void => {
+    s.corrupted++;
+    if (s.examples.length < 5) s.examples.push(`corrupted: ${what}`);
+  };
 
   const ops: [number, () => Promise<void>][] = [
     [
@@ -82,7 +86,8 @@ async function main(): Promise<void> {
       async () => {
         if (!files.size) return;
         const name = pick([...files.keys()]);
-        if (!(await readFile(join(dir, name))).equals(files.get(name)!)) s.corrupted++;
+        const got = await readFile(join(dir, name));
+        if (!got.equals(files.get(name)!)) corrupt(`read of ${name} through the mount: ${got.length} bytes (sha256 ${sha(got).slice(0, 12)}), expected ${files.get(name)!.length} (sha256 ${sha(files.get(name)!).slice(0, 12)})`);
       },
     ],
     [
@@ -147,7 +152,8 @@ async function main(): Promise<void> {
         for (const name of files.keys()) if (!listed.has(name)) s.lost++;
         if (files.size) {
           const name = pick([...files.keys()]);
-          if ((await stat(join(dir, name))).size !== files.get(name)!.length) s.corrupted++;
+          const size = (await stat(join(dir, name))).size;
+          if (size !== files.get(name)!.length) corrupt(`stat of ${name} through the mount: size ${size}, expected ${files.get(name)!.length}`);
         }
       },
     ],
@@ -161,7 +167,7 @@ async function main(): Promise<void> {
         const at = Math.floor(rand() * size);
         const len = Math.min(size - at, Math.floor(rand() * 2 * 1024 * 1024) + 1);
         const [a, b] = await Promise.all([readRange(join(dir, '..', name), at, len), readRange(join(sourceDir, name), at, len)]);
-        if (!a.equals(b)) s.corrupted++;
+        if (!a.equals(b)) corrupt(`shared ${name} bytes ${at}+${len} through the mount differ from the node's (${a.length} vs ${b.length} bytes)`);
       },
     ],
   ];

@@ -9,12 +9,21 @@ import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import type { WChangeEventOut } from '../wire/types.js';
 import { parentOf } from '../wire/rel-path.js';
+import { errnoOf } from '../wire/errors.js';
 import { log } from '../log.js';
 import type { Vfs } from './vfs.js';
 import { entryFromWire } from './vfs-entry.js';
 
 /** What changed at a path: its attributes or content only ('attrs'), or what the name points to ('entry'). */
 export type ChangeKind = 'attrs' | 'entry';
+
+/** What the feed needs to know of this mount's own write-backs. */
+export interface OwnWrites {
+  /** Settles when the write-back of `path` under way now is over (undefined: none is). */
+  busy(path: string): Promise<unknown> | undefined;
+  /** Content closed here for `path` still waits for a node. */
+  pending(path: string): boolean;
+}
 
 /** How long an event for a path waits for this mount's own commit of it to be answered. */
 const OWN_WRITE_WAIT_MS = 1000;
@@ -51,8 +60,8 @@ export class ChangeFeed {
     private readonly meta: MetaStore,
     private readonly mesh: MeshClient,
     private readonly vfs: Vfs,
-    /** This mount's own write-back of a path, while one is under way (its echo is recognized once it settled). */
-    private readonly ownWrite: (path: string) => Promise<unknown> | undefined = () => undefined,
+    /** This mount's write-backs: one under way for a path (its echo is recognized once it settled), or content closed here that no node has yet. */
+    private readonly writes: OwnWrites = { busy: () => undefined, pending: () => false },
   ) {
     this.ready = new Promise((r) => (this.markReady = r));
   }
@@ -109,14 +118,16 @@ export class ChangeFeed {
         this.markReady();
         break;
       case 'REMOVED':
+        if (this.heldBack(e)) break;
         this.vfs.forgetPath(e.path);
         await this.meta.put(e.path, null);
         this.changed(e, 'entry');
         break;
       case 'CHANGED': {
         // The node announces a commit before it answers it: let our own answer land first (briefly: the feed waits meanwhile).
-        const own = this.ownWrite(e.path);
+        const own = this.writes.busy(e.path);
         if (own) await waitAtMost(own, OWN_WRITE_WAIT_MS);
+        if (this.heldBack(e)) break;
         // Only paths whose parent we know: the rest is fetched when asked for.
         const parent = this.meta.get(parentOf(e.path));
         const known = this.meta.get(e.path);
@@ -137,6 +148,34 @@ export class ChangeFeed {
       }
     }
     this.schedulePersist();
+  }
+
+  /**
+   * Content closed here and not yet taken by a node is what the mount shows
+   * for its path until its commit lands (which records the node's entry, or,
+   * on a conflict, fetches theirs): an older state announced meanwhile must
+   * not hide it.
+   */
+  private heldBack(e: WChangeEventOut): boolean {
+    if (!this.writes.pending(e.path)) return false;
+    this.applied++;
+    this.generation = Math.max(this.generation, e.generation);
+    return true;
+  }
+
+  /** Fetches a path's entry from the node now (after a conflict kept the node's version there). */
+  async refresh(path: string): Promise<void> {
+    if (this.writes.pending(path)) return; // a newer version of ours is shown there
+    let entry: MetaEntry | null;
+    try {
+      entry = entryFromWire(await this.mesh.stat(path));
+    } catch (err) {
+      if (errnoOf(err) !== 'ENOENT') return; // no node: the feed brings it later
+      entry = null;
+    }
+    if (!entry) this.vfs.forgetPath(path);
+    await this.meta.put(path, entry);
+    for (const fn of this.listeners) fn(path, 'entry');
   }
 
   private changed(e: WChangeEventOut, what: ChangeKind): void {

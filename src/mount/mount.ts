@@ -105,7 +105,9 @@ export class Mount {
         asyncWriteBack: config.writeBack === 'async',
       });
       await vfs.showPending(pending);
-      const feed = new ChangeFeed(meta, mesh, vfs, (path) => writeBack.busy(path));
+      const feed = new ChangeFeed(meta, mesh, vfs, { busy: (path) => writeBack.busy(path), pending: (path) => writeBack.pendingFor(path) !== undefined });
+      // A conflict keeps the node's version at the path: show it (the feed held it back while ours was pending).
+      writeBack.onConflict((path) => void feed.refresh(path).catch(() => undefined));
       const m = new Mount(config, store, meta, chunkStore, mesh, vfs, feed, writeBack, hasher);
       await m.connect();
       feed.start();

@@ -359,6 +359,13 @@ export class WriteBack {
     return e;
   }
 
+  private conflictListeners: ((path: string) => void)[] = [];
+
+  /** Called with a path whose write-back became a conflict copy (the node kept its own version there). */
+  onConflict(fn: (path: string) => void): void {
+    this.conflictListeners.push(fn);
+  }
+
   /** Called when a queued record is dropped for a newer one: what was made from it takes its base. */
   onSuperseded(fn: (seq: number, inheritedBaseSeq: number | undefined) => void): void {
     this.supersededListeners.push(fn);
@@ -582,6 +589,7 @@ export class WriteBack {
     this.track(this.keepChunks(dirty, manifest.chunks, manifest.size));
     if (reply.conflict) {
       this.stats.conflicts++;
+      for (const fn of this.conflictListeners) fn(e.path);
       log.warn({ path: e.path, conflictPath: reply.conflictPath }, 'write-back conflict: the file changed on the node since it was opened; this version was kept beside it');
     } else {
       this.stats.committed++;
