@@ -113,13 +113,21 @@ export class Vfs {
     if (!p) {
       p = this.mesh
         .listDir(dir)
-        .then((r) =>
-          this.meta.putListing(
+        .then(async (r) => {
+          // Files closed here and still queued for a node stay as the mount
+          // shows them: the listing is the node's older state (or lacks them).
+          const queued = this.meta
+            .childNames(dir)
+            .map((name) => joinRel(dir, name))
+            .filter((path) => this.writeBack.pendingFor(path))
+            .map((path) => [path, this.meta.get(path)!] as const);
+          await this.meta.putListing(
             dir,
             entryFromWire(r.dir!),
             r.entries.map((e) => ({ name: e.name, entry: entryFromWire(e) })),
-          ),
-        )
+          );
+          for (const [path, shown] of queued) this.meta.putVolatile(path, shown);
+        })
         .finally(() => this.listing.delete(dir));
       this.listing.set(dir, p);
     }
