@@ -2,9 +2,10 @@
 // close() returns the dirty copy is fsynced and journaled; then it is
 // chunked (content-defined, on a hashing thread), the node is asked which
 // chunks it lacks, only those are uploaded, and the node commits atomically
-// against the digest the writer started from. A node that cannot be reached
-// leaves the record queued and retried with back-off; a mount that died
-// replays its journal on the next start, committing each file exactly once.
+// against the digest the writer started from (small files ride inside the
+// commit; queued ones travel in CommitMany batches). A node that cannot be
+// reached leaves the record queued and retried with back-off; a mount that
+// died replays its journal on the next start, committing each file exactly once.
 import { open, readFile, readdir, rename, unlink, mkdir, stat } from 'node:fs/promises';
 import { chunkBuffer } from '../content/chunk-file.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
