@@ -6,11 +6,8 @@
 // is exactly what the operation would have made.
 import type { WEntryOut, WMutateReplyOut, WMutateRequest } from '../wire/types.js';
 import { errnoOf } from '../wire/errors.js';
+import { isDir, isLnk } from '../content/attr.js';
 import type { NodeConnection } from './connection.js';
-
-const S_IFMT = 0o170000;
-const S_IFDIR = 0o040000;
-const S_IFLNK = 0o120000;
 
 type Request = Omit<WMutateRequest, 'workspace'>;
 
@@ -22,15 +19,15 @@ async function statOrNull(c: NodeConnection, path: string): Promise<WEntryOut | 
 export async function appliedBefore(c: NodeConnection, req: Request, err: unknown): Promise<WMutateReplyOut | undefined> {
   const errno = errnoOf(err);
   const reply = (...entries: [string, WEntryOut][]): WMutateReplyOut => ({ entries: entries.map(([path, e]) => ({ ...e, name: path })), generation: 0 });
-  const kind = (e: WEntryOut | null): number => Number(e?.attr?.mode ?? 0) & S_IFMT;
+  const mode = (e: WEntryOut): number => Number(e.attr?.mode ?? 0);
   if (errno === 'EEXIST') {
     if (req.mkdir) {
       const e = await statOrNull(c, req.mkdir.path!);
-      return e && kind(e) === S_IFDIR ? reply([req.mkdir.path!, e]) : undefined;
+      return e && isDir(mode(e)) ? reply([req.mkdir.path!, e]) : undefined;
     }
     if (req.symlink) {
       const e = await statOrNull(c, req.symlink.path!);
-      return e && kind(e) === S_IFLNK && e.symlinkTarget === req.symlink.target ? reply([req.symlink.path!, e]) : undefined;
+      return e && isLnk(mode(e)) && e.symlinkTarget === req.symlink.target ? reply([req.symlink.path!, e]) : undefined;
     }
     if (req.link) {
       const [a, b] = await Promise.all([statOrNull(c, req.link.existing!), statOrNull(c, req.link.path!)]);

@@ -158,8 +158,7 @@ export class ChangeFeed {
    */
   private heldBack(e: WChangeEventOut): boolean {
     if (!this.writes.pending(e.path)) return false;
-    this.applied++;
-    this.generation = Math.max(this.generation, e.generation);
+    this.advance(e);
     return true;
   }
 
@@ -179,9 +178,14 @@ export class ChangeFeed {
   }
 
   private changed(e: WChangeEventOut, what: ChangeKind): void {
+    this.advance(e);
+    for (const fn of this.listeners) fn(e.path, what);
+  }
+
+  /** The feed's position moves past an event. */
+  private advance(e: WChangeEventOut): void {
     this.applied++;
     this.generation = Math.max(this.generation, e.generation);
-    for (const fn of this.listeners) fn(e.path, what);
   }
 
   /**

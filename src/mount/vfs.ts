@@ -560,11 +560,12 @@ export class Vfs {
     // tar, cp -p and rsync restore owner and mode that are usually already
     // right: such no-op changes cost a round trip each and are skipped (a
     // chown still goes through when set-id bits are there for it to clear).
-    const cur = (await this.entry(path)).attr;
+    const shown = await this.entry(path);
+    const cur = shown.attr;
     const ownerChange = changesOwner(a, cur);
     const times = a.mtimeNs !== undefined || a.atimeNs !== undefined;
     // Nothing left to change (a chown to the owner it has): nothing to ask anyone.
-    if (a.size === undefined && a.mode === undefined && !times && !ownerChange) return this.node(path, await this.entry(path));
+    if (a.size === undefined && a.mode === undefined && !times && !ownerChange) return this.node(path, shown);
     // A closed file still queued for the node: mode and times join its record.
     if (a.size === undefined && !ownerChange) {
       const mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? cur.mtimeNs);

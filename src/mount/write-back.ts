@@ -320,13 +320,12 @@ export class WriteBack {
 
   /** Starts one call's worth of records; one outcome per record (its digest, or undefined when it stays queued). */
   private startUnit(unit: JournalEntry[]): Promise<Buffer | undefined>[] {
-    // Started meanwhile by someone else: that attempt is this record's outcome.
-    const started = unit.filter((e) => this.running.has(e.seq));
-    if (started.length) return [...started.map((e) => this.commitOrQueue(e, false)), ...this.startUnit(unit.filter((e) => !this.running.has(e.seq)))];
-    if (unit.length === 0) return [];
-    if (unit.length === 1) return [this.commitOrQueue(unit[0]!, false)];
-    const all = this.commitBatch(unit);
-    return unit.map((e) => {
+    // Records started meanwhile by someone else have that attempt as their outcome.
+    const fresh = unit.filter((e) => !this.running.has(e.seq));
+    if (fresh.length < 2) return unit.map((e) => this.commitOrQueue(e, false));
+    const started = unit.filter((e) => this.running.has(e.seq)).map((e) => this.commitOrQueue(e, false));
+    const all = this.commitBatch(fresh);
+    const batched = fresh.map((e) => {
       const p = this.run(
         e,
         all.then((m) => {
@@ -337,6 +336,7 @@ export class WriteBack {
       );
       return this.outcome(e, p, false);
     });
+    return [...started, ...batched];
   }
 
   /**
@@ -457,9 +457,7 @@ export class WriteBack {
     return this.locks.with(e.path, async () => {
       // Dropped while it waited for its turn: a newer version went (or goes) instead.
       if (e.seq && !this.pending.has(e.seq)) throw new Superseded();
-      const digest = await this.commitNow(e, replayed);
-      if (e.seq) this.rememberLanded(e.seq, digest);
-      return digest;
+      return this.commitNow(e, replayed);
     });
   }
 
@@ -518,9 +516,7 @@ export class WriteBack {
           log.info('the node has no CommitMany: committing one file per call');
           for (const x of live) {
             try {
-              const digest = await this.commitNow(x.e, false);
-              this.rememberLanded(x.e.seq, digest);
-              out.set(x.e.seq, digest);
+              out.set(x.e.seq, await this.commitNow(x.e, false));
             } catch (err2) {
               out.set(x.e.seq, err2 as Error);
             }
@@ -533,9 +529,7 @@ export class WriteBack {
             const o = reply.outcomes[i];
             try {
               if (!o?.reply) throw new FsError(o?.errno || 'EIO', o?.message || 'the node sent no outcome for this file');
-              const digest = await this.settleLanded(x.e, x.manifest, o.reply);
-              this.rememberLanded(x.e.seq, digest);
-              out.set(x.e.seq, digest);
+              out.set(x.e.seq, await this.settleLanded(x.e, x.manifest, o.reply));
             } catch (err) {
               out.set(x.e.seq, err as Error);
             }
@@ -587,6 +581,7 @@ export class WriteBack {
     });
     this.forget(e);
     this.mayHold.delete(e.path);
+    if (e.seq) this.rememberLanded(e.seq, manifest.digest);
     this.track(this.keepChunks(dirty, manifest.chunks, manifest.size));
     if (reply.conflict) {
       this.stats.conflicts++;
