@@ -2,8 +2,10 @@ import t from 'tap';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
+import { CutFinder, DEFAULT_CHUNKING } from '../src/content/chunker.js';
+import { nativeAddon } from '../src/native/addon.js';
 import { chunkBuffer, chunkPath } from '../src/content/chunk-file.js';
+import { StreamChunker } from '../src/content/stream-chunker.js';
 import { checkChunkList, fileDigest, hashChunk } from '../src/content/manifest.js';
 import { HashPool } from '../src/content/hash-pool.js';
 import { Reader, Writer } from '../src/store/codec.js';
@@ -58,6 +60,79 @@ t.test('small and empty files are one chunk (or none); file and buffer agree', a
   const fromBuf = chunkBuffer(big, DEFAULT_CHUNKING);
   t.ok(fromFile.digest.equals(fromBuf.digest), 'same digest through a file with small reads');
   t.equal(fromFile.chunks.length, fromBuf.chunks.length);
+});
+
+t.test('the native scan cuts where the JavaScript loop does', async (t) => {
+  t.ok(nativeAddon(), 'the addon is built (its scan is what runs)');
+  const data = prng(16 * 1024 * 1024, 11);
+  const js = new CutFinder(DEFAULT_CHUNKING, 'js');
+  const auto = new CutFinder(DEFAULT_CHUNKING);
+  // Whole-buffer passes, and windows of every kind: short, partial (more data needed), long.
+  const a = chunkBuffer(data, DEFAULT_CHUNKING);
+  let pos = 0;
+  const jsCuts: number[] = [];
+  while (pos < data.length) pos += jsCuts[jsCuts.push(js.next(data, pos, data.length, true)) - 1]!;
+  t.same(a.chunks.map((c) => c.length), jsCuts, 'a whole buffer: the same chunks');
+  let x = 5;
+  const rnd = (n: number): number => ((x = (x * 1103515245 + 12345) >>> 0) % n);
+  let differ = 0;
+  for (let i = 0; i < 400; i++) {
+    const start = rnd(data.length - 1);
+    const end = Math.min(data.length, start + rnd(6 * 1024 * 1024));
+    const final = rnd(2) === 0;
+    if (js.next(data, start, end, final) !== auto.next(data, start, end, final)) differ++;
+  }
+  t.equal(differ, 0, '400 random windows: the same answer from both');
+});
+
+t.test('chunking while a file is written front to back cuts where a whole-file pass does', async (t) => {
+  const data = prng(23 * 1024 * 1024 + 12_345, 7);
+  const whole = chunkBuffer(data, DEFAULT_CHUNKING);
+  // Writes of the sizes tools make (dd bs=1M, cp's 128 KiB, odd sizes), and one huge write.
+  for (const sizes of [[1 << 20], [128 * 1024], [4096, 65_537, 999_999], [data.length]]) {
+    const seen: Buffer[] = [];
+    const s = new StreamChunker(DEFAULT_CHUNKING, (ref, bytes) => {
+      t.ok(hashChunk(bytes).equals(ref.hash), 'onChunk gets the bytes of the chunk it names');
+      seen.push(Buffer.from(bytes));
+    });
+    for (let off = 0, i = 0; off < data.length; i++) {
+      const n = Math.min(sizes[i % sizes.length]!, data.length - off);
+      s.feed(off, data.subarray(off, off + n));
+      off += n;
+    }
+    const m = s.finish(data.length)!;
+    t.ok(m, `writes of ${sizes.join('/')} bytes: a manifest`);
+    t.same(m.chunks, whole.chunks, `writes of ${sizes.join('/')} bytes: the same chunks`);
+    t.ok(m.digest.equals(whole.digest), 'the same digest');
+    t.ok(Buffer.concat(seen).equals(data), 'every byte was handed out once, in order');
+  }
+  t.same(new StreamChunker(DEFAULT_CHUNKING).finish(0), chunkBuffer(Buffer.alloc(0), DEFAULT_CHUNKING), 'an empty file');
+});
+
+t.test('chunking while writing gives up on anything but a straight run of writes', async (t) => {
+  const data = prng(3 * 1024 * 1024, 3);
+  const feedAll = (s: StreamChunker, upTo = data.length): void => {
+    for (let off = 0; off < upTo; off += 1 << 20) s.feed(off, data.subarray(off, Math.min(upTo, off + (1 << 20))));
+  };
+  let s = new StreamChunker(DEFAULT_CHUNKING);
+  feedAll(s);
+  s.feed(100, Buffer.from('rewrite'));
+  t.equal(s.finish(data.length), undefined, 'a write before the end');
+  s = new StreamChunker(DEFAULT_CHUNKING);
+  s.feed(0, data.subarray(0, 1000));
+  s.feed(5000, data.subarray(5000, 6000));
+  t.equal(s.finish(6000), undefined, 'a gap');
+  s = new StreamChunker(DEFAULT_CHUNKING);
+  feedAll(s);
+  s.truncated(data.length - 1);
+  t.equal(s.finish(data.length - 1), undefined, 'a truncate below what was written');
+  s = new StreamChunker(DEFAULT_CHUNKING);
+  feedAll(s);
+  s.truncated(data.length);
+  t.ok(s.finish(data.length)?.digest.equals(chunkBuffer(data, DEFAULT_CHUNKING).digest), 'a truncate to the same size changes nothing');
+  s = new StreamChunker(DEFAULT_CHUNKING);
+  feedAll(s, 2 * 1024 * 1024);
+  t.equal(s.finish(data.length), undefined, 'a size other than what was fed (bytes written elsewhere)');
 });
 
 t.test('the hashing pool bounds concurrency and reports errors', async (t) => {

@@ -109,6 +109,33 @@ t.test('native driver', async (t) => {
     t.same(results.map((r) => r.code), [0, 0, 0, 0, 0, 0], results.map((r) => r.stderr).join('') || 'every mkdir and rmdir succeeded');
   });
 
+  await t.test('a mount that answers nothing is taken over by the next start; a live one is not', async (t) => {
+    const second = await run(process.execPath, [BIN, 'mount', node.endpoint, mnt, '--foreground', ...args], { timeoutMs: 60_000 });
+    t.equal(second.code, 1, 'a second mount over a live one fails');
+    t.match(second.stderr, /already mounted by a running ghostfs/, second.stderr);
+    t.equal((await run('cat', [join(mnt, 'a')])).stdout, 'rewritten on the node', 'the live mount still serves');
+    // Stopped, the process keeps its FUSE connection and answers nothing: a
+    // killed process with a thread stuck in the kernel does the same.
+    const old = m;
+    process.kill(old.child.pid!, 'SIGSTOP');
+    t.teardown(() => {
+      old.child.kill('SIGKILL');
+      old.child.kill('SIGCONT');
+    });
+    const waiting = run('stat', [join(mnt, 'never-looked-up')], { timeoutMs: 120_000 });
+    await new Promise((r) => setTimeout(r, 500));
+    // Its own cache dir: the stopped process still holds the first one (a dead one would not).
+    m = await MountProc.start(node.endpoint, mnt, [...args, '--cache-dir', join(base, 'cache-2')], env);
+    const r = await waiting;
+    t.not(r.code, 0, 'the request left waiting on the old mount failed');
+    t.ok(r.ms < 60_000, `and did not wait for ever (${Math.round(r.ms)} ms)`);
+    t.ok(m.lines.some((l) => /aborted its FUSE connection/.test(String(l.msg))), 'the new mount says what it did');
+    t.equal((await run('cat', [join(mnt, 'a')])).stdout, 'rewritten on the node', 'the new mount serves');
+    old.child.kill('SIGKILL');
+    old.child.kill('SIGCONT');
+    await old.exited;
+  });
+
   await t.test('a dead mount is recovered by the next start', async (t) => {
     m.child.kill('SIGKILL');
     await m.exited;

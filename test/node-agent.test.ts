@@ -5,10 +5,12 @@ import { lstat, mkdir, readFile, readdir, symlink, writeFile, stat, readlink, ut
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import * as http2 from 'node:http2';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
 import { chunkBuffer } from '../src/content/chunk-file.js';
 import { fromTimespec } from '../src/content/attr.js';
 import { errnoOf } from '../src/wire/errors.js';
+import { FLOW_CONTROL_WINDOW } from '../src/wire/proto.js';
 import type { NodeConnection } from '../src/mesh/connection.js';
 import type { WChangeEventOut } from '../src/wire/types.js';
 import { nativeAddon } from '../src/native/addon.js';
@@ -426,4 +428,23 @@ t.test('bearer token', async (t) => {
   await t.rejects(wrong.mutate({ unlink: { path: 'f' } }), { code: grpc.status.UNAUTHENTICATED }, 'wrong token');
   t.equal(await readFile(join(base, 'ws', 'f'), 'utf8'), 'x', 'refused request changed nothing');
   t.equal((await right.stat('f')).attr!.size, 1, 'right token works');
+});
+
+t.test('uploads are not throttled by HTTP/2 flow control', async (t) => {
+  // grpc-js's server keeps HTTP/2's 64 KiB receive window unless the node
+  // widens it (server-window.ts); a raw HTTP/2 client sees what it was given.
+  const base = await tempDir(t);
+  await mkdir(join(base, 'ws'));
+  const node = await NodeProc.start(['--root', join(base, 'ws'), '--state-dir', join(base, 'st')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const session = http2.connect(`http://${node.endpoint}`);
+  t.teardown(() => session.destroy());
+  const settings = await new Promise<http2.Settings>((resolve, reject) => {
+    session.once('remoteSettings', resolve);
+    session.once('error', reject);
+  });
+  t.equal(settings.initialWindowSize, FLOW_CONTROL_WINDOW, 'each stream may send a wide window before waiting');
+  // The connection window grows by a WINDOW_UPDATE that follows the SETTINGS.
+  for (let i = 0; i < 100 && (session.state.remoteWindowSize ?? 0) < FLOW_CONTROL_WINDOW; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(session.state.remoteWindowSize, FLOW_CONTROL_WINDOW, 'the connection as a whole too');
 });

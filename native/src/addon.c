@@ -95,6 +95,7 @@ static napi_value init(napi_env env, napi_value exports) {
   fast_exports(env, exports);
   notify_exports(env, exports);
   sys_exports(env, exports);
+  gear_exports(env, exports);
   return exports;
 }
 

@@ -133,6 +133,9 @@ napi_value notify_exports(napi_env env, napi_value exports);
 /* sys_calls.c */
 napi_value sys_exports(napi_env env, napi_value exports);
 
+/* gear_scan.c */
+napi_value gear_exports(napi_env env, napi_value exports);
+
 /* addon.c: helpers */
 gfs *get_gfs(napi_env env, napi_value v);
 int throw_errno(napi_env env, int err, const char *call, const char *path);

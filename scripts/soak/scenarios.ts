@@ -92,10 +92,14 @@ async function killMount(o: ScenarioOptions): Promise<ScenarioResult> {
     while (!done()) {
       await sleep(between(3000, 7000));
       if (done()) break;
-      await World.kill(w.mount);
+      const killed = w.mount!;
+      const exited = await World.kill(killed);
       bump(injected, 'kill -9 mount');
+      if (!exited) bump(injected, 'killed mount stuck in the kernel');
       await sleep(500);
       await w.startMount([node.endpoint]);
+      // The new mount aborts the old one's connection: a stuck process then finishes exiting.
+      if (!exited && !(await World.exitedWithin(killed, 10_000))) w.notes.push(`the killed mount process ${killed.child.pid} was still there 10 s after the next mount started`);
     }
   });
 }

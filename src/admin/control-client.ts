@@ -29,3 +29,14 @@ export function control(path: string, req: ControlRequest, timeoutMs = 60_000): 
     });
   });
 }
+
+/**
+ * Whether a running mount answers on this control socket within `ms`. Asked,
+ * not just connected to: a stopped or stuck process still holds its socket.
+ */
+export function mountAnswers(path: string, ms = 2000): Promise<boolean> {
+  return control(path, { op: 'status' }, ms).then(
+    (r) => r.ok,
+    () => false,
+  );
+}

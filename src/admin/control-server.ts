@@ -1,23 +1,12 @@
 // The control socket a running mount answers: status, flush, unmount.
-import { createServer, createConnection, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { mkdir, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { log } from '../log.js';
 import type { ControlReply, ControlRequest } from './protocol.js';
+import { mountAnswers } from './control-client.js';
 
 export type ControlHandler = (req: ControlRequest) => Promise<ControlReply>;
-
-/** True when something answers on the socket (a live mount owns it). */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = createConnection(path);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-}
 
 export class ControlServer {
   private constructor(
@@ -28,7 +17,7 @@ export class ControlServer {
 
   static async start(path: string, handle: ControlHandler): Promise<ControlServer> {
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    if (await answers(path)) throw new Error(`another ghostfs mount already answers on ${path}`);
+    if (await mountAnswers(path)) throw new Error(`another ghostfs mount already answers on ${path}`);
     await unlink(path).catch(() => undefined); // left by a mount that died
     const sockets = new Set<Socket>();
     const server = createServer((sock) => {

@@ -2,6 +2,7 @@
 // content has not yet been confirmed by a node. Written before close()
 // returns; removed in the same batch that records the committed entry. A
 // mount that starts with records here replays them.
+import type { Manifest } from '../content/manifest.js';
 import { Reader, Writer } from '../store/codec.js';
 import { key, prefix, u64be, type Batch, type Store } from '../store/db.js';
 
@@ -27,6 +28,9 @@ export interface JournalEntry {
   closedAt: number;
   /** The content itself, for a small file closed by this process (memory only; the dirty copy is what survives a crash). */
   data?: Buffer;
+  /** A big file's chunk list, made while it was written (memory only), and the end of its early upload. */
+  manifest?: Manifest;
+  sentAhead?: Promise<void>;
 }
 
 function encode(e: JournalEntry): Buffer {

@@ -14,6 +14,7 @@ import { defaultAttrTimeout, defaultDriver, DRIVERS, Mount, type MountConfig, WR
 import { log } from '../log.js';
 import { ControlServer } from '../admin/control-server.js';
 import { socketFor } from '../admin/registry.js';
+import { abortStaleMount } from '../admin/stale-mount.js';
 import type { ControlReply } from '../admin/protocol.js';
 import { defaultCacheDir, env, fail, printConfig } from './common.js';
 
@@ -87,6 +88,7 @@ function mountMetrics(m: Mount): void {
 async function foreground(config: MountConfig, metrics?: { host: string; port: number }): Promise<void> {
   let stopping = false;
   let control: ControlServer | undefined;
+  await abortStaleMount(config.mountpoint).catch((err: Error) => fail(err.message));
   const started = Mount.start(config);
   const shutdown = (sig: string): void => {
     if (stopping) return;

@@ -8,6 +8,7 @@ import { S_IFMT, S_IFREG, type Attr } from '../content/attr.js';
 import type { ChunkRef } from '../content/manifest.js';
 import type { MetaEntry } from '../cache/meta-store.js';
 import type { ChunkReader } from './chunk-reader.js';
+import type { WriteAhead } from './write-ahead.js';
 
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
 
@@ -34,6 +35,9 @@ export class DirtyFile {
   owner?: { uid: number; gid: number };
   /** The journal owns the dirty copy (it was closed); a further write needs a copy of its own. */
   handedOver = false;
+  /** How to follow a run of writes from an empty file (set by the VFS); `ahead` follows the current run. */
+  startAhead?: (read: (offset: number, length: number) => Promise<Buffer>) => WriteAhead;
+  private ahead?: WriteAhead;
   /** Set explicitly by utimens while open; otherwise the write time counts. */
   mtimeNs?: bigint;
   atimeNs?: bigint;
@@ -89,6 +93,7 @@ export class DirtyFile {
   /** Brings the old bytes into the dirty copy (once, before the first change that needs them). */
   async materialize(reader: ChunkReader): Promise<void> {
     if (this.materialized) return;
+    this.dropAhead(); // these bytes do not go through write()
     const chunks = this.baseChunks!;
     await reader.ensure(chunks, this.path);
     let buf = Buffer.alloc(0);
@@ -108,6 +113,17 @@ export class DirtyFile {
     return bytesRead;
   }
 
+  /** Exactly `length` bytes at `offset` of the dirty copy. */
+  private async readRange(offset: number, length: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    for (let got = 0; got < length; ) {
+      const { bytesRead } = await this.fh.read(buf, got, length - got, offset + got);
+      if (bytesRead === 0) throw Object.assign(new Error(`dirty copy of "${this.path}" ends before ${offset + length}`), { code: 'EIO' });
+      got += bytesRead;
+    }
+    return buf;
+  }
+
   /** The whole content (small files: the write-back sends it without reading the copy again). */
   async readAll(): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(this.size);
@@ -121,14 +137,28 @@ export class DirtyFile {
   }
 
   async write(offset: number, data: Buffer): Promise<number> {
+    if (!this.ahead && offset === 0 && this.size === 0) this.ahead = this.startAhead?.((o, n) => this.readRange(o, n));
+    // Told before the write starts, so it sees writes in the order they were made.
+    const ahead = this.ahead;
+    ahead?.writeStarts(offset, data);
     let done = 0;
-    while (done < data.length) done += (await this.fh.write(data, done, data.length - done, offset + done)).bytesWritten;
+    try {
+      while (done < data.length) done += (await this.fh.write(data, done, data.length - done, offset + done)).bytesWritten;
+    } catch (err) {
+      ahead?.stop();
+      if (this.ahead === ahead) this.ahead = undefined;
+      throw err;
+    } finally {
+      ahead?.writeLanded();
+    }
     this.size = Math.max(this.size, offset + data.length);
     this.touch();
     return done;
   }
 
   async truncate(size: number): Promise<void> {
+    if (size === 0) this.dropAhead(); // a new run may start from the empty file
+    else this.ahead?.truncated(size);
     await this.fh.truncate(size);
     this.size = size;
     this.touch();
@@ -158,6 +188,21 @@ export class DirtyFile {
         ctimeNs: this.modified ? this.lastWriteNs : this.attr.ctimeNs,
       },
     };
+  }
+
+  /**
+   * At close: the chunk list made while the file was written front to back
+   * (undefined otherwise), and the end of its early upload.
+   */
+  finishAhead(): ReturnType<WriteAhead['finish']> {
+    const r = this.ahead?.finish(this.size);
+    this.ahead = undefined;
+    return r;
+  }
+
+  private dropAhead(): void {
+    this.ahead?.stop();
+    this.ahead = undefined;
   }
 
   /** Takes a private copy of the content (after the journal took the old copy). */

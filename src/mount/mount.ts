@@ -82,9 +82,7 @@ export class Mount {
   ) {}
 
   static async start(config: MountConfig): Promise<Mount> {
-    const store = await Store.open(join(config.cacheDir, 'db')).catch((err: Error) => {
-      throw new Error(/in use/.test(err.message) ? `the cache dir ${config.cacheDir} is in use by another mount (give each mount its own --cache-dir)` : err.message);
-    });
+    const store = await openCache(config.cacheDir);
     const meta = new MetaStore(store, config.workspace);
     const chunkStore = new ChunkStore(join(config.cacheDir, 'chunks'), { quotaBytes: config.cacheQuotaBytes, minFreeBytes: config.minFreeBytes });
     const mesh = new MeshClient(config.endpoints, config.workspace, { token: config.token, tls: config.tls, deadlineMs: config.deadlineMs, clientId: config.clientId });
@@ -261,6 +259,20 @@ export class Mount {
       await step('close the chunk cache', () => this.chunkStore.close());
       await step('close the metadata database', () => this.store.close());
       log.info({ mountpoint: resolve(this.config.mountpoint) }, 'unmounted');
+    }
+  }
+}
+
+/** How long a cache dir in use may take to be let go: a mount process that was just stopped, or killed, is still exiting. */
+const CACHE_RELEASE_MS = 5000;
+
+async function openCache(cacheDir: string): Promise<Store> {
+  for (const end = Date.now() + CACHE_RELEASE_MS; ; await new Promise((r) => setTimeout(r, 200))) {
+    try {
+      return await Store.open(join(cacheDir, 'db'));
+    } catch (err) {
+      if (!/in use/.test((err as Error).message)) throw err;
+      if (Date.now() >= end) throw new Error(`the cache dir ${cacheDir} is in use by another mount (give each mount its own --cache-dir)`);
     }
   }
 }

@@ -318,6 +318,7 @@ export class Vfs {
       }
       d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, chunks);
     }
+    d.startAhead = (read) => this.writeBack.writeAhead(read);
     this.dirty.set(path, d);
     return d;
   }
@@ -340,6 +341,7 @@ export class Vfs {
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     const dn = this.writeBack.newDirtyName();
     const d = await DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, uid, gid);
+    d.startAhead = (read) => this.writeBack.writeAhead(read);
     this.dirty.set(path, d);
     this.meta.putVolatile(path, d.entry());
     return { node: this.node(path, d.entry()), handle: this.handle(path, d) };
@@ -409,6 +411,7 @@ export class Vfs {
     await d.materialize(this.chunks);
     d.handedOver = true; // the write-back owns the copy now
     const fh = d.fh;
+    const ahead = d.finishAhead();
     const rec = {
       path: d.path,
       dirty: d.name,
@@ -420,6 +423,9 @@ export class Vfs {
       atimeNs: d.atimeNs,
       // A small file's bytes travel from here: one read now instead of a stat and a whole-file read later.
       data: d.size <= HOLD_BYTES ? await d.readAll() : undefined,
+      // A big file written front to back: its chunk list is ready and its chunks are on their way.
+      manifest: d.size > HOLD_BYTES ? ahead?.manifest : undefined,
+      sentAhead: ahead?.sent,
     };
     const r = how === 'queue' && !d.owner ? await this.writeBack.queueFile(rec) : await this.writeBack.closeFile(rec, { direct: how !== 'journal', syncDirty: () => fh.sync() });
     if ('digest' in r) {

@@ -8,6 +8,7 @@
 // died replays its journal on the next start, committing each file exactly once.
 import { open, readFile, readdir, rename, unlink, mkdir, stat } from 'node:fs/promises';
 import { chunkBuffer } from '../content/chunk-file.js';
+import { WriteAhead, type SendChunks } from './write-ahead.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -235,6 +236,8 @@ export class WriteBack {
     if (same?.size === 0) this.byPath.delete(e.path);
     if (e.data) this.heldBytes -= e.data.length;
     e.data = undefined;
+    e.manifest = undefined;
+    e.sentAhead = undefined;
   }
 
   /**
@@ -478,7 +481,7 @@ export class WriteBack {
     if (currentDigest?.equals(manifest.digest)) {
       reply = { conflict: false, conflictPath: '', entry: current!, generation: 0 };
     } else {
-      if (!data) await this.upload(dirty, manifest);
+      if (!data) await this.upload(dirty, manifest, e.sentAhead);
       const req = this.request(e, manifest, data);
       reply = await this.mesh.call(`commit ${e.path}`, (c) => c.commit(req, this.commitDeadline(1)));
     }
@@ -544,9 +547,34 @@ export class WriteBack {
     return Math.max(this.opts.deadlineMs, 30_000 + 500 * files);
   }
 
+  /**
+   * Follows a file written front to back from empty: its chunk list is made
+   * as it is written and its chunks are sent ahead of the close.
+   */
+  writeAhead(read: (offset: number, length: number) => Promise<Buffer>): WriteAhead {
+    const send: SendChunks = async (chunks, bytesOf) => {
+      // A copy of content the node holds (cp within the workspace) sends nothing.
+      const missing = await this.mesh.call('has-chunks ahead', (c) => c.hasChunks(chunks.map((x) => x.hash)));
+      if (missing.length === 0) return;
+      const wanted = missing.map((i) => chunks[i]!);
+      await this.mesh.call('put-chunks ahead', (c) =>
+        c.putChunks(
+          (async function* () {
+            for (const ch of wanted) yield { hash: ch.hash, data: await bytesOf(ch) };
+          })(),
+          Math.max(this.opts.deadlineMs, 60_000),
+        ),
+      );
+      this.stats.uploadedChunks += wanted.length;
+      this.stats.uploadedBytes += wanted.reduce((n, x) => n + x.length, 0);
+    };
+    return new WriteAhead(DEFAULT_CHUNKING, send, read);
+  }
+
   /** The record's content: its chunk list, and its bytes when small enough to travel inside the commit. */
   private async content(e: JournalEntry): Promise<{ manifest: Manifest; data?: Buffer }> {
     if (e.data) return { manifest: chunkBuffer(e.data, DEFAULT_CHUNKING), data: e.data };
+    if (e.manifest) return { manifest: e.manifest };
     const dirty = this.dirtyPath(e.dirty);
     // Small files are chunked here (one chunk, microseconds); big ones on the hashing thread.
     const data = (await stat(dirty)).size <= INLINE_BYTES ? await readFile(dirty) : undefined;
@@ -595,7 +623,8 @@ export class WriteBack {
   }
 
   /** Uploads the chunks the node lacks, read from the dirty copy. */
-  private async upload(dirty: string, m: Manifest): Promise<void> {
+  private async upload(dirty: string, m: Manifest, sentAhead?: Promise<void>): Promise<void> {
+    await sentAhead; // what was sent early is not asked about while still on its way
     const missing = await this.mesh.call('has-chunks', (c) => c.hasChunks(m.chunks.map((x) => x.hash)));
     if (missing.length === 0) return;
     await this.mesh.call('put-chunks', async (c) => {

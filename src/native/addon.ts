@@ -97,6 +97,10 @@ export interface NativeAddon {
   linkTmpfile(fd: number, path: string): void;
   openBeneath(root: string, rel: string, flags: number, mode: number): number;
   fsyncPath(path: string): void;
+  /** The chunker's gear table (256 values), once; then gearScan finds cuts as src/content/chunker.ts does. */
+  gearTable(table: Int32Array): void;
+  /** Index just past the first cut in [from, limit) (maskS before `normal`, maskL after), or -1. */
+  gearScan(buf: Buffer, from: number, normal: number, limit: number, maskS: number, maskL: number): number;
   syncfs(fd: number): void;
   lazyUnmount(path: string): void;
 }

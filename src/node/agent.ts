@@ -8,7 +8,8 @@ import { HashPool } from '../content/hash-pool.js';
 import type { ChunkingParams } from '../content/chunker.js';
 import { Store } from '../store/db.js';
 import { FsError } from '../wire/errors.js';
-import { CHANNEL_OPTIONS, wire } from '../wire/proto.js';
+import { CHANNEL_OPTIONS, FLOW_CONTROL_WINDOW, wire } from '../wire/proto.js';
+import { widenConnectionWindow, widenStreamWindow } from '../wire/server-window.js';
 import { framedOr } from '../wire/chunk-frame.js';
 import { log } from '../log.js';
 import { ChunkSource } from './chunk-source.js';
@@ -142,12 +143,14 @@ export class NodeAgent {
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 5000,
     });
+    widenStreamWindow(server, FLOW_CONTROL_WINDOW);
     const service = { ...wire().ghostfs.v1.Node.service };
     service.ReadChunks = { ...service.ReadChunks, responseSerialize: framedOr(service.ReadChunks.responseSerialize as (v: unknown) => Buffer) };
     server.addService(service, makeHandlers({ nodeId: this.config.nodeId, token: this.config.token, workspace: (id) => this.workspace(id) }));
     this.port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(`${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${host}:${port}: ${err.message}`)) : resolve(p))),
     );
+    widenConnectionWindow(server, FLOW_CONTROL_WINDOW);
     this.server = server;
     log.info({ listen: `${host}:${this.port}`, tls: !!this.config.tls, token: !!this.config.token, workspaces: [...this.workspaces.keys()] }, 'node serving');
   }

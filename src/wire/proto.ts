@@ -14,12 +14,15 @@ export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 export const MAX_COMMIT_BATCH = 64;
 export const MAX_COMMIT_BATCH_BYTES = 8 * 1024 * 1024;
 
+/** HTTP/2 receive window, both ways (the node's side: server-window.ts). */
+export const FLOW_CONTROL_WINDOW = 32 * 1024 * 1024;
+
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   // HTTP/2's default 64 KiB window lets one 1 MiB chunk trickle in 16 round
   // trips; a wide window lets a chunk stream run at loopback speed.
-  'grpc-node.flow_control_window': 32 * 1024 * 1024,
+  'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
 };
 
 let loaded: ProtoGrpcType | undefined;

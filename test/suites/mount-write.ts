@@ -139,6 +139,38 @@ t.test('mount: write side', async (t) => {
     t.ok(onNode.subarray(0, 50_000_000).equals(big.subarray(0, 50_000_000)) && onNode.subarray(50_000_006).equals(big.subarray(50_000_006)), 'and nothing else changed');
   });
 
+  await t.test('a big file written front to back reaches the node while it is written', async (t) => {
+    const data = randomBytes(40 * 1024 * 1024);
+    const local = join(base, 'ahead.src');
+    await writeFile(local, data);
+    const staging = join(base, 'state', 'staging', 'default');
+    const chunkFiles = async (): Promise<string[]> => (await readdir(staging).catch(() => [] as string[])).filter((n) => /^[0-9a-f]{64}$/.test(n));
+    t.same(await chunkFiles(), [], 'nothing staged on the node before');
+    // The writer copies 32 MiB, says so, waits for a line on stdin, writes the rest and closes.
+    const script = `
+      const fs = require('node:fs');
+      const src = fs.readFileSync(process.argv[1]);
+      const fd = fs.openSync(process.argv[2], 'w');
+      const put = (from, to) => { for (let o = from; o < to; o += 1 << 20) fs.writeSync(fd, src, o, Math.min(1 << 20, to - o), o); };
+      put(0, 32 << 20);
+      console.log('half');
+      process.stdin.once('data', () => { put(32 << 20, src.length); fs.closeSync(fd); console.log('closed'); process.exit(0); });`;
+    const writer = spawn(process.execPath, ['-e', script, local, M('ahead.bin')], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const said = (word: string) => new Promise<void>((resolve, reject) => {
+      const onData = (d: Buffer) => d.toString().includes(word) && resolve();
+      writer.stdout!.on('data', onData);
+      writer.once('exit', (code) => reject(new Error(`writer exited (${code}) before saying ${word}`)));
+    });
+    await said('half');
+    await waitFor('chunks of the open file to be staged on the node', async () => (await chunkFiles()).length > 0, 30_000);
+    t.pass(`${(await chunkFiles()).length} chunks on the node while the file is still open`);
+    t.notOk(await stat(S('ahead.bin')).catch(() => undefined), 'the file itself appears only at close');
+    writer.stdin!.write('go\n');
+    await said('closed');
+    t.ok((await readFile(S('ahead.bin'))).equals(data), 'the node has exactly the bytes written');
+    t.same(await chunkFiles(), [], 'the commit used every staged chunk');
+  });
+
   await t.test('a file changed on the node between open and close gets a conflict copy', async (t) => {
     await writeFile(S('shared.txt'), 'original\n');
     await waitFor('the mount to see shared.txt', async () => (await run('cat', [M('shared.txt')])).stdout === 'original\n');

@@ -72,12 +72,28 @@ export class World {
     return (rec) => appendFileSync(file, JSON.stringify(rec) + '\n');
   }
 
-  /** kill -9, as a crash would. */
-  static async kill(p: { child: import('node:child_process').ChildProcess } | undefined): Promise<void> {
-    if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
-    const gone = new Promise((r) => p.child.once('exit', r));
+  /**
+   * kill -9, as a crash would. True once the process is gone; false if it
+   * is still there after `waitMs`: a killed mount with a thread stuck in
+   * the kernel exits only when its FUSE connection is aborted, which the
+   * next mount at its mountpoint does.
+   */
+  static async kill(p: { child: import('node:child_process').ChildProcess } | undefined, waitMs = 10_000): Promise<boolean> {
+    if (!p) return true;
+    const gone = World.exitedWithin(p, waitMs);
     p.child.kill('SIGKILL');
-    await gone;
+    return gone;
+  }
+
+  static exitedWithin(p: { child: import('node:child_process').ChildProcess }, ms: number): Promise<boolean> {
+    if (p.child.exitCode !== null || p.child.signalCode !== null) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      p.child.once('exit', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
   }
 
   /**

@@ -7,7 +7,7 @@
 // entry timeouts can be long. Reads of fully cached chunks are served in C
 // without reaching this file at all.
 import { spawnSync } from 'node:child_process';
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import type { ChunkRef } from '../../content/manifest.js';
 import { isDir, S_IFMT, S_IFREG, type Attr } from '../../content/attr.js';
 import { baseName, joinRel, parentOf } from '../../wire/rel-path.js';
@@ -115,12 +115,9 @@ export class NativeDriver implements Driver {
 
   async mount(): Promise<void> {
     const mp = this.opts.mountpoint;
-    // A mount left by a process that died answers ENOTCONN: detach it first.
-    const dead = await stat(mp).then(
-      () => false,
-      (err: NodeJS.ErrnoException) => err.code === 'ENOTCONN',
-    );
-    if (dead || (await isMounted(mp))) {
+    // A mount left by a process that died: detach it first. Found in the
+    // mount table, never by a stat (a stuck mount would hang it).
+    if (await isMounted(mp)) {
       log.warn({ mountpoint: mp }, 'a previous mount is still attached here: detaching it');
       this.detach(mp);
     }

@@ -1,0 +1,124 @@
+// A big file written front to back starts travelling before it is closed:
+// its chunks are cut and hashed as the writes arrive (StreamChunker) and,
+// while the writer keeps writing, the node is asked which of them it lacks
+// and gets those, read back from the dirty copy once their writes landed
+// there. At close the chunk list is ready and the upload only sends what
+// the node still lacks (the usual has-chunks query decides), so nothing
+// here has to succeed: a chunk that was not sent (the node did not answer,
+// the file stopped being a straight run) travels at close, and a staged
+// chunk no commit used expires on the node. The commit still happens at close.
+import { StreamChunker } from '../content/stream-chunker.js';
+import type { ChunkingParams } from '../content/chunker.js';
+import type { ChunkRef, Manifest } from '../content/manifest.js';
+import { log } from '../log.js';
+
+/** Chunks ending below this offset are left for the close: a small file gains nothing from travelling early. */
+export const WRITE_AHEAD_FROM = 8 * 1024 * 1024;
+/** Chunks per has-chunks question (and at most per PutChunks call). */
+const BATCH = 8;
+
+/** Sends what the node lacks of these chunks, reading their bytes with `read`. */
+export type SendChunks = (chunks: ChunkRef[], read: (c: ChunkRef) => Promise<Buffer>) => Promise<unknown>;
+
+export class WriteAhead {
+  private readonly chunker: StreamChunker;
+  private queue: ChunkRef[] = [];
+  private sending: Promise<void> | undefined;
+  /** No more sending: the node failed a call, or the file stopped being a straight run. */
+  private halted = false;
+  /** Writes fed but not yet in the dirty copy; when none are, every byte fed is readable there. */
+  private writing = 0;
+  private readable = 0;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    params: ChunkingParams,
+    private readonly send: SendChunks,
+    /** Reads bytes back from the dirty copy. */
+    private readonly read: (offset: number, length: number) => Promise<Buffer>,
+  ) {
+    this.chunker = new StreamChunker(params, (ref) => {
+      if (this.halted || ref.offset + ref.length < WRITE_AHEAD_FROM) return;
+      this.queue.push(ref);
+      this.kick();
+    });
+  }
+
+  /** A write is about to go to the dirty copy (called in the order writes are made). */
+  writeStarts(offset: number, data: Buffer): void {
+    this.writing++;
+    this.chunker.feed(offset, data);
+    if (!this.chunker.active) this.halt();
+  }
+
+  /** That write is in the dirty copy (or failed: then stop() follows). */
+  writeLanded(): void {
+    if (--this.writing > 0) return;
+    this.readable = this.chunker.fed;
+    this.wake?.();
+  }
+
+  truncated(size: number): void {
+    this.chunker.truncated(size);
+    if (!this.chunker.active) this.halt();
+  }
+
+  /** The write failed or the file is gone: whatever was fed no longer describes it. */
+  stop(): void {
+    this.chunker.stop();
+    this.halt();
+  }
+
+  /**
+   * At close: the manifest of the `size`-byte file, if every byte of it went
+   * through here, and a promise that settles once the chunks still queued
+   * were sent (or given up on). Never rejects.
+   */
+  finish(size: number): { manifest: Manifest; sent: Promise<void> } | undefined {
+    const manifest = this.chunker.finish(size);
+    if (!manifest) {
+      this.halt();
+      return undefined;
+    }
+    return { manifest, sent: this.idle() };
+  }
+
+  private async idle(): Promise<void> {
+    while (this.sending) await this.sending;
+  }
+
+  private halt(): void {
+    this.halted = true;
+    this.queue = [];
+    this.wake?.();
+  }
+
+  private kick(): void {
+    this.sending ??= this.drain().finally(() => {
+      this.sending = undefined;
+      if (this.queue.length > 0 && !this.halted) this.kick();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0 && !this.halted) {
+      const first = this.queue[0]!;
+      if (first.offset + first.length > this.readable) {
+        // Its last write is still on its way to the dirty copy.
+        await new Promise<void>((r) => (this.wake = r));
+        this.wake = undefined;
+        continue;
+      }
+      let n = 0;
+      while (n < Math.min(BATCH, this.queue.length) && this.queue[n]!.offset + this.queue[n]!.length <= this.readable) n++;
+      const batch = this.queue.splice(0, n);
+      try {
+        await this.send(batch, (c) => this.read(c.offset, c.length));
+      } catch (err) {
+        // The close sends what is missing anyway; no point in retrying here.
+        log.debug({ err: (err as Error).message }, 'early upload stopped; the rest travels at close');
+        this.halt();
+      }
+    }
+  }
+}
