@@ -17,6 +17,9 @@ export const LOCAL_INO_BASE = 0xf000_0000;
 let localIno = LOCAL_INO_BASE;
 export const nextLocalIno = (): number => localIno++;
 
+/** The smallest first write that makes a file's chunks travel ahead of its close (write-ahead.ts). */
+const AHEAD_FIRST_WRITE = 64 * 1024;
+
 /** A file created here that no node has seen yet. */
 export const isLocalIno = (ino: number): boolean => ino >= LOCAL_INO_BASE;
 
@@ -137,7 +140,8 @@ export class DirtyFile {
   }
 
   async write(offset: number, data: Buffer): Promise<number> {
-    if (!this.ahead && offset === 0 && this.size === 0) this.ahead = this.startAhead?.((o, n) => this.readRange(o, n));
+    // Only a run that starts with a large write (cp, dd, a linker) is followed: most files written in small pieces are small.
+    if (!this.ahead && offset === 0 && this.size === 0 && data.length >= AHEAD_FIRST_WRITE) this.ahead = this.startAhead?.((o, n) => this.readRange(o, n));
     // Told before the write starts, so it sees writes in the order they were made.
     const ahead = this.ahead;
     ahead?.writeStarts(offset, data);
@@ -192,11 +196,16 @@ export class DirtyFile {
 
   /**
    * At close: the chunk list made while the file was written front to back
-   * (undefined otherwise), and the end of its early upload.
+   * (undefined otherwise), and the end of its early upload. Without `wanted`
+   * (a small file, sent whole) the chunker just stops.
    */
-  finishAhead(): ReturnType<WriteAhead['finish']> {
+  finishAhead(wanted: boolean): ReturnType<WriteAhead['finish']> {
+    if (!wanted) {
+      this.dropAhead();
+      return undefined;
+    }
     const r = this.ahead?.finish(this.size);
-    this.ahead = undefined;
+    this.ahead = undefined; // its last chunks may still be on their way
     return r;
   }
 

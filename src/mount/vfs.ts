@@ -411,7 +411,7 @@ export class Vfs {
     await d.materialize(this.chunks);
     d.handedOver = true; // the write-back owns the copy now
     const fh = d.fh;
-    const ahead = d.finishAhead();
+    const ahead = d.finishAhead(d.size > HOLD_BYTES);
     const rec = {
       path: d.path,
       dirty: d.name,
@@ -424,7 +424,7 @@ export class Vfs {
       // A small file's bytes travel from here: one read now instead of a stat and a whole-file read later.
       data: d.size <= HOLD_BYTES ? await d.readAll() : undefined,
       // A big file written front to back: its chunk list is ready and its chunks are on their way.
-      manifest: d.size > HOLD_BYTES ? ahead?.manifest : undefined,
+      manifest: ahead?.manifest,
       sentAhead: ahead?.sent,
     };
     const r = how === 'queue' && !d.owner ? await this.writeBack.queueFile(rec) : await this.writeBack.closeFile(rec, { direct: how !== 'journal', syncDirty: () => fh.sync() });

@@ -42,6 +42,10 @@ const INLINE_BYTES = 1024 * 1024;
 export const HOLD_BYTES = 256 * 1024;
 const HOLD_TOTAL = 64 * 1024 * 1024;
 
+/** A commit's deadline grows by 1 ms per this many bytes (20 MB/s) and by this much per extra file of a batch. */
+const COMMIT_BYTES_PER_MS = 20_000;
+const COMMIT_MS_PER_FILE = 100;
+
 /**
  * Asynchronous write-back: how long a closed file waits for attribute
  * changes, commit calls running at once (of them, CommitMany batches),
@@ -483,7 +487,7 @@ export class WriteBack {
     } else {
       if (!data) await this.upload(dirty, manifest, e.sentAhead);
       const req = this.request(e, manifest, data);
-      reply = await this.mesh.call(`commit ${e.path}`, (c) => c.commit(req, this.commitDeadline(1)));
+      reply = await this.mesh.call(`commit ${e.path}`, (c) => c.commit(req, this.commitDeadline(1, manifest.size)));
     }
     return this.settleLanded(e, manifest, reply);
   }
@@ -508,7 +512,7 @@ export class WriteBack {
         let reply: WCommitManyReplyOut;
         try {
           const reqs = live.map((x) => this.request(x.e, x.manifest, x.data));
-          reply = await this.mesh.call(`commit of ${live.length} files`, (c) => c.commitMany(reqs, this.commitDeadline(live.length)));
+          reply = await this.mesh.call(`commit of ${live.length} files`, (c) => c.commitMany(reqs, this.commitDeadline(live.length, live.reduce((n, x) => n + x.manifest.size, 0))));
         } catch (err) {
           if (!isUnimplemented(err)) {
             for (const x of live) out.set(x.e.seq, err as Error);
@@ -543,8 +547,15 @@ export class WriteBack {
     );
   }
 
-  private commitDeadline(files: number): number {
-    return Math.max(this.opts.deadlineMs, 30_000 + 500 * files);
+  /**
+   * A commit may take the configured deadline plus the time the node needs
+   * to assemble and fsync what it writes (at a slow disk's pace) and a
+   * little per file of a batch. Not a fixed 30 s floor: a small file's close
+   * with an unreachable node then queues after `--deadline`, as every other
+   * call gives up after it.
+   */
+  private commitDeadline(files: number, bytes: number): number {
+    return this.opts.deadlineMs + Math.ceil(bytes / COMMIT_BYTES_PER_MS) + COMMIT_MS_PER_FILE * (files - 1);
   }
 
   /**
@@ -574,7 +585,8 @@ export class WriteBack {
   /** The record's content: its chunk list, and its bytes when small enough to travel inside the commit. */
   private async content(e: JournalEntry): Promise<{ manifest: Manifest; data?: Buffer }> {
     if (e.data) return { manifest: chunkBuffer(e.data, DEFAULT_CHUNKING), data: e.data };
-    if (e.manifest) return { manifest: e.manifest };
+    // Made while it was written; a file small enough to ride inside the commit still does.
+    if (e.manifest && e.manifest.size > INLINE_BYTES) return { manifest: e.manifest };
     const dirty = this.dirtyPath(e.dirty);
     // Small files are chunked here (one chunk, microseconds); big ones on the hashing thread.
     const data = (await stat(dirty)).size <= INLINE_BYTES ? await readFile(dirty) : undefined;

@@ -124,10 +124,10 @@ export interface MountProc {
 
 /** Spawns `ghostfs mount --foreground` of the node at `endpoint`; `onRecord` sees each of its stderr log records. Wait for it with waitMounted. */
 export function spawnMount(endpoint: string, mnt: string, cacheDir: string, extraArgs: string[] = [], onRecord?: (rec: Record<string, unknown>) => void): MountProc {
-  if (isMounted(mnt)) {
-    note(`${mnt} was still mounted before a new mount: lazily unmounted`);
-    lazyUnmount(mnt);
-  }
+  // Left to `ghostfs mount` itself, which clears a ghostfs mount left there
+  // (aborting its connection when its process is gone or stuck); a lazy
+  // unmount here would hide that mount from it and leave a stuck one stuck.
+  if (isMounted(mnt)) note(`${mnt} was still mounted before a new mount: ghostfs mount clears it`);
   const t0 = performance.now();
   const child = spawn(process.execPath, [CLI, 'mount', endpoint, mnt, '--cache-dir', cacheDir, '--foreground', ...extraArgs], { cwd: REPO, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
   const tail: string[] = [];
