@@ -184,7 +184,7 @@ export const HANG_MS = 90_000;
 
 export function describe(r: ScenarioResult): string[] {
   const lines = [`${r.name}`];
-  lines.push(`  injected: ${JSON.stringify(r.injected)}; failed with a fault's errno: ${count(r.faulted)} ${JSON.stringify(r.faulted)}; unexpected errors: ${count(r.errors)}${count(r.errors) ? ` ${JSON.stringify(r.errors)}` : ''}; slowest operation ${r.maxOpMs} ms${r.mountExit !== undefined ? `; final unmount exit ${r.mountExit}` : ''}`);
+  lines.push(`  injected: ${JSON.stringify(r.injected)}; failed with a fault's errno: ${count(r.faulted)} ${JSON.stringify(r.faulted)}; unexpected errors: ${count(r.errors)}${count(r.errors) ? ` ${JSON.stringify(r.errors)}` : ''}; slowest operation ${r.maxOpMs} ms${r.slowestOp ? ` (${r.slowestOp})` : ''}${r.mountExit !== undefined ? `; final unmount exit ${r.mountExit}` : ''}`);
   for (const f of r.failures) lines.push(`  failure: ${f}`);
   for (const e of r.examples) lines.push(`  ${e}`);
   lines.push(`  ${verdictLine(r)}`);

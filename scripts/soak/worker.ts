@@ -28,6 +28,8 @@ export interface WorkerSummary {
   /** Names this worker wrote that the mount no longer listed. */
   lost: number;
   maxOpMs: number;
+  /** Which operation that was, and how it ended (ok or its errno). */
+  slowestOp?: string;
   /** What the node must hold at the end: name → sha256. */
   files: Record<string, string>;
 }
@@ -69,9 +71,10 @@ async function main(): Promise<void> {
     if (s.examples.length < 5) s.examples.push(`corrupted: ${what}`);
   };
 
-  const ops: [number, () => Promise<void>][] = [
+  const ops: [number, string, () => Promise<void>][] = [
     [
       4,
+      'create',
       async () => {
         if (files.size >= 40) return;
         const name = `f${n++}`;
@@ -83,6 +86,7 @@ async function main(): Promise<void> {
     ],
     [
       4,
+      'read',
       async () => {
         if (!files.size) return;
         const name = pick([...files.keys()]);
@@ -92,6 +96,7 @@ async function main(): Promise<void> {
     ],
     [
       2,
+      'edit in place',
       async () => {
         if (!files.size) return;
         // An edit in place: a range overwritten (and maybe the file extended).
@@ -117,6 +122,7 @@ async function main(): Promise<void> {
     ],
     [
       1,
+      'rename',
       async () => {
         if (!files.size) return;
         const from = pick([...files.keys()]);
@@ -129,6 +135,7 @@ async function main(): Promise<void> {
     ],
     [
       1,
+      'unlink',
       async () => {
         if (files.size < 10) return;
         const name = pick([...files.keys()]);
@@ -139,6 +146,7 @@ async function main(): Promise<void> {
     ],
     [
       1,
+      'mkdir+rmdir',
       async () => {
         const d = join(dir, `d${n++}`);
         await mkdir(d);
@@ -147,6 +155,7 @@ async function main(): Promise<void> {
     ],
     [
       2,
+      'list',
       async () => {
         const listed = new Set(await readdir(dir));
         for (const name of files.keys()) if (!listed.has(name)) s.lost++;
@@ -159,6 +168,7 @@ async function main(): Promise<void> {
     ],
     [
       3,
+      'read shared range',
       async () => {
         if (!shared.length) return;
         // A range of a shared file, compared with the node's own copy.
@@ -175,13 +185,15 @@ async function main(): Promise<void> {
 
   while (Date.now() < until) {
     let r = rand() * total;
-    const op = ops.find(([w]) => (r -= w) < 0)![1];
+    const [, opName, op] = ops.find(([w]) => (r -= w) < 0)!;
     const started = performance.now();
+    let outcome = 'ok';
     touching = [];
     try {
       await op();
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'ERROR';
+      outcome = code;
       if (tolerant && FAULT_ERRNOS.has(code)) {
         s.faulted[code] = (s.faulted[code] ?? 0) + 1;
         for (const name of touching) files.delete(name);
@@ -190,7 +202,11 @@ async function main(): Promise<void> {
         if (s.examples.length < 5) s.examples.push((err as Error).message);
       }
     }
-    s.maxOpMs = Math.max(s.maxOpMs, performance.now() - started);
+    const ms = performance.now() - started;
+    if (ms > s.maxOpMs) {
+      s.maxOpMs = ms;
+      s.slowestOp = `${opName}: ${outcome}`;
+    }
     s.ops++;
   }
   for (const [name, data] of files) s.files[name] = sha(data);

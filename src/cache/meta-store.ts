@@ -65,6 +65,9 @@ function decodeManifest(b: Buffer): Manifest {
   return { digest, chunks: readChunkList(r) };
 }
 
+/** Own commits remembered for the change feed (a reconnect replays at most what happened while it was away). */
+const OWN_COMMITS_KEPT = 50_000;
+
 export class MetaStore {
   private readonly entries = new Map<string, MetaEntry>();
   private readonly children = new Map<string, Set<string>>();
@@ -72,11 +75,37 @@ export class MetaStore {
   private readonly manifests = new Map<string, Manifest>();
   generation = 0;
   epoch = '';
+  /**
+   * Files this mount itself committed, with the node that took each and the
+   * generation of that commit there (exact, unlike a mutation's reply, which
+   * gives the node's generation after it). The change feed, replaying from
+   * its position after a reconnect, would otherwise bring older states of
+   * them back over what the node answered (memory only, bounded).
+   */
+  private readonly ownCommits = new Map<string, { endpoint: string; generation: number }>();
 
   constructor(
     private readonly store: Store,
     readonly workspace: string,
   ) {}
+
+  markOwnCommit(path: string, endpoint: string, generation: number): void {
+    if (!(generation > 0)) return;
+    this.ownCommits.delete(path); // re-inserted last: the bound drops the oldest
+    this.ownCommits.set(path, { endpoint, generation });
+    if (this.ownCommits.size > OWN_COMMITS_KEPT) this.ownCommits.delete(this.ownCommits.keys().next().value as string);
+  }
+
+  /** Whether an event of `endpoint`'s feed at `generation` is older than this mount's own last commit of `path` there. */
+  olderThanOwnCommit(path: string, endpoint: string, generation: number): boolean {
+    const own = this.ownCommits.get(path);
+    return !!own && own.endpoint === endpoint && generation < own.generation;
+  }
+
+  /** A node's generations started over (its feed said RESET): none of them can be compared any more. */
+  forgetOwnCommits(): void {
+    this.ownCommits.clear();
+  }
 
   private k(kind: string, path: string): Buffer {
     return key(this.workspace, kind, path);

@@ -108,6 +108,7 @@ export class ChangeFeed {
   private async apply(e: WChangeEventOut): Promise<void> {
     switch (e.kind) {
       case 'RESET':
+        this.meta.forgetOwnCommits();
         this.epoch = e.epoch;
         this.generation = e.generation;
         await this.revalidate();
@@ -157,7 +158,10 @@ export class ChangeFeed {
    * not hide it.
    */
   private heldBack(e: WChangeEventOut): boolean {
-    if (!this.writes.pending(e.path)) return false;
+    // Older than this mount's own last commit of the path (replayed after a
+    // reconnect): what the node answered us then is newer.
+    const older = !!this.sub && this.meta.olderThanOwnCommit(e.path, this.sub.endpoint, e.generation);
+    if (!older && !this.writes.pending(e.path)) return false;
     this.advance(e);
     return true;
   }

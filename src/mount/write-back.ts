@@ -482,14 +482,18 @@ export class WriteBack {
     const current = replayed ? await this.mesh.stat(e.path).catch((err) => (errnoOf(err) === 'ENOENT' ? undefined : Promise.reject(err))) : undefined;
     const currentDigest = current?.digest?.length ? Buffer.from(current.digest) : undefined;
     let reply: WCommitReplyOut;
+    let by = ''; // the node that answered: its generations are the ones that count
     if (currentDigest?.equals(manifest.digest)) {
       reply = { conflict: false, conflictPath: '', entry: current!, generation: 0 };
     } else {
       if (!data) await this.upload(dirty, manifest, e.sentAhead);
       const req = this.request(e, manifest, data);
-      reply = await this.mesh.call(`commit ${e.path}`, (c) => c.commit(req, this.commitDeadline(1, manifest.size)));
+      reply = await this.mesh.call(`commit ${e.path}`, (c) => {
+        by = c.endpoint;
+        return c.commit(req, this.commitDeadline(1, manifest.size));
+      });
     }
-    return this.settleLanded(e, manifest, reply);
+    return this.settleLanded(e, manifest, reply, by);
   }
 
   /**
@@ -510,9 +514,13 @@ export class WriteBack {
         }
         if (live.length === 0) return out;
         let reply: WCommitManyReplyOut;
+        let by = '';
         try {
           const reqs = live.map((x) => this.request(x.e, x.manifest, x.data));
-          reply = await this.mesh.call(`commit of ${live.length} files`, (c) => c.commitMany(reqs, this.commitDeadline(live.length, live.reduce((n, x) => n + x.manifest.size, 0))));
+          reply = await this.mesh.call(`commit of ${live.length} files`, (c) => {
+            by = c.endpoint;
+            return c.commitMany(reqs, this.commitDeadline(live.length, live.reduce((n, x) => n + x.manifest.size, 0)));
+          });
         } catch (err) {
           if (!isUnimplemented(err)) {
             for (const x of live) out.set(x.e.seq, err as Error);
@@ -536,7 +544,7 @@ export class WriteBack {
             const o = reply.outcomes[i];
             try {
               if (!o?.reply) throw new FsError(o?.errno || 'EIO', o?.message || 'the node sent no outcome for this file');
-              out.set(x.e.seq, await this.settleLanded(x.e, x.manifest, o.reply));
+              out.set(x.e.seq, await this.settleLanded(x.e, x.manifest, o.reply, by));
             } catch (err) {
               out.set(x.e.seq, err as Error);
             }
@@ -613,12 +621,13 @@ export class WriteBack {
   }
 
   /** The node took the record (or kept it as a conflict copy): metadata, journal and cache follow. */
-  private async settleLanded(e: JournalEntry, manifest: Manifest, reply: WCommitReplyOut): Promise<Buffer> {
+  private async settleLanded(e: JournalEntry, manifest: Manifest, reply: WCommitReplyOut, by: string): Promise<Buffer> {
     const dirty = this.dirtyPath(e.dirty);
     const committedPath = reply.conflict ? reply.conflictPath : e.path;
     await this.meta.settle(committedPath, entryFromWire(reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
       if (e.seq) this.journal.removeIn(b, e.seq);
     });
+    if (by) this.meta.markOwnCommit(committedPath, by, reply.generation);
     this.forget(e);
     this.mayHold.delete(e.path);
     if (e.seq) this.rememberLanded(e.seq, manifest.digest);

@@ -43,6 +43,8 @@ export interface Verdict {
   lost: number;
   corrupted: number;
   maxOpMs: number;
+  /** The slowest operation's kind and outcome, when a worker said. */
+  slowestOp?: string;
   examples: string[];
   failures: string[];
 }
@@ -62,7 +64,10 @@ export async function judge(results: (WorkerSummary | string)[], source: string)
     v.ops += r.ops;
     v.corrupted += r.corrupted;
     v.lost += r.lost;
-    v.maxOpMs = Math.max(v.maxOpMs, Math.round(r.maxOpMs));
+    if (Math.round(r.maxOpMs) >= v.maxOpMs) {
+      v.maxOpMs = Math.round(r.maxOpMs);
+      v.slowestOp = r.slowestOp;
+    }
     add(v.errors, r.errors);
     add(v.faulted, r.faulted ?? {});
     for (const e of r.examples) if (v.examples.length < 10) v.examples.push(`w${i}: ${e}`);
