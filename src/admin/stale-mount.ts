@@ -8,7 +8,7 @@
 // exiting, and the mountpoint answers ENOTCONN, which the drivers detach.
 // A mount that does not answer its control socket counts as left behind.
 import { log } from '../log.js';
-import { abortFuseConnection, mountEntry } from '../mount/mount-table.js';
+import { abortFuseConnection, fuseConnection, mountEntry } from '../mount/mount-table.js';
 import { mountAnswers } from './control-client.js';
 import { socketFor } from './registry.js';
 
@@ -21,7 +21,7 @@ export async function abortStaleMount(mountpoint: string): Promise<boolean> {
   const e = await mountEntry(mountpoint);
   if (!e || !(e.fstype === 'fuse.ghostfs' || e.source === 'ghostfs')) return false;
   if (await mountAnswers(socketFor(mountpoint))) throw new Error(`${mountpoint} is already mounted by a running ghostfs: unmount it first (ghostfs unmount ${mountpoint})`);
-  const connection = e.device.split(':')[1]!;
+  const connection = fuseConnection(e);
   try {
     await abortFuseConnection(connection);
     log.warn({ mountpoint, connection }, 'a ghostfs mount whose process is gone was left here: aborted its FUSE connection');

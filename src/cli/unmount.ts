@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { control, NoMountError } from '../admin/control-client.js';
 import { socketFor } from '../admin/registry.js';
 import { parseDuration } from '../config/parse.js';
-import { abortFuseConnection, isMounted, mountEntry } from '../mount/mount-table.js';
+import { abortFuseConnection, fuseConnection, isMounted, mountEntry } from '../mount/mount-table.js';
 import { log } from '../log.js';
 import { fail } from './common.js';
 
@@ -23,9 +23,8 @@ async function forceDetach(mountpoint: string): Promise<string> {
   const e = await mountEntry(mountpoint);
   if (!e) return 'not mounted';
   if (e.fstype.startsWith('fuse')) {
-    const minor = e.device.split(':')[1];
     // Aborting fails every request in flight at once instead of waiting for a dead daemon.
-    await abortFuseConnection(minor!).catch((err: Error) => log.warn({ err: err.message }, 'cannot abort the FUSE connection'));
+    await abortFuseConnection(fuseConnection(e)).catch((err: Error) => log.warn({ err: err.message }, 'cannot abort the FUSE connection'));
   }
   const r = spawnSync('fusermount', ['-uz', mountpoint], { encoding: 'utf8' });
   if (r.status !== 0) spawnSync('umount', ['-l', mountpoint]);

@@ -90,8 +90,8 @@ export class StreamChunker {
   private cut(final: boolean): void {
     const len = this.finder.next(this.buf, this.start, this.end, final);
     const piece = this.buf.subarray(this.start, this.start + len);
-    const offset = this.chunks.length ? this.chunks[this.chunks.length - 1]!.offset + this.chunks[this.chunks.length - 1]!.length : 0;
-    const ref = { hash: hashChunk(piece), offset, length: len };
+    // buf[start] is the first byte not cut yet: everything fed but what is still in the window.
+    const ref = { hash: hashChunk(piece), offset: this.fed - (this.end - this.start), length: len };
     this.chunks.push(ref);
     this.start += len;
     this.onChunk?.(ref, piece);

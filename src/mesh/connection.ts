@@ -90,13 +90,17 @@ export class NodeConnection {
   }
 
   commit(req: Omit<WCommitRequest, 'workspace'>, deadlineMs?: number): Promise<WCommitReplyOut> {
-    return this.unary(this.client.commit, { ...req, workspace: this.workspace, clientId: req.clientId || this.opts.clientId || '' }, deadlineMs);
+    return this.unary(this.client.commit, { ...this.withClientId(req), workspace: this.workspace }, deadlineMs);
+  }
+
+  /** A commit names its writer (conflict copies carry it): this connection's client id unless it names one. */
+  private withClientId(req: Omit<WCommitRequest, 'workspace'>): Omit<WCommitRequest, 'workspace'> {
+    return { ...req, clientId: req.clientId || this.opts.clientId || '' };
   }
 
   /** Several commits in one call; each outcome is a reply or an errno, in request order. */
   commitMany(reqs: Omit<WCommitRequest, 'workspace'>[], deadlineMs?: number): Promise<WCommitManyReplyOut> {
-    const commits = reqs.map((r) => ({ ...r, clientId: r.clientId || this.opts.clientId || '' }));
-    return this.unary(this.client.commitMany, { workspace: this.workspace, commits }, deadlineMs);
+    return this.unary(this.client.commitMany, { workspace: this.workspace, commits: reqs.map((r) => this.withClientId(r)) }, deadlineMs);
   }
 
   mutate(req: Omit<WMutateRequest, 'workspace'>): Promise<WMutateReplyOut> {

@@ -152,14 +152,14 @@ export class ChangeFeed {
   }
 
   /**
-   * Content closed here and not yet taken by a node is what the mount shows
-   * for its path until its commit lands (which records the node's entry, or,
-   * on a conflict, fetches theirs): an older state announced meanwhile must
-   * not hide it.
+   * Events that must not replace what the mount shows for their path:
+   * - content closed here and not yet taken by a node is shown until its
+   *   commit lands (which records the node's entry, or, on a conflict,
+   *   fetches theirs);
+   * - an event older than this mount's own last commit of the path on the
+   *   same node (replayed after a reconnect): the commit's answer is newer.
    */
   private heldBack(e: WChangeEventOut): boolean {
-    // Older than this mount's own last commit of the path (replayed after a
-    // reconnect): what the node answered us then is newer.
     const older = !!this.sub && this.meta.olderThanOwnCommit(e.path, this.sub.endpoint, e.generation);
     if (!older && !this.writes.pending(e.path)) return false;
     this.advance(e);

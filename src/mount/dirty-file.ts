@@ -128,15 +128,8 @@ export class DirtyFile {
   }
 
   /** The whole content (small files: the write-back sends it without reading the copy again). */
-  async readAll(): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(this.size);
-    let done = 0;
-    while (done < this.size) {
-      const { bytesRead } = await this.fh.read(buf, done, this.size - done, done);
-      if (bytesRead === 0) throw Object.assign(new Error(`dirty copy of "${this.path}" is shorter than ${this.size} bytes`), { code: 'EIO' });
-      done += bytesRead;
-    }
-    return buf;
+  readAll(): Promise<Buffer> {
+    return this.readRange(0, this.size);
   }
 
   async write(offset: number, data: Buffer): Promise<number> {

@@ -29,6 +29,11 @@ export async function mountEntry(mountpoint: string): Promise<MountEntry | undef
   return undefined;
 }
 
+/** The FUSE connection of a mount: its device's minor number names it in /sys/fs/fuse/connections. */
+export function fuseConnection(e: MountEntry): string {
+  return e.device.split(':')[1] ?? '';
+}
+
 export async function isMounted(mountpoint: string): Promise<boolean> {
   return (await mountEntry(mountpoint)) !== undefined;
 }

@@ -16,7 +16,7 @@ import { log } from '../log.js';
 import type { ChunkReader } from './chunk-reader.js';
 import { DirtyFile, isLocalIno, nextLocalIno } from './dirty-file.js';
 import { entryFromWire } from './vfs-entry.js';
-import { HOLD_BYTES, type WriteBack } from './write-back.js';
+import { HOLD_BYTES, INLINE_BYTES, type WriteBack } from './write-back.js';
 
 export const ROOT_INO = 1;
 
@@ -411,7 +411,8 @@ export class Vfs {
     await d.materialize(this.chunks);
     d.handedOver = true; // the write-back owns the copy now
     const fh = d.fh;
-    const ahead = d.finishAhead(d.size > HOLD_BYTES);
+    // Its chunk list is wanted only where the content does not ride inside the commit.
+    const ahead = d.finishAhead(d.size > INLINE_BYTES);
     const rec = {
       path: d.path,
       dirty: d.name,

@@ -36,7 +36,7 @@ export interface WriteBackStats {
 }
 
 /** Files up to this size travel inside the commit call: one round trip, not three. */
-const INLINE_BYTES = 1024 * 1024;
+export const INLINE_BYTES = 1024 * 1024;
 
 /** Small files' bytes stay in memory from close to commit (they are on disk too): up to this much per file, and in all. */
 export const HOLD_BYTES = 256 * 1024;
@@ -571,30 +571,15 @@ export class WriteBack {
    * as it is written and its chunks are sent ahead of the close.
    */
   writeAhead(read: (offset: number, length: number) => Promise<Buffer>): WriteAhead {
-    const send: SendChunks = async (chunks, bytesOf) => {
-      // A copy of content the node holds (cp within the workspace) sends nothing.
-      const missing = await this.mesh.call('has-chunks ahead', (c) => c.hasChunks(chunks.map((x) => x.hash)));
-      if (missing.length === 0) return;
-      const wanted = missing.map((i) => chunks[i]!);
-      await this.mesh.call('put-chunks ahead', (c) =>
-        c.putChunks(
-          (async function* () {
-            for (const ch of wanted) yield { hash: ch.hash, data: await bytesOf(ch) };
-          })(),
-          Math.max(this.opts.deadlineMs, 60_000),
-        ),
-      );
-      this.stats.uploadedChunks += wanted.length;
-      this.stats.uploadedBytes += wanted.reduce((n, x) => n + x.length, 0);
-    };
+    // A copy of content the node holds (cp within the workspace) sends nothing.
+    const send: SendChunks = (chunks, bytesOf) => this.sendMissing(' ahead', chunks, bytesOf);
     return new WriteAhead(DEFAULT_CHUNKING, send, read);
   }
 
   /** The record's content: its chunk list, and its bytes when small enough to travel inside the commit. */
   private async content(e: JournalEntry): Promise<{ manifest: Manifest; data?: Buffer }> {
     if (e.data) return { manifest: chunkBuffer(e.data, DEFAULT_CHUNKING), data: e.data };
-    // Made while it was written; a file small enough to ride inside the commit still does.
-    if (e.manifest && e.manifest.size > INLINE_BYTES) return { manifest: e.manifest };
+    if (e.manifest) return { manifest: e.manifest }; // made while it was written
     const dirty = this.dirtyPath(e.dirty);
     // Small files are chunked here (one chunk, microseconds); big ones on the hashing thread.
     const data = (await stat(dirty)).size <= INLINE_BYTES ? await readFile(dirty) : undefined;
@@ -646,27 +631,33 @@ export class WriteBack {
   /** Uploads the chunks the node lacks, read from the dirty copy. */
   private async upload(dirty: string, m: Manifest, sentAhead?: Promise<void>): Promise<void> {
     await sentAhead; // what was sent early is not asked about while still on its way
-    const missing = await this.mesh.call('has-chunks', (c) => c.hasChunks(m.chunks.map((x) => x.hash)));
+    const fh = await open(dirty, 'r');
+    try {
+      await this.sendMissing('', m.chunks, async (ch) => {
+        const data = Buffer.allocUnsafe(ch.length);
+        await fh.read(data, 0, ch.length, ch.offset);
+        return data;
+      });
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Asks the node which of these chunks it lacks and sends those, their bytes read by `bytesOf`. */
+  private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>): Promise<void> {
+    const missing = await this.mesh.call(`has-chunks${what}`, (c) => c.hasChunks(chunks.map((x) => x.hash)));
     if (missing.length === 0) return;
-    await this.mesh.call('put-chunks', async (c) => {
-      const fh = await open(dirty, 'r');
-      try {
-        const chunks = missing.map((i) => m.chunks[i]!);
-        async function* read(): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
-          for (const ch of chunks) {
-            const data = Buffer.allocUnsafe(ch.length);
-            await fh.read(data, 0, ch.length, ch.offset);
-            yield { hash: ch.hash, data };
-          }
-        }
-        const r = await c.putChunks(read(), Math.max(this.opts.deadlineMs, 60_000));
-        this.stats.uploadedChunks += chunks.length;
-        this.stats.uploadedBytes += chunks.reduce((n, x) => n + x.length, 0);
-        return r;
-      } finally {
-        await fh.close();
-      }
-    });
+    const wanted = missing.map((i) => chunks[i]!);
+    await this.mesh.call(`put-chunks${what}`, (c) =>
+      c.putChunks(
+        (async function* () {
+          for (const ch of wanted) yield { hash: ch.hash, data: await bytesOf(ch) };
+        })(),
+        Math.max(this.opts.deadlineMs, 60_000),
+      ),
+    );
+    this.stats.uploadedChunks += wanted.length;
+    this.stats.uploadedBytes += wanted.reduce((n, x) => n + x.length, 0);
   }
 
   /**

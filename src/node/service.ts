@@ -5,7 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { timingSafeEqual } from 'node:crypto';
 import { fromTimespec, isDir, isReg } from '../content/attr.js';
 import { attrToWire, chunksFromWire, chunksToWire } from '../wire/convert.js';
-import { ERRNO_KEY, FsError, toServiceError } from '../wire/errors.js';
+import { errnoOf, FsError, toServiceError } from '../wire/errors.js';
 import { PROTOCOL_VERSION, MAX_MESSAGE_BYTES, MAX_COMMIT_BATCH } from '../wire/proto.js';
 import { CHUNK_FRAME_RESERVE, frameChunk } from '../wire/chunk-frame.js';
 import { HASH_ALGORITHM, hashChunk, hex } from '../content/manifest.js';
@@ -262,7 +262,7 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
             (reply) => ({ reply, errno: '', message: '' }),
             (err) => {
               const s = toServiceError(err);
-              return { errno: String(s.metadata?.get(ERRNO_KEY)[0] ?? 'EIO'), message: s.details ?? '' };
+              return { errno: errnoOf(s), message: s.details ?? '' };
             },
           ),
         ),

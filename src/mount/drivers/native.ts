@@ -14,11 +14,12 @@ import { baseName, joinRel, parentOf } from '../../wire/rel-path.js';
 import { errnoOf, FsError } from '../../wire/errors.js';
 import { log } from '../../log.js';
 import { nativeAddon, nativeLoadError, RENAME_EXCHANGE, type NativeAddon, type SessionHandle } from '../../native/addon.js';
-import { abortFuseConnection, isMounted, mountEntry } from '../mount-table.js';
+import { abortFuseConnection, fuseConnection, isMounted, mountEntry } from '../mount-table.js';
 import { chunkIndex, O_ACCMODE, type Node, type SetAttr, type Vfs } from '../vfs.js';
 import { NodeIds, ROOT_ID } from './node-ids.js';
 import { ATTR_LEN, NS, putAttr, Reply } from './native-reply.js';
 import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
+import type { ChangeKind } from '../change-feed.js';
 
 /** Operation codes, as native/src/ghostfs.h numbers them. */
 enum Op {
@@ -142,9 +143,9 @@ export class NativeDriver implements Driver {
       },
       (...args) => this.dispatch(...args),
     );
-    const dev = (await mountEntry(mp))?.device;
-    this.connection = dev?.split(':')[1];
-    if (dev) await this.raiseReadahead(dev);
+    const e = await mountEntry(mp);
+    this.connection = e && fuseConnection(e);
+    if (e) await this.raiseReadahead(e.device);
   }
 
   /**
@@ -200,7 +201,7 @@ export class NativeDriver implements Driver {
     this.markExited();
   }
 
-  invalidate(path: string, what: 'attrs' | 'entry'): void {
+  invalidate(path: string, what: ChangeKind): void {
     const s = this.session;
     if (!s) return;
     if (path === '') {
