@@ -93,7 +93,7 @@ t.test('node agent', async (t) => {
   await makeTree(root);
   await symlink(outside, join(root, 'escape'));
 
-  let node = await NodeProc.start(['--root', root, '--state-dir', state, '--temp-ttl', '0']);
+  let node = await NodeProc.start(['--root', root, '--state-dir', state, '--temp-ttl', '0', '--metrics', '127.0.0.1:0']);
   t.teardown(() => node.stop('SIGKILL'));
   let conn = node.connect();
   t.teardown(() => conn.close());
@@ -316,6 +316,68 @@ t.test('node agent', async (t) => {
     const moved = await conn.listDir('moved');
     t.same(moved.entries.map((e) => e.name).sort(), ['hard', 'i', 'ln', 'times'], 'a renamed directory lists its children');
     t.equal((await readAll(conn, 'moved/i')).toString(), 'f', 'and serves their content');
+  });
+
+  t.test('new small files with their bytes inside the commit', async (t) => {
+    const inline = (data: Buffer) => {
+      const m = chunkBuffer(data, DEFAULT_CHUNKING);
+      return { m, inline: m.chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length) })) };
+    };
+    await mkdir(join(root, 'small'));
+    await mkdir(join(root, 'small/real'));
+    // An absolute symlink that stays inside the root: allowed, though RESOLVE_BENEATH alone refuses it.
+    await symlink(join(root, 'small/real'), join(root, 'small/abs-link'));
+
+    // How each commit was written, from the node's metrics.
+    const port = String(node.line('metrics serving')!.metrics).split(':').pop();
+    const commits = async (how: string): Promise<number> => {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      return Number(new RegExp(`^ghostfs_node_commits_total\\{how="${how}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+    };
+    const direct = !!nativeAddon(); // without the addon every commit is staged
+    const before = { newFile: await commits('new-file'), staged: await commits('staged') };
+
+    const body = randomBytes(4096);
+    const a = inline(body);
+    const mtime = { sec: 1_500_000_000, nsec: 123_456_789 };
+    const r = await conn.commit({ path: 'small/a.txt', expectAbsent: true, digest: a.m.digest, size: a.m.size, chunks: a.m.chunks, inline: a.inline, mode: 0o640, mtime, atime: mtime });
+    t.equal(r.conflict, false);
+    const st = await lstat(join(root, 'small/a.txt'), { bigint: true });
+    t.ok((await readFile(join(root, 'small/a.txt'))).equals(body), 'bytes on disk');
+    t.equal(Number(st.mode) & 0o7777, 0o640, 'mode set');
+    t.equal(st.mtimeNs, 1_500_000_000_123_456_789n, 'mtime exact to the nanosecond');
+    t.equal(BigInt(r.entry!.attr!.ino), st.ino, 'the reply names the file that is there');
+    t.equal(fromTimespec(r.entry!.attr!.mtime), st.mtimeNs, "the reply's mtime is the file's");
+    t.equal(await commits('new-file'), before.newFile + (direct ? 1 : 0), 'written in one job where the addon is there');
+
+    const empty = inline(Buffer.alloc(0));
+    await conn.commit({ path: 'small/empty', expectAbsent: true, digest: empty.m.digest, size: 0, chunks: empty.m.chunks, inline: empty.inline });
+    t.equal((await stat(join(root, 'small/empty'))).size, 0, 'an empty file');
+
+    const b = inline(Buffer.from('through a link\n'));
+    t.equal((await conn.commit({ path: 'small/abs-link/b.txt', expectAbsent: true, digest: b.m.digest, size: b.m.size, chunks: b.m.chunks, inline: b.inline })).conflict, false);
+    t.equal(await readFile(join(root, 'small/real/b.txt'), 'utf8'), 'through a link\n', 'an absolute symlink inside the root is followed');
+    // a.txt and the empty file went in one job each; this one needed the general path.
+    t.same({ newFile: await commits('new-file'), staged: await commits('staged') }, direct ? { newFile: before.newFile + 2, staged: before.staged + 1 } : { newFile: before.newFile, staged: before.staged + 3 }, 'the link took the general path');
+
+    await rejectsErrno(t, conn.commit({ path: 'escape/planted', expectAbsent: true, digest: b.m.digest, size: b.m.size, chunks: b.m.chunks, inline: b.inline }), 'EACCES', 'inline commit through an escaping symlink');
+    t.same((await readdir(outside)).sort(), ['secret'], 'nothing created outside the root');
+
+    // A name taken behind the node's back (not indexed yet): theirs stays, mine becomes a conflict copy.
+    await writeFile(join(root, 'small/theirs.txt'), 'theirs\n');
+    const c = inline(Buffer.from('mine\n'));
+    const rc = await conn.commit({ path: 'small/theirs.txt', expectAbsent: true, digest: c.m.digest, size: c.m.size, chunks: c.m.chunks, inline: c.inline, clientId: 'laptop' });
+    t.equal(rc.conflict, true, 'a conflict');
+    t.equal(await readFile(join(root, 'small/theirs.txt'), 'utf8'), 'theirs\n', 'their file untouched');
+    t.equal(await readFile(join(root, rc.conflictPath), 'utf8'), 'mine\n', 'mine beside it');
+
+    // Written without a base: a file that is not there is created, one that is there is replaced.
+    const d = inline(Buffer.from('no base\n'));
+    await conn.commit({ path: 'small/a.txt', digest: d.m.digest, size: d.m.size, chunks: d.m.chunks, inline: d.inline });
+    t.equal(await readFile(join(root, 'small/a.txt'), 'utf8'), 'no base\n', 'an existing file replaced');
+
+    t.same((await readdir(join(root, 'small'))).filter((n) => n.startsWith('.ghostfs-tmp-')), [], 'no temp files');
+    t.equal(await unnamedFiles(node.child.pid!, root), 0, 'no unnamed file left open');
   });
 
   t.test('hostile paths are refused and change nothing', async (t) => {

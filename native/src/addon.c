@@ -30,8 +30,8 @@ gfs *get_gfs(napi_env env, napi_value v) {
   return (gfs *)p;
 }
 
-/* Throws an Error whose `code` is the errno name, as Node's own fs errors do. */
-int throw_errno(napi_env env, int err, const char *call, const char *path) {
+/* An Error whose `code` is the errno name, as Node's own fs errors have. */
+napi_value errno_error(napi_env env, int err, const char *call, const char *path) {
   char msg[1024];
   const char *name = strerrorname_np(err);
   if (path)
@@ -45,7 +45,11 @@ int throw_errno(napi_env env, int err, const char *call, const char *path) {
   napi_set_named_property(env, e, "code", code);
   napi_create_int32(env, -err, &no);
   napi_set_named_property(env, e, "errno", no);
-  napi_throw(env, e);
+  return e;
+}
+
+int throw_errno(napi_env env, int err, const char *call, const char *path) {
+  napi_throw(env, errno_error(env, err, call, path));
   return -1;
 }
 
@@ -96,6 +100,7 @@ static napi_value init(napi_env env, napi_value exports) {
   notify_exports(env, exports);
   sys_exports(env, exports);
   gear_exports(env, exports);
+  atomic_write_exports(env, exports);
   return exports;
 }
 

@@ -6,6 +6,7 @@
  * fast_read.c    reads served in C from cached chunk files, without JS
  * notify.c       kernel cache invalidation, from a thread of its own
  * sys_calls.c    filesystem calls Node lacks (renameat2, O_TMPFILE, ...)
+ * atomic_write.c a new file written, made durable and named in one worker job
  * addon.c        module registration and small N-API helpers
  */
 #ifndef GHOSTFS_H
@@ -133,11 +134,15 @@ napi_value notify_exports(napi_env env, napi_value exports);
 /* sys_calls.c */
 napi_value sys_exports(napi_env env, napi_value exports);
 
+/* atomic_write.c */
+napi_value atomic_write_exports(napi_env env, napi_value exports);
+
 /* gear_scan.c */
 napi_value gear_exports(napi_env env, napi_value exports);
 
 /* addon.c: helpers */
 gfs *get_gfs(napi_env env, napi_value v);
+napi_value errno_error(napi_env env, int err, const char *call, const char *path);
 int throw_errno(napi_env env, int err, const char *call, const char *path);
 int get_double(napi_env env, napi_value v, double *out);
 int get_u64(napi_env env, napi_value v, uint64_t *out);

@@ -28,6 +28,14 @@ export const rpcSeconds = new Histogram({
   registers: [registry],
 });
 
+/** Files the node committed, by the way they were written (see src/node/commit.ts). */
+export const nodeCommits = new Counter({
+  name: 'ghostfs_node_commits_total',
+  help: 'files committed by the node: how="new-file" (a new small file written, fsynced and named in one worker job), how="staged" (assembled from chunks, then put in place)',
+  labelNames: ['how'],
+  registers: [registry],
+});
+
 /** A gauge whose value is read from `read` at every scrape. */
 export function liveGauge(name: string, help: string, read: () => number): void {
   new Gauge({

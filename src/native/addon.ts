@@ -96,6 +96,12 @@ export interface NativeAddon {
   /** Names a file opened with O_TMPFILE (Node opens those itself; it cannot name them). EEXIST if the name is taken. */
   linkTmpfile(fd: number, path: string): void;
   openBeneath(root: string, rel: string, flags: number, mode: number): number;
+  /**
+   * A new file in `dir` (relative to `root`, resolved beneath it) named
+   * `name`: written, given `mode` and times, fsynced, linked (EEXIST if the
+   * name is taken), the directory fsynced; all on a worker thread.
+   */
+  writeNewFile(root: string, dir: string, name: string, data: Buffer, mode: number, times: [number, number, number, number] | null): Promise<NativeStat>;
   fsyncPath(path: string): void;
   /** The chunker's gear table (256 values), once; then gearScan finds cuts as src/content/chunker.ts does. */
   gearTable(table: Int32Array): void;
@@ -103,6 +109,25 @@ export interface NativeAddon {
   gearScan(buf: Buffer, from: number, normal: number, limit: number, maskS: number, maskL: number): number;
   syncfs(fd: number): void;
   lazyUnmount(path: string): void;
+}
+
+/** stat(2)'s fields as the addon reports them (times as seconds and nanoseconds). */
+export interface NativeStat {
+  dev: number;
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  size: number;
+  blocks: number;
+  atimeSec: number;
+  atimeNsec: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
 }
 
 export const RENAME_NOREPLACE = 1;
