@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void stat_max(uint64_t *slot, uint64_t v) {
   uint64_t cur = __atomic_load_n(slot, __ATOMIC_RELAXED);
@@ -65,6 +66,26 @@ int get_u64(napi_env env, napi_value v, uint64_t *out) {
   double d;
   if (get_double(env, v, &d)) return -1;
   *out = (uint64_t)d;
+  return 0;
+}
+
+int get_timespec(napi_env env, napi_value sec, napi_value nsec, struct timespec *ts) {
+  napi_valuetype t;
+  napi_typeof(env, sec, &t);
+  if (t == napi_null || t == napi_undefined) {
+    ts->tv_sec = 0;
+    ts->tv_nsec = UTIME_OMIT;
+    return 0;
+  }
+  if (t == napi_string) { /* "now" */
+    ts->tv_sec = 0;
+    ts->tv_nsec = UTIME_NOW;
+    return 0;
+  }
+  double s, ns;
+  if (get_double(env, sec, &s) || get_double(env, nsec, &ns)) return -1;
+  ts->tv_sec = (time_t)s;
+  ts->tv_nsec = (long)ns;
   return 0;
 }
 

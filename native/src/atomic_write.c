@@ -34,8 +34,7 @@ typedef struct {
   const char *data;
   size_t len;
   mode_t mode;
-  int has_times;
-  struct timespec times[2];
+  struct timespec times[2]; /* UTIME_OMIT where not given */
   /* results */
   int err;
   const char *call;
@@ -82,7 +81,7 @@ static void execute(napi_env env, void *arg) {
     done += (size_t)n;
   }
   if (fchmod(fd, j->mode) != 0) FAIL("fchmod");
-  if (j->has_times && futimens(fd, j->times) != 0) FAIL("futimens");
+  if (futimens(fd, j->times) != 0) FAIL("futimens");
   if (fsync(fd) != 0) FAIL("fsync");
   char proc[64];
   snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
@@ -98,6 +97,12 @@ out:
 static void put_num(napi_env env, napi_value o, const char *key, double v) {
   napi_value n;
   napi_create_double(env, v, &n);
+  napi_set_named_property(env, o, key, n);
+}
+
+static void put_ns(napi_env env, napi_value o, const char *key, struct timespec t) {
+  napi_value n;
+  napi_create_bigint_int64(env, (int64_t)t.tv_sec * 1000000000 + t.tv_nsec, &n);
   napi_set_named_property(env, o, key, n);
 }
 
@@ -122,12 +127,9 @@ static void complete(napi_env env, napi_status status, void *arg) {
     put_num(env, o, "rdev", (double)s->st_rdev);
     put_num(env, o, "size", (double)s->st_size);
     put_num(env, o, "blocks", (double)s->st_blocks);
-    put_num(env, o, "atimeSec", (double)s->st_atim.tv_sec);
-    put_num(env, o, "atimeNsec", (double)s->st_atim.tv_nsec);
-    put_num(env, o, "mtimeSec", (double)s->st_mtim.tv_sec);
-    put_num(env, o, "mtimeNsec", (double)s->st_mtim.tv_nsec);
-    put_num(env, o, "ctimeSec", (double)s->st_ctim.tv_sec);
-    put_num(env, o, "ctimeNsec", (double)s->st_ctim.tv_nsec);
+    put_ns(env, o, "atimeNs", s->st_atim);
+    put_ns(env, o, "mtimeNs", s->st_mtim);
+    put_ns(env, o, "ctimeNs", s->st_ctim);
     napi_resolve_deferred(env, j->deferred, o);
   }
   napi_delete_reference(env, j->data_ref);
@@ -136,23 +138,14 @@ static void complete(napi_env env, napi_status status, void *arg) {
   free(j);
 }
 
-static int get_time_pair(napi_env env, napi_value arr, uint32_t i, struct timespec *ts) {
-  napi_value s, ns;
-  double sv, nsv;
-  if (napi_get_element(env, arr, i, &s) != napi_ok || napi_get_element(env, arr, i + 1, &ns) != napi_ok) return -1;
-  if (get_double(env, s, &sv) || get_double(env, ns, &nsv)) return -1;
-  ts->tv_sec = (time_t)sv;
-  ts->tv_nsec = (long)nsv;
-  return 0;
-}
-
 /*
- * writeNewFile(root, dir, name, data, mode, times) -> Promise<stat>
+ * writeNewFile(root, dir, name, data, mode, atimeSec, atimeNsec, mtimeSec, mtimeNsec)
+ *   -> Promise<attributes as lstat's, times in nanoseconds (BigInt)>
  * `dir` is relative to `root` ("" for the root itself), `name` one path
- * component; `times` is null or [atimeSec, atimeNsec, mtimeSec, mtimeNsec].
+ * component; a null second leaves that time as the creation set it.
  */
 static napi_value js_write_new_file(napi_env env, napi_callback_info info) {
-  GET_ARGS(6);
+  GET_ARGS(9);
   write_job *j = calloc(1, sizeof *j);
   if (!j) {
     napi_throw_error(env, "ENOMEM", "out of memory");
@@ -161,7 +154,6 @@ static napi_value js_write_new_file(napi_env env, napi_callback_info info) {
   double mode;
   void *data;
   size_t len;
-  napi_valuetype tt;
   if (!(j->root = get_string(env, argv[0])) || !(j->dir = get_string(env, argv[1])) || !(j->name = get_string(env, argv[2]))) goto bad;
   if (!j->name[0] || strchr(j->name, '/') || !strcmp(j->name, ".") || !strcmp(j->name, "..")) {
     napi_throw_type_error(env, "EINVAL", "writeNewFile: the name must be one path component");
@@ -172,11 +164,7 @@ static napi_value js_write_new_file(napi_env env, napi_callback_info info) {
     goto bad;
   }
   if (get_double(env, argv[4], &mode)) goto bad;
-  napi_typeof(env, argv[5], &tt);
-  if (tt != napi_null && tt != napi_undefined) {
-    if (get_time_pair(env, argv[5], 0, &j->times[0]) || get_time_pair(env, argv[5], 2, &j->times[1])) goto bad;
-    j->has_times = 1;
-  }
+  if (get_timespec(env, argv[5], argv[6], &j->times[0]) || get_timespec(env, argv[7], argv[8], &j->times[1])) goto bad;
   j->data = data;
   j->len = len;
   j->mode = (mode_t)mode & 07777;

@@ -147,6 +147,8 @@ int throw_errno(napi_env env, int err, const char *call, const char *path);
 int get_double(napi_env env, napi_value v, double *out);
 int get_u64(napi_env env, napi_value v, uint64_t *out);
 char *get_string(napi_env env, napi_value v); /* malloc'd, NULL on failure (an exception is pending) */
+/* A time from seconds and nanoseconds; a null or undefined second is UTIME_OMIT, the string "now" UTIME_NOW. */
+int get_timespec(napi_env env, napi_value sec, napi_value nsec, struct timespec *ts);
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 
 /* Declares argv[n] (and argc) with the call's arguments; missing ones are undefined. */

@@ -31,26 +31,6 @@ static napi_value js_renameat2(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static int get_ts(napi_env env, napi_value sec, napi_value nsec, struct timespec *ts) {
-  napi_valuetype t;
-  napi_typeof(env, sec, &t);
-  if (t == napi_null || t == napi_undefined) {
-    ts->tv_sec = 0;
-    ts->tv_nsec = UTIME_OMIT;
-    return 0;
-  }
-  if (t == napi_string) { /* "now" */
-    ts->tv_sec = 0;
-    ts->tv_nsec = UTIME_NOW;
-    return 0;
-  }
-  double s, ns;
-  if (get_double(env, sec, &s) || get_double(env, nsec, &ns)) return -1;
-  ts->tv_sec = (time_t)s;
-  ts->tv_nsec = (long)ns;
-  return 0;
-}
-
 /* utimensat(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec) — exact nanoseconds,
  * never following a final symlink; a null second leaves that time, "now" sets it to now. */
 static napi_value js_utimensat(napi_env env, napi_callback_info info) {
@@ -58,7 +38,7 @@ static napi_value js_utimensat(napi_env env, napi_callback_info info) {
   struct timespec ts[2];
   char *path = get_string(env, argv[0]);
   if (!path) return NULL;
-  if (get_ts(env, argv[1], argv[2], &ts[0]) || get_ts(env, argv[3], argv[4], &ts[1])) {
+  if (get_timespec(env, argv[1], argv[2], &ts[0]) || get_timespec(env, argv[3], argv[4], &ts[1])) {
     free(path);
     return NULL;
   }
@@ -72,7 +52,7 @@ static napi_value js_futimens(napi_env env, napi_callback_info info) {
   GET_ARGS(5);
   double fd;
   struct timespec ts[2];
-  if (get_double(env, argv[0], &fd) || get_ts(env, argv[1], argv[2], &ts[0]) || get_ts(env, argv[3], argv[4], &ts[1])) return NULL;
+  if (get_double(env, argv[0], &fd) || get_timespec(env, argv[1], argv[2], &ts[0]) || get_timespec(env, argv[3], argv[4], &ts[1])) return NULL;
   if (futimens((int)fd, ts) != 0) throw_errno(env, errno, "futimens", NULL);
   return NULL;
 }

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../util/project-root.js';
+import type { Attr } from '../content/attr.js';
 
 /** Opaque handle of a mounted session. */
 export type SessionHandle = { readonly __session: unique symbol };
@@ -99,9 +100,11 @@ export interface NativeAddon {
   /**
    * A new file in `dir` (relative to `root`, resolved beneath it) named
    * `name`: written, given `mode` and times, fsynced, linked (EEXIST if the
-   * name is taken), the directory fsynced; all on a worker thread.
+   * name is taken), the directory fsynced; all on a worker thread. A null
+   * second leaves that time as the creation set it. Resolves with the new
+   * file's attributes.
    */
-  writeNewFile(root: string, dir: string, name: string, data: Buffer, mode: number, times: [number, number, number, number] | null): Promise<NativeStat>;
+  writeNewFile(root: string, dir: string, name: string, data: Buffer, mode: number, atimeS: number | null, atimeNs: number, mtimeS: number | null, mtimeNs: number): Promise<Attr>;
   fsyncPath(path: string): void;
   /** The chunker's gear table (256 values), once; then gearScan finds cuts as src/content/chunker.ts does. */
   gearTable(table: Int32Array): void;
@@ -109,25 +112,6 @@ export interface NativeAddon {
   gearScan(buf: Buffer, from: number, normal: number, limit: number, maskS: number, maskL: number): number;
   syncfs(fd: number): void;
   lazyUnmount(path: string): void;
-}
-
-/** stat(2)'s fields as the addon reports them (times as seconds and nanoseconds). */
-export interface NativeStat {
-  dev: number;
-  ino: number;
-  mode: number;
-  nlink: number;
-  uid: number;
-  gid: number;
-  rdev: number;
-  size: number;
-  blocks: number;
-  atimeSec: number;
-  atimeNsec: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  ctimeSec: number;
-  ctimeNsec: number;
 }
 
 export const RENAME_NOREPLACE = 1;

@@ -16,7 +16,7 @@ import { log } from '../log.js';
 import { checkChildPath, joinRel, parentOf } from './paths.js';
 import type { WorkspaceIndex } from './workspace-index.js';
 import { stageIn, type StagedFile } from './staged-file.js';
-import { nativeAddon, type NativeStat } from '../native/addon.js';
+import { nativeAddon } from '../native/addon.js';
 import { nodeCommits } from '../admin/metrics.js';
 
 export { PathLocks } from '../util/path-locks.js';
@@ -135,14 +135,15 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
     if (!data || data.length !== c.length) return undefined;
     parts.push(data);
   }
-  const times = input.mtimeNs !== undefined ? [...secNsec(input.atimeNs ?? input.mtimeNs), ...secNsec(input.mtimeNs)] : null;
-  let st: NativeStat;
+  const [mtimeS, mtimeNs] = input.mtimeNs !== undefined ? secNsec(input.mtimeNs) : [null, 0];
+  const [atimeS, atimeNs] = input.mtimeNs !== undefined ? secNsec(input.atimeNs ?? input.mtimeNs) : [null, 0];
+  let attr: Attr;
   try {
-    st = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), Buffer.concat(parts), input.mode & 0o7777 || 0o644, times as [number, number, number, number] | null);
+    attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), Buffer.concat(parts), input.mode & 0o7777 || 0o644, atimeS, atimeNs, mtimeS, mtimeNs);
   } catch {
     return undefined;
   }
-  const entry: IndexEntry = { attr: attrFromNative(st), digest: input.digest, chunks: input.chunks };
+  const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
   const [change] = await index.apply([{ path, entry }]);
   return { conflict: false, path, entry, generation: change!.generation };
 }
@@ -152,24 +153,6 @@ function secNsec(ns: bigint): [number, number] {
   let s = ns / 1_000_000_000n;
   if (s * 1_000_000_000n > ns) s -= 1n;
   return [Number(s), Number(ns - s * 1_000_000_000n)];
-}
-
-function attrFromNative(st: NativeStat): Attr {
-  const ns = (s: number, n: number): bigint => BigInt(s) * 1_000_000_000n + BigInt(n);
-  return {
-    dev: st.dev,
-    ino: st.ino,
-    mode: st.mode,
-    nlink: st.nlink,
-    uid: st.uid,
-    gid: st.gid,
-    rdev: st.rdev,
-    size: st.size,
-    blocks: st.blocks,
-    atimeNs: ns(st.atimeSec, st.atimeNsec),
-    mtimeNs: ns(st.mtimeSec, st.mtimeNsec),
-    ctimeNs: ns(st.ctimeSec, st.ctimeNsec),
-  };
 }
 
 /**
