@@ -249,6 +249,9 @@ t.test('node agent', async (t) => {
     t.equal(new Set(seen.map((e) => e.path)).size, 40, 'each committed file announced');
     t.ok(seen.every((e, i) => i === 0 || e.generation > seen[i - 1]!.generation), 'announced in generation order');
     await rejectsErrno(t, conn.commitMany(names.concat(names).slice(0, 65).map((p) => req(p, Buffer.from('x')))), 'EINVAL', 'more than 64 commits in one call');
+    const heavy = Array.from({ length: 9 }, (_, i) => req(`many/heavy${i}`, randomBytes(1024 * 1024 - 64)));
+    await rejectsErrno(t, conn.commitMany(heavy, 60_000), 'EINVAL', 'more than 8 MiB of inline bytes in one call');
+    t.same((await readdir(join(root, 'many'))).filter((n) => n.startsWith('heavy')), [], 'none of that call was committed');
     t.same((await readdir(join(root, 'many'))).filter((n) => n.startsWith('.ghostfs-tmp-')), [], 'no temp files left behind');
   });
 

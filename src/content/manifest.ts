@@ -1,7 +1,7 @@
 // What a file's content is: its chunk list and the digest derived from it.
 // A digest is BLAKE3 over (chunk hash || u32le length)* || u64le size, so it
 // follows from the chunk list without a second pass over the bytes.
-import { blake3, Blake3Hasher } from '@napi-rs/blake-hash';
+import { blake3 } from '@napi-rs/blake-hash';
 import type { Reader, Writer } from '../store/codec.js';
 
 export const HASH_ALGORITHM = 'blake3';
@@ -24,19 +24,17 @@ export function hashChunk(data: Buffer): Buffer {
 }
 
 export function fileDigest(chunks: readonly ChunkRef[]): Buffer {
-  const h = new Blake3Hasher();
-  const len = Buffer.alloc(4);
+  // One buffer hashed in one call: a hasher object per file costs more than the hashing.
+  const buf = Buffer.allocUnsafe(chunks.reduce((n, c) => n + c.hash.length + 4, 8));
+  let at = 0;
   let size = 0;
   for (const c of chunks) {
-    h.update(c.hash);
-    len.writeUInt32LE(c.length);
-    h.update(len);
+    at += c.hash.copy(buf, at);
+    at = buf.writeUInt32LE(c.length, at);
     size += c.length;
   }
-  const sz = Buffer.alloc(8);
-  sz.writeBigUInt64LE(BigInt(size));
-  h.update(sz);
-  return h.digestBuffer();
+  buf.writeBigUInt64LE(BigInt(size), at);
+  return blake3(buf.subarray(0, at + 8));
 }
 
 export function hex(b: Uint8Array): string {

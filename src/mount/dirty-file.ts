@@ -9,6 +9,7 @@ import type { ChunkRef } from '../content/manifest.js';
 import type { MetaEntry } from '../cache/meta-store.js';
 import type { ChunkReader } from './chunk-reader.js';
 import type { WriteAhead } from './write-ahead.js';
+import { readAt } from '../util/read-at.js';
 
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
 
@@ -117,14 +118,8 @@ export class DirtyFile {
   }
 
   /** Exactly `length` bytes at `offset` of the dirty copy. */
-  private async readRange(offset: number, length: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
-    for (let got = 0; got < length; ) {
-      const { bytesRead } = await this.fh.read(buf, got, length - got, offset + got);
-      if (bytesRead === 0) throw Object.assign(new Error(`dirty copy of "${this.path}" ends before ${offset + length}`), { code: 'EIO' });
-      got += bytesRead;
-    }
-    return buf;
+  private readRange(offset: number, length: number): Promise<Buffer> {
+    return readAt(this.fh, length, offset, `dirty copy of "${this.path}"`);
   }
 
   /** The whole content (small files: the write-back sends it without reading the copy again). */

@@ -8,6 +8,7 @@
 // died replays its journal on the next start, committing each file exactly once.
 import { open, readFile, readdir, rename, unlink, mkdir, stat } from 'node:fs/promises';
 import { chunkBuffer } from '../content/chunk-file.js';
+import { readAt } from '../util/read-at.js';
 import { WriteAhead, type SendChunks } from './write-ahead.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { join } from 'node:path';
@@ -633,11 +634,7 @@ export class WriteBack {
     await sentAhead; // what was sent early is not asked about while still on its way
     const fh = await open(dirty, 'r');
     try {
-      await this.sendMissing('', m.chunks, async (ch) => {
-        const data = Buffer.allocUnsafe(ch.length);
-        await fh.read(data, 0, ch.length, ch.offset);
-        return data;
-      });
+      await this.sendMissing('', m.chunks, (ch) => readAt(fh, ch.length, ch.offset, `dirty copy ${dirty}`));
     } finally {
       await fh.close();
     }

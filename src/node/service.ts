@@ -6,7 +6,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { fromTimespec, isDir, isReg } from '../content/attr.js';
 import { attrToWire, chunksFromWire, chunksToWire } from '../wire/convert.js';
 import { errnoOf, FsError, toServiceError } from '../wire/errors.js';
-import { PROTOCOL_VERSION, MAX_MESSAGE_BYTES, MAX_COMMIT_BATCH } from '../wire/proto.js';
+import { PROTOCOL_VERSION, MAX_MESSAGE_BYTES, MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES } from '../wire/proto.js';
 import { CHUNK_FRAME_RESERVE, frameChunk } from '../wire/chunk-frame.js';
 import { HASH_ALGORITHM, hashChunk, hex } from '../content/manifest.js';
 import type { NodeHandlers, WEntry, WChangeEvent, WPutChunkOut, WCommitRequestOut, WCommitReply, WCommitManyRequestOut, WMutateRequestOut } from '../wire/types.js';
@@ -254,6 +254,8 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
     CommitMany: unary(ctx, 'CommitMany', async (req: WCommitManyRequestOut) => {
       const ws = ctx.workspace(req.workspace);
       if (req.commits.length > MAX_COMMIT_BATCH) throw new FsError('EINVAL', `at most ${MAX_COMMIT_BATCH} commits per call (got ${req.commits.length})`);
+      const inlineBytes = req.commits.reduce((n, c) => n + c.inline.reduce((m, x) => m + x.data.length, 0), 0);
+      if (inlineBytes > MAX_COMMIT_BATCH_BYTES) throw new FsError('EINVAL', `at most ${MAX_COMMIT_BATCH_BYTES} inline bytes per call (got ${inlineBytes})`);
       // Each commit succeeds or fails on its own; running them together lets
       // their directory fsyncs and index writes be shared.
       const outcomes = await Promise.all(

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { NodeProc, tempDir } from '../helpers/node-proc.js';
 import { MountProc, run, sh } from '../helpers/mount-proc.js';
-import { CorruptProxy } from '../helpers/corrupt-proxy.js';
+import { RelayProxy } from '../helpers/relay-proxy.js';
 import { isFuseNative } from '../helpers/driver.js';
 
 /** Writes `size` random bytes without holding them all in memory. */
@@ -185,7 +185,7 @@ t.test('replicas: a corrupted chunk is caught, a dying replica is survived', asy
   t.teardown(() => node1.stop('SIGKILL'));
   const node2 = await NodeProc.start(['--root', join(base, 'src2'), '--state-dir', join(base, 'state2')]);
   t.teardown(() => node2.stop('SIGKILL'));
-  const proxy = await CorruptProxy.start(node1.endpoint);
+  const proxy = await RelayProxy.start(node1.endpoint, { corruptChunks: true });
   t.teardown(() => proxy.stop());
   const want = (await run('sha256sum', [join(src, 'big.bin')])).stdout.split(' ')[0];
 

@@ -8,7 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { NodeProc, tempDir } from '../helpers/node-proc.js';
 import { MountProc, run, sh, waitFor } from '../helpers/mount-proc.js';
+import type { WChangeEventOut } from '../../src/wire/types.js';
 import { isFuseNative } from '../helpers/driver.js';
+import { RelayProxy } from '../helpers/relay-proxy.js';
+import { BIN } from '../helpers/logged-proc.js';
 
 const FUSE_NATIVE_UTIMENS = 'fuse-native passes the atime in place of the mtime (its C code reads tv[0] twice); the native driver fixes this';
 
@@ -246,5 +249,47 @@ t.test('mount: write side', async (t) => {
     }
   });
 
+  await m.stop();
+});
+
+t.test('a change feed running behind does not bring back an older state of a file written here', async (t) => {
+  const base = await tempDir(t);
+  const src = join(base, 'src');
+  const mnt = join(base, 'mnt');
+  await mkdir(src);
+  const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const proxy = await RelayProxy.start(node.endpoint);
+  t.teardown(() => proxy.stop());
+  const m = await MountProc.start(proxy.endpoint, mnt, ['--cache-dir', join(base, 'cache')]);
+  t.teardown(() => m.kill());
+  const feed = async (): Promise<{ connected: boolean; generation: number }> => JSON.parse((await run(process.execPath, [BIN, 'status', mnt, '--json'])).stdout).changeFeed;
+  const feedGeneration = async (): Promise<number> => (await feed()).generation;
+  // The feed's first answer (a RESET for a new cache, which forgets what this mount committed) goes through first.
+  await waitFor('the change feed to answer', async () => (await feed()).connected);
+  const f = join(mnt, 'behind.txt');
+  const v2 = 'version two, longer\n';
+
+  // Both versions are committed while the mount hears nothing of them (as
+  // after a reconnect, or with a feed slower than the commits).
+  proxy.holdWatch();
+  await sh(`echo one > '${f}'`);
+  await sh(`printf '${v2}' > '${f}'`);
+  const ours = (): WChangeEventOut[] => proxy.held.filter((e) => e.path === 'behind.txt');
+  await waitFor('both commits to be announced', async () => ours().length >= 2);
+  // (bash's redirection closes a dup of the new file first: its empty state is committed too.)
+  const first = ours().find((e) => Number(e.entry?.attr?.size) === 4);
+  t.ok(first, 'the first version was announced');
+  // The events up to that one reach the mount; the newer ones wait.
+  proxy.releaseWatch((e) => e === first);
+  await waitFor('the mount to apply them', async () => (await feedGeneration()) >= first!.generation);
+  await new Promise((r) => setTimeout(r, 1200)); // past any attribute timeout: the kernel asks the mount again
+  t.equal((await run('stat', ['-c', '%s', f])).stdout.trim(), String(v2.length), 'the size committed here, not the older one');
+  t.equal((await run('cat', [f])).stdout, v2, 'the content committed here');
+
+  const last = ours().at(-1)!.generation;
+  proxy.releaseWatch();
+  await waitFor('the mount to apply the rest', async () => (await feedGeneration()) >= last);
+  t.equal((await run('cat', [f])).stdout, v2, 'still so once every event is applied');
   await m.stop();
 });
