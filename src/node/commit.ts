@@ -139,7 +139,7 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
   const [atimeS, atimeNs] = input.mtimeNs !== undefined ? secNsec(input.atimeNs ?? input.mtimeNs) : [null, 0];
   let attr: Attr;
   try {
-    attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), Buffer.concat(parts), input.mode & 0o7777 || 0o644, atimeS, atimeNs, mtimeS, mtimeNs);
+    attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), parts.length === 1 ? parts[0]! : Buffer.concat(parts), input.mode & 0o7777 || 0o644, atimeS, atimeNs, mtimeS, mtimeNs);
   } catch {
     return undefined;
   }
