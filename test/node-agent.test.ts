@@ -49,6 +49,12 @@ async function upload(conn: NodeConnection, data: Buffer) {
   return { m, missing };
 }
 
+/** Content to commit with its bytes inside the call: its chunk list and the chunks themselves. */
+function inline(data: Buffer) {
+  const m = chunkBuffer(data, DEFAULT_CHUNKING);
+  return { m, inline: m.chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length) })) };
+}
+
 async function rejectsErrno(t: Test, p: Promise<unknown>, errno: string, what: string): Promise<void> {
   try {
     await p;
@@ -215,8 +221,8 @@ t.test('node agent', async (t) => {
     const h = await conn.handshake();
     const small = (i: number): Buffer => Buffer.from(`small file ${i}\n`.repeat(1 + (i % 7)));
     const req = (path: string, data: Buffer, extra: Record<string, unknown> = {}) => {
-      const m = chunkBuffer(data, DEFAULT_CHUNKING);
-      return { path, expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks, mode: 0o600, inline: m.chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length) })), ...extra };
+      const { m, inline: chunks } = inline(data);
+      return { path, expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks, mode: 0o600, inline: chunks, ...extra };
     };
     const names = Array.from({ length: 40 }, (_, i) => `many/f${i}.txt`);
     const announced = new Set<string>();
@@ -322,10 +328,6 @@ t.test('node agent', async (t) => {
   });
 
   t.test('new small files with their bytes inside the commit', async (t) => {
-    const inline = (data: Buffer) => {
-      const m = chunkBuffer(data, DEFAULT_CHUNKING);
-      return { m, inline: m.chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length) })) };
-    };
     await mkdir(join(root, 'small'));
     await mkdir(join(root, 'small/real'));
     // An absolute symlink that stays inside the root: allowed, though RESOLVE_BENEATH alone refuses it.

@@ -17,17 +17,15 @@ import { socketFor } from './registry.js';
  * that no running ghostfs serves any more. Throws if a running one does.
  * Looks only at the mount table: the mountpoint itself may hang.
  */
-export async function abortStaleMount(mountpoint: string): Promise<boolean> {
+export async function abortStaleMount(mountpoint: string): Promise<void> {
   const e = await mountEntry(mountpoint);
-  if (!e || !(e.fstype === 'fuse.ghostfs' || e.source === 'ghostfs')) return false;
+  if (!e || !(e.fstype === 'fuse.ghostfs' || e.source === 'ghostfs')) return;
   if (await mountAnswers(socketFor(mountpoint))) throw new Error(`${mountpoint} is already mounted by a running ghostfs: unmount it first (ghostfs unmount ${mountpoint})`);
   const connection = fuseConnection(e);
   try {
     await abortFuseConnection(connection);
     log.warn({ mountpoint, connection }, 'a ghostfs mount whose process is gone was left here: aborted its FUSE connection');
-    return true;
   } catch (err) {
     log.warn({ mountpoint, err: (err as Error).message }, 'cannot abort the FUSE connection of the mount left here; its requests may keep waiting');
-    return false;
   }
 }

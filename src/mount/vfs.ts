@@ -318,8 +318,13 @@ export class Vfs {
       }
       d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, chunks);
     }
+    return this.track(d);
+  }
+
+  /** A file open for writing: the VFS knows it by its path, and its big front-to-back writes travel ahead of the close. */
+  private track(d: DirtyFile): DirtyFile {
     d.startAhead = (read) => this.writeBack.writeAhead(read);
-    this.dirty.set(path, d);
+    this.dirty.set(d.path, d);
     return d;
   }
 
@@ -340,9 +345,7 @@ export class Vfs {
     // appeared meanwhile is not silently truncated.
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     const dn = this.writeBack.newDirtyName();
-    const d = await DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, uid, gid);
-    d.startAhead = (read) => this.writeBack.writeAhead(read);
-    this.dirty.set(path, d);
+    const d = this.track(await DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, uid, gid));
     this.meta.putVolatile(path, d.entry());
     return { node: this.node(path, d.entry()), handle: this.handle(path, d) };
   }
