@@ -4,7 +4,7 @@
 // it persists in RocksDB so a remount serves the known tree at once, even
 // with every node down; all of it is held in memory too, because a FUSE
 // getattr/lookup must not wait ~30 µs for a database read.
-import { isDir, isLnk, isReg, readAttr, writeAttr, type Attr } from '../content/attr.js';
+import { isDir, isLnk, isReg, readAttr, sameAttr, writeAttr, type Attr } from '../content/attr.js';
 import { HASH_BYTES, readChunkList, writeChunkList, type ChunkRef } from '../content/manifest.js';
 import { Reader, Writer } from '../store/codec.js';
 import { key, prefix, type Batch, type Store } from '../store/db.js';
@@ -18,6 +18,27 @@ export interface MetaEntry {
   target?: string;
   /** Directories: every child is known (a name not among them does not exist). */
   listed?: boolean;
+}
+
+/** The same state of an entry (the "listed" mark aside). */
+export function sameEntry(a: MetaEntry, b: MetaEntry): boolean {
+  if (!sameAttr(a.attr, b.attr) || a.target !== b.target || (b.chunks && !a.chunks)) return false;
+  return a.digest && b.digest ? a.digest.equals(b.digest) : !a.digest && !b.digest;
+}
+
+/**
+ * A directory listing asked of a node and not applied yet. The node answers
+ * with its state when the request reached it; changes this mount makes or
+ * hears of meanwhile are newer, and the answer must not undo them.
+ */
+export interface ListingTicket {
+  readonly dir: string;
+  /** Children that changed here since the listing was asked for: the answer is older for them. */
+  readonly changed: Set<string>;
+  /** The directory's own entry changed meanwhile. */
+  self: boolean;
+  /** Every listing was invalidated meanwhile (a RESET): the answer is applied, not trusted as complete. */
+  invalidated: boolean;
 }
 
 export interface Manifest {
@@ -83,6 +104,8 @@ export class MetaStore {
    * them back over what the node answered (memory only, bounded).
    */
   private readonly ownCommits = new Map<string, { endpoint: string; generation: number }>();
+  /** Listings under way, by directory. */
+  private readonly listings = new Map<string, Set<ListingTicket>>();
 
   constructor(
     private readonly store: Store,
@@ -133,6 +156,7 @@ export class MetaStore {
 
   private setMem(path: string, e: MetaEntry | null): void {
     const prev = this.entries.get(path);
+    if (this.listings.size) this.noteChange(path, prev, e);
     if (!e) {
       if (!prev) return;
       this.entries.delete(path);
@@ -149,6 +173,29 @@ export class MetaStore {
     }
     if (!isDir(e.attr.mode)) this.children.delete(path);
     if (prev?.digest && !(e.digest && prev.digest.equals(e.digest))) this.manifests.delete(path);
+  }
+
+  /** Tells the listings under way of `path`'s directory (and of `path`) that it changed. */
+  private noteChange(path: string, prev: MetaEntry | undefined, e: MetaEntry | null): void {
+    if (prev && e ? sameEntry(prev, e) : !prev && !e) return; // the "listed" mark alone, or the same state again
+    if (path !== '') for (const t of this.listings.get(parentOf(path)) ?? []) t.changed.add(baseName(path));
+    for (const t of this.listings.get(path) ?? []) t.self = true;
+  }
+
+  /** A listing of `dir` is being asked for now: from here on, what changes there wins over its answer. */
+  beginListing(dir: string): ListingTicket {
+    const t: ListingTicket = { dir, changed: new Set(), self: false, invalidated: false };
+    let set = this.listings.get(dir);
+    if (!set) this.listings.set(dir, (set = new Set()));
+    set.add(t);
+    return t;
+  }
+
+  /** The listing was applied or failed (idempotent). */
+  endListing(t: ListingTicket): void {
+    const set = this.listings.get(t.dir);
+    if (!set?.delete(t)) return;
+    if (set.size === 0) this.listings.delete(t.dir);
   }
 
   /** Every path at or below `path`. */
@@ -179,19 +226,30 @@ export class MetaStore {
     }
   }
 
-  /** A directory's full listing: children not in it are gone. */
-  async putListing(dir: string, dirEntry: MetaEntry, children: { name: string; entry: MetaEntry }[]): Promise<void> {
+  /**
+   * A directory's full listing, as a node answered `ticket` (none: known
+   * here, as for a directory just made): children not in it are gone.
+   * Children that changed here since it was asked for keep their newer
+   * state; a directory removed or replaced meanwhile takes nothing from it.
+   */
+  async putListing(dir: string, dirEntry: MetaEntry, children: { name: string; entry: MetaEntry }[], asked?: ListingTicket): Promise<void> {
+    const ticket = asked ?? { dir, changed: new Set<string>(), self: false, invalidated: false };
+    this.endListing(ticket);
+    const now = this.entries.get(dir);
+    if (ticket.self && (!now || !isDir(now.attr.mode) || now.attr.ino !== dirEntry.attr.ino)) return;
     const b = this.store.batch();
     const fresh = new Set(children.map((c) => c.name));
-    for (const name of this.childNames(dir)) if (!fresh.has(name)) this.removeIn(b, joinRel(dir, name));
+    for (const name of this.childNames(dir)) if (!fresh.has(name) && !ticket.changed.has(name)) this.removeIn(b, joinRel(dir, name));
     for (const { name, entry } of children) {
+      if (ticket.changed.has(name)) continue;
       const path = joinRel(dir, name);
       const prev = this.entries.get(path);
       // Keep what we know below a directory that is still a directory.
       const keepListed = prev?.listed && isDir(prev.attr.mode) && isDir(entry.attr.mode);
       this.putIn(b, path, keepListed ? { ...entry, listed: true } : entry);
     }
-    this.putIn(b, dir, { ...dirEntry, listed: true });
+    const listed = ticket.invalidated ? !!now?.listed : true;
+    this.putIn(b, dir, { ...(ticket.self ? now! : dirEntry), listed });
     await b.commit();
   }
 
@@ -236,6 +294,7 @@ export class MetaStore {
 
   /** Forget that directories were listed: after a RESET every listing must be fetched again. */
   async invalidateListings(): Promise<void> {
+    for (const set of this.listings.values()) for (const t of set) t.invalidated = true;
     const b = this.store.batch();
     for (const [path, e] of this.entries) if (e.listed) this.putIn(b, path, { ...e, listed: false });
     await b.commit();

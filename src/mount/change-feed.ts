@@ -4,8 +4,8 @@
 // gone, other epoch, first mount) re-lists every directory known so far, in
 // the background, while the cached tree keeps serving.
 import pLimit from 'p-limit';
-import { isDir, S_IFMT, sameAttr } from '../content/attr.js';
-import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
+import { isDir, S_IFMT } from '../content/attr.js';
+import { sameEntry, type MetaEntry, type MetaStore } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import type { WChangeEventOut } from '../wire/types.js';
 import { parentOf } from '../wire/rel-path.js';
@@ -34,11 +34,6 @@ function waitAtMost(p: Promise<unknown>, ms: number): Promise<unknown> {
 }
 
 /** Same attributes and, for a file, the same content (symlinks: the same target); `b` brings nothing `a` lacks. */
-function sameEntry(a: MetaEntry, b: MetaEntry): boolean {
-  if (!sameAttr(a.attr, b.attr) || a.target !== b.target || (b.chunks && !a.chunks)) return false;
-  return a.digest && b.digest ? a.digest.equals(b.digest) : !a.digest && !b.digest;
-}
-
 export class ChangeFeed {
   private sub: { cancel(): void; endpoint: string } | undefined;
   private chain: Promise<void> = Promise.resolve();

@@ -111,6 +111,8 @@ export class Vfs {
   list(dir: string): Promise<void> {
     let p = this.listing.get(dir);
     if (!p) {
+      // Asked for now: what changes here before the answer arrives is newer than it.
+      const ticket = this.meta.beginListing(dir);
       p = this.mesh
         .listDir(dir)
         .then(async (r) => {
@@ -125,10 +127,14 @@ export class Vfs {
             dir,
             entryFromWire(r.dir!),
             r.entries.map((e) => ({ name: e.name, entry: entryFromWire(e) })),
+            ticket,
           );
           for (const [path, shown] of queued) this.meta.putVolatile(path, shown);
         })
-        .finally(() => this.listing.delete(dir));
+        .finally(() => {
+          this.meta.endListing(ticket);
+          this.listing.delete(dir);
+        });
       this.listing.set(dir, p);
     }
     return p;

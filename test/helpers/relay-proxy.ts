@@ -3,7 +3,10 @@
 // hostile or slow in the ways a test needs:
 // - corruptChunks: the chunk bytes it returns have one bit flipped;
 // - holdWatch / releaseWatch: change events are kept back, then let
-//   through one by one (a feed running behind the calls).
+//   through one by one (a feed running behind the calls);
+// - injectReset: the feed says RESET (as a node whose history is gone);
+// - holdListings / releaseListings: directory listings are taken from the
+//   node at once but answered only later (an answer overtaken by changes).
 import * as grpc from '@grpc/grpc-js';
 import { NodeConnection } from '../../src/mesh/connection.js';
 import { CHANNEL_OPTIONS, wire } from '../../src/wire/proto.js';
@@ -14,6 +17,10 @@ type Held = { call: grpc.ServerWritableStream<unknown, unknown>; event: WChangeE
 export class RelayProxy {
   private holding = false;
   private heldEvents: Held[] = [];
+  /** Watch calls open now, with the last position each was told. */
+  private readonly feeds = new Map<grpc.ServerWritableStream<unknown, unknown>, { generation: number; epoch: string }>();
+  private holdingListings = false;
+  private heldListingAnswers: (() => void)[] = [];
   private server!: grpc.Server;
   private upstream!: NodeConnection;
   port = 0;
@@ -44,6 +51,27 @@ export class RelayProxy {
     if (!upTo) this.holding = false;
   }
 
+  /** Tells every open change feed RESET at its current position: the mount revalidates what it has listed. */
+  injectReset(): void {
+    for (const [call, at] of this.feeds) call.write({ generation: at.generation, kind: 'RESET', path: '', epoch: at.epoch });
+  }
+
+  /** From now on directory listings are read from the node at once and answered when released. */
+  holdListings(): void {
+    this.holdingListings = true;
+  }
+
+  /** How many listing answers are kept back. */
+  get heldListings(): number {
+    return this.heldListingAnswers.length;
+  }
+
+  /** Sends the kept-back listing answers; listings are answered at once again. */
+  releaseListings(): void {
+    this.holdingListings = false;
+    for (const answer of this.heldListingAnswers.splice(0)) answer();
+  }
+
   static async start(upstreamEndpoint: string, opts: { corruptChunks?: boolean } = {}, workspace = 'default'): Promise<RelayProxy> {
     const p = new RelayProxy(opts);
     p.upstream = new NodeConnection(upstreamEndpoint, workspace);
@@ -68,7 +96,13 @@ export class RelayProxy {
     return {
       Handshake: relay(() => up.handshake()),
       Stat: relay((r: { path: string }) => up.stat(r.path)),
-      ListDir: relay((r: { path: string }) => up.listDir(r.path)),
+      ListDir: (call: grpc.ServerUnaryCall<{ path: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+        const hold = this.holdingListings;
+        up.listDir(call.request.path).then(
+          (r) => (hold ? this.heldListingAnswers.push(() => cb(null, r)) : cb(null, r)),
+          (e) => cb(e as grpc.ServiceError),
+        );
+      },
       GetManifest: relay((r: { path: string }) => up.getManifest(r.path)),
       HasChunks: relay((r: { hashes: Buffer[] }) => up.hasChunks(r.hashes).then((missing) => ({ missing }))),
       Commit: relay((r: AnyReq) => up.commit(r)),
@@ -99,16 +133,25 @@ export class RelayProxy {
         })();
       },
       Watch: (call: grpc.ServerWritableStream<{ fromGeneration: number; epoch: string }, unknown>) => {
+        const feed = call as grpc.ServerWritableStream<unknown, unknown>;
         const sub = up.watch(
           call.request.fromGeneration,
           call.request.epoch,
           (event) => {
-            if (this.holding) this.heldEvents.push({ call: call as grpc.ServerWritableStream<unknown, unknown>, event });
+            const at = this.feeds.get(feed);
+            this.feeds.set(feed, { generation: Math.max(Number(event.generation), at?.generation ?? 0), epoch: event.epoch });
+            if (this.holding) this.heldEvents.push({ call: feed, event });
             else call.write(event);
           },
-          () => call.end(),
+          () => {
+            this.feeds.delete(feed);
+            call.end();
+          },
         );
-        call.on('cancelled', () => sub.cancel());
+        call.on('cancelled', () => {
+          this.feeds.delete(feed);
+          sub.cancel();
+        });
       },
     };
   }

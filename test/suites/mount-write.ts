@@ -293,3 +293,50 @@ t.test('a change feed running behind does not bring back an older state of a fil
   t.equal((await run('cat', [f])).stdout, v2, 'still so once every event is applied');
   await m.stop();
 });
+
+t.test('a directory listing answered after changes made here does not undo them', async (t) => {
+  const base = await tempDir(t);
+  const src = join(base, 'src');
+  const mnt = join(base, 'mnt');
+  await mkdir(src);
+  await writeFile(join(src, 'gone.txt'), 'to be removed\n');
+  await writeFile(join(src, 'edited.txt'), 'old\n');
+  const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const proxy = await RelayProxy.start(node.endpoint);
+  t.teardown(() => proxy.stop());
+  const m = await MountProc.start(proxy.endpoint, mnt, ['--cache-dir', join(base, 'cache')]);
+  t.teardown(() => m.kill());
+  await waitFor('the change feed to answer', async () => JSON.parse((await run(process.execPath, [BIN, 'status', mnt, '--json'])).stdout).changeFeed.connected);
+  t.equal((await run('ls', [mnt])).stdout, 'edited.txt\ngone.txt\n', 'both files listed');
+  t.equal((await run('cat', [join(mnt, 'edited.txt')])).stdout, 'old\n');
+
+  // The node's history is gone (RESET): the mount lists the root again, and
+  // that answer, taken before the changes below, arrives after them. The
+  // change events of those changes are held back too: they would repair
+  // the damage moments later, and until then the mount must not show it.
+  const revalidations = (): number => m.lines.filter((l) => l.msg === 'revalidated cached tree').length;
+  const before = revalidations();
+  proxy.holdListings();
+  proxy.injectReset();
+  await waitFor('the mount to list the root again', async () => proxy.heldListings > 0);
+  proxy.holdWatch();
+  await sh(`rm '${join(mnt, 'gone.txt')}'`);
+  await sh(`printf 'new and longer\\n' > '${join(mnt, 'edited.txt')}'`);
+  proxy.releaseListings();
+  await waitFor('the older listing to be applied', async () => revalidations() > before);
+  await new Promise((r) => setTimeout(r, 1200)); // past any attribute timeout: the kernel asks the mount again
+
+  const shown = async (when: string): Promise<void> => {
+    t.equal((await run('ls', [mnt])).stdout, 'edited.txt\n', `${when}: the removed file stays removed`);
+    t.not((await run('stat', [join(mnt, 'gone.txt')])).code, 0, `${when}: stat of the removed file fails`);
+    t.equal((await run('stat', ['-c', '%s', join(mnt, 'edited.txt')])).stdout.trim(), '15', `${when}: the size written here`);
+    t.equal((await run('cat', [join(mnt, 'edited.txt')])).stdout, 'new and longer\n', `${when}: the content written here`);
+  };
+  await shown('before the change events');
+  proxy.releaseWatch();
+  await new Promise((r) => setTimeout(r, 500));
+  await shown('after them');
+  t.equal(await readFile(join(src, 'edited.txt'), 'utf8'), 'new and longer\n', 'on the node too');
+  await m.stop();
+});
