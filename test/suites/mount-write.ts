@@ -252,21 +252,36 @@ t.test('mount: write side', async (t) => {
   await m.stop();
 });
 
-t.test('a change feed running behind does not bring back an older state of a file written here', async (t) => {
+/** The change feed as `ghostfs status` reports it. */
+async function feedOf(mnt: string): Promise<{ connected: boolean; generation: number }> {
+  return JSON.parse((await run(process.execPath, [BIN, 'status', mnt, '--json'])).stdout).changeFeed;
+}
+
+/**
+ * A node serving `files`, a relay node in front of it and a mount through
+ * the relay, once the mount's change feed has answered (its first answer,
+ * a RESET for a new cache, forgets what the mount committed: it must not
+ * come after what a test does).
+ */
+async function relayedMount(t: { teardown(fn: () => unknown): void }, files: Record<string, string> = {}): Promise<{ src: string; mnt: string; proxy: RelayProxy; m: MountProc }> {
   const base = await tempDir(t);
   const src = join(base, 'src');
   const mnt = join(base, 'mnt');
   await mkdir(src);
+  for (const [name, text] of Object.entries(files)) await writeFile(join(src, name), text);
   const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
   t.teardown(() => node.stop('SIGKILL'));
   const proxy = await RelayProxy.start(node.endpoint);
   t.teardown(() => proxy.stop());
   const m = await MountProc.start(proxy.endpoint, mnt, ['--cache-dir', join(base, 'cache')]);
   t.teardown(() => m.kill());
-  const feed = async (): Promise<{ connected: boolean; generation: number }> => JSON.parse((await run(process.execPath, [BIN, 'status', mnt, '--json'])).stdout).changeFeed;
-  const feedGeneration = async (): Promise<number> => (await feed()).generation;
-  // The feed's first answer (a RESET for a new cache, which forgets what this mount committed) goes through first.
-  await waitFor('the change feed to answer', async () => (await feed()).connected);
+  await waitFor('the change feed to answer', async () => (await feedOf(mnt)).connected);
+  return { src, mnt, proxy, m };
+}
+
+t.test('a change feed running behind does not bring back an older state of a file written here', async (t) => {
+  const { mnt, proxy, m } = await relayedMount(t);
+  const feedGeneration = async (): Promise<number> => (await feedOf(mnt)).generation;
   const f = join(mnt, 'behind.txt');
   const v2 = 'version two, longer\n';
 
@@ -295,19 +310,7 @@ t.test('a change feed running behind does not bring back an older state of a fil
 });
 
 t.test('a directory listing answered after changes made here does not undo them', async (t) => {
-  const base = await tempDir(t);
-  const src = join(base, 'src');
-  const mnt = join(base, 'mnt');
-  await mkdir(src);
-  await writeFile(join(src, 'gone.txt'), 'to be removed\n');
-  await writeFile(join(src, 'edited.txt'), 'old\n');
-  const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
-  t.teardown(() => node.stop('SIGKILL'));
-  const proxy = await RelayProxy.start(node.endpoint);
-  t.teardown(() => proxy.stop());
-  const m = await MountProc.start(proxy.endpoint, mnt, ['--cache-dir', join(base, 'cache')]);
-  t.teardown(() => m.kill());
-  await waitFor('the change feed to answer', async () => JSON.parse((await run(process.execPath, [BIN, 'status', mnt, '--json'])).stdout).changeFeed.connected);
+  const { src, mnt, proxy, m } = await relayedMount(t, { 'gone.txt': 'to be removed\n', 'edited.txt': 'old\n' });
   t.equal((await run('ls', [mnt])).stdout, 'edited.txt\ngone.txt\n', 'both files listed');
   t.equal((await run('cat', [join(mnt, 'edited.txt')])).stdout, 'old\n');
 
