@@ -143,3 +143,10 @@ t.test('native driver', async (t) => {
     t.equal((await run('cat', [join(mnt, 'a')])).stdout, 'rewritten on the node', 'the new mount serves');
   });
 });
+
+t.test('glibc keeps chunk-sized buffers on the heap when asked', async (t) => {
+  // In a child process: the setting is process-wide.
+  const ask = async (mmap: number, trim: number): Promise<string> =>
+    (await run(process.execPath, ['-e', `process.stdout.write(String(require(${JSON.stringify(ADDON)}).keepMallocMemory(${mmap}, ${trim})))`])).stdout;
+  t.equal(await ask(8 << 20, 64 << 20), 'true', 'the values ghostfs uses are taken');
+});

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* ---- from the worker threads to JS ------------------------------------- */
@@ -859,6 +860,29 @@ static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
   return reply_end(&r);
 }
 
+/* replyBufs(id, buffers[]) — the data of a read in pieces (views of cached
+ * chunks), gathered by the kernel write: no copy into one buffer first. */
+#define REPLY_IOV_MAX 64
+static napi_value js_reply_bufs(napi_env env, napi_callback_info info) {
+  reply_args r;
+  if (reply_begin(env, info, &r, 2)) return NULL;
+  uint32_t n = 0;
+  if (napi_get_array_length(env, r.argv[1], &n) != napi_ok || n > REPLY_IOV_MAX) {
+    napi_throw_type_error(env, NULL, "expected an array of at most 64 Buffers");
+    return NULL;
+  }
+  struct iovec iov[REPLY_IOV_MAX];
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value b;
+    if (napi_get_element(env, r.argv[1], i, &b) != napi_ok || napi_get_buffer_info(env, b, &iov[i].iov_base, &iov[i].iov_len) != napi_ok) {
+      napi_throw_type_error(env, NULL, "expected an array of Buffers");
+      return NULL;
+    }
+  }
+  SEND(&r, fuse_reply_iov(r.req, iov, (int)n));
+  return reply_end(&r);
+}
+
 /* replyWrite(id, count) */
 static napi_value js_reply_write(napi_env env, napi_callback_info info) {
   reply_args r;
@@ -1010,6 +1034,7 @@ napi_value driver_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "replyOpen", js_reply_open);
   export_fn(env, exports, "replyCreate", js_reply_create);
   export_fn(env, exports, "replyBuf", js_reply_buf);
+  export_fn(env, exports, "replyBufs", js_reply_bufs);
   export_fn(env, exports, "replyWrite", js_reply_write);
   export_fn(env, exports, "replyReadlink", js_reply_readlink);
   export_fn(env, exports, "replyStatfs", js_reply_statfs);

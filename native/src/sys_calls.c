@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,27 @@ static napi_value js_lazy_unmount(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * keepMallocMemory(mmapThreshold, trimThreshold) -> whether glibc took it.
+ * Chunk buffers are 1 MiB and come and go at hundreds per second. With
+ * glibc's defaults each one is a fresh mmap (or heap memory trimmed back to
+ * the kernel moments before), so every copy into it first takes 256 page
+ * faults and the kernel zeroes the pages. Serving them from memory malloc
+ * keeps instead halves the node's CPU time per GiB sent (measured here).
+ */
+static napi_value js_keep_malloc_memory(napi_env env, napi_callback_info info) {
+  GET_ARGS(2);
+  double mmap_threshold, trim_threshold;
+  if (get_double(env, argv[0], &mmap_threshold) || get_double(env, argv[1], &trim_threshold)) return NULL;
+  int ok = 0;
+#ifdef __GLIBC__
+  ok = mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, (int)trim_threshold) == 1;
+#endif
+  napi_value result;
+  napi_get_boolean(env, ok, &result);
+  return result;
+}
+
 napi_value sys_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "renameat2", js_renameat2);
   export_fn(env, exports, "utimensat", js_utimensat);
@@ -148,5 +170,6 @@ napi_value sys_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "fsyncPath", js_fsync_path);
   export_fn(env, exports, "syncfs", js_syncfs);
   export_fn(env, exports, "lazyUnmount", js_lazy_unmount);
+  export_fn(env, exports, "keepMallocMemory", js_keep_malloc_memory);
   return exports;
 }

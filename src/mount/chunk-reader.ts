@@ -108,8 +108,11 @@ export class ChunkReader {
     }
   }
 
-  /** Copies bytes [offset, offset+length) of a chunk into `into` at `at`. */
-  async read(chunk: ChunkRef, offset: number, length: number, into: Buffer, at: number, pathHint: string): Promise<number> {
+  /**
+   * Bytes [offset, offset+length) of a chunk: a view of the chunk when it is
+   * in memory (no copy), else read from the chunk store, else fetched.
+   */
+  async slice(chunk: ChunkRef, offset: number, length: number, pathHint: string): Promise<Buffer> {
     const k = chunk.hash.toString('latin1');
     let mem = this.recent.get(k);
     if (!mem && !this.store.has(chunk.hash)) {
@@ -119,19 +122,23 @@ export class ChunkReader {
     } else {
       this.stats.hits++;
     }
-    let n: number;
-    if (mem) n = mem.copy(into, at, offset, offset + length);
+    let out: Buffer;
+    if (mem) out = mem.subarray(offset, offset + length);
     else {
+      out = Buffer.allocUnsafe(length);
+      let n: number;
       try {
-        n = await this.store.read(chunk.hash, offset, length, into, at);
+        n = await this.store.read(chunk.hash, offset, length, out, 0);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
         // Evicted between the check and the read: fetch it again.
         await this.ensure([chunk], pathHint);
-        n = this.recent.get(k)?.copy(into, at, offset, offset + length) ?? (await this.store.read(chunk.hash, offset, length, into, at));
+        const again = this.recent.get(k);
+        n = again ? again.copy(out, 0, offset, offset + length) : await this.store.read(chunk.hash, offset, length, out, 0);
       }
+      out = out.subarray(0, n);
     }
-    this.stats.bytesRead += n;
-    return n;
+    this.stats.bytesRead += out.length;
+    return out;
   }
 }

@@ -100,11 +100,9 @@ export class DirtyFile {
     this.dropAhead(); // these bytes do not go through write()
     const chunks = this.baseChunks!;
     await reader.ensure(chunks, this.path);
-    let buf = Buffer.alloc(0);
     for (const c of chunks) {
-      if (buf.length < c.length) buf = Buffer.allocUnsafe(c.length);
-      const n = await reader.read(c, 0, c.length, buf, 0, this.path);
-      await this.fh.write(buf, 0, n, c.offset);
+      const data = await reader.slice(c, 0, c.length, this.path);
+      await this.fh.write(data, 0, data.length, c.offset);
     }
     this.materialized = true;
   }

@@ -242,15 +242,27 @@ export class Vfs {
   }
 
   /** Reads up to `length` bytes at `offset` into `into`; returns the count (0 at EOF). */
+  /** Copies up to `length` bytes at `offset` into `into` (for drivers that hand over a buffer to fill). */
   async read(fh: number, offset: number, length: number, into: Buffer): Promise<number> {
+    let n = 0;
+    for (const part of await this.readSlices(fh, offset, length)) n += part.copy(into, n);
+    return n;
+  }
+
+  /**
+   * Up to `length` bytes at `offset`, in pieces: views of the chunks held in
+   * memory where it can (a driver sends them to the kernel as they are).
+   */
+  async readSlices(fh: number, offset: number, length: number): Promise<Buffer[]> {
     const h = this.handles.get(fh);
     if (!h) throw new FsError('EBADF', `file handle ${fh} is not open`);
-    if (h.pendingData) return h.pendingData.copy(into, 0, offset, Math.min(h.pendingData.length, offset + length));
+    if (h.pendingData) return [h.pendingData.subarray(offset, Math.min(h.pendingData.length, offset + length))];
     if (h.dirty) {
       await h.dirty.materialize(this.chunks);
-      return h.dirty.read(offset, length, into);
+      const buf = Buffer.allocUnsafe(length);
+      return [buf.subarray(0, await h.dirty.read(offset, length, buf))];
     }
-    if (offset >= h.size) return 0;
+    if (offset >= h.size) return [];
     const end = Math.min(h.size, offset + length);
     const first = chunkIndex(h.chunks, offset);
     let last = first;
@@ -270,14 +282,16 @@ export class Vfs {
     }
     h.lastEnd = end;
 
-    let done = 0;
+    const parts: Buffer[] = [];
     for (let i = first; i <= last; i++) {
       const c = h.chunks[i]!;
       const from = Math.max(offset, c.offset);
       const to = Math.min(end, c.offset + c.length);
-      done += await this.chunks.read(c, from - c.offset, to - from, into, from - offset, h.path);
+      const part = await this.chunks.slice(c, from - c.offset, to - from, h.path);
+      parts.push(part);
+      if (part.length < to - from) break; // a short chunk file: the read ends there
     }
-    return done;
+    return parts;
   }
 
   // ---- the write side -------------------------------------------------

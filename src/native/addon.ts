@@ -77,6 +77,8 @@ export interface NativeAddon {
   replyOpen(id: number, fh: number, bits: number): void;
   replyCreate(id: number, attr: Float64Array, fh: number, bits: number): void;
   replyBuf(id: number, buf: Buffer, length: number): void;
+  /** A read's data in pieces (at most 64), sent in one gathering write. */
+  replyBufs(id: number, parts: Buffer[]): void;
   replyWrite(id: number, count: number): void;
   replyReadlink(id: number, target: string): void;
   replyStatfs(id: number, values: Float64Array): void;
@@ -112,6 +114,8 @@ export interface NativeAddon {
   gearScan(buf: Buffer, from: number, normal: number, limit: number, maskS: number, maskL: number): number;
   syncfs(fd: number): void;
   lazyUnmount(path: string): void;
+  /** glibc's mallopt: allocations below `mmapThreshold` bytes come from the heap, which keeps up to `trimThreshold` free bytes. False elsewhere. */
+  keepMallocMemory(mmapThreshold: number, trimThreshold: number): boolean;
 }
 
 export const RENAME_NOREPLACE = 1;
@@ -145,4 +149,14 @@ export function nativeAddon(): NativeAddon | undefined {
 export function nativeLoadError(): string | undefined {
   nativeAddon();
   return loadError;
+}
+
+/**
+ * Lets a busy process reuse the memory of its chunk-sized buffers instead of
+ * mapping fresh pages for each (see keepMallocMemory in native/src/sys_calls.c):
+ * buffers up to 8 MiB (a 4 MiB chunk and its message) stay on the heap, and
+ * up to 64 MiB of freed heap is kept. A no-op without the addon or glibc.
+ */
+export function keepMallocMemory(): boolean {
+  return nativeAddon()?.keepMallocMemory(8 << 20, 64 << 20) ?? false;
 }

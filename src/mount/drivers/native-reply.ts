@@ -98,6 +98,12 @@ export class Reply {
     this.send(() => this.addon.replyBuf(this.id, b, n));
   }
 
+  /** A read's data in pieces (the addon gathers up to 64; more are joined here first). */
+  bufs(parts: Buffer[]): void {
+    if (parts.length > 64) return this.buf(Buffer.concat(parts), Infinity);
+    this.send(() => this.addon.replyBufs(this.id, parts));
+  }
+
   write(n: number): void {
     this.send(() => this.addon.replyWrite(this.id, n));
   }

@@ -341,19 +341,17 @@ export class NativeDriver implements Driver {
           fail,
         );
       }
-      case Op.READ: {
-        const buf = Buffer.allocUnsafe(size);
+      case Op.READ:
         return serveOp(
           'read',
           fh,
-          () => vfs.read(fh, off, size, buf),
-          (n) => {
-            r.buf(buf, n);
+          () => vfs.readSlices(fh, off, size),
+          (parts) => {
+            r.bufs(parts);
             this.markFast(fh, off, size);
           },
           fail,
         );
-      }
       case Op.WRITE:
         return serveOp('write', fh, () => vfs.write(fh, off, data!), (n) => r.write(n), fail);
       case Op.FLUSH:
