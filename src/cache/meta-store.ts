@@ -20,7 +20,7 @@ export interface MetaEntry {
   listed?: boolean;
 }
 
-/** The same state of an entry (the "listed" mark aside). */
+/** Same attributes and, for a file, the same content (symlinks: the same target); `b` brings nothing `a` lacks. The "listed" mark is not compared. */
 export function sameEntry(a: MetaEntry, b: MetaEntry): boolean {
   if (!sameAttr(a.attr, b.attr) || a.target !== b.target || (b.chunks && !a.chunks)) return false;
   return a.digest && b.digest ? a.digest.equals(b.digest) : !a.digest && !b.digest;

@@ -33,7 +33,6 @@ function waitAtMost(p: Promise<unknown>, ms: number): Promise<unknown> {
   return Promise.race([p.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
 }
 
-/** Same attributes and, for a file, the same content (symlinks: the same target); `b` brings nothing `a` lacks. */
 export class ChangeFeed {
   private sub: { cancel(): void; endpoint: string } | undefined;
   private chain: Promise<void> = Promise.resolve();
