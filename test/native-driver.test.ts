@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
 import { nativeAddon, nativeLoadError } from '../src/native/addon.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
-import { MountProc, run, sh } from './helpers/mount-proc.js';
+import { MountProc, run, sh, waitFor } from './helpers/mount-proc.js';
 import { BIN } from './helpers/logged-proc.js';
 
 const ADDON = new URL('../../native/build/ghostfs.node', import.meta.url).pathname;
@@ -45,6 +45,28 @@ t.test('native driver', async (t) => {
     t.equal(s.writeMax, 1 << 20, 'the largest write request was 1 MiB');
     t.ok(s.writeSizes['1M'] >= 16, `16 writes of 1 MiB (${JSON.stringify(s.writeSizes)})`);
     t.equal((await stat(join(src, 'zeros'))).size, 16 << 20, 'and the node has the file');
+  });
+
+  await t.test('directories: the kernel opens them itself and keeps their listings; a change drops a listing', async (t) => {
+    t.equal((await sh(`cd '${mnt}' && mkdir -p tree/a/b tree/c && touch tree/a/1 tree/a/b/2 tree/c/3`)).code, 0);
+    const list = async (): Promise<string> => (await sh(`cd '${mnt}' && find tree | sort`)).stdout;
+    t.equal(await list(), 'tree\ntree/a\ntree/a/1\ntree/a/b\ntree/a/b/2\ntree/c\ntree/c/3\n', 'the tree as made');
+    await sh(`ls -lR '${join(mnt, 'tree')}'`); // (ls -l also asks once for extended attributes)
+    await list();
+    const warm = (await status()).driverStats;
+    t.ok(warm.capable & (1 << 24), 'the kernel offers opening directories without asking (FUSE_CAP_NO_OPENDIR_SUPPORT)');
+    t.ok(warm.opendirs <= 1, `at most one opendir request reached the mount (${warm.opendirs})`);
+    await list();
+    await sh(`ls -lR '${join(mnt, 'tree')}'`);
+    const after = (await status()).driverStats;
+    // (find asks which filesystem it walks: one statfs per run.)
+    t.ok(after.forwarded - warm.forwarded <= 2, `listing again asks the mount nothing but statfs (${after.forwarded - warm.forwarded} requests)`);
+    t.equal(after.opendirs, warm.opendirs, 'and no opendir');
+    await sh(`touch '${join(mnt, 'tree/c/4')}'; rm '${join(mnt, 'tree/a/1')}'`);
+    t.equal(await list(), 'tree\ntree/a\ntree/a/b\ntree/a/b/2\ntree/c\ntree/c/3\ntree/c/4\n', 'changes through the mount show at once');
+    await writeFile(join(src, 'tree/a/b/from-node'), 'x');
+    await waitFor('the node\'s change to show', async () => (await list()).includes('tree/a/b/from-node'));
+    t.pass('a change on the node shows in the cached listing');
   });
 
   await t.test('reads: cold through JS, then from chunk files in C; an evicted chunk falls back to a fetch', async (t) => {

@@ -297,15 +297,22 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 }
 
 /*
- * Directories are opened right here, without JS (listings are kept per
- * directory there, not per handle). The kernel may keep a listing in its
- * cache across opens: changes through this mount and invalidations from
- * the change feed drop it. (Declining opendir instead, which saves even
- * this round trip, was measured to lose the kernel's listing cache here:
- * every `ls -lR` then asked for every directory again.)
+ * Directories need no handle (listings are kept per directory in JS). A
+ * kernel that supports it is told so with ENOSYS once: it then opens and
+ * releases directories itself, with no request at all, and keeps their
+ * listings cached across opens (FOPEN_CACHE_DIR is its default then,
+ * checked here: a warm `find` asks nothing). Older kernels get the same
+ * caching through the reply. Changes through this mount and invalidations
+ * from the change feed drop a cached listing.
  */
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   (void)ino;
+  gfs *g = fuse_req_userdata(req);
+  STAT_ADD(g, opendirs, 1);
+  if (g->kernel_capable & FUSE_CAP_NO_OPENDIR_SUPPORT) {
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
   fi->fh = 0;
   fi->keep_cache = 1;
   fi->cache_readdir = 1;
@@ -1005,6 +1012,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   PUT("writeMax", LOAD(write_max));
   PUT("notifications", LOAD(notifications));
   PUT("notifyErrors", LOAD(notify_errors));
+  PUT("opendirs", LOAD(opendirs));
   PUT("maxWrite", g->negotiated_max_write);
   PUT("maxReadahead", g->negotiated_max_readahead);
   PUT("capable", g->kernel_capable);

@@ -78,6 +78,7 @@ typedef struct gfs_stats {
   uint64_t read_sizes[6]; /* <=4K <=32K <=128K <=256K <=512K <=1M+ */
   uint64_t write_sizes[6];
   uint64_t notifications, notify_errors;
+  uint64_t opendirs; /* opendir requests the kernel sent (none once it opens directories itself) */
 } gfs_stats;
 
 typedef struct gfs {

@@ -59,6 +59,8 @@ export interface DriverStats {
   writeMax: number;
   notifications: number;
   notifyErrors: number;
+  /** Opendir requests the kernel sent (none once it opens directories itself). */
+  opendirs: number;
   maxWrite: number;
   maxReadahead: number;
   capable: number;
