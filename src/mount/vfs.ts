@@ -241,8 +241,7 @@ export class Vfs {
     return h;
   }
 
-  /** Reads up to `length` bytes at `offset` into `into`; returns the count (0 at EOF). */
-  /** Copies up to `length` bytes at `offset` into `into` (for drivers that hand over a buffer to fill). */
+  /** Reads up to `length` bytes at `offset` into `into` (for drivers that hand over a buffer to fill); returns the count (0 at EOF). */
   async read(fh: number, offset: number, length: number, into: Buffer): Promise<number> {
     let n = 0;
     for (const part of await this.readSlices(fh, offset, length)) n += part.copy(into, n);
