@@ -4,6 +4,7 @@
 // remounts and the same on every mount); the root is also reachable as
 // ROOT_INO, the number the kernel uses for it.
 import { readFile, stat } from 'node:fs/promises';
+import pLimit from 'p-limit';
 import { attrFromStats, isDir, isLnk, isReg, toTimespec, type Attr } from '../content/attr.js';
 import type { ChunkRef } from '../content/manifest.js';
 import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
@@ -68,10 +69,17 @@ export interface VfsOptions {
   asyncWriteBack?: boolean;
 }
 
+/** Subdirectory listings asked for ahead of a walker: calls at once, and at most per directory read. */
+const LISTINGS_AHEAD = 4;
+const LISTINGS_AHEAD_MAX = 64;
+
 export class Vfs {
   private readonly paths = new Map<number, string>([[ROOT_INO, '']]);
   private readonly handles = new Map<number, FileHandle>();
   private readonly listing = new Map<string, Promise<void>>();
+  /** Listings asked for ahead of a walker, a few at a time (see prefetchListings). */
+  private readonly listingAhead = pLimit(LISTINGS_AHEAD);
+  private readonly listingsQueued = new Set<string>();
   /** Directories whose small files were fetched together, and when. */
   private readonly prefetchedDirs = new Map<string, number>();
   /** Files open for writing, by path. */
@@ -189,7 +197,28 @@ export class Vfs {
       const c = this.meta.get(path);
       if (c) out.push(this.node(path, c));
     }
+    this.prefetchListings(out);
     return out;
+  }
+
+  /**
+   * A directory being read is usually walked next (find, ls -R, git status,
+   * rg): its subdirectories not listed yet are asked for now, a few calls
+   * at a time and at most LISTINGS_AHEAD_MAX of them, so the walker finds
+   * them listed instead of waiting for one round trip each. A failed one is
+   * asked for again when it is needed.
+   */
+  private prefetchListings(children: Node[]): void {
+    let n = 0;
+    for (const c of children) {
+      if (n >= LISTINGS_AHEAD_MAX) break;
+      if (!isDir(c.attr.mode) || this.meta.get(c.path)?.listed || this.listing.has(c.path) || this.listingsQueued.has(c.path)) continue;
+      n++;
+      this.listingsQueued.add(c.path);
+      void this.listingAhead(() => (this.meta.get(c.path)?.listed ? undefined : this.list(c.path)))
+        .catch(() => undefined)
+        .finally(() => this.listingsQueued.delete(c.path));
+    }
   }
 
   async readlink(ino: number): Promise<string> {

@@ -5,7 +5,8 @@ import { mkdir, writeFile, symlink, chmod, cp, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { NodeProc, tempDir } from '../helpers/node-proc.js';
-import { MountProc, run, sh } from '../helpers/mount-proc.js';
+import { MountProc, run, sh, waitFor } from '../helpers/mount-proc.js';
+import { BIN } from '../helpers/logged-proc.js';
 import { RelayProxy } from '../helpers/relay-proxy.js';
 import { isFuseNative } from '../helpers/driver.js';
 
@@ -221,4 +222,38 @@ t.test('replicas: a corrupted chunk is caught, a dying replica is survived', asy
     t.equal(got.stdout.split(' ')[0], want, 'the whole file reads intact after the primary died');
     await m.stop();
   });
+});
+
+t.test('a directory being read has its subdirectories listed ahead of the walker', async (t) => {
+  const base = await tempDir(t);
+  const src = join(base, 'src');
+  const mnt = join(base, 'mnt');
+  for (const d of ['top/a', 'top/b', 'top/c']) {
+    await mkdir(join(src, d), { recursive: true });
+    await writeFile(join(src, d, 'f'), d);
+  }
+  const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state'), '--metrics', '127.0.0.1:0']);
+  t.teardown(() => node.stop('SIGKILL'));
+  await waitFor('the node to serve its metrics', async () => !!node.line('metrics serving'));
+  const port = String(node.line('metrics serving')!.metrics).split(':').pop();
+  const listings = async (): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    let n = 0;
+    for (const m of text.matchAll(/^ghostfs_node_rpcs_total\{method="ListDir"[^}]*\} (\d+)/gm)) n += Number(m[1]);
+    return n;
+  };
+  const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', join(base, 'cache')]);
+  t.teardown(() => m.kill());
+  // The feed's first answer re-lists what the mount knows: let that pass first.
+  await waitFor('the change feed to answer', async () => JSON.parse((await run(process.execPath, [BIN, 'status', mnt, '--json'])).stdout).changeFeed.connected);
+  await new Promise((r) => setTimeout(r, 500));
+  const before = await listings();
+  t.equal((await run('ls', [join(mnt, 'top')])).stdout, 'a\nb\nc\n');
+  await waitFor('top and its three subdirectories to be listed', async () => (await listings()) >= before + 4);
+  await new Promise((r) => setTimeout(r, 300));
+  const ahead = await listings();
+  t.equal((await run('cat', [join(mnt, 'top/a/f'), join(mnt, 'top/b/f'), join(mnt, 'top/c/f')])).stdout, 'top/atop/btop/c', 'the walker finds them');
+  t.equal((await run('ls', [join(mnt, 'top/a'), join(mnt, 'top/b'), join(mnt, 'top/c')])).code, 0);
+  t.equal((await listings()) - ahead, 0, 'without asking the node for their listings again');
+  await m.stop();
 });
