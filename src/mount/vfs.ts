@@ -206,9 +206,11 @@ export class Vfs {
    * rg): its subdirectories not listed yet are asked for now, a few calls
    * at a time and at most LISTINGS_AHEAD_MAX of them, so the walker finds
    * them listed instead of waiting for one round trip each. A failed one is
-   * asked for again when it is needed.
+   * asked for again when it is needed; none are while no node answers.
    */
   private prefetchListings(children: Node[]): void {
+    // No node answering: each would only wait out its deadline.
+    if (!this.mesh.health().some((r) => r.healthy)) return;
     let n = 0;
     for (const c of children) {
       if (n >= LISTINGS_AHEAD_MAX) break;
