@@ -50,6 +50,9 @@ static void *notify_main(void *arg) {
        * mount is killed then, this thread never returns, the process cannot
        * exit and the mount hangs (seen in the kill -9 write test). */
       if (m->kind == 0) r = fuse_lowlevel_notify_inval_inode(se, m->ino, -1, 0);
+      /* A directory's pages hold only its cached listing (no write holds
+       * them): dropped with its attributes when a child came or went. */
+      else if (m->kind == 3) r = fuse_lowlevel_notify_inval_inode(se, m->ino, 0, 0);
       else if (m->kind == 1) r = fuse_lowlevel_notify_inval_entry(se, m->parent, m->name, strlen(m->name));
       else r = fuse_lowlevel_notify_delete(se, m->parent, m->ino, m->name, strlen(m->name));
       STAT_ADD(n->g, notifications, 1);
@@ -105,19 +108,22 @@ static void push(gfs_notify *n, nmsg *m) {
   pthread_mutex_unlock(&n->lock);
 }
 
-/* invalInode(handle, ino) — drops cached attributes and pages of the inode. */
-static napi_value js_inval_inode(napi_env env, napi_callback_info info) {
+static napi_value inode_common(napi_env env, napi_callback_info info, int kind) {
   GET_ARGS(2);
   gfs *g = get_gfs(env, argv[0]);
   uint64_t ino;
   if (!g || get_u64(env, argv[1], &ino) || !g->notify) return NULL;
   nmsg *m = calloc(1, sizeof *m);
   if (!m) return NULL;
-  m->kind = 0;
+  m->kind = kind;
   m->ino = ino;
   push(g->notify, m);
   return NULL;
 }
+
+/* invalInode(handle, ino): attributes. invalListing(handle, dirIno): attributes and cached listing. */
+static napi_value js_inval_inode(napi_env env, napi_callback_info info) { return inode_common(env, info, 0); }
+static napi_value js_inval_listing(napi_env env, napi_callback_info info) { return inode_common(env, info, 3); }
 
 /* invalEntry(handle, parentIno, name) / notifyDelete(handle, parentIno, ino, name) */
 static napi_value entry_common(napi_env env, napi_callback_info info, int kind) {
@@ -150,6 +156,7 @@ static napi_value js_notify_delete(napi_env env, napi_callback_info info) { retu
 
 napi_value notify_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "invalInode", js_inval_inode);
+  export_fn(env, exports, "invalListing", js_inval_listing);
   export_fn(env, exports, "invalEntry", js_inval_entry);
   export_fn(env, exports, "notifyDelete", js_notify_delete);
   return exports;

@@ -91,6 +91,8 @@ export interface NativeAddon {
   fastMark(h: SessionHandle, fh: number, index: number): void;
   fastClose(h: SessionHandle, fh: number): void;
   invalInode(h: SessionHandle, ino: number): void;
+  /** A directory's attributes and its listing the kernel cached. */
+  invalListing(h: SessionHandle, dirIno: number): void;
   invalEntry(h: SessionHandle, parentIno: number, name: string): void;
   notifyDelete(h: SessionHandle, parentIno: number, ino: number, name: string): void;
   /** flags: RENAME_NOREPLACE (1), RENAME_EXCHANGE (2). */

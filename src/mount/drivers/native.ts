@@ -220,7 +220,7 @@ export class NativeDriver implements Driver {
       return;
     }
     this.addon.invalEntry(s, parent, name);
-    this.addon.invalInode(s, parent); // its listing changed
+    this.addon.invalListing(s, parent); // its listing changed (its mtime may have told the kernel already, or not yet)
     if (child !== undefined) this.addon.invalInode(s, child);
   }
 
