@@ -41,6 +41,10 @@ export interface ListingTicket {
   invalidated: boolean;
 }
 
+function newTicket(dir: string): ListingTicket {
+  return { dir, changed: new Set(), self: false, invalidated: false };
+}
+
 export interface Manifest {
   digest: Buffer;
   chunks: ChunkRef[];
@@ -184,7 +188,7 @@ export class MetaStore {
 
   /** A listing of `dir` is being asked for now: from here on, what changes there wins over its answer. */
   beginListing(dir: string): ListingTicket {
-    const t: ListingTicket = { dir, changed: new Set(), self: false, invalidated: false };
+    const t = newTicket(dir);
     let set = this.listings.get(dir);
     if (!set) this.listings.set(dir, (set = new Set()));
     set.add(t);
@@ -233,7 +237,7 @@ export class MetaStore {
    * state; a directory removed or replaced meanwhile takes nothing from it.
    */
   async putListing(dir: string, dirEntry: MetaEntry, children: { name: string; entry: MetaEntry }[], asked?: ListingTicket): Promise<void> {
-    const ticket = asked ?? { dir, changed: new Set<string>(), self: false, invalidated: false };
+    const ticket = asked ?? newTicket(dir);
     this.endListing(ticket);
     const now = this.entries.get(dir);
     if (ticket.self && (!now || !isDir(now.attr.mode) || now.attr.ino !== dirEntry.attr.ino)) return;
