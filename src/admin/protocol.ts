@@ -1,5 +1,7 @@
 // The control protocol between the CLI and a running mount: one JSON object
 // per line each way over a unix socket, one request per connection.
+import type { PendingRecord } from '../mount/write-back.js';
+
 export type ControlRequest =
   | { op: 'status' }
   | { op: 'flush'; deadlineMs: number }
@@ -23,6 +25,8 @@ export interface MountStatus {
   cache: { chunks: number; bytes: number; quotaBytes: number; evictedChunks: number; evictedBytes: number; hits: number; misses: number; hitRate: number; knownEntries: number };
   fetched: { chunks: number; bytes: number; failovers: number; corruptChunks: number };
   writeBack: { pending: number; committed: number; conflicts: number; failed: number; uploadedChunks: number; uploadedBytes: number };
+  /** The oldest pending write-backs (up to 20): what each one waits for. */
+  pendingWrites: PendingRecord[];
   changeFeed: { connected: boolean; generation: number; applied: number };
   openFiles: number;
   /** Counters of the kernel driver (request sizes, fast-path reads...), when it keeps any. */
@@ -31,7 +35,7 @@ export interface MountStatus {
 
 export type ControlReply =
   | { ok: true; status: MountStatus }
-  | { ok: true; flushed: number; pending: number }
+  | { ok: true; flushed: number; pending: number; pendingWrites?: PendingRecord[] }
   | { ok: true; chunks: number; bytes: number }
   | { ok: true; files: number; bytes: number; fetchedBytes: number; ms: number }
-  | { ok: false; error: string; pending?: number };
+  | { ok: false; error: string; pending?: number; pendingWrites?: PendingRecord[] };

@@ -2,6 +2,7 @@
 import type { Option } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import type { PendingRecord } from '../mount/write-back.js';
 
 /** Every flag can also come from GHOSTFS_<NAME>. */
 export function env(o: Option, name: string): Option {
@@ -23,4 +24,12 @@ export function defaultCacheDir(): string {
 export function printConfig(config: object): void {
   const masked = JSON.parse(JSON.stringify(config, (k, v) => (k === 'token' && v ? '***' : v === Infinity ? 'unlimited' : v)));
   process.stdout.write(JSON.stringify(masked, null, 2) + '\n');
+}
+
+/** Pending write-backs, one line each: what a person needs to see why they have not reached a node. */
+export function describePending(records: PendingRecord[] | undefined, total: number): string[] {
+  if (!records?.length) return [];
+  const lines = records.map((r) => `    ${r.path}: closed ${Math.round(r.ageMs / 1000)}s ago, ${r.state}, ${r.attempts} attempt(s)${r.lastError ? `; last: ${r.lastError}` : ''}`);
+  if (total > records.length) lines.push(`    ... and ${total - records.length} more`);
+  return lines;
 }

@@ -125,7 +125,7 @@ async function foreground(config: MountConfig, metrics?: { host: string; port: n
           return { ok: true, ...(await m.flush(req.deadlineMs)) };
         case 'unmount': {
           const r = await m.flush(req.deadlineMs);
-          if (r.pending > 0 && !req.force) return { ok: false, error: `${r.pending} write-back(s) pending: no node took them within the deadline`, pending: r.pending };
+          if (r.pending > 0 && !req.force) return { ok: false, error: `${r.pending} write-back(s) pending: no node took them within the deadline`, pending: r.pending, pendingWrites: r.pendingWrites };
           // Answer first, then go: the reply must not race the process exit.
           setImmediate(() => shutdown('ghostfs unmount'));
           return { ok: true, ...r };

@@ -7,7 +7,7 @@ import { summarize } from '../admin/cache-admin.js';
 import { control } from '../admin/control-client.js';
 import { allSockets, socketFor } from '../admin/registry.js';
 import type { MountStatus } from '../admin/protocol.js';
-import { defaultCacheDir, env, fail } from './common.js';
+import { defaultCacheDir, describePending, env, fail } from './common.js';
 
 const mib = (b: number): string => `${(b / 1048576).toFixed(1)} MiB`;
 
@@ -23,6 +23,7 @@ function describe(s: MountStatus): string {
     `  cache   ${s.cache.chunks} chunks, ${mib(s.cache.bytes)} in ${s.cacheDir}; ${s.cache.knownEntries} entries known; hit rate ${(s.cache.hitRate * 100).toFixed(1)}%`,
     `  fetched ${s.fetched.chunks} chunks, ${mib(s.fetched.bytes)}${s.fetched.failovers ? `, ${s.fetched.failovers} failovers` : ''}`,
     `  writes  ${s.writeBack.pending} pending, ${s.writeBack.committed} written back, ${s.writeBack.conflicts} conflicts, ${s.writeBack.failed} refused; uploaded ${s.writeBack.uploadedChunks} chunks (${mib(s.writeBack.uploadedBytes)})`,
+    ...describePending(s.pendingWrites, s.writeBack.pending),
     `  feed    ${s.changeFeed.connected ? 'connected' : 'disconnected'}, generation ${s.changeFeed.generation}, ${s.changeFeed.applied} changes applied; ${s.openFiles} open files`,
   ];
   return lines.join('\n');

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { control, NoMountError } from '../admin/control-client.js';
 import { socketFor } from '../admin/registry.js';
 import { parseDuration } from '../config/parse.js';
-import { fail } from './common.js';
+import { describePending, fail } from './common.js';
 
 export function syncCommand(): Command {
   return new Command('sync')
@@ -24,7 +24,12 @@ export function syncCommand(): Command {
       }
       const flushed = 'flushed' in r ? r.flushed : 0;
       const pending = ('pending' in r ? r.pending : 0) ?? 0;
-      process.stdout.write(o.json ? JSON.stringify({ mountpoint, ok: r.ok && pending === 0, flushed, pending }) + '\n' : `${mountpoint}: ${flushed} write-back(s) flushed${pending ? `, ${pending} still pending (no node took them)` : ''}\n`);
+      const records = 'pendingWrites' in r ? r.pendingWrites : undefined;
+      process.stdout.write(
+        o.json
+          ? JSON.stringify({ mountpoint, ok: r.ok && pending === 0, flushed, pending, pendingWrites: records }) + '\n'
+          : [`${mountpoint}: ${flushed} write-back(s) flushed${pending ? `, ${pending} still pending (no node took them)` : ''}`, ...describePending(records, pending)].join('\n') + '\n',
+      );
       if (!r.ok || pending > 0) process.exitCode = 1;
     });
 }

@@ -9,7 +9,7 @@ import { socketFor } from '../admin/registry.js';
 import { parseDuration } from '../config/parse.js';
 import { abortFuseConnection, fuseConnection, isMounted, mountEntry } from '../mount/mount-table.js';
 import { log } from '../log.js';
-import { fail } from './common.js';
+import { describePending, fail } from './common.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -47,8 +47,8 @@ export function unmountCommand(): Command {
       try {
         const r = await control(socketFor(mountpoint), { op: 'unmount', force: !!o.force, deadlineMs: o.timeout }, o.timeout + 30_000);
         if (!r.ok) {
-          if (o.json) out('', { ok: false, error: r.error, pending: r.pending });
-          fail(`refusing to unmount ${mountpoint}: ${r.error}. Bring a node back, or use --force (the journal keeps them for the next mount).`);
+          if (o.json) out('', { ok: false, error: r.error, pending: r.pending, pendingWrites: r.pendingWrites });
+          fail([`refusing to unmount ${mountpoint}: ${r.error}. Bring a node back, or use --force (the journal keeps them for the next mount).`, ...describePending(r.pendingWrites, r.pending ?? 0)].join('\n'));
         }
         const flushed = 'flushed' in r ? r.flushed : 0;
         const pending = 'pending' in r ? r.pending : 0;

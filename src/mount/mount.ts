@@ -15,7 +15,7 @@ import { NativeDriver } from './drivers/native.js';
 import { nativeAddon } from '../native/addon.js';
 import { isMounted } from './mount-table.js';
 import type { MountStatus } from '../admin/protocol.js';
-import { WriteBack } from './write-back.js';
+import { WriteBack, type PendingRecord } from './write-back.js';
 import { Journal } from '../cache/journal.js';
 import { HashPool } from '../content/hash-pool.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
@@ -188,6 +188,7 @@ export class Mount {
       cache: { chunks: cs.chunks, bytes: cs.bytes, quotaBytes: this.config.cacheQuotaBytes, evictedChunks: cs.evictedChunks, evictedBytes: cs.evictedBytes, hits, misses: rs.misses, hitRate: hits + rs.misses ? hits / (hits + rs.misses) : 0, knownEntries: this.meta.size },
       fetched: { chunks: ms.chunksFetched, bytes: ms.bytesFetched, failovers: ms.failovers, corruptChunks: ms.corruptChunks },
       writeBack: { pending: this.writeBack.pendingCount, ...ws },
+      pendingWrites: this.writeBack.pendingRecords(),
       changeFeed: { connected: this.feed.connected, generation: this.feed.position.generation, applied: this.feed.applied },
       openFiles: this.vfs.openFiles,
       driverStats,
@@ -195,14 +196,18 @@ export class Mount {
   }
 
   /** Tries to write back everything pending until the deadline; returns what was committed and what is left. */
-  async flush(deadlineMs: number): Promise<{ flushed: number; pending: number }> {
+  async flush(deadlineMs: number): Promise<{ flushed: number; pending: number; pendingWrites?: PendingRecord[] }> {
     const before = this.writeBack.stats.committed + this.writeBack.stats.conflicts;
     const end = Date.now() + deadlineMs;
     while (this.writeBack.pendingCount > 0 && Date.now() < end) {
       await this.writeBack.drain();
       if (this.writeBack.pendingCount > 0) await new Promise((r) => setTimeout(r, Math.min(500, Math.max(0, end - Date.now()))));
     }
-    return { flushed: this.writeBack.stats.committed + this.writeBack.stats.conflicts - before, pending: this.writeBack.pendingCount };
+    const flushed = this.writeBack.stats.committed + this.writeBack.stats.conflicts - before;
+    if (this.writeBack.pendingCount === 0) return { flushed, pending: 0 };
+    const pendingWrites = this.writeBack.pendingRecords();
+    log.warn({ pending: this.writeBack.pendingCount, oldest: pendingWrites }, 'write-backs still pending after the flush deadline');
+    return { flushed, pending: this.writeBack.pendingCount, pendingWrites };
   }
 
   /** Drops every cached chunk (readers fetch what they still need). */

@@ -28,6 +28,18 @@ import { log } from '../log.js';
 import { PathLocks } from '../util/path-locks.js';
 import { entryFromWire } from './vfs-entry.js';
 
+/** A pending record as status and a refused unmount show it. */
+export interface PendingRecord {
+  seq: number;
+  path: string;
+  /** Since the writer closed it. */
+  ageMs: number;
+  /** What its commit is doing now ("uploading", "committing"...), or "queued" between attempts. */
+  state: string;
+  attempts: number;
+  lastError?: string;
+}
+
 export interface WriteBackStats {
   committed: number;
   conflicts: number;
@@ -73,6 +85,8 @@ export class WriteBack {
   /** The same records by path (records never change path: a rename commits first). */
   private readonly byPath = new Map<string, Set<JournalEntry>>();
   private readonly running = new Map<number, Promise<Buffer>>();
+  /** Per pending record: attempts made, the step the one under way is at, and how the last one failed. */
+  private readonly progress = new Map<number, { attempts: number; step: string; lastError?: string }>();
   /** Records the node may already hold (found in the journal at start, or after a commit attempt that timed out). */
   private readonly replayed = new Set<number>();
   /** One write-back of a file at a time, in the order they were asked for. */
@@ -236,6 +250,7 @@ export class WriteBack {
   private forget(e: JournalEntry): void {
     if (this.pending.get(e.seq) !== e) return;
     this.pending.delete(e.seq);
+    this.progress.delete(e.seq);
     const same = this.byPath.get(e.path);
     same?.delete(e);
     if (same?.size === 0) this.byPath.delete(e.path);
@@ -434,9 +449,42 @@ export class WriteBack {
 
   /** Marks a record as being committed until `p` settles. */
   private run(e: JournalEntry, p: Promise<Buffer>): Promise<Buffer> {
-    const q = p.finally(() => this.running.delete(e.seq));
+    const pr = this.progressOf(e);
+    pr.attempts++;
+    pr.step = 'waiting for its turn';
+    const q = p.finally(() => {
+      this.running.delete(e.seq);
+      pr.step = 'queued';
+    });
     this.running.set(e.seq, q);
     return q;
+  }
+
+  private progressOf(e: JournalEntry): { attempts: number; step: string; lastError?: string } {
+    let pr = this.progress.get(e.seq);
+    if (!pr) {
+      pr = { attempts: 0, step: 'queued' };
+      // A direct commit (seq 0) and a record already done with are not shown.
+      if (e.seq && this.pending.get(e.seq) === e) this.progress.set(e.seq, pr);
+    }
+    return pr;
+  }
+
+  private step(e: JournalEntry, step: string): void {
+    const pr = this.progress.get(e.seq);
+    if (pr) pr.step = step;
+  }
+
+  /** Pending records, oldest first (at most `limit`): what each waits for and how its last attempt failed. */
+  pendingRecords(limit = 20): PendingRecord[] {
+    const now = Date.now();
+    return [...this.pending.values()]
+      .sort((a, b) => a.seq - b.seq)
+      .slice(0, limit)
+      .map((e) => {
+        const pr = this.progress.get(e.seq);
+        return { seq: e.seq, path: e.path, ageMs: now - e.closedAt, state: this.running.has(e.seq) ? (pr?.step ?? 'committing') : 'queued', attempts: pr?.attempts ?? 0, lastError: pr?.lastError };
+      });
   }
 
   /** What a commit attempt means for its record: landed, still queued (no node), or refused by the node. */
@@ -444,6 +492,8 @@ export class WriteBack {
     return p.catch(async (err) => {
       if (err instanceof Superseded) return undefined;
       const errno = errnoOf(err);
+      const pr = this.progress.get(e.seq);
+      if (pr) pr.lastError = `${errno}: ${(err as Error).message}`;
       if (RETRYABLE.has(errno)) {
         this.unreachable = true;
         // The attempt may have landed without an answer: the next one checks first.
@@ -476,10 +526,12 @@ export class WriteBack {
 
   private async commitNow(e: JournalEntry, replayed: boolean): Promise<Buffer> {
     const dirty = this.dirtyPath(e.dirty);
+    this.step(e, 'reading its content');
     const { manifest, data } = await this.content(e);
     // A replayed record may have been committed just before the mount died:
     // if the node already holds exactly this content, it is done (the node
     // would also accept it again; this saves the upload).
+    if (replayed) this.step(e, 'checking what the node holds');
     const current = replayed ? await this.mesh.stat(e.path).catch((err) => (errnoOf(err) === 'ENOENT' ? undefined : Promise.reject(err))) : undefined;
     const currentDigest = current?.digest?.length ? Buffer.from(current.digest) : undefined;
     let reply: WCommitReplyOut;
@@ -487,7 +539,11 @@ export class WriteBack {
     if (currentDigest?.equals(manifest.digest)) {
       reply = { conflict: false, conflictPath: '', entry: current!, generation: 0 };
     } else {
-      if (!data) await this.upload(dirty, manifest, e.sentAhead);
+      if (!data) {
+        this.step(e, 'uploading');
+        await this.upload(dirty, manifest, e.sentAhead);
+      }
+      this.step(e, 'committing');
       const req = this.request(e, manifest, data);
       reply = await this.mesh.call(`commit ${e.path}`, (c) => {
         by = c.endpoint;
@@ -517,6 +573,7 @@ export class WriteBack {
         let reply: WCommitManyReplyOut;
         let by = '';
         try {
+          for (const x of live) this.step(x.e, `committing (a batch of ${live.length})`);
           const reqs = live.map((x) => this.request(x.e, x.manifest, x.data));
           reply = await this.mesh.call(`commit of ${live.length} files`, (c) => {
             by = c.endpoint;
@@ -610,6 +667,7 @@ export class WriteBack {
   private async settleLanded(e: JournalEntry, manifest: Manifest, reply: WCommitReplyOut, by: string): Promise<Buffer> {
     const dirty = this.dirtyPath(e.dirty);
     const committedPath = reply.conflict ? reply.conflictPath : e.path;
+    this.step(e, 'recording the commit');
     await this.meta.settle(committedPath, entryFromWire(reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
       if (e.seq) this.journal.removeIn(b, e.seq);
     });
