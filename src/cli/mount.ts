@@ -17,7 +17,7 @@ import { socketFor } from '../admin/registry.js';
 import { abortStaleMount } from '../admin/stale-mount.js';
 import type { ControlReply } from '../admin/protocol.js';
 import { defaultCacheDir, env, fail, printConfig } from './common.js';
-import { keepMallocMemory } from '../native/addon.js';
+import { tuneForChunkTraffic } from '../util/chunk-traffic.js';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
@@ -90,7 +90,7 @@ async function foreground(config: MountConfig, metrics?: { host: string; port: n
   let stopping = false;
   let control: ControlServer | undefined;
   await abortStaleMount(config.mountpoint).catch((err: Error) => fail(err.message));
-  keepMallocMemory(); // chunk buffers reuse memory instead of fresh pages each
+  tuneForChunkTraffic();
   const started = Mount.start(config);
   const shutdown = (sig: string): void => {
     if (stopping) return;

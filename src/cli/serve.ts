@@ -11,7 +11,7 @@ import type { ScanStats } from '../node/workspace-index.js';
 import { log } from '../log.js';
 import { env, fail, printConfig } from './common.js';
 import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
-import { keepMallocMemory } from '../native/addon.js';
+import { tuneForChunkTraffic } from '../util/chunk-traffic.js';
 
 function defaultStateDir(): string {
   return join(process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'ghostfs', 'node');
@@ -79,7 +79,7 @@ export function serveCommand(): Command {
       };
       process.once('SIGINT', () => shutdown('SIGINT'));
       process.once('SIGTERM', () => shutdown('SIGTERM'));
-      keepMallocMemory(); // chunk buffers reuse memory (half the CPU per GiB served)
+      tuneForChunkTraffic();
       const agentReady = NodeAgent.start(config);
       const agent = await agentReady.catch((err: Error) => fail(err.message));
       if (o.metrics) {
