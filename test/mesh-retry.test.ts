@@ -1,10 +1,15 @@
 // A mutation applied by a node whose answer was lost, retried on a replica of
 // the same directory: the retry meets its own effect (EEXIST, ENOENT) and
-// must report success, while a real clash still fails. Real node, real gRPC,
-// a proxy that lets requests through and swallows the answers.
+// must report success, while a real clash still fails. A connection that a
+// lossy link wedged is replaced. Real node, real gRPC, a proxy that swallows
+// answers or loses whole HTTP/2 DATA frames.
 import t from 'tap';
-import { mkdir, readlink, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { chunkBuffer } from '../src/content/chunk-file.js';
+import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
+import { chunksToWire } from '../src/wire/convert.js';
 import { MeshClient } from '../src/mesh/mesh-client.js';
 import { errnoOf } from '../src/wire/errors.js';
 import { FaultProxy } from '../scripts/soak/lib/fault-proxy.js';
@@ -63,4 +68,77 @@ t.test('mutations whose answers were lost', async (t) => {
   t.equal(errnoOf(other), 'EEXIST', 'a symlink with another target is EEXIST');
   const direct = await mesh.mutate({ mkdir: { path: 'c.txt', mode: 0o755 } }).catch((err) => err);
   t.equal(errnoOf(direct), 'EEXIST', 'without a lost answer, EEXIST is EEXIST');
+});
+
+t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
+  // Whole DATA frames that vanish leave HTTP/2 framing intact: the connection
+  // stays up and answers keepalive pings, but the bytes stay charged to the
+  // sender's flow-control window, and once it is used up no call on that
+  // connection can send anything again.
+  const base = await tempDir(t);
+  const root = join(base, 'ws');
+  await mkdir(root);
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const proxy = await FaultProxy.start(node.endpoint);
+  t.teardown(() => proxy.close());
+  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 1500, backoffMs: 1 });
+  t.teardown(() => mesh.close());
+  await mesh.handshake();
+
+  const commit = (path: string, data: Buffer) => {
+    const m = chunkBuffer(data, DEFAULT_CHUNKING);
+    const req = {
+      path,
+      baseDigest: Buffer.alloc(0),
+      expectAbsent: true,
+      digest: m.digest,
+      size: m.size,
+      chunks: chunksToWire(m.chunks),
+      mode: 0o644,
+      clientId: 'test',
+      inline: m.chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length) })),
+      alsoBases: [],
+    };
+    return mesh.call(`commit ${path}`, (c) => c.commit(req, 1500));
+  };
+
+  await commit('before.bin', randomBytes(1 << 20));
+  proxy.set('lose-data');
+  const lost = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => commit(`lost-${i}.bin`, randomBytes(1 << 20))));
+  t.ok(lost.every((r) => r.status === 'rejected'), 'nothing gets through while DATA frames vanish');
+  t.ok((proxy.applied.lostDataBytes ?? 0) >= 24 << 20, `most of the connection's 32 MiB window was lost (${proxy.applied.lostDataBytes} bytes)`);
+  proxy.set('pass');
+
+  const after = randomBytes(1 << 20);
+  await commit('after.bin', after);
+  t.ok((await readFile(join(root, 'after.bin'))).equals(after), 'a commit made once the link is whole again lands');
+  t.ok(mesh.health()[0]!.renewals >= 1, 'over a new connection');
+  const small = Buffer.from('small\n');
+  await commit('small.txt', small);
+  t.equal(await readFile(join(root, 'small.txt'), 'utf8'), 'small\n');
+});
+
+t.test('a call whose connection is reset under it is tried again over a new one', async (t) => {
+  const base = await tempDir(t);
+  const root = join(base, 'ws');
+  await mkdir(root);
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const proxy = await FaultProxy.start(node.endpoint);
+  t.teardown(() => proxy.close());
+  // One node, no replica: without a second try the reset would be the caller's error.
+  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 3000, backoffMs: 1 });
+  t.teardown(() => mesh.close());
+  await mesh.handshake();
+
+  proxy.set('mute'); // the node makes the directory; its answer is held back, then the link is reset
+  const made = mesh.mutate({ mkdir: { path: 'd', mode: 0o755 } });
+  for (let i = 0; i < 100 && !(await stat(join(root, 'd')).catch(() => undefined)); i++) await new Promise((r) => setTimeout(r, 20));
+  proxy.set('pass');
+  proxy.reset();
+  const reply = await made;
+  t.equal(reply.entries[0]?.name, 'd', 'the mkdir succeeds: its second try recognizes its own effect');
+  t.ok((await stat(join(root, 'd'))).isDirectory());
+  t.equal(mesh.health()[0]!.healthy, true, 'the node is not marked down for it');
 });

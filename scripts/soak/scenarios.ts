@@ -70,14 +70,14 @@ async function crashNodeBehind(w: World, proxy: FaultProxy, injected: Record<str
   proxy.upstream = (await w.startNode()).endpoint;
 }
 
-/** The link between mount and node delays, drops, blackholes and resets, in turn. */
+/** The link between mount and node delays, resets, drops, blackholes and loses whole DATA frames, in turn. */
 async function linkFaults(o: ScenarioOptions): Promise<ScenarioResult> {
   const w = await World.create({ driver: o.driver, mountArgs: MOUNT_ARGS });
   const node = await w.startNode();
   const proxy = await FaultProxy.start(node.endpoint);
   await w.startMount([proxy.endpoint]);
-  const steps: (() => void)[] = [() => proxy.set('delay', 200), () => proxy.reset(), () => proxy.set('drop'), () => proxy.set('blackhole')];
-  const r = await withWorkers('link faults (delay, drop, blackhole, reset)', w, o, proxy.applied, (done) => alternate(proxy, done, steps, [1000, 2500], [1500, 3000]));
+  const steps: (() => void)[] = [() => proxy.set('delay', 200), () => proxy.reset(), () => proxy.set('lose-data'), () => proxy.set('drop'), () => proxy.set('blackhole')];
+  const r = await withWorkers('link faults (delay, reset, lost DATA frames, drop, blackhole)', w, o, proxy.applied, (done) => alternate(proxy, done, steps, [1000, 2500], [1500, 3000]));
   await proxy.close();
   return r;
 }

@@ -50,6 +50,26 @@ function rng(seed: number): () => number {
   };
 }
 
+/**
+ * The worker's directory, made through the mount. Under faults that may
+ * take a few tries (its parent is the mount's root, which exists: any
+ * failure is the fault's). A plain mkdir, not a recursive one: that would
+ * report a failed mkdir as the ENOENT of the stat it makes next.
+ */
+async function makeOwnDir(dir: string, tolerant: boolean): Promise<void> {
+  for (let tries = 1; ; tries++) {
+    try {
+      await mkdir(dir);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      if (code === 'EEXIST') return; // made by a try whose answer was lost
+      if (!tolerant || !FAULT_ERRNOS.has(code) || tries >= 30) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const [dir, sourceDir, untilArg, seedArg, mode] = process.argv.slice(2);
   const tolerant = mode === 'tolerant';
@@ -59,7 +79,7 @@ async function main(): Promise<void> {
   const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
   const sizeOf = (): number => (rand() < 0.5 ? Math.floor(rand() * 8192) : Math.floor(rand() * 1.5 * 1024 * 1024));
   const shared = (await readdir(sourceDir)).filter((n) => n.startsWith('shared-'));
-  await mkdir(dir, { recursive: true });
+  await makeOwnDir(dir, tolerant);
 
   const files = new Map<string, Buffer>();
   /** The names the running operation changes: unknown state if it fails. */

@@ -21,7 +21,7 @@ export interface MountStatus {
   cacheDir: string;
   uptimeMs: number;
   offline: boolean;
-  endpoints: { endpoint: string; healthy: boolean; failures: number; lastError?: string; corruptChunks: number }[];
+  endpoints: { endpoint: string; healthy: boolean; failures: number; lastError?: string; corruptChunks: number; renewals: number }[];
   cache: { chunks: number; bytes: number; quotaBytes: number; evictedChunks: number; evictedBytes: number; hits: number; misses: number; hitRate: number; knownEntries: number };
   fetched: { chunks: number; bytes: number; failovers: number; corruptChunks: number };
   writeBack: { pending: number; committed: number; conflicts: number; failed: number; uploadedChunks: number; uploadedBytes: number };

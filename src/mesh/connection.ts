@@ -3,6 +3,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, wire } from '../wire/proto.js';
+import { log } from '../log.js';
 import type {
   NodeClient,
   WChangeEventOut,
@@ -31,25 +32,40 @@ export interface ConnectionOptions {
 type Unary<Req, Res> = (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => grpc.ClientUnaryCall;
 
 export class NodeConnection {
-  readonly client: NodeClient;
+  /** The gRPC client in use: replaced when a call on it misses its deadline (see renew). */
+  private client: NodeClient;
+  /** A call on the current client has been answered: it was a working connection. */
+  private answered = false;
+  /** Change-feed streams, by the client they run on. */
+  private readonly watches = new Map<grpc.ClientReadableStream<WChangeEventOut>, NodeClient>();
+  private closed = false;
   private readonly md: grpc.Metadata;
   readonly deadlineMs: number;
+  /** Connections replaced so far. */
+  renewals = 0;
 
   constructor(
     readonly endpoint: string,
     readonly workspace: string,
     readonly opts: ConnectionOptions = {},
   ) {
+    this.client = this.newClient();
+    this.md = new grpc.Metadata();
+    if (opts.token) this.md.set('authorization', `Bearer ${opts.token}`);
+    this.deadlineMs = opts.deadlineMs ?? 10_000;
+  }
+
+  private newClient(): NodeClient {
     const Ctor = wire().ghostfs.v1.Node;
     let creds = grpc.credentials.createInsecure();
-    if (opts.tls) {
+    if (this.opts.tls) {
       creds = grpc.credentials.createSsl(
-        opts.tls.ca ? readFileSync(opts.tls.ca) : null,
-        opts.tls.key ? readFileSync(opts.tls.key) : null,
-        opts.tls.cert ? readFileSync(opts.tls.cert) : null,
+        this.opts.tls.ca ? readFileSync(this.opts.tls.ca) : null,
+        this.opts.tls.key ? readFileSync(this.opts.tls.key) : null,
+        this.opts.tls.cert ? readFileSync(this.opts.tls.cert) : null,
       );
     }
-    this.client = new Ctor(endpoint, creds, {
+    return new Ctor(this.endpoint, creds, {
       ...CHANNEL_OPTIONS,
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,
@@ -57,15 +73,53 @@ export class NodeConnection {
       // Reconnect quickly when a node comes back.
       'grpc.initial_reconnect_backoff_ms': 200,
       'grpc.max_reconnect_backoff_ms': 2_000,
+      // A client of its own connection: a renewed one must not be handed the old one from grpc-js's shared pool.
+      'grpc.use_local_subchannel_pool': 1,
     }) as unknown as NodeClient;
-    this.md = new grpc.Metadata();
-    if (opts.token) this.md.set('authorization', `Bearer ${opts.token}`);
-    this.deadlineMs = opts.deadlineMs ?? 10_000;
+  }
+
+  /**
+   * A call on `client` missed its deadline: the connection under it is no
+   * longer trusted, and calls from now on go over a new one. HTTP/2 can
+   * wedge a connection for good while its keepalive pings still pass: DATA
+   * frames that never arrived stay charged to the sender's flow-control
+   * window (measured: with 30 MiB of commit data lost in whole frames, every
+   * later call on that connection missed its deadline, 4 KiB ones too).
+   * The old client is closed gently: calls under way on it run to their own
+   * end; the change feed's stream on it is cancelled, so it subscribes again
+   * over the new one.
+   */
+  private renew(client: NodeClient): void {
+    if (client !== this.client || this.closed) return; // renewed already
+    const wasWorking = this.answered;
+    this.client = this.newClient();
+    this.answered = false;
+    this.renewals++;
+    for (const [call, on] of this.watches) if (on === client) call.cancel();
+    client.close();
+    // A node that stopped answering renews at every deadline: said once, when a working connection stops.
+    const what = { node: this.endpoint, renewals: this.renewals };
+    if (wasWorking) log.warn(what, 'a call missed its deadline: the connection to the node is replaced');
+    else log.debug(what, 'a call missed its deadline: the connection to the node is replaced');
+  }
+
+  /** Notes how a call on `client` ended. */
+  private outcome(client: NodeClient, err: unknown): void {
+    if (!err) {
+      if (client === this.client) this.answered = true;
+    } else if ((err as grpc.ServiceError).code === grpc.status.DEADLINE_EXCEEDED) {
+      this.renew(client);
+    }
   }
 
   private unary<Req, Res>(method: Unary<Req, Res>, req: Req, deadlineMs = this.deadlineMs): Promise<Res> {
+    const client = this.client;
     return new Promise((resolve, reject) => {
-      method.call(this.client, req, this.md, { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res!)));
+      method.call(client, req, this.md, { deadline: Date.now() + deadlineMs }, (err, res) => {
+        this.outcome(client, err);
+        if (err) reject(err);
+        else resolve(res!);
+      });
     });
   }
 
@@ -109,9 +163,14 @@ export class NodeConnection {
 
   /** Streams chunks in request order; the deadline covers the whole call. */
   async *readChunks(hashes: Buffer[], pathHint = '', deadlineMs = this.deadlineMs): AsyncGenerator<WChunkOut> {
-    const call = this.client.readChunks({ workspace: this.workspace, hashes, pathHint }, this.md, { deadline: Date.now() + deadlineMs });
+    const client = this.client;
+    const call = client.readChunks({ workspace: this.workspace, hashes, pathHint }, this.md, { deadline: Date.now() + deadlineMs });
     try {
       for await (const c of call as AsyncIterable<WChunkOut>) yield c;
+      this.outcome(client, undefined);
+    } catch (err) {
+      this.outcome(client, err);
+      throw err;
     } finally {
       call.cancel();
     }
@@ -119,8 +178,13 @@ export class NodeConnection {
 
   /** Uploads chunks (the node verifies each); resolves with how many were new. */
   putChunks(chunks: AsyncIterable<{ hash: Buffer; data: Buffer }> | Iterable<{ hash: Buffer; data: Buffer }>, deadlineMs = this.deadlineMs): Promise<{ stored: number; bytes: number }> {
+    const client = this.client;
     return new Promise((resolve, reject) => {
-      const call = this.client.putChunks(this.md, { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res!)));
+      const call = client.putChunks(this.md, { deadline: Date.now() + deadlineMs }, (err, res) => {
+        this.outcome(client, err);
+        if (err) reject(err);
+        else resolve(res!);
+      });
       void (async () => {
         let first = true;
         for await (const c of chunks) {
@@ -139,13 +203,21 @@ export class NodeConnection {
   /** The change feed from a generation; the caller cancels the returned call to stop. */
   watch(fromGeneration: number, epoch: string, onEvent: (e: WChangeEventOut) => void, onEnd: (err?: Error) => void): grpc.ClientReadableStream<WChangeEventOut> {
     const call = this.client.watch({ workspace: this.workspace, fromGeneration, epoch }, this.md);
+    this.watches.set(call, this.client);
     call.on('data', onEvent);
-    call.on('error', (err) => onEnd(err));
-    call.on('end', () => onEnd());
+    call.on('error', (err) => {
+      this.watches.delete(call);
+      onEnd(err);
+    });
+    call.on('end', () => {
+      this.watches.delete(call);
+      onEnd();
+    });
     return call;
   }
 
   close(): void {
+    this.closed = true;
     this.client.close();
   }
 }

@@ -18,9 +18,11 @@ export interface ReplicaHealth {
   failures: number;
   lastError?: string;
   corruptChunks: number;
+  /** Connections replaced after a call missed its deadline. */
+  renewals: number;
 }
 
-interface Replica extends ReplicaHealth {
+interface Replica extends Omit<ReplicaHealth, 'renewals'> {
   conn: NodeConnection;
   downUntil: number;
 }
@@ -44,6 +46,12 @@ function isTransportError(err: unknown): boolean {
     e?.code === grpc.status.INTERNAL ||
     e?.code === grpc.status.RESOURCE_EXHAUSTED
   );
+}
+
+/** The connection broke under the call (reset, dropped), as opposed to none being had: a new one is usually there at once. */
+function isConnectionLoss(err: unknown): boolean {
+  const e = err as grpc.ServiceError;
+  return e?.code === grpc.status.UNAVAILABLE && !/No connection established/i.test(e.details ?? '');
 }
 
 export class MeshClient {
@@ -71,7 +79,7 @@ export class MeshClient {
   }
 
   health(): ReplicaHealth[] {
-    return this.replicas.map(({ endpoint, healthy, failures, lastError, corruptChunks }) => ({ endpoint, healthy, failures, lastError, corruptChunks }));
+    return this.replicas.map(({ endpoint, healthy, failures, lastError, corruptChunks, conn }) => ({ endpoint, healthy, failures, lastError, corruptChunks, renewals: conn.renewals }));
   }
 
   /** Replicas in the order to try: those not backing off first, primary before replicas. */
@@ -110,25 +118,31 @@ export class MeshClient {
   }
 
   /**
-   * Runs `fn` on the first replica that answers; EHOSTDOWN when none does.
+   * Runs `fn` on the first replica that answers (each one tried again once
+   * when its connection broke under the call); EHOSTDOWN when none does.
    * `uncertain` tells `fn` that an earlier attempt failed in transport, so a
    * change it asked for may have been applied already.
    */
   async call<T>(what: string, fn: (c: NodeConnection, uncertain: boolean) => Promise<T>): Promise<T> {
     const errors: string[] = [];
     for (const [i, r] of this.order().entries()) {
-      try {
-        const res = await fn(r.conn, errors.length > 0);
-        this.markUp(r);
-        if (i > 0) this.stats.failovers++;
-        return res;
-      } catch (err) {
-        if (!isTransportError(err)) {
+      for (let again = false; ; again = true) {
+        try {
+          const res = await fn(r.conn, errors.length > 0);
           this.markUp(r);
-          throw err;
+          if (i > 0) this.stats.failovers++;
+          return res;
+        } catch (err) {
+          if (!isTransportError(err)) {
+            this.markUp(r);
+            throw err;
+          }
+          errors.push(`${r.endpoint}: ${(err as Error).message}`);
+          // A link reset under the call: one more try over a new connection (as uncertain: the first may have taken effect).
+          if (!again && isConnectionLoss(err)) continue;
+          this.markDown(r, err);
+          break;
         }
-        this.markDown(r, err);
-        errors.push(`${r.endpoint}: ${(err as Error).message}`);
       }
     }
     throw new FsError('EHOSTDOWN', `${what}: no node reachable (${errors.join('; ')})`);

@@ -1,12 +1,61 @@
 // A TCP proxy on loopback between a mount and a node that misbehaves on
 // command: it can pass traffic, delay it, drop it silently (connections stay
-// open, bytes vanish), blackhole new and existing connections (no answer at
-// all), flip bits in what the node sends (corrupt), or reset every open
-// connection. Its upstream can be moved (a node restarted on a new port).
-// No extra hosts or privileges needed.
+// open, bytes vanish), lose whole HTTP/2 DATA frames (the framing stays
+// intact, so the connection stays up but the senders' flow-control windows
+// leak), blackhole new and existing connections (no answer at all), flip
+// bits in what the node sends (corrupt), or reset every open connection.
+// Its upstream can be moved (a node restarted on a new port). No extra
+// hosts or privileges needed.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
-export type FaultMode = 'pass' | 'delay' | 'drop' | 'blackhole' | 'corrupt' | 'mute';
+export type FaultMode = 'pass' | 'delay' | 'drop' | 'lose-data' | 'blackhole' | 'corrupt' | 'mute';
+
+/** The bytes of one direction of a plaintext HTTP/2 connection, told apart: DATA frames' bytes or not. */
+class FrameTracker {
+  /** Bytes left of the frame under way (its header read); 0 between frames. */
+  private left = 0;
+  private inData = false;
+  private header = Buffer.alloc(0);
+
+  /** `preface`: bytes before the first frame (the client's connection preface). */
+  constructor(private preface: number) {}
+
+  /** Splits a piece of the stream into runs, each all DATA-frame bytes or all other bytes. */
+  split(chunk: Buffer): { bytes: Buffer; data: boolean }[] {
+    const runs: { bytes: Buffer; data: boolean }[] = [];
+    const add = (bytes: Buffer, data: boolean): void => {
+      const last = runs[runs.length - 1];
+      if (last && last.data === data) last.bytes = Buffer.concat([last.bytes, bytes]);
+      else runs.push({ bytes, data });
+    };
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.preface > 0) {
+        const n = Math.min(this.preface, chunk.length - at);
+        add(chunk.subarray(at, at + n), false);
+        this.preface -= n;
+        at += n;
+      } else if (this.left === 0) {
+        // A frame header: 24-bit payload length, type (0 = DATA), flags, stream id.
+        const n = Math.min(9 - this.header.length, chunk.length - at);
+        this.header = Buffer.concat([this.header, chunk.subarray(at, at + n)]);
+        at += n;
+        if (this.header.length < 9) break;
+        const length = this.header.readUIntBE(0, 3);
+        this.inData = this.header[3] === 0 && length > 0;
+        add(this.header, this.inData);
+        this.header = Buffer.alloc(0);
+        this.left = length;
+      } else {
+        const n = Math.min(this.left, chunk.length - at);
+        add(chunk.subarray(at, at + n), this.inData);
+        this.left -= n;
+        at += n;
+      }
+    }
+    return runs;
+  }
+}
 
 export class FaultProxy {
   private mode: FaultMode = 'pass';
@@ -60,8 +109,17 @@ export class FaultProxy {
   /** Forwards bytes as the current mode says, chunk by chunk, in order. */
   private pipe(from: Socket, to: Socket, fromNode: boolean): void {
     let chain = Promise.resolve();
+    // Followed in every mode: whatever the mode, where the frames are is known when losing DATA starts.
+    const frames = new FrameTracker(fromNode ? 0 : 24);
     from.on('data', (data: Buffer) => {
+      const runs = frames.split(data);
       if (this.mode === 'drop' || this.mode === 'blackhole') return;
+      if (this.mode === 'lose-data') {
+        const lost = runs.filter((r) => r.data).reduce((n, r) => n + r.bytes.length, 0);
+        if (lost) this.applied.lostDataBytes = (this.applied.lostDataBytes ?? 0) + lost;
+        data = Buffer.concat(runs.filter((r) => !r.data).map((r) => r.bytes));
+        if (data.length === 0) return;
+      }
       // Requests reach the node and take effect; its answers vanish.
       if (this.mode === 'mute' && fromNode) return;
       // Large reads from the node are chunk payloads: one bit flipped in each.
