@@ -3,7 +3,7 @@
 // must report success, while a real clash still fails. A connection that a
 // lossy link wedged is replaced. Real node, real gRPC, a proxy that swallows
 // answers or loses whole HTTP/2 DATA frames.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -70,11 +70,8 @@ t.test('mutations whose answers were lost', async (t) => {
   t.equal(errnoOf(direct), 'EEXIST', 'without a lost answer, EEXIST is EEXIST');
 });
 
-t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
-  // Whole DATA frames that vanish leave HTTP/2 framing intact: the connection
-  // stays up and answers keepalive pings, but the bytes stay charged to the
-  // sender's flow-control window, and once it is used up no call on that
-  // connection can send anything again.
+/** A node with an empty root, reached only through a fault proxy. */
+async function behindProxy(t: Test, deadlineMs: number): Promise<{ root: string; proxy: FaultProxy; mesh: MeshClient }> {
   const base = await tempDir(t);
   const root = join(base, 'ws');
   await mkdir(root);
@@ -82,9 +79,18 @@ t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
   t.teardown(() => node.stop('SIGKILL'));
   const proxy = await FaultProxy.start(node.endpoint);
   t.teardown(() => proxy.close());
-  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 1500, backoffMs: 1 });
+  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs, backoffMs: 1 });
   t.teardown(() => mesh.close());
   await mesh.handshake();
+  return { root, proxy, mesh };
+}
+
+t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
+  // Whole DATA frames that vanish leave HTTP/2 framing intact: the connection
+  // stays up and answers keepalive pings, but the bytes stay charged to the
+  // sender's flow-control window, and once it is used up no call on that
+  // connection can send anything again.
+  const { root, proxy, mesh } = await behindProxy(t, 1500);
 
   const commit = (path: string, data: Buffer) => {
     const m = chunkBuffer(data, DEFAULT_CHUNKING);
@@ -120,17 +126,8 @@ t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
 });
 
 t.test('a call whose connection is reset under it is tried again over a new one', async (t) => {
-  const base = await tempDir(t);
-  const root = join(base, 'ws');
-  await mkdir(root);
-  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
-  t.teardown(() => node.stop('SIGKILL'));
-  const proxy = await FaultProxy.start(node.endpoint);
-  t.teardown(() => proxy.close());
   // One node, no replica: without a second try the reset would be the caller's error.
-  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 3000, backoffMs: 1 });
-  t.teardown(() => mesh.close());
-  await mesh.handshake();
+  const { root, proxy, mesh } = await behindProxy(t, 3000);
 
   proxy.set('mute'); // the node makes the directory; its answer is held back, then the link is reset
   const made = mesh.mutate({ mkdir: { path: 'd', mode: 0o755 } });
