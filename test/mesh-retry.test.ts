@@ -92,7 +92,7 @@ t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
   // connection can send anything again.
   const { root, proxy, mesh } = await behindProxy(t, 1500);
 
-  const commit = (path: string, data: Buffer) => {
+  const commit = (path: string, data: Buffer, deadlineMs = 1500) => {
     const m = chunkBuffer(data, DEFAULT_CHUNKING);
     const req = {
       path,
@@ -106,14 +106,15 @@ t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
       inline: m.chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length) })),
       alsoBases: [],
     };
-    return mesh.call(`commit ${path}`, (c) => c.commit(req, 1500));
+    return mesh.call(`commit ${path}`, (c) => c.commit(req, deadlineMs));
   };
 
   await commit('before.bin', randomBytes(1 << 20));
   proxy.set('lose-data');
-  const lost = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => commit(`lost-${i}.bin`, randomBytes(1 << 20))));
+  // A long deadline: the calls send until the window is used up, however busy this machine is.
+  const lost = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => commit(`lost-${i}.bin`, randomBytes(1 << 20), 8000)));
   t.ok(lost.every((r) => r.status === 'rejected'), 'nothing gets through while DATA frames vanish');
-  t.ok((proxy.applied.lostDataBytes ?? 0) >= 24 << 20, `most of the connection's 32 MiB window was lost (${proxy.applied.lostDataBytes} bytes)`);
+  t.ok((proxy.applied.lostDataBytes ?? 0) >= 30 << 20, `the connection's 32 MiB window was lost (${proxy.applied.lostDataBytes} bytes)`);
   proxy.set('pass');
 
   const after = randomBytes(1 << 20);
