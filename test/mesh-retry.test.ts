@@ -10,7 +10,9 @@ import { randomBytes } from 'node:crypto';
 import { chunkBuffer } from '../src/content/chunk-file.js';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
 import { chunksToWire } from '../src/wire/convert.js';
+import * as grpc from '@grpc/grpc-js';
 import { MeshClient } from '../src/mesh/mesh-client.js';
+import { NodeConnection } from '../src/mesh/connection.js';
 import { errnoOf } from '../src/wire/errors.js';
 import { FaultProxy } from '../scripts/soak/lib/fault-proxy.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
@@ -139,4 +141,19 @@ t.test('a call whose connection is reset under it is tried again over a new one'
   t.equal(reply.entries[0]?.name, 'd', 'the mkdir succeeds: its second try recognizes its own effect');
   t.ok((await stat(join(root, 'd'))).isDirectory());
   t.equal(mesh.health()[0]!.healthy, true, 'the node is not marked down for it');
+});
+
+t.test('calls under way on a replaced connection run to their end', async (t) => {
+  const { root, proxy } = await behindProxy(t, 5000);
+  // A connection of its own, without the mesh's second try: what happens to the call is what it sees.
+  const conn = new NodeConnection(proxy.endpoint, 'default', { deadlineMs: 5000 });
+  t.teardown(() => conn.close());
+  await conn.handshake();
+  proxy.set('delay', 800); // every piece of traffic waits 800 ms: the mkdir takes a few seconds
+  const slow = conn.mutate({ mkdir: { path: 'slow', mode: 0o755 } });
+  await t.rejects(conn.handshake(300), { code: grpc.status.DEADLINE_EXCEEDED }, 'a call misses its deadline');
+  t.equal(conn.renewals, 1, 'and the connection is replaced');
+  const reply = await slow;
+  t.equal(reply.entries[0]?.name, 'slow', 'the call under way on the old connection still got its answer');
+  t.ok((await stat(join(root, 'slow'))).isDirectory());
 });

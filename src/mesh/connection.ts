@@ -38,6 +38,9 @@ export class NodeConnection {
   private answered = false;
   /** Change-feed streams, by the client they run on. */
   private readonly watches = new Map<grpc.ClientReadableStream<WChangeEventOut>, NodeClient>();
+  /** Calls under way, by client; a replaced client is closed once it has none left. */
+  private readonly inflight = new Map<NodeClient, number>();
+  private readonly retired = new Set<NodeClient>();
   private closed = false;
   private readonly md: grpc.Metadata;
   readonly deadlineMs: number;
@@ -85,9 +88,9 @@ export class NodeConnection {
    * frames that never arrived stay charged to the sender's flow-control
    * window (measured: with 30 MiB of commit data lost in whole frames, every
    * later call on that connection missed its deadline, 4 KiB ones too).
-   * The old client is closed gently: calls under way on it run to their own
-   * end; the change feed's stream on it is cancelled, so it subscribes again
-   * over the new one.
+   * The old client is closed once the calls under way on it have ended
+   * (closing a grpc-js client drops its calls); the change feed's stream on
+   * it is cancelled, so it subscribes again over the new one.
    */
   private renew(client: NodeClient): void {
     if (client !== this.client || this.closed) return; // renewed already
@@ -96,15 +99,29 @@ export class NodeConnection {
     this.answered = false;
     this.renewals++;
     for (const [call, on] of this.watches) if (on === client) call.cancel();
-    client.close();
+    if (this.inflight.has(client)) this.retired.add(client);
+    else client.close();
     // A node that stopped answering renews at every deadline: said once, when a working connection stops.
     const what = { node: this.endpoint, renewals: this.renewals };
     if (wasWorking) log.warn(what, 'a call missed its deadline: the connection to the node is replaced');
     else log.debug(what, 'a call missed its deadline: the connection to the node is replaced');
   }
 
-  /** Notes how a call on `client` ended. */
-  private outcome(client: NodeClient, err: unknown): void {
+  /** A call starts, on the client in use. */
+  private begin(): NodeClient {
+    const client = this.client;
+    this.inflight.set(client, (this.inflight.get(client) ?? 0) + 1);
+    return client;
+  }
+
+  /** A call on `client` ended, with `err` or not. */
+  private end(client: NodeClient, err: unknown): void {
+    const left = (this.inflight.get(client) ?? 1) - 1;
+    if (left > 0) this.inflight.set(client, left);
+    else {
+      this.inflight.delete(client);
+      if (this.retired.delete(client)) client.close();
+    }
     if (!err) {
       if (client === this.client) this.answered = true;
     } else if ((err as grpc.ServiceError).code === grpc.status.DEADLINE_EXCEEDED) {
@@ -113,10 +130,10 @@ export class NodeConnection {
   }
 
   private unary<Req, Res>(method: Unary<Req, Res>, req: Req, deadlineMs = this.deadlineMs): Promise<Res> {
-    const client = this.client;
+    const client = this.begin();
     return new Promise((resolve, reject) => {
       method.call(client, req, this.md, { deadline: Date.now() + deadlineMs }, (err, res) => {
-        this.outcome(client, err);
+        this.end(client, err);
         if (err) reject(err);
         else resolve(res!);
       });
@@ -163,25 +180,26 @@ export class NodeConnection {
 
   /** Streams chunks in request order; the deadline covers the whole call. */
   async *readChunks(hashes: Buffer[], pathHint = '', deadlineMs = this.deadlineMs): AsyncGenerator<WChunkOut> {
-    const client = this.client;
+    const client = this.begin();
     const call = client.readChunks({ workspace: this.workspace, hashes, pathHint }, this.md, { deadline: Date.now() + deadlineMs });
+    let failed: unknown;
     try {
       for await (const c of call as AsyncIterable<WChunkOut>) yield c;
-      this.outcome(client, undefined);
     } catch (err) {
-      this.outcome(client, err);
+      failed = err;
       throw err;
     } finally {
       call.cancel();
+      this.end(client, failed);
     }
   }
 
   /** Uploads chunks (the node verifies each); resolves with how many were new. */
   putChunks(chunks: AsyncIterable<{ hash: Buffer; data: Buffer }> | Iterable<{ hash: Buffer; data: Buffer }>, deadlineMs = this.deadlineMs): Promise<{ stored: number; bytes: number }> {
-    const client = this.client;
+    const client = this.begin();
     return new Promise((resolve, reject) => {
       const call = client.putChunks(this.md, { deadline: Date.now() + deadlineMs }, (err, res) => {
-        this.outcome(client, err);
+        this.end(client, err);
         if (err) reject(err);
         else resolve(res!);
       });
@@ -219,5 +237,7 @@ export class NodeConnection {
   close(): void {
     this.closed = true;
     this.client.close();
+    for (const c of this.retired) c.close();
+    this.retired.clear();
   }
 }
