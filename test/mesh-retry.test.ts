@@ -120,11 +120,11 @@ t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
   proxy.set('pass');
 
   const after = randomBytes(1 << 20);
-  await commit('after.bin', after);
+  await commit('after.bin', after, 5000); // room for a new connection on a busy machine
   t.ok((await readFile(join(root, 'after.bin'))).equals(after), 'a commit made once the link is whole again lands');
   t.ok(mesh.health()[0]!.renewals >= 1, 'over a new connection');
   const small = Buffer.from('small\n');
-  await commit('small.txt', small);
+  await commit('small.txt', small, 5000);
   t.equal(await readFile(join(root, 'small.txt'), 'utf8'), 'small\n');
 });
 
@@ -134,13 +134,29 @@ t.test('a call whose connection is reset under it is tried again over a new one'
 
   proxy.set('mute'); // the node makes the directory; its answer is held back, then the link is reset
   const made = mesh.mutate({ mkdir: { path: 'd', mode: 0o755 } });
-  for (let i = 0; i < 100 && !(await stat(join(root, 'd')).catch(() => undefined)); i++) await new Promise((r) => setTimeout(r, 20));
+  const appeared = async (p: string, test: () => Promise<boolean>) => {
+    for (let i = 0; i < 200 && !(await test().catch(() => false)); i++) await new Promise((r) => setTimeout(r, 20));
+    t.ok(await test(), `${p}: the node made the change before the reset`);
+  };
+  await appeared('mkdir', async () => (await stat(join(root, 'd'))).isDirectory());
   proxy.set('pass');
   proxy.reset();
   const reply = await made;
   t.equal(reply.entries[0]?.name, 'd', 'the mkdir succeeds: its second try recognizes its own effect');
-  t.ok((await stat(join(root, 'd'))).isDirectory());
   t.equal(mesh.health()[0]!.healthy, true, 'the node is not marked down for it');
+
+  // An exchange is the one change a second try would undo: it is not sent again.
+  await writeFile(join(root, 'x'), 'x\n');
+  await writeFile(join(root, 'y'), 'y\n');
+  await mesh.mutate({ mkdir: { path: 'sync', mode: 0o755 } }); // a round trip first: the node's watcher has seen both files
+  proxy.set('mute');
+  const swapped = mesh.mutate({ rename: { from: 'x', to: 'y', exchange: true } });
+  await appeared('exchange', async () => (await readFile(join(root, 'x'), 'utf8')) === 'y\n');
+  proxy.set('pass');
+  proxy.reset();
+  await t.rejects(swapped, /lost its answer/, 'its lost answer is an error (EIO), not a second exchange');
+  t.equal(await readFile(join(root, 'x'), 'utf8'), 'y\n', 'exchanged once');
+  t.equal(await readFile(join(root, 'y'), 'utf8'), 'x\n');
 });
 
 t.test('calls under way on a replaced connection run to their end', async (t) => {

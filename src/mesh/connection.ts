@@ -28,6 +28,9 @@ export interface ConnectionOptions {
   clientId?: string;
 }
 
+/** Connections are replaced at most this often (see NodeConnection.renew). */
+const RENEW_INTERVAL_MS = 10_000;
+
 /** Call options without a deadline: used for streams that live long. */
 type Unary<Req, Res> = (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => grpc.ClientUnaryCall;
 
@@ -44,8 +47,9 @@ export class NodeConnection {
   private closed = false;
   private readonly md: grpc.Metadata;
   readonly deadlineMs: number;
-  /** Connections replaced so far. */
+  /** Connections replaced so far, and when the last one was. */
   renewals = 0;
+  private renewedAt = 0;
 
   constructor(
     readonly endpoint: string,
@@ -94,6 +98,9 @@ export class NodeConnection {
    */
   private renew(client: NodeClient): void {
     if (client !== this.client || this.closed) return; // renewed already
+    // A node merely slow misses deadlines too: at most one new connection (and feed resubscription) per interval.
+    if (Date.now() - this.renewedAt < RENEW_INTERVAL_MS) return;
+    this.renewedAt = Date.now();
     const wasWorking = this.answered;
     this.client = this.newClient();
     this.answered = false;
@@ -198,7 +205,11 @@ export class NodeConnection {
   putChunks(chunks: AsyncIterable<{ hash: Buffer; data: Buffer }> | Iterable<{ hash: Buffer; data: Buffer }>, deadlineMs = this.deadlineMs): Promise<{ stored: number; bytes: number }> {
     const client = this.begin();
     return new Promise((resolve, reject) => {
+      let ended = false;
+      let wake: (() => void) | undefined;
       const call = client.putChunks(this.md, { deadline: Date.now() + deadlineMs }, (err, res) => {
+        ended = true;
+        wake?.(); // a writer waiting for room stops: the call is over
         this.end(client, err);
         if (err) reject(err);
         else resolve(res!);
@@ -206,11 +217,18 @@ export class NodeConnection {
       void (async () => {
         let first = true;
         for await (const c of chunks) {
+          if (ended) return;
           const ok = call.write({ workspace: first ? this.workspace : '', hash: c.hash, data: c.data });
           first = false;
-          if (!ok) await new Promise((r) => call.once('drain', r));
+          if (!ok) {
+            await new Promise<void>((r) => {
+              wake = r;
+              call.once('drain', r);
+            });
+            wake = undefined;
+          }
         }
-        call.end();
+        if (!ended) call.end();
       })().catch((err) => {
         call.cancel();
         reject(err);

@@ -164,9 +164,16 @@ export class MeshClient {
     return this.call(`manifest ${path}`, (c) => c.getManifest(path));
   }
 
-  /** A namespace or attribute change; one a lost answer hid is recognized on retry (mutation-retry.ts). */
+  /**
+   * A namespace or attribute change; one a lost answer hid is recognized on
+   * retry (mutation-retry.ts). An exchange is not sent again: applied twice
+   * it would undo itself and still report success.
+   */
   mutate(req: Omit<WMutateRequest, 'workspace'>): Promise<WMutateReplyOut> {
-    return this.call('mutate', (c, uncertain) => c.mutate(req).catch(async (err) => (uncertain && (await appliedBefore(c, req, err))) || Promise.reject(err)));
+    return this.call('mutate', (c, uncertain) => {
+      if (uncertain && req.rename?.exchange) return Promise.reject(new FsError('EIO', `the exchange of "${req.rename.from}" and "${req.rename.to}" lost its answer: it may or may not have been made`));
+      return c.mutate(req).catch(async (err) => (uncertain && (await appliedBefore(c, req, err))) || Promise.reject(err));
+    });
   }
 
   /**

@@ -3,19 +3,29 @@
 // passes through a few short-lived buffers, a gigabyte of them per GiB read.
 import v8 from 'node:v8';
 import { keepMallocMemory } from '../native/addon.js';
+import { log } from '../log.js';
 
 /**
  * V8 lets old space grow by at most 4× its live size before a full
  * collection; it picks a smaller factor on its own while collections look
  * cheap, and this small heap (~13 MB) then sits so close to its limit that
- * every ~15 MiB of chunks traffic started a full marking: ~75 per GiB read
+ * every ~15 MiB of chunk traffic started a full marking: ~75 per GiB read
  * cold, a third of the mount's CPU on V8's marking threads. Pinning the
  * factor at 4× (V8's own maximum) cut that to ~30, and the node's CPU per
- * GiB served by half (measured with a cold 1 GiB read; see the issue note).
+ * GiB served by half (measured with a cold 1 GiB read). The price is a
+ * heap that may reach 4× what is live between collections (V8 still keeps
+ * it under half of its limit): GHOSTFS_HEAP_GROWING_PERCENT sets another
+ * figure, 0 leaves the choice to V8.
  */
 const HEAP_GROWING_PERCENT = 300;
 
 export function tuneForChunkTraffic(): void {
   keepMallocMemory(); // chunk buffers reuse memory instead of fresh pages each
-  v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+  const asked = process.env.GHOSTFS_HEAP_GROWING_PERCENT;
+  const percent = asked === undefined || asked === '' ? HEAP_GROWING_PERCENT : Number(asked);
+  if (!Number.isInteger(percent) || percent < 0) {
+    log.warn({ GHOSTFS_HEAP_GROWING_PERCENT: asked }, 'not a whole number of percent: the heap grows as V8 chooses');
+    return;
+  }
+  if (percent > 0) v8.setFlagsFromString(`--heap-growing-percent=${percent}`);
 }

@@ -114,12 +114,13 @@ export class FaultProxy {
     from.on('data', (data: Buffer) => {
       const runs = frames.split(data);
       if (this.mode === 'drop' || this.mode === 'blackhole') return;
-      if (this.mode === 'lose-data') {
-        const lost = runs.filter((r) => r.data).reduce((n, r) => n + r.bytes.length, 0);
-        if (lost) this.applied.lostDataBytes = (this.applied.lostDataBytes ?? 0) + lost;
-        data = Buffer.concat(runs.filter((r) => !r.data).map((r) => r.bytes));
-        if (data.length === 0) return;
-      }
+      // What goes on is what the tracker hands back, in every mode: a frame header it holds
+      // until whole then goes once, whole, whichever mode is on when it completes.
+      const lose = this.mode === 'lose-data';
+      const lost = lose ? runs.filter((r) => r.data).reduce((n, r) => n + r.bytes.length, 0) : 0;
+      if (lost) this.applied.lostDataBytes = (this.applied.lostDataBytes ?? 0) + lost;
+      data = Buffer.concat(runs.filter((r) => !(lose && r.data)).map((r) => r.bytes));
+      if (data.length === 0) return;
       // Requests reach the node and take effect; its answers vanish.
       if (this.mode === 'mute' && fromNode) return;
       // Large reads from the node are chunk payloads: one bit flipped in each.
