@@ -31,7 +31,7 @@ export interface ConnectionOptions {
 /** Connections are replaced at most this often (see NodeConnection.renew). */
 const RENEW_INTERVAL_MS = 10_000;
 
-/** Call options without a deadline: used for streams that live long. */
+/** A unary method of the generated client. */
 type Unary<Req, Res> = (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => grpc.ClientUnaryCall;
 
 export class NodeConnection {
@@ -108,7 +108,7 @@ export class NodeConnection {
     for (const [call, on] of this.watches) if (on === client) call.cancel();
     if (this.inflight.has(client)) this.retired.add(client);
     else client.close();
-    // A node that stopped answering renews at every deadline: said once, when a working connection stops.
+    // A node that stays down renews every interval: said once, when a working connection stops.
     const what = { node: this.endpoint, renewals: this.renewals };
     if (wasWorking) log.warn(what, 'a call missed its deadline: the connection to the node is replaced');
     else log.debug(what, 'a call missed its deadline: the connection to the node is replaced');
