@@ -189,14 +189,16 @@ export class WriteBack {
    * once it confirms, nothing local needs to be durable (close() has not
    * returned yet, so a crash loses nothing acknowledged). When no node
    * answers, or without `direct`, the dirty copy is fsynced and journaled
-   * before this resolves, and the record is committed now or queued.
+   * before this resolves, and the record is committed now or queued. While
+   * every node is known to be down, none is asked: close() returns as soon
+   * as the record is journaled, instead of waiting out a deadline.
    * Resolves with the committed digest, or the queued record's seq; rejects
    * with the node's errno when the node refused the write.
    */
   async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, opts: { direct: boolean; syncDirty: () => Promise<void> }): Promise<{ digest: Buffer } | { queued: number }> {
-    let attempted = false;
-    if (opts.direct) {
-      attempted = true;
+    let failed: unknown;
+    const reachable = this.mesh.health().some((r) => r.healthy);
+    if (opts.direct && reachable) {
       try {
         const digest = await this.commit({ ...rec, seq: 0, closedAt: Date.now() }, false);
         await this.dropOlder(rec.path, Infinity);
@@ -206,14 +208,20 @@ export class WriteBack {
           await this.refused({ ...rec, seq: 0, closedAt: Date.now() }, err);
           throw err;
         }
+        failed = err;
       }
     }
     await opts.syncDirty();
     const entry = await this.journal.add({ ...rec, closedAt: Date.now() });
     await this.dropOlder(rec.path, entry.seq);
     this.hold(entry);
-    // A commit that timed out may still have landed: check before committing again.
-    if (attempted) this.replayed.add(entry.seq);
+    if (failed || !reachable) {
+      // No node took it just now (or none is up): trying at once would only
+      // make close() wait out a deadline. The retries take it from here.
+      if (failed) this.progressOf(entry).attempts = 1;
+      this.queuedAfter(entry, failed ?? new FsError('EHOSTDOWN', 'no node is reachable'), !!failed);
+      return { queued: entry.seq };
+    }
     const digest = await this.commitOrQueue(entry, true);
     return digest ? { digest } : { queued: entry.seq };
   }
@@ -491,24 +499,30 @@ export class WriteBack {
   private outcome(e: JournalEntry, p: Promise<Buffer>, surfaceRefusal: boolean): Promise<Buffer | undefined> {
     return p.catch(async (err) => {
       if (err instanceof Superseded) return undefined;
-      const errno = errnoOf(err);
-      const pr = this.progress.get(e.seq);
-      if (pr) pr.lastError = `${errno}: ${(err as Error).message}`;
-      if (RETRYABLE.has(errno)) {
-        this.unreachable = true;
-        // The attempt may have landed without an answer: the next one checks first.
-        if (e.seq) this.replayed.add(e.seq);
-        // Once per outage at warn level; status shows the queue as it grows.
-        if (this.quietUntilDrained) log.debug({ path: e.path, errno, pending: this.pending.size }, 'write-back still queued');
-        else log.warn({ path: e.path, errno, pending: this.pending.size }, 'write-back queued: no node reachable; it will be retried');
-        this.quietUntilDrained = true;
-        this.scheduleRetry();
+      if (RETRYABLE.has(errnoOf(err))) {
+        this.queuedAfter(e, err);
         return undefined;
       }
+      const pr = this.progress.get(e.seq);
+      if (pr) pr.lastError = `${errnoOf(err)}: ${(err as Error).message}`;
       await this.refused(e, err);
       if (surfaceRefusal) throw err;
       return undefined;
     });
+  }
+
+  /** No node took the record (an attempt failed, or none was made): it stays queued for the retries. */
+  private queuedAfter(e: JournalEntry, err: unknown, attempted = true): void {
+    const errno = errnoOf(err);
+    this.progressOf(e).lastError = `${errno}: ${(err as Error).message}`;
+    this.unreachable = true;
+    // The attempt may have landed without an answer: the next one checks first.
+    if (e.seq && attempted) this.replayed.add(e.seq);
+    // Once per outage at warn level; status shows the queue as it grows.
+    if (this.quietUntilDrained) log.debug({ path: e.path, errno, pending: this.pending.size }, 'write-back still queued');
+    else log.warn({ path: e.path, errno, pending: this.pending.size }, 'write-back queued: no node reachable; it will be retried');
+    this.quietUntilDrained = true;
+    this.scheduleRetry();
   }
 
   private commit(e: JournalEntry, replayed: boolean): Promise<Buffer> {
