@@ -78,6 +78,11 @@ export class MeshClient {
     return this.replicas[0]!.conn.deadlineMs;
   }
 
+  /** Some node is taken to answer (none has failed since its last answer). */
+  get reachable(): boolean {
+    return this.replicas.some((r) => r.healthy);
+  }
+
   health(): ReplicaHealth[] {
     return this.replicas.map(({ endpoint, healthy, failures, lastError, corruptChunks, conn }) => ({ endpoint, healthy, failures, lastError, corruptChunks, renewals: conn.renewals }));
   }
@@ -223,7 +228,7 @@ export class MeshClient {
       const msg = corrupt
         ? `chunk ${hex(first)} of "${pathHint}" failed verification (from ${corrupt}) and no replica had it intact`
         : `${pending.size} chunk(s) of "${pathHint}" unavailable: ${problems.join('; ') || 'no replica had them'}`;
-      const allDown = !corrupt && this.replicas.every((r) => !r.healthy);
+      const allDown = !corrupt && !this.reachable;
       throw new FsError(allDown ? 'EHOSTDOWN' : 'EIO', msg);
     }
   }

@@ -183,7 +183,7 @@ export class Mount {
       driver: this.driverName,
       cacheDir: this.config.cacheDir,
       uptimeMs: Date.now() - this.startedAt,
-      offline: this.mesh.health().every((h) => !h.healthy),
+      offline: !this.mesh.reachable,
       endpoints: this.mesh.health(),
       cache: { chunks: cs.chunks, bytes: cs.bytes, quotaBytes: this.config.cacheQuotaBytes, evictedChunks: cs.evictedChunks, evictedBytes: cs.evictedBytes, hits, misses: rs.misses, hitRate: hits + rs.misses ? hits / (hits + rs.misses) : 0, knownEntries: this.meta.size },
       fetched: { chunks: ms.chunksFetched, bytes: ms.bytesFetched, failovers: ms.failovers, corruptChunks: ms.corruptChunks },

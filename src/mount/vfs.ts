@@ -210,7 +210,7 @@ export class Vfs {
    */
   private prefetchListings(children: Node[]): void {
     // No node answering: each would only wait out its deadline.
-    if (!this.mesh.health().some((r) => r.healthy)) return;
+    if (!this.mesh.reachable) return;
     let n = 0;
     for (const c of children) {
       if (n >= LISTINGS_AHEAD_MAX) break;
@@ -431,7 +431,7 @@ export class Vfs {
   async fsync(fh: number): Promise<void> {
     const h = this.handles.get(fh);
     await h?.dirty?.fh.sync();
-    if (h && this.opts.asyncWriteBack && this.mesh.health().some((r) => r.healthy)) await this.writeBack.flushPaths([h.path]).catch(() => undefined);
+    if (h && this.opts.asyncWriteBack && this.mesh.reachable) await this.writeBack.flushPaths([h.path]).catch(() => undefined);
   }
 
   async release(fh: number): Promise<void> {
