@@ -85,7 +85,7 @@ export class WriteBack {
   /** The same records by path (records never change path: a rename commits first). */
   private readonly byPath = new Map<string, Set<JournalEntry>>();
   private readonly running = new Map<number, Promise<Buffer>>();
-  /** Per pending record: attempts made, the step the one under way is at, and how the last one failed. */
+  /** Per pending record: attempts made, the step of the one under way (shown while it runs), and how the last one failed. */
   private readonly progress = new Map<number, { attempts: number; step: string; lastError?: string }>();
   /** Records the node may already hold (found in the journal at start, or after a commit attempt that timed out). */
   private readonly replayed = new Set<number>();
@@ -197,7 +197,7 @@ export class WriteBack {
    */
   async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, opts: { direct: boolean; syncDirty: () => Promise<void> }): Promise<{ digest: Buffer } | { queued: number }> {
     let failed: unknown;
-    const reachable = this.mesh.health().some((r) => r.healthy);
+    const reachable = this.mesh.reachable;
     if (opts.direct && reachable) {
       try {
         const digest = await this.commit({ ...rec, seq: 0, closedAt: Date.now() }, false);
@@ -460,10 +460,7 @@ export class WriteBack {
     const pr = this.progressOf(e);
     pr.attempts++;
     pr.step = 'waiting for its turn';
-    const q = p.finally(() => {
-      this.running.delete(e.seq);
-      pr.step = 'queued';
-    });
+    const q = p.finally(() => this.running.delete(e.seq));
     this.running.set(e.seq, q);
     return q;
   }
@@ -471,7 +468,7 @@ export class WriteBack {
   private progressOf(e: JournalEntry): { attempts: number; step: string; lastError?: string } {
     let pr = this.progress.get(e.seq);
     if (!pr) {
-      pr = { attempts: 0, step: 'queued' };
+      pr = { attempts: 0, step: '' };
       // A direct commit (seq 0) and a record already done with are not shown.
       if (e.seq && this.pending.get(e.seq) === e) this.progress.set(e.seq, pr);
     }
@@ -491,7 +488,7 @@ export class WriteBack {
       .slice(0, limit)
       .map((e) => {
         const pr = this.progress.get(e.seq);
-        return { seq: e.seq, path: e.path, ageMs: now - e.closedAt, state: this.running.has(e.seq) ? (pr?.step ?? 'committing') : 'queued', attempts: pr?.attempts ?? 0, lastError: pr?.lastError };
+        return { seq: e.seq, path: e.path, ageMs: now - e.closedAt, state: this.running.has(e.seq) ? pr?.step || 'committing' : 'queued', attempts: pr?.attempts ?? 0, lastError: pr?.lastError };
       });
   }
 
@@ -503,8 +500,6 @@ export class WriteBack {
         this.queuedAfter(e, err);
         return undefined;
       }
-      const pr = this.progress.get(e.seq);
-      if (pr) pr.lastError = `${errnoOf(err)}: ${(err as Error).message}`;
       await this.refused(e, err);
       if (surfaceRefusal) throw err;
       return undefined;
