@@ -57,6 +57,19 @@ class FrameTracker {
   }
 }
 
+/**
+ * Resets a socket (RST) unless its own end (FIN) is still under way; such a
+ * socket is destroyed instead. libuv refuses to reset a socket while its
+ * shutdown is pending (EINVAL), yet Node 20 marks it closing all the same, so
+ * its handle is never closed and the process spins for ever at exit waiting
+ * for it. Its FIN has gone or is going: the peer learns of the end anyway.
+ */
+export function abort(socket: Socket): void {
+  if (socket.destroyed) return;
+  if (socket.writableEnded) socket.destroy();
+  else socket.resetAndDestroy();
+}
+
 export class FaultProxy {
   private mode: FaultMode = 'pass';
   private delayMs = 0;
@@ -146,10 +159,7 @@ export class FaultProxy {
   /** Every open connection is reset (RST), as a crashed peer or a middlebox would. */
   reset(): void {
     this.applied.reset = (this.applied.reset ?? 0) + 1;
-    for (const [a, b] of this.pairs) {
-      a.resetAndDestroy();
-      b.resetAndDestroy();
-    }
+    for (const socket of new Set([...this.pairs].flat())) abort(socket);
     this.pairs.clear();
   }
 
