@@ -2,7 +2,8 @@
 // the same directory: the retry meets its own effect (EEXIST, ENOENT) and
 // must report success, while a real clash still fails. A connection that a
 // lossy link wedged is replaced. Real node, real gRPC, a proxy that swallows
-// answers or loses whole HTTP/2 DATA frames.
+// answers or loses whole HTTP/2 DATA frames. A change feed that went silent
+// is noticed by its missing heartbeats.
 import t, { type Test } from 'tap';
 import { mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ import * as grpc from '@grpc/grpc-js';
 import { MeshClient } from '../src/mesh/mesh-client.js';
 import { NodeConnection } from '../src/mesh/connection.js';
 import { errnoOf } from '../src/wire/errors.js';
+import type { WChangeEventOut } from '../src/wire/types.js';
 import { FaultProxy } from '../scripts/soak/lib/fault-proxy.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 
@@ -73,7 +75,7 @@ t.test('mutations whose answers were lost', async (t) => {
 });
 
 /** A node with an empty root, reached only through a fault proxy. */
-async function behindProxy(t: Test, deadlineMs: number): Promise<{ root: string; proxy: FaultProxy; mesh: MeshClient }> {
+async function behindProxy(t: Test, deadlineMs: number): Promise<{ root: string; node: NodeProc; proxy: FaultProxy; mesh: MeshClient }> {
   const base = await tempDir(t);
   const root = join(base, 'ws');
   await mkdir(root);
@@ -84,7 +86,7 @@ async function behindProxy(t: Test, deadlineMs: number): Promise<{ root: string;
   const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs, backoffMs: 1 });
   t.teardown(() => mesh.close());
   await mesh.handshake();
-  return { root, proxy, mesh };
+  return { root, node, proxy, mesh };
 }
 
 t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
@@ -172,4 +174,43 @@ t.test('calls under way on a replaced connection run to their end', async (t) =>
   const reply = await slow;
   t.equal(reply.entries[0]?.name, 'slow', 'the call under way on the old connection still got its answer');
   t.ok((await stat(join(root, 'slow'))).isDirectory());
+});
+
+t.test('a change feed gone silent ends, and a new subscription catches up', async (t) => {
+  const { node, proxy } = await behindProxy(t, 5000);
+  const conn = new NodeConnection(proxy.endpoint, 'default', { feedHeartbeatMs: 200 });
+  t.teardown(() => conn.close());
+  const direct = node.connect();
+  t.teardown(() => direct.close());
+  const events: WChangeEventOut[] = [];
+  const until = async (what: string, done: () => boolean): Promise<void> => {
+    for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
+    t.ok(done(), what);
+  };
+  const subscribe = (from: number, epoch: string) => {
+    let call!: ReturnType<NodeConnection['watch']>;
+    const ended = new Promise<Error | undefined>((resolve) => (call = conn.watch(from, epoch, (e) => events.push(e), resolve)));
+    return { call, ended };
+  };
+
+  const first = subscribe(0, '');
+  await until('the feed is live', () => events.some((e) => e.kind === 'READY'));
+  const ready = events.find((e) => e.kind === 'READY')!;
+  let over = false;
+  void first.ended.then(() => (over = true));
+  await new Promise((r) => setTimeout(r, 1000)); // longer than the 600 ms of silence taken for a dead feed
+  t.notOk(over, "a quiet feed stays subscribed: the node's heartbeats keep it");
+  t.notOk(events.some((e) => e.kind === 'HEARTBEAT'), 'heartbeats are not passed on');
+  // Frames lost for good: the change below and every heartbeat after it vanish, the connection stays up.
+  proxy.set('lose-data');
+  await direct.mutate({ mkdir: { path: 'meanwhile', mode: 0o755 } });
+  const err = await first.ended; // without heartbeats: never
+  t.match(err?.message, /no change event or heartbeat/, 'the silent feed ends with an error that says why');
+  t.equal(conn.renewals, 1, 'and its connection is replaced');
+  t.notOk(events.some((e) => e.path === 'meanwhile'), 'the change was lost with its frames');
+
+  proxy.set('pass');
+  const second = subscribe(ready.generation, ready.epoch);
+  t.teardown(() => second.call.cancel());
+  await until('subscribed again from where it was, the feed brings the change', () => events.some((e) => e.path === 'meanwhile' && e.kind === 'CHANGED'));
 });

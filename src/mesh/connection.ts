@@ -26,10 +26,14 @@ export interface ConnectionOptions {
   /** Deadline of unary calls, ms. */
   deadlineMs?: number;
   clientId?: string;
+  /** The change feed's heartbeat interval asked of the node, ms (default 10 s). */
+  feedHeartbeatMs?: number;
 }
 
 /** Connections are replaced at most this often (see NodeConnection.renew). */
 const RENEW_INTERVAL_MS = 10_000;
+/** A change feed silent for this many heartbeat intervals is taken for dead. */
+const FEED_SILENCE_BEATS = 3;
 
 /** A unary method of the generated client. */
 type Unary<Req, Res> = (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => grpc.ClientUnaryCall;
@@ -96,7 +100,7 @@ export class NodeConnection {
    * (closing a grpc-js client drops its calls); the change feed's stream on
    * it is cancelled, so it subscribes again over the new one.
    */
-  private renew(client: NodeClient): void {
+  private renew(client: NodeClient, why = 'a call missed its deadline'): void {
     if (client !== this.client || this.closed) return; // renewed already
     // A node merely slow misses deadlines too: at most one new connection (and feed resubscription) per interval.
     if (Date.now() - this.renewedAt < RENEW_INTERVAL_MS) return;
@@ -110,8 +114,8 @@ export class NodeConnection {
     else client.close();
     // A node that stays down renews every interval: said once, when a working connection stops.
     const what = { node: this.endpoint, renewals: this.renewals };
-    if (wasWorking) log.warn(what, 'a call missed its deadline: the connection to the node is replaced');
-    else log.debug(what, 'a call missed its deadline: the connection to the node is replaced');
+    if (wasWorking) log.warn(what, `${why}: the connection to the node is replaced`);
+    else log.debug(what, `${why}: the connection to the node is replaced`);
   }
 
   /** A call starts, on the client in use. */
@@ -222,8 +226,12 @@ export class NodeConnection {
           first = false;
           if (!ok) {
             await new Promise<void>((r) => {
-              wake = r;
-              call.once('drain', r);
+              const room = (): void => {
+                call.off('drain', room);
+                r();
+              };
+              wake = room;
+              call.once('drain', room);
             });
             wake = undefined;
           }
@@ -236,19 +244,42 @@ export class NodeConnection {
     });
   }
 
-  /** The change feed from a generation; the caller cancels the returned call to stop. */
+  /**
+   * The change feed from a generation; the caller cancels the returned call
+   * to stop. The node sends heartbeats, which are not passed on: a feed
+   * silent for a few of their intervals has stopped without a word (a
+   * connection wedged by lost frames still passes keepalive pings), so it
+   * is cancelled, with the error `onEnd` gets, and its connection is
+   * treated like one on which a call missed its deadline.
+   */
   watch(fromGeneration: number, epoch: string, onEvent: (e: WChangeEventOut) => void, onEnd: (err?: Error) => void): grpc.ClientReadableStream<WChangeEventOut> {
-    const call = this.client.watch({ workspace: this.workspace, fromGeneration, epoch }, this.md);
-    this.watches.set(call, this.client);
-    call.on('data', onEvent);
-    call.on('error', (err) => {
-      this.watches.delete(call);
-      onEnd(err);
+    const client = this.client;
+    const heartbeatMs = this.opts.feedHeartbeatMs ?? 10_000;
+    const call = client.watch({ workspace: this.workspace, fromGeneration, epoch, heartbeatMs }, this.md);
+    this.watches.set(call, client);
+    let silence: NodeJS.Timeout | undefined;
+    let silent = false;
+    const listen = (): void => {
+      clearTimeout(silence);
+      silence = setTimeout(() => {
+        silent = true;
+        log.debug({ node: this.endpoint, silentMs: heartbeatMs * FEED_SILENCE_BEATS }, 'the change feed went silent');
+        this.renew(client, 'the change feed went silent');
+        call.cancel(); // (renewing cancelled it already, unless a renewal was just made)
+      }, heartbeatMs * FEED_SILENCE_BEATS);
+    };
+    listen();
+    call.on('data', (e: WChangeEventOut) => {
+      listen();
+      if (e.kind !== 'HEARTBEAT') onEvent(e);
     });
-    call.on('end', () => {
+    const ended = (err?: Error): void => {
+      clearTimeout(silence);
       this.watches.delete(call);
-      onEnd();
-    });
+      onEnd(silent ? new Error(`no change event or heartbeat from ${this.endpoint} for ${heartbeatMs * FEED_SILENCE_BEATS} ms`) : err);
+    };
+    call.on('error', ended);
+    call.on('end', () => ended());
     return call;
   }
 

@@ -21,6 +21,9 @@ import type { Change } from './workspace-index.js';
 
 /** Uploaded chunks being verified and written at once, per PutChunks stream. */
 const PUT_WINDOW = 8;
+/** Bounds on the heartbeat interval a change-feed subscriber may ask for. */
+const MIN_HEARTBEAT_MS = 100;
+const MAX_HEARTBEAT_MS = 60_000;
 
 export function entryToWire(path: string, e: IndexEntry): WEntry {
   return {
@@ -279,7 +282,7 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
       return { entries, generation: ws.index.generation };
     }),
 
-    Watch: (call: grpc.ServerWritableStream<{ workspace: string; fromGeneration: number; epoch: string }, WChangeEvent>) => {
+    Watch: (call: grpc.ServerWritableStream<{ workspace: string; fromGeneration: number; epoch: string; heartbeatMs: number }, WChangeEvent>) => {
       if (!authorized(ctx, call.metadata)) return failStream(call, UNAUTH);
       let ws: Workspace;
       try {
@@ -304,7 +307,13 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
         }
       };
       index.on('change', onChange);
-      const stop = (): void => void index.off('change', onChange);
+      // A quiet workspace sends heartbeats: silence then means a dead stream, not a workspace without changes.
+      const every = call.request.heartbeatMs ? Math.min(Math.max(call.request.heartbeatMs, MIN_HEARTBEAT_MS), MAX_HEARTBEAT_MS) : 0;
+      const heartbeat = every ? setInterval(() => call.write({ generation: 0, kind: 'HEARTBEAT', path: '', epoch: index.epoch }), every) : undefined;
+      const stop = (): void => {
+        clearInterval(heartbeat);
+        index.off('change', onChange);
+      };
       call.on('cancelled', stop);
       call.on('close', stop);
       call.on('error', stop);

@@ -132,8 +132,12 @@ export class RelayProxy {
           }
         })();
       },
-      Watch: (call: grpc.ServerWritableStream<{ fromGeneration: number; epoch: string }, unknown>) => {
+      Watch: (call: grpc.ServerWritableStream<{ fromGeneration: number; epoch: string; heartbeatMs: number }, unknown>) => {
         const feed = call as grpc.ServerWritableStream<unknown, unknown>;
+        // Heartbeats of its own (the upstream's are not passed on): a feed held back is alive all the same.
+        const beat = call.request.heartbeatMs
+          ? setInterval(() => call.write({ generation: 0, kind: 'HEARTBEAT', path: '', epoch: '' }), call.request.heartbeatMs)
+          : undefined;
         const sub = up.watch(
           call.request.fromGeneration,
           call.request.epoch,
@@ -144,11 +148,13 @@ export class RelayProxy {
             else call.write(event);
           },
           () => {
+            clearInterval(beat);
             this.feeds.delete(feed);
             call.end();
           },
         );
         call.on('cancelled', () => {
+          clearInterval(beat);
           this.feeds.delete(feed);
           sub.cancel();
         });
