@@ -45,14 +45,12 @@ t.test('status, unmount and metrics of a running mount', async (t) => {
   });
 
   await t.test('metrics scrape with the expected names', async (t) => {
-    const mountPort = String(m.lines.find((l) => l.msg === 'metrics serving')!.metrics).split(':').pop();
-    const body = await (await fetch(`http://127.0.0.1:${mountPort}/metrics`)).text();
+    const body = await m.scrapeMetrics();
     for (const name of ['ghostfs_fs_ops_total', 'ghostfs_fs_op_seconds_bucket', 'ghostfs_cache', 'ghostfs_fetched', 'ghostfs_writeback', 'ghostfs_writeback_pending', 'ghostfs_process_resident_memory_bytes']) {
       t.match(body, new RegExp(`^${name}`, 'm'), `mount exposes ${name}`);
     }
     t.match(body, /ghostfs_fs_ops_total\{op="read",errno="0"\} [1-9]/, 'reads were counted');
-    const nodePort = String(node.lines.find((l) => l.msg === 'metrics serving')!.metrics).split(':').pop();
-    const nb = await (await fetch(`http://127.0.0.1:${nodePort}/metrics`)).text();
+    const nb = await node.scrapeMetrics();
     for (const name of ['ghostfs_node_rpcs_total', 'ghostfs_node_rpc_seconds_bucket', 'ghostfs_hash_queue', 'ghostfs_hashed']) t.match(nb, new RegExp(`^${name}`, 'm'), `node exposes ${name}`);
   });
 

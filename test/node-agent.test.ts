@@ -334,9 +334,8 @@ t.test('node agent', async (t) => {
     await symlink(join(root, 'small/real'), join(root, 'small/abs-link'));
 
     // How each commit was written, from the node's metrics.
-    const port = String(node.line('metrics serving')!.metrics).split(':').pop();
     const commits = async (how: string): Promise<number> => {
-      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const text = await node.scrapeMetrics();
       return Number(new RegExp(`^ghostfs_node_commits_total\\{how="${how}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
     };
     const direct = !!nativeAddon(); // without the addon every commit is staged

@@ -42,6 +42,14 @@ export class LoggedProc {
     return this.lines.find((l) => l.msg === msg);
   }
 
+  /** The process's Prometheus metrics, from the address its "metrics serving" line gave. */
+  async scrapeMetrics(): Promise<string> {
+    const at = this.line('metrics serving')?.metrics;
+    if (!at) throw new Error('this process does not serve metrics (yet)');
+    const port = String(at).split(':').pop();
+    return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  }
+
   waitFor(pred: (l: LogLine) => boolean, timeoutMs = 20_000): Promise<LogLine> {
     const found = this.lines.find(pred);
     if (found) return Promise.resolve(found);

@@ -235,9 +235,8 @@ t.test('a directory being read has its subdirectories listed ahead of the walker
   const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state'), '--metrics', '127.0.0.1:0']);
   t.teardown(() => node.stop('SIGKILL'));
   await waitFor('the node to serve its metrics', async () => !!node.line('metrics serving'));
-  const port = String(node.line('metrics serving')!.metrics).split(':').pop();
   const listings = async (): Promise<number> => {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const text = await node.scrapeMetrics();
     let n = 0;
     for (const m of text.matchAll(/^ghostfs_node_rpcs_total\{method="ListDir"[^}]*\} (\d+)/gm)) n += Number(m[1]);
     return n;
