@@ -12,7 +12,7 @@ const proxyModule = fileURLToPath(new URL('../scripts/soak/lib/fault-proxy.js', 
 const script = `
 import { createServer, connect } from 'node:net';
 import { once } from 'node:events';
-import { abort } from ${JSON.stringify(proxyModule)};
+import { abortSocket } from ${JSON.stringify(proxyModule)};
 const server = createServer((s) => s.on('error', () => {}));
 server.listen(0, '127.0.0.1');
 await once(server, 'listening');
@@ -20,7 +20,7 @@ const socket = connect(server.address().port, '127.0.0.1');
 socket.on('error', (e) => console.log('error', e.code, e.syscall));
 await once(socket, 'connect');
 socket.end(); // its shutdown is now under way
-abort(socket);
+abortSocket(socket);
 await once(socket, 'close');
 server.close();
 console.log('done');

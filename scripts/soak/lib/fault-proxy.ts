@@ -64,7 +64,7 @@ class FrameTracker {
  * its handle is never closed and the process spins for ever at exit waiting
  * for it. Its FIN has gone or is going: the peer learns of the end anyway.
  */
-export function abort(socket: Socket): void {
+export function abortSocket(socket: Socket): void {
   if (socket.destroyed) return;
   if (socket.writableEnded) socket.destroy();
   else socket.resetAndDestroy();
@@ -159,7 +159,7 @@ export class FaultProxy {
   /** Every open connection is reset (RST), as a crashed peer or a middlebox would. */
   reset(): void {
     this.applied.reset = (this.applied.reset ?? 0) + 1;
-    for (const socket of new Set([...this.pairs].flat())) abort(socket);
+    for (const socket of new Set([...this.pairs].flat())) abortSocket(socket);
     this.pairs.clear();
   }
 
