@@ -74,12 +74,18 @@ t.test('mutations whose answers were lost', async (t) => {
   t.equal(errnoOf(direct), 'EEXIST', 'without a lost answer, EEXIST is EEXIST');
 });
 
+/** Asserts that `done()` comes true within `ms`, polling. */
+async function eventually(t: Test, what: string, done: () => boolean, ms = 10_000): Promise<void> {
+  for (const until = Date.now() + ms; !done() && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+  t.ok(done(), what);
+}
+
 /** A node with an empty root, reached only through a fault proxy. */
-async function behindProxy(t: Test, deadlineMs: number): Promise<{ root: string; node: NodeProc; proxy: FaultProxy; mesh: MeshClient }> {
+async function behindProxy(t: Test, deadlineMs: number, nodeArgs: string[] = []): Promise<{ root: string; node: NodeProc; proxy: FaultProxy; mesh: MeshClient }> {
   const base = await tempDir(t);
   const root = join(base, 'ws');
   await mkdir(root);
-  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state'), ...nodeArgs]);
   t.teardown(() => node.stop('SIGKILL'));
   const proxy = await FaultProxy.start(node.endpoint);
   t.teardown(() => proxy.close());
@@ -183,10 +189,7 @@ t.test('a change feed gone silent ends, and a new subscription catches up', asyn
   const direct = node.connect();
   t.teardown(() => direct.close());
   const events: WChangeEventOut[] = [];
-  const until = async (what: string, done: () => boolean): Promise<void> => {
-    for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
-    t.ok(done(), what);
-  };
+  const until = (what: string, done: () => boolean) => eventually(t, what, done);
   const subscribe = (from: number, epoch: string) => {
     let call!: ReturnType<NodeConnection['watch']>;
     const ended = new Promise<Error | undefined>((resolve) => (call = conn.watch(from, epoch, (e) => events.push(e), resolve)));
@@ -213,4 +216,21 @@ t.test('a change feed gone silent ends, and a new subscription catches up', asyn
   const second = subscribe(ready.generation, ready.epoch);
   t.teardown(() => second.call.cancel());
   await until('subscribed again from where it was, the feed brings the change', () => events.some((e) => e.path === 'meanwhile' && e.kind === 'CHANGED'));
+});
+
+t.test('the node drops a client that stopped answering, and its change feed with it', async (t) => {
+  // The mount's own keepalive (10 s, then 5 s for the answer) and the feed's
+  // heartbeats (30 s of silence) would notice later: within the few seconds
+  // waited here, only the node's pings can.
+  const { proxy } = await behindProxy(t, 5000, ['--client-keepalive', '1s']);
+  const conn = new NodeConnection(proxy.endpoint, 'default');
+  t.teardown(() => conn.close());
+  let ready = false;
+  const call = conn.watch(0, '', (e) => (ready ||= e.kind === 'READY'), () => undefined);
+  t.teardown(() => call.cancel());
+  await eventually(t, 'the feed is live', () => ready);
+  const open = proxy.connections;
+  proxy.set('drop'); // every byte vanishes both ways; the connections stay up
+  await eventually(t, 'every connection through the silent link is closed', () => proxy.connections === 0, 8000);
+  t.same(proxy.closedBy, { client: 0, node: open }, `by the node (${open} connection(s))`);
 });

@@ -32,6 +32,8 @@ export interface NodeConfig {
   tempTtlMs: number;
   reconcileIntervalMs: number;
   watch: boolean;
+  /** How often the node pings each client; one that does not answer is dropped (default 30 s). */
+  clientKeepaliveMs?: number;
   onProgress?: (workspace: string, s: ScanStats) => void;
 }
 
@@ -138,10 +140,17 @@ export class NodeAgent {
       // With a CA, clients must present a certificate it signed (mutual TLS).
       creds = grpc.ServerCredentials.createSsl(caB, [{ cert_chain: certB, private_key: keyB }], !!caB);
     }
+    // Clients that vanished without a word (a crashed host, a cut link, a
+    // stopped process) are found by pings and dropped, and their change-feed
+    // subscriptions with them: otherwise the node keeps buffering events for
+    // a feed nobody reads.
+    const keepaliveMs = this.config.clientKeepaliveMs ?? 30_000;
     const server = new grpc.Server({
       ...CHANNEL_OPTIONS,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 5000,
+      'grpc.keepalive_time_ms': keepaliveMs,
+      'grpc.keepalive_timeout_ms': Math.min(10_000, keepaliveMs),
     });
     widenStreamWindow(server, FLOW_CONTROL_WINDOW);
     const service = { ...wire().ghostfs.v1.Node.service };

@@ -76,6 +76,8 @@ export class FaultProxy {
   private readonly pairs = new Set<[Socket, Socket]>();
   /** How often each fault was applied (the report lists them). */
   readonly applied: Record<string, number> = {};
+  /** Connections ended by one side: the mount's or the node's. */
+  readonly closedBy = { client: 0, node: 0 };
 
   private constructor(
     private readonly server: Server,
@@ -83,6 +85,11 @@ export class FaultProxy {
     /** Where connections made from now on go (host:port). */
     public upstream: string,
   ) {}
+
+  /** Connections open through the proxy now. */
+  get connections(): number {
+    return this.pairs.size;
+  }
 
   get endpoint(): string {
     return `127.0.0.1:${this.port}`;
@@ -108,13 +115,14 @@ export class FaultProxy {
     const upstream = connect(Number(this.upstream.slice(i + 1)), this.upstream.slice(0, i));
     const pair: [Socket, Socket] = [client, upstream];
     this.pairs.add(pair);
-    const end = (): void => {
-      this.pairs.delete(pair);
+    // The first side to close ends the pair; which side it was is counted (not when reset() closed both).
+    const end = (by: 'client' | 'node') => (): void => {
+      if (this.pairs.delete(pair)) this.closedBy[by]++;
       client.destroy();
       upstream.destroy();
     };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
+    client.on('error', end('client')).on('close', end('client'));
+    upstream.on('error', end('node')).on('close', end('node'));
     this.pipe(client, upstream, false);
     this.pipe(upstream, client, true);
   }
