@@ -212,6 +212,14 @@ t.test('node agent', async (t) => {
 
     // A digest that does not match the chunk list is refused.
     await rejectsErrno(t, conn.commit({ path: 'x', digest: Buffer.alloc(32), size: up3.m.size, chunks: up3.m.chunks }), 'EINVAL', 'bad digest');
+    // Chunks the node never got: refused, whichever of the chunks read ahead is missing, and nothing is placed.
+    const partly = randomBytes(8 << 20);
+    const whole = chunkBuffer(partly, DEFAULT_CHUNKING);
+    t.ok(whole.chunks.length >= 6, `${whole.chunks.length} chunks`);
+    const sent = whole.chunks.filter((_, i) => i !== 3); // the 4th never travels
+    await conn.putChunks(sent.map((c) => ({ hash: c.hash, data: partly.subarray(c.offset, c.offset + c.length) })));
+    await rejectsErrno(t, conn.commit({ path: 'src/partly.bin', expectAbsent: true, digest: whole.digest, size: whole.size, chunks: whole.chunks }), 'ENOENT', 'a chunk the node lacks');
+    await t.rejects(stat(join(root, 'src/partly.bin')), 'no file placed');
     const temps = (await readdir(join(root, 'src'))).filter((n) => n.startsWith('.ghostfs-tmp-'));
     t.same(temps, [], 'no temp files left behind');
   });
