@@ -184,7 +184,7 @@ t.test('calls under way on a replaced connection run to their end', async (t) =>
 
 t.test('a change feed gone silent ends, and a new subscription catches up', async (t) => {
   const { node, proxy } = await behindProxy(t, 5000);
-  const conn = new NodeConnection(proxy.endpoint, 'default', { feedHeartbeatMs: 200 });
+  const conn = new NodeConnection(proxy.endpoint, 'default', { feedHeartbeatMs: 300 });
   t.teardown(() => conn.close());
   const direct = node.connect();
   t.teardown(() => direct.close());
@@ -201,7 +201,7 @@ t.test('a change feed gone silent ends, and a new subscription catches up', asyn
   const ready = events.find((e) => e.kind === 'READY')!;
   let over = false;
   void first.ended.then(() => (over = true));
-  await new Promise((r) => setTimeout(r, 1000)); // longer than the 600 ms of silence taken for a dead feed
+  await new Promise((r) => setTimeout(r, 1500)); // longer than the 900 ms of silence taken for a dead feed
   t.notOk(over, "a quiet feed stays subscribed: the node's heartbeats keep it");
   t.notOk(events.some((e) => e.kind === 'HEARTBEAT'), 'heartbeats are not passed on');
   // Frames lost for good: the change below and every heartbeat after it vanish, the connection stays up.
