@@ -184,7 +184,7 @@ t.test('calls under way on a replaced connection run to their end', async (t) =>
 
 t.test('a change feed gone silent ends, and a new subscription catches up', async (t) => {
   const { node, proxy } = await behindProxy(t, 5000);
-  const conn = new NodeConnection(proxy.endpoint, 'default', { feedHeartbeatMs: 300 });
+  const conn = new NodeConnection(proxy.endpoint, 'default', { feedHeartbeatMs: 1000 });
   t.teardown(() => conn.close());
   const direct = node.connect();
   t.teardown(() => direct.close());
@@ -201,14 +201,14 @@ t.test('a change feed gone silent ends, and a new subscription catches up', asyn
   const ready = events.find((e) => e.kind === 'READY')!;
   let over = false;
   void first.ended.then(() => (over = true));
-  await new Promise((r) => setTimeout(r, 1500)); // longer than the 900 ms of silence taken for a dead feed
+  await new Promise((r) => setTimeout(r, 4000)); // longer than the 3 s of silence taken for a dead feed
   t.notOk(over, "a quiet feed stays subscribed: the node's heartbeats keep it");
   t.notOk(events.some((e) => e.kind === 'HEARTBEAT'), 'heartbeats are not passed on');
   // Frames lost for good: the change below and every heartbeat after it vanish, the connection stays up.
   proxy.set('lose-data');
   await direct.mutate({ mkdir: { path: 'meanwhile', mode: 0o755 } });
   const err = await first.ended; // without heartbeats: never
-  t.match(err?.message, /no change event or heartbeat/, 'the silent feed ends with an error that says why');
+  t.match(err, { code: grpc.status.DEADLINE_EXCEEDED, message: /no change event or heartbeat/ }, 'the silent feed ends with an error that says why');
   t.equal(conn.renewals, 1, 'and its connection is replaced');
   t.notOk(events.some((e) => e.path === 'meanwhile'), 'the change was lost with its frames');
 
@@ -230,7 +230,40 @@ t.test('the node drops a client that stopped answering, and its change feed with
   t.teardown(() => call.cancel());
   await eventually(t, 'the feed is live', () => ready);
   const open = proxy.connections;
+  const before = { ...proxy.closedBy };
   proxy.set('drop'); // every byte vanishes both ways; the connections stay up
   await eventually(t, 'every connection through the silent link is closed', () => proxy.connections === 0, 8000);
-  t.same(proxy.closedBy, { client: 0, node: open }, `by the node (${open} connection(s))`);
+  t.same({ client: proxy.closedBy.client - before.client, node: proxy.closedBy.node - before.node }, { client: 0, node: open }, `by the node (${open} connection(s))`);
+});
+
+t.test('a feed that fails ends once', async (t) => {
+  // grpc-js ends a failed stream with 'error' and then 'end': a caller told twice would subscribe twice.
+  const conn = new NodeConnection('127.0.0.1:9', 'default'); // nothing listens there
+  t.teardown(() => conn.close());
+  const ends: (Error | undefined)[] = [];
+  conn.watch(0, '', () => undefined, (err) => ends.push(err));
+  await eventually(t, 'the feed ends', () => ends.length > 0);
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(ends.length, 1, 'once');
+  t.match(ends[0], { code: grpc.status.UNAVAILABLE }, 'with the reason');
+});
+
+t.test('a feed gone silent passes its node over: the next subscription goes to a replica', async (t) => {
+  const { node, proxy } = await behindProxy(t, 5000);
+  // Two replicas of one workspace: the node through the proxy first, the same node direct second.
+  const mesh = new MeshClient([proxy.endpoint, node.endpoint], 'default', { feedHeartbeatMs: 300, backoffMs: 5000 });
+  t.teardown(() => mesh.close());
+  let ready = false;
+  let ended: Error | undefined | null = null;
+  const first = mesh.watch(0, '', (e) => (ready ||= e.kind === 'READY'), (err) => (ended = err));
+  t.equal(first.endpoint, proxy.endpoint, 'the first subscription goes to the primary');
+  await eventually(t, 'the feed is live', () => ready);
+  await new Promise((r) => setTimeout(r, 700)); // a heartbeat has come: silence now counts
+  proxy.set('lose-data');
+  await eventually(t, 'the feed ends once silent', () => ended !== null);
+  t.match(ended, { code: grpc.status.DEADLINE_EXCEEDED }, 'as a missed deadline');
+  const second = mesh.watch(0, '', () => undefined, () => undefined);
+  t.teardown(() => second.cancel());
+  t.equal(second.endpoint, node.endpoint, 'the next one goes to the replica');
+  t.equal(mesh.health()[0]!.healthy, false, 'the primary is marked down');
 });

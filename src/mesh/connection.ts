@@ -246,37 +246,46 @@ export class NodeConnection {
 
   /**
    * The change feed from a generation; the caller cancels the returned call
-   * to stop. The node sends heartbeats, which are not passed on: a feed
-   * silent for a few of their intervals has stopped without a word (a
-   * connection wedged by lost frames still passes keepalive pings), so it
-   * is cancelled, with the error `onEnd` gets, and its connection is
-   * treated like one on which a call missed its deadline.
+   * to stop, and `onEnd` runs once. The node sends heartbeats, which are not
+   * passed on: once one has come, a feed silent for a few of their
+   * intervals has stopped without a word (a connection wedged by lost frames
+   * still passes keepalive pings), so it is cancelled, ending with a
+   * DEADLINE_EXCEEDED error that says so, and its connection is treated like
+   * one on which a call missed its deadline. A node that sends no heartbeats
+   * (an older one) is never taken for silent.
    */
   watch(fromGeneration: number, epoch: string, onEvent: (e: WChangeEventOut) => void, onEnd: (err?: Error) => void): grpc.ClientReadableStream<WChangeEventOut> {
     const client = this.client;
     const heartbeatMs = this.opts.feedHeartbeatMs ?? 10_000;
+    const silenceMs = heartbeatMs * FEED_SILENCE_BEATS;
     const call = client.watch({ workspace: this.workspace, fromGeneration, epoch, heartbeatMs }, this.md);
     this.watches.set(call, client);
-    let silence: NodeJS.Timeout | undefined;
+    let lastSeen = Date.now();
+    let beats = false;
     let silent = false;
-    const listen = (): void => {
-      clearTimeout(silence);
-      silence = setTimeout(() => {
-        silent = true;
-        log.debug({ node: this.endpoint, silentMs: heartbeatMs * FEED_SILENCE_BEATS }, 'the change feed went silent');
-        this.renew(client, 'the change feed went silent');
-        call.cancel(); // (renewing cancelled it already, unless a renewal was just made)
-      }, heartbeatMs * FEED_SILENCE_BEATS);
-    };
-    listen();
+    const check = setInterval(() => {
+      if (!beats || Date.now() - lastSeen < silenceMs) return;
+      silent = true;
+      clearInterval(check);
+      log.debug({ node: this.endpoint, silentMs: Date.now() - lastSeen }, 'the change feed went silent');
+      this.renew(client, 'the change feed went silent');
+      call.cancel(); // (renewing cancelled it already, unless a renewal was just made)
+    }, heartbeatMs);
+    check.unref();
     call.on('data', (e: WChangeEventOut) => {
-      listen();
-      if (e.kind !== 'HEARTBEAT') onEvent(e);
+      lastSeen = Date.now();
+      if (e.kind === 'HEARTBEAT') beats = true;
+      else onEvent(e);
     });
+    // grpc-js ends a failed stream with 'error' and then 'end': the caller hears of it once.
+    let over = false;
     const ended = (err?: Error): void => {
-      clearTimeout(silence);
+      if (over) return;
+      over = true;
+      clearInterval(check);
       this.watches.delete(call);
-      onEnd(silent ? new Error(`no change event or heartbeat from ${this.endpoint} for ${heartbeatMs * FEED_SILENCE_BEATS} ms`) : err);
+      if (silent) err = Object.assign(new Error(`no change event or heartbeat from ${this.endpoint} for ${silenceMs} ms`), { code: grpc.status.DEADLINE_EXCEEDED });
+      onEnd(err);
     };
     call.on('error', ended);
     call.on('end', () => ended());
@@ -285,6 +294,8 @@ export class NodeConnection {
 
   close(): void {
     this.closed = true;
+    // Closing a grpc-js client leaves calls already under way running: feeds would outlive it.
+    for (const call of this.watches.keys()) call.cancel();
     this.client.close();
     for (const c of this.retired) c.close();
     this.retired.clear();

@@ -233,11 +233,26 @@ export class MeshClient {
     }
   }
 
-  /** Subscribes to the change feed on the first reachable replica. */
+  /**
+   * Subscribes to the change feed on the first reachable replica. A feed
+   * that ends because its node is unreachable or went silent marks that
+   * node down, so the next subscription tries a replica first.
+   */
   watch(fromGeneration: number, epoch: string, onEvent: (e: WChangeEventOut) => void, onEnd: (err?: Error) => void): { cancel(): void; endpoint: string } {
     const r = this.order()[0]!;
-    const call = r.conn.watch(fromGeneration, epoch, onEvent, onEnd);
-    return { cancel: () => call.cancel(), endpoint: r.endpoint };
+    let cancelled = false;
+    const call = r.conn.watch(fromGeneration, epoch, onEvent, (err) => {
+      const code = (err as grpc.ServiceError | undefined)?.code;
+      if (err && !cancelled && (code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED)) this.markDown(r, err);
+      onEnd(err);
+    });
+    return {
+      cancel: () => {
+        cancelled = true;
+        call.cancel();
+      },
+      endpoint: r.endpoint,
+    };
   }
 
   close(): void {

@@ -77,8 +77,9 @@ export class ChangeFeed {
 
   private subscribe(): void {
     if (this.stopped) return;
+    clearTimeout(this.retryTimer);
     let gotEvent = false;
-    this.sub = this.mesh.watch(
+    const sub = this.mesh.watch(
       this.generation,
       this.epoch,
       (e) => {
@@ -90,6 +91,7 @@ export class ChangeFeed {
         this.chain = this.chain.then(() => this.apply(e)).catch((err) => log.warn({ err: (err as Error).message, path: e.path }, 'cannot apply change event'));
       },
       (err) => {
+        if (this.sub !== sub) return; // a subscription replaced already: the newer one goes on
         this.connected = false;
         if (this.stopped) return;
         if (err) log.debug({ err: err.message }, 'change feed disconnected');
@@ -97,6 +99,7 @@ export class ChangeFeed {
         this.retryMs = Math.min(this.retryMs * 2, 5000);
       },
     );
+    this.sub = sub;
   }
 
   private async apply(e: WChangeEventOut): Promise<void> {

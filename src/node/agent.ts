@@ -32,7 +32,7 @@ export interface NodeConfig {
   tempTtlMs: number;
   reconcileIntervalMs: number;
   watch: boolean;
-  /** How often the node pings each client; one that does not answer is dropped (default 30 s). */
+  /** How often the node pings each client; one that does not answer is dropped (default 30 s; 0: never). */
   clientKeepaliveMs?: number;
   onProgress?: (workspace: string, s: ScanStats) => void;
 }
@@ -149,8 +149,7 @@ export class NodeAgent {
       ...CHANNEL_OPTIONS,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 5000,
-      'grpc.keepalive_time_ms': keepaliveMs,
-      'grpc.keepalive_timeout_ms': Math.min(10_000, keepaliveMs),
+      ...(keepaliveMs > 0 ? { 'grpc.keepalive_time_ms': keepaliveMs, 'grpc.keepalive_timeout_ms': Math.min(10_000, keepaliveMs) } : {}),
     });
     widenStreamWindow(server, FLOW_CONTROL_WINDOW);
     const service = { ...wire().ghostfs.v1.Node.service };
