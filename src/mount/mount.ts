@@ -87,6 +87,7 @@ export class Mount {
     const chunkStore = new ChunkStore(join(config.cacheDir, 'chunks'), { quotaBytes: config.cacheQuotaBytes, minFreeBytes: config.minFreeBytes });
     const mesh = new MeshClient(config.endpoints, config.workspace, { token: config.token, tls: config.tls, deadlineMs: config.deadlineMs, clientId: config.clientId });
     const hashers: HashPool[] = [];
+    let feed: ChangeFeed | undefined;
     try {
       await meta.load();
       await chunkStore.init();
@@ -103,9 +104,10 @@ export class Mount {
         asyncWriteBack: config.writeBack === 'async',
       });
       await vfs.showPending(pending);
-      const feed = new ChangeFeed(meta, mesh, vfs, { busy: (path) => writeBack.busy(path), pending: (path) => writeBack.pendingFor(path) !== undefined });
+      const changes = new ChangeFeed(meta, mesh, vfs, { busy: (path) => writeBack.busy(path), pending: (path) => writeBack.pendingFor(path) !== undefined });
+      feed = changes;
       // A conflict keeps the node's version at the path: show it (the feed held it back while ours was pending).
-      writeBack.onConflict((path) => void feed.refresh(path).catch(() => undefined));
+      writeBack.onConflict((path) => void changes.refresh(path).catch(() => undefined));
       const m = new Mount(config, store, meta, chunkStore, mesh, vfs, feed, writeBack, hasher);
       await m.connect();
       feed.start();
@@ -125,6 +127,8 @@ export class Mount {
       );
       return m;
     } catch (err) {
+      // The feed first: it would otherwise subscribe again to the closed mesh and write to the closed store.
+      await feed?.stop().catch(() => undefined);
       mesh.close();
       for (const h of hashers) await h.close();
       await chunkStore.close();
