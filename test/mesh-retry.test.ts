@@ -267,3 +267,23 @@ t.test('a feed gone silent passes its node over: the next subscription goes to a
   t.equal(second.endpoint, node.endpoint, 'the next one goes to the replica');
   t.equal(mesh.health()[0]!.healthy, false, 'the primary is marked down');
 });
+
+t.test('a node whose feed went silent is taken for up again once a new feed brings an event', async (t) => {
+  const { proxy } = await behindProxy(t, 5000);
+  const mesh = new MeshClient([proxy.endpoint], 'default', { feedHeartbeatMs: 300, backoffMs: 1 });
+  t.teardown(() => mesh.close());
+  let ready = false;
+  let ended = false;
+  mesh.watch(0, '', (e) => (ready ||= e.kind === 'READY'), () => (ended = true));
+  await eventually(t, 'the feed is live', () => ready);
+  await new Promise((r) => setTimeout(r, 700)); // a heartbeat has come: silence now counts
+  proxy.set('lose-data');
+  await eventually(t, 'the feed ends once silent', () => ended);
+  t.equal(mesh.reachable, false, 'its node is taken for down');
+  proxy.set('pass');
+  ready = false;
+  const again = mesh.watch(0, '', (e) => (ready ||= e.kind === 'READY'), () => undefined);
+  t.teardown(() => again.cancel());
+  await eventually(t, 'a new feed is live', () => ready);
+  t.equal(mesh.reachable, true, 'and its node is up again, without a call of its own');
+});

@@ -236,12 +236,18 @@ export class MeshClient {
   /**
    * Subscribes to the change feed on the first reachable replica. A feed
    * that ends because its node is unreachable or went silent marks that
-   * node down, so the next subscription tries a replica first.
+   * node down, so the next subscription tries a replica first; one that
+   * brings an event marks its node up again (a mount with no calls of its
+   * own would otherwise take it for down until its next call).
    */
   watch(fromGeneration: number, epoch: string, onEvent: (e: WChangeEventOut) => void, onEnd: (err?: Error) => void): { cancel(): void; endpoint: string } {
     const r = this.order()[0]!;
     let cancelled = false;
-    const call = r.conn.watch(fromGeneration, epoch, onEvent, (err) => {
+    const heard = (e: WChangeEventOut): void => {
+      if (!r.healthy) this.markUp(r);
+      onEvent(e);
+    };
+    const call = r.conn.watch(fromGeneration, epoch, heard, (err) => {
       const code = (err as grpc.ServiceError | undefined)?.code;
       if (err && !cancelled && (code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED)) this.markDown(r, err);
       onEnd(err);
