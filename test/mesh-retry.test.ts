@@ -18,6 +18,7 @@ import { errnoOf } from '../src/wire/errors.js';
 import type { WChangeEventOut } from '../src/wire/types.js';
 import { FaultProxy } from '../scripts/soak/lib/fault-proxy.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { waitFor } from './helpers/mount-proc.js';
 
 t.test('mutations whose answers were lost', async (t) => {
   const base = await tempDir(t);
@@ -74,10 +75,9 @@ t.test('mutations whose answers were lost', async (t) => {
   t.equal(errnoOf(direct), 'EEXIST', 'without a lost answer, EEXIST is EEXIST');
 });
 
-/** Asserts that `done()` comes true within `ms`, polling. */
+/** Asserts that `done()` comes true within `ms`. */
 async function eventually(t: Test, what: string, done: () => boolean, ms = 10_000): Promise<void> {
-  for (const until = Date.now() + ms; !done() && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
-  t.ok(done(), what);
+  t.ok(await waitFor(what, async () => done(), ms).then(() => true, () => false), what);
 }
 
 /** A node with an empty root, reached only through a fault proxy. */
@@ -189,7 +189,6 @@ t.test('a change feed gone silent ends, and a new subscription catches up', asyn
   const direct = node.connect();
   t.teardown(() => direct.close());
   const events: WChangeEventOut[] = [];
-  const until = (what: string, done: () => boolean) => eventually(t, what, done);
   const subscribe = (from: number, epoch: string) => {
     let call!: ReturnType<NodeConnection['watch']>;
     const ended = new Promise<Error | undefined>((resolve) => (call = conn.watch(from, epoch, (e) => events.push(e), resolve)));
@@ -197,7 +196,7 @@ t.test('a change feed gone silent ends, and a new subscription catches up', asyn
   };
 
   const first = subscribe(0, '');
-  await until('the feed is live', () => events.some((e) => e.kind === 'READY'));
+  await eventually(t, 'the feed is live', () => events.some((e) => e.kind === 'READY'));
   const ready = events.find((e) => e.kind === 'READY')!;
   let over = false;
   void first.ended.then(() => (over = true));
@@ -215,7 +214,7 @@ t.test('a change feed gone silent ends, and a new subscription catches up', asyn
   proxy.set('pass');
   const second = subscribe(ready.generation, ready.epoch);
   t.teardown(() => second.call.cancel());
-  await until('subscribed again from where it was, the feed brings the change', () => events.some((e) => e.path === 'meanwhile' && e.kind === 'CHANGED'));
+  await eventually(t, 'subscribed again from where it was, the feed brings the change', () => events.some((e) => e.path === 'meanwhile' && e.kind === 'CHANGED'));
 });
 
 t.test('the node drops a client that stopped answering, and its change feed with it', async (t) => {
