@@ -2,6 +2,8 @@ import t from 'tap';
 import { join } from 'node:path';
 import { Store, key, prefix, prefixEnd } from '../src/store/db.js';
 import { tempDir } from './helpers/node-proc.js';
+import { smallFs } from './helpers/small-fs.js';
+import { fillUp } from '../scripts/soak/lib/fill-up.js';
 
 t.test('store: get, getMany, atomic batch, prefix scan on a real RocksDB', async (t) => {
   const dir = await tempDir(t);
@@ -29,5 +31,32 @@ t.test('store: get, getMany, atomic batch, prefix scan on a real RocksDB', async
   const again = await Store.open(join(dir, 'db'));
   t.equal(String(await again.get(key('ws2', 'e', 'a'))), '3', 'data persists across reopen');
   await t.rejects(Store.open(join(dir, 'db')), /in use by another ghostfs process/, 'a second opener gets a clear error');
+  await again.close();
+});
+
+t.test('store: a write that meets a full disk fails with ENOSPC, loses nothing, and writes work again once there is room', async (t) => {
+  const fs = await smallFs(t, '16m');
+  const db = await Store.open(join(fs, 'db'));
+  t.teardown(() => db.close());
+  await db.put(key('ws', 'e', 'before'), Buffer.from('kept'));
+  const free = await fillUp(join(fs, 'hog'));
+  // RocksDB refuses every write after one that failed: each must fail with a clear errno.
+  const big = Buffer.alloc(256 << 10, 7);
+  for (let i = 0; i < 3; i++) {
+    await t.rejects(db.batch().put(key('ws', 'e', `full${i}`), big).put(key('ws', 'e', `also${i}`), Buffer.from('x')).commit(), { code: 'ENOSPC', message: /filesystem is full/ }, `write ${i} on the full disk`);
+  }
+  t.equal(String(await db.get(key('ws', 'e', 'before'))), 'kept', 'reads go on while writes are refused');
+  t.equal(await db.get(key('ws', 'e', 'also0')), null, 'a failed batch applied nothing');
+  await free();
+  await db.batch().put(key('ws', 'e', 'after'), Buffer.from('new')).commit();
+  t.equal(String(await db.get(key('ws', 'e', 'after'))), 'new', 'the next write after space returned is taken');
+  t.equal(String(await db.get(key('ws', 'e', 'before'))), 'kept', 'and what was written before is still there');
+  const all: string[] = [];
+  await db.forEach(prefix('ws', 'e'), (k) => all.push(String(k.subarray(prefix('ws', 'e').length))));
+  t.same(all, ['after', 'before']);
+  await db.sync();
+  await db.close();
+  const again = await Store.open(join(fs, 'db'));
+  t.equal(String(await again.get(key('ws', 'e', 'after'))), 'new', 'it persists across a reopen');
   await again.close();
 });

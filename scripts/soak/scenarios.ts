@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sleep } from '../bench/lib/session.js';
 import { FaultProxy } from './lib/fault-proxy.js';
+import { fillUp } from './lib/fill-up.js';
 import { count, judge, runWorkers, verdictLine, type Verdict } from './lib/workers.js';
 import { World } from './lib/world.js';
 import { hostileInput } from './hostile.js';
@@ -122,7 +123,12 @@ async function killNode(o: ScenarioOptions): Promise<ScenarioResult> {
   return r;
 }
 
-/** The cache lives on a 64 MiB filesystem while workers write and read far more than that. */
+/**
+ * The cache lives on a 64 MiB filesystem while workers write and read far
+ * more than that, and another process fills that filesystem to the last
+ * byte again and again (and frees it after a while): the mount's chunk
+ * writes, dirty copies and database writes all meet ENOSPC.
+ */
 async function cacheFull(o: ScenarioOptions): Promise<ScenarioResult> {
   const fs = await mkdtemp(join(tmpdir(), 'ghostfs-small-fs-'));
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', fs]);
@@ -130,8 +136,17 @@ async function cacheFull(o: ScenarioOptions): Promise<ScenarioResult> {
     const w = await World.create({ driver: o.driver, cacheDir: join(fs, 'cache'), mountArgs: [...MOUNT_ARGS, '--cache-quota', '40M', '--min-free', '0'] });
     const node = await w.startNode();
     await w.startMount([node.endpoint]);
-    return await withWorkers('cache on a full 64 MiB filesystem (ENOSPC)', w, o, { 'cache filesystem bytes': 64 << 20 }, async (done) => {
-      while (!done()) await sleep(500);
+    const injected: Record<string, number> = {};
+    const hog = join(fs, 'hog');
+    return await withWorkers('cache on a 64 MiB filesystem that another process fills up (ENOSPC)', w, o, injected, async (done) => {
+      while (!done()) {
+        await sleep(between(1000, 3000));
+        if (done()) break;
+        const free = await fillUp(hog);
+        bump(injected, 'filesystem filled');
+        await sleep(between(1000, 3000));
+        await free();
+      }
     });
   } finally {
     execFileSync('umount', ['-l', fs]);

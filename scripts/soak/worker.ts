@@ -14,6 +14,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeAt } from '../../src/util/positional-io.js';
 
 export interface WorkerSummary {
   ops: number;
@@ -127,7 +128,9 @@ async function main(): Promise<void> {
         touching = [name];
         const fh = await open(join(dir, name), 'r+');
         try {
-          await fh.write(patch, 0, patch.length, at);
+          // A write may be short (the kernel splits it at page boundaries, and a full disk stops it
+          // part way): like any careful writer, go on with the rest until it is written or fails.
+          await writeAt(fh, patch, at);
         } catch (err) {
           // Left to the garbage collector, a handle whose close fails (a dead mount) would crash the worker.
           await fh.close().catch(() => undefined);

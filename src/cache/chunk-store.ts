@@ -222,12 +222,13 @@ export class ChunkStore {
     const k = hash.toString('latin1');
     const size = this.sizes.get(k);
     if (size === undefined) return 0;
+    // Uncounted before the unlink: evictions running side by side must not both take it off.
+    this.sizes.delete(k);
+    this.bytes -= size;
     const fh = this.fds.get(k);
     this.fds.delete(k);
     if (fh) void fh.then((h) => h.close()).catch(() => undefined);
     await unlink(this.path(hash)).catch(() => undefined);
-    this.sizes.delete(k);
-    this.bytes -= size;
     return size;
   }
 

@@ -4,6 +4,7 @@
 // mount that starts with records here replays them.
 import type { Manifest } from '../content/manifest.js';
 import { Reader, Writer } from '../store/codec.js';
+import { log } from '../log.js';
 import { key, prefix, u64be, type Batch, type Store } from '../store/db.js';
 
 export interface JournalEntry {
@@ -59,6 +60,8 @@ function decode(seq: number, b: Buffer): JournalEntry {
 
 export class Journal {
   private nextSeq = 1;
+  /** Records done with whose removal the database refused (a full disk): removed with the next write. */
+  private readonly unremoved = new Set<number>();
 
   constructor(
     private readonly store: Store,
@@ -81,13 +84,22 @@ export class Journal {
   /** Records a closed file durably (it survives the mount process being killed). */
   async add(e: Omit<JournalEntry, 'seq'>): Promise<JournalEntry> {
     const entry = { ...e, seq: this.nextSeq++ };
-    await this.store.put(this.k(entry.seq), encode(entry));
+    await this.write(this.k(entry.seq), encode(entry));
     return entry;
   }
 
   /** Rewrites a record whose attributes changed before its commit. */
   async update(e: JournalEntry): Promise<void> {
-    await this.store.put(this.k(e.seq), encode(e));
+    await this.write(this.k(e.seq), encode(e));
+  }
+
+  /** A record, with the removals refused earlier. */
+  private async write(k: Buffer, v: Buffer): Promise<void> {
+    const b = this.store.batch().put(k, v);
+    const leftover = [...this.unremoved];
+    for (const seq of leftover) this.removeIn(b, seq);
+    await b.commit();
+    for (const seq of leftover) this.unremoved.delete(seq);
   }
 
   /** Adds the removal of a record to a batch (committed with the metadata it settles). */
@@ -95,7 +107,27 @@ export class Journal {
     b.del(this.k(seq));
   }
 
+  /**
+   * A record is done with. Its removal does not fail when the database
+   * refuses it: the record is removed with the next write (or at close). A
+   * mount killed before that replays it, and finds the node holds it.
+   */
   async remove(seq: number): Promise<void> {
-    await this.store.del(this.k(seq));
+    this.unremoved.add(seq);
+    await this.removeLeftover();
+  }
+
+  /** Removals the database refused until now, tried again (with `remove`, and when the mount stops). */
+  async removeLeftover(): Promise<void> {
+    if (this.unremoved.size === 0) return;
+    const b = this.store.batch();
+    const seqs = [...this.unremoved];
+    for (const s of seqs) this.removeIn(b, s);
+    try {
+      await b.commit();
+      for (const s of seqs) this.unremoved.delete(s);
+    } catch (err) {
+      if (seqs.length === 1) log.warn({ err: (err as Error).message }, 'the database refused to remove a write-back record that is done with; it is removed with the next write');
+    }
   }
 }

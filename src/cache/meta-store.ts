@@ -8,6 +8,7 @@ import { isDir, isLnk, isReg, readAttr, sameAttr, writeAttr, type Attr } from '.
 import { HASH_BYTES, readChunkList, writeChunkList, type ChunkRef } from '../content/manifest.js';
 import { Reader, Writer } from '../store/codec.js';
 import { key, prefix, type Batch, type Store } from '../store/db.js';
+import { log } from '../log.js';
 import { baseName, joinRel, parentOf } from '../wire/rel-path.js';
 
 export interface MetaEntry {
@@ -90,6 +91,15 @@ function decodeManifest(b: Buffer): Manifest {
   return { digest, chunks: readChunkList(r) };
 }
 
+/** A batch being made, and the paths whose state it writes. */
+interface Write {
+  b: Batch;
+  paths: Set<string>;
+}
+
+/** How soon writes the database refused are tried again. */
+const CATCH_UP_MS = 1000;
+
 /** Own commits remembered for the change feed (a reconnect replays at most what happened while it was away). */
 const OWN_COMMITS_KEPT = 50_000;
 
@@ -110,6 +120,18 @@ export class MetaStore {
   private readonly ownCommits = new Map<string, { endpoint: string; generation: number }>();
   /** Listings under way, by directory. */
   private readonly listings = new Map<string, Set<ListingTicket>>();
+  /** Paths shown from memory only (putVolatile): their last persisted state stays on disk. */
+  private readonly volatile = new Set<string>();
+  /**
+   * Paths whose state in memory the database refused (a full disk), each
+   * with a stamp of its latest refusal: memory stays the truth and is
+   * written out once the database takes writes again (`catchUp`).
+   */
+  private readonly unpersisted = new Map<string, number>();
+  /** What the refused batches carried besides entries (the journal records they settle): applied with the catch-up. */
+  private readonly unpersistedAlso: ((b: Batch) => void)[] = [];
+  private stamp = 0;
+  private catchUpTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly store: Store,
@@ -215,18 +237,101 @@ export class MetaStore {
     return out;
   }
 
-  private putIn(b: Batch, path: string, e: MetaEntry): void {
-    const prev = this.entries.get(path);
-    // A file's manifest is stale once its digest moved.
-    if (prev?.digest && !(e.digest && prev.digest.equals(e.digest))) b.del(this.k('c', path));
-    this.setMem(path, e);
-    b.put(this.k('e', path), encodeEntry(e));
+  private begin(): Write {
+    return { b: this.store.batch(), paths: new Set() };
   }
 
-  private removeIn(b: Batch, path: string): void {
+  private putIn(w: Write, path: string, e: MetaEntry): void {
+    const prev = this.entries.get(path);
+    // A file's manifest is stale once its digest moved.
+    if (prev?.digest && !(e.digest && prev.digest.equals(e.digest))) w.b.del(this.k('c', path));
+    this.setMem(path, e);
+    this.volatile.delete(path);
+    w.paths.add(path);
+    w.b.put(this.k('e', path), encodeEntry(e));
+  }
+
+  private removeIn(w: Write, path: string): void {
     for (const p of this.subtree(path)) {
-      b.del(this.k('e', p)).del(this.k('c', p));
+      w.b.del(this.k('e', p)).del(this.k('c', p));
       this.setMem(p, null);
+      this.volatile.delete(p);
+      w.paths.add(p);
+    }
+  }
+
+  /**
+   * Commits a write whose changes memory already shows. A database that
+   * refuses it (its disk is full) does not fail the caller: the mount goes
+   * on from memory, and the paths are written out once the database takes
+   * writes again. Only a crash before that loses them, and then the mount
+   * starts from its older state and position, as after any crash.
+   */
+  private async commit(w: Write, also?: (b: Batch) => void): Promise<void> {
+    also?.(w.b);
+    try {
+      await w.b.commit();
+    } catch (err) {
+      const stamp = ++this.stamp;
+      for (const p of w.paths) this.unpersisted.set(p, stamp);
+      if (also) this.unpersistedAlso.push(also);
+      if (!this.catchUpTimer) log.warn({ err: (err as Error).message, paths: w.paths.size }, 'the metadata database refused a write; the mount goes on from memory and writes it out once the database takes writes again');
+      this.scheduleCatchUp();
+    }
+  }
+
+  private scheduleCatchUp(): void {
+    this.catchUpTimer ??= setTimeout(() => {
+      this.catchUpTimer = undefined;
+      void this.catchUp();
+    }, CATCH_UP_MS).unref();
+  }
+
+  /**
+   * Writes out what the database refused: each path's state in memory now
+   * (never an older one, so it cannot undo a later change), the records
+   * those writes settled, and the feed position. True when nothing is left.
+   */
+  async catchUp(): Promise<boolean> {
+    if (this.unpersisted.size === 0 && this.unpersistedAlso.length === 0) return true;
+    const paths = [...this.unpersisted];
+    const also = this.unpersistedAlso.splice(0);
+    const b = this.store.batch();
+    for (const [path] of paths) {
+      if (this.volatile.has(path)) continue; // its persisted state stays what it was
+      const e = this.entries.get(path);
+      if (!e) {
+        b.del(this.k('e', path)).del(this.k('c', path));
+        continue;
+      }
+      b.put(this.k('e', path), encodeEntry(e));
+      const m = this.manifests.get(path);
+      if (m && e.digest?.equals(m.digest)) b.put(this.k('c', path), encodeManifest(m));
+    }
+    for (const fn of also) fn(b);
+    this.positionIn(b);
+    try {
+      await b.commit();
+    } catch {
+      this.unpersistedAlso.unshift(...also);
+      this.scheduleCatchUp();
+      return false;
+    }
+    // A path refused again meanwhile has a newer state to write.
+    for (const [path, stamp] of paths) if (this.unpersisted.get(path) === stamp) this.unpersisted.delete(path);
+    log.info({ paths: paths.length }, 'the metadata refused earlier is written out');
+    if (this.unpersisted.size || this.unpersistedAlso.length) this.scheduleCatchUp();
+    return this.unpersisted.size === 0 && this.unpersistedAlso.length === 0;
+  }
+
+  /** Stops the catch-up timer after one last try (the mount is stopping). */
+  async close(): Promise<void> {
+    clearTimeout(this.catchUpTimer);
+    this.catchUpTimer = undefined;
+    if (!(await this.catchUp())) {
+      clearTimeout(this.catchUpTimer);
+      this.catchUpTimer = undefined;
+      log.warn({ paths: this.unpersisted.size }, 'metadata the database refused is not written out; the next mount starts from the state before it');
     }
   }
 
@@ -241,34 +346,34 @@ export class MetaStore {
     this.endListing(ticket);
     const now = this.entries.get(dir);
     if (ticket.self && (!now || !isDir(now.attr.mode) || now.attr.ino !== dirEntry.attr.ino)) return;
-    const b = this.store.batch();
+    const w = this.begin();
     const fresh = new Set(children.map((c) => c.name));
-    for (const name of this.childNames(dir)) if (!fresh.has(name) && !ticket.changed.has(name)) this.removeIn(b, joinRel(dir, name));
+    for (const name of this.childNames(dir)) if (!fresh.has(name) && !ticket.changed.has(name)) this.removeIn(w, joinRel(dir, name));
     for (const { name, entry } of children) {
       if (ticket.changed.has(name)) continue;
       const path = joinRel(dir, name);
       const prev = this.entries.get(path);
       // Keep what we know below a directory that is still a directory.
       const keepListed = prev?.listed && isDir(prev.attr.mode) && isDir(entry.attr.mode);
-      this.putIn(b, path, keepListed ? { ...entry, listed: true } : entry);
+      this.putIn(w, path, keepListed ? { ...entry, listed: true } : entry);
     }
     const listed = ticket.invalidated ? !!now?.listed : true;
-    this.putIn(b, dir, { ...(ticket.self ? now! : dirEntry), listed });
-    await b.commit();
+    this.putIn(w, dir, { ...(ticket.self ? now! : dirEntry), listed });
+    await this.commit(w);
   }
 
   /** One entry changed (null: removed). Its parent's listing stays complete. */
   async put(path: string, e: MetaEntry | null): Promise<void> {
-    const b = this.store.batch();
+    const w = this.begin();
     if (e) {
       const prev = this.entries.get(path);
       const keepListed = prev?.listed && isDir(prev.attr.mode) && isDir(e.attr.mode);
-      if (prev && isDir(prev.attr.mode) && !isDir(e.attr.mode)) this.removeIn(b, path);
-      this.putIn(b, path, keepListed ? { ...e, listed: true } : e);
+      if (prev && isDir(prev.attr.mode) && !isDir(e.attr.mode)) this.removeIn(w, path);
+      this.putIn(w, path, keepListed ? { ...e, listed: true } : e);
     } else {
-      this.removeIn(b, path);
+      this.removeIn(w, path);
     }
-    await b.commit();
+    await this.commit(w);
   }
 
   /**
@@ -276,15 +381,14 @@ export class MetaStore {
    * land with it (the journal record it settles) in one atomic batch.
    */
   async settle(path: string, e: MetaEntry, m: Manifest | undefined, also: (b: Batch) => void): Promise<void> {
-    const b = this.store.batch();
+    const w = this.begin();
     const prev = this.entries.get(path);
-    this.putIn(b, path, prev?.listed && isDir(prev.attr.mode) ? { ...e, listed: true } : e);
+    this.putIn(w, path, prev?.listed && isDir(prev.attr.mode) ? { ...e, listed: true } : e);
     if (m) {
       this.manifests.set(path, m);
-      b.put(this.k('c', path), encodeManifest(m));
+      w.b.put(this.k('c', path), encodeManifest(m));
     }
-    also(b);
-    await b.commit();
+    await this.commit(w, also);
   }
 
   /**
@@ -294,14 +398,17 @@ export class MetaStore {
    */
   putVolatile(path: string, e: MetaEntry | null): void {
     this.setMem(path, e);
+    // A removal is what the disk should hold too (a catch-up writes it); an entry is not.
+    if (e) this.volatile.add(path);
+    else this.volatile.delete(path);
   }
 
   /** Forget that directories were listed: after a RESET every listing must be fetched again. */
   async invalidateListings(): Promise<void> {
     for (const set of this.listings.values()) for (const t of set) t.invalidated = true;
-    const b = this.store.batch();
-    for (const [path, e] of this.entries) if (e.listed) this.putIn(b, path, { ...e, listed: false });
-    await b.commit();
+    const w = this.begin();
+    for (const [path, e] of this.entries) if (e.listed) this.putIn(w, path, { ...e, listed: false });
+    await this.commit(w);
   }
 
   listedDirs(): string[] {
@@ -320,18 +427,27 @@ export class MetaStore {
     return m && m.digest.equals(digest) ? m : undefined;
   }
 
+  /** A manifest fetched from a node (only a cache: one the database refuses is fetched again when needed). */
   async putManifest(path: string, m: Manifest): Promise<void> {
     this.manifests.set(path, m);
-    await this.store.put(this.k('c', path), encodeManifest(m));
+    await this.store.put(this.k('c', path), encodeManifest(m)).catch(() => undefined);
   }
 
+  /**
+   * The change feed's position. Not written while entries the database
+   * refused wait to be written out: a crash must not leave a position past
+   * changes the disk does not hold (the catch-up writes it with them).
+   */
   async setPosition(generation: number, epoch: string): Promise<void> {
     this.generation = generation;
     this.epoch = epoch;
-    await this.store
-      .batch()
-      .put(this.k('m', 'generation'), new Writer().uint(generation).done())
-      .put(this.k('m', 'epoch'), Buffer.from(epoch))
-      .commit();
+    if (this.unpersisted.size || this.unpersistedAlso.length) return;
+    const b = this.store.batch();
+    this.positionIn(b);
+    await b.commit().catch(() => undefined); // written again with the next position
+  }
+
+  private positionIn(b: Batch): void {
+    b.put(this.k('m', 'generation'), new Writer().uint(this.generation).done()).put(this.k('m', 'epoch'), Buffer.from(this.epoch));
   }
 }

@@ -9,7 +9,7 @@ import type { ChunkRef } from '../content/manifest.js';
 import type { MetaEntry } from '../cache/meta-store.js';
 import type { ChunkReader } from './chunk-reader.js';
 import type { WriteAhead } from './write-ahead.js';
-import { readAt } from '../util/read-at.js';
+import { readAt, writeAt } from '../util/positional-io.js';
 
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
 
@@ -102,7 +102,7 @@ export class DirtyFile {
     await reader.ensure(chunks, this.path);
     for (const c of chunks) {
       const data = await reader.slice(c, 0, c.length, this.path);
-      await this.fh.write(data, 0, data.length, c.offset);
+      await writeAt(this.fh, data, c.offset);
     }
     this.materialized = true;
   }
@@ -131,9 +131,8 @@ export class DirtyFile {
     // Told before the write starts, so it sees writes in the order they were made.
     const ahead = this.ahead;
     ahead?.writeStarts(offset, data);
-    let done = 0;
     try {
-      while (done < data.length) done += (await this.fh.write(data, done, data.length - done, offset + done)).bytesWritten;
+      await writeAt(this.fh, data, offset);
     } catch (err) {
       ahead?.stop();
       if (this.ahead === ahead) this.ahead = undefined;
@@ -143,7 +142,7 @@ export class DirtyFile {
     }
     this.size = Math.max(this.size, offset + data.length);
     this.touch();
-    return done;
+    return data.length;
   }
 
   async truncate(size: number): Promise<void> {
@@ -207,7 +206,7 @@ export class DirtyFile {
     for (let off = 0; off < this.size; ) {
       const { bytesRead } = await this.fh.read(buf, 0, Math.min(buf.length, this.size - off), off);
       if (bytesRead === 0) break;
-      await fresh.write(buf, 0, bytesRead, off);
+      await writeAt(fresh, buf.subarray(0, bytesRead), off);
       off += bytesRead;
     }
     await fresh.truncate(this.size);

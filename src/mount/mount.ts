@@ -132,6 +132,7 @@ export class Mount {
       mesh.close();
       for (const h of hashers) await h.close();
       await chunkStore.close();
+      await meta.close();
       await store.close();
       throw err;
     }
@@ -266,6 +267,7 @@ export class Mount {
       await step('stop the hashing threads', () => this.hasher.close());
       this.mesh.close();
       await step('close the chunk cache', () => this.chunkStore.close());
+      await step('write out refused metadata', () => this.meta.close());
       await step('close the metadata database', () => this.store.close());
       log.info({ mountpoint: resolve(this.config.mountpoint) }, 'unmounted');
     }

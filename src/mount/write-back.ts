@@ -8,7 +8,7 @@
 // died replays its journal on the next start, committing each file exactly once.
 import { open, readFile, readdir, rename, unlink, mkdir, stat } from 'node:fs/promises';
 import { chunkBuffer } from '../content/chunk-file.js';
-import { readAt } from '../util/read-at.js';
+import { readAt } from '../util/positional-io.js';
 import { WriteAhead, type SendChunks } from './write-ahead.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { join } from 'node:path';
@@ -868,5 +868,6 @@ export class WriteBack {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.pumpTimer) clearTimeout(this.pumpTimer);
     await Promise.all(this.background);
+    await this.journal.removeLeftover();
   }
 }

@@ -5,6 +5,7 @@
 // lacks O_TMPFILE) it is a 0600 temp file beside the target, which the
 // index reclaims after a crash.
 import { open as openHandle, rename, unlink, link, type FileHandle } from 'node:fs/promises';
+import { writeAt } from '../util/positional-io.js';
 import { close, constants as C, fchmod, fchown, fsync, open, write } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -122,7 +123,7 @@ class NamedTempFile implements StagedFile {
   ) {}
 
   async write(data: Buffer, at: number): Promise<void> {
-    for (let done = 0; done < data.length; ) done += (await this.fh.write(data, done, data.length - done, at + done)).bytesWritten;
+    await writeAt(this.fh, data, at);
   }
 
   chmod(mode: number): Promise<void> {

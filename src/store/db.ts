@@ -3,7 +3,10 @@
 // key starts with its workspace and record kind: per-workspace and per-kind
 // lookups are prefix scans, never full scans.
 import RocksDB from 'rocksdb-native';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir, stat, statfs } from 'node:fs/promises';
+import { statfsSync } from 'node:fs';
+import { join } from 'node:path';
+import { log } from '../log.js';
 
 const SEP = 0;
 
@@ -41,72 +44,151 @@ export function u64be(n: number): Buffer {
   return b;
 }
 
-export class Batch {
-  private ops = 0;
+type Op = ['put', Buffer, Buffer] | ['del', Buffer] | ['delRange', Buffer, Buffer];
 
-  constructor(private readonly wb: ReturnType<RocksDB['write']>) {}
+/** Operations collected here and applied atomically by `commit()` (one RocksDB write batch). */
+export class Batch {
+  private readonly ops: Op[] = [];
+
+  constructor(private readonly store: Store) {}
 
   put(k: Buffer, v: Buffer): this {
-    this.wb.tryPut(k, v);
-    this.ops++;
+    this.ops.push(['put', k, v]);
     return this;
   }
 
   del(k: Buffer): this {
-    this.wb.tryDelete(k);
-    this.ops++;
+    this.ops.push(['del', k]);
     return this;
   }
 
   delPrefix(p: Buffer): this {
-    this.wb.tryDeleteRange(p, prefixEnd(p));
-    this.ops++;
+    this.ops.push(['delRange', p, prefixEnd(p)]);
     return this;
   }
 
   get size(): number {
-    return this.ops;
+    return this.ops.length;
   }
 
-  /** Applies every operation atomically (one RocksDB write batch). */
   async commit(): Promise<void> {
-    try {
-      if (this.ops > 0) await this.wb.flush();
-    } finally {
-      this.wb.destroy();
-    }
+    if (this.ops.length > 0) await this.store.apply(this.ops);
   }
 }
 
+/** Free bytes a reopen wants before it is tried: its write-ahead logs are replayed into new files. */
+const REOPEN_MARGIN = 1 << 20;
+
+/**
+ * A RocksDB database. One whose write failed (a full disk, most often)
+ * refuses every later write until it is opened again; this wrapper then
+ * reopens it as soon as its filesystem has room for that, and applies the
+ * failed batch once more. Until then writes fail with ENOSPC (or EIO) and
+ * reads go on from the database as it was.
+ */
 export class Store {
+  /** Why writes are refused until a reopen (set by a failed write). */
+  private broken?: Error;
+  private reopening?: Promise<void>;
+  private closed = false;
+
   private constructor(
-    private readonly db: RocksDB,
+    private db: RocksDB,
     readonly path: string,
   ) {}
 
   static async open(path: string, opts: { readOnly?: boolean } = {}): Promise<Store> {
     if (!opts.readOnly) await mkdir(path, { recursive: true });
-    const db = new RocksDB(path, { readOnly: !!opts.readOnly, createIfMissing: !opts.readOnly, maxBackgroundJobs: 2 });
+    return new Store(await openDb(path, !!opts.readOnly), path);
+  }
+
+  /** Applies `ops` atomically; after a failed write, reopens the database and tries once more. */
+  async apply(ops: readonly Op[]): Promise<void> {
+    await this.reopening?.catch(() => undefined);
+    if (this.broken) await this.reopen();
+    const db = this.db;
     try {
-      await db.ready();
+      await writeOps(db, ops);
+      return;
     } catch (err) {
-      const msg = (err as Error).message;
-      if (/lock/i.test(msg)) {
-        throw new Error(`the database ${path} is in use by another ghostfs process (${msg})`);
-      }
-      throw new Error(`cannot open the database ${path}: ${msg}`);
+      if (this.closed) throw err;
+      // Another write may have found it broken and reopened it meanwhile.
+      if (this.db === db) this.broken ??= err as Error;
     }
-    return new Store(db, path);
+    // Reopened meanwhile by another write that failed: only this one's retry is left.
+    if (this.broken) await this.reopen();
+    else await this.reopening?.catch(() => undefined);
+    await writeOps(this.db, ops).catch((err) => {
+      this.broken ??= err as Error;
+      throw this.refusal(err as Error);
+    });
+  }
+
+  /**
+   * Reopens a database that refuses writes, when its filesystem has room
+   * for the reopen; throws the reason writes are refused when it has not.
+   */
+  private async reopen(): Promise<void> {
+    if (!this.reopening) {
+      // Checked at every refused write (a statfs and a directory listing): writes work again as soon as there is room.
+      if (!(await this.roomToReopen())) throw this.refusal(this.broken!);
+      this.reopening ??= (async () => {
+        const why = this.broken!.message;
+        await this.db.close().catch(() => undefined);
+        try {
+          this.db = await openDb(this.path, false);
+        } catch (err) {
+          // Reads at least go on (a read-only open writes nothing); the next write tries again.
+          this.db = await openDb(this.path, true).catch(() => this.db);
+          throw err;
+        }
+        this.broken = undefined;
+        log.warn({ db: this.path, after: why }, 'database reopened after a failed write');
+      })().finally(() => (this.reopening = undefined));
+    }
+    await this.reopening.catch((err) => {
+      throw this.refusal(err as Error);
+    });
+  }
+
+  /** The database to read from: after a reopen under way. */
+  private async live(): Promise<RocksDB> {
+    await this.reopening?.catch(() => undefined);
+    return this.db;
+  }
+
+  private async roomToReopen(): Promise<boolean> {
+    try {
+      const fs = await statfs(this.path);
+      let logs = 0;
+      for (const f of await readdir(this.path)) if (f.endsWith('.log')) logs += (await stat(join(this.path, f))).size;
+      return fs.bavail * fs.bsize >= logs + REOPEN_MARGIN;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The error a refused write gets: ENOSPC when the filesystem is full, EIO otherwise. */
+  private refusal(cause: Error): Error {
+    const full = (() => {
+      try {
+        const fs = statfsSync(this.path);
+        return fs.bavail * fs.bsize < REOPEN_MARGIN;
+      } catch {
+        return false;
+      }
+    })();
+    return Object.assign(new Error(`the database ${this.path} cannot be written${full ? ': its filesystem is full' : ''} (${cause.message})`), { code: full ? 'ENOSPC' : 'EIO', cause });
   }
 
   get(k: Buffer): Promise<Buffer | null> {
-    return this.db.get(k);
+    return this.reopening ? this.live().then((db) => db.get(k)) : this.db.get(k);
   }
 
   /** Many point reads in one native round trip. */
   async getMany(keys: Buffer[]): Promise<(Buffer | null)[]> {
     if (keys.length === 0) return [];
-    const rb = this.db.read({ capacity: keys.length });
+    const rb = (await this.live()).read({ capacity: keys.length });
     const ps = keys.map((k) => rb.get(k));
     try {
       await rb.flush();
@@ -117,7 +199,7 @@ export class Store {
   }
 
   batch(): Batch {
-    return new Batch(this.db.write());
+    return new Batch(this);
   }
 
   async put(k: Buffer, v: Buffer): Promise<void> {
@@ -130,7 +212,7 @@ export class Store {
 
   /** Every key/value under a prefix, in key order. */
   async *scan(p: Buffer, opts: { reverse?: boolean; limit?: number; keysOnly?: boolean } = {}): AsyncGenerator<{ key: Buffer; value: Buffer }> {
-    const it = this.db.iterator({
+    const it = (await this.live()).iterator({
       gte: p,
       lt: prefixEnd(p),
       reverse: !!opts.reverse,
@@ -147,10 +229,10 @@ export class Store {
    * Calls `fn` for every key/value under a prefix, in key order. Faster than
    * `scan` for whole-prefix loads: no promise per entry.
    */
-  forEach(p: Buffer, fn: (key: Buffer, value: Buffer) => void): Promise<void> {
+  async forEach(p: Buffer, fn: (key: Buffer, value: Buffer) => void): Promise<void> {
     // An empty prefix walks the whole database.
     const range = p.length ? { gte: p, lt: prefixEnd(p) } : {};
-    const it = this.db.iterator({ ...range, capacity: 8192 }) as unknown as NodeJS.EventEmitter;
+    const it = (await this.live()).iterator({ ...range, capacity: 8192 }) as unknown as NodeJS.EventEmitter;
     return new Promise((resolve, reject) => {
       it.on('data', (e: { key: Buffer; value: Buffer | null }) => fn(e.key, e.value ?? Buffer.alloc(0)));
       it.on('end', resolve);
@@ -160,7 +242,7 @@ export class Store {
 
   /** Keys/values in [from, to). */
   async *range(from: Buffer, to: Buffer, opts: { limit?: number } = {}): AsyncGenerator<{ key: Buffer; value: Buffer }> {
-    const it = this.db.iterator({ gte: from, lt: to, limit: opts.limit ?? Infinity, capacity: 1024 });
+    const it = (await this.live()).iterator({ gte: from, lt: to, limit: opts.limit ?? Infinity, capacity: 1024 });
     for await (const { key: k, value } of it) yield { key: k, value: value ?? Buffer.alloc(0) };
   }
 
@@ -169,15 +251,48 @@ export class Store {
   }
 
   async approximateSize(p: Buffer): Promise<number> {
-    return this.db.approximateSize(p, prefixEnd(p));
+    return (await this.live()).approximateSize(p, prefixEnd(p));
   }
 
   /** Flushes memtables to SST files: survives power loss, not only a crash. */
   async sync(): Promise<void> {
-    await this.db.flush();
+    await this.reopening?.catch(() => undefined);
+    if (this.broken) await this.reopen();
+    await this.db.flush().catch((err) => {
+      this.broken ??= err as Error;
+      throw this.refusal(err as Error);
+    });
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    await this.reopening?.catch(() => undefined);
     if (!this.db.closed) await this.db.close();
+  }
+}
+
+async function openDb(path: string, readOnly: boolean): Promise<RocksDB> {
+  const db = new RocksDB(path, { readOnly, createIfMissing: !readOnly, maxBackgroundJobs: 2 });
+  try {
+    await db.ready();
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (/lock/i.test(msg)) throw new Error(`the database ${path} is in use by another ghostfs process (${msg})`);
+    throw new Error(`cannot open the database ${path}: ${msg}`);
+  }
+  return db;
+}
+
+async function writeOps(db: RocksDB, ops: readonly Op[]): Promise<void> {
+  const wb = db.write();
+  try {
+    for (const op of ops) {
+      if (op[0] === 'put') wb.tryPut(op[1], op[2]);
+      else if (op[0] === 'del') wb.tryDelete(op[1]);
+      else wb.tryDeleteRange(op[1], op[2]);
+    }
+    await wb.flush();
+  } finally {
+    wb.destroy();
   }
 }

@@ -1,0 +1,53 @@
+// The mount's cache disk runs full (another process filled it): writes
+// through the mount fail with ENOSPC, nothing already written is lost or
+// damaged, and everything works again once there is room. Real node, real
+// mount, a real small filesystem under the cache dir.
+import t from 'tap';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { MountProc, run } from './helpers/mount-proc.js';
+import { smallFs } from './helpers/small-fs.js';
+import { fillUp } from '../scripts/soak/lib/fill-up.js';
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+t.test('a full cache disk: writes fail with ENOSPC, lose nothing, and work again once there is room', async (t) => {
+  const base = await tempDir(t);
+  const small = await smallFs(t, '32m');
+  const src = join(base, 'src');
+  const mnt = join(base, 'mnt');
+  await mkdir(src);
+  const content = randomBytes(800 << 10);
+  await writeFile(join(src, 'f.bin'), content);
+  const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', join(small, 'cache'), '--min-free', '0', '--deadline', '3s']);
+  t.teardown(() => m.kill());
+  const M = (p: string) => join(mnt, p);
+  t.equal((await run('sha256sum', [M('f.bin')])).stdout.split(' ')[0], sha(content), 'read once: its chunks are in the cache');
+
+  // Full, but for less room than the file: an edit in place must first copy
+  // the whole file into its local dirty copy, and that copy ends part way.
+  const hog = join(small, 'hog');
+  const free = await fillUp(hog);
+  await truncate(hog, (await stat(hog)).size - (400 << 10));
+  const edit = await run('dd', [`of=${M('f.bin')}`, 'bs=1', 'seek=100', 'conv=notrunc', 'status=none'], { input: 'PATCH' });
+  t.not(edit.code, 0, 'the edit fails');
+  t.match(edit.stderr, /No space left on device/, 'with ENOSPC');
+  t.same(await readFile(join(src, 'f.bin')), content, 'the node keeps the file as it was (no half-copied version is written back)');
+  t.equal((await run('sha256sum', [M('f.bin')])).stdout.split(' ')[0], sha(content), 'and the mount shows it as it was');
+  // What the node does needs no local room: the mount goes on from memory.
+  t.equal((await run('mkdir', [M('made-while-full')])).code, 0, 'mkdir works on a full cache disk');
+  t.ok((await stat(join(src, 'made-while-full'))).isDirectory());
+
+  await free();
+  const again = await run('dd', [`of=${M('f.bin')}`, 'bs=1', 'seek=100', 'conv=notrunc', 'status=none'], { input: 'PATCH' });
+  t.equal(again.code, 0, `with room again, the same edit works ${again.stderr}`);
+  const expected = Buffer.from(content);
+  expected.write('PATCH', 100);
+  t.same(await readFile(join(src, 'f.bin')), expected, 'on the node');
+  t.equal((await run('sha256sum', [M('f.bin')])).stdout.split(' ')[0], sha(expected), 'and through the mount');
+  t.equal(await m.stop(), 0, 'a clean unmount');
+});
