@@ -78,6 +78,12 @@ class Superseded extends Error {
 
 /** Errors that mean "try again later", as opposed to the node refusing the write. */
 const RETRYABLE = new Set(['EHOSTDOWN', 'ETIMEDOUT', 'ECONNREFUSED', 'EAGAIN', 'EBUSY']);
+/**
+ * A node out of room: a writer waiting in close() is told (nothing was
+ * acknowledged), but a closed file the journal holds is retried until the
+ * node has room, never set aside for that.
+ */
+const NODE_FULL = new Set(['ENOSPC', 'EDQUOT']);
 
 export class WriteBack {
   /** Records not yet confirmed by a node, by sequence number. */
@@ -496,7 +502,7 @@ export class WriteBack {
   private outcome(e: JournalEntry, p: Promise<Buffer>, surfaceRefusal: boolean): Promise<Buffer | undefined> {
     return p.catch(async (err) => {
       if (err instanceof Superseded) return undefined;
-      if (RETRYABLE.has(errnoOf(err))) {
+      if (RETRYABLE.has(errnoOf(err)) || (e.seq && NODE_FULL.has(errnoOf(err)))) {
         this.queuedAfter(e, err);
         return undefined;
       }
@@ -515,7 +521,7 @@ export class WriteBack {
     if (e.seq && attempted) this.replayed.add(e.seq);
     // Once per outage at warn level; status shows the queue as it grows.
     if (this.quietUntilDrained) log.debug({ path: e.path, errno, pending: this.pending.size }, 'write-back still queued');
-    else log.warn({ path: e.path, errno, pending: this.pending.size }, 'write-back queued: no node reachable; it will be retried');
+    else log.warn({ path: e.path, errno, pending: this.pending.size }, `write-back queued: ${NODE_FULL.has(errno) ? 'the node has no room for it' : 'no node reachable'}; it will be retried`);
     this.quietUntilDrained = true;
     this.scheduleRetry();
   }

@@ -1,13 +1,15 @@
-// The mount's cache disk runs full (another process filled it): writes
-// through the mount fail with ENOSPC, nothing already written is lost or
-// damaged, and everything works again once there is room. Real node, real
-// mount, a real small filesystem under the cache dir.
+// Full disks, filled by another process, under a real node and mount.
+// The mount's cache disk: writes through the mount fail with ENOSPC,
+// nothing already written is lost or damaged, and everything works again
+// once there is room. The node's disk: what was closed is retried until the
+// node has room again, never set aside.
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
-import { MountProc, run } from './helpers/mount-proc.js';
+import { MountProc, run, waitFor } from './helpers/mount-proc.js';
+import { BIN } from './helpers/logged-proc.js';
 import { smallFs } from './helpers/small-fs.js';
 import { fillUp } from '../scripts/soak/lib/fill-up.js';
 
@@ -49,5 +51,33 @@ t.test('a full cache disk: writes fail with ENOSPC, lose nothing, and work again
   expected.write('PATCH', 100);
   t.same(await readFile(join(src, 'f.bin')), expected, 'on the node');
   t.equal((await run('sha256sum', [M('f.bin')])).stdout.split(' ')[0], sha(expected), 'and through the mount');
+  t.equal(await m.stop(), 0, 'a clean unmount');
+});
+
+t.test("a full node disk: a file closed with asynchronous write-back waits for room on the node, and lands", async (t) => {
+  const base = await tempDir(t);
+  const small = await smallFs(t, '32m');
+  const src = join(small, 'src');
+  const mnt = join(base, 'mnt');
+  const cache = join(base, 'cache');
+  const runDir = join(base, 'run');
+  await mkdir(src);
+  const node = await NodeProc.start(['--root', src, '--state-dir', join(small, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const env = { GHOSTFS_RUN_DIR: runDir };
+  const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--deadline', '3s', '--write-back', 'async'], env);
+  t.teardown(() => m.kill());
+  const status = async () => JSON.parse((await run('env', [`GHOSTFS_RUN_DIR=${runDir}`, process.execPath, BIN, 'status', mnt, '--json'])).stdout);
+
+  const free = await fillUp(join(small, 'hog'));
+  const w = await run('dd', [`of=${join(mnt, 'later.bin')}`, 'bs=64k', 'status=none'], { input: 'x'.repeat(256 << 10) });
+  t.equal(w.code, 0, `close returns: the file is journaled on the mount ${w.stderr}`);
+  await waitFor('the node refusing it for lack of room', async () => /ENOSPC/.test((await status()).pendingWrites[0]?.lastError ?? ''));
+  t.equal((await status()).writeBack.failed, 0, 'nothing set aside');
+
+  await free();
+  await waitFor('the file on the node once it has room', async () => (await readFile(join(src, 'later.bin'), 'utf8')) === 'x'.repeat(256 << 10), 60_000);
+  t.equal((await status()).writeBack.pending, 0, 'nothing pending');
+  t.same((await readdir(join(cache, 'dirty'), { recursive: true })).filter((n) => String(n).endsWith('.failed')), [], 'no copy kept aside');
   t.equal(await m.stop(), 0, 'a clean unmount');
 });
