@@ -34,6 +34,8 @@ export interface NodeConfig {
   watch: boolean;
   /** How often the node pings each client; one that does not answer is dropped (default 30 s; 0: never). */
   clientKeepaliveMs?: number;
+  /** Change events a Watch subscriber may leave unread before it is cut off (default 10,000). */
+  feedMaxUnread?: number;
   onProgress?: (workspace: string, s: ScanStats) => void;
 }
 
@@ -154,7 +156,7 @@ export class NodeAgent {
     widenStreamWindow(server, FLOW_CONTROL_WINDOW);
     const service = { ...wire().ghostfs.v1.Node.service };
     service.ReadChunks = { ...service.ReadChunks, responseSerialize: framedOr(service.ReadChunks.responseSerialize as (v: unknown) => Buffer) };
-    server.addService(service, makeHandlers({ nodeId: this.config.nodeId, token: this.config.token, workspace: (id) => this.workspace(id) }));
+    server.addService(service, makeHandlers({ nodeId: this.config.nodeId, token: this.config.token, workspace: (id) => this.workspace(id), feedMaxUnread: this.config.feedMaxUnread ?? 10_000 }));
     this.port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(`${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${host}:${port}: ${err.message}`)) : resolve(p))),
     );

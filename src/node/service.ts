@@ -39,6 +39,13 @@ interface ServiceContext {
   nodeId: string;
   token?: string;
   workspace(id: string): Workspace;
+  /**
+   * Change events a Watch subscriber may leave unread in the node's memory.
+   * One further behind is cut off (RESOURCE_EXHAUSTED): it subscribes again
+   * from the last event it applied, and the node replays the rest from its
+   * change log, as fast as the subscriber reads.
+   */
+  feedMaxUnread: number;
 }
 
 function authorized(ctx: ServiceContext, md: grpc.Metadata): boolean {
@@ -298,19 +305,45 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
       // Live changes are held back until the backlog has been sent.
       let backlogDone = false;
       let sentUpTo = 0;
+      let stopped = false;
       const held: Change[] = [];
+      const cutOff = (): void => {
+        log.info({ peer: call.getPeer(), workspace: ws.id, unread: ctx.feedMaxUnread }, 'change-feed subscriber cut off: too far behind; it catches up from the change log when it subscribes again');
+        stop();
+        failStream(call, { code: grpc.status.RESOURCE_EXHAUSTED, details: `more than ${ctx.feedMaxUnread} change events unread: subscribe again from the last one applied` });
+      };
+      /** Writes an event; false when the subscriber should read before more is written. */
+      const send = (e: WChangeEvent): boolean => {
+        const room = call.write(e);
+        if (call.writableLength > ctx.feedMaxUnread) cutOff();
+        return room;
+      };
       const onChange = (c: Change): void => {
-        if (!backlogDone) held.push(c);
-        else if (c.generation > sentUpTo) {
+        if (stopped) return;
+        if (!backlogDone) {
+          held.push(c);
+          if (held.length > ctx.feedMaxUnread) cutOff();
+        } else if (c.generation > sentUpTo) {
           sentUpTo = c.generation;
-          call.write(event(c.generation, c.path, c.entry));
+          send(event(c.generation, c.path, c.entry));
         }
       };
+      /** Until the subscriber has read what it was sent (or is gone). */
+      const drained = (): Promise<void> =>
+        new Promise((resolve) => {
+          const events = ['drain', 'close', 'cancelled', 'error'];
+          const done = (): void => {
+            for (const e of events) call.off(e, done);
+            resolve();
+          };
+          for (const e of events) call.on(e, done);
+        });
       index.on('change', onChange);
       // A quiet workspace sends heartbeats: silence then means a dead stream, not a workspace without changes.
       const every = call.request.heartbeatMs ? Math.min(Math.max(call.request.heartbeatMs, MIN_HEARTBEAT_MS), MAX_HEARTBEAT_MS) : 0;
       const heartbeat = every ? setInterval(() => call.write({ generation: 0, kind: 'HEARTBEAT', path: '', epoch: index.epoch }), every) : undefined;
       const stop = (): void => {
+        stopped = true;
         clearInterval(heartbeat);
         index.off('change', onChange);
       };
@@ -325,12 +358,15 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
         } else {
           sentUpTo = from;
           for await (const { path, generation } of index.changedSince(from)) {
-            call.write(event(generation, path, index.entries.get(path)));
+            if (stopped) return;
+            // The backlog goes out as fast as the subscriber reads it, not all into memory at once.
+            if (!send(event(generation, path, index.entries.get(path)))) await drained();
             sentUpTo = Math.max(sentUpTo, generation);
           }
+          if (stopped) return;
         }
         backlogDone = true;
-        call.write({ generation: sentUpTo, kind: 'READY', path: '', epoch: index.epoch });
+        send({ generation: sentUpTo, kind: 'READY', path: '', epoch: index.epoch });
         for (const c of held.splice(0)) onChange(c);
       })().catch((err) => {
         stop();
