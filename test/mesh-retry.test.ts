@@ -143,7 +143,7 @@ t.test('a call whose connection is reset under it is tried again over a new one'
   proxy.set('mute'); // the node makes the directory; its answer is held back, then the link is reset
   const made = mesh.mutate({ mkdir: { path: 'd', mode: 0o755 } });
   const appeared = async (p: string, test: () => Promise<boolean>) => {
-    for (let i = 0; i < 200 && !(await test().catch(() => false)); i++) await new Promise((r) => setTimeout(r, 20));
+    await waitFor(`${p} on the node`, test, 4000).catch(() => undefined);
     t.ok(await test(), `${p}: the node made the change before the reset`);
   };
   await appeared('mkdir', async () => (await stat(join(root, 'd'))).isDirectory());
