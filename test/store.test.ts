@@ -48,6 +48,10 @@ t.test('store: a write that meets a full disk fails with ENOSPC, loses nothing, 
   t.equal(String(await db.get(key('ws', 'e', 'before'))), 'kept', 'reads go on while writes are refused');
   t.equal(await db.get(key('ws', 'e', 'also0')), null, 'a failed batch applied nothing');
   await free();
+  // Asked for together right after the disk has room: the first one reopens the database, and none overtakes another.
+  await Promise.all(['v1', 'v2', 'v3'].map((v) => db.put(key('ws', 'e', 'order'), Buffer.from(v))));
+  t.equal(String(await db.get(key('ws', 'e', 'order'))), 'v3', 'writes land in the order they were asked for, across the reopen');
+  await db.del(key('ws', 'e', 'order'));
   await db.batch().put(key('ws', 'e', 'after'), Buffer.from('new')).commit();
   t.equal(String(await db.get(key('ws', 'e', 'after'))), 'new', 'the next write after space returned is taken');
   t.equal(String(await db.get(key('ws', 'e', 'before'))), 'kept', 'and what was written before is still there');
@@ -55,8 +59,12 @@ t.test('store: a write that meets a full disk fails with ENOSPC, loses nothing, 
   await db.forEach(prefix('ws', 'e'), (k) => all.push(String(k.subarray(prefix('ws', 'e').length))));
   t.same(all, ['after', 'before']);
   await db.sync();
+  const last = db.put(key('ws', 'e', 'last'), Buffer.from('in time'));
   await db.close();
+  await last;
+  await t.rejects(db.put(key('ws', 'e', 'late'), Buffer.from('x')), /is closed/, 'a write asked for after close is refused');
   const again = await Store.open(join(fs, 'db'));
+  t.equal(String(await again.get(key('ws', 'e', 'last'))), 'in time', 'a write asked for before close is done before it');
   t.equal(String(await again.get(key('ws', 'e', 'after'))), 'new', 'it persists across a reopen');
   await again.close();
 });

@@ -132,6 +132,12 @@ export class MetaStore {
   private readonly unpersistedAlso: ((b: Batch) => void)[] = [];
   private stamp = 0;
   private catchUpTimer?: NodeJS.Timeout;
+  private catchingUp?: Promise<boolean>;
+  private closed = false;
+  /** Entry writes under way: the feed position is not written past them (one may yet be refused). */
+  private inFlight = 0;
+  /** A position not written yet for that reason: written once nothing is under way. */
+  private positionOwed = false;
 
   constructor(
     private readonly store: Store,
@@ -267,20 +273,28 @@ export class MetaStore {
    * writes again. Only a crash before that loses them, and then the mount
    * starts from its older state and position, as after any crash.
    */
-  private async commit(w: Write, also?: (b: Batch) => void): Promise<void> {
+  /** True when the write is on disk; false when it waits for a catch-up. */
+  private async commit(w: Write, also?: (b: Batch) => void): Promise<boolean> {
     also?.(w.b);
+    this.inFlight++;
     try {
       await w.b.commit();
+      return true;
     } catch (err) {
       const stamp = ++this.stamp;
       for (const p of w.paths) this.unpersisted.set(p, stamp);
       if (also) this.unpersistedAlso.push(also);
       if (!this.catchUpTimer) log.warn({ err: (err as Error).message, paths: w.paths.size }, 'the metadata database refused a write; the mount goes on from memory and writes it out once the database takes writes again');
       this.scheduleCatchUp();
+      return false;
+    } finally {
+      this.inFlight--;
+      if (this.inFlight === 0 && this.positionOwed) void this.setPosition(this.generation, this.epoch);
     }
   }
 
   private scheduleCatchUp(): void {
+    if (this.closed) return;
     this.catchUpTimer ??= setTimeout(() => {
       this.catchUpTimer = undefined;
       void this.catchUp();
@@ -292,7 +306,12 @@ export class MetaStore {
    * (never an older one, so it cannot undo a later change), the records
    * those writes settled, and the feed position. True when nothing is left.
    */
-  async catchUp(): Promise<boolean> {
+  catchUp(): Promise<boolean> {
+    this.catchingUp ??= this.catchUpNow().finally(() => (this.catchingUp = undefined));
+    return this.catchingUp;
+  }
+
+  private async catchUpNow(): Promise<boolean> {
     if (this.unpersisted.size === 0 && this.unpersistedAlso.length === 0) return true;
     const paths = [...this.unpersisted];
     const also = this.unpersistedAlso.splice(0);
@@ -309,7 +328,9 @@ export class MetaStore {
       if (m && e.digest?.equals(m.digest)) b.put(this.k('c', path), encodeManifest(m));
     }
     for (const fn of also) fn(b);
-    this.positionIn(b);
+    const withPosition = this.inFlight === 0;
+    if (withPosition) this.positionIn(b);
+    else this.positionOwed = true;
     try {
       await b.commit();
     } catch {
@@ -324,15 +345,14 @@ export class MetaStore {
     return this.unpersisted.size === 0 && this.unpersistedAlso.length === 0;
   }
 
-  /** Stops the catch-up timer after one last try (the mount is stopping). */
+  /** One last catch-up, and no timer after it (the mount is stopping). */
   async close(): Promise<void> {
+    this.closed = true;
     clearTimeout(this.catchUpTimer);
     this.catchUpTimer = undefined;
-    if (!(await this.catchUp())) {
-      clearTimeout(this.catchUpTimer);
-      this.catchUpTimer = undefined;
-      log.warn({ paths: this.unpersisted.size }, 'metadata the database refused is not written out; the next mount starts from the state before it');
-    }
+    await this.catchingUp;
+    if (!(await this.catchUp())) log.warn({ paths: this.unpersisted.size }, 'metadata the database refused is not written out; the next mount starts from the state before it');
+    else if (this.positionOwed) await this.setPosition(this.generation, this.epoch);
   }
 
   /**
@@ -378,9 +398,10 @@ export class MetaStore {
 
   /**
    * Records a committed file (its entry and manifest) and whatever else must
-   * land with it (the journal record it settles) in one atomic batch.
+   * land with it (the journal record it settles) in one atomic batch. False
+   * when the database refused it (it is written out later, by a catch-up).
    */
-  async settle(path: string, e: MetaEntry, m: Manifest | undefined, also: (b: Batch) => void): Promise<void> {
+  async settle(path: string, e: MetaEntry, m: Manifest | undefined, also: (b: Batch) => void): Promise<boolean> {
     const w = this.begin();
     const prev = this.entries.get(path);
     this.putIn(w, path, prev?.listed && isDir(prev.attr.mode) ? { ...e, listed: true } : e);
@@ -388,7 +409,7 @@ export class MetaStore {
       this.manifests.set(path, m);
       w.b.put(this.k('c', path), encodeManifest(m));
     }
-    await this.commit(w, also);
+    return this.commit(w, also);
   }
 
   /**
@@ -441,7 +462,12 @@ export class MetaStore {
   async setPosition(generation: number, epoch: string): Promise<void> {
     this.generation = generation;
     this.epoch = epoch;
-    if (this.unpersisted.size || this.unpersistedAlso.length) return;
+    if (this.unpersisted.size || this.unpersistedAlso.length) return; // the catch-up writes it
+    if (this.inFlight > 0) {
+      this.positionOwed = true;
+      return;
+    }
+    this.positionOwed = false;
     const b = this.store.batch();
     this.positionIn(b);
     await b.commit().catch(() => undefined); // written again with the next position

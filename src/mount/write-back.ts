@@ -516,7 +516,8 @@ export class WriteBack {
   private queuedAfter(e: JournalEntry, err: unknown, attempted = true): void {
     const errno = errnoOf(err);
     this.progressOf(e).lastError = `${errno}: ${(err as Error).message}`;
-    this.unreachable = true;
+    // A node out of room may still take a smaller file: the retries go on to the next record.
+    if (!NODE_FULL.has(errno)) this.unreachable = true;
     // The attempt may have landed without an answer: the next one checks first.
     if (e.seq && attempted) this.replayed.add(e.seq);
     // Once per outage at warn level; status shows the queue as it grows.
@@ -683,14 +684,16 @@ export class WriteBack {
     const dirty = this.dirtyPath(e.dirty);
     const committedPath = reply.conflict ? reply.conflictPath : e.path;
     this.step(e, 'recording the commit');
-    await this.meta.settle(committedPath, entryFromWire(reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
+    const recorded = await this.meta.settle(committedPath, entryFromWire(reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
       if (e.seq) this.journal.removeIn(b, e.seq);
     });
     if (by) this.meta.markOwnCommit(committedPath, by, reply.generation);
     this.forget(e);
     this.mayHold.delete(e.path);
     if (e.seq) this.rememberLanded(e.seq, manifest.digest);
-    this.track(this.keepChunks(dirty, manifest.chunks, manifest.size));
+    // Until its record's removal is on disk, a mount killed now replays the record from its dirty
+    // copy (and finds the node holds it): the copy stays, and the next start removes it.
+    if (recorded || !e.seq) this.track(this.keepChunks(dirty, manifest.chunks, manifest.size));
     if (reply.conflict) {
       this.stats.conflicts++;
       for (const fn of this.conflictListeners) fn(e.path);

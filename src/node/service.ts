@@ -341,7 +341,8 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
       index.on('change', onChange);
       // A quiet workspace sends heartbeats: silence then means a dead stream, not a workspace without changes.
       const every = call.request.heartbeatMs ? Math.min(Math.max(call.request.heartbeatMs, MIN_HEARTBEAT_MS), MAX_HEARTBEAT_MS) : 0;
-      const heartbeat = every ? setInterval(() => call.write({ generation: 0, kind: 'HEARTBEAT', path: '', epoch: index.epoch }), every) : undefined;
+      // None while events wait to be read: they tell the subscriber the stream is alive, and unread heartbeats would pile up.
+      const heartbeat = every ? setInterval(() => call.writableLength === 0 && call.write({ generation: 0, kind: 'HEARTBEAT', path: '', epoch: index.epoch }), every) : undefined;
       const stop = (): void => {
         stopped = true;
         clearInterval(heartbeat);

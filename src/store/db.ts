@@ -78,19 +78,31 @@ export class Batch {
 
 /** Free bytes a reopen wants before it is tried: its write-ahead logs are replayed into new files. */
 const REOPEN_MARGIN = 1 << 20;
+/** After a reopen that failed, or whose retried write failed again: no new reopen before this. */
+const REOPEN_BACKOFF_MS = 1000;
+
+/** Writes waiting their turn: a batch's operations, or a flush of the memtables. */
+type Queued = { ops: readonly Op[]; resolve: () => void; reject: (err: unknown) => void } | { flush: true; resolve: () => void; reject: (err: unknown) => void };
 
 /**
- * A RocksDB database. One whose write failed (a full disk, most often)
- * refuses every later write until it is opened again; this wrapper then
- * reopens it as soon as its filesystem has room for that, and applies the
- * failed batch once more. Until then writes fail with ENOSPC (or EIO) and
- * reads go on from the database as it was.
+ * A RocksDB database. Writes go in the order they were asked for, one
+ * database write at a time: those that arrive while one is under way go
+ * together in the next (each batch stays atomic; a later one never lands
+ * before an earlier one). A database whose write failed (a full disk, most
+ * often) refuses every later write until it is opened again; this wrapper
+ * then reopens it as soon as its filesystem has room for that, and applies
+ * the failed writes once more. Until then writes fail with ENOSPC (or EIO)
+ * and reads go on from the database as it was.
  */
 export class Store {
   /** Why writes are refused until a reopen (set by a failed write). */
   private broken?: Error;
   private reopening?: Promise<void>;
+  private noReopenUntil = 0;
   private closed = false;
+  private readonly queue: Queued[] = [];
+  /** The write loop, while it runs. */
+  private writing?: Promise<void>;
 
   private constructor(
     private db: RocksDB,
@@ -102,53 +114,96 @@ export class Store {
     return new Store(await openDb(path, !!opts.readOnly), path);
   }
 
-  /** Applies `ops` atomically; after a failed write, reopens the database and tries once more. */
-  async apply(ops: readonly Op[]): Promise<void> {
-    await this.reopening?.catch(() => undefined);
+  /** Applies `ops` atomically, after every write asked for before. */
+  apply(ops: readonly Op[]): Promise<void> {
+    return this.enqueue((resolve, reject) => ({ ops, resolve, reject }));
+  }
+
+  /** Flushes memtables to SST files (after every write asked for before): survives power loss, not only a crash. */
+  sync(): Promise<void> {
+    return this.enqueue((resolve, reject) => ({ flush: true, resolve, reject }));
+  }
+
+  private enqueue(make: (resolve: () => void, reject: (err: unknown) => void) => Queued): Promise<void> {
+    if (this.closed) return Promise.reject(new Error(`the database ${this.path} is closed`));
+    const p = new Promise<void>((resolve, reject) => this.queue.push(make(resolve, reject)));
+    this.kick();
+    return p;
+  }
+
+  private kick(): void {
+    if (this.writing) return;
+    this.writing = this.writeLoop().finally(() => {
+      this.writing = undefined;
+      // Asked for after the loop's last look at the queue.
+      if (this.queue.length) this.kick();
+    });
+  }
+
+  private async writeLoop(): Promise<void> {
+    while (this.queue.length) {
+      // A flush goes alone; the batches before it go together.
+      const first = this.queue[0]!;
+      const flushAt = this.queue.findIndex((q) => 'flush' in q);
+      const group = this.queue.splice(0, 'flush' in first ? 1 : flushAt === -1 ? this.queue.length : flushAt);
+      try {
+        await this.withReopen((db) => ('flush' in first ? db.flush() : writeOps(db, group.flatMap((q) => ('ops' in q ? q.ops : [])))));
+        for (const q of group) q.resolve();
+      } catch (err) {
+        for (const q of group) q.reject(err);
+      }
+    }
+  }
+
+  /** Runs a write; after a failure, reopens the database (when there is room) and runs it once more. */
+  private async withReopen(write: (db: RocksDB) => Promise<unknown>): Promise<void> {
     if (this.broken) await this.reopen();
-    const db = this.db;
     try {
-      await writeOps(db, ops);
+      await write(this.db);
       return;
     } catch (err) {
       if (this.closed) throw err;
-      // Another write may have found it broken and reopened it meanwhile.
-      if (this.db === db) this.broken ??= err as Error;
+      this.broken = err as Error;
     }
-    // Reopened meanwhile by another write that failed: only this one's retry is left.
-    if (this.broken) await this.reopen();
-    else await this.reopening?.catch(() => undefined);
-    await writeOps(this.db, ops).catch((err) => {
-      this.broken ??= err as Error;
+    await this.reopen();
+    try {
+      await write(this.db);
+    } catch (err) {
+      this.broken = err as Error;
+      this.noReopenUntil = Date.now() + REOPEN_BACKOFF_MS;
       throw this.refusal(err as Error);
-    });
+    }
   }
 
   /**
    * Reopens a database that refuses writes, when its filesystem has room
    * for the reopen; throws the reason writes are refused when it has not.
+   * Only the write loop calls it: one reopen at a time.
    */
   private async reopen(): Promise<void> {
-    if (!this.reopening) {
-      // Checked at every refused write (a statfs and a directory listing): writes work again as soon as there is room.
-      if (!(await this.roomToReopen())) throw this.refusal(this.broken!);
-      this.reopening ??= (async () => {
-        const why = this.broken!.message;
-        await this.db.close().catch(() => undefined);
-        try {
-          this.db = await openDb(this.path, false);
-        } catch (err) {
-          // Reads at least go on (a read-only open writes nothing); the next write tries again.
-          this.db = await openDb(this.path, true).catch(() => this.db);
-          throw err;
-        }
-        this.broken = undefined;
-        log.warn({ db: this.path, after: why }, 'database reopened after a failed write');
-      })().finally(() => (this.reopening = undefined));
-    }
-    await this.reopening.catch((err) => {
+    const why = this.broken!;
+    // Checked at every refused write (a statfs and a directory listing): writes work again as soon as there is room.
+    if (this.closed || Date.now() < this.noReopenUntil || !(await this.roomToReopen())) throw this.refusal(why);
+    this.reopening = (async () => {
+      await this.db.close().catch(() => undefined);
+      try {
+        this.db = await openDb(this.path, false);
+      } catch (err) {
+        this.noReopenUntil = Date.now() + REOPEN_BACKOFF_MS;
+        // Reads at least go on (a read-only open writes nothing); a later write tries again.
+        this.db = await openDb(this.path, true).catch(() => this.db);
+        throw err;
+      }
+      this.broken = undefined;
+      log.warn({ db: this.path, after: why.message }, 'database reopened after a failed write');
+    })();
+    try {
+      await this.reopening;
+    } catch (err) {
       throw this.refusal(err as Error);
-    });
+    } finally {
+      this.reopening = undefined;
+    }
   }
 
   /** The database to read from: after a reopen under way. */
@@ -254,19 +309,10 @@ export class Store {
     return (await this.live()).approximateSize(p, prefixEnd(p));
   }
 
-  /** Flushes memtables to SST files: survives power loss, not only a crash. */
-  async sync(): Promise<void> {
-    await this.reopening?.catch(() => undefined);
-    if (this.broken) await this.reopen();
-    await this.db.flush().catch((err) => {
-      this.broken ??= err as Error;
-      throw this.refusal(err as Error);
-    });
-  }
-
+  /** Closes the database once the writes already asked for are done (later ones are refused). */
   async close(): Promise<void> {
     this.closed = true;
-    await this.reopening?.catch(() => undefined);
+    while (this.writing) await this.writing;
     if (!this.db.closed) await this.db.close();
   }
 }
