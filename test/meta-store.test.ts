@@ -53,6 +53,7 @@ t.test('metadata the database refuses on a full disk is kept in memory and writt
   t.equal(meta.get('b')?.attr.size, 20, 'memory shows the refused put');
   t.equal(meta.get('gone'), undefined, 'and the refused removal');
   t.equal(meta.get('a')?.attr.size, 30, 'and the refused settle');
+  t.equal(meta.unwritten, 3, 'status counts the entries waiting to be written');
   // What must be durable before it is acknowledged still fails, with a clear errno.
   await t.rejects(journal.add({ path: 'c', dirty: 'd3', expectAbsent: true, mode: 0o644, closedAt: 3 }), { code: 'ENOSPC' }, 'a new write-back record is refused');
   t.equal(await meta.catchUp(), false, 'no catch-up while the disk is full');
@@ -65,6 +66,7 @@ t.test('metadata the database refuses on a full disk is kept in memory and writt
 
   await free();
   t.equal(await meta.catchUp(), true, 'written out once there is room');
+  t.equal(meta.unwritten, 0);
   const after = await reload(store);
   t.equal(after.get('b')?.attr.size, 20);
   t.equal(after.get('gone'), undefined);

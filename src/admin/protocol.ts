@@ -22,7 +22,7 @@ export interface MountStatus {
   uptimeMs: number;
   offline: boolean;
   endpoints: { endpoint: string; healthy: boolean; failures: number; lastError?: string; corruptChunks: number; renewals: number }[];
-  cache: { chunks: number; bytes: number; quotaBytes: number; evictedChunks: number; evictedBytes: number; hits: number; misses: number; hitRate: number; knownEntries: number };
+  cache: { chunks: number; bytes: number; quotaBytes: number; evictedChunks: number; evictedBytes: number; hits: number; misses: number; hitRate: number; knownEntries: number; unwrittenEntries: number };
   fetched: { chunks: number; bytes: number; failovers: number; corruptChunks: number };
   writeBack: { pending: number; committed: number; conflicts: number; failed: number; uploadedChunks: number; uploadedBytes: number };
   /** The oldest pending write-backs (up to 20): what each one waits for. */

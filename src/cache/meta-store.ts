@@ -178,6 +178,11 @@ export class MetaStore {
     return this.entries.size;
   }
 
+  /** Paths whose state the database refused and a catch-up has yet to write (the disk was full). */
+  get unwritten(): number {
+    return this.unpersisted.size;
+  }
+
   get(path: string): MetaEntry | undefined {
     return this.entries.get(path);
   }

@@ -21,6 +21,7 @@ function describe(s: MountStatus): string {
     `${s.mountpoint}  (workspace ${s.workspace}, driver ${s.driver}, pid ${s.pid}, up ${duration(s.uptimeMs)}${s.offline ? ', OFFLINE' : ''})`,
     ...s.endpoints.map((e, i) => `  ${i === 0 ? 'node   ' : 'replica'} ${e.endpoint}  ${e.healthy ? 'healthy' : `unreachable (${e.failures} failures: ${e.lastError ?? ''})`}${e.corruptChunks ? `, ${e.corruptChunks} corrupt chunks refused` : ''}${e.renewals ? `, connection replaced ${e.renewals}× (calls missed their deadline)` : ''}`),
     `  cache   ${s.cache.chunks} chunks, ${mib(s.cache.bytes)} in ${s.cacheDir}; ${s.cache.knownEntries} entries known; hit rate ${(s.cache.hitRate * 100).toFixed(1)}%`,
+    ...(s.cache.unwrittenEntries ? [`          ${s.cache.unwrittenEntries} entries not yet on disk: the cache's database refused them (its filesystem was full); they are written once it takes writes`] : []),
     `  fetched ${s.fetched.chunks} chunks, ${mib(s.fetched.bytes)}${s.fetched.failovers ? `, ${s.fetched.failovers} failovers` : ''}`,
     `  writes  ${s.writeBack.pending} pending, ${s.writeBack.committed} written back, ${s.writeBack.conflicts} conflicts, ${s.writeBack.failed} refused; uploaded ${s.writeBack.uploadedChunks} chunks (${mib(s.writeBack.uploadedBytes)})`,
     ...describePending(s.pendingWrites, s.writeBack.pending),

@@ -190,7 +190,7 @@ export class Mount {
       uptimeMs: Date.now() - this.startedAt,
       offline: !this.mesh.reachable,
       endpoints: this.mesh.health(),
-      cache: { chunks: cs.chunks, bytes: cs.bytes, quotaBytes: this.config.cacheQuotaBytes, evictedChunks: cs.evictedChunks, evictedBytes: cs.evictedBytes, hits, misses: rs.misses, hitRate: hits + rs.misses ? hits / (hits + rs.misses) : 0, knownEntries: this.meta.size },
+      cache: { chunks: cs.chunks, bytes: cs.bytes, quotaBytes: this.config.cacheQuotaBytes, evictedChunks: cs.evictedChunks, evictedBytes: cs.evictedBytes, hits, misses: rs.misses, hitRate: hits + rs.misses ? hits / (hits + rs.misses) : 0, knownEntries: this.meta.size, unwrittenEntries: this.meta.unwritten },
       fetched: { chunks: ms.chunksFetched, bytes: ms.bytesFetched, failovers: ms.failovers, corruptChunks: ms.corruptChunks },
       writeBack: { pending: this.writeBack.pendingCount, ...ws },
       pendingWrites: this.writeBack.pendingRecords(),
