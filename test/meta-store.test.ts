@@ -1,27 +1,14 @@
 import t from 'tap';
 import { join } from 'node:path';
-import { key, Store } from '../src/store/db.js';
+import { Store } from '../src/store/db.js';
 import { MetaStore, type MetaEntry } from '../src/cache/meta-store.js';
 import { Journal } from '../src/cache/journal.js';
 import { S_IFDIR, S_IFREG } from '../src/content/attr.js';
-import { smallFs } from './helpers/small-fs.js';
-import { fillUp } from '../scripts/soak/lib/fill-up.js';
+import { fillUntilRefused, smallFs } from './helpers/small-fs.js';
 
 const attr = (mode: number, size: number, ino: number) => ({ dev: 0, ino, mode, nlink: 1, uid: 0, gid: 0, rdev: 0, size, blocks: 0, atimeNs: 1n, mtimeNs: 1n, ctimeNs: 1n });
 const file = (size: number, ino: number, digestByte: number): MetaEntry => ({ attr: attr(S_IFREG | 0o644, size, ino), digest: Buffer.alloc(32, digestByte) });
 const dir = (ino: number): MetaEntry => ({ attr: attr(S_IFDIR | 0o755, 0, ino) });
-
-/**
- * Fills the disk, then writes to the database until it refuses (RocksDB
- * has log space allocated ahead: small writes go on for a while).
- */
-async function fillUpUntilRefused(fs: string, store: Store): Promise<() => Promise<void>> {
-  const free = await fillUp(join(fs, 'hog'));
-  for (let i = 0; ; i++) {
-    const err = await store.put(key('junk', String(i)), Buffer.alloc(256 << 10)).catch((e: unknown) => e);
-    if (err) return free;
-  }
-}
 
 /** What a mount starting on this database now would know. */
 async function reload(store: Store): Promise<MetaStore> {
@@ -43,7 +30,7 @@ t.test('metadata the database refuses on a full disk is kept in memory and writt
   const rec = await journal.add({ path: 'a', dirty: 'd1', expectAbsent: false, mode: 0o644, closedAt: 1 });
   const done = await journal.add({ path: 'b', dirty: 'd2', expectAbsent: true, mode: 0o644, closedAt: 2 });
 
-  const free = await fillUpUntilRefused(fs, store);
+  const free = await fillUntilRefused(fs, store);
   // None of these fail the caller: the node took these changes already, memory shows them.
   await meta.put('b', file(20, 4, 2));
   await meta.put('gone', null);
@@ -85,7 +72,7 @@ t.test('a catch-up writes the newest state of a path, never the one that was ref
   t.teardown(() => store.close());
   const meta = new MetaStore(store, 'ws');
   await meta.put('', dir(1));
-  const free = await fillUpUntilRefused(fs, store);
+  const free = await fillUntilRefused(fs, store);
   await meta.put('x', file(1, 2, 1));
   await meta.put('y', file(4, 3, 4));
   await free();

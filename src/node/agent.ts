@@ -210,6 +210,7 @@ export class NodeAgent {
       });
     }
     await this.pool.close();
+    for (const ws of this.workspaces.values()) await ws.index.writeOut();
     await this.store.close();
   }
 }

@@ -215,6 +215,17 @@ export class WorkspaceIndex extends EventEmitter {
   /** Changes waiting for the next database write, and the write under way. */
   private group: { batch: Batch; changes: Change[]; generation: number; written: Promise<void> } | undefined;
   private writing: Promise<void> = Promise.resolve();
+  /**
+   * Writes the database refused (its disk was full), oldest first. What they
+   * record has happened on disk already (a file is in place): memory is
+   * the truth, they go ahead of the next write, and one is tried every
+   * second until they land. A node killed meanwhile finds those files
+   * changed when it walks its tree at the next start.
+   */
+  private unwritten: Batch | undefined;
+  /** The changes those writes log: a subscriber catching up from the log gets them from here. */
+  private unwrittenChanges: Change[] = [];
+  private retryTimer?: NodeJS.Timeout;
 
   private openGroup(): NonNullable<WorkspaceIndex['group']> {
     if (this.group) return this.group;
@@ -222,12 +233,35 @@ export class WorkspaceIndex extends EventEmitter {
     g.written = this.writing.then(async () => {
       if (this.group === g) this.group = undefined; // later changes go to the next write
       g.batch.put(this.metaKey('generation'), new Writer().uint(g.generation).done());
-      await g.batch.commit();
+      const batch = this.unwritten ? this.unwritten.then(g.batch) : g.batch;
+      try {
+        await batch.commit();
+        if (this.unwritten) log.info({ workspace: this.id }, 'index changes the database refused earlier are written');
+        this.unwritten = undefined;
+        this.unwrittenChanges = [];
+      } catch (err) {
+        if (!this.unwritten) log.warn({ workspace: this.id, err: (err as Error).message }, 'the database refused an index write; the node goes on from memory and writes it once the database takes writes again');
+        this.unwritten = batch;
+        this.unwrittenChanges.push(...g.changes);
+        this.retryTimer ??= setTimeout(() => {
+          this.retryTimer = undefined;
+          if (this.unwritten) void this.openGroup().written;
+        }, 1000).unref();
+      }
+      // Subscribers hear of changes made on disk whether or not the index could record them yet.
       for (const c of g.changes) this.emit('change', c);
     });
     this.writing = g.written.catch(() => undefined);
     this.group = g;
     return g;
+  }
+
+  /** One more try at writing what the database refused (the node is stopping). */
+  async writeOut(): Promise<void> {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    if (this.unwritten) await this.openGroup().written;
+    clearTimeout(this.retryTimer);
   }
 
   /** Paths changed after `gen`, oldest first, each once (its latest state is in `entries`). */
@@ -236,6 +270,7 @@ export class WorkspaceIndex extends EventEmitter {
     for await (const { key: k, value } of this.store.range(this.logKey(gen + 1), this.logKey(this.generation + 1))) {
       seen.set(new Reader(value).string(), Number(k.readBigUInt64BE(k.length - 8)));
     }
+    for (const c of this.unwrittenChanges) if (c.generation > gen && c.generation > (seen.get(c.path) ?? 0)) seen.set(c.path, c.generation);
     // Map iteration is insertion order; re-inserting moves nothing, so sort by generation.
     yield* [...seen].sort((a, b) => a[1] - b[1]).map(([path, generation]) => ({ path, generation }));
   }

@@ -71,6 +71,13 @@ export class Batch {
     return this.ops.length;
   }
 
+  /** A batch of this one's operations followed by `later`'s (applied together, in that order). */
+  then(later: Batch): Batch {
+    const b = new Batch(this.store);
+    b.ops.push(...this.ops, ...later.ops);
+    return b;
+  }
+
   async commit(): Promise<void> {
     if (this.ops.length > 0) await this.store.apply(this.ops);
   }

@@ -4,6 +4,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { key, type Store } from '../../src/store/db.js';
+import { fillUp } from '../../scripts/soak/lib/fill-up.js';
 
 export async function smallFs(t: { teardown(fn: () => unknown): void }, size: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'ghostfs-small-fs-'));
@@ -13,4 +15,17 @@ export async function smallFs(t: { teardown(fn: () => unknown): void }, size: st
     await rm(dir, { recursive: true, force: true });
   });
   return dir;
+}
+
+/**
+ * Fills the filesystem of `dir`, then writes to `store` (a database on it)
+ * until the database refuses: RocksDB has log space allocated ahead, so
+ * small writes go on for a while. Resolves with a function that frees the room.
+ */
+export async function fillUntilRefused(dir: string, store: Store): Promise<() => Promise<void>> {
+  const free = await fillUp(join(dir, 'hog'));
+  for (let i = 0; ; i++) {
+    const err = await store.put(key('junk', String(i)), Buffer.alloc(256 << 10)).catch((e: unknown) => e);
+    if (err) return free;
+  }
 }
