@@ -233,7 +233,7 @@ export class WorkspaceIndex extends EventEmitter {
     g.written = this.writing.then(async () => {
       if (this.group === g) this.group = undefined; // later changes go to the next write
       g.batch.put(this.metaKey('generation'), new Writer().uint(g.generation).done());
-      const batch = this.unwritten ? this.unwritten.then(g.batch) : g.batch;
+      const batch = this.unwritten ? this.unwritten.followedBy(g.batch) : g.batch;
       try {
         await batch.commit();
         if (this.unwritten) log.info({ workspace: this.id }, 'index changes the database refused earlier are written');

@@ -72,7 +72,7 @@ export class Batch {
   }
 
   /** A batch of this one's operations followed by `later`'s (applied together, in that order). */
-  then(later: Batch): Batch {
+  followedBy(later: Batch): Batch {
     const b = new Batch(this.store);
     b.ops.push(...this.ops, ...later.ops);
     return b;
