@@ -276,9 +276,9 @@ export class MetaStore {
    * refuses it (its disk is full) does not fail the caller: the mount goes
    * on from memory, and the paths are written out once the database takes
    * writes again. Only a crash before that loses them, and then the mount
-   * starts from its older state and position, as after any crash.
+   * starts from its older state and position, as after any crash. True
+   * when the write is on disk; false when it waits for a catch-up.
    */
-  /** True when the write is on disk; false when it waits for a catch-up. */
   private async commit(w: Write, also?: (b: Batch) => void): Promise<boolean> {
     also?.(w.b);
     this.inFlight++;
