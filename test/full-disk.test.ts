@@ -11,7 +11,7 @@ import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { MountProc, run, waitFor } from './helpers/mount-proc.js';
 import { BIN } from './helpers/logged-proc.js';
 import { smallFs } from './helpers/small-fs.js';
-import { fillUp } from '../scripts/soak/lib/fill-up.js';
+import { fillUp } from '../scripts/soak/lib/small-fs.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Store, key, prefix, prefixEnd } from '../src/store/db.js';
 import { tempDir } from './helpers/node-proc.js';
 import { smallFs } from './helpers/small-fs.js';
-import { fillUp } from '../scripts/soak/lib/fill-up.js';
+import { fillUp } from '../scripts/soak/lib/small-fs.js';
 
 t.test('store: get, getMany, atomic batch, prefix scan on a real RocksDB', async (t) => {
   const dir = await tempDir(t);

@@ -4,13 +4,10 @@
 // Each ends with "N operations, N lost, N corrupted"; failures the faults
 // owe their callers (EIO, EHOSTDOWN, ENOTCONN...) are counted apart, and the
 // slowest operation shows that nothing hung past the deadlines.
-import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sleep } from '../bench/lib/session.js';
 import { FaultProxy } from './lib/fault-proxy.js';
-import { fillUp } from './lib/fill-up.js';
+import { fillUp, mountSmallFs } from './lib/small-fs.js';
 import { count, judge, runWorkers, verdictLine, type Verdict } from './lib/workers.js';
 import { World } from './lib/world.js';
 import { hostileInput } from './hostile.js';
@@ -130,8 +127,8 @@ async function killNode(o: ScenarioOptions): Promise<ScenarioResult> {
  * writes, dirty copies and database writes all meet ENOSPC.
  */
 async function cacheFull(o: ScenarioOptions): Promise<ScenarioResult> {
-  const fs = await mkdtemp(join(tmpdir(), 'ghostfs-small-fs-'));
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', fs]);
+  const small = await mountSmallFs('64m');
+  const fs = small.dir;
   try {
     const w = await World.create({ driver: o.driver, cacheDir: join(fs, 'cache'), mountArgs: [...MOUNT_ARGS, '--cache-quota', '40M', '--min-free', '0'] });
     const node = await w.startNode();
@@ -149,8 +146,7 @@ async function cacheFull(o: ScenarioOptions): Promise<ScenarioResult> {
       }
     });
   } finally {
-    execFileSync('umount', ['-l', fs]);
-    await rm(fs, { recursive: true, force: true });
+    await small.remove();
   }
 }
 
