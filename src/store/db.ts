@@ -3,7 +3,7 @@
 // key starts with its workspace and record kind: per-workspace and per-kind
 // lookups are prefix scans, never full scans.
 import RocksDB from 'rocksdb-native';
-import { mkdir, readdir, stat, statfs } from 'node:fs/promises';
+import { mkdir, readdir, stat } from 'node:fs/promises';
 import { statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { log } from '../log.js';
@@ -221,25 +221,27 @@ export class Store {
 
   private async roomToReopen(): Promise<boolean> {
     try {
-      const fs = await statfs(this.path);
       let logs = 0;
       for (const f of await readdir(this.path)) if (f.endsWith('.log')) logs += (await stat(join(this.path, f))).size;
-      return fs.bavail * fs.bsize >= logs + REOPEN_MARGIN;
+      return this.freeBytes() >= logs + REOPEN_MARGIN;
     } catch {
       return false;
     }
   }
 
+  /** Free bytes on the database's filesystem; NaN when that cannot be told (neither room to reopen nor full). */
+  private freeBytes(): number {
+    try {
+      const fs = statfsSync(this.path);
+      return fs.bavail * fs.bsize;
+    } catch {
+      return NaN;
+    }
+  }
+
   /** The error a refused write gets: ENOSPC when the filesystem is full, EIO otherwise. */
   private refusal(cause: Error): Error {
-    const full = (() => {
-      try {
-        const fs = statfsSync(this.path);
-        return fs.bavail * fs.bsize < REOPEN_MARGIN;
-      } catch {
-        return false;
-      }
-    })();
+    const full = this.freeBytes() < REOPEN_MARGIN;
     return Object.assign(new Error(`the database ${this.path} cannot be written${full ? ': its filesystem is full' : ''} (${cause.message})`), { code: full ? 'ENOSPC' : 'EIO', cause });
   }
 
