@@ -9,7 +9,6 @@ import { mkdir, readdir, readFile, stat, truncate, writeFile } from 'node:fs/pro
 import { join } from 'node:path';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { MountProc, run, waitFor } from './helpers/mount-proc.js';
-import { BIN } from './helpers/logged-proc.js';
 import { smallFs } from './helpers/small-fs.js';
 import { fillUp } from '../scripts/soak/lib/small-fs.js';
 
@@ -67,7 +66,7 @@ t.test("a full node disk: a file closed with asynchronous write-back waits for r
   const env = { GHOSTFS_RUN_DIR: runDir };
   const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--deadline', '3s', '--write-back', 'async'], env);
   t.teardown(() => m.kill());
-  const status = async () => JSON.parse((await run('env', [`GHOSTFS_RUN_DIR=${runDir}`, process.execPath, BIN, 'status', mnt, '--json'])).stdout);
+  const status = () => m.status();
 
   const free = await fillUp(join(small, 'hog'));
   const w = await run('dd', [`of=${join(mnt, 'later.bin')}`, 'bs=64k', 'status=none'], { input: 'x'.repeat(256 << 10) });

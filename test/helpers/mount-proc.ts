@@ -42,6 +42,8 @@ export class MountProc extends LoggedProc {
   private constructor(
     child: ChildProcess,
     readonly mountpoint: string,
+    /** The environment it was started with beyond the test's own (its run dir: where `ghostfs status` finds it). */
+    private readonly env: Record<string, string>,
   ) {
     super(child);
   }
@@ -52,9 +54,15 @@ export class MountProc extends LoggedProc {
       env: { ...process.env, GHOSTFS_LOG_PRETTY: '0', GHOSTFS_LOG_LEVEL: 'debug', GHOSTFS_LOG_FILE: '', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const m = new MountProc(child, mountpoint);
+    const m = new MountProc(child, mountpoint, env);
     await m.ready('mounted', 'mount');
     return m;
+  }
+
+  /** `ghostfs status --json` of this mount, run from another process. */
+  async status(): Promise<Record<string, any>> {
+    const vars = Object.entries(this.env).map(([k, v]) => `${k}=${v}`);
+    return JSON.parse((await run('env', [...vars, process.execPath, BIN, 'status', this.mountpoint, '--json'])).stdout);
   }
 
   has(msg: string): boolean {

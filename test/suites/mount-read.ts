@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { NodeProc, tempDir } from '../helpers/node-proc.js';
 import { MountProc, run, sh, waitFor } from '../helpers/mount-proc.js';
-import { BIN } from '../helpers/logged-proc.js';
 import { RelayProxy } from '../helpers/relay-proxy.js';
 import { isFuseNative } from '../helpers/driver.js';
 
@@ -244,7 +243,7 @@ t.test('a directory being read has its subdirectories listed ahead of the walker
   const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', join(base, 'cache')]);
   t.teardown(() => m.kill());
   // The feed's first answer re-lists what the mount knows: let that pass first.
-  await waitFor('the change feed to answer', async () => JSON.parse((await run(process.execPath, [BIN, 'status', mnt, '--json'])).stdout).changeFeed.connected);
+  await waitFor('the change feed to answer', async () => (await m.status()).changeFeed.connected);
   await new Promise((r) => setTimeout(r, 500));
   const before = await listings();
   t.equal((await run('ls', [join(mnt, 'top')])).stdout, 'a\nb\nc\n');
