@@ -2,8 +2,7 @@ import t from 'tap';
 import { join } from 'node:path';
 import { Store, key, prefix, prefixEnd } from '../src/store/db.js';
 import { tempDir } from './helpers/node-proc.js';
-import { smallFs } from './helpers/small-fs.js';
-import { fillUp } from '../scripts/soak/lib/small-fs.js';
+import { fillUntilRefused, smallFs } from './helpers/small-fs.js';
 
 t.test('store: get, getMany, atomic batch, prefix scan on a real RocksDB', async (t) => {
   const dir = await tempDir(t);
@@ -35,11 +34,11 @@ t.test('store: get, getMany, atomic batch, prefix scan on a real RocksDB', async
 });
 
 t.test('store: a write that meets a full disk fails with ENOSPC, loses nothing, and writes work again once there is room', async (t) => {
-  const fs = await smallFs(t, '16m');
+  const fs = await smallFs(t, '32m');
   const db = await Store.open(join(fs, 'db'));
   t.teardown(() => db.close());
   await db.put(key('ws', 'e', 'before'), Buffer.from('kept'));
-  const free = await fillUp(join(fs, 'hog'));
+  const free = await fillUntilRefused(fs, db);
   // RocksDB refuses every write after one that failed: each must fail with a clear errno.
   const big = Buffer.alloc(256 << 10, 7);
   for (let i = 0; i < 3; i++) {

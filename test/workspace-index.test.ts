@@ -18,7 +18,7 @@ const file = (size: number, ino: number): IndexEntry => ({
 });
 
 t.test('an index write the database refuses: subscribers hear of the change, the log serves it, and it is written once there is room', async (t) => {
-  const fs = await smallFs(t, '16m');
+  const fs = await smallFs(t, '32m');
   const root = join(fs, 'ws');
   await mkdir(root);
   const store = await Store.open(join(fs, 'db'));

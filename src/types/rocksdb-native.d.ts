@@ -28,6 +28,8 @@ declare module 'rocksdb-native' {
     readOnly?: boolean;
     createIfMissing?: boolean;
     maxBackgroundJobs?: number;
+    /** Bytes a memtable holds before it is flushed (default 64 MiB). */
+    writeBufferSize?: number;
     maxOpenFiles?: number;
   }
   class RocksDB {
