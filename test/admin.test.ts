@@ -40,8 +40,10 @@ t.test('status, unmount and metrics of a running mount', async (t) => {
     t.ok(s.cache.chunks >= 1 && s.cache.bytes >= 6, 'and held in the cache');
     t.equal(s.writeBack.pending, 0);
     t.equal(typeof s.changeFeed.generation, 'number');
+    t.ok(s.memory.rssBytes > s.memory.heapUsedBytes && s.memory.heapUsedBytes > 0, 'and the memory it holds, the JS heap within it');
     const all = await cli('status');
     t.match(all.stdout, new RegExp(`${mnt}.*workspace default`), 'plain status lists the mount');
+    t.match(all.stdout, /memory +[\d.]+ MiB resident: JS heap [\d.]+ MiB/, 'with its memory');
   });
 
   await t.test('metrics scrape with the expected names', async (t) => {

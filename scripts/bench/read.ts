@@ -227,7 +227,7 @@ interface Workload {
    * cache kept: what a re-read costs (hot); then once more (hot2). The first
    * re-read also pays the kernel for moving each cached page to its active
    * list: measured with perf on kernel 6.18, a fifth of a FUSE file's first
-   * re-read and about 1% of an ext4 file's (ext4 caches in large folios,
+   * re-read and under 2% of an ext4 file's (ext4 caches in large folios,
    * so it has far fewer to move). The second shows the copy alone.
    */
   hot?: boolean;

@@ -47,19 +47,24 @@ async function main(o: Options): Promise<void> {
   // After a warm-up, the first sample: what the mount holds once busy.
   await sleep(Math.min(30_000, o.duration / 4));
   const before = sampleProc(pid);
+  // Where the memory is: growth outside the JS heap and buffers is native (RocksDB, the driver, the allocator).
+  const heapBefore = await w.memory();
   let peak = before.rssMiB;
   const ticker = setInterval(() => {
-    try {
-      peak = Math.max(peak, sampleProc(pid).rssMiB);
-      progress(`  ${Math.round((Date.now() - started) / 1000)} s, mount RSS ${sampleProc(pid).rssMiB} MiB\n`);
-    } catch {
-      /* the mount died: the summary says so */
-    }
+    void w.memory().then((m) => {
+      try {
+        peak = Math.max(peak, sampleProc(pid).rssMiB);
+        progress(`  ${Math.round((Date.now() - started) / 1000)} s, mount RSS ${sampleProc(pid).rssMiB} MiB${m ? ` (JS heap ${m.heap} MiB, buffers ${m.buffers} MiB)` : ''}\n`);
+      } catch {
+        /* the mount died: the summary says so */
+      }
+    });
   }, 30_000);
   const results = await workers;
   clearInterval(ticker);
   const alive = mount.child.exitCode === null && mount.child.signalCode === null;
   const after = alive ? sampleProc(pid) : { rssMiB: NaN, fds: NaN };
+  const heapAfter = alive ? await w.memory() : undefined;
 
   const t0 = Date.now();
   const exit = (await w.stop())!;
@@ -76,11 +81,11 @@ async function main(o: Options): Promise<void> {
     durationS: o.duration / 1000,
     procs: o.procs,
     ...v,
-    mount: { rssMiBBefore: before.rssMiB, rssMiBAfter: after.rssMiB, rssMiBPeak: peak, fdsBefore: before.fds, fdsAfter: after.fds, unmountMs, exit: exit.signal ?? exit.code },
+    mount: { rssMiBBefore: before.rssMiB, rssMiBAfter: after.rssMiB, rssMiBPeak: peak, heapMiBBefore: heapBefore?.heap, heapMiBAfter: heapAfter?.heap, buffersMiBBefore: heapBefore?.buffers, buffersMiBAfter: heapAfter?.buffers, fdsBefore: before.fds, fdsAfter: after.fds, unmountMs, exit: exit.signal ?? exit.code },
   };
   const out = [
     `soak (${o.driver} driver, ${o.procs} processes, ${o.duration / 1000} s): ${v.ops} operations, ${errorCount} errors${errorCount ? ` ${JSON.stringify(v.errors)}` : ''}, slowest ${v.maxOpMs} ms`,
-    `  mount process: RSS ${before.rssMiB} MiB after warm-up → ${after.rssMiB} MiB at the end (peak ${peak}); open fds ${before.fds} → ${after.fds}; clean unmount in ${unmountMs} ms, exit ${summary.mount.exit}`,
+    `  mount process: RSS ${before.rssMiB} MiB after warm-up → ${after.rssMiB} MiB at the end (peak ${peak}); JS heap ${heapBefore?.heap ?? '?'} → ${heapAfter?.heap ?? '?'} MiB, buffers ${heapBefore?.buffers ?? '?'} → ${heapAfter?.buffers ?? '?'} MiB; open fds ${before.fds} → ${after.fds}; clean unmount in ${unmountMs} ms, exit ${summary.mount.exit}`,
     ...v.failures.map((f) => `  ${f}`),
     ...v.examples.map((e) => `  error: ${e}`),
     verdictLine(v),

@@ -29,6 +29,8 @@ export interface MountStatus {
   pendingWrites: PendingRecord[];
   changeFeed: { connected: boolean; generation: number; applied: number };
   openFiles: number;
+  /** The mount process's memory: resident in all, and the JS heap and buffers within it (the rest is native: RocksDB, the driver, the allocator). */
+  memory: { rssBytes: number; heapUsedBytes: number; buffersBytes: number };
   /** Counters of the kernel driver (request sizes, fast-path reads...), when it keeps any. */
   driverStats?: Record<string, unknown>;
 }

@@ -26,6 +26,8 @@ function describe(s: MountStatus): string {
     `  writes  ${s.writeBack.pending} pending, ${s.writeBack.committed} written back, ${s.writeBack.conflicts} conflicts, ${s.writeBack.failed} refused; uploaded ${s.writeBack.uploadedChunks} chunks (${mib(s.writeBack.uploadedBytes)})`,
     ...describePending(s.pendingWrites, s.writeBack.pending),
     `  feed    ${s.changeFeed.connected ? 'connected' : 'disconnected'}, generation ${s.changeFeed.generation}, ${s.changeFeed.applied} changes applied; ${s.openFiles} open files`,
+    // Older mounts do not report it.
+    ...(s.memory ? [`  memory  ${mib(s.memory.rssBytes)} resident: JS heap ${mib(s.memory.heapUsedBytes)}, buffers ${mib(s.memory.buffersBytes)}, the rest native`] : []),
   ];
   return lines.join('\n');
 }

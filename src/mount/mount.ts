@@ -196,6 +196,7 @@ export class Mount {
       pendingWrites: this.writeBack.pendingRecords(),
       changeFeed: { connected: this.feed.connected, generation: this.feed.position.generation, applied: this.feed.applied },
       openFiles: this.vfs.openFiles,
+      memory: memoryNow(),
       driverStats,
     };
   }
@@ -286,4 +287,9 @@ async function openCache(cacheDir: string): Promise<Store> {
       if (Date.now() >= end) throw new Error(`the cache dir ${cacheDir} is in use by another mount (give each mount its own --cache-dir)`);
     }
   }
+}
+
+function memoryNow(): MountStatus['memory'] {
+  const m = process.memoryUsage();
+  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, buffersBytes: m.arrayBuffers };
 }

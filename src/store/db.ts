@@ -89,9 +89,9 @@ const REOPEN_MARGIN = 1 << 20;
 const REOPEN_BACKOFF_MS = 1000;
 /**
  * Each memtable's size before it is flushed (RocksDB keeps two at most).
- * rocksdb-native's default is 64 MiB, which let a long-running mount's
- * resident memory climb by over 100 MiB of write buffers; our records are
- * small, so 8 MiB still batches thousands of them per flush.
+ * rocksdb-native's default is 64 MiB: a long-running mount's memory grew
+ * toward two full ones. Our records are small, so 8 MiB still gathers
+ * thousands of them per flush.
  */
 const WRITE_BUFFER_BYTES = 8 << 20;
 

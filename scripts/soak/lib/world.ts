@@ -96,6 +96,18 @@ export class World {
     });
   }
 
+  /** The mount's memory as `ghostfs status` reports it (MiB); undefined when it does not answer. */
+  async memory(): Promise<{ rss: number; heap: number; buffers: number } | undefined> {
+    try {
+      const r = await execFileP(process.execPath, [CLI, 'status', this.mnt, '--json'], { encoding: 'utf8', env: childEnv() });
+      const m = (JSON.parse(r.stdout) as { memory?: { rssBytes: number; heapUsedBytes: number; buffersBytes: number } }).memory;
+      const mib = (b: number): number => Math.round(b / 104857.6) / 10;
+      return m && { rss: mib(m.rssBytes), heap: mib(m.heapUsedBytes), buffers: mib(m.buffersBytes) };
+    } catch {
+      return undefined; // the mount is gone or busy: the caller reports what it has
+    }
+  }
+
   /**
    * A clean unmount and the node stopped. `ghostfs unmount` first writes back
    * everything still queued (the node may have come back only a moment ago),
