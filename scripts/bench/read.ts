@@ -6,9 +6,9 @@
 // ghostfs is measured cold (fresh mount, empty cache), warm (the same mount
 // again), after a remount that keeps the cache and, for the big file, hot
 // (read again at once, page cache kept, then once more); once per kernel
-// driver (--drivers),
-// each with a fresh node. Every figure is printed beside the local one
-// measured in this same run, as a ratio, and the drivers beside each other.
+// driver (--drivers), each with a fresh node. Every figure is printed beside
+// the local one measured in this same run, as a ratio, and the drivers beside
+// each other.
 //
 // It drives the real CLI (`ghostfs serve`, `ghostfs mount --foreground`) as
 // child processes on loopback, and every workload is a child process too: this
