@@ -333,8 +333,7 @@ export class MetaStore {
       if (m && e.digest?.equals(m.digest)) b.put(this.k('c', path), encodeManifest(m));
     }
     for (const fn of also) fn(b);
-    const withPosition = this.inFlight === 0;
-    if (withPosition) this.positionIn(b);
+    if (this.inFlight === 0) this.positionIn(b);
     else this.positionOwed = true;
     try {
       await b.commit();

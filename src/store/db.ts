@@ -96,7 +96,7 @@ const REOPEN_BACKOFF_MS = 1000;
 const WRITE_BUFFER_BYTES = 8 << 20;
 
 /** Writes waiting their turn: a batch's operations, or a flush of the memtables. */
-type Queued = { ops: readonly Op[]; resolve: () => void; reject: (err: unknown) => void } | { flush: true; resolve: () => void; reject: (err: unknown) => void };
+type Queued = { resolve: () => void; reject: (err: unknown) => void } & ({ ops: readonly Op[] } | { flush: true });
 
 /**
  * A RocksDB database. Writes go in the order they were asked for, one
