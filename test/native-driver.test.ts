@@ -174,3 +174,31 @@ t.test('glibc keeps chunk-sized buffers on the heap when asked', async (t) => {
     (await run(process.execPath, ['-e', `process.stdout.write(String(require(${JSON.stringify(ADDON)}).keepMallocMemory(${mmap}, ${trim})))`])).stdout;
   t.equal(await ask(8 << 20, 64 << 20), 'true', 'the values ghostfs uses are taken');
 });
+
+t.test("glibc's allocator reports what native code holds and what it keeps freed", async (t) => {
+  // Node's buffers are malloc'd: holding 64 MiB of them shows in "in use"
+  // (less a little: Node's own threads may free something meanwhile).
+  const script = `const a = require(${JSON.stringify(ADDON)}); const before = a.mallocStats(); const held = Buffer.alloc(64 << 20, 1); const after = a.mallocStats(); process.stdout.write(JSON.stringify({ before, after, n: held.length }))`;
+  const { before, after } = JSON.parse((await run(process.execPath, ['-e', script])).stdout);
+  t.ok(after.inUseBytes - before.inUseBytes >= 60 << 20, `a 64 MiB buffer shows as in use (${before.inUseBytes} → ${after.inUseBytes})`);
+  t.ok(before.freeHeldBytes >= 0 && before.mappedBytes >= 0 && after.mappedBytes <= after.inUseBytes, 'free held and mapped are counted');
+});
+
+t.test('freed heap memory the allocator kept goes back to the kernel when trimmed', async (t) => {
+  // 96 MiB of 1 MiB buffers on the heap (as keepMallocMemory has it), freed,
+  // with a small buffer after them so the heap's top cannot shrink by itself.
+  const script = `
+    const a = require(${JSON.stringify(ADDON)});
+    a.keepMallocMemory(8 << 20, 1 << 30);
+    const rss = () => Number(/VmRSS:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+    let bufs = Array.from({ length: 96 }, () => Buffer.alloc(1 << 20, 1));
+    const pin = Buffer.alloc(64 << 10, 1);
+    bufs = null; gc(); gc();
+    const held = rss(), kept = a.mallocStats().freeHeldBytes;
+    const released = a.mallocTrim();
+    process.stdout.write(JSON.stringify({ held, kept, after: rss(), released, pin: pin.length }));`;
+  const r = JSON.parse((await run(process.execPath, ['--expose-gc', '-e', script])).stdout);
+  t.ok(r.kept >= 64 << 20, `the allocator kept the freed buffers (${r.kept >> 20} MiB)`);
+  t.equal(r.released, true, 'the trim released memory');
+  t.ok(r.held - r.after >= 64 << 20, `resident memory fell by ${(r.held - r.after) >> 20} MiB`);
+});

@@ -161,6 +161,50 @@ static napi_value js_keep_malloc_memory(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * mallocStats() -> { inUseBytes, freeHeldBytes, mappedBytes } or null, from
+ * glibc's mallinfo2 summed over all arenas: what native code holds, what
+ * the allocator keeps free for reuse (keepMallocMemory lets each arena keep
+ * plenty), and the large blocks it mapped directly. Tells a leak (in use
+ * grows) from an allocator holding on to freed memory (free held grows).
+ */
+static napi_value js_malloc_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 m = mallinfo2();
+  napi_value v;
+  napi_create_object(env, &result);
+  napi_create_double(env, (double)(m.uordblks + m.hblkhd), &v);
+  napi_set_named_property(env, result, "inUseBytes", v);
+  napi_create_double(env, (double)m.fordblks, &v);
+  napi_set_named_property(env, result, "freeHeldBytes", v);
+  napi_create_double(env, (double)m.hblkhd, &v);
+  napi_set_named_property(env, result, "mappedBytes", v);
+#else
+  napi_get_null(env, &result);
+#endif
+  return result;
+}
+
+/*
+ * mallocTrim() -> whether memory was returned. Hands the pages of freed
+ * heap memory back to the kernel, in every arena. keepMallocMemory has each
+ * arena keep what it freed; in a long-running process whose buffers come
+ * and go unevenly that kept memory grows (measured: a 10-minute soak's
+ * mount held 56 -> 113 MiB freed while what it used stayed at ~126 MiB).
+ */
+static napi_value js_malloc_trim(napi_env env, napi_callback_info info) {
+  (void)info;
+  int released = 0;
+#ifdef __GLIBC__
+  released = malloc_trim(0);
+#endif
+  napi_value result;
+  napi_get_boolean(env, released, &result);
+  return result;
+}
+
 napi_value sys_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "renameat2", js_renameat2);
   export_fn(env, exports, "utimensat", js_utimensat);
@@ -171,5 +215,7 @@ napi_value sys_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "syncfs", js_syncfs);
   export_fn(env, exports, "lazyUnmount", js_lazy_unmount);
   export_fn(env, exports, "keepMallocMemory", js_keep_malloc_memory);
+  export_fn(env, exports, "mallocStats", js_malloc_stats);
+  export_fn(env, exports, "mallocTrim", js_malloc_trim);
   return exports;
 }

@@ -54,7 +54,7 @@ async function main(o: Options): Promise<void> {
     void w.memory().then((m) => {
       try {
         peak = Math.max(peak, sampleProc(pid).rssMiB);
-        progress(`  ${Math.round((Date.now() - started) / 1000)} s, mount RSS ${sampleProc(pid).rssMiB} MiB${m ? ` (JS heap ${m.heap} MiB, buffers ${m.buffers} MiB)` : ''}\n`);
+        progress(`  ${Math.round((Date.now() - started) / 1000)} s, mount RSS ${sampleProc(pid).rssMiB} MiB${m ? ` (${describeHeap(m)})` : ''}\n`);
       } catch {
         /* the mount died: the summary says so */
       }
@@ -81,11 +81,28 @@ async function main(o: Options): Promise<void> {
     durationS: o.duration / 1000,
     procs: o.procs,
     ...v,
-    mount: { rssMiBBefore: before.rssMiB, rssMiBAfter: after.rssMiB, rssMiBPeak: peak, heapMiBBefore: heapBefore?.heap, heapMiBAfter: heapAfter?.heap, buffersMiBBefore: heapBefore?.buffers, buffersMiBAfter: heapAfter?.buffers, fdsBefore: before.fds, fdsAfter: after.fds, unmountMs, exit: exit.signal ?? exit.code },
+    mount: {
+      rssMiBBefore: before.rssMiB,
+      rssMiBAfter: after.rssMiB,
+      rssMiBPeak: peak,
+      heapMiBBefore: heapBefore?.heap,
+      heapMiBAfter: heapAfter?.heap,
+      buffersMiBBefore: heapBefore?.buffers,
+      buffersMiBAfter: heapAfter?.buffers,
+      mallocInUseMiBBefore: heapBefore?.mallocInUse,
+      mallocInUseMiBAfter: heapAfter?.mallocInUse,
+      mallocFreeMiBBefore: heapBefore?.mallocFree,
+      mallocFreeMiBAfter: heapAfter?.mallocFree,
+      fdsBefore: before.fds,
+      fdsAfter: after.fds,
+      unmountMs,
+      exit: exit.signal ?? exit.code,
+    },
   };
   const out = [
     `soak (${o.driver} driver, ${o.procs} processes, ${o.duration / 1000} s): ${v.ops} operations, ${errorCount} errors${errorCount ? ` ${JSON.stringify(v.errors)}` : ''}, slowest ${v.maxOpMs} ms`,
     `  mount process: RSS ${before.rssMiB} MiB after warm-up → ${after.rssMiB} MiB at the end (peak ${peak}); JS heap ${heapBefore?.heap ?? '?'} → ${heapAfter?.heap ?? '?'} MiB, buffers ${heapBefore?.buffers ?? '?'} → ${heapAfter?.buffers ?? '?'} MiB; open fds ${before.fds} → ${after.fds}; clean unmount in ${unmountMs} ms, exit ${summary.mount.exit}`,
+    `  allocator (native code, buffers included): in use ${heapBefore?.mallocInUse ?? '?'} → ${heapAfter?.mallocInUse ?? '?'} MiB, freed and kept for reuse ${heapBefore?.mallocFree ?? '?'} → ${heapAfter?.mallocFree ?? '?'} MiB`,
     ...v.failures.map((f) => `  ${f}`),
     ...v.examples.map((e) => `  error: ${e}`),
     verdictLine(v),
@@ -95,6 +112,11 @@ async function main(o: Options): Promise<void> {
   if (!o.keep) await w.remove();
   const bad = v.lost + v.corrupted + errorCount + v.failures.length > 0 || exit.code !== 0;
   process.exitCode = bad ? 1 : 0;
+}
+
+function describeHeap(m: NonNullable<Awaited<ReturnType<World['memory']>>>): string {
+  const malloc = m.mallocInUse === undefined ? '' : `; allocator ${m.mallocInUse} MiB in use, ${m.mallocFree} MiB kept free`;
+  return `JS heap ${m.heap} MiB, buffers ${m.buffers} MiB${malloc}`;
 }
 
 const program = new Command('soak-mixed')

@@ -29,8 +29,14 @@ export interface MountStatus {
   pendingWrites: PendingRecord[];
   changeFeed: { connected: boolean; generation: number; applied: number };
   openFiles: number;
-  /** The mount process's memory: resident in all, and the JS heap and buffers within it (the rest is native: RocksDB, the driver, the allocator). */
-  memory: { rssBytes: number; heapUsedBytes: number; buffersBytes: number };
+  /**
+   * The mount process's memory: resident in all, and the JS heap and buffers
+   * within it. The rest is native (RocksDB, the driver, the allocator):
+   * `mallocInUseBytes` is what native code holds from the allocator,
+   * `mallocFreeBytes` what the allocator keeps freed for reuse (both absent
+   * without the addon or glibc).
+   */
+  memory: { rssBytes: number; heapUsedBytes: number; buffersBytes: number; mallocInUseBytes?: number; mallocFreeBytes?: number };
   /** Counters of the kernel driver (request sizes, fast-path reads...), when it keeps any. */
   driverStats?: Record<string, unknown>;
 }

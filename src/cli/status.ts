@@ -27,9 +27,15 @@ function describe(s: MountStatus): string {
     ...describePending(s.pendingWrites, s.writeBack.pending),
     `  feed    ${s.changeFeed.connected ? 'connected' : 'disconnected'}, generation ${s.changeFeed.generation}, ${s.changeFeed.applied} changes applied; ${s.openFiles} open files`,
     // Older mounts do not report it.
-    ...(s.memory ? [`  memory  ${mib(s.memory.rssBytes)} resident: JS heap ${mib(s.memory.heapUsedBytes)}, buffers ${mib(s.memory.buffersBytes)}, the rest native`] : []),
+    ...(s.memory ? [describeMemory(s.memory)] : []),
   ];
   return lines.join('\n');
+}
+
+/** Node's buffers are malloc'd, so the allocator's "in use" includes them. */
+function describeMemory(m: MountStatus['memory']): string {
+  const native = m.mallocInUseBytes === undefined ? 'the rest native' : `allocator ${mib(m.mallocInUseBytes)} in use (buffers included), ${mib(m.mallocFreeBytes ?? 0)} freed and kept for reuse`;
+  return `  memory  ${mib(m.rssBytes)} resident: JS heap ${mib(m.heapUsedBytes)}, buffers ${mib(m.buffersBytes)}; ${native}`;
 }
 
 export function statusCommand(): Command {

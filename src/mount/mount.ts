@@ -12,7 +12,7 @@ import { Vfs } from './vfs.js';
 import type { Driver } from './drivers/driver.js';
 import { FuseNativeDriver } from './drivers/fuse-native.js';
 import { NativeDriver } from './drivers/native.js';
-import { nativeAddon } from '../native/addon.js';
+import { mallocStats, nativeAddon } from '../native/addon.js';
 import { isMounted } from './mount-table.js';
 import type { MountStatus } from '../admin/protocol.js';
 import { WriteBack, type PendingRecord } from './write-back.js';
@@ -291,5 +291,6 @@ async function openCache(cacheDir: string): Promise<Store> {
 
 function memoryNow(): MountStatus['memory'] {
   const m = process.memoryUsage();
-  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, buffersBytes: m.arrayBuffers };
+  const a = mallocStats();
+  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, buffersBytes: m.arrayBuffers, ...(a && { mallocInUseBytes: a.inUseBytes, mallocFreeBytes: a.freeHeldBytes }) };
 }

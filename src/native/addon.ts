@@ -120,6 +120,19 @@ export interface NativeAddon {
   lazyUnmount(path: string): void;
   /** glibc's mallopt: allocations below `mmapThreshold` bytes come from the heap, which keeps up to `trimThreshold` free bytes. False elsewhere. */
   keepMallocMemory(mmapThreshold: number, trimThreshold: number): boolean;
+  /** glibc's mallinfo2 over all arenas; null elsewhere. */
+  mallocStats(): MallocStats | null;
+  /** glibc's malloc_trim(0): freed heap pages go back to the kernel; whether any did. */
+  mallocTrim(): boolean;
+}
+
+export interface MallocStats {
+  /** Bytes native code holds (heap blocks in use plus directly mapped blocks). */
+  inUseBytes: number;
+  /** Freed bytes the allocator keeps for reuse instead of returning them. */
+  freeHeldBytes: number;
+  /** Large blocks mapped directly (part of inUseBytes). */
+  mappedBytes: number;
 }
 
 export const RENAME_NOREPLACE = 1;
@@ -163,4 +176,14 @@ export function nativeLoadError(): string | undefined {
  */
 export function keepMallocMemory(): boolean {
   return nativeAddon()?.keepMallocMemory(8 << 20, 64 << 20) ?? false;
+}
+
+/** Returns the pages of freed heap memory to the kernel (see mallocTrim in native/src/sys_calls.c). */
+export function releaseFreedMemory(): boolean {
+  return nativeAddon()?.mallocTrim?.() ?? false;
+}
+
+/** The allocator's view of native memory, where the addon and glibc give it. */
+export function mallocStats(): MallocStats | undefined {
+  return nativeAddon()?.mallocStats?.() ?? undefined;
 }

@@ -2,7 +2,7 @@
 // node serving them, the mount fetching and writing them): each 1 MiB chunk
 // passes through a few short-lived buffers, a gigabyte of them per GiB read.
 import v8 from 'node:v8';
-import { keepMallocMemory } from '../native/addon.js';
+import { keepMallocMemory, releaseFreedMemory } from '../native/addon.js';
 import { log } from '../log.js';
 
 /**
@@ -19,8 +19,18 @@ import { log } from '../log.js';
  */
 const HEAP_GROWING_PERCENT = 300;
 
+/**
+ * How often freed heap memory goes back to the kernel. Between two trims
+ * the allocator reuses what was freed (keepMallocMemory's point); without
+ * them what it keeps only grows. A trim costs a few milliseconds, and the
+ * pages taken again afterwards a few tens of milliseconds of page faults.
+ */
+const TRIM_INTERVAL_MS = 60_000;
+
 export function tuneForChunkTraffic(): void {
-  keepMallocMemory(); // chunk buffers reuse memory instead of fresh pages each
+  // Chunk buffers reuse memory instead of fresh pages each; once a minute
+  // what is not in use goes back.
+  if (keepMallocMemory()) setInterval(releaseFreedMemory, TRIM_INTERVAL_MS).unref();
   const asked = process.env.GHOSTFS_HEAP_GROWING_PERCENT;
   const percent = asked === undefined || asked === '' ? HEAP_GROWING_PERCENT : Number(asked);
   if (!Number.isInteger(percent) || percent < 0) {

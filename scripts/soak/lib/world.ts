@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import type { MountStatus } from '../../../src/admin/protocol.js';
 import { childEnv, CLI, type MountProc, type NodeProc, spawnMount, spawnNode, stopNodeProcess, terminateMount, waitMounted, waitServing } from '../../bench/lib/ghostfs.js';
 
 const execFileP = promisify(execFile);
@@ -97,12 +98,13 @@ export class World {
   }
 
   /** The mount's memory as `ghostfs status` reports it (MiB); undefined when it does not answer. */
-  async memory(): Promise<{ rss: number; heap: number; buffers: number } | undefined> {
+  async memory(): Promise<{ rss: number; heap: number; buffers: number; mallocInUse?: number; mallocFree?: number } | undefined> {
     try {
       const r = await execFileP(process.execPath, [CLI, 'status', this.mnt, '--json'], { encoding: 'utf8', env: childEnv() });
-      const m = (JSON.parse(r.stdout) as { memory?: { rssBytes: number; heapUsedBytes: number; buffersBytes: number } }).memory;
+      const m = (JSON.parse(r.stdout) as { memory?: MountStatus['memory'] }).memory;
       const mib = (b: number): number => Math.round(b / 104857.6) / 10;
-      return m && { rss: mib(m.rssBytes), heap: mib(m.heapUsedBytes), buffers: mib(m.buffersBytes) };
+      const malloc = m?.mallocInUseBytes === undefined ? {} : { mallocInUse: mib(m.mallocInUseBytes), mallocFree: mib(m.mallocFreeBytes ?? 0) };
+      return m && { rss: mib(m.rssBytes), heap: mib(m.heapUsedBytes), buffers: mib(m.buffersBytes), ...malloc };
     } catch {
       return undefined; // the mount is gone or busy: the caller reports what it has
     }
