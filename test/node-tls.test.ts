@@ -1,7 +1,8 @@
 // TLS and mutual TLS on the node, with certificates made for the test.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { BulkLane, hostPort } from '../src/mesh/bulk-client.js';
 import { join } from 'node:path';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 
@@ -31,6 +32,24 @@ t.test('mutual TLS: only clients with a certificate from the CA get in', async (
   t.equal((await good.stat('f')).attr!.size, 6, 'client with a CA-signed certificate is served');
   await t.rejects(noCert.stat('f'), 'client without a certificate is refused');
   await t.rejects(plain.stat('f'), 'plaintext client is refused');
+
+  // The bulk lane shares the port and its TLS, client certificate included.
+  const hashes = (await good.getManifest('f')).chunks.map((x) => x.hash);
+  const at = hostPort(node.endpoint)!;
+  const lane = (tls: { ca?: Buffer; cert?: Buffer; key?: Buffer }): BulkLane => new BulkLane({ ...at, authorization: '', workspace: 'default', tls });
+  const withCert = lane({ ca: await readFile(c('ca.crt')), cert: await readFile(c('client.crt')), key: await readFile(c('client.key')) });
+  const withoutCert = lane({ ca: await readFile(c('ca.crt')) });
+  t.teardown(() => [withCert, withoutCert].forEach((x) => x.close()));
+  const got: Buffer[] = [];
+  for await (const x of withCert.fetch(hashes, 'f', 5000)) got.push(x.data);
+  t.equal(Buffer.concat(got).toString(), 'secret', 'the lane serves a client with a CA-signed certificate over TLS');
+  const refused = await (async () => {
+    for await (const _ of withoutCert.fetch(hashes, 'f', 3000)) void _;
+  })().then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  t.ok(refused instanceof Error, `and refuses one without (${String(refused)})`);
 });
 
 t.test('TLS flags are validated together', async (t) => {

@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, wire } from '../wire/proto.js';
 import { log } from '../log.js';
+import { BulkLane, hostPort, LaneUnavailable } from './bulk-client.js';
 import type {
   NodeClient,
   WChangeEventOut,
@@ -28,7 +29,12 @@ export interface ConnectionOptions {
   clientId?: string;
   /** The change feed's heartbeat interval asked of the node, ms (default 10 s). */
   feedHeartbeatMs?: number;
+  /** Fetch chunk bytes over the node's bulk lane when it offers one (default true); false: gRPC only. */
+  bulkLane?: boolean;
 }
+
+/** After the bulk lane could not be had, chunks go over gRPC for this long before it is tried again. */
+const LANE_RETRY_MS = 30_000;
 
 /** Connections are replaced at most this often (see NodeConnection.renew). */
 const RENEW_INTERVAL_MS = 10_000;
@@ -54,6 +60,11 @@ export class NodeConnection {
   /** Connections replaced so far, and when the last one was. */
   renewals = 0;
   private renewedAt = 0;
+  /** The node's bulk lane: unknown until a handshake says, undefined if it has none (or it is not wanted). */
+  private lane: BulkLane | undefined | 'unknown' = 'unknown';
+  private laneOffUntil = 0;
+  private laneWarned = false;
+  private learningLane = false;
 
   constructor(
     readonly endpoint: string,
@@ -151,8 +162,26 @@ export class NodeConnection {
     });
   }
 
-  handshake(deadlineMs?: number): Promise<WHandshakeReplyOut> {
-    return this.unary(this.client.handshake, { workspace: this.workspace, protocolVersion: PROTOCOL_VERSION, clientId: this.opts.clientId ?? '' }, deadlineMs);
+  async handshake(deadlineMs?: number): Promise<WHandshakeReplyOut> {
+    const req = { workspace: this.workspace, protocolVersion: PROTOCOL_VERSION, clientId: this.opts.clientId ?? '' };
+    const reply = await this.unary<typeof req, WHandshakeReplyOut>(this.client.handshake, req, deadlineMs);
+    this.learnLane(reply.bulkLane);
+    return reply;
+  }
+
+  private learnLane(offered: boolean): void {
+    if (this.lane !== 'unknown' && this.lane !== undefined) return; // have one
+    const at = hostPort(this.endpoint);
+    if (!offered || this.opts.bulkLane === false || !at || this.closed) {
+      this.lane = undefined;
+      return;
+    }
+    const tls = this.opts.tls && {
+      ca: this.opts.tls.ca ? readFileSync(this.opts.tls.ca) : undefined,
+      cert: this.opts.tls.cert ? readFileSync(this.opts.tls.cert) : undefined,
+      key: this.opts.tls.key ? readFileSync(this.opts.tls.key) : undefined,
+    };
+    this.lane = new BulkLane({ ...at, authorization: this.opts.token ? `Bearer ${this.opts.token}` : '', workspace: this.workspace, tls });
   }
 
   stat(path: string): Promise<WEntryOut> {
@@ -189,8 +218,41 @@ export class NodeConnection {
     return this.unary(this.client.mutate, { ...req, workspace: this.workspace });
   }
 
-  /** Streams chunks in request order; the deadline covers the whole call. */
+  /**
+   * Streams chunks in request order; the deadline covers the whole call.
+   * Over the bulk lane when the node has one, else (or while the lane cannot
+   * be had) over gRPC.
+   */
   async *readChunks(hashes: Buffer[], pathHint = '', deadlineMs = this.deadlineMs): AsyncGenerator<WChunkOut> {
+    const lane = this.lane;
+    if (lane === 'unknown') this.askForLane();
+    else if (lane && Date.now() >= this.laneOffUntil) {
+      try {
+        yield* lane.fetch(hashes, pathHint, deadlineMs);
+        return;
+      } catch (err) {
+        if (!(err instanceof LaneUnavailable)) throw err;
+        // Nothing was fetched: gRPC serves this call and the next ones for a while.
+        this.laneOffUntil = Date.now() + LANE_RETRY_MS;
+        const what = { node: this.endpoint, err: err.message };
+        if (this.laneWarned) log.debug(what, 'the bulk lane cannot be had: chunks go over gRPC for now');
+        else log.warn(what, 'the bulk lane cannot be had: chunks go over gRPC for now');
+        this.laneWarned = true;
+      }
+    }
+    yield* this.readChunksGrpc(hashes, pathHint, deadlineMs);
+  }
+
+  /** A node this connection has not shaken hands with yet: ask in the background whether it has a lane; this fetch goes over gRPC. */
+  private askForLane(): void {
+    if (this.learningLane) return;
+    this.learningLane = true;
+    this.handshake()
+      .catch(() => undefined) // unknown still: asked again with the next fetch
+      .finally(() => (this.learningLane = false));
+  }
+
+  private async *readChunksGrpc(hashes: Buffer[], pathHint: string, deadlineMs: number): AsyncGenerator<WChunkOut> {
     const client = this.begin();
     const call = client.readChunks({ workspace: this.workspace, hashes, pathHint }, this.md, { deadline: Date.now() + deadlineMs });
     let failed: unknown;
@@ -299,5 +361,6 @@ export class NodeConnection {
     this.client.close();
     for (const c of this.retired) c.close();
     this.retired.clear();
+    if (this.lane instanceof BulkLane) this.lane.close();
   }
 }

@@ -52,6 +52,8 @@ export interface MountConfig {
   deadlineMs: number;
   attrTimeoutS: number;
   readaheadChunks: number;
+  /** Chunk bytes over the nodes' bulk lane where they offer one (src/wire/bulk-lane.ts); false: gRPC only. */
+  bulkLane?: boolean;
   /** 'sync': close() returns once the node has the file; 'async': once it is journaled here, the node getting it moments later. */
   writeBack: WriteBackMode;
   clientId: string;
@@ -85,7 +87,7 @@ export class Mount {
     const store = await openCache(config.cacheDir);
     const meta = new MetaStore(store, config.workspace);
     const chunkStore = new ChunkStore(join(config.cacheDir, 'chunks'), { quotaBytes: config.cacheQuotaBytes, minFreeBytes: config.minFreeBytes });
-    const mesh = new MeshClient(config.endpoints, config.workspace, { token: config.token, tls: config.tls, deadlineMs: config.deadlineMs, clientId: config.clientId });
+    const mesh = new MeshClient(config.endpoints, config.workspace, { token: config.token, tls: config.tls, deadlineMs: config.deadlineMs, clientId: config.clientId, bulkLane: config.bulkLane });
     const hashers: HashPool[] = [];
     let feed: ChangeFeed | undefined;
     try {

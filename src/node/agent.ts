@@ -12,7 +12,9 @@ import { CHANNEL_OPTIONS, FLOW_CONTROL_WINDOW, wire } from '../wire/proto.js';
 import { widenConnectionWindow, widenStreamWindow } from '../wire/server-window.js';
 import { framedOr } from '../wire/chunk-frame.js';
 import { log } from '../log.js';
+import { serveBulk } from './bulk-server.js';
 import { ChunkSource } from './chunk-source.js';
+import { FrontDoor, type FrontDoorOptions } from './front-door.js';
 import { makeHandlers } from './service.js';
 import { TreeWatcher } from './watcher.js';
 import { WorkspaceIndex, type ScanStats } from './workspace-index.js';
@@ -51,6 +53,7 @@ export interface Workspace {
 export class NodeAgent {
   private readonly workspaces = new Map<string, Workspace>();
   private server: grpc.Server | undefined;
+  private door: FrontDoor | undefined;
   private timer: NodeJS.Timeout | undefined;
   private reconciling = false;
   /** The port actually bound (useful with port 0). */
@@ -135,12 +138,12 @@ export class NodeAgent {
 
   private async listen(): Promise<void> {
     const { host, port } = this.config.listen;
-    let creds = grpc.ServerCredentials.createInsecure();
+    let tls: FrontDoorOptions['tls'];
     if (this.config.tls) {
       const { cert, key, ca } = this.config.tls;
-      const [certB, keyB, caB] = await Promise.all([readFile(cert), readFile(key), ca ? readFile(ca) : Promise.resolve(null)]);
+      const [certB, keyB, caB] = await Promise.all([readFile(cert), readFile(key), ca ? readFile(ca) : Promise.resolve(undefined)]);
       // With a CA, clients must present a certificate it signed (mutual TLS).
-      creds = grpc.ServerCredentials.createSsl(caB, [{ cert_chain: certB, private_key: keyB }], !!caB);
+      tls = { cert: certB, key: keyB, ca: caB };
     }
     // Clients that vanished without a word (a crashed host, a cut link, a
     // stopped process) are found by pings and dropped, and their change-feed
@@ -156,12 +159,17 @@ export class NodeAgent {
     widenStreamWindow(server, FLOW_CONTROL_WINDOW);
     const service = { ...wire().ghostfs.v1.Node.service };
     service.ReadChunks = { ...service.ReadChunks, responseSerialize: framedOr(service.ReadChunks.responseSerialize as (v: unknown) => Buffer) };
-    server.addService(service, makeHandlers({ nodeId: this.config.nodeId, token: this.config.token, workspace: (id) => this.workspace(id), feedMaxUnread: this.config.feedMaxUnread ?? 10_000 }));
-    this.port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${host}:${port}: ${err.message}`)) : resolve(p))),
-    );
+    const ctx = { nodeId: this.config.nodeId, token: this.config.token, workspace: (id: string) => this.workspace(id), feedMaxUnread: this.config.feedMaxUnread ?? 10_000 };
+    server.addService(service, makeHandlers(ctx));
+    // gRPC and the bulk lane share the port (front-door.ts).
+    const door = new FrontDoor({ tls, grpc: server, bulk: (socket) => serveBulk(socket, ctx) });
     widenConnectionWindow(server, FLOW_CONTROL_WINDOW);
+    this.port = await door.listen(host, port).catch((err: Error) => {
+      void door.close();
+      throw new Error(`cannot listen on ${host}:${port}: ${err.message}`);
+    });
     this.server = server;
+    this.door = door;
     log.info({ listen: `${host}:${this.port}`, tls: !!this.config.tls, token: !!this.config.token, workspaces: [...this.workspaces.keys()] }, 'node serving');
   }
 
@@ -209,6 +217,7 @@ export class NodeAgent {
         });
       });
     }
+    await this.door?.close();
     await this.pool.close();
     for (const ws of this.workspaces.values()) await ws.index.writeOut();
     await this.store.close();

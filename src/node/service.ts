@@ -49,11 +49,16 @@ interface ServiceContext {
 }
 
 function authorized(ctx: ServiceContext, md: grpc.Metadata): boolean {
-  if (!ctx.token) return true;
   const got = md.get('authorization')[0];
-  if (typeof got !== 'string') return false;
-  const a = Buffer.from(got);
-  const b = Buffer.from(`Bearer ${ctx.token}`);
+  return bearerAccepted(ctx.token, typeof got === 'string' ? got : undefined);
+}
+
+/** Whether an authorization value ("Bearer <token>") lets a client in; anyone when the node has no token. */
+export function bearerAccepted(token: string | undefined, presented: string | undefined): boolean {
+  if (!token) return true;
+  if (presented === undefined) return false;
+  const a = Buffer.from(presented);
+  const b = Buffer.from(`Bearer ${token}`);
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
@@ -62,7 +67,7 @@ function failStream(call: grpc.ServerWritableStream<unknown, unknown>, status: P
   call.emit('error', Object.assign(new Error(status.details), status));
 }
 
-const UNAUTH = { code: grpc.status.UNAUTHENTICATED, details: 'missing or wrong bearer token' };
+export const UNAUTH = { code: grpc.status.UNAUTHENTICATED, details: 'missing or wrong bearer token' };
 
 /** Wraps a unary handler: auth, errors as statuses, a debug log line per failure. */
 function unary<Req, Res>(ctx: ServiceContext, name: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
@@ -151,6 +156,7 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
         rootIno: ws.index.entries.get('')?.attr.ino ?? 0,
         hardLinks: true,
         maxMessageBytes: MAX_MESSAGE_BYTES,
+        bulkLane: true,
       };
     }),
 

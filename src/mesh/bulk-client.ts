@@ -1,0 +1,289 @@
+// The mount's end of the bulk lane (protocol: src/wire/bulk-lane.ts): chunk
+// bytes read from the socket straight into each chunk's own buffer, no
+// HTTP/2 framing, no reassembly copy. Failures come out as the gRPC errors
+// they stand for, so the mesh client's failover treats both paths alike.
+import * as grpc from '@grpc/grpc-js';
+import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { HASH_BYTES } from '../content/manifest.js';
+import { log } from '../log.js';
+import { BULK_ALPN, encodeHello, encodeRequest, FRAME_CHUNK, FRAME_END, FRAME_ERROR, FRAME_HEADER_BYTES, MAX_REQUEST_HASHES } from '../wire/bulk-lane.js';
+import { ERRNO_KEY } from '../wire/errors.js';
+import { MAX_MESSAGE_BYTES } from '../wire/proto.js';
+
+export interface BulkLaneOptions {
+  host: string;
+  port: number;
+  /** As gRPC's header carries it: "Bearer <token>", or empty. */
+  authorization: string;
+  workspace: string;
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+}
+
+/** Idle connections kept for the next fetch; more are closed when returned. */
+const MAX_IDLE = 4;
+/** An idle connection unused this long is closed. */
+const IDLE_MS = 60_000;
+
+/** "host:port" or "[v6]:port"; undefined for anything else (a resolver URI, say). */
+export function hostPort(endpoint: string): { host: string; port: number } | undefined {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(endpoint) ?? /^([^:/[\]]+):(\d+)$/.exec(endpoint);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  return port > 0 && port < 65536 ? { host: m[1]!, port } : undefined;
+}
+
+/** A failure of the lane itself, before the node said anything: the caller may use gRPC instead. */
+export class LaneUnavailable extends Error {}
+
+type Frame = { kind: number; hash: Buffer; payload: Buffer };
+
+export class BulkLane {
+  private readonly idle: LaneConnection[] = [];
+  private closed = false;
+
+  constructor(private readonly opts: BulkLaneOptions) {}
+
+  /**
+   * Chunks in request order. Throws LaneUnavailable when no connection could
+   * be had, a gRPC-shaped error for everything else (the node's own errors
+   * carry their errno as gRPC's do).
+   */
+  async *fetch(hashes: Buffer[], hint: string, deadlineMs: number): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
+    for (let from = 0; from < hashes.length; from += MAX_REQUEST_HASHES) {
+      yield* this.fetchSome(hashes.slice(from, from + MAX_REQUEST_HASHES), hint, Date.now() + deadlineMs);
+    }
+  }
+
+  private async *fetchSome(hashes: Buffer[], hint: string, deadline: number): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
+    let conn = this.idle.pop();
+    const reused = conn !== undefined;
+    conn ??= await this.open(deadline);
+    let answered = false;
+    let received = 0;
+    let clean = false;
+    try {
+      conn.send(encodeRequest(hashes, hint));
+      for (;;) {
+        let f: Frame;
+        try {
+          f = await conn.next(deadline);
+        } catch (err) {
+          if (answered || err instanceof DeadlineError) throw err;
+          // Closed before a word. A kept connection the node has closed
+          // meanwhile: a fresh one, once. A fresh one: whatever listens
+          // there does not speak the lane (a proxy passing on the node's
+          // handshake, say): the caller uses gRPC.
+          conn.destroy();
+          if (!reused) throw new LaneUnavailable(`bulk lane to ${this.opts.host}:${this.opts.port}: ${(err as Error).message} before answering`);
+          yield* this.fetchFresh(hashes, hint, deadline);
+          return;
+        }
+        answered = true;
+        if (f.kind === FRAME_CHUNK) {
+          received++;
+          yield { hash: f.hash, data: f.payload };
+        } else if (f.kind === FRAME_END) {
+          clean = received === hashes.length;
+          if (!clean) throw serviceError(grpc.status.INTERNAL, `bulk lane: the node sent ${received} of ${hashes.length} chunks`);
+          return;
+        } else if (f.kind === FRAME_ERROR) {
+          clean = true; // the request is over; the connection is fine
+          throw remoteError(f.payload);
+        } else {
+          throw serviceError(grpc.status.INTERNAL, `bulk lane: unknown frame kind ${f.kind}`);
+        }
+      }
+    } finally {
+      if (clean) this.release(conn);
+      else conn.destroy();
+    }
+  }
+
+  private async *fetchFresh(hashes: Buffer[], hint: string, deadline: number): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
+    // Closed idle connections are dropped: the retry must open a new one.
+    for (const c of this.idle.splice(0)) c.destroy();
+    yield* this.fetchSome(hashes, hint, deadline);
+  }
+
+  private async open(deadline: number): Promise<LaneConnection> {
+    if (this.closed) throw new LaneUnavailable('the bulk lane is closed');
+    const { host, port, tls } = this.opts;
+    const reader = new FrameReader();
+    // Plain sockets read straight into the buffer the reader names: a
+    // chunk's bytes go from the kernel into the chunk's own buffer. TLS
+    // decrypts into its own buffers; those are copied once.
+    const socket = tls
+      ? tlsConnect({ host, port, ca: tls.ca, cert: tls.cert, key: tls.key, ALPNProtocols: [BULK_ALPN], ...(isIP(host) ? {} : { servername: host }) })
+      : netConnect({ host, port, onread: { buffer: () => reader.target(), callback: (n: number) => (reader.advance(n), true) } });
+    if (tls) socket.on('data', (d: Buffer) => reader.feed(d));
+    const conn = new LaneConnection(socket, reader);
+    try {
+      await conn.connected(deadline);
+    } catch (err) {
+      conn.destroy();
+      throw new LaneUnavailable(`bulk lane to ${host}:${port}: ${(err as Error).message}`);
+    }
+    conn.send(encodeHello(this.opts.authorization, this.opts.workspace));
+    return conn;
+  }
+
+  private release(conn: LaneConnection): void {
+    if (this.closed || this.idle.length >= MAX_IDLE || !conn.usable) return conn.destroy();
+    conn.idleSince = Date.now();
+    this.idle.push(conn);
+    // Idle ones are let go after a while; the check rides on each release.
+    for (const c of this.idle.splice(0)) (Date.now() - c.idleSince > IDLE_MS ? c.destroy() : this.idle.push(c));
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const c of this.idle.splice(0)) c.destroy();
+  }
+}
+
+class DeadlineError extends Error {}
+
+/** One socket and the frames parsed from it. */
+class LaneConnection {
+  idleSince = 0;
+  private readonly frames: Frame[] = [];
+  private failure: Error | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    private readonly socket: Socket,
+    reader: FrameReader,
+  ) {
+    socket.setNoDelay(true);
+    reader.onFrame = (f) => this.arrived(f);
+    socket.on('error', (err) => this.fail(serviceError(grpc.status.UNAVAILABLE, `bulk lane: ${err.message}`)));
+    socket.on('close', () => this.fail(serviceError(grpc.status.UNAVAILABLE, 'bulk lane: the node closed the connection')));
+    reader.onError = (err) => {
+      this.fail(err);
+      socket.destroy();
+    };
+  }
+
+  get usable(): boolean {
+    return !this.failure && !this.socket.destroyed;
+  }
+
+  connected(deadline: number): Promise<void> {
+    const event = 'encrypted' in this.socket ? 'secureConnect' : 'connect';
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('connect timed out')), Math.max(0, deadline - Date.now()));
+      this.socket.once(event, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.socket.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+    });
+  }
+
+  send(b: Buffer): void {
+    this.socket.write(b);
+  }
+
+  async next(deadline: number): Promise<Frame> {
+    for (;;) {
+      const f = this.frames.shift();
+      if (f) return f;
+      if (this.failure) throw this.failure;
+      const left = deadline - Date.now();
+      if (left <= 0) throw Object.assign(new DeadlineError('bulk lane: deadline exceeded'), { code: grpc.status.DEADLINE_EXCEEDED, details: 'bulk lane: deadline exceeded', metadata: new grpc.Metadata() });
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+  }
+
+  private arrived(f: Frame): void {
+    this.frames.push(f);
+    this.wake?.();
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    this.wake?.();
+  }
+
+  destroy(): void {
+    this.failure ??= serviceError(grpc.status.CANCELLED, 'bulk lane: closed');
+    this.socket.destroy();
+  }
+}
+
+/** Parses frames; tells where the next bytes belong, so they can be read straight there. */
+class FrameReader {
+  onFrame: (f: Frame) => void = () => {};
+  onError: (err: Error) => void = () => {};
+  private readonly header = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
+  private headerFill = 0;
+  private body: Buffer | undefined;
+  private bodyFill = 0;
+  private kind = 0;
+  private hash = Buffer.alloc(0);
+
+  /** The buffer the next bytes go into: never empty. */
+  target(): Buffer {
+    return this.body ? this.body.subarray(this.bodyFill) : this.header.subarray(this.headerFill);
+  }
+
+  /** `n` bytes were written into target(). */
+  advance(n: number): void {
+    if (this.body) {
+      this.bodyFill += n;
+      if (this.bodyFill === this.body.length) this.emit(this.body);
+      return;
+    }
+    this.headerFill += n;
+    if (this.headerFill < FRAME_HEADER_BYTES) return;
+    this.kind = this.header[0]!;
+    this.hash = Buffer.from(this.header.subarray(1, 1 + HASH_BYTES));
+    const len = this.header.readUInt32BE(1 + HASH_BYTES);
+    this.headerFill = 0;
+    if (len > MAX_MESSAGE_BYTES) return this.onError(serviceError(grpc.status.INTERNAL, `bulk lane: a frame of ${len} bytes is over the limit`));
+    if (len === 0) return this.emit(Buffer.alloc(0));
+    this.body = Buffer.allocUnsafe(len);
+    this.bodyFill = 0;
+  }
+
+  feed(d: Buffer): void {
+    for (let p = 0; p < d.length; ) {
+      const n = d.copy(this.target(), 0, p);
+      p += n;
+      this.advance(n);
+    }
+  }
+
+  private emit(payload: Buffer): void {
+    this.body = undefined;
+    this.onFrame({ kind: this.kind, hash: this.hash, payload });
+  }
+}
+
+function serviceError(code: grpc.status, details: string, errno?: string): grpc.ServiceError {
+  const metadata = new grpc.Metadata();
+  if (errno) metadata.set(ERRNO_KEY, errno);
+  return Object.assign(new Error(details), { code, details, metadata });
+}
+
+/** The node's error frame, as the gRPC error it stands for. */
+function remoteError(payload: Buffer): grpc.ServiceError {
+  try {
+    const e = JSON.parse(payload.toString()) as { code: number; details: string; errno?: string };
+    return serviceError(e.code, e.details, e.errno);
+  } catch {
+    log.debug({ payload: payload.toString('hex', 0, 64) }, 'bulk lane: unreadable error frame');
+    return serviceError(grpc.status.INTERNAL, 'bulk lane: unreadable error from the node');
+  }
+}

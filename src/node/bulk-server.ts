@@ -1,0 +1,150 @@
+// The node's end of the bulk lane (protocol: src/wire/bulk-lane.ts). It
+// serves what gRPC's ReadChunks serves, with the same checks: the bearer
+// token, the workspace, the path hint confined to the workspace. Each chunk
+// is read into a buffer with room for the frame header in front, so a chunk
+// goes out as one write without a copy.
+import type { Duplex } from 'node:stream';
+import { HASH_BYTES } from '../content/manifest.js';
+import { log } from '../log.js';
+import { CHUNK_FRAME_RESERVE } from '../wire/chunk-frame.js';
+import { BULK_MAGIC, type BulkError, endFrame, errorFrame, FRAME_CHUNK, FRAME_HEADER_BYTES, MAX_HELLO_BYTES, MAX_HELLO_FIELD_BYTES, MAX_REQUEST_BYTES, writeFrameHeader } from '../wire/bulk-lane.js';
+import { errnoOf, FsError, toServiceError } from '../wire/errors.js';
+import type { Workspace } from './agent.js';
+import { checkPath } from './paths.js';
+import { bearerAccepted, UNAUTH } from './service.js';
+
+export interface BulkContext {
+  token?: string;
+  workspace(id: string): Workspace;
+}
+
+/** A connection idle this long is closed (the mount opens another when it needs one). */
+const IDLE_MS = 5 * 60_000;
+
+/** Serves one connection whose first bytes are the lane's hello; returns at once. */
+export function serveBulk(socket: Duplex & { setTimeout?(ms: number): unknown }, ctx: BulkContext): void {
+  const input = new InputBuffer();
+  let ws: Workspace | undefined;
+  let busy = false;
+  let gone = false;
+  socket.setTimeout?.(IDLE_MS);
+  socket.on('timeout', () => socket.destroy());
+  socket.on('error', (err) => log.debug({ err: err.message }, 'bulk lane connection failed'));
+  socket.on('close', () => (gone = true));
+
+  // Ends the connection after a last frame: the client cannot be trusted to go on.
+  const refuse = (e: BulkError): void => {
+    socket.end(errorFrame(e));
+    gone = true;
+  };
+
+  const serve = async (hashes: Buffer[], hint: string | undefined): Promise<void> => {
+    for (const hash of hashes) {
+      if (gone) return;
+      const buf = await ws!.chunks.read(hash, hint, CHUNK_FRAME_RESERVE);
+      const start = CHUNK_FRAME_RESERVE - FRAME_HEADER_BYTES;
+      writeFrameHeader(buf, start, FRAME_CHUNK, hash, buf.length - CHUNK_FRAME_RESERVE);
+      if (!socket.write(buf.subarray(start))) await drained(socket);
+    }
+    if (!gone) socket.write(endFrame());
+  };
+
+  const pump = async (): Promise<void> => {
+    if (busy) return;
+    busy = true;
+    try {
+      while (!gone) {
+        if (!ws) {
+          const hello = input.hello();
+          if (hello === undefined) break;
+          if (!bearerAccepted(ctx.token, hello.authorization || undefined)) return refuse(UNAUTH);
+          ws = ctx.workspace(hello.workspace);
+          continue;
+        }
+        const req = input.request();
+        if (req === undefined) break;
+        try {
+          await serve(req.hashes, req.hint ? checkPath(req.hint, 'path hint') : undefined);
+        } catch (err) {
+          // The request ends here; the connection stays usable.
+          if (!gone) socket.write(wireError(err));
+        }
+      }
+    } catch (err) {
+      if (!gone) refuse({ ...toServiceError(err), errno: errnoOf(err) });
+    } finally {
+      busy = false;
+    }
+  };
+
+  socket.on('data', (d: Buffer) => {
+    if (gone) return;
+    try {
+      input.push(d);
+    } catch (err) {
+      return refuse(toServiceError(err));
+    }
+    void pump();
+  });
+}
+
+function wireError(err: unknown): Buffer {
+  return errorFrame({ ...toServiceError(err), errno: errnoOf(err) });
+}
+
+function drained(socket: Duplex): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
+  });
+}
+
+/** What the client sent and the node has not parsed yet; throws FsError(EPROTO) on anything malformed. */
+class InputBuffer {
+  private buf: Buffer = Buffer.alloc(0);
+
+  push(d: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+    if (this.buf.length > MAX_HELLO_BYTES + MAX_REQUEST_BYTES) {
+      throw new FsError('EPROTO', 'bulk lane: the client sent more than one request ahead');
+    }
+  }
+
+  hello(): { authorization: string; workspace: string } | undefined {
+    if (this.buf.length < 6) return undefined;
+    if (!this.buf.subarray(0, 4).equals(BULK_MAGIC)) throw new FsError('EPROTO', 'bulk lane: not a hello');
+    const al = this.buf.readUInt16BE(4);
+    if (al > MAX_HELLO_FIELD_BYTES) throw new FsError('EPROTO', 'bulk lane: authorization too long');
+    if (this.buf.length < 8 + al) return undefined;
+    const wl = this.buf.readUInt16BE(6 + al);
+    if (wl > MAX_HELLO_FIELD_BYTES) throw new FsError('EPROTO', 'bulk lane: workspace name too long');
+    if (this.buf.length < 8 + al + wl) return undefined;
+    const authorization = this.buf.toString('utf8', 6, 6 + al);
+    const workspace = this.buf.toString('utf8', 8 + al, 8 + al + wl);
+    this.buf = this.buf.subarray(8 + al + wl);
+    return { authorization, workspace };
+  }
+
+  request(): { hashes: Buffer[]; hint: string } | undefined {
+    if (this.buf.length < 4) return undefined;
+    const body = this.buf.readUInt32BE(0);
+    if (4 + body > MAX_REQUEST_BYTES) throw new FsError('EPROTO', 'bulk lane: request too large');
+    if (this.buf.length < 4 + body) return undefined;
+    const b = this.buf.subarray(4, 4 + body);
+    this.buf = this.buf.subarray(4 + body);
+    const hl = b.readUInt16BE(0);
+    if (2 + hl + 2 > body) throw new FsError('EPROTO', 'bulk lane: malformed request');
+    const hint = b.toString('utf8', 2, 2 + hl);
+    const count = b.readUInt16BE(2 + hl);
+    if (4 + hl + count * HASH_BYTES !== body) throw new FsError('EPROTO', 'bulk lane: malformed request');
+    const hashes: Buffer[] = [];
+    // Copies: the request buffer is dropped, the hashes may outlive it in logs and maps.
+    for (let i = 0, p = 4 + hl; i < count; i++, p += HASH_BYTES) hashes.push(Buffer.from(b.subarray(p, p + HASH_BYTES)));
+    return { hashes, hint };
+  }
+}

@@ -1,0 +1,149 @@
+// The bulk lane end to end: a real `ghostfs serve` child process, its one
+// port answering gRPC and the lane side by side over loopback.
+import t from 'tap';
+import { writeFile, mkdir } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { BulkLane, hostPort, LaneUnavailable } from '../src/mesh/bulk-client.js';
+import { encodeHello, BULK_MAGIC } from '../src/wire/bulk-lane.js';
+import { errnoOf } from '../src/wire/errors.js';
+import { hashChunk } from '../src/content/manifest.js';
+import { NodeConnection } from '../src/mesh/connection.js';
+import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { RelayProxy } from './helpers/relay-proxy.js';
+
+const TOKEN = 'lane-secret';
+
+t.test('the bulk lane', async (t) => {
+  const dir = await tempDir(t);
+  const root = join(dir, 'ws');
+  await mkdir(join(root, 'd'), { recursive: true });
+  const big = randomBytes(9 * 1024 * 1024 + 17);
+  await writeFile(join(root, 'd/big.bin'), big);
+  await writeFile(join(root, 'small.txt'), 'small\n');
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(dir, 'st'), '--token', TOKEN]);
+  t.teardown(() => node.stop());
+  const at = hostPort(node.endpoint)!;
+  const conn = node.connect('default', { token: TOKEN });
+  t.teardown(() => conn.close());
+  const m = await conn.getManifest('d/big.bin');
+  const hashes = m.chunks.map((c) => c.hash);
+  t.ok(hashes.length >= 3, `the file has ${hashes.length} chunks`);
+
+  const lane = (over: Partial<ConstructorParameters<typeof BulkLane>[0]> = {}): BulkLane => {
+    const l = new BulkLane({ ...at, authorization: `Bearer ${TOKEN}`, workspace: 'default', ...over });
+    t.teardown(() => l.close());
+    return l;
+  };
+  const fetchAll = async (l: BulkLane, hs: Buffer[], hint = 'd/big.bin'): Promise<Buffer[]> => {
+    const out: Buffer[] = [];
+    for await (const c of l.fetch(hs, hint, 10_000)) out.push(c.data);
+    return out;
+  };
+  const failure = async (p: Promise<unknown>): Promise<unknown> => p.then(() => undefined, (err: unknown) => err);
+
+  t.test('serves the chunks of a file, in order, intact, on one reused connection', async (t) => {
+    const l = lane();
+    const parts = await fetchAll(l, hashes);
+    t.equal(parts.length, hashes.length);
+    t.ok(parts.every((p, i) => hashChunk(p).equals(hashes[i]!)), 'each chunk hashes to its name');
+    t.ok(Buffer.concat(parts).equals(big), 'together they are the file');
+    // Out of order and repeated: answered as asked.
+    const again = await fetchAll(l, [hashes[2]!, hashes[0]!, hashes[2]!]);
+    t.ok(again[0]!.equals(parts[2]!) && again[1]!.equals(parts[0]!) && again[2]!.equals(parts[2]!), 'a second request on the kept connection');
+  });
+
+  t.test('a wrong token is refused as gRPC refuses it', async (t) => {
+    const err = await failure(fetchAll(lane({ authorization: 'Bearer nope' }), hashes.slice(0, 1)));
+    t.equal(errnoOf(err), 'EACCES', (err as Error)?.message);
+    const none = await failure(fetchAll(lane({ authorization: '' }), hashes.slice(0, 1)));
+    t.equal(errnoOf(none), 'EACCES', 'and no token at all');
+  });
+
+  t.test('an unknown workspace, an unknown chunk and a hostile hint are errors with their errno', async (t) => {
+    t.equal(errnoOf(await failure(fetchAll(lane({ workspace: 'other' }), hashes.slice(0, 1)))), 'ENOENT', 'unknown workspace');
+    const l = lane();
+    t.equal(errnoOf(await failure(fetchAll(l, [randomBytes(32)]))), 'ENOENT', 'a chunk the node does not have');
+    t.equal(errnoOf(await failure(fetchAll(l, hashes.slice(0, 1), '../outside'))), 'EACCES', 'a hint out of the workspace');
+    const back = await fetchAll(l, hashes.slice(0, 1));
+    t.ok(back[0]!.equals(big.subarray(0, back[0]!.length)), 'the connection still serves after those errors');
+  });
+
+  t.test('garbage on the lane closes that connection only', async (t) => {
+    const s = connect(at.port, at.host);
+    await once(s, 'connect');
+    s.write(Buffer.concat([encodeHello(`Bearer ${TOKEN}`, 'default'), Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3])]));
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    await once(s, 'close');
+    t.match(Buffer.concat(got).subarray(37).toString(), /EPROTO|request too large/, 'the node says why before it closes');
+    const parts = await fetchAll(lane(), hashes.slice(0, 2));
+    t.equal(parts.length, 2, 'other connections are served');
+    const bare = connect(at.port, at.host);
+    await once(bare, 'connect');
+    bare.end(BULK_MAGIC.subarray(0, 2)); // half a magic, then the end: dropped, not held open
+    await once(bare, 'close');
+    t.pass('a client that ends before saying which protocol is dropped');
+  });
+
+  t.test('gRPC on the same port goes on working beside the lane', async (t) => {
+    const e = await conn.stat('small.txt');
+    t.equal(Number(e.attr!.size), 6);
+  });
+
+  t.test('NodeConnection fetches over the lane once the handshake offered it, and over gRPC when told not to', async (t) => {
+    const h = await conn.handshake();
+    t.equal(h.bulkLane, true, 'the node offers its lane');
+    const parts: Buffer[] = [];
+    for await (const c of conn.readChunks(hashes, 'd/big.bin')) parts.push(c.data);
+    t.ok(Buffer.concat(parts).equals(big), 'the bytes over the lane');
+    const grpcOnly = node.connect('default', { token: TOKEN, bulkLane: false });
+    t.teardown(() => grpcOnly.close());
+    await grpcOnly.handshake();
+    const viaGrpc: Buffer[] = [];
+    for await (const c of grpcOnly.readChunks(hashes, 'd/big.bin')) viaGrpc.push(c.data);
+    t.ok(Buffer.concat(viaGrpc).equals(big), 'the same bytes over gRPC');
+  });
+
+  t.test('a proxy that passes the handshake on but not the lane: chunks come over gRPC', async (t) => {
+    const open = await NodeProc.start(['--root', root, '--state-dir', join(dir, 'st-open')]);
+    t.teardown(() => open.stop());
+    const proxy = await RelayProxy.start(open.endpoint);
+    t.teardown(() => proxy.stop());
+    const c = new NodeConnection(proxy.endpoint, 'default');
+    t.teardown(() => c.close());
+    t.equal((await c.handshake()).bulkLane, true, 'the relayed handshake offers a lane the proxy does not serve');
+    const parts: Buffer[] = [];
+    for await (const x of c.readChunks(hashes, 'd/big.bin')) parts.push(x.data);
+    t.ok(Buffer.concat(parts).equals(big), 'the file arrives all the same');
+  });
+
+  t.test('a lane nobody answers is LaneUnavailable, for the caller to use gRPC', async (t) => {
+    const err = await failure(fetchAll(new BulkLane({ host: '127.0.0.1', port: 1, authorization: '', workspace: 'default' }), hashes.slice(0, 1)));
+    t.ok(err instanceof LaneUnavailable, String(err));
+  });
+
+  t.test('a node killed mid-stream is a transport error, not a lane that never was', async (t) => {
+    const dir2 = await tempDir(t);
+    await mkdir(join(dir2, 'ws'));
+    await writeFile(join(dir2, 'ws/huge.bin'), randomBytes(64 * 1024 * 1024));
+    const doomed = await NodeProc.start(['--root', join(dir2, 'ws'), '--state-dir', join(dir2, 'st')]);
+    t.teardown(() => doomed.stop('SIGKILL'));
+    const c2 = doomed.connect('default');
+    t.teardown(() => c2.close());
+    const hs = (await c2.getManifest('huge.bin')).chunks.map((c) => c.hash);
+    const l = new BulkLane({ ...hostPort(doomed.endpoint)!, authorization: '', workspace: 'default' });
+    t.teardown(() => l.close());
+    let got = 0;
+    const err = await failure(
+      (async () => {
+        for await (const _ of l.fetch(hs, 'huge.bin', 30_000)) if (++got === 2) doomed.child.kill('SIGKILL');
+      })(),
+    );
+    t.ok(got >= 2 && got < hs.length, `${got} of ${hs.length} chunks arrived before the node died`);
+    t.notOk(err instanceof LaneUnavailable, 'not taken for a lane that was never there');
+    t.equal(errnoOf(err), 'EHOSTDOWN', (err as Error)?.message);
+  });
+});
