@@ -43,7 +43,7 @@ t.test('status, unmount and metrics of a running mount', async (t) => {
     t.ok(s.memory.rssBytes > s.memory.heapUsedBytes && s.memory.heapUsedBytes > 0, 'and the memory it holds, the JS heap within it');
     // Node's buffers come from malloc, so the allocator holds at least them.
     t.ok(s.memory.mallocInUseBytes >= s.memory.buffersBytes && s.memory.mallocInUseBytes < s.memory.rssBytes, 'and what native code holds from the allocator');
-    t.ok(s.memory.mallocFreeBytes >= 0, 'and what the allocator keeps for reuse');
+    t.ok(s.memory.mallocFreeBytes >= 0, 'and the free space within its heaps');
     const all = await cli('status');
     t.match(all.stdout, new RegExp(`${mnt}.*workspace default`), 'plain status lists the mount');
     t.match(all.stdout, /memory +[\d.]+ MiB resident: JS heap [\d.]+ MiB, buffers [\d.]+ MiB; allocator [\d.]+ MiB in use/, 'with its memory');

@@ -125,10 +125,29 @@ t.test('the bulk lane', async (t) => {
     t.ok(err instanceof LaneUnavailable, String(err));
   });
 
+  t.test('a node restarted on the same port: the lane opens new connections for the kept ones', async (t) => {
+    const dir2 = await tempDir(t);
+    await mkdir(join(dir2, 'ws'));
+    await writeFile(join(dir2, 'ws/f.bin'), big);
+    const args = ['--root', join(dir2, 'ws'), '--state-dir', join(dir2, 'st')];
+    const first = await NodeProc.start(args);
+    const c2 = first.connect('default');
+    t.teardown(() => c2.close());
+    const hs = (await c2.getManifest('f.bin')).chunks.map((c) => c.hash);
+    const l = new BulkLane({ ...hostPort(first.endpoint)!, authorization: '', workspace: 'default' });
+    t.teardown(() => l.close());
+    t.equal((await fetchAll(l, hs, 'f.bin')).length, hs.length, 'served before the restart');
+    await first.stop('SIGKILL');
+    const second = await NodeProc.start([...args, '--listen', first.endpoint]);
+    t.teardown(() => second.stop());
+    t.ok(Buffer.concat(await fetchAll(l, hs, 'f.bin')).equals(big), 'and after it, on a new connection');
+  });
+
   t.test('a node killed mid-stream is a transport error, not a lane that never was', async (t) => {
     const dir2 = await tempDir(t);
     await mkdir(join(dir2, 'ws'));
-    await writeFile(join(dir2, 'ws/huge.bin'), randomBytes(64 * 1024 * 1024));
+    const huge = randomBytes(64 * 1024 * 1024);
+    await writeFile(join(dir2, 'ws/huge.bin'), huge);
     const doomed = await NodeProc.start(['--root', join(dir2, 'ws'), '--state-dir', join(dir2, 'st')]);
     t.teardown(() => doomed.stop('SIGKILL'));
     const c2 = doomed.connect('default');
@@ -136,6 +155,13 @@ t.test('the bulk lane', async (t) => {
     const hs = (await c2.getManifest('huge.bin')).chunks.map((c) => c.hash);
     const l = new BulkLane({ ...hostPort(doomed.endpoint)!, authorization: '', workspace: 'default' });
     t.teardown(() => l.close());
+    // A slow reader first: the socket stops reading past 32 MiB queued and goes on after.
+    const slow: Buffer[] = [];
+    for await (const c of l.fetch(hs, 'huge.bin', 30_000)) {
+      slow.push(c.data);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    t.ok(Buffer.concat(slow).equals(huge), 'a slow reader gets all of it');
     let got = 0;
     const err = await failure(
       (async () => {

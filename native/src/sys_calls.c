@@ -162,11 +162,12 @@ static napi_value js_keep_malloc_memory(napi_env env, napi_callback_info info) {
 }
 
 /*
- * mallocStats() -> { inUseBytes, freeHeldBytes, mappedBytes } or null, from
- * glibc's mallinfo2 summed over all arenas: what native code holds, what
- * the allocator keeps free for reuse (keepMallocMemory lets each arena keep
- * plenty), and the large blocks it mapped directly. Tells a leak (in use
- * grows) from an allocator holding on to freed memory (free held grows).
+ * mallocStats() -> { inUseBytes, freeBytes, mappedBytes } or null, from
+ * glibc's mallinfo2 summed over all arenas: what native code holds, the
+ * free space within the allocator's heaps (keepMallocMemory lets each arena
+ * keep plenty; a trim returns its pages but not its address space, so it
+ * still counts here), and the large blocks mapped directly. Tells a leak
+ * (in use grows) from a fragmented allocator (free space grows).
  */
 static napi_value js_malloc_stats(napi_env env, napi_callback_info info) {
   (void)info;
@@ -178,7 +179,7 @@ static napi_value js_malloc_stats(napi_env env, napi_callback_info info) {
   napi_create_double(env, (double)(m.uordblks + m.hblkhd), &v);
   napi_set_named_property(env, result, "inUseBytes", v);
   napi_create_double(env, (double)m.fordblks, &v);
-  napi_set_named_property(env, result, "freeHeldBytes", v);
+  napi_set_named_property(env, result, "freeBytes", v);
   napi_create_double(env, (double)m.hblkhd, &v);
   napi_set_named_property(env, result, "mappedBytes", v);
 #else

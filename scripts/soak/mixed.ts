@@ -102,7 +102,7 @@ async function main(o: Options): Promise<void> {
   const out = [
     `soak (${o.driver} driver, ${o.procs} processes, ${o.duration / 1000} s): ${v.ops} operations, ${errorCount} errors${errorCount ? ` ${JSON.stringify(v.errors)}` : ''}, slowest ${v.maxOpMs} ms`,
     `  mount process: RSS ${before.rssMiB} MiB after warm-up → ${after.rssMiB} MiB at the end (peak ${peak}); JS heap ${heapBefore?.heap ?? '?'} → ${heapAfter?.heap ?? '?'} MiB, buffers ${heapBefore?.buffers ?? '?'} → ${heapAfter?.buffers ?? '?'} MiB; open fds ${before.fds} → ${after.fds}; clean unmount in ${unmountMs} ms, exit ${summary.mount.exit}`,
-    `  allocator (native code, buffers included): in use ${heapBefore?.mallocInUse ?? '?'} → ${heapAfter?.mallocInUse ?? '?'} MiB, freed and kept for reuse ${heapBefore?.mallocFree ?? '?'} → ${heapAfter?.mallocFree ?? '?'} MiB`,
+    `  allocator (native code, buffers included): in use ${heapBefore?.mallocInUse ?? '?'} → ${heapAfter?.mallocInUse ?? '?'} MiB, free within its heaps ${heapBefore?.mallocFree ?? '?'} → ${heapAfter?.mallocFree ?? '?'} MiB`,
     ...v.failures.map((f) => `  ${f}`),
     ...v.examples.map((e) => `  error: ${e}`),
     verdictLine(v),
@@ -115,7 +115,7 @@ async function main(o: Options): Promise<void> {
 }
 
 function describeHeap(m: NonNullable<Awaited<ReturnType<World['memory']>>>): string {
-  const malloc = m.mallocInUse === undefined ? '' : `; allocator ${m.mallocInUse} MiB in use, ${m.mallocFree} MiB kept free`;
+  const malloc = m.mallocInUse === undefined ? '' : `; allocator ${m.mallocInUse} MiB in use, ${m.mallocFree} MiB free within its heaps`;
   return `JS heap ${m.heap} MiB, buffers ${m.buffers} MiB${malloc}`;
 }
 

@@ -33,8 +33,9 @@ export interface MountStatus {
    * The mount process's memory: resident in all, and the JS heap and buffers
    * within it. The rest is native (RocksDB, the driver, the allocator):
    * `mallocInUseBytes` is what native code holds from the allocator,
-   * `mallocFreeBytes` what the allocator keeps freed for reuse (both absent
-   * without the addon or glibc).
+   * `mallocFreeBytes` the free space within its heaps, kept for reuse (a
+   * trim once a minute gives its pages back to the kernel). Both are absent
+   * without the addon or glibc.
    */
   memory: { rssBytes: number; heapUsedBytes: number; buffersBytes: number; mallocInUseBytes?: number; mallocFreeBytes?: number };
   /** Counters of the kernel driver (request sizes, fast-path reads...), when it keeps any. */

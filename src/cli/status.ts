@@ -34,7 +34,7 @@ function describe(s: MountStatus): string {
 
 /** Node's buffers are malloc'd, so the allocator's "in use" includes them. */
 function describeMemory(m: MountStatus['memory']): string {
-  const native = m.mallocInUseBytes === undefined ? 'the rest native' : `allocator ${mib(m.mallocInUseBytes)} in use (buffers included), ${mib(m.mallocFreeBytes ?? 0)} freed and kept for reuse`;
+  const native = m.mallocInUseBytes === undefined ? 'the rest native' : `allocator ${mib(m.mallocInUseBytes)} in use (buffers included), ${mib(m.mallocFreeBytes ?? 0)} free within its heaps`;
   return `  memory  ${mib(m.rssBytes)} resident: JS heap ${mib(m.heapUsedBytes)}, buffers ${mib(m.buffersBytes)}; ${native}`;
 }
 

@@ -57,8 +57,13 @@ export class BulkLane {
 
   private async *fetchSome(hashes: Buffer[], hint: string, deadline: number): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
     let conn = this.idle.pop();
+    while (conn && !conn.usable) {
+      conn.destroy();
+      conn = this.idle.pop();
+    }
     const reused = conn !== undefined;
     conn ??= await this.open(deadline);
+    conn.busy(true);
     let answered = false;
     let received = 0;
     let clean = false;
@@ -130,6 +135,7 @@ export class BulkLane {
 
   private release(conn: LaneConnection): void {
     if (this.closed || this.idle.length >= MAX_IDLE || !conn.usable) return conn.destroy();
+    conn.busy(false);
     conn.idleSince = Date.now();
     this.idle.push(conn);
     // Idle ones are let go after a while; the check rides on each release.
@@ -144,10 +150,19 @@ export class BulkLane {
 
 class DeadlineError extends Error {}
 
+/**
+ * Bytes of chunks received and not yet taken by the caller before the
+ * socket stops reading (and resumes below half of it): as gRPC's flow
+ * control window, it bounds a big request's memory to a slow consumer.
+ */
+const MAX_QUEUED_BYTES = 32 << 20;
+
 /** One socket and the frames parsed from it. */
 class LaneConnection {
   idleSince = 0;
   private readonly frames: Frame[] = [];
+  private queuedBytes = 0;
+  private paused = false;
   private failure: Error | undefined;
   private wake: (() => void) | undefined;
 
@@ -167,6 +182,12 @@ class LaneConnection {
 
   get usable(): boolean {
     return !this.failure && !this.socket.destroyed;
+  }
+
+  /** An idle connection does not keep the process alive. */
+  busy(yes: boolean): void {
+    if (yes) this.socket.ref();
+    else this.socket.unref();
   }
 
   connected(deadline: number): Promise<void> {
@@ -191,7 +212,14 @@ class LaneConnection {
   async next(deadline: number): Promise<Frame> {
     for (;;) {
       const f = this.frames.shift();
-      if (f) return f;
+      if (f) {
+        this.queuedBytes -= f.payload.length;
+        if (this.paused && this.queuedBytes < MAX_QUEUED_BYTES / 2) {
+          this.paused = false;
+          this.socket.resume();
+        }
+        return f;
+      }
       if (this.failure) throw this.failure;
       const left = deadline - Date.now();
       if (left <= 0) throw Object.assign(new DeadlineError('bulk lane: deadline exceeded'), { code: grpc.status.DEADLINE_EXCEEDED, details: 'bulk lane: deadline exceeded', metadata: new grpc.Metadata() });
@@ -208,6 +236,11 @@ class LaneConnection {
 
   private arrived(f: Frame): void {
     this.frames.push(f);
+    this.queuedBytes += f.payload.length;
+    if (!this.paused && this.queuedBytes > MAX_QUEUED_BYTES) {
+      this.paused = true;
+      this.socket.pause();
+    }
     this.wake?.();
   }
 

@@ -294,5 +294,5 @@ async function openCache(cacheDir: string): Promise<Store> {
 function memoryNow(): MountStatus['memory'] {
   const m = process.memoryUsage();
   const a = mallocStats();
-  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, buffersBytes: m.arrayBuffers, ...(a && { mallocInUseBytes: a.inUseBytes, mallocFreeBytes: a.freeHeldBytes }) };
+  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, buffersBytes: m.arrayBuffers, ...(a && { mallocInUseBytes: a.inUseBytes, mallocFreeBytes: a.freeBytes }) };
 }

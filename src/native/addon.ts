@@ -129,8 +129,8 @@ export interface NativeAddon {
 export interface MallocStats {
   /** Bytes native code holds (heap blocks in use plus directly mapped blocks). */
   inUseBytes: number;
-  /** Freed bytes the allocator keeps for reuse instead of returning them. */
-  freeHeldBytes: number;
+  /** Free space within the allocator's heaps, kept for reuse (trimmed pages still count). */
+  freeBytes: number;
   /** Large blocks mapped directly (part of inUseBytes). */
   mappedBytes: number;
 }
