@@ -1,5 +1,5 @@
 // Hostile input against a real node: raw, malformed and oversized messages
-// on every method, and well-formed requests with hostile paths (.., absolute,
+// on every method and on the bulk lane, and well-formed requests with hostile paths (.., absolute,
 // NUL, overlong names, symlinks out of the root). The node must stay up and
 // answer, and nothing outside its root may change. The verdict counts a
 // node that stopped answering as lost and any change outside the root as
@@ -8,13 +8,42 @@ import * as grpc from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { connect } from 'node:net';
+import { hostPort } from '../../src/mesh/bulk-client.js';
 import { NodeConnection } from '../../src/mesh/connection.js';
+import { BULK_MAGIC, encodeHello, encodeRequest } from '../../src/wire/bulk-lane.js';
 import { CHANNEL_OPTIONS } from '../../src/wire/proto.js';
 import type { ScenarioOptions, ScenarioResult } from './scenarios.js';
 import { World } from './lib/world.js';
 
 const METHODS = ['Handshake', 'Stat', 'ListDir', 'GetManifest', 'ReadChunks', 'HasChunks', 'PutChunks', 'Commit', 'Mutate', 'Watch'];
 const HOSTILE_PATHS = ['..', '../outside/secret', '/etc/passwd', 'a/../../outside', 'escape/secret', 'escape/../x', 'a\0b', 'x'.repeat(300), 'd/'.repeat(3000) + 'f', '', '.', './a', 'a//b', 'escape'];
+
+/** Raw bytes on the node's bulk lane (same port): whatever comes back, until the node closes or 3 s pass. */
+function rawLane(endpoint: string, bytes: Buffer): Promise<void> {
+  const at = hostPort(endpoint)!;
+  return new Promise((resolve) => {
+    const s = connect(at.port, at.host, () => s.end(bytes));
+    s.on('data', () => undefined);
+    s.on('error', () => resolve());
+    s.on('close', () => resolve());
+    s.setTimeout(3000, () => s.destroy());
+  });
+}
+
+/** Lane requests a client may not send: garbage, impossible lengths and counts, hostile hints. */
+function hostileLaneInputs(hash: Buffer): Buffer[] {
+  const hello = encodeHello('', 'default');
+  const u32 = (n: number): Buffer => Buffer.from([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
+  return [
+    Buffer.concat([BULK_MAGIC, randomBytes(Math.floor(Math.random() * 4096))]), // a hello of garbage
+    Buffer.concat([BULK_MAGIC, Buffer.from([0xff, 0xff])]), // an authorization of 64 KiB announced
+    Buffer.concat([hello, u32(0xffffffff)]), // a 4 GiB request announced
+    Buffer.concat([hello, u32(6), Buffer.from([0, 0, 0xff, 0xff, 0, 0])]), // more hashes than the body holds
+    Buffer.concat([hello, randomBytes(Math.floor(Math.random() * 4096))]), // a request of garbage
+    ...HOSTILE_PATHS.map((p) => Buffer.concat([hello, encodeRequest([hash], p)])), // hostile hints
+  ];
+}
 
 /** What the outside directory holds, to compare before and after. */
 async function snapshot(dir: string): Promise<string> {
@@ -65,8 +94,10 @@ export async function hostileInput(o: ScenarioOptions): Promise<ScenarioResult> 
     result.injected[kind] = (result.injected[kind] ?? 0) + 1;
   };
 
+  const hash = (await conn.getManifest('shared-big.bin')).chunks[0]!.hash;
   const until = Date.now() + o.durationMs;
   for (let round = 0; Date.now() < until || round === 0; round++) {
+    for (const bytes of hostileLaneInputs(hash)) await timed('hostile bulk lane', () => rawLane(node.endpoint, bytes));
     for (const m of METHODS) {
       const stream = m === 'ReadChunks' || m === 'Watch';
       await timed('random bytes', () => rawCall(client, m, randomBytes(Math.floor(Math.random() * 4096)), stream));
