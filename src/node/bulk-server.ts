@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import { HASH_BYTES } from '../content/manifest.js';
 import { log } from '../log.js';
 import { CHUNK_FRAME_RESERVE } from '../wire/chunk-frame.js';
-import { BULK_MAGIC, type BulkError, endFrame, errorFrame, FRAME_CHUNK, FRAME_HEADER_BYTES, MAX_HELLO_BYTES, MAX_HELLO_FIELD_BYTES, MAX_REQUEST_BYTES, writeFrameHeader } from '../wire/bulk-lane.js';
+import { BULK_MAGIC, type BulkError, endFrame, errorFrame, FRAME_CHUNK, FRAME_HEADER_BYTES, MAX_HELLO_BYTES, MAX_HELLO_FIELD_BYTES, MAX_HINT_BYTES, MAX_REQUEST_BYTES, writeFrameHeader } from '../wire/bulk-lane.js';
 import { errnoOf, FsError, toServiceError } from '../wire/errors.js';
 import type { Workspace } from './agent.js';
 import { checkPath } from './paths.js';
@@ -86,11 +86,11 @@ export function serveBulk(socket: Duplex & { setTimeout?(ms: number): unknown },
           await serve(req.hashes, req.hint ? checkPath(req.hint, 'path hint') : undefined);
         } catch (err) {
           // The request ends here; the connection stays usable.
-          if (!gone) socket.write(wireError(err));
+          if (!gone) socket.write(errorFrame(bulkError(err)));
         }
       }
     } catch (err) {
-      if (!gone) refuse({ ...toServiceError(err), errno: errnoOf(err) });
+      if (!gone) refuse(bulkError(err));
     } finally {
       busy = false;
     }
@@ -101,14 +101,15 @@ export function serveBulk(socket: Duplex & { setTimeout?(ms: number): unknown },
     try {
       input.push(d);
     } catch (err) {
-      return refuse(toServiceError(err));
+      return refuse(bulkError(err));
     }
     void pump();
   });
 }
 
-function wireError(err: unknown): Buffer {
-  return errorFrame({ ...toServiceError(err), errno: errnoOf(err) });
+/** What gRPC would have answered, with the errno it carries in its trailer. */
+function bulkError(err: unknown): BulkError {
+  return { ...toServiceError(err), errno: errnoOf(err) };
 }
 
 function drained(socket: Duplex): Promise<void> {
@@ -157,7 +158,7 @@ class InputBuffer {
     const b = this.buf.subarray(4, 4 + body);
     this.buf = this.buf.subarray(4 + body);
     const hl = b.readUInt16BE(0);
-    if (2 + hl + 2 > body) throw new FsError('EPROTO', 'bulk lane: malformed request');
+    if (hl > MAX_HINT_BYTES || 2 + hl + 2 > body) throw new FsError('EPROTO', 'bulk lane: malformed request');
     const hint = b.toString('utf8', 2, 2 + hl);
     const count = b.readUInt16BE(2 + hl);
     if (4 + hl + count * HASH_BYTES !== body) throw new FsError('EPROTO', 'bulk lane: malformed request');

@@ -27,7 +27,7 @@ export class FrontDoor {
     this.injector = opts.grpc.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     const t = opts.tls;
     this.server = t
-      ? createTlsServer({ cert: t.cert, key: t.key, ca: t.ca ?? undefined, requestCert: !!t.ca, rejectUnauthorized: !!t.ca, ALPNProtocols: ['h2', BULK_ALPN] }, (s) => this.route(s))
+      ? createTlsServer({ cert: t.cert, key: t.key, ca: t.ca, requestCert: !!t.ca, rejectUnauthorized: !!t.ca, ALPNProtocols: ['h2', BULK_ALPN] }, (s) => this.route(s))
       : createNetServer((s) => this.route(s));
     if (t) this.server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
   }
@@ -47,7 +47,7 @@ export class FrontDoor {
     socket.setNoDelay(true);
     this.open.add(socket);
     socket.once('close', () => this.open.delete(socket));
-    socket.on('error', (err) => log.debug({ err: err.message }, 'connection failed before it was routed'));
+    socket.on('error', (err) => log.debug({ err: err.message }, 'connection failed'));
     const timer = setTimeout(() => socket.destroy(), SNIFF_MS);
     const sniff = (): void => {
       const head = socket.read(BULK_MAGIC.length) as Buffer | null;

@@ -13,11 +13,11 @@
 //   client: request = u32 bodyLen, body = u16 hintLen hint u16 count hash*count
 //   node:   frames  = u8 kind, 32-byte hash, u32 payloadLen, payload
 // A request is answered by one chunk frame per hash in order, then an end
-// frame; or by an error frame (payload: JSON {code, details, errno}: gRPC's
-// status, its text and the errno, so the mount handles it as the gRPC error
-// it stands for), which
-// also ends the request. One request at a time per connection. A hello the
-// node refuses gets an error frame and the connection is closed.
+// frame; or by an error frame, which also ends the request (payload: JSON
+// {code, details, errno}: gRPC's status, its text and the errno, so the
+// mount handles it as the gRPC error it stands for). One request at a time
+// per connection. A hello the node refuses gets an error frame and the
+// connection is closed.
 import { HASH_BYTES } from '../content/manifest.js';
 
 export const BULK_MAGIC = Buffer.from('GFB1');
@@ -70,6 +70,9 @@ export function writeFrameHeader(buf: Buffer, at: number, kind: number, hash: Bu
   buf.writeUInt32BE(payloadLength, at + 1 + HASH_BYTES);
 }
 
+/** gRPC's status INTERNAL, for an error that names none. */
+const GRPC_INTERNAL = 13;
+
 export interface BulkError {
   code?: number;
   details?: string;
@@ -77,7 +80,7 @@ export interface BulkError {
 }
 
 export function errorFrame(e: BulkError): Buffer {
-  const payload = Buffer.from(JSON.stringify({ code: e.code ?? 13, details: e.details ?? 'internal error', errno: e.errno }));
+  const payload = Buffer.from(JSON.stringify({ code: e.code ?? GRPC_INTERNAL, details: e.details ?? 'internal error', errno: e.errno }));
   const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);
   writeFrameHeader(out, 0, FRAME_ERROR, undefined, payload.length);
   payload.copy(out, FRAME_HEADER_BYTES);
