@@ -36,6 +36,7 @@ t.test('status, unmount and metrics of a running mount', async (t) => {
     t.equal(s.driverStats.reads >= 1 && s.driverStats.maxWrite, 1 << 20, 'its counters are in status: reads seen, 1 MiB writes negotiated');
     t.equal(s.endpoints[0].endpoint, node.endpoint);
     t.equal(s.endpoints[0].healthy, true);
+    t.same(s.endpoints[0].chunks, { over: 'lane' }, 'chunks came over the bulk lane');
     t.ok(s.fetched.chunks >= 1, 'a fetched chunk is counted');
     t.ok(s.cache.chunks >= 1 && s.cache.bytes >= 6, 'and held in the cache');
     t.equal(s.writeBack.pending, 0);
@@ -46,6 +47,7 @@ t.test('status, unmount and metrics of a running mount', async (t) => {
     t.ok(s.memory.mallocFreeBytes >= 0, 'and the free space within its heaps');
     const all = await cli('status');
     t.match(all.stdout, new RegExp(`${mnt}.*workspace default`), 'plain status lists the mount');
+    t.match(all.stdout, /node +\S+ +healthy; chunks over the bulk lane/, 'with how chunks travel');
     t.match(all.stdout, /memory +[\d.]+ MiB resident: JS heap [\d.]+ MiB, buffers [\d.]+ MiB; allocator [\d.]+ MiB in use/, 'with its memory');
   });
 

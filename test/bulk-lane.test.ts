@@ -99,12 +99,14 @@ t.test('the bulk lane', async (t) => {
     const parts: Buffer[] = [];
     for await (const c of conn.readChunks(hashes, 'd/big.bin')) parts.push(c.data);
     t.ok(Buffer.concat(parts).equals(big), 'the bytes over the lane');
+    t.same(conn.chunkPath, { over: 'lane' }, 'and the connection says so');
     const grpcOnly = node.connect('default', { token: TOKEN, bulkLane: false });
     t.teardown(() => grpcOnly.close());
     await grpcOnly.handshake();
     const viaGrpc: Buffer[] = [];
     for await (const c of grpcOnly.readChunks(hashes, 'd/big.bin')) viaGrpc.push(c.data);
     t.ok(Buffer.concat(viaGrpc).equals(big), 'the same bytes over gRPC');
+    t.same(grpcOnly.chunkPath, { over: 'grpc', why: 'the bulk lane is turned off' });
   });
 
   t.test('a proxy that passes the handshake on but not the lane: chunks come over gRPC', async (t) => {
@@ -118,6 +120,7 @@ t.test('the bulk lane', async (t) => {
     const parts: Buffer[] = [];
     for await (const x of c.readChunks(hashes, 'd/big.bin')) parts.push(x.data);
     t.ok(Buffer.concat(parts).equals(big), 'the file arrives all the same');
+    t.match(c.chunkPath, { over: 'grpc', why: /^the bulk lane cannot be had: / }, 'and the connection says why chunks go over gRPC');
   });
 
   t.test('a lane nobody answers is LaneUnavailable, for the caller to use gRPC', async (t) => {

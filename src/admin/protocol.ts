@@ -21,7 +21,8 @@ export interface MountStatus {
   cacheDir: string;
   uptimeMs: number;
   offline: boolean;
-  endpoints: { endpoint: string; healthy: boolean; failures: number; lastError?: string; corruptChunks: number; renewals: number }[];
+  /** Each node: its health, and how chunk bytes travel from it (`chunks`, absent from older mounts). */
+  endpoints: { endpoint: string; healthy: boolean; failures: number; lastError?: string; corruptChunks: number; renewals: number; chunks?: { over: 'lane' | 'grpc' | 'unknown'; why?: string } }[];
   cache: { chunks: number; bytes: number; quotaBytes: number; evictedChunks: number; evictedBytes: number; hits: number; misses: number; hitRate: number; knownEntries: number; unwrittenEntries: number };
   fetched: { chunks: number; bytes: number; failovers: number; corruptChunks: number };
   writeBack: { pending: number; committed: number; conflicts: number; failed: number; uploadedChunks: number; uploadedBytes: number };

@@ -19,7 +19,7 @@ function duration(ms: number): string {
 function describe(s: MountStatus): string {
   const lines = [
     `${s.mountpoint}  (workspace ${s.workspace}, driver ${s.driver}, pid ${s.pid}, up ${duration(s.uptimeMs)}${s.offline ? ', OFFLINE' : ''})`,
-    ...s.endpoints.map((e, i) => `  ${i === 0 ? 'node   ' : 'replica'} ${e.endpoint}  ${e.healthy ? 'healthy' : `unreachable (${e.failures} failures: ${e.lastError ?? ''})`}${e.corruptChunks ? `, ${e.corruptChunks} corrupt chunks refused` : ''}${e.renewals ? `, connection replaced ${e.renewals}× (calls missed their deadline)` : ''}`),
+    ...s.endpoints.map((e, i) => `  ${i === 0 ? 'node   ' : 'replica'} ${e.endpoint}  ${e.healthy ? 'healthy' : `unreachable (${e.failures} failures: ${e.lastError ?? ''})`}${e.corruptChunks ? `, ${e.corruptChunks} corrupt chunks refused` : ''}${e.renewals ? `, connection replaced ${e.renewals}× (calls missed their deadline)` : ''}${describeChunkPath(e.chunks)}`),
     `  cache   ${s.cache.chunks} chunks, ${mib(s.cache.bytes)} in ${s.cacheDir}; ${s.cache.knownEntries} entries known; hit rate ${(s.cache.hitRate * 100).toFixed(1)}%`,
     ...(s.cache.unwrittenEntries ? [`          ${s.cache.unwrittenEntries} entries not yet on disk: the cache's database refused them (its filesystem was full); they are written once it takes writes`] : []),
     `  fetched ${s.fetched.chunks} chunks, ${mib(s.fetched.bytes)}${s.fetched.failovers ? `, ${s.fetched.failovers} failovers` : ''}`,
@@ -30,6 +30,11 @@ function describe(s: MountStatus): string {
     ...(s.memory ? [describeMemory(s.memory)] : []),
   ];
   return lines.join('\n');
+}
+
+function describeChunkPath(c: MountStatus['endpoints'][number]['chunks']): string {
+  if (!c || c.over === 'unknown') return '';
+  return c.over === 'lane' ? '; chunks over the bulk lane' : `; chunks over gRPC (${c.why ?? 'no lane'})`;
 }
 
 /** Node's buffers are malloc'd, so the allocator's "in use" includes them. */

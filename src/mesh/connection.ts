@@ -33,6 +33,12 @@ export interface ConnectionOptions {
   bulkLane?: boolean;
 }
 
+export interface ChunkPath {
+  /** 'unknown' until a handshake with the node. */
+  over: 'lane' | 'grpc' | 'unknown';
+  why?: string;
+}
+
 /** After the bulk lane could not be had, chunks go over gRPC for this long before it is tried again. */
 const LANE_RETRY_MS = 30_000;
 
@@ -63,6 +69,7 @@ export class NodeConnection {
   /** The node's bulk lane: unknown until a handshake says, undefined if it has none (or it is not wanted). */
   private lane: BulkLane | undefined | 'unknown' = 'unknown';
   private laneOffUntil = 0;
+  private laneError = '';
   private laneWarned = false;
   private learningLane = false;
 
@@ -234,6 +241,7 @@ export class NodeConnection {
         if (!(err instanceof LaneUnavailable)) throw err;
         // Nothing was fetched: gRPC serves this call and the next ones for a while.
         this.laneOffUntil = Date.now() + LANE_RETRY_MS;
+        this.laneError = err.message;
         const what = { node: this.endpoint, err: err.message };
         if (this.laneWarned) log.debug(what, 'the bulk lane cannot be had: chunks go over gRPC for now');
         else log.warn(what, 'the bulk lane cannot be had: chunks go over gRPC for now');
@@ -241,6 +249,15 @@ export class NodeConnection {
       }
     }
     yield* this.readChunksGrpc(hashes, pathHint, deadlineMs);
+  }
+
+  /** How chunk bytes travel to this node now, and why not over the lane when they do not. */
+  get chunkPath(): ChunkPath {
+    const lane = this.lane;
+    if (lane === 'unknown') return { over: 'unknown' };
+    if (!lane) return { over: 'grpc', why: this.opts.bulkLane === false ? 'the bulk lane is turned off' : 'the node offers no bulk lane' };
+    if (Date.now() < this.laneOffUntil) return { over: 'grpc', why: `the bulk lane cannot be had: ${this.laneError}` };
+    return { over: 'lane' };
   }
 
   /** A node this connection has not shaken hands with yet: ask in the background whether it has a lane; this fetch goes over gRPC. */

@@ -10,7 +10,7 @@ import { ERRNO_KEY, FsError } from '../wire/errors.js';
 import type { WChangeEventOut, WHandshakeReplyOut, WMutateReplyOut, WMutateRequest } from '../wire/types.js';
 import { appliedBefore } from './mutation-retry.js';
 import { log } from '../log.js';
-import { NodeConnection, type ConnectionOptions } from './connection.js';
+import { NodeConnection, type ChunkPath, type ConnectionOptions } from './connection.js';
 
 export interface ReplicaHealth {
   endpoint: string;
@@ -20,9 +20,11 @@ export interface ReplicaHealth {
   corruptChunks: number;
   /** Connections replaced after a call missed its deadline. */
   renewals: number;
+  /** How chunk bytes travel from this node. */
+  chunks: ChunkPath;
 }
 
-interface Replica extends Omit<ReplicaHealth, 'renewals'> {
+interface Replica extends Omit<ReplicaHealth, 'renewals' | 'chunks'> {
   conn: NodeConnection;
   downUntil: number;
 }
@@ -84,7 +86,7 @@ export class MeshClient {
   }
 
   health(): ReplicaHealth[] {
-    return this.replicas.map(({ endpoint, healthy, failures, lastError, corruptChunks, conn }) => ({ endpoint, healthy, failures, lastError, corruptChunks, renewals: conn.renewals }));
+    return this.replicas.map(({ endpoint, healthy, failures, lastError, corruptChunks, conn }) => ({ endpoint, healthy, failures, lastError, corruptChunks, renewals: conn.renewals, chunks: conn.chunkPath }));
   }
 
   /** Replicas in the order to try: those not backing off first, primary before replicas. */
