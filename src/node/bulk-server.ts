@@ -18,9 +18,6 @@ export interface BulkContext {
   workspace(id: string): Workspace;
 }
 
-/** Chunks of one request read ahead of the one being sent (at most 4 × 4 MiB in memory). */
-const READ_AHEAD = 3;
-
 /** A connection idle this long is closed (the mount opens another when it needs one). */
 const IDLE_MS = 5 * 60_000;
 
@@ -42,25 +39,8 @@ export function serveBulk(socket: Duplex & { setTimeout?(ms: number): unknown },
   };
 
   const serve = async (hashes: Buffer[], hint: string | undefined): Promise<void> => {
-    // The next chunks are read while one is sent: a chunk's read (open,
-    // read, stat, close: thread-pool hops, and a disk read when cold) would
-    // otherwise leave the connection idle between chunks. On loopback with
-    // a fast disk the difference is within this machine's noise; a slow
-    // disk (NFS, spinning) is where it counts.
-    const reads: Promise<Buffer>[] = [];
-    let next = 0;
-    const readAhead = (): void => {
-      while (reads.length < READ_AHEAD && next < hashes.length) {
-        const p = ws!.chunks.read(hashes[next++]!, hint, CHUNK_FRAME_RESERVE);
-        p.catch(() => undefined); // the one awaited reports it; later ones are dropped
-        reads.push(p);
-      }
-    };
-    readAhead();
-    for (const hash of hashes) {
+    for await (const { hash, buf } of ws!.chunks.readMany(hashes, hint, CHUNK_FRAME_RESERVE)) {
       if (gone) return;
-      const buf = await reads.shift()!;
-      readAhead();
       const start = CHUNK_FRAME_RESERVE - FRAME_HEADER_BYTES;
       writeFrameHeader(buf, start, FRAME_CHUNK, hash, buf.length - CHUNK_FRAME_RESERVE);
       if (!socket.write(buf.subarray(start))) await drained(socket);

@@ -196,10 +196,8 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
         try {
           const ws = ctx.workspace(call.request.workspace);
           const hint = call.request.pathHint ? checkPath(call.request.pathHint, 'path hint') : undefined;
-          for (const h of call.request.hashes) {
+          for await (const { hash, buf } of ws.chunks.readMany(call.request.hashes.map((h) => Buffer.from(h)), hint, CHUNK_FRAME_RESERVE)) {
             if (call.cancelled) return;
-            const hash = Buffer.from(h);
-            const buf = await ws.chunks.read(hash, hint, CHUNK_FRAME_RESERVE);
             // Pre-framed: the service's serializer passes it through as is.
             const msg = frameChunk(hash, buf, buf.length - CHUNK_FRAME_RESERVE);
             // Back-pressure: wait for the transport before the next chunk.
