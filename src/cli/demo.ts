@@ -88,7 +88,7 @@ export function demoCommand(): Command {
       const local = await tool('sha256sum', [join(root, 'data.bin')]);
       const same = cold.out.split(' ')[0] === local.out.split(' ')[0];
       say(`5. data.bin (32 MiB) read lazily in content-defined chunks: sha256 ${same ? 'matches the node\'s copy' : 'DIFFERS from the node\'s copy'}`);
-      say(`     first read ${Math.round(cold.ms)} ms (fetched over gRPC), second ${Math.round(warm.ms)} ms (cached)`);
+      say(`     first read ${Math.round(cold.ms)} ms (fetched from the node), second ${Math.round(warm.ms)} ms (cached)`);
       say(`   $ ghostfs status ${mnt}`);
       say(indent((await tool(process.execPath, [BIN, 'status', mnt])).out));
 
