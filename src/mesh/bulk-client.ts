@@ -50,8 +50,10 @@ export class BulkLane {
    * carry their errno as gRPC's do).
    */
   async *fetch(hashes: Buffer[], hint: string, deadlineMs: number): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
+    // One deadline for the whole call, as gRPC's ReadChunks has.
+    const deadline = Date.now() + deadlineMs;
     for (let from = 0; from < hashes.length; from += MAX_REQUEST_HASHES) {
-      yield* this.fetchSome(hashes.slice(from, from + MAX_REQUEST_HASHES), hint, Date.now() + deadlineMs);
+      yield* this.fetchSome(hashes.slice(from, from + MAX_REQUEST_HASHES), hint, deadline);
     }
   }
 
