@@ -18,17 +18,26 @@ export async function mountSmallFs(size: string): Promise<{ dir: string; remove:
   };
 }
 
-/** Writes `path` until its filesystem has no byte left; resolves with a function that frees that space again. */
-export async function fillUp(path: string): Promise<() => Promise<void>> {
+/**
+ * Writes `path` until its filesystem has no byte left (or `budgetMs` has
+ * passed); resolves with a function that frees that space again.
+ */
+export async function fillUp(path: string, budgetMs = 10_000): Promise<() => Promise<void>> {
   const fh = await open(path, 'a');
+  const deadline = Date.now() + budgetMs;
   try {
     const block = Buffer.alloc(1 << 20);
-    // Smaller and smaller writes once a block no longer fits, down to one byte.
-    for (let size = block.length; size >= 1; size >>= 1) {
+    // Half the size after a write that no longer fits, down to one byte, and
+    // double it after one that did: another process (a mount evicting its
+    // cache) may free megabytes meanwhile, and filling those a byte at a
+    // time took minutes.
+    for (let size = block.length; size >= 1 && Date.now() < deadline; ) {
       try {
-        for (;;) await fh.write(block, 0, size);
+        await fh.write(block, 0, size);
+        size = Math.min(size * 2, block.length);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+        size >>= 1;
       }
     }
   } finally {
