@@ -122,6 +122,7 @@ static napi_value init(napi_env env, napi_value exports) {
   sys_exports(env, exports);
   gear_exports(env, exports);
   atomic_write_exports(env, exports);
+  send_range_exports(env, exports);
   return exports;
 }
 

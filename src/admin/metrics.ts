@@ -36,6 +36,14 @@ export const nodeCommits = new Counter({
   registers: [registry],
 });
 
+/** Chunks the node served, by the way their bytes left it (see src/node/bulk-server.ts). */
+export const nodeChunksServed = new Counter({
+  name: 'ghostfs_node_chunks_served_total',
+  help: 'chunks served by the node: how="sendfile" (bulk lane, from the workspace file by the kernel), how="copied" (read into memory and written: gRPC, TLS, uploads not yet in a file)',
+  labelNames: ['how'],
+  registers: [registry],
+});
+
 /** A gauge whose value is read from `read` at every scrape. */
 export function liveGauge(name: string, help: string, read: () => number): void {
   new Gauge({

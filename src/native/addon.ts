@@ -111,6 +111,14 @@ export interface NativeAddon {
    * file's attributes.
    */
   writeNewFile(root: string, dir: string, name: string, data: Buffer, mode: number, atimeS: number | null, atimeNs: number, mtimeS: number | null, mtimeNs: number): Promise<Attr>;
+  /**
+   * Writes `head`, then bytes [offset, offset+length) of the file `fileFd`,
+   * to the TCP socket `socketFd` (sendfile, on a worker thread). Nothing
+   * else may write to the socket until it settles; after a rejection the
+   * connection must be dropped (a frame may be cut short). Setting
+   * `cancel[0]` stops a send waiting for room in the socket (ECANCELED).
+   */
+  sendFileRange(socketFd: number, head: Buffer, fileFd: number, offset: number, length: number, cancel: Int32Array): Promise<void>;
   fsyncPath(path: string): void;
   /** The chunker's gear table (256 values), once; then gearScan finds cuts as src/content/chunker.ts does. */
   gearTable(table: Int32Array): void;

@@ -11,6 +11,44 @@ import { hashChunk, hex } from '../content/manifest.js';
 import { FsError } from '../wire/errors.js';
 import { log } from '../log.js';
 import type { WorkspaceIndex } from './workspace-index.js';
+import type { RootFile } from './paths.js';
+
+/** A chunk's bytes in a workspace file. */
+export interface FileRange {
+  file: RootFile;
+  offset: number;
+  length: number;
+}
+
+/**
+ * The workspace file a request is served from, kept open from one chunk to
+ * the next: the chunks of one request are mostly those of one file, and
+ * opening and closing it were two of each chunk's five calls.
+ */
+export class OpenFile {
+  private cur: { path: string; file: Promise<RootFile> } | undefined;
+
+  constructor(private readonly open: (path: string) => Promise<RootFile>) {}
+
+  get(path: string): Promise<RootFile> {
+    if (this.cur?.path === path) return this.cur.file;
+    void this.drop();
+    const file = this.open(path);
+    const cur = { path, file };
+    file.catch(() => {
+      if (this.cur === cur) this.cur = undefined;
+    });
+    this.cur = cur;
+    return file;
+  }
+
+  /** Closes the file held (before a change of file, after a mismatch, at the end). */
+  async drop(): Promise<void> {
+    const c = this.cur;
+    this.cur = undefined;
+    if (c) await c.file.then((f) => f.close()).catch(() => undefined);
+  }
+}
 
 /** Chunks of one request read ahead of the one being sent (at most 4 × 4 MiB in memory). */
 const READ_AHEAD = 3;
@@ -96,6 +134,33 @@ export class ChunkSource {
       readAhead();
       yield { hash, buf };
     }
+  }
+
+  /**
+   * A chunk as a range of a workspace file, open (through `files`), whose
+   * attributes match what the index hashed: for sending it straight from
+   * the file. Undefined when the chunk is only among the staged uploads or
+   * its file keeps changing: the caller then `read`s it.
+   */
+  async rangeOf(hash: Buffer, hint: string | undefined, files: OpenFile): Promise<FileRange | undefined> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const loc = this.locate(hash, hint);
+      if (!loc) break;
+      const entry = await this.index.validate(loc.path).catch(() => undefined);
+      const c = entry?.chunks?.find((x) => x.hash.equals(hash) && x.offset === loc.offset);
+      if (!entry || !c) continue;
+      const file = await files.get(loc.path).catch(() => undefined);
+      if (!file) continue;
+      // The descriptor may name another file than the one validated (renamed over since), or the file was written to.
+      if (sameTuple(attrFromStats(await file.stat()), entry.attr)) return { file, offset: c.offset, length: c.length };
+      await files.drop();
+    }
+    return undefined;
+  }
+
+  /** A holder for the file a request is being served from (see `rangeOf`). */
+  openFiles(): OpenFile {
+    return new OpenFile((path) => this.index.paths.openForRead(path));
   }
 
   /** Reads a chunk, or undefined when the file changed under the read. */

@@ -13,6 +13,8 @@ import { nativeAddon } from '../native/addon.js';
 
 /** A file opened for reading inside the root. */
 export interface RootFile {
+  /** The descriptor, for calls that take one (sendfile); closed by `close`. */
+  readonly fd: number;
   read(into: Buffer, at: number, length: number, position: number): Promise<number>;
   stat(): Promise<BigIntStats>;
   close(): Promise<void>;
@@ -92,6 +94,7 @@ export class Confinement {
     if (addon) {
       const fd = addon.openBeneath(this.root, rel, flags, 0);
       return {
+        fd,
         read: async (into, at, length, position) => (await readP(fd, into, at, length, position)).bytesRead,
         stat: () => fstatP(fd, { bigint: true }),
         close: () => closeP(fd),
@@ -99,6 +102,7 @@ export class Confinement {
     }
     const fh = await open(this.abs(rel), flags);
     return {
+      fd: fh.fd,
       read: async (into, at, length, position) => (await fh.read(into, at, length, position)).bytesRead,
       stat: () => fh.stat({ bigint: true }),
       close: () => fh.close(),

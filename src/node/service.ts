@@ -11,7 +11,7 @@ import { CHUNK_FRAME_RESERVE, frameChunk } from '../wire/chunk-frame.js';
 import { HASH_ALGORITHM, hashChunk, hex } from '../content/manifest.js';
 import type { NodeHandlers, WEntry, WChangeEvent, WPutChunkOut, WCommitRequestOut, WCommitReply, WCommitManyRequestOut, WMutateRequestOut } from '../wire/types.js';
 import { log } from '../log.js';
-import { rpcs, rpcSeconds } from '../admin/metrics.js';
+import { nodeChunksServed, rpcs, rpcSeconds } from '../admin/metrics.js';
 import { baseName, checkPath } from './paths.js';
 import { commitFile, PathLocks } from './commit.js';
 import { mutate } from './mutations.js';
@@ -200,6 +200,7 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
             if (call.cancelled) return;
             // Pre-framed: the service's serializer passes it through as is.
             const msg = frameChunk(hash, buf, buf.length - CHUNK_FRAME_RESERVE);
+            nodeChunksServed.inc({ how: 'copied' });
             // Back-pressure: wait for the transport before the next chunk.
             if (!call.write(msg)) await new Promise((r) => call.once('drain', r));
           }
