@@ -7,6 +7,8 @@ import t from 'tap';
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { nativeAddon, nativeLoadError } from '../src/native/addon.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { MountProc, run, sh, waitFor } from './helpers/mount-proc.js';
@@ -16,6 +18,22 @@ const ADDON = new URL('../../native/build/ghostfs.node', import.meta.url).pathna
 /** Calls the addon's renameat2 from a child process (this process never touches the mount). */
 const renameat2 = (from: string, to: string, flags: number) => run(process.execPath, ['-e', `require(${JSON.stringify(ADDON)}).renameat2(process.argv[1], process.argv[2], ${flags})`, from, to]);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+/**
+ * Lists a directory in two parts: 100 entries, then "ready" and a wait for a
+ * line on stdin, then the rest (printed as JSON). Node's Dir reads through
+ * readdir(3), which takes 32 KiB of entries per getdents call.
+ */
+const PARTIAL_LISTER = `
+  const fs = require('fs');
+  const d = fs.opendirSync(process.argv[1]);
+  const names = [];
+  for (let e; names.length < 100 && (e = d.readSync()); ) names.push(e.name);
+  process.stdout.write('ready\\n');
+  process.stdin.once('data', () => {
+    for (let e; (e = d.readSync()); ) names.push(e.name);
+    d.closeSync();
+    process.stdout.write(JSON.stringify(names.filter((n) => n.startsWith('n'))));
+  });`;
 
 t.test('native driver', async (t) => {
   t.ok(nativeAddon(), `the addon is built (${nativeLoadError() ?? 'loaded'})`);
@@ -29,6 +47,10 @@ t.test('native driver', async (t) => {
   await writeFile(join(src, 'big.bin'), big);
   await writeFile(join(src, 'a'), 'A');
   await writeFile(join(src, 'b'), 'B');
+  // For the listing test below: made before the node starts, which indexes them at once.
+  const names = Array.from({ length: 40_000 }, (_, i) => `n${String(i).padStart(5, '0')}`);
+  await mkdir(join(src, 'many'));
+  for (let i = 0; i < names.length; i += 500) await Promise.all(names.slice(i, i + 500).map((n) => writeFile(join(src, 'many', n), '')));
   const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
   t.teardown(() => node.stop('SIGKILL'));
   // A long attribute timeout: only invalidation can make node-side changes visible quickly.
@@ -67,6 +89,39 @@ t.test('native driver', async (t) => {
     await writeFile(join(src, 'tree/a/b/from-node'), 'x');
     await waitFor('the node\'s change to show', async () => (await list()).includes('tree/a/b/from-node'));
     t.pass('a change on the node shows in the cached listing');
+  });
+
+  await t.test('a reader part way through a cached listing when the node removes an early name: no other name is skipped', async (t) => {
+    // 40,000 names take two getdents calls (readdir(3) asks for 1 MiB). The kernel
+    // serves a second listing from its cache; the node's removal drops that
+    // cache while the reader is part way, and the kernel asks the mount for
+    // the rest at the offset it had reached in the cached listing.
+    const dir = join(mnt, 'many');
+    await waitFor('the names to show', async () => Number((await sh(`ls '${dir}' | wc -l`)).stdout.trim()) === names.length);
+    const first = (await sh(`ls -f '${dir}'`)).stdout.split('\n').filter((n) => n.startsWith('n'));
+    const reader = spawn(process.execPath, ['-e', PARTIAL_LISTER, dir], { stdio: ['pipe', 'pipe', 'inherit'] });
+    t.teardown(() => reader.kill());
+    let out = '';
+    reader.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await waitFor('the reader to have its first entries', async () => out.includes('ready\n'), 10_000);
+    // Removed on the node: an early name in the listing's order (the names after it move up) and a
+    // late one (in the part the mount is asked for again); gone through the mount once the feed applied it.
+    const gone = first[5]!;
+    const goneLate = first[first.length - 5]!;
+    await Promise.all([gone, goneLate].map((n) => rm(join(src, 'many', n))));
+    for (const n of [gone, goneLate]) await waitFor('the removal to reach the mount', async () => (await run('stat', [join(dir, n)])).code !== 0);
+    await new Promise((r) => setTimeout(r, 300)); // the listing's invalidation follows the entry's
+    reader.stdin.end('go\n');
+    await once(reader, 'exit');
+    const seen = JSON.parse(out.slice(out.indexOf('ready\n') + 6)) as string[];
+    const count = new Map<string, number>();
+    for (const n of seen) count.set(n, (count.get(n) ?? 0) + 1);
+    const missing = names.filter((n) => n !== gone && n !== goneLate && !count.has(n));
+    const twice = [...count].filter(([, c]) => c > 1).map(([n]) => n);
+    t.same(missing, [], 'every name that was there all along was listed');
+    t.same(twice, [], 'and none twice');
+    t.ok(count.has(goneLate), 'the late removed name is still in the listing the reader started (allowed: removed meanwhile)');
+    t.not((await run('stat', [join(dir, goneLate)])).code, 0, 'but it left no entry behind in the kernel');
   });
 
   await t.test('reads: cold through JS, then from chunk files in C; an evicted chunk falls back to a fetch', async (t) => {

@@ -83,6 +83,13 @@ async function main(): Promise<void> {
   await makeOwnDir(dir, tolerant);
 
   const files = new Map<string, Buffer>();
+  /** What last happened to each name, and when: for the report of a name missing from a listing. */
+  const lastOp = new Map<string, string>();
+  const noteOp = (name: string, what: string): void => {
+    lastOp.delete(name); // the newest last: the oldest are dropped first
+    lastOp.set(name, `${what} at ${new Date().toISOString()}`);
+    if (lastOp.size > 200) lastOp.delete(lastOp.keys().next().value!);
+  };
   /** The names the running operation changes: unknown state if it fails. */
   let touching: string[] = [];
   const s: WorkerSummary = { ops: 0, errors: {}, examples: [], faulted: {}, corrupted: 0, lost: 0, maxOpMs: 0, files: {} };
@@ -103,6 +110,7 @@ async function main(): Promise<void> {
         touching = [name];
         await writeFile(join(dir, name), data);
         files.set(name, data);
+        noteOp(name, 'created');
       },
     ],
     [
@@ -141,6 +149,7 @@ async function main(): Promise<void> {
         old.copy(next);
         patch.copy(next, at);
         files.set(name, next);
+        noteOp(name, 'edited in place');
       },
     ],
     [
@@ -154,6 +163,7 @@ async function main(): Promise<void> {
         await rename(join(dir, from), join(dir, to));
         files.set(to, files.get(from)!);
         files.delete(from);
+        noteOp(to, `renamed from ${from}`);
       },
     ],
     [
@@ -181,7 +191,18 @@ async function main(): Promise<void> {
       'list',
       async () => {
         const listed = new Set(await readdir(dir));
-        for (const name of files.keys()) if (!listed.has(name)) s.lost++;
+        for (const name of files.keys()) {
+          if (listed.has(name)) continue;
+          s.lost++;
+          if (s.examples.length >= 5) continue;
+          // Gone for good, or missing from the listing only: a stat and a second listing tell.
+          const seen = await stat(join(dir, name)).then(
+            () => 'a stat finds it',
+            (err: NodeJS.ErrnoException) => `a stat says ${err.code}`,
+          );
+          const again = (await readdir(dir)).includes(name) ? 'listed again at once' : 'not listed again';
+          s.examples.push(`lost: ${name}, ${lastOp.get(name) ?? 'no record'}, is not in the listing of its directory; ${seen}, ${again}`);
+        }
         if (files.size) {
           const name = pick([...files.keys()]);
           const size = (await stat(join(dir, name))).size;

@@ -176,10 +176,14 @@ export class MeshClient {
    * retry (mutation-retry.ts). An exchange is not sent again: applied twice
    * it would undo itself and still report success.
    */
-  mutate(req: Omit<WMutateRequest, 'workspace'>): Promise<WMutateReplyOut> {
+  /** A namespace change on the first node that answers; `by` is that node. */
+  mutate(req: Omit<WMutateRequest, 'workspace'>): Promise<WMutateReplyOut & { by: string }> {
     return this.call('mutate', (c, uncertain) => {
       if (uncertain && req.rename?.exchange) return Promise.reject(new FsError('EIO', `the exchange of "${req.rename.from}" and "${req.rename.to}" lost its answer: it may or may not have been made`));
-      return c.mutate(req).catch(async (err) => (uncertain && (await appliedBefore(c, req, err))) || Promise.reject(err));
+      return c
+        .mutate(req)
+        .catch(async (err) => (uncertain && (await appliedBefore(c, req, err))) || Promise.reject(err))
+        .then((r) => ({ ...r, by: c.endpoint }));
     });
   }
 

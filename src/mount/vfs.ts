@@ -513,6 +513,10 @@ export class Vfs {
       if (errnoOf(err) === 'EHOSTDOWN') throw new FsError('EROFS', (err as Error).message);
       throw err;
     }
+    // The change feed may still bring older events for these paths (the
+    // echo of a commit just before, say): they must not undo this change, as
+    // a late "changed" would bring back a name just renamed away.
+    for (const p of new Set([...touched, ...removed, ...r.entries.map((e) => e.name)])) this.meta.markOwnCommit(p, r.by, r.generation);
     for (const p of removed) {
       this.forgetPath(p);
       await this.meta.put(p, null);

@@ -21,6 +21,9 @@ import { ATTR_LEN, NS, putAttr, Reply } from './native-reply.js';
 import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
 import type { ChangeKind } from '../change-feed.js';
 
+/** Directory listings kept for readers that continue at an offset (see `readdir`). */
+const LISTINGS_KEPT = 256;
+
 /** Operation codes, as native/src/ghostfs.h numbers them. */
 enum Op {
   EXIT = 0,
@@ -230,7 +233,11 @@ export class NativeDriver implements Driver {
 
   private dispatch(op: number, id: number, ino: number, ino2: number, fh: number, off: number, size: number, flags: number, mode: number, name: string | undefined, name2: string | undefined, data: Buffer | undefined, set: number[] | undefined, uid: number, gid: number): void {
     if (op === Op.EXIT) return this.finish();
-    if (op === Op.FORGET) return this.ids.forget(ino, size);
+    if (op === Op.FORGET) {
+      this.ids.forget(ino, size);
+      if (!this.ids.has(ino)) this.listings.delete(ino);
+      return;
+    }
     const r = new Reply(this.addon, id, OP_NAMES[op] ?? String(op));
     try {
       this.serve(r, op, ino, ino2, fh, off, size, flags, mode, name, name2, data, set, uid, gid);
@@ -391,8 +398,13 @@ export class NativeDriver implements Driver {
 
   /**
    * Directory handles are the addon's (opendir never reaches JS): a listing
-   * is taken when a reader starts at offset 0 and kept per directory until
-   * a reader has had its last entries; later offsets continue it.
+   * is taken when a reader starts at offset 0, and later offsets continue
+   * that listing. It is kept after its last entry went out: the kernel
+   * caches a listing and serves later readers from it, and when it drops
+   * that cache part way through a reader (the change feed invalidated it),
+   * it asks for the rest at the offset it had reached. Those offsets are
+   * positions in the listing the kernel cached; taken afresh, a listing
+   * from which an earlier name had gone would skip the name after it.
    */
   private readdir(r: Reply, id: number, off: number, size: number, plus: boolean): void {
     serveOp(
@@ -407,7 +419,9 @@ export class NativeDriver implements Driver {
           const parent = path === '' ? dir : await this.vfs.resolve(parentOf(path));
           const children = await this.vfs.readdir(this.vfs.inoOf(path));
           d = { names: ['.', '..', ...children.map((c) => baseName(c.path))], attrs: [dir, parent, ...children].map((n) => n.attr) };
+          this.listings.delete(id); // re-inserted last: the bound drops the least recently started
           this.listings.set(id, d);
+          if (this.listings.size > LISTINGS_KEPT) this.listings.delete(this.listings.keys().next().value!);
         }
         return d;
       },
@@ -417,16 +431,20 @@ export class NativeDriver implements Driver {
         const slice = d.names.slice(off, off + room);
         const attrs = new Float64Array(slice.length * ATTR_LEN);
         const entryIds: number[] = [];
+        // A kept listing may name what is gone since (see above): listed
+        // (POSIX allows that for a name removed meanwhile), but without a
+        // node id, so the kernel makes no entry for it.
+        const dirPath = off > 0 && plus ? this.ids.path(id) : '';
+        const gone = (name: string): boolean => off > 0 && !this.vfs.meta.get(joinRel(dirPath, name));
         for (let i = 0; i < slice.length; i++) {
           const dots = off + i < 2;
-          const nodeId = plus && !dots ? this.ids.reserve(id, slice[i]!) : 0;
+          const nodeId = plus && !dots && !gone(slice[i]!) ? this.ids.reserve(id, slice[i]!) : 0;
           entryIds.push(nodeId);
           putAttr(attrs, i * ATTR_LEN, d.attrs[off + i]!, nodeId);
         }
         const fitted = r.dir(size, plus, off, slice, attrs);
         // The kernel holds a reference to every entry of a readdirplus reply that fitted.
         for (let i = 0; i < fitted; i++) if (entryIds[i]) this.ids.ref(entryIds[i]!);
-        if (off + fitted >= d.names.length) this.listings.delete(id);
       },
       (e) => r.err(e),
     );

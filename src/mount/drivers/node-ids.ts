@@ -34,6 +34,11 @@ export class NodeIds {
     return this.nodes.size;
   }
 
+  /** Whether the kernel still holds this id. */
+  has(id: number): boolean {
+    return this.nodes.has(id);
+  }
+
   /** The path of an id, relative to the workspace root. */
   path(id: number): string {
     const parts: string[] = [];
