@@ -174,9 +174,9 @@ export class MeshClient {
   /**
    * A namespace or attribute change; one a lost answer hid is recognized on
    * retry (mutation-retry.ts). An exchange is not sent again: applied twice
-   * it would undo itself and still report success.
+   * it would undo itself and still report success. `by` is the node that
+   * answered.
    */
-  /** A namespace change on the first node that answers; `by` is that node. */
   mutate(req: Omit<WMutateRequest, 'workspace'>): Promise<WMutateReplyOut & { by: string }> {
     return this.call('mutate', (c, uncertain) => {
       if (uncertain && req.rename?.exchange) return Promise.reject(new FsError('EIO', `the exchange of "${req.rename.from}" and "${req.rename.to}" lost its answer: it may or may not have been made`));
