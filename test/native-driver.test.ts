@@ -21,7 +21,8 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 /**
  * Lists a directory in two parts: 100 entries, then "ready" and a wait for a
  * line on stdin, then the rest (printed as JSON). Node's Dir reads through
- * readdir(3), which takes 32 KiB of entries per getdents call.
+ * readdir(3), which asks for up to 1 MiB of entries per getdents call here
+ * (its buffer follows the directory's block size).
  */
 const PARTIAL_LISTER = `
   const fs = require('fs');
