@@ -50,14 +50,19 @@ export function serveBulk(socket: Duplex & { setTimeout?(ms: number): unknown },
     gone = true;
   };
 
+  /** A chunk read into `buf` (CHUNK_FRAME_RESERVE bytes free in front): framed in place and written. */
+  const sendCopied = async (hash: Buffer, buf: Buffer): Promise<void> => {
+    const start = CHUNK_FRAME_RESERVE - FRAME_HEADER_BYTES;
+    writeFrameHeader(buf, start, FRAME_CHUNK, hash, buf.length - CHUNK_FRAME_RESERVE);
+    nodeChunksServed.inc({ how: 'copied' });
+    if (!socket.write(buf.subarray(start))) await drained(socket);
+  };
+
   const serve = async (hashes: Buffer[], hint: string | undefined): Promise<void> => {
     if (direct) return serveFromFiles(hashes, hint);
     for await (const { hash, buf } of ws!.chunks.readMany(hashes, hint, CHUNK_FRAME_RESERVE)) {
       if (gone) return;
-      const start = CHUNK_FRAME_RESERVE - FRAME_HEADER_BYTES;
-      writeFrameHeader(buf, start, FRAME_CHUNK, hash, buf.length - CHUNK_FRAME_RESERVE);
-      nodeChunksServed.inc({ how: 'copied' });
-      if (!socket.write(buf.subarray(start))) await drained(socket);
+      await sendCopied(hash, buf);
     }
     if (!gone) socket.write(endFrame());
   };
@@ -72,11 +77,7 @@ export function serveBulk(socket: Duplex & { setTimeout?(ms: number): unknown },
         if (gone) return;
         const r = await ws!.chunks.rangeOf(hash, hint, files);
         if (!r) {
-          const buf = await ws!.chunks.read(hash, hint, CHUNK_FRAME_RESERVE);
-          const start = CHUNK_FRAME_RESERVE - FRAME_HEADER_BYTES;
-          writeFrameHeader(buf, start, FRAME_CHUNK, hash, buf.length - CHUNK_FRAME_RESERVE);
-          nodeChunksServed.inc({ how: 'copied' });
-          if (!socket.write(buf.subarray(start))) await drained(socket);
+          await sendCopied(hash, await ws!.chunks.read(hash, hint, CHUNK_FRAME_RESERVE));
           continue;
         }
         // What libuv still holds goes first.

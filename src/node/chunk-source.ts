@@ -87,19 +87,28 @@ export class ChunkSource {
   }
 
   /**
+   * Where the index places a chunk in a workspace file, re-validated first
+   * (a changed file is hashed again), with the attributes its bytes belong
+   * to. The chunk may then live elsewhere or nowhere, and a caller may find
+   * the file changed once more: a second place is offered after the first.
+   */
+  private async *indexedRanges(hash: Buffer, hint?: string): AsyncGenerator<{ path: string; offset: number; length: number; attr: Attr }> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const loc = this.locate(hash, hint);
+      if (!loc) return;
+      const entry = await this.index.validate(loc.path).catch(() => undefined);
+      const c = entry?.chunks?.find((x) => x.hash.equals(hash) && x.offset === loc.offset);
+      if (entry && c) yield { path: loc.path, offset: c.offset, length: c.length, attr: entry.attr };
+    }
+  }
+
+  /**
    * A chunk's bytes. With `reserve`, the returned buffer has that many
    * unused bytes in front of the data (room for a message header).
    */
   async read(hash: Buffer, hint?: string, reserve = 0): Promise<Buffer> {
-    // A file may have changed since it was indexed; re-validation re-hashes
-    // it and the chunk may then live elsewhere (or nowhere): try twice.
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const loc = this.locate(hash, hint);
-      if (!loc) break;
-      const entry = await this.index.validate(loc.path).catch(() => undefined);
-      const c = entry?.chunks?.find((x) => x.hash.equals(hash) && x.offset === loc.offset);
-      if (!entry || !c) continue;
-      const data = await this.readAt(loc.path, c.offset, c.length, entry.attr, reserve);
+    for await (const at of this.indexedRanges(hash, hint)) {
+      const data = await this.readAt(at.path, at.offset, at.length, at.attr, reserve);
       if (data) return data;
     }
     try {
@@ -143,16 +152,11 @@ export class ChunkSource {
    * its file keeps changing: the caller then `read`s it.
    */
   async rangeOf(hash: Buffer, hint: string | undefined, files: OpenFile): Promise<FileRange | undefined> {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const loc = this.locate(hash, hint);
-      if (!loc) break;
-      const entry = await this.index.validate(loc.path).catch(() => undefined);
-      const c = entry?.chunks?.find((x) => x.hash.equals(hash) && x.offset === loc.offset);
-      if (!entry || !c) continue;
-      const file = await files.get(loc.path).catch(() => undefined);
+    for await (const at of this.indexedRanges(hash, hint)) {
+      const file = await files.get(at.path).catch(() => undefined);
       if (!file) continue;
       // The descriptor may name another file than the one validated (renamed over since), or the file was written to.
-      if (sameTuple(attrFromStats(await file.stat()), entry.attr)) return { file, offset: c.offset, length: c.length };
+      if (sameTuple(attrFromStats(await file.stat()), at.attr)) return { file, offset: at.offset, length: at.length };
       await files.drop();
     }
     return undefined;
