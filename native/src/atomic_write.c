@@ -169,12 +169,7 @@ static napi_value js_write_new_file(napi_env env, napi_callback_info info) {
   j->len = len;
   j->mode = (mode_t)mode & 07777;
   napi_create_reference(env, argv[3], 1, &j->data_ref);
-  napi_value promise, name;
-  napi_create_promise(env, &j->deferred, &promise);
-  napi_create_string_utf8(env, "ghostfs.writeNewFile", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, execute, complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  return promise;
+  return queue_job(env, "ghostfs.writeNewFile", execute, complete, j, &j->deferred, &j->work);
 bad:
   free(j->root), free(j->dir), free(j->name);
   free(j);

@@ -209,12 +209,7 @@ static napi_value js_send_file_range(napi_env env, napi_callback_info info) {
   j->cancel = cancel;
   napi_create_reference(env, argv[1], 1, &j->head_ref);
   napi_create_reference(env, argv[5], 1, &j->cancel_ref);
-  napi_value promise, name;
-  napi_create_promise(env, &j->deferred, &promise);
-  napi_create_string_utf8(env, "ghostfs.sendFileRange", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, execute, complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  return promise;
+  return queue_job(env, "ghostfs.sendFileRange", execute, complete, j, &j->deferred, &j->work);
 }
 
 napi_value send_range_exports(napi_env env, napi_value exports) {
