@@ -30,6 +30,8 @@ export interface MountStatus {
   pendingWrites: PendingRecord[];
   changeFeed: { connected: boolean; generation: number; applied: number };
   openFiles: number;
+  /** Content of new small files open for writing that is held in memory, not yet in a dirty copy (absent from older mounts). */
+  openFilesInMemoryBytes?: number;
   /**
    * The mount process's memory: resident in all, and the JS heap and buffers
    * within it. The rest is native (RocksDB, the driver, the allocator):

@@ -11,7 +11,7 @@ export interface JournalEntry {
   seq: number;
   /** Workspace path the content is for. */
   path: string;
-  /** Name of the dirty copy under the cache's dirty dir. */
+  /** Name of the dirty copy under the cache's dirty dir; '' for content kept only in memory (committed straight from close(), never journaled). */
   dirty: string;
   /** Digest the file had when the writer opened it (absent: it was created). */
   baseDigest?: Buffer;

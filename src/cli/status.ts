@@ -25,7 +25,7 @@ function describe(s: MountStatus): string {
     `  fetched ${s.fetched.chunks} chunks, ${mib(s.fetched.bytes)}${s.fetched.failovers ? `, ${s.fetched.failovers} failovers` : ''}`,
     `  writes  ${s.writeBack.pending} pending, ${s.writeBack.committed} written back, ${s.writeBack.conflicts} conflicts, ${s.writeBack.failed} refused; uploaded ${s.writeBack.uploadedChunks} chunks (${mib(s.writeBack.uploadedBytes)})`,
     ...describePending(s.pendingWrites, s.writeBack.pending),
-    `  feed    ${s.changeFeed.connected ? 'connected' : 'disconnected'}, generation ${s.changeFeed.generation}, ${s.changeFeed.applied} changes applied; ${s.openFiles} open files`,
+    `  feed    ${s.changeFeed.connected ? 'connected' : 'disconnected'}, generation ${s.changeFeed.generation}, ${s.changeFeed.applied} changes applied; ${s.openFiles} open files${s.openFilesInMemoryBytes ? ` (${mib(s.openFilesInMemoryBytes)} of new content in memory)` : ''}`,
     // Older mounts do not report it.
     ...(s.memory ? [describeMemory(s.memory)] : []),
   ];

@@ -9,6 +9,7 @@ import { log } from '../log.js';
 import { ChangeFeed } from './change-feed.js';
 import { ChunkReader } from './chunk-reader.js';
 import { Vfs } from './vfs.js';
+import { dirtyMemoryBytes } from './dirty-file.js';
 import type { Driver } from './drivers/driver.js';
 import { FuseNativeDriver } from './drivers/fuse-native.js';
 import { NativeDriver } from './drivers/native.js';
@@ -198,6 +199,7 @@ export class Mount {
       pendingWrites: this.writeBack.pendingRecords(),
       changeFeed: { connected: this.feed.connected, generation: this.feed.position.generation, applied: this.feed.applied },
       openFiles: this.vfs.openFiles,
+      openFilesInMemoryBytes: dirtyMemoryBytes(),
       memory: memoryNow(),
       driverStats,
     };

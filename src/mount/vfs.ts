@@ -395,7 +395,7 @@ export class Vfs {
     // appeared meanwhile is not silently truncated.
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     const dn = this.writeBack.newDirtyName();
-    const d = this.track(await DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, uid, gid));
+    const d = this.track(DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, uid, gid));
     this.meta.putVolatile(path, d.entry());
     return { node: this.node(path, d.entry()), handle: this.handle(path, d) };
   }
@@ -430,7 +430,7 @@ export class Vfs {
    */
   async fsync(fh: number): Promise<void> {
     const h = this.handles.get(fh);
-    await h?.dirty?.fh.sync();
+    await h?.dirty?.sync();
     if (h && this.opts.asyncWriteBack && this.mesh.reachable) await this.writeBack.flushPaths([h.path]).catch(() => undefined);
   }
 
@@ -447,8 +447,8 @@ export class Vfs {
       log.error({ path: d.path, err: (err as Error).message }, 'write-back at release failed');
     } finally {
       if (this.dirty.get(d.path) === d) this.dirty.delete(d.path);
-      await d.fh.close().catch(() => undefined);
-      if (!d.handedOver) await this.writeBack.discard(d.name);
+      await d.close().catch(() => undefined);
+      if (!d.handedOver && d.onDisk) await this.writeBack.discard(d.name);
     }
   }
 
@@ -463,25 +463,40 @@ export class Vfs {
   private async commitDirty(d: DirtyFile, how: 'wait' | 'journal' | 'queue' = 'wait'): Promise<void> {
     await d.materialize(this.chunks);
     d.handedOver = true; // the write-back owns the copy now
-    const fh = d.fh;
     // Its chunk list is wanted only where the content does not ride inside the commit.
     const ahead = d.finishAhead(d.size > INLINE_BYTES);
+    // A small file's bytes travel from here: one read now instead of a stat and a whole-file read later.
+    const data = d.size <= HOLD_BYTES ? await d.readAll() : undefined;
+    // A file kept in memory has no dirty copy ('') until its record must outlive the process.
+    const name = d.name;
+    const inMemory = !d.onDisk;
     const rec = {
       path: d.path,
-      dirty: d.name,
+      dirty: inMemory ? '' : name,
       baseDigest: d.baseDigest,
       expectAbsent: d.expectAbsent,
       baseSeq: d.baseSeq,
       mode: d.mode,
       mtimeNs: d.mtimeNs,
       atimeNs: d.atimeNs,
-      // A small file's bytes travel from here: one read now instead of a stat and a whole-file read later.
-      data: d.size <= HOLD_BYTES ? await d.readAll() : undefined,
+      data,
       // A big file written front to back: its chunk list is ready and its chunks are on their way.
       manifest: ahead?.manifest,
       sentAhead: ahead?.sent,
     };
-    const r = how === 'queue' && !d.owner ? await this.writeBack.queueFile(rec) : await this.writeBack.closeFile(rec, { direct: how !== 'journal', syncDirty: () => fh.sync() });
+    let r: { digest: Buffer } | { queued: number };
+    if (how === 'queue' && !d.owner) {
+      if (inMemory) await DirtyFile.writeCopy(this.writeBack.dirtyPath(name), data!, false);
+      r = await this.writeBack.queueFile({ ...rec, dirty: name });
+    } else {
+      const syncLater = inMemory ? undefined : d.syncLater();
+      const makeDurable = async (): Promise<string> => {
+        if (syncLater) await syncLater();
+        else await DirtyFile.writeCopy(this.writeBack.dirtyPath(name), data!, true);
+        return name;
+      };
+      r = await this.writeBack.closeFile(rec, { direct: how !== 'journal', makeDurable });
+    }
     if ('digest' in r) {
       d.committed(r.digest);
       if (d.owner) {

@@ -1,5 +1,6 @@
-// Write-back: a closed file's dirty copy becomes the node's file. Before
-// close() returns the dirty copy is fsynced and journaled; then it is
+// Write-back: a closed file's content becomes the node's file. close()
+// returns once a node committed it or, when none does, once the content is
+// durable in a dirty copy and journaled. The content is
 // chunked (content-defined, on a hashing thread), the node is asked which
 // chunks it lacks, only those are uploaded, and the node commits atomically
 // against the digest the writer started from (small files ride inside the
@@ -178,6 +179,8 @@ export class WriteBack {
   }
 
   dirtyPath(name: string): string {
+    // '' is a record of content kept in memory: it has no copy (and the dir itself is no file to rename or remove).
+    if (!name) throw new Error('this content has no dirty copy');
     return join(this.dirtyDir, name);
   }
 
@@ -194,14 +197,15 @@ export class WriteBack {
    * A writer closed a modified file. With `direct`, the node is asked first:
    * once it confirms, nothing local needs to be durable (close() has not
    * returned yet, so a crash loses nothing acknowledged). When no node
-   * answers, or without `direct`, the dirty copy is fsynced and journaled
-   * before this resolves, and the record is committed now or queued. While
+   * answers, or without `direct`, `makeDurable` puts the content in a durable
+   * dirty copy (and names it), the record is journaled before this resolves,
+   * and it is committed now or queued. While
    * every node is known to be down, none is asked: close() returns as soon
    * as the record is journaled, instead of waiting out a deadline.
    * Resolves with the committed digest, or the queued record's seq; rejects
    * with the node's errno when the node refused the write.
    */
-  async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, opts: { direct: boolean; syncDirty: () => Promise<void> }): Promise<{ digest: Buffer } | { queued: number }> {
+  async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, opts: { direct: boolean; makeDurable: () => Promise<string> }): Promise<{ digest: Buffer } | { queued: number }> {
     let failed: unknown;
     const reachable = this.mesh.reachable;
     if (opts.direct && reachable) {
@@ -211,14 +215,13 @@ export class WriteBack {
         return { digest };
       } catch (err) {
         if (!RETRYABLE.has(errnoOf(err))) {
-          await this.refused({ ...rec, seq: 0, closedAt: Date.now() }, err);
+          await this.refused({ ...rec, dirty: await opts.makeDurable(), seq: 0, closedAt: Date.now() }, err);
           throw err;
         }
         failed = err;
       }
     }
-    await opts.syncDirty();
-    const entry = await this.journal.add({ ...rec, closedAt: Date.now() });
+    const entry = await this.journal.add({ ...rec, dirty: await opts.makeDurable(), closedAt: Date.now() });
     await this.dropOlder(rec.path, entry.seq);
     this.hold(entry);
     if (failed || !reachable) {
@@ -541,7 +544,6 @@ export class WriteBack {
   }
 
   private async commitNow(e: JournalEntry, replayed: boolean): Promise<Buffer> {
-    const dirty = this.dirtyPath(e.dirty);
     this.step(e, 'reading its content');
     const { manifest, data } = await this.content(e);
     // A replayed record may have been committed just before the mount died:
@@ -557,7 +559,7 @@ export class WriteBack {
     } else {
       if (!data) {
         this.step(e, 'uploading');
-        await this.upload(dirty, manifest, e.sentAhead);
+        await this.upload(this.dirtyPath(e.dirty), manifest, e.sentAhead);
       }
       this.step(e, 'committing');
       const req = this.request(e, manifest, data);
@@ -681,7 +683,8 @@ export class WriteBack {
 
   /** The node took the record (or kept it as a conflict copy): metadata, journal and cache follow. */
   private async settleLanded(e: JournalEntry, manifest: Manifest, reply: WCommitReplyOut, by: string): Promise<Buffer> {
-    const dirty = this.dirtyPath(e.dirty);
+    // Content kept in memory has no dirty copy: the cache keeps its chunks from the bytes.
+    const from = e.dirty ? { file: this.dirtyPath(e.dirty) } : { data: e.data! };
     const committedPath = reply.conflict ? reply.conflictPath : e.path;
     this.step(e, 'recording the commit');
     const recorded = await this.meta.settle(committedPath, entryFromWire(reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
@@ -693,7 +696,7 @@ export class WriteBack {
     if (e.seq) this.rememberLanded(e.seq, manifest.digest);
     // Until its record's removal is on disk, a mount killed now replays the record from its dirty
     // copy (and finds the node holds it): the copy stays, and the next start removes it.
-    if (recorded || !e.seq) this.track(this.keepChunks(dirty, manifest.chunks, manifest.size));
+    if (recorded || !e.seq) this.track(this.keepChunks(from, manifest.chunks, manifest.size));
     if (reply.conflict) {
       this.stats.conflicts++;
       for (const fn of this.conflictListeners) fn(e.path);
@@ -738,7 +741,14 @@ export class WriteBack {
    * reads need no fetch, then the dirty copy goes. Runs after close() has
    * returned (nothing waits for it); a one-chunk file is renamed in whole.
    */
-  private async keepChunks(dirty: string, chunks: ChunkRef[], size: number): Promise<void> {
+  private async keepChunks(from: { file: string } | { data: Buffer }, chunks: ChunkRef[], size: number): Promise<void> {
+    if ('data' in from) {
+      for (const c of chunks) {
+        await this.chunkStore.put(c.hash, from.data.subarray(c.offset, c.offset + c.length)).catch((err) => log.debug({ err: (err as Error).message }, 'committed chunk not kept in the cache'));
+      }
+      return;
+    }
+    const dirty = from.file;
     try {
       // The whole file is one chunk: the copy itself becomes the cached chunk.
       if (chunks.length === 1 && chunks[0]!.length === size) {

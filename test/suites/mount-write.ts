@@ -47,6 +47,68 @@ t.test('mount: write side', async (t) => {
     t.equal((await stat(S('empty.txt'))).size, 0, 'an empty new file exists on the node');
   });
 
+  await t.test('new small files are kept in memory until they must be on disk', async (t) => {
+    const dirtyCopies = async () => (await readdir(join(cache, 'dirty', 'default')).catch(() => [] as string[])).filter((n) => /^[0-9a-f]{24}$/.test(n));
+    const before = await dirtyCopies();
+    // One writer process: each step's content is checked on the node after its close.
+    const steps = String.raw`
+const fs = require('fs'); const [dir, step] = process.argv.slice(1); const p = (n) => dir + '/' + n;
+const block = (i, n = 4096) => Buffer.alloc(n, 65 + (i % 26));
+if (step === 'grow') {
+  // 80 small writes: past what a file keeps in memory (256 KiB), then a write into its middle and a longer size.
+  const fd = fs.openSync(p('grown.bin'), 'w');
+  for (let i = 0; i < 80; i++) fs.writeSync(fd, block(i), 0, 4096, i * 4096);
+  fs.writeSync(fd, Buffer.from('MIDDLE'), 0, 6, 100000);
+  fs.ftruncateSync(fd, 80 * 4096 + 10);
+  fs.closeSync(fd);
+} else if (step === 'fsync') {
+  const fd = fs.openSync(p('synced.txt'), 'w');
+  fs.writeSync(fd, 'before fsync\n');
+  fs.fsyncSync(fd);
+  fs.writeSync(fd, 'after fsync\n');
+  fs.closeSync(fd);
+} else if (step === 'truncate') {
+  // An existing file opened with O_TRUNC starts empty in memory: shrink, then a write past the end leaves zeros between.
+  const fd = fs.openSync(p('existing-small.txt'), 'w');
+  fs.writeSync(fd, 'abcdef');
+  fs.ftruncateSync(fd, 3);
+  fs.writeSync(fd, 'Z', 7);
+  fs.writeSync(fd, 'Y', 9);
+  fs.ftruncateSync(fd, 8);
+  fs.closeSync(fd);
+}`;
+    await writeFile(S('existing-small.txt'), 'old content that is longer\n');
+    await waitFor('the node file to show in the mount', async () => (await run('cat', [M('existing-small.txt')])).stdout === 'old content that is longer\n');
+    const held = spawn('bash', ['-c', `exec 3>'${M('held.txt')}'; echo 'held open' >&3; read line; exec 3>&-`], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const heldExit = new Promise((r) => held.on('exit', r));
+    await waitFor('the open file to hold its content in memory', async () => ((await m.status()).openFilesInMemoryBytes ?? 0) > 0);
+    t.same(await dirtyCopies(), before, 'a new file open for writing has no dirty copy');
+    held.stdin.end('\n');
+    t.equal(await heldExit, 0);
+    t.equal(await readFile(S('held.txt'), 'utf8'), 'held open\n', 'its close wrote it back from memory');
+    const chunksBefore = (await m.status()).cache.chunks as number;
+    for (const step of ['grow', 'fsync', 'truncate']) {
+      const r = await run(process.execPath, ['-e', steps, mnt, step]);
+      t.equal(r.code, 0, `${step}: ${r.stderr}`);
+    }
+    // Closing one of two descriptors of one open file writes it back; the
+    // later write goes to a copy of its own, written back at the last close.
+    const dup = await sh(`exec 3>'${M('dup.txt')}'; echo 'first version' >&3; exec 4>&3; exec 3>&-; test "$(cat '${S('dup.txt')}')" = 'first version' || exit 9; printf SECOND >&4; exec 4>&-`);
+    t.equal(dup.code, 0, `the first close wrote the file back: ${dup.stderr}`);
+    const grown = Buffer.alloc(80 * 4096 + 10);
+    for (let i = 0; i < 80; i++) grown.fill(65 + (i % 26), i * 4096, (i + 1) * 4096);
+    grown.write('MIDDLE', 100000);
+    t.ok((await readFile(S('grown.bin'))).equals(grown), 'a file that outgrew memory: every byte on the node');
+    t.equal(await readFile(S('dup.txt'), 'utf8'), 'first version\nSECOND', 'a write after a close, through another descriptor');
+    t.equal(await readFile(S('synced.txt'), 'utf8'), 'before fsync\nafter fsync\n', 'a file fsynced while open');
+    t.same(await readFile(S('existing-small.txt')), Buffer.from('abc\0\0\0\0Z'), 'O_TRUNC, shrink, writes past the end, shrink: zeros in the holes, no stale bytes');
+    t.same(await dirtyCopies(), before, 'no dirty copy is left behind');
+    // Content committed from memory is cached too (dup.txt twice, existing-small.txt; the others went to disk).
+    const chunks = (await m.status()).cache.chunks as number;
+    t.ok(chunks >= chunksBefore + 3, `the cache keeps the committed chunks (${chunksBefore} -> ${chunks})`);
+    t.equal((await m.status()).openFilesInMemoryBytes, 0, 'nothing held in memory once the files are closed');
+  });
+
   await t.test('directories, renames, links, modes', async (t) => {
     t.equal((await run('mkdir', ['-p', M('d/e/f')])).code, 0);
     t.ok((await stat(S('d/e/f'))).isDirectory(), 'mkdir -p');
