@@ -1,15 +1,16 @@
 // The bulk lane end to end: a real `ghostfs serve` child process, its one
 // port answering gRPC and the lane side by side over loopback.
 import t from 'tap';
-import { writeFile, mkdir } from 'node:fs/promises';
+import { writeFile, mkdir, readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BulkLane, hostPort, LaneUnavailable } from '../src/mesh/bulk-client.js';
-import { encodeHello, BULK_MAGIC } from '../src/wire/bulk-lane.js';
+import { encodeHello, BULK_MAGIC, CALL_FLAG, MAX_CALL_BYTES } from '../src/wire/bulk-lane.js';
+import { wire } from '../src/wire/proto.js';
 import { errnoOf } from '../src/wire/errors.js';
-import { hashChunk } from '../src/content/manifest.js';
+import { fileDigest, hashChunk } from '../src/content/manifest.js';
 import { NodeConnection } from '../src/mesh/connection.js';
 import { nativeAddon } from '../src/native/addon.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
@@ -123,6 +124,58 @@ t.test('the bulk lane', async (t) => {
     bare.end(BULK_MAGIC.subarray(0, 2)); // half a magic, then the end: dropped, not held open
     await once(bare, 'close');
     t.pass('a client that ends before saying which protocol is dropped');
+  });
+
+  t.test('small commits travel as calls on the lane; big ones, and errors, as over gRPC', async (t) => {
+    const calls = async (): Promise<{ lane: number; grpc: number }> => {
+      const text = await node.scrapeMetrics();
+      const count = (over: string): number => {
+        let n = 0;
+        for (const m of text.matchAll(new RegExp(`^ghostfs_node_rpcs_total\\{[^}]*method="Commit"[^}]*over="${over}"[^}]*\\} (\\d+)`, 'gm'))) n += Number(m[1]);
+        return n;
+      };
+      return { lane: count('lane'), grpc: count('grpc') };
+    };
+    const inlineCommit = (path: string, data: Buffer): Parameters<NodeConnection['commit']>[0] => {
+      const hash = hashChunk(data);
+      return { path, expectAbsent: true, digest: fileDigest([{ hash, offset: 0, length: data.length }]), size: data.length, chunks: [{ hash, offset: 0, length: data.length }], mode: 0o644, inline: [{ hash, data }] };
+    };
+    await conn.handshake(); // learns what the lane takes
+    const before = await calls();
+    const small = randomBytes(4096);
+    const r = await conn.commit(inlineCommit('lane-small.bin', small));
+    t.equal(r.conflict, false);
+    t.ok((await readFile(join(root, 'lane-small.bin'))).equals(small), 'the file is on the node');
+    t.equal(Number(r.entry!.attr!.size), 4096, 'the reply is the message gRPC would have carried');
+    t.same(await calls(), { lane: before.lane + 1, grpc: before.grpc }, 'it came on the lane');
+
+    const err = await failure(conn.commit(inlineCommit('d', randomBytes(10))));
+    t.equal(errnoOf(err), 'EISDIR', `the node's refusal has its errno: ${(err as Error)?.message}`);
+    const again = await conn.commit(inlineCommit('lane-after-error.txt', Buffer.from('after\n')));
+    t.equal(again.conflict, false, 'the lane goes on after a refused call');
+    t.same(await calls(), { lane: before.lane + 3, grpc: before.grpc }, 'both on the lane');
+
+    // Over what a lane call may carry: gRPC.
+    const big = randomBytes(MAX_CALL_BYTES);
+    await conn.commit(inlineCommit('grpc-big.bin', big));
+    t.ok((await readFile(join(root, 'grpc-big.bin'))).equals(big), 'a big inline commit lands');
+    t.same(await calls(), { lane: before.lane + 3, grpc: before.grpc + 1 }, 'it went over gRPC');
+
+    // The lane's hello names the workspace; a call for another one is refused.
+    const l = lane();
+    const def = wire().ghostfs.v1.Node.service.Commit;
+    const other = def.requestSerialize({ ...inlineCommit('x', Buffer.from('x')), workspace: 'other' } as never);
+    t.equal(errnoOf(await failure(l.call('Commit', other, 10_000))), 'EINVAL', 'a call for another workspace');
+    const raw = connect(at.port, at.host);
+    await once(raw, 'connect');
+    const unknown = Buffer.alloc(6);
+    unknown.writeUInt32BE((CALL_FLAG | 2) >>> 0, 0);
+    unknown[4] = 99;
+    raw.write(Buffer.concat([encodeHello(`Bearer ${TOKEN}`, 'default'), unknown]));
+    const got: Buffer[] = [];
+    raw.on('data', (d: Buffer) => got.push(d));
+    await once(raw, 'close');
+    t.match(Buffer.concat(got).subarray(37).toString(), /EPROTO.*no call number 99/, 'an unknown call: the node says why and closes');
   });
 
   t.test('gRPC on the same port goes on working beside the lane', async (t) => {

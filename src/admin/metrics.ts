@@ -18,8 +18,8 @@ export const fsOpSeconds = new Histogram({
   registers: [registry],
 });
 
-/** Node RPCs served, by method and outcome. */
-export const rpcs = new Counter({ name: 'ghostfs_node_rpcs_total', help: 'gRPC calls served by the node, by method and errno', labelNames: ['method', 'errno'], registers: [registry] });
+/** Node RPCs served, by method, outcome and transport. */
+export const rpcs = new Counter({ name: 'ghostfs_node_rpcs_total', help: 'calls served by the node, by method, errno and how they came: over="grpc", or over="lane" (small unary calls on the bulk lane)', labelNames: ['method', 'errno', 'over'], registers: [registry] });
 export const rpcSeconds = new Histogram({
   name: 'ghostfs_node_rpc_seconds',
   help: 'gRPC call latency on the node, by method',

@@ -7,7 +7,7 @@ import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { HASH_BYTES } from '../content/manifest.js';
 import { log } from '../log.js';
-import { BULK_ALPN, encodeHello, encodeRequest, FRAME_CHUNK, FRAME_END, FRAME_ERROR, FRAME_HEADER_BYTES, MAX_REQUEST_HASHES } from '../wire/bulk-lane.js';
+import { BULK_ALPN, encodeCall, encodeHello, encodeRequest, FRAME_CHUNK, FRAME_END, FRAME_ERROR, FRAME_HEADER_BYTES, FRAME_REPLY, type LaneCall, MAX_REQUEST_HASHES } from '../wire/bulk-lane.js';
 import { ERRNO_KEY } from '../wire/errors.js';
 import { MAX_MESSAGE_BYTES } from '../wire/proto.js';
 
@@ -101,6 +101,49 @@ export class BulkLane {
           throw serviceError(grpc.status.INTERNAL, `bulk lane: unknown frame kind ${f.kind}`);
         }
       }
+    } finally {
+      if (clean) this.release(conn);
+      else conn.destroy();
+    }
+  }
+
+  /**
+   * A unary call carried by the lane: the serialized reply. Throws
+   * LaneUnavailable when no connection could be had (the caller may use
+   * gRPC), a gRPC-shaped error for everything else.
+   */
+  async call(method: LaneCall, request: Buffer, deadlineMs: number, fresh = false): Promise<Buffer> {
+    const deadline = Date.now() + deadlineMs;
+    if (fresh) for (const c of this.idle.splice(0)) c.destroy();
+    let conn = this.idle.pop();
+    while (conn && !conn.usable) {
+      conn.destroy();
+      conn = this.idle.pop();
+    }
+    const reused = conn !== undefined;
+    conn ??= await this.open(deadline);
+    conn.busy(true);
+    let clean = false;
+    try {
+      conn.send(encodeCall(method, request));
+      let f: Frame;
+      try {
+        f = await conn.next(deadline);
+      } catch (err) {
+        if (err instanceof DeadlineError) throw err;
+        // Closed before a word, as in fetchSome: a kept connection the node
+        // closed meanwhile (its idle timeout) is replaced once. The node may
+        // have run the call before the connection broke: a commit tried
+        // again is recognized as the writer's own (the write-back's lost
+        // answers), as after any broken gRPC call.
+        conn.destroy();
+        if (!reused) throw new LaneUnavailable(`bulk lane to ${this.opts.host}:${this.opts.port}: ${(err as Error).message} before answering`);
+        return await this.call(method, request, Math.max(0, deadline - Date.now()), true);
+      }
+      clean = f.kind === FRAME_REPLY || f.kind === FRAME_ERROR;
+      if (f.kind === FRAME_REPLY) return f.payload;
+      if (f.kind === FRAME_ERROR) throw remoteError(f.payload);
+      throw serviceError(grpc.status.INTERNAL, `bulk lane: unknown frame kind ${f.kind} in answer to a call`);
     } finally {
       if (clean) this.release(conn);
       else conn.destroy();

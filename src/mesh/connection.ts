@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, wire } from '../wire/proto.js';
 import { log } from '../log.js';
 import { BulkLane, hostPort, LaneUnavailable } from './bulk-client.js';
+import { MAX_CALL_BYTES } from '../wire/bulk-lane.js';
 import type {
   NodeClient,
   WChangeEventOut,
@@ -72,6 +73,8 @@ export class NodeConnection {
   private laneError = '';
   private laneWarned = false;
   private learningLane = false;
+  /** The node's lane also takes unary calls (Commit); from its handshake. */
+  private laneCalls = false;
 
   constructor(
     readonly endpoint: string,
@@ -173,6 +176,7 @@ export class NodeConnection {
     const req = { workspace: this.workspace, protocolVersion: PROTOCOL_VERSION, clientId: this.opts.clientId ?? '' };
     const reply = await this.unary<typeof req, WHandshakeReplyOut>(this.client.handshake, req, deadlineMs);
     this.learnLane(reply.bulkLane);
+    this.laneCalls = reply.laneCalls;
     return reply;
   }
 
@@ -207,8 +211,23 @@ export class NodeConnection {
     return this.unary<unknown, { missing: number[] }>(this.client.hasChunks as never, { workspace: this.workspace, hashes }).then((r) => r.missing);
   }
 
-  commit(req: Omit<WCommitRequest, 'workspace'>, deadlineMs?: number): Promise<WCommitReplyOut> {
-    return this.unary(this.client.commit, { ...this.withClientId(req), workspace: this.workspace }, deadlineMs);
+  async commit(req: Omit<WCommitRequest, 'workspace'>, deadlineMs = this.deadlineMs): Promise<WCommitReplyOut> {
+    const full = { ...this.withClientId(req), workspace: this.workspace };
+    // A small commit (a small file's bytes inline) over the lane when the node takes calls there.
+    const lane = this.lane;
+    if (lane && lane !== 'unknown' && this.laneCalls && Date.now() >= this.laneOffUntil) {
+      const def = wire().ghostfs.v1.Node.service.Commit;
+      const body = def.requestSerialize(full as never);
+      if (body.length < MAX_CALL_BYTES) {
+        try {
+          return def.responseDeserialize(await lane.call('Commit', body, deadlineMs)) as unknown as WCommitReplyOut;
+        } catch (err) {
+          if (!(err instanceof LaneUnavailable)) throw err;
+          this.laneUnavailable(err); // nothing reached the node: gRPC takes this one
+        }
+      }
+    }
+    return this.unary(this.client.commit, full, deadlineMs);
   }
 
   /** A commit names its writer (conflict copies carry it): this connection's client id unless it names one. */
@@ -239,16 +258,20 @@ export class NodeConnection {
         return;
       } catch (err) {
         if (!(err instanceof LaneUnavailable)) throw err;
-        // Nothing was fetched: gRPC serves this call and the next ones for a while.
-        this.laneOffUntil = Date.now() + LANE_RETRY_MS;
-        this.laneError = err.message;
-        const what = { node: this.endpoint, err: err.message };
-        if (this.laneWarned) log.debug(what, 'the bulk lane cannot be had: chunks go over gRPC for now');
-        else log.warn(what, 'the bulk lane cannot be had: chunks go over gRPC for now');
-        this.laneWarned = true;
+        this.laneUnavailable(err); // nothing was fetched: gRPC serves this call
       }
     }
     yield* this.readChunksGrpc(hashes, pathHint, deadlineMs);
+  }
+
+  /** The lane could not be had: gRPC carries everything for a while. */
+  private laneUnavailable(err: LaneUnavailable): void {
+    this.laneOffUntil = Date.now() + LANE_RETRY_MS;
+    this.laneError = err.message;
+    const what = { node: this.endpoint, err: err.message };
+    if (this.laneWarned) log.debug(what, 'the bulk lane cannot be had: chunks and calls go over gRPC for now');
+    else log.warn(what, 'the bulk lane cannot be had: chunks and calls go over gRPC for now');
+    this.laneWarned = true;
   }
 
   /** How chunk bytes travel to this node now, and why not over the lane when they do not. */

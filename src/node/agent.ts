@@ -15,7 +15,7 @@ import { log } from '../log.js';
 import { serveBulk } from './bulk-server.js';
 import { ChunkSource } from './chunk-source.js';
 import { FrontDoor, type FrontDoorOptions } from './front-door.js';
-import { makeHandlers } from './service.js';
+import { makeService } from './service.js';
 import { TreeWatcher } from './watcher.js';
 import { WorkspaceIndex, type ScanStats } from './workspace-index.js';
 
@@ -160,9 +160,10 @@ export class NodeAgent {
     const service = { ...wire().ghostfs.v1.Node.service };
     service.ReadChunks = { ...service.ReadChunks, responseSerialize: framedOr(service.ReadChunks.responseSerialize as (v: unknown) => Buffer) };
     const ctx = { nodeId: this.config.nodeId, token: this.config.token, workspace: (id: string) => this.workspace(id), feedMaxUnread: this.config.feedMaxUnread ?? 10_000 };
-    server.addService(service, makeHandlers(ctx));
+    const { handlers, laneCall } = makeService(ctx);
+    server.addService(service, handlers);
     // gRPC and the bulk lane share the port (front-door.ts).
-    const door = new FrontDoor({ tls, grpc: server, bulk: (socket) => serveBulk(socket, ctx) });
+    const door = new FrontDoor({ tls, grpc: server, bulk: (socket) => serveBulk(socket, { ...ctx, call: laneCall }) });
     widenConnectionWindow(server, FLOW_CONTROL_WINDOW);
     this.port = await door.listen(host, port).catch((err: Error) => {
       void door.close();

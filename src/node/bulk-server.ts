@@ -13,7 +13,7 @@ import { nodeChunksServed } from '../admin/metrics.js';
 import { log } from '../log.js';
 import { nativeAddon, type NativeAddon } from '../native/addon.js';
 import { CHUNK_FRAME_RESERVE } from '../wire/chunk-frame.js';
-import { BULK_MAGIC, type BulkError, endFrame, errorFrame, FRAME_CHUNK, FRAME_HEADER_BYTES, MAX_HELLO_BYTES, MAX_HELLO_FIELD_BYTES, MAX_HINT_BYTES, MAX_REQUEST_BYTES, writeFrameHeader } from '../wire/bulk-lane.js';
+import { BULK_MAGIC, type BulkError, CALL_FLAG, endFrame, errorFrame, FRAME_CHUNK, FRAME_HEADER_BYTES, LANE_CALLS, type LaneCall, MAX_CALL_BYTES, MAX_HELLO_BYTES, MAX_HELLO_FIELD_BYTES, MAX_HINT_BYTES, MAX_REQUEST_BYTES, replyFrame, writeFrameHeader } from '../wire/bulk-lane.js';
 import { errnoOf, FsError, toServiceError } from '../wire/errors.js';
 import type { Workspace } from './agent.js';
 import { checkPath } from './paths.js';
@@ -22,6 +22,8 @@ import { bearerAccepted, UNAUTH } from './service.js';
 export interface BulkContext {
   token?: string;
   workspace(id: string): Workspace;
+  /** Runs a unary call carried by the lane (the request and reply as gRPC serializes them). */
+  call(ws: Workspace, method: LaneCall, request: Buffer): Promise<Buffer>;
 }
 
 /** A connection idle this long is closed (the mount opens another when it needs one). */
@@ -119,7 +121,8 @@ export function serveBulk(socket: Duplex & { setTimeout?(ms: number): unknown },
         const req = input.request();
         if (req === undefined) break;
         try {
-          await serve(req.hashes, req.hint ? checkPath(req.hint, 'path hint') : undefined);
+          if ('method' in req) socket.write(replyFrame(await ctx.call(ws, req.method, req.body)));
+          else await serve(req.hashes, req.hint ? checkPath(req.hint, 'path hint') : undefined);
         } catch (err) {
           // The request ends here; the connection stays usable.
           if (!gone) socket.write(errorFrame(bulkError(err)));
@@ -180,7 +183,7 @@ class InputBuffer {
 
   push(d: Buffer): void {
     this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-    if (this.buf.length > MAX_HELLO_BYTES + MAX_REQUEST_BYTES) {
+    if (this.buf.length > MAX_HELLO_BYTES + Math.max(MAX_REQUEST_BYTES, 4 + MAX_CALL_BYTES)) {
       throw new FsError('EPROTO', 'bulk lane: the client sent more than one request ahead');
     }
   }
@@ -200,9 +203,11 @@ class InputBuffer {
     return { authorization, workspace };
   }
 
-  request(): { hashes: Buffer[]; hint: string } | undefined {
+  request(): { hashes: Buffer[]; hint: string } | { method: LaneCall; body: Buffer } | undefined {
     if (this.buf.length < 4) return undefined;
-    const body = this.buf.readUInt32BE(0);
+    const word = this.buf.readUInt32BE(0);
+    if (word & CALL_FLAG) return this.call((word & ~CALL_FLAG) >>> 0);
+    const body = word;
     if (4 + body > MAX_REQUEST_BYTES) throw new FsError('EPROTO', 'bulk lane: request too large');
     if (this.buf.length < 4 + body) return undefined;
     const b = this.buf.subarray(4, 4 + body);
@@ -216,5 +221,16 @@ class InputBuffer {
     // Copies: the request buffer is dropped, the hashes may outlive it in logs and maps.
     for (let i = 0, p = 4 + hl; i < count; i++, p += HASH_BYTES) hashes.push(Buffer.from(b.subarray(p, p + HASH_BYTES)));
     return { hashes, hint };
+  }
+
+  private call(body: number): { method: LaneCall; body: Buffer } | undefined {
+    if (body < 1 || body > MAX_CALL_BYTES) throw new FsError('EPROTO', `bulk lane: a call of ${body} bytes`);
+    if (this.buf.length < 4 + body) return undefined;
+    const id = this.buf[4]!;
+    const method = (Object.keys(LANE_CALLS) as LaneCall[]).find((m) => LANE_CALLS[m] === id);
+    if (!method) throw new FsError('EPROTO', `bulk lane: no call number ${id}`);
+    const request = this.buf.subarray(5, 4 + body);
+    this.buf = this.buf.subarray(4 + body);
+    return { method, body: request };
   }
 }

@@ -6,7 +6,9 @@ import { timingSafeEqual } from 'node:crypto';
 import { fromTimespec, isDir, isReg } from '../content/attr.js';
 import { attrToWire, chunksFromWire, chunksToWire } from '../wire/convert.js';
 import { errnoOf, FsError, toServiceError } from '../wire/errors.js';
-import { PROTOCOL_VERSION, MAX_MESSAGE_BYTES, MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES } from '../wire/proto.js';
+import { PROTOCOL_VERSION, MAX_MESSAGE_BYTES, MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES, wire } from '../wire/proto.js';
+import type { LaneCall } from '../wire/bulk-lane.js';
+import type { BulkContext } from './bulk-server.js';
 import { CHUNK_FRAME_RESERVE, frameChunk } from '../wire/chunk-frame.js';
 import { HASH_ALGORITHM, hashChunk, hex } from '../content/manifest.js';
 import type { NodeHandlers, WEntry, WChangeEvent, WPutChunkOut, WCommitRequestOut, WCommitReply, WCommitManyRequestOut, WMutateRequestOut } from '../wire/types.js';
@@ -73,22 +75,28 @@ export const UNAUTH = { code: grpc.status.UNAUTHENTICATED, details: 'missing or 
 function unary<Req, Res>(ctx: ServiceContext, name: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
   return (call, cb) => {
     if (!authorized(ctx, call.metadata)) return cb(UNAUTH);
-    const end = rpcSeconds.startTimer({ method: name });
-    fn(call.request).then(
-      (res) => {
-        end();
-        rpcs.inc({ method: name, errno: '0' });
-        cb(null, res);
-      },
-      (err) => {
-        end();
-        const s = toServiceError(err);
-        rpcs.inc({ method: name, errno: String(s.metadata?.get('ghostfs-errno')[0] ?? 'EIO') });
-        log.debug({ rpc: name, err: s.details }, 'request failed');
-        cb(s);
-      },
+    counted(name, 'grpc', () => fn(call.request)).then(
+      (res) => cb(null, res),
+      (err) => cb(toServiceError(err)),
     );
   };
+}
+
+/** Runs a call with its metrics (time, outcome by errno) and a debug log line when it fails: over gRPC and the lane alike. */
+async function counted<Res>(name: string, over: 'grpc' | 'lane', fn: () => Promise<Res>): Promise<Res> {
+  const end = rpcSeconds.startTimer({ method: name });
+  try {
+    const res = await fn();
+    rpcs.inc({ method: name, errno: '0', over });
+    return res;
+  } catch (err) {
+    const s = toServiceError(err);
+    rpcs.inc({ method: name, errno: String(s.metadata?.get('ghostfs-errno')[0] ?? 'EIO'), over });
+    log.debug({ rpc: name, err: s.details }, 'request failed');
+    throw err;
+  } finally {
+    end();
+  }
 }
 
 /** Chunks sent inside a commit, each checked against its hash before use. */
@@ -102,7 +110,8 @@ function verifiedInline(chunks: { hash: Buffer; data: Buffer }[]): Map<string, B
   return out;
 }
 
-export function makeHandlers(ctx: ServiceContext): NodeHandlers {
+/** The node's calls: gRPC's handlers, and the unary calls the bulk lane carries (sharing one set of path locks). */
+export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; laneCall: BulkContext['call'] } {
   const locks = new PathLocks();
 
   const stat = async (ws: Workspace, path: string): Promise<IndexEntry> => {
@@ -138,7 +147,7 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
     return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation };
   };
 
-  return {
+  const handlers = {
     Handshake: unary(ctx, 'Handshake', async (req: { workspace: string; protocolVersion: number }) => {
       const ws = ctx.workspace(req.workspace);
       if (req.protocolVersion !== PROTOCOL_VERSION) {
@@ -157,6 +166,7 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
         hardLinks: true,
         maxMessageBytes: MAX_MESSAGE_BYTES,
         bulkLane: true,
+        laneCalls: true,
       };
     }),
 
@@ -380,4 +390,18 @@ export function makeHandlers(ctx: ServiceContext): NodeHandlers {
       });
     },
   } as unknown as NodeHandlers;
+
+  // The lane's calls: gRPC's own (de)serializers, so a request and its reply are the same messages either way.
+  const defs = wire().ghostfs.v1.Node.service;
+  const laneCalls: Record<LaneCall, (ws: Workspace, req: never) => Promise<unknown>> = {
+    Commit: (ws, req: WCommitRequestOut) => commitOne(ws, req),
+  };
+  const laneCall = async (ws: Workspace, method: LaneCall, request: Buffer): Promise<Buffer> => {
+    const def = defs[method] as { requestDeserialize(b: Buffer): unknown; responseSerialize(v: unknown): Buffer };
+    const req = def.requestDeserialize(request) as { workspace: string };
+    // The connection's hello named the workspace (and was authorized for it).
+    if (req.workspace !== ws.id) throw new FsError('EINVAL', `a call for workspace "${req.workspace}" on a lane opened for "${ws.id}"`);
+    return def.responseSerialize(await counted(method, 'lane', () => laneCalls[method](ws, req as never)));
+  };
+  return { handlers, laneCall };
 }
