@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { connect } from 'node:net';
 import { hostPort } from '../../src/mesh/bulk-client.js';
 import { NodeConnection } from '../../src/mesh/connection.js';
-import { BULK_MAGIC, encodeHello, encodeRequest } from '../../src/wire/bulk-lane.js';
+import { BULK_MAGIC, CALL_FLAG, encodeCall, encodeHello, encodeRequest, MAX_CALL_BYTES } from '../../src/wire/bulk-lane.js';
+import { fileDigest, hashChunk } from '../../src/content/manifest.js';
 import { CHANNEL_OPTIONS } from '../../src/wire/proto.js';
 import type { ScenarioOptions, ScenarioResult } from './scenarios.js';
 import { World } from './lib/world.js';
@@ -42,7 +43,18 @@ function hostileLaneInputs(hash: Buffer): Buffer[] {
     Buffer.concat([hello, u32(6), Buffer.from([0, 0, 0xff, 0xff, 0, 0])]), // more hashes than the body holds
     Buffer.concat([hello, randomBytes(Math.floor(Math.random() * 4096))]), // a request of garbage
     ...HOSTILE_PATHS.map((p) => Buffer.concat([hello, encodeRequest([hash], p)])), // hostile hints
+    Buffer.concat([hello, u32((CALL_FLAG | (MAX_CALL_BYTES + 1)) >>> 0)]), // a call over the limit announced
+    Buffer.concat([hello, encodeCall('Commit', randomBytes(Math.floor(Math.random() * 4096)))]), // a call of garbage
+    Buffer.concat([hello, encodeCall('Commit', Buffer.from([0x0a, 0xff, 0xff, 0xff, 0x7f]))]), // a field claiming a huge length
+    Buffer.concat([hello, u32((CALL_FLAG | 3) >>> 0), Buffer.from([0xee, 0, 0])]), // a call the lane does not have
   ];
+}
+
+/** A new file's commit with its bytes inside. */
+function smallCommit(path: string): Parameters<NodeConnection['commit']>[0] {
+  const data = Buffer.from('written through a hostile path\n');
+  const chunk = { hash: hashChunk(data), offset: 0, length: data.length };
+  return { path, expectAbsent: true, digest: fileDigest([chunk]), size: data.length, chunks: [chunk], mode: 0o644, inline: [{ hash: chunk.hash, data }] };
 }
 
 /** What the outside directory holds, to compare before and after. */
@@ -85,6 +97,7 @@ export async function hostileInput(o: ScenarioOptions): Promise<ScenarioResult> 
   const node = await w.startNode();
   const client = new grpc.Client(node.endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
   const conn = new NodeConnection(node.endpoint, 'default', { deadlineMs: 3000 });
+  await conn.handshake(); // learns that small commits may go over the bulk lane
   const result: ScenarioResult = { name: 'hostile input: malformed, oversized and hostile-path requests', ops: 0, errors: {}, faulted: {}, lost: 0, corrupted: 0, maxOpMs: 0, examples: [], failures: [], injected: {} };
   const timed = async (kind: string, fn: () => Promise<unknown>): Promise<void> => {
     const t0 = performance.now();
@@ -118,6 +131,8 @@ export async function hostileInput(o: ScenarioOptions): Promise<ScenarioResult> 
       await timed('hostile path', () => conn.mutate({ symlink: { path: p, target: '/etc/passwd' } }));
       await timed('hostile path', () => conn.mutate({ chmod: { path: p, mode: 0o777 } }));
       await timed('hostile path', () => conn.mutate({ truncate: { path: p, size: 0 } }));
+      // A small commit: it travels as a call on the bulk lane.
+      await timed('hostile path', () => conn.commit(smallCommit(p)));
     }
     // Still answering?
     try {

@@ -58,14 +58,7 @@ export class BulkLane {
   }
 
   private async *fetchSome(hashes: Buffer[], hint: string, deadline: number): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
-    let conn = this.idle.pop();
-    while (conn && !conn.usable) {
-      conn.destroy();
-      conn = this.idle.pop();
-    }
-    const reused = conn !== undefined;
-    conn ??= await this.open(deadline);
-    conn.busy(true);
+    const { conn, reused } = await this.acquire(deadline);
     let answered = false;
     let received = 0;
     let clean = false;
@@ -115,14 +108,7 @@ export class BulkLane {
   async call(method: LaneCall, request: Buffer, deadlineMs: number, fresh = false): Promise<Buffer> {
     const deadline = Date.now() + deadlineMs;
     if (fresh) for (const c of this.idle.splice(0)) c.destroy();
-    let conn = this.idle.pop();
-    while (conn && !conn.usable) {
-      conn.destroy();
-      conn = this.idle.pop();
-    }
-    const reused = conn !== undefined;
-    conn ??= await this.open(deadline);
-    conn.busy(true);
+    const { conn, reused } = await this.acquire(deadline);
     let clean = false;
     try {
       conn.send(encodeCall(method, request));
@@ -154,6 +140,19 @@ export class BulkLane {
     // Closed idle connections are dropped: the retry must open a new one.
     for (const c of this.idle.splice(0)) c.destroy();
     yield* this.fetchSome(hashes, hint, deadline);
+  }
+
+  /** A kept connection that still works, else a new one; marked busy. */
+  private async acquire(deadline: number): Promise<{ conn: LaneConnection; reused: boolean }> {
+    let conn = this.idle.pop();
+    while (conn && !conn.usable) {
+      conn.destroy();
+      conn = this.idle.pop();
+    }
+    const reused = conn !== undefined;
+    conn ??= await this.open(deadline);
+    conn.busy(true);
+    return { conn, reused };
   }
 
   private async open(deadline: number): Promise<LaneConnection> {

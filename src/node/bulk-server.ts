@@ -121,8 +121,12 @@ export function serveBulk(socket: Duplex & { setTimeout?(ms: number): unknown },
         const req = input.request();
         if (req === undefined) break;
         try {
-          if ('method' in req) socket.write(replyFrame(await ctx.call(ws, req.method, req.body)));
-          else await serve(req.hashes, req.hint ? checkPath(req.hint, 'path hint') : undefined);
+          if ('method' in req) {
+            const reply = await ctx.call(ws, req.method, req.body);
+            if (!gone) socket.write(replyFrame(reply));
+          } else {
+            await serve(req.hashes, req.hint ? checkPath(req.hint, 'path hint') : undefined);
+          }
         } catch (err) {
           // The request ends here; the connection stays usable.
           if (!gone) socket.write(errorFrame(bulkError(err)));
