@@ -687,9 +687,15 @@ export class WriteBack {
     const from = e.dirty ? { file: this.dirtyPath(e.dirty) } : { data: e.data! };
     const committedPath = reply.conflict ? reply.conflictPath : e.path;
     this.step(e, 'recording the commit');
-    const recorded = await this.meta.settle(committedPath, entryFromWire(reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
+    const settling = this.meta.settle(committedPath, entryFromWire(reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
       if (e.seq) this.journal.removeIn(b, e.seq);
     });
+    // A journaled record leaves the journal in that write: the commit counts
+    // once it is on disk. A record committed straight from close() was never
+    // journaled, and the entry is in memory already: close() need not wait
+    // for the disk. A mount that dies before the write lands hears of the
+    // file again from the change feed, whose position is written after it.
+    const recorded = e.seq ? await settling : (this.track(settling.then(() => undefined)), true);
     if (by) this.meta.markOwnCommit(committedPath, by, reply.generation);
     this.forget(e);
     this.mayHold.delete(e.path);
