@@ -132,6 +132,7 @@ static napi_value init(napi_env env, napi_value exports) {
   gear_exports(env, exports);
   atomic_write_exports(env, exports);
   send_range_exports(env, exports);
+  cache_write_exports(env, exports);
   return exports;
 }
 

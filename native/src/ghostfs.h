@@ -141,6 +141,9 @@ napi_value atomic_write_exports(napi_env env, napi_value exports);
 /* send_range.c */
 napi_value send_range_exports(napi_env env, napi_value exports);
 
+/* cache_write.c */
+napi_value cache_write_exports(napi_env env, napi_value exports);
+
 /* gear_scan.c */
 napi_value gear_exports(napi_env env, napi_value exports);
 

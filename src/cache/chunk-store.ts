@@ -8,6 +8,7 @@ import { log } from '../log.js';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hex } from '../content/manifest.js';
+import { nativeAddon } from '../native/addon.js';
 
 export interface ChunkStoreStats {
   chunks: number;
@@ -32,6 +33,8 @@ export class ChunkStore {
   private evictedBytes = 0;
   private lastFreeCheck = 0;
   private enforcing: Promise<void> | undefined;
+  /** Chunk files are written in one addon job (until the filesystem turns out to lack O_TMPFILE). */
+  private oneJobWrites = true;
 
   constructor(
     readonly dir: string,
@@ -114,6 +117,19 @@ export class ChunkStore {
   }
 
   private async write(hash: Buffer, data: Buffer): Promise<void> {
+    // One job on a worker thread where the addon can (four thread-pool trips otherwise).
+    const addon = this.oneJobWrites ? nativeAddon() : undefined;
+    if (addon) {
+      const h = hex(hash);
+      try {
+        await addon.writeCacheFile(join(this.dir, h.slice(0, 2)), h, data);
+        return;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EOPNOTSUPP' && code !== 'EISDIR' && code !== 'EINVAL') throw err;
+        this.oneJobWrites = false; // this filesystem has no O_TMPFILE
+      }
+    }
     const tmp = join(this.dir, hex(hash).slice(0, 2), `.tmp-${randomBytes(6).toString('hex')}`);
     try {
       await writeFile(tmp, data, { mode: 0o600 });

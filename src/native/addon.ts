@@ -119,6 +119,12 @@ export interface NativeAddon {
    * `cancel[0]` stops a send waiting for room in the socket (ECANCELED).
    */
   sendFileRange(socketFd: number, head: Buffer, fileFd: number, offset: number, length: number, cancel: Int32Array): Promise<void>;
+  /**
+   * A new file `name` in `dir` holding `data`, made unnamed (O_TMPFILE) and
+   * linked whole, not fsynced; all on a worker thread. Resolves false when
+   * the name was taken (left as it is).
+   */
+  writeCacheFile(dir: string, name: string, data: Buffer): Promise<boolean>;
   fsyncPath(path: string): void;
   /** The chunker's gear table (256 values), once; then gearScan finds cuts as src/content/chunker.ts does. */
   gearTable(table: Int32Array): void;
