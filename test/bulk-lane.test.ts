@@ -1,7 +1,7 @@
 // The bulk lane end to end: a real `ghostfs serve` child process, its one
 // port answering gRPC and the lane side by side over loopback.
 import t from 'tap';
-import { writeFile, mkdir, readFile } from 'node:fs/promises';
+import { writeFile, mkdir, readFile, stat } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
@@ -126,7 +126,7 @@ t.test('the bulk lane', async (t) => {
     t.pass('a client that ends before saying which protocol is dropped');
   });
 
-  t.test('small commits travel as calls on the lane; big ones, and errors, as over gRPC', async (t) => {
+  t.test('small commits and namespace changes travel as calls on the lane; big ones, and errors, as over gRPC', async (t) => {
     const calls = async (): Promise<{ lane: number; grpc: number }> => {
       const text = await node.scrapeMetrics();
       const count = (over: string): number => {
@@ -141,6 +141,8 @@ t.test('the bulk lane', async (t) => {
       return { path, expectAbsent: true, digest: fileDigest([{ hash, offset: 0, length: data.length }]), size: data.length, chunks: [{ hash, offset: 0, length: data.length }], mode: 0o644, inline: [{ hash, data }] };
     };
     await conn.handshake(); // learns what the lane takes
+    // Calls go on a lane only once it has answered: a fetch shows it does.
+    for await (const c of conn.readChunks(hashes.slice(0, 1))) void c;
     const before = await calls();
     const small = randomBytes(4096);
     const r = await conn.commit(inlineCommit('lane-small.bin', small));
@@ -160,6 +162,22 @@ t.test('the bulk lane', async (t) => {
     await conn.commit(inlineCommit('grpc-big.bin', big));
     t.ok((await readFile(join(root, 'grpc-big.bin'))).equals(big), 'a big inline commit lands');
     t.same(await calls(), { lane: before.lane + 3, grpc: before.grpc + 1 }, 'it went over gRPC');
+
+    // Namespace changes take the lane too; their errors keep their errno.
+    const mutations = async (): Promise<number> => {
+      const text = await node.scrapeMetrics();
+      let n = 0;
+      for (const m of text.matchAll(/^ghostfs_node_rpcs_total\{[^}]*method="Mutate"[^}]*over="lane"[^}]*\} (\d+)/gm)) n += Number(m[1]);
+      return n;
+    };
+    const m0 = await mutations();
+    const made = await conn.mutate({ mkdir: { path: 'lane-dir', mode: 0o755 } });
+    t.ok(made.entries.some((e) => e.name === 'lane-dir'), 'mkdir answers with the new entry');
+    t.ok((await stat(join(root, 'lane-dir'))).isDirectory(), 'the directory is on the node');
+    t.equal(errnoOf(await failure(conn.mutate({ unlink: { path: 'no-such-file' } }))), 'ENOENT', 'unlink of a missing file: ENOENT');
+    await conn.mutate({ rename: { from: 'lane-small.bin', to: 'lane-dir/moved.bin', noReplace: true, exchange: false } });
+    t.ok((await readFile(join(root, 'lane-dir/moved.bin'))).equals(small), 'a rename moved the file');
+    t.equal((await mutations()) - m0, 3, 'all three went over the lane');
 
     // The lane's hello names the workspace; a call for another one is refused.
     const l = lane();

@@ -24,6 +24,8 @@ export interface BulkLaneOptions {
 const MAX_IDLE = 4;
 /** An idle connection unused this long is closed. */
 const IDLE_MS = 60_000;
+/** The deadline of the empty fetch that shows the lane answers (see proven()). */
+const PROBE_MS = 5_000;
 
 /** "host:port" or "[v6]:port"; undefined for anything else (a resolver URI, say). */
 export function hostPort(endpoint: string): { host: string; port: number } | undefined {
@@ -41,6 +43,9 @@ type Frame = { kind: number; hash: Buffer; payload: Buffer };
 export class BulkLane {
   private readonly idle: LaneConnection[] = [];
   private closed = false;
+  /** The node answered on this lane: something that speaks it is there (not a proxy that passes gRPC only). */
+  private answered = false;
+  private probing = false;
 
   constructor(private readonly opts: BulkLaneOptions) {}
 
@@ -80,6 +85,7 @@ export class BulkLane {
           return;
         }
         answered = true;
+        this.answered = true;
         if (f.kind === FRAME_CHUNK) {
           received++;
           yield { hash: f.hash, data: f.payload };
@@ -101,31 +107,41 @@ export class BulkLane {
   }
 
   /**
-   * A unary call carried by the lane: the serialized reply. Throws
-   * LaneUnavailable when no connection could be had (the caller may use
-   * gRPC), a gRPC-shaped error for everything else.
+   * Whether calls may go on this lane: only once it has answered. A call
+   * sent into a lane that turns out to lead nowhere could not be sent again
+   * safely (the node may have run it); a fetch can, and an empty fetch (no
+   * hashes: the node answers with its end frame) is the probe started here.
    */
-  async call(method: LaneCall, request: Buffer, deadlineMs: number, fresh = false): Promise<Buffer> {
+  proven(): boolean {
+    if (!this.answered && !this.probing && !this.closed) {
+      this.probing = true;
+      void (async () => {
+        for await (const chunk of this.fetchSome([], '', Date.now() + PROBE_MS)) void chunk;
+      })()
+        .catch(() => undefined) // not yet: calls go over gRPC, and the next one probes again
+        .finally(() => (this.probing = false));
+    }
+    return this.answered;
+  }
+
+  /**
+   * A unary call carried by the lane: the serialized reply. Throws
+   * LaneUnavailable when no connection could be had (nothing was sent: the
+   * caller may use gRPC), a gRPC-shaped error for everything else.
+   */
+  async call(method: LaneCall, request: Buffer, deadlineMs: number): Promise<Buffer> {
     const deadline = Date.now() + deadlineMs;
-    if (fresh) for (const c of this.idle.splice(0)) c.destroy();
-    const { conn, reused } = await this.acquire(deadline);
+    const { conn } = await this.acquire(deadline);
     let clean = false;
     try {
       conn.send(encodeCall(method, request));
-      let f: Frame;
-      try {
-        f = await conn.next(deadline);
-      } catch (err) {
-        if (err instanceof DeadlineError) throw err;
-        // Closed before a word, as in fetchSome: a kept connection the node
-        // closed meanwhile (its idle timeout) is replaced once. The node may
-        // have run the call before the connection broke: a commit tried
-        // again is recognized as the writer's own (the write-back's lost
-        // answers), as after any broken gRPC call.
-        conn.destroy();
-        if (!reused) throw new LaneUnavailable(`bulk lane to ${this.opts.host}:${this.opts.port}: ${(err as Error).message} before answering`);
-        return await this.call(method, request, Math.max(0, deadline - Date.now()), true);
-      }
+      // Unlike a fetch, a call is not sent again here when the connection
+      // breaks before the answer (a kept one the node closed meanwhile
+      // included): the node may have run it. The error is a broken
+      // connection's, as gRPC's would be, and the mesh client retries it
+      // knowing that (a mutation recognizes its own earlier effect).
+      const f = await conn.next(deadline);
+      this.answered = true;
       clean = f.kind === FRAME_REPLY || f.kind === FRAME_ERROR;
       if (f.kind === FRAME_REPLY) return f.payload;
       if (f.kind === FRAME_ERROR) throw remoteError(f.payload);

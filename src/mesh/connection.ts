@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, wire } from '../wire/proto.js';
 import { log } from '../log.js';
 import { BulkLane, hostPort, LaneUnavailable } from './bulk-client.js';
-import { MAX_CALL_BYTES } from '../wire/bulk-lane.js';
+import { MAX_CALL_BYTES, type LaneCall } from '../wire/bulk-lane.js';
 import type {
   NodeClient,
   WChangeEventOut,
@@ -73,7 +73,7 @@ export class NodeConnection {
   private laneError = '';
   private laneWarned = false;
   private learningLane = false;
-  /** The node's lane also takes unary calls (Commit); from its handshake. */
+  /** The node's lane also takes small unary calls (LANE_CALLS); from its handshake. */
   private laneCalls = false;
 
   constructor(
@@ -211,23 +211,32 @@ export class NodeConnection {
     return this.unary<unknown, { missing: number[] }>(this.client.hasChunks as never, { workspace: this.workspace, hashes }).then((r) => r.missing);
   }
 
-  async commit(req: Omit<WCommitRequest, 'workspace'>, deadlineMs = this.deadlineMs): Promise<WCommitReplyOut> {
-    const full = { ...this.withClientId(req), workspace: this.workspace };
-    // A small commit (a small file's bytes inline) over the lane when the node takes calls there.
+  commit(req: Omit<WCommitRequest, 'workspace'>, deadlineMs = this.deadlineMs): Promise<WCommitReplyOut> {
+    return this.call('Commit', this.client.commit, { ...this.withClientId(req), workspace: this.workspace }, deadlineMs);
+  }
+
+  /**
+   * A unary call over the lane when the node takes calls there and the
+   * message is small; over gRPC otherwise, or when the lane cannot be had
+   * (nothing reached the node then).
+   */
+  private async call<Req, Res>(method: LaneCall, grpcMethod: Unary<Req, Res>, req: Req, deadlineMs = this.deadlineMs): Promise<Res> {
+    const deadline = Date.now() + deadlineMs;
     const lane = this.lane;
-    if (lane && lane !== 'unknown' && this.laneCalls && Date.now() >= this.laneOffUntil) {
-      const def = wire().ghostfs.v1.Node.service.Commit;
-      const body = def.requestSerialize(full as never);
+    if (lane && lane !== 'unknown' && this.laneCalls && Date.now() >= this.laneOffUntil && lane.proven()) {
+      const def = wire().ghostfs.v1.Node.service[method] as unknown as { requestSerialize(v: Req): Buffer; responseDeserialize(b: Buffer): Res };
+      const body = def.requestSerialize(req);
       if (body.length < MAX_CALL_BYTES) {
         try {
-          return def.responseDeserialize(await lane.call('Commit', body, deadlineMs)) as unknown as WCommitReplyOut;
+          return def.responseDeserialize(await lane.call(method, body, deadlineMs));
         } catch (err) {
           if (!(err instanceof LaneUnavailable)) throw err;
-          this.laneUnavailable(err); // nothing reached the node: gRPC takes this one
+          this.laneUnavailable(err);
         }
       }
     }
-    return this.unary(this.client.commit, full, deadlineMs);
+    // What the lane's attempt used of the deadline is gone: a node that does not answer fails the call once, not twice.
+    return this.unary(grpcMethod, req, Math.max(1, deadline - Date.now()));
   }
 
   /** A commit names its writer (conflict copies carry it): this connection's client id unless it names one. */
@@ -241,7 +250,7 @@ export class NodeConnection {
   }
 
   mutate(req: Omit<WMutateRequest, 'workspace'>): Promise<WMutateReplyOut> {
-    return this.unary(this.client.mutate, { ...req, workspace: this.workspace });
+    return this.call('Mutate', this.client.mutate, { ...req, workspace: this.workspace });
   }
 
   /**

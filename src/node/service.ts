@@ -147,6 +147,50 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
     return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation };
   };
 
+  const mutateOne = async (ws: Workspace, req: WMutateRequestOut): Promise<{ entries: WEntry[]; generation: number }> => {
+    const r = await locks.with(`${ws.id}\0mutate`, () => mutate(ws.index, req));
+    const entries: WEntry[] = r.changed.filter((c) => c.entry).map((c) => ({ ...entryToWire(c.path, c.entry!), name: c.path }));
+    return { entries, generation: ws.index.generation };
+  };
+
+  // Unary calls, as gRPC's handlers and the bulk lane's calls (LANE_CALLS)
+  // both run them (the lane checks the workspace against its hello).
+  const calls = {
+    Stat: async (req: { workspace: string; path: string }) => {
+      const ws = ctx.workspace(req.workspace);
+      const path = checkPath(req.path);
+      return entryToWire(path, await stat(ws, path));
+    },
+
+    ListDir: async (req: { workspace: string; path: string }) => {
+      const ws = ctx.workspace(req.workspace);
+      const path = checkPath(req.path);
+      const dir = await stat(ws, path);
+      if (!isDir(dir.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
+      const names = ws.index.listChildren(path) ?? [];
+      const entries: WEntry[] = [];
+      for (const name of names) {
+        const child = path === '' ? name : `${path}/${name}`;
+        const e = ws.index.entries.get(child);
+        if (e) entries.push(entryToWire(child, e));
+      }
+      return { dir: entryToWire(path, dir), entries, generation: ws.index.generation };
+    },
+
+    GetManifest: async (req: { workspace: string; path: string }) => {
+      const ws = ctx.workspace(req.workspace);
+      const path = checkPath(req.path);
+      const e = ws.index.entries.get(path) ?? (await stat(ws, path));
+      if (!isReg(e.attr.mode)) throw new FsError(isDir(e.attr.mode) ? 'EISDIR' : 'EINVAL', `"${path}" is not a regular file`);
+      const v = await ws.index.validate(path);
+      return { path, digest: v.digest!, size: v.attr.size, chunks: chunksToWire(v.chunks!), attr: attrToWire(v.attr) };
+    },
+
+    Commit: async (req: WCommitRequestOut) => commitOne(ctx.workspace(req.workspace), req),
+
+    Mutate: async (req: WMutateRequestOut) => mutateOne(ctx.workspace(req.workspace), req),
+  };
+
   const handlers = {
     Handshake: unary(ctx, 'Handshake', async (req: { workspace: string; protocolVersion: number }) => {
       const ws = ctx.workspace(req.workspace);
@@ -170,35 +214,9 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
       };
     }),
 
-    Stat: unary(ctx, 'Stat', async (req: { workspace: string; path: string }) => {
-      const ws = ctx.workspace(req.workspace);
-      const path = checkPath(req.path);
-      return entryToWire(path, await stat(ws, path));
-    }),
-
-    ListDir: unary(ctx, 'ListDir', async (req: { workspace: string; path: string }) => {
-      const ws = ctx.workspace(req.workspace);
-      const path = checkPath(req.path);
-      const dir = await stat(ws, path);
-      if (!isDir(dir.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
-      const names = ws.index.listChildren(path) ?? [];
-      const entries: WEntry[] = [];
-      for (const name of names) {
-        const child = path === '' ? name : `${path}/${name}`;
-        const e = ws.index.entries.get(child);
-        if (e) entries.push(entryToWire(child, e));
-      }
-      return { dir: entryToWire(path, dir), entries, generation: ws.index.generation };
-    }),
-
-    GetManifest: unary(ctx, 'GetManifest', async (req: { workspace: string; path: string }) => {
-      const ws = ctx.workspace(req.workspace);
-      const path = checkPath(req.path);
-      const e = ws.index.entries.get(path) ?? (await stat(ws, path));
-      if (!isReg(e.attr.mode)) throw new FsError(isDir(e.attr.mode) ? 'EISDIR' : 'EINVAL', `"${path}" is not a regular file`);
-      const v = await ws.index.validate(path);
-      return { path, digest: v.digest!, size: v.attr.size, chunks: chunksToWire(v.chunks!), attr: attrToWire(v.attr) };
-    }),
+    Stat: unary(ctx, 'Stat', calls.Stat),
+    ListDir: unary(ctx, 'ListDir', calls.ListDir),
+    GetManifest: unary(ctx, 'GetManifest', calls.GetManifest),
 
     ReadChunks: (call: grpc.ServerWritableStream<{ workspace: string; hashes: Buffer[]; pathHint: string }, unknown>) => {
       if (!authorized(ctx, call.metadata)) return failStream(call, UNAUTH);
@@ -274,7 +292,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
       call.on('error', fail);
     },
 
-    Commit: unary(ctx, 'Commit', async (req: WCommitRequestOut) => commitOne(ctx.workspace(req.workspace), req)),
+    Commit: unary(ctx, 'Commit', calls.Commit),
 
     CommitMany: unary(ctx, 'CommitMany', async (req: WCommitManyRequestOut) => {
       const ws = ctx.workspace(req.workspace);
@@ -297,12 +315,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
       return { outcomes };
     }),
 
-    Mutate: unary(ctx, 'Mutate', async (req: WMutateRequestOut) => {
-      const ws = ctx.workspace(req.workspace);
-      const r = await locks.with(`${ws.id}\0mutate`, () => mutate(ws.index, req));
-      const entries: WEntry[] = r.changed.filter((c) => c.entry).map((c) => ({ ...entryToWire(c.path, c.entry!), name: c.path }));
-      return { entries, generation: ws.index.generation };
-    }),
+    Mutate: unary(ctx, 'Mutate', calls.Mutate),
 
     Watch: (call: grpc.ServerWritableStream<{ workspace: string; fromGeneration: number; epoch: string; heartbeatMs: number }, WChangeEvent>) => {
       if (!authorized(ctx, call.metadata)) return failStream(call, UNAUTH);
@@ -393,15 +406,12 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
 
   // The lane's calls: gRPC's own (de)serializers, so a request and its reply are the same messages either way.
   const defs = wire().ghostfs.v1.Node.service;
-  const laneCalls: Record<LaneCall, (ws: Workspace, req: never) => Promise<unknown>> = {
-    Commit: (ws, req: WCommitRequestOut) => commitOne(ws, req),
-  };
   const laneCall = async (ws: Workspace, method: LaneCall, request: Buffer): Promise<Buffer> => {
     const def = defs[method] as { requestDeserialize(b: Buffer): unknown; responseSerialize(v: unknown): Buffer };
     const req = def.requestDeserialize(request) as { workspace: string };
     // The connection's hello named the workspace (and was authorized for it).
     if (req.workspace !== ws.id) throw new FsError('EINVAL', `a call for workspace "${req.workspace}" on a lane opened for "${ws.id}"`);
-    return def.responseSerialize(await counted(method, 'lane', () => laneCalls[method](ws, req as never)));
+    return def.responseSerialize(await counted(method, 'lane', () => (calls[method] as (r: unknown) => Promise<unknown>)(req)));
   };
   return { handlers, laneCall };
 }

@@ -20,7 +20,7 @@
 // connection is closed.
 //
 // A node whose handshake says `lane_calls` also takes small unary calls
-// (Commit) on the lane: grpc-js and HTTP/2 add much to a small file's
+// (Commit, Mutate) on the lane: grpc-js and HTTP/2 add much to a small file's
 // commit (measured here, beyond the node's own work: 1.7–1.9 ms per call
 // over gRPC, 0.8 ms on the lane).
 //   client: call  = u32 (CALL_FLAG | bodyLen), body = u8 method, the request
@@ -41,9 +41,9 @@ export const FRAME_REPLY = 4;
 /** Set in a request's length word: the request is a unary call. */
 export const CALL_FLAG = 0x8000_0000;
 /** The calls the lane carries, by the number that names them on the wire. */
-export const LANE_CALLS = { Commit: 1 } as const;
+export const LANE_CALLS = { Commit: 1, Mutate: 2 } as const;
 export type LaneCall = keyof typeof LANE_CALLS;
-/** A call's body at most (bigger ones go over gRPC): a small file's commit with its bytes inline. */
+/** A call's body at most (bigger ones go over gRPC): a small file's commit with its bytes inline, a namespace change. */
 export const MAX_CALL_BYTES = 512 * 1024;
 export const FRAME_HEADER_BYTES = 1 + HASH_BYTES + 4;
 
