@@ -109,6 +109,10 @@ char *get_string(napi_env env, napi_value v) {
   return s;
 }
 
+bool one_component(const char *name) {
+  return name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
 napi_value queue_job(napi_env env, const char *name, napi_async_execute_callback execute, napi_async_complete_callback complete, void *job, napi_deferred *deferred, napi_async_work *work) {
   napi_value promise, resource;
   napi_create_promise(env, deferred, &promise);

@@ -155,7 +155,7 @@ static napi_value js_write_new_file(napi_env env, napi_callback_info info) {
   void *data;
   size_t len;
   if (!(j->root = get_string(env, argv[0])) || !(j->dir = get_string(env, argv[1])) || !(j->name = get_string(env, argv[2]))) goto bad;
-  if (!j->name[0] || strchr(j->name, '/') || !strcmp(j->name, ".") || !strcmp(j->name, "..")) {
+  if (!one_component(j->name)) {
     napi_throw_type_error(env, "EINVAL", "writeNewFile: the name must be one path component");
     goto bad;
   }

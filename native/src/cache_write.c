@@ -102,7 +102,7 @@ static napi_value js_write_cache_file(napi_env env, napi_callback_info info) {
   void *data;
   size_t len;
   if (!(j->dir = get_string(env, argv[0])) || !(j->name = get_string(env, argv[1]))) goto bad;
-  if (!j->name[0] || strchr(j->name, '/') || !strcmp(j->name, ".") || !strcmp(j->name, "..")) {
+  if (!one_component(j->name)) {
     napi_throw_type_error(env, "EINVAL", "writeCacheFile: the name must be one path component");
     goto bad;
   }

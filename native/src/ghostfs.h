@@ -157,6 +157,8 @@ char *get_string(napi_env env, napi_value v); /* malloc'd, NULL on failure (an e
 /* A time from seconds and nanoseconds; a null or undefined second is UTIME_OMIT, the string "now" UTIME_NOW. */
 int get_timespec(napi_env env, napi_value sec, napi_value nsec, struct timespec *ts);
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
+/* A name that is one path component: not empty, no '/', not "." or "..". */
+bool one_component(const char *name);
 /* Runs `execute(job)` on a libuv worker thread, then `complete` on the JS thread; returns the promise
  * that `complete` settles through *deferred. */
 napi_value queue_job(napi_env env, const char *name, napi_async_execute_callback execute, napi_async_complete_callback complete, void *job, napi_deferred *deferred, napi_async_work *work);

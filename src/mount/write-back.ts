@@ -702,7 +702,7 @@ export class WriteBack {
     if (e.seq) this.rememberLanded(e.seq, manifest.digest);
     // Until its record's removal is on disk, a mount killed now replays the record from its dirty
     // copy (and finds the node holds it): the copy stays, and the next start removes it.
-    if (recorded || !e.seq) this.track(this.keepChunks(from, manifest.chunks, manifest.size));
+    if (recorded) this.track(this.keepChunks(from, manifest.chunks, manifest.size));
     if (reply.conflict) {
       this.stats.conflicts++;
       for (const fn of this.conflictListeners) fn(e.path);

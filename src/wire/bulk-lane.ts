@@ -89,9 +89,14 @@ export function encodeCall(method: LaneCall, request: Buffer): Buffer {
 }
 
 export function replyFrame(reply: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + reply.length);
-  writeFrameHeader(out, 0, FRAME_REPLY, undefined, reply.length);
-  reply.copy(out, FRAME_HEADER_BYTES);
+  return payloadFrame(FRAME_REPLY, reply);
+}
+
+/** A frame without a hash, carrying `payload`. */
+function payloadFrame(kind: number, payload: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);
+  writeFrameHeader(out, 0, kind, undefined, payload.length);
+  payload.copy(out, FRAME_HEADER_BYTES);
   return out;
 }
 
@@ -113,11 +118,7 @@ export interface BulkError {
 }
 
 export function errorFrame(e: BulkError): Buffer {
-  const payload = Buffer.from(JSON.stringify({ code: e.code ?? GRPC_INTERNAL, details: e.details ?? 'internal error', errno: e.errno }));
-  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);
-  writeFrameHeader(out, 0, FRAME_ERROR, undefined, payload.length);
-  payload.copy(out, FRAME_HEADER_BYTES);
-  return out;
+  return payloadFrame(FRAME_ERROR, Buffer.from(JSON.stringify({ code: e.code ?? GRPC_INTERNAL, details: e.details ?? 'internal error', errno: e.errno })));
 }
 
 export function endFrame(): Buffer {
