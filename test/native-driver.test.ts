@@ -125,6 +125,33 @@ t.test('native driver', async (t) => {
     t.not((await run('stat', [join(dir, goneLate)])).code, 0, 'but it left no entry behind in the kernel');
   });
 
+  await t.test('two readers of one directory, the second starting after a change: each continues in its own listing', async (t) => {
+    // Reader A is part way through when the node removes an early name; reader B
+    // then lists the directory afresh (a newer listing without that name). When A
+    // goes on, the kernel asks the mount at A's offset: a position in A's listing,
+    // not in B's (there, every later name moved up one place).
+    const dir = join(mnt, 'many');
+    const present = (await sh(`ls -f '${dir}'`)).stdout.split('\n').filter((n) => n.startsWith('n'));
+    const a = spawn(process.execPath, ['-e', PARTIAL_LISTER, dir], { stdio: ['pipe', 'pipe', 'inherit'] });
+    t.teardown(() => a.kill());
+    let out = '';
+    a.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await waitFor('reader A to have its first entries', async () => out.includes('ready\n'), 10_000);
+    const gone = present[5]!;
+    await rm(join(src, 'many', gone));
+    await waitFor('the removal to reach the mount', async () => (await run('stat', [join(dir, gone)])).code !== 0);
+    await new Promise((r) => setTimeout(r, 300)); // the listing's invalidation follows the entry's
+    const b = (await sh(`ls -f '${dir}'`)).stdout.split('\n').filter((n) => n.startsWith('n'));
+    t.notOk(b.includes(gone), 'reader B got a listing taken after the removal');
+    t.equal(b.length, present.length - 1, 'with every other name');
+    a.stdin.end('go\n');
+    await once(a, 'exit');
+    const seen = JSON.parse(out.slice(out.indexOf('ready\n') + 6)) as string[];
+    const missing = present.filter((n) => n !== gone && !seen.includes(n));
+    t.same(missing, [], 'reader A listed every name that was there all along');
+    t.equal(new Set(seen).size, seen.length, 'and none twice');
+  });
+
   await t.test('reads: cold through JS, then from chunk files in C; an evicted chunk falls back to a fetch', async (t) => {
     const first = await sh(`sha256sum < '${join(mnt, 'big.bin')}'`);
     t.equal(first.stdout.split(' ')[0], sha(big), 'cold read is byte-identical');

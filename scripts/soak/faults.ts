@@ -8,6 +8,7 @@ import { writeFile } from 'node:fs/promises';
 import { parseDuration } from '../../src/config/parse.js';
 import { progress } from '../bench/lib/session.js';
 import { describe, isClean, SCENARIOS, type ScenarioResult } from './scenarios.js';
+import { World } from './lib/world.js';
 
 interface Options {
   duration: number;
@@ -24,7 +25,14 @@ async function main(o: Options): Promise<void> {
   const results: ScenarioResult[] = [];
   for (const n of names) {
     progress(`fault scenario ${n}: ${o.duration / 1000} s, ${o.procs} workers, ${o.driver} driver\n`);
-    const r = await SCENARIOS[n]!({ driver: o.driver, durationMs: o.duration, procs: o.procs, keep: o.keep });
+    let r: ScenarioResult;
+    try {
+      r = await SCENARIOS[n]!({ driver: o.driver, durationMs: o.duration, procs: o.procs, keep: o.keep });
+    } catch (err) {
+      // A scenario that could not run fails; its processes are stopped and the next one runs.
+      await World.stopAll();
+      r = { name: n, ops: 0, errors: {}, faulted: {}, lost: 0, corrupted: 0, maxOpMs: 0, examples: [], failures: [`the scenario did not run to its end: ${(err as Error).message}`], injected: {} };
+    }
     results.push(r);
     process.stdout.write(describe(r).join('\n') + '\n');
   }

@@ -30,6 +30,8 @@ export class World {
   mount: MountProc | undefined;
   /** What went wrong around the workload itself (the report shows it). */
   readonly notes: string[] = [];
+  /** Worlds whose processes may still run: a scenario that failed part way leaves none behind (stopAll). */
+  private static readonly live = new Set<World>();
 
   private constructor(
     readonly base: string,
@@ -46,13 +48,23 @@ export class World {
     // Shared files every worker reads ranges of: a large one and a few small ones.
     await writeFile(join(source, 'shared-big.bin'), randomBytes(o.bigBytes ?? 96 * 1024 * 1024));
     for (let i = 0; i < 8; i++) await writeFile(join(source, `shared-${i}.txt`), randomBytes(4096 + i * 10_000));
-    return new World(base, source, join(base, 'mnt'), o.cacheDir ?? join(base, 'cache'), o);
+    const w = new World(base, source, join(base, 'mnt'), o.cacheDir ?? join(base, 'cache'), o);
+    World.live.add(w);
+    return w;
+  }
+
+  /** Stops every world not stopped yet (a scenario threw): no node or mount process outlives the suite. */
+  static async stopAll(): Promise<void> {
+    for (const w of [...World.live]) await w.stop().catch(() => undefined);
   }
 
   /** Starts (or restarts, on its same state) the node; `n` > 0 starts a replica with a state of its own. */
   async startNode(n = 0): Promise<NodeProc> {
     const node = spawnNode(this.source, join(this.base, `state${n}`), this.logTo(`node${n}.log`));
-    await waitServing(node, 120_000);
+    await waitServing(node, 120_000).catch(async (err: unknown) => {
+      await stopNodeProcess(node.child);
+      throw err;
+    });
     if (n === 0) this.node = node;
     else this.replicas[n - 1] = node;
     return node;
@@ -62,7 +74,10 @@ export class World {
     const [first, ...rest] = endpoints;
     const m = spawnMount(first!, this.mnt, this.cacheDir, ['--driver', this.o.driver, ...rest.flatMap((e) => ['--replica', e]), ...(this.o.mountArgs ?? [])], this.logTo('mount.log'));
     const ready = await waitMounted(m);
-    if (ready !== 'ok') throw new Error(`the mount did not come up: ${ready}\n${m.tail.slice(-10).join('\n')}`);
+    if (ready !== 'ok') {
+      await terminateMount(m, { noteEarlyExit: false });
+      throw new Error(`the mount did not come up: ${ready}\n${m.tail.slice(-10).join('\n')}`);
+    }
     this.mount = m;
     return m;
   }
@@ -125,6 +140,7 @@ export class World {
       exit = await this.mount.exited;
     }
     for (const n of [this.node, ...this.replicas]) if (n) await stopNodeProcess(n.child);
+    World.live.delete(this);
     return exit;
   }
 

@@ -21,8 +21,17 @@ import { ATTR_LEN, NS, putAttr, Reply } from './native-reply.js';
 import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
 import type { ChangeKind } from '../change-feed.js';
 
-/** Directory listings kept for readers that continue at an offset (see `readdir`). */
+/** Directories whose listings are kept for readers that continue at an offset (see `readdir`). */
 const LISTINGS_KEPT = 256;
+/** Listings kept per directory: readers that started at different times continue in their own. */
+const GENERATIONS_KEPT = 4;
+/**
+ * A directory offset is a listing's generation times this, plus the
+ * position in it: a reader's offset names the listing it reads. Exact in a
+ * double for 2^20 generations (they wrap; only the last few are kept).
+ */
+const GEN_UNIT = 2 ** 32;
+const GEN_WRAP = 2 ** 20;
 
 /** Operation codes, as native/src/ghostfs.h numbers them. */
 enum Op {
@@ -98,8 +107,9 @@ export class NativeDriver implements Driver {
   private exited: Promise<void> | undefined;
   private markExited: () => void = () => undefined;
   private readonly ids = new NodeIds();
-  /** Listings being read, by directory node id. */
-  private readonly listings = new Map<number, Listing>();
+  /** Listings being read, by directory node id, then generation (oldest first). */
+  private readonly listings = new Map<number, Map<number, Listing>>();
+  private generation = 0;
   private readonly fast = new Map<number, FastFile>();
   private readonly attr = new Float64Array(ATTR_LEN);
 
@@ -404,45 +414,53 @@ export class NativeDriver implements Driver {
    * that cache part way through a reader (the change feed invalidated it),
    * it asks for the rest at the offset it had reached. Those offsets are
    * positions in the listing the kernel cached; taken afresh, a listing
-   * from which an earlier name had gone would skip the name after it.
+   * from which an earlier name had gone would skip the name after it. Each
+   * listing has a generation, carried in its offsets: a reader that started
+   * before another one took a newer listing still continues in its own.
    */
   private readdir(r: Reply, id: number, off: number, size: number, plus: boolean): void {
+    const gen = Math.floor(off / GEN_UNIT);
+    const kept = off > 0 ? this.listings.get(id)?.get(gen) : undefined;
     serveOp(
       plus ? 'readdirplus' : 'readdir',
       id,
       async () => {
-        let d = this.listings.get(id);
-        if (off === 0 || !d) {
-          const path = this.ids.path(id);
-          const dir = await this.vfs.resolve(path);
-          if (!isDir(dir.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
-          const parent = path === '' ? dir : await this.vfs.resolve(parentOf(path));
-          const children = await this.vfs.readdir(this.vfs.inoOf(path));
-          d = { names: ['.', '..', ...children.map((c) => baseName(c.path))], attrs: [dir, parent, ...children].map((n) => n.attr) };
-          this.listings.delete(id); // re-inserted last: the bound drops the least recently started
-          this.listings.set(id, d);
-          if (this.listings.size > LISTINGS_KEPT) this.listings.delete(this.listings.keys().next().value!);
-        }
-        return d;
+        if (kept) return { d: kept, gen };
+        // A new reader, or one whose listing is gone (dropped, or from before a restart): a fresh listing, read from the same position.
+        const path = this.ids.path(id);
+        const dir = await this.vfs.resolve(path);
+        if (!isDir(dir.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
+        const parent = path === '' ? dir : await this.vfs.resolve(parentOf(path));
+        const children = await this.vfs.readdir(this.vfs.inoOf(path));
+        const d: Listing = { names: ['.', '..', ...children.map((c) => baseName(c.path))], attrs: [dir, parent, ...children].map((n) => n.attr) };
+        this.generation = (this.generation % (GEN_WRAP - 1)) + 1; // never 0: offset 0 is a reader's start
+        let gens = this.listings.get(id);
+        this.listings.delete(id); // re-inserted last: the bound drops the directory least recently listed
+        this.listings.set(id, (gens ??= new Map()));
+        gens.set(this.generation, d);
+        if (gens.size > GENERATIONS_KEPT) gens.delete(gens.keys().next().value!);
+        if (this.listings.size > LISTINGS_KEPT) this.listings.delete(this.listings.keys().next().value!);
+        return { d, gen: this.generation };
       },
-      (d) => {
+      ({ d, gen }) => {
+        const at = off % GEN_UNIT;
         // No more entries than could fit: a direntplus takes at least 160 bytes, a dirent 32.
         const room = Math.ceil(size / (plus ? 160 : 32)) + 1;
-        const slice = d.names.slice(off, off + room);
+        const slice = d.names.slice(at, at + room);
         const attrs = new Float64Array(slice.length * ATTR_LEN);
         const entryIds: number[] = [];
         // A kept listing may name what is gone since (see above): listed
         // (POSIX allows that for a name removed meanwhile), but without a
         // node id, so the kernel makes no entry for it.
-        const dirPath = off > 0 && plus ? this.ids.path(id) : '';
-        const gone = (name: string): boolean => off > 0 && !this.vfs.meta.get(joinRel(dirPath, name));
+        const dirPath = at > 0 && plus ? this.ids.path(id) : '';
+        const gone = (name: string): boolean => at > 0 && !this.vfs.meta.get(joinRel(dirPath, name));
         for (let i = 0; i < slice.length; i++) {
-          const dots = off + i < 2;
+          const dots = at + i < 2;
           const nodeId = plus && !dots && !gone(slice[i]!) ? this.ids.reserve(id, slice[i]!) : 0;
           entryIds.push(nodeId);
-          putAttr(attrs, i * ATTR_LEN, d.attrs[off + i]!, nodeId);
+          putAttr(attrs, i * ATTR_LEN, d.attrs[at + i]!, nodeId);
         }
-        const fitted = r.dir(size, plus, off, slice, attrs);
+        const fitted = r.dir(size, plus, gen * GEN_UNIT + at, slice, attrs);
         // The kernel holds a reference to every entry of a readdirplus reply that fitted.
         for (let i = 0; i < fitted; i++) if (entryIds[i]) this.ids.ref(entryIds[i]!);
       },
