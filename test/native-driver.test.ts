@@ -13,6 +13,7 @@ import { nativeAddon, nativeLoadError } from '../src/native/addon.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { MountProc, run, sh, waitFor } from './helpers/mount-proc.js';
 import { BIN } from './helpers/logged-proc.js';
+import { Holder } from './helpers/holder.js';
 
 const ADDON = new URL('../../native/build/ghostfs.node', import.meta.url).pathname;
 /** Calls the addon's renameat2 from a child process (this process never touches the mount). */
@@ -55,7 +56,8 @@ t.test('native driver', async (t) => {
   const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
   t.teardown(() => node.stop('SIGKILL'));
   // A long attribute timeout: only invalidation can make node-side changes visible quickly.
-  const args = ['--cache-dir', cache, '--driver', 'native', '--attr-timeout', '3600'];
+  // No passthrough: the reads here are the C fast path's (passthrough.test.ts has its own mount).
+  const args = ['--cache-dir', cache, '--driver', 'native', '--attr-timeout', '3600', '--passthrough', 'off'];
   let m = await MountProc.start(node.endpoint, mnt, args, env);
   t.teardown(() => m.kill());
   const status = () => m.status();
@@ -172,6 +174,24 @@ t.test('native driver', async (t) => {
     const third = await sh(`sha256sum < '${join(mnt, 'big.bin')}'`);
     t.equal(third.stdout.split(' ')[0], sha(big), 'still byte-identical after the chunk files vanished');
     t.ok((await status()).driverStats.fastFallbacks > after.fastFallbacks, 'the fast path handed those reads back to JS');
+  });
+
+  await t.test('a reader holding a file the node rewrites reads the new content, and leaves no old pages to later readers', async (t) => {
+    let content = randomBytes(3 << 20);
+    await writeFile(join(src, 'held.bin'), content);
+    const shaThrough = async () => (await sh(`sha256sum < '${join(mnt, 'held.bin')}'`)).stdout.split(' ')[0];
+    await waitFor('the file to show', async () => (await shaThrough()) === sha(content));
+    const { h, first } = await Holder.open(join(mnt, 'held.bin'));
+    t.equal(first, `${sha(content)} ${content.length}`, 'the reader reads the file (its pages are now cached)');
+    content = randomBytes(3 << 20); // the same size: only the mtime tells the kernel
+    await writeFile(join(src, 'held.bin'), content);
+    // Seen through stat only: no new reader may fill the page cache before the holder reads.
+    const mtime = async (p: string) => (await run('stat', ['-c', '%y', p])).stdout;
+    const want = await mtime(join(src, 'held.bin'));
+    await waitFor('the change to reach the mount', async () => (await mtime(join(mnt, 'held.bin'))) === want);
+    t.equal(await h.read(), `${sha(content)} ${content.length}`, 'the holder reads the new content');
+    t.equal(await shaThrough(), sha(content), 'and a reader after it finds no old pages');
+    await h.close();
   });
 
   await t.test('rename flags reach the node', async (t) => {

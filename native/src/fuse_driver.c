@@ -583,11 +583,12 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   if (!mp) return NULL;
   char *fsname = get_prop_string(env, argv[1], "fsname");
   char *chunk_dir = fsname ? get_prop_string(env, argv[1], "chunkDir") : NULL;
-  double attr_timeout, entry_timeout, max_write, max_readahead, wb, debug, auto_unmount, allow_other;
+  double attr_timeout, entry_timeout, max_write, max_readahead, wb, debug, auto_unmount, allow_other, passthrough;
   if (!chunk_dir || get_prop_double(env, argv[1], "attrTimeout", 1, &attr_timeout) || get_prop_double(env, argv[1], "entryTimeout", 1, &entry_timeout) ||
       get_prop_double(env, argv[1], "maxWrite", 1 << 20, &max_write) || get_prop_double(env, argv[1], "maxReadahead", 1 << 20, &max_readahead) ||
       get_prop_double(env, argv[1], "writebackCache", 0, &wb) || get_prop_double(env, argv[1], "debug", 0, &debug) ||
-      get_prop_double(env, argv[1], "autoUnmount", 1, &auto_unmount) || get_prop_double(env, argv[1], "allowOther", 0, &allow_other)) {
+      get_prop_double(env, argv[1], "autoUnmount", 1, &auto_unmount) || get_prop_double(env, argv[1], "allowOther", 0, &allow_other) ||
+      get_prop_double(env, argv[1], "passthrough", 0, &passthrough)) {
     free(mp), free(fsname), free(chunk_dir);
     return NULL;
   }
@@ -608,6 +609,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   g->max_write = (unsigned)max_write;
   g->max_readahead = (unsigned)max_readahead;
   g->writeback_cache = wb != 0;
+  /* The kernel refuses passthrough beside its writeback cache. */
+  g->pt.want = passthrough != 0 && !g->writeback_cache;
   g->fast = fast_new(chunk_dir);
   free(chunk_dir);
   pthread_mutex_init(&g->qlock, NULL);
@@ -628,6 +631,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "EMOUNT", "mounting failed (see the libfuse message above): is the mountpoint a directory, is /dev/fuse there, is fusermount3 installed?");
     goto fail;
   }
+  if (g->pt.want && pt_install(g) != 0) g->pt.want = 0; /* mounted all the same, without passthrough */
 
   napi_value name;
   napi_create_string_utf8(env, "ghostfs-fuse", NAPI_AUTO_LENGTH, &name);
@@ -817,16 +821,27 @@ static void open_flags(struct fuse_file_info *fi, uint32_t bits) {
   fi->noflush = (bits & 16) != 0;
 }
 
-/* replyOpen(id, fh, bits) — bits: 1 keep_cache, 2 direct_io, 4 nonseekable, 8 cache_readdir, 16 noflush */
+/*
+ * replyOpen(id, fh, bits[, backingId]) — bits: 1 keep_cache, 2 direct_io, 4 nonseekable,
+ * 8 cache_readdir, 16 noflush. A backing id passes the file through to that backing file.
+ */
 static napi_value js_reply_open(napi_env env, napi_callback_info info) {
   reply_args r;
-  double fh, bits;
+  double fh, bits, backing = 0;
   if (reply_begin(env, info, &r, 3) || get_double(env, r.argv[1], &fh) || get_double(env, r.argv[2], &bits)) return NULL;
+  napi_valuetype t = napi_undefined;
+  if (r.argc > 3) napi_typeof(env, r.argv[3], &t);
+  if (t != napi_undefined && get_double(env, r.argv[3], &backing)) return NULL;
   struct fuse_file_info fi;
   memset(&fi, 0, sizeof fi);
   fi.fh = (uint64_t)fh;
   open_flags(&fi, (uint32_t)bits);
-  SEND(&r, fuse_reply_open(r.req, &fi));
+  if (backing > 0) {
+    STAT_ADD(r.g, passthrough_opens, 1);
+    SEND(&r, pt_reply_open(r.req, &fi, (int32_t)backing));
+  } else {
+    SEND(&r, fuse_reply_open(r.req, &fi));
+  }
   return reply_end(&r);
 }
 
@@ -1013,6 +1028,10 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   PUT("notifications", LOAD(notifications));
   PUT("notifyErrors", LOAD(notify_errors));
   PUT("opendirs", LOAD(opendirs));
+  PUT("backingFiles", LOAD(backing_files));
+  PUT("passthroughOpens", LOAD(passthrough_opens));
+  /* 0: not wanted or not offered by the kernel; 1: asked for in the INIT reply (backingOpen then tells whether the kernel agreed). */
+  PUT("passthrough", g->pt.asked);
   PUT("maxWrite", g->negotiated_max_write);
   PUT("maxReadahead", g->negotiated_max_readahead);
   PUT("capable", g->kernel_capable);

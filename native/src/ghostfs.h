@@ -7,6 +7,7 @@
  * notify.c       kernel cache invalidation, from a thread of its own
  * sys_calls.c    filesystem calls Node lacks (renameat2, O_TMPFILE, ...)
  * atomic_write.c a new file written, made durable and named in one worker job
+ * passthrough.c  FUSE passthrough negotiated on the wire, backing files
  * addon.c        module registration and small N-API helpers
  */
 #ifndef GHOSTFS_H
@@ -79,6 +80,7 @@ typedef struct gfs_stats {
   uint64_t write_sizes[6];
   uint64_t notifications, notify_errors;
   uint64_t opendirs; /* opendir requests the kernel sent (none once it opens directories itself) */
+  uint64_t backing_files, passthrough_opens;
 } gfs_stats;
 
 typedef struct gfs {
@@ -110,6 +112,13 @@ typedef struct gfs {
   gfs_fast *fast;
   gfs_notify *notify;
   gfs_stats stats;
+
+  /* FUSE passthrough (passthrough.c): wanted by JS, offered by the kernel, asked for in the INIT reply. */
+  struct {
+    int want;
+    int kernel_offers, init_replied, asked;
+    uint64_t init_unique;
+  } pt;
 } gfs;
 
 #define STAT_ADD(g, field, n) __atomic_fetch_add(&(g)->stats.field, (n), __ATOMIC_RELAXED)
@@ -140,6 +149,12 @@ napi_value atomic_write_exports(napi_env env, napi_value exports);
 
 /* send_range.c */
 napi_value send_range_exports(napi_env env, napi_value exports);
+
+/* passthrough.c */
+int pt_install(gfs *g);
+/* fuse_reply_open, with the file passed through to the backing file `backing_id` (> 0). */
+int pt_reply_open(fuse_req_t req, const struct fuse_file_info *fi, int32_t backing_id);
+napi_value passthrough_exports(napi_env env, napi_value exports);
 
 /* cache_write.c */
 napi_value cache_write_exports(napi_env env, napi_value exports);

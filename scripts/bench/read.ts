@@ -463,6 +463,9 @@ function render(results: Results, ws: Workload[], header: string[], opts: Option
     out.push('  page cache dropped; hot = that mount reads the file again at once, page cache kept (against local hot).');
     out.push('  hot again = one more read right after hot, on both: the first re-read also moves every cached page to the kernel\'s');
     out.push('  active list, a kernel cost that is far higher for a FUSE file than for a local one (see scripts/bench/read.ts).');
+    out.push('  native passes a file read once through to a whole local copy (FUSE passthrough, unless GHOSTFS_PASSTHROUGH=off): the');
+    out.push('  copy is assembled after the first full read, so the first warm run and the hot reads right after it may still go');
+    out.push('  through the mount; later runs read the copy.');
     out.push(`  ratios: driver ÷ local${both ? ' and native ÷ fuse-native' : ''}; above 1× is faster.`);
     out.push('');
   }

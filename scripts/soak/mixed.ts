@@ -65,6 +65,8 @@ async function main(o: Options): Promise<void> {
   const alive = mount.child.exitCode === null && mount.child.signalCode === null;
   const after = alive ? sampleProc(pid) : { rssMiB: NaN, fds: NaN };
   const heapAfter = alive ? await w.memory() : undefined;
+  // What the soak drove through FUSE passthrough (readers of the shared big file, writers beside them).
+  const passthrough = alive ? ((await w.driverStats())?.passthroughFiles as { passedThrough: number; writersMirrored: number; mmapFixes: number } | undefined) : undefined;
 
   const t0 = Date.now();
   const exit = (await w.stop())!;
@@ -98,11 +100,13 @@ async function main(o: Options): Promise<void> {
       unmountMs,
       exit: exit.signal ?? exit.code,
     },
+    passthrough,
   };
   const out = [
     `soak (${o.driver} driver, ${o.procs} processes, ${o.duration / 1000} s): ${v.ops} operations, ${errorCount} errors${errorCount ? ` ${JSON.stringify(v.errors)}` : ''}, slowest ${v.maxOpMs} ms`,
     `  mount process: RSS ${before.rssMiB} MiB after warm-up → ${after.rssMiB} MiB at the end (peak ${peak}); JS heap ${heapBefore?.heap ?? '?'} → ${heapAfter?.heap ?? '?'} MiB, buffers ${heapBefore?.buffers ?? '?'} → ${heapAfter?.buffers ?? '?'} MiB; open fds ${before.fds} → ${after.fds}; clean unmount in ${unmountMs} ms, exit ${summary.mount.exit}`,
     `  allocator (native code, buffers included): in use ${heapBefore?.mallocInUse ?? '?'} → ${heapAfter?.mallocInUse ?? '?'} MiB, free within its heaps ${heapBefore?.mallocFree ?? '?'} → ${heapAfter?.mallocFree ?? '?'} MiB`,
+    ...(passthrough ? [`  passthrough: ${passthrough.passedThrough} files passed through to local copies, ${passthrough.writersMirrored} writers beside their readers`] : []),
     ...v.failures.map((f) => `  ${f}`),
     ...v.examples.map((e) => `  error: ${e}`),
     verdictLine(v),

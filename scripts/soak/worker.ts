@@ -57,6 +57,9 @@ function rng(seed: number): () => number {
  * failure is the fault's). A plain mkdir, not a recursive one: that would
  * report a failed mkdir as the ENOENT of the stat it makes next.
  */
+/** A file big enough for the native driver to pass through to a local copy (drivers/passthrough.ts). */
+const BIG_BYTES = 6 * 1024 * 1024;
+
 async function makeOwnDir(dir: string, tolerant: boolean): Promise<void> {
   for (let tries = 1; ; tries++) {
     try {
@@ -99,6 +102,29 @@ async function main(): Promise<void> {
     if (s.examples.length < 5) s.examples.push(`corrupted: ${what}`);
   };
 
+  /** Overwrites a range of one of our files (maybe extending it) through another descriptor; returns the bytes written. */
+  const editInPlace = async (name: string, at: number, what: string): Promise<Buffer> => {
+    const old = files.get(name)!;
+    const patch = randomBytes(Math.floor(rand() * 65536) + 1);
+    const fh = await open(join(dir, name), 'r+');
+    try {
+      // A write may be short (the kernel splits it at page boundaries, and a full disk stops it
+      // part way): like any careful writer, go on with the rest until it is written or fails.
+      await writeAt(fh, patch, at);
+    } catch (err) {
+      // Left to the garbage collector, a handle whose close fails (a dead mount) would crash the worker.
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+    await fh.close();
+    const next = Buffer.alloc(Math.max(old.length, at + patch.length));
+    old.copy(next);
+    patch.copy(next, at);
+    files.set(name, next);
+    noteOp(name, what);
+    return patch;
+  };
+
   const ops: [number, string, () => Promise<void>][] = [
     [
       4,
@@ -130,26 +156,36 @@ async function main(): Promise<void> {
         if (!files.size) return;
         // An edit in place: a range overwritten (and maybe the file extended).
         const name = pick([...files.keys()]);
-        const old = files.get(name)!;
-        const at = Math.floor(rand() * (old.length + 1));
-        const patch = randomBytes(Math.floor(rand() * 65536) + 1);
         touching = [name];
-        const fh = await open(join(dir, name), 'r+');
-        try {
-          // A write may be short (the kernel splits it at page boundaries, and a full disk stops it
-          // part way): like any careful writer, go on with the rest until it is written or fails.
-          await writeAt(fh, patch, at);
-        } catch (err) {
-          // Left to the garbage collector, a handle whose close fails (a dead mount) would crash the worker.
-          await fh.close().catch(() => undefined);
-          throw err;
+        await editInPlace(name, Math.floor(rand() * (files.get(name)!.length + 1)), 'edited in place');
+      },
+    ],
+    [
+      1,
+      'edit beside a reader',
+      async () => {
+        // A big file held open for reading (the native driver may pass it through to a local
+        // copy) while the same worker edits it in place: the held descriptor sees the edit.
+        const name = 'big';
+        const old = files.get(name);
+        touching = [name];
+        if (!old) {
+          const data = randomBytes(BIG_BYTES);
+          await writeFile(join(dir, name), data);
+          files.set(name, data);
+          noteOp(name, 'created');
+          return;
         }
-        await fh.close();
-        const next = Buffer.alloc(Math.max(old.length, at + patch.length));
-        old.copy(next);
-        patch.copy(next, at);
-        files.set(name, next);
-        noteOp(name, 'edited in place');
+        const reader = await open(join(dir, name), 'r');
+        try {
+          const at = Math.floor(rand() * old.length);
+          const patch = await editInPlace(name, at, 'edited beside a reader');
+          const seen = Buffer.alloc(patch.length);
+          const { bytesRead } = await reader.read(seen, 0, patch.length, at);
+          if (bytesRead !== patch.length || !seen.equals(patch)) corrupt(`a reader holding ${name} reads ${bytesRead} bytes at ${at} that differ from what the edit beside it wrote (${patch.length} bytes)`);
+        } finally {
+          await reader.close().catch(() => undefined);
+        }
       },
     ],
     [

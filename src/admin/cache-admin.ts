@@ -59,7 +59,16 @@ export interface PurgeResult {
   keptPending: number;
 }
 
-/** Removes cached chunks and, if asked, the metadata of workspaces (never their pending write-backs). */
+/** Whole local copies of big files (the native driver's passthrough): removed with the chunks they repeat. */
+async function dropCopies(cacheDir: string): Promise<number> {
+  const dir = join(cacheDir, 'copies');
+  let bytes = 0;
+  for (const f of await readdir(dir).catch(() => [] as string[])) bytes += (await stat(join(dir, f)).catch(() => undefined))?.size ?? 0;
+  await rm(dir, { recursive: true, force: true });
+  return bytes;
+}
+
+/** Removes cached chunks (and local copies) and, if asked, the metadata of workspaces (never their pending write-backs). */
 export function purge(cacheDir: string, opts: { metadata: boolean; workspace?: string; onProgress?: (done: number, total: number) => void }): Promise<PurgeResult> {
   return withCache(cacheDir, async (chunks, db) => {
     const keys = chunks.keys();
@@ -69,6 +78,7 @@ export function purge(cacheDir: string, opts: { metadata: boolean; workspace?: s
       if (i % 256 === 0) opts.onProgress?.(i, keys.length);
     }
     opts.onProgress?.(keys.length, keys.length);
+    const copyBytes = await dropCopies(cacheDir);
     const cleared: string[] = [];
     let keptPending = 0;
     if (opts.metadata) {
@@ -80,8 +90,8 @@ export function purge(cacheDir: string, opts: { metadata: boolean; workspace?: s
         cleared.push(w.id);
       }
     }
-    log.info({ cacheDir, chunks: keys.length, bytes: before, workspacesCleared: cleared, keptPending }, 'purged cache');
-    return { chunks: keys.length, bytes: before, workspacesCleared: cleared, keptPending };
+    log.info({ cacheDir, chunks: keys.length, bytes: before + copyBytes, workspacesCleared: cleared, keptPending }, 'purged cache');
+    return { chunks: keys.length, bytes: before + copyBytes, workspacesCleared: cleared, keptPending };
   });
 }
 
@@ -98,6 +108,8 @@ export function gc(cacheDir: string, opts: { maxBytes?: number; keepWorkspaces?:
     let evictedBytes = 0;
     const before = chunks.stats().chunks;
     if (opts.maxBytes !== undefined && chunks.stats().bytes > opts.maxBytes) evictedBytes = await chunks.evict(chunks.stats().bytes - opts.maxBytes, 'gc --max-size');
+    // Local copies repeat chunks' bytes: a cache cut down to a size keeps none (reading a file again makes one).
+    if (opts.maxBytes !== undefined) evictedBytes += await dropCopies(cacheDir);
     const removed: string[] = [];
     if (opts.keepWorkspaces) {
       for (const w of await workspaces(db)) {

@@ -38,6 +38,7 @@ export function mountCommand(): Command {
     .addOption(env(new Option('--attr-timeout <seconds>', 'how long the kernel trusts attributes and names (default: 30 with the native driver, which the change feed keeps current; 1 with fuse-native)').argParser(parseIntIn(0, 3600)), 'ATTR_TIMEOUT'))
     .addOption(env(new Option('--write-back <mode>', 'sync: close() returns once the node has the file; async: once it is journaled locally (the node gets it moments later, many files at once)').argParser(parseChoice(WRITE_BACK_MODES)).default('sync'), 'WRITE_BACK'))
     .addOption(env(new Option('--bulk-lane <on|off>', 'fetch chunk bytes, and send small commits, over the node\'s bulk lane (same port, less CPU than gRPC) when it offers one').argParser(parseChoice(['on', 'off'] as const)).default('on'), 'BULK_LANE'))
+    .addOption(env(new Option('--passthrough <on|off>', 'native driver: a big file read again is read by the kernel from a whole local copy, without the mount (FUSE passthrough; needs root)').argParser(parseChoice(['on', 'off'] as const)).default('on'), 'PASSTHROUGH'))
     .addOption(env(new Option('--readahead <chunks>', 'chunks fetched ahead of a sequential reader').argParser(parseIntIn(0, 64)).default(8), 'READAHEAD'))
     .addOption(env(new Option('--cache-quota <size>', 'most bytes of chunks the cache keeps (least recently used go first)').argParser(parseSize).default(parseSize('10G'), '10G'), 'CACHE_QUOTA'))
     .addOption(env(new Option('--min-free <size>', 'free space the cache leaves on its filesystem').argParser(parseSize).default(parseSize('1G'), '1G'), 'MIN_FREE'))
@@ -64,6 +65,7 @@ export function mountCommand(): Command {
         clientId: o.clientId,
         cacheQuotaBytes: o.cacheQuota,
         minFreeBytes: o.minFree,
+        passthrough: o.passthrough === 'on',
         debug: !!o.fuseDebug,
       };
       if (o.printConfig) return printConfig({ ...config, metrics: o.metrics });

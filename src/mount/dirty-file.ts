@@ -69,8 +69,10 @@ export class DirtyFile {
   modified: boolean;
   /** Made from a still-queued version (that record's seq): its base once it lands. */
   baseSeq: number | undefined;
-  /** Open handles on this file (several fds may write one file). */
+  /** Open handles on this file (several fds may write one file; readers see what they write). */
   handles = 0;
+  /** Of those, the ones open for writing: the last one's close writes the file back. */
+  writers = 0;
   /** Deleted while open: its content must never be written back. */
   unlinked = false;
   /** Owner asked for while open (-1: unchanged), applied on the node after the commit. */

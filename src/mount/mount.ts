@@ -2,6 +2,7 @@
 // the change feed and a kernel driver, started and stopped in order.
 import { join, resolve } from 'node:path';
 import { ChunkStore } from '../cache/chunk-store.js';
+import { LocalCopies } from '../cache/local-copies.js';
 import { MetaStore } from '../cache/meta-store.js';
 import { MeshClient } from '../mesh/mesh-client.js';
 import { Store } from '../store/db.js';
@@ -61,11 +62,18 @@ export interface MountConfig {
   /** Chunk cache limits: most bytes kept, free space left on its filesystem. */
   cacheQuotaBytes: number;
   minFreeBytes: number;
+  /** Native driver: big files read again are passed through to whole local copies (FUSE passthrough); default on. */
+  passthrough?: boolean;
   debug?: boolean;
 }
 
+/** Share of the chunk cache's quota that whole local copies may take on top of it (they repeat chunks' bytes). */
+const COPIES_SHARE = 0.25;
+
 export class Mount {
   private driver: Driver | undefined;
+  /** Whole local copies the native driver passes big files through to (none with fuse-native or --passthrough off). */
+  private copies: LocalCopies | undefined;
   private gonePoll: NodeJS.Timeout | undefined;
   /** The kernel mount is already gone: stopping must not try to unmount it. */
   private driverGone = false;
@@ -120,8 +128,14 @@ export class Mount {
         opTimeoutMs: Math.max(60_000, 4 * config.deadlineMs),
         debug: config.debug,
       };
-      const driver: Driver = config.driver === 'native' ? new NativeDriver(vfs, { ...driverOpts, chunkDir: chunkStore.dir }) : new FuseNativeDriver(vfs, driverOpts);
+      let copies: LocalCopies | undefined;
+      if (config.driver === 'native' && config.passthrough !== false) {
+        copies = new LocalCopies(join(config.cacheDir, 'copies'), chunkStore, { maxBytes: Number.isFinite(config.cacheQuotaBytes) ? config.cacheQuotaBytes * COPIES_SHARE : 8 * 2 ** 30, minFreeBytes: config.minFreeBytes });
+        await copies.init();
+      }
+      const driver: Driver = config.driver === 'native' ? new NativeDriver(vfs, { ...driverOpts, chunkDir: chunkStore.dir, copies }) : new FuseNativeDriver(vfs, driverOpts);
       m.driver = driver;
+      m.copies = copies;
       if (driver.invalidate) feed.onChange((p, what) => driver.invalidate!(p, what));
       await driver.mount();
       log.info(
@@ -220,12 +234,13 @@ export class Mount {
     return { flushed, pending: this.writeBack.pendingCount, pendingWrites };
   }
 
-  /** Drops every cached chunk (readers fetch what they still need). */
+  /** Drops every cached chunk and local copy not in use (readers fetch what they still need). */
   async purgeChunks(): Promise<{ chunks: number; bytes: number }> {
     const before = this.chunkStore.stats();
     await this.chunkStore.evict(Infinity, 'purge');
     const after = this.chunkStore.stats();
-    return { chunks: before.chunks - after.chunks, bytes: before.bytes - after.bytes };
+    const copies = (await this.copies?.purge())?.bytes ?? 0;
+    return { chunks: before.chunks - after.chunks, bytes: before.bytes - after.bytes + copies };
   }
 
   async gcTo(maxBytes: number): Promise<{ chunks: number; bytes: number }> {
@@ -271,6 +286,7 @@ export class Mount {
       await step('stop the change feed', () => this.feed.stop().catch(() => undefined));
       await step('stop the hashing threads', () => this.hasher.close());
       this.mesh.close();
+      await step('stop assembling a local copy', async () => this.copies?.close());
       await step('close the chunk cache', () => this.chunkStore.close());
       await step('write out refused metadata', () => this.meta.close());
       await step('close the metadata database', () => this.store.close());

@@ -37,10 +37,15 @@ export interface FileHandle {
   path: string;
   size: number;
   chunks: ChunkRef[];
-  /** Handles opened for writing share the file's dirty copy. */
+  /** The content's digest, for a handle reading what a node holds. */
+  digest?: Buffer;
+  /** Handles opened for writing share the file's dirty copy; read handles read it while a writer changes the file. */
   dirty?: DirtyFile;
-  /** Content queued for write-back, read from memory. */
+  /** Opened without write access: its close commits nothing. */
+  readOnly?: boolean;
+  /** Content queued for write-back, read from memory, and the queued record it is. */
   pendingData?: Buffer;
+  pendingSeq?: number;
   /** Where the last read ended: a read starting there is sequential. */
   lastEnd: number;
   /** Chunks before this index have been asked for by readahead. */
@@ -86,6 +91,7 @@ export class Vfs {
   private readonly dirty = new Map<string, DirtyFile>();
   private readonly openingWrite = new Map<string, Promise<DirtyFile>>();
   private nextFh = 1;
+  private followListener: ((fh: number) => void) | undefined;
 
   constructor(
     readonly meta: MetaStore,
@@ -236,9 +242,9 @@ export class Vfs {
     // O_TRUNC truncates even a read-only open (Linux does, when permitted).
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) return this.openWrite(path, flags);
     const d = this.dirty.get(path);
-    if (d) return this.handle(path, d);
+    if (d) return this.handle(path, d, true);
     const pending = this.writeBack.pendingFor(path);
-    if (pending) return this.handleOnPending(path, pending.dirty);
+    if (pending) return this.handleOnPending(path, pending);
     let e = await this.entry(path);
     if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
     if (!isReg(e.attr.mode)) throw new FsError('EINVAL', `"${path}" is not a regular file`);
@@ -251,23 +257,25 @@ export class Vfs {
       await this.meta.put(path, e);
       await this.meta.putManifest(path, m);
     }
-    const h: FileHandle = { fh: this.nextFh++, path, size: e.attr.size, chunks: m.chunks, lastEnd: 0, aheadTo: 0 };
+    const h: FileHandle = { fh: this.nextFh++, path, size: e.attr.size, chunks: m.chunks, digest: m.digest, lastEnd: 0, aheadTo: 0, readOnly: true };
     this.handles.set(h.fh, h);
     return h;
   }
 
-  private handle(path: string, d: DirtyFile): FileHandle {
+  private handle(path: string, d: DirtyFile, readOnly = false): FileHandle {
     d.handles++;
-    const h: FileHandle = { fh: this.nextFh++, path, size: d.size, chunks: [], lastEnd: 0, aheadTo: 0, dirty: d };
+    if (!readOnly) d.writers++;
+    const h: FileHandle = { fh: this.nextFh++, path, size: d.size, chunks: [], lastEnd: 0, aheadTo: 0, dirty: d, readOnly };
     this.handles.set(h.fh, h);
     return h;
   }
 
   /** A file closed while no node answered: reads see the queued content. */
-  private async handleOnPending(path: string, dirtyName: string): Promise<FileHandle> {
-    const data = await readFile(this.writeBack.dirtyPath(dirtyName));
-    const h: FileHandle = { fh: this.nextFh++, path, size: data.length, chunks: [], lastEnd: 0, aheadTo: 0 };
+  private async handleOnPending(path: string, pending: { seq: number; dirty: string }): Promise<FileHandle> {
+    const data = await readFile(this.writeBack.dirtyPath(pending.dirty));
+    const h: FileHandle = { fh: this.nextFh++, path, size: data.length, chunks: [], lastEnd: 0, aheadTo: 0, readOnly: true };
     h.pendingData = data;
+    h.pendingSeq = pending.seq;
     this.handles.set(h.fh, h);
     return h;
   }
@@ -292,6 +300,7 @@ export class Vfs {
       const buf = Buffer.allocUnsafe(length);
       return [buf.subarray(0, await h.dirty.read(offset, length, buf))];
     }
+    await this.refreshed(h);
     if (offset >= h.size) return [];
     const end = Math.min(h.size, offset + length);
     const first = chunkIndex(h.chunks, offset);
@@ -322,6 +331,23 @@ export class Vfs {
       if (part.length < to - from) break; // a short chunk file: the read ends there
     }
     return parts;
+  }
+
+  /**
+   * A reader whose file changed since it opened it (on a node, or here and
+   * landed) reads the new content: the kernel keeps one page cache per file,
+   * so readers left on different contents would fill it with each other's
+   * bytes (a later reader could then read pages of an old version).
+   */
+  private async refreshed(h: FileHandle): Promise<void> {
+    const e = h.digest ? this.meta.get(h.path) : undefined;
+    if (!e?.digest || e.digest.equals(h.digest!) || !isReg(e.attr.mode)) return;
+    const m = e.chunks ? { digest: e.digest, chunks: e.chunks } : ((await this.meta.getManifest(h.path, e.digest)) ?? (await this.fetchManifest(h.path)));
+    const last = m.chunks[m.chunks.length - 1];
+    h.digest = m.digest;
+    h.chunks = m.chunks;
+    h.size = last ? last.offset + last.length : 0;
+    h.aheadTo = 0;
   }
 
   // ---- the write side -------------------------------------------------
@@ -355,6 +381,7 @@ export class Vfs {
     if (pending) {
       // Still queued (no node): go on from the queued content, not the node's.
       d = await DirtyFile.fromPending(path, this.writeBack.dirtyPath(pending.dirty), this.writeBack.dirtyPath(name), name, shown, pending);
+      this.follow(d);
     } else {
       // Read again: the flush above may just have committed a queued version,
       // which is then the base (what was shown before had no digest).
@@ -367,8 +394,45 @@ export class Vfs {
         chunks = m.chunks;
       }
       d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, chunks);
+      this.follow(d);
     }
     return this.track(d);
+  }
+
+  /**
+   * Readers that have the file open when a writer starts changing it read
+   * through its dirty copy from now on, as readers of a local file see its
+   * writes (left on the content they opened, their reads would also fill the
+   * kernel's page cache with old bytes for every later reader). A reader is
+   * taken to have this file open when it opened the content the writer
+   * starts from, at the same path: the node's version, or a version of ours
+   * still queued (or landed since).
+   */
+  private follow(d: DirtyFile): void {
+    const sameBase = (h: FileHandle): boolean => {
+      if (h.digest) return !!d.baseDigest?.equals(h.digest);
+      if (h.pendingSeq === undefined) return false;
+      return h.pendingSeq === d.baseSeq || !!(d.baseDigest && this.writeBack.landedDigest(h.pendingSeq)?.equals(d.baseDigest));
+    };
+    for (const h of this.handles.values()) {
+      if (h.path !== d.path || h.dirty || !sameBase(h)) continue;
+      h.pendingData = undefined;
+      h.dirty = d;
+      d.handles++;
+      this.followListener?.(h.fh);
+    }
+  }
+
+  /** Whether an open handle still has the content its file had before a change (its next read moves it on: see refreshed()). */
+  behind(fh: number): boolean {
+    const h = this.handles.get(fh);
+    const e = h?.digest ? this.meta.get(h.path) : undefined;
+    return !!e?.digest && !e.digest.equals(h!.digest!);
+  }
+
+  /** Told of each read handle that starts reading through a dirty copy (a driver's own read path for it must stop). */
+  onFollow(fn: (fh: number) => void): void {
+    this.followListener = fn;
   }
 
   /** A file open for writing: the VFS knows it by its path, and its big front-to-back writes travel ahead of the close. */
@@ -419,7 +483,7 @@ export class Vfs {
   async flush(fh: number): Promise<void> {
     const h = this.handles.get(fh);
     const d = h?.dirty;
-    if (!d || !d.modified || d.unlinked || d.handles > 1) return;
+    if (!d || h.readOnly || !d.modified || d.unlinked || d.writers > 1) return;
     await this.commitDirty(d, this.opts.asyncWriteBack ? 'queue' : 'wait');
   }
 
@@ -440,16 +504,19 @@ export class Vfs {
     const d = h?.dirty;
     if (!d) return;
     d.handles--;
-    if (d.handles > 0) return;
+    if (!h.readOnly) d.writers--;
+    // What is left unsaved (no flush came, or it failed) goes when the last writer is gone; readers may keep the copy open.
+    if (d.handles > 0 && (h.readOnly || d.writers > 0)) return;
     try {
       if (d.modified && !d.unlinked) await this.commitDirty(d, this.opts.asyncWriteBack ? 'queue' : 'journal');
     } catch (err) {
       log.error({ path: d.path, err: (err as Error).message }, 'write-back at release failed');
-    } finally {
-      if (this.dirty.get(d.path) === d) this.dirty.delete(d.path);
-      await d.close().catch(() => undefined);
-      if (!d.handedOver && d.onDisk) await this.writeBack.discard(d.name);
     }
+    // (A handle may have opened it while that ran.)
+    if (d.handles > 0) return;
+    if (this.dirty.get(d.path) === d) this.dirty.delete(d.path);
+    await d.close().catch(() => undefined);
+    if (!d.handedOver && d.onDisk) await this.writeBack.discard(d.name);
   }
 
   /**
@@ -589,6 +656,14 @@ export class Vfs {
         d.path = to + d.path.slice(from.length);
         this.dirty.set(d.path, d);
       }
+    }
+    // Open handles move too: a reader goes on reading its file under the new name (see refreshed()).
+    const under = (p: string, dir: string): boolean => p === dir || p.startsWith(dir + '/');
+    const moved = (p: string): string | undefined => (under(p, from) ? to + p.slice(from.length) : !under(p, to) ? p : flags & EXCHANGE ? from + p.slice(to.length) : undefined);
+    for (const h of this.handles.values()) {
+      const p = moved(h.path);
+      if (p !== undefined) h.path = p;
+      else if (!h.dirty) h.digest = undefined; // its file was replaced by the rename: it keeps what it opened
     }
   }
 

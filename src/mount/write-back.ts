@@ -440,6 +440,11 @@ export class WriteBack {
     this.mayHold.set(e.path, [...(this.mayHold.get(e.path) ?? []), digest]);
   }
 
+  /** The digest a queued record had once it landed on a node (undefined: not landed, or long ago). */
+  landedDigest(seq: number): Buffer | undefined {
+    return this.landed.get(seq);
+  }
+
   /** The base to commit against: a record made from a queued version that has landed since is based on that version. */
   private baseOf(e: JournalEntry): { baseDigest?: Buffer; expectAbsent: boolean } {
     const landed = e.baseSeq !== undefined ? this.landed.get(e.baseSeq) : undefined;

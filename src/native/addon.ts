@@ -20,6 +20,8 @@ export interface MountOptions {
   maxWrite?: number;
   maxReadahead?: number;
   writebackCache?: boolean;
+  /** Ask the kernel for FUSE passthrough (opens then may name a backing file). */
+  passthrough?: boolean;
   autoUnmount?: boolean;
   allowOther?: boolean;
   debug?: boolean;
@@ -61,6 +63,11 @@ export interface DriverStats {
   notifyErrors: number;
   /** Opendir requests the kernel sent (none once it opens directories itself). */
   opendirs: number;
+  /** Files registered as backing files, and opens passed through to one. */
+  backingFiles: number;
+  passthroughOpens: number;
+  /** 1 when passthrough was asked for at INIT (the kernel offered it). */
+  passthrough: number;
   maxWrite: number;
   maxReadahead: number;
   capable: number;
@@ -76,7 +83,12 @@ export interface NativeAddon {
   replyErr(id: number, errno: number): void;
   replyEntry(id: number, attr: Float64Array | null): void;
   replyAttr(id: number, attr: Float64Array): void;
-  replyOpen(id: number, fh: number, bits: number): void;
+  /** With `backingId`, the open file's reads go to that backing file in the kernel, not to the mount. */
+  replyOpen(id: number, fh: number, bits: number, backingId?: number): void;
+  /** Registers an open file (a descriptor) as a backing file; its id names it in replyOpen. Throws (EPERM, EOPNOTSUPP...) when the kernel will not. */
+  backingOpen(h: SessionHandle, fd: number): number;
+  /** The id names the file no more; opens made with it keep their backing. */
+  backingClose(h: SessionHandle, id: number): void;
   replyCreate(id: number, attr: Float64Array, fh: number, bits: number): void;
   replyBuf(id: number, buf: Buffer, length: number): void;
   /** A read's data in pieces (at most 64), sent in one gathering write. */

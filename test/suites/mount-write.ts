@@ -4,7 +4,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile, stat, lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { NodeProc, tempDir } from '../helpers/node-proc.js';
 import { MountProc, run, sh, waitFor } from '../helpers/mount-proc.js';
@@ -12,7 +12,9 @@ import type { WChangeEventOut } from '../../src/wire/types.js';
 import { isFuseNative } from '../helpers/driver.js';
 import { RelayProxy } from '../helpers/relay-proxy.js';
 import { BIN } from '../helpers/logged-proc.js';
+import { Holder } from '../helpers/holder.js';
 
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const FUSE_NATIVE_UTIMENS = 'fuse-native passes the atime in place of the mtime (its C code reads tv[0] twice); the native driver fixes this';
 
 t.test('mount: write side', async (t) => {
@@ -45,6 +47,26 @@ t.test('mount: write side', async (t) => {
     t.equal((await run('cat', [M('new.txt')])).stdout, 'heX', 'the mount reads what it wrote');
     await sh(`: > '${M('empty.txt')}'`);
     t.equal((await stat(S('empty.txt'))).size, 0, 'an empty new file exists on the node');
+  });
+
+  await t.test('a reader holding a file sees an edit made beside it, and so does every later reader', async (t) => {
+    // Sizes below and above what a new file keeps in memory; edits that cover parts of pages.
+    for (const size of [40_000, 3 << 20]) {
+      let content = randomBytes(size);
+      await writeFile(S('held.bin'), content); // on the node (this process never touches the mount)
+      await waitFor('the node\'s file to show', async () => (await sh(`sha256sum < '${M('held.bin')}'`)).stdout.startsWith(sha(content)));
+      const { h, first } = await Holder.open(M('held.bin'));
+      t.equal(first, `${sha(content)} ${size}`, `${size} bytes: the reader reads the file`);
+      const patch = Buffer.from('an edit beside a reader that holds the file');
+      const at = 5000;
+      t.equal((await run('dd', [`of=${M('held.bin')}`, 'bs=1', `seek=${at}`, 'conv=notrunc', 'status=none'], { input: patch.toString() })).code, 0, 'another process edits it in place');
+      content = Buffer.concat([content.subarray(0, at), patch, content.subarray(at + patch.length)]);
+      t.equal(sha(await readFile(S('held.bin'))), sha(content), 'the node has the edit');
+      t.equal(await h.read(), `${sha(content)} ${size}`, 'the reader sees it through the descriptor it held all along');
+      t.equal((await sh(`sha256sum < '${M('held.bin')}'`)).stdout.split(' ')[0], sha(content), 'so does a new reader');
+      await h.close();
+      t.equal((await sh(`sha256sum < '${M('held.bin')}'`)).stdout.split(' ')[0], sha(content), 'and one after the reader closed');
+    }
   });
 
   await t.test('new small files are kept in memory until they must be on disk', async (t) => {

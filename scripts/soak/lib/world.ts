@@ -125,6 +125,16 @@ export class World {
     }
   }
 
+  /** The kernel driver's counters as `ghostfs status` reports them; undefined when it does not answer. */
+  async driverStats(): Promise<Record<string, unknown> | undefined> {
+    try {
+      const r = await execFileP(process.execPath, [CLI, 'status', this.mnt, '--json'], { encoding: 'utf8', env: childEnv() });
+      return (JSON.parse(r.stdout) as { driverStats?: Record<string, unknown> }).driverStats;
+    } catch {
+      return undefined;
+    }
+  }
+
   /**
    * A clean unmount and the node stopped. `ghostfs unmount` first writes back
    * everything still queued (the node may have come back only a moment ago),

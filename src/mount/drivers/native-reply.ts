@@ -86,8 +86,8 @@ export class Reply {
     this.send(() => this.addon.replyAttr(this.id, attr));
   }
 
-  open(fh: number, bits: number): void {
-    this.send(() => this.addon.replyOpen(this.id, fh, bits));
+  open(fh: number, bits: number, backingId?: number): void {
+    this.send(() => this.addon.replyOpen(this.id, fh, bits, backingId));
   }
 
   create(attr: Float64Array, fh: number): void {

@@ -15,7 +15,9 @@ import { errnoOf, FsError } from '../../wire/errors.js';
 import { log } from '../../log.js';
 import { nativeAddon, nativeLoadError, RENAME_EXCHANGE, type NativeAddon, type SessionHandle } from '../../native/addon.js';
 import { abortFuseConnection, fuseConnection, isMounted, mountEntry } from '../mount-table.js';
-import { chunkIndex, O_ACCMODE, type Node, type SetAttr, type Vfs } from '../vfs.js';
+import { chunkIndex, O_ACCMODE, O_TRUNC, type Node, type SetAttr, type Vfs } from '../vfs.js';
+import type { LocalCopies } from '../../cache/local-copies.js';
+import { Passthrough } from './passthrough.js';
 import { NodeIds, ROOT_ID } from './node-ids.js';
 import { ATTR_LEN, NS, putAttr, Reply } from './native-reply.js';
 import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
@@ -76,6 +78,8 @@ const SET_MTIME_NOW = 1 << 8;
 
 // replyOpen's bits.
 const KEEP_CACHE = 1;
+/** Reads and writes go to the mount, not through the kernel's page cache (a passed-through writer). */
+const DIRECT_IO = 2;
 /** close() sends no FLUSH: for read-only handles it has nothing to do. */
 const NO_FLUSH = 16;
 
@@ -96,6 +100,8 @@ export interface NativeDriverOptions extends DriverOptions {
   chunkDir: string;
   /** Kernel writeback caching of writes: off unless asked (see README). */
   writebackCache?: boolean;
+  /** Whole local copies of big files: with them, reads are passed through to the kernel (FUSE passthrough). */
+  copies?: LocalCopies;
 }
 
 export class NativeDriver implements Driver {
@@ -112,6 +118,7 @@ export class NativeDriver implements Driver {
   private generation = 0;
   private readonly fast = new Map<number, FastFile>();
   private readonly attr = new Float64Array(ATTR_LEN);
+  private readonly through: Passthrough | undefined;
 
   constructor(
     private readonly vfs: Vfs,
@@ -120,6 +127,14 @@ export class NativeDriver implements Driver {
     const a = nativeAddon();
     if (!a) throw new Error(`the native driver is not available: ${nativeLoadError()}`);
     this.addon = a;
+    this.through = opts.copies && !opts.writebackCache ? new Passthrough(a, () => this.session, opts.copies) : undefined;
+    // A reader that starts reading a writer's dirty copy: the C fast path would go on reading the chunks it opened.
+    vfs.onFollow((fh) => this.unregisterFast(fh));
+  }
+
+  private unregisterFast(fh: number): void {
+    if (!this.fast.delete(fh)) return;
+    if (this.session) this.addon.fastClose(this.session, fh);
   }
 
   private attrOf(n: Node, nodeId = 0): Float64Array {
@@ -148,6 +163,7 @@ export class NativeDriver implements Driver {
         maxWrite: 1 << 20,
         maxReadahead: 1 << 20,
         writebackCache: this.opts.writebackCache ?? false,
+        passthrough: !!this.through,
         // No fusermount3 helper: after a crash it unmounts by path, and a
         // mount started meanwhile at the same place was seen going with it.
         // A dead mount is detached by the next start (or `ghostfs unmount --force`).
@@ -221,11 +237,18 @@ export class NativeDriver implements Driver {
       this.addon.invalInode(s, ROOT_ID);
       return;
     }
+    // Readers of a file that changed read its new content through JS (the C fast path has the old chunk list).
+    for (const fh of [...this.fast.keys()]) if (this.vfs.behind(fh)) this.unregisterFast(fh);
     // Only what the kernel was told about can be in its caches.
     const parent = this.ids.lookupPath(parentOf(path));
     if (parent === undefined) return;
     const name = baseName(path);
     const child = this.ids.find(parent, name);
+    if (child !== undefined && this.through?.stale(child, this.vfs.meta.get(path)?.digest)) {
+      // Passed through to other content: the name gets a new node (see passthrough.ts).
+      this.ids.removed(parent, name);
+      what = 'entry';
+    }
     if (what === 'attrs') {
       // The name still leads to the same inode: keep the entry (dropping a
       // directory's would cut off processes working inside it).
@@ -238,7 +261,8 @@ export class NativeDriver implements Driver {
   }
 
   stats(): Record<string, unknown> {
-    return this.session ? { ...this.addon.stats(this.session), nodeIds: this.ids.size } : {};
+    if (!this.session) return {};
+    return { ...this.addon.stats(this.session), nodeIds: this.ids.size, ...(this.through ? { passthroughFiles: this.through.stats(), localCopies: this.opts.copies!.stats() } : {}) };
   }
 
   private dispatch(op: number, id: number, ino: number, ino2: number, fh: number, off: number, size: number, flags: number, mode: number, name: string | undefined, name2: string | undefined, data: Buffer | undefined, set: number[] | undefined, uid: number, gid: number): void {
@@ -273,12 +297,25 @@ export class NativeDriver implements Driver {
         return serveOp('lookup', path, () => vfs.resolve(path), entryIn(ino, name!), (e) => (e === errnoNumber('ENOENT') ? r.entry(null) : fail(e)));
       }
       case Op.GETATTR: {
+        // A file passed through whose name now leads to newer content: its readers still fstat what they read.
+        const kept = this.through?.keptAttr(ino);
+        if (kept && !ids.linked(ino)) return r.attr(this.attrOf({ ino, path: '', attr: kept }));
         const path = ids.path(ino);
         return serveOp('getattr', path, () => vfs.resolve(path), (n) => r.attr(this.attrOf(n)), fail);
       }
       case Op.SETATTR: {
         const path = ids.path(ino);
-        return serveOp('setattr', path, () => vfs.setattr(at(path), setAttrOf(flags, set!)), (n) => r.attr(this.attrOf(n)), fail);
+        const s = setAttrOf(flags, set!);
+        return serveOp(
+          'setattr',
+          path,
+          () => vfs.setattr(at(path), s),
+          (n) => {
+            if (s.size !== undefined) this.through?.mirrorSize(ino, s.size);
+            r.attr(this.attrOf(n));
+          },
+          fail,
+        );
       }
       case Op.READLINK: {
         const path = ids.path(ino);
@@ -349,6 +386,15 @@ export class NativeDriver implements Driver {
           () => vfs.open(at(path), flags),
           (h) => {
             const readOnly = (flags & O_ACCMODE) === 0 && !h.dirty && !h.pendingData;
+            const writer = (flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0;
+            const t = this.through;
+            const backing = !t
+              ? undefined
+              : writer
+                ? t.openWrite(ino, h.fh, (flags & O_TRUNC) !== 0)
+                : t.openRead(ino, h.fh, readOnly ? { digest: h.digest, chunks: h.chunks, size: h.size, attr: vfs.meta.get(path)?.attr } : undefined);
+            // Passed through: reads never come here; a writer's come and go direct (see passthrough.ts).
+            if (backing !== undefined) return r.open(h.fh, writer ? DIRECT_IO : NO_FLUSH, backing);
             if (readOnly && h.chunks.length > 0) this.registerFast(h.fh, h.size, h.chunks);
             // Read-only opens keep the kernel's pages (the change feed
             // invalidates them when the node changes the file) and skip the
@@ -369,10 +415,34 @@ export class NativeDriver implements Driver {
           },
           fail,
         );
-      case Op.WRITE:
-        return serveOp('write', fh, () => vfs.write(fh, off, data!), (n) => r.write(n), fail);
-      case Op.FLUSH:
-        return serveOp('flush', fh, () => vfs.flush(fh), () => r.ok(), fail);
+      case Op.WRITE: {
+        const t = this.through?.mirrored(fh) ? this.through : undefined;
+        return serveOp(
+          'write',
+          fh,
+          async () => {
+            const n = await vfs.write(fh, off, data!);
+            // The same bytes in the backing file, before the writer hears back: readers see them as on a local file.
+            t?.mirrorWrite(fh, off, data!, n);
+            return n;
+          },
+          (n) => r.write(n),
+          fail,
+        );
+      }
+      case Op.FLUSH: {
+        const t = this.through?.mirrored(fh) ? this.through : undefined;
+        return serveOp(
+          'flush',
+          fh,
+          async () => {
+            await t?.catchUp(fh, { read: (h, o, n) => vfs.readSlices(h, o, n), write: (h, o, d) => vfs.write(h, o, d) });
+            await vfs.flush(fh);
+          },
+          () => r.ok(),
+          fail,
+        );
+      }
       case Op.RELEASE: {
         const f = this.fast.get(fh);
         if (f) {
@@ -380,6 +450,9 @@ export class NativeDriver implements Driver {
           if (this.session) this.addon.fastClose(this.session, fh);
           vfs.chunks.touch(f.chunks);
         }
+        // A big file read the usual way: a local copy, so that the next reader is passed through.
+        const copy = this.through?.release(fh);
+        if (copy) void this.opts.copies!.assemble(copy.digest, copy.chunks, copy.size);
         return serveOp('release', fh, () => vfs.release(fh), () => r.ok(), fail);
       }
       case Op.FSYNC:

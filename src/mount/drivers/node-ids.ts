@@ -39,6 +39,16 @@ export class NodeIds {
     return this.nodes.has(id);
   }
 
+  /** Whether the id, and every directory above it, still has its name. */
+  linked(id: number): boolean {
+    for (let cur = id; cur !== ROOT_ID; ) {
+      const n = this.nodes.get(cur);
+      if (!n || n.detached) return false;
+      cur = n.parent;
+    }
+    return true;
+  }
+
   /** The path of an id, relative to the workspace root. */
   path(id: number): string {
     const parts: string[] = [];
