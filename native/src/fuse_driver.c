@@ -1032,6 +1032,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   PUT("passthroughOpens", LOAD(passthrough_opens));
   /* 0: not wanted or not offered by the kernel; 1: asked for in the INIT reply (backingOpen then tells whether the kernel agreed). */
   PUT("passthrough", g->pt.asked);
+  PUT("kernelPassthrough", g->pt.kernel_offers);
   PUT("maxWrite", g->negotiated_max_write);
   PUT("maxReadahead", g->negotiated_max_readahead);
   PUT("capable", g->kernel_capable);

@@ -68,6 +68,8 @@ export interface DriverStats {
   passthroughOpens: number;
   /** 1 when passthrough was asked for at INIT (the kernel offered it). */
   passthrough: number;
+  /** 1 when the kernel offered passthrough at INIT (seen only when it was wanted). */
+  kernelPassthrough: number;
   maxWrite: number;
   maxReadahead: number;
   capable: number;
