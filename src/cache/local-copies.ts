@@ -142,10 +142,10 @@ export class LocalCopies {
     this.assembled++;
   }
 
-  /** Removes least recently used copies (not in use) until `room` more bytes fit. */
-  private async evict(room: number): Promise<void> {
+  /** Removes least recently used copies (not in use) until `room` more bytes fit under `maxBytes`. */
+  private async evict(room: number, maxBytes = this.limits.maxBytes): Promise<void> {
     for (const [name, size] of this.sizes) {
-      if (this.bytes + room <= this.limits.maxBytes) return;
+      if (this.bytes + room <= maxBytes) return;
       if (this.inUse.has(name)) continue;
       this.sizes.delete(name);
       this.bytes -= size;
@@ -156,13 +156,7 @@ export class LocalCopies {
   /** Removes every copy not in use (a purge): they are assembled again when their files are read. */
   async purge(): Promise<{ copies: number; bytes: number }> {
     const before = { copies: this.sizes.size, bytes: this.bytes };
-    const room = this.limits.maxBytes;
-    this.limits.maxBytes = 0;
-    try {
-      await this.evict(0);
-    } finally {
-      this.limits.maxBytes = room;
-    }
+    await this.evict(0, 0);
     return { copies: before.copies - this.sizes.size, bytes: before.bytes - this.bytes };
   }
 

@@ -248,7 +248,7 @@ export class Vfs {
     let e = await this.entry(path);
     if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
     if (!isReg(e.attr.mode)) throw new FsError('EINVAL', `"${path}" is not a regular file`);
-    let m = e.digest ? (e.chunks ? { digest: e.digest, chunks: e.chunks } : await this.meta.getManifest(path, e.digest)) : undefined;
+    let m = await this.knownManifest(path, e);
     if (!m) {
       const r = await this.mesh.getManifest(path);
       m = { digest: Buffer.from(r.digest), chunks: chunksFromWire(r.chunks) };
@@ -300,7 +300,8 @@ export class Vfs {
       const buf = Buffer.allocUnsafe(length);
       return [buf.subarray(0, await h.dirty.read(offset, length, buf))];
     }
-    await this.refreshed(h);
+    const newer = this.newerThan(h);
+    if (newer) await this.refresh(h, newer);
     if (offset >= h.size) return [];
     const end = Math.min(h.size, offset + length);
     const first = chunkIndex(h.chunks, offset);
@@ -339,10 +340,9 @@ export class Vfs {
    * so readers left on different contents would fill it with each other's
    * bytes (a later reader could then read pages of an old version).
    */
-  private async refreshed(h: FileHandle): Promise<void> {
-    const e = h.digest ? this.meta.get(h.path) : undefined;
-    if (!e?.digest || e.digest.equals(h.digest!) || !isReg(e.attr.mode)) return;
-    const m = e.chunks ? { digest: e.digest, chunks: e.chunks } : ((await this.meta.getManifest(h.path, e.digest)) ?? (await this.fetchManifest(h.path)));
+  private async refresh(h: FileHandle, e: MetaEntry): Promise<void> {
+    if (!isReg(e.attr.mode)) return;
+    const m = (await this.knownManifest(h.path, e)) ?? (await this.fetchManifest(h.path));
     const last = m.chunks[m.chunks.length - 1];
     h.digest = m.digest;
     h.chunks = m.chunks;
@@ -388,8 +388,7 @@ export class Vfs {
       let e = await this.entry(path);
       let chunks: ChunkRef[] = [];
       if ((flags & O_TRUNC) === 0 && (e.digest || e.attr.size > 0)) {
-        const known = e.digest ? (e.chunks ? { digest: e.digest, chunks: e.chunks } : await this.meta.getManifest(path, e.digest)) : undefined;
-        const m = known ?? (await this.fetchManifest(path));
+        const m = (await this.knownManifest(path, e)) ?? (await this.fetchManifest(path));
         e = { ...e, digest: m.digest };
         chunks = m.chunks;
       }
@@ -423,11 +422,22 @@ export class Vfs {
     }
   }
 
-  /** Whether an open handle still has the content its file had before a change (its next read moves it on: see refreshed()). */
+  /** Whether an open handle still has the content its file had before a change (its next read moves it on: see refresh()). */
   behind(fh: number): boolean {
     const h = this.handles.get(fh);
-    const e = h?.digest ? this.meta.get(h.path) : undefined;
-    return !!e?.digest && !e.digest.equals(h!.digest!);
+    return !!h && !!this.newerThan(h);
+  }
+
+  /** The entry of a handle's file when its content is no longer what the handle read (a handle of a node's content only). */
+  private newerThan(h: FileHandle): MetaEntry | undefined {
+    const e = h.digest ? this.meta.get(h.path) : undefined;
+    return e?.digest && !e.digest.equals(h.digest!) ? e : undefined;
+  }
+
+  /** An entry's chunk list as the metadata has it (undefined: it has none for that content, or the entry no digest). */
+  private async knownManifest(path: string, e: MetaEntry): Promise<{ digest: Buffer; chunks: ChunkRef[] } | undefined> {
+    if (!e.digest) return undefined;
+    return e.chunks ? { digest: e.digest, chunks: e.chunks } : this.meta.getManifest(path, e.digest);
   }
 
   /** Told of each read handle that starts reading through a dirty copy (a driver's own read path for it must stop). */
@@ -657,7 +667,7 @@ export class Vfs {
         this.dirty.set(d.path, d);
       }
     }
-    // Open handles move too: a reader goes on reading its file under the new name (see refreshed()).
+    // Open handles move too: a reader goes on reading its file under the new name (see refresh()).
     const under = (p: string, dir: string): boolean => p === dir || p.startsWith(dir + '/');
     const moved = (p: string): string | undefined => (under(p, from) ? to + p.slice(from.length) : !under(p, to) ? p : flags & EXCHANGE ? from + p.slice(to.length) : undefined);
     for (const h of this.handles.values()) {

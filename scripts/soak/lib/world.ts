@@ -114,22 +114,22 @@ export class World {
 
   /** The mount's memory as `ghostfs status` reports it (MiB); undefined when it does not answer. */
   async memory(): Promise<{ rss: number; heap: number; buffers: number; mallocInUse?: number; mallocFree?: number } | undefined> {
-    try {
-      const r = await execFileP(process.execPath, [CLI, 'status', this.mnt, '--json'], { encoding: 'utf8', env: childEnv() });
-      const m = (JSON.parse(r.stdout) as { memory?: MountStatus['memory'] }).memory;
-      const mib = (b: number): number => Math.round(b / 104857.6) / 10;
-      const malloc = m?.mallocInUseBytes === undefined ? {} : { mallocInUse: mib(m.mallocInUseBytes), mallocFree: mib(m.mallocFreeBytes ?? 0) };
-      return m && { rss: mib(m.rssBytes), heap: mib(m.heapUsedBytes), buffers: mib(m.buffersBytes), ...malloc };
-    } catch {
-      return undefined; // the mount is gone or busy: the caller reports what it has
-    }
+    const m = (await this.status())?.memory;
+    const mib = (b: number): number => Math.round(b / 104857.6) / 10;
+    const malloc = m?.mallocInUseBytes === undefined ? {} : { mallocInUse: mib(m.mallocInUseBytes), mallocFree: mib(m.mallocFreeBytes ?? 0) };
+    return m && { rss: mib(m.rssBytes), heap: mib(m.heapUsedBytes), buffers: mib(m.buffersBytes), ...malloc };
   }
 
   /** The kernel driver's counters as `ghostfs status` reports them; undefined when it does not answer. */
   async driverStats(): Promise<Record<string, unknown> | undefined> {
+    return (await this.status())?.driverStats;
+  }
+
+  /** `ghostfs status --json` of the mount; undefined when it does not answer (gone or busy: the caller reports what it has). */
+  private async status(): Promise<Partial<MountStatus> | undefined> {
     try {
       const r = await execFileP(process.execPath, [CLI, 'status', this.mnt, '--json'], { encoding: 'utf8', env: childEnv() });
-      return (JSON.parse(r.stdout) as { driverStats?: Record<string, unknown> }).driverStats;
+      return JSON.parse(r.stdout) as Partial<MountStatus>;
     } catch {
       return undefined;
     }

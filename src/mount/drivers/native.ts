@@ -238,7 +238,7 @@ export class NativeDriver implements Driver {
       return;
     }
     // Readers of a file that changed read its new content through JS (the C fast path has the old chunk list).
-    for (const fh of [...this.fast.keys()]) if (this.vfs.behind(fh)) this.unregisterFast(fh);
+    for (const fh of this.fast.keys()) if (this.vfs.behind(fh)) this.unregisterFast(fh); // (deleting the current key is safe)
     // Only what the kernel was told about can be in its caches.
     const parent = this.ids.lookupPath(parentOf(path));
     if (parent === undefined) return;

@@ -29,6 +29,9 @@ export const PASSTHROUGH_MIN_BYTES = 4 << 20;
 /** Bytes compared at a time when a writer's flush looks for changes made through its mmap. */
 const COMPARE_STEP = 4 << 20;
 
+/** What assembling a file's local copy takes. */
+type CopySource = { digest: Buffer; chunks: ChunkRef[]; size: number };
+
 /** A node passed through to a backing file. */
 interface Through {
   id: number;
@@ -60,7 +63,7 @@ export class Passthrough {
   /** Opens of a node read through the FUSE inode's own page cache. */
   private readonly cachedOpens = new Map<number, number>();
   /** Every open handle: its node, whether passed through, and for a read-only one what a copy needs. */
-  private readonly handles = new Map<number, { node: number; through: boolean; writer: boolean; copyOf?: { digest: Buffer; chunks: ChunkRef[]; size: number } }>();
+  private readonly handles = new Map<number, { node: number; through: boolean; writer: boolean; copyOf?: CopySource }>();
   /** Digests (latin1) whose copy backs a node now. */
   private readonly backing = new Set<string>();
   private readonly counts: PassthroughStats = { passedThrough: 0, writersMirrored: 0, mmapFixes: 0 };
@@ -75,7 +78,7 @@ export class Passthrough {
    * A read-only open of a file a node holds: the backing id to pass it
    * through to, or undefined (read it the usual way).
    */
-  openRead(node: number, fh: number, content: { digest?: Buffer; chunks: ChunkRef[]; size: number; attr?: Attr } | undefined): number | undefined {
+  openRead(node: number, fh: number, content: (Omit<CopySource, 'digest'> & { digest?: Buffer; attr?: Attr }) | undefined): number | undefined {
     const t = this.byNode.get(node);
     if (t) {
       t.opens++;
@@ -105,19 +108,14 @@ export class Passthrough {
     }
     t.opens++;
     this.handles.set(fh, { node, through: true, writer: true });
-    if (!t.writable) {
-      // Named for content it will not hold much longer: out of the store before the first change.
-      t.writable = true;
-      this.counts.writersMirrored++;
-      this.backing.delete(t.digest.toString('latin1'));
-      this.copies.take(t.digest);
-    }
-    if (truncated) this.mirrorSize(node, 0);
+    if (!t.writable) this.counts.writersMirrored++;
+    this.takeOver(t);
+    if (truncated) ftruncateSync(t.fd, 0);
     return t.id;
   }
 
   /** An open read through the FUSE inode's page cache (the node is not passed through, and this open does not start it). */
-  private cached(node: number, fh: number, writer: boolean, copyOf?: { digest: Buffer; chunks: ChunkRef[]; size: number }): void {
+  private cached(node: number, fh: number, writer: boolean, copyOf?: CopySource): void {
     this.cachedOpens.set(node, (this.cachedOpens.get(node) ?? 0) + 1);
     this.handles.set(fh, { node, through: false, writer, copyOf });
   }
@@ -150,7 +148,8 @@ export class Passthrough {
 
   /** Whether a handle's writes must reach a backing file too (its node is passed through). */
   mirrored(fh: number): boolean {
-    return this.handles.get(fh)?.writer === true && this.handles.get(fh)?.through === true;
+    const h = this.handles.get(fh);
+    return !!h && h.writer && h.through;
   }
 
   /** A write through the mount to a node passed through: the copy gets the same bytes. */
@@ -163,13 +162,16 @@ export class Passthrough {
   mirrorSize(node: number, size: number): void {
     const t = this.byNode.get(node);
     if (!t) return;
-    if (!t.writable) {
-      // A truncate by path, with no writer open: the copy stops holding the content it is named for.
-      t.writable = true;
-      this.backing.delete(t.digest.toString('latin1'));
-      this.copies.take(t.digest);
-    }
+    this.takeOver(t); // (a truncate by path, with no writer open, changes the copy too)
     ftruncateSync(t.fd, size);
+  }
+
+  /** The copy is about to change: named for content it will no longer hold, it leaves the store first. */
+  private takeOver(t: Through): void {
+    if (t.writable) return;
+    t.writable = true;
+    this.backing.delete(t.digest.toString('latin1'));
+    this.copies.take(t.digest);
   }
 
   private throughOf(fh: number): Through | undefined {
@@ -215,7 +217,7 @@ export class Passthrough {
   }
 
   /** A handle was released. Returns a copy worth assembling (a big file read the usual way), if any. */
-  release(fh: number): { digest: Buffer; chunks: ChunkRef[]; size: number } | undefined {
+  release(fh: number): CopySource | undefined {
     const h = this.handles.get(fh);
     if (!h) return undefined;
     this.handles.delete(fh);
