@@ -208,7 +208,12 @@ export class WriteBack {
   async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, opts: { direct: boolean; makeDurable: () => Promise<string> }): Promise<{ digest: Buffer } | { queued: number }> {
     let failed: unknown;
     const reachable = this.mesh.reachable;
-    if (opts.direct && reachable) {
+    // An older version of this file still queued goes through the journal
+    // with this one, which orders them: it may have landed without an answer
+    // (then this one's base is that version, not the one it names) or be on
+    // its way now. Committed straight from here, this version would meet it
+    // on the node as someone else's change and become a conflict copy.
+    if (opts.direct && reachable && !this.byPath.has(rec.path)) {
       try {
         const digest = await this.commit({ ...rec, seq: 0, closedAt: Date.now() }, false);
         await this.dropOlder(rec.path, Infinity);

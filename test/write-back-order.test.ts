@@ -1,0 +1,88 @@
+// The write-back's ordering of versions of one file, driven in process
+// against a real node behind a fault proxy (real gRPC, real RocksDB journal
+// and metadata, real chunk cache on disk). A version whose commit reached
+// the node but whose answer was lost stays queued; a newer version of the
+// same file closed once the node answers again must land on top of it, not
+// beside it as a conflict copy (the node holds our own older version, not
+// someone else's).
+import t from 'tap';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Store } from '../src/store/db.js';
+import { MetaStore } from '../src/cache/meta-store.js';
+import { Journal } from '../src/cache/journal.js';
+import { ChunkStore } from '../src/cache/chunk-store.js';
+import { HashPool } from '../src/content/hash-pool.js';
+import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
+import { chunkBuffer } from '../src/content/chunk-file.js';
+import { MeshClient } from '../src/mesh/mesh-client.js';
+import { WriteBack } from '../src/mount/write-back.js';
+import { DirtyFile } from '../src/mount/dirty-file.js';
+import { FaultProxy } from '../scripts/soak/lib/fault-proxy.js';
+import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { waitFor } from './helpers/mount-proc.js';
+
+t.test('a newer version closed while an older one, landed unbeknown, is still queued', async (t) => {
+  const base = await tempDir(t);
+  const root = join(base, 'ws');
+  const cache = join(base, 'cache');
+  await mkdir(root);
+  const A = Buffer.from('version A\n');
+  const B = Buffer.from('version B, whose answer is lost\n');
+  const C = Buffer.from('version C, closed last\n');
+  await writeFile(join(root, 'f.txt'), A);
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const proxy = await FaultProxy.start(node.endpoint);
+  t.teardown(() => proxy.close());
+
+  const store = await Store.open(join(cache, 'db'));
+  t.teardown(() => store.close());
+  const meta = new MetaStore(store, 'default');
+  await meta.load();
+  const chunks = new ChunkStore(join(cache, 'chunks'), { quotaBytes: Infinity, minFreeBytes: 0 });
+  await chunks.init();
+  const hasher = new HashPool(1, DEFAULT_CHUNKING, 4 * 1024 * 1024);
+  t.teardown(() => hasher.close());
+  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 400, backoffMs: 1 });
+  t.teardown(() => mesh.close());
+  await mesh.handshake();
+  const wb = new WriteBack(meta, mesh, new Journal(store, 'default'), chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs: 400 });
+  await wb.init();
+  t.teardown(() => wb.stop());
+
+  const version = (data: Buffer, baseSeq?: number) => {
+    const rec = { path: 'f.txt', dirty: '', baseDigest: chunkBuffer(A, DEFAULT_CHUNKING).digest, expectAbsent: false, baseSeq, mode: 0o644, data };
+    const makeDurable = async (): Promise<string> => {
+      const name = wb.newDirtyName();
+      await DirtyFile.writeCopy(wb.dirtyPath(name), data, true);
+      return name;
+    };
+    return wb.closeFile(rec, { direct: true, makeDurable });
+  };
+
+  // B reaches the node, its answer does not: it is queued, and retried (muted too) with growing pauses.
+  proxy.set('mute');
+  const first = await version(B);
+  t.ok('queued' in first, 'B is queued once its answer does not come');
+  t.same(await readFile(join(root, 'f.txt')), B, 'yet the node holds B');
+  const seqB = (first as { queued: number }).queued;
+  // Right after a retry failed, the next one is at least a second away.
+  await waitFor('a retry of B to fail', async () => (wb.pendingRecords()[0]?.attempts ?? 0) >= 2 && wb.pendingRecords()[0]?.state === 'queued', 10_000);
+
+  // The node answers again; C, made from B (as a file edited again while B was queued), closes before B's retry.
+  // (The muted connection lost parts of frames: it is reset, as a broken link would be.)
+  proxy.set('pass');
+  proxy.reset();
+  await waitFor('the node to answer', () => mesh.stat('f.txt').then(() => true, () => false), 5000);
+  t.ok(mesh.reachable, 'the node is reachable again');
+  t.same(wb.pendingRecords().map((r) => [r.seq, r.state]), [[seqB, 'queued']], 'B is still queued, not being retried');
+  const second = await version(C, seqB);
+  t.ok('digest' in second, 'C is committed at close');
+  await wb.drain();
+
+  t.same(await readFile(join(root, 'f.txt')), C, 'the node holds C, the version closed last');
+  t.same((await readdir(root)).sort(), ['f.txt'], 'no conflict copy beside it');
+  t.equal(wb.stats.conflicts, 0, 'no conflict counted');
+  t.equal(wb.pendingCount, 0, 'nothing left queued');
+});
