@@ -1,7 +1,7 @@
 // The node agent end to end: a real `ghostfs serve` child process, real gRPC
 // over loopback, a real RocksDB state dir.
 import t, { type Test } from 'tap';
-import { lstat, mkdir, readFile, readdir, symlink, writeFile, stat, readlink, utimes } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, symlink, writeFile, stat, readlink, utimes, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
@@ -222,6 +222,12 @@ t.test('node agent', async (t) => {
     await t.rejects(stat(join(root, 'src/partly.bin')), 'no file placed');
     const temps = (await readdir(join(root, 'src'))).filter((n) => n.startsWith('.ghostfs-tmp-'));
     t.same(temps, [], 'no temp files left behind');
+    // A staged chunk cut short on the node's disk (it is copied, not read back and checked): refused, nothing placed.
+    const cut = randomBytes(4 << 20);
+    const cutUp = await upload(conn, cut);
+    await truncate(join(state, 'staging', 'default', cutUp.m.chunks[1]!.hash.toString('hex')), 1000);
+    await rejectsErrno(t, conn.commit({ path: 'src/cut.bin', expectAbsent: true, digest: cutUp.m.digest, size: cutUp.m.size, chunks: cutUp.m.chunks }), 'EIO', 'a staged chunk shorter than its chunk');
+    await t.rejects(stat(join(root, 'src/cut.bin')), 'no file placed');
   });
 
   t.test('CommitMany: each commit stands on its own, announced in order', async (t) => {

@@ -137,6 +137,7 @@ static napi_value init(napi_env env, napi_value exports) {
   atomic_write_exports(env, exports);
   send_range_exports(env, exports);
   cache_write_exports(env, exports);
+  chunk_copy_exports(env, exports);
   passthrough_exports(env, exports);
   return exports;
 }

@@ -159,6 +159,9 @@ napi_value passthrough_exports(napi_env env, napi_value exports);
 /* cache_write.c */
 napi_value cache_write_exports(napi_env env, napi_value exports);
 
+/* chunk_copy.c */
+napi_value chunk_copy_exports(napi_env env, napi_value exports);
+
 /* gear_scan.c */
 napi_value gear_exports(napi_env env, napi_value exports);
 

@@ -195,11 +195,14 @@ export class DirtyFile {
     }
     const fh = await this.disk();
     if (startsRun && !this.ahead && this.size === 0) this.ahead = this.startAhead?.((o, n) => this.readRange(o, n));
-    // Told before the write starts, so it sees writes in the order they were made.
     const ahead = this.ahead;
+    const written = writeAt(fh, data, offset);
+    // Told in the same tick as the write starts (so it sees writes in the
+    // order they were made), while the thread pool writes: cutting and
+    // hashing the bytes no longer adds to the writer's wait.
     ahead?.writeStarts(offset, data);
     try {
-      await writeAt(fh, data, offset);
+      await written;
     } catch (err) {
       ahead?.stop();
       if (this.ahead === ahead) this.ahead = undefined;

@@ -139,6 +139,13 @@ export interface NativeAddon {
    * the name was taken (left as it is).
    */
   writeCacheFile(dir: string, name: string, data: Buffer): Promise<boolean>;
+  /**
+   * The whole of each file `paths[i]` (`lengths[i]` bytes) copied into the
+   * file `dstFd` at `offsets[i]`, by the kernel (copy_file_range), starting
+   * the destination's writeback every 32 MiB; all on a worker thread. EIO
+   * when a file is shorter than its length.
+   */
+  copyChunks(dstFd: number, paths: string[], offsets: number[], lengths: number[]): Promise<void>;
   fsyncPath(path: string): void;
   /** The chunker's gear table (256 values), once; then gearScan finds cuts as src/content/chunker.ts does. */
   gearTable(table: Int32Array): void;

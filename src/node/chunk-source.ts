@@ -76,6 +76,15 @@ export class ChunkSource {
     return this.index.locateChunk(hash);
   }
 
+  /**
+   * The staged file of a chunk that no workspace file is known to hold (a
+   * new file's uploaded chunks): a commit may copy that file whole. Whether
+   * it exists is for the copy to find out.
+   */
+  stagedOnly(hash: Buffer, hint?: string): string | undefined {
+    return this.locate(hash, hint) ? undefined : this.stagedPath(hash);
+  }
+
   async has(hash: Buffer): Promise<boolean> {
     if (this.locate(hash)) return true;
     try {

@@ -6,7 +6,7 @@
 // index reclaims after a crash.
 import { open as openHandle, rename, unlink, link, type FileHandle } from 'node:fs/promises';
 import { writeAt } from '../util/positional-io.js';
-import { close, constants as C, fchmod, fchown, fsync, open, write } from 'node:fs';
+import { close, constants as C, fchmod, fchown, fdatasync, fsync, open, write } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -15,12 +15,16 @@ import { nativeAddon, type NativeAddon } from '../native/addon.js';
 import { TEMP_PREFIX } from './workspace-index.js';
 
 export interface StagedFile {
+  /** Its descriptor, open for writing (for copies made by the kernel). */
+  readonly fd: number;
   write(data: Buffer, at: number): Promise<void>;
   chmod(mode: number): Promise<void>;
   chown(uid: number, gid: number): Promise<void>;
   /** Sets both times, to the nanosecond where the platform allows. */
   times(atimeNs: bigint, mtimeNs: bigint): Promise<void>;
   sync(): Promise<void>;
+  /** The bytes written so far reach the disk (no metadata beyond what reading them back needs). */
+  datasync(): Promise<void>;
   /** Gives the file the name `abs`, which must not exist yet (EEXIST otherwise). */
   linkAs(abs: string): Promise<void>;
   /** Puts the file in place of `abs`, atomically. */
@@ -57,6 +61,7 @@ const writeP = promisify(write);
 const fchmodP = promisify(fchmod);
 const fchownP = promisify(fchown);
 const fsyncP = promisify(fsync);
+const fdatasyncP = promisify(fdatasync);
 const closeP = promisify(close);
 
 class UnnamedFile implements StagedFile {
@@ -65,7 +70,7 @@ class UnnamedFile implements StagedFile {
   constructor(
     private readonly addon: NativeAddon,
     private readonly dir: string,
-    private readonly fd: number,
+    readonly fd: number,
   ) {}
 
   async write(data: Buffer, at: number): Promise<void> {
@@ -88,6 +93,10 @@ class UnnamedFile implements StagedFile {
 
   sync(): Promise<void> {
     return fsyncP(this.fd);
+  }
+
+  datasync(): Promise<void> {
+    return fdatasyncP(this.fd);
   }
 
   async linkAs(abs: string): Promise<void> {
@@ -122,6 +131,10 @@ class NamedTempFile implements StagedFile {
     private readonly fh: FileHandle,
   ) {}
 
+  get fd(): number {
+    return this.fh.fd;
+  }
+
   async write(data: Buffer, at: number): Promise<void> {
     await writeAt(this.fh, data, at);
   }
@@ -141,6 +154,10 @@ class NamedTempFile implements StagedFile {
 
   sync(): Promise<void> {
     return this.fh.sync();
+  }
+
+  datasync(): Promise<void> {
+    return this.fh.datasync();
   }
 
   linkAs(abs: string): Promise<void> {

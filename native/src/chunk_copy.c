@@ -1,0 +1,154 @@
+/*
+ * copyChunks: a commit's staged chunks copied into the file it assembles,
+ * in one job on a libuv worker thread. From JavaScript each chunk was read
+ * into a buffer and written out again (open, stat, read, close, write: five
+ * thread-pool round trips per chunk, and the bytes through user space
+ * twice); here the kernel copies them (copy_file_range: within the page
+ * cache, no user-space buffer), one chunk file after the other.
+ *
+ * While it copies, every EARLY_WRITEBACK bytes the stretch just copied is
+ * handed to the disk (sync_file_range, SYNC_FILE_RANGE_WRITE: writeback
+ * starts, nothing waits for it), so the commit's closing fsync finds most
+ * of the file written already.
+ *
+ * A chunk file shorter than its chunk fails the job with EIO; any failure
+ * rejects with an Error carrying Node's errno `code` and the chunk file's
+ * path. The destination then holds part of the file: the caller discards it.
+ */
+#include "ghostfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EARLY_WRITEBACK ((off_t)32 << 20)
+
+typedef struct {
+  char *path;
+  off_t offset; /* in the destination */
+  size_t length;
+} chunk_part;
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int dst;
+  chunk_part *parts;
+  uint32_t count;
+  /* results */
+  int err;
+  const char *call;
+  const char *at; /* the chunk file the error concerns */
+} copy_job;
+
+static int copy_one(copy_job *j, const chunk_part *p) {
+  int src = open(p->path, O_RDONLY | O_CLOEXEC);
+  if (src < 0) {
+    j->err = errno, j->call = "open", j->at = p->path;
+    return -1;
+  }
+  loff_t in = 0, out = p->offset;
+  size_t left = p->length;
+  while (left > 0) {
+    ssize_t n = copy_file_range(src, &in, j->dst, &out, left, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      j->err = n < 0 ? errno : EIO, j->call = n < 0 ? "copy_file_range" : "copy_file_range (the chunk file is short)", j->at = p->path;
+      close(src);
+      return -1;
+    }
+    left -= (size_t)n;
+  }
+  close(src);
+  return 0;
+}
+
+static void execute(napi_env env, void *arg) {
+  (void)env;
+  copy_job *j = arg;
+  off_t unsynced_from = -1, unsynced_to = 0;
+  for (uint32_t i = 0; i < j->count; i++) {
+    const chunk_part *p = &j->parts[i];
+    if (copy_one(j, p) != 0) return;
+    /* Chunks come in file order: the stretch copied since the last hand-off grows at its end. */
+    off_t end = p->offset + (off_t)p->length;
+    if (unsynced_from < 0 || p->offset < unsynced_from) unsynced_from = p->offset;
+    if (end > unsynced_to) unsynced_to = end;
+    if (unsynced_to - unsynced_from >= EARLY_WRITEBACK) {
+      /* Only a head start for the fsync that follows: its failure is that fsync's to report. */
+      (void)sync_file_range(j->dst, unsynced_from, unsynced_to - unsynced_from, SYNC_FILE_RANGE_WRITE);
+      unsynced_from = -1, unsynced_to = 0;
+    }
+  }
+}
+
+static void free_job(copy_job *j) {
+  if (j->parts)
+    for (uint32_t i = 0; i < j->count; i++) free(j->parts[i].path);
+  free(j->parts);
+  free(j);
+}
+
+static void complete(napi_env env, napi_status status, void *arg) {
+  copy_job *j = arg;
+  if (status != napi_ok && !j->err) {
+    j->err = ECANCELED;
+    j->call = "copyChunks";
+  }
+  if (j->err) napi_reject_deferred(env, j->deferred, errno_error(env, j->err, j->call, j->at));
+  else {
+    napi_value u;
+    napi_get_undefined(env, &u);
+    napi_resolve_deferred(env, j->deferred, u);
+  }
+  napi_delete_async_work(env, j->work);
+  free_job(j);
+}
+
+/*
+ * copyChunks(dstFd, paths, offsets, lengths) -> Promise<void>: the whole
+ * of each file paths[i] (lengths[i] bytes) into dstFd at offsets[i].
+ */
+static napi_value js_copy_chunks(napi_env env, napi_callback_info info) {
+  GET_ARGS(4);
+  double fd;
+  uint32_t n = 0, n2 = 0, n3 = 0;
+  if (get_double(env, argv[0], &fd) != 0) return NULL;
+  if (napi_get_array_length(env, argv[1], &n) != napi_ok || napi_get_array_length(env, argv[2], &n2) != napi_ok || napi_get_array_length(env, argv[3], &n3) != napi_ok || n != n2 || n != n3) {
+    napi_throw_type_error(env, "EINVAL", "copyChunks: paths, offsets and lengths must be arrays of one length");
+    return NULL;
+  }
+  copy_job *j = calloc(1, sizeof *j);
+  if (!j || !(j->parts = calloc(n ? n : 1, sizeof *j->parts))) {
+    free(j);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  j->dst = (int)fd;
+  j->count = n;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    double off, len;
+    if (napi_get_element(env, argv[1], i, &v) != napi_ok || !(j->parts[i].path = get_string(env, v))) goto bad;
+    if (napi_get_element(env, argv[2], i, &v) != napi_ok || get_double(env, v, &off) != 0) goto bad;
+    if (napi_get_element(env, argv[3], i, &v) != napi_ok || get_double(env, v, &len) != 0) goto bad;
+    if (off < 0 || len < 0) {
+      napi_throw_range_error(env, "EINVAL", "copyChunks: offsets and lengths must not be negative");
+      goto bad;
+    }
+    j->parts[i].offset = (off_t)off;
+    j->parts[i].length = (size_t)len;
+  }
+  return queue_job(env, "ghostfs.copyChunks", execute, complete, j, &j->deferred, &j->work);
+bad:
+  free_job(j);
+  return NULL;
+}
+
+napi_value chunk_copy_exports(napi_env env, napi_value exports) {
+  export_fn(env, exports, "copyChunks", js_copy_chunks);
+  return exports;
+}
