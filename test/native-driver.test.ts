@@ -4,7 +4,7 @@
 // invalidation from the change feed with long timeouts, and a dead mount
 // recovered on the next start.
 import t from 'tap';
-import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -210,6 +210,31 @@ t.test('native driver', async (t) => {
     t.equal(r.code, 0, r.stderr);
     t.equal((await stat(join(src, 'stamped'), { bigint: true })).mtimeNs, BigInt(Date.parse('2001-02-03T04:05:06')) * 1_000_000n + 123_456_789n, 'the node has the exact mtime');
     t.equal((await run('stat', ['-c', '%y', join(mnt, 'stamped')])).stdout.trim().slice(0, 29), '2001-02-03 04:05:06.123456789', 'and the mount reports it');
+  });
+
+  await t.test("a directory's attributes: answered in C while files are created in it, and never stale after a change", async (t) => {
+    const dir = join(mnt, 'dattr');
+    t.equal((await run('mkdir', [dir])).code, 0);
+    const before = (await status()).driverStats;
+    // Each create marks the directory's attributes stale in the kernel, which asks for them again before the next.
+    const made = await sh(`for i in $(seq 1 200); do echo $i > '${dir}'/f$i; done`);
+    t.equal(made.code, 0, made.stderr);
+    // Those the change feed's news of the directory (its new mtime) did not drop in between.
+    const hits = (await status()).driverStats.dirAttrHits - before.dirAttrHits;
+    t.ok(hits > 0, `GETATTRs of the directory answered in C: ${hits} of ~200`);
+    // Changed through the mount: the kept attributes go; the node's count shows once the change feed brings it.
+    t.equal((await run('mkdir', [join(dir, 'sub')])).code, 0);
+    let links = '';
+    await waitFor('the new subdirectory to count', async () => (links = (await run('stat', ['-c', '%h', dir])).stdout.trim()) === '3', 10_000).catch(() => undefined);
+    t.equal(links, '3', 'a subdirectory made through the mount counts');
+    t.equal((await run('chmod', ['750', dir])).code, 0);
+    t.equal((await run('stat', ['-c', '%a', dir])).stdout.trim(), '750', 'a mode set through the mount shows at once');
+    // Changed on the node: the change feed's invalidation reaches the kept attributes too (the timeout here is an hour).
+    await sh(`for i in $(seq 51 60); do echo $i > '${dir}'/f$i; done`); // kept again
+    await chmod(join(src, 'dattr'), 0o705);
+    let mode = '';
+    await waitFor('the mount to show the mode set on the node', async () => (mode = (await run('stat', ['-c', '%a', dir])).stdout.trim()) === '705', 10_000).catch(() => undefined);
+    t.equal(mode, '705', 'a mode set on the node shows through the mount');
   });
 
   await t.test('node-side changes are invalidated in the kernel despite a one-hour timeout', async (t) => {

@@ -121,6 +121,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
 
 /* The kernel's references to a node id: JS keeps the count, no reply is due. */
 static void forget_one(gfs *g, fuse_ino_t ino, uint64_t nlookup) {
+  dattr_forget(g, ino); /* JS may give the node id to another path */
   gfs_msg *m = new_msg(OP_FORGET, NULL, ino);
   if (!m) return; /* the node id lingers in JS: harmless */
   m->size = nlookup;
@@ -139,12 +140,16 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  gfs *g = fuse_req_userdata(req);
+  if (dattr_try_reply(g, req, ino)) return;
+  dattr_forwarded(g, req, ino);
   gfs_msg *m = new_msg(OP_GETATTR, req, ino);
   if (m) m->fh = fh_of(fi);
   forward(m, req);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
+  dattr_drop(fuse_req_userdata(req), ino);
   gfs_msg *m = new_msg(OP_SETATTR, req, ino);
   if (m) {
     m->fh = fh_of(fi);
@@ -166,6 +171,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino) { forward(new_msg(OP_REA
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
   (void)rdev;
   if (refuse_name(req, name, 0)) return;
+  dattr_drop(fuse_req_userdata(req), parent); /* the directory changes */
   gfs_msg *m = new_msg(OP_MKNOD, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -176,6 +182,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
   if (refuse_name(req, name, 0)) return;
+  dattr_drop(fuse_req_userdata(req), parent); /* the directory changes */
   gfs_msg *m = new_msg(OP_MKDIR, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -186,6 +193,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
   if (refuse_name(req, name, 0)) return;
+  dattr_drop(fuse_req_userdata(req), parent); /* the directory changes */
   gfs_msg *m = new_msg(OP_UNLINK, req, parent);
   if (m) m->name = dup_name(name);
   forward(m, req);
@@ -193,6 +201,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
   if (refuse_name(req, name, 0)) return;
+  dattr_drop(fuse_req_userdata(req), parent); /* the directory changes */
   gfs_msg *m = new_msg(OP_RMDIR, req, parent);
   if (m) m->name = dup_name(name);
   forward(m, req);
@@ -200,6 +209,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
   if (refuse_name(req, name, 0) || refuse_name(req, link, 0)) return;
+  dattr_drop(fuse_req_userdata(req), parent); /* the directory changes */
   gfs_msg *m = new_msg(OP_SYMLINK, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -210,6 +220,8 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags) {
   if (refuse_name(req, name, 0) || refuse_name(req, newname, 0)) return;
+  dattr_drop(fuse_req_userdata(req), parent); /* both directories change */
+  dattr_drop(fuse_req_userdata(req), newparent);
   gfs_msg *m = new_msg(OP_RENAME, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -222,6 +234,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
   if (refuse_name(req, newname, 0)) return;
+  dattr_drop(fuse_req_userdata(req), newparent); /* the directory changes */
   gfs_msg *m = new_msg(OP_LINK, req, ino);
   if (m) {
     m->ino2 = newparent;
@@ -603,6 +616,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   exit_msg->op = OP_EXIT;
   g->exit_msg = exit_msg;
   pthread_mutex_init(&g->reply_lock, NULL);
+  dattr_init(g);
   g->mountpoint = mp;
   g->attr_timeout = attr_timeout;
   g->entry_timeout = entry_timeout;
@@ -661,6 +675,7 @@ fail:
   free(g->mountpoint);
   pthread_mutex_destroy(&g->qlock);
   pthread_mutex_destroy(&g->reply_lock);
+  dattr_destroy(g);
   free(g->exit_msg);
   free(g);
   return NULL;
@@ -777,6 +792,7 @@ static napi_value js_reply_err(napi_env env, napi_callback_info info) {
   reply_args r;
   double e;
   if (reply_begin(env, info, &r, 2) || get_double(env, r.argv[1], &e)) return NULL;
+  dattr_failed(r.g, r.req);
   SEND(&r, fuse_reply_err(r.req, (int)e));
   return reply_end(&r);
 }
@@ -809,6 +825,7 @@ static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
   if (get_f64(env, r.argv[1], ATTR_LEN, &a)) return NULL;
   struct stat st;
   attr_from(a, &st);
+  dattr_replied(r.g, r.req, &st);
   SEND(&r, fuse_reply_attr(r.req, &st, r.g->attr_timeout));
   return reply_end(&r);
 }
@@ -1030,6 +1047,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   PUT("opendirs", LOAD(opendirs));
   PUT("backingFiles", LOAD(backing_files));
   PUT("passthroughOpens", LOAD(passthrough_opens));
+  PUT("dirAttrHits", LOAD(dir_attr_hits));
   /* 0: not wanted or not offered by the kernel; 1: asked for in the INIT reply (backingOpen then tells whether the kernel agreed). */
   PUT("passthrough", g->pt.asked);
   PUT("kernelPassthrough", g->pt.kernel_offers);

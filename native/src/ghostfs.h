@@ -81,7 +81,30 @@ typedef struct gfs_stats {
   uint64_t notifications, notify_errors;
   uint64_t opendirs; /* opendir requests the kernel sent (none once it opens directories itself) */
   uint64_t backing_files, passthrough_opens;
+  uint64_t dir_attr_hits; /* GETATTRs of directories answered here (dir_attrs.c) */
 } gfs_stats;
+
+/* Directory attributes kept in C (dir_attrs.c): a slot per node id modulo DATTR_SLOTS. */
+#define DATTR_SLOTS 1024
+#define DATTR_PENDING 64
+typedef struct {
+  uint64_t ino;
+  int valid;
+  double expires; /* CLOCK_MONOTONIC seconds */
+  struct stat st;
+} dattr_slot;
+typedef struct {
+  fuse_req_t req; /* a GETATTR handed to JS */
+  uint64_t ino;
+  uint64_t stamp; /* inval_seq when it came in */
+} dattr_pending;
+typedef struct {
+  pthread_mutex_t lock;
+  uint64_t inval_seq; /* bumped by every invalidation */
+  unsigned next_pending;
+  dattr_pending pending[DATTR_PENDING];
+  dattr_slot slots[DATTR_SLOTS];
+} dattr_cache;
 
 typedef struct gfs {
   struct fuse_session *se;
@@ -112,6 +135,7 @@ typedef struct gfs {
   gfs_fast *fast;
   gfs_notify *notify;
   gfs_stats stats;
+  dattr_cache dattr;
 
   /* FUSE passthrough (passthrough.c): wanted by JS, offered by the kernel, asked for in the INIT reply. */
   struct {
@@ -128,6 +152,20 @@ int size_bucket(uint64_t n);
 /* fuse_driver.c */
 napi_value driver_exports(napi_env env, napi_value exports);
 void gfs_request_done(gfs *g);
+
+/* dir_attrs.c */
+void dattr_init(gfs *g);
+void dattr_destroy(gfs *g);
+/* Answers a GETATTR of a directory from kept attributes; 0 means "ask JS". */
+int dattr_try_reply(gfs *g, fuse_req_t req, fuse_ino_t ino);
+/* A GETATTR goes to JS: its answer may be kept (dattr_replied), unless something is invalidated meanwhile. */
+void dattr_forwarded(gfs *g, fuse_req_t req, fuse_ino_t ino);
+void dattr_replied(gfs *g, fuse_req_t req, const struct stat *st);
+void dattr_failed(gfs *g, fuse_req_t req);
+/* The node's kept attributes (if any) are no longer to be trusted, nor any answer still on its way. */
+void dattr_drop(gfs *g, fuse_ino_t ino);
+/* The kernel forgot the node id. */
+void dattr_forget(gfs *g, fuse_ino_t ino);
 
 /* fast_read.c */
 gfs_fast *fast_new(const char *chunk_dir);

@@ -112,7 +112,9 @@ static napi_value inode_common(napi_env env, napi_callback_info info, int kind) 
   GET_ARGS(2);
   gfs *g = get_gfs(env, argv[0]);
   uint64_t ino;
-  if (!g || get_u64(env, argv[1], &ino) || !g->notify) return NULL;
+  if (!g || get_u64(env, argv[1], &ino)) return NULL;
+  dattr_drop(g, ino); /* at once: a GETATTR from now on is answered by JS */
+  if (!g->notify) return NULL;
   nmsg *m = calloc(1, sizeof *m);
   if (!m) return NULL;
   m->kind = kind;
@@ -132,6 +134,8 @@ static napi_value entry_common(napi_env env, napi_callback_info info, int kind) 
   uint64_t parent, ino = 0;
   if (!g || get_u64(env, argv[1], &parent)) return NULL;
   if (kind == 2 && get_u64(env, argv[2], &ino)) return NULL;
+  dattr_drop(g, parent);
+  if (kind == 2) dattr_drop(g, ino);
   char *name = get_string(env, argv[kind == 2 ? 3 : 2]);
   if (!name) return NULL;
   if (!g->notify) {
