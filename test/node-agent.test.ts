@@ -15,6 +15,7 @@ import type { NodeConnection } from '../src/mesh/connection.js';
 import type { WChangeEventOut } from '../src/wire/types.js';
 import { nativeAddon } from '../src/native/addon.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { smallFs } from './helpers/small-fs.js';
 
 /** Files a process holds open that have no name (O_TMPFILE) in `dir`'s tree. */
 async function unnamedFiles(pid: number, dir: string): Promise<number> {
@@ -508,6 +509,23 @@ t.test('bearer token', async (t) => {
   await t.rejects(wrong.mutate({ unlink: { path: 'f' } }), { code: grpc.status.UNAUTHENTICATED }, 'wrong token');
   t.equal(await readFile(join(base, 'ws', 'f'), 'utf8'), 'x', 'refused request changed nothing');
   t.equal((await right.stat('f')).attr!.size, 1, 'right token works');
+});
+
+t.test("a node whose state dir is on another filesystem than its workspace assembles uploaded files all the same", async (t) => {
+  // Uploaded chunks are staged under the state dir; the kernel cannot copy from there into the workspace (EXDEV).
+  const base = await tempDir(t);
+  await mkdir(join(base, 'ws'));
+  const state = await smallFs(t, '64m');
+  const node = await NodeProc.start(['--root', join(base, 'ws'), '--state-dir', state]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const conn = node.connect();
+  t.teardown(() => conn.close());
+  const data = randomBytes(10 << 20);
+  const { m } = await upload(conn, data);
+  t.ok(m.chunks.length >= 4, `${m.chunks.length} chunks, all staged on the other filesystem`);
+  const r = await conn.commit({ path: 'big.bin', expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks });
+  t.equal(r.conflict, false);
+  t.ok((await readFile(join(base, 'ws', 'big.bin'))).equals(data), 'the file on disk is what was uploaded');
 });
 
 t.test('uploads are not throttled by HTTP/2 flow control', async (t) => {

@@ -1,13 +1,17 @@
 // The write-back's ordering of versions of one file, driven in process
 // against a real node behind a fault proxy (real gRPC, real RocksDB journal
-// and metadata, real chunk cache on disk). A version whose commit reached
-// the node but whose answer was lost stays queued; a newer version of the
-// same file closed once the node answers again must land on top of it, not
-// beside it as a conflict copy (the node holds our own older version, not
-// someone else's).
-import t from 'tap';
+// and metadata, real chunk cache on disk; no FUSE: the VFS and the
+// write-back are called directly, as the drivers call them).
+// - A version whose commit reached the node but whose answer was lost stays
+//   queued; a newer version of the same file closed once the node answers
+//   again must land on top of it, not beside it as a conflict copy (the
+//   node holds our own older version, not someone else's).
+// - A writer that opens and changes a file while another writer's close is
+//   still committing it has its own close commit its change.
+import t, { type Test } from 'tap';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { constants as C } from 'node:fs';
 import { Store } from '../src/store/db.js';
 import { MetaStore } from '../src/cache/meta-store.js';
 import { Journal } from '../src/cache/journal.js';
@@ -18,19 +22,19 @@ import { chunkBuffer } from '../src/content/chunk-file.js';
 import { MeshClient } from '../src/mesh/mesh-client.js';
 import { WriteBack } from '../src/mount/write-back.js';
 import { DirtyFile } from '../src/mount/dirty-file.js';
+import { ChunkReader } from '../src/mount/chunk-reader.js';
+import { ROOT_INO, Vfs } from '../src/mount/vfs.js';
 import { FaultProxy } from '../scripts/soak/lib/fault-proxy.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { waitFor } from './helpers/mount-proc.js';
 
-t.test('a newer version closed while an older one, landed unbeknown, is still queued', async (t) => {
+/** A node serving `files` behind a fault proxy, and a mount's write-back and VFS on it (in this process). */
+async function setUp(t: Test, files: Record<string, Buffer>, deadlineMs: number) {
   const base = await tempDir(t);
   const root = join(base, 'ws');
   const cache = join(base, 'cache');
   await mkdir(root);
-  const A = Buffer.from('version A\n');
-  const B = Buffer.from('version B, whose answer is lost\n');
-  const C = Buffer.from('version C, closed last\n');
-  await writeFile(join(root, 'f.txt'), A);
+  for (const [name, data] of Object.entries(files)) await writeFile(join(root, name), data);
   const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
   t.teardown(() => node.stop('SIGKILL'));
   const proxy = await FaultProxy.start(node.endpoint);
@@ -44,12 +48,21 @@ t.test('a newer version closed while an older one, landed unbeknown, is still qu
   await chunks.init();
   const hasher = new HashPool(1, DEFAULT_CHUNKING, 4 * 1024 * 1024);
   t.teardown(() => hasher.close());
-  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 400, backoffMs: 1 });
+  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs, backoffMs: 1 });
   t.teardown(() => mesh.close());
   await mesh.handshake();
-  const wb = new WriteBack(meta, mesh, new Journal(store, 'default'), chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs: 400 });
+  const wb = new WriteBack(meta, mesh, new Journal(store, 'default'), chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs });
   await wb.init();
   t.teardown(() => wb.stop());
+  const vfs = new Vfs(meta, mesh, new ChunkReader(chunks, mesh), wb, { readaheadChunks: 4, wholeFileBytes: 4 << 20 });
+  return { root, proxy, mesh, wb, vfs };
+}
+
+t.test('a newer version closed while an older one, landed unbeknown, is still queued', async (t) => {
+  const A = Buffer.from('version A\n');
+  const B = Buffer.from('version B, whose answer is lost\n');
+  const C_ = Buffer.from('version C, closed last\n');
+  const { root, proxy, mesh, wb } = await setUp(t, { 'f.txt': A }, 400);
 
   const version = (data: Buffer, baseSeq?: number) => {
     const rec = { path: 'f.txt', dirty: '', baseDigest: chunkBuffer(A, DEFAULT_CHUNKING).digest, expectAbsent: false, baseSeq, mode: 0o644, data };
@@ -77,12 +90,33 @@ t.test('a newer version closed while an older one, landed unbeknown, is still qu
   await waitFor('the node to answer', () => mesh.stat('f.txt').then(() => true, () => false), 5000);
   t.ok(mesh.reachable, 'the node is reachable again');
   t.same(wb.pendingRecords().map((r) => [r.seq, r.state]), [[seqB, 'queued']], 'B is still queued, not being retried');
-  const second = await version(C, seqB);
+  const second = await version(C_, seqB);
   t.ok('digest' in second, 'C is committed at close');
   await wb.drain();
 
-  t.same(await readFile(join(root, 'f.txt')), C, 'the node holds C, the version closed last');
+  t.same(await readFile(join(root, 'f.txt')), C_, 'the node holds C, the version closed last');
   t.same((await readdir(root)).sort(), ['f.txt'], 'no conflict copy beside it');
   t.equal(wb.stats.conflicts, 0, 'no conflict counted');
   t.equal(wb.pendingCount, 0, 'nothing left queued');
+});
+
+t.test("a writer that changes a file while another writer's close is committing it: its own close commits the change", async (t) => {
+  const { root, proxy, vfs, wb } = await setUp(t, {}, 10_000);
+  await vfs.list('');
+  const { node, handle: w1 } = await vfs.create(ROOT_INO, 'f.txt', 0o644);
+  await vfs.write(w1.fh, 0, Buffer.from('first writer\n'));
+  // A slow link: the first close's commit is on its way for a while.
+  proxy.set('delay', 300);
+  const closing = vfs.flush(w1.fh);
+  await new Promise((r) => setTimeout(r, 100));
+  const w2 = await vfs.open(node.ino, C.O_WRONLY);
+  await vfs.write(w2.fh, 0, Buffer.from('second writer\n'));
+  await closing;
+  t.same(await readFile(join(root, 'f.txt')), Buffer.from('first writer\n'), 'the first close committed what it closed');
+  await vfs.release(w1.fh);
+  proxy.set('pass');
+  await vfs.flush(w2.fh);
+  await vfs.release(w2.fh);
+  t.same(await readFile(join(root, 'f.txt')), Buffer.from('second writer\n'), "the second close committed the second writer's change");
+  t.same([wb.stats.committed, wb.stats.conflicts, wb.pendingCount], [2, 0, 0], 'two commits, no conflict, nothing queued');
 });

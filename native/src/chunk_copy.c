@@ -11,9 +11,14 @@
  * starts, nothing waits for it), so the commit's closing fsync finds most
  * of the file written already.
  *
- * A chunk file shorter than its chunk fails the job with EIO; any failure
- * rejects with an Error carrying Node's errno `code` and the chunk file's
- * path. The destination then holds part of the file: the caller discards it.
+ * Where the kernel cannot copy between the two files (the node's state dir
+ * on another filesystem than the workspace: EXDEV; or a filesystem without
+ * the call), the bytes go through a buffer instead, still in this job.
+ *
+ * A chunk file of another size than its chunk fails the job with EIO; any
+ * failure rejects with an Error carrying Node's errno `code` and the chunk
+ * file's path. The destination then holds part of the file: the caller
+ * discards it.
  */
 #include "ghostfs.h"
 
@@ -22,6 +27,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define EARLY_WRITEBACK ((off_t)32 << 20)
@@ -38,11 +44,45 @@ typedef struct {
   int dst;
   chunk_part *parts;
   uint32_t count;
+  int by_buffer; /* copy_file_range refused these two files */
+  char *buf;     /* for copies through a buffer, allocated on first use */
   /* results */
   int err;
   const char *call;
   const char *at; /* the chunk file the error concerns */
 } copy_job;
+
+#define COPY_BUF_BYTES ((size_t)1 << 20)
+
+/* The kernel cannot copy between these files: the caller copies through a buffer. */
+static int copy_unsupported(int err) { return err == EXDEV || err == ENOSYS || err == EOPNOTSUPP || err == EINVAL; }
+
+/* Copies `left` bytes from src at `in` to the destination at `out` through a buffer. */
+static int copy_by_buffer(copy_job *j, const chunk_part *p, int src, off_t in, off_t out, size_t left) {
+  if (!j->buf && !(j->buf = malloc(COPY_BUF_BYTES))) {
+    j->err = ENOMEM, j->call = "malloc", j->at = p->path;
+    return -1;
+  }
+  while (left > 0) {
+    ssize_t n = pread(src, j->buf, left < COPY_BUF_BYTES ? left : COPY_BUF_BYTES, in);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      j->err = n < 0 ? errno : EIO, j->call = n < 0 ? "pread" : "pread (the chunk file is short)", j->at = p->path;
+      return -1;
+    }
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = pwrite(j->dst, j->buf + done, (size_t)(n - done), out + done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        j->err = w < 0 ? errno : EIO, j->call = "pwrite", j->at = p->path;
+        return -1;
+      }
+      done += w;
+    }
+    in += n, out += n, left -= (size_t)n;
+  }
+  return 0;
+}
 
 static int copy_one(copy_job *j, const chunk_part *p) {
   int src = open(p->path, O_RDONLY | O_CLOEXEC);
@@ -50,20 +90,37 @@ static int copy_one(copy_job *j, const chunk_part *p) {
     j->err = errno, j->call = "open", j->at = p->path;
     return -1;
   }
+  struct stat st;
+  if (fstat(src, &st) != 0) {
+    j->err = errno, j->call = "fstat", j->at = p->path;
+    close(src);
+    return -1;
+  }
+  if (st.st_size != (off_t)p->length) {
+    j->err = EIO, j->call = "open (the chunk file has another size than its chunk)", j->at = p->path;
+    close(src);
+    return -1;
+  }
   loff_t in = 0, out = p->offset;
   size_t left = p->length;
-  while (left > 0) {
+  int r = 0;
+  while (left > 0 && !j->by_buffer) {
     ssize_t n = copy_file_range(src, &in, j->dst, &out, left, 0);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && copy_unsupported(errno)) {
+      j->by_buffer = 1; /* and for the chunks after this one */
+      break;
+    }
     if (n <= 0) {
       j->err = n < 0 ? errno : EIO, j->call = n < 0 ? "copy_file_range" : "copy_file_range (the chunk file is short)", j->at = p->path;
-      close(src);
-      return -1;
+      r = -1;
+      break;
     }
     left -= (size_t)n;
   }
+  if (r == 0 && left > 0) r = copy_by_buffer(j, p, src, in, out, left);
   close(src);
-  return 0;
+  return r;
 }
 
 static void execute(napi_env env, void *arg) {
@@ -86,6 +143,7 @@ static void execute(napi_env env, void *arg) {
 }
 
 static void free_job(copy_job *j) {
+  free(j->buf);
   if (j->parts)
     for (uint32_t i = 0; i < j->count; i++) free(j->parts[i].path);
   free(j->parts);
@@ -117,6 +175,10 @@ static napi_value js_copy_chunks(napi_env env, napi_callback_info info) {
   double fd;
   uint32_t n = 0, n2 = 0, n3 = 0;
   if (get_double(env, argv[0], &fd) != 0) return NULL;
+  if (!(fd >= 0 && fd <= 2147483647 && fd == (double)(int)fd)) {
+    napi_throw_range_error(env, "EINVAL", "copyChunks: the destination must be a file descriptor");
+    return NULL;
+  }
   if (napi_get_array_length(env, argv[1], &n) != napi_ok || napi_get_array_length(env, argv[2], &n2) != napi_ok || napi_get_array_length(env, argv[3], &n3) != napi_ok || n != n2 || n != n3) {
     napi_throw_type_error(env, "EINVAL", "copyChunks: paths, offsets and lengths must be arrays of one length");
     return NULL;
@@ -135,8 +197,9 @@ static napi_value js_copy_chunks(napi_env env, napi_callback_info info) {
     if (napi_get_element(env, argv[1], i, &v) != napi_ok || !(j->parts[i].path = get_string(env, v))) goto bad;
     if (napi_get_element(env, argv[2], i, &v) != napi_ok || get_double(env, v, &off) != 0) goto bad;
     if (napi_get_element(env, argv[3], i, &v) != napi_ok || get_double(env, v, &len) != 0) goto bad;
-    if (off < 0 || len < 0) {
-      napi_throw_range_error(env, "EINVAL", "copyChunks: offsets and lengths must not be negative");
+    /* Whole numbers within what a file offset holds (NaN fails these too). */
+    if (!(off >= 0 && off <= 9007199254740991.0 && off == (double)(int64_t)off) || !(len >= 0 && len <= 9007199254740991.0 && len == (double)(int64_t)len)) {
+      napi_throw_range_error(env, "EINVAL", "copyChunks: offsets and lengths must be whole numbers, not negative");
       goto bad;
     }
     j->parts[i].offset = (off_t)off;

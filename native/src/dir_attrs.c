@@ -15,11 +15,12 @@
  * (its new times come from the node's change feed, which invalidates). Kept
  * attributes are dropped whenever they may no longer be what JS would say:
  * JS invalidates the node (change feed), the directory is changed through
- * the mount in any other way (mkdir, unlink, rename, ... and setattr), or
- * the kernel forgets the node id (JS may give it to another path). A reply
- * is kept only if nothing was invalidated since its request came in: an
- * answer that raced an invalidation is never stored (the kernel drops such
- * answers too, by its attribute versions).
+ * the mount in any other way (mkdir, unlink, rename, ... and setattr: when
+ * the request comes in and again when it is answered), or the kernel
+ * forgets the node id (JS may give it to another path). A reply is kept
+ * only if nothing was invalidated since its request came in and no change
+ * to that directory is under way: an answer that raced a change is never
+ * stored (the kernel drops such answers too, by its attribute versions).
  */
 #include "ghostfs.h"
 
@@ -39,6 +40,8 @@ void dattr_destroy(gfs *g) { pthread_mutex_destroy(&g->dattr.lock); }
 
 static dattr_slot *slot_of(gfs *g, uint64_t ino) { return &g->dattr.slots[ino % DATTR_SLOTS]; }
 
+static int changing(gfs *g, uint64_t ino);
+
 int dattr_try_reply(gfs *g, fuse_req_t req, fuse_ino_t ino) {
   struct stat st;
   double left = 0;
@@ -54,8 +57,15 @@ int dattr_try_reply(gfs *g, fuse_req_t req, fuse_ino_t ino) {
   return 1;
 }
 
+/* Forgets what is recorded for `req` (a request id is reused once answered). */
+static void clear_req(gfs *g, fuse_req_t req) {
+  for (int i = 0; i < DATTR_PENDING; i++)
+    if (g->dattr.pending[i].req == req) g->dattr.pending[i].req = NULL;
+}
+
 void dattr_forwarded(gfs *g, fuse_req_t req, fuse_ino_t ino) {
   pthread_mutex_lock(&g->dattr.lock);
+  clear_req(g, req);
   dattr_pending *p = &g->dattr.pending[g->dattr.next_pending++ % DATTR_PENDING];
   p->req = req;
   p->ino = ino;
@@ -65,6 +75,7 @@ void dattr_forwarded(gfs *g, fuse_req_t req, fuse_ino_t ino) {
 
 /* The pending record of `req`, taken out of the table (NULL: none, or overwritten since). */
 static int take_pending(gfs *g, fuse_req_t req, dattr_pending *out) {
+  if (!req) return 0;
   for (int i = 0; i < DATTR_PENDING; i++) {
     dattr_pending *p = &g->dattr.pending[i];
     if (p->req != req) continue;
@@ -78,7 +89,7 @@ static int take_pending(gfs *g, fuse_req_t req, dattr_pending *out) {
 void dattr_replied(gfs *g, fuse_req_t req, const struct stat *st) {
   pthread_mutex_lock(&g->dattr.lock);
   dattr_pending p;
-  if (take_pending(g, req, &p) && p.stamp == g->dattr.inval_seq && S_ISDIR(st->st_mode) && g->attr_timeout > 0) {
+  if (take_pending(g, req, &p) && p.stamp == g->dattr.inval_seq && S_ISDIR(st->st_mode) && g->attr_timeout > 0 && !changing(g, p.ino)) {
     dattr_slot *s = slot_of(g, p.ino);
     s->ino = p.ino;
     s->st = *st;
@@ -95,11 +106,57 @@ void dattr_failed(gfs *g, fuse_req_t req) {
   pthread_mutex_unlock(&g->dattr.lock);
 }
 
-void dattr_drop(gfs *g, fuse_ino_t ino) {
-  pthread_mutex_lock(&g->dattr.lock);
+static void drop_locked(gfs *g, fuse_ino_t ino) {
   g->dattr.inval_seq++;
   dattr_slot *s = slot_of(g, ino);
   if (s->ino == ino) s->valid = 0;
+}
+
+void dattr_drop(gfs *g, fuse_ino_t ino) {
+  pthread_mutex_lock(&g->dattr.lock);
+  drop_locked(g, ino);
+  pthread_mutex_unlock(&g->dattr.lock);
+}
+
+/* Whether a change to directory `ino` is under way (or one was lost track of: then none is kept any more). */
+static int changing(gfs *g, uint64_t ino) {
+  if (g->dattr.untracked) return 1;
+  for (int i = 0; i < DATTR_CHANGES; i++) {
+    const dattr_change *c = &g->dattr.changes[i];
+    if (c->req && (c->ino[0] == ino || c->ino[1] == ino)) return 1;
+  }
+  return 0;
+}
+
+void dattr_changing(gfs *g, fuse_req_t req, fuse_ino_t a, fuse_ino_t b) {
+  pthread_mutex_lock(&g->dattr.lock);
+  drop_locked(g, a);
+  if (b) drop_locked(g, b);
+  dattr_change *free_slot = NULL;
+  for (int i = 0; i < DATTR_CHANGES && !free_slot; i++)
+    if (!g->dattr.changes[i].req) free_slot = &g->dattr.changes[i];
+  if (free_slot) {
+    free_slot->req = req;
+    free_slot->ino[0] = a;
+    free_slot->ino[1] = b;
+  } else {
+    /* More changes under way than can be followed: keep nothing from now on (still correct, only slower). */
+    g->dattr.untracked = 1;
+    for (int i = 0; i < DATTR_SLOTS; i++) g->dattr.slots[i].valid = 0;
+  }
+  pthread_mutex_unlock(&g->dattr.lock);
+}
+
+void dattr_answered(gfs *g, fuse_req_t req) {
+  pthread_mutex_lock(&g->dattr.lock);
+  for (int i = 0; i < DATTR_CHANGES; i++) {
+    dattr_change *c = &g->dattr.changes[i];
+    if (c->req != req) continue;
+    /* What was kept of these directories while the change ran may predate it. */
+    drop_locked(g, c->ino[0]);
+    if (c->ino[1]) drop_locked(g, c->ino[1]);
+    c->req = NULL;
+  }
   pthread_mutex_unlock(&g->dattr.lock);
 }
 

@@ -142,14 +142,16 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   gfs *g = fuse_req_userdata(req);
   if (dattr_try_reply(g, req, ino)) return;
-  dattr_forwarded(g, req, ino);
   gfs_msg *m = new_msg(OP_GETATTR, req, ino);
-  if (m) m->fh = fh_of(fi);
+  if (m) {
+    m->fh = fh_of(fi);
+    dattr_forwarded(g, req, ino);
+  }
   forward(m, req);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
-  dattr_drop(fuse_req_userdata(req), ino);
+  dattr_changing(fuse_req_userdata(req), req, ino, 0);
   gfs_msg *m = new_msg(OP_SETATTR, req, ino);
   if (m) {
     m->fh = fh_of(fi);
@@ -171,7 +173,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino) { forward(new_msg(OP_REA
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
   (void)rdev;
   if (refuse_name(req, name, 0)) return;
-  dattr_drop(fuse_req_userdata(req), parent); /* the directory changes */
+  dattr_changing(fuse_req_userdata(req), req, parent, 0); /* the directory changes */
   gfs_msg *m = new_msg(OP_MKNOD, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -182,7 +184,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
   if (refuse_name(req, name, 0)) return;
-  dattr_drop(fuse_req_userdata(req), parent); /* the directory changes */
+  dattr_changing(fuse_req_userdata(req), req, parent, 0); /* the directory changes */
   gfs_msg *m = new_msg(OP_MKDIR, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -193,7 +195,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
   if (refuse_name(req, name, 0)) return;
-  dattr_drop(fuse_req_userdata(req), parent); /* the directory changes */
+  dattr_changing(fuse_req_userdata(req), req, parent, 0); /* the directory changes */
   gfs_msg *m = new_msg(OP_UNLINK, req, parent);
   if (m) m->name = dup_name(name);
   forward(m, req);
@@ -201,7 +203,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
   if (refuse_name(req, name, 0)) return;
-  dattr_drop(fuse_req_userdata(req), parent); /* the directory changes */
+  dattr_changing(fuse_req_userdata(req), req, parent, 0); /* the directory changes */
   gfs_msg *m = new_msg(OP_RMDIR, req, parent);
   if (m) m->name = dup_name(name);
   forward(m, req);
@@ -209,7 +211,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
   if (refuse_name(req, name, 0) || refuse_name(req, link, 0)) return;
-  dattr_drop(fuse_req_userdata(req), parent); /* the directory changes */
+  dattr_changing(fuse_req_userdata(req), req, parent, 0); /* the directory changes */
   gfs_msg *m = new_msg(OP_SYMLINK, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -220,8 +222,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags) {
   if (refuse_name(req, name, 0) || refuse_name(req, newname, 0)) return;
-  dattr_drop(fuse_req_userdata(req), parent); /* both directories change */
-  dattr_drop(fuse_req_userdata(req), newparent);
+  dattr_changing(fuse_req_userdata(req), req, parent, newparent); /* both directories change */
   gfs_msg *m = new_msg(OP_RENAME, req, parent);
   if (m) {
     m->name = dup_name(name);
@@ -234,7 +235,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
   if (refuse_name(req, newname, 0)) return;
-  dattr_drop(fuse_req_userdata(req), newparent); /* the directory changes */
+  dattr_changing(fuse_req_userdata(req), req, newparent, 0); /* the directory changes */
   gfs_msg *m = new_msg(OP_LINK, req, ino);
   if (m) {
     m->ino2 = newparent;
@@ -793,6 +794,7 @@ static napi_value js_reply_err(napi_env env, napi_callback_info info) {
   double e;
   if (reply_begin(env, info, &r, 2) || get_double(env, r.argv[1], &e)) return NULL;
   dattr_failed(r.g, r.req);
+  dattr_answered(r.g, r.req);
   SEND(&r, fuse_reply_err(r.req, (int)e));
   return reply_end(&r);
 }
@@ -813,6 +815,7 @@ static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
     e.attr_timeout = r.g->attr_timeout;
   }
   e.entry_timeout = r.g->entry_timeout;
+  dattr_answered(r.g, r.req);
   SEND(&r, fuse_reply_entry(r.req, &e));
   return reply_end(&r);
 }
@@ -826,6 +829,7 @@ static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
   struct stat st;
   attr_from(a, &st);
   dattr_replied(r.g, r.req, &st);
+  dattr_answered(r.g, r.req);
   SEND(&r, fuse_reply_attr(r.req, &st, r.g->attr_timeout));
   return reply_end(&r);
 }

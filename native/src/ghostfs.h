@@ -87,6 +87,7 @@ typedef struct gfs_stats {
 /* Directory attributes kept in C (dir_attrs.c): a slot per node id modulo DATTR_SLOTS. */
 #define DATTR_SLOTS 1024
 #define DATTR_PENDING 64
+#define DATTR_CHANGES 256
 typedef struct {
   uint64_t ino;
   int valid;
@@ -99,7 +100,13 @@ typedef struct {
   uint64_t stamp; /* inval_seq when it came in */
 } dattr_pending;
 typedef struct {
+  fuse_req_t req; /* a change to one or two directories, handed to JS and not answered yet */
+  uint64_t ino[2];
+} dattr_change;
+typedef struct {
   pthread_mutex_t lock;
+  int untracked; /* more changes were under way at once than `changes` holds: nothing is kept */
+  dattr_change changes[DATTR_CHANGES];
   uint64_t inval_seq; /* bumped by every invalidation */
   unsigned next_pending;
   dattr_pending pending[DATTR_PENDING];
@@ -164,6 +171,10 @@ void dattr_replied(gfs *g, fuse_req_t req, const struct stat *st);
 void dattr_failed(gfs *g, fuse_req_t req);
 /* The node's kept attributes (if any) are no longer to be trusted, nor any answer still on its way. */
 void dattr_drop(gfs *g, fuse_ino_t ino);
+/* A request that changes directory a (and b, if not 0) goes to JS: dropped now and again once answered (dattr_answered). */
+void dattr_changing(gfs *g, fuse_req_t req, fuse_ino_t a, fuse_ino_t b);
+/* JS answered `req` (any request: those that change directories are looked up). */
+void dattr_answered(gfs *g, fuse_req_t req);
 /* The kernel forgot the node id. */
 void dattr_forget(gfs *g, fuse_ino_t ino);
 

@@ -115,7 +115,7 @@ export class DirtyFile {
     const t = nowNs();
     const attr: Attr = { dev: 0, ino: nextLocalIno(), mode: S_IFREG | (mode & 0o7777), nlink: 1, uid, gid, rdev: 0, size: 0, blocks: 0, atimeNs: t, mtimeNs: t, ctimeNs: t };
     const d = new DirtyFile(path, name, file, attr, undefined, true, undefined);
-    d.modified = true; // a new file exists on the node once it is closed, even if empty
+    d.changed(); // a new file exists on the node once it is closed, even if empty
     d.keepInMemory(0);
     return d;
   }
@@ -197,13 +197,14 @@ export class DirtyFile {
     if (startsRun && !this.ahead && this.size === 0) this.ahead = this.startAhead?.((o, n) => this.readRange(o, n));
     const ahead = this.ahead;
     const written = writeAt(fh, data, offset);
-    // Told in the same tick as the write starts (so it sees writes in the
-    // order they were made), while the thread pool writes: cutting and
-    // hashing the bytes no longer adds to the writer's wait.
-    ahead?.writeStarts(offset, data);
     try {
+      // Told in the same tick as the write starts (so it sees writes in the
+      // order they were made), while the thread pool writes: cutting and
+      // hashing the bytes no longer adds to the writer's wait.
+      ahead?.writeStarts(offset, data);
       await written;
     } catch (err) {
+      await written.catch(() => undefined); // (when the chunker threw: the write is still under way)
       ahead?.stop();
       if (this.ahead === ahead) this.ahead = undefined;
       throw err;
@@ -322,8 +323,21 @@ export class DirtyFile {
     if (fh) await (await fh).close();
   }
 
-  private touch(): void {
+  /** Counts changes: a commit of what was closed at one count leaves later changes still to commit. */
+  private changes = 0;
+
+  get version(): number {
+    return this.changes;
+  }
+
+  /** Something to write back: content, mode, times or owner. */
+  changed(): void {
     this.modified = true;
+    this.changes++;
+  }
+
+  private touch(): void {
+    this.changed();
     this.lastWriteNs = nowNs();
     this.mtimeNs = undefined; // a write after utimens moves mtime again, as on any filesystem
   }
@@ -390,11 +404,22 @@ export class DirtyFile {
     this.handedOver = false;
   }
 
-  /** After a commit: the node holds this content; further writes start from it. */
-  committed(digest: Buffer): void {
+  /**
+   * After a commit of the content as it was at `version`: the node holds
+   * it, and further versions start from it. Changes made since (a writer
+   * that opened the file while the commit was on its way) are still to be
+   * written back.
+   */
+  committed(digest: Buffer, version: number): void {
     this.baseDigest = digest;
     this.expectAbsent = false;
     this.baseSeq = undefined;
-    this.modified = false;
+    if (version === this.changes) this.modified = false;
+  }
+
+  /** After the content as it was at `version` was queued as record `seq` (no node took it yet): its base once it lands. */
+  queued(seq: number, version: number): void {
+    this.baseSeq = seq;
+    if (version === this.changes) this.modified = false;
   }
 }

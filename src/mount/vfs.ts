@@ -540,6 +540,7 @@ export class Vfs {
   private async commitDirty(d: DirtyFile, how: 'wait' | 'journal' | 'queue' = 'wait'): Promise<void> {
     await d.materialize(this.chunks);
     d.handedOver = true; // the write-back owns the copy now
+    const version = d.version; // what a later writer changes (in a copy of its own) is still to commit
     // Its chunk list is wanted only where the content does not ride inside the commit.
     const ahead = d.finishAhead(d.size > INLINE_BYTES);
     // A small file's bytes travel from here: one read now instead of a stat and a whole-file read later.
@@ -575,7 +576,7 @@ export class Vfs {
       r = await this.writeBack.closeFile(rec, { direct: how !== 'journal', makeDurable });
     }
     if ('digest' in r) {
-      d.committed(r.digest);
+      d.committed(r.digest, version);
       if (d.owner) {
         const owner = d.owner;
         d.owner = undefined;
@@ -587,8 +588,7 @@ export class Vfs {
       // a further version written through a handle still open is made from
       // it (its base once it lands).
       this.meta.putVolatile(d.path, d.entry());
-      d.modified = false;
-      d.baseSeq = r.queued;
+      d.queued(r.queued, version);
     }
   }
 
@@ -707,17 +707,17 @@ export class Vfs {
       }
       if (a.mode !== undefined) {
         d.mode = a.mode & 0o7777;
-        d.modified = true;
+        d.changed();
       }
       if (a.mtimeNs !== undefined || a.atimeNs !== undefined) {
         d.mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? d.entry().attr.mtimeNs);
         d.atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? d.entry().attr.atimeNs);
-        d.modified = true;
+        d.changed();
       }
       if (changesOwner(a, d.entry().attr)) {
         // Applied on the node right after the file's commit (it may not exist there yet).
         d.owner = { uid: a.uid ?? -1, gid: a.gid ?? -1 };
-        d.modified = true;
+        d.changed();
       }
       return this.node(path, d.entry());
     }

@@ -138,16 +138,21 @@ async function assemble(staged: StagedFile, source: ChunkSource, path: string, i
   const copied = byKernel.length
     ? addon!.copyChunks(staged.fd, byKernel.map((x) => x.file), byKernel.map((x) => x.c.offset), byKernel.map((x) => x.c.length)).then(
         () => undefined,
-        (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? new FsError('ENOENT', `a chunk of "${path}" is not on this node (${err.message})`) : err),
+        (err: NodeJS.ErrnoException) => err,
       )
     : undefined;
   const early = new EarlySync(staged);
   try {
     await writeChunks(staged, early, source, path, byHand, inline);
-  } finally {
-    await early.done();
     const failed = await copied;
-    if (failed) throw failed;
+    // A staged chunk gone meanwhile: a commit beside this one that used it
+    // may have put it in a workspace file and let the staged copy go. Those
+    // chunks are looked up again (and read from wherever they are now).
+    if (failed?.code === 'ENOENT') await writeChunks(staged, early, source, path, byKernel.map((x) => x.c), inline);
+    else if (failed) throw failed;
+  } finally {
+    await copied; // nothing writes to the staged file once this returns
+    await early.done();
   }
 }
 
@@ -197,20 +202,29 @@ const EARLY_SYNC_BYTES = 32 << 20;
 class EarlySync {
   private unsynced = 0;
   private running: Promise<void> | undefined;
+  /**
+   * A failed early sync fails the commit: Linux reports a writeback error
+   * once per open file, so the closing fsync on the same descriptor would
+   * not see it again.
+   */
+  private failed: Error | undefined;
 
   constructor(private readonly file: StagedFile) {}
 
   wrote(bytes: number): void {
     this.unsynced += bytes;
-    if (this.unsynced < EARLY_SYNC_BYTES || this.running) return;
+    if (this.unsynced < EARLY_SYNC_BYTES || this.running || this.failed) return;
     this.unsynced = 0;
-    // Only a head start: a failure here shows again in the closing fsync, which decides.
-    this.running = this.file.datasync().catch(() => undefined).finally(() => (this.running = undefined));
+    this.running = this.file
+      .datasync()
+      .catch((err: Error) => void (this.failed ??= err))
+      .finally(() => (this.running = undefined));
   }
 
-  /** Waits for the sync under way, if any (the staged file must not be closed beneath it). */
+  /** Waits for the sync under way, if any (the staged file must not be closed beneath it); rejects if one failed. */
   async done(): Promise<void> {
     await this.running;
+    if (this.failed) throw this.failed;
   }
 }
 

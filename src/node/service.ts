@@ -21,6 +21,8 @@ import type { Workspace } from './agent.js';
 import type { IndexEntry } from './index-entry.js';
 import type { Change } from './workspace-index.js';
 
+/** Chunks a HasChunks call looks for at once. */
+const HAS_CHUNKS_AT_ONCE = 8;
 /** Uploaded chunks being verified and written at once, per PutChunks stream. */
 const PUT_WINDOW = 8;
 /** Bounds on the heartbeat interval a change-feed subscriber may ask for. */
@@ -241,10 +243,16 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
 
     HasChunks: unary(ctx, 'HasChunks', async (req: { workspace: string; hashes: Buffer[] }) => {
       const ws = ctx.workspace(req.workspace);
-      // Asked side by side: a staged chunk is a stat on the thread pool, and a
+      // A few at a time: a staged chunk is a stat on the thread pool, and a
       // big file's close asks about hundreds (one after another they took
-      // tens of ms of its close).
-      const have = await Promise.all(req.hashes.map((h) => ws.chunks.has(Buffer.from(h))));
+      // tens of ms of its close; all at once they would queue ahead of the
+      // thread pool's other work).
+      const have = new Array<boolean>(req.hashes.length);
+      let next = 0;
+      const asker = async (): Promise<void> => {
+        for (let i = next++; i < req.hashes.length; i = next++) have[i] = await ws.chunks.has(Buffer.from(req.hashes[i]!));
+      };
+      await Promise.all(Array.from({ length: Math.min(HAS_CHUNKS_AT_ONCE, req.hashes.length) }, asker));
       return { missing: have.flatMap((ok, i) => (ok ? [] : [i])) };
     }),
 
