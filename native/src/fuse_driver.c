@@ -54,6 +54,7 @@ static gfs_msg *new_msg(int op, fuse_req_t req, fuse_ino_t ino) {
 /* Queues the request, or answers ENOMEM when not even that is possible. */
 static void forward(gfs_msg *m, fuse_req_t req) {
   if (!m) {
+    dattr_answered(fuse_req_userdata(req), req); /* a change it registered is over */
     fuse_reply_err(req, ENOMEM);
     return;
   }

@@ -323,6 +323,20 @@ export class DirtyFile {
     if (fh) await (await fh).close();
   }
 
+  private turn: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Runs `fn` once every change and hand-over asked for before it has run
+   * (writes, truncates, attribute changes and the write-back's taking of the
+   * content go one at a time): a write whose turn comes after a hand-over
+   * goes to a copy of its own, and none lands in a copy being handed over.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(fn);
+    this.turn = run.catch(() => undefined);
+    return run;
+  }
+
   /** Counts changes: a commit of what was closed at one count leaves later changes still to commit. */
   private changes = 0;
 

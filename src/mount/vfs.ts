@@ -364,8 +364,12 @@ export class Vfs {
       d = await opening;
     }
     if (flags & O_TRUNC) {
-      d.materialized = true;
-      await d.truncate(0);
+      const dirty = d;
+      await dirty.exclusive(async () => {
+        await this.ownCopy(dirty); // a copy handed to the write-back keeps what was closed
+        dirty.materialized = true;
+        await dirty.truncate(0);
+      });
     }
     return this.handle(path, d);
   }
@@ -481,12 +485,15 @@ export class Vfs {
 
   async write(fh: number, offset: number, data: Buffer): Promise<number> {
     const h = this.handles.get(fh);
-    if (!h?.dirty) throw new FsError('EBADF', `file handle ${fh} is not open for writing`);
-    await this.ownCopy(h.dirty);
-    // Bytes outside this write are needed as they were: bring them in first.
-    if (!(offset === 0 && data.length >= h.dirty.size)) await h.dirty.materialize(this.chunks);
-    h.dirty.materialized = true;
-    return h.dirty.write(offset, data);
+    const d = h?.dirty;
+    if (!d) throw new FsError('EBADF', `file handle ${fh} is not open for writing`);
+    return d.exclusive(async () => {
+      await this.ownCopy(d);
+      // Bytes outside this write are needed as they were: bring them in first.
+      if (!(offset === 0 && data.length >= d.size)) await d.materialize(this.chunks);
+      d.materialized = true;
+      return d.write(offset, data);
+    });
   }
 
   /** close(): the last writer's close writes the file back and returns once the node has it (or it is durably queued). */
@@ -538,36 +545,47 @@ export class Vfs {
    * applies it after the commit.
    */
   private async commitDirty(d: DirtyFile, how: 'wait' | 'journal' | 'queue' = 'wait'): Promise<void> {
-    await d.materialize(this.chunks);
-    d.handedOver = true; // the write-back owns the copy now
-    const version = d.version; // what a later writer changes (in a copy of its own) is still to commit
-    // Its chunk list is wanted only where the content does not ride inside the commit.
-    const ahead = d.finishAhead(d.size > INLINE_BYTES);
-    // A small file's bytes travel from here: one read now instead of a stat and a whole-file read later.
-    const data = d.size <= HOLD_BYTES ? await d.readAll() : undefined;
-    // A file kept in memory has no dirty copy ('') until its record must outlive the process.
-    const name = d.name;
-    const inMemory = !d.onDisk;
-    const rec = {
-      path: d.path,
-      dirty: inMemory ? '' : name,
-      baseDigest: d.baseDigest,
-      expectAbsent: d.expectAbsent,
-      baseSeq: d.baseSeq,
-      mode: d.mode,
-      mtimeNs: d.mtimeNs,
-      atimeNs: d.atimeNs,
-      data,
-      // A big file written front to back: its chunk list is ready and its chunks are on their way.
-      manifest: ahead?.manifest,
-      sentAhead: ahead?.sent,
-    };
+    // Taken between two changes (see DirtyFile.exclusive): a write under way
+    // lands before, or after in a copy of its own, never in the copy handed over.
+    const { version, name, rec, syncLater } = await d.exclusive(async () => {
+      await this.ownCopy(d); // handed over before (a rename's commit while it stays open): that copy is the write-back's
+      await d.materialize(this.chunks);
+      d.handedOver = true; // the write-back owns the copy now
+      // Its chunk list is wanted only where the content does not ride inside the commit.
+      const ahead = d.finishAhead(d.size > INLINE_BYTES);
+      // A small file's bytes travel from here: one read now instead of a stat and a whole-file read later.
+      const data = d.size <= HOLD_BYTES ? await d.readAll() : undefined;
+      // A file kept in memory has no dirty copy ('') until its record must outlive the process.
+      const inMemory = !d.onDisk;
+      return {
+        // What changes after this (a writer still open, in a copy of its own) is still to commit.
+        version: d.version,
+        // The copy's name now (a later writer's copy gets a name of its own).
+        name: d.name,
+        syncLater: inMemory ? undefined : d.syncLater(),
+        rec: {
+          path: d.path,
+          dirty: inMemory ? '' : d.name,
+          baseDigest: d.baseDigest,
+          expectAbsent: d.expectAbsent,
+          baseSeq: d.baseSeq,
+          mode: d.mode,
+          mtimeNs: d.mtimeNs,
+          atimeNs: d.atimeNs,
+          data,
+          // A big file written front to back: its chunk list is ready and its chunks are on their way.
+          manifest: ahead?.manifest,
+          sentAhead: ahead?.sent,
+        },
+      };
+    });
+    const inMemory = !rec.dirty;
+    const data = rec.data;
     let r: { digest: Buffer } | { queued: number };
     if (how === 'queue' && !d.owner) {
       if (inMemory) await DirtyFile.writeCopy(this.writeBack.dirtyPath(name), data!, false);
       r = await this.writeBack.queueFile({ ...rec, dirty: name });
     } else {
-      const syncLater = inMemory ? undefined : d.syncLater();
       const makeDurable = async (): Promise<string> => {
         if (syncLater) await syncLater();
         else await DirtyFile.writeCopy(this.writeBack.dirtyPath(name), data!, true);
@@ -699,26 +717,28 @@ export class Vfs {
     const d = this.dirty.get(path);
     const now = (): bigint => BigInt(Date.now()) * 1_000_000n;
     if (d && !d.unlinked) {
-      await this.ownCopy(d);
-      if (a.size !== undefined) {
-        if (a.size > 0) await d.materialize(this.chunks);
-        d.materialized = true;
-        await d.truncate(a.size);
-      }
-      if (a.mode !== undefined) {
-        d.mode = a.mode & 0o7777;
-        d.changed();
-      }
-      if (a.mtimeNs !== undefined || a.atimeNs !== undefined) {
-        d.mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? d.entry().attr.mtimeNs);
-        d.atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? d.entry().attr.atimeNs);
-        d.changed();
-      }
-      if (changesOwner(a, d.entry().attr)) {
-        // Applied on the node right after the file's commit (it may not exist there yet).
-        d.owner = { uid: a.uid ?? -1, gid: a.gid ?? -1 };
-        d.changed();
-      }
+      await d.exclusive(async () => {
+        await this.ownCopy(d);
+        if (a.size !== undefined) {
+          if (a.size > 0) await d.materialize(this.chunks);
+          d.materialized = true;
+          await d.truncate(a.size);
+        }
+        if (a.mode !== undefined) {
+          d.mode = a.mode & 0o7777;
+          d.changed();
+        }
+        if (a.mtimeNs !== undefined || a.atimeNs !== undefined) {
+          d.mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? d.entry().attr.mtimeNs);
+          d.atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? d.entry().attr.atimeNs);
+          d.changed();
+        }
+        if (changesOwner(a, d.entry().attr)) {
+          // Applied on the node right after the file's commit (it may not exist there yet).
+          d.owner = { uid: a.uid ?? -1, gid: a.gid ?? -1 };
+          d.changed();
+        }
+      });
       return this.node(path, d.entry());
     }
     // tar, cp -p and rsync restore owner and mode that are usually already
