@@ -8,7 +8,7 @@ import { attrFromStats, fromTimespec, isDir, isLnk, nsToSeconds, type Attr } fro
 import { FsError } from '../wire/errors.js';
 import type { WMutateRequestOut } from '../wire/types.js';
 import { nativeAddon, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../native/addon.js';
-import { checkChildPath, checkPath } from './paths.js';
+import { checkChildPath, checkPath, parentOf } from './paths.js';
 import type { WorkspaceIndex } from './workspace-index.js';
 import type { IndexEntry } from './index-entry.js';
 
@@ -28,7 +28,37 @@ async function lstatOrNull(abs: string): Promise<Attr | null> {
 
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
 
+/**
+ * Runs a namespace change and reports what changed: the paths it touched
+ * and, for a change of names, the directories holding them (their link
+ * count and times moved: a mount shows them at once, as `mkdir d/x; stat d`
+ * expects, instead of when the change feed brings them).
+ */
 export async function mutate(index: WorkspaceIndex, req: WMutateRequestOut): Promise<MutationResult> {
+  const r = await apply(index, req);
+  for (const dir of directoriesOf(req)) {
+    if (r.changed.some((c) => c.path === dir)) continue;
+    await index.refresh(dir);
+    const entry = index.entries.get(dir);
+    if (entry) r.changed.push({ path: dir, entry });
+  }
+  return r;
+}
+
+/** The directories whose entries a request changes (already checked by apply()). */
+function directoriesOf(req: WMutateRequestOut): string[] {
+  const names =
+    req.op === 'mkdir' ? [req.mkdir!.path]
+    : req.op === 'rmdir' ? [req.rmdir!.path]
+    : req.op === 'unlink' ? [req.unlink!.path]
+    : req.op === 'symlink' ? [req.symlink!.path]
+    : req.op === 'link' ? [req.link!.path]
+    : req.op === 'rename' ? [req.rename!.from, req.rename!.to]
+    : [];
+  return [...new Set(names.map((n) => parentOf(checkChildPath(n))))];
+}
+
+async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<MutationResult> {
   const done = async (...paths: string[]): Promise<MutationResult> => {
     const changed = [];
     for (const p of paths) {
