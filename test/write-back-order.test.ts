@@ -108,7 +108,7 @@ t.test("a writer that changes a file while another writer's close is committing 
   // A slow link: the first close's commit is on its way for a while.
   proxy.set('delay', 300);
   const closing = vfs.flush(w1.fh);
-  await new Promise((r) => setTimeout(r, 100));
+  await waitFor("the first close's commit to be on its way", async () => wb.busy('f.txt') !== undefined, 5000);
   const w2 = await vfs.open(node.ino, C.O_WRONLY);
   await vfs.write(w2.fh, 0, Buffer.from('second writer\n'));
   await closing;
