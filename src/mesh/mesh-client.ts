@@ -6,7 +6,7 @@
 // hash is refused and asked of another replica.
 import * as grpc from '@grpc/grpc-js';
 import { hashChunk, hex } from '../content/manifest.js';
-import { ERRNO_KEY, FsError } from '../wire/errors.js';
+import { answerLost, ERRNO_KEY, FsError } from '../wire/errors.js';
 import type { WChangeEventOut, WHandshakeReplyOut, WMutateReplyOut, WMutateRequest } from '../wire/types.js';
 import { appliedBefore } from './mutation-retry.js';
 import { log } from '../log.js';
@@ -46,7 +46,8 @@ function isTransportError(err: unknown): boolean {
     e?.code === grpc.status.CANCELLED ||
     e?.code === grpc.status.UNKNOWN ||
     e?.code === grpc.status.INTERNAL ||
-    e?.code === grpc.status.RESOURCE_EXHAUSTED
+    e?.code === grpc.status.RESOURCE_EXHAUSTED ||
+    answerLost(err)
   );
 }
 

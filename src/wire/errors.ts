@@ -58,7 +58,20 @@ function stripPrefix(msg: string, errno: string): string {
 /** The node does not have the method called (an older node), as opposed to a filesystem ENOSYS it reports. */
 export function isUnimplemented(err: unknown): boolean {
   const e = err as grpc.ServiceError;
-  return e?.code === grpc.status.UNIMPLEMENTED && !e.metadata?.get?.(ERRNO_KEY)?.length;
+  return e?.code === grpc.status.UNIMPLEMENTED && !e.metadata?.get?.(ERRNO_KEY)?.length && !answerLost(err);
+}
+
+/**
+ * A unary call whose status came back but whose answer did not (its DATA
+ * frames lost on the way): grpc-js ends it with UNIMPLEMENTED "No message
+ * received". The node did run the call; only its answer is missing. Seen
+ * under the fault suite's lost DATA frames, where a commit so answered was
+ * taken for a refusal and the file's next version then met it as someone
+ * else's change.
+ */
+export function answerLost(err: unknown): boolean {
+  const e = err as grpc.ServiceError;
+  return e?.code === grpc.status.UNIMPLEMENTED && !e.metadata?.get?.(ERRNO_KEY)?.length && /^No message received/.test(e.details ?? '');
 }
 
 /** The errno a failed call stands for, as the mount reports it to the kernel. */
@@ -67,6 +80,7 @@ export function errnoOf(err: unknown): string {
   const fromNode = e?.metadata?.get?.(ERRNO_KEY)?.[0];
   if (typeof fromNode === 'string') return fromNode;
   if (err instanceof FsError) return err.errno;
+  if (answerLost(err)) return 'ETIMEDOUT'; // as a call whose answer did not come in time
   switch (e?.code) {
     case grpc.status.DEADLINE_EXCEEDED:
       return 'ETIMEDOUT';
