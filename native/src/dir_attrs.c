@@ -40,82 +40,16 @@ void dattr_destroy(gfs *g) { pthread_mutex_destroy(&g->dattr.lock); }
 
 static dattr_slot *slot_of(gfs *g, uint64_t ino) { return &g->dattr.slots[ino % DATTR_SLOTS]; }
 
-static int changing(gfs *g, uint64_t ino);
-
-int dattr_try_reply(gfs *g, fuse_req_t req, fuse_ino_t ino) {
-  struct stat st;
-  double left = 0;
-  pthread_mutex_lock(&g->dattr.lock);
-  dattr_slot *s = slot_of(g, ino);
-  int hit = s->valid && s->ino == ino && (left = s->expires - now_s()) > 0;
-  if (hit) st = s->st;
-  else if (s->ino == ino) s->valid = 0;
-  pthread_mutex_unlock(&g->dattr.lock);
-  if (!hit) return 0;
-  STAT_ADD(g, dir_attr_hits, 1);
-  fuse_reply_attr(req, &st, left);
-  return 1;
-}
-
-/* Forgets what is recorded for `req` (a request id is reused once answered). */
-static void clear_req(gfs *g, fuse_req_t req) {
-  for (int i = 0; i < DATTR_PENDING; i++)
-    if (g->dattr.pending[i].req == req) g->dattr.pending[i].req = NULL;
-}
-
-void dattr_forwarded(gfs *g, fuse_req_t req, fuse_ino_t ino) {
-  pthread_mutex_lock(&g->dattr.lock);
-  clear_req(g, req);
-  dattr_pending *p = &g->dattr.pending[g->dattr.next_pending++ % DATTR_PENDING];
-  p->req = req;
-  p->ino = ino;
-  p->stamp = g->dattr.inval_seq;
-  pthread_mutex_unlock(&g->dattr.lock);
-}
-
-/* The pending record of `req`, taken out of the table (NULL: none, or overwritten since). */
-static int take_pending(gfs *g, fuse_req_t req, dattr_pending *out) {
-  if (!req) return 0;
-  for (int i = 0; i < DATTR_PENDING; i++) {
-    dattr_pending *p = &g->dattr.pending[i];
-    if (p->req != req) continue;
-    *out = *p;
-    p->req = NULL;
-    return 1;
-  }
-  return 0;
-}
-
-void dattr_replied(gfs *g, fuse_req_t req, const struct stat *st) {
-  pthread_mutex_lock(&g->dattr.lock);
-  dattr_pending p;
-  if (take_pending(g, req, &p) && p.stamp == g->dattr.inval_seq && S_ISDIR(st->st_mode) && g->attr_timeout > 0 && !changing(g, p.ino)) {
-    dattr_slot *s = slot_of(g, p.ino);
-    s->ino = p.ino;
-    s->st = *st;
-    s->expires = now_s() + g->attr_timeout;
-    s->valid = 1;
-  }
-  pthread_mutex_unlock(&g->dattr.lock);
-}
-
-void dattr_failed(gfs *g, fuse_req_t req) {
-  pthread_mutex_lock(&g->dattr.lock);
-  dattr_pending p;
-  (void)take_pending(g, req, &p);
-  pthread_mutex_unlock(&g->dattr.lock);
-}
-
-static void drop_locked(gfs *g, fuse_ino_t ino) {
-  g->dattr.inval_seq++;
+/* Whatever is kept for `ino` goes (its slot may hold another node id's attributes: those stay). */
+static void forget_slot(gfs *g, uint64_t ino) {
   dattr_slot *s = slot_of(g, ino);
   if (s->ino == ino) s->valid = 0;
 }
 
-void dattr_drop(gfs *g, fuse_ino_t ino) {
-  pthread_mutex_lock(&g->dattr.lock);
-  drop_locked(g, ino);
-  pthread_mutex_unlock(&g->dattr.lock);
+/* Dropped, and no answer on its way may be kept any more. */
+static void drop_locked(gfs *g, fuse_ino_t ino) {
+  g->dattr.inval_seq++;
+  forget_slot(g, ino);
 }
 
 /* Whether a change to directory `ino` is under way (or one was lost track of: then none is kept any more). */
@@ -126,6 +60,73 @@ static int changing(gfs *g, uint64_t ino) {
     if (c->req && (c->ino[0] == ino || c->ino[1] == ino)) return 1;
   }
   return 0;
+}
+
+/* The pending GETATTR record of `req`, taken out of the table (0: none, or overwritten since). */
+static int take_pending(gfs *g, fuse_req_t req, dattr_pending *out) {
+  if (!req) return 0; /* (a free record's id) */
+  for (int i = 0; i < DATTR_PENDING; i++) {
+    dattr_pending *p = &g->dattr.pending[i];
+    if (p->req != req) continue;
+    *out = *p;
+    p->req = NULL;
+    return 1;
+  }
+  return 0;
+}
+
+int dattr_try_reply(gfs *g, fuse_req_t req, fuse_ino_t ino) {
+  struct stat st;
+  double left = 0;
+  pthread_mutex_lock(&g->dattr.lock);
+  dattr_slot *s = slot_of(g, ino);
+  int hit = s->valid && s->ino == ino && (left = s->expires - now_s()) > 0;
+  if (hit) st = s->st;
+  else forget_slot(g, ino); /* expired */
+  pthread_mutex_unlock(&g->dattr.lock);
+  if (!hit) return 0;
+  STAT_ADD(g, dir_attr_hits, 1);
+  fuse_reply_attr(req, &st, left);
+  return 1;
+}
+
+void dattr_forwarded(gfs *g, fuse_req_t req, fuse_ino_t ino) {
+  pthread_mutex_lock(&g->dattr.lock);
+  dattr_pending old;
+  (void)take_pending(g, req, &old); /* a request id is reused once answered */
+  dattr_pending *p = &g->dattr.pending[g->dattr.next_pending++ % DATTR_PENDING];
+  p->req = req;
+  p->ino = ino;
+  p->stamp = g->dattr.inval_seq;
+  pthread_mutex_unlock(&g->dattr.lock);
+}
+
+void dattr_answered(gfs *g, fuse_req_t req, const struct stat *st) {
+  pthread_mutex_lock(&g->dattr.lock);
+  /* A GETATTR's attributes are kept if nothing was invalidated since it came in and no change to the directory is under way. */
+  dattr_pending p;
+  if (take_pending(g, req, &p) && st && p.stamp == g->dattr.inval_seq && S_ISDIR(st->st_mode) && g->attr_timeout > 0 && !changing(g, p.ino)) {
+    dattr_slot *s = slot_of(g, p.ino);
+    s->ino = p.ino;
+    s->st = *st;
+    s->expires = now_s() + g->attr_timeout;
+    s->valid = 1;
+  }
+  /* A change answered: what was kept of its directories while it ran may predate it. */
+  for (int i = 0; i < DATTR_CHANGES; i++) {
+    dattr_change *c = &g->dattr.changes[i];
+    if (c->req != req) continue;
+    drop_locked(g, c->ino[0]);
+    if (c->ino[1]) drop_locked(g, c->ino[1]);
+    c->req = NULL;
+  }
+  pthread_mutex_unlock(&g->dattr.lock);
+}
+
+void dattr_drop(gfs *g, fuse_ino_t ino) {
+  pthread_mutex_lock(&g->dattr.lock);
+  drop_locked(g, ino);
+  pthread_mutex_unlock(&g->dattr.lock);
 }
 
 void dattr_changing(gfs *g, fuse_req_t req, fuse_ino_t a, fuse_ino_t b) {
@@ -147,23 +148,9 @@ void dattr_changing(gfs *g, fuse_req_t req, fuse_ino_t a, fuse_ino_t b) {
   pthread_mutex_unlock(&g->dattr.lock);
 }
 
-void dattr_answered(gfs *g, fuse_req_t req) {
-  pthread_mutex_lock(&g->dattr.lock);
-  for (int i = 0; i < DATTR_CHANGES; i++) {
-    dattr_change *c = &g->dattr.changes[i];
-    if (c->req != req) continue;
-    /* What was kept of these directories while the change ran may predate it. */
-    drop_locked(g, c->ino[0]);
-    if (c->ino[1]) drop_locked(g, c->ino[1]);
-    c->req = NULL;
-  }
-  pthread_mutex_unlock(&g->dattr.lock);
-}
-
 void dattr_forget(gfs *g, fuse_ino_t ino) {
   /* No GETATTR of a forgotten node id is under way (it would hold a reference): only the slot goes. */
   pthread_mutex_lock(&g->dattr.lock);
-  dattr_slot *s = slot_of(g, ino);
-  if (s->ino == ino) s->valid = 0;
+  forget_slot(g, ino);
   pthread_mutex_unlock(&g->dattr.lock);
 }

@@ -54,7 +54,7 @@ static gfs_msg *new_msg(int op, fuse_req_t req, fuse_ino_t ino) {
 /* Queues the request, or answers ENOMEM when not even that is possible. */
 static void forward(gfs_msg *m, fuse_req_t req) {
   if (!m) {
-    dattr_answered(fuse_req_userdata(req), req); /* a change it registered is over */
+    dattr_answered(fuse_req_userdata(req), req, NULL); /* a change it registered is over */
     fuse_reply_err(req, ENOMEM);
     return;
   }
@@ -794,8 +794,7 @@ static napi_value js_reply_err(napi_env env, napi_callback_info info) {
   reply_args r;
   double e;
   if (reply_begin(env, info, &r, 2) || get_double(env, r.argv[1], &e)) return NULL;
-  dattr_failed(r.g, r.req);
-  dattr_answered(r.g, r.req);
+  dattr_answered(r.g, r.req, NULL);
   SEND(&r, fuse_reply_err(r.req, (int)e));
   return reply_end(&r);
 }
@@ -816,7 +815,7 @@ static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
     e.attr_timeout = r.g->attr_timeout;
   }
   e.entry_timeout = r.g->entry_timeout;
-  dattr_answered(r.g, r.req);
+  dattr_answered(r.g, r.req, NULL);
   SEND(&r, fuse_reply_entry(r.req, &e));
   return reply_end(&r);
 }
@@ -829,8 +828,7 @@ static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
   if (get_f64(env, r.argv[1], ATTR_LEN, &a)) return NULL;
   struct stat st;
   attr_from(a, &st);
-  dattr_replied(r.g, r.req, &st);
-  dattr_answered(r.g, r.req);
+  dattr_answered(r.g, r.req, &st);
   SEND(&r, fuse_reply_attr(r.req, &st, r.g->attr_timeout));
   return reply_end(&r);
 }

@@ -165,16 +165,14 @@ void dattr_init(gfs *g);
 void dattr_destroy(gfs *g);
 /* Answers a GETATTR of a directory from kept attributes; 0 means "ask JS". */
 int dattr_try_reply(gfs *g, fuse_req_t req, fuse_ino_t ino);
-/* A GETATTR goes to JS: its answer may be kept (dattr_replied), unless something is invalidated meanwhile. */
+/* A GETATTR goes to JS: its answer may be kept (dattr_answered), unless something is invalidated meanwhile. */
 void dattr_forwarded(gfs *g, fuse_req_t req, fuse_ino_t ino);
-void dattr_replied(gfs *g, fuse_req_t req, const struct stat *st);
-void dattr_failed(gfs *g, fuse_req_t req);
 /* The node's kept attributes (if any) are no longer to be trusted, nor any answer still on its way. */
 void dattr_drop(gfs *g, fuse_ino_t ino);
 /* A request that changes directory a (and b, if not 0) goes to JS: dropped now and again once answered (dattr_answered). */
 void dattr_changing(gfs *g, fuse_req_t req, fuse_ino_t a, fuse_ino_t b);
-/* JS answered `req` (any request: those that change directories are looked up). */
-void dattr_answered(gfs *g, fuse_req_t req);
+/* JS answers `req` (with attributes `st`, or NULL): a GETATTR's are kept, a change to directories is over. */
+void dattr_answered(gfs *g, fuse_req_t req, const struct stat *st);
 /* The kernel forgot the node id. */
 void dattr_forget(gfs *g, fuse_ino_t ino);
 

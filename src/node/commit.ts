@@ -108,8 +108,8 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
     const [change] = await index.apply([{ path: finalPath, entry }]);
     // Uploaded chunks were staged; chunks sent inline never were. Removed
-    // after the answer (a big file's hundreds of unlinks took tens of ms of
-    // its commit); one left behind by a crash expires with the staging TTL.
+    // after the answer (a big file has hundreds, one unlink each); one left
+    // behind by a crash expires with the staging TTL.
     void Promise.all(input.chunks.filter((c) => !input.inline?.has(c.hash.toString('latin1'))).map((c) => source.dropStaged(c.hash)));
     nodeCommits.inc({ how: 'staged' });
     return { conflict, path: finalPath, entry, generation: change!.generation };

@@ -244,9 +244,9 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
     HasChunks: unary(ctx, 'HasChunks', async (req: { workspace: string; hashes: Buffer[] }) => {
       const ws = ctx.workspace(req.workspace);
       // A few at a time: a staged chunk is a stat on the thread pool, and a
-      // big file's close asks about hundreds (one after another they took
-      // tens of ms of its close; all at once they would queue ahead of the
-      // thread pool's other work).
+      // big file's close asks about hundreds (one after another, each waits
+      // for the last; all at once they would queue ahead of the thread
+      // pool's other work).
       const have = new Array<boolean>(req.hashes.length);
       let next = 0;
       const asker = async (): Promise<void> => {
