@@ -87,7 +87,7 @@ function rawCall(client: grpc.Client, method: string, bytes: Buffer, stream: boo
 }
 
 export async function hostileInput(o: ScenarioOptions): Promise<ScenarioResult> {
-  const w = await World.create({ driver: o.driver, bigBytes: 1024 * 1024 });
+  const w = await World.create({ driver: o.driver, bigBytes: 1024 * 1024, mountArgs: ['--write-back', o.writeBack ?? 'sync'] });
   const outside = join(w.base, 'outside');
   await mkdir(outside);
   await writeFile(join(outside, 'secret'), 'do not touch');

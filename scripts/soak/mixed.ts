@@ -23,6 +23,7 @@ interface Options {
   duration: number;
   procs: number;
   driver: string;
+  writeBack: 'sync' | 'async';
   json?: string;
   keep: boolean;
 }
@@ -34,13 +35,13 @@ function sampleProc(pid: number): { rssMiB: number; fds: number } {
 }
 
 async function main(o: Options): Promise<void> {
-  const w = await World.create({ driver: o.driver });
+  const w = await World.create({ driver: o.driver, mountArgs: ['--write-back', o.writeBack] });
   const node = await w.startNode();
   const mount = await w.startMount([node.endpoint]);
   const { mnt, source } = w;
   const pid = mount.child.pid!;
 
-  progress(`soak: ${o.procs} workers for ${o.duration / 1000} s through the ${o.driver} driver at ${mnt}\n`);
+  progress(`soak: ${o.procs} workers for ${o.duration / 1000} s through the ${o.driver} driver (${o.writeBack} write-back) at ${mnt}\n`);
   const started = Date.now();
   const until = started + o.duration;
   const workers = runWorkers(mnt, source, o.procs, until - Date.now(), false);
@@ -128,6 +129,7 @@ const program = new Command('soak-mixed')
   .addOption(new Option('--duration <d>', 'how long the workers run').argParser(parseDuration).default(parseDuration('10m'), '10m'))
   .addOption(new Option('--procs <n>', 'worker processes').argParser((v) => Number.parseInt(v, 10)).default(8))
   .addOption(new Option('--driver <name>', 'kernel driver of the mount').choices(['native', 'fuse-native']).default('native'))
+  .addOption(new Option('--write-back <mode>', "the mount's --write-back (async: files are checked on the node after the final unmount, which drains the queue)").choices(['sync', 'async']).default('sync'))
   .option('--json <file>', 'write the summary as JSON')
   .option('--keep', 'keep the work directory');
 program.parse();

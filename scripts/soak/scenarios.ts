@@ -16,6 +16,8 @@ export interface ScenarioOptions {
   driver: string;
   durationMs: number;
   procs: number;
+  /** The mount's --write-back (sync when absent). */
+  writeBack?: 'sync' | 'async';
   /** Keep the work directory (for a post-mortem). */
   keep?: boolean;
   log?: (line: string) => void;
@@ -30,7 +32,7 @@ export interface ScenarioResult extends Verdict {
 }
 
 /** Flags for every scenario's mount: short deadlines, so faults surface within seconds. */
-const MOUNT_ARGS = ['--deadline', '3s'];
+const mountArgs = (o: ScenarioOptions): string[] => ['--deadline', '3s', '--write-back', o.writeBack ?? 'sync'];
 
 const between = (lo: number, hi: number): number => lo + Math.random() * (hi - lo);
 
@@ -70,7 +72,7 @@ async function crashNodeBehind(w: World, proxy: FaultProxy, injected: Record<str
 
 /** The link between mount and node delays, resets, drops, blackholes and loses whole DATA frames, in turn. */
 async function linkFaults(o: ScenarioOptions): Promise<ScenarioResult> {
-  const w = await World.create({ driver: o.driver, mountArgs: MOUNT_ARGS });
+  const w = await World.create({ driver: o.driver, mountArgs: mountArgs(o) });
   const node = await w.startNode();
   const proxy = await FaultProxy.start(node.endpoint);
   await w.startMount([proxy.endpoint]);
@@ -82,7 +84,7 @@ async function linkFaults(o: ScenarioOptions): Promise<ScenarioResult> {
 
 /** The mount process is killed (-9) at random points and started again on the same cache. */
 async function killMount(o: ScenarioOptions): Promise<ScenarioResult> {
-  const w = await World.create({ driver: o.driver, mountArgs: MOUNT_ARGS });
+  const w = await World.create({ driver: o.driver, mountArgs: mountArgs(o) });
   const node = await w.startNode();
   await w.startMount([node.endpoint]);
   const injected: Record<string, number> = {};
@@ -104,7 +106,7 @@ async function killMount(o: ScenarioOptions): Promise<ScenarioResult> {
 
 /** The node is killed (-9) during commits and restarted on its state; the mount reaches it through a proxy whose upstream follows. */
 async function killNode(o: ScenarioOptions): Promise<ScenarioResult> {
-  const w = await World.create({ driver: o.driver, mountArgs: MOUNT_ARGS });
+  const w = await World.create({ driver: o.driver, mountArgs: mountArgs(o) });
   const node = await w.startNode();
   const proxy = await FaultProxy.start(node.endpoint);
   await w.startMount([proxy.endpoint]);
@@ -130,7 +132,7 @@ async function cacheFull(o: ScenarioOptions): Promise<ScenarioResult> {
   const small = await mountSmallFs('64m');
   const fs = small.dir;
   try {
-    const w = await World.create({ driver: o.driver, cacheDir: join(fs, 'cache'), mountArgs: [...MOUNT_ARGS, '--cache-quota', '40M', '--min-free', '0'] });
+    const w = await World.create({ driver: o.driver, cacheDir: join(fs, 'cache'), mountArgs: [...mountArgs(o), '--cache-quota', '40M', '--min-free', '0'] });
     const node = await w.startNode();
     await w.startMount([node.endpoint]);
     const injected: Record<string, number> = {};
@@ -152,7 +154,7 @@ async function cacheFull(o: ScenarioOptions): Promise<ScenarioResult> {
 
 /** A node whose chunk bytes arrive with a bit flipped, beside an intact replica. */
 async function corruptChunks(o: ScenarioOptions): Promise<ScenarioResult> {
-  const w = await World.create({ driver: o.driver, mountArgs: MOUNT_ARGS });
+  const w = await World.create({ driver: o.driver, mountArgs: mountArgs(o) });
   const node = await w.startNode();
   const proxy = await FaultProxy.start(node.endpoint);
   await w.startMount([proxy.endpoint, node.endpoint]);
@@ -163,7 +165,7 @@ async function corruptChunks(o: ScenarioOptions): Promise<ScenarioResult> {
 
 /** Two nodes serve the workspace; the primary dies (-9) mid-read again and again. */
 async function replicaDies(o: ScenarioOptions): Promise<ScenarioResult> {
-  const w = await World.create({ driver: o.driver, mountArgs: MOUNT_ARGS });
+  const w = await World.create({ driver: o.driver, mountArgs: mountArgs(o) });
   const primary = await w.startNode();
   const replica = await w.startNode(1);
   const proxy = await FaultProxy.start(primary.endpoint);
