@@ -2,8 +2,9 @@
 // on the mount and the node has it moments later. Checked on the node's own
 // disk: files appear without anyone waiting, `ghostfs sync` waits for them,
 // attribute changes right after close (tar) join the pending commit, fsync
-// sends the file at once, a write-back survives kill -9 of the mount, and a
-// rename waits for the content it moves.
+// sends the file at once, a rename waits for the content it moves, and a
+// write-back kept in its journal record survives kill -9 of the mount: shown,
+// edited and committed after the restart, or kept aside when refused.
 import t from 'tap';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -28,6 +29,8 @@ t.test('mount: asynchronous write-back', async (t) => {
   const S = (p: string) => join(src, p);
   const ghostfs = (...a: string[]) => run('env', [`GHOSTFS_RUN_DIR=${runDir}`, process.execPath, BIN, ...a], { timeoutMs: 60_000 });
   const sync = () => ghostfs('sync', mnt, '--json');
+  /** Files in the mount's dirty-copy dirs. */
+  const dirtyCopies = async () => (await readdir(join(cache, 'dirty'), { recursive: true, withFileTypes: true })).filter((f) => f.isFile()).map((f) => join(f.parentPath, f.name));
 
   await t.test('many small files reach the node by themselves; ghostfs sync waits for the rest', async (t) => {
     const w = await sh(`mkdir '${M('many')}' && for i in $(seq 1 300); do echo "file $i" > '${M('many')}'/f$i; done`);
@@ -47,7 +50,7 @@ t.test('mount: asynchronous write-back', async (t) => {
     const tree = join(base, 'tree');
     await mkdir(join(tree, 'sub'), { recursive: true });
     for (let i = 0; i < 40; i++) await writeFile(join(tree, 'sub', `f${i}.txt`), `content ${i}\n`.repeat(i + 1), { mode: i % 3 ? 0o644 : 0o755 });
-    await sh(`touch -d '2001-02-03 04:05:06.123456789' '${tree}'/sub/* && tar --format=posix -C '${tree}' -cf '${base}/t.tar' .`);
+    await sh(`touch -d '2001-02-03 04:05:06.123456789' '${tree}'/sub/* && chmod 750 '${tree}/sub' && touch -d '2002-03-04 05:06:07' '${tree}/sub' && tar --format=posix -C '${tree}' -cf '${base}/t.tar' .`);
     t.equal((await sh(`mkdir '${M('x')}' && tar -C '${M('x')}' -xf '${base}/t.tar'`)).code, 0);
     t.equal((await sync()).code, 0);
     const d = await sh(`tar -C '${S('x')}' -df '${base}/t.tar'`);
@@ -55,6 +58,36 @@ t.test('mount: asynchronous write-back', async (t) => {
     const st = await stat(S('x/sub/f3.txt'), { bigint: true });
     t.equal(st.mtimeNs % 1_000_000_000n, 123456789n, 'mtime to the nanosecond on the node');
     t.equal(Number(st.mode & 0o777n), 0o755, 'mode on the node');
+    // tar sets a directory's mode and times as it leaves it, while its files are still queued: they land after them.
+    const dir = await stat(S('x/sub'));
+    t.equal(dir.mtime.toISOString(), new Date(2002, 2, 4, 5, 6, 7).toISOString(), "the directory's mtime on the node, after its files' commits");
+    t.equal(dir.mode & 0o777, 0o750, "the directory's mode on the node");
+  });
+
+  await t.test("a directory's times given while its files are queued: kept, unless a name in it changes afterwards", async (t) => {
+    const before = Date.now();
+    const w = await sh(
+      [
+        `mkdir '${M('kt')}' '${M('nt')}' '${M('mt')}'`,
+        `for i in $(seq 1 20); do echo $i > '${M('kt')}'/f$i; echo $i > '${M('nt')}'/f$i; echo $i > '${M('mt')}'/f$i; done`,
+        // The last one big: its commit (upload, then commit) takes longest.
+        `head -c 8M /dev/urandom > '${M('kt')}/big'`,
+        `touch -d '2003-01-02 03:04:05' '${M('kt')}' '${M('nt')}' '${M('mt')}'`,
+        `stat -c %Y '${M('kt')}'`,
+        // Later changes of names: a file closed in nt, a directory made in mt.
+        `echo late > '${M('nt')}/late'`,
+        `mkdir '${M('mt')}/sub'`,
+      ].join(' && '),
+    );
+    t.equal(w.code, 0, w.stderr);
+    t.equal(Number(w.stdout.trim()), new Date(2003, 0, 2, 3, 4, 5).getTime() / 1000, 'the mount shows the times at once');
+    t.equal((await sync()).code, 0);
+    t.equal((await stat(S('kt'))).mtime.getTime(), new Date(2003, 0, 2, 3, 4, 5).getTime(), 'kept on the node after its 21 files landed');
+    t.equal((await readdir(S('kt'))).length, 21);
+    t.ok((await stat(S('nt'))).mtimeMs >= before - 2000, 'a file closed in the directory afterwards moves its mtime on the node');
+    t.equal(await readFile(S('nt/late'), 'utf8'), 'late\n');
+    t.ok((await stat(S('mt'))).mtimeMs >= before - 2000, 'a directory made in it afterwards moves its mtime on the node');
+    t.equal((await run('stat', ['-c', '%Y', M('nt')])).stdout.trim(), String(Math.floor((await stat(S('nt'))).mtimeMs / 1000)), 'the mount agrees with the node');
   });
 
   await t.test('fsync sends a queued file to the node at once', async (t) => {
@@ -70,17 +103,34 @@ t.test('mount: asynchronous write-back', async (t) => {
   });
 
   await t.test('kill -9 right after close: the next mount commits what was closed', async (t) => {
+    t.equal((await sh(`mkdir '${M('kd')}'`)).code, 0);
     await m.stop();
     // The node is away: closes are journaled and cannot be committed yet.
     process.kill(node.child.pid!, 'SIGSTOP');
     m = await MountProc.start(node.endpoint, mnt, args, env);
-    t.equal((await sh(`for i in 1 2 3; do echo "kept $i" > '${M('kept')}'$i; done`)).code, 0, 'closes return with the node stopped');
+    t.equal((await sh(`for i in 1 2 3; do echo "kept $i" > '${M('kept')}'$i; done; echo blocked > '${M('blocked')}'; echo in > '${M('kd/f')}'; touch -d '2005-06-07 08:09:10' '${M('kd')}'`)).code, 0, 'closes (and a directory\'s times) return with the node stopped');
+    // Small files queued by an asynchronous close are kept in their journal records, not in dirty copies.
+    t.same(await dirtyCopies(), [], 'no dirty copy for queued small files');
     await m.kill();
-    process.kill(node.child.pid!, 'SIGCONT');
+    // A directory on the node where a queued file goes: the node refuses that one.
+    await mkdir(S('blocked'));
+    // Remounted with the node still away: the journal's content is what the mount shows, and can be edited.
     m = await MountProc.start(node.endpoint, mnt, args, env);
-    await waitFor('the journal replayed', async () => (await readFile(S('kept3'), 'utf8')) === 'kept 3\n');
-    t.equal(await readFile(S('kept1'), 'utf8'), 'kept 1\n');
+    t.equal((await run('cat', [M('kept2')])).stdout, 'kept 2\n', 'a queued file read back after the restart');
+    t.equal((await sh(`echo more >> '${M('kept1')}'`)).code, 0, 'a queued file appended to after the restart');
+    t.equal((await run('cat', [M('kept1')])).stdout, 'kept 1\nmore\n');
+    process.kill(node.child.pid!, 'SIGCONT');
+    await waitFor('the journal replayed', async () => (await readFile(S('kept3'), 'utf8').catch(() => '')) === 'kept 3\n');
+    await waitFor('the edit committed', async () => (await readFile(S('kept1'), 'utf8').catch(() => '')) === 'kept 1\nmore\n');
     t.equal(await readFile(S('kept2'), 'utf8'), 'kept 2\n');
+    await waitFor("the directory's journaled times", async () => (await stat(S('kd'))).mtime.getTime() === new Date(2005, 5, 7, 8, 9, 10).getTime());
+    t.equal(await readFile(S('kd/f'), 'utf8'), 'in\n', 'with the file closed in it before them');
+    // The refused file's bytes are kept aside in the cache dir, as for any refused write-back.
+    await waitFor('the refused bytes kept aside', async () => (await dirtyCopies()).some((f) => f.endsWith('.failed')));
+    const failed = (await dirtyCopies()).filter((f) => f.endsWith('.failed'));
+    t.equal(failed.length, 1, 'one refused file kept aside');
+    t.equal(await readFile(failed[0]!, 'utf8'), 'blocked\n', 'with the bytes that were closed');
+    t.ok((await stat(S('blocked'))).isDirectory(), "the node's directory is untouched");
   });
 
   t.equal(await m.stop(), 0, 'clean unmount');

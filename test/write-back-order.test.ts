@@ -1,68 +1,27 @@
 // The write-back's ordering of versions of one file, driven in process
-// against a real node behind a fault proxy (real gRPC, real RocksDB journal
-// and metadata, real chunk cache on disk; no FUSE: the VFS and the
-// write-back are called directly, as the drivers call them).
+// against a real node behind a fault proxy (helpers/write-back-rig.ts).
 // - A version whose commit reached the node but whose answer was lost stays
 //   queued; a newer version of the same file closed once the node answers
 //   again must land on top of it, not beside it as a conflict copy (the
 //   node holds our own older version, not someone else's).
 // - A writer that opens and changes a file while another writer's close is
 //   still committing it has its own close commit its change.
-import t, { type Test } from 'tap';
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import t from 'tap';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { constants as C } from 'node:fs';
-import { Store } from '../src/store/db.js';
-import { MetaStore } from '../src/cache/meta-store.js';
-import { Journal } from '../src/cache/journal.js';
-import { ChunkStore } from '../src/cache/chunk-store.js';
-import { HashPool } from '../src/content/hash-pool.js';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
 import { chunkBuffer } from '../src/content/chunk-file.js';
-import { MeshClient } from '../src/mesh/mesh-client.js';
-import { WriteBack } from '../src/mount/write-back.js';
 import { DirtyFile } from '../src/mount/dirty-file.js';
-import { ChunkReader } from '../src/mount/chunk-reader.js';
-import { ROOT_INO, Vfs } from '../src/mount/vfs.js';
-import { FaultProxy } from '../scripts/soak/lib/fault-proxy.js';
-import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { ROOT_INO } from '../src/mount/vfs.js';
 import { waitFor } from './helpers/mount-proc.js';
-
-/** A node serving `files` behind a fault proxy, and a mount's write-back and VFS on it (in this process). */
-async function setUp(t: Test, files: Record<string, Buffer>, deadlineMs: number) {
-  const base = await tempDir(t);
-  const root = join(base, 'ws');
-  const cache = join(base, 'cache');
-  await mkdir(root);
-  for (const [name, data] of Object.entries(files)) await writeFile(join(root, name), data);
-  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
-  t.teardown(() => node.stop('SIGKILL'));
-  const proxy = await FaultProxy.start(node.endpoint);
-  t.teardown(() => proxy.close());
-
-  const store = await Store.open(join(cache, 'db'));
-  t.teardown(() => store.close());
-  const meta = new MetaStore(store, 'default');
-  await meta.load();
-  const chunks = new ChunkStore(join(cache, 'chunks'), { quotaBytes: Infinity, minFreeBytes: 0 });
-  await chunks.init();
-  const hasher = new HashPool(1, DEFAULT_CHUNKING, 4 * 1024 * 1024);
-  t.teardown(() => hasher.close());
-  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs, backoffMs: 1 });
-  t.teardown(() => mesh.close());
-  await mesh.handshake();
-  const wb = new WriteBack(meta, mesh, new Journal(store, 'default'), chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs });
-  await wb.init();
-  t.teardown(() => wb.stop());
-  const vfs = new Vfs(meta, mesh, new ChunkReader(chunks, mesh), wb, { readaheadChunks: 4, wholeFileBytes: 4 << 20 });
-  return { root, proxy, mesh, wb, vfs };
-}
+import { writeBackRig } from './helpers/write-back-rig.js';
 
 t.test('a newer version closed while an older one, landed unbeknown, is still queued', async (t) => {
   const A = Buffer.from('version A\n');
   const B = Buffer.from('version B, whose answer is lost\n');
   const C_ = Buffer.from('version C, closed last\n');
-  const { root, proxy, mesh, wb } = await setUp(t, { 'f.txt': A }, 400);
+  const { root, proxy, mesh, wb } = await writeBackRig(t, { 'f.txt': A }, 400);
 
   const version = (data: Buffer, baseSeq?: number) => {
     const rec = { path: 'f.txt', dirty: '', baseDigest: chunkBuffer(A, DEFAULT_CHUNKING).digest, expectAbsent: false, baseSeq, mode: 0o644, data };
@@ -101,7 +60,7 @@ t.test('a newer version closed while an older one, landed unbeknown, is still qu
 });
 
 t.test("a writer that changes a file while another writer's close is committing it: its own close commits the change", async (t) => {
-  const { root, proxy, vfs, wb } = await setUp(t, {}, 10_000);
+  const { root, proxy, vfs, wb } = await writeBackRig(t, {}, 10_000);
   await vfs.list('');
   const { node, handle: w1 } = await vfs.create(ROOT_INO, 'f.txt', 0o644);
   await vfs.write(w1.fh, 0, Buffer.from('first writer\n'));

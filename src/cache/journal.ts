@@ -11,7 +11,11 @@ export interface JournalEntry {
   seq: number;
   /** Workspace path the content is for. */
   path: string;
-  /** Name of the dirty copy under the cache's dirty dir; '' for content kept only in memory (committed straight from close(), never journaled). */
+  /**
+   * Name of the dirty copy under the cache's dirty dir; '' for content with
+   * no copy: held in memory (committed straight from close(), never
+   * journaled) or, journaled, stored in the record itself.
+   */
   dirty: string;
   /** Digest the file had when the writer opened it (absent: it was created). */
   baseDigest?: Buffer;
@@ -23,11 +27,20 @@ export interface JournalEntry {
    */
   baseSeq?: number;
   mode: number;
+  /**
+   * A directory's attributes, not a file's content: a mode (when `setsMode`)
+   * and times given while files in it were still queued, applied after them.
+   */
+  dirAttrs?: { setsMode: boolean };
   /** Set explicitly by the writer (utimens while open); else the node stamps the commit time. */
   mtimeNs?: bigint;
   atimeNs?: bigint;
   closedAt: number;
-  /** The content itself, for a small file closed by this process (memory only; the dirty copy is what survives a crash). */
+  /**
+   * The content itself, for a small file closed by this process. Stored in
+   * the record when it has no dirty copy (then it is what survives a crash);
+   * otherwise memory only.
+   */
   data?: Buffer;
   /** A big file's chunk list, made while it was written (memory only), and the end of its early upload. */
   manifest?: Manifest;
@@ -35,10 +48,15 @@ export interface JournalEntry {
 }
 
 function encode(e: JournalEntry): Buffer {
-  const w = new Writer(128);
+  const w = new Writer(128 + (e.data?.length ?? 0));
   w.string(e.path).string(e.dirty).bytes(e.baseDigest ?? Buffer.alloc(0)).bool(e.expectAbsent).uint(e.mode).uint(e.closedAt);
   w.bool(e.mtimeNs !== undefined);
   if (e.mtimeNs !== undefined) w.i64(e.mtimeNs).i64(e.atimeNs ?? e.mtimeNs);
+  // Added later: records written before it end here (and all have a dirty copy).
+  const inRecord = !e.dirty && e.data !== undefined;
+  w.bool(inRecord);
+  if (inRecord) w.bytes(e.data!);
+  w.uint(e.dirAttrs ? 1 | (e.dirAttrs.setsMode ? 2 : 0) : 0);
   return w.done();
 }
 
@@ -55,6 +73,10 @@ function decode(seq: number, b: Buffer): JournalEntry {
     e.mtimeNs = r.i64();
     e.atimeNs = r.i64();
   }
+  // Copied out: the record's buffer belongs to the database read.
+  if (!r.done && r.bool()) e.data = Buffer.from(r.bytes());
+  const flags = r.done ? 0 : r.uint();
+  if (flags & 1) e.dirAttrs = { setsMode: (flags & 2) !== 0 };
   return e;
 }
 

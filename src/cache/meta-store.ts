@@ -388,14 +388,21 @@ export class MetaStore {
 
   /** One entry changed (null: removed). Its parent's listing stays complete. */
   async put(path: string, e: MetaEntry | null): Promise<void> {
+    await this.putMany([[path, e]]);
+  }
+
+  /** Several entries (null: removed) in one database write, in order. */
+  async putMany(changes: readonly (readonly [string, MetaEntry | null])[]): Promise<void> {
     const w = this.begin();
-    if (e) {
-      const prev = this.entries.get(path);
-      const keepListed = prev?.listed && isDir(prev.attr.mode) && isDir(e.attr.mode);
-      if (prev && isDir(prev.attr.mode) && !isDir(e.attr.mode)) this.removeIn(w, path);
-      this.putIn(w, path, keepListed ? { ...e, listed: true } : e);
-    } else {
-      this.removeIn(w, path);
+    for (const [path, e] of changes) {
+      if (e) {
+        const prev = this.entries.get(path);
+        const keepListed = prev?.listed && isDir(prev.attr.mode) && isDir(e.attr.mode);
+        if (prev && isDir(prev.attr.mode) && !isDir(e.attr.mode)) this.removeIn(w, path);
+        this.putIn(w, path, keepListed ? { ...e, listed: true } : e);
+      } else {
+        this.removeIn(w, path);
+      }
     }
     await this.commit(w);
   }

@@ -10,7 +10,7 @@
 // no local file calls at all when the node takes the commit at close: each
 // such call is a trip through the thread pool, which measured ~1 ms for the
 // create alone on a loaded 2-core machine.
-import { copyFile, open, type FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { closeSync, constants as C, openSync, unlinkSync, writeSync } from 'node:fs';
 import { S_IFMT, S_IFREG, type Attr } from '../content/attr.js';
 import type { ChunkRef } from '../content/manifest.js';
@@ -134,8 +134,8 @@ export class DirtyFile {
    * is still pending): a copy of it, with the record's base, so the next
    * commit carries both changes.
    */
-  static async fromPending(path: string, pendingFile: string, file: string, name: string, shown: MetaEntry, pending: { seq: number; baseDigest?: Buffer; expectAbsent: boolean }): Promise<DirtyFile> {
-    await copyFile(pendingFile, file, C.COPYFILE_EXCL);
+  static async fromPending(path: string, copyPending: (file: string) => Promise<void>, file: string, name: string, shown: MetaEntry, pending: { seq: number; baseDigest?: Buffer; expectAbsent: boolean }): Promise<DirtyFile> {
+    await copyPending(file);
     const fh = await open(file, C.O_RDWR);
     const size = (await fh.stat()).size;
     const d = new DirtyFile(path, name, file, { ...shown.attr, size }, pending.baseDigest, pending.expectAbsent, undefined);

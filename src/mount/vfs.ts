@@ -3,9 +3,9 @@
 // into these calls. Inode numbers are the node's own (stable across
 // remounts and the same on every mount); the root is also reachable as
 // ROOT_INO, the number the kernel uses for it.
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import pLimit from 'p-limit';
-import { attrFromStats, isDir, isLnk, isReg, toTimespec, type Attr } from '../content/attr.js';
+import { attrFromStats, isDir, isLnk, isReg, S_IFREG, toTimespec, type Attr } from '../content/attr.js';
 import type { ChunkRef } from '../content/manifest.js';
 import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
@@ -18,6 +18,7 @@ import type { ChunkReader } from './chunk-reader.js';
 import { DirtyFile, isLocalIno, nextLocalIno } from './dirty-file.js';
 import { entryFromWire } from './vfs-entry.js';
 import { HOLD_BYTES, INLINE_BYTES, type WriteBack } from './write-back.js';
+import type { JournalEntry } from '../cache/journal.js';
 
 export const ROOT_INO = 1;
 
@@ -271,8 +272,8 @@ export class Vfs {
   }
 
   /** A file closed while no node answered: reads see the queued content. */
-  private async handleOnPending(path: string, pending: { seq: number; dirty: string }): Promise<FileHandle> {
-    const data = await readFile(this.writeBack.dirtyPath(pending.dirty));
+  private async handleOnPending(path: string, pending: JournalEntry): Promise<FileHandle> {
+    const data = await this.writeBack.pendingContent(pending);
     const h: FileHandle = { fh: this.nextFh++, path, size: data.length, chunks: [], lastEnd: 0, aheadTo: 0, readOnly: true };
     h.pendingData = data;
     h.pendingSeq = pending.seq;
@@ -384,7 +385,7 @@ export class Vfs {
     let d: DirtyFile;
     if (pending) {
       // Still queued (no node): go on from the queued content, not the node's.
-      d = await DirtyFile.fromPending(path, this.writeBack.dirtyPath(pending.dirty), this.writeBack.dirtyPath(name), name, shown, pending);
+      d = await DirtyFile.fromPending(path, (file) => this.writeBack.copyPending(pending, file), this.writeBack.dirtyPath(name), name, shown, pending);
       this.follow(d);
     } else {
       // Read again: the flush above may just have committed a queued version,
@@ -583,8 +584,10 @@ export class Vfs {
     const data = rec.data;
     let r: { digest: Buffer } | { queued: number };
     if (how === 'queue' && !d.owner) {
-      if (inMemory) await DirtyFile.writeCopy(this.writeBack.dirtyPath(name), data!, false);
-      r = await this.writeBack.queueFile({ ...rec, dirty: name });
+      // Small content travels in its journal record; larger content kept in memory gets a copy (in the page cache).
+      const inRecord = inMemory && this.writeBack.takesInRecord(data!.length);
+      if (inMemory && !inRecord) await DirtyFile.writeCopy(this.writeBack.dirtyPath(name), data!, false);
+      r = await this.writeBack.queueFile({ ...rec, dirty: inRecord ? '' : name });
     } else {
       const makeDurable = async (): Promise<string> => {
         if (syncLater) await syncLater();
@@ -612,6 +615,8 @@ export class Vfs {
 
   /** Runs a namespace change on the node and records what it reports. */
   private async mutate(touched: string[], req: Omit<WMutateRequest, 'workspace'>, removed: string[] = []): Promise<void> {
+    // A change of names moves its directories' mtimes: times queued for them must not land after it.
+    if (req.mkdir || req.rmdir || req.unlink || req.symlink || req.link || req.rename) await this.writeBack.beforeNameChange([...touched, ...removed]);
     await this.writeBack.flushPaths(touched).catch((err) => {
       throw new FsError('EROFS', `no node reachable to take pending changes first: ${(err as Error).message}`);
     });
@@ -627,11 +632,9 @@ export class Vfs {
     // echo of a commit just before, say): they must not undo this change, as
     // a late "changed" would bring back a name just renamed away.
     for (const p of new Set([...touched, ...removed, ...r.entries.map((e) => e.name)])) this.meta.markOwnCommit(p, r.by, r.generation);
-    for (const p of removed) {
-      this.forgetPath(p);
-      await this.meta.put(p, null);
-    }
-    for (const e of r.entries) await this.meta.put(e.name, entryFromWire(e));
+    for (const p of removed) this.forgetPath(p);
+    // One database write: a mkdir's answer carries the new directory and its parent.
+    await this.meta.putMany([...removed.map((p) => [p, null] as const), ...r.entries.map((e) => [e.name, entryFromWire(e)] as const)]);
     // Parents' listings stay complete: new children were recorded above.
   }
 
@@ -751,10 +754,16 @@ export class Vfs {
     // Nothing left to change (a chown to the owner it has): nothing to ask anyone.
     if (a.size === undefined && a.mode === undefined && !times && !ownerChange) return this.node(path, shown);
     // A closed file still queued for the node: mode and times join its record.
+    // So do a directory's while files in it are queued (asynchronous write-back,
+    // and the directory keeps its search bit: deeper commits go on through it).
     if (a.size === undefined && !ownerChange) {
       const mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? cur.mtimeNs);
       const atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? cur.atimeNs);
-      if (await this.writeBack.amend(path, { mode: a.mode, ...(times ? { mtimeNs, atimeNs } : {}) })) {
+      const change = { mode: a.mode !== undefined && (a.mode & 0o7777) !== (cur.mode & 0o7777) ? a.mode & 0o7777 : undefined, ...(times ? { mtimeNs, atimeNs } : {}) };
+      const queued =
+        (await this.writeBack.amend(path, { mode: a.mode, ...(times ? { mtimeNs, atimeNs } : {}) })) ||
+        (this.opts.asyncWriteBack && path !== '' && isDir(cur.mode) && ((change.mode ?? cur.mode) & 0o100) !== 0 && (change.mode !== undefined || times) && (await this.writeBack.queueDirAttrs(path, change)));
+      if (queued) {
         const attr = { ...cur, ...(a.mode !== undefined ? { mode: (cur.mode & ~0o7777) | (a.mode & 0o7777) } : {}), ...(times ? { mtimeNs, atimeNs } : {}), ctimeNs: now() };
         this.meta.putVolatile(path, { ...this.meta.get(path), attr });
         return this.node(path, this.meta.get(path)!);
@@ -792,12 +801,12 @@ export class Vfs {
   }
 
   /** After a restart: files closed while no node answered show their queued content. */
-  async showPending(records: { path: string; dirty: string; mode: number }[]): Promise<void> {
+  async showPending(records: JournalEntry[]): Promise<void> {
     for (const r of records) {
-      const st = await stat(this.writeBack.dirtyPath(r.dirty), { bigint: true }).catch(() => undefined);
-      if (!st) continue;
+      const st = r.dirty ? await stat(this.writeBack.dirtyPath(r.dirty), { bigint: true }).catch(() => undefined) : undefined;
+      const attr = st ? attrFromStats(st) : r.data ? inRecordAttr(r, r.data.length) : undefined;
+      if (!attr) continue;
       const base = this.meta.get(r.path);
-      const attr = attrFromStats(st);
       this.meta.putVolatile(r.path, { attr: base ? { ...base.attr, size: attr.size, mtimeNs: attr.mtimeNs, ctimeNs: attr.ctimeNs } : { ...attr, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode } });
     }
   }
@@ -846,6 +855,12 @@ export class Vfs {
     // mostly free filesystem so tools that check free space proceed.
     return { bsize: 4096, blocks: 2 ** 31, bfree: 2 ** 30, bavail: 2 ** 30, files: 2 ** 31, ffree: 2 ** 30, namemax: 255 };
   }
+}
+
+/** What a file queued with its bytes in its journal record shows after a restart (it has no dirty copy to stat). */
+function inRecordAttr(r: JournalEntry, size: number): Attr {
+  const t = r.mtimeNs ?? BigInt(r.closedAt) * 1_000_000n;
+  return { dev: 0, ino: 0, mode: S_IFREG | r.mode, nlink: 1, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, rdev: 0, size, blocks: Math.ceil(size / 512), atimeNs: r.atimeNs ?? t, mtimeNs: t, ctimeNs: t };
 }
 
 /**

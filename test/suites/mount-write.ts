@@ -2,7 +2,7 @@
 // mount, driven by child processes, checked on the node's own disk.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, writeFile, stat, lstat, readdir, readlink } from 'node:fs/promises';
+import { mkdir, readFile, writeFile, stat, lstat, readdir, readlink, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -226,14 +226,10 @@ if (step === 'grow') {
     t.ok(onNode.subarray(0, 50_000_000).equals(big.subarray(0, 50_000_000)) && onNode.subarray(50_000_006).equals(big.subarray(50_000_006)), 'and nothing else changed');
   });
 
-  await t.test('a big file written front to back reaches the node while it is written', async (t) => {
-    const data = randomBytes(40 * 1024 * 1024);
-    const local = join(base, 'ahead.src');
-    await writeFile(local, data);
-    const staging = join(base, 'state', 'staging', 'default');
-    const chunkFiles = async (): Promise<string[]> => (await readdir(staging).catch(() => [] as string[])).filter((n) => /^[0-9a-f]{64}$/.test(n));
-    t.same(await chunkFiles(), [], 'nothing staged on the node before');
-    // The writer copies 32 MiB, says so, waits for a line on stdin, writes the rest and closes.
+  const staging = join(base, 'state', 'staging', 'default');
+  const chunkFiles = async (): Promise<string[]> => (await readdir(staging).catch(() => [] as string[])).filter((n) => /^[0-9a-f]{64}$/.test(n));
+  /** A writer that copies 32 MiB of `local` to `target`, waits until `go()` is called, then writes the rest and closes. */
+  const halfWriter = async (local: string, target: string): Promise<{ go(): Promise<void> }> => {
     const script = `
       const fs = require('node:fs');
       const src = fs.readFileSync(process.argv[1]);
@@ -242,20 +238,47 @@ if (step === 'grow') {
       put(0, 32 << 20);
       console.log('half');
       process.stdin.once('data', () => { put(32 << 20, src.length); fs.closeSync(fd); console.log('closed'); process.exit(0); });`;
-    const writer = spawn(process.execPath, ['-e', script, local, M('ahead.bin')], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const said = (word: string) => new Promise<void>((resolve, reject) => {
-      const onData = (d: Buffer) => d.toString().includes(word) && resolve();
-      writer.stdout!.on('data', onData);
-      writer.once('exit', (code) => reject(new Error(`writer exited (${code}) before saying ${word}`)));
-    });
+    const writer = spawn(process.execPath, ['-e', script, local, target], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const said = (word: string) =>
+      new Promise<void>((resolve, reject) => {
+        const onData = (d: Buffer) => d.toString().includes(word) && resolve();
+        writer.stdout!.on('data', onData);
+        writer.once('exit', (code) => reject(new Error(`writer exited (${code}) before saying ${word}`)));
+      });
     await said('half');
+    return {
+      go: async () => {
+        const closed = said('closed');
+        writer.stdin!.write('go\n');
+        await closed;
+      },
+    };
+  };
+
+  await t.test('a big file written front to back reaches the node while it is written', async (t) => {
+    const data = randomBytes(40 * 1024 * 1024);
+    const local = join(base, 'ahead.src');
+    await writeFile(local, data);
+    t.same(await chunkFiles(), [], 'nothing staged on the node before');
+    const writer = await halfWriter(local, M('ahead.bin'));
     await waitFor('chunks of the open file to be staged on the node', async () => (await chunkFiles()).length > 0, 30_000);
     t.pass(`${(await chunkFiles()).length} chunks on the node while the file is still open`);
     t.notOk(await stat(S('ahead.bin')).catch(() => undefined), 'the file itself appears only at close');
-    writer.stdin!.write('go\n');
-    await said('closed');
+    await writer.go();
     t.ok((await readFile(S('ahead.bin'))).equals(data), 'the node has exactly the bytes written');
     t.same(await chunkFiles(), [], 'the commit used every staged chunk');
+  });
+
+  await t.test('chunks sent ahead that the node no longer has (their replica died) are sent again at close', async (t) => {
+    const data = randomBytes(40 * 1024 * 1024);
+    const local = join(base, 'lost.src');
+    await writeFile(local, data);
+    const writer = await halfWriter(local, M('lost.bin'));
+    await waitFor('chunks of the open file to be staged on the node', async () => (await chunkFiles()).length > 0, 30_000);
+    // Gone from the node as the chunks of a replica that died with them would be.
+    for (const f of await chunkFiles()) await rm(join(staging, f));
+    await writer.go();
+    t.ok((await readFile(S('lost.bin'))).equals(data), 'close succeeded and the node has exactly the bytes written');
   });
 
   await t.test('a file changed on the node between open and close gets a conflict copy', async (t) => {

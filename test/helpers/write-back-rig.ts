@@ -1,0 +1,50 @@
+// A mount's write-back and VFS in the test's own process, on a real node
+// behind a fault proxy: real gRPC, real RocksDB journal and metadata, a real
+// chunk cache on disk; no FUSE (the VFS and the write-back are called
+// directly, as the drivers call them).
+import type { Test } from 'tap';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Store } from '../../src/store/db.js';
+import { MetaStore } from '../../src/cache/meta-store.js';
+import { Journal } from '../../src/cache/journal.js';
+import { ChunkStore } from '../../src/cache/chunk-store.js';
+import { HashPool } from '../../src/content/hash-pool.js';
+import { DEFAULT_CHUNKING } from '../../src/content/chunker.js';
+import { MeshClient } from '../../src/mesh/mesh-client.js';
+import { WriteBack } from '../../src/mount/write-back.js';
+import { ChunkReader } from '../../src/mount/chunk-reader.js';
+import { Vfs } from '../../src/mount/vfs.js';
+import { FaultProxy } from '../../scripts/soak/lib/fault-proxy.js';
+import { NodeProc, tempDir } from './node-proc.js';
+
+/** A node serving `files` behind a fault proxy, and a mount's write-back and VFS on it (in this process). */
+export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number) {
+  const base = await tempDir(t);
+  const root = join(base, 'ws');
+  const cache = join(base, 'cache');
+  await mkdir(root);
+  for (const [name, data] of Object.entries(files)) await writeFile(join(root, name), data);
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const proxy = await FaultProxy.start(node.endpoint);
+  t.teardown(() => proxy.close());
+
+  const store = await Store.open(join(cache, 'db'));
+  t.teardown(() => store.close());
+  const meta = new MetaStore(store, 'default');
+  await meta.load();
+  const chunks = new ChunkStore(join(cache, 'chunks'), { quotaBytes: Infinity, minFreeBytes: 0 });
+  await chunks.init();
+  const hasher = new HashPool(1, DEFAULT_CHUNKING, 4 * 1024 * 1024);
+  t.teardown(() => hasher.close());
+  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs, backoffMs: 1 });
+  t.teardown(() => mesh.close());
+  await mesh.handshake();
+  const wb = new WriteBack(meta, mesh, new Journal(store, 'default'), chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs });
+  await wb.init();
+  t.teardown(() => wb.stop());
+  const vfs = new Vfs(meta, mesh, new ChunkReader(chunks, mesh), wb, { readaheadChunks: 4, wholeFileBytes: 4 << 20 });
+  return { base, root, proxy, mesh, wb, vfs };
+}
+
