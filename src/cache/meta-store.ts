@@ -391,8 +391,8 @@ export class MetaStore {
     await this.putMany([[path, e]]);
   }
 
-  /** Several entries (null: removed) in one database write, in order. */
-  async putMany(changes: readonly (readonly [string, MetaEntry | null])[]): Promise<void> {
+  /** Several entries (null: removed) in one database write, in order, with whatever `also` adds to it. */
+  async putMany(changes: readonly (readonly [string, MetaEntry | null])[], also?: (b: Batch) => void): Promise<void> {
     const w = this.begin();
     for (const [path, e] of changes) {
       if (e) {
@@ -404,7 +404,7 @@ export class MetaStore {
         this.removeIn(w, path);
       }
     }
-    await this.commit(w);
+    await this.commit(w, also);
   }
 
   /**

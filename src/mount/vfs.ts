@@ -615,8 +615,11 @@ export class Vfs {
 
   /** Runs a namespace change on the node and records what it reports. */
   private async mutate(touched: string[], req: Omit<WMutateRequest, 'workspace'>, removed: string[] = []): Promise<void> {
-    // A change of names moves its directories' mtimes: times queued for them must not land after it.
-    if (req.mkdir || req.rmdir || req.unlink || req.symlink || req.link || req.rename) await this.writeBack.beforeNameChange([...touched, ...removed]);
+    // A change of names moves its directories' mtimes: times queued for them must not land after it
+    // (a link changes the directory of its new name only).
+    if (req.mkdir || req.rmdir || req.unlink || req.symlink || req.link || req.rename) {
+      await this.writeBack.beforeNameChange(req.link ? touched.filter((p) => p !== req.link!.existing) : [...touched, ...removed]);
+    }
     await this.writeBack.flushPaths(touched).catch((err) => {
       throw new FsError('EROFS', `no node reachable to take pending changes first: ${(err as Error).message}`);
     });
@@ -754,15 +757,20 @@ export class Vfs {
     // Nothing left to change (a chown to the owner it has): nothing to ask anyone.
     if (a.size === undefined && a.mode === undefined && !times && !ownerChange) return this.node(path, shown);
     // A closed file still queued for the node: mode and times join its record.
-    // So do a directory's while files in it are queued (asynchronous write-back,
-    // and the directory keeps its search bit: deeper commits go on through it).
+    // So do a directory's while files in it are queued (asynchronous
+    // write-back), when its mtime is given (an atime alone would send the
+    // older mtime the mount shows with it) and it keeps its search bit
+    // (deeper commits go on through it).
     if (a.size === undefined && !ownerChange) {
       const mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? cur.mtimeNs);
       const atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? cur.atimeNs);
+      const dir = isDir(cur.mode);
+      const dirQueues = dir && !!this.opts.asyncWriteBack && path !== '' && (!times || a.mtimeNs !== undefined) && ((a.mode ?? cur.mode) & 0o100) !== 0;
       const change = { mode: a.mode !== undefined && (a.mode & 0o7777) !== (cur.mode & 0o7777) ? a.mode & 0o7777 : undefined, ...(times ? { mtimeNs, atimeNs } : {}) };
       const queued =
-        (await this.writeBack.amend(path, { mode: a.mode, ...(times ? { mtimeNs, atimeNs } : {}) })) ||
-        (this.opts.asyncWriteBack && path !== '' && isDir(cur.mode) && ((change.mode ?? cur.mode) & 0o100) !== 0 && (change.mode !== undefined || times) && (await this.writeBack.queueDirAttrs(path, change)));
+        (!dir || dirQueues) &&
+        ((await this.writeBack.amend(path, { mode: a.mode, ...(times ? { mtimeNs, atimeNs } : {}) })) ||
+          (dirQueues && (change.mode !== undefined || times) && (await this.writeBack.queueDirAttrs(path, change))));
       if (queued) {
         const attr = { ...cur, ...(a.mode !== undefined ? { mode: (cur.mode & ~0o7777) | (a.mode & 0o7777) } : {}), ...(times ? { mtimeNs, atimeNs } : {}), ctimeNs: now() };
         this.meta.putVolatile(path, { ...this.meta.get(path), attr });

@@ -83,6 +83,13 @@ const COMMIT_UPLOAD_ATTEMPTS = 3;
 /** Fewer files than this make a batch only once they have lingered twice as long (more close meanwhile). */
 const GATHER_FILES = 8;
 
+/** A directory's attributes whose files before them are not all on the node yet: they stay queued, untried. */
+class Waiting extends Error {
+  constructor(path: string) {
+    super(`files in "${path}" are still queued`);
+  }
+}
+
 /** A record dropped for a newer version of its file before its turn came. */
 class Superseded extends Error {
   constructor() {
@@ -241,8 +248,9 @@ export class WriteBack {
       }
     }
     const entry = await this.journal.add({ ...rec, dirty: await opts.makeDurable(), closedAt: Date.now() });
-    await this.dropOlder(rec.path, entry.seq);
+    // Pending from the moment it has its seq: a directory's attributes queued after it wait for it.
     this.hold(entry);
+    await this.dropOlder(rec.path, entry.seq);
     if (failed || !reachable) {
       // No node took it just now (or none is up): trying at once would only
       // make close() wait out a deadline. The retries take it from here.
@@ -265,8 +273,8 @@ export class WriteBack {
     while (this.pending.size >= ASYNC_QUEUE && this.running.size > 0) await Promise.race(this.running.values()).catch(() => undefined);
     await this.beforeNameChange([rec.path]);
     const entry = await this.journal.add({ ...rec, closedAt: Date.now() });
-    await this.dropOlder(rec.path, entry.seq);
     this.hold(entry);
+    await this.dropOlder(rec.path, entry.seq);
     this.lingering.push(entry);
     this.pump();
     return { queued: entry.seq };
@@ -364,6 +372,8 @@ export class WriteBack {
   private forget(e: JournalEntry): void {
     if (this.pending.get(e.seq) !== e) return;
     this.pending.delete(e.seq);
+    // A directory's attributes waiting for this file may go now, whoever committed it (fsync, a flush).
+    if (!e.dirAttrs && this.lingering.length && this.byPath.has(parentOf(e.path))) queueMicrotask(() => this.pump());
     this.progress.delete(e.seq);
     const same = this.byPath.get(e.path);
     same?.delete(e);
@@ -423,8 +433,9 @@ export class WriteBack {
         this.pump();
       });
     }
-    const next = this.lingering[0];
-    const due = gatherUntil ?? (next && next.closedAt + LINGER_MS > now ? next.closedAt + LINGER_MS : undefined);
+    // A record that is due but waits (a directory's attributes) sets no timer: the commits it waits for run the pump as they end.
+    const next = this.lingering.find((e) => e.closedAt + LINGER_MS > now);
+    const due = gatherUntil ?? (next ? next.closedAt + LINGER_MS : undefined);
     if (due !== undefined && this.pumped < ASYNC_RUNNING) {
       this.pumpTimer = setTimeout(() => {
         this.pumpTimer = undefined;
@@ -504,10 +515,12 @@ export class WriteBack {
     const mode = a.mode !== undefined ? a.mode & 0o7777 : e.mode;
     const mtimeNs = a.mtimeNs ?? e.mtimeNs;
     const atimeNs = a.atimeNs ?? e.atimeNs;
+    // A directory's record that set no mode holds a placeholder there: a mode given now is news.
+    const newMode = !!e.dirAttrs && a.mode !== undefined && !e.dirAttrs.setsMode;
     // The record says so already (tar's chmod to the mode the file was created with): no write.
-    if (mode === e.mode && mtimeNs === e.mtimeNs && atimeNs === e.atimeNs) return e;
+    if (!newMode && mode === e.mode && mtimeNs === e.mtimeNs && atimeNs === e.atimeNs) return e;
     // Changed before any await: a commit that starts from here on sends the new values.
-    if (e.dirAttrs && a.mode !== undefined) e.dirAttrs.setsMode = true;
+    if (newMode) e.dirAttrs!.setsMode = true;
     e.mode = mode;
     e.mtimeNs = mtimeNs;
     e.atimeNs = atimeNs;
@@ -570,19 +583,18 @@ export class WriteBack {
   /** The node refused (permissions, no space, a directory in the way): keep the bytes aside where an admin can find them. */
   private async refused(e: JournalEntry, err: unknown): Promise<void> {
     this.stats.failed++;
+    const data = e.data;
+    // Out of the pending ones at once: what waits for it (its directory's attributes) goes on.
+    this.forget(e);
     if (e.dirAttrs) {
       await this.journal.remove(e.seq);
-      this.forget(e);
       log.error({ path: e.path, errno: errnoOf(err), err: (err as Error).message }, "the node refused a directory's mode or times");
       return;
     }
     const kept = `${this.dirtyPath(e.dirty || this.newDirtyName())}.failed`;
     if (e.dirty) await rename(this.dirtyPath(e.dirty), kept).catch(() => undefined);
-    else await writeFile(kept, e.data!, { mode: 0o600 }).catch((err) => log.error({ path: e.path, err: (err as Error).message }, 'the refused bytes could not be kept aside'));
-    if (e.seq) {
-      await this.journal.remove(e.seq);
-      this.forget(e);
-    }
+    else await writeFile(kept, data!, { mode: 0o600 }).catch((err) => log.error({ path: e.path, err: (err as Error).message }, 'the refused bytes could not be kept aside'));
+    if (e.seq) await this.journal.remove(e.seq);
     log.error({ path: e.path, errno: errnoOf(err), keptAt: kept, err: (err as Error).message }, 'write-back refused by the node; the written bytes are kept in the cache dir');
   }
 
@@ -633,6 +645,12 @@ export class WriteBack {
   private outcome(e: JournalEntry, p: Promise<Buffer>, surfaceRefusal: boolean): Promise<Buffer | undefined> {
     return p.catch(async (err) => {
       if (err instanceof Superseded) return undefined;
+      if (err instanceof Waiting) {
+        // The pump takes it again once they are (its timer, or the end of the commits it waits for).
+        this.lingering.push(e);
+        this.pump();
+        return undefined;
+      }
       if (RETRYABLE.has(errnoOf(err)) || (e.seq && NODE_FULL.has(errnoOf(err)))) {
         this.queuedAfter(e, err);
         return undefined;
@@ -670,15 +688,18 @@ export class WriteBack {
   private async commitDirAttrs(e: JournalEntry): Promise<Buffer> {
     const before = this.earlierIn(e);
     await Promise.all(before.map((x) => this.running.get(x.seq)?.catch(() => undefined)));
-    if (this.earlierIn(e).length) throw new FsError('EAGAIN', `files in "${e.path}" are still queued`);
+    if (this.earlierIn(e).length) throw new Waiting(e.path);
     this.step(e, 'setting attributes');
     const replies = [];
     if (e.dirAttrs!.setsMode) replies.push(await this.mesh.mutate({ chmod: { path: e.path, mode: e.mode & 0o7777 } }));
     if (e.mtimeNs !== undefined) replies.push(await this.mesh.mutate({ utimens: { path: e.path, mtime: toTimespec(e.mtimeNs), atime: toTimespec(e.atimeNs ?? e.mtimeNs), atimeNow: false, mtimeNow: false } }));
     for (const r of replies) for (const x of r.entries) this.meta.markOwnCommit(x.name, r.by, r.generation);
-    await this.meta.putMany(replies.flatMap((r) => r.entries.map((x) => [x.name, entryFromWire(x)] as const)));
+    // The record leaves the journal in the write that records what the node answered.
     this.forget(e);
-    await this.journal.remove(e.seq);
+    await this.meta.putMany(
+      replies.flatMap((r) => r.entries.map((x) => [x.name, entryFromWire(x)] as const)),
+      (b) => this.journal.removeIn(b, e.seq),
+    );
     return Buffer.alloc(0);
   }
 
@@ -702,11 +723,11 @@ export class WriteBack {
       reply = { conflict: false, conflictPath: '', entry: current!, generation: 0 };
     } else {
       const req = this.request(e, manifest, data);
+      if (!data) {
+        this.step(e, 'uploading');
+        await this.upload(this.dirtyPath(e.dirty), manifest, e.sentAhead);
+      }
       for (let attempt = 1; ; attempt++) {
-        if (!data) {
-          this.step(e, 'uploading');
-          await this.upload(this.dirtyPath(e.dirty), manifest, e.sentAhead);
-        }
         this.step(e, 'committing');
         try {
           reply = await this.mesh.call(`commit ${e.path}`, (c) => {
@@ -715,10 +736,15 @@ export class WriteBack {
           });
           break;
         } catch (err) {
-          // The chunks went to a replica that died, and the commit to another:
-          // this one lacks some (ENOENT). Uploading again asks it which.
-          if (data || errnoOf(err) !== 'ENOENT' || attempt >= COMMIT_UPLOAD_ATTEMPTS) throw err;
-          log.info({ path: e.path, err: (err as Error).message }, 'the node committing lacks chunks uploaded before: sending them again');
+          if (data || errnoOf(err) !== 'ENOENT') throw err;
+          // The chunks went to a replica that died, and the commit to another,
+          // which lacks some. Asked again, it names them and they go; when it
+          // lacks none, the ENOENT was about the file (its directory gone).
+          this.step(e, 'uploading again');
+          if ((await this.upload(this.dirtyPath(e.dirty), manifest)) === 0) throw err;
+          // Still lacking them after that: tried again later, never set aside for it.
+          if (attempt >= COMMIT_UPLOAD_ATTEMPTS) throw new FsError('EAGAIN', `the node keeps losing the chunks of "${e.path}": ${(err as Error).message}`);
+          log.info({ path: e.path, err: (err as Error).message }, 'the node committing lacks chunks uploaded before: sent them again');
         }
       }
     }
@@ -868,21 +894,21 @@ export class WriteBack {
     return manifest.digest;
   }
 
-  /** Uploads the chunks the node lacks, read from the dirty copy. */
-  private async upload(dirty: string, m: Manifest, sentAhead?: Promise<void>): Promise<void> {
+  /** Uploads the chunks the node lacks, read from the dirty copy; returns how many it lacked. */
+  private async upload(dirty: string, m: Manifest, sentAhead?: Promise<void>): Promise<number> {
     await sentAhead; // what was sent early is not asked about while still on its way
     const fh = await open(dirty, 'r');
     try {
-      await this.sendMissing('', m.chunks, (ch) => readAt(fh, ch.length, ch.offset, `dirty copy ${dirty}`));
+      return await this.sendMissing('', m.chunks, (ch) => readAt(fh, ch.length, ch.offset, `dirty copy ${dirty}`));
     } finally {
       await fh.close();
     }
   }
 
-  /** Asks the node which of these chunks it lacks and sends those, their bytes read by `bytesOf`. */
-  private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>): Promise<void> {
+  /** Asks the node which of these chunks it lacks and sends those, their bytes read by `bytesOf`; returns how many. */
+  private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>): Promise<number> {
     const missing = await this.mesh.call(`has-chunks${what}`, (c) => c.hasChunks(chunks.map((x) => x.hash)));
-    if (missing.length === 0) return;
+    if (missing.length === 0) return 0;
     const wanted = missing.map((i) => chunks[i]!);
     await this.mesh.call(`put-chunks${what}`, (c) =>
       c.putChunks(
@@ -894,6 +920,7 @@ export class WriteBack {
     );
     this.stats.uploadedChunks += wanted.length;
     this.stats.uploadedBytes += wanted.reduce((n, x) => n + x.length, 0);
+    return wanted.length;
   }
 
   /**

@@ -269,7 +269,7 @@ if (step === 'grow') {
     t.same(await chunkFiles(), [], 'the commit used every staged chunk');
   });
 
-  await t.test('chunks sent ahead that the node no longer has (their replica died) are sent again at close', async (t) => {
+  await t.test('chunks sent ahead that the node lost before the close (their replica died) are sent again by the close', async (t) => {
     const data = randomBytes(40 * 1024 * 1024);
     const local = join(base, 'lost.src');
     await writeFile(local, data);
