@@ -766,13 +766,15 @@ export class Vfs {
       const atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? cur.atimeNs);
       const dir = isDir(cur.mode);
       const dirQueues = dir && !!this.opts.asyncWriteBack && path !== '' && (!times || a.mtimeNs !== undefined) && ((a.mode ?? cur.mode) & 0o100) !== 0;
-      const change = { mode: a.mode !== undefined && (a.mode & 0o7777) !== (cur.mode & 0o7777) ? a.mode & 0o7777 : undefined, ...(times ? { mtimeNs, atimeNs } : {}) };
+      const newTimes = times ? { mtimeNs, atimeNs } : {};
+      // A directory's new record carries a mode only when it changes one.
+      const newMode = a.mode !== undefined && (a.mode & 0o7777) !== (cur.mode & 0o7777) ? a.mode & 0o7777 : undefined;
       const queued =
         (!dir || dirQueues) &&
-        ((await this.writeBack.amend(path, { mode: a.mode, ...(times ? { mtimeNs, atimeNs } : {}) })) ||
-          (dirQueues && (change.mode !== undefined || times) && (await this.writeBack.queueDirAttrs(path, change))));
+        ((await this.writeBack.amend(path, { mode: a.mode, ...newTimes })) ||
+          (dirQueues && (newMode !== undefined || times) && (await this.writeBack.queueDirAttrs(path, { mode: newMode, ...newTimes }))));
       if (queued) {
-        const attr = { ...cur, ...(a.mode !== undefined ? { mode: (cur.mode & ~0o7777) | (a.mode & 0o7777) } : {}), ...(times ? { mtimeNs, atimeNs } : {}), ctimeNs: now() };
+        const attr = { ...cur, ...(a.mode !== undefined ? { mode: (cur.mode & ~0o7777) | (a.mode & 0o7777) } : {}), ...newTimes, ctimeNs: now() };
         this.meta.putVolatile(path, { ...this.meta.get(path), attr });
         return this.node(path, this.meta.get(path)!);
       }

@@ -288,8 +288,7 @@ export class WriteBack {
    * False when no file in it is queued: the change can go to the node now.
    */
   async queueDirAttrs(path: string, a: { mode?: number; mtimeNs?: bigint; atimeNs?: bigint }): Promise<boolean> {
-    const probe = { seq: Infinity, path } as JournalEntry;
-    if (this.earlierIn(probe).length === 0) return false;
+    if (this.filesIn(path).length === 0) return false;
     if (await this.amend(path, a)) return true;
     const entry = await this.journal.add({
       path,
@@ -307,11 +306,17 @@ export class WriteBack {
     return true;
   }
 
-  /** Pending file records a directory's attribute record waits for: those older than it, directly in the directory. */
-  private earlierIn(r: JournalEntry): JournalEntry[] {
+  /** Pending file records directly in `dir` queued between two seqs (exclusive): before a directory's attributes, or after them. */
+  private filesIn(dir: string, after = 0, before = Infinity): JournalEntry[] {
     const out: JournalEntry[] = [];
-    for (const e of this.pending.values()) if (e.seq < r.seq && !e.dirAttrs && parentOf(e.path) === r.path) out.push(e);
+    for (const e of this.pending.values()) if (e.seq > after && e.seq < before && !e.dirAttrs && parentOf(e.path) === dir) out.push(e);
     return out;
+  }
+
+  /** Waits for the commits under way of the files a directory's attributes come after; true once none of them is pending. */
+  private async filesBeforeLanded(r: JournalEntry): Promise<boolean> {
+    await Promise.all(this.filesIn(r.path, 0, r.seq).map((x) => this.running.get(x.seq)?.catch(() => undefined)));
+    return this.filesIn(r.path, 0, r.seq).length === 0;
   }
 
   /**
@@ -409,7 +414,7 @@ export class WriteBack {
         // A directory's attributes go on their own once the files before them
         // are done (the pump runs again as each call ends); the files after
         // them in the queue found them without times (beforeNameChange).
-        if (e.dirAttrs) attrs ??= this.earlierIn(e).length ? undefined : e;
+        if (e.dirAttrs) attrs ??= this.filesIn(e.path, 0, e.seq).length ? undefined : e;
         else ready.push(e);
       }
       // Small files wait while few calls carry them: what closes meanwhile goes in the next batch.
@@ -511,7 +516,7 @@ export class WriteBack {
     const e = this.pendingFor(path);
     if (!e || this.running.has(e.seq)) return undefined;
     // A directory's record older than a file queued in it: newer times must land after that file, in a record of their own.
-    if (e.dirAttrs && [...this.pending.values()].some((x) => x.seq > e.seq && !x.dirAttrs && parentOf(x.path) === path)) return undefined;
+    if (e.dirAttrs && this.filesIn(path, e.seq).length) return undefined;
     const mode = a.mode !== undefined ? a.mode & 0o7777 : e.mode;
     const mtimeNs = a.mtimeNs ?? e.mtimeNs;
     const atimeNs = a.atimeNs ?? e.atimeNs;
@@ -686,9 +691,7 @@ export class WriteBack {
 
   /** A directory's queued mode and times, once the files queued before them are on the node. */
   private async commitDirAttrs(e: JournalEntry): Promise<Buffer> {
-    const before = this.earlierIn(e);
-    await Promise.all(before.map((x) => this.running.get(x.seq)?.catch(() => undefined)));
-    if (this.earlierIn(e).length) throw new Waiting(e.path);
+    if (!(await this.filesBeforeLanded(e))) throw new Waiting(e.path);
     this.step(e, 'setting attributes');
     const replies = [];
     if (e.dirAttrs!.setsMode) replies.push(await this.mesh.mutate({ chmod: { path: e.path, mode: e.mode & 0o7777 } }));
@@ -998,11 +1001,7 @@ export class WriteBack {
       // No node answers: the rest would only fail the same way (each after a deadline, if the link is a black hole).
       if (this.closed || (stopWhenUnreachable && this.unreachable)) break;
       // A directory's attributes go once the files before them are done; if one stays queued, so do they.
-      const attrs = unit[0]!.dirAttrs ? unit[0]! : undefined;
-      if (attrs) {
-        await Promise.all(this.earlierIn(attrs).map((x) => this.running.get(x.seq)?.catch(() => undefined)));
-        if (this.earlierIn(attrs).length) continue;
-      }
+      if (unit[0]!.dirAttrs && !(await this.filesBeforeLanded(unit[0]!))) continue;
       const p = Promise.allSettled(this.startUnit(unit)).finally(() => {
         inFlight.delete(p);
         batches.delete(p);
