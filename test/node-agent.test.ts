@@ -281,6 +281,22 @@ t.test('node agent', async (t) => {
     await mut({ mkdir: { path: 'm', mode: 0o750 } });
     t.equal((await stat(join(root, 'm'))).mode & 0o777, 0o750, 'mkdir with mode');
     await rejectsErrno(t, mut({ mkdir: { path: 'm', mode: 0o755 } }), 'EEXIST', 'mkdir existing');
+    // A change of one name answers with that name and its directory, as the disk has them now.
+    const asOnDisk = async (r: Awaited<ReturnType<typeof mut>>, names: string[], what: string) => {
+      t.same(r.entries.map((e) => e.name).sort(), names.sort(), `${what}: the reply names ${names.join(' and ')}`);
+      for (const e of r.entries) {
+        const st = await lstat(join(root, e.name), { bigint: true });
+        t.same([fromTimespec(e.attr!.mtime), e.attr!.nlink, e.attr!.ino], [st.mtimeNs, Number(st.nlink), Number(st.ino)], `${what}: ${e.name} as on disk`);
+        t.same((await conn.stat(e.name)).attr, e.attr, `${what}: ${e.name} as the node serves it`);
+      }
+    };
+    await asOnDisk(await mut({ mkdir: { path: 'm/sub', mode: 0o755 } }), ['m', 'm/sub'], 'mkdir');
+    t.same((await conn.listDir('m/sub')).entries, [], 'the new directory lists empty');
+    await writeFile(join(root, 'm/sub/late'), 'x');
+    await asOnDisk(await mut({ unlink: { path: 'm/sub/late' } }), ['m/sub'], 'unlink');
+    await rejectsErrno(t, conn.stat('m/sub/late'), 'ENOENT', 'the unlinked file is gone from the index');
+    await asOnDisk(await mut({ rmdir: { path: 'm/sub' } }), ['m'], 'rmdir');
+    await rejectsErrno(t, conn.stat('m/sub'), 'ENOENT', 'the removed directory is gone from the index');
     await writeFile(join(root, 'm/f'), 'f');
     await rejectsErrno(t, mut({ rmdir: { path: 'm' } }), 'ENOTEMPTY', 'rmdir non-empty');
     await mut({ rename: { from: 'm/f', to: 'm/g' } });

@@ -613,8 +613,12 @@ export class Vfs {
     }
   }
 
-  /** Runs a namespace change on the node and records what it reports. */
-  private async mutate(touched: string[], req: Omit<WMutateRequest, 'workspace'>, removed: string[] = []): Promise<void> {
+  /**
+   * Runs a namespace change on the node and records what it reports.
+   * `made`: a directory the change creates, recorded as listed (it is
+   * empty; what others add to it arrives on the change feed).
+   */
+  private async mutate(touched: string[], req: Omit<WMutateRequest, 'workspace'>, removed: string[] = [], made?: string): Promise<void> {
     // A change of names moves its directories' mtimes: times queued for them must not land after it
     // (a link changes the directory of its new name only).
     if (req.mkdir || req.rmdir || req.unlink || req.symlink || req.link || req.rename) {
@@ -636,20 +640,20 @@ export class Vfs {
     // a late "changed" would bring back a name just renamed away.
     for (const p of new Set([...touched, ...removed, ...r.entries.map((e) => e.name)])) this.meta.markOwnCommit(p, r.by, r.generation);
     for (const p of removed) this.forgetPath(p);
+    const entry = (e: (typeof r.entries)[number]): MetaEntry => {
+      const x = entryFromWire(e);
+      return e.name === made && isDir(x.attr.mode) && this.meta.childNames(made).length === 0 ? { ...x, listed: true } : x;
+    };
     // One database write: a mkdir's answer carries the new directory and its parent.
-    await this.meta.putMany([...removed.map((p) => [p, null] as const), ...r.entries.map((e) => [e.name, entryFromWire(e)] as const)]);
+    await this.meta.putMany([...removed.map((p) => [p, null] as const), ...r.entries.map((e) => [e.name, entry(e)] as const)]);
     // Parents' listings stay complete: new children were recorded above.
   }
 
   async mkdir(parentIno: number, name: string, mode: number): Promise<Node> {
     const path = joinRel(this.pathOf(parentIno), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
-    await this.mutate([path], { mkdir: { path, mode } });
-    const e = await this.entry(path);
-    // A directory just made is empty: its listing is complete without asking
-    // (what others add to it arrives on the change feed).
-    if (isDir(e.attr.mode) && !e.listed && this.meta.childNames(path).length === 0) await this.meta.putListing(path, e, []);
-    return this.node(path, this.meta.get(path) ?? e);
+    await this.mutate([path], { mkdir: { path, mode } }, [], path);
+    return this.node(path, await this.entry(path));
   }
 
   async unlink(parentIno: number, name: string): Promise<void> {

@@ -70,17 +70,23 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
   const keep = async (path: string, known: IndexEntry | undefined): Promise<MutationResult> => ({
     changed: [{ path, entry: await index.adopt(path, known) }],
   });
+  // A name and its directory, after a change of that one name: one database write for both.
+  const doneWithParent = async (path: string, madeDir?: string): Promise<MutationResult> => {
+    const paths = [path, parentOf(path)];
+    await index.refreshAll(paths, madeDir);
+    return { changed: paths.map((p) => ({ path: p, entry: index.entries.get(p) ?? null })) };
+  };
 
   switch (req.op) {
     case 'mkdir': {
       const path = checkChildPath(req.mkdir!.path);
       await mkdir(await index.paths.safeAbs(path), { mode: req.mkdir!.mode & 0o7777 || 0o755 });
-      return done(path);
+      return doneWithParent(path, path);
     }
     case 'rmdir': {
       const path = checkChildPath(req.rmdir!.path);
       await rmdir(await index.paths.safeAbs(path));
-      return done(path);
+      return doneWithParent(path);
     }
     case 'unlink': {
       const path = checkChildPath(req.unlink!.path);
@@ -90,7 +96,7 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       if (isDir(st.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
       const siblings = index.linksOf(path);
       await unlink(abs);
-      const result = await done(path);
+      const result = await doneWithParent(path);
       // The remaining names of the inode now have one link fewer.
       if (siblings.length > 0) await index.adopt(siblings[0]!, index.entries.get(siblings[0]!));
       return result;

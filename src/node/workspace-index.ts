@@ -505,6 +505,35 @@ export class WorkspaceIndex extends EventEmitter {
   }
 
   /**
+   * Re-checks the paths of a namespace change this node just made (its
+   * name, its directory), lstat'ed side by side and recorded in one
+   * database write: a mkdir paid two writes and a walk of the new directory
+   * before. `madeDir` is a directory this node just created: it is taken as
+   * empty (the watcher refreshes every new directory once it watches it, so
+   * an entry made in it meanwhile is still found). Paths whose news needs
+   * more than their stat (a new file to hash, a new symlink to read, a type
+   * change) go through refresh() one by one.
+   */
+  async refreshAll(paths: readonly string[], madeDir?: string): Promise<void> {
+    const attrs = await Promise.all(paths.map((rel) => lstat(this.paths.abs(rel), { bigint: true }).then(attrFromStats, () => undefined)));
+    const list: { path: string; entry: IndexEntry | null }[] = [];
+    const slow: string[] = [];
+    paths.forEach((rel, i) => {
+      const attr = attrs[i];
+      const prev = this.entries.get(rel);
+      if (!attr) {
+        if (prev) list.push(...this.subtree(rel).map((path) => ({ path, entry: null })));
+      } else if (isDir(attr.mode) && (prev ? isDir(prev.attr.mode) : rel === madeDir)) {
+        if (!prev || !sameAttr(prev.attr, attr)) list.push({ path: rel, entry: { attr } });
+      } else {
+        slow.push(rel);
+      }
+    });
+    await this.apply(list);
+    for (const rel of slow) await this.refresh(rel);
+  }
+
+  /**
    * After the node itself changed `rel` without touching its content
    * (rename, chmod, utimens, link), keep the known digest: the stat tuple
    * moved (ctime, mtime) but the bytes did not, and re-hashing would be waste.
