@@ -6,7 +6,7 @@
 // write-back kept in its journal record survives kill -9 of the mount: shown,
 // edited and committed after the restart, or kept aside when refused.
 import t from 'tap';
-import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { BIN } from './helpers/logged-proc.js';
@@ -104,6 +104,45 @@ t.test('mount: asynchronous write-back', async (t) => {
     await t.rejects(stat(S('a.tmp')), 'the old name is gone');
   });
 
+  await t.test('directories made through the mount: at once, with the node stopped too; the node makes them before what goes in them', async (t) => {
+    process.kill(node.child.pid!, 'SIGSTOP');
+    let w;
+    try {
+      w = await sh(`mkdir -p '${M('md/a/b')}' && echo deep > '${M('md/a/b/f')}' && mkdir '${M('md/c')}' && ls '${M('md')}' && cat '${M('md/a/b/f')}' && stat -c '%i %F' '${M('md')}' '${M('md/a')}'`);
+    } finally {
+      process.kill(node.child.pid!, 'SIGCONT');
+    }
+    t.equal(w.code, 0, `mkdir -p and a file in it with the node stopped: ${w.stderr}`);
+    const lines = w.stdout.trim().split('\n');
+    t.same(lines.slice(0, 2), ['a', 'c'], 'the mount lists them at once');
+    t.equal(lines[2], 'deep', 'and shows the file closed in them');
+    const inos = lines.slice(3);
+    t.same(inos.map((l) => l.split(' ').slice(1).join(' ')), ['directory', 'directory']);
+    t.equal((await sync()).code, 0);
+    t.equal(await readFile(S('md/a/b/f'), 'utf8'), 'deep\n', 'the node has the directories and the file in them');
+    t.ok((await stat(S('md/c'))).isDirectory());
+    const after = await run('stat', ['-c', '%i %F', M('md'), M('md/a')]);
+    t.same(after.stdout.trim().split('\n'), inos, 'each keeps the inode number it was shown with (tar checks it)');
+    // What must happen on the node below a directory it does not have yet waits for it.
+    const w2 = await sh(
+      [
+        `mkdir '${M('q1')}' && ln -s ../md '${M('q1/ln')}'`,
+        `mkdir '${M('q2')}' && rmdir '${M('q2')}'`,
+        `mkdir '${M('q3')}' && echo z > '${M('q3/z')}' && mv '${M('q3')}' '${M('q4')}'`,
+        `mkdir '${M('q5')}' && chmod 700 '${M('q5')}'`,
+        `mkdir '${M('q6')}' && ln '${M('md/a/b/f')}' '${M('q6/hard')}'`,
+      ].join(' && '),
+    );
+    t.equal(w2.code, 0, w2.stderr);
+    t.equal((await sync()).code, 0);
+    t.equal((await lstat(S('q1/ln'))).isSymbolicLink(), true, 'a symlink made in a queued directory');
+    await t.rejects(stat(S('q2')), 'a queued directory removed again is gone on the node');
+    t.equal(await readFile(S('q4/z'), 'utf8'), 'z\n', 'a queued directory renamed with a file in it');
+    await t.rejects(stat(S('q3')));
+    t.equal((await stat(S('q5'))).mode & 0o777, 0o700, 'a queued directory chmodded');
+    t.equal((await stat(S('q6/hard'))).ino, (await stat(S('md/a/b/f'))).ino, 'a hard link made in a queued directory');
+  });
+
   await t.test('kill -9 right after close: the next mount commits what was closed', async (t) => {
     t.equal((await sh(`mkdir '${M('kd')}'`)).code, 0);
     await m.stop();
@@ -111,14 +150,20 @@ t.test('mount: asynchronous write-back', async (t) => {
     process.kill(node.child.pid!, 'SIGSTOP');
     m = await MountProc.start(node.endpoint, mnt, args, env);
     t.equal((await sh(`for i in 1 2 3; do echo "kept $i" > '${M('kept')}'$i; done; echo blocked > '${M('blocked')}'; echo in > '${M('kd/f')}'; touch -d '2005-06-07 08:09:10' '${M('kd')}'`)).code, 0, 'closes (and a directory\'s times) return with the node stopped');
+    t.equal((await sh(`mkdir -p '${M('kq/deep')}' '${M('kq-merge')}' '${M('kq-refused')}' && echo deep > '${M('kq/deep/f')}' && echo merged > '${M('kq-merge/f')}' && echo inside > '${M('kq-refused/f')}'`)).code, 0, 'directories made, and files closed in them, with the node stopped');
     // Small files queued by an asynchronous close are kept in their journal records, not in dirty copies.
     t.same(await dirtyCopies(), [], 'no dirty copy for queued small files');
     await m.kill();
     // A directory on the node where a queued file goes: the node refuses that one.
     await mkdir(S('blocked'));
+    // A directory made there meanwhile takes what was queued for it; a file there refuses the directory (and what goes in it).
+    await mkdir(S('kq-merge'));
+    await writeFile(S('kq-refused'), 'a file\n');
     // Remounted with the node still away: the journal's content is what the mount shows, and can be edited.
     m = await MountProc.start(node.endpoint, mnt, args, env);
     t.equal((await run('cat', [M('kept2')])).stdout, 'kept 2\n', 'a queued file read back after the restart');
+    t.equal((await run('cat', [M('kq/deep/f')])).stdout, 'deep\n', 'a file in a queued directory read back after the restart');
+    t.equal((await run('ls', [M('kq')])).stdout, 'deep\n', 'a queued directory listed after the restart');
     t.equal((await sh(`echo more >> '${M('kept1')}'`)).code, 0, 'a queued file appended to after the restart');
     t.equal((await run('cat', [M('kept1')])).stdout, 'kept 1\nmore\n');
     process.kill(node.child.pid!, 'SIGCONT');
@@ -127,12 +172,14 @@ t.test('mount: asynchronous write-back', async (t) => {
     t.equal(await readFile(S('kept2'), 'utf8'), 'kept 2\n');
     await waitFor("the directory's journaled times", async () => (await stat(S('kd'))).mtime.getTime() === new Date(2005, 5, 7, 8, 9, 10).getTime());
     t.equal(await readFile(S('kd/f'), 'utf8'), 'in\n', 'with the file closed in it before them');
+    await waitFor('the queued directories replayed', async () => (await readFile(S('kq/deep/f'), 'utf8').catch(() => '')) === 'deep\n');
+    await waitFor('a directory made on the node meanwhile took its file', async () => (await readFile(S('kq-merge/f'), 'utf8').catch(() => '')) === 'merged\n');
     // The refused file's bytes are kept aside in the cache dir, as for any refused write-back.
-    await waitFor('the refused bytes kept aside', async () => (await dirtyCopies()).some((f) => f.endsWith('.failed')));
+    await waitFor('the refused bytes kept aside', async () => (await dirtyCopies()).filter((f) => f.endsWith('.failed')).length === 2);
     const failed = (await dirtyCopies()).filter((f) => f.endsWith('.failed'));
-    t.equal(failed.length, 1, 'one refused file kept aside');
-    t.equal(await readFile(failed[0]!, 'utf8'), 'blocked\n', 'with the bytes that were closed');
+    t.same((await Promise.all(failed.map((f) => readFile(f, 'utf8')))).sort(), ['blocked\n', 'inside\n'], 'two refused files kept aside, with the bytes that were closed');
     t.ok((await stat(S('blocked'))).isDirectory(), "the node's directory is untouched");
+    t.equal(await readFile(S('kq-refused'), 'utf8'), 'a file\n', "the node's file where a directory was refused is untouched");
   });
 
   t.equal(await m.stop(), 0, 'clean unmount');

@@ -32,6 +32,12 @@ export interface JournalEntry {
    * and times given while files in it were still queued, applied after them.
    */
   dirAttrs?: { setsMode: boolean };
+  /**
+   * A directory made through the mount (asynchronous write-back), not yet
+   * made on the node: `mode` is its mode. Whatever is queued below it waits
+   * for it.
+   */
+  mkdir?: boolean;
   /** Set explicitly by the writer (utimens while open); else the node stamps the commit time. */
   mtimeNs?: bigint;
   atimeNs?: bigint;
@@ -56,7 +62,7 @@ function encode(e: JournalEntry): Buffer {
   const inRecord = !e.dirty && e.data !== undefined;
   w.bool(inRecord);
   if (inRecord) w.bytes(e.data!);
-  w.uint(e.dirAttrs ? 1 | (e.dirAttrs.setsMode ? 2 : 0) : 0);
+  w.uint((e.dirAttrs ? 1 | (e.dirAttrs.setsMode ? 2 : 0) : 0) | (e.mkdir ? 4 : 0));
   return w.done();
 }
 
@@ -77,6 +83,7 @@ function decode(seq: number, b: Buffer): JournalEntry {
   if (!r.done && r.bool()) e.data = Buffer.from(r.bytes());
   const flags = r.done ? 0 : r.uint();
   if (flags & 1) e.dirAttrs = { setsMode: (flags & 2) !== 0 };
+  if (flags & 4) e.mkdir = true;
   return e;
 }
 

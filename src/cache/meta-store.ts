@@ -123,6 +123,14 @@ export class MetaStore {
   /** Paths shown from memory only (putVolatile): their last persisted state stays on disk. */
   private readonly volatile = new Set<string>();
   /**
+   * Directories made through the mount before the node had them keep, in
+   * memory, the inode number they were shown with (tar checks that a
+   * directory it made is the same one when it sets its times at the end),
+   * with the node's number, which is what is written to disk. For this
+   * process's life, until the path is removed.
+   */
+  private readonly keptIno = new Map<string, { shown: number; node: number }>();
+  /**
    * Paths whose state in memory the database refused (a full disk), each
    * with a stamp of its latest refusal: memory stays the truth and is
    * written out once the database takes writes again (`catchUp`).
@@ -192,6 +200,8 @@ export class MetaStore {
   }
 
   private setMem(path: string, e: MetaEntry | null): void {
+    if (this.keptIno.size && e) e = this.shown(path, e);
+    else if (!e) this.keptIno.delete(path);
     const prev = this.entries.get(path);
     if (this.listings.size) this.noteChange(path, prev, e);
     if (!e) {
@@ -210,6 +220,29 @@ export class MetaStore {
     }
     if (!isDir(e.attr.mode)) this.children.delete(path);
     if (prev?.digest && !(e.digest && prev.digest.equals(e.digest))) this.manifests.delete(path);
+  }
+
+  /**
+   * A directory made through the mount keeps the inode number it was shown
+   * with (the one in `shownAs`) now that the node has it.
+   */
+  keepIno(path: string, shownAs: MetaEntry | undefined, nodeEntry: MetaEntry): void {
+    if (shownAs && isDir(shownAs.attr.mode) && isDir(nodeEntry.attr.mode)) this.keptIno.set(path, { shown: shownAs.attr.ino, node: nodeEntry.attr.ino });
+  }
+
+  /** An entry as this mount shows it (see keptIno): what the node reports, with a kept inode number. */
+  shown(path: string, e: MetaEntry): MetaEntry {
+    const k = this.keptIno.get(path);
+    if (!k || !isDir(e.attr.mode)) return e;
+    if (e.attr.ino === k.shown) return e;
+    k.node = e.attr.ino;
+    return { ...e, attr: { ...e.attr, ino: k.shown } };
+  }
+
+  /** What is written to disk: the node's inode number (a kept one means nothing to the next process). */
+  private asOnNode(path: string, e: MetaEntry): MetaEntry {
+    const k = this.keptIno.get(path);
+    return k && e.attr.ino === k.shown ? { ...e, attr: { ...e.attr, ino: k.node } } : e;
   }
 
   /** Tells the listings under way of `path`'s directory (and of `path`) that it changed. */
@@ -259,7 +292,7 @@ export class MetaStore {
     this.setMem(path, e);
     this.volatile.delete(path);
     w.paths.add(path);
-    w.b.put(this.k('e', path), encodeEntry(e));
+    w.b.put(this.k('e', path), encodeEntry(this.asOnNode(path, e)));
   }
 
   private removeIn(w: Write, path: string): void {
@@ -328,7 +361,7 @@ export class MetaStore {
         b.del(this.k('e', path)).del(this.k('c', path));
         continue;
       }
-      b.put(this.k('e', path), encodeEntry(e));
+      b.put(this.k('e', path), encodeEntry(this.asOnNode(path, e)));
       const m = this.manifests.get(path);
       if (m && e.digest?.equals(m.digest)) b.put(this.k('c', path), encodeManifest(m));
     }
@@ -369,7 +402,7 @@ export class MetaStore {
     const ticket = asked ?? newTicket(dir);
     this.endListing(ticket);
     const now = this.entries.get(dir);
-    if (ticket.self && (!now || !isDir(now.attr.mode) || now.attr.ino !== dirEntry.attr.ino)) return;
+    if (ticket.self && (!now || !isDir(now.attr.mode) || now.attr.ino !== this.shown(dir, dirEntry).attr.ino)) return;
     const w = this.begin();
     const fresh = new Set(children.map((c) => c.name));
     for (const name of this.childNames(dir)) if (!fresh.has(name) && !ticket.changed.has(name)) this.removeIn(w, joinRel(dir, name));
@@ -439,7 +472,8 @@ export class MetaStore {
   async invalidateListings(): Promise<void> {
     for (const set of this.listings.values()) for (const t of set) t.invalidated = true;
     const w = this.begin();
-    for (const [path, e] of this.entries) if (e.listed) this.putIn(w, path, { ...e, listed: false });
+    // A directory only this mount has (made, not yet on a node) stays complete: no node knows more of it.
+    for (const [path, e] of this.entries) if (e.listed && !this.volatile.has(path)) this.putIn(w, path, { ...e, listed: false });
     await this.commit(w);
   }
 

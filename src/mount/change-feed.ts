@@ -130,7 +130,7 @@ export class ChangeFeed {
         const parent = this.meta.get(parentOf(e.path));
         const known = this.meta.get(e.path);
         if (e.path === '' || known || (parent && isDir(parent.attr.mode))) {
-          const entry = entryFromWire(e.entry!);
+          const entry = this.meta.shown(e.path, entryFromWire(e.entry!));
           // The echo of this mount's own commit or mutation is in the store already (the kernel may
           // still hold what it was told while the file was written: it hears of the change all the same).
           if (!known || !sameEntry(known, entry)) await this.meta.put(e.path, entry);

@@ -5,7 +5,7 @@
 // ROOT_INO, the number the kernel uses for it.
 import { stat } from 'node:fs/promises';
 import pLimit from 'p-limit';
-import { attrFromStats, isDir, isLnk, isReg, S_IFREG, toTimespec, type Attr } from '../content/attr.js';
+import { attrFromStats, isDir, isLnk, isReg, S_IFDIR, S_IFREG, toTimespec, type Attr } from '../content/attr.js';
 import type { ChunkRef } from '../content/manifest.js';
 import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
@@ -124,6 +124,8 @@ export class Vfs {
 
   /** Lists a directory from the node (once at a time) into the metadata store. */
   list(dir: string): Promise<void> {
+    // A directory queued for the node is there only here: it lists as the mount shows it.
+    if (this.writeBack.pendingMkdir(dir)) return Promise.resolve();
     let p = this.listing.get(dir);
     if (!p) {
       // Asked for now: what changes here before the answer arrives is newer than it.
@@ -624,7 +626,7 @@ export class Vfs {
     if (req.mkdir || req.rmdir || req.unlink || req.symlink || req.link || req.rename) {
       await this.writeBack.beforeNameChange(req.link ? touched.filter((p) => p !== req.link!.existing) : [...touched, ...removed]);
     }
-    await this.writeBack.flushPaths(touched).catch((err) => {
+    await this.writeBack.flushPaths(touched, removed).catch((err) => {
       throw new FsError('EROFS', `no node reachable to take pending changes first: ${(err as Error).message}`);
     });
     let r;
@@ -649,9 +651,23 @@ export class Vfs {
     // Parents' listings stay complete: new children were recorded above.
   }
 
-  async mkdir(parentIno: number, name: string, mode: number): Promise<Node> {
+  async mkdir(parentIno: number, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0): Promise<Node> {
     const path = joinRel(this.pathOf(parentIno), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
+    if (this.opts.asyncWriteBack) {
+      // Journaled, and shown at once as an empty directory; the node makes it moments later.
+      if (!isDir((await this.entry(parentOf(path))).attr.mode)) throw new FsError('ENOTDIR', `"${parentOf(path)}" is not a directory`);
+      // Shown before it is queued: the node's answer, however soon, finds the number it was shown with.
+      const e = queuedDirEntry(mode, uid, gid, BigInt(Date.now()) * 1_000_000n);
+      this.meta.putVolatile(path, e);
+      try {
+        await this.writeBack.queueMkdir(path, mode);
+      } catch (err) {
+        this.meta.putVolatile(path, null);
+        throw err;
+      }
+      return this.node(path, e);
+    }
     await this.mutate([path], { mkdir: { path, mode } }, [], path);
     return this.node(path, await this.entry(path));
   }
@@ -817,6 +833,10 @@ export class Vfs {
   /** After a restart: files closed while no node answered show their queued content. */
   async showPending(records: JournalEntry[]): Promise<void> {
     for (const r of records) {
+      if (r.mkdir) {
+        if (!this.meta.get(r.path)) this.meta.putVolatile(r.path, queuedDirEntry(r.mode, process.getuid?.() ?? 0, process.getgid?.() ?? 0, BigInt(r.closedAt) * 1_000_000n));
+        continue;
+      }
       const st = r.dirty ? await stat(this.writeBack.dirtyPath(r.dirty), { bigint: true }).catch(() => undefined) : undefined;
       const attr = st ? attrFromStats(st) : r.data ? inRecordAttr(r, r.data.length) : undefined;
       if (!attr) continue;
@@ -869,6 +889,11 @@ export class Vfs {
     // mostly free filesystem so tools that check free space proceed.
     return { bsize: 4096, blocks: 2 ** 31, bfree: 2 ** 30, bavail: 2 ** 30, files: 2 ** 31, ffree: 2 ** 30, namemax: 255 };
   }
+}
+
+/** A directory made through the mount while the node has not made it yet: empty, and its listing complete. */
+function queuedDirEntry(mode: number, uid: number, gid: number, t: bigint): MetaEntry {
+  return { attr: { dev: 0, ino: nextLocalIno(), mode: S_IFDIR | (mode & 0o7777), nlink: 2, uid, gid, rdev: 0, size: 4096, blocks: 8, atimeNs: t, mtimeNs: t, ctimeNs: t }, listed: true };
 }
 
 /** What a file queued with its bytes in its journal record shows after a restart (it has no dirty copy to stat). */

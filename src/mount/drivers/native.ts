@@ -339,7 +339,7 @@ export class NativeDriver implements Driver {
       }
       case Op.MKDIR: {
         const dir = ids.path(ino);
-        return serveOp('mkdir', name!, () => vfs.mkdir(at(dir), name!, mode & 0o7777), entryIn(ino, name!), fail);
+        return serveOp('mkdir', name!, () => vfs.mkdir(at(dir), name!, mode & 0o7777, uid, gid), entryIn(ino, name!), fail);
       }
       case Op.UNLINK:
       case Op.RMDIR: {
