@@ -104,6 +104,26 @@ t.test('mount: asynchronous write-back', async (t) => {
     await t.rejects(stat(S('a.tmp')), 'the old name is gone');
   });
 
+  await t.test('a file removed while a descriptor still holds it: gone from the node too', async (t) => {
+    const syncCmd = `env GHOSTFS_RUN_DIR='${runDir}' '${process.execPath}' '${BIN}' sync '${mnt}' > /dev/null`;
+    // A reader that opened each file while its creator still wrote it keeps the mount's copy in use through all of it.
+    const w = await sh(
+      [
+        `exec 5>'${M('held1')}' 6>'${M('held2')}' 3<'${M('held1')}' 4<'${M('held2')}'`,
+        `echo one >&5 && echo one >&6 && exec 5>&- 6>&-`,
+        syncCmd,
+        `test -f '${S('held1')}' && test -f '${S('held2')}'`,
+        // held2 gets a newer version, queued over the one the node has.
+        `echo two > '${M('held2')}'`,
+        `rm '${M('held1')}' '${M('held2')}'`,
+        syncCmd,
+      ].join(' && ') + '; r=$?; exec 3<&- 4<&-; exit $r',
+    );
+    t.equal(w.code, 0, w.stderr);
+    await t.rejects(stat(S('held1')), 'a landed file removed while still open is gone from the node');
+    await t.rejects(stat(S('held2')), 'so is one with a newer version still queued');
+  });
+
   await t.test('directories made through the mount: at once, with the node stopped too; the node makes them before what goes in them', async (t) => {
     process.kill(node.child.pid!, 'SIGSTOP');
     let w;

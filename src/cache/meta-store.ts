@@ -122,6 +122,8 @@ export class MetaStore {
   private readonly listings = new Map<string, Set<ListingTicket>>();
   /** Paths shown from memory only (putVolatile): their last persisted state stays on disk. */
   private readonly volatile = new Set<string>();
+  /** Volatile entries shown over an entry the node had (a newer version of ours, still queued). */
+  private readonly shadowed = new Set<string>();
   /**
    * Directories made through the mount before the node had them keep, in
    * memory, the inode number they were shown with (tar checks that a
@@ -201,7 +203,10 @@ export class MetaStore {
 
   private setMem(path: string, e: MetaEntry | null): void {
     if (this.keptIno.size && e) e = this.shown(path, e);
-    else if (!e) this.keptIno.delete(path);
+    else if (!e) {
+      this.keptIno.delete(path);
+      this.shadowed.delete(path);
+    }
     const prev = this.entries.get(path);
     if (this.listings.size) this.noteChange(path, prev, e);
     if (!e) {
@@ -291,6 +296,7 @@ export class MetaStore {
     if (prev?.digest && !(e.digest && prev.digest.equals(e.digest))) w.b.del(this.k('c', path));
     this.setMem(path, e);
     this.volatile.delete(path);
+    this.shadowed.delete(path);
     w.paths.add(path);
     w.b.put(this.k('e', path), encodeEntry(this.asOnNode(path, e)));
   }
@@ -462,10 +468,20 @@ export class MetaStore {
    * write-back journal brings back whatever must be shown.
    */
   putVolatile(path: string, e: MetaEntry | null): void {
+    if (e && !this.volatile.has(path) && this.entries.has(path)) this.shadowed.add(path);
     this.setMem(path, e);
     // A removal is what the disk should hold too (a catch-up writes it); an entry is not.
     if (e) this.volatile.add(path);
     else this.volatile.delete(path);
+  }
+
+  /**
+   * Whether the node had this path when it was last heard of: an entry
+   * from it is shown, or one of ours over it. A file created here and never
+   * committed has neither.
+   */
+  onNode(path: string): boolean {
+    return this.shadowed.has(path) || (this.entries.has(path) && !this.volatile.has(path));
   }
 
   /** Forget that directories were listed: after a RESET every listing must be fetched again. */

@@ -22,8 +22,8 @@ import { HOLD_BYTES } from './write-back.js';
 
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
 
-/** Inode numbers for files that exist only here until their first commit. */
-export const LOCAL_INO_BASE = 0xf000_0000;
+/** Inode numbers for files and directories that exist only here until the node has them. */
+const LOCAL_INO_BASE = 0xf000_0000;
 let localIno = LOCAL_INO_BASE;
 export const nextLocalIno = (): number => localIno++;
 
@@ -41,9 +41,6 @@ let memTotal = 0;
 
 /** Bytes held by files kept in memory (status and tests). */
 export const dirtyMemoryBytes = (): number => memTotal;
-
-/** A file created here that no node has seen yet. */
-export const isLocalIno = (ino: number): boolean => ino >= LOCAL_INO_BASE;
 
 /**
  * A new dirty copy (0600, never over an existing name) holding `data`,

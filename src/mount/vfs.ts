@@ -15,7 +15,7 @@ import { joinRel, parentOf } from '../wire/rel-path.js';
 import type { WMutateRequest } from '../wire/types.js';
 import { log } from '../log.js';
 import type { ChunkReader } from './chunk-reader.js';
-import { DirtyFile, isLocalIno, nextLocalIno } from './dirty-file.js';
+import { DirtyFile, nextLocalIno } from './dirty-file.js';
 import { entryFromWire } from './vfs-entry.js';
 import { HOLD_BYTES, INLINE_BYTES, type WriteBack } from './write-back.js';
 import type { JournalEntry } from '../cache/journal.js';
@@ -678,9 +678,18 @@ export class Vfs {
     if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
     const d = this.dirty.get(path);
     if (d) d.unlinked = true; // open writers may go on; nothing of theirs is written back
+    // A version of ours sent with no answer heard may be there; one being sent now is waited for (below).
+    const maySit = this.writeBack.maySit(path);
     await this.writeBack.cancel(path);
-    // A file no node has seen yet is gone once its pending content is.
-    if (!isLocalIno(e.attr.ino)) await this.mutate([], { unlink: { path } }, [path]);
+    // A file no node has seen is gone once its pending content is. Not told by
+    // its inode number: a copy still open keeps the one it was created with
+    // after the node took it.
+    if (this.meta.onNode(path)) await this.mutate([], { unlink: { path } }, [path]);
+    else if (maySit) {
+      await this.mutate([], { unlink: { path } }, [path]).catch((err) => {
+        if (errnoOf(err) !== 'ENOENT') throw err; // it never landed
+      });
+    }
     this.forgetPath(path);
     await this.meta.put(path, null);
     this.meta.putVolatile(path, null);

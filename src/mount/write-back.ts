@@ -609,15 +609,19 @@ export class WriteBack {
       if (e.seq >= seq || e.dirAttrs || e.mkdir) continue;
       await this.running.get(e.seq)?.catch(() => undefined);
       if (!this.pending.has(e.seq)) continue;
+      // Out of the pending ones before anything is awaited: no commit of it may start now
+      // (the retries would read a dirty copy about to go).
+      const content = { path: e.path, dirty: e.dirty, data: e.data };
+      this.forget(e);
       // Tried already, answer lost: the node may hold it. Keep its digest to recognize it.
-      if (this.replayed.has(e.seq)) await this.rememberMayHold(e);
+      if (this.replayed.has(e.seq)) await this.rememberMayHold(content);
       await this.drop(e, true);
       for (const r of this.pending.values()) if (r.baseSeq === e.seq) r.baseSeq = e.baseSeq;
       for (const fn of this.supersededListeners) fn(e.seq, e.baseSeq);
     }
   }
 
-  private async rememberMayHold(e: JournalEntry): Promise<void> {
+  private async rememberMayHold(e: Pick<JournalEntry, 'path' | 'dirty' | 'data'>): Promise<void> {
     const digest = await (async () => {
       if (!e.dirty) return chunkBuffer(e.data!, DEFAULT_CHUNKING).digest;
       const dirty = this.dirtyPath(e.dirty);
@@ -1111,6 +1115,12 @@ export class WriteBack {
       if (isBatch) batches.add(p);
     }
     await Promise.all([...inFlight, ...underWay]);
+  }
+
+  /** Whether a pending version of this path may be on the node unheard: sent now, or sent before with its answer lost. */
+  maySit(path: string): boolean {
+    for (const e of this.byPath.get(path) ?? []) if (this.running.has(e.seq) || this.replayed.has(e.seq)) return true;
+    return false;
   }
 
   /** The file was deleted: its pending content must never be written back. */

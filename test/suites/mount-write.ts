@@ -69,6 +69,13 @@ t.test('mount: write side', async (t) => {
     }
   });
 
+  await t.test('a file created here and removed while a reader still holds it is gone from the node too', async (t) => {
+    // The reader opened it while its creator still wrote it: the mount's copy stays in use after the commit.
+    const w = await sh(`exec 5>'${M('held-new')}' 3<'${M('held-new')}' && echo one >&5 && exec 5>&- && test -f '${S('held-new')}' && rm '${M('held-new')}'; r=$?; exec 3<&-; exit $r`);
+    t.equal(w.code, 0, w.stderr);
+    await t.rejects(stat(S('held-new')), 'removed on the node');
+  });
+
   await t.test('new small files are kept in memory until they must be on disk', async (t) => {
     const dirtyCopies = async () => (await readdir(join(cache, 'dirty', 'default')).catch(() => [] as string[])).filter((n) => /^[0-9a-f]{24}$/.test(n));
     const before = await dirtyCopies();
