@@ -178,6 +178,7 @@ t.test('mount: asynchronous write-back', async (t) => {
     await mkdir(S('blocked'));
     // A directory made there meanwhile takes what was queued for it; a file there refuses the directory (and what goes in it).
     await mkdir(S('kq-merge'));
+    await writeFile(S('kq-merge/theirs'), 'theirs\n');
     await writeFile(S('kq-refused'), 'a file\n');
     // Remounted with the node still away: the journal's content is what the mount shows, and can be edited.
     m = await MountProc.start(node.endpoint, mnt, args, env);
@@ -194,12 +195,14 @@ t.test('mount: asynchronous write-back', async (t) => {
     t.equal(await readFile(S('kd/f'), 'utf8'), 'in\n', 'with the file closed in it before them');
     await waitFor('the queued directories replayed', async () => (await readFile(S('kq/deep/f'), 'utf8').catch(() => '')) === 'deep\n');
     await waitFor('a directory made on the node meanwhile took its file', async () => (await readFile(S('kq-merge/f'), 'utf8').catch(() => '')) === 'merged\n');
+    t.equal((await run('ls', [M('kq-merge')])).stdout, 'f\ntheirs\n', 'and the mount lists what was in it already');
     // The refused file's bytes are kept aside in the cache dir, as for any refused write-back.
     await waitFor('the refused bytes kept aside', async () => (await dirtyCopies()).filter((f) => f.endsWith('.failed')).length === 2);
     const failed = (await dirtyCopies()).filter((f) => f.endsWith('.failed'));
     t.same((await Promise.all(failed.map((f) => readFile(f, 'utf8')))).sort(), ['blocked\n', 'inside\n'], 'two refused files kept aside, with the bytes that were closed');
     t.ok((await stat(S('blocked'))).isDirectory(), "the node's directory is untouched");
     t.equal(await readFile(S('kq-refused'), 'utf8'), 'a file\n', "the node's file where a directory was refused is untouched");
+    t.equal((await run('cat', [M('kq-refused')])).stdout, 'a file\n', 'and the mount shows it in place of the refused directory');
   });
 
   t.equal(await m.stop(), 0, 'clean unmount');

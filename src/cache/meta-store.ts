@@ -232,15 +232,15 @@ export class MetaStore {
    * with (the one in `shownAs`) now that the node has it.
    */
   keepIno(path: string, shownAs: MetaEntry | undefined, nodeEntry: MetaEntry): void {
-    if (shownAs && isDir(shownAs.attr.mode) && isDir(nodeEntry.attr.mode)) this.keptIno.set(path, { shown: shownAs.attr.ino, node: nodeEntry.attr.ino });
+    if (shownAs && isDir(shownAs.attr.mode) && isDir(nodeEntry.attr.mode) && shownAs.attr.ino !== nodeEntry.attr.ino) {
+      this.keptIno.set(path, { shown: shownAs.attr.ino, node: nodeEntry.attr.ino });
+    }
   }
 
   /** An entry as this mount shows it (see keptIno): what the node reports, with a kept inode number. */
   shown(path: string, e: MetaEntry): MetaEntry {
     const k = this.keptIno.get(path);
-    if (!k || !isDir(e.attr.mode)) return e;
-    if (e.attr.ino === k.shown) return e;
-    k.node = e.attr.ino;
+    if (!k || !isDir(e.attr.mode) || e.attr.ino === k.shown) return e;
     return { ...e, attr: { ...e.attr, ino: k.shown } };
   }
 
@@ -411,7 +411,8 @@ export class MetaStore {
     if (ticket.self && (!now || !isDir(now.attr.mode) || now.attr.ino !== this.shown(dir, dirEntry).attr.ino)) return;
     const w = this.begin();
     const fresh = new Set(children.map((c) => c.name));
-    for (const name of this.childNames(dir)) if (!fresh.has(name) && !ticket.changed.has(name)) this.removeIn(w, joinRel(dir, name));
+    // What only this mount shows (closed or made here, still queued) is not the node's to remove.
+    for (const name of this.childNames(dir)) if (!fresh.has(name) && !ticket.changed.has(name) && !this.volatile.has(joinRel(dir, name))) this.removeIn(w, joinRel(dir, name));
     for (const { name, entry } of children) {
       if (ticket.changed.has(name)) continue;
       const path = joinRel(dir, name);
@@ -473,6 +474,23 @@ export class MetaStore {
     // A removal is what the disk should hold too (a catch-up writes it); an entry is not.
     if (e) this.volatile.add(path);
     else this.volatile.delete(path);
+  }
+
+  /** Forgets what is shown at and below `path` in memory only (a directory the node refused to make: nothing of it was written). */
+  dropShownOnly(path: string): void {
+    for (const p of this.subtree(path).reverse()) {
+      this.setMem(p, null);
+      this.volatile.delete(p);
+    }
+  }
+
+  /** A directory's listing is no longer taken as complete (one made here turned out to be someone else's). */
+  async unlist(path: string): Promise<void> {
+    const e = this.entries.get(path);
+    if (!e?.listed) return;
+    const w = this.begin();
+    this.putIn(w, path, { ...e, listed: false });
+    await this.commit(w);
   }
 
   /**

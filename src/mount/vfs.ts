@@ -678,17 +678,21 @@ export class Vfs {
     if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
     const d = this.dirty.get(path);
     if (d) d.unlinked = true; // open writers may go on; nothing of theirs is written back
-    // A version of ours sent with no answer heard may be there; one being sent now is waited for (below).
-    const maySit = this.writeBack.maySit(path);
-    await this.writeBack.cancel(path);
-    // A file no node has seen is gone once its pending content is. Not told by
-    // its inode number: a copy still open keeps the one it was created with
-    // after the node took it.
-    if (this.meta.onNode(path)) await this.mutate([], { unlink: { path } }, [path]);
-    else if (maySit) {
-      await this.mutate([], { unlink: { path } }, [path]).catch((err) => {
-        if (errnoOf(err) !== 'ENOENT') throw err; // it never landed
+    // The node first (no commit of the file runs meanwhile), then its pending
+    // versions: an unlink the node does not take loses nothing closed.
+    try {
+      await this.writeBack.removeFile(path, async (maySit) => {
+        // A file no node has seen is gone with its pending content. Not told by
+        // its inode number: a copy still open keeps the one it was created with
+        // after the node took it. A version of ours sent with no answer heard may be there.
+        if (!this.meta.onNode(path) && !maySit) return;
+        await this.mutate([], { unlink: { path } }, [path]).catch((err) => {
+          if (errnoOf(err) !== 'ENOENT') throw err; // gone already (removed elsewhere, or it never landed)
+        });
       });
+    } catch (err) {
+      if (d) d.unlinked = false; // still there: its writers' changes go on to the node
+      throw err;
     }
     this.forgetPath(path);
     await this.meta.put(path, null);

@@ -90,6 +90,13 @@ class Waiting extends Error {
   }
 }
 
+/** A record below a directory the node does not have yet (no node took the directory): it was not sent. */
+class DirNotThere extends FsError {
+  constructor(dir: string) {
+    super('EHOSTDOWN', `the directory "${dir}" is not on the node yet`);
+  }
+}
+
 /** A record dropped for a newer version of its file before its turn came. */
 class Superseded extends Error {
   constructor() {
@@ -323,8 +330,13 @@ export class WriteBack {
     this.hold(entry);
     // While no node answers, the retries take it (with what waits below it).
     if (!this.mesh.reachable) return void this.scheduleRetry();
-    // Not tried once the node stopped answering: the retries take it then (a try would wait out a deadline).
-    const run = (): Promise<unknown> => (this.pending.get(entry.seq) === entry && !this.closed && this.mesh.reachable ? this.commitOrQueue(entry, false) : Promise.resolve(this.scheduleRetry()));
+    const run = async (): Promise<unknown> => {
+      // Made already (a commit below it needed it first), or the mount stops.
+      if (this.pending.get(entry.seq) !== entry || this.closed) return;
+      // Not tried once the node stopped answering: the retries take it then (a try would wait out a deadline).
+      if (!this.mesh.reachable) return this.scheduleRetry();
+      return this.commitOrQueue(entry, false);
+    };
     this.mkdirChain = this.mkdirChain.then(run, run);
   }
 
@@ -353,7 +365,7 @@ export class WriteBack {
   private async mkdirsFirst(path: string, seq: number): Promise<void> {
     for (const m of this.mkdirsAbove(path, seq || Infinity)) {
       await this.commitOrQueue(m, false);
-      if (this.pending.get(m.seq) === m) throw new FsError('EHOSTDOWN', `the directory "${m.path}" is not on the node yet`);
+      if (this.pending.get(m.seq) === m) throw new DirNotThere(m.path);
     }
   }
 
@@ -605,20 +617,28 @@ export class WriteBack {
    * and then it is the newer one's base).
    */
   private async dropOlder(path: string, seq: number): Promise<void> {
-    for (const e of [...(this.byPath.get(path) ?? [])]) {
-      if (e.seq >= seq || e.dirAttrs || e.mkdir) continue;
-      await this.running.get(e.seq)?.catch(() => undefined);
-      if (!this.pending.has(e.seq)) continue;
-      // Out of the pending ones before anything is awaited: no commit of it may start now
-      // (the retries would read a dirty copy about to go).
-      const content = { path: e.path, dirty: e.dirty, data: e.data };
-      this.forget(e);
-      // Tried already, answer lost: the node may hold it. Keep its digest to recognize it.
-      if (this.replayed.has(e.seq)) await this.rememberMayHold(content);
-      await this.drop(e, true);
-      for (const r of this.pending.values()) if (r.baseSeq === e.seq) r.baseSeq = e.baseSeq;
-      for (const fn of this.supersededListeners) fn(e.seq, e.baseSeq);
-    }
+    const older = [...(this.byPath.get(path) ?? [])].filter((e) => e.seq < seq && !e.dirAttrs && !e.mkdir);
+    if (older.length === 0) return;
+    // Under the path's lock: a commit under way ends first, and the newer
+    // version's commit waits until the digests of versions that may have
+    // landed unheard are known (they are the bases it may meet on the node).
+    await this.locks.with(path, async () => {
+      for (const e of older) await this.dropOne(e);
+    });
+  }
+
+  /** A superseded version goes (see dropOlder): what was made from it inherits its base. */
+  private async dropOne(e: JournalEntry): Promise<void> {
+    if (!this.pending.has(e.seq)) return;
+    // Out of the pending ones before anything is awaited: no retry picks it up
+    // (it would read a dirty copy about to go).
+    const content = { path: e.path, dirty: e.dirty, data: e.data };
+    this.forget(e);
+    // Tried already, answer lost: the node may hold it. Keep its digest to recognize it.
+    if (this.replayed.has(e.seq)) await this.rememberMayHold(content);
+    await this.drop(e, true);
+    for (const r of this.pending.values()) if (r.baseSeq === e.seq) r.baseSeq = e.baseSeq;
+    for (const fn of this.supersededListeners) fn(e.seq, e.baseSeq);
   }
 
   private async rememberMayHold(e: Pick<JournalEntry, 'path' | 'dirty' | 'data'>): Promise<void> {
@@ -652,6 +672,11 @@ export class WriteBack {
     if (e.dirAttrs || e.mkdir) {
       await this.journal.remove(e.seq);
       log.error({ path: e.path, errno: errnoOf(err), err: (err as Error).message }, e.mkdir ? 'the node refused to make a directory made through the mount; what was written in it is kept in the cache dir' : "the node refused a directory's mode or times");
+      if (e.mkdir) {
+        // It is not shown any more; what the node has at that path is (as after a conflict).
+        this.meta.dropShownOnly(e.path);
+        for (const fn of this.conflictListeners) fn(e.path);
+      }
       return;
     }
     const kept = `${this.dirtyPath(e.dirty || this.newDirtyName())}.failed`;
@@ -715,7 +740,8 @@ export class WriteBack {
         return undefined;
       }
       if (RETRYABLE.has(errnoOf(err)) || (e.seq && NODE_FULL.has(errnoOf(err)))) {
-        this.queuedAfter(e, err);
+        // Held back by its directory: never sent, so it cannot have landed.
+        this.queuedAfter(e, err, !(err instanceof DirNotThere));
         return undefined;
       }
       await this.refused(e, err);
@@ -772,6 +798,7 @@ export class WriteBack {
   private async commitMkdir(e: JournalEntry): Promise<Buffer> {
     this.step(e, 'making the directory');
     let r: { entries: WEntryOut[]; by: string; generation: number };
+    let existed = false;
     try {
       r = await this.mesh.mutate({ mkdir: { path: e.path, mode: e.mode & 0o7777 } });
     } catch (err) {
@@ -780,8 +807,10 @@ export class WriteBack {
       const there = await this.mesh.stat(e.path);
       if (!there.attr || !isDir(there.attr.mode)) throw err;
       r = { entries: [{ ...there, name: e.path }], by: '', generation: 0 };
+      existed = true;
     }
-    const entries = r.entries.map((x) => [x.name, entryFromWire(x)] as const);
+    // Entries showing changes of ours still queued (its directory's times) stay as shown.
+    const entries = r.entries.map((x) => [x.name, entryFromWire(x)] as const).filter(([path]) => path === e.path || !this.byPath.has(path));
     for (const [path, entry] of entries) {
       if (r.by) this.meta.markOwnCommit(path, r.by, r.generation);
       // Shown with a number of the mount's until now: it keeps it (tar compares them).
@@ -789,10 +818,9 @@ export class WriteBack {
     }
     // The record leaves the journal in the write that records what the node answered.
     this.forget(e);
-    await this.meta.putMany(
-      entries,
-      (b) => this.journal.removeIn(b, e.seq),
-    );
+    await this.meta.putMany(entries, (b) => this.journal.removeIn(b, e.seq));
+    // Someone else's directory may hold entries this mount has never seen: listed again when next looked in.
+    if (existed) await this.meta.unlist(e.path);
     return Buffer.alloc(0);
   }
 
@@ -1119,23 +1147,23 @@ export class WriteBack {
 
   /** Whether a pending version of this path may be on the node unheard: sent now, or sent before with its answer lost. */
   maySit(path: string): boolean {
+    if (this.mayHold.has(path)) return true;
     for (const e of this.byPath.get(path) ?? []) if (this.running.has(e.seq) || this.replayed.has(e.seq)) return true;
     return false;
   }
 
-  /** The file was deleted: its pending content must never be written back. */
-  async cancel(path: string): Promise<boolean> {
-    let any = false;
-    for (const e of [...this.pending.values()]) {
-      if (e.path === path || e.path.startsWith(path + '/')) {
-        await this.running.get(e.seq)?.catch(() => undefined);
-        if (this.pending.has(e.seq)) {
-          await this.drop(e, true);
-          any = true;
-        }
-      }
-    }
-    return any;
+  /**
+   * A file is removed: `onNode` removes it on the node (told whether a
+   * version of ours may be there unheard) while no commit of it runs or can
+   * start; once that succeeded its pending versions go. If it fails, they
+   * stay: nothing closed is lost by an unlink the node did not take.
+   */
+  async removeFile(path: string, onNode: (maySit: boolean) => Promise<void>): Promise<void> {
+    await this.locks.with(path, async () => {
+      await onNode(this.maySit(path));
+      for (const e of [...(this.byPath.get(path) ?? [])]) await this.drop(e, true);
+      this.mayHold.delete(path);
+    });
   }
 
   private async drop(e: JournalEntry, removeDirty: boolean): Promise<void> {
