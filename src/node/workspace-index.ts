@@ -582,11 +582,16 @@ export class WorkspaceIndex extends EventEmitter {
    * now: if its stat tuple moved, it is re-hashed (once, whoever asks).
    */
   validate(rel: string): Promise<IndexEntry> {
-    let p = this.validating.get(rel);
-    if (!p) {
-      p = this.validateNow(rel).finally(() => this.validating.delete(rel));
-      this.validating.set(rel, p);
-    }
+    // One look at a path at a time. A caller arriving while one runs may
+    // have changed the file since it started (the bulk-lane test wrote a
+    // file and asked for its manifest while the watcher's hash of the
+    // version before ran, and got that version's): it looks again once that
+    // one ends, a stat that re-hashes only if the file moved.
+    const running = this.validating.get(rel);
+    const p: Promise<IndexEntry> = (running ? running.catch(() => undefined).then(() => this.validateNow(rel)) : this.validateNow(rel)).finally(() => {
+      if (this.validating.get(rel) === p) this.validating.delete(rel);
+    });
+    this.validating.set(rel, p);
     return p;
   }
 
