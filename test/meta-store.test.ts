@@ -5,6 +5,7 @@ import { MetaStore, type MetaEntry } from '../src/cache/meta-store.js';
 import { Journal } from '../src/cache/journal.js';
 import { S_IFDIR, S_IFREG } from '../src/content/attr.js';
 import { fillUntilRefused, smallFs } from './helpers/small-fs.js';
+import { tempDir } from './helpers/node-proc.js';
 
 const attr = (mode: number, size: number, ino: number) => ({ dev: 0, ino, mode, nlink: 1, uid: 0, gid: 0, rdev: 0, size, blocks: 0, atimeNs: 1n, mtimeNs: 1n, ctimeNs: 1n });
 const file = (size: number, ino: number, digestByte: number): MetaEntry => ({ attr: attr(S_IFREG | 0o644, size, ino), digest: Buffer.alloc(32, digestByte) });
@@ -84,4 +85,29 @@ t.test('a catch-up writes the newest state of a path, never the one that was ref
   const after = await reload(store);
   t.equal(after.get('x')?.attr.size, 2);
   t.equal(after.get('y'), undefined, 'a volatile entry stays off the disk (the journal brings it back after a restart)');
+});
+
+t.test("what only this mount shows: a node's listing leaves it; the node's inode numbers go to disk; onNode tells the node's paths", async (t) => {
+  const base = await tempDir(t);
+  const store = await Store.open(join(base, 'db'));
+  t.teardown(() => store.close());
+  const meta = new MetaStore(store, 'ws');
+  await meta.putListing('', dir(1), [{ name: 'old', entry: file(1, 2, 1) }]);
+  // A directory made here (queued for the node), a file closed in it, and a newer version of ours over the node's file.
+  meta.putVolatile('q', { ...dir(0xf000_0001), listed: true });
+  meta.putVolatile('q/f', file(5, 0xf000_0002, 2));
+  meta.putVolatile('old', file(7, 0xf000_0003, 3));
+  t.same([meta.onNode('q'), meta.onNode('q/f'), meta.onNode('old')], [false, false, true], 'onNode: the node had only "old"');
+  // The node lists the root without them (their commits have not landed).
+  await meta.putListing('', dir(1), [{ name: 'old', entry: file(1, 2, 1) }]);
+  t.ok(meta.get('q') && meta.get('q/f'), "the node's listing leaves the queued directory and what is in it");
+  // The directory lands: it keeps the number it was shown with; the disk gets the node's.
+  meta.keepIno('q', meta.get('q'), dir(77));
+  await meta.putMany([['q', dir(77)]]);
+  t.equal(meta.get('q')!.attr.ino, 0xf000_0001, 'shown with the number it had');
+  t.equal(meta.onNode('q'), true, 'and the node has it now');
+  t.equal((await reload(store)).get('q')!.attr.ino, 77, "the disk holds the node's number");
+  await meta.put('q', null);
+  await meta.putMany([['q', dir(78)]]);
+  t.equal(meta.get('q')!.attr.ino, 78, 'a directory made at that path after a removal shows its own number');
 });
