@@ -21,7 +21,7 @@ import { MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES } from '../wire/proto.js';
 import { isDir, toTimespec } from '../content/attr.js';
 import type { ChunkStore } from '../cache/chunk-store.js';
 import type { Journal, JournalEntry } from '../cache/journal.js';
-import type { MetaStore } from '../cache/meta-store.js';
+import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import { errnoOf, FsError, isUnimplemented } from '../wire/errors.js';
 import { chunksToWire } from '../wire/convert.js';
@@ -281,14 +281,24 @@ export class WriteBack {
    * only while the queue is full.
    */
   async queueFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>): Promise<{ queued: number }> {
-    while (this.pending.size >= ASYNC_QUEUE && this.running.size > 0) await Promise.race(this.running.values()).catch(() => undefined);
-    await this.beforeNameChange([rec.path]);
-    const entry = await this.journal.add({ ...rec, closedAt: Date.now() });
-    this.hold(entry);
+    const entry = await this.enqueue(rec);
     await this.dropOlder(rec.path, entry.seq);
     this.lingering.push(entry);
     this.pump();
     return { queued: entry.seq };
+  }
+
+  /**
+   * Asynchronous write-back: a new name's record joins the journal and the
+   * pending ones once the queue has room (close() or mkdir() waits only
+   * while it is full), after times queued for its directory are settled.
+   */
+  private async enqueue(rec: Omit<JournalEntry, 'seq' | 'closedAt'>): Promise<JournalEntry> {
+    while (this.pending.size >= ASYNC_QUEUE && this.running.size > 0) await Promise.race(this.running.values()).catch(() => undefined);
+    await this.beforeNameChange([rec.path]);
+    const entry = await this.journal.add({ ...rec, closedAt: Date.now() });
+    this.hold(entry);
+    return entry;
   }
 
   /**
@@ -324,10 +334,7 @@ export class WriteBack {
    * a round trip to the node (4–7 ms while commits ran).
    */
   async queueMkdir(path: string, mode: number): Promise<void> {
-    while (this.pending.size >= ASYNC_QUEUE && this.running.size > 0) await Promise.race(this.running.values()).catch(() => undefined);
-    await this.beforeNameChange([path]);
-    const entry = await this.journal.add({ path, dirty: '', expectAbsent: true, mode: mode & 0o7777, mkdir: true, closedAt: Date.now() });
-    this.hold(entry);
+    const entry = await this.enqueue({ path, dirty: '', expectAbsent: true, mode: mode & 0o7777, mkdir: true });
     // While no node answers, the retries take it (with what waits below it).
     if (!this.mesh.reachable) return void this.scheduleRetry();
     const run = async (): Promise<unknown> => {
@@ -785,13 +792,14 @@ export class WriteBack {
     if (e.dirAttrs!.setsMode) replies.push(await this.mesh.mutate({ chmod: { path: e.path, mode: e.mode & 0o7777 } }));
     if (e.mtimeNs !== undefined) replies.push(await this.mesh.mutate({ utimens: { path: e.path, mtime: toTimespec(e.mtimeNs), atime: toTimespec(e.atimeNs ?? e.mtimeNs), atimeNow: false, mtimeNow: false } }));
     for (const r of replies) for (const x of r.entries) this.meta.markOwnCommit(x.name, r.by, r.generation);
-    // The record leaves the journal in the write that records what the node answered.
-    this.forget(e);
-    await this.meta.putMany(
-      replies.flatMap((r) => r.entries.map((x) => [x.name, entryFromWire(x)] as const)),
-      (b) => this.journal.removeIn(b, e.seq),
-    );
+    await this.answered(e, replies.flatMap((r) => r.entries.map((x) => [x.name, entryFromWire(x)] as const)));
     return Buffer.alloc(0);
+  }
+
+  /** A directory's record is done: it leaves the journal in the write that records what the node answered. */
+  private async answered(e: JournalEntry, entries: readonly (readonly [string, MetaEntry])[]): Promise<void> {
+    this.forget(e);
+    await this.meta.putMany(entries, (b) => this.journal.removeIn(b, e.seq));
   }
 
   /** A directory made through the mount, made on the node. */
@@ -816,9 +824,7 @@ export class WriteBack {
       // Shown with a number of the mount's until now: it keeps it (tar compares them).
       if (path === e.path) this.meta.keepIno(path, this.meta.get(path), entry);
     }
-    // The record leaves the journal in the write that records what the node answered.
-    this.forget(e);
-    await this.meta.putMany(entries, (b) => this.journal.removeIn(b, e.seq));
+    await this.answered(e, entries);
     // Someone else's directory may hold entries this mount has never seen: listed again when next looked in.
     if (existed) await this.meta.unlist(e.path);
     return Buffer.alloc(0);
@@ -1146,7 +1152,7 @@ export class WriteBack {
   }
 
   /** Whether a pending version of this path may be on the node unheard: sent now, or sent before with its answer lost. */
-  maySit(path: string): boolean {
+  private maySit(path: string): boolean {
     if (this.mayHold.has(path)) return true;
     for (const e of this.byPath.get(path) ?? []) if (this.running.has(e.seq) || this.replayed.has(e.seq)) return true;
     return false;

@@ -483,54 +483,47 @@ export class WorkspaceIndex extends EventEmitter {
 
   /** Re-checks one path after a filesystem event: cheap when nothing changed. */
   async refresh(rel: string): Promise<void> {
-    const prev = this.entries.get(rel);
-    let attr: Attr | undefined;
-    try {
-      attr = attrFromStats(await lstat(this.paths.abs(rel), { bigint: true }));
-    } catch {
-      attr = undefined;
-    }
-    if (!attr) {
-      if (prev) await this.apply(this.subtree(rel).map((path) => ({ path, entry: null })));
-    } else if (!prev || (attr.mode & 0o170000) !== (prev.attr.mode & 0o170000)) {
-      await this.reconcile(rel); // new (or replaced) path: walk what is there now
-    } else if (isReg(attr.mode)) {
-      // Unchanged since indexed (the usual case: the event was this node's own commit): nothing to do.
-      if (!prev.digest || !sameTuple(prev.attr, attr)) await this.validate(rel).catch(() => undefined);
-    } else if (!sameAttr(prev.attr, attr)) {
-      // A directory's own attributes; its children report their own events.
-      const target = isLnk(attr.mode) ? await readlink(this.paths.abs(rel)).catch(() => prev.target) : undefined;
-      await this.apply([{ path: rel, entry: target === undefined ? { attr } : { attr, target } }]);
-    }
+    await this.refreshAll([rel]);
   }
 
   /**
-   * Re-checks the paths of a namespace change this node just made (its
-   * name, its directory), lstat'ed side by side and recorded in one
-   * database write: a mkdir paid two writes and a walk of the new directory
-   * before. `madeDir` is a directory this node just created: it is taken as
+   * Re-checks paths, lstat'ed side by side; what their stats alone tell is
+   * recorded in one database write (a namespace change's name and its
+   * directory: a mkdir paid two writes and a walk of the new directory
+   * before). `madeDir` is a directory this node just created: it is taken as
    * empty (the watcher refreshes every new directory once it watches it, so
-   * an entry made in it meanwhile is still found). Paths whose news needs
-   * more than their stat (a new file to hash, a new symlink to read, a type
-   * change) go through refresh() one by one.
+   * an entry made in it meanwhile is still found). A path whose news needs
+   * more than its stat (a new or replaced path to walk, a file to hash, a
+   * symlink to read) is handled after that, one by one.
    */
   async refreshAll(paths: readonly string[], madeDir?: string): Promise<void> {
     const attrs = await Promise.all(paths.map((rel) => lstat(this.paths.abs(rel), { bigint: true }).then(attrFromStats, () => undefined)));
     const list: { path: string; entry: IndexEntry | null }[] = [];
-    const slow: string[] = [];
+    const deeper: { rel: string; attr: Attr; prev: IndexEntry | undefined }[] = [];
     paths.forEach((rel, i) => {
       const attr = attrs[i];
       const prev = this.entries.get(rel);
       if (!attr) {
         if (prev) list.push(...this.subtree(rel).map((path) => ({ path, entry: null })));
       } else if (isDir(attr.mode) && (prev ? isDir(prev.attr.mode) : rel === madeDir)) {
+        // A directory's own attributes; its children report their own events.
         if (!prev || !sameAttr(prev.attr, attr)) list.push({ path: rel, entry: { attr } });
       } else {
-        slow.push(rel);
+        deeper.push({ rel, attr, prev });
       }
     });
     await this.apply(list);
-    for (const rel of slow) await this.refresh(rel);
+    for (const { rel, attr, prev } of deeper) {
+      if (!prev || (attr.mode & 0o170000) !== (prev.attr.mode & 0o170000)) {
+        await this.reconcile(rel); // new (or replaced) path: walk what is there now
+      } else if (isReg(attr.mode)) {
+        // Unchanged since indexed (the usual case: the event was this node's own commit): nothing to do.
+        if (!prev.digest || !sameTuple(prev.attr, attr)) await this.validate(rel).catch(() => undefined);
+      } else if (!sameAttr(prev.attr, attr)) {
+        const target = isLnk(attr.mode) ? await readlink(this.paths.abs(rel)).catch(() => prev.target) : undefined;
+        await this.apply([{ path: rel, entry: target === undefined ? { attr } : { attr, target } }]);
+      }
+    }
   }
 
   /**
