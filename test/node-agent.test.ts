@@ -231,6 +231,84 @@ t.test('node agent', async (t) => {
     await t.rejects(stat(join(root, 'src/cut.bin')), 'no file placed');
   });
 
+  t.test("chunks put in a file's draft: the commit takes the draft as the file", async (t) => {
+    const commits = async (how: string): Promise<number> => Number(new RegExp(`^ghostfs_node_commits_total\\{how="${how}"\\} (\\d+)`, 'm').exec(await node.scrapeMetrics())?.[1] ?? 0);
+    /** The node's open files in the root that have no name (O_TMPFILE drafts) or a temp name: its drafts. */
+    const drafts = async (): Promise<{ size: number; ino: number }[]> => {
+      const dir = `/proc/${node.child.pid}/fd`;
+      const out: { size: number; ino: number }[] = [];
+      for (const fd of await readdir(dir).catch(() => [] as string[])) {
+        const l = await readlink(join(dir, fd)).catch(() => '');
+        if (!l.startsWith(root + '/') || !(l.endsWith(' (deleted)') || l.includes('/.ghostfs-tmp-'))) continue;
+        const st = await stat(join(dir, fd)).catch(() => undefined);
+        if (st) out.push({ size: st.size, ino: st.ino });
+      }
+      return out;
+    };
+    const put = (data: Buffer, chunks: { hash: Buffer; offset: number; length: number }[], draft?: string, at?: (c: { offset: number }) => number) =>
+      conn.putChunks(chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length), draft, offset: at ? at(c) : c.offset })));
+
+    // Every chunk into the draft: the node holds them, in one file.
+    const data = randomBytes(12 << 20);
+    const m = chunkBuffer(data, DEFAULT_CHUNKING);
+    t.ok(m.chunks.length >= 4, `${m.chunks.length} chunks`);
+    const before = await commits('draft');
+    const chunkFiles = async (): Promise<string[]> => (await readdir(join(state, 'staging', 'default'))).filter((n) => /^[0-9a-f]{64}$/.test(n));
+    const stagedBefore = await chunkFiles();
+    await put(data, m.chunks, 'draft-1');
+    t.same(await conn.hasChunks(m.chunks.map((c) => c.hash)), [], 'the node counts the placed chunks as held');
+    const open = await drafts();
+    t.equal(open.length, 1, 'one draft');
+    t.equal(open[0]?.size, data.length, 'holding the bytes at their offsets');
+    t.same(await chunkFiles(), stagedBefore, 'and no chunk staged on its own');
+    const r = await conn.commit({ path: 'src/drafted.bin', expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks, mode: 0o640, draft: 'draft-1' });
+    t.equal(r.conflict, false);
+    t.ok((await readFile(join(root, 'src/drafted.bin'))).equals(data), 'the file has the bytes');
+    t.equal((await stat(join(root, 'src/drafted.bin'))).mode & 0o777, 0o640, 'and the mode');
+    t.equal((await stat(join(root, 'src/drafted.bin'))).ino, open[0]!.ino, 'the draft is the file');
+    t.equal(await commits('draft'), before + 1, 'counted as a commit from a draft');
+    t.same(await drafts(), [], 'no draft left');
+
+    // A draft holding more, and less, than the file: one chunk only past the
+    // end, another's bytes written over the next one's place. The commit
+    // writes what is missing and cuts the rest.
+    const data2 = randomBytes(10 << 20);
+    const m2 = chunkBuffer(data2, DEFAULT_CHUNKING);
+    const [c0, c1, c2] = m2.chunks;
+    await put(data2, m2.chunks.slice(1), 'draft-2');
+    await put(data2, [c1!], 'draft-2', () => c2!.offset); // c1's bytes over c2's place (and beyond, if longer)
+    await put(data2, [c0!], 'draft-2', () => data2.length + (3 << 20)); // past the end
+    const lacking = await conn.hasChunks(m2.chunks.map((c) => c.hash));
+    t.ok(lacking.includes(2), `a chunk written over is no longer held (lacking: ${lacking.join(', ')})`);
+    t.ok(!lacking.includes(0) && !lacking.includes(1), 'chunks placed intact are, wherever they are');
+    await put(data2, lacking.map((i) => m2.chunks[i]!)); // as a mount does: what the node lacks travels again
+    const r2 = await conn.commit({ path: 'src/drafted2.bin', expectAbsent: true, digest: m2.digest, size: m2.size, chunks: m2.chunks, draft: 'draft-2' });
+    t.equal(r2.conflict, false);
+    t.ok((await readFile(join(root, 'src/drafted2.bin'))).equals(data2), 'the file has exactly its bytes, and its size');
+
+    // A draft the node does not have (restarted, expired): assembled from chunks as before.
+    const data3 = randomBytes(3 << 20);
+    const up3 = await upload(conn, data3);
+    const r3 = await conn.commit({ path: 'src/drafted3.bin', expectAbsent: true, digest: up3.m.digest, size: up3.m.size, chunks: up3.m.chunks, draft: 'never-made' });
+    t.ok(!r3.conflict && (await readFile(join(root, 'src/drafted3.bin'))).equals(data3), 'an unknown draft is no error');
+
+    // A draft whose commit is a conflict: its bytes become the conflict copy.
+    const data4 = randomBytes(9 << 20);
+    const m4 = chunkBuffer(data4, DEFAULT_CHUNKING);
+    await put(data4, m4.chunks, 'draft-4');
+    const r4 = await conn.commit({ path: 'src/drafted.bin', expectAbsent: true, digest: m4.digest, size: m4.size, chunks: m4.chunks, clientId: 'laptop', draft: 'draft-4' });
+    t.equal(r4.conflict, true);
+    t.ok((await readFile(join(root, r4.conflictPath))).equals(data4), 'the conflict copy has the bytes');
+    t.ok((await readFile(join(root, 'src/drafted.bin'))).equals(data), 'the file there untouched');
+    // Chunks for a draft a commit took already are kept as any upload.
+    await put(data4, m4.chunks.slice(0, 1), 'draft-4');
+    t.same(await drafts(), [], 'a late chunk does not start the draft again');
+
+    await rejectsErrno(t, put(data4, m4.chunks.slice(0, 1), '../x'), 'EINVAL', 'a draft name with a slash');
+    await rejectsErrno(t, conn.commit({ path: 'src/x.bin', expectAbsent: true, digest: m4.digest, size: m4.size, chunks: m4.chunks, draft: 'a b' }), 'EINVAL', 'a draft name with a space');
+    t.same(await drafts(), [], 'no draft left open');
+  });
+
   t.test('CommitMany: each commit stands on its own, announced in order', async (t) => {
     await conn.mutate({ mkdir: { path: 'many', mode: 0o755 } });
     const h = await conn.handshake();

@@ -31,7 +31,7 @@ export const rpcSeconds = new Histogram({
 /** Files the node committed, by the way they were written (see src/node/commit.ts). */
 export const nodeCommits = new Counter({
   name: 'ghostfs_node_commits_total',
-  help: 'files committed by the node: how="new-file" (a new small file written, fsynced and named in one worker job), how="staged" (assembled from chunks, then put in place)',
+  help: 'files committed by the node: how="new-file" (a new small file written, fsynced and named in one worker job), how="staged" (assembled from chunks, then put in place), how="draft" (the same from the draft its chunks were put in as they were uploaded)',
   labelNames: ['how'],
   registers: [registry],
 });

@@ -48,9 +48,10 @@ export interface JournalEntry {
    * otherwise memory only.
    */
   data?: Buffer;
-  /** A big file's chunk list, made while it was written (memory only), and the end of its early upload. */
+  /** A big file's chunk list, made while it was written (memory only), the end of its early upload, and its draft on the node. */
   manifest?: Manifest;
   sentAhead?: Promise<void>;
+  draft?: string;
 }
 
 function encode(e: JournalEntry): Buffer {

@@ -34,6 +34,14 @@ export interface ConnectionOptions {
   bulkLane?: boolean;
 }
 
+/** A chunk to upload; `draft` and `offset` place it in a file's draft on the node. */
+export interface UploadChunk {
+  hash: Buffer;
+  data: Buffer;
+  draft?: string;
+  offset?: number;
+}
+
 export interface ChunkPath {
   /** 'unknown' until a handshake with the node. */
   over: 'lane' | 'grpc' | 'unknown';
@@ -317,7 +325,8 @@ export class NodeConnection {
   }
 
   /** Uploads chunks (the node verifies each); resolves with how many were new. */
-  putChunks(chunks: AsyncIterable<{ hash: Buffer; data: Buffer }> | Iterable<{ hash: Buffer; data: Buffer }>, deadlineMs = this.deadlineMs): Promise<{ stored: number; bytes: number }> {
+  /** Uploads chunks; one that names a draft (and its offset there) goes into that file's draft on the node (see proto). */
+  putChunks(chunks: AsyncIterable<UploadChunk> | Iterable<UploadChunk>, deadlineMs = this.deadlineMs): Promise<{ stored: number; bytes: number }> {
     const client = this.begin();
     return new Promise((resolve, reject) => {
       let ended = false;
@@ -333,7 +342,7 @@ export class NodeConnection {
         let first = true;
         for await (const c of chunks) {
           if (ended) return;
-          const ok = call.write({ workspace: first ? this.workspace : '', hash: c.hash, data: c.data });
+          const ok = call.write({ workspace: first ? this.workspace : '', hash: c.hash, data: c.data, draft: c.draft ?? '', offset: c.offset ?? 0 });
           first = false;
           if (!ok) {
             await new Promise<void>((r) => {

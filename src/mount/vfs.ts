@@ -579,6 +579,7 @@ export class Vfs {
           // A big file written front to back: its chunk list is ready and its chunks are on their way.
           manifest: ahead?.manifest,
           sentAhead: ahead?.sent,
+          draft: ahead?.draft,
         },
       };
     });

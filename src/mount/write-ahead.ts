@@ -7,6 +7,9 @@
 // here has to succeed: a chunk that was not sent (the node did not answer,
 // the file stopped being a straight run) travels at close, and a staged
 // chunk no commit used expires on the node. The commit still happens at close.
+// The node puts the chunks in the file's draft, where they stay: the commit
+// takes the draft as the new file and writes only what is not there yet.
+import { randomBytes } from 'node:crypto';
 import { StreamChunker } from '../content/stream-chunker.js';
 import type { ChunkingParams } from '../content/chunker.js';
 import type { ChunkRef, Manifest } from '../content/manifest.js';
@@ -17,10 +20,15 @@ export const WRITE_AHEAD_FROM = 8 * 1024 * 1024;
 /** Chunks per has-chunks question (and at most per PutChunks call). */
 const BATCH = 8;
 
-/** Sends what the node lacks of these chunks, reading their bytes with `read`. */
-export type SendChunks = (chunks: ChunkRef[], read: (c: ChunkRef) => Promise<Buffer>) => Promise<unknown>;
+/** Sends what the node lacks of these chunks, reading their bytes with `read`, into the file's draft. */
+export type SendChunks = (chunks: ChunkRef[], read: (c: ChunkRef) => Promise<Buffer>, draft: string) => Promise<unknown>;
 
 export class WriteAhead {
+  /**
+   * Names the file's draft on the node, which the chunks go into at their
+   * offsets and the commit then takes as the new file (node/drafts.ts).
+   */
+  readonly draft = randomBytes(12).toString('base64url');
   private readonly chunker: StreamChunker;
   private queue: ChunkRef[] = [];
   private sending: Promise<void> | undefined;
@@ -74,13 +82,13 @@ export class WriteAhead {
    * through here, and a promise that settles once the chunks still queued
    * were sent (or given up on). Never rejects.
    */
-  finish(size: number): { manifest: Manifest; sent: Promise<void> } | undefined {
+  finish(size: number): { manifest: Manifest; sent: Promise<void>; draft: string } | undefined {
     const manifest = this.chunker.finish(size);
     if (!manifest) {
       this.halt();
       return undefined;
     }
-    return { manifest, sent: this.idle() };
+    return { manifest, sent: this.idle(), draft: this.draft };
   }
 
   private async idle(): Promise<void> {
@@ -113,7 +121,7 @@ export class WriteAhead {
       while (n < Math.min(BATCH, this.queue.length) && this.queue[n]!.offset + this.queue[n]!.length <= this.readable) n++;
       const batch = this.queue.splice(0, n);
       try {
-        await this.send(batch, (c) => this.read(c.offset, c.length));
+        await this.send(batch, (c) => this.read(c.offset, c.length), this.draft);
       } catch (err) {
         // The close sends what is missing anyway; no point in retrying here.
         log.debug({ err: (err as Error).message }, 'early upload stopped; the rest travels at close');

@@ -459,6 +459,7 @@ export class WriteBack {
     e.data = undefined;
     e.manifest = undefined;
     e.sentAhead = undefined;
+    e.draft = undefined;
   }
 
   /**
@@ -852,7 +853,7 @@ export class WriteBack {
       const req = this.request(e, manifest, data);
       if (!data) {
         this.step(e, 'uploading');
-        await this.upload(this.dirtyPath(e.dirty), manifest, e.sentAhead);
+        await this.upload(this.dirtyPath(e.dirty), manifest, { sent: e.sentAhead, draft: e.draft });
       }
       for (let attempt = 1; ; attempt++) {
         this.step(e, 'committing');
@@ -967,7 +968,7 @@ export class WriteBack {
    */
   writeAhead(read: (offset: number, length: number) => Promise<Buffer>): WriteAhead {
     // A copy of content the node holds (cp within the workspace) sends nothing.
-    const send: SendChunks = (chunks, bytesOf) => this.sendMissing(' ahead', chunks, bytesOf);
+    const send: SendChunks = (chunks, bytesOf, draft) => this.sendMissing(' ahead', chunks, bytesOf, draft);
     return new WriteAhead(DEFAULT_CHUNKING, send, read);
   }
 
@@ -997,6 +998,7 @@ export class WriteBack {
       inline: data ? manifest.chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length) })) : [],
       // Versions of ours whose commit answers were lost may be what the node holds now: not a conflict.
       alsoBases: this.mayHold.get(e.path) ?? [],
+      draft: e.draft ?? '',
     };
   }
 
@@ -1033,26 +1035,26 @@ export class WriteBack {
     return manifest.digest;
   }
 
-  /** Uploads the chunks the node lacks, read from the dirty copy; returns how many it lacked. */
-  private async upload(dirty: string, m: Manifest, sentAhead?: Promise<void>): Promise<number> {
-    await sentAhead; // what was sent early is not asked about while still on its way
+  /** Uploads the chunks the node lacks, read from the dirty copy (into the file's draft, if it has one); returns how many it lacked. */
+  private async upload(dirty: string, m: Manifest, ahead?: { sent?: Promise<void>; draft?: string }): Promise<number> {
+    await ahead?.sent; // what was sent early is not asked about while still on its way
     const fh = await open(dirty, 'r');
     try {
-      return await this.sendMissing('', m.chunks, (ch) => readAt(fh, ch.length, ch.offset, `dirty copy ${dirty}`));
+      return await this.sendMissing('', m.chunks, (ch) => readAt(fh, ch.length, ch.offset, `dirty copy ${dirty}`), ahead?.draft);
     } finally {
       await fh.close();
     }
   }
 
   /** Asks the node which of these chunks it lacks and sends those, their bytes read by `bytesOf`; returns how many. */
-  private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>): Promise<number> {
+  private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>, draft?: string): Promise<number> {
     const missing = await this.mesh.call(`has-chunks${what}`, (c) => c.hasChunks(chunks.map((x) => x.hash)));
     if (missing.length === 0) return 0;
     const wanted = missing.map((i) => chunks[i]!);
     await this.mesh.call(`put-chunks${what}`, (c) =>
       c.putChunks(
         (async function* () {
-          for (const ch of wanted) yield { hash: ch.hash, data: await bytesOf(ch) };
+          for (const ch of wanted) yield { hash: ch.hash, data: await bytesOf(ch), draft, offset: ch.offset };
         })(),
         Math.max(this.opts.deadlineMs, 60_000),
       ),

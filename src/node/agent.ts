@@ -220,7 +220,10 @@ export class NodeAgent {
     }
     await this.door?.close();
     await this.pool.close();
-    for (const ws of this.workspaces.values()) await ws.index.writeOut();
+    for (const ws of this.workspaces.values()) {
+      await ws.chunks.close();
+      await ws.index.writeOut();
+    }
     await this.store.close();
   }
 }

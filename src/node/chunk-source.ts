@@ -1,8 +1,8 @@
 // Where the node finds chunk bytes: in the workspace's own files (located
 // through the index and re-validated by stat tuple before every read, so a
 // file changed since it was indexed is never served stale) or among chunks
-// uploaded for a commit (staged under the state dir, each verified once on
-// arrival).
+// uploaded for a commit (staged under the state dir, or placed in a file's
+// draft: drafts.ts; each verified once on arrival).
 import { readFile, rename, unlink, readdir, stat, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -12,6 +12,7 @@ import { FsError } from '../wire/errors.js';
 import { log } from '../log.js';
 import type { WorkspaceIndex } from './workspace-index.js';
 import type { RootFile } from './paths.js';
+import { Drafts } from './drafts.js';
 
 /** A chunk's bytes in a workspace file. */
 export interface FileRange {
@@ -54,10 +55,14 @@ export class OpenFile {
 const READ_AHEAD = 3;
 
 export class ChunkSource {
+  readonly drafts: Drafts;
+
   constructor(
     private readonly index: WorkspaceIndex,
     private readonly stagingDir: string,
-  ) {}
+  ) {
+    this.drafts = new Drafts(index.paths.root);
+  }
 
   async init(): Promise<void> {
     await mkdir(this.stagingDir, { recursive: true, mode: 0o700 });
@@ -82,11 +87,11 @@ export class ChunkSource {
    * it exists is for the copy to find out.
    */
   stagedOnly(hash: Buffer, hint?: string): string | undefined {
-    return this.locate(hash, hint) ? undefined : this.stagedPath(hash);
+    return this.locate(hash, hint) || this.drafts.has(hash) ? undefined : this.stagedPath(hash);
   }
 
   async has(hash: Buffer): Promise<boolean> {
-    if (this.locate(hash)) return true;
+    if (this.locate(hash) || this.drafts.has(hash)) return true;
     try {
       await stat(this.stagedPath(hash));
       return true;
@@ -120,12 +125,14 @@ export class ChunkSource {
       const data = await this.readAt(at.path, at.offset, at.length, at.attr, reserve);
       if (data) return data;
     }
+    let staged: Buffer | undefined;
     try {
-      const staged = await readFile(this.stagedPath(hash));
-      return reserve ? Buffer.concat([Buffer.alloc(reserve), staged]) : staged;
+      staged = await readFile(this.stagedPath(hash));
     } catch {
-      throw new FsError('ENOENT', `chunk ${hex(hash)} is not on this node`);
+      staged = await this.drafts.read(hash);
     }
+    if (!staged) throw new FsError('ENOENT', `chunk ${hex(hash)} is not on this node`);
+    return reserve ? Buffer.concat([Buffer.alloc(reserve), staged]) : staged;
   }
 
   /**
@@ -199,9 +206,14 @@ export class ChunkSource {
     }
   }
 
-  /** Keeps an uploaded chunk after checking its hash; returns false if it was known already. */
-  async put(hash: Buffer, data: Buffer): Promise<boolean> {
+  /**
+   * Keeps an uploaded chunk after checking its hash, in the draft `at` names
+   * if it can; returns false if it was known already.
+   */
+  async put(hash: Buffer, data: Buffer, at?: { draft: string; offset: number }): Promise<boolean> {
     if (!hashChunk(data).equals(hash)) throw new FsError('EIO', `uploaded chunk does not match its hash ${hex(hash)}`);
+    // Placed even when known: the commit then need not copy it in.
+    if (at && (await this.drafts.place(at.draft, at.offset, { hash, data }))) return true;
     if (await this.has(hash)) return false;
     const tmp = join(this.stagingDir, `.tmp-${randomBytes(6).toString('hex')}`);
     await writeFile(tmp, data, { mode: 0o600 });
@@ -214,9 +226,9 @@ export class ChunkSource {
     await unlink(this.stagedPath(hash)).catch(() => undefined);
   }
 
-  /** Removes staged chunks (and interrupted uploads) older than `ttlMs`. */
+  /** Removes staged chunks (and interrupted uploads), and drafts, older than `ttlMs`. */
   async collect(ttlMs: number): Promise<number> {
-    let removed = 0;
+    let removed = await this.drafts.collect(ttlMs);
     const now = Date.now();
     for (const name of await readdir(this.stagingDir).catch(() => [] as string[])) {
       const p = join(this.stagingDir, name);
@@ -230,7 +242,12 @@ export class ChunkSource {
         // raced with a commit or another collector
       }
     }
-    if (removed > 0) log.info({ workspace: this.index.id, removed }, 'removed staged chunks past their TTL');
+    if (removed > 0) log.info({ workspace: this.index.id, removed }, 'removed staged chunks and drafts past their TTL');
     return removed;
+  }
+
+  /** Discards the drafts (at shutdown: no commit can take them any more). */
+  close(): Promise<void> {
+    return this.drafts.close();
   }
 }

@@ -5,7 +5,7 @@
 // put in place of the target (or linked in, for a new file, only if the
 // name is still free), and the directory fsynced. If the target changed since the writer read it, nothing
 // is overwritten: the writer's version becomes a conflict copy beside it.
-import { open, lstat } from 'node:fs/promises';
+import { open, lstat, stat } from 'node:fs/promises';
 import { constants as C } from 'node:fs';
 import { dirname, basename, extname } from 'node:path';
 import { hostname } from 'node:os';
@@ -15,12 +15,13 @@ import { FsError } from '../wire/errors.js';
 import { log } from '../log.js';
 import { checkChildPath, joinRel, parentOf } from './paths.js';
 import type { WorkspaceIndex } from './workspace-index.js';
-import { stageIn, type StagedFile } from './staged-file.js';
+import { EarlySync, stageIn, type StagedFile } from './staged-file.js';
 import { nativeAddon } from '../native/addon.js';
 import { nodeCommits } from '../admin/metrics.js';
 
 export { PathLocks } from '../util/path-locks.js';
 import type { ChunkSource } from './chunk-source.js';
+import { checkDraftId } from './drafts.js';
 import type { IndexEntry } from './index-entry.js';
 
 export interface CommitInput {
@@ -38,6 +39,8 @@ export interface CommitInput {
   alsoBases?: Buffer[];
   /** Chunk bytes sent with the commit, by hash (latin1), already verified. */
   inline?: Map<string, Buffer>;
+  /** The draft the writer put the chunks in (drafts.ts), if any. */
+  draft?: string;
 }
 
 export interface CommitResult {
@@ -76,9 +79,12 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
 
   const abs = await index.paths.safeAbs(path);
   const dir = dirname(abs);
-  const staged = await stageIn(dir);
+  // The draft becomes the staged file: what it holds is written already.
+  const draft = input.draft ? await source.drafts.take(checkDraftId(input.draft), (await stat(dir)).dev) : undefined;
+  const staged = draft?.file ?? (await stageIn(dir));
   try {
-    await assemble(staged, source, path, input);
+    await assemble(staged, source, path, input, draft?.placed);
+    if (draft) await staged.truncate(input.size); // chunks placed past the end of what the file became
     let { conflict, current } = await checkBase(index, path, abs, input);
     const mode = (input.mode & 0o7777) || (current ? current.mode & 0o7777 : 0o644);
     await staged.chmod(mode);
@@ -110,12 +116,20 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     // Uploaded chunks were staged; chunks sent inline never were. Removed
     // after the answer (a big file has hundreds, one unlink each); one left
     // behind by a crash expires with the staging TTL.
-    void Promise.all(input.chunks.filter((c) => !input.inline?.has(c.hash.toString('latin1'))).map((c) => source.dropStaged(c.hash)));
-    nodeCommits.inc({ how: 'staged' });
+    void Promise.all(input.chunks.filter((c) => !input.inline?.has(c.hash.toString('latin1')) && !isPlaced(draft?.placed, c)).map((c) => source.dropStaged(c.hash)));
+    nodeCommits.inc({ how: draft ? 'draft' : 'staged' });
     return { conflict, path: finalPath, entry, generation: change!.generation };
   } finally {
+    // Taken: its chunks are no longer read from it. Not taken (another file system, failed): discarded.
+    if (input.draft) await source.drafts.drop(input.draft);
     await staged.discard();
   }
+}
+
+/** The chunk's bytes are in the draft at its offset already. */
+function isPlaced(placed: ReadonlyMap<number, ChunkRef> | undefined, c: ChunkRef): boolean {
+  const p = placed?.get(c.offset);
+  return !!p && p.length === c.length && p.hash.equals(c.hash);
 }
 
 /**
@@ -123,14 +137,16 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
  * holds nowhere else (a new file's, uploaded for this commit) are copied
  * from their staged files by the kernel, in one job beside the rest; the
  * others (inline, or in a workspace file: an edit's unchanged chunks) are
- * read and written here. Settles only once nothing writes to `staged` any more.
+ * read and written here; those `placed` in the file (its draft) are skipped.
+ * Settles only once nothing writes to `staged` any more.
  */
-async function assemble(staged: StagedFile, source: ChunkSource, path: string, input: CommitInput): Promise<void> {
+async function assemble(staged: StagedFile, source: ChunkSource, path: string, input: CommitInput, placed?: ReadonlyMap<number, ChunkRef>): Promise<void> {
   const addon = nativeAddon();
   const inline = (c: ChunkRef): Buffer | undefined => input.inline?.get(c.hash.toString('latin1'));
   const byKernel: { c: ChunkRef; file: string }[] = [];
   const byHand: ChunkRef[] = [];
   for (const c of input.chunks) {
+    if (isPlaced(placed, c)) continue;
     const file = addon && !inline(c) ? source.stagedOnly(c.hash, path) : undefined;
     if (file) byKernel.push({ c, file });
     else byHand.push(c);
@@ -186,45 +202,6 @@ async function writeChunks(staged: StagedFile, early: EarlySync, source: ChunkSo
     if (data.length !== c.length) throw new FsError('EIO', `chunk ${hex(c.hash)} has ${data.length} bytes, expected ${c.length}`);
     await staged.write(data, c.offset);
     early.wrote(c.length);
-  }
-}
-
-/** Bytes a big commit writes between two early syncs of its staged file. */
-const EARLY_SYNC_BYTES = 32 << 20;
-
-/**
- * A big file's commit writes its staged file out while it is still
- * assembling it: every EARLY_SYNC_BYTES an fdatasync starts on the thread
- * pool (one at a time) while the copy goes on, so the closing fsync only
- * has the last stretch left to write. Measured with a 256 MiB file here,
- * that fsync alone took ~150 ms of a ~340 ms commit.
- */
-class EarlySync {
-  private unsynced = 0;
-  private running: Promise<void> | undefined;
-  /**
-   * A failed early sync fails the commit: Linux reports a writeback error
-   * once per open file, so the closing fsync on the same descriptor would
-   * not see it again.
-   */
-  private failed: Error | undefined;
-
-  constructor(private readonly file: StagedFile) {}
-
-  wrote(bytes: number): void {
-    this.unsynced += bytes;
-    if (this.unsynced < EARLY_SYNC_BYTES || this.running || this.failed) return;
-    this.unsynced = 0;
-    this.running = this.file
-      .datasync()
-      .catch((err: Error) => void (this.failed ??= err))
-      .finally(() => (this.running = undefined));
-  }
-
-  /** Waits for the sync under way, if any (the staged file must not be closed beneath it); rejects if one failed. */
-  async done(): Promise<void> {
-    await this.running;
-    if (this.failed) throw this.failed;
   }
 }
 

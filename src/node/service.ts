@@ -144,6 +144,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         atimeNs: req.atime ? fromTimespec(req.atime) : undefined,
         clientId: req.clientId,
         alsoBases: req.alsoBases.map((d) => Buffer.from(d)),
+        draft: req.draft || undefined,
       }),
     );
     return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation };
@@ -278,7 +279,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
           return fail(err);
         }
         const p: Promise<void> = ws.chunks
-          .put(m.hash, m.data)
+          .put(m.hash, m.data, m.draft ? { draft: m.draft, offset: m.offset } : undefined)
           .then((isNew) => {
             if (!isNew) return;
             stored++;

@@ -6,8 +6,8 @@
 // index reclaims after a crash.
 import { open as openHandle, rename, unlink, link, type FileHandle } from 'node:fs/promises';
 import { writeAt } from '../util/positional-io.js';
-import { close, constants as C, fchmod, fchown, fdatasync, fsync, open, write } from 'node:fs';
-import { join } from 'node:path';
+import { close, constants as C, fchmod, fchown, fdatasync, fsync, ftruncate, open, write } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { nsToSeconds } from '../content/attr.js';
@@ -25,6 +25,8 @@ export interface StagedFile {
   sync(): Promise<void>;
   /** The bytes written so far reach the disk (no metadata beyond what reading them back needs). */
   datasync(): Promise<void>;
+  /** Cuts (or extends) the file to `size` bytes. */
+  truncate(size: number): Promise<void>;
   /** Gives the file the name `abs`, which must not exist yet (EEXIST otherwise). */
   linkAs(abs: string): Promise<void>;
   /** Puts the file in place of `abs`, atomically. */
@@ -42,7 +44,7 @@ export async function stageIn(dir: string): Promise<StagedFile> {
     try {
       // Opened on the thread pool (creating a file costs a few hundred µs of
       // kernel time here); only naming it later needs the addon's linkat.
-      return new UnnamedFile(addon, dir, await openP(dir, O_TMPFILE | C.O_RDWR, 0o600));
+      return new UnnamedFile(addon, await openP(dir, O_TMPFILE | C.O_RDWR, 0o600));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // Filesystems without O_TMPFILE answer one of these: use a named temp file there.
@@ -62,6 +64,7 @@ const fchmodP = promisify(fchmod);
 const fchownP = promisify(fchown);
 const fsyncP = promisify(fsync);
 const fdatasyncP = promisify(fdatasync);
+const ftruncateP = promisify(ftruncate);
 const closeP = promisify(close);
 
 class UnnamedFile implements StagedFile {
@@ -69,7 +72,6 @@ class UnnamedFile implements StagedFile {
 
   constructor(
     private readonly addon: NativeAddon,
-    private readonly dir: string,
     readonly fd: number,
   ) {}
 
@@ -99,13 +101,19 @@ class UnnamedFile implements StagedFile {
     return fdatasyncP(this.fd);
   }
 
+  truncate(size: number): Promise<void> {
+    return ftruncateP(this.fd, size);
+  }
+
   async linkAs(abs: string): Promise<void> {
     this.addon.linkTmpfile(this.fd, abs);
   }
 
   async replace(abs: string): Promise<void> {
-    // A name that can be renamed over the target: it appears only now that the content is complete and on disk.
-    const tmp = tempName(this.dir);
+    // A name that can be renamed over the target: it appears only now that the
+    // content is complete and on disk. Beside the target: a draft (drafts.ts)
+    // was staged in the root, not in the target's directory.
+    const tmp = tempName(dirname(abs));
     this.addon.linkTmpfile(this.fd, tmp);
     try {
       await rename(tmp, abs);
@@ -160,6 +168,10 @@ class NamedTempFile implements StagedFile {
     return this.fh.datasync();
   }
 
+  truncate(size: number): Promise<void> {
+    return this.fh.truncate(size);
+  }
+
   linkAs(abs: string): Promise<void> {
     return link(this.tmp, abs);
   }
@@ -182,5 +194,44 @@ class NamedTempFile implements StagedFile {
       this.named = false;
       await unlink(this.tmp).catch(() => undefined);
     }
+  }
+}
+
+/** Bytes a big commit writes between two early syncs of its staged file. */
+const EARLY_SYNC_BYTES = 32 << 20;
+
+/**
+ * A big file's commit (or its draft, drafts.ts) writes its staged file out
+ * while it is still assembling it: every EARLY_SYNC_BYTES an fdatasync starts on the thread
+ * pool (one at a time) while the copy goes on, so the closing fsync only
+ * has the last stretch left to write. Measured with a 256 MiB file here,
+ * that fsync alone took ~150 ms of a ~340 ms commit.
+ */
+export class EarlySync {
+  private unsynced = 0;
+  private running: Promise<void> | undefined;
+  /**
+   * A failed early sync fails the commit: Linux reports a writeback error
+   * once per open file, so the closing fsync on the same descriptor would
+   * not see it again.
+   */
+  private failed: Error | undefined;
+
+  constructor(private readonly file: StagedFile) {}
+
+  wrote(bytes: number): void {
+    this.unsynced += bytes;
+    if (this.unsynced < EARLY_SYNC_BYTES || this.running || this.failed) return;
+    this.unsynced = 0;
+    this.running = this.file
+      .datasync()
+      .catch((err: Error) => void (this.failed ??= err))
+      .finally(() => (this.running = undefined));
+  }
+
+  /** Waits for the sync under way, if any (the staged file must not be closed beneath it); rejects if one failed. */
+  async done(): Promise<void> {
+    await this.running;
+    if (this.failed) throw this.failed;
   }
 }
