@@ -72,6 +72,48 @@ t.test('native driver', async (t) => {
     t.equal((await stat(join(src, 'zeros'))).size, 16 << 20, 'and the node has the file');
   });
 
+  await t.test('a big file written front to back: its writes are made in C, and a change from another process lands in order', async (t) => {
+    const data = randomBytes(40 << 20);
+    const local = join(base, 'direct.src');
+    await writeFile(local, data);
+    const before = (await status()).driverStats.directWrites as number;
+    const cp = await run('dd', [`if=${local}`, `of=${join(mnt, 'direct.bin')}`, 'bs=1M']);
+    t.equal(cp.code, 0, cp.stderr);
+    const made = ((await status()).driverStats.directWrites as number) - before;
+    t.ok(made >= 30, `${made} of the 40 writes made straight into the dirty copy`);
+    t.equal(sha(await readFile(join(src, 'direct.bin'))), sha(data), 'the node has the bytes');
+
+    // A writer that stops after 16 MiB; meanwhile another process cuts the
+    // file to 1 MiB and patches it, then the writer goes on at 16 MiB.
+    const script = `
+      const fs = require('node:fs');
+      const src = fs.readFileSync(process.argv[1]);
+      const fd = fs.openSync(process.argv[2], 'w');
+      const put = (from, to) => { for (let o = from; o < to; o += 1 << 20) fs.writeSync(fd, src, o, 1 << 20, o); };
+      put(0, 16 << 20);
+      console.log('half');
+      process.stdin.once('data', () => { put(16 << 20, 24 << 20); fs.closeSync(fd); console.log('closed'); process.exit(0); });`;
+    const target = join(mnt, 'direct2.bin');
+    const writer = spawn(process.execPath, ['-e', script, local, target], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    writer.stdout.on('data', (d: Buffer) => (out += d));
+    await waitFor('the writer to write 16 MiB', async () => out.includes('half'), 30_000);
+    const mid = (await status()).driverStats.directWrites as number;
+    t.equal((await run('stat', ['-c', '%s', target])).stdout.trim(), String(16 << 20), 'another process sees the size the writes made');
+    t.equal((await run('truncate', ['-s', '1M', target])).code, 0, 'truncated by another process');
+    t.equal((await sh(`printf PATCH | dd of='${target}' bs=1 seek=524288 conv=notrunc status=none`)).code, 0, 'patched by another process');
+    writer.stdin!.write('go\n');
+    await once(writer, 'exit');
+    t.match(out, /closed/);
+    t.ok(((await status()).driverStats.directWrites as number) > mid, 'the writer went on through C once alone again');
+    const expected = Buffer.alloc(24 << 20);
+    data.copy(expected, 0, 0, 1 << 20);
+    expected.write('PATCH', 524288);
+    data.copy(expected, 16 << 20, 16 << 20, 24 << 20);
+    t.equal(sha(await readFile(join(src, 'direct2.bin'))), sha(expected), 'the node has each change in the order it was made');
+    t.equal((await run('sha256sum', [target])).stdout.split(' ')[0], sha(expected), 'and so does the mount');
+  });
+
   await t.test('directories: the kernel opens them itself and keeps their listings; a change drops a listing', async (t) => {
     t.equal((await sh(`cd '${mnt}' && mkdir -p tree/a/b tree/c && touch tree/a/1 tree/a/b/2 tree/c/3`)).code, 0);
     const list = async (): Promise<string> => (await sh(`cd '${mnt}' && find tree | sort`)).stdout;

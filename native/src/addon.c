@@ -131,6 +131,7 @@ void export_fn(napi_env env, napi_value exports, const char *name, napi_callback
 static napi_value init(napi_env env, napi_value exports) {
   driver_exports(env, exports);
   fast_exports(env, exports);
+  dwrite_exports(env, exports);
   notify_exports(env, exports);
   sys_exports(env, exports);
   gear_exports(env, exports);

@@ -24,7 +24,7 @@
 
 /* ---- from the worker threads to JS ------------------------------------- */
 
-static void enqueue(gfs *g, gfs_msg *m) {
+void gfs_enqueue(gfs *g, gfs_msg *m) {
   int wake;
   if (m->req) __atomic_fetch_add(&g->outstanding, 1, __ATOMIC_RELAXED);
   STAT_ADD(g, forwarded, 1);
@@ -58,7 +58,7 @@ static void forward(gfs_msg *m, fuse_req_t req) {
     fuse_reply_err(req, ENOMEM);
     return;
   }
-  enqueue(fuse_req_userdata(req), m);
+  gfs_enqueue(fuse_req_userdata(req), m);
 }
 
 static char *dup_name(const char *s) { return s ? strdup(s) : NULL; }
@@ -126,7 +126,7 @@ static void forget_one(gfs *g, fuse_ino_t ino, uint64_t nlookup) {
   gfs_msg *m = new_msg(OP_FORGET, NULL, ino);
   if (!m) return; /* the node id lingers in JS: harmless */
   m->size = nlookup;
-  enqueue(g, m);
+  gfs_enqueue(g, m);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
@@ -273,6 +273,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
   STAT_ADD(g, write_bytes, size);
   STAT_ADD(g, write_sizes[size_bucket(size)], 1);
   stat_max(&g->stats.write_max, size);
+  if (dwrite_try(g, req, ino, fi->fh, buf, size, off)) return;
   gfs_msg *m = new_msg(OP_WRITE, req, ino);
   if (m) {
     /* libfuse reuses its buffer once we return: the payload is copied. */
@@ -465,9 +466,13 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   STAT_ADD(g, batches, 1);
   napi_value global;
   napi_get_global(env, &global);
-  while (fifo) {
-    gfs_msg *m = fifo;
-    fifo = m->next;
+  /* Kept in g->draining as it goes: directWriteStop, called by JS in the
+   * middle of the batch, takes its file's OP_WROTE messages out of it. */
+  g->draining = fifo;
+  while (g->draining) {
+    gfs_msg *m = g->draining;
+    g->draining = m->next;
+    if (m->op == OP_WROTE) dwrite_taken(g, m->size);
     /* A scope per request: a burst of thousands must not pile up handles. */
     napi_handle_scope scope;
     napi_open_handle_scope(env, &scope);
@@ -534,7 +539,7 @@ static void *loop_main(void *arg) {
   pthread_mutex_lock(&g->reply_lock);
   g->closing = 1;
   pthread_mutex_unlock(&g->reply_lock);
-  enqueue(g, g->exit_msg);
+  gfs_enqueue(g, g->exit_msg);
   return NULL;
 }
 
@@ -545,6 +550,8 @@ static void destroy_session(gfs *g) {
   g->se = NULL;
   fast_free(g->fast);
   g->fast = NULL;
+  dwrite_free(g->dwrite);
+  g->dwrite = NULL;
 }
 
 /* Called on the JS thread after each reply. */
@@ -628,6 +635,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   /* The kernel refuses passthrough beside its writeback cache. */
   g->pt.want = passthrough != 0 && !g->writeback_cache;
   g->fast = fast_new(chunk_dir);
+  g->dwrite = dwrite_new(); /* without it every write goes to JS */
   free(chunk_dir);
   pthread_mutex_init(&g->qlock, NULL);
 
@@ -1042,6 +1050,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   PUT("fastReads", LOAD(fast_reads));
   PUT("fastBytes", LOAD(fast_bytes));
   PUT("fastFallbacks", LOAD(fast_fallbacks));
+  PUT("directWrites", LOAD(direct_writes));
   PUT("writes", LOAD(writes));
   PUT("writeBytes", LOAD(write_bytes));
   PUT("writeMax", LOAD(write_max));

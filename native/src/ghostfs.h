@@ -4,6 +4,7 @@
  * fuse_driver.c  the libfuse3 low-level session, its worker threads and the
  *                hand-off of requests to JavaScript (and of replies back)
  * fast_read.c    reads served in C from cached chunk files, without JS
+ * direct_write.c writes made in C into a dirty copy, JS told afterwards
  * notify.c       kernel cache invalidation, from a thread of its own
  * sys_calls.c    filesystem calls Node lacks (renameat2, O_TMPFILE, ...)
  * atomic_write.c a new file written, made durable and named in one worker job
@@ -46,6 +47,7 @@ enum gfs_op {
   OP_CREATE = 22,
   OP_MKNOD = 23,
   OP_FORGET = 24, /* no reply: the kernel dropped `size` references to `ino` */
+  OP_WROTE = 25,  /* no reply: a write to `fh` was made in C (direct_write.c); its bytes */
 };
 
 /* One kernel request on its way to JavaScript. */
@@ -67,6 +69,7 @@ typedef struct gfs_msg {
 } gfs_msg;
 
 typedef struct gfs_fast gfs_fast;
+typedef struct gfs_dwrite gfs_dwrite;
 typedef struct gfs_notify gfs_notify;
 
 /* Counters read by stats(); updated with atomic adds from any thread. */
@@ -76,6 +79,7 @@ typedef struct gfs_stats {
   uint64_t reads, read_bytes, read_max;
   uint64_t fast_reads, fast_bytes, fast_fallbacks;
   uint64_t writes, write_bytes, write_max;
+  uint64_t direct_writes; /* writes made into a dirty copy in C (direct_write.c) */
   uint64_t read_sizes[6]; /* <=4K <=32K <=128K <=256K <=512K <=1M+ */
   uint64_t write_sizes[6];
   uint64_t notifications, notify_errors;
@@ -124,6 +128,7 @@ typedef struct gfs {
   pthread_mutex_t qlock;
   gfs_msg *queue; /* newest first; reversed when drained */
   int signaled;
+  gfs_msg *draining; /* the rest of the batch JS is being handed, oldest first (JS thread only) */
 
   int64_t outstanding; /* requests handed to JS and not answered yet */
   gfs_msg *exit_msg;   /* allocated up front: the loop's end is always reported */
@@ -140,6 +145,7 @@ typedef struct gfs {
   unsigned negotiated_max_write, negotiated_max_readahead, negotiated_want, kernel_capable;
 
   gfs_fast *fast;
+  gfs_dwrite *dwrite;
   gfs_notify *notify;
   gfs_stats stats;
   dattr_cache dattr;
@@ -159,6 +165,8 @@ int size_bucket(uint64_t n);
 /* fuse_driver.c */
 napi_value driver_exports(napi_env env, napi_value exports);
 void gfs_request_done(gfs *g);
+/* Hands a message to the JS thread. */
+void gfs_enqueue(gfs *g, gfs_msg *m);
 
 /* dir_attrs.c */
 void dattr_init(gfs *g);
@@ -182,6 +190,14 @@ void fast_free(gfs_fast *f);
 /* Answers a read from chunk files if every chunk it needs is local; 0 means "ask JS". */
 int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t size);
 napi_value fast_exports(napi_env env, napi_value exports);
+
+/* direct_write.c */
+gfs_dwrite *dwrite_new(void);
+void dwrite_free(gfs_dwrite *w);
+/* Makes a write into the registered dirty copy and answers it; 0 means "ask JS". */
+int dwrite_try(gfs *g, fuse_req_t req, fuse_ino_t ino, uint64_t fh, const char *buf, size_t size, off_t off);
+void dwrite_taken(gfs *g, uint64_t size);
+napi_value dwrite_exports(napi_env env, napi_value exports);
 
 /* notify.c */
 gfs_notify *notify_start(gfs *g);

@@ -19,6 +19,7 @@ import type { ChunkReader } from './chunk-reader.js';
 import type { WriteAhead } from './write-ahead.js';
 import { readAt, writeAt } from '../util/positional-io.js';
 import { HOLD_BYTES } from './write-back.js';
+import { log } from '../log.js';
 
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
 
@@ -85,9 +86,14 @@ export class DirtyFile {
   private lastWriteNs = nowNs();
   /** The content while it is kept in memory (its length is the capacity; `size` bytes count, the rest are zeros). */
   private mem: Buffer | undefined;
-  /** The dirty copy exists; `fh` once it is opened (or being opened). */
+  /** The dirty copy exists; `fh` once it is opened (or being opened), and its descriptor once it is open. */
   private spilled = false;
   private fh: Promise<FileHandle> | undefined;
+  private fd: number | undefined;
+  /** Changes queued or under way (exclusive). */
+  private busy = 0;
+  /** Set while writes are made straight into the dirty copy (directWrites): ends that, and returns them. */
+  private direct: (() => [number, Buffer][]) | undefined;
 
   private constructor(
     public path: string,
@@ -138,6 +144,7 @@ export class DirtyFile {
     const d = new DirtyFile(path, name, file, { ...shown.attr, size }, pending.baseDigest, pending.expectAbsent, undefined);
     d.spilled = true;
     d.fh = Promise.resolve(fh);
+    d.fd = fh.fd;
     d.baseSeq = pending.seq;
     d.modified = false;
     return d;
@@ -275,8 +282,12 @@ export class DirtyFile {
       } catch (err) {
         return Promise.reject(err);
       }
-      this.fh = open(this.file, C.O_RDWR);
-      this.fh.catch(() => undefined); // awaited by every caller
+      const fh = open(this.file, C.O_RDWR);
+      this.fh = fh;
+      fh.then(
+        (h) => this.fh === fh && (this.fd = h.fd),
+        () => undefined, // awaited by every caller
+      );
     }
     return this.fh;
   }
@@ -315,7 +326,9 @@ export class DirtyFile {
 
   /** Closes the dirty copy, if there is one; memory is given back. */
   async close(): Promise<void> {
+    this.stopDirect();
     this.dropMemory();
+    this.fd = undefined;
     const fh = this.fh;
     if (fh) await (await fh).close();
   }
@@ -329,9 +342,52 @@ export class DirtyFile {
    * goes to a copy of its own, and none lands in a copy being handed over.
    */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.turn.then(fn);
+    this.stopDirect(); // writes made straight into the copy come first
+    this.busy++;
+    const run = this.turn.then(async () => {
+      try {
+        return await fn();
+      } finally {
+        this.busy--;
+      }
+    });
     this.turn = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * The dirty copy's descriptor, for writes made straight into it by the
+   * driver (native/src/direct_write.c), which `stop` ends and returns: only
+   * for a run the write-ahead follows, in a copy on disk, with no change
+   * under way. Every change made here afterwards calls `stop` first and
+   * applies those writes (wroteDirect) before its own.
+   */
+  directWrites(stop: () => [number, Buffer][]): number | undefined {
+    if (!this.ahead || this.mem || this.handedOver || this.unlinked || this.busy > 0 || this.fd === undefined || this.direct) return undefined;
+    this.direct = stop;
+    return this.fd;
+  }
+
+  /** A write made straight into the dirty copy: what write() does once its bytes are there. */
+  wroteDirect(offset: number, data: Buffer): void {
+    const ahead = this.ahead;
+    try {
+      ahead?.writeStarts(offset, data);
+      ahead?.writeLanded();
+    } catch (err) {
+      log.debug({ path: this.path, err: (err as Error).message }, 'early upload stopped; the rest travels at close');
+      ahead?.stop();
+      if (this.ahead === ahead) this.ahead = undefined;
+    }
+    this.size = Math.max(this.size, offset + data.length);
+    this.touch();
+  }
+
+  /** Ends writes made straight into the copy (a handle of the file goes, it is changed here), applying those not heard of yet. */
+  stopDirect(): void {
+    const stop = this.direct;
+    this.direct = undefined;
+    if (stop) for (const [offset, data] of stop()) this.wroteDirect(offset, data);
   }
 
   /** Counts changes: a commit of what was closed at one count leaves later changes still to commit. */
@@ -409,6 +465,7 @@ export class DirtyFile {
       await fresh.truncate(this.size);
       await old.close();
       this.fh = Promise.resolve(fresh);
+      this.fd = fresh.fd;
     }
     this.name = name;
     this.file = pathOf(name);

@@ -499,6 +499,29 @@ export class Vfs {
     });
   }
 
+  /**
+   * The dirty copy's descriptor, when the writes to this handle may be made
+   * straight into it by the driver (native/src/direct_write.c): a big file
+   * written front to back (the write-ahead follows it) by its only opener,
+   * with nothing else under way on it. `stop` ends that and returns the
+   * writes made meanwhile that this VFS has not heard of (wroteDirect); the
+   * file calls it before anything else changes it or its copy.
+   */
+  directWriteFd(fh: number, stop: () => [number, Buffer][]): number | undefined {
+    const h = this.handles.get(fh);
+    const d = h?.dirty;
+    if (!d || h.readOnly || d.writers !== 1 || d.handles !== 1) return undefined;
+    return d.directWrites(stop);
+  }
+
+  /** A write the driver made straight into a dirty copy (see directWriteFd). */
+  wroteDirect(fh: number, offset: number, data: Buffer): void {
+    const d = this.handles.get(fh)?.dirty;
+    if (d) d.wroteDirect(offset, data);
+    // Cannot happen: the file takes direct writes back before its handle goes.
+    else log.error({ fh, offset, bytes: data.length }, 'a write made straight into a dirty copy came after its handle was gone');
+  }
+
   /** close(): the last writer's close writes the file back and returns once the node has it (or it is durably queued). */
   async flush(fh: number): Promise<void> {
     const h = this.handles.get(fh);
@@ -520,8 +543,9 @@ export class Vfs {
 
   async release(fh: number): Promise<void> {
     const h = this.handles.get(fh);
-    this.handles.delete(fh);
     const d = h?.dirty;
+    d?.stopDirect(); // the driver may be writing to this handle's copy: not once it is gone
+    this.handles.delete(fh);
     if (!d) return;
     d.handles--;
     if (!h.readOnly) d.writers--;

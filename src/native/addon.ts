@@ -104,6 +104,10 @@ export interface NativeAddon {
   fastOpen(h: SessionHandle, fh: number, size: number, hashes: Buffer, offsets: Float64Array, lengths: Float64Array, local: Uint8Array): void;
   fastMark(h: SessionHandle, fh: number, index: number): void;
   fastClose(h: SessionHandle, fh: number): void;
+  /** Writes to `fh` are made into `fd` in C from now on (native/src/direct_write.c), each then told to the dispatcher as a WROTE. */
+  directWriteStart(h: SessionHandle, fh: number, fd: number): void;
+  /** Ends that; returns the writes made there and not told yet, as offset, bytes, offset, bytes, ... in the order they were made. */
+  directWriteStop(h: SessionHandle, fh: number): (number | Buffer)[];
   invalInode(h: SessionHandle, ino: number): void;
   /** A directory's attributes and its listing the kernel cached. */
   invalListing(h: SessionHandle, dirIno: number): void;

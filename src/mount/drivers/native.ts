@@ -62,6 +62,7 @@ enum Op {
   CREATE = 22,
   MKNOD = 23,
   FORGET = 24,
+  WROTE = 25, // a write made in C into a dirty copy (direct_write.c): no reply
 }
 
 const OP_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Op).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v, k.toLowerCase()]));
@@ -115,6 +116,8 @@ export class NativeDriver implements Driver {
   private readonly ids = new NodeIds();
   /** Listings being read, by directory node id, then generation (oldest first). */
   private readonly listings = new Map<number, Map<number, Listing>>();
+  /** Handles whose writes are made in C (writeDirect). */
+  private readonly direct = new Set<number>();
   private generation = 0;
   private readonly fast = new Map<number, FastFile>();
   private readonly attr = new Float64Array(ATTR_LEN);
@@ -265,6 +268,27 @@ export class NativeDriver implements Driver {
     return { ...this.addon.stats(this.session), nodeIds: this.ids.size, ...(this.through ? { passthroughFiles: this.through.stats(), localCopies: this.opts.copies!.stats() } : {}) };
   }
 
+  /**
+   * Lets the next writes to `fh` go straight into the dirty copy from C
+   * when the VFS allows it (a big file written front to back by its only
+   * opener: see Vfs.directWriteFd). The VFS ends it before anything else
+   * changes the file, and applies the writes it had not heard of yet.
+   */
+  private writeDirect(fh: number): void {
+    const session = this.session;
+    if (!session || this.direct.has(fh)) return;
+    const fd = this.vfs.directWriteFd(fh, () => {
+      this.direct.delete(fh);
+      const made = this.addon.directWriteStop(session, fh);
+      const out: [number, Buffer][] = [];
+      for (let i = 0; i + 1 < made.length; i += 2) out.push([made[i] as number, made[i + 1] as Buffer]);
+      return out;
+    });
+    if (fd === undefined) return;
+    this.addon.directWriteStart(session, fh, fd);
+    this.direct.add(fh);
+  }
+
   private dispatch(op: number, id: number, ino: number, ino2: number, fh: number, off: number, size: number, flags: number, mode: number, name: string | undefined, name2: string | undefined, data: Buffer | undefined, set: number[] | undefined, uid: number, gid: number): void {
     if (op === Op.EXIT) return this.finish();
     if (op === Op.FORGET) {
@@ -272,6 +296,7 @@ export class NativeDriver implements Driver {
       if (!this.ids.has(ino)) this.listings.delete(ino);
       return;
     }
+    if (op === Op.WROTE) return this.vfs.wroteDirect(fh, off, data!);
     const r = new Reply(this.addon, id, OP_NAMES[op] ?? String(op));
     try {
       this.serve(r, op, ino, ino2, fh, off, size, flags, mode, name, name2, data, set, uid, gid);
@@ -426,7 +451,10 @@ export class NativeDriver implements Driver {
             t?.mirrorWrite(fh, off, data!, n);
             return n;
           },
-          (n) => r.write(n),
+          (n) => {
+            r.write(n);
+            if (!t) this.writeDirect(fh);
+          },
           fail,
         );
       }
