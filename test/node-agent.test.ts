@@ -1,7 +1,7 @@
 // The node agent end to end: a real `ghostfs serve` child process, real gRPC
 // over loopback, a real RocksDB state dir.
 import t, { type Test } from 'tap';
-import { lstat, mkdir, readFile, readdir, symlink, writeFile, stat, readlink, utimes, truncate } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readFile, readdir, symlink, writeFile, stat, readlink, utimes, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
@@ -245,8 +245,8 @@ t.test('node agent', async (t) => {
       }
       return out;
     };
-    const put = (data: Buffer, chunks: { hash: Buffer; offset: number; length: number }[], draft?: string, at?: (c: { offset: number }) => number) =>
-      conn.putChunks(chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length), draft, offset: at ? at(c) : c.offset })));
+    const put = (data: Buffer, chunks: { hash: Buffer; offset: number; length: number }[], draft?: string, path = 'src/x', at?: (c: { offset: number }) => number) =>
+      conn.putChunks(chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length), draft, path, offset: at ? at(c) : c.offset })));
 
     // Every chunk into the draft: the node holds them, in one file.
     const data = randomBytes(12 << 20);
@@ -255,7 +255,7 @@ t.test('node agent', async (t) => {
     const before = await commits('draft');
     const chunkFiles = async (): Promise<string[]> => (await readdir(join(state, 'staging', 'default'))).filter((n) => /^[0-9a-f]{64}$/.test(n));
     const stagedBefore = await chunkFiles();
-    await put(data, m.chunks, 'draft-1');
+    await put(data, m.chunks, 'draft-1', 'src/drafted.bin');
     t.same(await conn.hasChunks(m.chunks.map((c) => c.hash)), [], 'the node counts the placed chunks as held');
     const open = await drafts();
     t.equal(open.length, 1, 'one draft');
@@ -276,15 +276,38 @@ t.test('node agent', async (t) => {
     const m2 = chunkBuffer(data2, DEFAULT_CHUNKING);
     const [c0, c1, c2] = m2.chunks;
     await put(data2, m2.chunks.slice(1), 'draft-2');
-    await put(data2, [c1!], 'draft-2', () => c2!.offset); // c1's bytes over c2's place (and beyond, if longer)
-    await put(data2, [c0!], 'draft-2', () => data2.length + (3 << 20)); // past the end
+    await put(data2, [c1!], 'draft-2', 'src/x', () => c2!.offset); // c1's bytes over c2's place (and beyond, if longer)
+    await put(data2, [c0!], 'draft-2', 'src/x', () => data2.length + (3 << 20)); // past the end
     const lacking = await conn.hasChunks(m2.chunks.map((c) => c.hash));
     t.ok(lacking.includes(2), `a chunk written over is no longer held (lacking: ${lacking.join(', ')})`);
     t.ok(!lacking.includes(0) && !lacking.includes(1), 'chunks placed intact are, wherever they are');
+    // Sent again to its place, it is not trusted there either (which write won is not known): it is kept on its own.
+    await put(data2, [c2!], 'draft-2');
+    t.notOk((await conn.hasChunks([c2!.hash])).length, 'held once sent again');
     await put(data2, lacking.map((i) => m2.chunks[i]!)); // as a mount does: what the node lacks travels again
     const r2 = await conn.commit({ path: 'src/drafted2.bin', expectAbsent: true, digest: m2.digest, size: m2.size, chunks: m2.chunks, draft: 'draft-2' });
     t.equal(r2.conflict, false);
     t.ok((await readFile(join(root, 'src/drafted2.bin'))).equals(data2), 'the file has exactly its bytes, and its size');
+
+    // A draft staged in another directory (the file was renamed while written): assembled anew, from the draft's chunks.
+    const data5 = randomBytes(9 << 20);
+    const m5 = chunkBuffer(data5, DEFAULT_CHUNKING);
+    await put(data5, m5.chunks, 'draft-5', 'elsewhere.bin');
+    const r5 = await conn.commit({ path: 'src/moved.bin', expectAbsent: true, digest: m5.digest, size: m5.size, chunks: m5.chunks, draft: 'draft-5' });
+    t.ok(!r5.conflict && (await readFile(join(root, 'src/moved.bin'))).equals(data5), 'a draft from another directory is copied from, not linked');
+    t.same(await drafts(), [], 'and then dropped');
+
+    // Staged beside the file: a new file in a setgid directory takes the directory's group, as any other.
+    await mkdir(join(root, 'src/shared'));
+    await chown(join(root, 'src/shared'), 0, 4321);
+    await chmod(join(root, 'src/shared'), 0o2775);
+    const data6 = randomBytes(9 << 20);
+    const m6 = chunkBuffer(data6, DEFAULT_CHUNKING);
+    await put(data6, m6.chunks, 'draft-6', 'src/shared/g.bin');
+    await conn.commit({ path: 'src/shared/g.bin', expectAbsent: true, digest: m6.digest, size: m6.size, chunks: m6.chunks, draft: 'draft-6' });
+    const g = await stat(join(root, 'src/shared/g.bin'));
+    t.equal(g.gid, 4321, "the file has the setgid directory's group");
+    t.ok((await readFile(join(root, 'src/shared/g.bin'))).equals(data6), 'and the bytes');
 
     // A draft the node does not have (restarted, expired): assembled from chunks as before.
     const data3 = randomBytes(3 << 20);
@@ -295,16 +318,18 @@ t.test('node agent', async (t) => {
     // A draft whose commit is a conflict: its bytes become the conflict copy.
     const data4 = randomBytes(9 << 20);
     const m4 = chunkBuffer(data4, DEFAULT_CHUNKING);
-    await put(data4, m4.chunks, 'draft-4');
+    await put(data4, m4.chunks, 'draft-4', 'src/drafted.bin');
     const r4 = await conn.commit({ path: 'src/drafted.bin', expectAbsent: true, digest: m4.digest, size: m4.size, chunks: m4.chunks, clientId: 'laptop', draft: 'draft-4' });
     t.equal(r4.conflict, true);
     t.ok((await readFile(join(root, r4.conflictPath))).equals(data4), 'the conflict copy has the bytes');
     t.ok((await readFile(join(root, 'src/drafted.bin'))).equals(data), 'the file there untouched');
     // Chunks for a draft a commit took already are kept as any upload.
-    await put(data4, m4.chunks.slice(0, 1), 'draft-4');
+    await put(data4, m4.chunks.slice(0, 1), 'draft-4', 'src/drafted.bin');
     t.same(await drafts(), [], 'a late chunk does not start the draft again');
 
     await rejectsErrno(t, put(data4, m4.chunks.slice(0, 1), '../x'), 'EINVAL', 'a draft name with a slash');
+    await rejectsErrno(t, put(data4, m4.chunks.slice(0, 1), 'draft-7', '../outside.bin'), 'EACCES', 'a draft for a path outside the workspace');
+    await rejectsErrno(t, put(data4, m4.chunks.slice(0, 1), 'draft-7', 'escape/planted.bin'), 'EACCES', 'a draft through a symlink out of the workspace');
     await rejectsErrno(t, conn.commit({ path: 'src/x.bin', expectAbsent: true, digest: m4.digest, size: m4.size, chunks: m4.chunks, draft: 'a b' }), 'EINVAL', 'a draft name with a space');
     t.same(await drafts(), [], 'no draft left open');
   });

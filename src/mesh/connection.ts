@@ -34,11 +34,12 @@ export interface ConnectionOptions {
   bulkLane?: boolean;
 }
 
-/** A chunk to upload; `draft` and `offset` place it in a file's draft on the node. */
+/** A chunk to upload; `draft`, `path` and `offset` place it in a file's draft on the node. */
 export interface UploadChunk {
   hash: Buffer;
   data: Buffer;
   draft?: string;
+  path?: string;
   offset?: number;
 }
 
@@ -342,7 +343,7 @@ export class NodeConnection {
         let first = true;
         for await (const c of chunks) {
           if (ended) return;
-          const ok = call.write({ workspace: first ? this.workspace : '', hash: c.hash, data: c.data, draft: c.draft ?? '', offset: c.offset ?? 0 });
+          const ok = call.write({ workspace: first ? this.workspace : '', hash: c.hash, data: c.data, draft: c.draft ?? '', path: c.path ?? '', offset: c.offset ?? 0 });
           first = false;
           if (!ok) {
             await new Promise<void>((r) => {

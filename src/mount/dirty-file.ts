@@ -434,7 +434,7 @@ export class DirtyFile {
    * (undefined otherwise), and the end of its early upload. Without `wanted`
    * (a small file, sent whole) the chunker just stops.
    */
-  finishAhead(wanted: boolean): ReturnType<WriteAhead['finish']> {
+  finishAhead(wanted: boolean): ReturnType<WriteAhead['finish']> | undefined {
     if (!wanted) {
       this.dropAhead();
       return undefined;

@@ -454,7 +454,7 @@ export class Vfs {
 
   /** A file open for writing: the VFS knows it by its path, and its big front-to-back writes travel ahead of the close. */
   private track(d: DirtyFile): DirtyFile {
-    d.startAhead = (read) => this.writeBack.writeAhead(read);
+    d.startAhead = (read) => this.writeBack.writeAhead(read, () => d.path);
     this.dirty.set(d.path, d);
     return d;
   }

@@ -20,8 +20,14 @@ export const WRITE_AHEAD_FROM = 8 * 1024 * 1024;
 /** Chunks per has-chunks question (and at most per PutChunks call). */
 const BATCH = 8;
 
+/** Where chunks go on the node: the draft of the file at `path` (node/drafts.ts). */
+export interface DraftOf {
+  draft: string;
+  path: string;
+}
+
 /** Sends what the node lacks of these chunks, reading their bytes with `read`, into the file's draft. */
-export type SendChunks = (chunks: ChunkRef[], read: (c: ChunkRef) => Promise<Buffer>, draft: string) => Promise<unknown>;
+export type SendChunks = (chunks: ChunkRef[], read: (c: ChunkRef) => Promise<Buffer>, to: DraftOf) => Promise<unknown>;
 
 export class WriteAhead {
   /**
@@ -44,6 +50,8 @@ export class WriteAhead {
     private readonly send: SendChunks,
     /** Reads bytes back from the dirty copy. */
     private readonly read: (offset: number, length: number) => Promise<Buffer>,
+    /** The file's path now (it may be renamed while written). */
+    private readonly path: () => string,
   ) {
     this.chunker = new StreamChunker(params, (ref) => {
       if (this.halted || ref.offset + ref.length < WRITE_AHEAD_FROM) return;
@@ -79,15 +87,13 @@ export class WriteAhead {
 
   /**
    * At close: the manifest of the `size`-byte file, if every byte of it went
-   * through here, and a promise that settles once the chunks still queued
-   * were sent (or given up on). Never rejects.
+   * through here, a promise that settles once the chunks still queued were
+   * sent (or given up on; it never rejects), and the draft they went to
+   * (what it holds is used even when the run broke off).
    */
-  finish(size: number): { manifest: Manifest; sent: Promise<void>; draft: string } | undefined {
+  finish(size: number): { manifest?: Manifest; sent: Promise<void>; draft: string } {
     const manifest = this.chunker.finish(size);
-    if (!manifest) {
-      this.halt();
-      return undefined;
-    }
+    if (!manifest) this.halt();
     return { manifest, sent: this.idle(), draft: this.draft };
   }
 
@@ -121,7 +127,7 @@ export class WriteAhead {
       while (n < Math.min(BATCH, this.queue.length) && this.queue[n]!.offset + this.queue[n]!.length <= this.readable) n++;
       const batch = this.queue.splice(0, n);
       try {
-        await this.send(batch, (c) => this.read(c.offset, c.length), this.draft);
+        await this.send(batch, (c) => this.read(c.offset, c.length), { draft: this.draft, path: this.path() });
       } catch (err) {
         // The close sends what is missing anyway; no point in retrying here.
         log.debug({ err: (err as Error).message }, 'early upload stopped; the rest travels at close');

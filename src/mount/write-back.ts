@@ -10,7 +10,7 @@
 import { copyFile, constants, open, readFile, readdir, rename, unlink, mkdir, stat, writeFile } from 'node:fs/promises';
 import { chunkBuffer } from '../content/chunk-file.js';
 import { readAt } from '../util/positional-io.js';
-import { WriteAhead, type SendChunks } from './write-ahead.js';
+import { WriteAhead, type DraftOf, type SendChunks } from './write-ahead.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -853,7 +853,7 @@ export class WriteBack {
       const req = this.request(e, manifest, data);
       if (!data) {
         this.step(e, 'uploading');
-        await this.upload(this.dirtyPath(e.dirty), manifest, { sent: e.sentAhead, draft: e.draft });
+        await this.upload(this.dirtyPath(e.dirty), manifest, { sent: e.sentAhead, to: e.draft ? { draft: e.draft, path: e.path } : undefined });
       }
       for (let attempt = 1; ; attempt++) {
         this.step(e, 'committing');
@@ -966,10 +966,10 @@ export class WriteBack {
    * Follows a file written front to back from empty: its chunk list is made
    * as it is written and its chunks are sent ahead of the close.
    */
-  writeAhead(read: (offset: number, length: number) => Promise<Buffer>): WriteAhead {
+  writeAhead(read: (offset: number, length: number) => Promise<Buffer>, path: () => string): WriteAhead {
     // A copy of content the node holds (cp within the workspace) sends nothing.
-    const send: SendChunks = (chunks, bytesOf, draft) => this.sendMissing(' ahead', chunks, bytesOf, draft);
-    return new WriteAhead(DEFAULT_CHUNKING, send, read);
+    const send: SendChunks = (chunks, bytesOf, to) => this.sendMissing(' ahead', chunks, bytesOf, to);
+    return new WriteAhead(DEFAULT_CHUNKING, send, read, path);
   }
 
   /** The record's content: its chunk list, and its bytes when small enough to travel inside the commit. */
@@ -1036,25 +1036,25 @@ export class WriteBack {
   }
 
   /** Uploads the chunks the node lacks, read from the dirty copy (into the file's draft, if it has one); returns how many it lacked. */
-  private async upload(dirty: string, m: Manifest, ahead?: { sent?: Promise<void>; draft?: string }): Promise<number> {
+  private async upload(dirty: string, m: Manifest, ahead?: { sent?: Promise<void>; to?: DraftOf }): Promise<number> {
     await ahead?.sent; // what was sent early is not asked about while still on its way
     const fh = await open(dirty, 'r');
     try {
-      return await this.sendMissing('', m.chunks, (ch) => readAt(fh, ch.length, ch.offset, `dirty copy ${dirty}`), ahead?.draft);
+      return await this.sendMissing('', m.chunks, (ch) => readAt(fh, ch.length, ch.offset, `dirty copy ${dirty}`), ahead?.to);
     } finally {
       await fh.close();
     }
   }
 
   /** Asks the node which of these chunks it lacks and sends those, their bytes read by `bytesOf`; returns how many. */
-  private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>, draft?: string): Promise<number> {
+  private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>, to?: DraftOf): Promise<number> {
     const missing = await this.mesh.call(`has-chunks${what}`, (c) => c.hasChunks(chunks.map((x) => x.hash)));
     if (missing.length === 0) return 0;
     const wanted = missing.map((i) => chunks[i]!);
     await this.mesh.call(`put-chunks${what}`, (c) =>
       c.putChunks(
         (async function* () {
-          for (const ch of wanted) yield { hash: ch.hash, data: await bytesOf(ch), draft, offset: ch.offset };
+          for (const ch of wanted) yield { hash: ch.hash, data: await bytesOf(ch), draft: to?.draft, path: to?.path, offset: ch.offset };
         })(),
         Math.max(this.opts.deadlineMs, 60_000),
       ),

@@ -59,6 +59,8 @@ export interface DriverStats {
   writes: number;
   writeBytes: number;
   writeMax: number;
+  /** Writes made in C straight into a dirty copy (native/src/direct_write.c). */
+  directWrites: number;
   notifications: number;
   notifyErrors: number;
   /** Opendir requests the kernel sent (none once it opens directories itself). */

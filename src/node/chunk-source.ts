@@ -4,14 +4,14 @@
 // uploaded for a commit (staged under the state dir, or placed in a file's
 // draft: drafts.ts; each verified once on arrival).
 import { readFile, rename, unlink, readdir, stat, mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { attrFromStats, sameTuple, type Attr } from '../content/attr.js';
 import { hashChunk, hex } from '../content/manifest.js';
 import { FsError } from '../wire/errors.js';
 import { log } from '../log.js';
 import type { WorkspaceIndex } from './workspace-index.js';
-import type { RootFile } from './paths.js';
+import { checkChildPath, type RootFile } from './paths.js';
 import { Drafts } from './drafts.js';
 
 /** A chunk's bytes in a workspace file. */
@@ -61,7 +61,7 @@ export class ChunkSource {
     private readonly index: WorkspaceIndex,
     private readonly stagingDir: string,
   ) {
-    this.drafts = new Drafts(index.paths.root);
+    this.drafts = new Drafts(async (path) => dirname(await index.paths.safeAbs(checkChildPath(path))));
   }
 
   async init(): Promise<void> {
@@ -207,13 +207,13 @@ export class ChunkSource {
   }
 
   /**
-   * Keeps an uploaded chunk after checking its hash, in the draft `at` names
-   * if it can; returns false if it was known already.
+   * Keeps an uploaded chunk after checking its hash, in the draft of the
+   * file `at` names if it can; returns false if it was known already.
    */
-  async put(hash: Buffer, data: Buffer, at?: { draft: string; offset: number }): Promise<boolean> {
+  async put(hash: Buffer, data: Buffer, at?: { draft: string; path: string; offset: number }): Promise<boolean> {
     if (!hashChunk(data).equals(hash)) throw new FsError('EIO', `uploaded chunk does not match its hash ${hex(hash)}`);
     // Placed even when known: the commit then need not copy it in.
-    if (at && (await this.drafts.place(at.draft, at.offset, { hash, data }))) return true;
+    if (at && (await this.drafts.place(at.draft, at.path, at.offset, { hash, data }))) return true;
     if (await this.has(hash)) return false;
     const tmp = join(this.stagingDir, `.tmp-${randomBytes(6).toString('hex')}`);
     await writeFile(tmp, data, { mode: 0o600 });

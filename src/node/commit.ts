@@ -5,7 +5,7 @@
 // put in place of the target (or linked in, for a new file, only if the
 // name is still free), and the directory fsynced. If the target changed since the writer read it, nothing
 // is overwritten: the writer's version becomes a conflict copy beside it.
-import { open, lstat, stat } from 'node:fs/promises';
+import { open, lstat } from 'node:fs/promises';
 import { constants as C } from 'node:fs';
 import { dirname, basename, extname } from 'node:path';
 import { hostname } from 'node:os';
@@ -80,7 +80,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
   const abs = await index.paths.safeAbs(path);
   const dir = dirname(abs);
   // The draft becomes the staged file: what it holds is written already.
-  const draft = input.draft ? await source.drafts.take(checkDraftId(input.draft), (await stat(dir)).dev) : undefined;
+  const draft = input.draft ? await source.drafts.take(checkDraftId(input.draft), dir) : undefined;
   const staged = draft?.file ?? (await stageIn(dir));
   try {
     await assemble(staged, source, path, input, draft?.placed);
@@ -108,6 +108,8 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
       finalPath = await placeConflictCopy(index, staged, path, input.clientId || hostname());
       log.warn({ workspace: index.id, path, conflictPath: finalPath, client: input.clientId }, 'commit conflict: kept the node version, stored the writer version beside it');
     }
+    // The draft's chunks are in a workspace file now: no longer read from the draft, which closes.
+    if (input.draft) await source.drafts.drop(input.draft, !!draft);
     await staged.discard();
     await fsyncDir(dir);
     const attr = attrFromStats(await lstat(index.paths.abs(finalPath), { bigint: true }));
@@ -120,8 +122,8 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     nodeCommits.inc({ how: draft ? 'draft' : 'staged' });
     return { conflict, path: finalPath, entry, generation: change!.generation };
   } finally {
-    // Taken: its chunks are no longer read from it. Not taken (another file system, failed): discarded.
-    if (input.draft) await source.drafts.drop(input.draft);
+    // Taken: its chunks are no longer read from it (the file is `staged`). Not taken: discarded.
+    if (input.draft) await source.drafts.drop(input.draft, !!draft);
     await staged.discard();
   }
 }

@@ -1,19 +1,21 @@
 // Drafts: a big file's new version put together on the node while its writer
 // is still writing it. A mount that follows a file written front to back
-// sends its chunks ahead of the close, each naming the file's draft and its
-// offset; the node verifies each chunk as any upload and writes it at that
-// offset of the draft, a staged file (staged-file.ts) in the workspace root,
-// written out to disk as it grows. The commit naming that draft then takes
+// sends its chunks ahead of the close, each naming the file's draft, its
+// path and the chunk's offset; the node verifies each chunk as any upload
+// and writes it at that offset of the draft, a staged file (staged-file.ts)
+// in the file's directory (so it is what a commit would have staged there:
+// same file system, group, default ACL), written out to disk as it grows. The commit naming that draft then takes
 // it as its staged file: only the chunks not placed there are written, and
 // the closing fsync has little left. Without drafts every uploaded chunk was
 // written to a file of its own and then copied into the commit's staged file:
 // the bytes were written twice, and all synced at the close.
 //
 // A draft only helps: a commit whose draft is gone (expired, the node
-// restarted, another device) assembles the file from chunks as before, and
+// restarted, the file renamed to another directory meanwhile) assembles the
+// file from chunks as before, and
 // reads the chunks a live draft holds from there. Placed chunks count as
 // held (has-chunks), so they are not sent again.
-import { read as readCb, fstat as fstatCb } from 'node:fs';
+import { read as readCb } from 'node:fs';
 import { promisify } from 'node:util';
 import { hashChunk, type ChunkRef } from '../content/manifest.js';
 import { log } from '../log.js';
@@ -21,7 +23,6 @@ import { FsError } from '../wire/errors.js';
 import { EarlySync, stageIn, type StagedFile } from './staged-file.js';
 
 const readP = promisify(readCb);
-const fstatP = promisify(fstatCb);
 
 /** Drafts open at once per workspace; chunks for a further one are staged as plain chunks. */
 export const MAX_DRAFTS = 32;
@@ -41,6 +42,8 @@ interface Placed extends ChunkRef {
 
 interface Draft {
   id: string;
+  /** The directory it was staged in: the file's when its first chunk came. */
+  dir: string;
   file: Promise<StagedFile>;
   /** Chunks written into the file (each verified on arrival), sorted by offset. */
   placed: Placed[];
@@ -79,25 +82,31 @@ export class Drafts {
   private readonly taken = new Map<string, Draft>();
   private readonly retired = new Set<string>();
 
-  /** `dir`: where drafts are staged (the workspace root: the file system of the files they become). */
-  constructor(private readonly dir: string) {}
+  /** `dirOf`: the absolute directory of a file's path in the workspace (refusing paths outside it). */
+  constructor(private readonly dirOf: (path: string) => Promise<string>) {}
 
   /**
-   * Writes a verified chunk at `offset` of draft `id`, starting the draft if
-   * need be. False when there is no draft to write to (a commit took it
-   * already, too many are open, it failed): the caller keeps the chunk as
-   * any other upload.
+   * Writes a verified chunk at `offset` of draft `id` for the file at
+   * `path`, starting the draft if need be. False when the chunk is not in
+   * the draft intact (a commit took the draft already, too many are open, it
+   * failed, another chunk was written over this one): the caller keeps the
+   * chunk as any other upload.
    */
-  async place(id: string, offset: number, chunk: { hash: Buffer; data: Buffer }): Promise<boolean> {
+  async place(id: string, path: string, offset: number, chunk: { hash: Buffer; data: Buffer }): Promise<boolean> {
     checkDraftId(id);
     if (this.retired.has(id) || !Number.isSafeInteger(offset) || offset < 0) return false;
     let d = this.live.get(id);
     if (!d) {
       if (this.live.size >= MAX_DRAFTS) return false;
-      const file = stageIn(this.dir);
-      d = { id, file, placed: [], longest: 0, writes: new Set(), usedAt: Date.now() };
-      file.catch(() => undefined); // awaited below (and by take/drop)
-      this.live.set(id, d);
+      const dir = await this.dirOf(path);
+      d = this.live.get(id); // another chunk of it may have started it meanwhile
+      if (!d) {
+        if (this.retired.has(id) || this.live.size >= MAX_DRAFTS) return false;
+        const file = stageIn(dir);
+        d = { id, dir, file, placed: [], longest: 0, writes: new Set(), usedAt: Date.now() };
+        file.catch(() => undefined); // awaited below (and by take/drop)
+        this.live.set(id, d);
+      }
     }
     if (d.failed) return false;
     const draft = d;
@@ -106,10 +115,9 @@ export class Drafts {
       const file = await draft.file;
       await file.write(chunk.data, offset);
       if (this.live.get(id) !== draft) return false; // dropped meanwhile (expired, failed)
-      // A copy: the hash as decoded is a view of the whole message, which it would keep in memory.
-      this.record(draft, { hash: Buffer.from(chunk.hash), offset, length: chunk.data.length, spoilt: false });
       (draft.early ??= new EarlySync(file)).wrote(chunk.data.length);
-      return true;
+      // A copy: the hash as decoded is a view of the whole message, which it would keep in memory.
+      return this.record(draft, { hash: Buffer.from(chunk.hash), offset, length: chunk.data.length, spoilt: false });
     })();
     const landed = write.then(() => undefined, () => undefined);
     draft.writes.add(landed);
@@ -147,42 +155,43 @@ export class Drafts {
   }
 
   /**
-   * Hands draft `id` to a commit once every write to it has landed, if it is
-   * on the file system `dev` (the target's: the file is linked in there).
-   * Undefined when there is no such draft, it failed, or it is elsewhere;
-   * that draft stays readable until drop().
+   * Hands draft `id` to a commit once every write to it has landed, if it
+   * was staged in `dir` (the target's directory: the file is linked in
+   * there). Undefined when there is no such draft, it failed, or it is
+   * elsewhere; that one stays readable until drop().
    */
-  async take(id: string, dev: number): Promise<TakenDraft | undefined> {
+  async take(id: string, dir: string): Promise<TakenDraft | undefined> {
     const d = this.live.get(id);
-    if (!d) return undefined;
+    if (!d || d.dir !== dir) return undefined;
     while (d.writes.size > 0) await Promise.all([...d.writes]);
     if (this.live.get(id) !== d || d.failed) return undefined;
-    const file = await d.file.catch(() => undefined);
-    if (!file || (await fstatP(file.fd)).dev !== dev) return undefined;
-    try {
-      await d.early?.done();
-    } catch (err) {
-      log.warn({ draft: id, err: (err as Error).message }, 'a draft failed to reach the disk; the commit assembles the file anew');
-      await this.drop(id);
-      return undefined;
-    }
+    // Claimed before anything else is awaited: no expiry, late chunk or second commit gets at it now.
     // Its chunks stay readable until the commit is over (drop): the file may hold one at two places.
     this.live.delete(id);
     this.retire(id);
     this.taken.set(id, d);
+    const file = await d.file.catch(() => undefined);
+    try {
+      if (!file) return undefined;
+      await d.early?.done();
+    } catch (err) {
+      log.warn({ draft: id, err: (err as Error).message }, 'a draft failed to reach the disk; the commit assembles the file anew');
+      return undefined;
+    }
     return { file, placed: new Map(d.placed.filter((c) => !c.spoilt).map((c) => [c.offset, c])) };
   }
 
   /**
-   * Done with draft `id`. A commit that took it is over (its file is the
-   * commit's to keep or discard); otherwise it is discarded (a commit that
-   * could not take it, a failure, its time ran out).
+   * Done with draft `id`. `handedOver`: a commit took its file (and keeps or
+   * discards it); otherwise the draft is discarded (a commit could not take
+   * it, a failure, its time ran out).
    */
-  async drop(id: string): Promise<void> {
+  async drop(id: string, handedOver = false): Promise<void> {
     const taken = this.taken.get(id);
     if (taken) {
       this.taken.delete(id);
       this.unindex(taken);
+      if (!handedOver) await taken.file.then((f) => f.discard()).catch(() => undefined);
       return;
     }
     const d = this.live.get(id);
@@ -212,15 +221,15 @@ export class Drafts {
    * spoils both: which bytes won is not known when writes overlap in time,
    * so neither counts as in the file (a spoilt one stays listed, and spoils
    * what is written over it later). The same chunk written twice at one
-   * place changes nothing.
+   * place changes nothing. Returns whether `c` is intact.
    */
-  private record(d: Draft, c: Placed): void {
+  private record(d: Draft, c: Placed): boolean {
     const end = c.offset + c.length;
     // Sorted by offset: a chunk overlapping c starts less than the longest chunk's length before it.
     let i = firstFrom(d.placed, c.offset - d.longest + 1);
     for (; i < d.placed.length && d.placed[i]!.offset < end; i++) {
       const o = d.placed[i]!;
-      if (o.offset === c.offset && o.length === c.length && o.hash.equals(c.hash)) return;
+      if (o.offset === c.offset && o.length === c.length && o.hash.equals(c.hash) && !o.spoilt) return true;
       if (o.offset + o.length <= c.offset || c.length === 0 || o.length === 0) continue;
       this.spoil(d, o);
       c.spoilt = true;
@@ -228,6 +237,7 @@ export class Drafts {
     d.placed.splice(firstFrom(d.placed, c.offset + 1), 0, c);
     d.longest = Math.max(d.longest, c.length);
     if (!c.spoilt) this.byHash.set(c.hash.toString('latin1'), { draft: d, offset: c.offset, length: c.length });
+    return !c.spoilt;
   }
 
   private spoil(d: Draft, c: Placed): void {

@@ -279,7 +279,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
           return fail(err);
         }
         const p: Promise<void> = ws.chunks
-          .put(m.hash, m.data, m.draft ? { draft: m.draft, offset: m.offset } : undefined)
+          .put(m.hash, m.data, m.draft ? { draft: m.draft, path: m.path, offset: m.offset } : undefined)
           .then((isNew) => {
             if (!isNew) return;
             stored++;

@@ -60,6 +60,7 @@ export interface RequestStats {
   readMax: number;
   writeMax: number;
   fastReads: number;
+  directWrites: number;
   forwarded: number;
   batches: number;
   /** What the kernel agreed to at init: the ceiling of every request size above. */
@@ -87,7 +88,7 @@ const addHist = (a: Record<string, number>, b: Record<string, number>): Record<s
 
 /** `into` plus one mount's counters. */
 export function addStats(into: RequestStats | undefined, s: DriverStats): RequestStats {
-  const z = into ?? { mounts: 0, readSizes: {}, writeSizes: {}, readMax: 0, writeMax: 0, fastReads: 0, forwarded: 0, batches: 0, maxReadahead: 0, maxWrite: 0 };
+  const z = into ?? { mounts: 0, readSizes: {}, writeSizes: {}, readMax: 0, writeMax: 0, fastReads: 0, directWrites: 0, forwarded: 0, batches: 0, maxReadahead: 0, maxWrite: 0 };
   return {
     mounts: z.mounts + 1,
     readSizes: addHist(z.readSizes, s.readSizes),
@@ -95,6 +96,7 @@ export function addStats(into: RequestStats | undefined, s: DriverStats): Reques
     readMax: Math.max(z.readMax, s.readMax),
     writeMax: Math.max(z.writeMax, s.writeMax),
     fastReads: z.fastReads + s.fastReads,
+    directWrites: z.directWrites + (s.directWrites ?? 0),
     forwarded: z.forwarded + s.forwarded,
     batches: z.batches + s.batches,
     maxReadahead: Math.max(z.maxReadahead, s.maxReadahead),
@@ -114,7 +116,7 @@ function hist(h: Record<string, number>, max: number): string {
 export function requestLines(s: RequestStats, indent: string): string[] {
   return [
     `${indent}read sizes:  ${hist(s.readSizes, s.readMax)}; ${s.fastReads} served by the C fast path`,
-    `${indent}write sizes: ${hist(s.writeSizes, s.writeMax)}`,
+    `${indent}write sizes: ${hist(s.writeSizes, s.writeMax)}; ${s.directWrites} made in C straight into the dirty copy`,
     `${indent}${s.forwarded} requests forwarded to JS in ${s.batches} batches; kernel max_readahead ${sizeLabel(s.maxReadahead)}, max_write ${sizeLabel(s.maxWrite)}; ${s.mounts} mount${s.mounts === 1 ? '' : 's'}`,
   ];
 }
