@@ -17,13 +17,6 @@ import { nativeAddon } from '../src/native/addon.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { smallFs } from './helpers/small-fs.js';
 
-/** Files a process holds open that have no name (O_TMPFILE) in `dir`'s tree. */
-async function unnamedFiles(pid: number, dir: string): Promise<number> {
-  const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
-  const targets = await Promise.all(fds.map((fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')));
-  return targets.filter((l) => l.startsWith(dir + '/') && l.endsWith(' (deleted)')).length;
-}
-
 async function makeTree(root: string): Promise<void> {
   await mkdir(join(root, 'src/deep/er'), { recursive: true });
   await writeFile(join(root, 'README.md'), '# sample\n');
@@ -233,18 +226,7 @@ t.test('node agent', async (t) => {
 
   t.test("chunks put in a file's draft: the commit takes the draft as the file", async (t) => {
     const commits = async (how: string): Promise<number> => Number(new RegExp(`^ghostfs_node_commits_total\\{how="${how}"\\} (\\d+)`, 'm').exec(await node.scrapeMetrics())?.[1] ?? 0);
-    /** The node's open files in the root that have no name (O_TMPFILE drafts) or a temp name: its drafts. */
-    const drafts = async (): Promise<{ size: number; ino: number }[]> => {
-      const dir = `/proc/${node.child.pid}/fd`;
-      const out: { size: number; ino: number }[] = [];
-      for (const fd of await readdir(dir).catch(() => [] as string[])) {
-        const l = await readlink(join(dir, fd)).catch(() => '');
-        if (!l.startsWith(root + '/') || !(l.endsWith(' (deleted)') || l.includes('/.ghostfs-tmp-'))) continue;
-        const st = await stat(join(dir, fd)).catch(() => undefined);
-        if (st) out.push({ size: st.size, ino: st.ino });
-      }
-      return out;
-    };
+    const drafts = () => node.openUnnamed(root);
     const put = (data: Buffer, chunks: { hash: Buffer; offset: number; length: number }[], draft?: string, path = 'src/x', at?: (c: { offset: number }) => number) =>
       conn.putChunks(chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length), draft, path, offset: at ? at(c) : c.offset })));
 
@@ -516,7 +498,7 @@ t.test('node agent', async (t) => {
     t.equal(await readFile(join(root, 'small/a.txt'), 'utf8'), 'no base\n', 'an existing file replaced');
 
     t.same((await readdir(join(root, 'small'))).filter((n) => n.startsWith('.ghostfs-tmp-')), [], 'no temp files');
-    t.equal(await unnamedFiles(node.child.pid!, root), 0, 'no unnamed file left open');
+    t.same(await node.openUnnamed(root), [], 'no unnamed file left open');
   });
 
   t.test('hostile paths are refused and change nothing', async (t) => {
@@ -600,7 +582,7 @@ t.test('node agent', async (t) => {
     // Wait until the new version is being assembled (a file with no name,
     // O_TMPFILE, open in the node; or a named temp file without the addon),
     // then kill the node mid-assembly.
-    const assembling = async (): Promise<boolean> => (await readdir(root)).some((n) => n.startsWith('.ghostfs-tmp-')) || (await unnamedFiles(node.child.pid!, root)) > 0;
+    const assembling = async (): Promise<boolean> => (await node.openUnnamed(root)).length > 0 || (await readdir(root)).some((n) => n.startsWith('.ghostfs-tmp-'));
     for (let i = 0; i < 2000 && !(await assembling()); i++) await new Promise((r) => setTimeout(r, 5));
     await node.stop('SIGKILL');
     const res = await commit;

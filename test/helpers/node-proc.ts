@@ -1,6 +1,6 @@
 // Runs a real `ghostfs serve` as a child process and reads its JSON log.
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NodeConnection, type ConnectionOptions } from '../../src/mesh/connection.js';
@@ -28,6 +28,22 @@ export class NodeProc extends LoggedProc {
 
   connect(workspace = 'default', opts: ConnectionOptions = {}): NodeConnection {
     return new NodeConnection(this.endpoint, workspace, opts);
+  }
+
+  /**
+   * The files this node holds open under `root` that have no name (O_TMPFILE)
+   * or a temp name: its drafts (src/node/drafts.ts) and commits under way.
+   */
+  async openUnnamed(root: string): Promise<{ size: number; ino: number }[]> {
+    const dir = `/proc/${this.child.pid}/fd`;
+    const out: { size: number; ino: number }[] = [];
+    for (const fd of await readdir(dir).catch(() => [] as string[])) {
+      const l = await readlink(join(dir, fd)).catch(() => '');
+      if (!l.startsWith(root + '/') || !(l.endsWith(' (deleted)') || l.includes('/.ghostfs-tmp-'))) continue;
+      const st = await stat(join(dir, fd)).catch(() => undefined);
+      if (st) out.push({ size: st.size, ino: st.ino });
+    }
+    return out;
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {

@@ -262,18 +262,8 @@ if (step === 'grow') {
     };
   };
 
-  /** The node's drafts (node/drafts.ts): files it holds open in the workspace with no name, or a temp name. */
-  const drafts = async (): Promise<{ size: number; ino: number }[]> => {
-    const dir = `/proc/${node.child.pid}/fd`;
-    const out: { size: number; ino: number }[] = [];
-    for (const fd of await readdir(dir).catch(() => [] as string[])) {
-      const l = await readlink(join(dir, fd)).catch(() => '');
-      if (!l.startsWith(src + '/') || !(l.endsWith(' (deleted)') || l.includes('/.ghostfs-tmp-'))) continue;
-      const st = await stat(join(dir, fd)).catch(() => undefined);
-      if (st) out.push({ size: st.size, ino: st.ino });
-    }
-    return out;
-  };
+  /** The node's drafts (node/drafts.ts). */
+  const drafts = () => node.openUnnamed(src);
 
   await t.test('a big file written front to back is put together on the node while it is written', async (t) => {
     const data = randomBytes(40 * 1024 * 1024);
