@@ -10,6 +10,7 @@ import { mkdir, open, readdir, rename, stat, statfs, unlink } from 'node:fs/prom
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hex, type ChunkRef } from '../content/manifest.js';
+import { writeAt } from '../util/positional-io.js';
 import type { ChunkStore } from './chunk-store.js';
 import { log } from '../log.js';
 
@@ -125,7 +126,8 @@ export class LocalCopies {
         for (let done = 0; done < c.length; ) {
           const n = Math.min(STEP, c.length - done);
           if ((await this.chunks.read(c.hash, done, n, buf, 0)) !== n) throw new Error(`chunk ${hex(c.hash)} is shorter than its reference`);
-          await out.write(buf, 0, n, c.offset + done);
+          // Every byte or an error: near a full disk a write may take only part (and a later one, with room freed, the rest).
+          await writeAt(out, buf.subarray(0, n), c.offset + done);
           done += n;
         }
       }
