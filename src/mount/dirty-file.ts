@@ -439,8 +439,19 @@ export class DirtyFile {
       this.dropAhead();
       return undefined;
     }
-    const r = this.ahead?.finish(this.size);
-    this.ahead = undefined; // its last chunks may still be on their way
+    // Its last chunks may still be on their way: read from the copy handed
+    // over (by name: this file's handle may close first, and a later writer
+    // gets a copy of its own).
+    const file = this.file;
+    const r = this.ahead?.finish(this.size, async (offset, length) => {
+      const fh = await open(file, 'r');
+      try {
+        return await readAt(fh, length, offset, `dirty copy ${file}`);
+      } finally {
+        await fh.close();
+      }
+    });
+    this.ahead = undefined;
     return r;
   }
 

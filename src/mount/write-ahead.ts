@@ -48,8 +48,8 @@ export class WriteAhead {
   constructor(
     params: ChunkingParams,
     private readonly send: SendChunks,
-    /** Reads bytes back from the dirty copy. */
-    private readonly read: (offset: number, length: number) => Promise<Buffer>,
+    /** Reads bytes back from the dirty copy (see finish). */
+    private read: (offset: number, length: number) => Promise<Buffer>,
     /** The file's path now (it may be renamed while written). */
     private readonly path: () => string,
   ) {
@@ -89,9 +89,12 @@ export class WriteAhead {
    * At close: the manifest of the `size`-byte file, if every byte of it went
    * through here, a promise that settles once the chunks still queued were
    * sent (or given up on; it never rejects), and the draft they went to
-   * (what it holds is used even when the run broke off).
+   * (what it holds is used even when the run broke off). The chunks still
+   * queued are read with `readAfter` from then on.
    */
-  finish(size: number): { manifest?: Manifest; sent: Promise<void>; draft: string } {
+  finish(size: number, readAfter: (offset: number, length: number) => Promise<Buffer>): { manifest?: Manifest; sent: Promise<void>; draft: string } {
+    // The writer's handle on the copy may close before the last chunks are read (--write-back async: at release).
+    this.read = readAfter;
     const manifest = this.chunker.finish(size);
     if (!manifest) this.halt();
     return { manifest, sent: this.idle(), draft: this.draft };
