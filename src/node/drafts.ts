@@ -1,20 +1,20 @@
 // Drafts: a big file's new version put together on the node while its writer
 // is still writing it. A mount that follows a file written front to back
 // sends its chunks ahead of the close, each naming the file's draft, its
-// path and the chunk's offset; the node verifies each chunk as any upload
-// and writes it at that offset of the draft, a staged file (staged-file.ts)
-// in the file's directory (so it is what a commit would have staged there:
-// same file system, group, default ACL), written out to disk as it grows. The commit naming that draft then takes
-// it as its staged file: only the chunks not placed there are written, and
-// the closing fsync has little left. Without drafts every uploaded chunk was
-// written to a file of its own and then copied into the commit's staged file:
-// the bytes were written twice, and all synced at the close.
+// path and the chunk's offset. The node verifies each chunk as any upload
+// and writes it at that offset of the draft: a staged file (staged-file.ts)
+// in the file's directory, so it is what a commit would have staged there
+// (same file system, group, default ACL), written out to disk as it grows.
+// The commit naming that draft takes it as its staged file: only the chunks
+// not placed there are written, and the closing fsync has little left.
+// Without drafts every uploaded chunk was written to a file of its own and
+// then copied into the commit's staged file: the bytes were written twice,
+// and all synced at the close.
 //
 // A draft only helps: a commit whose draft is gone (expired, the node
-// restarted, the file renamed to another directory meanwhile) assembles the
-// file from chunks as before, and
-// reads the chunks a live draft holds from there. Placed chunks count as
-// held (has-chunks), so they are not sent again.
+// restarted, the file renamed into another directory meanwhile) assembles
+// the file from chunks as before, reading the chunks a live draft holds from
+// there. Placed chunks count as held (has-chunks), so they are not sent again.
 import { read as readCb } from 'node:fs';
 import { promisify } from 'node:util';
 import { hashChunk, type ChunkRef } from '../content/manifest.js';
