@@ -325,8 +325,10 @@ export class NodeConnection {
     }
   }
 
-  /** Uploads chunks (the node verifies each); resolves with how many were new. */
-  /** Uploads chunks; one that names a draft (and its offset there) goes into that file's draft on the node (see proto). */
+  /**
+   * Uploads chunks (the node verifies each); resolves with how many were new.
+   * One that names a draft (with the file's path and its offset) goes into that file's draft on the node (see proto).
+   */
   putChunks(chunks: AsyncIterable<UploadChunk> | Iterable<UploadChunk>, deadlineMs = this.deadlineMs): Promise<{ stored: number; bytes: number }> {
     const client = this.begin();
     return new Promise((resolve, reject) => {

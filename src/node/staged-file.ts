@@ -110,9 +110,8 @@ class UnnamedFile implements StagedFile {
   }
 
   async replace(abs: string): Promise<void> {
-    // A name that can be renamed over the target: it appears only now that the
-    // content is complete and on disk. Beside the target: a draft (drafts.ts)
-    // was staged in the root, not in the target's directory.
+    // A name that can be renamed over the target, beside it: it appears only
+    // now that the content is complete and on disk.
     const tmp = tempName(dirname(abs));
     this.addon.linkTmpfile(this.fd, tmp);
     try {

@@ -116,8 +116,6 @@ export class NativeDriver implements Driver {
   private readonly ids = new NodeIds();
   /** Listings being read, by directory node id, then generation (oldest first). */
   private readonly listings = new Map<number, Map<number, Listing>>();
-  /** Handles whose writes are made in C (writeDirect). */
-  private readonly direct = new Set<number>();
   private generation = 0;
   private readonly fast = new Map<number, FastFile>();
   private readonly attr = new Float64Array(ATTR_LEN);
@@ -276,9 +274,8 @@ export class NativeDriver implements Driver {
    */
   private writeDirect(fh: number): void {
     const session = this.session;
-    if (!session || this.direct.has(fh)) return;
+    if (!session) return; // (the VFS refuses a handle that has it already)
     const fd = this.vfs.directWriteFd(fh, () => {
-      this.direct.delete(fh);
       const made = this.addon.directWriteStop(session, fh);
       const out: [number, Buffer][] = [];
       for (let i = 0; i + 1 < made.length; i += 2) out.push([made[i] as number, made[i + 1] as Buffer]);
@@ -286,7 +283,6 @@ export class NativeDriver implements Driver {
     });
     if (fd === undefined) return;
     this.addon.directWriteStart(session, fh, fd);
-    this.direct.add(fh);
   }
 
   private dispatch(op: number, id: number, ino: number, ino2: number, fh: number, off: number, size: number, flags: number, mode: number, name: string | undefined, name2: string | undefined, data: Buffer | undefined, set: number[] | undefined, uid: number, gid: number): void {
