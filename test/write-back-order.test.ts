@@ -13,7 +13,6 @@ import { constants as C } from 'node:fs';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
 import { chunkBuffer } from '../src/content/chunk-file.js';
 import { DirtyFile } from '../src/mount/dirty-file.js';
-import { ROOT_INO } from '../src/mount/vfs.js';
 import { waitFor } from './helpers/mount-proc.js';
 import { writeBackRig } from './helpers/write-back-rig.js';
 
@@ -62,13 +61,13 @@ t.test('a newer version closed while an older one, landed unbeknown, is still qu
 t.test("a writer that changes a file while another writer's close is committing it: its own close commits the change", async (t) => {
   const { root, proxy, vfs, wb } = await writeBackRig(t, {}, 10_000);
   await vfs.list('');
-  const { node, handle: w1 } = await vfs.create(ROOT_INO, 'f.txt', 0o644);
+  const { node, handle: w1 } = await vfs.create('', 'f.txt', 0o644);
   await vfs.write(w1.fh, 0, Buffer.from('first writer\n'));
   // A slow link: the first close's commit is on its way for a while.
   proxy.set('delay', 300);
   const closing = vfs.flush(w1.fh);
   await waitFor("the first close's commit to be on its way", async () => wb.busy('f.txt') !== undefined, 5000);
-  const w2 = await vfs.open(node.ino, C.O_WRONLY);
+  const w2 = await vfs.open(node.path, C.O_WRONLY);
   await vfs.write(w2.fh, 0, Buffer.from('second writer\n'));
   await closing;
   t.same(await readFile(join(root, 'f.txt')), Buffer.from('first writer\n'), 'the first close committed what it closed');

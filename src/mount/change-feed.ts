@@ -117,7 +117,6 @@ export class ChangeFeed {
         break;
       case 'REMOVED':
         if (this.heldBack(e)) break;
-        this.vfs.forgetPath(e.path);
         await this.meta.put(e.path, null);
         this.changed(e, 'entry');
         break;
@@ -173,7 +172,6 @@ export class ChangeFeed {
       if (errnoOf(err) !== 'ENOENT') return; // no node: the feed brings it later
       entry = null;
     }
-    if (!entry) this.vfs.forgetPath(path);
     await this.meta.put(path, entry);
     for (const fn of this.listeners) fn(path, 'entry');
   }

@@ -1,8 +1,9 @@
-// The VFS core: an inode-based filesystem over the mount's metadata and
-// chunk caches, knowing nothing of FUSE. Drivers translate kernel requests
-// into these calls. Inode numbers are the node's own (stable across
-// remounts and the same on every mount); the root is also reachable as
-// ROOT_INO, the number the kernel uses for it.
+// The VFS core: a filesystem of workspace paths over the mount's metadata
+// and chunk caches, knowing nothing of FUSE. Drivers translate kernel
+// requests into these calls, each keeping its own table from the kernel's
+// node ids to paths (they know when the kernel forgets one). Inode numbers
+// shown are the node's own (stable across remounts and the same on every
+// mount); the root shows as ROOT_INO, the number the kernel uses for it.
 import { stat } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { attrFromStats, isDir, isLnk, isReg, S_IFDIR, S_IFREG, toTimespec, type Attr } from '../content/attr.js';
@@ -80,7 +81,6 @@ const LISTINGS_AHEAD = 4;
 const LISTINGS_AHEAD_MAX = 64;
 
 export class Vfs {
-  private readonly paths = new Map<number, string>([[ROOT_INO, '']]);
   private readonly handles = new Map<number, FileHandle>();
   private readonly listing = new Map<string, Promise<void>>();
   /** Listings asked for ahead of a walker, a few at a time (see prefetchListings). */
@@ -112,14 +112,17 @@ export class Vfs {
   }
 
   private node(path: string, e: MetaEntry): Node {
-    if (path !== '') this.paths.set(e.attr.ino, path);
     return { ino: path === '' ? ROOT_INO : e.attr.ino, path, attr: e.attr, target: e.target };
   }
 
-  private pathOf(ino: number): string {
-    const p = this.paths.get(ino);
-    if (p === undefined) throw new FsError('ESTALE', `inode ${ino} is not known`);
-    return p;
+  /**
+   * A path the mount shows (being written, or known to the metadata), as
+   * given: ENOENT otherwise. Checked before the calls that name a file or
+   * a parent directory, without waiting: the kernel named it moments ago.
+   */
+  private known(path: string): string {
+    if (path !== '' && !this.dirty.has(path) && !this.meta.get(path)) throw new FsError('ENOENT', `"${path}" does not exist`);
+    return path;
   }
 
   /** Lists a directory from the node (once at a time) into the metadata store. */
@@ -177,23 +180,13 @@ export class Vfs {
     throw new FsError('ENOENT', `"${path}" does not exist`);
   }
 
-  /** Path-based entry for drivers whose kernel interface speaks paths. */
+  /** What the mount shows at a path (lookup, getattr). */
   async resolve(path: string): Promise<Node> {
     return this.node(path, await this.entry(path));
   }
 
-  async lookup(parentIno: number, name: string): Promise<Node> {
-    const path = joinRel(this.pathOf(parentIno), name);
-    return this.node(path, await this.entry(path));
-  }
-
-  async getattr(ino: number): Promise<Node> {
-    const path = this.pathOf(ino);
-    return this.node(path, await this.entry(path));
-  }
-
-  async readdir(ino: number): Promise<Node[]> {
-    const dir = this.pathOf(ino);
+  async readdir(dir: string): Promise<Node[]> {
+    this.known(dir);
     let e = await this.entry(dir);
     if (!isDir(e.attr.mode)) throw new FsError('ENOTDIR', `"${dir}" is not a directory`);
     if (!e.listed) {
@@ -232,16 +225,16 @@ export class Vfs {
     }
   }
 
-  async readlink(ino: number): Promise<string> {
-    const path = this.pathOf(ino);
+  async readlink(path: string): Promise<string> {
+    this.known(path);
     const e = await this.entry(path);
     if (!isLnk(e.attr.mode)) throw new FsError('EINVAL', `"${path}" is not a symlink`);
     return e.target ?? '';
   }
 
   /** Opens a regular file; for writing, its handle shares the file's dirty copy. */
-  async open(ino: number, flags = 0): Promise<FileHandle> {
-    const path = this.pathOf(ino);
+  async open(path: string, flags = 0): Promise<FileHandle> {
+    this.known(path);
     // O_TRUNC truncates even a read-only open (Linux does, when permitted).
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) return this.openWrite(path, flags);
     const d = this.dirty.get(path);
@@ -467,8 +460,8 @@ export class Vfs {
   }
 
   /** Creates a new file (it reaches the node when its last writer closes it). */
-  async create(parentIno: number, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0): Promise<{ node: Node; handle: FileHandle }> {
-    const dir = this.pathOf(parentIno);
+  async create(dir: string, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0): Promise<{ node: Node; handle: FileHandle }> {
+    this.known(dir);
     const path = joinRel(dir, name);
     const parent = await this.entry(dir);
     if (!isDir(parent.attr.mode)) throw new FsError('ENOTDIR', `"${dir}" is not a directory`);
@@ -666,7 +659,6 @@ export class Vfs {
     // echo of a commit just before, say): they must not undo this change, as
     // a late "changed" would bring back a name just renamed away.
     for (const p of new Set([...touched, ...removed, ...r.entries.map((e) => e.name)])) this.meta.markOwnCommit(p, r.by, r.generation);
-    for (const p of removed) this.forgetPath(p);
     const entry = (e: (typeof r.entries)[number]): MetaEntry => {
       const x = entryFromWire(e);
       return e.name === made && isDir(x.attr.mode) && this.meta.childNames(made).length === 0 ? { ...x, listed: true } : x;
@@ -676,8 +668,8 @@ export class Vfs {
     // Parents' listings stay complete: new children were recorded above.
   }
 
-  async mkdir(parentIno: number, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0): Promise<Node> {
-    const path = joinRel(this.pathOf(parentIno), name);
+  async mkdir(dir: string, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0): Promise<Node> {
+    const path = joinRel(this.known(dir), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     if (this.opts.asyncWriteBack) {
       // Journaled, and shown at once as an empty directory; the node makes it moments later.
@@ -697,8 +689,8 @@ export class Vfs {
     return this.node(path, await this.entry(path));
   }
 
-  async unlink(parentIno: number, name: string): Promise<void> {
-    const path = joinRel(this.pathOf(parentIno), name);
+  async unlink(dir: string, name: string): Promise<void> {
+    const path = joinRel(this.known(dir), name);
     const e = await this.entry(path);
     if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
     const d = this.dirty.get(path);
@@ -719,21 +711,20 @@ export class Vfs {
       if (d) d.unlinked = false; // still there: its writers' changes go on to the node
       throw err;
     }
-    this.forgetPath(path);
     await this.meta.put(path, null);
     this.meta.putVolatile(path, null);
   }
 
-  async rmdir(parentIno: number, name: string): Promise<void> {
-    const path = joinRel(this.pathOf(parentIno), name);
+  async rmdir(dir: string, name: string): Promise<void> {
+    const path = joinRel(this.known(dir), name);
     const e = await this.entry(path);
     if (!isDir(e.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
     await this.mutate([path], { rmdir: { path } }, [path]);
   }
 
-  async rename(oldParent: number, oldName: string, newParent: number, newName: string, flags = 0): Promise<void> {
-    const from = joinRel(this.pathOf(oldParent), oldName);
-    const to = joinRel(this.pathOf(newParent), newName);
+  async rename(oldDir: string, oldName: string, newDir: string, newName: string, flags = 0): Promise<void> {
+    const from = joinRel(this.known(oldDir), oldName);
+    const to = joinRel(this.known(newDir), newName);
     await this.entry(from);
     // Files still being written move with their writers; their content must reach the node first.
     for (const d of this.dirty.values()) {
@@ -759,16 +750,16 @@ export class Vfs {
     }
   }
 
-  async symlink(parentIno: number, name: string, target: string): Promise<Node> {
-    const path = joinRel(this.pathOf(parentIno), name);
+  async symlink(dir: string, name: string, target: string): Promise<Node> {
+    const path = joinRel(this.known(dir), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     await this.mutate([path], { symlink: { path, target } });
     return this.node(path, await this.entry(path));
   }
 
-  async link(ino: number, newParent: number, newName: string): Promise<Node> {
-    const existing = this.pathOf(ino);
-    const path = joinRel(this.pathOf(newParent), newName);
+  async link(existing: string, newDir: string, newName: string): Promise<Node> {
+    this.known(existing);
+    const path = joinRel(this.known(newDir), newName);
     const d = this.dirty.get(existing);
     if (d?.modified) await this.commitDirty(d);
     await this.mutate([existing, path], { link: { existing, path } });
@@ -776,8 +767,8 @@ export class Vfs {
   }
 
   /** chmod, chown, truncate, utimens: on a file being written they change the dirty copy; otherwise the node. */
-  async setattr(ino: number, a: SetAttr): Promise<Node> {
-    const path = this.pathOf(ino);
+  async setattr(path: string, a: SetAttr): Promise<Node> {
+    this.known(path);
     const d = this.dirty.get(path);
     const now = (): bigint => BigInt(Date.now()) * 1_000_000n;
     if (d && !d.unlinked) {
@@ -853,10 +844,9 @@ export class Vfs {
   async warm(path: string, into = { files: 0, bytes: 0 }): Promise<{ files: number; bytes: number }> {
     const e = await this.entry(path);
     if (isDir(e.attr.mode)) {
-      const node = await this.resolve(path);
-      for (const child of await this.readdir(node.ino)) await this.warm(child.path, into);
+      for (const child of await this.readdir(path)) await this.warm(child.path, into);
     } else if (isReg(e.attr.mode) && !this.dirty.has(path)) {
-      const h = await this.open(this.inoOf(path));
+      const h = await this.open(path);
       try {
         for (let i = 0; i < h.chunks.length; i += 32) await this.chunks.ensure(h.chunks.slice(i, i + 32), path);
       } finally {
@@ -883,15 +873,6 @@ export class Vfs {
     }
   }
 
-  /** Where a path is in the inode table, for drivers that speak paths. */
-  inoOf(path: string): number {
-    if (path === '') return ROOT_INO;
-    const e = this.dirty.get(path)?.entry() ?? this.meta.get(path);
-    if (!e) throw new FsError('ENOENT', `"${path}" does not exist`);
-    this.paths.set(e.attr.ino, path);
-    return e.attr.ino;
-  }
-
   /**
    * A small file missing from the cache is usually read with its siblings
    * (grep -r, compilers, git add): fetch the directory's other small files
@@ -916,11 +897,6 @@ export class Vfs {
     if (wanted.length > 1) void this.chunks.ensure(wanted, path).catch(() => undefined);
   }
 
-  /** Paths of known inodes go stale when the node removes them. */
-  forgetPath(path: string): void {
-    const e = this.meta.get(path);
-    if (e && this.paths.get(e.attr.ino) === path) this.paths.delete(e.attr.ino);
-  }
 
   statfs(): { bsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number; namemax: number } {
     // The node's real capacity is not on the wire yet; report a large,

@@ -49,15 +49,14 @@ export class FuseNativeDriver implements Driver {
 
   private ops(): Ops {
     const vfs = this.vfs;
-    const ino = (p: string): number => vfs.inoOf(rel(p));
-    const parentAndName = async (p: string): Promise<[number, string]> => {
+    const parentAndName = async (p: string): Promise<[string, string]> => {
       const r = rel(p);
       const parent = await vfs.resolve(parentOf(r));
-      return [parent.ino, baseName(r)];
+      return [parent.path, baseName(r)];
     };
     const done = (cb: (err: number) => void) => (err: number) => cb(err);
     /** An operation on a name in a directory (unlink, mkdir...): resolved, run, answered. */
-    const inParent = (op: string, p: string, cb: (err: number) => void, fn: (parent: number, name: string) => Promise<unknown>): void =>
+    const inParent = (op: string, p: string, cb: (err: number) => void, fn: (parent: string, name: string) => Promise<unknown>): void =>
       this.serve(op, p, async () => fn(...(await parentAndName(p))), done(cb));
     return {
       init: (cb) => cb(0),
@@ -69,7 +68,7 @@ export class FuseNativeDriver implements Driver {
           async () => {
             const dir = await vfs.resolve(rel(p));
             const parent = dir.path === '' ? dir : await vfs.resolve(parentOf(dir.path));
-            return { dir, parent, children: await vfs.readdir(dir.ino) };
+            return { dir, parent, children: await vfs.readdir(dir.path) };
           },
           (err, r) => {
             if (err) return cb(err);
@@ -78,7 +77,7 @@ export class FuseNativeDriver implements Driver {
             cb(0, names, [r!.dir, r!.parent, ...r!.children].map(toStat));
           },
         ),
-      open: (p, flags, cb) => this.serve('open', p, async () => (await vfs.open((await vfs.resolve(rel(p))).ino, flags)).fh, cb),
+      open: (p, flags, cb) => this.serve('open', p, async () => (await vfs.open((await vfs.resolve(rel(p))).path, flags)).fh, cb),
       create: (p, mode, cb) =>
         this.serve(
           'create',
@@ -94,21 +93,21 @@ export class FuseNativeDriver implements Driver {
       flush: (p, fd, cb) => this.serve('flush', p, () => vfs.flush(fd), done(cb)),
       fsync: (p, _datasync, fd, cb) => this.serve('fsync', p, () => vfs.fsync(fd), done(cb)),
       release: (p, fd, cb) => this.serve('release', p, () => vfs.release(fd), done(cb)),
-      readlink: (p, cb) => this.serve('readlink', p, async () => vfs.readlink((await vfs.resolve(rel(p))).ino), cb),
+      readlink: (p, cb) => this.serve('readlink', p, async () => vfs.readlink((await vfs.resolve(rel(p))).path), cb),
       statfs: (_p, cb) => {
         const s = vfs.statfs();
         cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: s.namemax });
       },
       access: (p, _mode, cb) => this.serve('access', p, () => vfs.resolve(rel(p)), done(cb)),
-      truncate: (p, size, cb) => this.serve('truncate', p, async () => vfs.setattr((await vfs.resolve(rel(p))).ino, { size }), done(cb)),
-      ftruncate: (p, _fd, size, cb) => this.serve('ftruncate', p, async () => vfs.setattr(ino(p), { size }), done(cb)),
+      truncate: (p, size, cb) => this.serve('truncate', p, async () => vfs.setattr((await vfs.resolve(rel(p))).path, { size }), done(cb)),
+      ftruncate: (p, _fd, size, cb) => this.serve('ftruncate', p, async () => vfs.setattr(rel(p), { size }), done(cb)),
       // The binding hands over the atime in both arguments (its C code reads
       // tv[0] twice): mtime cannot be set exactly through this driver.
       utimens: (p, atime, mtime, cb) =>
-        this.serve('utimens', p, async () => vfs.setattr((await vfs.resolve(rel(p))).ino, { atimeNs: BigInt(Math.round(atime)) * 1_000_000n, mtimeNs: BigInt(Math.round(mtime)) * 1_000_000n }), done(cb)),
-      chmod: (p, mode, cb) => this.serve('chmod', p, async () => vfs.setattr((await vfs.resolve(rel(p))).ino, { mode }), done(cb)),
+        this.serve('utimens', p, async () => vfs.setattr((await vfs.resolve(rel(p))).path, { atimeNs: BigInt(Math.round(atime)) * 1_000_000n, mtimeNs: BigInt(Math.round(mtime)) * 1_000_000n }), done(cb)),
+      chmod: (p, mode, cb) => this.serve('chmod', p, async () => vfs.setattr((await vfs.resolve(rel(p))).path, { mode }), done(cb)),
       chown: (p, uid, gid, cb) =>
-        this.serve('chown', p, async () => vfs.setattr((await vfs.resolve(rel(p))).ino, { uid: uid === 0xffffffff ? undefined : uid, gid: gid === 0xffffffff ? undefined : gid }), done(cb)),
+        this.serve('chown', p, async () => vfs.setattr((await vfs.resolve(rel(p))).path, { uid: uid === 0xffffffff ? undefined : uid, gid: gid === 0xffffffff ? undefined : gid }), done(cb)),
       mknod: (_p, _m, _d, cb) => cb(-errnoNumber('EPERM')),
       unlink: (p, cb) => inParent('unlink', p, cb, (parent, name) => vfs.unlink(parent, name)),
       rmdir: (p, cb) => inParent('rmdir', p, cb, (parent, name) => vfs.rmdir(parent, name)),
@@ -125,7 +124,7 @@ export class FuseNativeDriver implements Driver {
           done(cb),
         ),
       symlink: (target, p, cb) => inParent('symlink', p, cb, (parent, name) => vfs.symlink(parent, name, target)),
-      link: (src, dest, cb) => inParent('link', dest, cb, async (parent, name) => vfs.link((await vfs.resolve(rel(src))).ino, parent, name)),
+      link: (src, dest, cb) => inParent('link', dest, cb, async (parent, name) => vfs.link((await vfs.resolve(rel(src))).path, parent, name)),
     };
   }
 

@@ -306,8 +306,6 @@ export class NativeDriver implements Driver {
     const vfs = this.vfs;
     const ids = this.ids;
     const fail = (e: number): void => r.err(e);
-    // The VFS takes its own inode numbers: a path becomes one right before each call.
-    const at = (path: string): number => vfs.inoOf(path);
     /** An entry reply for a name in `parent`: the kernel gets (or keeps) its node id. */
     const entryIn = (parent: number, entryName: string) => (n: Node) => r.entry(this.attrOf(n, ids.entry(parent, entryName)));
     switch (op) {
@@ -330,7 +328,7 @@ export class NativeDriver implements Driver {
         return serveOp(
           'setattr',
           path,
-          () => vfs.setattr(at(path), s),
+          () => vfs.setattr(path, s),
           (n) => {
             if (s.size !== undefined) this.through?.mirrorSize(ino, s.size);
             r.attr(this.attrOf(n));
@@ -340,7 +338,7 @@ export class NativeDriver implements Driver {
       }
       case Op.READLINK: {
         const path = ids.path(ino);
-        return serveOp('readlink', path, () => vfs.readlink(at(path)), (t) => r.readlink(t), fail);
+        return serveOp('readlink', path, () => vfs.readlink(path), (t) => r.readlink(t), fail);
       }
       case Op.MKNOD: {
         // Regular files only (the kernel uses create for open(O_CREAT)); devices, fifos and sockets have no place on a node.
@@ -350,7 +348,7 @@ export class NativeDriver implements Driver {
           'mknod',
           name!,
           async () => {
-            const c = await vfs.create(at(dir), name!, mode & 0o7777, uid, gid);
+            const c = await vfs.create(dir, name!, mode & 0o7777, uid, gid);
             await vfs.release(c.handle.fh);
             return vfs.resolve(joinRel(dir, name!));
           },
@@ -360,12 +358,12 @@ export class NativeDriver implements Driver {
       }
       case Op.MKDIR: {
         const dir = ids.path(ino);
-        return serveOp('mkdir', name!, () => vfs.mkdir(at(dir), name!, mode & 0o7777, uid, gid), entryIn(ino, name!), fail);
+        return serveOp('mkdir', name!, () => vfs.mkdir(dir, name!, mode & 0o7777, uid, gid), entryIn(ino, name!), fail);
       }
       case Op.UNLINK:
       case Op.RMDIR: {
         const dir = ids.path(ino);
-        const rm = op === Op.UNLINK ? () => vfs.unlink(at(dir), name!) : () => vfs.rmdir(at(dir), name!);
+        const rm = op === Op.UNLINK ? () => vfs.unlink(dir, name!) : () => vfs.rmdir(dir, name!);
         return serveOp(
           op === Op.UNLINK ? 'unlink' : 'rmdir',
           joinRel(dir, name!),
@@ -379,15 +377,14 @@ export class NativeDriver implements Driver {
       }
       case Op.SYMLINK: {
         const dir = ids.path(ino);
-        return serveOp('symlink', name!, () => vfs.symlink(at(dir), name!, name2!), entryIn(ino, name!), fail);
+        return serveOp('symlink', name!, () => vfs.symlink(dir, name!, name2!), entryIn(ino, name!), fail);
       }
       case Op.RENAME: {
         const [from, to] = [ids.path(ino), ids.path(ino2)];
         return serveOp(
           'rename',
           joinRel(from, name!),
-          // Both directories' numbers are read by the VFS before it awaits anything.
-          () => vfs.rename(at(from), name!, at(to), name2!, flags),
+          () => vfs.rename(from, name!, to, name2!, flags),
           () => {
             ids.renamed(ino, name!, ino2, name2!, (flags & RENAME_EXCHANGE) !== 0);
             r.ok();
@@ -397,14 +394,14 @@ export class NativeDriver implements Driver {
       }
       case Op.LINK: {
         const [existing, dir] = [ids.path(ino), ids.path(ino2)];
-        return serveOp('link', name!, () => vfs.link(at(existing), at(dir), name!), entryIn(ino2, name!), fail);
+        return serveOp('link', name!, () => vfs.link(existing, dir, name!), entryIn(ino2, name!), fail);
       }
       case Op.OPEN: {
         const path = ids.path(ino);
         return serveOp(
           'open',
           path,
-          () => vfs.open(at(path), flags),
+          () => vfs.open(path, flags),
           (h) => {
             const readOnly = (flags & O_ACCMODE) === 0 && !h.dirty && !h.pendingData;
             const writer = (flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0;
@@ -493,7 +490,7 @@ export class NativeDriver implements Driver {
         return serveOp(
           'create',
           name!,
-          () => vfs.create(at(dir), name!, mode & 0o7777, uid, gid),
+          () => vfs.create(dir, name!, mode & 0o7777, uid, gid),
           (c) => r.create(this.attrOf(c.node, ids.entry(ino, name!)), c.handle.fh),
           fail,
         );
@@ -528,7 +525,7 @@ export class NativeDriver implements Driver {
         const dir = await this.vfs.resolve(path);
         if (!isDir(dir.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
         const parent = path === '' ? dir : await this.vfs.resolve(parentOf(path));
-        const children = await this.vfs.readdir(this.vfs.inoOf(path));
+        const children = await this.vfs.readdir(path);
         const d: Listing = { names: ['.', '..', ...children.map((c) => baseName(c.path))], attrs: [dir, parent, ...children].map((n) => n.attr) };
         this.generation = (this.generation % (GEN_WRAP - 1)) + 1; // never 0: offset 0 is a reader's start
         let gens = this.listings.get(id);
