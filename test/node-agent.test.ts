@@ -1,7 +1,7 @@
 // The node agent end to end: a real `ghostfs serve` child process, real gRPC
 // over loopback, a real RocksDB state dir.
 import t, { type Test } from 'tap';
-import { chmod, chown, lstat, mkdir, readFile, readdir, symlink, writeFile, stat, readlink, utimes, truncate } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readFile, readdir, rm, symlink, writeFile, stat, readlink, utimes, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
@@ -14,6 +14,7 @@ import { FLOW_CONTROL_WINDOW, wire } from '../src/wire/proto.js';
 import type { NodeConnection } from '../src/mesh/connection.js';
 import type { WChangeEventOut } from '../src/wire/types.js';
 import { nativeAddon } from '../src/native/addon.js';
+import { waitFor } from './helpers/mount-proc.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { smallFs } from './helpers/small-fs.js';
 
@@ -542,6 +543,30 @@ t.test('node agent', async (t) => {
     const ev = seen.at(-1)!;
     t.ok(ev.entry!.digest.equals(chunkBuffer(body, DEFAULT_CHUNKING).digest), 'event carries the new digest');
     t.ok(ev.generation > h.generation, 'generation moved forward');
+  });
+
+  t.test('a burst of changes behind the node reaches the index whole', async (t) => {
+    await mkdir(join(root, 'burst'));
+    await writeFile(join(root, 'burst/kept.txt'), 'before');
+    await writeFile(join(root, 'burst/gone.txt'), 'to be removed');
+    const indexed = (p: string) => conn.stat(p).then(() => true, () => false);
+    // Asked for at once, before the node's watcher saw the new directory: the
+    // stat finds it on disk (it indexed the file alone, outside the directory's
+    // later walk, and the removal below went unnoticed).
+    await waitFor('the first files indexed', () => indexed('burst/gone.txt'));
+    const made = Array.from({ length: 40 }, (_, i) => `burst/new/f${i}.txt`);
+    const digestOf = (s: string): Buffer => chunkBuffer(Buffer.from(s), DEFAULT_CHUNKING).digest;
+    // All inside one debounce of the watcher (its paths refreshed together): a new directory with files, an edit, a removal.
+    await mkdir(join(root, 'burst/new'));
+    await Promise.all(made.map((p, i) => writeFile(join(root, p), `file ${i}\n`)));
+    await writeFile(join(root, 'burst/kept.txt'), 'after, longer');
+    await rm(join(root, 'burst/gone.txt'));
+    await waitFor('the burst indexed', async () => (await Promise.all(made.map(indexed))).every(Boolean) && !(await indexed('burst/gone.txt')));
+    const wrong = [];
+    for (const [i, p] of made.entries()) if (!(await conn.stat(p)).digest.equals(digestOf(`file ${i}\n`))) wrong.push(p);
+    t.same(wrong, [], `all ${made.length} new files indexed with their digests`);
+    await waitFor('the edit indexed', async () => (await conn.stat('burst/kept.txt')).digest.equals(digestOf('after, longer')));
+    await rejectsErrno(t, conn.stat('burst/gone.txt'), 'ENOENT', 'the removed file is gone from the index');
   });
 
   await t.test('restart: nothing re-hashed, generation and changes persist', async (t) => {

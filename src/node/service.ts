@@ -121,7 +121,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
     if (!e) {
       // Not indexed (yet): look at the disk, confined, before saying ENOENT.
       await ws.index.paths.safeAbs(path);
-      await ws.index.refresh(path);
+      await ws.index.refresh(ws.index.unindexedTop(path));
       e = ws.index.entries.get(path);
     }
     if (!e) throw new FsError('ENOENT', `"${path}" does not exist`);

@@ -481,6 +481,19 @@ export class WorkspaceIndex extends EventEmitter {
     return out;
   }
 
+  /**
+   * Where a path not in the index is looked for on disk: its topmost
+   * ancestor the index does not know, else the path itself. The index stays
+   * a tree, its new directories walked and then watched: a file indexed
+   * under a directory not indexed yet was outside every later walk of that
+   * directory, and its removal went unnoticed.
+   */
+  unindexedTop(rel: string): string {
+    let top = rel;
+    while (top !== '' && !this.entries.has(parentOf(top))) top = parentOf(top);
+    return top;
+  }
+
   /** Re-checks one path after a filesystem event: cheap when nothing changed. */
   async refresh(rel: string): Promise<void> {
     await this.refreshAll([rel]);
@@ -499,7 +512,7 @@ export class WorkspaceIndex extends EventEmitter {
   async refreshAll(paths: readonly string[], madeDir?: string): Promise<void> {
     const attrs = await Promise.all(paths.map((rel) => lstat(this.paths.abs(rel), { bigint: true }).then(attrFromStats, () => undefined)));
     const list: { path: string; entry: IndexEntry | null }[] = [];
-    const deeper: { rel: string; attr: Attr; prev: IndexEntry | undefined }[] = [];
+    const deeper: { rel: string; attr: Attr }[] = [];
     paths.forEach((rel, i) => {
       const attr = attrs[i];
       const prev = this.entries.get(rel);
@@ -509,11 +522,13 @@ export class WorkspaceIndex extends EventEmitter {
         // A directory's own attributes; its children report their own events.
         if (!prev || !sameAttr(prev.attr, attr)) list.push({ path: rel, entry: { attr } });
       } else {
-        deeper.push({ rel, attr, prev });
+        deeper.push({ rel, attr });
       }
     });
     await this.apply(list);
-    for (const { rel, attr, prev } of deeper) {
+    for (const { rel, attr } of deeper) {
+      // Looked up now: a new directory's walk just before may have indexed it.
+      const prev = this.entries.get(rel);
       if (!prev || (attr.mode & 0o170000) !== (prev.attr.mode & 0o170000)) {
         await this.reconcile(rel); // new (or replaced) path: walk what is there now
       } else if (isReg(attr.mode)) {
