@@ -42,7 +42,7 @@ t.test('chunks lost on the node between upload and commit are uploaded again', a
     for (const f of await readdir(staging)) if (/^[0-9a-f]{64}$/.test(f)) lost += (await rm(join(staging, f)), 1);
   });
 
-  const r = await wb.closeFile({ path: 'big.bin', dirty: name, expectAbsent: true, mode: 0o644 }, { direct: true, makeDurable: async () => name });
+  const r = await wb.closeFile({ path: 'big.bin', dirty: name, expectAbsent: true, mode: 0o644 }, wb.beginClose('big.bin'), { direct: true, makeDurable: async () => name });
   t.ok('digest' in r, 'the close is confirmed by the node');
   t.ok(lost > 0, `${lost} staged chunks were removed before the first commit`);
   t.same(calls, ['has-chunks', 'put-chunks', 'commit', 'has-chunks', 'put-chunks', 'commit'], 'uploaded again, then committed again');
@@ -57,7 +57,7 @@ t.test('an ENOENT with every chunk on the node is a refusal, as before', async (
   await DirtyFile.writeCopy(wb.dirtyPath(name), data, true);
   // The file's directory removed on the node between the upload and the commit.
   const calls = hookFirstCommit(mesh, () => rm(join(root, 'gone'), { recursive: true }));
-  const err = await wb.closeFile({ path: 'gone/big.bin', dirty: name, expectAbsent: true, mode: 0o644 }, { direct: true, makeDurable: async () => name }).then(
+  const err = await wb.closeFile({ path: 'gone/big.bin', dirty: name, expectAbsent: true, mode: 0o644 }, wb.beginClose('gone/big.bin'), { direct: true, makeDurable: async () => name }).then(
     () => undefined,
     (e: unknown) => e,
   );

@@ -29,7 +29,7 @@ t.test('a newer version closed while an older one, landed unbeknown, is still qu
       await DirtyFile.writeCopy(wb.dirtyPath(name), data, true);
       return name;
     };
-    return wb.closeFile(rec, { direct: true, makeDurable });
+    return wb.closeFile(rec, wb.beginClose(rec.path), { direct: true, makeDurable });
   };
 
   // B reaches the node, its answer does not: it is queued, and retried (muted too) with growing pauses.

@@ -567,7 +567,7 @@ export class Vfs {
   private async commitDirty(d: DirtyFile, how: 'wait' | 'journal' | 'queue' = 'wait'): Promise<void> {
     // Taken between two changes (see DirtyFile.exclusive): a write under way
     // lands before, or after in a copy of its own, never in the copy handed over.
-    const { version, name, rec, syncLater } = await d.exclusive(async () => {
+    const { version, name, rec, syncLater, closing } = await d.exclusive(async () => {
       await this.ownCopy(d); // handed over before (a rename's commit while it stays open): that copy is the write-back's
       await d.materialize(this.chunks);
       d.handedOver = true; // the write-back owns the copy now
@@ -577,7 +577,11 @@ export class Vfs {
       const data = d.size <= HOLD_BYTES ? await d.readAll() : undefined;
       // A file kept in memory has no dirty copy ('') until its record must outlive the process.
       const inMemory = !d.onDisk;
+      const closing = this.writeBack.beginClose(d.path);
+      // Unlinked since the close began: its content goes nowhere (from now on, an unlink marks `closing`).
+      if (d.unlinked) closing.removed = true;
       return {
+        closing,
         // What changes after this (a writer still open, in a copy of its own) is still to commit.
         version: d.version,
         // The copy's name now (a later writer's copy gets a name of its own).
@@ -600,36 +604,42 @@ export class Vfs {
         },
       };
     });
-    const inMemory = !rec.dirty;
-    const data = rec.data;
-    let r: { digest: Buffer } | { queued: number };
-    if (how === 'queue' && !d.owner) {
-      // Small content travels in its journal record; larger content kept in memory gets a copy (in the page cache).
-      const inRecord = inMemory && this.writeBack.takesInRecord(data!.length);
-      if (inMemory && !inRecord) await DirtyFile.writeCopy(this.writeBack.dirtyPath(name), data!, false);
-      r = await this.writeBack.queueFile({ ...rec, dirty: inRecord ? '' : name });
-    } else {
-      const makeDurable = async (): Promise<string> => {
-        if (syncLater) await syncLater();
-        else await DirtyFile.writeCopy(this.writeBack.dirtyPath(name), data!, true);
-        return name;
-      };
-      r = await this.writeBack.closeFile(rec, { direct: how !== 'journal', makeDurable });
-    }
-    if ('digest' in r) {
-      d.committed(r.digest, version);
-      if (d.owner) {
-        const owner = d.owner;
-        d.owner = undefined;
-        await this.mutate([], { chown: { path: d.path, ...owner } });
+    try {
+      const inMemory = !rec.dirty;
+      const data = rec.data;
+      let r: { digest: Buffer } | { queued: number } | { removed: true };
+      if (how === 'queue' && !d.owner) {
+        // Small content travels in its journal record; larger content kept in memory gets a copy (in the page cache).
+        const inRecord = inMemory && this.writeBack.takesInRecord(data!.length);
+        if (inMemory && !inRecord) await DirtyFile.writeCopy(this.writeBack.dirtyPath(name), data!, false);
+        r = await this.writeBack.queueFile({ ...rec, dirty: inRecord ? '' : name }, closing);
+      } else {
+        const makeDurable = async (): Promise<string> => {
+          if (syncLater) await syncLater();
+          else await DirtyFile.writeCopy(this.writeBack.dirtyPath(name), data!, true);
+          return name;
+        };
+        r = await this.writeBack.closeFile(rec, closing, { direct: how !== 'journal', makeDurable });
       }
-    }
-    else {
-      // Queued: the mount shows the new content until a node takes it, and
-      // a further version written through a handle still open is made from
-      // it (its base once it lands).
-      this.meta.putVolatile(d.path, d.entry());
-      d.queued(r.queued, version);
+      // Unlinked meanwhile (now, or as this returned): its content went with it.
+      if ('removed' in r || closing.removed) return;
+      if ('digest' in r) {
+        d.committed(r.digest, version);
+        if (d.owner) {
+          const owner = d.owner;
+          d.owner = undefined;
+          await this.mutate([], { chown: { path: d.path, ...owner } });
+        }
+      }
+      else {
+        // Queued: the mount shows the new content until a node takes it, and
+        // a further version written through a handle still open is made from
+        // it (its base once it lands).
+        this.meta.putVolatile(d.path, d.entry());
+        d.queued(r.queued, version);
+      }
+    } finally {
+      this.writeBack.endClose(closing);
     }
   }
 
@@ -694,23 +704,22 @@ export class Vfs {
     const e = await this.entry(path);
     if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
     const d = this.dirty.get(path);
-    if (d) d.unlinked = true; // open writers may go on; nothing of theirs is written back
     // The node first (no commit of the file runs meanwhile), then its pending
     // versions: an unlink the node does not take loses nothing closed.
-    try {
-      await this.writeBack.removeFile(path, async (maySit) => {
-        // A file no node has seen is gone with its pending content. Not told by
-        // its inode number: a copy still open keeps the one it was created with
-        // after the node took it. A version of ours sent with no answer heard may be there.
-        if (!this.meta.onNode(path) && !maySit) return;
+    await this.writeBack.removeFile(path, async (maySit) => {
+      // A file no node has seen is gone with its pending content. Not told by
+      // its inode number: a copy still open keeps the one it was created with
+      // after the node took it. A version of ours sent with no answer heard may be there.
+      if (this.meta.onNode(path) || maySit) {
         await this.mutate([], { unlink: { path } }, [path]).catch((err) => {
           if (errnoOf(err) !== 'ENOENT') throw err; // gone already (removed elsewhere, or it never landed)
         });
-      });
-    } catch (err) {
-      if (d) d.unlinked = false; // still there: its writers' changes go on to the node
-      throw err;
-    }
+      }
+      // Open writers may go on; nothing of theirs is written back. Set once
+      // the node took the unlink: a close taking the content from now on
+      // commits nothing (see WriteBack.Closing for one already under way).
+      if (d) d.unlinked = true;
+    });
     await this.meta.put(path, null);
     this.meta.putVolatile(path, null);
   }

@@ -104,6 +104,24 @@ class Superseded extends Error {
   }
 }
 
+/** A close's content whose file was unlinked meanwhile: it is committed nowhere. */
+class Removed extends Error {
+  constructor(path: string) {
+    super(`"${path}" was removed while it was being closed`);
+  }
+}
+
+/**
+ * A close under way: its content was taken from the file and is not yet
+ * committed or queued. An unlink of the path that the node takes meanwhile
+ * marks it `removed`: its bytes went with the file, as on a local disk, and
+ * committing them after the unlink would bring the file back.
+ */
+export interface Closing {
+  readonly path: string;
+  removed: boolean;
+}
+
 /** Errors that mean "try again later", as opposed to the node refusing the write. */
 const RETRYABLE = new Set(['EHOSTDOWN', 'ETIMEDOUT', 'ECONNREFUSED', 'EAGAIN', 'EBUSY']);
 /**
@@ -133,6 +151,8 @@ export class WriteBack {
   private readonly landed = new Map<number, Buffer>();
   /** Digests of our own versions of a path whose commits may have landed unconfirmed (answer lost, then superseded). */
   private readonly mayHold = new Map<string, Buffer[]>();
+  /** Closes under way, by path (see Closing). */
+  private readonly closings = new Map<string, Set<Closing>>();
   private supersededListeners: ((seq: number, inheritedBaseSeq: number | undefined) => void)[] = [];
   /** Records queued by asynchronous closes, oldest first, until their commit starts. */
   private lingering: JournalEntry[] = [];
@@ -233,10 +253,11 @@ export class WriteBack {
    * and it is committed now or queued. While
    * every node is known to be down, none is asked: close() returns as soon
    * as the record is journaled, instead of waiting out a deadline.
-   * Resolves with the committed digest, or the queued record's seq; rejects
+   * Resolves with the committed digest, or the queued record's seq, or
+   * `removed` when the file was unlinked meanwhile (see Closing); rejects
    * with the node's errno when the node refused the write.
    */
-  async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, opts: { direct: boolean; makeDurable: () => Promise<string> }): Promise<{ digest: Buffer } | { queued: number }> {
+  async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, closing: Closing, opts: { direct: boolean; makeDurable: () => Promise<string> }): Promise<{ digest: Buffer } | { queued: number } | { removed: true }> {
     let failed: unknown;
     await this.beforeNameChange([rec.path]);
     const reachable = this.mesh.reachable;
@@ -247,10 +268,11 @@ export class WriteBack {
     // on the node as someone else's change and become a conflict copy.
     if (opts.direct && reachable && !this.byPath.has(rec.path)) {
       try {
-        const digest = await this.commit({ ...rec, seq: 0, closedAt: Date.now() }, false);
+        const digest = await this.commit({ ...rec, seq: 0, closedAt: Date.now() }, false, closing);
         await this.dropOlder(rec.path, Infinity);
         return { digest };
       } catch (err) {
+        if (err instanceof Removed) return this.removedWhileClosing(rec);
         if (!RETRYABLE.has(errnoOf(err))) {
           await this.refused({ ...rec, dirty: await opts.makeDurable(), seq: 0, closedAt: Date.now() }, err);
           throw err;
@@ -259,6 +281,7 @@ export class WriteBack {
       }
     }
     const entry = await this.journal.add({ ...rec, dirty: await opts.makeDurable(), closedAt: Date.now() });
+    if (closing.removed) return this.removedWhileClosing(entry);
     // Pending from the moment it has its seq: a directory's attributes queued after it wait for it.
     this.hold(entry);
     await this.dropOlder(rec.path, entry.seq);
@@ -270,7 +293,31 @@ export class WriteBack {
       return { queued: entry.seq };
     }
     const digest = await this.commitOrQueue(entry, true);
+    // (The unlink dropped the record while it waited for its turn.)
+    if (closing.removed) return { removed: true };
     return digest ? { digest } : { queued: entry.seq };
+  }
+
+  /** A close begins: see Closing. Ended by `endClose` whatever happens. */
+  beginClose(path: string): Closing {
+    const c: Closing = { path, removed: false };
+    let set = this.closings.get(path);
+    if (!set) this.closings.set(path, (set = new Set()));
+    set.add(c);
+    return c;
+  }
+
+  endClose(c: Closing): void {
+    const set = this.closings.get(c.path);
+    set?.delete(c);
+    if (set?.size === 0) this.closings.delete(c.path);
+  }
+
+  /** A close's content that will be committed nowhere: its record (if it was journaled) and dirty copy go. */
+  private async removedWhileClosing(rec: { seq?: number; dirty: string }): Promise<{ removed: true }> {
+    if (rec.seq) await this.journal.remove(rec.seq);
+    if (rec.dirty) await unlink(this.dirtyPath(rec.dirty)).catch(() => undefined);
+    return { removed: true };
   }
 
   /**
@@ -280,8 +327,9 @@ export class WriteBack {
    * of costing a round trip each) with a bounded number in flight. Waits
    * only while the queue is full.
    */
-  async queueFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>): Promise<{ queued: number }> {
-    const entry = await this.enqueue(rec);
+  async queueFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, closing: Closing): Promise<{ queued: number } | { removed: true }> {
+    const entry = await this.enqueue(rec, closing);
+    if (!entry) return { removed: true };
     await this.dropOlder(rec.path, entry.seq);
     this.lingering.push(entry);
     this.pump();
@@ -293,10 +341,11 @@ export class WriteBack {
    * pending ones once the queue has room (close() or mkdir() waits only
    * while it is full), after times queued for its directory are settled.
    */
-  private async enqueue(rec: Omit<JournalEntry, 'seq' | 'closedAt'>): Promise<JournalEntry> {
+  private async enqueue(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, closing?: Closing): Promise<JournalEntry | undefined> {
     while (this.pending.size >= ASYNC_QUEUE && this.running.size > 0) await Promise.race(this.running.values()).catch(() => undefined);
     await this.beforeNameChange([rec.path]);
     const entry = await this.journal.add({ ...rec, closedAt: Date.now() });
+    if (closing?.removed) return void (await this.removedWhileClosing(entry));
     this.hold(entry);
     return entry;
   }
@@ -334,7 +383,7 @@ export class WriteBack {
    * a round trip to the node (4–7 ms while commits ran).
    */
   async queueMkdir(path: string, mode: number): Promise<void> {
-    const entry = await this.enqueue({ path, dirty: '', expectAbsent: true, mode: mode & 0o7777, mkdir: true });
+    const entry = (await this.enqueue({ path, dirty: '', expectAbsent: true, mode: mode & 0o7777, mkdir: true }))!; // (no close: never removed)
     // While no node answers, the retries take it (with what waits below it).
     if (!this.mesh.reachable) return void this.scheduleRetry();
     const run = async (): Promise<unknown> => {
@@ -773,7 +822,7 @@ export class WriteBack {
     this.scheduleRetry();
   }
 
-  private async commit(e: JournalEntry, replayed: boolean): Promise<Buffer> {
+  private async commit(e: JournalEntry, replayed: boolean, closing?: Closing): Promise<Buffer> {
     // Directories queued above it first, before its path lock is taken: a
     // directory's attributes hold that directory's lock while they wait for
     // the files in it.
@@ -781,6 +830,8 @@ export class WriteBack {
     return this.locks.with(e.path, async () => {
       // Dropped while it waited for its turn: a newer version went (or goes) instead.
       if (e.seq && !this.pending.has(e.seq)) throw new Superseded();
+      // Unlinked while it waited (the unlink holds this lock while the node takes it).
+      if (closing?.removed) throw new Removed(e.path);
       return e.dirAttrs ? this.commitDirAttrs(e) : e.mkdir ? this.commitMkdir(e) : this.commitNow(e, replayed);
     });
   }
@@ -1169,6 +1220,7 @@ export class WriteBack {
   async removeFile(path: string, onNode: (maySit: boolean) => Promise<void>): Promise<void> {
     await this.locks.with(path, async () => {
       await onNode(this.maySit(path));
+      for (const c of this.closings.get(path) ?? []) c.removed = true;
       for (const e of [...(this.byPath.get(path) ?? [])]) await this.drop(e, true);
       this.mayHold.delete(path);
     });

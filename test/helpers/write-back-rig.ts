@@ -14,12 +14,12 @@ import { DEFAULT_CHUNKING } from '../../src/content/chunker.js';
 import { MeshClient } from '../../src/mesh/mesh-client.js';
 import { WriteBack } from '../../src/mount/write-back.js';
 import { ChunkReader } from '../../src/mount/chunk-reader.js';
-import { Vfs } from '../../src/mount/vfs.js';
+import { Vfs, type VfsOptions } from '../../src/mount/vfs.js';
 import { FaultProxy } from '../../scripts/soak/lib/fault-proxy.js';
 import { NodeProc, tempDir } from './node-proc.js';
 
 /** A node serving `files` behind a fault proxy, and a mount's write-back and VFS on it (in this process). */
-export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number) {
+export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number, vfsOpts: Partial<VfsOptions> = {}) {
   const base = await tempDir(t);
   const root = join(base, 'ws');
   const cache = join(base, 'cache');
@@ -44,7 +44,7 @@ export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadl
   const wb = new WriteBack(meta, mesh, new Journal(store, 'default'), chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs });
   await wb.init();
   t.teardown(() => wb.stop());
-  const vfs = new Vfs(meta, mesh, new ChunkReader(chunks, mesh), wb, { readaheadChunks: 4, wholeFileBytes: 4 << 20 });
+  const vfs = new Vfs(meta, mesh, new ChunkReader(chunks, mesh), wb, { readaheadChunks: 4, wholeFileBytes: 4 << 20, ...vfsOpts });
   return { base, root, proxy, mesh, wb, vfs };
 }
 

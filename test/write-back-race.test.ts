@@ -1,0 +1,72 @@
+// A close under way while another process unlinks (or renames) the same
+// file: whichever comes first, the removed name must not be on the node
+// afterwards, itself or as a conflict copy (a write-back never brings back a
+// removed file), and close() succeeds (the bytes of an unlinked file go with
+// it, as they would on a local disk; a renamed one has them under its new name). Driven in process against a
+// real node (helpers/write-back-rig.ts), so that the two calls can be started
+// at the same moment.
+import t from 'tap';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { errnoOf } from '../src/wire/errors.js';
+import { writeBackRig } from './helpers/write-back-rig.js';
+import { waitFor } from './helpers/mount-proc.js';
+
+for (const [landedBefore, asyncWriteBack] of [[false, false], [true, false], [false, true], [true, true]]) {
+  t.test(`a close racing an unlink of the same file (${landedBefore ? 'a version of it on the node' : 'new'}, write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
+    const { root, vfs, wb } = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
+    await vfs.list('');
+    for (let round = 0; round < 10; round++) {
+      const name = `f${round}`;
+      if (landedBefore) {
+        const { handle } = await vfs.create('', name, 0o644);
+        await vfs.write(handle.fh, 0, Buffer.from('first version\n'));
+        await vfs.flush(handle.fh);
+        await vfs.release(handle.fh);
+        await waitFor('the first version on the node', async () => (await wb.drain()) === 0);
+        t.equal(await readFile(join(root, name), 'utf8'), 'first version\n', `${name}: on the node`);
+      }
+      const { handle } = landedBefore ? { handle: await vfs.open(name, 1 /* O_WRONLY */) } : await vfs.create('', name, 0o644);
+      await vfs.write(handle.fh, 0, Buffer.from(`closed while being removed ${round}\n`));
+      // Started together, each first in turn (the unlink has fewer steps to its lock on the file).
+      const outcome = (p: Promise<void>) => p.then(() => 'ok', (e: unknown) => `${errnoOf(e)}: ${(e as Error).message}`);
+      const [closing, unlinking] = round % 2 ? [outcome(vfs.flush(handle.fh)), outcome(vfs.unlink('', name))] : (([u, c]) => [c, u])([outcome(vfs.unlink('', name)), outcome(vfs.flush(handle.fh))]);
+      t.equal(await unlinking, 'ok', `${name}: the unlink succeeds`);
+      t.equal(await closing, 'ok', `${name}: so does the close`);
+      await vfs.release(handle.fh);
+      await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+      await t.rejects(stat(join(root, name)), `${name}: not on the node`);
+      t.same((await readdir(root)).filter((n) => n.startsWith(`${name}.`)), [], `${name}: nor a conflict copy of it`);
+      await t.rejects(vfs.entry(name), `${name}: nor shown by the mount`);
+    }
+  });
+}
+
+for (const [landedBefore, asyncWriteBack] of [[false, false], [true, false], [false, true], [true, true]]) {
+  t.test(`a close racing a rename of the same file (${landedBefore ? 'a version of it on the node' : 'new'}, write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
+    const { root, vfs, wb } = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
+    await vfs.list('');
+    for (let round = 0; round < 10; round++) {
+      const [name, moved] = [`g${round}`, `moved${round}`];
+      if (landedBefore) {
+        const { handle } = await vfs.create('', name, 0o644);
+        await vfs.write(handle.fh, 0, Buffer.from('first version\n'));
+        await vfs.flush(handle.fh);
+        await vfs.release(handle.fh);
+        await waitFor('the first version on the node', async () => (await wb.drain()) === 0);
+      }
+      const { handle } = landedBefore ? { handle: await vfs.open(name, 1 /* O_WRONLY */) } : await vfs.create('', name, 0o644);
+      const body = `closed while being renamed ${round}\n`;
+      await vfs.write(handle.fh, 0, Buffer.from(body));
+      const outcome = (p: Promise<void>) => p.then(() => 'ok', (e: unknown) => `${errnoOf(e)}: ${(e as Error).message}`);
+      const [closing, renaming] = round % 2 ? [outcome(vfs.flush(handle.fh)), outcome(vfs.rename('', name, '', moved))] : (([r, c]) => [c, r])([outcome(vfs.rename('', name, '', moved)), outcome(vfs.flush(handle.fh))]);
+      t.equal(await renaming, 'ok', `${name}: the rename succeeds`);
+      t.equal(await closing, 'ok', `${name}: so does the close`);
+      await vfs.release(handle.fh);
+      await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+      t.equal(await readFile(join(root, moved), 'utf8'), body, `${name}: the new name has the closed content on the node`);
+      await t.rejects(stat(join(root, name)), `${name}: the old name is gone there`);
+      t.same((await readdir(root)).filter((n) => n.startsWith(`${name}.`) || n.startsWith(`${moved}.`)), [], `${name}: no conflict copy`);
+    }
+  });
+}
