@@ -2,9 +2,9 @@
 // file: whichever comes first, the removed name must not be on the node
 // afterwards, itself or as a conflict copy (a write-back never brings back a
 // removed file), and close() succeeds (the bytes of an unlinked file go with
-// it, as they would on a local disk; a renamed one has them under its new name). Driven in process against a
-// real node (helpers/write-back-rig.ts), so that the two calls can be started
-// at the same moment.
+// it, as they would on a local disk; a renamed one has them under its new
+// name). Driven in process against a real node (helpers/write-back-rig.ts),
+// so that the two calls can be started at the same moment.
 import t from 'tap';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
