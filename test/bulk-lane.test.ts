@@ -2,7 +2,7 @@
 // port answering gRPC and the lane side by side over loopback.
 import t from 'tap';
 import { writeFile, mkdir, readFile, stat } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -15,6 +15,7 @@ import { NodeConnection } from '../src/mesh/connection.js';
 import { nativeAddon } from '../src/native/addon.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { RelayProxy } from './helpers/relay-proxy.js';
+import { waitFor } from './helpers/mount-proc.js';
 
 const TOKEN = 'lane-secret';
 
@@ -194,6 +195,95 @@ t.test('the bulk lane', async (t) => {
     raw.on('data', (d: Buffer) => got.push(d));
     await once(raw, 'close');
     t.match(Buffer.concat(got).subarray(37).toString(), /EPROTO.*no call number 99/, 'an unknown call: the node says why and closes');
+  });
+
+  /** Chunks the node took on the lane (one call each). */
+  const uploads = async (): Promise<{ lane: number }> => {
+    let lane = 0;
+    for (const m of (await node.scrapeMetrics()).matchAll(/^ghostfs_node_rpcs_total\{[^}]*method="PutChunks"[^}]*over="lane"[^}]*\} (\d+)/gm)) lane += Number(m[1]);
+    return { lane };
+  };
+
+  t.test('uploads travel on the lane: into the node, into a draft, a wrong hash refused alone', async (t) => {
+    const grpcCalls = (): number => node.lines.filter((l) => l.msg === 'chunks uploaded').length;
+    const grpcBefore = grpcCalls();
+    await conn.handshake();
+    for await (const c of conn.readChunks(hashes.slice(0, 1))) void c; // the lane has answered
+    const before = await uploads();
+    // More than the lane sends before reading answers, of several sizes (one empty).
+    const parts = [randomBytes(3 << 20), Buffer.alloc(0), ...Array.from({ length: 11 }, (_, i) => randomBytes(1000 + i * 70_000))];
+    const r = await conn.putChunks(parts.map((data) => ({ hash: hashChunk(data), data })));
+    t.same(r, { stored: parts.length, bytes: parts.reduce((n, p) => n + p.length, 0) }, 'each one new');
+    t.same(await conn.hasChunks(parts.map((p) => hashChunk(p))), [], 'the node holds them all');
+    const after = await uploads();
+    t.equal(after.lane, before.lane + parts.length, 'every one on the lane');
+    t.same(await conn.putChunks(parts.slice(0, 3).map((data) => ({ hash: hashChunk(data), data }))), { stored: 0, bytes: 0 }, 'sent again: none new');
+
+    // A chunk whose bytes do not match its hash: refused with its errno; the lane goes on.
+    const good = randomBytes(5000);
+    const err = await failure(conn.putChunks([{ hash: hashChunk(randomBytes(10)), data: randomBytes(10) }, { hash: Buffer.alloc(32, 7), data: good }]));
+    t.equal(errnoOf(err), 'EIO', `a wrong hash is refused: ${(err as Error)?.message}`);
+    t.same(await conn.putChunks([{ hash: hashChunk(good), data: good }]), { stored: 1, bytes: 5000 }, 'the next upload goes through');
+    t.equal(grpcCalls(), grpcBefore, 'none over gRPC');
+
+    // Into a draft: the commit naming it takes it as the file.
+    const body = randomBytes(2 << 20);
+    const half = body.length / 2;
+    const chunks = [body.subarray(0, half), body.subarray(half)].map((data, i) => ({ hash: hashChunk(data), offset: i * half, length: data.length, data }));
+    const draft = 'lanedraft0123456';
+    await conn.putChunks(chunks.map((c) => ({ hash: c.hash, data: c.data, draft, path: 'd/drafted.bin', offset: c.offset })));
+    await conn.commit({ path: 'd/drafted.bin', expectAbsent: true, digest: fileDigest(chunks), size: body.length, chunks, mode: 0o644, draft });
+    t.ok((await readFile(join(root, 'd/drafted.bin'))).equals(body), 'the drafted file is on the node, whole');
+    const drafted = new RegExp('^ghostfs_node_commits_total\\{[^}]*how="draft"[^}]*\\} (\\d+)', 'm').exec(await node.scrapeMetrics());
+    t.ok(Number(drafted?.[1] ?? 0) >= 1, 'committed from its draft');
+  });
+
+  t.test('a lane that breaks during an upload: what it did not confirm goes over gRPC, with the rest', async (t) => {
+    // A plain TCP relay that can cut the lane's connections and leave gRPC's alone.
+    const lanes = new Set<Socket>();
+    const relay = createServer((client) => {
+      const up = connect(at.port, at.host);
+      client.once('data', (first: Buffer) => {
+        if (first.subarray(0, 4).equals(BULK_MAGIC)) lanes.add(client);
+        up.write(first);
+        client.pipe(up);
+      });
+      up.pipe(client);
+      const end = (): void => {
+        lanes.delete(client);
+        client.destroy();
+        up.destroy();
+      };
+      client.on('error', end).on('close', end);
+      up.on('error', end).on('close', end);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    t.teardown(() => relay.close());
+    const via = new NodeConnection(`127.0.0.1:${(relay.address() as AddressInfo).port}`, 'default', { token: TOKEN });
+    t.teardown(() => via.close());
+    await via.handshake();
+    for await (const c of via.readChunks(hashes.slice(0, 1))) void c; // the lane has answered
+    const parts = Array.from({ length: 12 }, () => randomBytes(1 << 20));
+    let taken = 0;
+    const source = (function* () {
+      for (const data of parts) {
+        // Once a few were answered (the lane sends 8 before it reads an answer), its connections are cut.
+        if (taken++ === 10) for (const l of lanes) l.destroy();
+        yield { hash: hashChunk(data), data };
+      }
+    })();
+    const before = await uploads();
+    const grpcCalls = (): number => node.lines.filter((l) => l.msg === 'chunks uploaded').length;
+    const grpcBefore = grpcCalls();
+    const r = await via.putChunks(source);
+    // A chunk the node took but whose answer the cut lost is sent again and found known: not counted new.
+    t.ok(r.stored >= parts.length - 8 && r.stored <= parts.length, `${r.stored} counted new`);
+    t.same(await conn.hasChunks(parts.map((p) => hashChunk(p))), [], 'the node holds them all');
+    const onLane = (await uploads()).lane - before.lane;
+    t.ok(onLane >= 3 && onLane <= 10, `${onLane} came on the lane before the cut`);
+    await waitFor('the node to log the gRPC call', async () => grpcCalls() > grpcBefore, 5000);
+    t.equal(grpcCalls() - grpcBefore, 1, 'the rest in one PutChunks call over gRPC');
+    t.match(via.chunkPath, { over: 'grpc' }, 'and gRPC carries chunks for a while');
   });
 
   t.test('gRPC on the same port goes on working beside the lane', async (t) => {

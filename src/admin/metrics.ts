@@ -44,6 +44,14 @@ export const nodeChunksServed = new Counter({
   registers: [registry],
 });
 
+/** Uploaded chunks the node kept (new to it), by the way they came (see src/node/bulk-server.ts). */
+export const nodeChunksUploaded = new Counter({
+  name: 'ghostfs_node_chunks_uploaded_total',
+  help: 'uploaded chunks the node did not hold yet: over="lane" (the bulk lane) or over="grpc" (PutChunks)',
+  labelNames: ['over'],
+  registers: [registry],
+});
+
 /** A gauge whose value is read from `read` at every scrape. */
 export function liveGauge(name: string, help: string, read: () => number): void {
   new Gauge({

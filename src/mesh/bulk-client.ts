@@ -1,13 +1,14 @@
 // The mount's end of the bulk lane (protocol: src/wire/bulk-lane.ts): chunk
-// bytes read from the socket straight into each chunk's own buffer, no
-// HTTP/2 framing, no reassembly copy. Failures come out as the gRPC errors
-// they stand for, so the mesh client's failover treats both paths alike.
+// bytes read from the socket straight into each chunk's own buffer, and
+// uploads written from theirs; no HTTP/2 framing, no reassembly copy.
+// Failures come out as the gRPC errors they stand for, so the mesh client's
+// failover treats both paths alike.
 import * as grpc from '@grpc/grpc-js';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { HASH_BYTES } from '../content/manifest.js';
 import { log } from '../log.js';
-import { BULK_ALPN, encodeCall, encodeHello, encodeRequest, FRAME_CHUNK, FRAME_END, FRAME_ERROR, FRAME_HEADER_BYTES, FRAME_REPLY, type LaneCall, MAX_REQUEST_HASHES } from '../wire/bulk-lane.js';
+import { BULK_ALPN, encodeCall, encodeHello, encodeRequest, encodeUploadHead, FRAME_CHUNK, FRAME_END, FRAME_ERROR, FRAME_HEADER_BYTES, FRAME_REPLY, type LaneCall, MAX_REQUEST_HASHES, type UploadMeta } from '../wire/bulk-lane.js';
 import { ERRNO_KEY } from '../wire/errors.js';
 import { MAX_MESSAGE_BYTES } from '../wire/proto.js';
 
@@ -37,6 +38,32 @@ export function hostPort(endpoint: string): { host: string; port: number } | und
 
 /** A failure of the lane itself, before the node said anything: the caller may use gRPC instead. */
 export class LaneUnavailable extends Error {}
+
+/**
+ * The lane broke during an upload. Sending a chunk again is harmless (the
+ * node keeps it by its hash, at its place in its draft): `unsent`, those
+ * whose upload was not confirmed, go over gRPC with the rest.
+ */
+export class LaneUploadBroken extends LaneUnavailable {
+  constructor(
+    message: string,
+    readonly unsent: UploadChunk[],
+    readonly stored: number,
+    readonly bytes: number,
+  ) {
+    super(message);
+  }
+}
+
+/** A chunk to upload: its bytes and where it goes (see UploadMeta). */
+export interface UploadChunk extends Partial<Omit<UploadMeta, 'hash'>> {
+  hash: Buffer;
+  data: Buffer;
+}
+
+/** Uploads sent before their answers are read, at most (and this many bytes). */
+const UPLOADS_AHEAD = 8;
+const UPLOAD_BYTES_AHEAD = 16 << 20;
 
 type Frame = { kind: number; hash: Buffer; payload: Buffer };
 
@@ -146,6 +173,58 @@ export class BulkLane {
       if (f.kind === FRAME_REPLY) return f.payload;
       if (f.kind === FRAME_ERROR) throw remoteError(f.payload);
       throw serviceError(grpc.status.INTERNAL, `bulk lane: unknown frame kind ${f.kind} in answer to a call`);
+    } finally {
+      if (clean) this.release(conn);
+      else conn.destroy();
+    }
+  }
+
+  /**
+   * Uploads chunks in order, several on their way at once. Resolves with how
+   * many the node found new and their bytes; throws LaneUnavailable when no
+   * connection could be had, LaneUploadBroken when it broke on the way, a
+   * gRPC-shaped error when the node refused a chunk.
+   */
+  async upload(chunks: AsyncIterator<UploadChunk> | Iterator<UploadChunk>, deadlineMs: number): Promise<{ stored: number; bytes: number }> {
+    const deadline = Date.now() + deadlineMs;
+    const { conn } = await this.acquire(deadline);
+    const waiting: UploadChunk[] = []; // sent, not answered yet
+    let aheadBytes = 0;
+    let stored = 0;
+    let bytes = 0;
+    let clean = false;
+    const answer = async (): Promise<void> => {
+      const f = await conn.next(deadline);
+      this.answered = true;
+      const c = waiting.shift()!;
+      aheadBytes -= c.data.length;
+      if (f.kind === FRAME_ERROR) throw remoteError(f.payload); // (the answers still due are dropped with the connection)
+      if (f.kind !== FRAME_REPLY || f.payload.length !== 1) throw serviceError(grpc.status.INTERNAL, `bulk lane: frame kind ${f.kind} in answer to an upload`);
+      if (f.payload[0] === 1) {
+        stored++;
+        bytes += c.data.length;
+      }
+    };
+    try {
+      for (;;) {
+        while (waiting.length >= UPLOADS_AHEAD || (waiting.length > 0 && aheadBytes >= UPLOAD_BYTES_AHEAD)) await answer();
+        const next = await chunks.next();
+        if (next.done) break;
+        const c = next.value;
+        conn.sendUpload(encodeUploadHead({ hash: c.hash, draft: c.draft ?? '', path: c.path ?? '', offset: c.offset ?? 0 }, c.data.length), c.data);
+        waiting.push(c);
+        aheadBytes += c.data.length;
+      }
+      while (waiting.length > 0) await answer();
+      clean = true;
+      return { stored, bytes };
+    } catch (err) {
+      // The connection broke (not the node refusing a chunk, nor the deadline): what it did not confirm goes again.
+      const code = (err as grpc.ServiceError).code;
+      if (!(err instanceof DeadlineError) && (code === grpc.status.UNAVAILABLE || code === grpc.status.CANCELLED)) {
+        throw new LaneUploadBroken(`bulk lane to ${this.opts.host}:${this.opts.port}: ${(err as Error).message}`, waiting, stored, bytes);
+      }
+      throw err;
     } finally {
       if (clean) this.release(conn);
       else conn.destroy();
@@ -267,6 +346,14 @@ class LaneConnection {
 
   send(b: Buffer): void {
     this.socket.write(b);
+  }
+
+  /** An upload's head and bytes, in one write of both (the bytes are not copied). */
+  sendUpload(head: Buffer, data: Buffer): void {
+    this.socket.cork();
+    this.socket.write(head);
+    this.socket.write(data);
+    this.socket.uncork();
   }
 
   async next(deadline: number): Promise<Frame> {

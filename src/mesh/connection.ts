@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, wire } from '../wire/proto.js';
 import { log } from '../log.js';
-import { BulkLane, hostPort, LaneUnavailable } from './bulk-client.js';
+import { BulkLane, hostPort, LaneUnavailable, LaneUploadBroken, type UploadChunk } from './bulk-client.js';
 import { MAX_CALL_BYTES, type LaneCall } from '../wire/bulk-lane.js';
 import type {
   NodeClient,
@@ -35,13 +35,7 @@ export interface ConnectionOptions {
 }
 
 /** A chunk to upload; `draft`, `path` and `offset` place it in a file's draft on the node. */
-export interface UploadChunk {
-  hash: Buffer;
-  data: Buffer;
-  draft?: string;
-  path?: string;
-  offset?: number;
-}
+export type { UploadChunk };
 
 export interface ChunkPath {
   /** 'unknown' until a handshake with the node. */
@@ -84,6 +78,8 @@ export class NodeConnection {
   private learningLane = false;
   /** The node's lane also takes small unary calls (LANE_CALLS); from its handshake. */
   private laneCalls = false;
+  /** The node's lane also takes uploaded chunks; from its handshake. */
+  private laneUploads = false;
 
   constructor(
     readonly endpoint: string,
@@ -186,6 +182,7 @@ export class NodeConnection {
     const reply = await this.unary<typeof req, WHandshakeReplyOut>(this.client.handshake, req, deadlineMs);
     this.learnLane(reply.bulkLane);
     this.laneCalls = reply.laneCalls;
+    this.laneUploads = reply.laneUploads;
     return reply;
   }
 
@@ -328,8 +325,35 @@ export class NodeConnection {
   /**
    * Uploads chunks (the node verifies each); resolves with how many were new.
    * One that names a draft (with the file's path and its offset) goes into that file's draft on the node (see proto).
+   * Over the bulk lane when the node takes uploads there, else (or once the lane breaks) over gRPC.
    */
-  putChunks(chunks: AsyncIterable<UploadChunk> | Iterable<UploadChunk>, deadlineMs = this.deadlineMs): Promise<{ stored: number; bytes: number }> {
+  async putChunks(chunks: AsyncIterable<UploadChunk> | Iterable<UploadChunk>, deadlineMs = this.deadlineMs): Promise<{ stored: number; bytes: number }> {
+    const deadline = Date.now() + deadlineMs;
+    const lane = this.lane;
+    if (lane === 'unknown') this.askForLane();
+    else if (lane && this.laneUploads && Date.now() >= this.laneOffUntil && lane.proven()) {
+      const it = (async function* () {
+        yield* chunks;
+      })();
+      try {
+        return await lane.upload(it, deadlineMs);
+      } catch (err) {
+        if (!(err instanceof LaneUnavailable)) throw err;
+        this.laneUnavailable(err);
+        if (!(err instanceof LaneUploadBroken)) return this.putChunksGrpc(it, Math.max(1, deadline - Date.now()));
+        // What the lane did not confirm goes again, then the rest.
+        const rest = (async function* () {
+          yield* err.unsent;
+          yield* it;
+        })();
+        const r = await this.putChunksGrpc(rest, Math.max(1, deadline - Date.now()));
+        return { stored: r.stored + err.stored, bytes: r.bytes + err.bytes };
+      }
+    }
+    return this.putChunksGrpc(chunks, deadlineMs);
+  }
+
+  private putChunksGrpc(chunks: AsyncIterable<UploadChunk> | Iterable<UploadChunk>, deadlineMs: number): Promise<{ stored: number; bytes: number }> {
     const client = this.begin();
     return new Promise((resolve, reject) => {
       let ended = false;

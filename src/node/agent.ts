@@ -160,10 +160,10 @@ export class NodeAgent {
     const service = { ...wire().ghostfs.v1.Node.service };
     service.ReadChunks = { ...service.ReadChunks, responseSerialize: framedOr(service.ReadChunks.responseSerialize as (v: unknown) => Buffer) };
     const ctx = { nodeId: this.config.nodeId, token: this.config.token, workspace: (id: string) => this.workspace(id), feedMaxUnread: this.config.feedMaxUnread ?? 10_000 };
-    const { handlers, laneCall } = makeService(ctx);
+    const { handlers, laneCall, laneUpload } = makeService(ctx);
     server.addService(service, handlers);
     // gRPC and the bulk lane share the port (front-door.ts).
-    const door = new FrontDoor({ tls, grpc: server, bulk: (socket) => serveBulk(socket, { ...ctx, call: laneCall }) });
+    const door = new FrontDoor({ tls, grpc: server, bulk: (socket) => serveBulk(socket, { ...ctx, call: laneCall, upload: laneUpload }) });
     widenConnectionWindow(server, FLOW_CONTROL_WINDOW);
     this.port = await door.listen(host, port).catch((err: Error) => {
       void door.close();

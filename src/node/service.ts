@@ -7,13 +7,13 @@ import { fromTimespec, isDir, isReg } from '../content/attr.js';
 import { attrToWire, chunksFromWire, chunksToWire } from '../wire/convert.js';
 import { errnoOf, FsError, toServiceError } from '../wire/errors.js';
 import { PROTOCOL_VERSION, MAX_MESSAGE_BYTES, MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES, wire } from '../wire/proto.js';
-import type { LaneCall } from '../wire/bulk-lane.js';
+import type { LaneCall, UploadMeta } from '../wire/bulk-lane.js';
 import type { BulkContext } from './bulk-server.js';
 import { CHUNK_FRAME_RESERVE, frameChunk } from '../wire/chunk-frame.js';
 import { HASH_ALGORITHM, hashChunk, hex } from '../content/manifest.js';
 import type { NodeHandlers, WEntry, WChangeEvent, WPutChunkOut, WCommitRequestOut, WCommitReply, WCommitManyRequestOut, WMutateRequestOut } from '../wire/types.js';
 import { log } from '../log.js';
-import { nodeChunksServed, rpcs, rpcSeconds } from '../admin/metrics.js';
+import { nodeChunksServed, nodeChunksUploaded, rpcs, rpcSeconds } from '../admin/metrics.js';
 import { baseName, checkPath } from './paths.js';
 import { commitFile, PathLocks } from './commit.js';
 import { mutate } from './mutations.js';
@@ -113,7 +113,7 @@ function verifiedInline(chunks: { hash: Buffer; data: Buffer }[]): Map<string, B
 }
 
 /** The node's calls: gRPC's handlers, and the unary calls the bulk lane carries (sharing one set of path locks). */
-export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; laneCall: BulkContext['call'] } {
+export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; laneCall: BulkContext['call']; laneUpload: BulkContext['upload'] } {
   const locks = new PathLocks();
 
   const stat = async (ws: Workspace, path: string): Promise<IndexEntry> => {
@@ -214,6 +214,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         maxMessageBytes: MAX_MESSAGE_BYTES,
         bulkLane: true,
         laneCalls: true,
+        laneUploads: true,
       };
     }),
 
@@ -282,6 +283,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
           .put(m.hash, m.data, m.draft ? { draft: m.draft, path: m.path, offset: m.offset } : undefined)
           .then((isNew) => {
             if (!isNew) return;
+            nodeChunksUploaded.inc({ over: 'grpc' });
             stored++;
             bytes += m.data.length;
           })
@@ -424,5 +426,11 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
     if (req.workspace !== ws.id) throw new FsError('EINVAL', `a call for workspace "${req.workspace}" on a lane opened for "${ws.id}"`);
     return def.responseSerialize(await counted(method, 'lane', () => (calls[method] as (r: unknown) => Promise<unknown>)(req)));
   };
-  return { handlers, laneCall };
+  // An upload on the lane is one chunk of a PutChunks stream, counted as one call.
+  const laneUpload = async (ws: Workspace, u: UploadMeta, data: Buffer): Promise<boolean> => {
+    const isNew = await counted('PutChunks', 'lane', () => ws.chunks.put(u.hash, data, u.draft ? { draft: u.draft, path: u.path, offset: u.offset } : undefined));
+    if (isNew) nodeChunksUploaded.inc({ over: 'lane' });
+    return isNew;
+  };
+  return { handlers, laneCall, laneUpload };
 }

@@ -27,6 +27,18 @@
 //                   as gRPC serializes it (protobuf)
 //   node:   reply = one reply frame (payload: the reply, protobuf) or one
 //                   error frame
+//
+// A node whose handshake says `lane_uploads` also takes chunks on the lane
+// (PutChunks' job), without gRPC's copies of each chunk (protobuf's, its
+// framing's, HTTP/2's reassembly): the bytes go from the mount's buffer to
+// the socket, and from the socket into one buffer on the node.
+//   client: upload = u32 (UPLOAD_FLAG | metaLen), meta, u32 dataLen, data
+//           meta   = 32-byte hash, u64 offset, u16 len draft, u16 len path
+//                    (draft, path and offset as PutChunk's; draft empty when none)
+//   node:   one reply frame per upload (payload: one byte, 1 when the chunk
+//           was new), or an error frame, which ends that upload only
+// Uploads may follow one another without waiting for their answers, which
+// come in order; the node reads the next one once it has taken the last.
 import { HASH_BYTES } from '../content/manifest.js';
 
 export const BULK_MAGIC = Buffer.from('GFB1');
@@ -40,6 +52,8 @@ export const FRAME_REPLY = 4;
 
 /** Set in a request's length word: the request is a unary call. */
 export const CALL_FLAG = 0x8000_0000;
+/** Set in a request's length word: the request is an upload. */
+export const UPLOAD_FLAG = 0x4000_0000;
 /** The calls the lane carries, by the number that names them on the wire. */
 export const LANE_CALLS = { Commit: 1, Mutate: 2 } as const;
 export type LaneCall = keyof typeof LANE_CALLS;
@@ -53,6 +67,17 @@ export const MAX_REQUEST_HASHES = 4096;
 export const MAX_HINT_BYTES = 4096;
 export const MAX_HELLO_BYTES = 4 + 2 + MAX_HELLO_FIELD_BYTES + 2 + MAX_HELLO_FIELD_BYTES;
 export const MAX_REQUEST_BYTES = 4 + 2 + MAX_HINT_BYTES + 2 + MAX_REQUEST_HASHES * HASH_BYTES;
+/** An upload's meta at most: a draft id and a path well beyond what either is. */
+export const MAX_UPLOAD_META_BYTES = HASH_BYTES + 8 + 2 + 256 + 2 + 4096;
+
+/** What an upload says besides its bytes. */
+export interface UploadMeta {
+  hash: Buffer;
+  /** The file's draft on the node ('' for none), its path and the chunk's offset in it. */
+  draft: string;
+  path: string;
+  offset: number;
+}
 
 export function encodeHello(authorization: string, workspace: string): Buffer {
   const t = Buffer.from(authorization);
@@ -86,6 +111,42 @@ export function encodeCall(method: LaneCall, request: Buffer): Buffer {
   out[4] = LANE_CALLS[method];
   request.copy(out, 5);
   return out;
+}
+
+/** An upload's head: everything before its bytes, which follow it on the wire as they are. */
+export function encodeUploadHead(u: UploadMeta, dataLength: number): Buffer {
+  const d = Buffer.from(u.draft);
+  const p = Buffer.from(u.path);
+  const metaLength = HASH_BYTES + 8 + 2 + d.length + 2 + p.length;
+  if (metaLength > MAX_UPLOAD_META_BYTES) throw new Error(`bulk lane: an upload's draft id and path take ${metaLength} bytes`);
+  const out = Buffer.allocUnsafe(4 + metaLength + 4);
+  out.writeUInt32BE((UPLOAD_FLAG | metaLength) >>> 0, 0);
+  u.hash.copy(out, 4, 0, HASH_BYTES);
+  let at = 4 + HASH_BYTES;
+  out.writeBigUInt64BE(BigInt(u.offset), at);
+  at = out.writeUInt16BE(d.length, at + 8);
+  at += d.copy(out, at);
+  at = out.writeUInt16BE(p.length, at);
+  at += p.copy(out, at);
+  out.writeUInt32BE(dataLength, at);
+  return out;
+}
+
+/** An upload's meta (between its length word and its data length); undefined when malformed. */
+export function decodeUploadMeta(b: Buffer): UploadMeta | undefined {
+  if (b.length < HASH_BYTES + 8 + 2 + 2) return undefined;
+  const hash = Buffer.from(b.subarray(0, HASH_BYTES));
+  const offset = Number(b.readBigUInt64BE(HASH_BYTES));
+  let at = HASH_BYTES + 8;
+  const dl = b.readUInt16BE(at);
+  at += 2;
+  if (at + dl + 2 > b.length) return undefined;
+  const draft = b.toString('utf8', at, at + dl);
+  at += dl;
+  const pl = b.readUInt16BE(at);
+  at += 2;
+  if (at + pl !== b.length || !Number.isSafeInteger(offset)) return undefined;
+  return { hash, offset, draft, path: b.toString('utf8', at, at + pl) };
 }
 
 export function replyFrame(reply: Buffer): Buffer {
