@@ -569,6 +569,18 @@ t.test('node agent', async (t) => {
     await rejectsErrno(t, conn.stat('burst/gone.txt'), 'ENOENT', 'the removed file is gone from the index');
   });
 
+  t.test('a listing asked for right after another program changed the directory has the change', async (t) => {
+    await mkdir(join(root, 'fresh'));
+    await writeFile(join(root, 'fresh/old.txt'), 'old');
+    await waitFor('the directory indexed', async () => (await conn.listDir('fresh')).entries.some((e) => e.name === 'old.txt'));
+    // Faster than the watcher hears of it (its events wait for a short debounce).
+    await writeFile(join(root, 'fresh/new.txt'), 'new');
+    await rm(join(root, 'fresh/old.txt'));
+    const names = (await conn.listDir('fresh')).entries.map((e) => e.name);
+    t.same(names, ['new.txt'], 'the new file listed, the removed one not');
+    t.equal(Number((await conn.stat('fresh/new.txt')).attr!.size), 3, 'and indexed with its size');
+  });
+
   await t.test('restart: nothing re-hashed, generation and changes persist', async (t) => {
     const h = await conn.handshake();
     conn.close();

@@ -70,3 +70,22 @@ for (const [landedBefore, asyncWriteBack] of [[false, false], [true, false], [fa
     }
   });
 }
+
+t.test('a close whose commit reached the node, its answer lost, racing an unlink of the file', async (t) => {
+  const { root, proxy, vfs, wb } = await writeBackRig(t, {}, 1_500);
+  await vfs.list('');
+  const { handle } = await vfs.create('', 'unanswered', 0o644);
+  await vfs.write(handle.fh, 0, Buffer.from('sent, answer lost\n'));
+  // The commit reaches the node and takes effect; its answer never comes back.
+  proxy.set('mute');
+  const closing = vfs.flush(handle.fh).then(() => 'ok', (e: unknown) => `${errnoOf(e)}: ${(e as Error).message}`);
+  await waitFor('the file on the node', async () => (await readFile(join(root, 'unanswered'), 'utf8')) === 'sent, answer lost\n', 10_000);
+  proxy.set('pass');
+  // The unlink waits for the close's attempt (its lock), and must not take the file for one the node never saw.
+  t.equal(await vfs.unlink('', 'unanswered').then(() => 'ok', (e: unknown) => `${errnoOf(e)}: ${(e as Error).message}`), 'ok', 'the unlink succeeds');
+  t.equal(await closing, 'ok', 'so does the close');
+  await vfs.release(handle.fh);
+  await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+  await t.rejects(stat(join(root, 'unanswered')), 'the file is not on the node');
+  t.same((await readdir(root)).filter((n) => n.startsWith('unanswered')), [], 'nor a conflict copy of it');
+});

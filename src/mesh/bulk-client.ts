@@ -185,20 +185,36 @@ export class BulkLane {
    * connection could be had, LaneUploadBroken when it broke on the way, a
    * gRPC-shaped error when the node refused a chunk.
    */
-  async upload(chunks: AsyncIterator<UploadChunk> | Iterator<UploadChunk>, deadlineMs: number): Promise<{ stored: number; bytes: number }> {
+  async upload(chunks: AsyncIterator<UploadChunk>, deadlineMs: number): Promise<{ stored: number; bytes: number }> {
     const deadline = Date.now() + deadlineMs;
-    const { conn } = await this.acquire(deadline);
+    try {
+      return await this.uploadOn(await this.acquire(deadline), chunks, deadline);
+    } catch (err) {
+      // A kept connection the node closed meanwhile (nothing answered on it): a fresh one, once.
+      if (!(err instanceof KeptConnectionGone)) throw err;
+      for (const c of this.idle.splice(0)) c.destroy();
+      const again = (async function* () {
+        yield* err.unsent;
+        yield* { [Symbol.asyncIterator]: () => chunks };
+      })();
+      return await this.uploadOn(await this.acquire(deadline), again, deadline);
+    }
+  }
+
+  private async uploadOn({ conn, reused }: { conn: LaneConnection; reused: boolean }, chunks: AsyncIterator<UploadChunk>, deadline: number): Promise<{ stored: number; bytes: number }> {
     const waiting: UploadChunk[] = []; // sent, not answered yet
     let aheadBytes = 0;
     let stored = 0;
     let bytes = 0;
+    let answered = false;
     let clean = false;
     const answer = async (): Promise<void> => {
       const f = await conn.next(deadline);
-      this.answered = true;
+      this.answered = answered = true;
       const c = waiting.shift()!;
       aheadBytes -= c.data.length;
-      if (f.kind === FRAME_ERROR) throw remoteError(f.payload); // (the answers still due are dropped with the connection)
+      // The node refused this chunk (its errno says why); the answers still due go with the connection.
+      if (f.kind === FRAME_ERROR) throw new Refused(remoteError(f.payload));
       if (f.kind !== FRAME_REPLY || f.payload.length !== 1) throw serviceError(grpc.status.INTERNAL, `bulk lane: frame kind ${f.kind} in answer to an upload`);
       if (f.payload[0] === 1) {
         stored++;
@@ -219,10 +235,13 @@ export class BulkLane {
       clean = true;
       return { stored, bytes };
     } catch (err) {
+      if (err instanceof Refused) throw err.refusal;
       // The connection broke (not the node refusing a chunk, nor the deadline): what it did not confirm goes again.
       const code = (err as grpc.ServiceError).code;
       if (!(err instanceof DeadlineError) && (code === grpc.status.UNAVAILABLE || code === grpc.status.CANCELLED)) {
-        throw new LaneUploadBroken(`bulk lane to ${this.opts.host}:${this.opts.port}: ${(err as Error).message}`, waiting, stored, bytes);
+        const why = `bulk lane to ${this.opts.host}:${this.opts.port}: ${(err as Error).message}`;
+        if (reused && !answered) throw new KeptConnectionGone(why, waiting, stored, bytes);
+        throw new LaneUploadBroken(why, waiting, stored, bytes);
       }
       throw err;
     } finally {
@@ -288,6 +307,16 @@ export class BulkLane {
 }
 
 class DeadlineError extends Error {}
+
+/** The node's error frame in answer to an upload: what the caller gets, as gRPC's refusal. */
+class Refused extends Error {
+  constructor(readonly refusal: grpc.ServiceError) {
+    super(refusal.message);
+  }
+}
+
+/** An upload on a kept connection found it closed before any answer: tried again on a fresh one. */
+class KeptConnectionGone extends LaneUploadBroken {}
 
 /**
  * Bytes of chunks received and not yet taken by the caller before the

@@ -338,7 +338,10 @@ export class NodeConnection {
       try {
         return await lane.upload(it, deadlineMs);
       } catch (err) {
-        if (!(err instanceof LaneUnavailable)) throw err;
+        if (!(err instanceof LaneUnavailable)) {
+          void it.return(undefined); // the source's own clean-up runs
+          throw err;
+        }
         this.laneUnavailable(err);
         if (!(err instanceof LaneUploadBroken)) return this.putChunksGrpc(it, Math.max(1, deadline - Date.now()));
         // What the lane did not confirm goes again, then the rest.

@@ -1,9 +1,10 @@
 // The VFS core: a filesystem of workspace paths over the mount's metadata
 // and chunk caches, knowing nothing of FUSE. Drivers translate kernel
-// requests into these calls, each keeping its own table from the kernel's
-// node ids to paths (they know when the kernel forgets one). Inode numbers
-// shown are the node's own (stable across remounts and the same on every
-// mount); the root shows as ROOT_INO, the number the kernel uses for it.
+// requests into these calls by path: fuse-native is handed paths, the
+// native driver keeps its own table from the kernel's node ids to paths
+// (and hears when the kernel forgets one). Inode numbers shown are the
+// node's own (stable across remounts and the same on every mount); the
+// root shows as ROOT_INO, the number the kernel uses for it.
 import { stat } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { attrFromStats, isDir, isLnk, isReg, S_IFDIR, S_IFREG, toTimespec, type Attr } from '../content/attr.js';

@@ -120,6 +120,8 @@ class Removed extends Error {
 export interface Closing {
   readonly path: string;
   removed: boolean;
+  /** Its content was sent to the node (straight from close()): it may be there, its answer lost. */
+  sent?: boolean;
 }
 
 /** Errors that mean "try again later", as opposed to the node refusing the write. */
@@ -832,6 +834,7 @@ export class WriteBack {
       if (e.seq && !this.pending.has(e.seq)) throw new Superseded();
       // Unlinked while it waited (the unlink holds this lock while the node takes it).
       if (closing?.removed) throw new Removed(e.path);
+      if (closing) closing.sent = true;
       return e.dirAttrs ? this.commitDirAttrs(e) : e.mkdir ? this.commitMkdir(e) : this.commitNow(e, replayed);
     });
   }
@@ -1208,6 +1211,7 @@ export class WriteBack {
   private maySit(path: string): boolean {
     if (this.mayHold.has(path)) return true;
     for (const e of this.byPath.get(path) ?? []) if (this.running.has(e.seq) || this.replayed.has(e.seq)) return true;
+    for (const c of this.closings.get(path) ?? []) if (c.sent) return true;
     return false;
   }
 

@@ -37,9 +37,9 @@ const IDLE_MS = 5 * 60_000;
  * Buffers for uploads' bytes, used again: a new one per chunk cost more than
  * the copy into it (page faults on first touch, then garbage collection;
  * measured: 184 ms of the node's main thread per 256 MiB uploaded). Sizes
- * are rounded up to a power of two; a few of each are kept, idle ones within
- * a bound. What the node does with an upload's bytes (verify, write) is over
- * when its call returns: nothing keeps them.
+ * are rounded up to a power of two; idle ones are kept up to a bound on
+ * their total size. What the node does with an upload's bytes (verify,
+ * write) is over when its call returns: nothing keeps them.
  */
 class UploadBuffers {
   private readonly free = new Map<number, Buffer[]>();
@@ -169,7 +169,13 @@ export function serveBulk(socket: Duplex & { setTimeout?(ms: number): unknown },
             const reply = await ctx.call(ws, req.method, req.body);
             if (!gone) socket.write(replyFrame(reply));
           } else if ('upload' in req) {
-            const data = await input.body(uploadBuffers.take(req.dataLength));
+            // A failure before its bytes are all read would leave them to be read as requests: the connection ends.
+            const data = await Promise.resolve(req.dataLength)
+              .then((n) => input.body(uploadBuffers.take(n)))
+              .catch((err: unknown) => {
+                refuse(bulkError(err));
+                return undefined;
+              });
             if (data === undefined) return; // the connection closed
             // The next upload waits in the socket while this one is verified and written.
             socket.pause();

@@ -121,7 +121,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
     if (!e) {
       // Not indexed (yet): look at the disk, confined, before saying ENOENT.
       await ws.index.paths.safeAbs(path);
-      await ws.index.refresh(ws.index.unindexedTop(path));
+      await ws.index.findUnindexed(path);
       e = ws.index.entries.get(path);
     }
     if (!e) throw new FsError('ENOENT', `"${path}" does not exist`);
@@ -168,8 +168,10 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
     ListDir: async (req: { workspace: string; path: string }) => {
       const ws = ctx.workspace(req.workspace);
       const path = checkPath(req.path);
-      const dir = await stat(ws, path);
+      let dir = await stat(ws, path);
       if (!isDir(dir.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
+      await ws.index.syncNames(path);
+      dir = ws.index.entries.get(path) ?? dir;
       const names = ws.index.listChildren(path) ?? [];
       const entries: WEntry[] = [];
       for (const name of names) {

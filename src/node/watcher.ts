@@ -85,8 +85,12 @@ export class TreeWatcher {
         const group = paths.slice(i, i + REFRESH_GROUP);
         try {
           await this.index.refreshAll(group);
-        } catch (err) {
-          log.warn({ workspace: this.index.id, paths: group.length, first: group[0], err: (err as Error).message }, 'cannot refresh paths after a change');
+        } catch {
+          // One path failed (a new directory that cannot be read, say): the others one by one, so they are not missed.
+          for (const p of group) {
+            if (this.closed) return;
+            await this.index.refresh(p).catch((err: Error) => log.warn({ workspace: this.index.id, path: p, err: err.message }, 'cannot refresh path after a change'));
+          }
         }
       }
     });

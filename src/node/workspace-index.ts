@@ -72,6 +72,8 @@ export class WorkspaceIndex extends EventEmitter {
   private readonly validating = new Map<string, Promise<IndexEntry>>();
   /** Names of regular files with more than one link, by "dev:ino": they share one set of attributes. */
   private readonly links = new Map<string, Set<string>>();
+  /** Looks for unindexed paths under way, by the directory walked (see findUnindexed). */
+  private readonly finding = new Map<string, Promise<void>>();
   private flushChain: Promise<void> = Promise.resolve();
   readonly paths: Confinement;
   generation = 0;
@@ -290,6 +292,26 @@ export class WorkspaceIndex extends EventEmitter {
     return set ? [...set] : undefined;
   }
 
+  /**
+   * Brings a directory's names up to date with the disk when the directory
+   * changed since it was indexed, before it is listed: the watcher hears of
+   * another writer's files a moment late (a node serving a replica of the
+   * workspace hears of every file the other node commits that way), and a
+   * listing taken meanwhile would leave them out. A directory unchanged
+   * since indexed costs one lstat.
+   */
+  async syncNames(dir: string): Promise<void> {
+    const prev = this.entries.get(dir);
+    const attr = await lstat(this.paths.abs(dir), { bigint: true }).then(attrFromStats, () => undefined);
+    if (!prev || !attr || !isDir(prev.attr.mode) || sameAttr(prev.attr, attr)) return;
+    const names = await readdir(this.paths.abs(dir)).catch(() => undefined);
+    if (!names) return;
+    const onDisk = new Set(names.filter((n) => !n.startsWith(TEMP_PREFIX) && !this.isExcluded(join(this.paths.abs(dir), n))));
+    const known = this.children.get(dir) ?? new Set<string>();
+    const changed = [...[...onDisk].filter((n) => !known.has(n)), ...[...known].filter((n) => !onDisk.has(n))].map((n) => joinRel(dir, n));
+    await this.refreshAll([dir, ...changed]);
+  }
+
   locateChunk(hash: Buffer): ChunkLocation | undefined {
     if (!this.chunkLocMap) {
       this.chunkLocMap = new Map();
@@ -494,6 +516,22 @@ export class WorkspaceIndex extends EventEmitter {
     return top;
   }
 
+  /**
+   * Looks for a path the index does not have (see unindexedTop); stats
+   * asking under the same new directory at once share one walk of it.
+   * Nothing under an excluded directory (the node's own state) is looked for.
+   */
+  findUnindexed(rel: string): Promise<void> {
+    const top = this.unindexedTop(rel);
+    if (this.isExcluded(this.paths.abs(top))) return Promise.resolve();
+    let p = this.finding.get(top);
+    if (!p) {
+      p = this.refresh(top).finally(() => this.finding.delete(top));
+      this.finding.set(top, p);
+    }
+    return p;
+  }
+
   /** Re-checks one path after a filesystem event: cheap when nothing changed. */
   async refresh(rel: string): Promise<void> {
     await this.refreshAll([rel]);
@@ -511,24 +549,26 @@ export class WorkspaceIndex extends EventEmitter {
    */
   async refreshAll(paths: readonly string[], madeDir?: string): Promise<void> {
     const attrs = await Promise.all(paths.map((rel) => lstat(this.paths.abs(rel), { bigint: true }).then(attrFromStats, () => undefined)));
-    const list: { path: string; entry: IndexEntry | null }[] = [];
-    const deeper: { rel: string; attr: Attr }[] = [];
+    // By path: a directory removed with what was in it names each of those once.
+    const list = new Map<string, IndexEntry | null>();
+    const deeper: { rel: string; attr: Attr; known: boolean }[] = [];
     paths.forEach((rel, i) => {
       const attr = attrs[i];
       const prev = this.entries.get(rel);
       if (!attr) {
-        if (prev) list.push(...this.subtree(rel).map((path) => ({ path, entry: null })));
+        if (prev) for (const path of this.subtree(rel)) list.set(path, null);
       } else if (isDir(attr.mode) && (prev ? isDir(prev.attr.mode) : rel === madeDir)) {
         // A directory's own attributes; its children report their own events.
-        if (!prev || !sameAttr(prev.attr, attr)) list.push({ path: rel, entry: { attr } });
+        if (!prev || !sameAttr(prev.attr, attr)) list.set(rel, { attr });
       } else {
-        deeper.push({ rel, attr });
+        deeper.push({ rel, attr, known: prev !== undefined });
       }
     });
-    await this.apply(list);
-    for (const { rel, attr } of deeper) {
-      // Looked up now: a new directory's walk just before may have indexed it.
+    await this.apply([...list].map(([path, entry]) => ({ path, entry })));
+    for (const { rel, attr, known } of deeper) {
       const prev = this.entries.get(rel);
+      // Indexed meanwhile by the walk of a new directory above it: that entry is newer than `attr`.
+      if (!known && prev) continue;
       if (!prev || (attr.mode & 0o170000) !== (prev.attr.mode & 0o170000)) {
         await this.reconcile(rel); // new (or replaced) path: walk what is there now
       } else if (isReg(attr.mode)) {

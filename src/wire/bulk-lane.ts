@@ -36,10 +36,13 @@
 //           meta   = 32-byte hash, u64 offset, u16 len draft, u16 len path
 //                    (draft, path and offset as PutChunk's; draft empty when none)
 //   node:   one reply frame per upload (payload: one byte, 1 when the chunk
-//           was new), or an error frame, which ends that upload only
+//           was new), or an error frame for that upload (the node goes on
+//           reading; the mount gives the error to its caller and closes the
+//           connection, with the answers still due)
 // Uploads may follow one another without waiting for their answers, which
 // come in order; the node reads the next one once it has taken the last.
 import { HASH_BYTES } from '../content/manifest.js';
+import { FsError } from './errors.js';
 
 export const BULK_MAGIC = Buffer.from('GFB1');
 /** TLS application protocol the lane's clients offer (the node also offers gRPC's "h2"). */
@@ -118,7 +121,7 @@ export function encodeUploadHead(u: UploadMeta, dataLength: number): Buffer {
   const d = Buffer.from(u.draft);
   const p = Buffer.from(u.path);
   const metaLength = HASH_BYTES + 8 + 2 + d.length + 2 + p.length;
-  if (metaLength > MAX_UPLOAD_META_BYTES) throw new Error(`bulk lane: an upload's draft id and path take ${metaLength} bytes`);
+  if (metaLength > MAX_UPLOAD_META_BYTES) throw new FsError('ENAMETOOLONG', `an upload's draft id and path take ${metaLength} bytes`);
   const out = Buffer.allocUnsafe(4 + metaLength + 4);
   out.writeUInt32BE((UPLOAD_FLAG | metaLength) >>> 0, 0);
   u.hash.copy(out, 4, 0, HASH_BYTES);
