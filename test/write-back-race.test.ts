@@ -12,28 +12,51 @@ import { errnoOf } from '../src/wire/errors.js';
 import { writeBackRig } from './helpers/write-back-rig.js';
 import { waitFor } from './helpers/mount-proc.js';
 
-for (const [landedBefore, asyncWriteBack] of [[false, false], [true, false], [false, true], [true, true]]) {
-  t.test(`a close racing an unlink of the same file (${landedBefore ? 'a version of it on the node' : 'new'}, write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
-    const { root, vfs, wb } = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
+type Rig = Awaited<ReturnType<typeof writeBackRig>>;
+const VARIANTS = [
+  [false, false],
+  [true, false],
+  [false, true],
+  [true, true],
+] as const;
+const variant = (landedBefore: boolean, asyncWriteBack: boolean): string => `${landedBefore ? 'a version of it on the node' : 'new'}, write-back ${asyncWriteBack ? 'async' : 'sync'}`;
+const outcome = (p: Promise<void>): Promise<string> => p.then(() => 'ok', (e: unknown) => `${errnoOf(e)}: ${(e as Error).message}`);
+
+/** A file open for writing (its handle): new, or with a first version on the node. */
+async function openToWrite({ root, vfs, wb }: Rig, name: string, landedBefore: boolean): Promise<number> {
+  if (!landedBefore) return (await vfs.create('', name, 0o644)).handle.fh;
+  const { handle } = await vfs.create('', name, 0o644);
+  await vfs.write(handle.fh, 0, Buffer.from('first version\n'));
+  await vfs.flush(handle.fh);
+  await vfs.release(handle.fh);
+  await waitFor('the first version on the node', async () => (await wb.drain()) === 0);
+  if ((await readFile(join(root, name), 'utf8')) !== 'first version\n') throw new Error(`${name}: the first version is not on the node`);
+  return (await vfs.open(name, 1 /* O_WRONLY */)).fh;
+}
+
+/** The close and the other call started together, each first in turn (the unlink has fewer steps to its lock on the file). */
+function together(round: number, close: () => Promise<void>, other: () => Promise<void>): [Promise<string>, Promise<string>] {
+  if (round % 2) {
+    const c = outcome(close());
+    return [c, outcome(other())];
+  }
+  const o = outcome(other());
+  return [outcome(close()), o];
+}
+
+for (const [landedBefore, asyncWriteBack] of VARIANTS) {
+  t.test(`a close racing an unlink of the same file (${variant(landedBefore, asyncWriteBack)})`, async (t) => {
+    const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
+    const { root, vfs, wb } = rig;
     await vfs.list('');
     for (let round = 0; round < 10; round++) {
       const name = `f${round}`;
-      if (landedBefore) {
-        const { handle } = await vfs.create('', name, 0o644);
-        await vfs.write(handle.fh, 0, Buffer.from('first version\n'));
-        await vfs.flush(handle.fh);
-        await vfs.release(handle.fh);
-        await waitFor('the first version on the node', async () => (await wb.drain()) === 0);
-        t.equal(await readFile(join(root, name), 'utf8'), 'first version\n', `${name}: on the node`);
-      }
-      const { handle } = landedBefore ? { handle: await vfs.open(name, 1 /* O_WRONLY */) } : await vfs.create('', name, 0o644);
-      await vfs.write(handle.fh, 0, Buffer.from(`closed while being removed ${round}\n`));
-      // Started together, each first in turn (the unlink has fewer steps to its lock on the file).
-      const outcome = (p: Promise<void>) => p.then(() => 'ok', (e: unknown) => `${errnoOf(e)}: ${(e as Error).message}`);
-      const [closing, unlinking] = round % 2 ? [outcome(vfs.flush(handle.fh)), outcome(vfs.unlink('', name))] : (([u, c]) => [c, u])([outcome(vfs.unlink('', name)), outcome(vfs.flush(handle.fh))]);
+      const fh = await openToWrite(rig, name, landedBefore);
+      await vfs.write(fh, 0, Buffer.from(`closed while being removed ${round}\n`));
+      const [closing, unlinking] = together(round, () => vfs.flush(fh), () => vfs.unlink('', name));
       t.equal(await unlinking, 'ok', `${name}: the unlink succeeds`);
       t.equal(await closing, 'ok', `${name}: so does the close`);
-      await vfs.release(handle.fh);
+      await vfs.release(fh);
       await waitFor('nothing queued', async () => (await wb.drain()) === 0);
       await t.rejects(stat(join(root, name)), `${name}: not on the node`);
       t.same((await readdir(root)).filter((n) => n.startsWith(`${name}.`)), [], `${name}: nor a conflict copy of it`);
@@ -42,27 +65,20 @@ for (const [landedBefore, asyncWriteBack] of [[false, false], [true, false], [fa
   });
 }
 
-for (const [landedBefore, asyncWriteBack] of [[false, false], [true, false], [false, true], [true, true]]) {
-  t.test(`a close racing a rename of the same file (${landedBefore ? 'a version of it on the node' : 'new'}, write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
-    const { root, vfs, wb } = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
+for (const [landedBefore, asyncWriteBack] of VARIANTS) {
+  t.test(`a close racing a rename of the same file (${variant(landedBefore, asyncWriteBack)})`, async (t) => {
+    const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
+    const { root, vfs, wb } = rig;
     await vfs.list('');
     for (let round = 0; round < 10; round++) {
       const [name, moved] = [`g${round}`, `moved${round}`];
-      if (landedBefore) {
-        const { handle } = await vfs.create('', name, 0o644);
-        await vfs.write(handle.fh, 0, Buffer.from('first version\n'));
-        await vfs.flush(handle.fh);
-        await vfs.release(handle.fh);
-        await waitFor('the first version on the node', async () => (await wb.drain()) === 0);
-      }
-      const { handle } = landedBefore ? { handle: await vfs.open(name, 1 /* O_WRONLY */) } : await vfs.create('', name, 0o644);
+      const fh = await openToWrite(rig, name, landedBefore);
       const body = `closed while being renamed ${round}\n`;
-      await vfs.write(handle.fh, 0, Buffer.from(body));
-      const outcome = (p: Promise<void>) => p.then(() => 'ok', (e: unknown) => `${errnoOf(e)}: ${(e as Error).message}`);
-      const [closing, renaming] = round % 2 ? [outcome(vfs.flush(handle.fh)), outcome(vfs.rename('', name, '', moved))] : (([r, c]) => [c, r])([outcome(vfs.rename('', name, '', moved)), outcome(vfs.flush(handle.fh))]);
+      await vfs.write(fh, 0, Buffer.from(body));
+      const [closing, renaming] = together(round, () => vfs.flush(fh), () => vfs.rename('', name, '', moved));
       t.equal(await renaming, 'ok', `${name}: the rename succeeds`);
       t.equal(await closing, 'ok', `${name}: so does the close`);
-      await vfs.release(handle.fh);
+      await vfs.release(fh);
       await waitFor('nothing queued', async () => (await wb.drain()) === 0);
       t.equal(await readFile(join(root, moved), 'utf8'), body, `${name}: the new name has the closed content on the node`);
       await t.rejects(stat(join(root, name)), `${name}: the old name is gone there`);
@@ -78,11 +94,11 @@ t.test('a close whose commit reached the node, its answer lost, racing an unlink
   await vfs.write(handle.fh, 0, Buffer.from('sent, answer lost\n'));
   // The commit reaches the node and takes effect; its answer never comes back.
   proxy.set('mute');
-  const closing = vfs.flush(handle.fh).then(() => 'ok', (e: unknown) => `${errnoOf(e)}: ${(e as Error).message}`);
+  const closing = outcome(vfs.flush(handle.fh));
   await waitFor('the file on the node', async () => (await readFile(join(root, 'unanswered'), 'utf8')) === 'sent, answer lost\n', 10_000);
   proxy.set('pass');
   // The unlink waits for the close's attempt (its lock), and must not take the file for one the node never saw.
-  t.equal(await vfs.unlink('', 'unanswered').then(() => 'ok', (e: unknown) => `${errnoOf(e)}: ${(e as Error).message}`), 'ok', 'the unlink succeeds');
+  t.equal(await outcome(vfs.unlink('', 'unanswered')), 'ok', 'the unlink succeeds');
   t.equal(await closing, 'ok', 'so does the close');
   await vfs.release(handle.fh);
   await waitFor('nothing queued', async () => (await wb.drain()) === 0);
