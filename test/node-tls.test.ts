@@ -4,6 +4,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { BulkLane, hostPort } from '../src/mesh/bulk-client.js';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { hashChunk } from '../src/content/manifest.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 
 function makeCerts(dir: string): void {
@@ -50,6 +52,17 @@ t.test('mutual TLS: only clients with a certificate from the CA get in', async (
     (err: unknown) => err,
   );
   t.ok(refused instanceof Error, `and refuses one without (${String(refused)})`);
+
+  // Uploads on the lane over TLS: several chunks of 1 MiB, read on the node across TLS records.
+  const parts = Array.from({ length: 5 }, () => randomBytes(1 << 20));
+  const up = await withCert.upload(
+    (async function* () {
+      for (const data of parts) yield { hash: hashChunk(data), data };
+    })(),
+    10_000,
+  );
+  t.same(up, { stored: parts.length, bytes: parts.length << 20 }, 'the lane takes uploads over TLS');
+  t.same(await good.hasChunks(parts.map((p) => hashChunk(p))), [], 'and the node holds them');
 });
 
 t.test('TLS flags are validated together', async (t) => {
