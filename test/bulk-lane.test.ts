@@ -197,6 +197,8 @@ t.test('the bulk lane', async (t) => {
     t.match(Buffer.concat(got).subarray(37).toString(), /EPROTO.*no call number 99/, 'an unknown call: the node says why and closes');
   });
 
+  /** PutChunks calls the node took over gRPC (each logs once). */
+  const grpcCalls = (): number => node.lines.filter((l) => l.msg === 'chunks uploaded').length;
   /** Chunks the node took on the lane (one call each). */
   const uploads = async (): Promise<{ lane: number }> => {
     let lane = 0;
@@ -205,7 +207,6 @@ t.test('the bulk lane', async (t) => {
   };
 
   t.test('uploads travel on the lane: into the node, into a draft, a wrong hash refused alone', async (t) => {
-    const grpcCalls = (): number => node.lines.filter((l) => l.msg === 'chunks uploaded').length;
     const grpcBefore = grpcCalls();
     await conn.handshake();
     for await (const c of conn.readChunks(hashes.slice(0, 1))) void c; // the lane has answered
@@ -273,7 +274,6 @@ t.test('the bulk lane', async (t) => {
       }
     })();
     const before = await uploads();
-    const grpcCalls = (): number => node.lines.filter((l) => l.msg === 'chunks uploaded').length;
     const grpcBefore = grpcCalls();
     const r = await via.putChunks(source);
     // A chunk the node took but whose answer the cut lost is sent again and found known: not counted new.

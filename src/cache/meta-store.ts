@@ -10,6 +10,7 @@ import { Reader, Writer } from '../store/codec.js';
 import { key, prefix, type Batch, type Store } from '../store/db.js';
 import { log } from '../log.js';
 import { baseName, joinRel, parentOf } from '../wire/rel-path.js';
+import { SetMap } from '../util/set-map.js';
 
 export interface MetaEntry {
   attr: Attr;
@@ -119,7 +120,7 @@ export class MetaStore {
    */
   private readonly ownCommits = new Map<string, { endpoint: string; generation: number }>();
   /** Listings under way, by directory. */
-  private readonly listings = new Map<string, Set<ListingTicket>>();
+  private readonly listings = new SetMap<string, ListingTicket>();
   /** Paths shown from memory only (putVolatile): their last persisted state stays on disk. */
   private readonly volatile = new Set<string>();
   /** Volatile entries shown over an entry the node had (a newer version of ours, still queued). */
@@ -260,17 +261,13 @@ export class MetaStore {
   /** A listing of `dir` is being asked for now: from here on, what changes there wins over its answer. */
   beginListing(dir: string): ListingTicket {
     const t = newTicket(dir);
-    let set = this.listings.get(dir);
-    if (!set) this.listings.set(dir, (set = new Set()));
-    set.add(t);
+    this.listings.add(dir, t);
     return t;
   }
 
   /** The listing was applied or failed (idempotent). */
   endListing(t: ListingTicket): void {
-    const set = this.listings.get(t.dir);
-    if (!set?.delete(t)) return;
-    if (set.size === 0) this.listings.delete(t.dir);
+    this.listings.remove(t.dir, t);
   }
 
   /** Every path at or below `path`. */

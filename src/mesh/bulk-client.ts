@@ -55,6 +55,12 @@ export class LaneUploadBroken extends LaneUnavailable {
   }
 }
 
+/** What an upload that broke had not confirmed, then what it had not taken yet: for the next try. */
+export async function* unsentThenRest(broken: LaneUploadBroken, rest: AsyncIterator<UploadChunk>): AsyncGenerator<UploadChunk> {
+  yield* broken.unsent;
+  yield* { [Symbol.asyncIterator]: () => rest };
+}
+
 /** A chunk to upload: its bytes and where it goes (see UploadMeta). */
 export interface UploadChunk extends Partial<Omit<UploadMeta, 'hash'>> {
   hash: Buffer;
@@ -193,11 +199,7 @@ export class BulkLane {
       // A kept connection the node closed meanwhile (nothing answered on it): a fresh one, once.
       if (!(err instanceof KeptConnectionGone)) throw err;
       for (const c of this.idle.splice(0)) c.destroy();
-      const again = (async function* () {
-        yield* err.unsent;
-        yield* { [Symbol.asyncIterator]: () => chunks };
-      })();
-      return await this.uploadOn(await this.acquire(deadline), again, deadline);
+      return await this.uploadOn(await this.acquire(deadline), unsentThenRest(err, chunks), deadline);
     }
   }
 

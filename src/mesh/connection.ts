@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, wire } from '../wire/proto.js';
 import { log } from '../log.js';
-import { BulkLane, hostPort, LaneUnavailable, LaneUploadBroken, type UploadChunk } from './bulk-client.js';
+import { BulkLane, hostPort, LaneUnavailable, LaneUploadBroken, unsentThenRest, type UploadChunk } from './bulk-client.js';
 import { MAX_CALL_BYTES, type LaneCall } from '../wire/bulk-lane.js';
 import type {
   NodeClient,
@@ -343,14 +343,10 @@ export class NodeConnection {
           throw err;
         }
         this.laneUnavailable(err);
-        if (!(err instanceof LaneUploadBroken)) return this.putChunksGrpc(it, Math.max(1, deadline - Date.now()));
-        // What the lane did not confirm goes again, then the rest.
-        const rest = (async function* () {
-          yield* err.unsent;
-          yield* it;
-        })();
-        const r = await this.putChunksGrpc(rest, Math.max(1, deadline - Date.now()));
-        return { stored: r.stored + err.stored, bytes: r.bytes + err.bytes };
+        // What the lane did not confirm goes again (when it broke on the way), then the rest.
+        const broken = err instanceof LaneUploadBroken ? err : undefined;
+        const r = await this.putChunksGrpc(broken ? unsentThenRest(broken, it) : it, Math.max(1, deadline - Date.now()));
+        return { stored: r.stored + (broken?.stored ?? 0), bytes: r.bytes + (broken?.bytes ?? 0) };
       }
     }
     return this.putChunksGrpc(chunks, deadlineMs);

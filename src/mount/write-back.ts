@@ -27,6 +27,7 @@ import { errnoOf, FsError, isUnimplemented } from '../wire/errors.js';
 import { chunksToWire } from '../wire/convert.js';
 import { log } from '../log.js';
 import { PathLocks } from '../util/path-locks.js';
+import { SetMap } from '../util/set-map.js';
 import { parentOf } from '../wire/rel-path.js';
 import { entryFromWire } from './vfs-entry.js';
 
@@ -137,7 +138,7 @@ export class WriteBack {
   /** Records not yet confirmed by a node, by sequence number. */
   private readonly pending = new Map<number, JournalEntry>();
   /** The same records by path (records never change path: a rename commits first). */
-  private readonly byPath = new Map<string, Set<JournalEntry>>();
+  private readonly byPath = new SetMap<string, JournalEntry>();
   /** Pending directories made through the mount (one per path at most: a second mkdir there fails EEXIST first). */
   private readonly mkdirs = new Map<string, JournalEntry>();
   /** Queued directories are made on the node one after another (the node makes them one at a time anyway). */
@@ -154,7 +155,7 @@ export class WriteBack {
   /** Digests of our own versions of a path whose commits may have landed unconfirmed (answer lost, then superseded). */
   private readonly mayHold = new Map<string, Buffer[]>();
   /** Closes under way, by path (see Closing). */
-  private readonly closings = new Map<string, Set<Closing>>();
+  private readonly closings = new SetMap<string, Closing>();
   private supersededListeners: ((seq: number, inheritedBaseSeq: number | undefined) => void)[] = [];
   /** Records queued by asynchronous closes, oldest first, until their commit starts. */
   private lingering: JournalEntry[] = [];
@@ -256,7 +257,9 @@ export class WriteBack {
    * every node is known to be down, none is asked: close() returns as soon
    * as the record is journaled, instead of waiting out a deadline.
    * Resolves with the committed digest, or the queued record's seq, or
-   * `removed` when the file was unlinked meanwhile (see Closing); rejects
+   * `removed` when the file was unlinked before anything was committed or
+   * queued (an unlink after that drops the record, or removes what landed;
+   * the caller sees `closing.removed`: see Closing); rejects
    * with the node's errno when the node refused the write.
    */
   async closeFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, closing: Closing, opts: { direct: boolean; makeDurable: () => Promise<string> }): Promise<{ digest: Buffer } | { queued: number } | { removed: true }> {
@@ -295,24 +298,18 @@ export class WriteBack {
       return { queued: entry.seq };
     }
     const digest = await this.commitOrQueue(entry, true);
-    // (The unlink dropped the record while it waited for its turn.)
-    if (closing.removed) return { removed: true };
     return digest ? { digest } : { queued: entry.seq };
   }
 
   /** A close begins: see Closing. Ended by `endClose` whatever happens. */
   beginClose(path: string): Closing {
     const c: Closing = { path, removed: false };
-    let set = this.closings.get(path);
-    if (!set) this.closings.set(path, (set = new Set()));
-    set.add(c);
+    this.closings.add(path, c);
     return c;
   }
 
   endClose(c: Closing): void {
-    const set = this.closings.get(c.path);
-    set?.delete(c);
-    if (set?.size === 0) this.closings.delete(c.path);
+    this.closings.remove(c.path, c);
   }
 
   /** A close's content that will be committed nowhere: its record (if it was journaled) and dirty copy go. */
@@ -467,9 +464,7 @@ export class WriteBack {
   /** A record joins the pending ones; its bytes stay in memory while there is room for them. */
   private hold(e: JournalEntry): void {
     this.pending.set(e.seq, e);
-    let same = this.byPath.get(e.path);
-    if (!same) this.byPath.set(e.path, (same = new Set()));
-    same.add(e);
+    this.byPath.add(e.path, e);
     if (e.mkdir) this.mkdirs.set(e.path, e);
     if (!e.data) return;
     // Bytes stored in the record are its only content here: always held.
@@ -502,9 +497,7 @@ export class WriteBack {
     // A directory's attributes waiting for this file may go now, whoever committed it (fsync, a flush).
     if (!e.dirAttrs && this.lingering.length && this.byPath.has(parentOf(e.path))) queueMicrotask(() => this.pump());
     this.progress.delete(e.seq);
-    const same = this.byPath.get(e.path);
-    same?.delete(e);
-    if (same?.size === 0) this.byPath.delete(e.path);
+    this.byPath.remove(e.path, e);
     if (this.mkdirs.get(e.path) === e) this.mkdirs.delete(e.path);
     if (e.data) this.heldBytes -= e.data.length;
     e.data = undefined;

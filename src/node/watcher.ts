@@ -79,8 +79,8 @@ export class TreeWatcher {
     this.running = this.running.then(async () => {
       // Together, a group at a time: most events are the echo of this node's
       // own commits, each settled by an lstat that finds nothing new. One by
-      // one, those lstats took a sixth of the node's main thread while a
-      // mount created small files.
+      // one, those refreshes took about an eighth of the node's main thread
+      // while a mount created small files.
       for (let i = 0; i < paths.length && !this.closed; i += REFRESH_GROUP) {
         const group = paths.slice(i, i + REFRESH_GROUP);
         try {

@@ -510,7 +510,7 @@ export class WorkspaceIndex extends EventEmitter {
    * under a directory not indexed yet was outside every later walk of that
    * directory, and its removal went unnoticed.
    */
-  unindexedTop(rel: string): string {
+  private unindexedTop(rel: string): string {
     let top = rel;
     while (top !== '' && !this.entries.has(parentOf(top))) top = parentOf(top);
     return top;
