@@ -1,5 +1,5 @@
 import t from 'tap';
-import { writeFile } from 'node:fs/promises';
+import { open, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CutFinder, DEFAULT_CHUNKING } from '../src/content/chunker.js';
@@ -151,6 +151,36 @@ t.test('the hashing pool bounds concurrency and reports errors', async (t) => {
   const results = await Promise.all(jobs);
   for (const [i, r] of results.entries()) t.ok(r.manifest.digest.equals(chunkBuffer(prng(300_000 + i, i + 1), DEFAULT_CHUNKING).digest));
   await t.rejects(pool.hash(join(dir, 'missing')), { code: 'ENOENT' });
+});
+
+t.test('a file written while it is hashed is recorded so that the next look hashes it again', async (t) => {
+  const dir = await tempDir(t);
+  const pool = new HashPool(1, DEFAULT_CHUNKING, 64 * 1024);
+  t.teardown(() => pool.close());
+  const path = join(dir, 'growing');
+  const fh = await open(path, 'w');
+  let writing = true;
+  const line = Buffer.alloc(256, 'x');
+  const writer = (async () => {
+    while (writing) await fh.write(line);
+  })();
+  const results = [];
+  try {
+    for (let i = 0; i < 20; i++) results.push(await pool.hash(path));
+  } finally {
+    writing = false;
+    await writer;
+    await fh.close();
+  }
+  const unstable = results.filter((r) => !r.stable);
+  t.ok(unstable.length > 0, `the file moved under some hashes (${unstable.length} of ${results.length})`);
+  // The tuple recorded must not match the file once its writer is done: an index comparing the two hashes it again.
+  const now = await stat(path, { bigint: true });
+  t.same(
+    unstable.filter((r) => r.attr.size !== r.manifest.size || BigInt(r.attr.size) === now.size),
+    [],
+    'each records the size it hashed, not the size the file has',
+  );
 });
 
 t.test('codec round-trips numbers, bytes, strings and attributes', async (t) => {

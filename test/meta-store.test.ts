@@ -111,3 +111,32 @@ t.test("what only this mount shows: a node's listing leaves it; the node's inode
   await meta.putMany([['q', dir(78)]]);
   t.equal(meta.get('q')!.attr.ino, 78, 'a directory made at that path after a removal shows its own number');
 });
+
+t.test('a listing reports what it changed in what the mount shows (the kernel must drop those), and a first listing nothing new', async (t) => {
+  const base = await tempDir(t);
+  const store = await Store.open(join(base, 'db'));
+  t.teardown(() => store.close());
+  const meta = new MetaStore(store, 'ws');
+  await meta.put('', dir(1));
+  const first = await meta.putListing('d', dir(2), [
+    { name: 'same', entry: file(1, 3, 1) },
+    { name: 'edited', entry: file(1, 4, 1) },
+    { name: 'gone', entry: file(1, 5, 1) },
+  ]);
+  t.same(first, [], 'a first listing: nothing shown before it');
+  // Unchanged while listed: the same listing again changes nothing.
+  t.same(await meta.putListing('d', dir(2), [{ name: 'same', entry: file(1, 3, 1) }, { name: 'edited', entry: file(1, 4, 1) }, { name: 'gone', entry: file(1, 5, 1) }]), [], 'the same listing: no change');
+
+  // A RESET: listed again, with one file edited, one removed, one new, and one replaced by another file.
+  await meta.invalidateListings();
+  const changes = await meta.putListing('d', dir(2), [
+    { name: 'same', entry: file(1, 3, 1) },
+    { name: 'edited', entry: file(9, 4, 2) },
+    { name: 'new', entry: file(1, 6, 1) },
+  ]);
+  const byPath = Object.fromEntries(changes.map((c) => [c.path, c.what]));
+  t.same(byPath, { 'd/edited': 'attrs', 'd/gone': 'entry', 'd/new': 'entry' }, 'the edit, the removal and the new name; not the unchanged file');
+  await meta.invalidateListings();
+  const replaced = await meta.putListing('d', dir(2), [{ name: 'same', entry: file(1, 7, 1) }, { name: 'edited', entry: file(9, 4, 2) }, { name: 'new', entry: file(1, 6, 1) }]);
+  t.same(replaced, [{ path: 'd/same', what: 'entry' }], 'a name that leads to another file now is a new entry');
+});

@@ -581,6 +581,47 @@ t.test('node agent', async (t) => {
     t.equal(Number((await conn.stat('fresh/new.txt')).attr!.size), 3, 'and indexed with its size');
   });
 
+  t.test('files made in a new directory while the node starts to watch it are all indexed', async (t) => {
+    // A steady stream of files into new directories: some land after the
+    // node's walk of a directory and before its watch of it exists (a node
+    // serving a replica meets this with every directory the other node
+    // makes). Such a file has no event of its own; once the directory's
+    // times were refreshed after it, no listing looked again either.
+    const dirs = Array.from({ length: 6 }, (_, i) => `stream/d${i}`);
+    await mkdir(join(root, 'stream'));
+    for (const d of dirs) {
+      await mkdir(join(root, d));
+      const until = Date.now() + 150;
+      for (let i = 0; Date.now() < until; i++) {
+        await writeFile(join(root, d, `f${i}`), `${d} ${i}`);
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    }
+    const missing = async (): Promise<string[]> => {
+      const out: string[] = [];
+      for (const d of dirs) {
+        const listed = new Set((await conn.listDir(d)).entries.map((e) => e.name));
+        for (const n of await readdir(join(root, d))) if (!listed.has(n)) out.push(`${d}/${n}`);
+      }
+      return out;
+    };
+    await waitFor('every file listed', async () => (await missing()).length === 0, 10_000).catch(() => undefined);
+    t.same(await missing(), [], 'every file on disk is listed by the node');
+    // And indexed as it ended (the restart below counts what it has to hash again).
+    const stale = async (): Promise<string[]> => {
+      const out: string[] = [];
+      for (const d of dirs) {
+        for (const n of await readdir(join(root, d))) {
+          const want = chunkBuffer(await readFile(join(root, d, n)), DEFAULT_CHUNKING).digest;
+          if (!(await conn.stat(`${d}/${n}`)).digest.equals(want)) out.push(`${d}/${n}`);
+        }
+      }
+      return out;
+    };
+    await waitFor('every file indexed with its content', async () => (await stale()).length === 0, 10_000).catch(() => undefined);
+    t.same(await stale(), [], 'with its digest');
+  });
+
   await t.test('restart: nothing re-hashed, generation and changes persist', async (t) => {
     const h = await conn.handshake();
     conn.close();

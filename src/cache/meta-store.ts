@@ -4,7 +4,7 @@
 // it persists in RocksDB so a remount serves the known tree at once, even
 // with every node down; all of it is held in memory too, because a FUSE
 // getattr/lookup must not wait ~30 µs for a database read.
-import { isDir, isLnk, isReg, readAttr, sameAttr, writeAttr, type Attr } from '../content/attr.js';
+import { isDir, isLnk, isReg, readAttr, S_IFMT, sameAttr, writeAttr, type Attr } from '../content/attr.js';
 import { HASH_BYTES, readChunkList, writeChunkList, type ChunkRef } from '../content/manifest.js';
 import { Reader, Writer } from '../store/codec.js';
 import { key, prefix, type Batch, type Store } from '../store/db.js';
@@ -26,6 +26,17 @@ export interface MetaEntry {
 export function sameEntry(a: MetaEntry, b: MetaEntry): boolean {
   if (!sameAttr(a.attr, b.attr) || a.target !== b.target || (b.chunks && !a.chunks)) return false;
   return a.digest && b.digest ? a.digest.equals(b.digest) : !a.digest && !b.digest;
+}
+
+/** The same file or directory (its attributes or content may differ): the name still leads to it. */
+export function sameInode(a: MetaEntry, b: MetaEntry): boolean {
+  return a.attr.ino === b.attr.ino && (a.attr.mode & S_IFMT) === (b.attr.mode & S_IFMT);
+}
+
+/** A path whose shown state a listing changed, as the change feed reports one. */
+export interface ListingChange {
+  path: string;
+  what: 'attrs' | 'entry';
 }
 
 /**
@@ -121,6 +132,8 @@ export class MetaStore {
   private readonly ownCommits = new Map<string, { endpoint: string; generation: number }>();
   /** Listings under way, by directory. */
   private readonly listings = new SetMap<string, ListingTicket>();
+  /** Directories listed before a RESET dropped their marks, until listed again (see putListing). */
+  private readonly relisting = new Set<string>();
   /** Paths shown from memory only (putVolatile): their last persisted state stays on disk. */
   private readonly volatile = new Set<string>();
   /** Volatile entries shown over an entry the node had (a newer version of ours, still queued). */
@@ -207,6 +220,7 @@ export class MetaStore {
     else if (!e) {
       this.keptIno.delete(path);
       this.shadowed.delete(path);
+      this.relisting.delete(path);
     }
     const prev = this.entries.get(path);
     if (this.listings.size) this.noteChange(path, prev, e);
@@ -401,15 +415,24 @@ export class MetaStore {
    * Children that changed here since it was asked for keep their newer
    * state; a directory removed or replaced meanwhile takes nothing from it.
    */
-  async putListing(dir: string, dirEntry: MetaEntry, children: { name: string; entry: MetaEntry }[], asked?: ListingTicket): Promise<void> {
+  async putListing(dir: string, dirEntry: MetaEntry, children: { name: string; entry: MetaEntry }[], asked?: ListingTicket): Promise<ListingChange[]> {
     const ticket = asked ?? newTicket(dir);
     this.endListing(ticket);
     const now = this.entries.get(dir);
-    if (ticket.self && (!now || !isDir(now.attr.mode) || now.attr.ino !== this.shown(dir, dirEntry).attr.ino)) return;
+    if (ticket.self && (!now || !isDir(now.attr.mode) || now.attr.ino !== this.shown(dir, dirEntry).attr.ino)) return [];
+    // A directory listed before (now listed again after a RESET) may have
+    // names the kernel was told do not exist: the new ones are changes too.
+    const relisted = this.relisting.delete(dir);
+    const shownBefore = relisted || !!now?.listed;
+    const out: ListingChange[] = [];
     const w = this.begin();
     const fresh = new Set(children.map((c) => c.name));
     // What only this mount shows (closed or made here, still queued) is not the node's to remove.
-    for (const name of this.childNames(dir)) if (!fresh.has(name) && !ticket.changed.has(name) && !this.volatile.has(joinRel(dir, name))) this.removeIn(w, joinRel(dir, name));
+    for (const name of this.childNames(dir)) {
+      if (fresh.has(name) || ticket.changed.has(name) || this.volatile.has(joinRel(dir, name))) continue;
+      this.removeIn(w, joinRel(dir, name));
+      out.push({ path: joinRel(dir, name), what: 'entry' });
+    }
     for (const { name, entry } of children) {
       if (ticket.changed.has(name)) continue;
       const path = joinRel(dir, name);
@@ -417,10 +440,14 @@ export class MetaStore {
       // Keep what we know below a directory that is still a directory.
       const keepListed = prev?.listed && isDir(prev.attr.mode) && isDir(entry.attr.mode);
       this.putIn(w, path, keepListed ? { ...entry, listed: true } : entry);
+      const e = this.entries.get(path)!;
+      if (prev ? !sameEntry(prev, e) : shownBefore) out.push({ path, what: prev && sameInode(prev, e) ? 'attrs' : 'entry' });
     }
     const listed = ticket.invalidated ? !!now?.listed : true;
+    if (!listed && shownBefore) this.relisting.add(dir); // listed again later, with the same care
     this.putIn(w, dir, { ...(ticket.self ? now! : dirEntry), listed });
     await this.commit(w);
+    return out;
   }
 
   /** One entry changed (null: removed). Its parent's listing stays complete. */
@@ -504,7 +531,11 @@ export class MetaStore {
     for (const set of this.listings.values()) for (const t of set) t.invalidated = true;
     const w = this.begin();
     // A directory only this mount has (made, not yet on a node) stays complete: no node knows more of it.
-    for (const [path, e] of this.entries) if (e.listed && !this.volatile.has(path)) this.putIn(w, path, { ...e, listed: false });
+    for (const [path, e] of this.entries) {
+      if (!e.listed || this.volatile.has(path)) continue;
+      this.putIn(w, path, { ...e, listed: false });
+      this.relisting.add(path);
+    }
     await this.commit(w);
   }
 

@@ -9,18 +9,35 @@ import { attrFromStats, isReg, sameTuple } from './attr.js';
 import type { HashJob, HashReply } from './hash-pool.js';
 
 let scratch: Buffer | undefined;
+/**
+ * Opens a file to hash without moving its access time: the node reading for
+ * its index is not an access anyone made. O_NOATIME is allowed only to the
+ * file's owner (or with CAP_FOWNER); other files are opened plainly.
+ */
+function openQuietly(path: string): number {
+  const flags = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
+  try {
+    return openSync(path, flags | C.O_NOATIME);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+    return openSync(path, flags);
+  }
+}
 
 function hashOnce(job: HashJob): HashReply {
   const before = attrFromStats(lstatSync(job.path, { bigint: true }));
   if (!isReg(before.mode)) return { id: job.id, error: { code: 'EINVAL', message: 'not a regular file' } };
-  const fd = openSync(job.path, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+  const fd = openQuietly(job.path);
   try {
     const opened = attrFromStats(fstatSync(fd, { bigint: true }));
     if (!scratch) scratch = Buffer.allocUnsafe(3 * job.params.max);
     const manifest = chunkFd(fd, job.params, job.readSize, scratch);
     const after = attrFromStats(fstatSync(fd, { bigint: true }));
     const stable = sameTuple(before, opened) && sameTuple(opened, after) && manifest.size === after.size;
-    return { id: job.id, manifest, attr: after, stable };
+    // Written while it was read: the tuple recorded must not match the disk,
+    // or no later look would hash it again. The size that was hashed, with the
+    // times from before, says what the digest describes.
+    return { id: job.id, manifest, attr: stable ? after : { ...before, size: manifest.size }, stable };
   } finally {
     closeSync(fd);
   }

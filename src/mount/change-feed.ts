@@ -4,8 +4,8 @@
 // gone, other epoch, first mount) re-lists every directory known so far, in
 // the background, while the cached tree keeps serving.
 import pLimit from 'p-limit';
-import { isDir, S_IFMT } from '../content/attr.js';
-import { sameEntry, type MetaEntry, type MetaStore } from '../cache/meta-store.js';
+import { isDir } from '../content/attr.js';
+import { sameEntry, sameInode, type MetaEntry, type MetaStore } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import type { WChangeEventOut } from '../wire/types.js';
 import { parentOf } from '../wire/rel-path.js';
@@ -136,8 +136,7 @@ export class ChangeFeed {
           // The same file or directory with new attributes or content keeps its name: a
           // directory's entry must not be dropped for that (a process inside it would lose
           // its working directory).
-          const sameInode = known && known.attr.ino === entry.attr.ino && (known.attr.mode & S_IFMT) === (entry.attr.mode & S_IFMT);
-          this.changed(e, sameInode ? 'attrs' : 'entry');
+          this.changed(e, known && sameInode(known, entry) ? 'attrs' : 'entry');
           break;
         }
         this.changed(e, 'entry');

@@ -136,7 +136,10 @@ export class Mount {
       const driver: Driver = config.driver === 'native' ? new NativeDriver(vfs, { ...driverOpts, chunkDir: chunkStore.dir, copies }) : new FuseNativeDriver(vfs, driverOpts);
       m.driver = driver;
       m.copies = copies;
-      if (driver.invalidate) feed.onChange((p, what) => driver.invalidate!(p, what));
+      if (driver.invalidate) {
+        feed.onChange((p, what) => driver.invalidate!(p, what));
+        vfs.onListed((c) => driver.invalidate!(c.path, c.what));
+      }
       await driver.mount();
       log.info(
         { mountpoint: resolve(config.mountpoint), endpoints: config.endpoints, workspace: config.workspace, cacheDir: config.cacheDir, driver: m.driver.name, offline: m.offline, knownEntries: meta.size, cachedChunks: chunkStore.stats().chunks },

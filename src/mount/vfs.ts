@@ -9,7 +9,7 @@ import { stat } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { attrFromStats, isDir, isLnk, isReg, S_IFDIR, S_IFREG, toTimespec, type Attr } from '../content/attr.js';
 import type { ChunkRef } from '../content/manifest.js';
-import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
+import type { ListingChange, MetaEntry, MetaStore } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import { attrFromWire, chunksFromWire } from '../wire/convert.js';
 import { errnoOf, FsError } from '../wire/errors.js';
@@ -94,6 +94,7 @@ export class Vfs {
   private readonly openingWrite = new Map<string, Promise<DirtyFile>>();
   private nextFh = 1;
   private followListener: ((fh: number) => void) | undefined;
+  private listedListener: ((change: ListingChange) => void) | undefined;
 
   constructor(
     readonly meta: MetaStore,
@@ -144,13 +145,14 @@ export class Vfs {
             .map((name) => joinRel(dir, name))
             .filter((path) => this.writeBack.pendingFor(path))
             .map((path) => [path, this.meta.get(path)!] as const);
-          await this.meta.putListing(
+          const changes = await this.meta.putListing(
             dir,
             entryFromWire(r.dir!),
             r.entries.map((e) => ({ name: e.name, entry: entryFromWire(e) })),
             ticket,
           );
           for (const [path, shown] of queued) this.meta.putVolatile(path, shown);
+          for (const c of changes) this.listedListener?.(c);
         })
         .finally(() => {
           this.meta.endListing(ticket);
@@ -444,6 +446,15 @@ export class Vfs {
   /** Told of each read handle that starts reading through a dirty copy (a driver's own read path for it must stop). */
   onFollow(fn: (fh: number) => void): void {
     this.followListener = fn;
+  }
+
+  /**
+   * Told of what a listing from a node changed in what the mount shows (a
+   * file gone, or new, while the feed was cut off): kernel caches filled
+   * from the older state must drop it, as for a change the feed reports.
+   */
+  onListed(fn: (change: ListingChange) => void): void {
+    this.listedListener = fn;
   }
 
   /** A file open for writing: the VFS knows it by its path, and its big front-to-back writes travel ahead of the close. */

@@ -15,6 +15,8 @@ const REFRESH_GROUP = 256;
 export class TreeWatcher {
   private readonly watchers = new Map<string, FSWatcher>();
   private readonly pending = new Set<string>();
+  /** Directories watched since the last flush: compared with the disk, every child, once the watch exists. */
+  private readonly rescan = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
   private limitWarned = false;
@@ -23,8 +25,7 @@ export class TreeWatcher {
     if (c.entry && isDir(c.entry.attr.mode)) {
       if (!this.watchers.has(c.path)) {
         this.watch(c.path);
-        // Entries created before the watch existed would go unnoticed.
-        this.queue(c.path);
+        this.queueRescan(c.path);
       }
     } else if (!c.entry) this.unwatch(c.path);
   };
@@ -35,7 +36,11 @@ export class TreeWatcher {
   ) {}
 
   start(): void {
-    for (const [path, e] of this.index.entries) if (isDir(e.attr.mode)) this.watch(path);
+    for (const [path, e] of this.index.entries) {
+      if (!isDir(e.attr.mode)) continue;
+      this.watch(path);
+      this.queueRescan(path); // what changed between the index's walk and this watch
+    }
     this.index.on('change', this.onChange);
   }
 
@@ -69,13 +74,29 @@ export class TreeWatcher {
   private queue(rel: string): void {
     this.pending.add(rel);
     if (rel !== '') this.pending.add(parentOf(rel));
+    this.schedule();
+  }
+
+  /**
+   * A directory's walk and its watch are not one step: a file made or
+   * written between them has no event of its own, and once the directory's
+   * times were refreshed after it, a listing's check would miss it too.
+   */
+  private queueRescan(dir: string): void {
+    this.rescan.add(dir);
+    this.schedule();
+  }
+
+  private schedule(): void {
     if (!this.timer) this.timer = setTimeout(() => this.flush(), this.debounceMs);
   }
 
   private flush(): void {
     this.timer = undefined;
     const paths = [...this.pending].sort((a, b) => a.length - b.length);
+    const dirs = [...this.rescan];
     this.pending.clear();
+    this.rescan.clear();
     this.running = this.running.then(async () => {
       // Together, a group at a time: most events are the echo of this node's
       // own commits, each settled by an lstat that finds nothing new. One by
@@ -92,6 +113,10 @@ export class TreeWatcher {
             await this.index.refresh(p).catch((err: Error) => log.warn({ workspace: this.index.id, path: p, err: err.message }, 'cannot refresh path after a change'));
           }
         }
+      }
+      for (const d of dirs) {
+        if (this.closed) return;
+        await this.index.recheck(d, 'all').catch((err: Error) => log.warn({ workspace: this.index.id, path: d, err: err.message }, 'cannot compare a directory with the disk'));
       }
     });
   }

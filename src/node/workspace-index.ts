@@ -21,6 +21,9 @@ import { baseName, Confinement, joinRel, parentOf } from './paths.js';
 /** Name prefix of the node's own temp files (commits in progress). Never indexed. */
 export const TEMP_PREFIX = '.ghostfs-tmp-';
 
+/** Paths a recheck of a directory lstats side by side. */
+const RECHECK_GROUP = 256;
+
 export interface Change {
   generation: number;
   path: string;
@@ -304,12 +307,25 @@ export class WorkspaceIndex extends EventEmitter {
     const prev = this.entries.get(dir);
     const attr = await lstat(this.paths.abs(dir), { bigint: true }).then(attrFromStats, () => undefined);
     if (!prev || !attr || !isDir(prev.attr.mode) || sameAttr(prev.attr, attr)) return;
+    await this.recheck(dir, 'names');
+  }
+
+  /**
+   * Compares an indexed directory with the disk, for what no event reports:
+   * one readdir, then the directory and the names that differ are refreshed
+   * ('names'), or every child ('all': a file written before the directory's
+   * watch existed keeps its name, and its new content has no event either).
+   */
+  async recheck(dir: string, what: 'names' | 'all'): Promise<void> {
+    if (!isDir(this.entries.get(dir)?.attr.mode ?? 0)) return;
     const names = await readdir(this.paths.abs(dir)).catch(() => undefined);
     if (!names) return;
     const onDisk = new Set(names.filter((n) => !n.startsWith(TEMP_PREFIX) && !this.isExcluded(join(this.paths.abs(dir), n))));
     const known = this.children.get(dir) ?? new Set<string>();
-    const changed = [...[...onDisk].filter((n) => !known.has(n)), ...[...known].filter((n) => !onDisk.has(n))].map((n) => joinRel(dir, n));
-    await this.refreshAll([dir, ...changed]);
+    const gone = [...known].filter((n) => !onDisk.has(n));
+    const look = [...(what === 'all' ? onDisk : [...onDisk].filter((n) => !known.has(n))), ...gone].map((n) => joinRel(dir, n));
+    await this.refreshAll([dir, ...look.slice(0, RECHECK_GROUP)]);
+    for (let i = RECHECK_GROUP; i < look.length; i += RECHECK_GROUP) await this.refreshAll(look.slice(i, i + RECHECK_GROUP));
   }
 
   locateChunk(hash: Buffer): ChunkLocation | undefined {

@@ -2,7 +2,7 @@
 // mount, driven by child processes, checked on the node's own disk.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, writeFile, stat, lstat, readdir, readlink } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile, stat, lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -437,6 +437,33 @@ t.test('a change feed running behind does not bring back an older state of a fil
   proxy.releaseWatch();
   await waitFor('the mount to apply the rest', async () => (await feedGeneration()) >= last);
   t.equal((await run('cat', [f])).stdout, v2, 'still so once every event is applied');
+  await m.stop();
+});
+
+t.test('what a listing after a RESET finds changed reaches the kernel at once', async (t) => {
+  const { src, mnt, proxy, m } = await relayedMount(t, { 'gone.txt': 'removed on the node\n', 'kept.txt': 'kept\n' });
+  // The kernel learns the directory, both names, and that new.txt does not exist.
+  t.equal((await run('ls', [mnt])).stdout, 'gone.txt\nkept.txt\n', 'both files listed');
+  t.equal((await run('stat', [join(mnt, 'gone.txt')])).code, 0, 'gone.txt found');
+  t.not((await run('stat', [join(mnt, 'new.txt')])).code, 0, 'new.txt not found');
+
+  // Changed on the node while the mount hears nothing of it; then the node's
+  // history is gone (RESET): only the mount's listing of the root again can
+  // tell it, and the kernel has all of the above cached (30 s for the native driver).
+  proxy.holdWatch();
+  await rm(join(src, 'gone.txt'));
+  await writeFile(join(src, 'new.txt'), 'made on the node\n');
+  await waitFor('the node to announce both', async () => proxy.held.some((e) => e.path === 'gone.txt') && proxy.held.some((e) => e.path === 'new.txt'));
+  const revalidations = (): number => m.lines.filter((l) => l.msg === 'revalidated cached tree').length;
+  const before = revalidations();
+  proxy.injectReset();
+  await waitFor('the mount to list the root again', async () => revalidations() > before);
+  await new Promise((r) => setTimeout(r, 1200)); // past fuse-native's attribute timeout: it has no other way to drop them
+
+  t.equal((await run('ls', [mnt])).stdout, 'kept.txt\nnew.txt\n', 'the listing has the change');
+  t.not((await run('stat', [join(mnt, 'gone.txt')])).code, 0, 'the removed file is not found');
+  t.equal((await run('cat', [join(mnt, 'new.txt')])).stdout, 'made on the node\n', 'the new file is found and reads');
+  proxy.releaseWatch();
   await m.stop();
 });
 
