@@ -28,15 +28,25 @@ export function sameEntry(a: MetaEntry, b: MetaEntry): boolean {
   return a.digest && b.digest ? a.digest.equals(b.digest) : !a.digest && !b.digest;
 }
 
-/** The same file or directory (its attributes or content may differ): the name still leads to it. */
-export function sameInode(a: MetaEntry, b: MetaEntry): boolean {
-  return a.attr.ino === b.attr.ino && (a.attr.mode & S_IFMT) === (b.attr.mode & S_IFMT);
+/** What changed at a path: its attributes or content only ('attrs'), or what the name leads to ('entry'). */
+export type ChangeKind = 'attrs' | 'entry';
+
+/** A path whose shown state changed, for the kernel's caches. */
+export interface PathChange {
+  path: string;
+  what: ChangeKind;
 }
 
-/** A path whose shown state a listing changed, as the change feed reports one. */
-export interface ListingChange {
-  path: string;
-  what: 'attrs' | 'entry';
+/**
+ * How a path's change is told to the kernel. A directory that is still a
+ * directory keeps its entry whatever its inode number (each node reports
+ * its own disk's: a switch to another replica changes them all): dropping
+ * it would cut off the processes working inside it. A file keeps its entry
+ * while it is the same file.
+ */
+export function changeKind(prev: MetaEntry, next: MetaEntry): ChangeKind {
+  if ((prev.attr.mode & S_IFMT) !== (next.attr.mode & S_IFMT)) return 'entry';
+  return isDir(next.attr.mode) || prev.attr.ino === next.attr.ino ? 'attrs' : 'entry';
 }
 
 /**
@@ -220,8 +230,8 @@ export class MetaStore {
     else if (!e) {
       this.keptIno.delete(path);
       this.shadowed.delete(path);
-      this.relisting.delete(path);
     }
+    if (!e || !isDir(e.attr.mode)) this.relisting.delete(path);
     const prev = this.entries.get(path);
     if (this.listings.size) this.noteChange(path, prev, e);
     if (!e) {
@@ -414,8 +424,11 @@ export class MetaStore {
    * here, as for a directory just made): children not in it are gone.
    * Children that changed here since it was asked for keep their newer
    * state; a directory removed or replaced meanwhile takes nothing from it.
+   * Returns what it changed in what the mount shows: removed and changed
+   * children, and new ones in a directory listed before (the kernel may
+   * hold that they do not exist).
    */
-  async putListing(dir: string, dirEntry: MetaEntry, children: { name: string; entry: MetaEntry }[], asked?: ListingTicket): Promise<ListingChange[]> {
+  async putListing(dir: string, dirEntry: MetaEntry, children: { name: string; entry: MetaEntry }[], asked?: ListingTicket): Promise<PathChange[]> {
     const ticket = asked ?? newTicket(dir);
     this.endListing(ticket);
     const now = this.entries.get(dir);
@@ -424,7 +437,7 @@ export class MetaStore {
     // names the kernel was told do not exist: the new ones are changes too.
     const relisted = this.relisting.delete(dir);
     const shownBefore = relisted || !!now?.listed;
-    const out: ListingChange[] = [];
+    const out: PathChange[] = [];
     const w = this.begin();
     const fresh = new Set(children.map((c) => c.name));
     // What only this mount shows (closed or made here, still queued) is not the node's to remove.
@@ -441,11 +454,13 @@ export class MetaStore {
       const keepListed = prev?.listed && isDir(prev.attr.mode) && isDir(entry.attr.mode);
       this.putIn(w, path, keepListed ? { ...entry, listed: true } : entry);
       const e = this.entries.get(path)!;
-      if (prev ? !sameEntry(prev, e) : shownBefore) out.push({ path, what: prev && sameInode(prev, e) ? 'attrs' : 'entry' });
+      if (prev ? !sameEntry(prev, e) : shownBefore) out.push({ path, what: prev ? changeKind(prev, e) : 'entry' });
     }
     const listed = ticket.invalidated ? !!now?.listed : true;
     if (!listed && shownBefore) this.relisting.add(dir); // listed again later, with the same care
-    this.putIn(w, dir, { ...(ticket.self ? now! : dirEntry), listed });
+    const self = ticket.self ? now! : this.shown(dir, dirEntry);
+    if (now && !sameEntry(now, self)) out.push({ path: dir, what: changeKind(now, self) });
+    this.putIn(w, dir, { ...self, listed });
     await this.commit(w);
     return out;
   }

@@ -35,9 +35,9 @@ function hashOnce(job: HashJob): HashReply {
     const after = attrFromStats(fstatSync(fd, { bigint: true }));
     const stable = sameTuple(before, opened) && sameTuple(opened, after) && manifest.size === after.size;
     // Written while it was read: the tuple recorded must not match the disk,
-    // or no later look would hash it again. The size that was hashed, with the
-    // times from before, says what the digest describes.
-    return { id: job.id, manifest, attr: stable ? after : { ...before, size: manifest.size }, stable };
+    // or no later look would hash it again. The file that was opened, with
+    // the size that was hashed, is what the digest describes.
+    return { id: job.id, manifest, attr: stable ? after : { ...opened, size: manifest.size }, stable };
   } finally {
     closeSync(fd);
   }

@@ -5,7 +5,7 @@
 // the background, while the cached tree keeps serving.
 import pLimit from 'p-limit';
 import { isDir } from '../content/attr.js';
-import { sameEntry, sameInode, type MetaEntry, type MetaStore } from '../cache/meta-store.js';
+import { changeKind, sameEntry, type ChangeKind, type MetaEntry, type MetaStore } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import type { WChangeEventOut } from '../wire/types.js';
 import { parentOf } from '../wire/rel-path.js';
@@ -13,9 +13,6 @@ import { errnoOf } from '../wire/errors.js';
 import { log } from '../log.js';
 import type { Vfs } from './vfs.js';
 import { entryFromWire } from './vfs-entry.js';
-
-/** What changed at a path: its attributes or content only ('attrs'), or what the name points to ('entry'). */
-export type ChangeKind = 'attrs' | 'entry';
 
 /** What the feed needs to know of this mount's own write-backs. */
 export interface OwnWrites {
@@ -133,10 +130,7 @@ export class ChangeFeed {
           // The echo of this mount's own commit or mutation is in the store already (the kernel may
           // still hold what it was told while the file was written: it hears of the change all the same).
           if (!known || !sameEntry(known, entry)) await this.meta.put(e.path, entry);
-          // The same file or directory with new attributes or content keeps its name: a
-          // directory's entry must not be dropped for that (a process inside it would lose
-          // its working directory).
-          this.changed(e, known && sameInode(known, entry) ? 'attrs' : 'entry');
+          this.changed(e, known ? changeKind(known, entry) : 'entry');
           break;
         }
         this.changed(e, 'entry');

@@ -137,8 +137,8 @@ export class Mount {
       m.driver = driver;
       m.copies = copies;
       if (driver.invalidate) {
-        feed.onChange((p, what) => driver.invalidate!(p, what));
-        vfs.onListed((c) => driver.invalidate!(c.path, c.what));
+        feed.onChange((path, what) => driver.invalidate!([{ path, what }]));
+        vfs.onListed((changes) => driver.invalidate!(changes));
       }
       await driver.mount();
       log.info(

@@ -9,7 +9,7 @@ import { stat } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { attrFromStats, isDir, isLnk, isReg, S_IFDIR, S_IFREG, toTimespec, type Attr } from '../content/attr.js';
 import type { ChunkRef } from '../content/manifest.js';
-import type { ListingChange, MetaEntry, MetaStore } from '../cache/meta-store.js';
+import type { MetaEntry, MetaStore, PathChange } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import { attrFromWire, chunksFromWire } from '../wire/convert.js';
 import { errnoOf, FsError } from '../wire/errors.js';
@@ -94,7 +94,7 @@ export class Vfs {
   private readonly openingWrite = new Map<string, Promise<DirtyFile>>();
   private nextFh = 1;
   private followListener: ((fh: number) => void) | undefined;
-  private listedListener: ((change: ListingChange) => void) | undefined;
+  private listedListener: ((changes: PathChange[]) => void) | undefined;
 
   constructor(
     readonly meta: MetaStore,
@@ -152,7 +152,10 @@ export class Vfs {
             ticket,
           );
           for (const [path, shown] of queued) this.meta.putVolatile(path, shown);
-          for (const c of changes) this.listedListener?.(c);
+          // (What stays shown as it was is no change for the kernel.)
+          const kept = new Set(queued.map(([path]) => path));
+          const told = kept.size ? changes.filter((c) => !kept.has(c.path)) : changes;
+          if (told.length) this.listedListener?.(told);
         })
         .finally(() => {
           this.meta.endListing(ticket);
@@ -453,7 +456,7 @@ export class Vfs {
    * file gone, or new, while the feed was cut off): kernel caches filled
    * from the older state must drop it, as for a change the feed reports.
    */
-  onListed(fn: (change: ListingChange) => void): void {
+  onListed(fn: (changes: PathChange[]) => void): void {
     this.listedListener = fn;
   }
 

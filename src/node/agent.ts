@@ -104,7 +104,16 @@ export class NodeAgent {
     const chunks = new ChunkSource(index, join(this.config.stateDir, 'staging', encodeURIComponent(id)));
     await chunks.init();
     await chunks.collect(this.config.tempTtlMs);
-    const s = await index.scan();
+    // Watching before the scan: a change made after the scan looked at a path has an event.
+    const watcher = this.config.watch ? new TreeWatcher(index) : undefined;
+    watcher?.start();
+    let s: ScanStats;
+    try {
+      s = await index.scan();
+    } catch (err) {
+      watcher?.close();
+      throw err;
+    }
     log.info(
       {
         workspace: id,
@@ -122,11 +131,7 @@ export class NodeAgent {
       },
       'workspace indexed',
     );
-    const ws: Workspace = { id, root, index, chunks, params: this.config.chunking };
-    if (this.config.watch) {
-      ws.watcher = new TreeWatcher(index);
-      ws.watcher.start();
-    }
+    const ws: Workspace = { id, root, index, chunks, params: this.config.chunking, watcher };
     this.workspaces.set(id, ws);
   }
 

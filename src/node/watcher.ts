@@ -15,7 +15,7 @@ const REFRESH_GROUP = 256;
 export class TreeWatcher {
   private readonly watchers = new Map<string, FSWatcher>();
   private readonly pending = new Set<string>();
-  /** Directories watched since the last flush: compared with the disk, every child, once the watch exists. */
+  /** Directories watched since the last flush without a walk after it: their names are compared with the disk. */
   private readonly rescan = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
@@ -23,10 +23,11 @@ export class TreeWatcher {
   private closed = false;
   private readonly onChange = (c: Change): void => {
     if (c.entry && isDir(c.entry.attr.mode)) {
-      if (!this.watchers.has(c.path)) {
-        this.watch(c.path);
-        this.queueRescan(c.path);
-      }
+      // A directory indexed without a walk after its watch existed (one this
+      // node made, or moved): a file made in it before the watch has no
+      // event of its own, and once the directory's times were refreshed, a
+      // listing's check would miss it too. Walks watch before they read.
+      if (!this.watchers.has(c.path) && this.watch(c.path)) this.queueRescan(c.path);
     } else if (!c.entry) this.unwatch(c.path);
   };
 
@@ -35,12 +36,10 @@ export class TreeWatcher {
     private readonly debounceMs = 30,
   ) {}
 
+  /** Watches the directories indexed so far and every one a walk reads from now on: start it before the index's scan. */
   start(): void {
-    for (const [path, e] of this.index.entries) {
-      if (!isDir(e.attr.mode)) continue;
-      this.watch(path);
-      this.queueRescan(path); // what changed between the index's walk and this watch
-    }
+    for (const [path, e] of this.index.entries) if (isDir(e.attr.mode)) this.watch(path);
+    this.index.beforeList = (dir) => void this.watch(dir);
     this.index.on('change', this.onChange);
   }
 
@@ -48,8 +47,10 @@ export class TreeWatcher {
     return this.watchers.size;
   }
 
-  private watch(rel: string): void {
-    if (this.closed || this.watchers.has(rel)) return;
+  /** True when `rel` is watched from now on. */
+  private watch(rel: string): boolean {
+    if (this.closed) return false;
+    if (this.watchers.has(rel)) return true;
     try {
       const w = watch(this.index.paths.abs(rel), { persistent: false }, (_ev, name) => {
         if (name && String(name).startsWith(TEMP_PREFIX)) return;
@@ -57,12 +58,14 @@ export class TreeWatcher {
       });
       w.on('error', () => this.unwatch(rel));
       this.watchers.set(rel, w);
+      return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' && !this.limitWarned) {
         this.limitWarned = true;
         log.warn({ workspace: this.index.id, watches: this.watchers.size }, 'inotify watch limit reached (fs.inotify.max_user_watches); changes below unwatched directories are found by the periodic reconcile');
       }
+      return false;
     }
   }
 
@@ -77,11 +80,6 @@ export class TreeWatcher {
     this.schedule();
   }
 
-  /**
-   * A directory's walk and its watch are not one step: a file made or
-   * written between them has no event of its own, and once the directory's
-   * times were refreshed after it, a listing's check would miss it too.
-   */
   private queueRescan(dir: string): void {
     this.rescan.add(dir);
     this.schedule();
@@ -116,7 +114,7 @@ export class TreeWatcher {
       }
       for (const d of dirs) {
         if (this.closed) return;
-        await this.index.recheck(d, 'all').catch((err: Error) => log.warn({ workspace: this.index.id, path: d, err: err.message }, 'cannot compare a directory with the disk'));
+        await this.index.recheck(d).catch((err: Error) => log.warn({ workspace: this.index.id, path: d, err: err.message }, 'cannot compare a directory with the disk'));
       }
     });
   }
@@ -134,6 +132,7 @@ export class TreeWatcher {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.index.off('change', this.onChange);
+    this.index.beforeList = undefined;
     for (const w of this.watchers.values()) w.close();
     this.watchers.clear();
   }

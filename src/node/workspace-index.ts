@@ -4,9 +4,9 @@
 // requests are answered without a database read). Every change bumps the
 // workspace's generation and is logged, which is what `Watch` replays.
 import { EventEmitter } from 'node:events';
-import { lstat, readdir, readlink, unlink } from 'node:fs/promises';
+import { lstat, readdir, readlink, realpath, unlink } from 'node:fs/promises';
 import { lstatSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pLimit from 'p-limit';
 import { attrFromStats, isDir, isLnk, isReg, sameAttr, sameTuple, type Attr } from '../content/attr.js';
@@ -20,9 +20,6 @@ import { baseName, Confinement, joinRel, parentOf } from './paths.js';
 
 /** Name prefix of the node's own temp files (commits in progress). Never indexed. */
 export const TEMP_PREFIX = '.ghostfs-tmp-';
-
-/** Paths a recheck of a directory lstats side by side. */
-const RECHECK_GROUP = 256;
 
 export interface Change {
   generation: number;
@@ -78,6 +75,11 @@ export class WorkspaceIndex extends EventEmitter {
   /** Looks for unindexed paths under way, by the directory walked (see findUnindexed). */
   private readonly finding = new Map<string, Promise<void>>();
   private flushChain: Promise<void> = Promise.resolve();
+  /**
+   * Called with each directory a walk is about to read (the watcher watches
+   * it first: whatever changes there after the walk looked has an event).
+   */
+  beforeList: ((dir: string) => void) | undefined;
   readonly paths: Confinement;
   generation = 0;
   epoch = '';
@@ -307,25 +309,22 @@ export class WorkspaceIndex extends EventEmitter {
     const prev = this.entries.get(dir);
     const attr = await lstat(this.paths.abs(dir), { bigint: true }).then(attrFromStats, () => undefined);
     if (!prev || !attr || !isDir(prev.attr.mode) || sameAttr(prev.attr, attr)) return;
-    await this.recheck(dir, 'names');
+    await this.recheck(dir);
   }
 
   /**
-   * Compares an indexed directory with the disk, for what no event reports:
-   * one readdir, then the directory and the names that differ are refreshed
-   * ('names'), or every child ('all': a file written before the directory's
-   * watch existed keeps its name, and its new content has no event either).
+   * Compares an indexed directory's names with the disk (one readdir) and
+   * refreshes the directory and the names that differ: for what no event
+   * reports (see TreeWatcher.onChange).
    */
-  async recheck(dir: string, what: 'names' | 'all'): Promise<void> {
+  async recheck(dir: string): Promise<void> {
     if (!isDir(this.entries.get(dir)?.attr.mode ?? 0)) return;
     const names = await readdir(this.paths.abs(dir)).catch(() => undefined);
     if (!names) return;
     const onDisk = new Set(names.filter((n) => !n.startsWith(TEMP_PREFIX) && !this.isExcluded(join(this.paths.abs(dir), n))));
     const known = this.children.get(dir) ?? new Set<string>();
-    const gone = [...known].filter((n) => !onDisk.has(n));
-    const look = [...(what === 'all' ? onDisk : [...onDisk].filter((n) => !known.has(n))), ...gone].map((n) => joinRel(dir, n));
-    await this.refreshAll([dir, ...look.slice(0, RECHECK_GROUP)]);
-    for (let i = RECHECK_GROUP; i < look.length; i += RECHECK_GROUP) await this.refreshAll(look.slice(i, i + RECHECK_GROUP));
+    const changed = [...[...onDisk].filter((n) => !known.has(n)), ...[...known].filter((n) => !onDisk.has(n))].map((n) => joinRel(dir, n));
+    await this.refreshAll([dir, ...changed]);
   }
 
   locateChunk(hash: Buffer): ChunkLocation | undefined {
@@ -449,15 +448,29 @@ export class WorkspaceIndex extends EventEmitter {
       if (isDir(top.mode)) await visitDir(rel);
     }
     await Promise.all(hashing);
-    for (const path of this.subtree(rel)) {
-      if (!seen.has(path)) {
-        stats.removed++;
-        record(path, null);
-      }
-    }
+    // Not seen by the walk: gone, or made after the walk read its directory
+    // (and indexed meanwhile from the watcher's event): that one stays.
+    const unseen = this.subtree(rel).filter((path) => !seen.has(path));
+    const there = await Promise.all(unseen.map((path) => limit(() => this.madeSince(path))));
+    unseen.forEach((path, i) => {
+      if (there[i]) return;
+      stats.removed++;
+      record(path, null);
+    });
     await flush(true);
     stats.durationMs = Math.round(performance.now() - started);
     return stats;
+  }
+
+  /** Whether a path a walk did not see is on disk now, with no symlink on the way to it (a directory swapped for one leads elsewhere). */
+  private async madeSince(rel: string): Promise<boolean> {
+    const abs = this.paths.abs(rel);
+    try {
+      await lstat(abs);
+      return (await realpath(dirname(abs))) === dirname(abs);
+    } catch {
+      return false;
+    }
   }
 
   /**
@@ -471,6 +484,7 @@ export class WorkspaceIndex extends EventEmitter {
   private async listDir(dir: string, limit: ReturnType<typeof pLimit>): Promise<{ path: string; abs: string; attr: Attr }[]> {
     const out: { path: string; abs: string; attr: Attr }[] = [];
     const dirAbs = this.paths.abs(dir);
+    this.beforeList?.(dir);
     let names: string[];
     try {
       names = this.opts.syncWalk ? readdirSync(dirAbs) : await readdir(dirAbs);

@@ -1,7 +1,7 @@
 // The mount's read side end to end: a real node, a real FUSE mount, every
 // access made by child processes (sha256sum, find, ls, stat, git, cat).
 import t from 'tap';
-import { mkdir, writeFile, symlink, chmod, cp, open } from 'node:fs/promises';
+import { mkdir, writeFile, symlink, chmod, cp, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { NodeProc, tempDir } from '../helpers/node-proc.js';
@@ -253,5 +253,38 @@ t.test('a directory being read has its subdirectories listed ahead of the walker
   t.equal((await run('cat', [join(mnt, 'top/a/f'), join(mnt, 'top/b/f'), join(mnt, 'top/c/f')])).stdout, 'top/atop/btop/c', 'the walker finds them');
   t.equal((await run('ls', [join(mnt, 'top/a'), join(mnt, 'top/b'), join(mnt, 'top/c')])).code, 0);
   t.equal((await listings()) - ahead, 0, 'without asking the node for their listings again');
+  await m.stop();
+});
+
+t.test('a switch to a replica keeps the working directories of processes inside the mount', async (t) => {
+  // The replica is a copy: every inode number differs from the primary's,
+  // so the listings after the switch change every entry the mount shows.
+  const base = await tempDir(t);
+  const src = join(base, 'src');
+  await mkdir(join(src, 'w/inner'), { recursive: true });
+  await writeFile(join(src, 'w/inner/here.txt'), 'here\n');
+  await cp(src, join(base, 'src2'), { recursive: true, preserveTimestamps: true });
+  const node1 = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state1')]);
+  t.teardown(() => node1.stop('SIGKILL'));
+  const node2 = await NodeProc.start(['--root', join(base, 'src2'), '--state-dir', join(base, 'state2')]);
+  t.teardown(() => node2.stop('SIGKILL'));
+  const mnt = join(base, 'mnt');
+  const m = await MountProc.start(node1.endpoint, mnt, ['--cache-dir', join(base, 'cache'), '--replica', node2.endpoint, '--deadline', '2s']);
+  t.teardown(() => m.kill());
+  await waitFor('the change feed to answer', async () => (await m.status()).changeFeed.connected);
+  const dir = join(mnt, 'w/inner');
+  const ready = join(base, 'inside');
+  const go = join(base, 'go');
+  const inside = sh(`cd '${dir}' && cat here.txt > /dev/null && touch '${ready}' && while [ ! -e '${go}' ]; do sleep 0.05; done; /bin/pwd -P && cat here.txt`);
+  await waitFor('the shell to be inside', async () => (await stat(ready).then(() => true, () => false)));
+  const revalidations = (): number => m.lines.filter((l) => l.msg === 'revalidated cached tree').length;
+  const before = revalidations();
+  await node1.stop('SIGKILL');
+  await waitFor('the mount to list what it knows from the replica', async () => revalidations() > before);
+  await writeFile(go, '');
+  const r = await inside;
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, `${dir}\nhere\n`, 'getcwd() still answers, and a relative path still reads');
+  t.equal((await run('ls', [dir])).stdout, 'here.txt\n', 'the directory lists from the replica');
   await m.stop();
 });

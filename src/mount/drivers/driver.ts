@@ -4,14 +4,14 @@ import { constants } from 'node:os';
 import { errnoOf } from '../../wire/errors.js';
 import { log } from '../../log.js';
 import { fsOps, fsOpSeconds } from '../../admin/metrics.js';
-import type { ChangeKind } from '../change-feed.js';
+import type { PathChange } from '../../cache/meta-store.js';
 
 export interface Driver {
   readonly name: string;
   mount(): Promise<void>;
   unmount(): Promise<void>;
-  /** The node changed this path: drop what the kernel cached of it (drivers that can); 'attrs': its attributes or content only. */
-  invalidate?(path: string, what: ChangeKind): void;
+  /** These paths changed (on the node, or in a listing from it): drop what the kernel cached of them (drivers that can). */
+  invalidate?(changes: readonly PathChange[]): void;
   /** Driver counters for `status` (drivers that keep any). */
   stats?(): Record<string, unknown>;
 }

@@ -21,7 +21,7 @@ import { Passthrough } from './passthrough.js';
 import { NodeIds, ROOT_ID } from './node-ids.js';
 import { ATTR_LEN, NS, putAttr, Reply } from './native-reply.js';
 import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
-import type { ChangeKind } from '../change-feed.js';
+import type { PathChange } from '../../cache/meta-store.js';
 
 /** Directories whose listings are kept for readers that continue at an offset (see `readdir`). */
 const LISTINGS_KEPT = 256;
@@ -231,34 +231,39 @@ export class NativeDriver implements Driver {
     this.markExited();
   }
 
-  invalidate(path: string, what: ChangeKind): void {
+  invalidate(changes: readonly PathChange[]): void {
     const s = this.session;
     if (!s) return;
-    if (path === '') {
-      this.addon.invalInode(s, ROOT_ID);
-      return;
-    }
     // Readers of a file that changed read its new content through JS (the C fast path has the old chunk list).
     for (const fh of this.fast.keys()) if (this.vfs.behind(fh)) this.unregisterFast(fh); // (deleting the current key is safe)
-    // Only what the kernel was told about can be in its caches.
-    const parent = this.ids.lookupPath(parentOf(path));
-    if (parent === undefined) return;
-    const name = baseName(path);
-    const child = this.ids.find(parent, name);
-    if (child !== undefined && this.through?.stale(child, this.vfs.meta.get(path)?.digest)) {
-      // Passed through to other content: the name gets a new node (see passthrough.ts).
-      this.ids.removed(parent, name);
-      what = 'entry';
-    }
-    if (what === 'attrs') {
-      // The name still leads to the same inode: keep the entry (dropping a
-      // directory's would cut off processes working inside it).
+    /** Directories whose cached listings are dropped, once each. */
+    const listings = new Set<number>();
+    for (let { path, what } of changes) {
+      if (path === '') {
+        this.addon.invalInode(s, ROOT_ID);
+        continue;
+      }
+      // Only what the kernel was told about can be in its caches.
+      const parent = this.ids.lookupPath(parentOf(path));
+      if (parent === undefined) continue;
+      const name = baseName(path);
+      const child = this.ids.find(parent, name);
+      if (child !== undefined && this.through?.stale(child, this.vfs.meta.get(path)?.digest)) {
+        // Passed through to other content: the name gets a new node (see passthrough.ts).
+        this.ids.removed(parent, name);
+        what = 'entry';
+      }
+      if (what === 'attrs') {
+        // The name still leads to the same file or directory: keep the entry
+        // (dropping a directory's would cut off processes working inside it).
+        if (child !== undefined) this.addon.invalInode(s, child);
+        continue;
+      }
+      this.addon.invalEntry(s, parent, name); // also a name the kernel holds as missing
+      listings.add(parent); // its listing changed (its mtime may have told the kernel already, or not yet)
       if (child !== undefined) this.addon.invalInode(s, child);
-      return;
     }
-    this.addon.invalEntry(s, parent, name);
-    this.addon.invalListing(s, parent); // its listing changed (its mtime may have told the kernel already, or not yet)
-    if (child !== undefined) this.addon.invalInode(s, child);
+    for (const dir of listings) this.addon.invalListing(s, dir);
   }
 
   stats(): Record<string, unknown> {
