@@ -20,6 +20,8 @@
 //
 //   scripts/bench/write [--quick] [--drivers native,fuse-native] [--files 2000] [--big 256M] [--tree-files 28000] [--runs 1] [--json out.json] [--keep --dir DIR]
 import { Command, Option } from 'commander';
+import { control } from '../../src/admin/control-client.js';
+import { socketFor } from '../../src/admin/registry.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -27,7 +29,7 @@ import { loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { addStats, assertDriversBuilt, describeDrivers, type Driver, DRIVERS, fetchDriverStats, parseDrivers, type RequestStats, requestLines } from './lib/drivers.js';
-import { assertCliBuilt, CLI, ghostfsDirs, isMounted, lazyUnmount, type MountProc, mountState as describeMount, type NodeProc, spawnMount, spawnNode, stillMounted, stopAll, stopNodeProcess, terminateMount, waitMounted, waitServing } from './lib/ghostfs.js';
+import { assertCliBuilt, ghostfsDirs, isMounted, lazyUnmount, type MountProc, mountState as describeMount, type NodeProc, spawnMount, spawnNode, stillMounted, stopAll, stopNodeProcess, terminateMount, waitMounted, waitServing } from './lib/ghostfs.js';
 import { parseCount, parseSize } from './lib/options.js';
 import { firstLineOf, fmt, ghostfsSettings, machineInfo, MB, median, MiB, sizeLabel, table } from './lib/report.js';
 import { Aborted, type CmdOptions, type CmdResult, failed, issueAndNoteLines, logIssues, note, notes, once, progress, runCmd as runShell, session, sleep, teardownOnSignals } from './lib/session.js';
@@ -383,11 +385,19 @@ async function main(opts: Options): Promise<void> {
       } else (cleanupMs[where]![name.replace(/-\d+(\.bin)?$/, '')] ??= []).push(r.ms);
     };
 
-    /** With --write-back async a figure ends when `ghostfs sync` returns (the node has everything); $2 is the mount point. */
-    const untilOnNode = (where: Where): string => (where !== 'local' && opts.writeBack === 'async' ? ` && "${process.execPath}" "${CLI}" sync "$2" >/dev/null` : '');
-    const ghostfsSync = async (mnt: string): Promise<void> => {
-      const r = await runCmd(`"${process.execPath}" "${CLI}" sync "$1" >/dev/null`, dataDir, { timeoutMs: 10 * 60_000, args: [mnt] });
-      if (r.code !== 0) throw failed('ghostfs sync', r);
+    /**
+     * With --write-back async a figure ends when the node has everything: the
+     * mount's flush (what `ghostfs sync` asks for), asked over its control
+     * socket from here, as a process would not start in less than a few
+     * hundred milliseconds. Returns the milliseconds it took (0 otherwise).
+     */
+    const untilOnNode = async (where: Where): Promise<number> => {
+      if (where === 'local' || opts.writeBack !== 'async') return 0;
+      const t = performance.now();
+      const r = await control(socketFor(mnt), { op: 'flush', deadlineMs: 10 * 60_000 }, 11 * 60_000);
+      const pending = 'pending' in r ? (r.pending ?? 0) : 0;
+      if (!r.ok || pending > 0) throw new Error(`the mount's flush left ${pending} write-back(s) pending: ${JSON.stringify(r).slice(0, 300)}`);
+      return performance.now() - t;
     };
 
     /** Every run of the three workloads on local disk or through the mount of one driver. */
@@ -403,8 +413,8 @@ async function main(opts: Options): Promise<void> {
           latency[where]!.push({ p50: t.p50, p99: t.p99, max: t.max });
           let value = opts.files / (t.ms / 1000);
           if (where !== 'local' && opts.writeBack === 'async') {
-            // The files count once the node has them: until `ghostfs sync` returns.
-            await ghostfsSync(root);
+            // The files count once the node has them: until the mount's flush returns.
+            await untilOnNode(where);
             value = opts.files / ((performance.timeOrigin + performance.now() - t.startEpochMs) / 1000);
           }
           if (where === 'local') return { value };
@@ -428,13 +438,14 @@ async function main(opts: Options): Promise<void> {
         for (const [row, conv] of variants) {
           const name = `big-${run}.bin`;
           await sample(row, where, run, async (root, timed) => {
-            const r = await runCmd(`dd if=big.bin of="$1" bs=1M${conv}${untilOnNode(where)}`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, name), root] });
+            const r = await runCmd(`dd if=big.bin of="$1" bs=1M${conv}`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, name)] });
+            const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
             timed();
             if (r.code !== 0) throw failed('dd', r);
             // dd's own count, so a short write cannot pass for a fast one.
             const bytes = Number(/^(\d+) bytes/m.exec(r.stderr)?.[1] ?? NaN);
             if (bytes !== opts.big) throw new Error(`dd wrote ${bytes} bytes of ${opts.big}`);
-            const value = bytes / (r.ms / 1000) / MB;
+            const value = bytes / ((r.ms + flushMs) / 1000) / MB;
             if (where === 'local') return { value };
             const nodeCopy = join(srcDir, name);
             const sizeAtExit = existsSync(nodeCopy) ? statSync(nodeCopy).size : -1;
@@ -452,10 +463,11 @@ async function main(opts: Options): Promise<void> {
         // ---- 3. untar a source tree
         const treeName = `tree-${run}`;
         await sample(rows.untar, where, run, async (root, timed) => {
-          const r = await runCmd(`mkdir -- "$1" && tar -xf tree.tar -C "$1"${untilOnNode(where)}`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, treeName), root] });
+          const r = await runCmd(`mkdir -- "$1" && tar -xf tree.tar -C "$1"`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, treeName)] });
+          const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
           timed();
           if (r.code !== 0) throw failed('tar -x', r);
-          const value = r.ms / 1000;
+          const value = (r.ms + flushMs) / 1000;
           if (where === 'local') return { value };
           // The node's copy, right after tar exited, against the archive's list.
           const listOf = async (): Promise<string> => {
@@ -535,7 +547,7 @@ async function main(opts: Options): Promise<void> {
       `big:     ${sizeLabel(opts.big)} AES-CTR keystream (incompressible), read from the page cache; ${bigReused ? 'reused' : `generated in ${big.seconds.toFixed(1)} s`}`,
       `ghostfs: node and mount on loopback; ${drivers.length > 1 ? 'drivers one after the other, each with a node and a cache of its own on a fresh state: ' : 'driver '}${describeDrivers(drivers, mnt, [])}${ghostfsEnv.length ? `; ${ghostfsEnv.join(' ')}` : ''}`,
       opts.writeBack === 'async'
-        ? `         one mount per driver for all runs, --write-back async; a ghostfs figure ends when \`ghostfs sync\` returns after the writer, i.e. when the node has committed everything`
+        ? `         one mount per driver for all runs, --write-back async; a ghostfs figure ends when the mount's flush (\`ghostfs sync\`, asked over its control socket) returns after the writer, i.e. when the node has committed everything`
         : `         one mount per driver for all runs; a ghostfs figure ends when the writer exits, i.e. when its last close() returned after the node committed`,
       `local:   plain writes to the page cache (no fsync) unless the row says otherwise; measured first`,
       `load:    ${loadStart} at the start, ${loadEnd} at the end (1/5/15-min load averages)${othersStart.length || othersEnd.length ? `; other ghostfs processes/tests were running (${Math.max(othersStart.length, othersEnd.length)}): figures are noisy` : ''}`,
@@ -648,7 +660,7 @@ const program = new Command('write')
   .option('--json <file>', 'also write every sample and the checks as JSON')
   .option('--quick', 'a small smoke run: 200 files, 32M, a 2000-file tree (explicit flags win)', false)
   .option('--seed <n>', 'seed of the generated data', parseCount(0), 1)
-  .addOption(new Option('--write-back <mode>', 'the mounts\' --write-back: sync, or async (each figure then ends with `ghostfs sync`)').choices(['sync', 'async']).default('sync'));
+  .addOption(new Option('--write-back <mode>', 'the mounts\' --write-back: sync, or async (each figure then ends with the mount\'s flush, as `ghostfs sync`)').choices(['sync', 'async']).default('sync'));
 
 program.parse();
 const opts = program.opts<Options>();
