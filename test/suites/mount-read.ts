@@ -133,7 +133,7 @@ t.test('mount: read side', async (t) => {
     // file must show up there.
     const dir = join(mnt, 'a/b');
     const marker = join(src, 'a/b/appeared-on-node.txt');
-    const inside = sh(`cd '${dir}' && for i in $(seq 1 300); do [ -e appeared-on-node.txt ] && break; sleep 0.05; done; sleep 0.5; /bin/pwd -P && ls appeared-on-node.txt`);
+    const inside = sh(`cd '${dir}' && for i in $(seq 1 300); do [ -e appeared-on-node.txt ] && break; sleep 0.05; done; sleep 0.5; readlink /proc/self/cwd && ls appeared-on-node.txt`);
     await new Promise((r) => setTimeout(r, 300));
     await writeFile(marker, 'x\n');
     const r = await inside;
@@ -275,7 +275,7 @@ t.test('a switch to a replica keeps the working directories of processes inside 
   const dir = join(mnt, 'w/inner');
   const ready = join(base, 'inside');
   const go = join(base, 'go');
-  const inside = sh(`cd '${dir}' && cat here.txt > /dev/null && touch '${ready}' && while [ ! -e '${go}' ]; do sleep 0.05; done; /bin/pwd -P && cat here.txt`);
+  const inside = sh(`cd '${dir}' && cat here.txt > /dev/null && touch '${ready}' && while [ ! -e '${go}' ]; do sleep 0.05; done; readlink /proc/self/cwd && cat here.txt`);
   await waitFor('the shell to be inside', async () => (await stat(ready).then(() => true, () => false)));
   const revalidations = (): number => m.lines.filter((l) => l.msg === 'revalidated cached tree').length;
   const before = revalidations();
@@ -284,7 +284,8 @@ t.test('a switch to a replica keeps the working directories of processes inside 
   await writeFile(go, '');
   const r = await inside;
   t.equal(r.code, 0, r.stderr);
-  t.equal(r.stdout, `${dir}\nhere\n`, 'getcwd() still answers, and a relative path still reads');
+  // (The kernel's own name for the directory: coreutils' pwd would find its way up by ".." even from a dropped entry.)
+  t.equal(r.stdout, `${dir}\nhere\n`, 'the working directory still has its name, and a relative path still reads');
   t.equal((await run('ls', [dir])).stdout, 'here.txt\n', 'the directory lists from the replica');
   await m.stop();
 });
