@@ -572,10 +572,10 @@ export class WorkspaceIndex extends EventEmitter {
    * recorded in one database write (a namespace change's name and its
    * directory: a mkdir paid two writes and a walk of the new directory
    * before). `madeDir` is a directory this node just created: it is taken as
-   * empty (the watcher refreshes every new directory once it watches it, so
-   * an entry made in it meanwhile is still found). A path whose news needs
-   * more than its stat (a new or replaced path to walk, a file to hash, a
-   * symlink to read) is handled after that, one by one.
+   * empty (the watcher compares its names with the disk once it watches it,
+   * so an entry made in it meanwhile is still found). A path whose news
+   * needs more than its stat (a new or replaced path to walk, a file to
+   * hash, a symlink to read) is handled after that, one by one.
    */
   async refreshAll(paths: readonly string[], madeDir?: string): Promise<void> {
     const attrs = await Promise.all(paths.map((rel) => lstat(this.paths.abs(rel), { bigint: true }).then(attrFromStats, () => undefined)));
