@@ -450,13 +450,20 @@ export class WorkspaceIndex extends EventEmitter {
     await Promise.all(hashing);
     // Not seen by the walk: gone, or made after the walk read its directory
     // (and indexed meanwhile from the watcher's event): that one stays.
+    // Below an unseen path that is gone everything is gone, so a subtree
+    // removed while the node was down costs one look, not one per path.
     const unseen = this.subtree(rel).filter((path) => !seen.has(path));
-    const there = await Promise.all(unseen.map((path) => limit(() => this.madeSince(path))));
-    unseen.forEach((path, i) => {
-      if (there[i]) return;
+    const topOf = new Map<string, string>();
+    for (const path of unseen) topOf.set(path, topOf.get(parentOf(path)) ?? path); // (parents come before their children)
+    const there = new Map<string, boolean>();
+    const look = (paths: string[]): Promise<unknown> => Promise.all(paths.map((path) => limit(async () => there.set(path, await this.madeSince(path)))));
+    await look(unseen.filter((path) => topOf.get(path) === path));
+    await look(unseen.filter((path) => topOf.get(path) !== path && there.get(topOf.get(path)!)));
+    for (const path of unseen) {
+      if (there.get(path)) continue;
       stats.removed++;
       record(path, null);
-    });
+    }
     await flush(true);
     stats.durationMs = Math.round(performance.now() - started);
     return stats;
