@@ -54,6 +54,16 @@ async function makeTree(src: string): Promise<void> {
   await git('commit', '-qm', 'second');
 }
 
+/** A node serving `src`, and another serving a copy of it (its own inode numbers), each with its own state under `base`. */
+async function twoReplicas(t: { teardown(fn: () => unknown): void }, base: string, src: string): Promise<[NodeProc, NodeProc]> {
+  await cp(src, join(base, 'src2'), { recursive: true, preserveTimestamps: true });
+  const node1 = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state1')]);
+  t.teardown(() => node1.stop('SIGKILL'));
+  const node2 = await NodeProc.start(['--root', join(base, 'src2'), '--state-dir', join(base, 'state2')]);
+  t.teardown(() => node2.stop('SIGKILL'));
+  return [node1, node2];
+}
+
 t.test('mount: read side', async (t) => {
   const base = await tempDir(t);
   const src = join(base, 'src');
@@ -180,11 +190,7 @@ t.test('replicas: a corrupted chunk is caught, a dying replica is survived', asy
   await mkdir(src);
   await randomFile(join(src, 'big.bin'), 64 * 1024 * 1024);
   await writeFile(join(src, 'small.txt'), 'small\n');
-  await cp(src, join(base, 'src2'), { recursive: true, preserveTimestamps: true });
-  const node1 = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state1')]);
-  t.teardown(() => node1.stop('SIGKILL'));
-  const node2 = await NodeProc.start(['--root', join(base, 'src2'), '--state-dir', join(base, 'state2')]);
-  t.teardown(() => node2.stop('SIGKILL'));
+  const [node1, node2] = await twoReplicas(t, base, src);
   const proxy = await RelayProxy.start(node1.endpoint, { corruptChunks: true });
   t.teardown(() => proxy.stop());
   const want = (await run('sha256sum', [join(src, 'big.bin')])).stdout.split(' ')[0];
@@ -263,11 +269,7 @@ t.test('a switch to a replica keeps the working directories of processes inside 
   const src = join(base, 'src');
   await mkdir(join(src, 'w/inner'), { recursive: true });
   await writeFile(join(src, 'w/inner/here.txt'), 'here\n');
-  await cp(src, join(base, 'src2'), { recursive: true, preserveTimestamps: true });
-  const node1 = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state1')]);
-  t.teardown(() => node1.stop('SIGKILL'));
-  const node2 = await NodeProc.start(['--root', join(base, 'src2'), '--state-dir', join(base, 'state2')]);
-  t.teardown(() => node2.stop('SIGKILL'));
+  const [node1, node2] = await twoReplicas(t, base, src);
   const mnt = join(base, 'mnt');
   const m = await MountProc.start(node1.endpoint, mnt, ['--cache-dir', join(base, 'cache'), '--replica', node2.endpoint, '--deadline', '2s']);
   t.teardown(() => m.kill());
