@@ -19,6 +19,7 @@ import type {
   WManifestOut,
   WMutateReplyOut,
   WMutateRequest,
+  WStatFsReplyOut,
 } from '../wire/types.js';
 
 export interface ConnectionOptions {
@@ -207,6 +208,10 @@ export class NodeConnection {
 
   listDir(path: string): Promise<WListDirReplyOut> {
     return this.unary(this.client.listDir, { workspace: this.workspace, path });
+  }
+
+  statFs(): Promise<WStatFsReplyOut> {
+    return this.unary(this.client.statFs, { workspace: this.workspace });
   }
 
   getManifest(path: string): Promise<WManifestOut> {

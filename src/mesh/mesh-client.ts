@@ -172,6 +172,11 @@ export class MeshClient {
     return this.call(`manifest ${path}`, (c) => c.getManifest(path));
   }
 
+  /** Size and free space of the filesystem the workspace lives on, as the node answering sees it. */
+  statFs() {
+    return this.call('statfs', (c) => c.statFs());
+  }
+
   /**
    * A namespace or attribute change; one a lost answer hid is recognized on
    * retry (mutation-retry.ts). An exchange is not sent again: applied twice

@@ -21,6 +21,7 @@ import { DirtyFile, nextLocalIno } from './dirty-file.js';
 import { entryFromWire } from './vfs-entry.js';
 import { HOLD_BYTES, INLINE_BYTES, type WriteBack } from './write-back.js';
 import type { JournalEntry } from '../cache/journal.js';
+import { NodeCapacity, type Capacity } from './capacity.js';
 
 export const ROOT_INO = 1;
 
@@ -95,6 +96,8 @@ export class Vfs {
   private nextFh = 1;
   private followListener: ((fh: number) => void) | undefined;
   private listedListener: ((changes: PathChange[]) => void) | undefined;
+
+  private readonly capacity = new NodeCapacity(() => this.mesh.statFs());
 
   constructor(
     readonly meta: MetaStore,
@@ -922,11 +925,11 @@ export class Vfs {
   }
 
 
-  statfs(): { bsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number; namemax: number } {
-    // The node's real capacity is not on the wire yet; report a large,
-    // mostly free filesystem so tools that check free space proceed.
-    return { bsize: 4096, blocks: 2 ** 31, bfree: 2 ** 30, bavail: 2 ** 30, files: 2 ** 31, ffree: 2 ** 30, namemax: 255 };
+  /** The node's filesystem, as statfs(2) on the mount reports it (see capacity.ts). */
+  statfs(): Promise<Capacity> {
+    return this.capacity.get();
   }
+
 }
 
 /** A directory made through the mount while the node has not made it yet: empty, and its listing complete. */

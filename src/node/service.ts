@@ -3,6 +3,7 @@
 // token (when one is set) and turns failures into errno-carrying statuses.
 import * as grpc from '@grpc/grpc-js';
 import { timingSafeEqual } from 'node:crypto';
+import { statfs } from 'node:fs/promises';
 import { fromTimespec, isDir, isReg } from '../content/attr.js';
 import { attrToWire, chunksFromWire, chunksToWire } from '../wire/convert.js';
 import { errnoOf, FsError, toServiceError } from '../wire/errors.js';
@@ -11,7 +12,7 @@ import type { LaneCall, UploadMeta } from '../wire/bulk-lane.js';
 import type { BulkContext } from './bulk-server.js';
 import { CHUNK_FRAME_RESERVE, frameChunk } from '../wire/chunk-frame.js';
 import { HASH_ALGORITHM, hashChunk, hex } from '../content/manifest.js';
-import type { NodeHandlers, WEntry, WChangeEvent, WPutChunkOut, WCommitRequestOut, WCommitReply, WCommitManyRequestOut, WMutateRequestOut } from '../wire/types.js';
+import type { NodeHandlers, WEntry, WStatFsReply, WChangeEvent, WPutChunkOut, WCommitRequestOut, WCommitReply, WCommitManyRequestOut, WMutateRequestOut } from '../wire/types.js';
 import { log } from '../log.js';
 import { nodeChunksServed, nodeChunksUploaded, rpcs, rpcSeconds } from '../admin/metrics.js';
 import { baseName, checkPath } from './paths.js';
@@ -191,6 +192,12 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
       return { path, digest: v.digest!, size: v.attr.size, chunks: chunksToWire(v.chunks!), attr: attrToWire(v.attr) };
     },
 
+    StatFs: async (req: { workspace: string }): Promise<WStatFsReply> => {
+      const s = await statfs(ctx.workspace(req.workspace).index.paths.root);
+      // Node's statfs does not give the name length limit; 255 is Linux's NAME_MAX, which its filesystems keep to.
+      return { blockSize: s.bsize, blocks: s.blocks, blocksFree: s.bfree, blocksAvailable: s.bavail, files: s.files, filesFree: s.ffree, nameMax: 255 };
+    },
+
     Commit: async (req: WCommitRequestOut) => commitOne(ctx.workspace(req.workspace), req),
 
     Mutate: async (req: WMutateRequestOut) => mutateOne(ctx.workspace(req.workspace), req),
@@ -223,6 +230,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
     Stat: unary(ctx, 'Stat', calls.Stat),
     ListDir: unary(ctx, 'ListDir', calls.ListDir),
     GetManifest: unary(ctx, 'GetManifest', calls.GetManifest),
+    StatFs: unary(ctx, 'StatFs', calls.StatFs),
 
     ReadChunks: (call: grpc.ServerWritableStream<{ workspace: string; hashes: Buffer[]; pathHint: string }, unknown>) => {
       if (!authorized(ctx, call.metadata)) return failStream(call, UNAUTH);

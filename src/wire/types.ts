@@ -6,6 +6,8 @@ export type { Manifest as WManifest, Manifest__Output as WManifestOut } from './
 export type { HandshakeRequest as WHandshakeRequest, HandshakeRequest__Output as WHandshakeRequestOut } from './gen/ghostfs/v1/HandshakeRequest.js';
 export type { HandshakeReply as WHandshakeReply, HandshakeReply__Output as WHandshakeReplyOut } from './gen/ghostfs/v1/HandshakeReply.js';
 export type { PathRequest as WPathRequest, PathRequest__Output as WPathRequestOut } from './gen/ghostfs/v1/PathRequest.js';
+export type { StatFsRequest as WStatFsRequest, StatFsRequest__Output as WStatFsRequestOut } from './gen/ghostfs/v1/StatFsRequest.js';
+export type { StatFsReply as WStatFsReply, StatFsReply__Output as WStatFsReplyOut } from './gen/ghostfs/v1/StatFsReply.js';
 export type { ListDirReply as WListDirReply, ListDirReply__Output as WListDirReplyOut } from './gen/ghostfs/v1/ListDirReply.js';
 export type { ReadChunksRequest as WReadChunksRequest, ReadChunksRequest__Output as WReadChunksRequestOut } from './gen/ghostfs/v1/ReadChunksRequest.js';
 export type { Chunk as WChunk, Chunk__Output as WChunkOut } from './gen/ghostfs/v1/Chunk.js';

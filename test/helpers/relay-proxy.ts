@@ -104,6 +104,7 @@ export class RelayProxy {
         );
       },
       GetManifest: relay((r: { path: string }) => up.getManifest(r.path)),
+      StatFs: relay(() => up.statFs()),
       HasChunks: relay((r: { hashes: Buffer[] }) => up.hasChunks(r.hashes).then((missing) => ({ missing }))),
       Commit: relay((r: AnyReq) => up.commit(r)),
       CommitMany: relay((r: { commits: AnyReq[] }) => up.commitMany(r.commits)),

@@ -2,7 +2,7 @@
 // mount, driven by child processes, checked on the node's own disk.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm, writeFile, stat, lstat, readdir, readlink } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile, stat, lstat, readdir, readlink, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -163,8 +163,21 @@ if (step === 'grow') {
     await t.rejects(lstat(S('d/hard')), 'unlink');
     const rmDir = await run('rm', [M('d')]);
     t.match(rmDir.stderr, /Is a directory/);
-    const df = await run('df', ['-P', mnt]);
-    t.equal(df.code, 0, 'statfs answers');
+  });
+
+  await t.test("statfs through the mount describes the node's filesystem", async (t) => {
+    // %S block size, %b blocks, %a blocks available, %c inodes, %d inodes free.
+    const r = await run('stat', ['-f', '-c', '%S %b %a %c %d', mnt]);
+    t.equal(r.code, 0, 'stat -f answers');
+    const [bsize, blocks, avail, files, ffree] = r.stdout.trim().split(' ').map(Number);
+    const node = await statfs(S(''));
+    t.equal(bsize, node.bsize, 'block size');
+    t.equal(blocks, node.blocks, 'total blocks');
+    t.equal(files, node.files, 'total inodes');
+    // The rest moves with whatever else writes to that disk meanwhile.
+    t.ok(Math.abs(avail! - node.bavail) <= node.blocks / 100, `blocks available: ${avail} through the mount, ${node.bavail} on the node`);
+    t.ok(Math.abs(ffree! - node.ffree) <= node.files / 100, `inodes free: ${ffree} through the mount, ${node.ffree} on the node`);
+    t.equal((await run('df', ['-P', mnt])).code, 0, 'df answers');
   });
 
   const project = fileURLToPath(new URL('../../../', import.meta.url));

@@ -94,10 +94,10 @@ export class FuseNativeDriver implements Driver {
       fsync: (p, _datasync, fd, cb) => this.serve('fsync', p, () => vfs.fsync(fd), done(cb)),
       release: (p, fd, cb) => this.serve('release', p, () => vfs.release(fd), done(cb)),
       readlink: (p, cb) => this.serve('readlink', p, async () => vfs.readlink((await vfs.resolve(rel(p))).path), cb),
-      statfs: (_p, cb) => {
-        const s = vfs.statfs();
-        cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: s.namemax });
-      },
+      statfs: (p, cb) =>
+        this.serve('statfs', p, () => vfs.statfs(), (err, s) =>
+          err ? cb(err) : cb(0, { bsize: s!.bsize, frsize: s!.bsize, blocks: s!.blocks, bfree: s!.bfree, bavail: s!.bavail, files: s!.files, ffree: s!.ffree, favail: s!.ffree, fsid: 0, flag: 0, namemax: s!.namemax }),
+        ),
       access: (p, _mode, cb) => this.serve('access', p, () => vfs.resolve(rel(p)), done(cb)),
       truncate: (p, size, cb) => this.serve('truncate', p, async () => vfs.setattr((await vfs.resolve(rel(p))).path, { size }), done(cb)),
       ftruncate: (p, _fd, size, cb) => this.serve('ftruncate', p, async () => vfs.setattr(rel(p), { size }), done(cb)),

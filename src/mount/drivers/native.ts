@@ -486,10 +486,8 @@ export class NativeDriver implements Driver {
       case Op.READDIR:
       case Op.READDIRPLUS:
         return this.readdir(r, ino, off, size, op === Op.READDIRPLUS);
-      case Op.STATFS: {
-        const s = vfs.statfs();
-        return r.statfs(Float64Array.of(s.bsize, s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.ffree, s.namemax));
-      }
+      case Op.STATFS:
+        return serveOp('statfs', ino, () => vfs.statfs(), (s) => r.statfs(Float64Array.of(s.bsize, s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.ffree, s.namemax)), fail);
       case Op.CREATE: {
         const dir = ids.path(ino);
         return serveOp(
