@@ -303,6 +303,17 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   forward(m, req);
 }
 
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(OP_FALLOCATE, req, ino);
+  if (m) {
+    m->fh = fi->fh;
+    m->mode = (uint32_t)mode;
+    m->off = offset;
+    m->size = (uint64_t)length;
+  }
+  forward(m, req);
+}
+
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   gfs_msg *m = new_msg(OP_FSYNC, req, ino);
   if (m) {
@@ -401,6 +412,7 @@ static const struct fuse_lowlevel_ops ops = {
     .flush = op_flush,
     .release = op_release,
     .fsync = op_fsync,
+    .fallocate = op_fallocate,
     .readdir = op_readdir,
     .opendir = op_opendir,
     .readdirplus = op_readdirplus,

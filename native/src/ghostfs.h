@@ -48,6 +48,7 @@ enum gfs_op {
   OP_MKNOD = 23,
   OP_FORGET = 24, /* no reply: the kernel dropped `size` references to `ino` */
   OP_WROTE = 25,  /* no reply: a write to `fh` was made in C (direct_write.c); its bytes */
+  OP_FALLOCATE = 26,
 };
 
 /* One kernel request on its way to JavaScript. */

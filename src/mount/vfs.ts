@@ -82,6 +82,13 @@ export interface VfsOptions {
 const LISTINGS_AHEAD = 4;
 const LISTINGS_AHEAD_MAX = 64;
 
+// fallocate(2)'s modes (linux/falloc.h) that a mount carries out.
+const FALLOC_KEEP_SIZE = 0x01;
+const FALLOC_PUNCH_HOLE = 0x02;
+const FALLOC_ZERO_RANGE = 0x10;
+/** Zeros written at a time for a punched hole or zeroed range. */
+const ZERO_PIECE = 1 << 20;
+
 export class Vfs {
   private readonly handles = new Map<number, FileHandle>();
   private readonly listing = new Map<string, Promise<void>>();
@@ -507,6 +514,37 @@ export class Vfs {
       if (!(offset === 0 && data.length >= d.size)) await d.materialize(this.chunks);
       d.materialized = true;
       return d.write(offset, data);
+    });
+  }
+
+  /**
+   * fallocate(2) on a file open for writing. The node reserves no space
+   * ahead, so an allocation only makes the file as long as it asks for (its
+   * writes may still meet ENOSPC there, as on any thin-provisioned disk);
+   * punching a hole or zeroing a range writes zeros (the node's copy is not
+   * sparse). Collapsing or inserting a range is refused with EOPNOTSUPP.
+   */
+  async fallocate(fh: number, mode: number, offset: number, length: number): Promise<void> {
+    const h = this.handles.get(fh);
+    const d = h?.dirty;
+    if (!d || h.readOnly) throw new FsError('EBADF', `file handle ${fh} is not open for writing`);
+    if (mode & ~(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) throw new FsError('EOPNOTSUPP', `fallocate mode ${mode} is not supported`);
+    const keepSize = (mode & FALLOC_KEEP_SIZE) !== 0;
+    const end = offset + length;
+    await d.exclusive(async () => {
+      await this.ownCopy(d);
+      if (mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) {
+        const stop = keepSize ? Math.min(end, d.size) : end;
+        if (stop <= offset) return;
+        await d.materialize(this.chunks);
+        d.materialized = true;
+        const zeros = Buffer.alloc(Math.min(stop - offset, ZERO_PIECE));
+        for (let at = offset; at < stop; at += zeros.length) await d.write(at, zeros.subarray(0, Math.min(zeros.length, stop - at)));
+      } else if (!keepSize && end > d.size) {
+        await d.materialize(this.chunks);
+        d.materialized = true;
+        await d.truncate(end);
+      }
     });
   }
 

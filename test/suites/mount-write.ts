@@ -15,6 +15,7 @@ import { BIN } from '../helpers/logged-proc.js';
 import { Holder } from '../helpers/holder.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const FUSE_NATIVE_FALLOCATE = 'fuse-native has no fallocate operation (the kernel answers EOPNOTSUPP); the native driver has';
 const FUSE_NATIVE_UTIMENS = 'fuse-native passes the atime in place of the mtime (its C code reads tv[0] twice); the native driver fixes this';
 
 t.test('mount: write side', async (t) => {
@@ -163,6 +164,32 @@ if (step === 'grow') {
     await t.rejects(lstat(S('d/hard')), 'unlink');
     const rmDir = await run('rm', [M('d')]);
     t.match(rmDir.stderr, /Is a directory/);
+  });
+
+  await t.test('fallocate: allocate, keep the size, punch a hole, zero a range; collapse refused', async (t) => {
+    const known = isFuseNative ? { todo: FUSE_NATIVE_FALLOCATE } : {};
+    const want = randomBytes(300_000);
+    await writeFile(join(base, 'fa-body'), want);
+    t.equal((await run('cp', [join(base, 'fa-body'), M('fa')])).code, 0, 'a file to work on');
+    let expected = Buffer.from(want);
+    const step = async (args: string[], what: string, change: () => void): Promise<void> => {
+      const r = await run('fallocate', [...args, M('fa')]);
+      t.equal(r.code, 0, `fallocate ${args.join(' ')}: ${r.stderr.trim() || 'ok'}`, known);
+      change();
+      t.ok((await readFile(S('fa'))).equals(expected), `${what}: the node's copy`, known);
+    };
+    await step(['-p', '-o', '1000', '-l', '5000'], 'a punched hole reads as zeros', () => expected.fill(0, 1000, 6000));
+    await step(['-z', '-o', '299000', '-l', '5000'], 'a zeroed range past the end extends the file', () => {
+      expected = Buffer.concat([expected.subarray(0, 299000), Buffer.alloc(5000)]);
+    });
+    await step(['-n', '-o', '0', '-l', '1000000'], 'an allocation that keeps the size changes nothing', () => undefined);
+    await step(['-l', '400000'], 'an allocation past the end makes the file that long', () => {
+      expected = Buffer.concat([expected, Buffer.alloc(400000 - expected.length)]);
+    });
+    const collapse = await run('fallocate', ['-c', '-o', '0', '-l', '4096', M('fa')]);
+    t.match(collapse.stderr, /Operation not supported/, 'collapsing a range is refused');
+    t.ok((await readFile(S('fa'))).equals(expected), 'and changes nothing', known);
+    t.ok((await readFile(M('fa'))).equals(expected), 'the mount shows what the node has', known);
   });
 
   await t.test("statfs through the mount describes the node's filesystem", async (t) => {

@@ -63,6 +63,7 @@ enum Op {
   MKNOD = 23,
   FORGET = 24,
   WROTE = 25, // a write made in C into a dirty copy (direct_write.c): no reply
+  FALLOCATE = 26,
 }
 
 const OP_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Op).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v, k.toLowerCase()]));
@@ -483,6 +484,8 @@ export class NativeDriver implements Driver {
       }
       case Op.FSYNC:
         return serveOp('fsync', fh, () => vfs.fsync(fh), () => r.ok(), fail);
+      case Op.FALLOCATE:
+        return serveOp('fallocate', fh, () => vfs.fallocate(fh, mode, off, size), () => r.ok(), fail);
       case Op.READDIR:
       case Op.READDIRPLUS:
         return this.readdir(r, ino, off, size, op === Op.READDIRPLUS);
