@@ -43,6 +43,8 @@ export interface FileHandle {
   chunks: ChunkRef[];
   /** The content's digest, for a handle reading what a node holds. */
   digest?: Buffer;
+  /** The file's attributes when a read handle opened it (fstat of a file unlinked since: see Vfs.handleAttr). */
+  attr?: Attr;
   /** Handles opened for writing share the file's dirty copy; read handles read it while a writer changes the file. */
   dirty?: DirtyFile;
   /** Opened without write access: its close commits nothing. */
@@ -269,7 +271,7 @@ export class Vfs {
       await this.meta.put(path, e);
       await this.meta.putManifest(path, m);
     }
-    const h: FileHandle = { fh: this.nextFh++, path, size: e.attr.size, chunks: m.chunks, digest: m.digest, lastEnd: 0, aheadTo: 0, readOnly: true };
+    const h: FileHandle = { fh: this.nextFh++, path, size: e.attr.size, chunks: m.chunks, digest: m.digest, attr: e.attr, lastEnd: 0, aheadTo: 0, readOnly: true };
     this.handles.set(h.fh, h);
     return h;
   }
@@ -285,7 +287,7 @@ export class Vfs {
   /** A file closed while no node answered: reads see the queued content. */
   private async handleOnPending(path: string, pending: JournalEntry): Promise<FileHandle> {
     const data = await this.writeBack.pendingContent(pending);
-    const h: FileHandle = { fh: this.nextFh++, path, size: data.length, chunks: [], lastEnd: 0, aheadTo: 0, readOnly: true };
+    const h: FileHandle = { fh: this.nextFh++, path, size: data.length, chunks: [], attr: this.meta.get(path)?.attr, lastEnd: 0, aheadTo: 0, readOnly: true };
     h.pendingData = data;
     h.pendingSeq = pending.seq;
     this.handles.set(h.fh, h);
@@ -774,10 +776,20 @@ export class Vfs {
       // Open writers may go on; nothing of theirs is written back. Set once
       // the node took the unlink: a close taking the content from now on
       // commits nothing (see WriteBack.Closing for one already under way).
-      if (d) d.unlinked = true;
+      if (d) this.orphan(d);
     });
     await this.meta.put(path, null);
     this.meta.putVolatile(path, null);
+  }
+
+  /**
+   * A file being written lost its name: its open handles go on reading and
+   * writing their copy, nothing of it is written back, and the name is free
+   * for a new file (which gets a dirty copy of its own).
+   */
+  private orphan(d: DirtyFile): void {
+    d.unlinked = true;
+    if (this.dirty.get(d.path) === d) this.dirty.delete(d.path);
   }
 
   async rmdir(dir: string, name: string): Promise<void> {
@@ -798,6 +810,9 @@ export class Vfs {
     const NOREPLACE = 1;
     const EXCHANGE = 2;
     await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange: (flags & EXCHANGE) !== 0 } }, [to, from]);
+    // A file being written that the rename replaced lives on for its open handles only.
+    const replaced = flags & EXCHANGE ? undefined : this.dirty.get(to);
+    if (replaced) this.orphan(replaced);
     for (const d of [...this.dirty.values()]) {
       if (d.path === from || d.path.startsWith(from + '/')) {
         this.dirty.delete(d.path);
@@ -831,34 +846,64 @@ export class Vfs {
     return this.node(path, await this.entry(path));
   }
 
+  /** chmod, truncate, utimens (and a chown for after the commit) on a file being written: its dirty copy changes. */
+  private async changeCopy(d: DirtyFile, a: SetAttr): Promise<void> {
+    const now = (): bigint => BigInt(Date.now()) * 1_000_000n;
+    await d.exclusive(async () => {
+      await this.ownCopy(d);
+      if (a.size !== undefined) {
+        if (a.size > 0) await d.materialize(this.chunks);
+        d.materialized = true;
+        await d.truncate(a.size);
+      }
+      if (a.mode !== undefined) {
+        d.mode = a.mode & 0o7777;
+        d.changed();
+      }
+      if (a.mtimeNs !== undefined || a.atimeNs !== undefined) {
+        d.mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? d.entry().attr.mtimeNs);
+        d.atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? d.entry().attr.atimeNs);
+        d.changed();
+      }
+      if (changesOwner(a, d.entry().attr)) {
+        // Applied on the node right after the file's commit (it may not exist there yet).
+        d.owner = { uid: a.uid ?? -1, gid: a.gid ?? -1 };
+        d.changed();
+      }
+    });
+  }
+
+  /**
+   * setattr through an open handle whose file lost its name while open
+   * (unlinked, or replaced by a rename): only the handle's copy changes,
+   * since no node has that file any more.
+   */
+  async setattrHandle(fh: number, a: SetAttr): Promise<Attr> {
+    const d = this.handles.get(fh)?.dirty;
+    if (!d) throw new FsError('ENOENT', `file handle ${fh}: its file was removed`);
+    await this.changeCopy(d, a);
+    return d.entry().attr;
+  }
+
+  /**
+   * The attributes of what an open handle holds, for a file that lost its
+   * name while open: fstat on it still answers, with the file as the
+   * handle sees it.
+   */
+  handleAttr(fh: number): Attr | undefined {
+    const h = this.handles.get(fh);
+    if (!h) return undefined;
+    if (h.dirty) return h.dirty.entry().attr;
+    return h.attr && { ...h.attr, size: h.pendingData?.length ?? h.size };
+  }
+
   /** chmod, chown, truncate, utimens: on a file being written they change the dirty copy; otherwise the node. */
   async setattr(path: string, a: SetAttr): Promise<Node> {
     this.known(path);
     const d = this.dirty.get(path);
     const now = (): bigint => BigInt(Date.now()) * 1_000_000n;
     if (d && !d.unlinked) {
-      await d.exclusive(async () => {
-        await this.ownCopy(d);
-        if (a.size !== undefined) {
-          if (a.size > 0) await d.materialize(this.chunks);
-          d.materialized = true;
-          await d.truncate(a.size);
-        }
-        if (a.mode !== undefined) {
-          d.mode = a.mode & 0o7777;
-          d.changed();
-        }
-        if (a.mtimeNs !== undefined || a.atimeNs !== undefined) {
-          d.mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? d.entry().attr.mtimeNs);
-          d.atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? d.entry().attr.atimeNs);
-          d.changed();
-        }
-        if (changesOwner(a, d.entry().attr)) {
-          // Applied on the node right after the file's commit (it may not exist there yet).
-          d.owner = { uid: a.uid ?? -1, gid: a.gid ?? -1 };
-          d.changed();
-        }
-      });
+      await this.changeCopy(d, a);
       return this.node(path, d.entry());
     }
     // tar, cp -p and rsync restore owner and mode that are usually already

@@ -192,6 +192,50 @@ if (step === 'grow') {
     t.ok((await readFile(M('fa'))).equals(expected), 'the mount shows what the node has', known);
   });
 
+  await t.test('a file unlinked or replaced while open goes on through its handles, and reaches no node', async (t) => {
+    const script = `
+      const fs = require('fs');
+      const p = (n) => process.argv[1] + '/' + n;
+      const read = (fd) => { const b = Buffer.alloc(100); return b.subarray(0, fs.readSync(fd, b, 0, 100, 0)).toString(); };
+      const out = {};
+      // Just written, opened for reading, then unlinked.
+      fs.writeFileSync(p('gone'), 'content of gone');
+      let fd = fs.openSync(p('gone'), 'r');
+      fs.unlinkSync(p('gone'));
+      out.gone = { reads: read(fd), size: fs.fstatSync(fd).size, nlink: fs.fstatSync(fd).nlink };
+      fs.closeSync(fd);
+      // Being written when unlinked; a new file takes the name; the old one is written, truncated, chmod'ed.
+      fd = fs.openSync(p('orphan'), 'w+');
+      fs.writeSync(fd, 'old content');
+      fs.unlinkSync(p('orphan'));
+      fs.writeFileSync(p('orphan'), 'new');
+      fs.writeSync(fd, ' more');
+      fs.ftruncateSync(fd, 8);
+      fs.fchmodSync(fd, 0o600);
+      out.orphan = { reads: read(fd), size: fs.fstatSync(fd).size, mode: fs.fstatSync(fd).mode & 0o777 };
+      fs.closeSync(fd);
+      // Being written when a rename puts another file in its place.
+      fd = fs.openSync(p('replaced'), 'w+');
+      fs.writeSync(fd, 'writer');
+      fs.writeFileSync(p('replacement'), 'replacement');
+      fs.renameSync(p('replacement'), p('replaced'));
+      fs.writeSync(fd, ' goes on');
+      out.replaced = { reads: read(fd) };
+      fs.closeSync(fd);
+      console.log(JSON.stringify(out));
+    `;
+    const r = await run(process.execPath, ['-e', script, mnt]);
+    t.equal(r.code, 0, `the script ran: ${r.stderr.trim() || 'ok'}`);
+    const out = JSON.parse(r.stdout);
+    t.same(out.gone, { reads: 'content of gone', size: 15, nlink: 0 }, 'an unlinked file is read and fstat\'ed through the handle that had it open');
+    t.same(out.orphan, { reads: 'old cont', size: 8, mode: 0o600 }, 'an unlinked file being written is written, truncated and chmod\'ed through its handle');
+    t.same(out.replaced, { reads: 'writer goes on' }, 'a file replaced by a rename is written and read through its handle');
+    await t.rejects(stat(S('gone')), 'the unlinked file is not on the node');
+    t.equal(await readFile(S('orphan'), 'utf8'), 'new', 'the new file under the name is on the node, untouched by the old one');
+    t.equal(await readFile(S('replaced'), 'utf8'), 'replacement', "the rename's file is on the node, not the replaced writer's");
+    t.equal((await run('cat', [M('replaced')])).stdout, 'replacement', 'and through the mount');
+  });
+
   await t.test("statfs through the mount describes the node's filesystem", async (t) => {
     // %S block size, %b blocks, %a blocks available, %c inodes, %d inodes free.
     const r = await run('stat', ['-f', '-c', '%S %b %a %c %d', mnt]);

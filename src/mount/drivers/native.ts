@@ -19,6 +19,7 @@ import { chunkIndex, O_ACCMODE, O_TRUNC, type Node, type SetAttr, type Vfs } fro
 import type { LocalCopies } from '../../cache/local-copies.js';
 import { Passthrough } from './passthrough.js';
 import { NodeIds, ROOT_ID } from './node-ids.js';
+import { SetMap } from '../../util/set-map.js';
 import { ATTR_LEN, NS, putAttr, Reply } from './native-reply.js';
 import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
 import type { PathChange } from '../../cache/meta-store.js';
@@ -119,6 +120,9 @@ export class NativeDriver implements Driver {
   private readonly listings = new Map<number, Map<number, Listing>>();
   private generation = 0;
   private readonly fast = new Map<number, FastFile>();
+  /** Open file handles by node id, and the node id of each: a file that lost its name while open is still known by its handles. */
+  private readonly openOn = new SetMap<number, number>();
+  private readonly nodeOf = new Map<number, number>();
   private readonly attr = new Float64Array(ATTR_LEN);
   private readonly through: Passthrough | undefined;
 
@@ -137,6 +141,12 @@ export class NativeDriver implements Driver {
   private unregisterFast(fh: number): void {
     if (!this.fast.delete(fh)) return;
     if (this.session) this.addon.fastClose(this.session, fh);
+  }
+
+  /** A handle on a node id was opened (see openOn). */
+  private opened(id: number, fh: number): void {
+    this.openOn.add(id, fh);
+    this.nodeOf.set(fh, id);
   }
 
   private attrOf(n: Node, nodeId = 0): Float64Array {
@@ -322,15 +332,26 @@ export class NativeDriver implements Driver {
         return serveOp('lookup', path, () => vfs.resolve(path), entryIn(ino, name!), (e) => (e === errnoNumber('ENOENT') ? r.entry(null) : fail(e)));
       }
       case Op.GETATTR: {
-        // A file passed through whose name now leads to newer content: its readers still fstat what they read.
-        const kept = this.through?.keptAttr(ino);
-        if (kept && !ids.linked(ino)) return r.attr(this.attrOf({ ino, path: '', attr: kept }));
+        if (!ids.linked(ino)) {
+          // A file passed through whose name now leads to newer content: its readers still fstat what they read.
+          const kept = this.through?.keptAttr(ino);
+          if (kept) return r.attr(this.attrOf({ ino, path: '', attr: kept }));
+          // Unlinked, or replaced by a rename, while open: fstat (and the kernel, before a read) asks all the same.
+          const fh = this.openOn.get(ino)?.values().next().value;
+          const attr = fh === undefined ? undefined : vfs.handleAttr(fh);
+          if (attr) return r.attr(this.attrOf({ ino, path: '', attr: { ...attr, nlink: 0 } }));
+        }
         const path = ids.path(ino);
         return serveOp('getattr', path, () => vfs.resolve(path), (n) => r.attr(this.attrOf(n)), fail);
       }
       case Op.SETATTR: {
-        const path = ids.path(ino);
         const s = setAttrOf(flags, set!);
+        const held = fh || this.openOn.get(ino)?.values().next().value;
+        if (held !== undefined && !ids.linked(ino)) {
+          // ftruncate, fchmod, futimens of a file that lost its name while open: its copy alone changes.
+          return serveOp('setattr', held, () => vfs.setattrHandle(held, s), (attr) => r.attr(this.attrOf({ ino, path: '', attr: { ...attr, nlink: 0 } })), fail);
+        }
+        const path = ids.path(ino);
         return serveOp(
           'setattr',
           path,
@@ -409,6 +430,7 @@ export class NativeDriver implements Driver {
           path,
           () => vfs.open(path, flags),
           (h) => {
+            this.opened(ino, h.fh);
             const readOnly = (flags & O_ACCMODE) === 0 && !h.dirty && !h.pendingData;
             const writer = (flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0;
             const t = this.through;
@@ -471,6 +493,11 @@ export class NativeDriver implements Driver {
         );
       }
       case Op.RELEASE: {
+        const id = this.nodeOf.get(fh);
+        if (id !== undefined) {
+          this.nodeOf.delete(fh);
+          this.openOn.remove(id, fh);
+        }
         const f = this.fast.get(fh);
         if (f) {
           this.fast.delete(fh);
@@ -497,7 +524,11 @@ export class NativeDriver implements Driver {
           'create',
           name!,
           () => vfs.create(dir, name!, mode & 0o7777, uid, gid),
-          (c) => r.create(this.attrOf(c.node, ids.entry(ino, name!)), c.handle.fh),
+          (c) => {
+            const id = ids.entry(ino, name!);
+            this.opened(id, c.handle.fh);
+            r.create(this.attrOf(c.node, id), c.handle.fh);
+          },
           fail,
         );
       }
