@@ -260,8 +260,8 @@ export class NodeConnection {
     return this.unary(this.client.commitMany, { workspace: this.workspace, commits: reqs.map((r) => this.withClientId(r)) }, deadlineMs);
   }
 
-  mutate(req: Omit<WMutateRequest, 'workspace'>): Promise<WMutateReplyOut> {
-    return this.call('Mutate', this.client.mutate, { ...req, workspace: this.workspace });
+  mutate(req: Omit<WMutateRequest, 'workspace'>, deadlineMs?: number): Promise<WMutateReplyOut> {
+    return this.call('Mutate', this.client.mutate, { ...req, workspace: this.workspace }, deadlineMs);
   }
 
   /**

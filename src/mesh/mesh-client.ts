@@ -57,6 +57,13 @@ function isConnectionLoss(err: unknown): boolean {
   return e?.code === grpc.status.UNAVAILABLE && !/No connection established/i.test(e.details ?? '');
 }
 
+/**
+ * The slowest rate a node is expected to write or hash at (20 MB/s): a call
+ * that makes it handle that many bytes gets 1 ms more deadline per this
+ * many, so a big file does not look like a dead node.
+ */
+export const SLOW_NODE_BYTES_PER_MS = 20_000;
+
 export class MeshClient {
   private readonly replicas: Replica[];
   readonly stats: MeshStats = { chunksFetched: 0, bytesFetched: 0, corruptChunks: 0, failovers: 0 };
@@ -181,13 +188,15 @@ export class MeshClient {
    * A namespace or attribute change; one a lost answer hid is recognized on
    * retry (mutation-retry.ts). An exchange is not sent again: applied twice
    * it would undo itself and still report success. `by` is the node that
-   * answered.
+   * answered. `hashBytes`: what the node hashes before it answers (a
+   * truncate re-hashes the file), which lengthens the deadline.
    */
-  mutate(req: Omit<WMutateRequest, 'workspace'>): Promise<WMutateReplyOut & { by: string }> {
+  mutate(req: Omit<WMutateRequest, 'workspace'>, hashBytes = 0): Promise<WMutateReplyOut & { by: string }> {
+    const deadline = this.deadlineMs + Math.ceil(hashBytes / SLOW_NODE_BYTES_PER_MS);
     return this.call('mutate', (c, uncertain) => {
       if (uncertain && req.rename?.exchange) return Promise.reject(new FsError('EIO', `the exchange of "${req.rename.from}" and "${req.rename.to}" lost its answer: it may or may not have been made`));
       return c
-        .mutate(req)
+        .mutate(req, deadline)
         .catch(async (err) => (uncertain && (await appliedBefore(c, req, err))) || Promise.reject(err))
         .then((r) => ({ ...r, by: c.endpoint }));
     });

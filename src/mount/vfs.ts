@@ -717,7 +717,7 @@ export class Vfs {
     });
     let r;
     try {
-      r = await this.mesh.mutate(req);
+      r = await this.mesh.mutate(req, Number(req.truncate?.size ?? 0)); // a truncate re-hashes the file on the node
     } catch (err) {
       // No node: the tree is read-only until one answers.
       if (errnoOf(err) === 'EHOSTDOWN') throw new FsError('EROFS', (err as Error).message);

@@ -22,7 +22,7 @@ import { isDir, toTimespec } from '../content/attr.js';
 import type { ChunkStore } from '../cache/chunk-store.js';
 import type { Journal, JournalEntry } from '../cache/journal.js';
 import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
-import type { MeshClient } from '../mesh/mesh-client.js';
+import { SLOW_NODE_BYTES_PER_MS, type MeshClient } from '../mesh/mesh-client.js';
 import { errnoOf, FsError, isUnimplemented } from '../wire/errors.js';
 import { chunksToWire } from '../wire/convert.js';
 import { log } from '../log.js';
@@ -66,8 +66,7 @@ const HOLD_TOTAL = 64 * 1024 * 1024;
  */
 export const IN_RECORD_BYTES = 64 * 1024;
 
-/** A commit's deadline grows by 1 ms per this many bytes (20 MB/s) and by this much per extra file of a batch. */
-const COMMIT_BYTES_PER_MS = 20_000;
+/** A commit's deadline grows with its bytes (see SLOW_NODE_BYTES_PER_MS) and by this much per extra file of a batch. */
 const COMMIT_MS_PER_FILE = 100;
 
 /**
@@ -1006,7 +1005,7 @@ export class WriteBack {
    * call gives up after it.
    */
   private commitDeadline(files: number, bytes: number): number {
-    return this.opts.deadlineMs + Math.ceil(bytes / COMMIT_BYTES_PER_MS) + COMMIT_MS_PER_FILE * (files - 1);
+    return this.opts.deadlineMs + Math.ceil(bytes / SLOW_NODE_BYTES_PER_MS) + COMMIT_MS_PER_FILE * (files - 1);
   }
 
   /**
