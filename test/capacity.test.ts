@@ -41,3 +41,17 @@ t.test('with no node answering, the last answer stays; with none ever, a large f
   await tick(5);
   t.equal((await cap.get()).bfree, 300, 'kept while the node is down');
 });
+
+t.test('a node that cannot answer is asked again only once an answer would have aged', async (t) => {
+  let asked = 0;
+  const cap = new NodeCapacity(async () => {
+    asked++;
+    throw new Error('UNIMPLEMENTED');
+  }, 50);
+  for (let i = 0; i < 5; i++) t.same(await cap.get(), UNKNOWN_CAPACITY);
+  t.equal(asked, 1, 'five statfs calls, one question');
+  await tick(60);
+  await cap.get();
+  await tick(5);
+  t.equal(asked, 2, 'asked again after 50 ms');
+});

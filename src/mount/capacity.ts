@@ -41,7 +41,7 @@ export class NodeCapacity {
     if (!this.asked) {
       this.asked = true;
       await this.refresh();
-    } else if (!this.last || Date.now() - this.at > this.maxAgeMs) {
+    } else if (Date.now() - this.at > this.maxAgeMs) {
       void this.refresh();
     }
     return this.last ?? UNKNOWN_CAPACITY;
@@ -54,7 +54,11 @@ export class NodeCapacity {
           this.last = { bsize: r.blockSize, blocks: r.blocks, bfree: r.blocksFree, bavail: r.blocksAvailable, files: r.files, ffree: r.filesFree, namemax: r.nameMax };
           this.at = Date.now();
         },
-        (err: Error) => log.debug({ err: err.message }, 'no node told the size of its filesystem; statfs keeps its last answer'),
+        (err: Error) => {
+          // Asked again after as long as an answer lasts: a node without the call is not asked at every statfs.
+          this.at = Date.now();
+          log.debug({ err: err.message }, 'no node told the size of its filesystem; statfs keeps its last answer');
+        },
       )
       .finally(() => (this.asking = undefined));
     return this.asking;

@@ -525,29 +525,38 @@ export class Vfs {
    * writes may still meet ENOSPC there, as on any thin-provisioned disk);
    * punching a hole or zeroing a range writes zeros (the node's copy is not
    * sparse). Collapsing or inserting a range is refused with EOPNOTSUPP.
+   * Returns the range written with zeros, if any, and the file's size after.
    */
-  async fallocate(fh: number, mode: number, offset: number, length: number): Promise<void> {
+  async fallocate(fh: number, mode: number, offset: number, length: number): Promise<{ zeroed?: [number, number]; size: number }> {
     const h = this.handles.get(fh);
     const d = h?.dirty;
     if (!d || h.readOnly) throw new FsError('EBADF', `file handle ${fh} is not open for writing`);
     if (mode & ~(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) throw new FsError('EOPNOTSUPP', `fallocate mode ${mode} is not supported`);
     const keepSize = (mode & FALLOC_KEEP_SIZE) !== 0;
     const end = offset + length;
-    await d.exclusive(async () => {
+    return d.exclusive(async () => {
       await this.ownCopy(d);
       if (mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) {
         const stop = keepSize ? Math.min(end, d.size) : end;
-        if (stop <= offset) return;
+        if (stop <= offset) return { size: d.size };
         await d.materialize(this.chunks);
         d.materialized = true;
         const zeros = Buffer.alloc(Math.min(stop - offset, ZERO_PIECE));
         for (let at = offset; at < stop; at += zeros.length) await d.write(at, zeros.subarray(0, Math.min(zeros.length, stop - at)));
-      } else if (!keepSize && end > d.size) {
+        return { zeroed: [offset, stop], size: d.size };
+      }
+      if (!keepSize && end > d.size) {
         await d.materialize(this.chunks);
         d.materialized = true;
         await d.truncate(end);
       }
+      return { size: d.size };
     });
+  }
+
+  /** Whether this handle writes a dirty copy (its attributes are the file's as it is being written). */
+  writesCopy(fh: number): boolean {
+    return !!this.handles.get(fh)?.dirty;
   }
 
   /**
@@ -803,26 +812,27 @@ export class Vfs {
     const from = joinRel(this.known(oldDir), oldName);
     const to = joinRel(this.known(newDir), newName);
     await this.entry(from);
-    // Files still being written move with their writers; their content must reach the node first.
-    for (const d of this.dirty.values()) {
-      if ((d.path === from || d.path.startsWith(from + '/')) && d.modified && !d.unlinked) await this.commitDirty(d);
-    }
     const NOREPLACE = 1;
     const EXCHANGE = 2;
-    await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange: (flags & EXCHANGE) !== 0 } }, [to, from]);
-    // A file being written that the rename replaced lives on for its open handles only.
-    const replaced = flags & EXCHANGE ? undefined : this.dirty.get(to);
-    if (replaced) this.orphan(replaced);
+    const exchange = (flags & EXCHANGE) !== 0;
+    const under = (p: string, dir: string): boolean => p === dir || p.startsWith(dir + '/');
+    /** Where a path is after the rename; undefined: replaced by it. */
+    const moved = (p: string): string | undefined => (under(p, from) ? to + p.slice(from.length) : !under(p, to) ? p : exchange ? from + p.slice(to.length) : undefined);
+    // Files still being written move with their writers (both sides of an exchange); their content must reach the node first.
     for (const d of [...this.dirty.values()]) {
-      if (d.path === from || d.path.startsWith(from + '/')) {
-        this.dirty.delete(d.path);
-        d.path = to + d.path.slice(from.length);
-        this.dirty.set(d.path, d);
-      }
+      if ((under(d.path, from) || (exchange && under(d.path, to))) && d.modified && !d.unlinked) await this.commitDirty(d);
+    }
+    await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange } }, [to, from]);
+    // A file being written that the rename replaced lives on for its open handles only.
+    const replaced = exchange ? undefined : this.dirty.get(to);
+    if (replaced) this.orphan(replaced);
+    const moving = [...this.dirty.values()].filter((d) => under(d.path, from) || (exchange && under(d.path, to)));
+    for (const d of moving) this.dirty.delete(d.path);
+    for (const d of moving) {
+      d.path = moved(d.path)!;
+      this.dirty.set(d.path, d);
     }
     // Open handles move too: a reader goes on reading its file under the new name (see refresh()).
-    const under = (p: string, dir: string): boolean => p === dir || p.startsWith(dir + '/');
-    const moved = (p: string): string | undefined => (under(p, from) ? to + p.slice(from.length) : !under(p, to) ? p : flags & EXCHANGE ? from + p.slice(to.length) : undefined);
     for (const h of this.handles.values()) {
       const p = moved(h.path);
       if (p !== undefined) h.path = p;

@@ -236,6 +236,31 @@ if (step === 'grow') {
     t.equal((await run('cat', [M('replaced')])).stdout, 'replacement', 'and through the mount');
   });
 
+  await t.test('an exchange of two files both being written swaps them with their writers', async (t) => {
+    const known = isFuseNative ? { todo: 'fuse-native drops rename flags: the exchange is refused' } : {};
+    await writeFile(S('swap-a'), 'a-old\n');
+    await writeFile(S('swap-b'), 'b-old\n');
+    const script = `
+      const fs = require('fs'), { spawnSync } = require('child_process');
+      const [a, b] = process.argv.slice(1);
+      const fa = fs.openSync(a, 'r+'), fb = fs.openSync(b, 'r+');
+      fs.writeSync(fa, 'a-new\\n', 0);
+      fs.writeSync(fb, 'b-new\\n', 0);
+      // renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE): 316 on x86_64
+      const x = spawnSync('perl', ['-e', 'syscall(316, -100, $ARGV[0], -100, $ARGV[1], 2) == 0 or die "renameat2: $!\\n"', a, b], { encoding: 'utf8' });
+      fs.writeSync(fa, 'a-more\\n', 6);
+      fs.writeSync(fb, 'b-more\\n', 6);
+      fs.closeSync(fa);
+      fs.closeSync(fb);
+      process.stdout.write(String(x.status) + ' ' + x.stderr.trim());
+    `;
+    const r = await run(process.execPath, ['-e', script, M('swap-a'), M('swap-b')]);
+    t.equal(r.stdout.trim(), '0', `the exchange was made: ${r.stderr.trim() || r.stdout.trim()}`, known);
+    t.equal(await readFile(S('swap-a'), 'utf8'), 'b-new\nb-more\n', "swap-a on the node is the file b's writer wrote", known);
+    t.equal(await readFile(S('swap-b'), 'utf8'), 'a-new\na-more\n', "swap-b on the node is the file a's writer wrote", known);
+    t.equal((await run('cat', [M('swap-a')])).stdout, 'b-new\nb-more\n', 'and so through the mount', known);
+  });
+
   await t.test("statfs through the mount describes the node's filesystem", async (t) => {
     // %S block size, %b blocks, %a blocks available, %c inodes, %d inodes free.
     const r = await run('stat', ['-f', '-c', '%S %b %a %c %d', mnt]);

@@ -143,6 +143,14 @@ export class NativeDriver implements Driver {
     if (this.session) this.addon.fastClose(this.session, fh);
   }
 
+  /** An open handle on a node id: one that writes a copy if there is one (it has the file as it is now). */
+  private handleOn(id: number): number | undefined {
+    const fhs = this.openOn.get(id);
+    if (!fhs) return undefined;
+    for (const fh of fhs) if (this.vfs.writesCopy(fh)) return fh;
+    return fhs.values().next().value;
+  }
+
   /** A handle on a node id was opened (see openOn). */
   private opened(id: number, fh: number): void {
     this.openOn.add(id, fh);
@@ -337,7 +345,7 @@ export class NativeDriver implements Driver {
           const kept = this.through?.keptAttr(ino);
           if (kept) return r.attr(this.attrOf({ ino, path: '', attr: kept }));
           // Unlinked, or replaced by a rename, while open: fstat (and the kernel, before a read) asks all the same.
-          const fh = this.openOn.get(ino)?.values().next().value;
+          const fh = this.handleOn(ino);
           const attr = fh === undefined ? undefined : vfs.handleAttr(fh);
           if (attr) return r.attr(this.attrOf({ ino, path: '', attr: { ...attr, nlink: 0 } }));
         }
@@ -346,10 +354,19 @@ export class NativeDriver implements Driver {
       }
       case Op.SETATTR: {
         const s = setAttrOf(flags, set!);
-        const held = fh || this.openOn.get(ino)?.values().next().value;
+        const held = fh || this.handleOn(ino);
         if (held !== undefined && !ids.linked(ino)) {
           // ftruncate, fchmod, futimens of a file that lost its name while open: its copy alone changes.
-          return serveOp('setattr', held, () => vfs.setattrHandle(held, s), (attr) => r.attr(this.attrOf({ ino, path: '', attr: { ...attr, nlink: 0 } })), fail);
+          return serveOp(
+            'setattr',
+            held,
+            () => vfs.setattrHandle(held, s),
+            (attr) => {
+              if (s.size !== undefined) this.through?.mirrorSize(ino, s.size);
+              r.attr(this.attrOf({ ino, path: '', attr: { ...attr, nlink: 0 } }));
+            },
+            fail,
+          );
         }
         const path = ids.path(ino);
         return serveOp(
@@ -511,8 +528,25 @@ export class NativeDriver implements Driver {
       }
       case Op.FSYNC:
         return serveOp('fsync', fh, () => vfs.fsync(fh), () => r.ok(), fail);
-      case Op.FALLOCATE:
-        return serveOp('fallocate', fh, () => vfs.fallocate(fh, mode, off, size), () => r.ok(), fail);
+      case Op.FALLOCATE: {
+        const t = this.through?.mirrored(fh) ? this.through : undefined;
+        return serveOp(
+          'fallocate',
+          fh,
+          async () => {
+            const done = await vfs.fallocate(fh, mode, off, size);
+            // A node passed through: its backing file follows, as for a write (the flush would otherwise take its old bytes for changes made through an mmap).
+            if (t) {
+              t.mirrorSize(ino, done.size);
+              const [from, to] = done.zeroed ?? [0, 0];
+              const zeros = Buffer.alloc(Math.min(to - from, 1 << 20));
+              for (let at = from; at < to; at += zeros.length) t.mirrorWrite(fh, at, zeros, Math.min(zeros.length, to - at));
+            }
+          },
+          () => r.ok(),
+          fail,
+        );
+      }
       case Op.READDIR:
       case Op.READDIRPLUS:
         return this.readdir(r, ino, off, size, op === Op.READDIRPLUS);
