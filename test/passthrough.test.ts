@@ -76,6 +76,17 @@ t.test('FUSE passthrough to whole local copies', async (t) => {
     content = Buffer.concat([content.subarray(0, 100), Buffer.from('MMAP!'), content.subarray(105)]);
     t.equal(sha(await readFile(join(src, 'big.bin'))), sha(content), 'the node has what the mmap wrote');
     t.equal(await h.read(), `${sha(content)} ${content.length}`, 'and the reader sees it');
+    // A hole punched and the file made longer by fallocate, with the reader still there.
+    const punch = await run('fallocate', ['-p', '-o', String(5 * MiB), '-l', '8192', file]);
+    t.equal(punch.code, 0, `a hole punched: ${punch.stderr.trim() || 'ok'}`);
+    content = Buffer.concat([content.subarray(0, 5 * MiB), Buffer.alloc(8192), content.subarray(5 * MiB + 8192)]);
+    t.equal(sha(await readFile(join(src, 'big.bin'))), sha(content), 'the node has the hole, as zeros');
+    t.equal(await h.read(), `${sha(content)} ${content.length}`, 'and the reader sees it');
+    const grow = await run('fallocate', ['-l', String(content.length + 4096), file]);
+    t.equal(grow.code, 0, `the file made longer: ${grow.stderr.trim() || 'ok'}`);
+    content = Buffer.concat([content, Buffer.alloc(4096)]);
+    t.equal(sha(await readFile(join(src, 'big.bin'))), sha(content), 'the node has the longer file');
+    t.equal(await h.read(), `${sha(content)} ${content.length}`, 'and the reader sees its new size');
     const s = await stats();
     t.ok(s.passthroughFiles.writersMirrored >= 1, `writers were passed through with their writes copied (${JSON.stringify(s.passthroughFiles)})`);
     await h.close();
