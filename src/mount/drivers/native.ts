@@ -355,24 +355,13 @@ export class NativeDriver implements Driver {
       case Op.SETATTR: {
         const s = setAttrOf(flags, set!);
         const held = fh || this.handleOn(ino);
-        if (held !== undefined && !ids.linked(ino)) {
-          // ftruncate, fchmod, futimens of a file that lost its name while open: its copy alone changes.
-          return serveOp(
-            'setattr',
-            held,
-            () => vfs.setattrHandle(held, s),
-            (attr) => {
-              if (s.size !== undefined) this.through?.mirrorSize(ino, s.size);
-              r.attr(this.attrOf({ ino, path: '', attr: { ...attr, nlink: 0 } }));
-            },
-            fail,
-          );
-        }
-        const path = ids.path(ino);
+        // ftruncate, fchmod, futimens of a file that lost its name while open: its copy alone changes.
+        const orphan = held !== undefined && !ids.linked(ino);
+        const path = orphan ? '' : ids.path(ino);
         return serveOp(
           'setattr',
-          path,
-          () => vfs.setattr(path, s),
+          orphan ? held : path,
+          async (): Promise<Node> => (orphan ? { ino, path: '', attr: { ...(await vfs.setattrHandle(held, s)), nlink: 0 } } : vfs.setattr(path, s)),
           (n) => {
             if (s.size !== undefined) this.through?.mirrorSize(ino, s.size);
             r.attr(this.attrOf(n));
@@ -535,13 +524,8 @@ export class NativeDriver implements Driver {
           fh,
           async () => {
             const done = await vfs.fallocate(fh, mode, off, size);
-            // A node passed through: its backing file follows, as for a write (the flush would otherwise take its old bytes for changes made through an mmap).
-            if (t) {
-              t.mirrorSize(ino, done.size);
-              const [from, to] = done.zeroed ?? [0, 0];
-              const zeros = Buffer.alloc(Math.min(to - from, 1 << 20));
-              for (let at = from; at < to; at += zeros.length) t.mirrorWrite(fh, at, zeros, Math.min(zeros.length, to - at));
-            }
+            // As for a write (the flush would otherwise take the copy's old bytes for changes made through an mmap).
+            t?.mirrorFallocate(fh, ino, done.size, done.zeroed);
           },
           () => r.ok(),
           fail,
