@@ -8,7 +8,7 @@
 import { stat } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { attrFromStats, isDir, isLnk, isReg, S_IFDIR, S_IFREG, toTimespec, type Attr } from '../content/attr.js';
-import type { ChunkRef } from '../content/manifest.js';
+import { hex, type ChunkRef } from '../content/manifest.js';
 import type { MetaEntry, MetaStore, PathChange } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import { attrFromWire, chunksFromWire } from '../wire/convert.js';
@@ -90,6 +90,15 @@ const FALLOC_PUNCH_HOLE = 0x02;
 const FALLOC_ZERO_RANGE = 0x10;
 /** Zeros written at a time for a punched hole or zeroed range. */
 const ZERO_PIECE = 1 << 20;
+
+/**
+ * A read answered with fewer bytes than the file has there: the kernel takes
+ * that for the end of the file (it shrinks its size to match), so a reader
+ * sees the file cut short. Never expected; logged to find out how.
+ */
+function shortRead(path: string, offset: number, length: number, got: number, size: number, why: string): void {
+  log.warn({ path, offset, length, got, size, why }, 'a read came back short of the file: the kernel takes that for its end');
+}
 
 export class Vfs {
   private readonly handles = new Map<number, FileHandle>();
@@ -312,7 +321,9 @@ export class Vfs {
     if (h.dirty) {
       await h.dirty.materialize(this.chunks);
       const buf = Buffer.allocUnsafe(length);
-      return [buf.subarray(0, await h.dirty.read(offset, length, buf))];
+      const n = await h.dirty.read(offset, length, buf);
+      if (n < Math.min(length, h.dirty.size - offset)) shortRead(h.path, offset, length, n, h.dirty.size, 'the dirty copy is shorter than its size');
+      return [buf.subarray(0, n)];
     }
     const newer = this.newerThan(h);
     if (newer) await this.refresh(h, newer);
@@ -343,7 +354,11 @@ export class Vfs {
       const to = Math.min(end, c.offset + c.length);
       const part = await this.chunks.slice(c, from - c.offset, to - from, h.path);
       parts.push(part);
-      if (part.length < to - from) break; // a short chunk file: the read ends there
+      if (part.length < to - from) {
+        // A short chunk file: the read ends there.
+        shortRead(h.path, offset, length, parts.reduce((n, p) => n + p.length, 0), h.size, `chunk ${hex(c.hash)} gave ${part.length} of ${to - from} bytes`);
+        break;
+      }
     }
     return parts;
   }
