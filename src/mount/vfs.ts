@@ -100,6 +100,9 @@ function shortRead(path: string, offset: number, length: number, got: number, si
   log.warn({ path, offset, length, got, size, why }, 'a read came back short of the file: the kernel takes that for its end');
 }
 
+/** The time now, in nanoseconds since the epoch (a file's times are kept so). */
+const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
+
 export class Vfs {
   private readonly handles = new Map<number, FileHandle>();
   private readonly listing = new Map<string, Promise<void>>();
@@ -540,9 +543,9 @@ export class Vfs {
    * writes may still meet ENOSPC there, as on any thin-provisioned disk);
    * punching a hole or zeroing a range writes zeros (the node's copy is not
    * sparse). Collapsing or inserting a range is refused with EOPNOTSUPP.
-   * Returns the range written with zeros, if any, and the file's size after.
+   * `wrote` hears of each piece of zeros written; returns the file's size after.
    */
-  async fallocate(fh: number, mode: number, offset: number, length: number): Promise<{ zeroed?: [number, number]; size: number }> {
+  async fallocate(fh: number, mode: number, offset: number, length: number, wrote?: (offset: number, data: Buffer) => void): Promise<number> {
     const h = this.handles.get(fh);
     const d = h?.dirty;
     if (!d || h.readOnly) throw new FsError('EBADF', `file handle ${fh} is not open for writing`);
@@ -553,19 +556,23 @@ export class Vfs {
       await this.ownCopy(d);
       if (mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) {
         const stop = keepSize ? Math.min(end, d.size) : end;
-        if (stop <= offset) return { size: d.size };
+        if (stop <= offset) return d.size;
         await d.materialize(this.chunks);
         d.materialized = true;
         const zeros = Buffer.alloc(Math.min(stop - offset, ZERO_PIECE));
-        for (let at = offset; at < stop; at += zeros.length) await d.write(at, zeros.subarray(0, Math.min(zeros.length, stop - at)));
-        return { zeroed: [offset, stop], size: d.size };
+        for (let at = offset; at < stop; at += zeros.length) {
+          const piece = zeros.subarray(0, Math.min(zeros.length, stop - at));
+          await d.write(at, piece);
+          wrote?.(at, piece);
+        }
+        return d.size;
       }
       if (!keepSize && end > d.size) {
         await d.materialize(this.chunks);
         d.materialized = true;
         await d.truncate(end);
       }
-      return { size: d.size };
+      return d.size;
     });
   }
 
@@ -767,7 +774,7 @@ export class Vfs {
       // Journaled, and shown at once as an empty directory; the node makes it moments later.
       if (!isDir((await this.entry(parentOf(path))).attr.mode)) throw new FsError('ENOTDIR', `"${parentOf(path)}" is not a directory`);
       // Shown before it is queued: the node's answer, however soon, finds the number it was shown with.
-      const e = queuedDirEntry(mode, uid, gid, BigInt(Date.now()) * 1_000_000n);
+      const e = queuedDirEntry(mode, uid, gid, nowNs());
       this.meta.putVolatile(path, e);
       try {
         await this.writeBack.queueMkdir(path, mode);
@@ -873,7 +880,6 @@ export class Vfs {
 
   /** chmod, truncate, utimens (and a chown for after the commit) on a file being written: its dirty copy changes. */
   private async changeCopy(d: DirtyFile, a: SetAttr): Promise<void> {
-    const now = (): bigint => BigInt(Date.now()) * 1_000_000n;
     await d.exclusive(async () => {
       await this.ownCopy(d);
       if (a.size !== undefined) {
@@ -886,8 +892,8 @@ export class Vfs {
         d.changed();
       }
       if (a.mtimeNs !== undefined || a.atimeNs !== undefined) {
-        d.mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? d.entry().attr.mtimeNs);
-        d.atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? d.entry().attr.atimeNs);
+        d.mtimeNs = a.mtimeNs === 'now' ? nowNs() : (a.mtimeNs ?? d.entry().attr.mtimeNs);
+        d.atimeNs = a.atimeNs === 'now' ? nowNs() : (a.atimeNs ?? d.entry().attr.atimeNs);
         d.changed();
       }
       if (changesOwner(a, d.entry().attr)) {
@@ -926,7 +932,6 @@ export class Vfs {
   async setattr(path: string, a: SetAttr): Promise<Node> {
     this.known(path);
     const d = this.dirty.get(path);
-    const now = (): bigint => BigInt(Date.now()) * 1_000_000n;
     if (d && !d.unlinked) {
       await this.changeCopy(d, a);
       return this.node(path, d.entry());
@@ -946,8 +951,8 @@ export class Vfs {
     // older mtime the mount shows with it) and it keeps its search bit
     // (deeper commits go on through it).
     if (a.size === undefined && !ownerChange) {
-      const mtimeNs = a.mtimeNs === 'now' ? now() : (a.mtimeNs ?? cur.mtimeNs);
-      const atimeNs = a.atimeNs === 'now' ? now() : (a.atimeNs ?? cur.atimeNs);
+      const mtimeNs = a.mtimeNs === 'now' ? nowNs() : (a.mtimeNs ?? cur.mtimeNs);
+      const atimeNs = a.atimeNs === 'now' ? nowNs() : (a.atimeNs ?? cur.atimeNs);
       const dir = isDir(cur.mode);
       const dirQueues = dir && !!this.opts.asyncWriteBack && path !== '' && (!times || a.mtimeNs !== undefined) && ((a.mode ?? cur.mode) & 0o100) !== 0;
       const newTimes = times ? { mtimeNs, atimeNs } : {};
@@ -958,7 +963,7 @@ export class Vfs {
         ((await this.writeBack.amend(path, { mode: a.mode, ...newTimes })) ||
           (dirQueues && (newMode !== undefined || times) && (await this.writeBack.queueDirAttrs(path, { mode: newMode, ...newTimes }))));
       if (queued) {
-        const attr = { ...cur, ...(a.mode !== undefined ? { mode: (cur.mode & ~0o7777) | (a.mode & 0o7777) } : {}), ...newTimes, ctimeNs: now() };
+        const attr = { ...cur, ...(a.mode !== undefined ? { mode: (cur.mode & ~0o7777) | (a.mode & 0o7777) } : {}), ...newTimes, ctimeNs: nowNs() };
         this.meta.putVolatile(path, { ...this.meta.get(path), attr });
         return this.node(path, this.meta.get(path)!);
       }
@@ -1037,7 +1042,6 @@ export class Vfs {
   statfs(): Promise<Capacity> {
     return this.capacity.get();
   }
-
 }
 
 /** A directory made through the mount while the node has not made it yet: empty, and its listing complete. */

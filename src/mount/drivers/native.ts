@@ -523,9 +523,9 @@ export class NativeDriver implements Driver {
           'fallocate',
           fh,
           async () => {
-            const done = await vfs.fallocate(fh, mode, off, size);
-            // As for a write (the flush would otherwise take the copy's old bytes for changes made through an mmap).
-            t?.mirrorFallocate(fh, ino, done.size, done.zeroed);
+            // The backing file follows, as for a write (the flush would otherwise take its old bytes for changes made through an mmap).
+            const after = await vfs.fallocate(fh, mode, off, size, t && ((at, zeros) => t.mirrorWrite(fh, at, zeros, zeros.length)));
+            t?.mirrorSize(ino, after);
           },
           () => r.ok(),
           fail,

@@ -158,15 +158,6 @@ export class Passthrough {
     if (t) for (let done = 0; done < n; ) done += writeSync(t.fd, data, done, n - done, offset + done);
   }
 
-  /** A fallocate through the mount on a node passed through: the copy takes its size and the zeros written. */
-  mirrorFallocate(fh: number, node: number, size: number, zeroed?: [number, number]): void {
-    this.mirrorSize(node, size);
-    if (!zeroed) return;
-    const [from, to] = zeroed;
-    const zeros = Buffer.alloc(Math.min(to - from, 1 << 20)); // a MiB of zeros at a time
-    for (let at = from; at < to; at += zeros.length) this.mirrorWrite(fh, at, zeros, Math.min(zeros.length, to - at));
-  }
-
   /** A node's size changed through the mount (truncate): the copy follows. */
   mirrorSize(node: number, size: number): void {
     const t = this.byNode.get(node);
