@@ -87,6 +87,33 @@ for (const [landedBefore, asyncWriteBack] of VARIANTS) {
   });
 }
 
+for (const [landedBefore, asyncWriteBack] of VARIANTS) {
+  t.test(`a close racing a rename onto the same file (${variant(landedBefore, asyncWriteBack)})`, async (t) => {
+    const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
+    const { root, vfs, wb } = rig;
+    await vfs.list('');
+    for (let round = 0; round < 10; round++) {
+      const [name, other] = [`h${round}`, `other${round}`];
+      const { handle } = await vfs.create('', other, 0o644);
+      await vfs.write(handle.fh, 0, Buffer.from(`renamed over the file being closed ${round}\n`));
+      await vfs.flush(handle.fh);
+      await vfs.release(handle.fh);
+      const fh = await openToWrite(rig, name, landedBefore);
+      await vfs.write(fh, 0, Buffer.from(`closed while replaced ${round}\n`));
+      const [closing, renaming] = together(round, () => vfs.flush(fh), () => vfs.rename('', other, '', name));
+      t.equal(await renaming, 'ok', `${name}: the rename succeeds`);
+      t.equal(await closing, 'ok', `${name}: so does the close`);
+      await vfs.release(fh);
+      await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+      // Whichever landed first, the file the rename brought is what the name holds last.
+      t.equal(await readFile(join(root, name), 'utf8'), `renamed over the file being closed ${round}\n`, `${name}: has the renamed file on the node`);
+      await t.rejects(stat(join(root, other)), `${name}: the renamed file's old name is gone there`);
+      t.same((await readdir(root)).filter((n) => n.startsWith(`${name}.`)), [], `${name}: no conflict copy of the replaced file`);
+      t.equal((await vfs.entry(name)).attr.size, `renamed over the file being closed ${round}\n`.length, `${name}: the mount shows the renamed file`);
+    }
+  });
+}
+
 t.test('a close whose commit reached the node, its answer lost, racing an unlink of the file', async (t) => {
   const { root, proxy, vfs, wb } = await writeBackRig(t, {}, 1_500);
   await vfs.list('');

@@ -100,6 +100,9 @@ function shortRead(path: string, offset: number, length: number, got: number, si
   log.warn({ path, offset, length, got, size, why }, 'a read came back short of the file: the kernel takes that for its end');
 }
 
+/** Runs a namespace change's call to the node (see Vfs.mutate): as it is, or inside what must hold around it. */
+type NodeCall = (call: () => ReturnType<MeshClient['mutate']>) => ReturnType<MeshClient['mutate']>;
+
 /** The time now, in nanoseconds since the epoch (a file's times are kept so). */
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
 
@@ -737,7 +740,7 @@ export class Vfs {
    * `made`: a directory the change creates, recorded as listed (it is
    * empty; what others add to it arrives on the change feed).
    */
-  private async mutate(touched: string[], req: Omit<WMutateRequest, 'workspace'>, removed: string[] = [], made?: string): Promise<void> {
+  private async mutate(touched: string[], req: Omit<WMutateRequest, 'workspace'>, removed: string[] = [], made?: string, around: NodeCall = (call) => call()): Promise<void> {
     // A change of names moves its directories' mtimes: times queued for them must not land after it
     // (a link changes the directory of its new name only).
     if (req.mkdir || req.rmdir || req.unlink || req.symlink || req.link || req.rename) {
@@ -748,7 +751,7 @@ export class Vfs {
     });
     let r;
     try {
-      r = await this.mesh.mutate(req, Number(req.truncate?.size ?? 0)); // a truncate re-hashes the file on the node
+      r = await around(() => this.mesh.mutate(req, Number(req.truncate?.size ?? 0))); // a truncate re-hashes the file on the node
     } catch (err) {
       // No node: the tree is read-only until one answers.
       if (errnoOf(err) === 'EHOSTDOWN') throw new FsError('EROFS', (err as Error).message);
@@ -844,10 +847,16 @@ export class Vfs {
     for (const d of [...this.dirty.values()]) {
       if ((under(d.path, from) || (exchange && under(d.path, to))) && d.modified && !d.unlinked) await this.commitDirty(d);
     }
-    await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange } }, [to, from]);
-    // A file being written that the rename replaced lives on for its open handles only.
-    const replaced = exchange ? undefined : this.dirty.get(to);
-    if (replaced) this.orphan(replaced);
+    // A file the rename replaces: a close of it under way lands first or commits nothing (see WriteBack.removeFile).
+    const replacing: NodeCall = (call) =>
+      this.writeBack.removeFile(to, async () => {
+        const r = await call();
+        // Its writers go on with their copy, for their open handles only.
+        const d = this.dirty.get(to);
+        if (d) this.orphan(d);
+        return r;
+      });
+    await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange } }, [to, from], undefined, exchange ? undefined : replacing);
     const moving = [...this.dirty.values()].filter((d) => under(d.path, from) || (exchange && under(d.path, to)));
     for (const d of moving) this.dirty.delete(d.path);
     for (const d of moving) {

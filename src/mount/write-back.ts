@@ -1208,17 +1208,23 @@ export class WriteBack {
   }
 
   /**
-   * A file is removed: `onNode` removes it on the node (told whether a
-   * version of ours may be there unheard) while no commit of it runs or can
-   * start; once that succeeded its pending versions go. If it fails, they
-   * stay: nothing closed is lost by an unlink the node did not take.
+   * A file is removed, by an unlink or by a rename onto its name: `onNode`
+   * makes the change on the node (told whether a version of ours may be
+   * there unheard) while no commit of the file runs or can start (one under
+   * way lands first). Once that succeeded, what its closes had still to
+   * commit goes with it, as on a local disk: a close under way commits
+   * nothing and its pending versions go. Committed later, a version would
+   * bring back an unlinked file, or meet the file a rename put there and
+   * become a conflict copy of a file that is gone. If `onNode` fails, they
+   * stay: nothing closed is lost by a change the node did not take.
    */
-  async removeFile(path: string, onNode: (maySit: boolean) => Promise<void>): Promise<void> {
-    await this.locks.with(path, async () => {
-      await onNode(this.maySit(path));
+  async removeFile<T>(path: string, onNode: (maySit: boolean) => Promise<T>): Promise<T> {
+    return this.locks.with(path, async () => {
+      const r = await onNode(this.maySit(path));
       for (const c of this.closings.get(path) ?? []) c.removed = true;
       for (const e of [...(this.byPath.get(path) ?? [])]) await this.drop(e, true);
       this.mayHold.delete(path);
+      return r;
     });
   }
 
