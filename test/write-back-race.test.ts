@@ -114,6 +114,47 @@ for (const [landedBefore, asyncWriteBack] of VARIANTS) {
   });
 }
 
+for (const asyncWriteBack of [false, true]) {
+  t.test(`a write open racing an unlink or a rename of the file (write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
+    const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
+    const { root, vfs, wb } = rig;
+    await vfs.list('');
+    for (let round = 0; round < 12; round++) {
+      // Unlinked, renamed away, or replaced by a rename while its open for writing is under way.
+      const how = (['unlink', 'rename away', 'rename onto'] as const)[round % 3];
+      const name = `w${round}`;
+      const { handle } = await vfs.create('', name, 0o644);
+      await vfs.write(handle.fh, 0, Buffer.from(`on the node ${round}\n`));
+      await vfs.flush(handle.fh);
+      await vfs.release(handle.fh);
+      if (how === 'rename onto') {
+        const other = await vfs.create('', `x${round}`, 0o644);
+        await vfs.write(other.handle.fh, 0, Buffer.from(`renamed onto it ${round}\n`));
+        await vfs.flush(other.handle.fh);
+        await vfs.release(other.handle.fh);
+      }
+      await waitFor('both on the node', async () => (await wb.drain()) === 0);
+      const change = (): Promise<void> => (how === 'unlink' ? vfs.unlink('', name) : how === 'rename away' ? vfs.rename('', name, '', `moved${round}`) : vfs.rename('', `x${round}`, '', name));
+      const opening = vfs.open(name, 1 /* O_WRONLY */);
+      const changing = outcome(change());
+      const fh = (await opening).fh;
+      t.equal(await changing, 'ok', `${name} (${how}): the change succeeds`);
+      await vfs.write(fh, 0, Buffer.from(`written after ${round}\n`));
+      t.equal(await outcome(vfs.flush(fh)), 'ok', `${name} (${how}): the close succeeds`);
+      await vfs.release(fh);
+      await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+      const listed = await readdir(root);
+      t.same(listed.filter((n) => n.startsWith(`${name}.`)), [], `${name} (${how}): no conflict copy`);
+      if (how === 'unlink') await t.rejects(stat(join(root, name)), `${name}: not brought back on the node`);
+      if (how === 'rename away') {
+        await t.rejects(stat(join(root, name)), `${name}: the old name is not brought back on the node`);
+        t.equal(await readFile(join(root, `moved${round}`), 'utf8'), `written after ${round}\n`, `${name}: the writer's content is under the new name`);
+      }
+      if (how === 'rename onto') t.equal(await readFile(join(root, name), 'utf8'), `renamed onto it ${round}\n`, `${name}: the renamed file stays`);
+    }
+  });
+}
+
 t.test('a close whose commit reached the node, its answer lost, racing an unlink of the file', async (t) => {
   const { root, proxy, vfs, wb } = await writeBackRig(t, {}, 1_500);
   await vfs.list('');

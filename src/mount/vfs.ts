@@ -117,6 +117,9 @@ export class Vfs {
   /** Files open for writing, by path. */
   private readonly dirty = new Map<string, DirtyFile>();
   private readonly openingWrite = new Map<string, Promise<DirtyFile>>();
+  /** Unlinks and renames counted, and the last one of each name, while write opens are under way (see newDirty). */
+  private nameChanges = 0;
+  private readonly changedNames = new Map<string, number>();
   private nextFh = 1;
   private followListener: ((fh: number) => void) | undefined;
   private listedListener: ((changes: PathChange[]) => void) | undefined;
@@ -393,7 +396,10 @@ export class Vfs {
       // Two writers opening at once share one dirty copy.
       let opening = this.openingWrite.get(path);
       if (!opening) {
-        opening = this.newDirty(path, flags).finally(() => this.openingWrite.delete(path));
+        opening = this.newDirty(path, flags).finally(() => {
+          this.openingWrite.delete(path);
+          if (this.openingWrite.size === 0) this.changedNames.clear();
+        });
         this.openingWrite.set(path, opening);
       }
       d = await opening;
@@ -409,7 +415,42 @@ export class Vfs {
     return this.handle(path, d);
   }
 
+  /**
+   * The dirty copy of a file a writer opens. An unlink or rename of the name
+   * that lands while it is being made (it waits on the node and the disk)
+   * leaves it without a file: committed, it would bring back a removed name
+   * or meet the file put there as a conflict. It is then made again for
+   * what the name holds now, or the open fails as if it came after.
+   */
   private async newDirty(path: string, flags: number): Promise<DirtyFile> {
+    for (let attempt = 1; ; attempt++) {
+      const since = this.nameChanges;
+      const d = await this.makeDirty(path, flags);
+      if (!this.nameChangedSince(path, since)) {
+        this.follow(d);
+        return this.track(d);
+      }
+      await d.close().catch(() => undefined);
+      if (d.onDisk) await this.writeBack.discard(d.name);
+      if (attempt >= 3 || !this.meta.get(path)) throw new FsError('ENOENT', `"${path}" was removed or renamed while it was being opened`);
+    }
+  }
+
+  /** An unlink or rename took effect on the node: write opens under way of (or below) these names are made again (see newDirty). */
+  private namesChanged(...paths: string[]): void {
+    if (this.openingWrite.size === 0) return;
+    this.nameChanges++;
+    for (const p of paths) this.changedNames.set(p, this.nameChanges);
+  }
+
+  private nameChangedSince(path: string, since: number): boolean {
+    for (let p = path; ; p = parentOf(p)) {
+      if ((this.changedNames.get(p) ?? 0) > since) return true;
+      if (p === '') return false;
+    }
+  }
+
+  private async makeDirty(path: string, flags: number): Promise<DirtyFile> {
     const shown = await this.entry(path);
     if (isDir(shown.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
     if (!isReg(shown.attr.mode)) throw new FsError('EINVAL', `"${path}" is not a regular file`);
@@ -420,7 +461,6 @@ export class Vfs {
     if (pending) {
       // Still queued (no node): go on from the queued content, not the node's.
       d = await DirtyFile.fromPending(path, (file) => this.writeBack.copyPending(pending, file), this.writeBack.dirtyPath(name), name, shown, pending);
-      this.follow(d);
     } else {
       // Read again: the flush above may just have committed a queued version,
       // which is then the base (what was shown before had no digest).
@@ -432,9 +472,8 @@ export class Vfs {
         chunks = m.chunks;
       }
       d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, chunks);
-      this.follow(d);
     }
-    return this.track(d);
+    return d;
   }
 
   /**
@@ -795,7 +834,6 @@ export class Vfs {
     const path = joinRel(this.known(dir), name);
     const e = await this.entry(path);
     if (isDir(e.attr.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
-    const d = this.dirty.get(path);
     // The node first (no commit of the file runs meanwhile), then its pending
     // versions: an unlink the node does not take loses nothing closed.
     await this.writeBack.removeFile(path, async (maySit) => {
@@ -810,7 +848,11 @@ export class Vfs {
       // Open writers may go on; nothing of theirs is written back. Set once
       // the node took the unlink: a close taking the content from now on
       // commits nothing (see WriteBack.Closing for one already under way).
+      // (A write open that ended meanwhile has its copy in the table; one
+      // still under way learns of the unlink: see newDirty.)
+      const d = this.dirty.get(path);
       if (d) this.orphan(d);
+      this.namesChanged(path);
     });
     await this.meta.put(path, null);
     this.meta.putVolatile(path, null);
@@ -854,9 +896,12 @@ export class Vfs {
         // Its writers go on with their copy, for their open handles only.
         const d = this.dirty.get(to);
         if (d) this.orphan(d);
+        this.namesChanged(to);
         return r;
       });
     await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange } }, [to, from], undefined, exchange ? undefined : replacing);
+    // Copies opened by now move; a write open still under way learns of the rename (see newDirty).
+    this.namesChanged(from, ...(exchange ? [to] : []));
     const moving = [...this.dirty.values()].filter((d) => under(d.path, from) || (exchange && under(d.path, to)));
     for (const d of moving) this.dirty.delete(d.path);
     for (const d of moving) {
