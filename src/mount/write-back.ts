@@ -15,7 +15,7 @@ import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { HashPool } from '../content/hash-pool.js';
-import type { ChunkRef, Manifest } from '../content/manifest.js';
+import { hex, type ChunkRef, type Manifest } from '../content/manifest.js';
 import type { WCommitManyReplyOut, WCommitReplyOut, WCommitRequest, WEntryOut } from '../wire/types.js';
 import { MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES } from '../wire/proto.js';
 import { isDir, toTimespec } from '../content/attr.js';
@@ -462,6 +462,7 @@ export class WriteBack {
 
   /** A record joins the pending ones; its bytes stay in memory while there is room for them. */
   private hold(e: JournalEntry): void {
+    if (log.isLevelEnabled('debug')) log.debug({ path: e.path, ...this.trace(e) }, 'write-back pending');
     this.pending.set(e.seq, e);
     this.byPath.add(e.path, e);
     if (e.mkdir) this.mkdirs.set(e.path, e);
@@ -684,6 +685,7 @@ export class WriteBack {
     // Out of the pending ones before anything is awaited: no retry picks it up
     // (it would read a dirty copy about to go).
     const content = { path: e.path, dirty: e.dirty, data: e.data };
+    log.debug({ path: e.path, ...this.trace(e) }, 'write-back superseded by a newer version');
     this.forget(e);
     // Tried already, answer lost: the node may hold it. Keep its digest to recognize it.
     if (this.replayed.has(e.seq)) await this.rememberMayHold(content);
@@ -1048,6 +1050,12 @@ export class WriteBack {
     };
   }
 
+  /** A record's place in its file's history, for the logs: what it was made from, and whether it came from an earlier run. */
+  private trace(e: JournalEntry): Record<string, unknown> {
+    const base = this.baseOf(e);
+    return { seq: e.seq, baseSeq: e.baseSeq, based: base.expectAbsent ? 'no file' : base.baseDigest?.length ? hex(base.baseDigest).slice(0, 16) : 'nothing said', replayed: this.replayed.has(e.seq) };
+  }
+
   /** The node took the record (or kept it as a conflict copy): metadata, journal and cache follow. */
   private async settleLanded(e: JournalEntry, manifest: Manifest, reply: WCommitReplyOut, by: string): Promise<Buffer> {
     // Content kept in memory has no dirty copy: the cache keeps its chunks from the bytes.
@@ -1073,10 +1081,10 @@ export class WriteBack {
     if (reply.conflict) {
       this.stats.conflicts++;
       for (const fn of this.conflictListeners) fn(e.path);
-      log.warn({ path: e.path, conflictPath: reply.conflictPath }, 'write-back conflict: the file changed on the node since it was opened; this version was kept beside it');
+      log.warn({ path: e.path, conflictPath: reply.conflictPath, ...this.trace(e) }, 'write-back conflict: the file changed on the node since it was opened; this version was kept beside it');
     } else {
       this.stats.committed++;
-      log.debug({ path: e.path, size: manifest.size, chunks: manifest.chunks.length }, 'written back');
+      log.debug({ path: e.path, size: manifest.size, chunks: manifest.chunks.length, digest: hex(manifest.digest).slice(0, 16), ...this.trace(e) }, 'written back');
     }
     return manifest.digest;
   }

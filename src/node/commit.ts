@@ -85,7 +85,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
   try {
     await assemble(staged, source, path, input, draft?.placed);
     if (draft) await staged.truncate(input.size); // chunks placed past the end of what the file became
-    let { conflict, current } = await checkBase(index, path, abs, input);
+    let { conflict, current, found } = await checkBase(index, path, abs, input);
     const mode = (input.mode & 0o7777) || (current ? current.mode & 0o7777 : 0o644);
     await staged.chmod(mode);
     if (mayChown && current) await staged.chown(current.uid, current.gid);
@@ -106,7 +106,9 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     let finalPath = path;
     if (conflict) {
       finalPath = await placeConflictCopy(index, staged, path, input.clientId || hostname());
-      log.warn({ workspace: index.id, path, conflictPath: finalPath, client: input.clientId }, 'commit conflict: kept the node version, stored the writer version beside it');
+      // What the writer based its version on, and what it met: enough to tell a real conflict from a lost ordering.
+      const based = input.expectAbsent ? 'no file' : input.baseDigest?.length ? hex(input.baseDigest).slice(0, 16) : 'nothing said';
+      log.warn({ workspace: index.id, path, conflictPath: finalPath, client: input.clientId, based, found: found ? hex(found).slice(0, 16) : 'no file' }, 'commit conflict: kept the node version, stored the writer version beside it');
     }
     // The draft's chunks are in a workspace file now: no longer read from the draft, which closes.
     if (input.draft) await source.drafts.drop(input.draft, !!draft);
@@ -252,7 +254,7 @@ function secNsec(ns: bigint): [number, number] {
  * versions (`alsoBases`), or already exactly the content being committed (a
  * retried commit whose first answer was lost: committing it again is safe).
  */
-async function checkBase(index: WorkspaceIndex, path: string, abs: string, input: CommitInput): Promise<{ conflict: boolean; current?: Attr }> {
+async function checkBase(index: WorkspaceIndex, path: string, abs: string, input: CommitInput): Promise<{ conflict: boolean; current?: Attr; found?: Buffer }> {
   let current: Attr | undefined;
   try {
     current = attrFromStats(await lstat(abs, { bigint: true }));
@@ -264,7 +266,7 @@ async function checkBase(index: WorkspaceIndex, path: string, abs: string, input
   if (!input.expectAbsent && !input.baseDigest?.length) return { conflict: false, current };
   const now = (await index.validate(path)).digest!;
   const accepted = [input.digest, ...(input.expectAbsent ? [] : [input.baseDigest!]), ...(input.alsoBases ?? [])];
-  return { conflict: !accepted.some((d) => d.equals(now)), current };
+  return { conflict: !accepted.some((d) => d.equals(now)), current, found: now };
 }
 
 async function placeConflictCopy(index: WorkspaceIndex, staged: StagedFile, path: string, clientId: string): Promise<string> {
