@@ -22,7 +22,8 @@ export function assertCliBuilt(): void {
 
 /** The environment of a ghostfs child: info-level JSON log lines, on stderr. */
 export function childEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, GHOSTFS_LOG_LEVEL: 'info', GHOSTFS_LOG_PRETTY: '0' };
+  // GHOSTFS_CHILD_LOG_LEVEL=debug: the processes started log more, to study a run that went wrong.
+  const env: NodeJS.ProcessEnv = { ...process.env, GHOSTFS_LOG_LEVEL: process.env.GHOSTFS_CHILD_LOG_LEVEL || 'info', GHOSTFS_LOG_PRETTY: '0' };
   delete env.GHOSTFS_LOG_FILE; // the lines must come to us on stderr
   return env;
 }
