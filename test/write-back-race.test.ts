@@ -25,13 +25,18 @@ const outcome = (p: Promise<void>): Promise<string> => p.then(() => 'ok', (e: un
 /** A file open for writing (its handle): new, or with a first version on the node. */
 async function openToWrite({ root, vfs, wb }: Rig, name: string, landedBefore: boolean): Promise<number> {
   if (!landedBefore) return (await vfs.create('', name, 0o644)).handle.fh;
-  const { handle } = await vfs.create('', name, 0o644);
-  await vfs.write(handle.fh, 0, Buffer.from('first version\n'));
-  await vfs.flush(handle.fh);
-  await vfs.release(handle.fh);
+  await writeClosed(vfs, name, 'first version\n');
   await waitFor('the first version on the node', async () => (await wb.drain()) === 0);
   if ((await readFile(join(root, name), 'utf8')) !== 'first version\n') throw new Error(`${name}: the first version is not on the node`);
   return (await vfs.open(name, 1 /* O_WRONLY */)).fh;
+}
+
+/** A file written and closed through the mount. */
+async function writeClosed(vfs: Rig['vfs'], name: string, body: string): Promise<void> {
+  const { handle } = await vfs.create('', name, 0o644);
+  await vfs.write(handle.fh, 0, Buffer.from(body));
+  await vfs.flush(handle.fh);
+  await vfs.release(handle.fh);
 }
 
 /** The close and the other call started together, each first in turn (the unlink has fewer steps to its lock on the file). */
@@ -94,10 +99,7 @@ for (const [landedBefore, asyncWriteBack] of VARIANTS) {
     await vfs.list('');
     for (let round = 0; round < 10; round++) {
       const [name, other] = [`h${round}`, `other${round}`];
-      const { handle } = await vfs.create('', other, 0o644);
-      await vfs.write(handle.fh, 0, Buffer.from(`renamed over the file being closed ${round}\n`));
-      await vfs.flush(handle.fh);
-      await vfs.release(handle.fh);
+      await writeClosed(vfs, other, `renamed over the file being closed ${round}\n`);
       const fh = await openToWrite(rig, name, landedBefore);
       await vfs.write(fh, 0, Buffer.from(`closed while replaced ${round}\n`));
       const [closing, renaming] = together(round, () => vfs.flush(fh), () => vfs.rename('', other, '', name));
@@ -123,16 +125,8 @@ for (const asyncWriteBack of [false, true]) {
       // Unlinked, renamed away, or replaced by a rename while its open for writing is under way.
       const how = (['unlink', 'rename away', 'rename onto'] as const)[round % 3];
       const name = `w${round}`;
-      const { handle } = await vfs.create('', name, 0o644);
-      await vfs.write(handle.fh, 0, Buffer.from(`on the node ${round}\n`));
-      await vfs.flush(handle.fh);
-      await vfs.release(handle.fh);
-      if (how === 'rename onto') {
-        const other = await vfs.create('', `x${round}`, 0o644);
-        await vfs.write(other.handle.fh, 0, Buffer.from(`renamed onto it ${round}\n`));
-        await vfs.flush(other.handle.fh);
-        await vfs.release(other.handle.fh);
-      }
+      await writeClosed(vfs, name, `on the node ${round}\n`);
+      if (how === 'rename onto') await writeClosed(vfs, `x${round}`, `renamed onto it ${round}\n`);
       await waitFor('both on the node', async () => (await wb.drain()) === 0);
       const change = (): Promise<void> => (how === 'unlink' ? vfs.unlink('', name) : how === 'rename away' ? vfs.rename('', name, '', `moved${round}`) : vfs.rename('', `x${round}`, '', name));
       const opening = vfs.open(name, 1 /* O_WRONLY */);
