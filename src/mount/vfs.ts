@@ -893,15 +893,17 @@ export class Vfs {
     const replacing: NodeCall = (call) =>
       this.writeBack.removeFile(to, async () => {
         const r = await call();
-        // Its writers go on with their copy, for their open handles only.
+        // Its writers go on with their copy, for their open handles only (a close from now on commits nothing).
         const d = this.dirty.get(to);
         if (d) this.orphan(d);
-        this.namesChanged(to);
         return r;
       });
     await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange } }, [to, from], undefined, exchange ? undefined : replacing);
-    // Copies opened by now move; a write open still under way learns of the rename (see newDirty).
-    this.namesChanged(from, ...(exchange ? [to] : []));
+    // The names now say what the node holds. A copy of the replaced file opened meanwhile is orphaned,
+    // copies under `from` move, and a write open still under way learns of the rename (see newDirty).
+    const late = exchange ? undefined : this.dirty.get(to);
+    if (late) this.orphan(late);
+    this.namesChanged(from, to);
     const moving = [...this.dirty.values()].filter((d) => under(d.path, from) || (exchange && under(d.path, to)));
     for (const d of moving) this.dirty.delete(d.path);
     for (const d of moving) {

@@ -685,7 +685,7 @@ export class WriteBack {
     // Out of the pending ones before anything is awaited: no retry picks it up
     // (it would read a dirty copy about to go).
     const content = { path: e.path, dirty: e.dirty, data: e.data };
-    log.debug({ path: e.path, ...this.trace(e) }, 'write-back superseded by a newer version');
+    if (log.isLevelEnabled('debug')) log.debug({ path: e.path, ...this.trace(e) }, 'write-back superseded by a newer version');
     this.forget(e);
     // Tried already, answer lost: the node may hold it. Keep its digest to recognize it.
     if (this.replayed.has(e.seq)) await this.rememberMayHold(content);
@@ -1084,7 +1084,7 @@ export class WriteBack {
       log.warn({ path: e.path, conflictPath: reply.conflictPath, ...this.trace(e) }, 'write-back conflict: the file changed on the node since it was opened; this version was kept beside it');
     } else {
       this.stats.committed++;
-      log.debug({ path: e.path, size: manifest.size, chunks: manifest.chunks.length, digest: hex(manifest.digest).slice(0, 16), ...this.trace(e) }, 'written back');
+      if (log.isLevelEnabled('debug')) log.debug({ path: e.path, size: manifest.size, chunks: manifest.chunks.length, digest: hex(manifest.digest).slice(0, 16), ...this.trace(e) }, 'written back');
     }
     return manifest.digest;
   }
