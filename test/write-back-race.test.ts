@@ -6,8 +6,9 @@
 // name). Driven in process against a real node (helpers/write-back-rig.ts),
 // so that the two calls can be started at the same moment.
 import t from 'tap';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { errnoOf } from '../src/wire/errors.js';
 import { writeBackRig } from './helpers/write-back-rig.js';
 import { waitFor } from './helpers/mount-proc.js';
@@ -118,33 +119,60 @@ for (const [landedBefore, asyncWriteBack] of VARIANTS) {
 
 for (const asyncWriteBack of [false, true]) {
   t.test(`a write open racing an unlink or a rename of the file (write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
-    const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
-    const { root, vfs, wb } = rig;
+    const { root, mesh, vfs, wb } = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
     await vfs.list('');
+    // A write open that the change overtakes: its file is one the mount has no chunk
+    // list for, and the node's answer for it is held until the change has landed (the
+    // open's last wait before it makes its copy). Left alone, the open ends first.
+    let held: { path: string; until: Promise<void> } | undefined;
+    const getManifest = mesh.getManifest.bind(mesh);
+    mesh.getManifest = async (path) => {
+      const m = await getManifest(path);
+      if (held?.path === path) await held.until;
+      return m;
+    };
     for (let round = 0; round < 12; round++) {
-      // Unlinked, renamed away, or replaced by a rename while its open for writing is under way.
       const how = (['unlink', 'rename away', 'rename onto'] as const)[round % 3];
+      const overtaken = round >= 6;
       const name = `w${round}`;
-      await writeClosed(vfs, name, `on the node ${round}\n`);
+      const what = `${name} (${how}${overtaken ? ', overtaking the open' : ''})`;
+      // Overtaken: a file of several chunks made on the node and listed, whose chunk list the mount has not got.
+      const first = overtaken ? randomBytes(3 << 20).toString('base64') : `on the node ${round}\n`;
+      if (overtaken) {
+        await writeFile(join(root, name), first);
+        await vfs.list('');
+      } else await writeClosed(vfs, name, first);
       if (how === 'rename onto') await writeClosed(vfs, `x${round}`, `renamed onto it ${round}\n`);
       await waitFor('both on the node', async () => (await wb.drain()) === 0);
       const change = (): Promise<void> => (how === 'unlink' ? vfs.unlink('', name) : how === 'rename away' ? vfs.rename('', name, '', `moved${round}`) : vfs.rename('', `x${round}`, '', name));
-      const opening = vfs.open(name, 1 /* O_WRONLY */);
-      const changing = outcome(change());
-      const fh = (await opening).fh;
-      t.equal(await changing, 'ok', `${name} (${how}): the change succeeds`);
-      await vfs.write(fh, 0, Buffer.from(`written after ${round}\n`));
-      t.equal(await outcome(vfs.flush(fh)), 'ok', `${name} (${how}): the close succeeds`);
-      await vfs.release(fh);
-      await waitFor('nothing queued', async () => (await wb.drain()) === 0);
-      const listed = await readdir(root);
-      t.same(listed.filter((n) => n.startsWith(`${name}.`)), [], `${name} (${how}): no conflict copy`);
-      if (how === 'unlink') await t.rejects(stat(join(root, name)), `${name}: not brought back on the node`);
-      if (how === 'rename away') {
-        await t.rejects(stat(join(root, name)), `${name}: the old name is not brought back on the node`);
-        t.equal(await readFile(join(root, `moved${round}`), 'utf8'), `written after ${round}\n`, `${name}: the writer's content is under the new name`);
+      let release = (): void => undefined;
+      if (overtaken) held = { path: name, until: new Promise<void>((r) => (release = r)) };
+      const opening = vfs.open(name, 1 /* O_WRONLY */).then(
+        (h) => h.fh,
+        (e: unknown) => errnoOf(e),
+      );
+      t.equal(await outcome(change()), 'ok', `${what}: the change succeeds`);
+      release();
+      held = undefined;
+      const fh = await opening;
+      const written = `written after ${round}\n`;
+      // Overtaken, the open finds the name gone, or opens the file the rename put there.
+      if (overtaken && how !== 'rename onto') t.equal(fh, 'ENOENT', `${what}: the open fails as if it came after`);
+      else if (typeof fh !== 'number') t.fail(`${what}: the open failed (${fh})`);
+      else {
+        await vfs.write(fh, 0, Buffer.from(written));
+        t.equal(await outcome(vfs.flush(fh)), 'ok', `${what}: the close succeeds`);
+        await vfs.release(fh);
       }
-      if (how === 'rename onto') t.equal(await readFile(join(root, name), 'utf8'), `renamed onto it ${round}\n`, `${name}: the renamed file stays`);
+      await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+      t.same((await readdir(root)).filter((n) => n.startsWith(`${name}.`)), [], `${what}: no conflict copy`);
+      if (how !== 'rename onto') await t.rejects(stat(join(root, name)), `${what}: the name is not brought back on the node`);
+      if (how === 'rename away') t.ok((await readFile(join(root, `moved${round}`), 'utf8')) === (overtaken ? first : written), `${what}: the new name has the file`);
+      if (how === 'rename onto') {
+        const renamed = `renamed onto it ${round}\n`;
+        // The writer of the replaced file wrote to a file that is gone; the one that opened the renamed file wrote into it.
+        t.equal(await readFile(join(root, name), 'utf8'), overtaken ? written + renamed.slice(written.length) : renamed, `${what}: the name holds the renamed file`);
+      }
     }
   });
 }

@@ -100,6 +100,9 @@ function shortRead(path: string, offset: number, length: number, got: number, si
   log.warn({ path, offset, length, got, size, why }, 'a read came back short of the file: the kernel takes that for its end');
 }
 
+/** Times a write open makes its copy again because its name was replaced meanwhile (see Vfs.newDirty). */
+const NAME_CHANGE_RETRIES = 10;
+
 /** Runs a namespace change's call to the node (see Vfs.mutate): as it is, or inside what must hold around it. */
 type NodeCall = (call: () => ReturnType<MeshClient['mutate']>) => ReturnType<MeshClient['mutate']>;
 
@@ -420,7 +423,8 @@ export class Vfs {
    * that lands while it is being made (it waits on the node and the disk)
    * leaves it without a file: committed, it would bring back a removed name
    * or meet the file put there as a conflict. It is then made again for
-   * what the name holds now, or the open fails as if it came after.
+   * what the name holds now (or the open joins the copy a writer of that
+   * file has open), or the open fails as if it came after.
    */
   private async newDirty(path: string, flags: number): Promise<DirtyFile> {
     for (let attempt = 1; ; attempt++) {
@@ -432,7 +436,11 @@ export class Vfs {
       }
       await d.close().catch(() => undefined);
       if (d.onDisk) await this.writeBack.discard(d.name);
-      if (attempt >= 3 || !this.meta.get(path)) throw new FsError('ENOENT', `"${path}" was removed or renamed while it was being opened`);
+      // A file renamed onto the name while open for writing, or created there since: one copy per file.
+      const live = this.dirty.get(path);
+      if (live && !live.unlinked) return live;
+      if (!this.meta.get(path)) throw new FsError('ENOENT', `"${path}" was removed or renamed while it was being opened`);
+      if (attempt >= NAME_CHANGE_RETRIES) throw new FsError('EAGAIN', `"${path}" was replaced ${attempt} times while it was being opened`);
     }
   }
 
@@ -848,14 +856,16 @@ export class Vfs {
       // Open writers may go on; nothing of theirs is written back. Set once
       // the node took the unlink: a close taking the content from now on
       // commits nothing (see WriteBack.Closing for one already under way).
-      // (A write open that ended meanwhile has its copy in the table; one
-      // still under way learns of the unlink: see newDirty.)
       const d = this.dirty.get(path);
       if (d) this.orphan(d);
-      this.namesChanged(path);
     });
     await this.meta.put(path, null);
     this.meta.putVolatile(path, null);
+    // The name is gone here too. A copy opened meanwhile is orphaned, and a
+    // write open still under way learns of the unlink (see newDirty).
+    const late = this.dirty.get(path);
+    if (late) this.orphan(late);
+    this.namesChanged(path);
   }
 
   /**
