@@ -121,15 +121,30 @@ for (const asyncWriteBack of [false, true]) {
   t.test(`a write open racing an unlink or a rename of the file (write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
     const { root, mesh, vfs, wb } = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
     await vfs.list('');
-    // A write open that the change overtakes: its file is one the mount has no chunk
-    // list for, and the node's answer for it is held until the change has landed (the
-    // open's last wait before it makes its copy). Left alone, the open ends first.
-    let held: { path: string; until: Promise<void> } | undefined;
+    // Two orders, each made certain by holding one side at a real wait of its own:
+    // - the open ends during the change: the change is held once the node has made
+    //   it, before the mount has heard, while the open runs from start to end;
+    // - the change overtakes the open: the open's file is one the mount has no chunk
+    //   list for, and the node's answer for it is held until the change has landed.
+    let openHeld: { path: string; until: Promise<void>; hit?: boolean } | undefined;
     const getManifest = mesh.getManifest.bind(mesh);
     mesh.getManifest = async (path) => {
+      const hold = openHeld?.path === path ? openHeld : undefined;
+      if (hold) hold.hit = true;
       const m = await getManifest(path);
-      if (held?.path === path) await held.until;
+      await hold?.until;
       return m;
+    };
+    let changeHeld: { until: Promise<void>; hit?: boolean } | undefined;
+    const mutate = mesh.mutate.bind(mesh);
+    mesh.mutate = async (req, hashBytes) => {
+      const hold = req.unlink || req.rename ? changeHeld : undefined;
+      const r = await mutate(req, hashBytes);
+      if (hold) {
+        hold.hit = true;
+        await hold.until;
+      }
+      return r;
     };
     for (let round = 0; round < 12; round++) {
       const how = (['unlink', 'rename away', 'rename onto'] as const)[round % 3];
@@ -140,21 +155,41 @@ for (const asyncWriteBack of [false, true]) {
       const first = overtaken ? randomBytes(3 << 20).toString('base64') : `on the node ${round}\n`;
       if (overtaken) {
         await writeFile(join(root, name), first);
-        await vfs.list('');
+        // (The node indexes it once its watch tells it.)
+        await waitFor(`${name} listed`, async () => {
+          await vfs.list('');
+          return vfs.meta.get(name)?.attr.size === first.length;
+        });
+        t.notOk(vfs.meta.get(name)?.chunks, `${name}: the mount has no chunk list for it`);
       } else await writeClosed(vfs, name, first);
       if (how === 'rename onto') await writeClosed(vfs, `x${round}`, `renamed onto it ${round}\n`);
       await waitFor('both on the node', async () => (await wb.drain()) === 0);
       const change = (): Promise<void> => (how === 'unlink' ? vfs.unlink('', name) : how === 'rename away' ? vfs.rename('', name, '', `moved${round}`) : vfs.rename('', `x${round}`, '', name));
       let release = (): void => undefined;
-      if (overtaken) held = { path: name, until: new Promise<void>((r) => (release = r)) };
-      const opening = vfs.open(name, 1 /* O_WRONLY */).then(
-        (h) => h.fh,
-        (e: unknown) => errnoOf(e),
-      );
-      t.equal(await outcome(change()), 'ok', `${what}: the change succeeds`);
-      release();
-      held = undefined;
-      const fh = await opening;
+      const until = new Promise<void>((r) => (release = r));
+      const open = (): Promise<number | string> =>
+        vfs.open(name, 1 /* O_WRONLY */).then(
+          (h) => h.fh,
+          (e: unknown) => errnoOf(e),
+        );
+      let fh: number | string;
+      if (overtaken) {
+        openHeld = { path: name, until };
+        const opening = open();
+        t.equal(await outcome(change()), 'ok', `${what}: the change succeeds`);
+        release();
+        fh = await opening;
+        t.ok(openHeld.hit, `${what}: the open waited for the change`);
+        openHeld = undefined;
+      } else {
+        changeHeld = { until };
+        const changing = outcome(change());
+        await waitFor('the change made on the node', async () => !!changeHeld?.hit);
+        fh = await open();
+        release();
+        t.equal(await changing, 'ok', `${what}: the change succeeds`);
+        changeHeld = undefined;
+      }
       const written = `written after ${round}\n`;
       // Overtaken, the open finds the name gone, or opens the file the rename put there.
       if (overtaken && how !== 'rename onto') t.equal(fh, 'ENOENT', `${what}: the open fails as if it came after`);
@@ -173,6 +208,31 @@ for (const asyncWriteBack of [false, true]) {
         // The writer of the replaced file wrote to a file that is gone; the one that opened the renamed file wrote into it.
         t.equal(await readFile(join(root, name), 'utf8'), overtaken ? written + renamed.slice(written.length) : renamed, `${what}: the name holds the renamed file`);
       }
+    }
+  });
+}
+
+for (const asyncWriteBack of [false, true]) {
+  t.test(`a close racing an rmdir of its directory, or a rename onto it (write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
+    const { root, vfs, wb } = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
+    await vfs.list('');
+    for (let round = 0; round < 8; round++) {
+      const how = round % 2 ? 'rename onto' : 'rmdir';
+      const [dir, other] = [`d${round}`, `e${round}`];
+      await vfs.mkdir('', dir, 0o755);
+      if (how === 'rename onto') await vfs.mkdir('', other, 0o755);
+      await waitFor('the directories on the node', async () => (await wb.drain()) === 0);
+      const { handle } = await vfs.create(dir, 'x', 0o644);
+      const body = `closed while its directory goes ${round}\n`;
+      await vfs.write(handle.fh, 0, Buffer.from(body));
+      const [closing, changing] = together(round >> 1, () => vfs.flush(handle.fh), () => (how === 'rmdir' ? vfs.rmdir('', dir) : vfs.rename('', other, '', dir)));
+      // As on a local disk: the directory holds the file being closed.
+      t.equal((await changing).split(':')[0], 'ENOTEMPTY', `${dir} (${how}): refused, the directory is not empty`);
+      t.equal(await closing, 'ok', `${dir} (${how}): the close succeeds`);
+      await vfs.release(handle.fh);
+      await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+      t.equal(await readFile(join(root, dir, 'x'), 'utf8'), body, `${dir} (${how}): the file is on the node, in its directory`);
+      if (how === 'rename onto') t.ok((await stat(join(root, other))).isDirectory(), `${dir}: the other directory is where it was`);
     }
   });
 }

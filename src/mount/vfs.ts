@@ -882,16 +882,30 @@ export class Vfs {
     const path = joinRel(this.known(dir), name);
     const e = await this.entry(path);
     if (!isDir(e.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
+    this.mustBeEmpty(path);
     await this.mutate([path], { rmdir: { path } }, [path]);
+  }
+
+  /**
+   * A directory about to go (rmdir, or replaced by a rename) that shows
+   * entries here is not empty, as on a local disk, even when the node has
+   * none of them yet: a file being written or closed in it would otherwise
+   * find its directory gone when its commit lands.
+   */
+  private mustBeEmpty(path: string): void {
+    const names = this.meta.childNames(path);
+    if (names.length) throw new FsError('ENOTEMPTY', `"${path}" is not empty (it holds "${names[0]}")`);
   }
 
   async rename(oldDir: string, oldName: string, newDir: string, newName: string, flags = 0): Promise<void> {
     const from = joinRel(this.known(oldDir), oldName);
     const to = joinRel(this.known(newDir), newName);
-    await this.entry(from);
+    const source = await this.entry(from);
     const NOREPLACE = 1;
     const EXCHANGE = 2;
     const exchange = (flags & EXCHANGE) !== 0;
+    const target = this.meta.get(to);
+    if (!exchange && target && isDir(target.attr.mode) && isDir(source.attr.mode)) this.mustBeEmpty(to);
     const under = (p: string, dir: string): boolean => p === dir || p.startsWith(dir + '/');
     /** Where a path is after the rename; undefined: replaced by it. */
     const moved = (p: string): string | undefined => (under(p, from) ? to + p.slice(from.length) : !under(p, to) ? p : exchange ? from + p.slice(to.length) : undefined);
