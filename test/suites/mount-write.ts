@@ -527,13 +527,14 @@ t.test('a truncate the node takes longer than the deadline to hash succeeds', as
   await writeFile(join(src, 'grows'), 'x');
   const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
   t.teardown(() => node.stop('SIGKILL'));
-  // The node hashes the whole file again before it answers: 1 GiB takes it far longer than 200 ms.
-  const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', join(base, 'cache'), '--deadline', '200ms']);
+  // The node hashes the whole file again before it answers: 4 GiB takes it far longer than 500 ms
+  // (a deadline the mount's own start, under a loaded machine, still keeps).
+  const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', join(base, 'cache'), '--deadline', '500ms']);
   t.teardown(() => m.kill());
-  const size = 1024 ** 3;
+  const size = 4 * 1024 ** 3;
   // truncate(2) by name (the truncate tool opens the file: that goes through a dirty copy instead).
   const r = await run('perl', ['-e', 'truncate($ARGV[0], $ARGV[1]) or die "truncate: $!\\n"', join(mnt, 'grows'), String(size)]);
-  t.equal(r.code, 0, `truncate(2) to 1 GiB through the mount: ${r.stderr.trim() || 'ok'}`);
+  t.equal(r.code, 0, `truncate(2) to 4 GiB through the mount: ${r.stderr.trim() || 'ok'}`);
   t.equal((await stat(join(src, 'grows'))).size, size, 'the node has it');
   t.equal((await run('stat', ['-c', '%s', join(mnt, 'grows')])).stdout.trim(), String(size), 'the mount shows it');
   t.equal(m.lines.filter((l) => l.msg === 'node unreachable; trying another replica').length, 0, 'the node was not taken for unreachable');
