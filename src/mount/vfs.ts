@@ -856,26 +856,26 @@ export class Vfs {
       // Open writers may go on; nothing of theirs is written back. Set once
       // the node took the unlink: a close taking the content from now on
       // commits nothing (see WriteBack.Closing for one already under way).
-      const d = this.dirty.get(path);
-      if (d) this.orphan(d);
+      this.orphan(path);
     });
     await this.meta.put(path, null);
     this.meta.putVolatile(path, null);
     // The name is gone here too. A copy opened meanwhile is orphaned, and a
     // write open still under way learns of the unlink (see newDirty).
-    const late = this.dirty.get(path);
-    if (late) this.orphan(late);
+    this.orphan(path);
     this.namesChanged(path);
   }
 
   /**
-   * A file being written lost its name: its open handles go on reading and
-   * writing their copy, nothing of it is written back, and the name is free
-   * for a new file (which gets a dirty copy of its own).
+   * The file being written at `path` (if one is) lost its name: its open
+   * handles go on reading and writing their copy, nothing of it is written
+   * back, and the name is free for a new file (which gets a copy of its own).
    */
-  private orphan(d: DirtyFile): void {
+  private orphan(path: string): void {
+    const d = this.dirty.get(path);
+    if (!d) return;
     d.unlinked = true;
-    if (this.dirty.get(d.path) === d) this.dirty.delete(d.path);
+    this.dirty.delete(path);
   }
 
   async rmdir(dir: string, name: string): Promise<void> {
@@ -909,26 +909,26 @@ export class Vfs {
     const under = (p: string, dir: string): boolean => p === dir || p.startsWith(dir + '/');
     /** Where a path is after the rename; undefined: replaced by it. */
     const moved = (p: string): string | undefined => (under(p, from) ? to + p.slice(from.length) : !under(p, to) ? p : exchange ? from + p.slice(to.length) : undefined);
-    // Files still being written move with their writers (both sides of an exchange); their content must reach the node first.
+    /** Whether a file being written there moves with the rename (both sides of an exchange do). */
+    const moves = (p: string): boolean => under(p, from) || (exchange && under(p, to));
+    // Files still being written move with their writers; their content must reach the node first.
     for (const d of [...this.dirty.values()]) {
-      if ((under(d.path, from) || (exchange && under(d.path, to))) && d.modified && !d.unlinked) await this.commitDirty(d);
+      if (moves(d.path) && d.modified && !d.unlinked) await this.commitDirty(d);
     }
     // A file the rename replaces: a close of it under way lands first or commits nothing (see WriteBack.removeFile).
     const replacing: NodeCall = (call) =>
       this.writeBack.removeFile(to, async () => {
         const r = await call();
         // Its writers go on with their copy, for their open handles only (a close from now on commits nothing).
-        const d = this.dirty.get(to);
-        if (d) this.orphan(d);
+        this.orphan(to);
         return r;
       });
     await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange } }, [to, from], undefined, exchange ? undefined : replacing);
     // The names now say what the node holds. A copy of the replaced file opened meanwhile is orphaned,
     // copies under `from` move, and a write open still under way learns of the rename (see newDirty).
-    const late = exchange ? undefined : this.dirty.get(to);
-    if (late) this.orphan(late);
+    if (!exchange) this.orphan(to);
     this.namesChanged(from, to);
-    const moving = [...this.dirty.values()].filter((d) => under(d.path, from) || (exchange && under(d.path, to)));
+    const moving = [...this.dirty.values()].filter((d) => moves(d.path));
     for (const d of moving) this.dirty.delete(d.path);
     for (const d of moving) {
       d.path = moved(d.path)!;

@@ -143,6 +143,11 @@ export class NativeDriver implements Driver {
     if (this.session) this.addon.fastClose(this.session, fh);
   }
 
+  /** The passthrough whose backing file must follow this handle's writes (its node is passed through), if any. */
+  private mirrorOf(fh: number): Passthrough | undefined {
+    return this.through?.mirrored(fh) ? this.through : undefined;
+  }
+
   /** An open handle on a node id: one that writes a copy if there is one (it has the file as it is now). */
   private handleOn(id: number): number | undefined {
     const fhs = this.openOn.get(id);
@@ -468,7 +473,7 @@ export class NativeDriver implements Driver {
           fail,
         );
       case Op.WRITE: {
-        const t = this.through?.mirrored(fh) ? this.through : undefined;
+        const t = this.mirrorOf(fh);
         return serveOp(
           'write',
           fh,
@@ -486,7 +491,7 @@ export class NativeDriver implements Driver {
         );
       }
       case Op.FLUSH: {
-        const t = this.through?.mirrored(fh) ? this.through : undefined;
+        const t = this.mirrorOf(fh);
         return serveOp(
           'flush',
           fh,
@@ -518,7 +523,7 @@ export class NativeDriver implements Driver {
       case Op.FSYNC:
         return serveOp('fsync', fh, () => vfs.fsync(fh), () => r.ok(), fail);
       case Op.FALLOCATE: {
-        const t = this.through?.mirrored(fh) ? this.through : undefined;
+        const t = this.mirrorOf(fh);
         return serveOp(
           'fallocate',
           fh,
