@@ -28,7 +28,7 @@ t.test('an index write the database refuses: subscribers hear of the change, the
     await store.close();
   });
   const open = async (): Promise<WorkspaceIndex> => {
-    const ix = new WorkspaceIndex('ws', root, store, pool, { statConcurrency: 4, syncWalk: true, tempTtlMs: 600_000, logRetention: 1000, excluded: [] });
+    const ix = new WorkspaceIndex('ws', root, store, pool, { statConcurrency: 4, inlineMetadata: true, tempTtlMs: 600_000, logRetention: 1000, excluded: [] });
     await ix.load();
     return ix;
   };

@@ -57,7 +57,7 @@ export function serveCommand(): Command {
         hashConcurrency: o.hashConcurrency ?? profile.hashConcurrency,
         readSize: o.readSize ?? profile.readSize,
         statConcurrency: profile.statConcurrency,
-        syncWalk: profile.syncWalk,
+        inlineMetadata: profile.inlineMetadata,
         tempTtlMs: o.tempTtl,
         reconcileIntervalMs: Math.max(1000, o.reconcileInterval),
         watch: o.watch !== false,

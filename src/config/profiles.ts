@@ -7,11 +7,11 @@ export interface StorageProfile {
   hashConcurrency: number;
   readSize: number;
   statConcurrency: number;
-  /** Walk with synchronous lstat, a directory at a time (fast where metadata is local). */
-  syncWalk: boolean;
+  /** Metadata calls (lstat, readdir, unlink, mkdir, rename...) made inline on the event loop, not through the thread pool: where metadata is local (see node/meta-calls.ts). */
+  inlineMetadata: boolean;
 }
 
 export const PROFILES: Record<ProfileName, StorageProfile> = {
-  ssd: { hashConcurrency: 2, readSize: 4 * 1024 * 1024, statConcurrency: 64, syncWalk: true },
-  nfs: { hashConcurrency: 2, readSize: 1024 * 1024, statConcurrency: 16, syncWalk: false },
+  ssd: { hashConcurrency: 2, readSize: 4 * 1024 * 1024, statConcurrency: 64, inlineMetadata: true },
+  nfs: { hashConcurrency: 2, readSize: 1024 * 1024, statConcurrency: 16, inlineMetadata: false },
 };

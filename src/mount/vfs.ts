@@ -813,7 +813,12 @@ export class Vfs {
       return e.name === made && isDir(x.attr.mode) && this.meta.childNames(made).length === 0 ? { ...x, listed: true } : x;
     };
     // One database write: a mkdir's answer carries the new directory and its parent.
-    await this.meta.putMany([...removed.map((p) => [p, null] as const), ...r.entries.map((e) => [e.name, entry(e)] as const)]);
+    // Memory shows it at once, and the write is queued behind the earlier
+    // ones: the answer need not wait for the disk (waiting, an `rm -rf` of
+    // 1,768 entries took 3-19 % longer in three interleaved pairs). A mount
+    // that dies first hears of the change again from the feed, whose saved
+    // position waits for it.
+    void this.meta.putMany([...removed.map((p) => [p, null] as const), ...r.entries.map((e) => [e.name, entry(e)] as const)]).catch((err) => log.error({ err: (err as Error).message, paths: r.entries.length + removed.length }, 'cannot record a change of names in the metadata database'));
     // Parents' listings stay complete: new children were recorded above.
   }
 

@@ -30,7 +30,7 @@ export interface NodeConfig {
   hashConcurrency: number;
   readSize: number;
   statConcurrency: number;
-  syncWalk: boolean;
+  inlineMetadata: boolean;
   tempTtlMs: number;
   reconcileIntervalMs: number;
   watch: boolean;
@@ -92,7 +92,7 @@ export class NodeAgent {
     const stateReal = await realpath(this.config.stateDir);
     const index = new WorkspaceIndex(id, root, this.store, this.pool, {
       statConcurrency: this.config.statConcurrency,
-      syncWalk: this.config.syncWalk,
+      inlineMetadata: this.config.inlineMetadata,
       tempTtlMs: this.config.tempTtlMs,
       logRetention: 100_000,
       excluded: [stateReal],

@@ -5,11 +5,11 @@
 // put in place of the target (or linked in, for a new file, only if the
 // name is still free), and the directory fsynced. If the target changed since the writer read it, nothing
 // is overwritten: the writer's version becomes a conflict copy beside it.
-import { open, lstat } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { constants as C } from 'node:fs';
 import { dirname, basename, extname } from 'node:path';
 import { hostname } from 'node:os';
-import { attrFromStats, isReg, type Attr } from '../content/attr.js';
+import { isReg, type Attr } from '../content/attr.js';
 import { checkChunkList, fileDigest, hex, type ChunkRef } from '../content/manifest.js';
 import { FsError } from '../wire/errors.js';
 import { log } from '../log.js';
@@ -114,7 +114,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     if (input.draft) await source.drafts.drop(input.draft, !!draft);
     await staged.discard();
     await fsyncDir(dir);
-    const attr = attrFromStats(await lstat(index.paths.abs(finalPath), { bigint: true }));
+    const attr = await index.calls.lstat(index.paths.abs(finalPath));
     const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
     const [change] = await index.apply([{ path: finalPath, entry }]);
     // Uploaded chunks were staged; chunks sent inline never were. Removed
@@ -255,12 +255,7 @@ function secNsec(ns: bigint): [number, number] {
  * retried commit whose first answer was lost: committing it again is safe).
  */
 async function checkBase(index: WorkspaceIndex, path: string, abs: string, input: CommitInput): Promise<{ conflict: boolean; current?: Attr; found?: Buffer }> {
-  let current: Attr | undefined;
-  try {
-    current = attrFromStats(await lstat(abs, { bigint: true }));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
+  const current = (await index.calls.lstatOrNull(abs)) ?? undefined;
   if (current && !isReg(current.mode)) throw new FsError('EISDIR', `"${path}" exists and is not a regular file`);
   if (!current) return { conflict: !input.expectAbsent && !!input.baseDigest?.length }; // deleted since the writer read it
   if (!input.expectAbsent && !input.baseDigest?.length) return { conflict: false, current };

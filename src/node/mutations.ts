@@ -2,28 +2,20 @@
 // its paths (confined to the root, parents resolved without escaping),
 // never follows a symlink in the last component, and updates the index
 // itself, so the change feed carries it at once.
-import { mkdir, rmdir, unlink, rename, symlink, link, lstat, lutimes, lchown, open, chmod } from 'node:fs/promises';
+import { lutimes, open } from 'node:fs/promises';
 import { constants as C } from 'node:fs';
-import { attrFromStats, fromTimespec, isDir, isLnk, nsToSeconds, type Attr } from '../content/attr.js';
+import { fromTimespec, isDir, isLnk, nsToSeconds } from '../content/attr.js';
 import { FsError } from '../wire/errors.js';
 import type { WMutateRequestOut } from '../wire/types.js';
 import { nativeAddon, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../native/addon.js';
 import { checkChildPath, checkPath, parentOf } from './paths.js';
 import type { WorkspaceIndex } from './workspace-index.js';
 import type { IndexEntry } from './index-entry.js';
+import type { MetaCalls } from './meta-calls.js';
 
 export interface MutationResult {
   /** Paths changed, with their state after the operation (null: removed). */
   changed: { path: string; entry: IndexEntry | null }[];
-}
-
-async function lstatOrNull(abs: string): Promise<Attr | null> {
-  try {
-    return attrFromStats(await lstat(abs, { bigint: true }));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
 }
 
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
@@ -59,6 +51,7 @@ function directoriesOf(req: WMutateRequestOut): string[] {
 }
 
 async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<MutationResult> {
+  const fs = index.calls; // the workspace disk's metadata calls, inline or pooled (meta-calls.ts)
   const done = async (...paths: string[]): Promise<MutationResult> => {
     const changed = [];
     for (const p of paths) {
@@ -80,22 +73,22 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
   switch (req.op) {
     case 'mkdir': {
       const path = checkChildPath(req.mkdir!.path);
-      await mkdir(await index.paths.safeAbs(path), { mode: req.mkdir!.mode & 0o7777 || 0o755 });
+      await fs.mkdir(await index.paths.safeAbs(path), req.mkdir!.mode & 0o7777 || 0o755);
       return doneWithParent(path, path);
     }
     case 'rmdir': {
       const path = checkChildPath(req.rmdir!.path);
-      await rmdir(await index.paths.safeAbs(path));
+      await fs.rmdir(await index.paths.safeAbs(path));
       return doneWithParent(path);
     }
     case 'unlink': {
       const path = checkChildPath(req.unlink!.path);
       const abs = await index.paths.safeAbs(path);
-      const st = await lstatOrNull(abs);
+      const st = await fs.lstatOrNull(abs);
       if (!st) throw new FsError('ENOENT', `"${path}" does not exist`);
       if (isDir(st.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
       const siblings = index.linksOf(path);
-      await unlink(abs);
+      await fs.unlink(abs);
       const result = await doneWithParent(path);
       // The remaining names of the inode now have one link fewer.
       if (siblings.length > 0) await index.adopt(siblings[0]!, index.entries.get(siblings[0]!));
@@ -109,7 +102,7 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       if (to.startsWith(from + '/')) throw new FsError('EINVAL', `cannot move "${from}" into itself`);
       const fromAbs = await index.paths.safeAbs(from);
       const toAbs = await index.paths.safeAbs(to);
-      const st = await lstatOrNull(fromAbs);
+      const st = await fs.lstatOrNull(fromAbs);
       if (!st) throw new FsError('ENOENT', `"${from}" does not exist`);
       const addon = nativeAddon();
       if (r.exchange) {
@@ -124,14 +117,14 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       } else if (r.noReplace) {
         if (!isDir(st.mode)) {
           // link() fails with EEXIST atomically, so nothing is ever clobbered.
-          await link(fromAbs, toAbs);
-          await unlink(fromAbs);
+          await fs.link(fromAbs, toAbs);
+          await fs.unlink(fromAbs);
         } else {
-          if (await lstatOrNull(toAbs)) throw new FsError('EEXIST', `"${to}" exists`);
-          await rename(fromAbs, toAbs);
+          if (await fs.lstatOrNull(toAbs)) throw new FsError('EEXIST', `"${to}" exists`);
+          await fs.rename(fromAbs, toAbs);
         }
       } else {
-        await rename(fromAbs, toAbs);
+        await fs.rename(fromAbs, toAbs);
       }
       const entry = await index.moved(from, to);
       return { changed: [{ path: from, entry: null }, { path: to, entry }] };
@@ -141,14 +134,14 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       const target = req.symlink!.target;
       if (target === '' || target.includes('\0')) throw new FsError('EINVAL', 'symlink target is empty or contains NUL');
       if (Buffer.byteLength(target) > 4095) throw new FsError('ENAMETOOLONG', 'symlink target is too long');
-      await symlink(target, await index.paths.safeAbs(path));
+      await fs.symlink(target, await index.paths.safeAbs(path));
       return done(path);
     }
     case 'link': {
       const existing = checkChildPath(req.link!.existing, 'existing');
       const path = checkChildPath(req.link!.path);
       const known = index.entries.get(existing);
-      await link(await index.paths.safeAbs(existing), await index.paths.safeAbs(path));
+      await fs.link(await index.paths.safeAbs(existing), await index.paths.safeAbs(path));
       const a = await index.adopt(existing, known);
       const b = await index.adopt(path, known);
       return { changed: [{ path: existing, entry: a }, { path, entry: b }] };
@@ -157,25 +150,25 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       const path = checkPath(req.chmod!.path);
       const abs = await index.paths.safeAbs(path);
       const known = index.entries.get(path);
-      await chmodNoFollow(abs, req.chmod!.mode & 0o7777);
+      await chmodNoFollow(fs, abs, req.chmod!.mode & 0o7777);
       return keep(path, known);
     }
     case 'chown': {
       const path = checkPath(req.chown!.path);
       const abs = await index.paths.safeAbs(path);
-      const st = await lstatOrNull(abs);
+      const st = await fs.lstatOrNull(abs);
       if (!st) throw new FsError('ENOENT', `"${path}" does not exist`);
       const known = index.entries.get(path);
       const uid = req.chown!.uid < 0 ? st.uid : req.chown!.uid;
       const gid = req.chown!.gid < 0 ? st.gid : req.chown!.gid;
-      await lchown(abs, uid, gid);
+      await fs.lchown(abs, uid, gid);
       return keep(path, known);
     }
     case 'utimens': {
       const u = req.utimens!;
       const path = checkPath(u.path);
       const abs = await index.paths.safeAbs(path);
-      const st = await lstatOrNull(abs);
+      const st = await fs.lstatOrNull(abs);
       if (!st) throw new FsError('ENOENT', `"${path}" does not exist`);
       const known = index.entries.get(path);
       // Absent means UTIME_OMIT: keep exactly what is there.
@@ -208,23 +201,15 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
   }
 }
 
-async function chmodNoFollow(abs: string, mode: number): Promise<void> {
-  let fh;
+async function chmodNoFollow(fs: MetaCalls, abs: string, mode: number): Promise<void> {
   try {
-    fh = await open(abs, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+    await fs.chmodNoFollow(abs, mode);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ELOOP') throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
     if (code !== 'EACCES') throw err;
     // Unreadable (mode 000) and not root: lstat, then chmod by name.
-    const st = attrFromStats(await lstat(abs, { bigint: true }));
-    if (isLnk(st.mode)) throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
-    await chmod(abs, mode);
-    return;
-  }
-  try {
-    await fh.chmod(mode);
-  } finally {
-    await fh.close();
+    if (isLnk((await fs.lstat(abs)).mode)) throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
+    await fs.chmod(abs, mode);
   }
 }

@@ -4,12 +4,13 @@
 // kernel's limits. Symlinks are never followed out of the root: metadata is
 // served from the index (built without following links) and every mutation
 // checks that the real path of its parent directory is inside the root.
-import { open, realpath } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { close, constants as C, fstat, read, type BigIntStats } from 'node:fs';
 import { dirname, join, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { FsError } from '../wire/errors.js';
 import { nativeAddon } from '../native/addon.js';
+import type { MetaCalls } from './meta-calls.js';
 
 /** A file opened for reading inside the root. */
 export interface RootFile {
@@ -52,7 +53,10 @@ export function checkChildPath(p: unknown, what = 'path'): string {
 }
 
 export class Confinement {
-  constructor(readonly root: string) {}
+  constructor(
+    readonly root: string,
+    private readonly calls: Pick<MetaCalls, 'realpath'>,
+  ) {}
 
   abs(rel: string): string {
     return rel === '' ? this.root : join(this.root, rel);
@@ -69,7 +73,7 @@ export class Confinement {
     if (rel === '') return abs;
     let real: string;
     try {
-      real = await realpath(dirname(abs));
+      real = await this.calls.realpath(dirname(abs));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
       throw new FsError(code, `parent of "${rel}": ${(err as Error).message.replace(this.root, '<root>')}`);

@@ -4,12 +4,12 @@
 // requests are answered without a database read). Every change bumps the
 // workspace's generation and is logged, which is what `Watch` replays.
 import { EventEmitter } from 'node:events';
-import { lstat, readdir, readlink, realpath, unlink } from 'node:fs/promises';
-import { lstatSync, readdirSync } from 'node:fs';
+import { readdir, unlink } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pLimit from 'p-limit';
-import { attrFromStats, isDir, isLnk, isReg, sameAttr, sameTuple, type Attr } from '../content/attr.js';
+import { isDir, isLnk, isReg, sameAttr, sameTuple, type Attr } from '../content/attr.js';
 import type { HashPool } from '../content/hash-pool.js';
 import { key, prefix, u64be, type Batch, type Store } from '../store/db.js';
 import { Reader, Writer } from '../store/codec.js';
@@ -17,6 +17,7 @@ import { FsError } from '../wire/errors.js';
 import { log } from '../log.js';
 import { decodeEntry, encodeEntry, type IndexEntry } from './index-entry.js';
 import { baseName, Confinement, joinRel, parentOf } from './paths.js';
+import { metaCalls, type MetaCalls } from './meta-calls.js';
 
 /** Name prefix of the node's own temp files (commits in progress). Never indexed. */
 export const TEMP_PREFIX = '.ghostfs-tmp-';
@@ -41,8 +42,8 @@ export interface ScanStats {
 
 export interface IndexOptions {
   statConcurrency: number;
-  /** Local disks: stat synchronously a directory at a time (see listDir). */
-  syncWalk: boolean;
+  /** Local disks: metadata calls made inline, a walk's a directory at a time (see meta-calls.ts, listDir). */
+  inlineMetadata: boolean;
   tempTtlMs: number;
   /** Generations kept in the change log; a watcher further behind gets RESET. */
   logRetention: number;
@@ -81,6 +82,8 @@ export class WorkspaceIndex extends EventEmitter {
    */
   beforeList: ((dir: string) => void) | undefined;
   readonly paths: Confinement;
+  /** Metadata calls on the workspace's disk, inline or through the pool (see meta-calls.ts). */
+  readonly calls: MetaCalls;
   generation = 0;
   epoch = '';
   /** Watchers at or beyond this generation can be served from the log. */
@@ -97,7 +100,8 @@ export class WorkspaceIndex extends EventEmitter {
   ) {
     super();
     this.setMaxListeners(0);
-    this.paths = new Confinement(root);
+    this.calls = metaCalls(opts.inlineMetadata ? 'inline' : 'pool');
+    this.paths = new Confinement(root, this.calls);
   }
 
   private entryKey(path: string): Buffer {
@@ -307,7 +311,7 @@ export class WorkspaceIndex extends EventEmitter {
    */
   async syncNames(dir: string): Promise<void> {
     const prev = this.entries.get(dir);
-    const attr = await lstat(this.paths.abs(dir), { bigint: true }).then(attrFromStats, () => undefined);
+    const attr = await this.calls.lstat(this.paths.abs(dir)).catch(() => undefined);
     if (!prev || !attr || !isDir(prev.attr.mode) || sameAttr(prev.attr, attr)) return;
     await this.recheck(dir);
   }
@@ -397,7 +401,7 @@ export class WorkspaceIndex extends EventEmitter {
         stats.others++;
         if (prev && prev.target !== undefined && sameAttr(prev.attr, attr)) return;
         try {
-          record(path, { attr, target: await readlink(this.paths.abs(path)) });
+          record(path, { attr, target: await this.calls.readlink(this.paths.abs(path)) });
         } catch {
           seen.delete(path);
         }
@@ -439,7 +443,7 @@ export class WorkspaceIndex extends EventEmitter {
 
     let top: Attr | undefined;
     try {
-      top = attrFromStats(await lstat(this.paths.abs(rel), { bigint: true }));
+      top = await this.calls.lstat(this.paths.abs(rel));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || rel === '') throw err;
     }
@@ -473,8 +477,8 @@ export class WorkspaceIndex extends EventEmitter {
   private async madeSince(rel: string): Promise<boolean> {
     const abs = this.paths.abs(rel);
     try {
-      await lstat(abs);
-      return (await realpath(dirname(abs))) === dirname(abs);
+      await this.calls.lstat(abs);
+      return (await this.calls.realpath(dirname(abs))) === dirname(abs);
     } catch {
       return false;
     }
@@ -482,11 +486,10 @@ export class WorkspaceIndex extends EventEmitter {
 
   /**
    * A directory's entries with their lstat attributes (excluded and
-   * vanished names left out). On local disks (`syncWalk`) the calls are
-   * made synchronously, one directory at a time: metadata answers in
-   * microseconds there and the thread pool's round trip would cost more
-   * than the call; the event loop gets a turn after each directory. On
-   * network filesystems they go through the pool, `statConcurrency` at once.
+   * vanished names left out). On local disks (`inlineMetadata`) the calls
+   * are made inline, one directory at a time (see meta-calls.ts); the event
+   * loop gets a turn after each directory. On network filesystems they go
+   * through the pool, `statConcurrency` at once.
    */
   private async listDir(dir: string, limit: ReturnType<typeof pLimit>): Promise<{ path: string; abs: string; attr: Attr }[]> {
     const out: { path: string; abs: string; attr: Attr }[] = [];
@@ -494,16 +497,16 @@ export class WorkspaceIndex extends EventEmitter {
     this.beforeList?.(dir);
     let names: string[];
     try {
-      names = this.opts.syncWalk ? readdirSync(dirAbs) : await readdir(dirAbs);
+      names = this.opts.inlineMetadata ? readdirSync(dirAbs) : await readdir(dirAbs);
     } catch (err) {
       this.warnUnlistable(dir, err);
       return out;
     }
     const wanted = names.map((name) => ({ path: joinRel(dir, name), abs: join(dirAbs, name) })).filter((n) => !this.isExcluded(n.abs));
-    if (this.opts.syncWalk) {
+    if (this.opts.inlineMetadata) {
       for (const { path, abs } of wanted) {
-        const st = lstatSync(abs, { bigint: true, throwIfNoEntry: false });
-        if (st) out.push({ path, abs, attr: attrFromStats(st) });
+        const attr = await this.calls.lstatOrNull(abs);
+        if (attr) out.push({ path, abs, attr });
       }
       await new Promise((r) => setImmediate(r));
       return out;
@@ -512,7 +515,7 @@ export class WorkspaceIndex extends EventEmitter {
       wanted.map(({ path, abs }) =>
         limit(async () => {
           try {
-            out.push({ path, abs, attr: attrFromStats(await lstat(abs, { bigint: true })) });
+            out.push({ path, abs, attr: await this.calls.lstat(abs) });
           } catch {
             // vanished between readdir and lstat
           }
@@ -585,7 +588,7 @@ export class WorkspaceIndex extends EventEmitter {
    * hash, a symlink to read) is handled after that, one by one.
    */
   async refreshAll(paths: readonly string[], madeDir?: string): Promise<void> {
-    const attrs = await Promise.all(paths.map((rel) => lstat(this.paths.abs(rel), { bigint: true }).then(attrFromStats, () => undefined)));
+    const attrs = await Promise.all(paths.map((rel) => this.calls.lstat(this.paths.abs(rel)).catch(() => undefined)));
     // By path: a directory removed with what was in it names each of those once.
     const list = new Map<string, IndexEntry | null>();
     const deeper: { rel: string; attr: Attr; known: boolean }[] = [];
@@ -612,7 +615,7 @@ export class WorkspaceIndex extends EventEmitter {
         // Unchanged since indexed (the usual case: the event was this node's own commit): nothing to do.
         if (!prev.digest || !sameTuple(prev.attr, attr)) await this.validate(rel).catch(() => undefined);
       } else if (!sameAttr(prev.attr, attr)) {
-        const target = isLnk(attr.mode) ? await readlink(this.paths.abs(rel)).catch(() => prev.target) : undefined;
+        const target = isLnk(attr.mode) ? await this.calls.readlink(this.paths.abs(rel)).catch(() => prev.target) : undefined;
         await this.apply([{ path: rel, entry: target === undefined ? { attr } : { attr, target } }]);
       }
     }
@@ -626,7 +629,7 @@ export class WorkspaceIndex extends EventEmitter {
   async adopt(rel: string, known: IndexEntry | undefined): Promise<IndexEntry | null> {
     let attr: Attr;
     try {
-      attr = attrFromStats(await lstat(this.paths.abs(rel), { bigint: true }));
+      attr = await this.calls.lstat(this.paths.abs(rel));
     } catch {
       if (this.entries.has(rel)) await this.apply(this.subtree(rel).map((path) => ({ path, entry: null })));
       return null;
@@ -684,7 +687,7 @@ export class WorkspaceIndex extends EventEmitter {
     const abs = this.paths.abs(rel);
     let attr: Attr;
     try {
-      attr = attrFromStats(await lstat(abs, { bigint: true }));
+      attr = await this.calls.lstat(abs);
     } catch (err) {
       if (this.entries.has(rel)) await this.apply(this.subtree(rel).map((path) => ({ path, entry: null })));
       throw new FsError((err as NodeJS.ErrnoException).code ?? 'EIO', `"${rel}" is gone`);

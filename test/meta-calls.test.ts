@@ -1,0 +1,59 @@
+// MetaCalls: the inline and the thread-pool variants answer alike, on a
+// real directory: same results, and the same errors as rejections (callers
+// match on `code`).
+import t from 'tap';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { metaCalls } from '../src/node/meta-calls.js';
+
+const code = (p: Promise<unknown>): Promise<string | undefined> =>
+  p.then(
+    () => undefined,
+    (err: NodeJS.ErrnoException) => err.code,
+  );
+
+for (const mode of ['inline', 'pool'] as const) {
+  t.test(`${mode}: results and errors`, async (t) => {
+    const fs = metaCalls(mode);
+    const dir = await mkdtemp(join(tmpdir(), 'ghostfs-test-meta-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const at = (n: string): string => join(dir, n);
+
+    await fs.mkdir(at('d'), 0o750);
+    t.equal((await fs.lstat(at('d'))).mode & 0o7777, 0o750 & ~process.umask(), 'mkdir makes the directory with the mode asked (less the umask)');
+    t.equal(await code(fs.mkdir(at('d'), 0o755)), 'EEXIST', 'mkdir over a name: EEXIST');
+
+    await writeFile(at('d/f'), 'x');
+    t.equal(await fs.lstatOrNull(at('nothing')), null, 'lstatOrNull of nothing: null');
+    t.equal((await fs.lstatOrNull(at('d/f')))?.size, 1, 'lstatOrNull of a file: its attributes');
+    t.equal(await code(fs.lstat(at('nothing'))), 'ENOENT', 'lstat of nothing rejects with ENOENT');
+    t.equal(await code(fs.lstatOrNull(at('d/f/x'))), 'ENOTDIR', 'lstatOrNull rejects what is not a plain absence');
+    t.equal(await code(fs.rmdir(at('d'))), 'ENOTEMPTY', 'rmdir of a full directory: ENOTEMPTY');
+
+    await fs.symlink('d', at('l'));
+    t.equal(await fs.readlink(at('l')), 'd', 'symlink and readlink');
+    t.equal(await fs.realpath(at('l')), await fs.realpath(at('d')), 'realpath follows the link');
+    t.ok(((await fs.lstat(at('l'))).mode & 0o170000) === 0o120000, 'lstat does not follow the link');
+    t.equal(await code(fs.chmodNoFollow(at('l'), 0o600)), 'ELOOP', 'chmodNoFollow refuses a symlink with ELOOP');
+    await fs.chmodNoFollow(at('d/f'), 0o604);
+    t.equal((await stat(at('d/f'))).mode & 0o7777, 0o604, 'chmodNoFollow changes a file');
+    await fs.chmod(at('d/f'), 0o640);
+    t.equal((await stat(at('d/f'))).mode & 0o7777, 0o640, 'chmod changes a file');
+    const me = await stat(at('d/f'));
+    await fs.lchown(at('l'), me.uid, me.gid);
+    t.equal((await fs.lstat(at('l'))).uid, me.uid, 'lchown on a symlink');
+
+    await fs.link(at('d/f'), at('h'));
+    t.equal((await fs.lstat(at('h'))).nlink, 2, 'link adds a name');
+    t.equal(await code(fs.link(at('d/f'), at('h'))), 'EEXIST', 'link over a name: EEXIST');
+    await fs.rename(at('h'), at('h2'));
+    t.equal(await fs.lstatOrNull(at('h')), null, 'rename: the old name is gone');
+    await fs.unlink(at('h2'));
+    t.equal((await fs.lstat(at('d/f'))).nlink, 1, 'unlink drops a name');
+    t.equal(await code(fs.unlink(at('h2'))), 'ENOENT', 'unlink of nothing: ENOENT');
+    await fs.unlink(at('d/f'));
+    await fs.rmdir(at('d'));
+    t.equal(await fs.lstatOrNull(at('d')), null, 'rmdir of an empty directory');
+  });
+}
