@@ -2,7 +2,7 @@
 // real directory: same results, and the same errors as rejections (callers
 // match on `code`).
 import t from 'tap';
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { metaCalls } from '../src/node/meta-calls.js';
@@ -57,3 +57,29 @@ for (const mode of ['inline', 'pool'] as const) {
     t.equal(await fs.lstatOrNull(at('d')), null, 'rmdir of an empty directory');
   });
 }
+
+t.test("a big file's last name goes through the pool, whatever the mode: freeing its blocks takes time", async (t) => {
+  const inline = metaCalls('inline');
+  const pool = metaCalls('pool');
+  const dir = await mkdtemp(join(tmpdir(), 'ghostfs-test-meta-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const big = join(dir, 'big');
+  await writeFile(join(dir, 'small'), 'x');
+  const sparse = join(dir, 'sparse');
+  await writeFile(sparse, '');
+  await truncate(sparse, 1 << 30);
+  t.equal(inline.freeing(await inline.lstat(sparse)), inline, 'a sparse file of 1 GiB frees next to nothing: inline');
+  t.equal(inline.freeing(await inline.lstat(join(dir, 'small'))), inline, 'a small file: inline');
+  t.equal(inline.freeing(null), inline, 'nothing there (a rename onto a free name): inline');
+  t.equal(inline.freeing(await inline.lstat(dir)), inline, 'a directory: inline');
+  // Blocks allocated, not a sparse file: they are what the filesystem frees at the unlink.
+  await writeFile(big, Buffer.alloc(64 << 20, 2));
+  const bigAttr = await inline.lstat(big);
+  t.equal(inline.freeing(bigAttr), pool, 'a file with 64 MiB allocated: the pool');
+  await inline.link(big, join(dir, 'big2'));
+  t.equal(inline.freeing(await inline.lstat(big)), inline, 'the same file with a second name frees nothing yet: inline');
+  t.equal(pool.freeing(bigAttr), pool, 'the pool variant always stays the pool');
+  await inline.freeing(await inline.lstat(join(dir, 'big2'))).unlink(join(dir, 'big2'));
+  await inline.freeing(await inline.lstat(big)).unlink(big);
+  t.equal(await inline.lstatOrNull(big), null, 'and the unlink through it works');
+});

@@ -140,3 +140,23 @@ t.test('a listing reports what it changed in what the mount shows (the kernel mu
   const replaced = await meta.putListing('d', dir(2), [{ name: 'same', entry: file(1, 7, 1) }, { name: 'edited', entry: file(9, 4, 2) }, { name: 'new', entry: file(1, 6, 1) }]);
   t.same(replaced, [{ path: 'd/same', what: 'entry' }], 'a name that leads to another file now is a new entry');
 });
+
+t.test('close() lets writes nobody waited for land, then writes the feed position after them', async (t) => {
+  const dirPath = await tempDir(t);
+  const store = await Store.open(join(dirPath, 'db'));
+  const meta = new MetaStore(store, 'ws');
+  await meta.put('', dir(1));
+  // As a change of names does: the write goes, the caller does not wait, and the feed moves on.
+  const writes = Array.from({ length: 20 }, (_, i) => meta.putMany([[`f${i}`, file(i, 10 + i, i)]]));
+  await meta.setPosition(9, 'e1');
+  // As a mount stops: the metadata store, then the database (which refuses what is asked after).
+  await meta.close();
+  await store.close();
+  await Promise.all(writes);
+  const again = await Store.open(join(dirPath, 'db'));
+  t.teardown(() => again.close());
+  const after = await reload(again);
+  t.equal(after.get('f19')?.attr.size, 19, 'the last write landed before the database closed');
+  t.equal(after.generation, 9, 'and the position asked for while they were under way was written after them');
+  t.equal(after.epoch, 'e1');
+});

@@ -172,6 +172,8 @@ export class MetaStore {
   private inFlight = 0;
   /** A position not written yet for that reason: written once nothing is under way. */
   private positionOwed = false;
+  /** Waiting for the writes under way to end (close). */
+  private readonly whenIdle: (() => void)[] = [];
 
   constructor(
     private readonly store: Store,
@@ -354,7 +356,10 @@ export class MetaStore {
       return false;
     } finally {
       this.inFlight--;
-      if (this.inFlight === 0 && this.positionOwed) void this.setPosition(this.generation, this.epoch);
+      if (this.inFlight === 0) {
+        for (const fn of this.whenIdle.splice(0)) fn();
+        if (this.positionOwed && !this.closed) void this.setPosition(this.generation, this.epoch);
+      }
     }
   }
 
@@ -414,6 +419,8 @@ export class MetaStore {
     this.closed = true;
     clearTimeout(this.catchUpTimer);
     this.catchUpTimer = undefined;
+    // Writes nobody waited for (a change of names, a commit's record) land first: the position is written after them.
+    if (this.inFlight > 0) await new Promise<void>((resolve) => this.whenIdle.push(resolve));
     await this.catchingUp;
     if (!(await this.catchUp())) log.warn({ paths: this.unpersisted.size }, 'metadata the database refused is not written out; the next mount starts from the state before it');
     else if (this.positionOwed) await this.setPosition(this.generation, this.epoch);

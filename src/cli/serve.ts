@@ -31,7 +31,7 @@ export function serveCommand(): Command {
     .addOption(env(new Option('--tls-cert <file>', 'TLS certificate (PEM)'), 'TLS_CERT'))
     .addOption(env(new Option('--tls-key <file>', 'TLS private key (PEM)'), 'TLS_KEY'))
     .addOption(env(new Option('--tls-ca <file>', 'CA for client certificates: enables mutual TLS'), 'TLS_CA'))
-    .addOption(env(new Option('--profile <name>', 'storage profile').argParser(parseChoice(['ssd', 'nfs'] as const)).default('ssd'), 'PROFILE'))
+    .addOption(env(new Option('--profile <name>', 'the workspace disk: ssd (local: metadata calls made inline) or nfs (a network filesystem: every call through the thread pool, fewer stats at once)').argParser(parseChoice(['ssd', 'nfs'] as const)).default('ssd'), 'PROFILE'))
     .addOption(env(new Option('--hash-concurrency <n>', 'files hashed at once (default: from the profile)').argParser(parseIntIn(1, 64)), 'HASH_CONCURRENCY'))
     .addOption(env(new Option('--read-size <size>', 'read size while hashing (default: from the profile)').argParser(parseSize), 'READ_SIZE'))
     .addOption(env(new Option('--temp-ttl <duration>', 'age after which stale temp files and staged uploads are removed').argParser(parseDuration).default(parseDuration('10m'), '10m'), 'TEMP_TTL'))

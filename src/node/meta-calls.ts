@@ -5,14 +5,15 @@
 //
 // On a local disk such a call answers in microseconds, and the pool's round
 // trip (wake a worker, then wake the event loop again) costs more than the
-// call. Measured on the 2-core VM of the benchmarks: an `rm -rf` of 1,768
-// entries through a mount took 24-27 % less time, and the node 31 % less
-// CPU, with its unlink, lstats and realpath inline. On a network filesystem
-// one call can wait milliseconds on its server, and inline it would hold up
-// every other request of the node meanwhile: there they use the pool.
+// call (measured: see the README, on `serve --profile`). On a network
+// filesystem one call can wait milliseconds on its server, and inline it
+// would hold up every other request of the node meanwhile: there they use
+// the pool. So does, on any disk, the removal of a big file's last name
+// (an unlink, or a rename over it): the filesystem frees its blocks within
+// that call.
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { attrFromStats, type Attr } from '../content/attr.js';
+import { attrFromStats, isReg, type Attr } from '../content/attr.js';
 
 export interface MetaCalls {
   /** The attributes of what is at `abs`, not following a symlink there. */
@@ -32,7 +33,12 @@ export interface MetaCalls {
   lchown(abs: string, uid: number, gid: number): Promise<void>;
   /** chmod through a descriptor that did not follow a symlink to open: a symlink fails with ELOOP, an unreadable file with EACCES. */
   chmodNoFollow(abs: string, mode: number): Promise<void>;
+  /** The calls to remove `victim`'s name with (unlink, or a rename over it: null when nothing is there). */
+  freeing(victim: Attr | null): MetaCalls;
 }
+
+/** Allocated bytes from which dropping a file's last link is left to the pool: freeing them can take milliseconds. */
+const FREE_INLINE_MAX = 64 * 1024 * 1024;
 
 const NO_FOLLOW = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
 
@@ -66,6 +72,7 @@ const inline: MetaCalls = {
       fs.closeSync(fd);
     }
   },
+  freeing: (victim) => (victim && isReg(victim.mode) && victim.nlink <= 1 && victim.blocks * 512 >= FREE_INLINE_MAX ? pooled : inline),
 };
 
 /** Through the thread pool: the event loop never waits on the disk. */
@@ -90,6 +97,7 @@ const pooled: MetaCalls = {
       await fh.close();
     }
   },
+  freeing: () => pooled,
 };
 
 export function metaCalls(mode: 'inline' | 'pool'): MetaCalls {

@@ -88,7 +88,7 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       if (!st) throw new FsError('ENOENT', `"${path}" does not exist`);
       if (isDir(st.mode)) throw new FsError('EISDIR', `"${path}" is a directory`);
       const siblings = index.linksOf(path);
-      await fs.unlink(abs);
+      await fs.freeing(st).unlink(abs);
       const result = await doneWithParent(path);
       // The remaining names of the inode now have one link fewer.
       if (siblings.length > 0) await index.adopt(siblings[0]!, index.entries.get(siblings[0]!));
@@ -124,7 +124,7 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
           await fs.rename(fromAbs, toAbs);
         }
       } else {
-        await fs.rename(fromAbs, toAbs);
+        await fs.freeing(await fs.lstatOrNull(toAbs)).rename(fromAbs, toAbs);
       }
       const entry = await index.moved(from, to);
       return { changed: [{ path: from, entry: null }, { path: to, entry }] };
