@@ -49,6 +49,14 @@ for (const mode of ['inline', 'pool'] as const) {
     t.equal(await code(fs.link(at('d/f'), at('h'))), 'EEXIST', 'link over a name: EEXIST');
     await fs.rename(at('h'), at('h2'));
     t.equal(await fs.lstatOrNull(at('h')), null, 'rename: the old name is gone');
+    t.same((await fs.readdir(dir)).sort(), ['d', 'h2', 'l'], 'readdir lists the names');
+    t.equal(await code(fs.readdir(at('nothing'))), 'ENOENT', 'readdir of nothing: ENOENT');
+    await writeFile(at('r'), 'replacement');
+    await fs.renameOver(at('r'), at('h2'));
+    t.equal((await fs.lstat(at('h2'))).size, 11, 'renameOver replaces the file at the target');
+    t.equal((await fs.lstat(at('d/f'))).nlink, 1, 'and the name it replaced is gone from the file');
+    await fs.link(at('d/f'), at('h2b'));
+    await fs.rename(at('h2b'), at('h2'));
     await fs.unlink(at('h2'));
     t.equal((await fs.lstat(at('d/f'))).nlink, 1, 'unlink drops a name');
     t.equal(await code(fs.unlink(at('h2'))), 'ENOENT', 'unlink of nothing: ENOENT');
@@ -79,6 +87,9 @@ t.test("a big file's last name goes through the pool, whatever the mode: freeing
   await inline.link(big, join(dir, 'big2'));
   t.equal(inline.freeing(await inline.lstat(big)), inline, 'the same file with a second name frees nothing yet: inline');
   t.equal(pool.freeing(bigAttr), pool, 'the pool variant always stays the pool');
+  await writeFile(join(dir, 'new'), 'n');
+  await inline.renameOver(join(dir, 'new'), join(dir, 'big2'));
+  t.equal((await inline.lstat(big)).nlink, 1, 'renameOver replaces a name of the big file');
   await inline.freeing(await inline.lstat(join(dir, 'big2'))).unlink(join(dir, 'big2'));
   await inline.freeing(await inline.lstat(big)).unlink(big);
   t.equal(await inline.lstatOrNull(big), null, 'and the unlink through it works');

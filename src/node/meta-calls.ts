@@ -1,5 +1,5 @@
 // The node's metadata calls on a workspace's disk: lstat, realpath,
-// readlink, and the namespace changes (mkdir, rmdir, unlink, rename, link,
+// readlink, readdir, and the namespace changes (mkdir, rmdir, unlink, rename, link,
 // symlink, chmod, lchown). They run either inline on the event loop or
 // through libuv's thread pool, as the storage profile says.
 //
@@ -22,6 +22,7 @@ export interface MetaCalls {
   lstatOrNull(abs: string): Promise<Attr | null>;
   realpath(abs: string): Promise<string>;
   readlink(abs: string): Promise<string>;
+  readdir(abs: string): Promise<string[]>;
   mkdir(abs: string, mode: number): Promise<void>;
   rmdir(abs: string): Promise<void>;
   unlink(abs: string): Promise<void>;
@@ -35,6 +36,8 @@ export interface MetaCalls {
   chmodNoFollow(abs: string, mode: number): Promise<void>;
   /** The calls to remove `victim`'s name with (unlink, or a rename over it: null when nothing is there). */
   freeing(victim: Attr | null): MetaCalls;
+  /** A rename that replaces what is at `to`, if anything: through the pool when that frees a big file (see `freeing`). */
+  renameOver(from: string, to: string): Promise<void>;
 }
 
 /** Allocated bytes from which dropping a file's last link is left to the pool: freeing them can take milliseconds. */
@@ -56,6 +59,7 @@ const inline: MetaCalls = {
   },
   realpath: async (abs) => fs.realpathSync.native(abs),
   readlink: async (abs) => fs.readlinkSync(abs),
+  readdir: async (abs) => fs.readdirSync(abs),
   mkdir: async (abs, mode) => void fs.mkdirSync(abs, { mode }),
   rmdir: async (abs) => fs.rmdirSync(abs),
   unlink: async (abs) => fs.unlinkSync(abs),
@@ -73,6 +77,7 @@ const inline: MetaCalls = {
     }
   },
   freeing: (victim) => (victim && isReg(victim.mode) && victim.nlink <= 1 && victim.blocks * 512 >= FREE_INLINE_MAX ? pooled : inline),
+  renameOver: async (from, to) => inline.freeing(await inline.lstatOrNull(to)).rename(from, to),
 };
 
 /** Through the thread pool: the event loop never waits on the disk. */
@@ -81,6 +86,7 @@ const pooled: MetaCalls = {
   lstatOrNull: (abs) => fsp.lstat(abs, { bigint: true }).then(attrFromStats, orNull),
   realpath: (abs) => fsp.realpath(abs),
   readlink: (abs) => fsp.readlink(abs),
+  readdir: (abs) => fsp.readdir(abs),
   mkdir: async (abs, mode) => void (await fsp.mkdir(abs, { mode })),
   rmdir: (abs) => fsp.rmdir(abs),
   unlink: (abs) => fsp.unlink(abs),
@@ -98,6 +104,8 @@ const pooled: MetaCalls = {
     }
   },
   freeing: () => pooled,
+  // Nothing to look at first: every call goes through the pool here.
+  renameOver: (from, to) => fsp.rename(from, to),
 };
 
 export function metaCalls(mode: 'inline' | 'pool'): MetaCalls {

@@ -124,7 +124,7 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
           await fs.rename(fromAbs, toAbs);
         }
       } else {
-        await fs.freeing(await fs.lstatOrNull(toAbs)).rename(fromAbs, toAbs);
+        await fs.renameOver(fromAbs, toAbs);
       }
       const entry = await index.moved(from, to);
       return { changed: [{ path: from, entry: null }, { path: to, entry }] };

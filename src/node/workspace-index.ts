@@ -5,7 +5,6 @@
 // workspace's generation and is logged, which is what `Watch` replays.
 import { EventEmitter } from 'node:events';
 import { readdir, unlink } from 'node:fs/promises';
-import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pLimit from 'p-limit';
@@ -497,7 +496,7 @@ export class WorkspaceIndex extends EventEmitter {
     this.beforeList?.(dir);
     let names: string[];
     try {
-      names = this.opts.inlineMetadata ? readdirSync(dirAbs) : await readdir(dirAbs);
+      names = await this.calls.readdir(dirAbs);
     } catch (err) {
       this.warnUnlistable(dir, err);
       return out;
