@@ -1,7 +1,7 @@
 // What statfs(2) on the mount reports: the filesystem the workspace lives on,
 // as the node last described it. df and tools that check for room before
 // they write ask often, so a statfs is answered from memory, and an answer
-// older than MAX_AGE_MS is refreshed in the background. Only the first statfs
+// MAX_AGE_MS old or older is refreshed in the background. Only the first statfs
 // waits for a node. While none has answered, the mount reports a large,
 // mostly free filesystem, so such tools go on; a node without room still
 // refuses a write with ENOSPC.
@@ -41,7 +41,7 @@ export class NodeCapacity {
     if (!this.asked) {
       this.asked = true;
       await this.refresh();
-    } else if (Date.now() - this.at > this.maxAgeMs) {
+    } else if (Date.now() - this.at >= this.maxAgeMs) {
       void this.refresh();
     }
     return this.last ?? UNKNOWN_CAPACITY;
