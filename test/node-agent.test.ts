@@ -60,7 +60,7 @@ async function rejectsErrno(t: Test, p: Promise<unknown>, errno: string, what: s
 }
 
 /** Collects Watch events until `pred` matches one. */
-function watchUntil(conn: NodeConnection, from: number, epoch: string, pred: (e: WChangeEventOut) => boolean, timeoutMs = 15_000): Promise<WChangeEventOut[]> {
+function watchUntil(conn: NodeConnection, from: number, epoch: string, pred: (e: WChangeEventOut) => boolean, timeoutMs = 15_000, onReady?: () => void): Promise<WChangeEventOut[]> {
   return new Promise((resolve, reject) => {
     const seen: WChangeEventOut[] = [];
     const timer = setTimeout(() => {
@@ -72,6 +72,7 @@ function watchUntil(conn: NodeConnection, from: number, epoch: string, pred: (e:
       epoch,
       (e) => {
         seen.push(e);
+        if (e.kind === 'READY') onReady?.();
         if (pred(e)) {
           clearTimeout(timer);
           call.cancel();
@@ -534,8 +535,11 @@ t.test('node agent', async (t) => {
 
   t.test('changes made behind the node are announced on Watch', async (t) => {
     const h = await conn.handshake();
-    const events = watchUntil(conn, h.generation, h.epoch, (e) => e.kind === 'CHANGED' && e.path === 'outside-edit.txt');
-    await new Promise((r) => setTimeout(r, 200));
+    // The file is written once the watch is subscribed (READY): a change seen before would come as backlog.
+    let subscribed!: () => void;
+    const ready = new Promise<void>((r) => (subscribed = r));
+    const events = watchUntil(conn, h.generation, h.epoch, (e) => e.kind === 'CHANGED' && e.path === 'outside-edit.txt', 15_000, subscribed);
+    await Promise.race([ready, events]);
     const body = Buffer.from('written by another program\n');
     await writeFile(join(root, 'outside-edit.txt'), body);
     const seen = await events;

@@ -54,6 +54,8 @@ t.test('FUSE passthrough to whole local copies', async (t) => {
   t.equal(after.reads, before.reads, 'and no read request reached the mount');
   const mapped = await run('python3', ['-c', 'import hashlib,mmap,sys; f=open(sys.argv[1],"rb"); print(hashlib.sha256(mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)).hexdigest())', file]);
   t.equal(mapped.stdout.trim(), sha(content), 'mmap reads the same bytes');
+  // The kernel's RELEASE comes after the reader exited, not before.
+  await waitFor('the backing files to be let go', async () => (await stats()).passthroughFiles.nodes === 0).catch(() => undefined);
   t.equal((await stats()).passthroughFiles.nodes, 0, 'every backing file is let go once its opens are released');
 
   await t.test('a writer while a reader holds the file: one content for both, and the node gets it', async (t) => {
@@ -90,6 +92,7 @@ t.test('FUSE passthrough to whole local copies', async (t) => {
     const s = await stats();
     t.ok(s.passthroughFiles.writersMirrored >= 1, `writers were passed through with their writes copied (${JSON.stringify(s.passthroughFiles)})`);
     await h.close();
+    await waitFor('the backing file to be let go', async () => (await stats()).passthroughFiles.nodes === 0).catch(() => undefined);
     t.equal((await stats()).passthroughFiles.nodes, 0, 'released');
     t.equal(await shaOf(file), sha(content), 'read again after all that: the new content');
   });

@@ -132,8 +132,11 @@ if (step === 'grow') {
     t.equal(await readFile(S('dup.txt'), 'utf8'), 'first version\nSECOND', 'a write after a close, through another descriptor');
     t.equal(await readFile(S('synced.txt'), 'utf8'), 'before fsync\nafter fsync\n', 'a file fsynced while open');
     t.same(await readFile(S('existing-small.txt')), Buffer.from('abc\0\0\0\0Z'), 'O_TRUNC, shrink, writes past the end, shrink: zeros in the holes, no stale bytes');
+    // The committed content moves into the chunk cache just after close() returns.
+    await waitFor('the last dirty copy to go', async () => (await dirtyCopies()).length === before.length).catch(() => undefined);
     t.same(await dirtyCopies(), before, 'no dirty copy is left behind');
     // Content committed from memory is cached too (dup.txt twice, existing-small.txt; the others went to disk).
+    await waitFor('the committed chunks in the cache', async () => ((await m.status()).cache.chunks as number) >= chunksBefore + 3).catch(() => undefined);
     const chunks = (await m.status()).cache.chunks as number;
     t.ok(chunks >= chunksBefore + 3, `the cache keeps the committed chunks (${chunksBefore} -> ${chunks})`);
     t.equal((await m.status()).openFilesInMemoryBytes, 0, 'nothing held in memory once the files are closed');
