@@ -19,6 +19,12 @@ import { log } from '../log.js';
 export const WRITE_AHEAD_FROM = 8 * 1024 * 1024;
 /** Chunks per has-chunks question (and at most per PutChunks call). */
 const BATCH = 8;
+/**
+ * Batches on their way at once: the next batch's question and upload overlap
+ * the node's writing of the one before. One at a time, a 256 MiB write still
+ * had 0.42 s of sending left at its close; with three, 3-5 % more MB/s.
+ */
+const IN_FLIGHT = 3;
 
 /** Where chunks go on the node: the draft of the file at `path` (node/drafts.ts). */
 export interface DraftOf {
@@ -118,24 +124,31 @@ export class WriteAhead {
   }
 
   private async drain(): Promise<void> {
+    const inFlight = new Set<Promise<void>>();
+    // A chunk is ready to go once its writes are all in the dirty copy.
+    const ready = (c: ChunkRef): boolean => c.offset + c.length <= this.readable;
     while (this.queue.length > 0 && !this.halted) {
-      const first = this.queue[0]!;
-      if (first.offset + first.length > this.readable) {
+      if (!ready(this.queue[0]!)) {
         // Its last write is still on its way to the dirty copy.
         await new Promise<void>((r) => (this.wake = r));
         this.wake = undefined;
         continue;
       }
       let n = 0;
-      while (n < Math.min(BATCH, this.queue.length) && this.queue[n]!.offset + this.queue[n]!.length <= this.readable) n++;
+      while (n < Math.min(BATCH, this.queue.length) && ready(this.queue[n]!)) n++;
       const batch = this.queue.splice(0, n);
-      try {
-        await this.send(batch, (c) => this.read(c.offset, c.length), { draft: this.draft, path: this.path() });
-      } catch (err) {
-        // The close sends what is missing anyway; no point in retrying here.
-        log.debug({ err: (err as Error).message }, 'early upload stopped; the rest travels at close');
-        this.halt();
-      }
+      const sent = this.send(batch, (c) => this.read(c.offset, c.length), { draft: this.draft, path: this.path() }).then(
+        () => undefined,
+        (err: Error) => {
+          // The close sends what is missing anyway; no point in retrying here.
+          log.debug({ err: err.message }, 'early upload stopped; the rest travels at close');
+          this.halt();
+        },
+      );
+      inFlight.add(sent);
+      void sent.finally(() => inFlight.delete(sent));
+      if (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight);
     }
+    await Promise.all(inFlight);
   }
 }
