@@ -6,9 +6,11 @@
 //   1. N small files (4 KiB) created, written and closed one after another by
 //      one process: files/s; then the node's directory is checked right away
 //      (close() returns once the node committed, so every file must be there);
+//      locally also with each file made durable as a commit makes it (temp
+//      name, fsync, rename, directory fsync): the disk's own ceiling there;
 //   2. a large sequential write with dd bs=1M from a pre-generated
 //      incompressible file: MB/s until dd exits (its close is the commit);
-//      then the node's copy is hashed;
+//      then the node's copy is hashed; locally also with conv=fsync;
 //   3. tar -x of a generated source tree (~28k files): seconds; then the node's
 //      copy is compared with the archive by a sorted list of sha256 sums.
 //
@@ -254,7 +256,7 @@ interface Cell {
 }
 
 interface Row {
-  id: 'small' | 'big' | 'bigFsync' | 'untar';
+  id: 'small' | 'smallDurable' | 'big' | 'bigFsync' | 'untar';
   label: string;
   unit: Unit;
   /** Local disk and each measured driver (the fsync row: local only). */
@@ -334,11 +336,12 @@ async function main(opts: Options): Promise<void> {
     const cells = (of: readonly Where[]): Partial<Record<Where, Cell>> => Object.fromEntries(of.map((w) => [w, emptyCell()]));
     const rows: Record<Row['id'], Row> = {
       small: { id: 'small', label: `${opts.files} × 4 KiB create+write+close (1 process)`, unit: 'files/s', cells: cells(wheres), target: { text: '≥ 4000 files/s', ok: (v) => v >= 4000 } },
+      smallDurable: { id: 'smallDurable', label: `  same, local, each file durable as a commit makes it`, unit: 'files/s', cells: cells(['local']) },
       big: { id: 'big', label: `${sizeLabel(opts.big)} sequential write (dd bs=1M)`, unit: 'MB/s', cells: cells(wheres), target: { text: '≥ 500 MB/s', ok: (v) => v >= 500 } },
       bigFsync: { id: 'bigFsync', label: `  same, local with conv=fsync (durable, like a commit)`, unit: 'MB/s', cells: cells(['local']) },
       untar: { id: 'untar', label: `tar -x of a ${tree.count}-file tree (${sizeLabel(tree.bytes)})`, unit: 's', cells: cells(wheres), target: { text: '≤ 25 s', ok: (v) => v <= 25 } },
     };
-    const order = [rows.small, rows.big, rows.bigFsync, rows.untar];
+    const order = [rows.small, rows.smallDurable, rows.big, rows.bigFsync, rows.untar];
     const ghostSamples: GhostSample[] = [];
     const checks: string[] = [];
     const latency = Object.fromEntries(wheres.map((w) => [w, []])) as Partial<Record<Where, { p50: number; p99: number; max: number }[]>>;
@@ -432,6 +435,18 @@ async function main(opts: Options): Promise<void> {
           return { value, extra: { visibleAtClose: now } };
         });
         await cleanup(where, small);
+        if (where === 'local') {
+          // The same files made durable one by one, as a synchronous write-back's commit makes each.
+          const durable = `small-durable-${run}`;
+          await sample(rows.smallDurable, where, run, async (root, timed) => {
+            const r = await runCmd(`exec "${process.execPath}" -e "$1" "$2" "$3" "$4" durable`, dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [SMALL_WRITER, join(root, durable), String(opts.files), join(dataDir, 'small.bin')] });
+            timed();
+            if (r.code !== 0) throw failed('small-file writer (durable)', r);
+            const t = JSON.parse(r.stdout.trim().split('\n').pop()!) as SmallWriterResult;
+            return { value: opts.files / (t.ms / 1000) };
+          });
+          await cleanup(where, durable);
+        }
 
         // ---- 2. one big sequential write (local also durably, for the fsync row)
         const variants = where === 'local' ? ([[rows.big, ''], [rows.bigFsync, ' conv=fsync']] as const) : ([[rows.big, '']] as const);
@@ -562,8 +577,9 @@ async function main(opts: Options): Promise<void> {
       const range = x.samples.length > 1 ? ` (${fmt(unit, lo)}–${fmt(unit, hi)})` : '';
       return med + range + (x.failures.length ? ` *${x.failures.length} failed` : '');
     };
-    // The fsync row has no ghostfs run of its own: it compares the same ghostfs dd with a durable local one.
-    const ghostOf = (row: Row, d: Driver): Cell | undefined => (row.id === 'bigFsync' ? rows.big : row).cells[d];
+    // The durable rows have no ghostfs run of their own: they compare the same ghostfs run with a durable local one.
+    const sameRunAs: Partial<Record<Row['id'], Row>> = { bigFsync: rows.big, smallDurable: rows.small };
+    const ghostOf = (row: Row, d: Driver): Cell | undefined => (sameRunAs[row.id] ?? row).cells[d];
     const med = (x: Cell | undefined): number => median(x?.samples ?? []);
     const both = drivers.length === DRIVERS.length;
     out.push(table([
@@ -572,9 +588,9 @@ async function main(opts: Options): Promise<void> {
         r.label,
         r.unit,
         cellText(r.unit, r.cells.local),
-        ...drivers.map((d) => (r.id === 'bigFsync' ? `(${cellText(r.unit, ghostOf(r, d))})` : cellText(r.unit, ghostOf(r, d)))),
+        ...drivers.map((d) => (sameRunAs[r.id] ? `(${cellText(r.unit, ghostOf(r, d))})` : cellText(r.unit, ghostOf(r, d)))),
         ...drivers.map((d) => times(med(ghostOf(r, d)) / med(r.cells.local))),
-        ...(both ? [r.id === 'bigFsync' ? '' : times(med(r.cells.native) / med(r.cells['fuse-native']))] : []),
+        ...(both ? [sameRunAs[r.id] ? '' : times(med(r.cells.native) / med(r.cells['fuse-native']))] : []),
       ]),
     ]));
     out.push(`  ratios: driver ÷ local${both ? ' and native ÷ fuse-native' : ''}; for files/s and MB/s below 1× is slower, for seconds above 1× is slower.`);
