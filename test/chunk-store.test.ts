@@ -47,6 +47,34 @@ t.test('writeCacheFile: a taken name is left as it is; a name must be one compon
   t.same(await readdir(dir), ['x'], 'nothing else left in the directory');
 });
 
+t.test('writeCacheFileSync: the same answers, in the calling thread', async (t) => {
+  t.ok(addon, 'the addon is built');
+  if (!addon) return;
+  const dir = await tempDir(t);
+  t.equal(addon.writeCacheFileSync(dir, 'x', Buffer.from('first')), true, 'made');
+  t.equal(addon.writeCacheFileSync(dir, 'x', Buffer.from('second')), false, 'the name was taken');
+  t.equal(await readFile(join(dir, 'x'), 'utf8'), 'first', 'and kept its bytes');
+  t.throws(() => addon.writeCacheFileSync(dir, '../y', Buffer.from('z')), /one path component/);
+  t.throws(() => addon.writeCacheFileSync(join(dir, 'missing'), 'z', Buffer.from('z')), { code: 'ENOENT' }, 'no such directory');
+  t.same(await readdir(dir), ['x'], 'nothing else left in the directory');
+});
+
+t.test('a full disk, small chunks (written in the calling thread): evicted for, then written', async (t) => {
+  const fs = await smallFs(t, '16m');
+  const dir = join(fs, 'chunks');
+  const store = new ChunkStore(dir);
+  await store.init();
+  const old = [randomBytes(2 << 20), randomBytes(2 << 20)];
+  for (const c of old) await store.put(hashChunk(c), c);
+  await fillUp(join(fs, 'hog'));
+  if (addon) t.throws(() => addon.writeCacheFileSync(join(dir, '00'), 'probe', randomBytes(64 << 10)), { code: 'ENOSPC' }, 'the addon reports ENOSPC');
+  const fresh = randomBytes(16 << 10);
+  await store.put(hashChunk(fresh), fresh);
+  const h = hex(hashChunk(fresh));
+  t.ok((await readFile(join(dir, h.slice(0, 2), h))).equals(fresh), 'the new chunk is whole');
+  t.ok(store.stats().evictedChunks >= 1, `older chunks were evicted (${store.stats().evictedChunks})`);
+});
+
 t.test('a full disk: the store evicts older chunks and writes the new one', async (t) => {
   const fs = await smallFs(t, '16m');
   const dir = join(fs, 'chunks');

@@ -120,7 +120,36 @@ bad:
   return NULL;
 }
 
+/*
+ * writeCacheFileSync(dir, name, data) -> boolean: the same, in the calling
+ * thread. For small chunks: four system calls cost less than handing a job
+ * to a worker thread and hearing back (~80 us of the JS thread here).
+ */
+static napi_value js_write_cache_file_sync(napi_env env, napi_callback_info info) {
+  GET_ARGS(3);
+  cache_job j = {0};
+  void *data;
+  napi_value out = NULL;
+  if (!(j.dir = get_string(env, argv[0])) || !(j.name = get_string(env, argv[1]))) goto done;
+  if (!one_component(j.name)) {
+    napi_throw_type_error(env, "EINVAL", "writeCacheFileSync: the name must be one path component");
+    goto done;
+  }
+  if (napi_get_buffer_info(env, argv[2], &data, &j.len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "writeCacheFileSync: data must be a Buffer");
+    goto done;
+  }
+  j.data = data;
+  execute(env, &j);
+  if (j.err) throw_errno(env, j.err, j.call, j.name);
+  else napi_get_boolean(env, j.created, &out);
+done:
+  free(j.dir), free(j.name);
+  return out;
+}
+
 napi_value cache_write_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "writeCacheFile", js_write_cache_file);
+  export_fn(env, exports, "writeCacheFileSync", js_write_cache_file_sync);
   return exports;
 }

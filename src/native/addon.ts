@@ -145,6 +145,8 @@ export interface NativeAddon {
    * the name was taken (left as it is).
    */
   writeCacheFile(dir: string, name: string, data: Buffer): Promise<boolean>;
+  /** writeCacheFile in the calling thread (small files: cheaper than a worker's round trip). */
+  writeCacheFileSync(dir: string, name: string, data: Buffer): boolean;
   /**
    * The whole of each file `paths[i]` (`lengths[i]` bytes) copied into the
    * file `dstFd` at `offsets[i]`, by the kernel (copy_file_range), starting
