@@ -1,10 +1,10 @@
 import t from 'tap';
-import { open, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CutFinder, DEFAULT_CHUNKING } from '../src/content/chunker.js';
 import { nativeAddon } from '../src/native/addon.js';
-import { chunkBuffer, chunkPath } from '../src/content/chunk-file.js';
+import { chunkBuffer, chunkPath, isZeroRun, zeroRunChunk } from '../src/content/chunk-file.js';
 import { StreamChunker } from '../src/content/stream-chunker.js';
 import { checkChunkList, fileDigest, hashChunk } from '../src/content/manifest.js';
 import { HashPool } from '../src/content/hash-pool.js';
@@ -60,6 +60,53 @@ t.test('small and empty files are one chunk (or none); file and buffer agree', a
   const fromBuf = chunkBuffer(big, DEFAULT_CHUNKING);
   t.ok(fromFile.digest.equals(fromBuf.digest), 'same digest through a file with small reads');
   t.equal(fromFile.chunks.length, fromBuf.chunks.length);
+});
+
+t.test('a sparse file: its holes are not read, and the chunks are those of its bytes', async (t) => {
+  t.ok(zeroRunChunk(DEFAULT_CHUNKING), 'zeros are cut into max-sized chunks with the default parameters');
+  const dir = await tempDir(t);
+  const MiB = 1024 * 1024;
+  // Data and holes of every kind: a hole first, holes shorter and longer than
+  // max, data at odd offsets, a hole running to the end (made by truncate).
+  const layouts: { name: string; size: number; data: [number, number][] }[] = [
+    { name: 'hole only', size: 21 * MiB + 5, data: [] },
+    { name: 'hole first', size: 30 * MiB, data: [[13 * MiB + 7, 3 * MiB]] },
+    { name: 'holes between', size: 40 * MiB + 123, data: [[0, 2 * MiB + 1], [5 * MiB, 100], [19 * MiB + 4095, MiB], [39 * MiB, MiB + 123]] },
+    { name: 'hole to the end', size: 26 * MiB, data: [[0, 3 * MiB - 9]] },
+  ];
+  for (const l of layouts) {
+    const file = join(dir, l.name.replace(/ /g, '-'));
+    const bytes = Buffer.alloc(l.size);
+    const fh = await open(file, 'w');
+    for (const [i, [at, len]] of l.data.entries()) {
+      const d = prng(len, 21 + i);
+      d.copy(bytes, at);
+      await fh.write(d, 0, len, at);
+    }
+    await fh.truncate(l.size);
+    await fh.close();
+    const fromFile = chunkPath(file, DEFAULT_CHUNKING, MiB);
+    const fromBuf = chunkBuffer(bytes, DEFAULT_CHUNKING);
+    t.same(
+      fromFile.chunks.map((c) => [c.offset, c.length, c.hash.toString('hex')]),
+      fromBuf.chunks.map((c) => [c.offset, c.length, c.hash.toString('hex')]),
+      `${l.name}: the same chunks as its bytes give`,
+    );
+    t.ok(fromFile.digest.equals(fromBuf.digest), `${l.name}: the same digest`);
+    t.ok(fromFile.chunks.some((c) => isZeroRun(c, DEFAULT_CHUNKING)), `${l.name}: a zero-run chunk among them`);
+  }
+  // 8 GiB, a few bytes of it data: what this process read (rchar counts every read(2)) stays small.
+  const huge = join(dir, 'huge');
+  const fh = await open(huge, 'w');
+  await fh.write(Buffer.from('data in the middle'), 0, 18, 4 * 1024 * MiB);
+  await fh.truncate(8 * 1024 * MiB);
+  await fh.close();
+  const rchar = async (): Promise<number> => Number(/^rchar: (\d+)$/m.exec(await readFile('/proc/self/io', 'utf8'))![1]);
+  const before = await rchar();
+  const m = chunkPath(huge, DEFAULT_CHUNKING, MiB);
+  const read = (await rchar()) - before;
+  t.equal(m.size, 8 * 1024 * MiB, 'all of the huge file is chunked');
+  t.ok(read < 64 * MiB, `and only around its data was read (${(read / MiB).toFixed(1)} MiB)`);
 });
 
 t.test('the native scan cuts where the JavaScript loop does', async (t) => {

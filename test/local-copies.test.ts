@@ -54,3 +54,19 @@ t.test('a disk that fills while a copy is assembled, and has room again a moment
   const again = copies.path(m.digest);
   t.ok(again && (await readFile(again)).equals(content), 'assembled whole once there is room');
 });
+
+t.test('a copy of a file with runs of zeros has holes there, and every byte', async (t) => {
+  const base = await tempDir(t);
+  const store = new ChunkStore(join(base, 'chunks'));
+  await store.init();
+  const content = Buffer.concat([randomBytes(3 << 20), Buffer.alloc(40 << 20), randomBytes(1 << 20)]);
+  const m = chunkBuffer(content, DEFAULT_CHUNKING);
+  for (const c of m.chunks) await store.put(c.hash, content.subarray(c.offset, c.offset + c.length));
+  const copies = new LocalCopies(join(base, 'copies'), store, { maxBytes: 256 << 20, minFreeBytes: 0 });
+  await copies.init();
+  await copies.assemble(m.digest, m.chunks, m.size);
+  const copy = copies.path(m.digest);
+  t.ok(copy && (await readFile(copy)).equals(content), 'the copy holds every byte');
+  const st = await stat(copy!);
+  t.ok(st.blocks * 512 < 20 << 20, `in fewer blocks than its ${st.size} bytes (${st.blocks * 512} allocated)`);
+});

@@ -131,6 +131,25 @@ static napi_value js_syncfs(napi_env env, napi_callback_info info) {
 }
 
 /* lazyUnmount(path): detaches a mount, e.g. a FUSE mount whose process died. */
+/*
+ * seekData(fd, offset) -> the offset of the first byte of data at or after
+ * `offset` (lseek SEEK_DATA), or -1 when only a hole follows to the end of
+ * the file. A filesystem that does not track holes reports everything as data.
+ */
+static napi_value js_seek_data(napi_env env, napi_callback_info info) {
+  GET_ARGS(2);
+  double fd, off;
+  if (get_double(env, argv[0], &fd) || get_double(env, argv[1], &off)) return NULL;
+  off_t at = lseek((int)fd, (off_t)off, SEEK_DATA);
+  if (at < 0 && errno != ENXIO) {
+    throw_errno(env, errno, "lseek SEEK_DATA", NULL);
+    return NULL;
+  }
+  napi_value out;
+  NAPI_TRY(env, napi_create_double(env, at < 0 ? -1 : (double)at, &out));
+  return out;
+}
+
 static napi_value js_lazy_unmount(napi_env env, napi_callback_info info) {
   GET_ARGS(1);
   char *path = get_string(env, argv[0]);
@@ -214,6 +233,7 @@ napi_value sys_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "openBeneath", js_open_beneath);
   export_fn(env, exports, "fsyncPath", js_fsync_path);
   export_fn(env, exports, "syncfs", js_syncfs);
+  export_fn(env, exports, "seekData", js_seek_data);
   export_fn(env, exports, "lazyUnmount", js_lazy_unmount);
   export_fn(env, exports, "keepMallocMemory", js_keep_malloc_memory);
   export_fn(env, exports, "mallocStats", js_malloc_stats);

@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hex, type ChunkRef } from '../content/manifest.js';
 import { writeAt } from '../util/positional-io.js';
+import { isZeroRun } from '../content/chunk-file.js';
+import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import type { ChunkStore } from './chunk-store.js';
 import { log } from '../log.js';
 
@@ -123,6 +125,7 @@ export class LocalCopies {
       for (const c of chunks) {
         // Stopping: the unfinished copy goes at once (removed, its pages are never written out).
         if (this.closed) throw new Error('the mount is stopping');
+        if (isZeroRun(c, DEFAULT_CHUNKING)) continue; // a hole (the size is set below)
         for (let done = 0; done < c.length; ) {
           const n = Math.min(STEP, c.length - done);
           if ((await this.chunks.read(c.hash, done, n, buf, 0)) !== n) throw new Error(`chunk ${hex(c.hash)} is shorter than its reference`);
@@ -131,6 +134,7 @@ export class LocalCopies {
           done += n;
         }
       }
+      await out.truncate(size);
       // Durable before it is named: a copy is trusted without a check after a crash.
       await out.datasync();
     } catch (err) {

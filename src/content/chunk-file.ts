@@ -1,8 +1,36 @@
 // One pass over a file or buffer: find cut points, hash each chunk, derive
 // the file digest. Used by the node's indexer and the mount's write-back.
-import { closeSync, constants as C, openSync, readSync } from 'node:fs';
+import { closeSync, constants as C, fstatSync, openSync, readSync } from 'node:fs';
 import { CutFinder, type ChunkingParams } from './chunker.js';
 import { fileDigest, hashChunk, type ChunkRef, type Manifest } from './manifest.js';
+import { nativeAddon } from '../native/addon.js';
+
+const zeroRuns = new Map<string, Buffer | null>();
+
+/**
+ * The chunk a run of at least `max` zero bytes starts with, when the cut
+ * rule finds no cut in zeros (so with the default parameters): `max` bytes
+ * long, always the same hash. A hole of a sparse file is such a run, so it
+ * is chunked without being read (chunkFd), and a commit leaves it a hole
+ * (node/commit.ts). Undefined for parameters that cut zeros shorter.
+ */
+export function zeroRunChunk(params: ChunkingParams): { length: number; hash: Buffer } | undefined {
+  const key = `${params.min}/${params.avg}/${params.max}`;
+  let hash = zeroRuns.get(key);
+  if (hash === undefined) {
+    // Found by the cut rule itself: a chunk's scan starts afresh at its start, so what came before does not matter.
+    const zeros = Buffer.alloc(params.max);
+    hash = new CutFinder(params).next(zeros, 0, zeros.length, true) === params.max ? hashChunk(zeros) : null;
+    zeroRuns.set(key, hash);
+  }
+  return hash ? { length: params.max, hash } : undefined;
+}
+
+/** Whether `c` is the chunk of a run of zeros (see zeroRunChunk). */
+export function isZeroRun(c: ChunkRef, params: ChunkingParams): boolean {
+  const z = c.length === params.max ? zeroRunChunk(params) : undefined;
+  return !!z && c.hash.equals(z.hash);
+}
 
 export function chunkBuffer(data: Buffer, params: ChunkingParams, sink?: (c: ChunkRef, d: Buffer) => void): Manifest {
   const finder = new CutFinder(params);
@@ -23,7 +51,11 @@ export function chunkBuffer(data: Buffer, params: ChunkingParams, sink?: (c: Chu
  * Chunks an open file descriptor from offset 0 to EOF with reads of
  * `readSize`. Synchronous on purpose: it runs on hashing threads
  * (hash-worker.ts), where blocking is the point and the shared libuv pool
- * (4 threads, also serving the main thread's I/O) is not involved.
+ * (4 threads, also serving the main thread's I/O) is not involved. Holes of
+ * a sparse file are not read: where `max` bytes of hole lie ahead of a cut,
+ * the next chunk is the zero-run chunk (the cut points and hashes are the
+ * ones reading the zeros would give; `truncate -s 10G` no longer means
+ * reading 10 GiB).
  */
 export function chunkFd(fd: number, params: ChunkingParams, readSize: number, scratch?: Buffer): Manifest {
   const finder = new CutFinder(params);
@@ -37,7 +69,27 @@ export function chunkFd(fd: number, params: ChunkingParams, readSize: number, sc
   let fileOff = 0; // file offset of buf[start]
   let readOff = 0;
   let eof = false;
+  const addon = nativeAddon();
+  const zero = addon ? zeroRunChunk(params) : undefined;
+  const size = zero ? fstatSync(fd).size : 0;
+  let dataAt = -2; // the next data at or after a cut looked at (-1: none to the end; -2: not looked yet)
   for (;;) {
+    if (zero) {
+      let skipped = false;
+      for (;;) {
+        if (dataAt !== -1 && dataAt < fileOff) dataAt = addon!.seekData(fd, fileOff);
+        if (fileOff + zero.length > (dataAt === -1 ? size : dataAt)) break;
+        chunks.push({ hash: zero.hash, offset: fileOff, length: zero.length });
+        fileOff += zero.length;
+        skipped = true;
+      }
+      if (skipped) {
+        // What was read ahead lies behind: read on from the chunk after the hole's.
+        start = end = 0;
+        readOff = fileOff;
+        eof = false;
+      }
+    }
     if (!eof && end - start < params.max) {
       if (buf.length - end < params.max) {
         buf.copy(buf, 0, start, end);

@@ -8,7 +8,7 @@
 // reached leaves the record queued and retried with back-off; a mount that
 // died replays its journal on the next start, committing each file exactly once.
 import { copyFile, constants, open, readFile, readdir, rename, unlink, mkdir, stat, writeFile } from 'node:fs/promises';
-import { chunkBuffer } from '../content/chunk-file.js';
+import { chunkBuffer, isZeroRun } from '../content/chunk-file.js';
 import { readAt } from '../util/positional-io.js';
 import { WriteAhead, type DraftOf, type SendChunks } from './write-ahead.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
@@ -1104,17 +1104,23 @@ export class WriteBack {
   private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>, to?: DraftOf): Promise<number> {
     const missing = await this.mesh.call(`has-chunks${what}`, (c) => c.hasChunks(chunks.map((x) => x.hash)));
     if (missing.length === 0) return 0;
-    const wanted = missing.map((i) => chunks[i]!);
+    // Into a draft, a chunk goes to each of its offsets; staged by hash, once.
+    // A run of zeros (a sparse file's holes) is always staged: the node leaves
+    // it a hole wherever its draft holds nothing else, and writes it otherwise.
+    const seen = new Set<string>();
+    const wanted = missing
+      .map((i) => ({ ch: chunks[i]!, into: to && !isZeroRun(chunks[i]!, DEFAULT_CHUNKING) ? to : undefined }))
+      .filter(({ ch, into }) => !!into || (!seen.has(ch.hash.toString('latin1')) && !!seen.add(ch.hash.toString('latin1'))));
     await this.mesh.call(`put-chunks${what}`, (c) =>
       c.putChunks(
         (async function* () {
-          for (const ch of wanted) yield { hash: ch.hash, data: await bytesOf(ch), draft: to?.draft, path: to?.path, offset: ch.offset };
+          for (const { ch, into } of wanted) yield { hash: ch.hash, data: await bytesOf(ch), draft: into?.draft, path: into?.path, offset: ch.offset };
         })(),
         Math.max(this.opts.deadlineMs, 60_000),
       ),
     );
     this.stats.uploadedChunks += wanted.length;
-    this.stats.uploadedBytes += wanted.reduce((n, x) => n + x.length, 0);
+    this.stats.uploadedBytes += wanted.reduce((n, x) => n + x.ch.length, 0);
     return wanted.length;
   }
 

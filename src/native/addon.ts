@@ -160,6 +160,8 @@ export interface NativeAddon {
   /** Index just past the first cut in [from, limit) (maskS before `normal`, maskL after), or -1. */
   gearScan(buf: Buffer, from: number, normal: number, limit: number, maskS: number, maskL: number): number;
   syncfs(fd: number): void;
+  /** lseek(SEEK_DATA): the first byte of data at or after `offset`, or -1 when only a hole follows to the end. */
+  seekData(fd: number, offset: number): number;
   lazyUnmount(path: string): void;
   /** glibc's mallopt: allocations below `mmapThreshold` bytes come from the heap, which keeps up to `trimThreshold` free bytes. False elsewhere. */
   keepMallocMemory(mmapThreshold: number, trimThreshold: number): boolean;

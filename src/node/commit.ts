@@ -11,6 +11,8 @@ import { dirname, basename, extname } from 'node:path';
 import { hostname } from 'node:os';
 import { isReg, type Attr } from '../content/attr.js';
 import { checkChunkList, fileDigest, hex, type ChunkRef } from '../content/manifest.js';
+import { isZeroRun } from '../content/chunk-file.js';
+import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { FsError } from '../wire/errors.js';
 import { log } from '../log.js';
 import { checkChildPath, joinRel, parentOf } from './paths.js';
@@ -21,7 +23,7 @@ import { nodeCommits } from '../admin/metrics.js';
 
 export { PathLocks } from '../util/path-locks.js';
 import type { ChunkSource } from './chunk-source.js';
-import { checkDraftId } from './drafts.js';
+import { checkDraftId, type TakenDraft } from './drafts.js';
 import type { IndexEntry } from './index-entry.js';
 
 export interface CommitInput {
@@ -83,8 +85,9 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
   const draft = input.draft ? await source.drafts.take(checkDraftId(input.draft), dir) : undefined;
   const staged = draft?.file ?? (await stageIn(dir));
   try {
-    await assemble(staged, source, path, input, draft?.placed);
-    if (draft) await staged.truncate(input.size); // chunks placed past the end of what the file became
+    const holes = await assemble(staged, source, path, input, draft);
+    // A draft: chunks placed past the end of what the file became. Holes: the size.
+    if (draft || holes) await staged.truncate(input.size);
     let { conflict, current, found } = await checkBase(index, path, abs, input);
     const mode = (input.mode & 0o7777) || (current ? current.mode & 0o7777 : 0o644);
     await staged.chmod(mode);
@@ -130,6 +133,23 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
   }
 }
 
+/**
+ * Whether anything was written to a range of the draft (`written`, sorted by
+ * offset): asked for ranges in increasing order (the chunk list's), so one
+ * pass over them.
+ */
+function writtenRanges(written: readonly { offset: number; length: number }[]): { overlaps(from: number, to: number): boolean } {
+  let i = 0;
+  return {
+    overlaps(from, to) {
+      while (i < written.length && written[i]!.offset + written[i]!.length <= from) i++;
+      // Written ranges may overlap each other: any that starts before `to` and has not ended by `from`.
+      for (let j = i; j < written.length && written[j]!.offset < to; j++) if (written[j]!.offset + written[j]!.length > from) return true;
+      return false;
+    },
+  };
+}
+
 /** The chunk's bytes are in the draft at its offset already. */
 function isPlaced(placed: ReadonlyMap<number, ChunkRef> | undefined, c: ChunkRef): boolean {
   const p = placed?.get(c.offset);
@@ -142,15 +162,26 @@ function isPlaced(placed: ReadonlyMap<number, ChunkRef> | undefined, c: ChunkRef
  * from their staged files by the kernel, in one job beside the rest; the
  * others (inline, or in a workspace file: an edit's unchanged chunks) are
  * read and written here; those `placed` in the file (its draft) are skipped.
- * Settles only once nothing writes to `staged` any more.
+ * The chunks of runs of zeros are not written either where nothing was
+ * placed: they stay holes, as they were in the writer's file (a `truncate -s
+ * 10G` makes no 10 GiB of blocks), and true is returned (the file's size
+ * must then be set). Settles only once nothing writes to `staged` any more.
  */
-async function assemble(staged: StagedFile, source: ChunkSource, path: string, input: CommitInput, placed?: ReadonlyMap<number, ChunkRef>): Promise<void> {
+async function assemble(staged: StagedFile, source: ChunkSource, path: string, input: CommitInput, draft?: TakenDraft): Promise<boolean> {
+  const placed = draft?.placed;
   const addon = nativeAddon();
   const inline = (c: ChunkRef): Buffer | undefined => input.inline?.get(c.hash.toString('latin1'));
   const byKernel: { c: ChunkRef; file: string }[] = [];
   const byHand: ChunkRef[] = [];
+  let holes = false;
+  const inDraft = writtenRanges(draft?.written ?? []);
   for (const c of input.chunks) {
     if (isPlaced(placed, c)) continue;
+    // A draft may hold other bytes there (chunks sent ahead of a change): zeros are where nothing was written.
+    if (isZeroRun(c, DEFAULT_CHUNKING) && !inDraft.overlaps(c.offset, c.offset + c.length)) {
+      holes = true;
+      continue;
+    }
     const file = addon && !inline(c) ? source.stagedOnly(c.hash, path) : undefined;
     if (file) byKernel.push({ c, file });
     else byHand.push(c);
@@ -174,6 +205,7 @@ async function assemble(staged: StagedFile, source: ChunkSource, path: string, i
     await copied; // nothing writes to the staged file once this returns
     await early.done();
   }
+  return holes;
 }
 
 /**

@@ -60,6 +60,8 @@ interface Draft {
 export interface TakenDraft {
   file: StagedFile;
   placed: ReadonlyMap<number, ChunkRef>;
+  /** Every range anything was written to (spoilt chunks too), sorted by offset: elsewhere the file is a hole. */
+  written: readonly { offset: number; length: number }[];
 }
 
 /** Index of the first chunk of `placed` (sorted by offset) starting at or after `offset`. */
@@ -178,7 +180,7 @@ export class Drafts {
       log.warn({ draft: id, err: (err as Error).message }, 'a draft failed to reach the disk; the commit assembles the file anew');
       return undefined;
     }
-    return { file, placed: new Map(d.placed.filter((c) => !c.spoilt).map((c) => [c.offset, c])) };
+    return { file, placed: new Map(d.placed.filter((c) => !c.spoilt).map((c) => [c.offset, c])), written: d.placed };
   }
 
   /**

@@ -2,7 +2,7 @@
 // mount, driven by child processes, checked on the node's own disk.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm, writeFile, stat, lstat, readdir, readlink, statfs } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, writeFile, stat, lstat, readdir, readlink, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -167,6 +167,26 @@ if (step === 'grow') {
     await t.rejects(lstat(S('d/hard')), 'unlink');
     const rmDir = await run('rm', [M('d')]);
     t.match(rmDir.stderr, /Is a directory/);
+  });
+
+  await t.test('a file grown by truncate -s, or written with long runs of zeros, stays sparse on the node', async (t) => {
+    const MiB = 1024 * 1024;
+    const grown = await run('truncate', ['-s', '16G', M('sparse.img')]);
+    t.equal(grown.code, 0, `truncate -s 16G through the mount: ${grown.stderr.trim() || 'ok'}`);
+    const img = await stat(S('sparse.img'));
+    t.equal(img.size, 16 * 1024 * MiB, 'the node has its size');
+    t.ok(img.blocks * 512 < 16 * MiB, `and next to no blocks (${img.blocks * 512} bytes allocated)`);
+    const mid = await sh(`dd if='${M('sparse.img')}' bs=1M skip=9000 count=2 status=none | od -An -tx1 -v | tr -s ' \n' '\n' | sort -u | tr -d '\n'`);
+    t.equal(mid.stdout, '00', 'the mount reads zeros from its middle');
+    // Written front to back (its chunks go ahead of the close, into the file's draft on the node): zeros between data.
+    const written = await sh(`{ printf head; head -c 40000000 /dev/zero; printf tail; } > '${M('zeros.bin')}'`);
+    t.equal(written.code, 0, `a stream of zeros between data: ${written.stderr.trim() || 'ok'}`);
+    const expected = Buffer.concat([Buffer.from('head'), Buffer.alloc(40_000_000), Buffer.from('tail')]);
+    t.ok((await readFile(S('zeros.bin'))).equals(expected), 'the node has exactly those bytes');
+    const z = await stat(S('zeros.bin'));
+    t.ok(z.blocks * 512 < 16 * MiB, `in fewer blocks than its ${z.size} bytes (${z.blocks * 512} allocated)`);
+    await rm(S('sparse.img'));
+    await rm(S('zeros.bin'));
   });
 
   await t.test('fallocate: allocate, keep the size, punch a hole, zero a range; collapse refused', async (t) => {
@@ -527,10 +547,14 @@ t.test('a truncate the node takes longer than the deadline to hash succeeds', as
   const src = join(base, 'src');
   const mnt = join(base, 'mnt');
   await mkdir(src);
-  await writeFile(join(src, 'grows'), 'x');
+  // 1.5 GiB of data (not zeros: the holes a truncate makes are hashed without being read).
+  const fh = await open(join(src, 'grows'), 'w');
+  const block = Buffer.alloc(64 * 1024 * 1024, 0x5a);
+  for (let i = 0; i < 24; i++) await fh.write(block, 0, block.length, i * block.length);
+  await fh.close();
   const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
   t.teardown(() => node.stop('SIGKILL'));
-  // The node hashes the whole file again before it answers: 4 GiB takes it far longer than 500 ms
+  // The node hashes the whole file again before it answers: its 1.5 GiB of data take it far longer than 500 ms
   // (a deadline the mount's own start, under a loaded machine, still keeps).
   const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', join(base, 'cache'), '--deadline', '500ms']);
   t.teardown(() => m.kill());
