@@ -130,7 +130,6 @@ static napi_value js_syncfs(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* lazyUnmount(path): detaches a mount, e.g. a FUSE mount whose process died. */
 /*
  * seekData(fd, offset) -> the offset of the first byte of data at or after
  * `offset` (lseek SEEK_DATA), or -1 when only a hole follows to the end of
@@ -150,6 +149,7 @@ static napi_value js_seek_data(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* lazyUnmount(path): detaches a mount, e.g. a FUSE mount whose process died. */
 static napi_value js_lazy_unmount(napi_env env, napi_callback_info info) {
   GET_ARGS(1);
   char *path = get_string(env, argv[0]);

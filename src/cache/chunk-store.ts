@@ -130,7 +130,7 @@ export class ChunkStore {
     if (addon) {
       const h = hex(hash);
       try {
-        if (data.length <= INLINE_WRITE_BYTES) addon.writeCacheFileSync(join(this.dir, h.slice(0, 2)), h, data);
+        if (data.length <= INLINE_WRITE_BYTES && typeof addon.writeCacheFileSync === 'function') addon.writeCacheFileSync(join(this.dir, h.slice(0, 2)), h, data);
         else await addon.writeCacheFile(join(this.dir, h.slice(0, 2)), h, data);
         return;
       } catch (err) {

@@ -69,15 +69,24 @@ export function chunkFd(fd: number, params: ChunkingParams, readSize: number, sc
   let fileOff = 0; // file offset of buf[start]
   let readOff = 0;
   let eof = false;
-  const addon = nativeAddon();
-  const zero = addon ? zeroRunChunk(params) : undefined;
-  const size = zero ? fstatSync(fd).size : 0;
+  const seekData = nativeAddon()?.seekData;
+  let zero = typeof seekData === 'function' ? zeroRunChunk(params) : undefined;
+  let size = 0; // where the hole after the last data ends (-1 below)
   let dataAt = -2; // the next data at or after a cut looked at (-1: none to the end; -2: not looked yet)
   for (;;) {
     if (zero) {
       let skipped = false;
       for (;;) {
-        if (dataAt !== -1 && dataAt < fileOff) dataAt = addon!.seekData(fd, fileOff);
+        if (dataAt !== -1 && dataAt < fileOff) {
+          try {
+            dataAt = seekData!(fd, fileOff);
+            // Now, not when hashing began: a file cut shorter meanwhile ends where it ends now.
+            if (dataAt === -1) size = fstatSync(fd).size;
+          } catch {
+            zero = undefined; // a filesystem that will not say: its holes are read
+            break;
+          }
+        }
         if (fileOff + zero.length > (dataAt === -1 ? size : dataAt)) break;
         chunks.push({ hash: zero.hash, offset: fileOff, length: zero.length });
         fileOff += zero.length;

@@ -14,6 +14,8 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { closeSync, constants as C, openSync, unlinkSync, writeSync } from 'node:fs';
 import { S_IFMT, S_IFREG, type Attr } from '../content/attr.js';
 import type { ChunkRef } from '../content/manifest.js';
+import { isZeroRun } from '../content/chunk-file.js';
+import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import type { MetaEntry } from '../cache/meta-store.js';
 import type { ChunkReader } from './chunk-reader.js';
 import type { WriteAhead } from './write-ahead.js';
@@ -154,7 +156,8 @@ export class DirtyFile {
   async materialize(reader: ChunkReader): Promise<void> {
     if (this.materialized) return;
     this.dropAhead(); // these bytes do not go through write()
-    const chunks = this.baseChunks!;
+    // Runs of zeros stay holes: the copy is a hole of the file's size until now (open).
+    const chunks = this.baseChunks!.filter((c) => !isZeroRun(c, DEFAULT_CHUNKING));
     await reader.ensure(chunks, this.path);
     const fh = await this.disk(); // a file with old bytes to bring in never starts in memory
     for (const c of chunks) {

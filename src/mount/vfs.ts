@@ -591,8 +591,8 @@ export class Vfs {
    * fallocate(2) on a file open for writing. The node reserves no space
    * ahead, so an allocation only makes the file as long as it asks for (its
    * writes may still meet ENOSPC there, as on any thin-provisioned disk);
-   * punching a hole or zeroing a range writes zeros (the node's copy is not
-   * sparse). Collapsing or inserting a range is refused with EOPNOTSUPP.
+   * punching a hole or zeroing a range writes zeros (where they fill whole
+   * chunks, the node's copy has a hole again). Collapsing or inserting a range is refused with EOPNOTSUPP.
    * `wrote` hears of each piece of zeros written; returns the file's size after.
    */
   async fallocate(fh: number, mode: number, offset: number, length: number, wrote?: (offset: number, data: Buffer) => void): Promise<number> {

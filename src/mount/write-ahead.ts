@@ -63,6 +63,7 @@ export class WriteAhead {
       if (this.halted || ref.offset + ref.length < WRITE_AHEAD_FROM) return;
       this.queue.push(ref);
       this.kick();
+      this.wake?.();
     });
   }
 
@@ -127,10 +128,10 @@ export class WriteAhead {
     const inFlight = new Set<Promise<void>>();
     // A chunk is ready to go once its writes are all in the dirty copy.
     const ready = (c: ChunkRef): boolean => c.offset + c.length <= this.readable;
-    while (this.queue.length > 0 && !this.halted) {
-      if (!ready(this.queue[0]!)) {
-        // Its last write is still on its way to the dirty copy.
-        await new Promise<void>((r) => (this.wake = r));
+    while (!this.halted && (this.queue.length > 0 || inFlight.size > 0)) {
+      if (this.queue.length === 0 || !ready(this.queue[0]!) || inFlight.size >= IN_FLIGHT) {
+        // Until a chunk is cut or its last write lands in the dirty copy, or a batch is through.
+        await Promise.race([new Promise<void>((r) => (this.wake = r)), ...inFlight]);
         this.wake = undefined;
         continue;
       }
@@ -147,7 +148,6 @@ export class WriteAhead {
       );
       inFlight.add(sent);
       void sent.finally(() => inFlight.delete(sent));
-      if (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight);
     }
     await Promise.all(inFlight);
   }

@@ -1102,14 +1102,18 @@ export class WriteBack {
 
   /** Asks the node which of these chunks it lacks and sends those, their bytes read by `bytesOf`; returns how many. */
   private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>, to?: DraftOf): Promise<number> {
-    const missing = await this.mesh.call(`has-chunks${what}`, (c) => c.hasChunks(chunks.map((x) => x.hash)));
-    if (missing.length === 0) return 0;
+    // Asked about each hash once (a sparse file names the chunk of its holes thousands of times).
+    const hashes = [...new Map(chunks.map((c) => [c.hash.toString('latin1'), c.hash])).values()];
+    const missingIdx = await this.mesh.call(`has-chunks${what}`, (c) => c.hasChunks(hashes));
+    if (missingIdx.length === 0) return 0;
+    const missing = new Set(missingIdx.map((i) => hashes[i]!.toString('latin1')));
     // Into a draft, a chunk goes to each of its offsets; staged by hash, once.
     // A run of zeros (a sparse file's holes) is always staged: the node leaves
     // it a hole wherever its draft holds nothing else, and writes it otherwise.
     const seen = new Set<string>();
-    const wanted = missing
-      .map((i) => ({ ch: chunks[i]!, into: to && !isZeroRun(chunks[i]!, DEFAULT_CHUNKING) ? to : undefined }))
+    const wanted = chunks
+      .filter((ch) => missing.has(ch.hash.toString('latin1')))
+      .map((ch) => ({ ch, into: to && !isZeroRun(ch, DEFAULT_CHUNKING) ? to : undefined }))
       .filter(({ ch, into }) => !!into || (!seen.has(ch.hash.toString('latin1')) && !!seen.add(ch.hash.toString('latin1'))));
     await this.mesh.call(`put-chunks${what}`, (c) =>
       c.putChunks(

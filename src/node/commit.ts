@@ -123,7 +123,9 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     // Uploaded chunks were staged; chunks sent inline never were. Removed
     // after the answer (a big file has hundreds, one unlink each); one left
     // behind by a crash expires with the staging TTL.
-    void Promise.all(input.chunks.filter((c) => !input.inline?.has(c.hash.toString('latin1')) && !isPlaced(draft?.placed, c)).map((c) => source.dropStaged(c.hash)));
+    // Each hash once: a sparse file names the chunk of its holes thousands of times.
+    const uploaded = new Map(input.chunks.filter((c) => !input.inline?.has(c.hash.toString('latin1')) && !isPlaced(draft?.placed, c)).map((c) => [c.hash.toString('latin1'), c.hash]));
+    void Promise.all([...uploaded.values()].map((h) => source.dropStaged(h)));
     nodeCommits.inc({ how: draft ? 'draft' : 'staged' });
     return { conflict, path: finalPath, entry, generation: change!.generation };
   } finally {

@@ -15,8 +15,11 @@ export class FsError extends Error {
     // one was ~7 us of every failed lookup, and tools look up many missing names).
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
-    super(message);
-    Error.stackTraceLimit = limit;
+    try {
+      super(message);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.name = 'FsError';
   }
 }

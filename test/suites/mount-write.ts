@@ -178,6 +178,17 @@ if (step === 'grow') {
     t.ok(img.blocks * 512 < 16 * MiB, `and next to no blocks (${img.blocks * 512} bytes allocated)`);
     const mid = await sh(`dd if='${M('sparse.img')}' bs=1M skip=9000 count=2 status=none | od -An -tx1 -v | tr -s ' \n' '\n' | sort -u | tr -d '\n'`);
     t.equal(mid.stdout, '00', 'the mount reads zeros from its middle');
+    // An edit in its middle: the old bytes brought into the dirty copy are its data, not its holes.
+    const edit = await run('dd', [`of=${M('sparse.img')}`, 'bs=1', `seek=${8 * 1024 * MiB}`, 'conv=notrunc', 'status=none'], { input: 'X' });
+    t.equal(edit.code, 0, `one byte written in the middle: ${edit.stderr.trim() || 'ok'}`);
+    const edited = await stat(S('sparse.img'));
+    t.equal(edited.size, 16 * 1024 * MiB, 'the node has the same size');
+    t.ok(edited.blocks * 512 < 16 * MiB, `and still next to no blocks (${edited.blocks * 512} bytes allocated)`);
+    const at = await open(S('sparse.img'), 'r');
+    const byte = Buffer.alloc(3);
+    await at.read(byte, 0, 3, 8 * 1024 * MiB - 1);
+    await at.close();
+    t.same([...byte], [0, 0x58, 0], 'and the byte where it was written');
     // Written front to back (its chunks go ahead of the close, into the file's draft on the node): zeros between data.
     const written = await sh(`{ printf head; head -c 40000000 /dev/zero; printf tail; } > '${M('zeros.bin')}'`);
     t.equal(written.code, 0, `a stream of zeros between data: ${written.stderr.trim() || 'ok'}`);
