@@ -6,7 +6,7 @@
 // hash is refused and asked of another replica.
 import * as grpc from '@grpc/grpc-js';
 import { hashChunk, hex } from '../content/manifest.js';
-import { answerLost, ERRNO_KEY, FsError } from '../wire/errors.js';
+import { answerLost, ERRNO_KEY, FsError, tooLargeToSend } from '../wire/errors.js';
 import type { WChangeEventOut, WHandshakeReplyOut, WMutateReplyOut, WMutateRequest } from '../wire/types.js';
 import { appliedBefore } from './mutation-retry.js';
 import { log } from '../log.js';
@@ -39,7 +39,7 @@ export interface MeshStats {
 /** True for failures of the node or the network, not answers of the filesystem. */
 function isTransportError(err: unknown): boolean {
   const e = err as grpc.ServiceError;
-  if (e?.metadata?.get?.(ERRNO_KEY)?.length) return false;
+  if (e?.metadata?.get?.(ERRNO_KEY)?.length || tooLargeToSend(err)) return false;
   return (
     e?.code === grpc.status.UNAVAILABLE ||
     e?.code === grpc.status.DEADLINE_EXCEEDED ||

@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import type { HashPool } from '../content/hash-pool.js';
 import { hex, type ChunkRef, type Manifest } from '../content/manifest.js';
 import type { WCommitManyReplyOut, WCommitReplyOut, WCommitRequest, WEntryOut } from '../wire/types.js';
-import { MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES } from '../wire/proto.js';
+import { MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES, MAX_MESSAGE_BYTES } from '../wire/proto.js';
 import { isDir, toTimespec } from '../content/attr.js';
 import type { ChunkStore } from '../cache/chunk-store.js';
 import type { Journal, JournalEntry } from '../cache/journal.js';
@@ -50,6 +50,9 @@ export interface WriteBackStats {
   uploadedChunks: number;
   uploadedBytes: number;
 }
+
+/** A chunk's size in a commit's list, encoded (hash, offset and length with their tags): an upper bound. */
+const WIRE_BYTES_PER_CHUNK = 48;
 
 /** Files up to this size travel inside the commit call: one round trip, not three. */
 export const INLINE_BYTES = 1024 * 1024;
@@ -736,7 +739,8 @@ export class WriteBack {
     if (e.dirty) await rename(this.dirtyPath(e.dirty), kept).catch(() => undefined);
     else await writeFile(kept, data!, { mode: 0o600 }).catch((err) => log.error({ path: e.path, err: (err as Error).message }, 'the refused bytes could not be kept aside'));
     if (e.seq) await this.journal.remove(e.seq);
-    log.error({ path: e.path, errno: errnoOf(err), keptAt: kept, err: (err as Error).message }, 'write-back refused by the node; the written bytes are kept in the cache dir');
+    const why = errnoOf(err) === 'EFBIG' ? 'write-back too large to send (its chunk list is over the message size limit)' : 'write-back refused by the node';
+    log.error({ path: e.path, errno: errnoOf(err), keptAt: kept, err: (err as Error).message }, `${why}; the written bytes are kept in the cache dir`);
   }
 
   /** Resolves with the committed digest, or undefined when the record stays queued. */
@@ -898,6 +902,10 @@ export class WriteBack {
     if (currentDigest?.equals(manifest.digest)) {
       reply = { conflict: false, conflictPath: '', entry: current!, generation: 0 };
     } else {
+      // Told before anything travels: a chunk list one message cannot hold (a file of over ~1.1 TiB of holes, or ~300 GiB of data).
+      if (manifest.chunks.length * WIRE_BYTES_PER_CHUNK + 64 * 1024 > MAX_MESSAGE_BYTES) {
+        throw new FsError('EFBIG', `"${e.path}" has ${manifest.chunks.length} chunks: more than one commit can carry`);
+      }
       const req = this.request(e, manifest, data);
       if (!data) {
         this.step(e, 'uploading');

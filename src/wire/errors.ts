@@ -82,6 +82,17 @@ export function answerLost(err: unknown): boolean {
   return e?.code === grpc.status.UNIMPLEMENTED && !e.metadata?.get?.(ERRNO_KEY)?.length && /^No message received/.test(e.details ?? '');
 }
 
+/**
+ * A call this side would not send: its message is over the size limit
+ * (grpc-js fails it with RESOURCE_EXHAUSTED before it leaves). Nothing is
+ * wrong with the node; the file's chunk list is too long for one message
+ * (a file of more than about 1.3 TiB).
+ */
+export function tooLargeToSend(err: unknown): boolean {
+  const e = err as grpc.ServiceError;
+  return e?.code === grpc.status.RESOURCE_EXHAUSTED && !e.metadata?.get?.(ERRNO_KEY)?.length && /^Attempted to send message with a size larger than/.test(e.details ?? '');
+}
+
 /** The errno a failed call stands for, as the mount reports it to the kernel. */
 export function errnoOf(err: unknown): string {
   const e = err as grpc.ServiceError;
@@ -89,6 +100,7 @@ export function errnoOf(err: unknown): string {
   if (typeof fromNode === 'string') return fromNode;
   if (err instanceof FsError) return err.errno;
   if (answerLost(err)) return 'ETIMEDOUT'; // as a call whose answer did not come in time
+  if (tooLargeToSend(err)) return 'EFBIG';
   switch (e?.code) {
     case grpc.status.DEADLINE_EXCEEDED:
       return 'ETIMEDOUT';

@@ -198,6 +198,16 @@ if (step === 'grow') {
     t.ok(z.blocks * 512 < 16 * MiB, `in fewer blocks than its ${z.size} bytes (${z.blocks * 512} allocated)`);
     await rm(S('sparse.img'));
     await rm(S('zeros.bin'));
+    // Past about 1.3 TiB a file's chunk list no longer fits in one message: its close fails plainly, and the node is not taken for down.
+    const down = () => m.lines.filter((l) => l.msg === 'node unreachable; trying another replica').length;
+    const downBefore = down();
+    const huge = await run('truncate', ['-s', '2T', M('huge.img')]);
+    t.not(huge.code, 0, 'truncate -s 2T fails');
+    t.match(huge.stderr, /File too large/, `with EFBIG: ${huge.stderr.trim()}`);
+    t.equal(down(), downBefore, 'the node was not taken for unreachable');
+    t.notOk(await stat(S('huge.img')).catch(() => undefined), 'the node has no such file');
+    t.equal((await sh(`echo after > '${M('after.txt')}'`)).code, 0, 'the next file is written back');
+    t.equal(await readFile(S('after.txt'), 'utf8'), 'after\n', 'and is on the node');
   });
 
   await t.test('fallocate: allocate, keep the size, punch a hole, zero a range; collapse refused', async (t) => {
