@@ -71,7 +71,7 @@ export function chunkFd(fd: number, params: ChunkingParams, readSize: number, sc
   let eof = false;
   const seekData = nativeAddon()?.seekData;
   let zero = typeof seekData === 'function' ? zeroRunChunk(params) : undefined;
-  let size = 0; // where the hole after the last data ends (-1 below)
+  let size = 0; // the file's size once no data follows (dataAt -1): where its last hole ends
   let dataAt = -2; // the next data at or after a cut looked at (-1: none to the end; -2: not looked yet)
   for (;;) {
     if (zero) {
