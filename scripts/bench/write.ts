@@ -1,6 +1,6 @@
 // Benchmark: the mount's write side against local disk, in one run.
 //
-// Three workloads, each on local disk and through ghostfs with each kernel
+// Four workloads, each on local disk and through ghostfs with each kernel
 // driver (--drivers; one after the other, each on a fresh node and cache),
 // printed side by side with the ratios driver/local and native/fuse-native:
 //   1. N small files (4 KiB) created, written and closed one after another by
@@ -12,7 +12,9 @@
 //      incompressible file: MB/s until dd exits (its close is the commit);
 //      then the node's copy is hashed; locally also with conv=fsync;
 //   3. tar -x of a generated source tree (~28k files): seconds; then the node's
-//      copy is compared with the archive by a sorted list of sha256 sums.
+//      copy is compared with the archive by a sorted list of sha256 sums;
+//   4. truncate -s 16G of a new file: seconds, and the blocks the node's copy
+//      takes (it should stay sparse).
 //
 // It drives the real CLI (`ghostfs serve`, `ghostfs mount --foreground`) as
 // child processes on loopback, and every workload, check or cleanup that
@@ -82,6 +84,8 @@ function toolVersions(): Record<string, string> {
 // ---------------------------------------------------------------------------
 // CPU time of the node and the mount (all threads), to show where a slow write spends it
 
+/** The sparse file of workload 4: 16 GiB, all of it hole. */
+const SPARSE_BYTES = 16 * 1024 * MiB;
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
 
 function cpuSeconds(pid: number | undefined): number {
@@ -256,7 +260,7 @@ interface Cell {
 }
 
 interface Row {
-  id: 'small' | 'smallDurable' | 'big' | 'bigFsync' | 'untar';
+  id: 'small' | 'smallDurable' | 'big' | 'bigFsync' | 'untar' | 'sparse';
   label: string;
   unit: Unit;
   /** Local disk and each measured driver (the fsync row: local only). */
@@ -339,9 +343,10 @@ async function main(opts: Options): Promise<void> {
       smallDurable: { id: 'smallDurable', label: `  same, local, each file durable as a commit makes it`, unit: 'files/s', cells: cells(['local']) },
       big: { id: 'big', label: `${sizeLabel(opts.big)} sequential write (dd bs=1M)`, unit: 'MB/s', cells: cells(wheres), target: { text: '≥ 500 MB/s', ok: (v) => v >= 500 } },
       bigFsync: { id: 'bigFsync', label: `  same, local with conv=fsync (durable, like a commit)`, unit: 'MB/s', cells: cells(['local']) },
+      sparse: { id: 'sparse', label: `truncate -s ${sizeLabel(SPARSE_BYTES)} (a new file, all hole)`, unit: 's', cells: cells(wheres) },
       untar: { id: 'untar', label: `tar -x of a ${tree.count}-file tree (${sizeLabel(tree.bytes)})`, unit: 's', cells: cells(wheres), target: { text: '≤ 25 s', ok: (v) => v <= 25 } },
     };
-    const order = [rows.small, rows.smallDurable, rows.big, rows.bigFsync, rows.untar];
+    const order = [rows.small, rows.smallDurable, rows.big, rows.bigFsync, rows.untar, rows.sparse];
     const ghostSamples: GhostSample[] = [];
     const checks: string[] = [];
     const latency = Object.fromEntries(wheres.map((w) => [w, []])) as Partial<Record<Where, { p50: number; p99: number; max: number }[]>>;
@@ -403,7 +408,7 @@ async function main(opts: Options): Promise<void> {
       return performance.now() - t;
     };
 
-    /** Every run of the three workloads on local disk or through the mount of one driver. */
+    /** Every run of the four workloads on local disk or through the mount of one driver. */
     const runAll = async (where: Where): Promise<void> => {
       for (let run = 1; run <= opts.runs; run++) {
         // ---- 1. small files
@@ -504,6 +509,24 @@ async function main(opts: Options): Promise<void> {
           return { value, extra: { identical: got === treeList } };
         }, join(dataDir, 'tree.tar'));
         await cleanup(where, treeName);
+
+        // ---- 4. a sparse file: made by truncate, it should cost (and allocate) next to nothing
+        const sparseName = `sparse-${run}.img`;
+        await sample(rows.sparse, where, run, async (root, timed) => {
+          const r = await runCmd(`truncate -s ${SPARSE_BYTES} -- "$1"`, dataDir, { timeoutMs: 30 * 60_000, args: [join(root, sparseName)] });
+          const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
+          timed();
+          if (r.code !== 0) throw failed('truncate', r);
+          const value = (r.ms + flushMs) / 1000;
+          if (where === 'local') return { value };
+          const st = existsSync(join(srcDir, sparseName)) ? statSync(join(srcDir, sparseName)) : undefined;
+          const ok = st?.size === SPARSE_BYTES;
+          const text = `node's copy right after truncate exited: ${st ? `${st.size} bytes, ${st.blocks * 512} allocated` : 'MISSING'}`;
+          if (!ok) note(`${where} sparse file, run ${run}: ${text}`);
+          checks.push(`${where} sparse file, run ${run}: ${text}`);
+          return { value, extra: { size: st?.size, allocated: st ? st.blocks * 512 : undefined } };
+        });
+        await cleanup(where, sparseName);
       }
     };
 
