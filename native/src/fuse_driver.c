@@ -314,6 +314,16 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
   forward(m, req);
 }
 
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+  gfs_msg *m = new_msg(OP_LSEEK, req, ino);
+  if (m) {
+    m->fh = fi->fh;
+    m->mode = (uint32_t)whence;
+    m->off = off;
+  }
+  forward(m, req);
+}
+
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   gfs_msg *m = new_msg(OP_FSYNC, req, ino);
   if (m) {
@@ -413,6 +423,7 @@ static const struct fuse_lowlevel_ops ops = {
     .release = op_release,
     .fsync = op_fsync,
     .fallocate = op_fallocate,
+    .lseek = op_lseek,
     .readdir = op_readdir,
     .opendir = op_opendir,
     .readdirplus = op_readdirplus,
@@ -954,6 +965,15 @@ static napi_value js_reply_write(napi_env env, napi_callback_info info) {
   return reply_end(&r);
 }
 
+/* replyLseek(id, offset) */
+static napi_value js_reply_lseek(napi_env env, napi_callback_info info) {
+  reply_args r;
+  double off;
+  if (reply_begin(env, info, &r, 2) || get_double(env, r.argv[1], &off)) return NULL;
+  SEND(&r, fuse_reply_lseek(r.req, (off_t)off));
+  return reply_end(&r);
+}
+
 /* replyReadlink(id, target) */
 static napi_value js_reply_readlink(napi_env env, napi_callback_info info) {
   reply_args r;
@@ -1106,6 +1126,7 @@ napi_value driver_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "replyBuf", js_reply_buf);
   export_fn(env, exports, "replyBufs", js_reply_bufs);
   export_fn(env, exports, "replyWrite", js_reply_write);
+  export_fn(env, exports, "replyLseek", js_reply_lseek);
   export_fn(env, exports, "replyReadlink", js_reply_readlink);
   export_fn(env, exports, "replyStatfs", js_reply_statfs);
   export_fn(env, exports, "replyDir", js_reply_dir);

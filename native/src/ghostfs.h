@@ -49,6 +49,7 @@ enum gfs_op {
   OP_FORGET = 24, /* no reply: the kernel dropped `size` references to `ino` */
   OP_WROTE = 25,  /* no reply: a write to `fh` was made in C (direct_write.c); its bytes */
   OP_FALLOCATE = 26,
+  OP_LSEEK = 27, /* SEEK_DATA / SEEK_HOLE only: the kernel does the others itself */
 };
 
 /* One kernel request on its way to JavaScript. */

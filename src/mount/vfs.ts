@@ -9,6 +9,8 @@ import { stat } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { attrFromStats, isDir, isLnk, isReg, S_IFDIR, S_IFREG, toTimespec, type Attr } from '../content/attr.js';
 import { hex, type ChunkRef } from '../content/manifest.js';
+import { isZeroRun } from '../content/chunk-file.js';
+import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import type { MetaEntry, MetaStore, PathChange } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import { attrFromWire, chunksFromWire } from '../wire/convert.js';
@@ -88,6 +90,8 @@ const LISTINGS_AHEAD_MAX = 64;
 const FALLOC_KEEP_SIZE = 0x01;
 const FALLOC_PUNCH_HOLE = 0x02;
 const FALLOC_ZERO_RANGE = 0x10;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
 /** Zeros written at a time for a punched hole or zeroed range. */
 const ZERO_PIECE = 1 << 20;
 
@@ -585,6 +589,38 @@ export class Vfs {
       d.materialized = true;
       return d.write(offset, data);
     });
+  }
+
+  /**
+   * lseek(2) with SEEK_DATA or SEEK_HOLE (the kernel answers the others), so
+   * cp, tar and rsync skip the holes of a sparse file instead of reading
+   * zeros. The holes are the file's runs of zeros its chunk list shows
+   * (zero-run chunks), and the end; a file being written shows none (all
+   * data, as a filesystem may say). ENXIO at or past the end, and for
+   * SEEK_DATA when only holes follow.
+   */
+  async seek(fh: number, offset: number, whence: number): Promise<number> {
+    const h = this.handles.get(fh);
+    if (!h) throw new FsError('EBADF', `file handle ${fh} is not open`);
+    if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw new FsError('EINVAL', `lseek whence ${whence} is answered by the kernel`);
+    let size: number;
+    let chunks: readonly ChunkRef[] = [];
+    if (h.pendingData) size = h.pendingData.length;
+    else if (h.dirty) size = h.dirty.size;
+    else {
+      const newer = this.newerThan(h);
+      if (newer) await this.refresh(h, newer);
+      size = h.size;
+      chunks = h.chunks;
+    }
+    if (offset < 0 || offset >= size) throw new FsError('ENXIO', `offset ${offset} is not before the end (${size})`);
+    const wantHole = whence === SEEK_HOLE;
+    for (let i = chunks.length ? chunkIndex(chunks, offset) : 0; i < chunks.length; i++) {
+      if (isZeroRun(chunks[i]!, DEFAULT_CHUNKING) === wantHole) return Math.max(offset, chunks[i]!.offset);
+    }
+    if (wantHole) return size; // the end is a hole
+    if (chunks.length === 0) return offset; // all data
+    throw new FsError('ENXIO', `only holes follow offset ${offset}`);
   }
 
   /**

@@ -98,6 +98,7 @@ export interface NativeAddon {
   /** A read's data in pieces (at most 64), sent in one gathering write. */
   replyBufs(id: number, parts: Buffer[]): void;
   replyWrite(id: number, count: number): void;
+  replyLseek(id: number, offset: number): void;
   replyReadlink(id: number, target: string): void;
   replyStatfs(id: number, values: Float64Array): void;
   /** Returns how many entries fitted in the kernel's buffer. */

@@ -15,6 +15,16 @@ import { BIN } from '../helpers/logged-proc.js';
 import { Holder } from '../helpers/holder.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+/** Prints SEEK_DATA and SEEK_HOLE from 0, SEEK_HOLE from argv[2], and SEEK_DATA from 4 MiB past it (or the errno name). */
+const SEEKS = `
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+at = int(sys.argv[2])
+def seek(off, how):
+    try: return str(os.lseek(fd, off, how))
+    except OSError as e: return errno.errorcode[e.errno]
+print(seek(0, os.SEEK_DATA), seek(0, os.SEEK_HOLE), seek(at, os.SEEK_HOLE), seek(at + 4 * 2**20, os.SEEK_DATA))
+`;
 const FUSE_NATIVE_FALLOCATE = 'fuse-native has no fallocate operation (the kernel answers EOPNOTSUPP); the native driver has';
 const FUSE_NATIVE_UTIMENS = 'fuse-native passes the atime in place of the mtime (its C code reads tv[0] twice); the native driver fixes this';
 
@@ -189,6 +199,15 @@ if (step === 'grow') {
     await at.read(byte, 0, 3, 8 * 1024 * MiB - 1);
     await at.close();
     t.same([...byte], [0, 0x58, 0], 'and the byte where it was written');
+    // lseek(SEEK_DATA / SEEK_HOLE) through the mount: the holes are where the chunk list has runs of zeros.
+    const seeks = await run('python3', ['-c', SEEKS, M('sparse.img'), String(8 * 1024 * MiB)]);
+    const known = isFuseNative ? { todo: 'fuse-native has no lseek operation (the kernel reports every byte as data)' } : {};
+    t.same(seeks.stdout.trim().split(' '), [String(8 * 1024 * MiB), '0', String(8 * 1024 * MiB + 4 * MiB), 'ENXIO'], `SEEK_DATA from 0, SEEK_HOLE from 0, SEEK_HOLE from the byte, SEEK_DATA past it: ${seeks.stdout.trim()} ${seeks.stderr.trim()}`, known);
+    const copied = join(base, 'sparse-copy.img');
+    const cp = await run('cp', [M('sparse.img'), copied]);
+    t.equal(cp.code, 0, `cp of it out of the mount: ${cp.stderr.trim() || 'ok'}`);
+    t.ok((await stat(copied)).blocks * 512 < 16 * MiB, `the copy is sparse too (${(await stat(copied)).blocks * 512} bytes allocated)`);
+    await rm(copied);
     // Written front to back (its chunks go ahead of the close, into the file's draft on the node): zeros between data.
     const written = await sh(`{ printf head; head -c 40000000 /dev/zero; printf tail; } > '${M('zeros.bin')}'`);
     t.equal(written.code, 0, `a stream of zeros between data: ${written.stderr.trim() || 'ok'}`);

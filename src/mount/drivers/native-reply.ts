@@ -108,6 +108,10 @@ export class Reply {
     this.send(() => this.addon.replyWrite(this.id, n));
   }
 
+  lseek(offset: number): void {
+    this.send(() => this.addon.replyLseek(this.id, offset));
+  }
+
   readlink(target: string): void {
     this.send(() => this.addon.replyReadlink(this.id, target));
   }

@@ -65,6 +65,7 @@ enum Op {
   FORGET = 24,
   WROTE = 25, // a write made in C into a dirty copy (direct_write.c): no reply
   FALLOCATE = 26,
+  LSEEK = 27,
 }
 
 const OP_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Op).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v, k.toLowerCase()]));
@@ -536,6 +537,8 @@ export class NativeDriver implements Driver {
           fail,
         );
       }
+      case Op.LSEEK:
+        return serveOp('lseek', fh, () => vfs.seek(fh, off, mode), (pos) => r.lseek(pos), fail);
       case Op.READDIR:
       case Op.READDIRPLUS:
         return this.readdir(r, ino, off, size, op === Op.READDIRPLUS);
