@@ -315,6 +315,13 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+  /* With the writeback cache the kernel holds writes JS has not seen (it does
+   * not flush them before an LSEEK): ENOSYS, and the kernel answers every
+   * lseek itself from then on (all data). */
+  if (((gfs *)fuse_req_userdata(req))->writeback_cache) {
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
   gfs_msg *m = new_msg(OP_LSEEK, req, ino);
   if (m) {
     m->fh = fi->fh;

@@ -597,7 +597,10 @@ export class Vfs {
    * zeros. The holes are the file's runs of zeros its chunk list shows
    * (zero-run chunks), and the end; a file being written shows none (all
    * data, as a filesystem may say). ENXIO at or past the end, and for
-   * SEEK_DATA when only holes follow.
+   * SEEK_DATA when only holes follow. The version is the one the handle
+   * has (never refreshed here: a reader passed through to a local copy
+   * keeps reading that copy, and the kernel holds the inode's lock while it
+   * waits for this answer).
    */
   async seek(fh: number, offset: number, whence: number): Promise<number> {
     const h = this.handles.get(fh);
@@ -608,8 +611,6 @@ export class Vfs {
     if (h.pendingData) size = h.pendingData.length;
     else if (h.dirty) size = h.dirty.size;
     else {
-      const newer = this.newerThan(h);
-      if (newer) await this.refresh(h, newer);
       size = h.size;
       chunks = h.chunks;
     }

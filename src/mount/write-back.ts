@@ -51,7 +51,11 @@ export interface WriteBackStats {
   uploadedBytes: number;
 }
 
-/** A chunk's size in a commit's list, encoded (hash, offset and length with their tags): an upper bound. */
+/**
+ * A chunk's size in a commit's list, encoded: 2 (field and length) + 34
+ * (hash) + 7 (offset: a varint of at most 6 bytes below 2^42, which any
+ * list under MAX_MESSAGE_BYTES keeps to) + 5 (length, at most 4 MiB).
+ */
 const WIRE_BYTES_PER_CHUNK = 48;
 
 /** Files up to this size travel inside the commit call: one round trip, not three. */
@@ -739,7 +743,7 @@ export class WriteBack {
     if (e.dirty) await rename(this.dirtyPath(e.dirty), kept).catch(() => undefined);
     else await writeFile(kept, data!, { mode: 0o600 }).catch((err) => log.error({ path: e.path, err: (err as Error).message }, 'the refused bytes could not be kept aside'));
     if (e.seq) await this.journal.remove(e.seq);
-    const why = errnoOf(err) === 'EFBIG' ? 'write-back too large to send (its chunk list is over the message size limit)' : 'write-back refused by the node';
+    const why = errnoOf(err) === 'EFBIG' ? 'write-back refused: the file is too large' : 'write-back refused by the node';
     log.error({ path: e.path, errno: errnoOf(err), keptAt: kept, err: (err as Error).message }, `${why}; the written bytes are kept in the cache dir`);
   }
 
@@ -902,7 +906,7 @@ export class WriteBack {
     if (currentDigest?.equals(manifest.digest)) {
       reply = { conflict: false, conflictPath: '', entry: current!, generation: 0 };
     } else {
-      // Told before anything travels: a chunk list one message cannot hold (a file of over ~1.1 TiB of holes, or ~300 GiB of data).
+      // Told before its upload and commit: a chunk list one message cannot hold (about 1.3 TiB of holes, or 340 GiB of data).
       if (manifest.chunks.length * WIRE_BYTES_PER_CHUNK + 64 * 1024 > MAX_MESSAGE_BYTES) {
         throw new FsError('EFBIG', `"${e.path}" has ${manifest.chunks.length} chunks: more than one commit can carry`);
       }

@@ -83,14 +83,18 @@ export function answerLost(err: unknown): boolean {
 }
 
 /**
- * A call this side would not send: its message is over the size limit
- * (grpc-js fails it with RESOURCE_EXHAUSTED before it leaves). Nothing is
- * wrong with the node; the file's chunk list is too long for one message
- * (a file of more than about 1.3 TiB).
+ * A call whose message, or answer, is over the size limit (grpc-js fails it
+ * with RESOURCE_EXHAUSTED on whichever side would send or receive it).
+ * Nothing is wrong with the node: a file's chunk list is too long for one
+ * message (more than about 1.3 TiB of holes, or 340 GiB of data).
  */
 export function tooLargeToSend(err: unknown): boolean {
   const e = err as grpc.ServiceError;
-  return e?.code === grpc.status.RESOURCE_EXHAUSTED && !e.metadata?.get?.(ERRNO_KEY)?.length && /^Attempted to send message with a size larger than/.test(e.details ?? '');
+  return (
+    e?.code === grpc.status.RESOURCE_EXHAUSTED &&
+    !e.metadata?.get?.(ERRNO_KEY)?.length &&
+    /^(Attempted to send message with a size larger than|Received message larger than max|Sent message larger than max)/.test(e.details ?? '')
+  );
 }
 
 /** The errno a failed call stands for, as the mount reports it to the kernel. */
