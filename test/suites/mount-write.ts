@@ -203,11 +203,14 @@ if (step === 'grow') {
     const seeks = await run('python3', ['-c', SEEKS, M('sparse.img'), String(8 * 1024 * MiB)]);
     const known = isFuseNative ? { todo: 'fuse-native has no lseek operation (the kernel reports every byte as data)' } : {};
     t.same(seeks.stdout.trim().split(' '), [String(8 * 1024 * MiB), '0', String(8 * 1024 * MiB + 4 * MiB), 'ENXIO'], `SEEK_DATA from 0, SEEK_HOLE from 0, SEEK_HOLE from the byte, SEEK_DATA past it: ${seeks.stdout.trim()} ${seeks.stderr.trim()}`, known);
-    const copied = join(base, 'sparse-copy.img');
-    const cp = await run('cp', [M('sparse.img'), copied]);
-    t.equal(cp.code, 0, `cp of it out of the mount: ${cp.stderr.trim() || 'ok'}`);
-    t.ok((await stat(copied)).blocks * 512 < 16 * MiB, `the copy is sparse too (${(await stat(copied)).blocks * 512} bytes allocated)`);
-    await rm(copied);
+    if (!isFuseNative) {
+      // (Under fuse-native, cp would read all 16 GiB of zeros: no lseek there.)
+      const copied = join(base, 'sparse-copy.img');
+      const cp = await run('cp', [M('sparse.img'), copied]);
+      t.equal(cp.code, 0, `cp of it out of the mount: ${cp.stderr.trim() || 'ok'}`);
+      t.ok((await stat(copied)).blocks * 512 < 16 * MiB, `the copy is sparse too (${(await stat(copied)).blocks * 512} bytes allocated)`);
+      await rm(copied);
+    }
     // Written front to back (its chunks go ahead of the close, into the file's draft on the node): zeros between data.
     const written = await sh(`{ printf head; head -c 40000000 /dev/zero; printf tail; } > '${M('zeros.bin')}'`);
     t.equal(written.code, 0, `a stream of zeros between data: ${written.stderr.trim() || 'ok'}`);
