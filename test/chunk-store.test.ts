@@ -59,34 +59,24 @@ t.test('writeCacheFileSync: the same answers, in the calling thread', async (t) 
   t.same(await readdir(dir), ['x'], 'nothing else left in the directory');
 });
 
-t.test('a full disk, small chunks (written in the calling thread): evicted for, then written', async (t) => {
-  const fs = await smallFs(t, '16m');
-  const dir = join(fs, 'chunks');
-  const store = new ChunkStore(dir);
-  await store.init();
-  const old = [randomBytes(2 << 20), randomBytes(2 << 20)];
-  for (const c of old) await store.put(hashChunk(c), c);
-  await fillUp(join(fs, 'hog'));
-  if (addon) t.throws(() => addon.writeCacheFileSync(join(dir, '00'), 'probe', randomBytes(64 << 10)), { code: 'ENOSPC' }, 'the addon reports ENOSPC');
-  const fresh = randomBytes(16 << 10);
-  await store.put(hashChunk(fresh), fresh);
-  const h = hex(hashChunk(fresh));
-  t.ok((await readFile(join(dir, h.slice(0, 2), h))).equals(fresh), 'the new chunk is whole');
-  t.ok(store.stats().evictedChunks >= 1, `older chunks were evicted (${store.stats().evictedChunks})`);
-});
-
-t.test('a full disk: the store evicts older chunks and writes the new one', async (t) => {
-  const fs = await smallFs(t, '16m');
-  const dir = join(fs, 'chunks');
-  const store = new ChunkStore(dir);
-  await store.init();
-  const old = [randomBytes(2 << 20), randomBytes(2 << 20)];
-  for (const c of old) await store.put(hashChunk(c), c);
-  await fillUp(join(fs, 'hog'));
-  if (addon) await t.rejects(addon.writeCacheFile(join(dir, '00'), 'probe', randomBytes(1 << 20)), { code: 'ENOSPC' }, 'the addon reports ENOSPC');
-  const fresh = randomBytes(1 << 20);
-  await store.put(hashChunk(fresh), fresh);
-  const h = hex(hashChunk(fresh));
-  t.ok((await readFile(join(dir, h.slice(0, 2), h))).equals(fresh), 'the new chunk is whole');
-  t.ok(store.stats().evictedChunks >= 1, `older chunks were evicted (${store.stats().evictedChunks})`);
-});
+// A big chunk is written by a worker thread, a small one in the calling thread: both paths meet the full disk.
+for (const [kind, size] of [['', 1 << 20], [', a small chunk (written in the calling thread)', 16 << 10]] as const) {
+  t.test(`a full disk${kind}: the store evicts older chunks and writes the new one`, async (t) => {
+    const fs = await smallFs(t, '16m');
+    const dir = join(fs, 'chunks');
+    const store = new ChunkStore(dir);
+    await store.init();
+    const old = [randomBytes(2 << 20), randomBytes(2 << 20)];
+    for (const c of old) await store.put(hashChunk(c), c);
+    await fillUp(join(fs, 'hog'));
+    if (addon) {
+      await t.rejects(addon.writeCacheFile(join(dir, '00'), 'probe', randomBytes(1 << 20)), { code: 'ENOSPC' }, 'the addon reports ENOSPC');
+      t.throws(() => addon.writeCacheFileSync(join(dir, '00'), 'probe', randomBytes(64 << 10)), { code: 'ENOSPC' }, 'so does its calling-thread variant');
+    }
+    const fresh = randomBytes(size);
+    await store.put(hashChunk(fresh), fresh);
+    const h = hex(hashChunk(fresh));
+    t.ok((await readFile(join(dir, h.slice(0, 2), h))).equals(fresh), 'the new chunk is whole');
+    t.ok(store.stats().evictedChunks >= 1, `older chunks were evicted (${store.stats().evictedChunks})`);
+  });
+}
