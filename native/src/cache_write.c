@@ -89,6 +89,33 @@ static void complete(napi_env env, napi_status status, void *arg) {
 }
 
 /*
+ * Fills `j` from the arguments (dir, name, data) of `fn`; on a bad one it
+ * throws, frees what it took and returns -1. The bytes stay the caller's
+ * Buffer's: the caller keeps it alive while the job reads them.
+ */
+static int job_args(napi_env env, napi_value *argv, cache_job *j, const char *fn) {
+  void *data;
+  char msg[96];
+  if (!(j->dir = get_string(env, argv[0])) || !(j->name = get_string(env, argv[1]))) goto bad;
+  if (!one_component(j->name)) {
+    snprintf(msg, sizeof msg, "%s: the name must be one path component", fn);
+    napi_throw_type_error(env, "EINVAL", msg);
+    goto bad;
+  }
+  if (napi_get_buffer_info(env, argv[2], &data, &j->len) != napi_ok) {
+    snprintf(msg, sizeof msg, "%s: data must be a Buffer", fn);
+    napi_throw_type_error(env, NULL, msg);
+    goto bad;
+  }
+  j->data = data;
+  return 0;
+bad:
+  free(j->dir), free(j->name);
+  j->dir = j->name = NULL;
+  return -1;
+}
+
+/*
  * writeCacheFile(dir, name, data) -> Promise<boolean>: true when the file
  * was made, false when the name was taken already.
  */
@@ -99,25 +126,12 @@ static napi_value js_write_cache_file(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
-  void *data;
-  size_t len;
-  if (!(j->dir = get_string(env, argv[0])) || !(j->name = get_string(env, argv[1]))) goto bad;
-  if (!one_component(j->name)) {
-    napi_throw_type_error(env, "EINVAL", "writeCacheFile: the name must be one path component");
-    goto bad;
+  if (job_args(env, argv, j, "writeCacheFile")) {
+    free(j);
+    return NULL;
   }
-  if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "writeCacheFile: data must be a Buffer");
-    goto bad;
-  }
-  j->data = data;
-  j->len = len;
   napi_create_reference(env, argv[2], 1, &j->data_ref);
   return queue_job(env, "ghostfs.writeCacheFile", execute, complete, j, &j->deferred, &j->work);
-bad:
-  free(j->dir), free(j->name);
-  free(j);
-  return NULL;
 }
 
 /*
@@ -128,22 +142,11 @@ bad:
 static napi_value js_write_cache_file_sync(napi_env env, napi_callback_info info) {
   GET_ARGS(3);
   cache_job j = {0};
-  void *data;
+  if (job_args(env, argv, &j, "writeCacheFileSync")) return NULL;
   napi_value out = NULL;
-  if (!(j.dir = get_string(env, argv[0])) || !(j.name = get_string(env, argv[1]))) goto done;
-  if (!one_component(j.name)) {
-    napi_throw_type_error(env, "EINVAL", "writeCacheFileSync: the name must be one path component");
-    goto done;
-  }
-  if (napi_get_buffer_info(env, argv[2], &data, &j.len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "writeCacheFileSync: data must be a Buffer");
-    goto done;
-  }
-  j.data = data;
   execute(env, &j);
   if (j.err) throw_errno(env, j.err, j.call, j.name);
   else napi_get_boolean(env, j.created, &out);
-done:
   free(j.dir), free(j.name);
   return out;
 }

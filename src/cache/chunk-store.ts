@@ -129,9 +129,10 @@ export class ChunkStore {
     const addon = this.oneJobWrites ? nativeAddon() : undefined;
     if (addon) {
       const h = hex(hash);
+      const dir = join(this.dir, h.slice(0, 2));
       try {
-        if (data.length <= INLINE_WRITE_BYTES && typeof addon.writeCacheFileSync === 'function') addon.writeCacheFileSync(join(this.dir, h.slice(0, 2)), h, data);
-        else await addon.writeCacheFile(join(this.dir, h.slice(0, 2)), h, data);
+        if (data.length <= INLINE_WRITE_BYTES && typeof addon.writeCacheFileSync === 'function') addon.writeCacheFileSync(dir, h, data);
+        else await addon.writeCacheFile(dir, h, data);
         return;
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;

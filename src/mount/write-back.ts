@@ -1122,11 +1122,14 @@ export class WriteBack {
     // Into a draft, a chunk goes to each of its offsets; staged by hash, once.
     // A run of zeros (a sparse file's holes) is always staged: the node leaves
     // it a hole wherever its draft holds nothing else, and writes it otherwise.
-    const seen = new Set<string>();
-    const wanted = chunks
-      .filter((ch) => missing.has(ch.hash.toString('latin1')))
-      .map((ch) => ({ ch, into: to && !isZeroRun(ch, DEFAULT_CHUNKING) ? to : undefined }))
-      .filter(({ ch, into }) => !!into || (!seen.has(ch.hash.toString('latin1')) && !!seen.add(ch.hash.toString('latin1'))));
+    const wanted: { ch: ChunkRef; into?: DraftOf }[] = [];
+    for (const ch of chunks) {
+      const k = ch.hash.toString('latin1');
+      if (!missing.has(k)) continue;
+      const into = to && !isZeroRun(ch, DEFAULT_CHUNKING) ? to : undefined;
+      if (!into) missing.delete(k); // staged: this hash goes once
+      wanted.push({ ch, into });
+    }
     await this.mesh.call(`put-chunks${what}`, (c) =>
       c.putChunks(
         (async function* () {
