@@ -163,6 +163,24 @@ t.test('mount: asynchronous write-back', async (t) => {
     t.equal((await stat(S('q6/hard'))).ino, (await stat(S('md/a/b/f'))).ino, 'a hard link made in a queued directory');
   });
 
+  await t.test('a node that hangs: closes past the queue\'s size still return, and everything lands once it answers', async (t) => {
+    // More records than the queue holds before close() waits (1024). A stopped
+    // process still has its listening socket: connections open, nothing is answered.
+    const files = 1100;
+    process.kill(node.child.pid!, 'SIGSTOP');
+    let w;
+    try {
+      w = await sh(`mkdir '${M('hung')}' && for i in $(seq 1 ${files}); do echo "h $i" > '${M('hung')}'/f$i; done`, { timeoutMs: 180_000 });
+    } finally {
+      process.kill(node.child.pid!, 'SIGCONT');
+    }
+    t.equal(w.code, 0, `every close returned while the node was stopped: ${w.stderr}`);
+    t.equal((await sync()).code, 0);
+    const names = await readdir(S('hung'));
+    t.equal(names.length, files, 'every file on the node once it answers');
+    t.equal(await readFile(S(`hung/f${files}`), 'utf8'), `h ${files}\n`);
+  });
+
   await t.test('kill -9 right after close: the next mount commits what was closed', async (t) => {
     t.equal((await sh(`mkdir '${M('kd')}'`)).code, 0);
     await m.stop();

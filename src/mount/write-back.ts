@@ -344,10 +344,13 @@ export class WriteBack {
   /**
    * Asynchronous write-back: a new name's record joins the journal and the
    * pending ones once the queue has room (close() or mkdir() waits only
-   * while it is full), after times queued for its directory are settled.
+   * while it is full and a node takes work), after times queued for its
+   * directory are settled. With no node answering, the queue grows: a node
+   * that hangs (accepts connections, answers nothing) keeps a retry running
+   * at all times, and waiting on that held close() until the node came back.
    */
   private async enqueue(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, closing?: Closing): Promise<JournalEntry | undefined> {
-    while (this.pending.size >= ASYNC_QUEUE && this.running.size > 0) await Promise.race(this.running.values()).catch(() => undefined);
+    while (this.pending.size >= ASYNC_QUEUE && this.running.size > 0 && this.mesh.reachable) await Promise.race(this.running.values()).catch(() => undefined);
     await this.beforeNameChange([rec.path]);
     const entry = await this.journal.add({ ...rec, closedAt: Date.now() });
     if (closing?.removed) return void (await this.removedWhileClosing(entry));
