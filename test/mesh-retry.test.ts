@@ -3,7 +3,8 @@
 // must report success, while a real clash still fails. A connection that a
 // lossy link wedged is replaced. Real node, real gRPC, a proxy that swallows
 // answers or loses whole HTTP/2 DATA frames. A change feed that went silent
-// is noticed by its missing heartbeats.
+// is noticed by its missing heartbeats. A node that hangs is asked by one
+// call at a time, and not at all during its back-off.
 import t, { type Test } from 'tap';
 import { mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -126,6 +127,8 @@ t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
   t.ok(lost.every((r) => r.status === 'rejected'), 'nothing gets through while DATA frames vanish');
   t.ok((proxy.applied.lostDataBytes ?? 0) >= 30 << 20, `the connection's 32 MiB window was lost (${proxy.applied.lostDataBytes} bytes)`);
   proxy.set('pass');
+  // The calls missed their deadlines: the node is passed by for its back-off (at most 128 ms with backoffMs 1).
+  await new Promise((r) => setTimeout(r, 300));
 
   const after = randomBytes(1 << 20);
   await commit('after.bin', after, 5000); // room for a new connection on a busy machine
@@ -134,6 +137,39 @@ t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
   const small = Buffer.from('small\n');
   await commit('small.txt', small, 5000);
   t.equal(await readFile(join(root, 'small.txt'), 'utf8'), 'small\n');
+});
+
+t.test('a node that hangs: passed by during its back-off, then asked by one call at a time', async (t) => {
+  // A hung node takes connections and answers nothing: every call asking it waits out a deadline.
+  const base = await tempDir(t);
+  const root = join(base, 'ws');
+  await mkdir(root);
+  await writeFile(join(root, 'a.txt'), 'a\n');
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const proxy = await FaultProxy.start(node.endpoint);
+  t.teardown(() => proxy.close());
+  const backoffMs = 1000;
+  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 800, backoffMs });
+  t.teardown(() => mesh.close());
+  await mesh.handshake();
+  const stat = () => mesh.stat('a.txt').then(
+    () => 'answered',
+    (err: Error) => `${errnoOf(err)}: ${err.message}`,
+  );
+
+  proxy.set('blackhole');
+  t.match(await stat(), /^EHOSTDOWN: .*DEADLINE_EXCEEDED/, 'the first call waits out its deadline');
+  t.match(await stat(), /^EHOSTDOWN: .*not answering/, 'the next one is not sent: the node is in its back-off');
+  await new Promise((r) => setTimeout(r, backoffMs + 100));
+  const both = await Promise.all([stat(), stat()]);
+  t.equal(both.filter((s) => /DEADLINE_EXCEEDED/.test(s)).length, 1, `after the back-off one call asks the node: ${both.join(' | ')}`);
+  t.equal(both.filter((s) => /not answering/.test(s)).length, 1, 'the call beside it passes the node by');
+
+  proxy.set('pass');
+  await waitFor('the node asked, and answering, again', async () => (await stat()) === 'answered', 20_000);
+  t.equal(mesh.health()[0]!.healthy, true, 'and taken for up');
+  t.equal(await stat(), 'answered');
 });
 
 t.test('a call whose connection is reset under it is tried again over a new one', async (t) => {

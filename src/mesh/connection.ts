@@ -127,10 +127,10 @@ export class NodeConnection {
    * (closing a grpc-js client drops its calls); the change feed's stream on
    * it is cancelled, so it subscribes again over the new one.
    */
-  private renew(client: NodeClient, why = 'a call missed its deadline'): void {
+  private renew(client: NodeClient, why = 'a call missed its deadline', now = false): void {
     if (client !== this.client || this.closed) return; // renewed already
     // A node merely slow misses deadlines too: at most one new connection (and feed resubscription) per interval.
-    if (Date.now() - this.renewedAt < RENEW_INTERVAL_MS) return;
+    if (!now && Date.now() - this.renewedAt < RENEW_INTERVAL_MS) return;
     this.renewedAt = Date.now();
     const wasWorking = this.answered;
     this.client = this.newClient();
@@ -143,6 +143,17 @@ export class NodeConnection {
     const what = { node: this.endpoint, renewals: this.renewals };
     if (wasWorking) log.warn(what, `${why}: the connection to the node is replaced`);
     else log.debug(what, `${why}: the connection to the node is replaced`);
+  }
+
+  /**
+   * The only call asked of a node that had stopped answering missed its
+   * deadline too: a new connection for the next one, whatever the interval.
+   * Those calls come one per back-off, so this cannot churn; waiting out the
+   * interval kept a connection wedged by a dead link for rounds after the
+   * link was whole again.
+   */
+  replaceAfterSilence(): void {
+    this.renew(this.client, 'the node missed another deadline', true);
   }
 
   /** A call starts, on the client in use. */

@@ -27,6 +27,10 @@ export interface ReplicaHealth {
 interface Replica extends Omit<ReplicaHealth, 'renewals' | 'chunks'> {
   conn: NodeConnection;
   downUntil: number;
+  /** Its last failure was a missed deadline: it may hang (take calls, answer none). */
+  silent: boolean;
+  /** A call to this silent replica is under way: the one that finds out whether it answers again. */
+  probing: boolean;
 }
 
 export interface MeshStats {
@@ -81,6 +85,8 @@ export class MeshClient {
       failures: 0,
       corruptChunks: 0,
       downUntil: 0,
+      silent: false,
+      probing: false,
     }));
   }
 
@@ -103,16 +109,25 @@ export class MeshClient {
     return [...this.replicas.filter((r) => r.downUntil <= now), ...this.replicas.filter((r) => r.downUntil > now)];
   }
 
-  private markDown(r: Replica, err: unknown): void {
+  /** `probe`: the call was the one asking a replica that had missed a deadline already. */
+  private markDown(r: Replica, err: unknown, probe = false): void {
     const was = r.healthy;
-    r.failures++;
+    const now = Date.now();
+    // Calls that failed together count once: the back-off grows with each
+    // round of asking, not with how many calls were under way (40 calls
+    // missing one deadline would otherwise set it to its maximum at once).
+    if (was || now >= r.downUntil) {
+      r.failures++;
+      r.downUntil = now + Math.min(30_000, (this.opts.backoffMs ?? 250) * 2 ** Math.min(r.failures - 1, 7));
+    }
     r.healthy = false;
     r.lastError = (err as Error).message;
-    const backoff = Math.min(30_000, (this.opts.backoffMs ?? 250) * 2 ** Math.min(r.failures - 1, 7));
-    r.downUntil = Date.now() + backoff;
+    r.silent = (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED;
+    if (probe && r.silent) r.conn.replaceAfterSilence();
     // Once per outage at warn level: every call failing while the node is down would flood the log.
-    if (was) log.warn({ node: r.endpoint, err: r.lastError, backoffMs: backoff }, 'node unreachable; trying another replica');
-    else log.debug({ node: r.endpoint, err: r.lastError, backoffMs: backoff, failures: r.failures }, 'node still unreachable');
+    const backoffMs = r.downUntil - now;
+    if (was) log.warn({ node: r.endpoint, err: r.lastError, backoffMs }, 'node unreachable; trying another replica');
+    else log.debug({ node: r.endpoint, err: r.lastError, backoffMs, failures: r.failures }, 'node still unreachable');
   }
 
   private markUp(r: Replica): void {
@@ -120,6 +135,7 @@ export class MeshClient {
     r.healthy = true;
     r.failures = 0;
     r.downUntil = 0;
+    r.silent = false;
     if (!back) return;
     log.info({ node: r.endpoint }, 'node reachable again');
     for (const fn of this.reachableListeners) fn(r.endpoint);
@@ -137,30 +153,59 @@ export class MeshClient {
    * when its connection broke under the call); EHOSTDOWN when none does.
    * `uncertain` tells `fn` that an earlier attempt failed in transport, so a
    * change it asked for may have been applied already.
+   *
+   * A replica whose last call missed its deadline is passed by at once
+   * during its back-off, and gets one call at a time after it (see
+   * passBy); a transport failure of that call extends the back-off.
    */
   async call<T>(what: string, fn: (c: NodeConnection, uncertain: boolean) => Promise<T>): Promise<T> {
     const errors: string[] = [];
+    let passedBy = 0; // replicas not asked: nothing sent there can have taken effect
     for (const [i, r] of this.order().entries()) {
-      for (let again = false; ; again = true) {
-        try {
-          const res = await fn(r.conn, errors.length > 0);
-          this.markUp(r);
-          if (i > 0) this.stats.failovers++;
-          return res;
-        } catch (err) {
-          if (!isTransportError(err)) {
+      if (this.passBy(r)) {
+        errors.push(`${r.endpoint}: not answering (it missed a deadline; asked again after ${Math.max(0, r.downUntil - Date.now())} ms)`);
+        passedBy++;
+        continue;
+      }
+      const probe = r.silent;
+      r.probing ||= probe;
+      try {
+        for (let again = false; ; again = true) {
+          try {
+            const res = await fn(r.conn, errors.length > passedBy);
             this.markUp(r);
-            throw err;
+            if (i > 0) this.stats.failovers++;
+            return res;
+          } catch (err) {
+            if (!isTransportError(err)) {
+              this.markUp(r);
+              throw err;
+            }
+            errors.push(`${r.endpoint}: ${(err as Error).message}`);
+            // A link reset under the call: one more try over a new connection (as uncertain: the first may have taken effect).
+            if (!again && isConnectionLoss(err)) continue;
+            this.markDown(r, err, probe);
+            break;
           }
-          errors.push(`${r.endpoint}: ${(err as Error).message}`);
-          // A link reset under the call: one more try over a new connection (as uncertain: the first may have taken effect).
-          if (!again && isConnectionLoss(err)) continue;
-          this.markDown(r, err);
-          break;
         }
+      } finally {
+        if (probe) r.probing = false;
       }
     }
     throw new FsError('EHOSTDOWN', `${what}: no node reachable (${errors.join('; ')})`);
+  }
+
+  /**
+   * Whether a call passes this replica by without asking it: it missed a
+   * deadline last, and is in its back-off or another call is finding out
+   * whether it answers again. A node that hangs (its socket still takes
+   * connections) cost every call a whole deadline before, so `ls` or `rm -r`
+   * waited 10 s an entry; a dead node refuses in a millisecond anyway and is
+   * always asked. The change feed's resubscriptions (every 5 s at most) and
+   * the write-back's retries notice a node answering again.
+   */
+  private passBy(r: Replica): boolean {
+    return r.silent && (r.probing || Date.now() < r.downUntil);
   }
 
   handshake(): Promise<WHandshakeReplyOut> {
@@ -215,8 +260,14 @@ export class MeshClient {
     const tried = new Set<Replica>();
     for (const r of this.order()) {
       if (pending.size === 0) break;
+      if (this.passBy(r)) {
+        problems.push(`${r.endpoint}: not answering (it missed a deadline)`);
+        continue;
+      }
       tried.add(r);
       const want = [...pending.values()];
+      const probe = r.silent;
+      r.probing ||= probe;
       try {
         for await (const c of r.conn.readChunks(want, pathHint, Math.max(this.deadlineMs, 4 * want.length * 1000))) {
           const k = c.hash.toString('latin1');
@@ -237,9 +288,11 @@ export class MeshClient {
         }
         this.markUp(r);
       } catch (err) {
-        if (isTransportError(err)) this.markDown(r, err);
+        if (isTransportError(err)) this.markDown(r, err, probe);
         else this.markUp(r);
         problems.push(`${r.endpoint}: ${(err as Error).message}`);
+      } finally {
+        if (probe) r.probing = false;
       }
       if (pending.size > 0 && tried.size < this.replicas.length) this.stats.failovers++;
     }
