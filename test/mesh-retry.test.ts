@@ -4,7 +4,8 @@
 // lossy link wedged is replaced. Real node, real gRPC, a proxy that swallows
 // answers or loses whole HTTP/2 DATA frames. A change feed that went silent
 // is noticed by its missing heartbeats. A node that hangs is asked by one
-// call at a time, and not at all during its back-off.
+// call at a time, and not at all during its back-off; a change it gets to
+// after its caller gave up is not made.
 import t, { type Test } from 'tap';
 import { mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -170,6 +171,35 @@ t.test('a node that hangs: passed by during its back-off, then asked by one call
   await waitFor('the node asked, and answering, again', async () => (await stat()) === 'answered', 20_000);
   t.equal(mesh.health()[0]!.healthy, true, 'and taken for up');
   t.equal(await stat(), 'answered');
+});
+
+t.test('a change the node gets to after its caller gave up is not made', async (t) => {
+  // A stopped node still takes the request into its socket, and on waking would make it.
+  const base = await tempDir(t);
+  const root = join(base, 'ws');
+  await mkdir(root);
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const mesh = new MeshClient([node.endpoint], 'default', { deadlineMs: 800, backoffMs: 1 });
+  t.teardown(() => mesh.close());
+  await mesh.handshake();
+  await mesh.mutate({ mkdir: { path: 'early', mode: 0o755 } });
+  t.ok((await stat(join(root, 'early'))).isDirectory(), 'a change in time is made');
+
+  process.kill(node.child.pid!, 'SIGSTOP');
+  let failed: unknown;
+  try {
+    await mesh.mutate({ mkdir: { path: 'late', mode: 0o755 } });
+  } catch (err) {
+    failed = err;
+  } finally {
+    process.kill(node.child.pid!, 'SIGCONT');
+  }
+  t.equal(errnoOf(failed), 'EHOSTDOWN', 'the caller is told the node did not answer');
+  // The node answers again, and has dealt with what it had taken in meanwhile (one lock serves its changes).
+  await waitFor('the node answering', async () => !!(await mesh.mutate({ mkdir: { path: 'after', mode: 0o755 } }).catch(() => undefined)), 20_000);
+  await t.rejects(stat(join(root, 'late')), 'the change its caller was told failed was not made');
+  t.ok((await stat(join(root, 'after'))).isDirectory());
 });
 
 t.test('a call whose connection is reset under it is tried again over a new one', async (t) => {

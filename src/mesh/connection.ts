@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, wire } from '../wire/proto.js';
 import { log } from '../log.js';
+import { ERRNO_KEY } from '../wire/errors.js';
 import { BulkLane, hostPort, LaneUnavailable, LaneUploadBroken, unsentThenRest, type UploadChunk } from './bulk-client.js';
 import { MAX_CALL_BYTES, type LaneCall } from '../wire/bulk-lane.js';
 import type {
@@ -81,6 +82,8 @@ export class NodeConnection {
   private laneCalls = false;
   /** The node's lane also takes uploaded chunks; from its handshake. */
   private laneUploads = false;
+  /** The node's clock minus ours, from its handshake; unknown until one told it (or after a refusal, see mutate). */
+  private clockOffsetMs: number | undefined;
 
   constructor(
     readonly endpoint: string,
@@ -192,6 +195,9 @@ export class NodeConnection {
   async handshake(deadlineMs?: number): Promise<WHandshakeReplyOut> {
     const req = { workspace: this.workspace, protocolVersion: PROTOCOL_VERSION, clientId: this.opts.clientId ?? '' };
     const reply = await this.unary<typeof req, WHandshakeReplyOut>(this.client.handshake, req, deadlineMs);
+    // The node read its clock between our sending and hearing back; taken as
+    // late as can be, which puts the limits mutate() sends early, never late.
+    this.clockOffsetMs = reply.nodeTimeMs > 0 ? reply.nodeTimeMs - Date.now() : undefined;
     this.learnLane(reply.bulkLane);
     this.laneCalls = reply.laneCalls;
     this.laneUploads = reply.laneUploads;
@@ -271,8 +277,27 @@ export class NodeConnection {
     return this.unary(this.client.commitMany, { workspace: this.workspace, commits: reqs.map((r) => this.withClientId(r)) }, deadlineMs);
   }
 
-  mutate(req: Omit<WMutateRequest, 'workspace'>, deadlineMs?: number): Promise<WMutateReplyOut> {
-    return this.call('Mutate', this.client.mutate, { ...req, workspace: this.workspace }, deadlineMs);
+  /**
+   * A change, with the time on the node's clock after which the node must
+   * not make it (apply_before_ms): a margin before this call gives up, as
+   * the answer has to come back. Without that, a node that hung and woke
+   * made changes whose callers had been told they failed (a mkdir that
+   * failed with EROFS was on the node a minute later). A refusal for that
+   * comes back as a missed deadline, the node is asked its clock again,
+   * and until then no limit is sent (a clock stepped since the handshake
+   * must not get every change refused).
+   */
+  async mutate(req: Omit<WMutateRequest, 'workspace'>, deadlineMs = this.deadlineMs): Promise<WMutateReplyOut> {
+    const offset = this.clockOffsetMs;
+    const applyBeforeMs = offset === undefined ? 0 : Math.round(Date.now() + offset + deadlineMs - Math.min(1000, deadlineMs / 4));
+    try {
+      return await this.call('Mutate', this.client.mutate, { ...req, workspace: this.workspace, applyBeforeMs }, deadlineMs);
+    } catch (err) {
+      if (!applyBeforeMs || (err as grpc.ServiceError).metadata?.get?.(ERRNO_KEY)?.[0] !== 'ETIMEDOUT') throw err;
+      this.clockOffsetMs = undefined;
+      void this.handshake().catch(() => undefined);
+      throw Object.assign(new Error(`Mutate: the node got to the change too late (${(err as Error).message})`), { code: grpc.status.DEADLINE_EXCEEDED, details: 'the node got to the change too late', metadata: new grpc.Metadata() });
+    }
   }
 
   /**

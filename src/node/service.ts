@@ -152,7 +152,14 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
   };
 
   const mutateOne = async (ws: Workspace, req: WMutateRequestOut): Promise<{ entries: WEntry[]; generation: number }> => {
-    const r = await locks.with(`${ws.id}\0mutate`, () => mutate(ws.index, req));
+    const r = await locks.with(`${ws.id}\0mutate`, () => {
+      // Its caller has stopped waiting and was told the change failed: a node
+      // that hung, or queued it behind slow work, must not make it now.
+      if (req.applyBeforeMs > 0 && Date.now() > req.applyBeforeMs) {
+        throw new FsError('ETIMEDOUT', `the change came ${Date.now() - req.applyBeforeMs} ms after its caller stopped waiting; not made`);
+      }
+      return mutate(ws.index, req);
+    });
     const entries: WEntry[] = r.changed.filter((c) => c.entry).map((c) => ({ ...entryToWire(c.path, c.entry!), name: c.path }));
     return { entries, generation: ws.index.generation };
   };
@@ -224,6 +231,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         bulkLane: true,
         laneCalls: true,
         laneUploads: true,
+        nodeTimeMs: Date.now(),
       };
     }),
 
