@@ -5,7 +5,8 @@
 // answers or loses whole HTTP/2 DATA frames. A change feed that went silent
 // is noticed by its missing heartbeats. A node that hangs is asked by one
 // call at a time, and not at all during its back-off; a change it gets to
-// after its caller gave up is not made.
+// after its caller gave up is not made; a fetch from one gives up after a
+// deadline of silence, whatever its size.
 import t, { type Test } from 'tap';
 import { mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -171,6 +172,35 @@ t.test('a node that hangs: passed by during its back-off, then asked by one call
   await waitFor('the node asked, and answering, again', async () => (await stat()) === 'answered', 20_000);
   t.equal(mesh.health()[0]!.healthy, true, 'and taken for up');
   t.equal(await stat(), 'answered');
+});
+
+t.test('a fetch of many chunks from a node that hangs gives up after one deadline of silence', async (t) => {
+  // A fetch's deadline grows with its size (4 s a chunk) for slow links; a
+  // node that sends nothing at all is given up on after --deadline.
+  const base = await tempDir(t);
+  const root = join(base, 'ws');
+  await mkdir(root);
+  await writeFile(join(root, 'big.bin'), randomBytes(12 << 20));
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const proxy = await FaultProxy.start(node.endpoint);
+  t.teardown(() => proxy.close());
+  for (const lane of [true, false]) {
+    const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 800, backoffMs: 1, bulkLane: lane });
+    t.teardown(() => mesh.close());
+    await mesh.handshake();
+    const m = await mesh.getManifest('big.bin');
+    const hashes = m.chunks.map((c) => Buffer.from(c.hash));
+    t.ok(hashes.length >= 3, `${hashes.length} chunks: the fetch's deadline is ${4 * hashes.length} s`);
+    proxy.set('blackhole');
+    const fetched = mesh.fetchChunks(hashes, 'big.bin', () => undefined).then(
+      () => 'fetched',
+      (err: Error) => errnoOf(err),
+    );
+    const got = await Promise.race([fetched, new Promise((r) => setTimeout(() => r('still waiting after 10 s'), 10_000))]);
+    proxy.set('pass');
+    t.equal(got, 'EHOSTDOWN', `over ${lane ? 'the bulk lane' : 'gRPC'}: the fetch fails once the node has been silent for a deadline`);
+  }
 });
 
 t.test('a change the node gets to after its caller gave up is not made', async (t) => {

@@ -9,7 +9,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { HASH_BYTES } from '../content/manifest.js';
 import { log } from '../log.js';
 import { BULK_ALPN, encodeCall, encodeHello, encodeRequest, encodeUploadHead, FRAME_CHUNK, FRAME_END, FRAME_ERROR, FRAME_HEADER_BYTES, FRAME_REPLY, type LaneCall, MAX_REQUEST_HASHES, type UploadMeta } from '../wire/bulk-lane.js';
-import { ERRNO_KEY } from '../wire/errors.js';
+import { serviceError } from '../wire/errors.js';
 import { MAX_MESSAGE_BYTES } from '../wire/proto.js';
 
 export interface BulkLaneOptions {
@@ -87,15 +87,15 @@ export class BulkLane {
    * be had, a gRPC-shaped error for everything else (the node's own errors
    * carry their errno as gRPC's do).
    */
-  async *fetch(hashes: Buffer[], hint: string, deadlineMs: number): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
-    // One deadline for the whole call, as gRPC's ReadChunks has.
+  async *fetch(hashes: Buffer[], hint: string, deadlineMs: number, quietMs = deadlineMs): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
+    // One deadline for the whole call, as gRPC's ReadChunks has; and no wait for a frame longer than quietMs.
     const deadline = Date.now() + deadlineMs;
     for (let from = 0; from < hashes.length; from += MAX_REQUEST_HASHES) {
-      yield* this.fetchSome(hashes.slice(from, from + MAX_REQUEST_HASHES), hint, deadline);
+      yield* this.fetchSome(hashes.slice(from, from + MAX_REQUEST_HASHES), hint, deadline, quietMs);
     }
   }
 
-  private async *fetchSome(hashes: Buffer[], hint: string, deadline: number): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
+  private async *fetchSome(hashes: Buffer[], hint: string, deadline: number, quietMs = Infinity): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
     const { conn, reused } = await this.acquire(deadline);
     let answered = false;
     let received = 0;
@@ -105,7 +105,7 @@ export class BulkLane {
       for (;;) {
         let f: Frame;
         try {
-          f = await conn.next(deadline);
+          f = await conn.next(Math.min(deadline, Date.now() + quietMs));
         } catch (err) {
           if (answered || err instanceof DeadlineError) throw err;
           // Closed before a word. A kept connection the node has closed
@@ -114,7 +114,7 @@ export class BulkLane {
           // handshake, say): the caller uses gRPC.
           conn.destroy();
           if (!reused) throw new LaneUnavailable(`bulk lane to ${this.opts.host}:${this.opts.port}: ${(err as Error).message} before answering`);
-          yield* this.fetchFresh(hashes, hint, deadline);
+          yield* this.fetchFresh(hashes, hint, deadline, quietMs);
           return;
         }
         answered = true;
@@ -252,10 +252,10 @@ export class BulkLane {
     }
   }
 
-  private async *fetchFresh(hashes: Buffer[], hint: string, deadline: number): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
+  private async *fetchFresh(hashes: Buffer[], hint: string, deadline: number, quietMs: number): AsyncGenerator<{ hash: Buffer; data: Buffer }> {
     // Closed idle connections are dropped: the retry must open a new one.
     for (const c of this.idle.splice(0)) c.destroy();
-    yield* this.fetchSome(hashes, hint, deadline);
+    yield* this.fetchSome(hashes, hint, deadline, quietMs);
   }
 
   /** A kept connection that still works, else a new one; marked busy. */
@@ -482,11 +482,6 @@ class FrameReader {
   }
 }
 
-function serviceError(code: grpc.status, details: string, errno?: string): grpc.ServiceError {
-  const metadata = new grpc.Metadata();
-  if (errno) metadata.set(ERRNO_KEY, errno);
-  return Object.assign(new Error(details), { code, details, metadata });
-}
 
 /** The node's error frame, as the gRPC error it stands for. */
 function remoteError(payload: Buffer): grpc.ServiceError {

@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, wire } from '../wire/proto.js';
 import { log } from '../log.js';
-import { ERRNO_KEY } from '../wire/errors.js';
+import { ERRNO_KEY, serviceError } from '../wire/errors.js';
 import { BulkLane, hostPort, LaneUnavailable, LaneUploadBroken, unsentThenRest, type UploadChunk } from './bulk-client.js';
 import { MAX_CALL_BYTES, type LaneCall } from '../wire/bulk-lane.js';
 import type {
@@ -296,7 +296,7 @@ export class NodeConnection {
       if (!applyBeforeMs || (err as grpc.ServiceError).metadata?.get?.(ERRNO_KEY)?.[0] !== 'ETIMEDOUT') throw err;
       this.clockOffsetMs = undefined;
       void this.handshake().catch(() => undefined);
-      throw Object.assign(new Error(`Mutate: the node got to the change too late (${(err as Error).message})`), { code: grpc.status.DEADLINE_EXCEEDED, details: 'the node got to the change too late', metadata: new grpc.Metadata() });
+      throw serviceError(grpc.status.DEADLINE_EXCEEDED, `the node got to the change too late (${(err as Error).message})`);
     }
   }
 
@@ -305,19 +305,19 @@ export class NodeConnection {
    * Over the bulk lane when the node has one, else (or while the lane cannot
    * be had) over gRPC.
    */
-  async *readChunks(hashes: Buffer[], pathHint = '', deadlineMs = this.deadlineMs): AsyncGenerator<WChunkOut> {
+  async *readChunks(hashes: Buffer[], pathHint = '', deadlineMs = this.deadlineMs, quietMs = deadlineMs): AsyncGenerator<WChunkOut> {
     const lane = this.lane;
     if (lane === 'unknown') this.askForLane();
     else if (lane && Date.now() >= this.laneOffUntil) {
       try {
-        yield* lane.fetch(hashes, pathHint, deadlineMs);
+        yield* lane.fetch(hashes, pathHint, deadlineMs, quietMs);
         return;
       } catch (err) {
         if (!(err instanceof LaneUnavailable)) throw err;
         this.laneUnavailable(err); // nothing was fetched: gRPC serves this call
       }
     }
-    yield* this.readChunksGrpc(hashes, pathHint, deadlineMs);
+    yield* this.readChunksGrpc(hashes, pathHint, deadlineMs, quietMs);
   }
 
   /** The lane could not be had: gRPC carries everything for a while. */
@@ -348,16 +348,31 @@ export class NodeConnection {
       .finally(() => (this.learningLane = false));
   }
 
-  private async *readChunksGrpc(hashes: Buffer[], pathHint: string, deadlineMs: number): AsyncGenerator<WChunkOut> {
+  /** `quietMs`: the longest wait for the next chunk (the caller's own time with one is not counted). */
+  private async *readChunksGrpc(hashes: Buffer[], pathHint: string, deadlineMs: number, quietMs: number): AsyncGenerator<WChunkOut> {
     const client = this.begin();
     const call = client.readChunks({ workspace: this.workspace, hashes, pathHint }, this.md, { deadline: Date.now() + deadlineMs });
+    let quiet: NodeJS.Timeout | undefined;
+    let wentQuiet = false;
+    const wait = (): void => {
+      quiet = setTimeout(() => {
+        wentQuiet = true;
+        call.cancel();
+      }, quietMs);
+    };
     let failed: unknown;
     try {
-      for await (const c of call as AsyncIterable<WChunkOut>) yield c;
+      wait();
+      for await (const c of call as AsyncIterable<WChunkOut>) {
+        clearTimeout(quiet);
+        yield c;
+        wait();
+      }
     } catch (err) {
-      failed = err;
-      throw err;
+      failed = wentQuiet ? serviceError(grpc.status.DEADLINE_EXCEEDED, `no chunk from the node for ${quietMs} ms`) : err;
+      throw failed;
     } finally {
+      clearTimeout(quiet);
       call.cancel();
       this.end(client, failed);
     }

@@ -269,7 +269,8 @@ export class MeshClient {
       const probe = r.silent;
       r.probing ||= probe;
       try {
-        for await (const c of r.conn.readChunks(want, pathHint, Math.max(this.deadlineMs, 4 * want.length * 1000))) {
+        // Time for the whole fetch grows with its size (a slow link); a wait for the next chunk does not (a node that hangs).
+        for await (const c of r.conn.readChunks(want, pathHint, Math.max(this.deadlineMs, 4 * want.length * 1000), this.deadlineMs)) {
           const k = c.hash.toString('latin1');
           const hash = pending.get(k);
           if (!hash) continue;

@@ -119,3 +119,10 @@ export function errnoOf(err: unknown): string {
       return typeof (e as unknown as NodeJS.ErrnoException)?.code === 'string' ? String((e as unknown as NodeJS.ErrnoException).code) : 'EIO';
   }
 }
+
+/** An error shaped as gRPC's, for failures found on the client side (the bulk lane, a stream gone quiet); an errno only if the node gave one. */
+export function serviceError(code: grpc.status, details: string, errno?: string): grpc.ServiceError {
+  const metadata = new grpc.Metadata();
+  if (errno) metadata.set(ERRNO_KEY, errno);
+  return Object.assign(new Error(details), { code, details, metadata });
+}
