@@ -229,7 +229,7 @@ t.test('a change the node gets to after its caller gave up is not made', async (
   // The node answers again, and has dealt with what it had taken in meanwhile (one lock serves its changes).
   await waitFor('the node answering', async () => !!(await mesh.mutate({ mkdir: { path: 'after', mode: 0o755 } }).catch(() => undefined)), 20_000);
   await t.rejects(stat(join(root, 'late')), 'the change its caller was told failed was not made');
-  t.ok((await stat(join(root, 'after'))).isDirectory());
+  t.ok((await stat(join(root, 'after'))).isDirectory(), 'a change made once it answers is');
 });
 
 t.test('a call whose connection is reset under it is tried again over a new one', async (t) => {
