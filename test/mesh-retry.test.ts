@@ -203,6 +203,38 @@ t.test('a fetch of many chunks from a node that hangs gives up after one deadlin
   }
 });
 
+t.test('a change whose answer the link lost is asked again, and found made', async (t) => {
+  // One node, no replica: the link takes the request to the node and loses its answer.
+  const base = await tempDir(t);
+  const root = join(base, 'ws');
+  await mkdir(root);
+  await writeFile(join(root, 'doomed.txt'), 'x\n');
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const proxy = await FaultProxy.start(node.endpoint);
+  t.teardown(() => proxy.close());
+  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 800, backoffMs: 1 });
+  t.teardown(() => mesh.close());
+  await mesh.handshake();
+  const answerLost = async (req: Parameters<MeshClient['mutate']>[0]) => {
+    proxy.set('mute');
+    // The link is whole again before the deadline: the second try goes through.
+    const healed = new Promise((r) => setTimeout(r, 400)).then(() => proxy.set('pass'));
+    try {
+      return await mesh.mutate(req).then(
+        () => 'made',
+        (err: Error) => `${errnoOf(err)}: ${err.message}`,
+      );
+    } finally {
+      await healed;
+    }
+  };
+  t.equal(await answerLost({ mkdir: { path: 'd', mode: 0o755 } }), 'made', 'a mkdir whose answer was lost is reported made');
+  t.ok((await stat(join(root, 'd'))).isDirectory(), 'and made once');
+  t.equal(await answerLost({ unlink: { path: 'doomed.txt' } }), 'made', 'an unlink whose answer was lost is reported made');
+  await t.rejects(stat(join(root, 'doomed.txt')), 'and the file is gone');
+});
+
 t.test('a change the node gets to after its caller gave up is not made', async (t) => {
   // A stopped node still takes the request into its socket, and on waking would make it.
   const base = await tempDir(t);

@@ -157,8 +157,16 @@ export class MeshClient {
    * A replica whose last call missed its deadline is passed by at once
    * during its back-off, and gets one call at a time after it (see
    * passBy); a transport failure of that call extends the back-off.
+   *
+   * `againAfterDeadline` (changes): a call that missed its deadline at a
+   * replica taken to answer is sent once more, as uncertain, over a new
+   * connection, while other calls pass the replica by. A link that loses
+   * the answer leaves the change made and its caller told it failed (a
+   * file unlinked on the node but shown, then written back as an edit of
+   * a file the node no longer has: a conflict copy); asked again, the
+   * change finds its own effect and reports success.
    */
-  async call<T>(what: string, fn: (c: NodeConnection, uncertain: boolean) => Promise<T>): Promise<T> {
+  async call<T>(what: string, fn: (c: NodeConnection, uncertain: boolean) => Promise<T>, opts: { againAfterDeadline?: boolean } = {}): Promise<T> {
     const errors: string[] = [];
     let passedBy = 0; // replicas not asked: nothing sent there can have taken effect
     for (const [i, r] of this.order().entries()) {
@@ -167,8 +175,9 @@ export class MeshClient {
         passedBy++;
         continue;
       }
-      const probe = r.silent;
-      r.probing ||= probe;
+      // This call holds the replica's one call at a time (see passBy).
+      let holding = r.silent;
+      r.probing ||= holding;
       try {
         for (let again = false; ; again = true) {
           try {
@@ -184,12 +193,18 @@ export class MeshClient {
             errors.push(`${r.endpoint}: ${(err as Error).message}`);
             // A link reset under the call: one more try over a new connection (as uncertain: the first may have taken effect).
             if (!again && isConnectionLoss(err)) continue;
-            this.markDown(r, err, probe);
+            if (!again && !holding && opts.againAfterDeadline && (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED) {
+              this.markDown(r, err);
+              r.probing = holding = true;
+              r.conn.replaceAfterSilence();
+              continue;
+            }
+            this.markDown(r, err, holding);
             break;
           }
         }
       } finally {
-        if (probe) r.probing = false;
+        if (holding) r.probing = false;
       }
     }
     throw new FsError('EHOSTDOWN', `${what}: no node reachable (${errors.join('; ')})`);
@@ -244,7 +259,7 @@ export class MeshClient {
         .mutate(req, deadline)
         .catch(async (err) => (uncertain && (await appliedBefore(c, req, err))) || Promise.reject(err))
         .then((r) => ({ ...r, by: c.endpoint }));
-    });
+    }, { againAfterDeadline: true });
   }
 
   /**
