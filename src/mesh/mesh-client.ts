@@ -193,7 +193,8 @@ export class MeshClient {
             errors.push(`${r.endpoint}: ${(err as Error).message}`);
             // A link reset under the call: one more try over a new connection (as uncertain: the first may have taken effect).
             if (!again && isConnectionLoss(err)) continue;
-            if (!again && !holding && opts.againAfterDeadline && (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED) {
+            // (Not when another call holds the replica by now: that one finds out.)
+            if (!again && !holding && !r.probing && opts.againAfterDeadline && (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED) {
               this.markDown(r, err);
               r.probing = holding = true;
               r.conn.replaceAfterSilence();
