@@ -31,6 +31,9 @@ interface Replica extends Omit<ReplicaHealth, 'renewals' | 'chunks'> {
   silent: boolean;
   /** A call to this silent replica is under way: the one that finds out whether it answers again. */
   probing: boolean;
+  /** Settles when that call is over (calls that come meanwhile wait for its outcome). */
+  probed?: Promise<void>;
+  letGo?: () => void;
 }
 
 export interface MeshStats {
@@ -170,14 +173,15 @@ export class MeshClient {
     const errors: string[] = [];
     let passedBy = 0; // replicas not asked: nothing sent there can have taken effect
     for (const [i, r] of this.order().entries()) {
+      await r.probed;
       if (this.passBy(r)) {
         errors.push(`${r.endpoint}: not answering (it missed a deadline; asked again after ${Math.max(0, r.downUntil - Date.now())} ms)`);
         passedBy++;
         continue;
       }
       // This call holds the replica's one call at a time (see passBy).
-      let holding = r.silent;
-      r.probing ||= holding;
+      let holding = false;
+      if (r.silent) holding = this.hold(r);
       try {
         for (let again = false; ; again = true) {
           try {
@@ -196,7 +200,7 @@ export class MeshClient {
             // (Not when another call holds the replica by now: that one finds out.)
             if (!again && !holding && !r.probing && opts.againAfterDeadline && (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED) {
               this.markDown(r, err);
-              r.probing = holding = true;
+              holding = this.hold(r);
               r.conn.replaceAfterSilence();
               continue;
             }
@@ -205,7 +209,7 @@ export class MeshClient {
           }
         }
       } finally {
-        if (holding) r.probing = false;
+        if (holding) this.letGo(r);
       }
     }
     throw new FsError('EHOSTDOWN', `${what}: no node reachable (${errors.join('; ')})`);
@@ -222,6 +226,27 @@ export class MeshClient {
    */
   private passBy(r: Replica): boolean {
     return r.silent && (r.probing || Date.now() < r.downUntil);
+  }
+
+  /**
+   * Takes the replica's one call at a time. Calls that come while it is
+   * under way wait for its outcome (see call): failing them at once failed
+   * an unlink right after one lost answer, while the write-back's retry
+   * was finding the link whole again.
+   */
+  private hold(r: Replica): true {
+    let done!: () => void;
+    r.probing = true;
+    r.probed = new Promise<void>((resolve) => (done = resolve));
+    r.letGo = done;
+    return true;
+  }
+
+  private letGo(r: Replica): void {
+    r.probing = false;
+    r.probed = undefined;
+    r.letGo?.();
+    r.letGo = undefined;
   }
 
   handshake(): Promise<WHandshakeReplyOut> {
@@ -276,14 +301,14 @@ export class MeshClient {
     const tried = new Set<Replica>();
     for (const r of this.order()) {
       if (pending.size === 0) break;
+      await r.probed;
       if (this.passBy(r)) {
         problems.push(`${r.endpoint}: not answering (it missed a deadline)`);
         continue;
       }
       tried.add(r);
       const want = [...pending.values()];
-      const probe = r.silent;
-      r.probing ||= probe;
+      const probe = r.silent && this.hold(r);
       try {
         // Time for the whole fetch grows with its size (a slow link); a wait for the next chunk does not (a node that hangs).
         for await (const c of r.conn.readChunks(want, pathHint, Math.max(this.deadlineMs, 4 * want.length * 1000), this.deadlineMs)) {
@@ -309,7 +334,7 @@ export class MeshClient {
         else this.markUp(r);
         problems.push(`${r.endpoint}: ${(err as Error).message}`);
       } finally {
-        if (probe) r.probing = false;
+        if (probe) this.letGo(r);
       }
       if (pending.size > 0 && tried.size < this.replicas.length) this.stats.failovers++;
     }
