@@ -83,16 +83,21 @@ async function eventually(t: Test, what: string, done: () => boolean | Promise<b
   t.ok(await waitFor(what, async () => done(), ms).then(() => true, () => false), what);
 }
 
-/** A node with an empty root, reached only through a fault proxy. */
-async function behindProxy(t: Test, deadlineMs: number, nodeArgs: string[] = []): Promise<{ root: string; node: NodeProc; proxy: FaultProxy; mesh: MeshClient }> {
+/** A node whose root holds `files` (empty by default), reached only through a fault proxy. */
+async function behindProxy(
+  t: Test,
+  deadlineMs: number,
+  o: { nodeArgs?: string[]; files?: Record<string, string | Buffer>; backoffMs?: number; bulkLane?: boolean } = {},
+): Promise<{ root: string; node: NodeProc; proxy: FaultProxy; mesh: MeshClient }> {
   const base = await tempDir(t);
   const root = join(base, 'ws');
   await mkdir(root);
-  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state'), ...nodeArgs]);
+  for (const [name, data] of Object.entries(o.files ?? {})) await writeFile(join(root, name), data);
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state'), ...(o.nodeArgs ?? [])]);
   t.teardown(() => node.stop('SIGKILL'));
   const proxy = await FaultProxy.start(node.endpoint);
   t.teardown(() => proxy.close());
-  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs, backoffMs: 1 });
+  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs, backoffMs: o.backoffMs ?? 1, bulkLane: o.bulkLane });
   t.teardown(() => mesh.close());
   await mesh.handshake();
   return { root, node, proxy, mesh };
@@ -143,18 +148,8 @@ t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
 
 t.test('a node that hangs: passed by during its back-off, then asked by one call at a time', async (t) => {
   // A hung node takes connections and answers nothing: every call asking it waits out a deadline.
-  const base = await tempDir(t);
-  const root = join(base, 'ws');
-  await mkdir(root);
-  await writeFile(join(root, 'a.txt'), 'a\n');
-  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
-  t.teardown(() => node.stop('SIGKILL'));
-  const proxy = await FaultProxy.start(node.endpoint);
-  t.teardown(() => proxy.close());
   const backoffMs = 1000;
-  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 800, backoffMs });
-  t.teardown(() => mesh.close());
-  await mesh.handshake();
+  const { proxy, mesh } = await behindProxy(t, 800, { files: { 'a.txt': 'a\n' }, backoffMs });
   const stat = () => mesh.stat('a.txt').then(
     () => 'answered',
     (err: Error) => `${errnoOf(err)}: ${err.message}`,
@@ -177,18 +172,9 @@ t.test('a node that hangs: passed by during its back-off, then asked by one call
 t.test('a fetch of many chunks from a node that hangs gives up after one deadline of silence', async (t) => {
   // A fetch's deadline grows with its size (4 s a chunk) for slow links; a
   // node that sends nothing at all is given up on after --deadline.
-  const base = await tempDir(t);
-  const root = join(base, 'ws');
-  await mkdir(root);
-  await writeFile(join(root, 'big.bin'), randomBytes(12 << 20));
-  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
-  t.teardown(() => node.stop('SIGKILL'));
-  const proxy = await FaultProxy.start(node.endpoint);
-  t.teardown(() => proxy.close());
+  const big = randomBytes(12 << 20);
   for (const lane of [true, false]) {
-    const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 800, backoffMs: 1, bulkLane: lane });
-    t.teardown(() => mesh.close());
-    await mesh.handshake();
+    const { proxy, mesh } = await behindProxy(t, 800, { files: { 'big.bin': big }, bulkLane: lane });
     const m = await mesh.getManifest('big.bin');
     const hashes = m.chunks.map((c) => Buffer.from(c.hash));
     t.ok(hashes.length >= 3, `${hashes.length} chunks: the fetch's deadline is ${4 * hashes.length} s`);
@@ -205,17 +191,7 @@ t.test('a fetch of many chunks from a node that hangs gives up after one deadlin
 
 t.test('a change whose answer the link lost is asked again, and found made', async (t) => {
   // One node, no replica: the link takes the request to the node and loses its answer.
-  const base = await tempDir(t);
-  const root = join(base, 'ws');
-  await mkdir(root);
-  await writeFile(join(root, 'doomed.txt'), 'x\n');
-  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
-  t.teardown(() => node.stop('SIGKILL'));
-  const proxy = await FaultProxy.start(node.endpoint);
-  t.teardown(() => proxy.close());
-  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs: 800, backoffMs: 1 });
-  t.teardown(() => mesh.close());
-  await mesh.handshake();
+  const { root, proxy, mesh } = await behindProxy(t, 800, { files: { 'doomed.txt': 'x\n' } });
   const answerLost = async (req: Parameters<MeshClient['mutate']>[0]) => {
     proxy.set('mute');
     // The link is whole again before the deadline: the second try goes through.
@@ -346,7 +322,7 @@ t.test('the node drops a client that stopped answering, and its change feed with
   // The mount's own keepalive (10 s, then 5 s for the answer) and the feed's
   // heartbeats (30 s of silence) would notice later: within the few seconds
   // waited here, only the node's pings can.
-  const { proxy } = await behindProxy(t, 5000, ['--client-keepalive', '1s']);
+  const { proxy } = await behindProxy(t, 5000, { nodeArgs: ['--client-keepalive', '1s'] });
   const conn = new NodeConnection(proxy.endpoint, 'default');
   t.teardown(() => conn.close());
   let ready = false;

@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, wire } from '../wire/proto.js';
 import { log } from '../log.js';
-import { ERRNO_KEY, serviceError } from '../wire/errors.js';
+import { nodeErrno, serviceError } from '../wire/errors.js';
 import { BulkLane, hostPort, LaneUnavailable, LaneUploadBroken, unsentThenRest, type UploadChunk } from './bulk-client.js';
 import { MAX_CALL_BYTES, type LaneCall } from '../wire/bulk-lane.js';
 import type {
@@ -293,7 +293,7 @@ export class NodeConnection {
     try {
       return await this.call('Mutate', this.client.mutate, { ...req, workspace: this.workspace, applyBeforeMs }, deadlineMs);
     } catch (err) {
-      if (!applyBeforeMs || (err as grpc.ServiceError).metadata?.get?.(ERRNO_KEY)?.[0] !== 'ETIMEDOUT') throw err;
+      if (!applyBeforeMs || nodeErrno(err) !== 'ETIMEDOUT') throw err;
       this.clockOffsetMs = undefined;
       void this.handshake().catch(() => undefined);
       throw serviceError(grpc.status.DEADLINE_EXCEEDED, `the node got to the change too late (${(err as Error).message})`);

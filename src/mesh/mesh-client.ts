@@ -6,7 +6,7 @@
 // hash is refused and asked of another replica.
 import * as grpc from '@grpc/grpc-js';
 import { hashChunk, hex } from '../content/manifest.js';
-import { answerLost, ERRNO_KEY, FsError, tooLargeToSend } from '../wire/errors.js';
+import { answerLost, FsError, nodeErrno, tooLargeToSend } from '../wire/errors.js';
 import type { WChangeEventOut, WHandshakeReplyOut, WMutateReplyOut, WMutateRequest } from '../wire/types.js';
 import { appliedBefore } from './mutation-retry.js';
 import { log } from '../log.js';
@@ -29,11 +29,8 @@ interface Replica extends Omit<ReplicaHealth, 'renewals' | 'chunks'> {
   downUntil: number;
   /** Its last failure was a missed deadline: it may hang (take calls, answer none). */
   silent: boolean;
-  /** A call to this silent replica is under way: the one that finds out whether it answers again. */
-  probing: boolean;
-  /** Settles when that call is over (calls that come meanwhile wait for its outcome). */
-  probed?: Promise<void>;
-  letGo?: () => void;
+  /** The call to this silent replica under way, that finds out whether it answers again: settled when it is over. */
+  probe?: { over: Promise<void>; end: () => void };
 }
 
 export interface MeshStats {
@@ -46,7 +43,7 @@ export interface MeshStats {
 /** True for failures of the node or the network, not answers of the filesystem. */
 function isTransportError(err: unknown): boolean {
   const e = err as grpc.ServiceError;
-  if (e?.metadata?.get?.(ERRNO_KEY)?.length || tooLargeToSend(err)) return false;
+  if (nodeErrno(err) !== undefined || tooLargeToSend(err)) return false;
   return (
     e?.code === grpc.status.UNAVAILABLE ||
     e?.code === grpc.status.DEADLINE_EXCEEDED ||
@@ -89,7 +86,6 @@ export class MeshClient {
       corruptChunks: 0,
       downUntil: 0,
       silent: false,
-      probing: false,
     }));
   }
 
@@ -159,11 +155,11 @@ export class MeshClient {
    *
    * A replica whose last call missed its deadline is passed by at once
    * during its back-off, and gets one call at a time after it (see
-   * passBy); a transport failure of that call extends the back-off.
+   * turn); a transport failure of that call extends the back-off.
    *
    * `againAfterDeadline` (changes): a call that missed its deadline at a
    * replica taken to answer is sent once more, as uncertain, over a new
-   * connection, while other calls pass the replica by. A link that loses
+   * connection, while other calls wait for it. A link that loses
    * the answer leaves the change made and its caller told it failed (a
    * file unlinked on the node but shown, then written back as an edit of
    * a file the node no longer has: a conflict copy); asked again, the
@@ -173,15 +169,14 @@ export class MeshClient {
     const errors: string[] = [];
     let passedBy = 0; // replicas not asked: nothing sent there can have taken effect
     for (const [i, r] of this.order().entries()) {
-      await r.probed;
-      if (this.passBy(r)) {
+      const turn = await this.turn(r);
+      if (turn === 'pass') {
         errors.push(`${r.endpoint}: not answering (it missed a deadline; asked again after ${Math.max(0, r.downUntil - Date.now())} ms)`);
         passedBy++;
         continue;
       }
-      // This call holds the replica's one call at a time (see passBy).
-      let holding = false;
-      if (r.silent) holding = this.hold(r);
+      // Holding: this call is the replica's one call at a time (see turn).
+      let holding = turn === 'hold';
       try {
         for (let again = false; ; again = true) {
           try {
@@ -198,9 +193,10 @@ export class MeshClient {
             // A link reset under the call: one more try over a new connection (as uncertain: the first may have taken effect).
             if (!again && isConnectionLoss(err)) continue;
             // (Not when another call holds the replica by now: that one finds out.)
-            if (!again && !holding && !r.probing && opts.againAfterDeadline && (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED) {
+            if (!again && !holding && !r.probe && opts.againAfterDeadline && (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED) {
               this.markDown(r, err);
-              holding = this.hold(r);
+              this.hold(r);
+              holding = true;
               r.conn.replaceAfterSilence();
               continue;
             }
@@ -216,37 +212,37 @@ export class MeshClient {
   }
 
   /**
-   * Whether a call passes this replica by without asking it: it missed a
-   * deadline last, and is in its back-off or another call is finding out
-   * whether it answers again. A node that hangs (its socket still takes
-   * connections) cost every call a whole deadline before, so `ls` or `rm -r`
-   * waited 10 s an entry; a dead node refuses in a millisecond anyway and is
-   * always asked. The change feed's resubscriptions (every 5 s at most) and
-   * the write-back's retries notice a node answering again.
+   * Whether a call asks this replica ('ask'), asks it as its one call at a
+   * time ('hold', taken here), or passes it by ('pass'): it missed a
+   * deadline last, and is in its back-off or another call asks it now. A
+   * node that hangs (its socket still takes connections) cost every call a
+   * whole deadline before, so `ls` or `rm -r` waited 10 s an entry; a dead
+   * node refuses in a millisecond anyway and is always asked. After the
+   * back-off one call at a time asks it (hold); calls that come meanwhile
+   * wait for its outcome (failing them at once failed an unlink right after
+   * one lost answer, while the write-back's retry was finding the link whole
+   * again). The change feed's resubscriptions (every 5 s at most) and the
+   * write-back's retries notice a node answering again.
    */
-  private passBy(r: Replica): boolean {
-    return r.silent && (r.probing || Date.now() < r.downUntil);
+  private async turn(r: Replica): Promise<'ask' | 'hold' | 'pass'> {
+    await r.probe?.over;
+    // From here to the hold, nothing awaits: two calls cannot both take it.
+    if (!r.silent) return 'ask';
+    if (r.probe || Date.now() < r.downUntil) return 'pass';
+    this.hold(r);
+    return 'hold';
   }
 
-  /**
-   * Takes the replica's one call at a time. Calls that come while it is
-   * under way wait for its outcome (see call): failing them at once failed
-   * an unlink right after one lost answer, while the write-back's retry
-   * was finding the link whole again.
-   */
-  private hold(r: Replica): true {
-    let done!: () => void;
-    r.probing = true;
-    r.probed = new Promise<void>((resolve) => (done = resolve));
-    r.letGo = done;
-    return true;
+  /** Takes the replica's one call at a time (see turn); letGo ends it. */
+  private hold(r: Replica): void {
+    let end!: () => void;
+    const over = new Promise<void>((resolve) => (end = resolve));
+    r.probe = { over, end };
   }
 
   private letGo(r: Replica): void {
-    r.probing = false;
-    r.probed = undefined;
-    r.letGo?.();
-    r.letGo = undefined;
+    r.probe?.end();
+    r.probe = undefined;
   }
 
   handshake(): Promise<WHandshakeReplyOut> {
@@ -301,14 +297,14 @@ export class MeshClient {
     const tried = new Set<Replica>();
     for (const r of this.order()) {
       if (pending.size === 0) break;
-      await r.probed;
-      if (this.passBy(r)) {
+      const turn = await this.turn(r);
+      if (turn === 'pass') {
         problems.push(`${r.endpoint}: not answering (it missed a deadline)`);
         continue;
       }
       tried.add(r);
       const want = [...pending.values()];
-      const probe = r.silent && this.hold(r);
+      const probe = turn === 'hold';
       try {
         // Time for the whole fetch grows with its size (a slow link); a wait for the next chunk does not (a node that hangs).
         for await (const c of r.conn.readChunks(want, pathHint, Math.max(this.deadlineMs, 4 * want.length * 1000), this.deadlineMs)) {

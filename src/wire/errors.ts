@@ -63,10 +63,15 @@ function stripPrefix(msg: string, errno: string): string {
   return msg.startsWith(errno + ': ') ? msg.slice(errno.length + 2) : msg;
 }
 
+/** What the node said went wrong (the errno in its trailer), if the error comes from its answer. */
+export function nodeErrno(err: unknown): grpc.MetadataValue | undefined {
+  return (err as grpc.ServiceError)?.metadata?.get?.(ERRNO_KEY)?.[0];
+}
+
 /** The node does not have the method called (an older node), as opposed to a filesystem ENOSYS it reports. */
 export function isUnimplemented(err: unknown): boolean {
   const e = err as grpc.ServiceError;
-  return e?.code === grpc.status.UNIMPLEMENTED && !e.metadata?.get?.(ERRNO_KEY)?.length && !answerLost(err);
+  return e?.code === grpc.status.UNIMPLEMENTED && nodeErrno(err) === undefined && !answerLost(err);
 }
 
 /**
@@ -79,7 +84,7 @@ export function isUnimplemented(err: unknown): boolean {
  */
 export function answerLost(err: unknown): boolean {
   const e = err as grpc.ServiceError;
-  return e?.code === grpc.status.UNIMPLEMENTED && !e.metadata?.get?.(ERRNO_KEY)?.length && /^No message received/.test(e.details ?? '');
+  return e?.code === grpc.status.UNIMPLEMENTED && nodeErrno(err) === undefined && /^No message received/.test(e.details ?? '');
 }
 
 /**
@@ -92,7 +97,7 @@ export function tooLargeToSend(err: unknown): boolean {
   const e = err as grpc.ServiceError;
   return (
     e?.code === grpc.status.RESOURCE_EXHAUSTED &&
-    !e.metadata?.get?.(ERRNO_KEY)?.length &&
+    nodeErrno(err) === undefined &&
     /^(Attempted to send message with a size larger than|Received message larger than max|Sent message larger than max)/.test(e.details ?? '')
   );
 }
@@ -100,7 +105,7 @@ export function tooLargeToSend(err: unknown): boolean {
 /** The errno a failed call stands for, as the mount reports it to the kernel. */
 export function errnoOf(err: unknown): string {
   const e = err as grpc.ServiceError;
-  const fromNode = e?.metadata?.get?.(ERRNO_KEY)?.[0];
+  const fromNode = nodeErrno(err);
   if (typeof fromNode === 'string') return fromNode;
   if (err instanceof FsError) return err.errno;
   if (answerLost(err)) return 'ETIMEDOUT'; // as a call whose answer did not come in time
