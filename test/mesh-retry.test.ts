@@ -146,7 +146,7 @@ t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
   t.equal(await readFile(join(root, 'small.txt'), 'utf8'), 'small\n');
 });
 
-t.test('a node that hangs: passed by during its back-off, then asked by one call at a time', async (t) => {
+t.test('a node that hangs: passed by during its back-off once two calls missed their deadlines, then asked by one call at a time', async (t) => {
   // A hung node takes connections and answers nothing: every call asking it waits out a deadline.
   const backoffMs = 1000;
   const { proxy, mesh } = await behindProxy(t, 800, { files: { 'a.txt': 'a\n' }, backoffMs });
@@ -157,16 +157,36 @@ t.test('a node that hangs: passed by during its back-off, then asked by one call
 
   proxy.set('blackhole');
   t.match(await stat(), /^EHOSTDOWN: .*DEADLINE_EXCEEDED/, 'the first call waits out its deadline');
-  t.match(await stat(), /^EHOSTDOWN: .*not answering/, 'the next one is not sent: the node is in its back-off');
-  await new Promise((r) => setTimeout(r, backoffMs + 100));
+  t.match(await stat(), /^EHOSTDOWN: .*DEADLINE_EXCEEDED/, 'so does the next: one missed deadline may be one lost answer');
+  const third = Date.now();
+  t.match(await stat(), /^EHOSTDOWN: .*not answering/, 'the third is not sent: the node is taken to hang, and in its back-off');
+  t.ok(Date.now() - third < 400, `and fails at once (${Date.now() - third} ms)`);
+  // The second round's back-off: twice backoffMs.
+  await new Promise((r) => setTimeout(r, 2 * backoffMs + 100));
   const both = await Promise.all([stat(), stat()]);
   t.equal(both.filter((s) => /DEADLINE_EXCEEDED/.test(s)).length, 1, `after the back-off one call asks the node: ${both.join(' | ')}`);
-  t.equal(both.filter((s) => /not answering/.test(s)).length, 1, 'the call beside it passes the node by');
+  t.equal(both.filter((s) => /not answering/.test(s)).length, 1, 'the call beside it waits for that one and then passes the node by');
 
   proxy.set('pass');
   await waitFor('the node asked, and answering, again', async () => (await stat()) === 'answered', 20_000);
   t.equal(mesh.health()[0]!.healthy, true, 'and taken for up');
   t.equal(await stat(), 'answered');
+});
+
+t.test('after one missed deadline the next call asks the node, and calls beside it wait for its answer', async (t) => {
+  // A link that lost one answer: the node is fine, and the calls right after must not fail for it.
+  const backoffMs = 5000;
+  const { proxy, mesh } = await behindProxy(t, 800, { files: { 'a.txt': 'a\n' }, backoffMs });
+  const stat = () => mesh.stat('a.txt').then(
+    () => 'answered',
+    (err: Error) => `${errnoOf(err)}: ${err.message}`,
+  );
+  proxy.set('mute');
+  t.match(await stat(), /^EHOSTDOWN: .*DEADLINE_EXCEEDED/, 'a call whose answer the link loses misses its deadline');
+  proxy.set('pass');
+  // Well inside the 5 s back-off.
+  t.same(await Promise.all([stat(), stat(), stat()]), ['answered', 'answered', 'answered'], 'the calls right after it are answered');
+  t.equal(mesh.health()[0]!.healthy, true, 'and the node is taken for up');
 });
 
 t.test('a fetch of many chunks from a node that hangs gives up after one deadline of silence', async (t) => {

@@ -27,8 +27,12 @@ export interface ReplicaHealth {
 interface Replica extends Omit<ReplicaHealth, 'renewals' | 'chunks'> {
   conn: NodeConnection;
   downUntil: number;
-  /** Its last failure was a missed deadline: it may hang (take calls, answer none). */
-  silent: boolean;
+  /**
+   * Rounds of asking in a row that missed their deadline (0 once it answers,
+   * or fails otherwise): from two on it is taken to hang (take calls, answer
+   * none). One alone may be a single answer the link lost.
+   */
+  silentRounds: number;
   /** The call to this silent replica under way, that finds out whether it answers again: settled when it is over. */
   probe?: { over: Promise<void>; end: () => void };
 }
@@ -85,7 +89,7 @@ export class MeshClient {
       failures: 0,
       corruptChunks: 0,
       downUntil: 0,
-      silent: false,
+      silentRounds: 0,
     }));
   }
 
@@ -115,14 +119,16 @@ export class MeshClient {
     // Calls that failed together count once: the back-off grows with each
     // round of asking, not with how many calls were under way (40 calls
     // missing one deadline would otherwise set it to its maximum at once).
-    if (was || now >= r.downUntil) {
+    // A probe is one call by construction, and its back-off may not have run out.
+    const silent = (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED;
+    if (was || probe || now >= r.downUntil) {
       r.failures++;
       r.downUntil = now + Math.min(30_000, (this.opts.backoffMs ?? 250) * 2 ** Math.min(r.failures - 1, 7));
-    }
+      r.silentRounds = silent ? r.silentRounds + 1 : 0;
+    } else if (!silent) r.silentRounds = 0;
     r.healthy = false;
     r.lastError = (err as Error).message;
-    r.silent = (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED;
-    if (probe && r.silent) r.conn.replaceAfterSilence();
+    if (probe && silent) r.conn.replaceAfterSilence();
     // Once per outage at warn level: every call failing while the node is down would flood the log.
     const backoffMs = r.downUntil - now;
     if (was) log.warn({ node: r.endpoint, err: r.lastError, backoffMs }, 'node unreachable; trying another replica');
@@ -134,7 +140,7 @@ export class MeshClient {
     r.healthy = true;
     r.failures = 0;
     r.downUntil = 0;
-    r.silent = false;
+    r.silentRounds = 0;
     if (!back) return;
     log.info({ node: r.endpoint }, 'node reachable again');
     for (const fn of this.reachableListeners) fn(r.endpoint);
@@ -153,13 +159,13 @@ export class MeshClient {
    * `uncertain` tells `fn` that an earlier attempt failed in transport, so a
    * change it asked for may have been applied already.
    *
-   * A replica whose last call missed its deadline is passed by at once
-   * during its back-off, and gets one call at a time after it (see
-   * turn); a transport failure of that call extends the back-off.
+   * A replica whose last call missed its deadline gets one call at a time;
+   * one taken to hang is passed by at once during its back-off (see turn).
    *
    * `againAfterDeadline` (changes): a call that missed its deadline at a
-   * replica taken to answer is sent once more, as uncertain, over a new
-   * connection, while other calls wait for it. A link that loses
+   * replica not taken to hang is sent once more, as uncertain, as its one
+   * call at a time over a new connection (or after the call that holds it
+   * found it answering). A link that loses
    * the answer leaves the change made and its caller told it failed (a
    * file unlinked on the node but shown, then written back as an edit of
    * a file the node no longer has: a conflict copy); asked again, the
@@ -192,13 +198,16 @@ export class MeshClient {
             errors.push(`${r.endpoint}: ${(err as Error).message}`);
             // A link reset under the call: one more try over a new connection (as uncertain: the first may have taken effect).
             if (!again && isConnectionLoss(err)) continue;
-            // (Not when another call holds the replica by now: that one finds out.)
-            if (!again && !holding && !r.probe && opts.againAfterDeadline && (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED) {
+            if (!again && !holding && opts.againAfterDeadline && (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED) {
               this.markDown(r, err);
-              this.hold(r);
-              holding = true;
-              r.conn.replaceAfterSilence();
-              continue;
+              // Asked again as the replica's one call, or once the call that holds it found it answering.
+              const next = await this.turn(r);
+              if (next !== 'pass') {
+                holding = next === 'hold';
+                if (holding) r.conn.replaceAfterSilence();
+                continue;
+              }
+              break;
             }
             this.markDown(r, err, holding);
             break;
@@ -213,22 +222,26 @@ export class MeshClient {
 
   /**
    * Whether a call asks this replica ('ask'), asks it as its one call at a
-   * time ('hold', taken here), or passes it by ('pass'): it missed a
-   * deadline last, and is in its back-off or another call asks it now. A
-   * node that hangs (its socket still takes connections) cost every call a
-   * whole deadline before, so `ls` or `rm -r` waited 10 s an entry; a dead
-   * node refuses in a millisecond anyway and is always asked. After the
-   * back-off one call at a time asks it (hold); calls that come meanwhile
-   * wait for its outcome (failing them at once failed an unlink right after
-   * one lost answer, while the write-back's retry was finding the link whole
-   * again). The change feed's resubscriptions (every 5 s at most) and the
-   * write-back's retries notice a node answering again.
+   * time ('hold', taken here), or passes it by ('pass').
+   *
+   * A node that hangs (its socket still takes connections) would cost every
+   * call a whole deadline, so `ls` or `rm -r` waited 10 s an entry; a dead
+   * node refuses in a millisecond anyway and is always asked. Once a call
+   * missed its deadline, one call at a time asks the replica, and calls that
+   * come meanwhile wait for its outcome. Once two rounds in a row missed
+   * theirs, it is taken to hang: calls pass it by during its back-off, and
+   * after it one call at a time asks again. One missed deadline alone is not
+   * enough: a link that lost one answer would fail the calls right after it
+   * (an unlink racing the write-back's retry of a commit whose answer was
+   * lost, in the write-back-race test). The change feed's resubscriptions
+   * (every 5 s at most) and the write-back's retries notice a node
+   * answering again.
    */
   private async turn(r: Replica): Promise<'ask' | 'hold' | 'pass'> {
-    await r.probe?.over;
+    while (r.probe) await r.probe.over;
     // From here to the hold, nothing awaits: two calls cannot both take it.
-    if (!r.silent) return 'ask';
-    if (r.probe || Date.now() < r.downUntil) return 'pass';
+    if (r.silentRounds === 0) return 'ask';
+    if (r.silentRounds >= 2 && Date.now() < r.downUntil) return 'pass';
     this.hold(r);
     return 'hold';
   }
