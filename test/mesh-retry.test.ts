@@ -146,14 +146,19 @@ t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
   t.equal(await readFile(join(root, 'small.txt'), 'utf8'), 'small\n');
 });
 
+/** 'answered', or the call's errno and message. */
+function statOutcome(mesh: MeshClient, path: string): Promise<string> {
+  return mesh.stat(path).then(
+    () => 'answered',
+    (err: Error) => `${errnoOf(err)}: ${err.message}`,
+  );
+}
+
 t.test('a node that hangs: passed by during its back-off once two calls missed their deadlines, then asked by one call at a time', async (t) => {
   // A hung node takes connections and answers nothing: every call asking it waits out a deadline.
   const backoffMs = 1000;
   const { proxy, mesh } = await behindProxy(t, 800, { files: { 'a.txt': 'a\n' }, backoffMs });
-  const stat = () => mesh.stat('a.txt').then(
-    () => 'answered',
-    (err: Error) => `${errnoOf(err)}: ${err.message}`,
-  );
+  const stat = () => statOutcome(mesh, 'a.txt');
 
   proxy.set('blackhole');
   t.match(await stat(), /^EHOSTDOWN: .*DEADLINE_EXCEEDED/, 'the first call waits out its deadline');
@@ -177,10 +182,7 @@ t.test('after one missed deadline the next call asks the node, and calls beside 
   // A link that lost one answer: the node is fine, and the calls right after must not fail for it.
   const backoffMs = 5000;
   const { proxy, mesh } = await behindProxy(t, 800, { files: { 'a.txt': 'a\n' }, backoffMs });
-  const stat = () => mesh.stat('a.txt').then(
-    () => 'answered',
-    (err: Error) => `${errnoOf(err)}: ${err.message}`,
-  );
+  const stat = () => statOutcome(mesh, 'a.txt');
   proxy.set('mute');
   t.match(await stat(), /^EHOSTDOWN: .*DEADLINE_EXCEEDED/, 'a call whose answer the link loses misses its deadline');
   proxy.set('pass');
