@@ -1,6 +1,8 @@
 // Configuration from flags and GHOSTFS_* variables: validated, visible.
 import t from 'tap';
-import { run } from './helpers/mount-proc.js';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { BIN } from './helpers/node-proc.js';
 
 const ghostfs = (args: string[], env: Record<string, string> = {}) =>
@@ -24,17 +26,19 @@ t.test('--print-config shows the effective settings, from flags and environment'
 });
 
 t.test('a bad value stops the command with one clear sentence', async (t) => {
+  const state = await mkdtemp(join(tmpdir(), 'ghostfs-cli-test-'));
+  t.teardown(() => rm(state, { recursive: true, force: true }));
   const cases: [string[], Record<string, string>, RegExp][] = [
     [['serve', '--root', '/tmp'], { GHOSTFS_PROFILE: 'fast' }, /"fast" is not one of ssd, nfs/],
     [['serve', '--root', '/tmp', '--listen', 'nowhere'], {}, /"nowhere" is not HOST:PORT/],
     [['serve', '--root', '/tmp', '--temp-ttl', 'soon'], {}, /"soon" is not a duration/],
     [['mount', 'x:1', '/tmp/y', '--cache-quota', 'lots'], {}, /"lots" is not a size/],
-    [['serve', '--root', '/does/not/exist', '--state-dir', '/tmp/ghostfs-cli-test-state'], {}, /is not a usable directory/],
+    [['serve', '--root', '/does/not/exist', '--state-dir', join(state, 'never-made')], {}, /is not a usable directory/],
   ];
   for (const [args, env, msg] of cases) {
     const r = await ghostfs(args, env);
     t.not(r.code, 0, `${args.join(' ')} fails`);
     t.match(r.stderr, msg);
   }
-  await run('rm', ['-rf', '/tmp/ghostfs-cli-test-state']);
+  await t.rejects(stat(join(state, 'never-made')), 'a root that cannot serve fails before the state directory is made');
 });

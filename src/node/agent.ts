@@ -66,11 +66,14 @@ export class NodeAgent {
   ) {}
 
   static async start(config: NodeConfig): Promise<NodeAgent> {
+    // Every root first: a mistyped --root fails before the state directory is made or its database locked.
+    const roots: [string, string][] = [];
+    for (const w of config.workspaces) roots.push([w.id, await usableRoot(w.id, w.root)]);
     const store = await Store.open(join(config.stateDir, 'db'));
     const pool = new HashPool(config.hashConcurrency, config.chunking, config.readSize);
     const agent = new NodeAgent(config, store, pool);
     try {
-      for (const w of config.workspaces) await agent.addWorkspace(w.id, w.root);
+      for (const [id, root] of roots) await agent.addWorkspace(id, root);
       await agent.listen();
     } catch (err) {
       await agent.stop();
@@ -81,14 +84,8 @@ export class NodeAgent {
     return agent;
   }
 
-  private async addWorkspace(id: string, rootGiven: string): Promise<void> {
-    let root: string;
-    try {
-      root = await realpath(rootGiven);
-      if (!(await stat(root)).isDirectory()) throw new Error('not a directory');
-    } catch (err) {
-      throw new Error(`workspace "${id}": root ${rootGiven} is not a usable directory (${(err as Error).message})`);
-    }
+  /** `root`: its real path (usableRoot). */
+  private async addWorkspace(id: string, root: string): Promise<void> {
     const stateReal = await realpath(this.config.stateDir);
     const index = new WorkspaceIndex(id, root, this.store, this.pool, {
       statConcurrency: this.config.statConcurrency,
@@ -230,5 +227,16 @@ export class NodeAgent {
       await ws.index.writeOut();
     }
     await this.store.close();
+  }
+}
+
+/** A workspace root's real path, or an error saying why it cannot serve. */
+async function usableRoot(id: string, rootGiven: string): Promise<string> {
+  try {
+    const root = await realpath(rootGiven);
+    if (!(await stat(root)).isDirectory()) throw new Error('not a directory');
+    return root;
+  } catch (err) {
+    throw new Error(`workspace "${id}": root ${rootGiven} is not a usable directory (${(err as Error).message})`);
   }
 }
