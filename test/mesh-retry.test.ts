@@ -191,6 +191,19 @@ t.test('after one missed deadline the next call asks the node, and calls beside 
   t.equal(mesh.health()[0]!.healthy, true, 'and the node is taken for up');
 });
 
+t.test('calls sent together over a link that loses their answers are one round, however far apart their deadlines fall', async (t) => {
+  // Their deadlines fall 300 ms apart, past the first back-off (100 ms): counted by when they failed, they were two rounds.
+  const { proxy, mesh } = await behindProxy(t, 800, { files: { 'a.txt': 'a\n' }, backoffMs: 100 });
+  proxy.set('mute');
+  const first = statOutcome(mesh, 'a.txt');
+  await new Promise((r) => setTimeout(r, 300));
+  const second = await statOutcome(mesh, 'a.txt');
+  t.match(await first, /DEADLINE_EXCEEDED/, 'the first call misses its deadline');
+  t.match(second, /DEADLINE_EXCEEDED/, 'so does the one sent 300 ms later');
+  proxy.set('pass');
+  t.equal(await statOutcome(mesh, 'a.txt'), 'answered', 'the next call is sent, and answered: the node is not taken to hang');
+});
+
 t.test('a fetch of many chunks from a node that hangs gives up after one deadline of silence', async (t) => {
   // A fetch's deadline grows with its size (4 s a chunk) for slow links; a
   // node that sends nothing at all is given up on after --deadline.

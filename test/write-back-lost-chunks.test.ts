@@ -13,21 +13,24 @@ import { DirtyFile } from '../src/mount/dirty-file.js';
 import type { MeshClient } from '../src/mesh/mesh-client.js';
 import { errnoOf } from '../src/wire/errors.js';
 import { writeBackRig } from './helpers/write-back-rig.js';
+import { NodeProc } from './helpers/node-proc.js';
 
-/** Runs `before` ahead of the first commit call, and records the names of the calls made. */
-function hookFirstCommit(mesh: MeshClient, before: () => Promise<void>): string[] {
+/** Records the names of the calls made, running `before(name, nth)` ahead of each (`nth`: its count among calls of that name). */
+function hookCalls(mesh: MeshClient, before: (name: string, nth: number) => unknown): string[] {
   const calls: string[] = [];
-  let done = false;
   const call = mesh.call.bind(mesh);
-  (mesh as { call: MeshClient['call'] }).call = (async (what: string, fn: Parameters<MeshClient['call']>[1]) => {
-    calls.push(what.split(' ')[0]!);
-    if (what.startsWith('commit ') && !done) {
-      done = true;
-      await before();
-    }
-    return call(what, fn);
+  (mesh as { call: MeshClient['call'] }).call = (async (what: string, fn: Parameters<MeshClient['call']>[1], opts: Parameters<MeshClient['call']>[2]) => {
+    const name = what.split(' ')[0]!;
+    calls.push(name);
+    await before(name, calls.filter((c) => c === name).length);
+    return call(what, fn, opts);
   }) as MeshClient['call'];
   return calls;
+}
+
+/** Runs `before` ahead of the first commit call, and records the names of the calls made. */
+function hookFirstCommit(mesh: MeshClient, before: () => Promise<unknown>): string[] {
+  return hookCalls(mesh, (name, nth) => (name === 'commit' && nth === 1 ? before() : undefined));
 }
 
 t.test('chunks lost on the node between upload and commit are uploaded again', async (t) => {
@@ -62,6 +65,32 @@ t.test('an ENOENT with every chunk on the node is a refusal, as before', async (
     (e: unknown) => e,
   );
   t.equal(err && errnoOf(err), 'ENOENT', "the close fails with the node's ENOENT");
-  t.same(calls, ['has-chunks', 'put-chunks', 'commit', 'has-chunks'], 'asked once more which chunks the node lacks: none, so no second commit');
+  t.same(calls, ['has-chunks', 'put-chunks', 'commit', 'has-chunks', 'commit'], 'asked which chunks the node lacks: none, and the commit, sent once more, meets the ENOENT again');
   t.equal(wb.stats.failed, 1, 'counted as refused');
+});
+
+t.test('chunks the replica taking the commit lacks go to it, though the node they first went to is back and has them', async (t) => {
+  const { base, root, node, proxy, mesh, wb } = await writeBackRig(t, {}, 10_000, {}, { replica: true });
+  const data = randomBytes(3 << 20);
+  const name = wb.newDirtyName();
+  await DirtyFile.writeCopy(wb.dirtyPath(name), data, true);
+  const calls = hookCalls(mesh, async (call, nth) => {
+    // The primary dies between the upload and the commit: the commit goes to the replica, which lacks the chunks.
+    if (call === 'commit' && nth === 1) await node.stop('SIGKILL');
+    // It is back, its staged chunks with it, before the write-back asks again which chunks are lacking.
+    if (call === 'has-chunks' && nth === 2) {
+      const again = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state')]);
+      t.teardown(() => again.stop('SIGKILL'));
+      proxy.upstream = again.endpoint;
+      await new Promise((r) => setTimeout(r, 50)); // past its back-off: first in the mesh's order again
+    }
+  });
+  const r = await wb.closeFile({ path: 'big.bin', dirty: name, expectAbsent: true, mode: 0o644 }, wb.beginClose('big.bin'), { direct: true, makeDurable: async () => name }).then(
+    (r) => ('digest' in r ? 'committed' : JSON.stringify(r)),
+    (err: Error) => `${errnoOf(err)}: ${err.message}`,
+  );
+  t.equal(r, 'committed', 'the close is confirmed by a node');
+  t.same(calls, ['has-chunks', 'put-chunks', 'commit', 'has-chunks', 'put-chunks', 'commit'], 'the chunks went to the replica, and the commit again');
+  t.equal(wb.stats.failed, 0, 'nothing refused');
+  t.ok((await readFile(join(root, 'big.bin'))).equals(data), 'the file has exactly the bytes written');
 });

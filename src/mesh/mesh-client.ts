@@ -29,8 +29,10 @@ interface Replica extends Omit<ReplicaHealth, 'renewals' | 'chunks'> {
   downUntil: number;
   /**
    * Rounds of asking in a row that missed their deadline (0 once it answers,
-   * or fails otherwise): from two on it is taken to hang (take calls, answer
-   * none). One alone may be a single answer the link lost.
+   * or fails otherwise): 1 once any call missed it, and one more each time
+   * the one call at a time asked after that misses it too. From two on it is
+   * taken to hang (take calls, answer none); one alone may be a single
+   * answer the link lost.
    */
   silentRounds: number;
   /** The call to this silent replica under way, that finds out whether it answers again: settled when it is over. */
@@ -43,6 +45,9 @@ export interface MeshStats {
   corruptChunks: number;
   failovers: number;
 }
+
+/** A call refused here without sending it: it tells nothing of the node. */
+class Unsent extends FsError {}
 
 /** True for failures of the node or the network, not answers of the filesystem. */
 function isTransportError(err: unknown): boolean {
@@ -120,12 +125,15 @@ export class MeshClient {
     // round of asking, not with how many calls were under way (40 calls
     // missing one deadline would otherwise set it to its maximum at once).
     // A probe is one call by construction, and its back-off may not have run out.
-    const silent = (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED;
     if (was || probe || now >= r.downUntil) {
       r.failures++;
       r.downUntil = now + Math.min(30_000, (this.opts.backoffMs ?? 250) * 2 ** Math.min(r.failures - 1, 7));
-      r.silentRounds = silent ? r.silentRounds + 1 : 0;
-    } else if (!silent) r.silentRounds = 0;
+    }
+    // Only the one call at a time, asked after a first miss, makes a second
+    // round: calls sent together over one wedged link fail up to a deadline
+    // apart, and counted by when they failed they would make two rounds out of one.
+    const silent = (err as grpc.ServiceError)?.code === grpc.status.DEADLINE_EXCEEDED;
+    r.silentRounds = !silent ? 0 : probe ? r.silentRounds + 1 : Math.max(r.silentRounds, 1);
     r.healthy = false;
     r.lastError = (err as Error).message;
     if (probe && silent) r.conn.replaceAfterSilence();
@@ -170,11 +178,15 @@ export class MeshClient {
    * file unlinked on the node but shown, then written back as an edit of
    * a file the node no longer has: a conflict copy); asked again, the
    * change finds its own effect and reports success.
+   *
+   * `at`: only the replica at this endpoint is asked (what a node lacks is
+   * that node's answer: the chunks it named go to it, not to another).
    */
-  async call<T>(what: string, fn: (c: NodeConnection, uncertain: boolean) => Promise<T>, opts: { againAfterDeadline?: boolean } = {}): Promise<T> {
+  async call<T>(what: string, fn: (c: NodeConnection, uncertain: boolean) => Promise<T>, opts: { againAfterDeadline?: boolean; at?: string } = {}): Promise<T> {
     const errors: string[] = [];
     let passedBy = 0; // replicas not asked: nothing sent there can have taken effect
-    for (const [i, r] of this.order().entries()) {
+    const replicas = opts.at === undefined ? this.order() : this.order().filter((r) => r.endpoint === opts.at);
+    for (const [i, r] of replicas.entries()) {
       const turn = await this.turn(r);
       if (turn === 'pass') {
         errors.push(`${r.endpoint}: not answering (it missed a deadline; asked again after ${Math.max(0, r.downUntil - Date.now())} ms)`);
@@ -192,7 +204,8 @@ export class MeshClient {
             return res;
           } catch (err) {
             if (!isTransportError(err)) {
-              this.markUp(r);
+              // The node's own answer (a refusal made here, unsent, says nothing of it).
+              if (!(err instanceof Unsent)) this.markUp(r);
               throw err;
             }
             errors.push(`${r.endpoint}: ${(err as Error).message}`);
@@ -289,7 +302,7 @@ export class MeshClient {
   mutate(req: Omit<WMutateRequest, 'workspace'>, hashBytes = 0): Promise<WMutateReplyOut & { by: string }> {
     const deadline = this.deadlineMs + Math.ceil(hashBytes / SLOW_NODE_BYTES_PER_MS);
     return this.call('mutate', (c, uncertain) => {
-      if (uncertain && req.rename?.exchange) return Promise.reject(new FsError('EIO', `the exchange of "${req.rename.from}" and "${req.rename.to}" lost its answer: it may or may not have been made`));
+      if (uncertain && req.rename?.exchange) return Promise.reject(new Unsent('EIO', `the exchange of "${req.rename.from}" and "${req.rename.to}" lost its answer: it may or may not have been made`));
       return c
         .mutate(req, deadline)
         .catch(async (err) => (uncertain && (await appliedBefore(c, req, err))) || Promise.reject(err))

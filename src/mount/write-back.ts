@@ -918,24 +918,37 @@ export class WriteBack {
         this.step(e, 'uploading');
         await this.upload(this.dirtyPath(e.dirty), manifest, { sent: e.sentAhead, to: e.draft ? { draft: e.draft, path: e.path } : undefined });
       }
+      // After a node said it lacks chunks: the node they were sent to, asked again.
+      let at: string | undefined;
+      let lackedNone = false;
       for (let attempt = 1; ; attempt++) {
         this.step(e, 'committing');
         try {
-          reply = await this.mesh.call(`commit ${e.path}`, (c) => {
-            by = c.endpoint;
-            return c.commit(req, this.commitDeadline(1, manifest.size));
-          });
+          reply = await this.mesh.call(
+            `commit ${e.path}`,
+            (c) => {
+              by = c.endpoint;
+              return c.commit(req, this.commitDeadline(1, manifest.size));
+            },
+            { at },
+          );
           break;
         } catch (err) {
-          if (data || errnoOf(err) !== 'ENOENT') throw err;
+          if (data || errnoOf(err) !== 'ENOENT' || lackedNone) throw err;
           // The chunks went to a replica that died, and the commit to another,
-          // which lacks some. Asked again, it names them and they go; when it
-          // lacks none, the ENOENT was about the file (its directory gone).
+          // which lacks some. Asked again, that node names them, they go to
+          // it, and the commit goes to it again. Asking any node instead
+          // asked one that had them (the other replica, back), and the file
+          // was refused. When it lacks none, the commit is sent to it once
+          // more (they may have come meanwhile): an ENOENT then is about the
+          // file (its directory gone).
           this.step(e, 'uploading again');
-          if ((await this.upload(this.dirtyPath(e.dirty), manifest)) === 0) throw err;
+          at = by;
+          lackedNone = (await this.upload(this.dirtyPath(e.dirty), manifest, { at })) === 0;
+          if (lackedNone) continue;
           // Still lacking them after that: tried again later, never set aside for it.
           if (attempt >= COMMIT_UPLOAD_ATTEMPTS) throw new FsError('EAGAIN', `the node keeps losing the chunks of "${e.path}": ${(err as Error).message}`);
-          log.info({ path: e.path, err: (err as Error).message }, 'the node committing lacks chunks uploaded before: sent them again');
+          log.info({ path: e.path, node: at, err: (err as Error).message }, 'the node committing lacks chunks uploaded before: sent them again');
         }
       }
     }
@@ -1105,21 +1118,33 @@ export class WriteBack {
   }
 
   /** Uploads the chunks the node lacks, read from the dirty copy (into the file's draft, if it has one); returns how many it lacked. */
-  private async upload(dirty: string, m: Manifest, ahead?: { sent?: Promise<void>; to?: DraftOf }): Promise<number> {
+  private async upload(dirty: string, m: Manifest, ahead?: { sent?: Promise<void>; to?: DraftOf; at?: string }): Promise<number> {
     await ahead?.sent; // what was sent early is not asked about while still on its way
     const fh = await open(dirty, 'r');
     try {
-      return await this.sendMissing('', m.chunks, (ch) => readAt(fh, ch.length, ch.offset, `dirty copy ${dirty}`), ahead?.to);
+      return await this.sendMissing('', m.chunks, (ch) => readAt(fh, ch.length, ch.offset, `dirty copy ${dirty}`), ahead?.to, ahead?.at);
     } finally {
       await fh.close();
     }
   }
 
-  /** Asks the node which of these chunks it lacks and sends those, their bytes read by `bytesOf`; returns how many. */
-  private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>, to?: DraftOf): Promise<number> {
+  /**
+   * Asks a node (the one at `at`, or the first that answers) which of these
+   * chunks it lacks and sends those to that same node, their bytes read by
+   * `bytesOf`; returns how many.
+   */
+  private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>, to?: DraftOf, at?: string): Promise<number> {
     // Asked about each hash once (a sparse file names the chunk of its holes thousands of times).
     const hashes = [...new Map(chunks.map((c) => [c.hash.toString('latin1'), c.hash])).values()];
-    const missingIdx = await this.mesh.call(`has-chunks${what}`, (c) => c.hasChunks(hashes));
+    let asked = at;
+    const missingIdx = await this.mesh.call(
+      `has-chunks${what}`,
+      (c) => {
+        asked = c.endpoint;
+        return c.hasChunks(hashes);
+      },
+      { at },
+    );
     if (missingIdx.length === 0) return 0;
     const missing = new Set(missingIdx.map((i) => hashes[i]!.toString('latin1')));
     // Into a draft, a chunk goes to each of its offsets; staged by hash, once.
@@ -1140,6 +1165,7 @@ export class WriteBack {
         })(),
         Math.max(this.opts.deadlineMs, 60_000),
       ),
+      { at: asked },
     );
     this.stats.uploadedChunks += wanted.length;
     this.stats.uploadedBytes += wanted.reduce((n, x) => n + x.ch.length, 0);

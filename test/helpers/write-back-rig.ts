@@ -18,8 +18,12 @@ import { Vfs, type VfsOptions } from '../../src/mount/vfs.js';
 import { FaultProxy } from '../../scripts/soak/lib/fault-proxy.js';
 import { NodeProc, tempDir } from './node-proc.js';
 
-/** A node serving `files` behind a fault proxy, and a mount's write-back and VFS on it (in this process). */
-export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number, vfsOpts: Partial<VfsOptions> = {}) {
+/**
+ * A node serving `files` behind a fault proxy, and a mount's write-back and
+ * VFS on it (in this process). `replica`: a second node serving the same
+ * root (with its own state), the mesh's second endpoint, no proxy.
+ */
+export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number, vfsOpts: Partial<VfsOptions> = {}, rig: { replica?: boolean } = {}) {
   const base = await tempDir(t);
   const root = join(base, 'ws');
   const cache = join(base, 'cache');
@@ -29,6 +33,8 @@ export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadl
   t.teardown(() => node.stop('SIGKILL'));
   const proxy = await FaultProxy.start(node.endpoint);
   t.teardown(() => proxy.close());
+  const replica = rig.replica ? await NodeProc.start(['--root', root, '--state-dir', join(base, 'state-replica')]) : undefined;
+  if (replica) t.teardown(() => replica.stop('SIGKILL'));
 
   const store = await Store.open(join(cache, 'db'));
   t.teardown(() => store.close());
@@ -38,13 +44,13 @@ export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadl
   await chunks.init();
   const hasher = new HashPool(1, DEFAULT_CHUNKING, 4 * 1024 * 1024);
   t.teardown(() => hasher.close());
-  const mesh = new MeshClient([proxy.endpoint], 'default', { deadlineMs, backoffMs: 1 });
+  const mesh = new MeshClient(replica ? [proxy.endpoint, replica.endpoint] : [proxy.endpoint], 'default', { deadlineMs, backoffMs: 1 });
   t.teardown(() => mesh.close());
   await mesh.handshake();
   const wb = new WriteBack(meta, mesh, new Journal(store, 'default'), chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs });
   await wb.init();
   t.teardown(() => wb.stop());
   const vfs = new Vfs(meta, mesh, new ChunkReader(chunks, mesh), wb, { readaheadChunks: 4, wholeFileBytes: 4 << 20, ...vfsOpts });
-  return { base, root, proxy, mesh, wb, vfs };
+  return { base, root, node, proxy, replica, mesh, wb, vfs };
 }
 
