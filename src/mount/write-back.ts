@@ -944,6 +944,7 @@ export class WriteBack {
           // file (its directory gone).
           this.step(e, 'uploading again');
           at = by;
+          // (That node gone meanwhile: EHOSTDOWN, and the record is tried again later, unpinned.)
           lackedNone = (await this.upload(this.dirtyPath(e.dirty), manifest, { at })) === 0;
           if (lackedNone) continue;
           // Still lacking them after that: tried again later, never set aside for it.
@@ -1129,22 +1130,13 @@ export class WriteBack {
   }
 
   /**
-   * Asks a node (the one at `at`, or the first that answers) which of these
-   * chunks it lacks and sends those to that same node, their bytes read by
-   * `bytesOf`; returns how many.
+   * Asks the node (the one at `at` only, when given) which of these chunks it
+   * lacks and sends those, their bytes read by `bytesOf`; returns how many.
    */
   private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>, to?: DraftOf, at?: string): Promise<number> {
     // Asked about each hash once (a sparse file names the chunk of its holes thousands of times).
     const hashes = [...new Map(chunks.map((c) => [c.hash.toString('latin1'), c.hash])).values()];
-    let asked = at;
-    const missingIdx = await this.mesh.call(
-      `has-chunks${what}`,
-      (c) => {
-        asked = c.endpoint;
-        return c.hasChunks(hashes);
-      },
-      { at },
-    );
+    const missingIdx = await this.mesh.call(`has-chunks${what}`, (c) => c.hasChunks(hashes), { at });
     if (missingIdx.length === 0) return 0;
     const missing = new Set(missingIdx.map((i) => hashes[i]!.toString('latin1')));
     // Into a draft, a chunk goes to each of its offsets; staged by hash, once.
@@ -1165,7 +1157,7 @@ export class WriteBack {
         })(),
         Math.max(this.opts.deadlineMs, 60_000),
       ),
-      { at: asked },
+      { at },
     );
     this.stats.uploadedChunks += wanted.length;
     this.stats.uploadedBytes += wanted.reduce((n, x) => n + x.ch.length, 0);
