@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { BulkLane, hostPort, LaneUnavailable } from '../src/mesh/bulk-client.js';
 import { encodeHello, BULK_MAGIC, CALL_FLAG, MAX_CALL_BYTES } from '../src/wire/bulk-lane.js';
 import { wire } from '../src/wire/proto.js';
-import { errnoOf } from '../src/wire/errors.js';
+import { errnoOf, lacksChunk } from '../src/wire/errors.js';
 import { fileDigest, hashChunk } from '../src/content/manifest.js';
 import { NodeConnection } from '../src/mesh/connection.js';
 import { nativeAddon } from '../src/native/addon.js';
@@ -104,7 +104,9 @@ t.test('the bulk lane', async (t) => {
   t.test('an unknown workspace, an unknown chunk and a hostile hint are errors with their errno', async (t) => {
     t.equal(errnoOf(await failure(fetchAll(lane({ workspace: 'other' }), hashes.slice(0, 1)))), 'ENOENT', 'unknown workspace');
     const l = lane();
-    t.equal(errnoOf(await failure(fetchAll(l, [randomBytes(32)]))), 'ENOENT', 'a chunk the node does not have');
+    const unknown = await failure(fetchAll(l, [randomBytes(32)]));
+    t.equal(errnoOf(unknown), 'ENOENT', 'a chunk the node does not have');
+    t.ok(lacksChunk(unknown), 'and the error says a chunk is lacking');
     t.equal(errnoOf(await failure(fetchAll(l, hashes.slice(0, 1), '../outside'))), 'EACCES', 'a hint out of the workspace');
     const back = await fetchAll(l, hashes.slice(0, 1));
     t.ok(back[0]!.equals(big.subarray(0, back[0]!.length)), 'the connection still serves after those errors');

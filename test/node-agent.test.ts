@@ -9,7 +9,7 @@ import * as http2 from 'node:http2';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
 import { chunkBuffer } from '../src/content/chunk-file.js';
 import { fromTimespec } from '../src/content/attr.js';
-import { errnoOf } from '../src/wire/errors.js';
+import { errnoOf, lacksChunk } from '../src/wire/errors.js';
 import { FLOW_CONTROL_WINDOW, wire } from '../src/wire/proto.js';
 import type { NodeConnection } from '../src/mesh/connection.js';
 import type { WChangeEventOut } from '../src/wire/types.js';
@@ -215,6 +215,16 @@ t.test('node agent', async (t) => {
     const sent = whole.chunks.filter((_, i) => i !== 3); // the 4th never travels
     await conn.putChunks(sent.map((c) => ({ hash: c.hash, data: partly.subarray(c.offset, c.offset + c.length) })));
     await rejectsErrno(t, conn.commit({ path: 'src/partly.bin', expectAbsent: true, digest: whole.digest, size: whole.size, chunks: whole.chunks }), 'ENOENT', 'a chunk the node lacks');
+    // Its ENOENT says it is about a chunk, over gRPC and over the bulk lane; one about a path does not.
+    const viaGrpc = node.connect('default', { bulkLane: false });
+    for (const [how, c] of [['over the lane', conn], ['over gRPC', viaGrpc]] as const) {
+      const lacking = await c.commit({ path: 'src/partly.bin', expectAbsent: true, digest: whole.digest, size: whole.size, chunks: whole.chunks }).catch((err: unknown) => err);
+      t.ok(lacksChunk(lacking), `${how}: the ENOENT names a chunk (${(lacking as Error).message})`);
+      const noDir = await c.commit({ path: 'no/such/dir/f.bin', expectAbsent: true, digest: up3.m.digest, size: up3.m.size, chunks: up3.m.chunks }).catch((err: unknown) => err);
+      t.equal(errnoOf(noDir), 'ENOENT', `${how}: a commit into a directory that is not there fails with ENOENT`);
+      t.notOk(lacksChunk(noDir), `${how}: which names no chunk`);
+    }
+    viaGrpc.close();
     await t.rejects(stat(join(root, 'src/partly.bin')), 'no file placed');
     const temps = (await readdir(join(root, 'src'))).filter((n) => n.startsWith('.ghostfs-tmp-'));
     t.same(temps, [], 'no temp files left behind');

@@ -2,7 +2,8 @@
 // the node that takes the commit lacks some of them (they went to a replica
 // that died between the two calls), the write-back uploads them again
 // instead of taking the node's ENOENT for a refusal; an ENOENT with no chunk
-// missing (the file's directory is gone) is still a refusal. Driven in
+// missing (the file's directory is gone) is still a refusal, unless the node
+// said it is about a chunk. Driven in
 // process against a real node (helpers/write-back-rig.ts); the losses are
 // made between the upload and the commit.
 import t from 'tap';
@@ -15,15 +16,20 @@ import { errnoOf } from '../src/wire/errors.js';
 import { writeBackRig } from './helpers/write-back-rig.js';
 import { NodeProc } from './helpers/node-proc.js';
 
-/** Records the names of the calls made, running `before(name, nth)` ahead of each (`nth`: its count among calls of that name). */
-function hookCalls(mesh: MeshClient, before: (name: string, nth: number) => unknown): string[] {
+/**
+ * Records the names of the calls made, running `before(name, nth)` ahead of
+ * each (`nth`: its count among calls of that name). `answer` may give a
+ * call's answer instead of the node: that call is not made.
+ */
+function hookCalls(mesh: MeshClient, before: (name: string, nth: number) => unknown, answer: (name: string, nth: number) => unknown = () => undefined): string[] {
   const calls: string[] = [];
   const call = mesh.call.bind(mesh);
   (mesh as { call: MeshClient['call'] }).call = (async (what: string, fn: Parameters<MeshClient['call']>[1], opts: Parameters<MeshClient['call']>[2]) => {
     const name = what.split(' ')[0]!;
     calls.push(name);
-    await before(name, calls.filter((c) => c === name).length);
-    return call(what, fn, opts);
+    const nth = calls.filter((c) => c === name).length;
+    await before(name, nth);
+    return answer(name, nth) ?? call(what, fn, opts);
   }) as MeshClient['call'];
   return calls;
 }
@@ -67,6 +73,32 @@ t.test('an ENOENT with every chunk on the node is a refusal, as before', async (
   t.equal(err && errnoOf(err), 'ENOENT', "the close fails with the node's ENOENT");
   t.same(calls, ['has-chunks', 'put-chunks', 'commit', 'has-chunks', 'commit'], 'asked which chunks the node lacks: none, and the commit, sent once more, meets the ENOENT again');
   t.equal(wb.stats.failed, 1, 'counted as refused');
+});
+
+t.test('a node that names a lacking chunk is not taken to refuse the file when it then counts that chunk as held', async (t) => {
+  // A node can count a chunk it cannot deliver (one in a draft or a
+  // workspace file that goes before the commit reads it). Its answer to
+  // the second question is made here: nothing lacking.
+  const { base, root, mesh, wb } = await writeBackRig(t, {}, 10_000);
+  const staging = join(base, 'state', 'staging', 'default');
+  const data = randomBytes(3 << 20);
+  const name = wb.newDirtyName();
+  await DirtyFile.writeCopy(wb.dirtyPath(name), data, true);
+  const calls = hookCalls(
+    mesh,
+    async (call, nth) => {
+      if (call === 'commit' && nth === 1) for (const f of await readdir(staging)) if (/^[0-9a-f]{64}$/.test(f)) await rm(join(staging, f));
+    },
+    (call, nth) => (call === 'has-chunks' && nth === 2 ? [] : undefined),
+  );
+  const r = await wb.closeFile({ path: 'big.bin', dirty: name, expectAbsent: true, mode: 0o644 }, wb.beginClose('big.bin'), { direct: true, makeDurable: async () => name }).then(
+    (r) => ('digest' in r ? 'committed' : JSON.stringify(r)),
+    (err: Error) => `${errnoOf(err)}: ${err.message}`,
+  );
+  t.equal(r, 'committed', 'the close is confirmed by the node');
+  t.same(calls, ['has-chunks', 'put-chunks', 'commit', 'has-chunks', 'commit', 'has-chunks', 'put-chunks', 'commit'], 'told none lack, the commit met the ENOENT of a chunk again: asked again, uploaded, committed');
+  t.equal(wb.stats.failed, 0, 'nothing refused');
+  t.ok((await readFile(join(root, 'big.bin'))).equals(data), 'the node has exactly the bytes written');
 });
 
 t.test('chunks the replica taking the commit lacks go to it, though the node they first went to is back and has them', async (t) => {

@@ -486,8 +486,8 @@ class FrameReader {
 /** The node's error frame, as the gRPC error it stands for. */
 function remoteError(payload: Buffer): grpc.ServiceError {
   try {
-    const e = JSON.parse(payload.toString()) as { code: number; details: string; errno?: string };
-    return serviceError(e.code, e.details, e.errno);
+    const e = JSON.parse(payload.toString()) as { code: number; details: string; errno?: string; lacks?: string };
+    return serviceError(e.code, e.details, e.errno, e.lacks);
   } catch {
     log.debug({ payload: payload.toString('hex', 0, 64) }, 'bulk lane: unreadable error frame');
     return serviceError(grpc.status.INTERNAL, 'bulk lane: unreadable error from the node');

@@ -23,7 +23,7 @@ import type { ChunkStore } from '../cache/chunk-store.js';
 import type { Journal, JournalEntry } from '../cache/journal.js';
 import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
 import { SLOW_NODE_BYTES_PER_MS, type MeshClient } from '../mesh/mesh-client.js';
-import { errnoOf, FsError, isUnimplemented } from '../wire/errors.js';
+import { errnoOf, FsError, isUnimplemented, lacksChunk } from '../wire/errors.js';
 import { chunksToWire } from '../wire/convert.js';
 import { log } from '../log.js';
 import { PathLocks } from '../util/path-locks.js';
@@ -934,22 +934,25 @@ export class WriteBack {
           );
           break;
         } catch (err) {
-          if (data || errnoOf(err) !== 'ENOENT' || lackedNone) throw err;
+          if (data || errnoOf(err) !== 'ENOENT') throw err;
+          // An ENOENT the node says is about a chunk is never a refusal of the
+          // file. From an older node, one after it said it lacks none is about
+          // the file (its directory gone).
+          if (lackedNone && !lacksChunk(err)) throw err;
           // The chunks went to a replica that died, and the commit to another,
           // which lacks some. Asked again, that node names them, they go to
           // it, and the commit goes to it again. Asking any node instead
           // asked one that had them (the other replica, back), and the file
           // was refused. When it lacks none, the commit is sent to it once
-          // more (they may have come meanwhile): an ENOENT then is about the
-          // file (its directory gone).
+          // more (they may have come meanwhile, or it counted a chunk it then
+          // could not read).
           this.step(e, 'uploading again');
           at = by;
           // (That node gone meanwhile: EHOSTDOWN, and the record is tried again later, unpinned.)
           lackedNone = (await this.upload(this.dirtyPath(e.dirty), manifest, { at })) === 0;
-          if (lackedNone) continue;
           // Still lacking them after that: tried again later, never set aside for it.
           if (attempt >= COMMIT_UPLOAD_ATTEMPTS) throw new FsError('EAGAIN', `the node keeps losing the chunks of "${e.path}": ${(err as Error).message}`);
-          log.info({ path: e.path, node: at, err: (err as Error).message }, 'the node committing lacks chunks uploaded before: sent them again');
+          if (!lackedNone) log.info({ path: e.path, node: at, err: (err as Error).message }, 'the node committing lacks chunks uploaded before: sent them again');
         }
       }
     }

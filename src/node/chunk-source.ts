@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { attrFromStats, sameTuple, type Attr } from '../content/attr.js';
 import { hashChunk, hex } from '../content/manifest.js';
-import { FsError } from '../wire/errors.js';
+import { ChunkMissing, FsError } from '../wire/errors.js';
 import { log } from '../log.js';
 import type { WorkspaceIndex } from './workspace-index.js';
 import { checkChildPath, type RootFile } from './paths.js';
@@ -131,7 +131,7 @@ export class ChunkSource {
     } catch {
       staged = await this.drafts.read(hash);
     }
-    if (!staged) throw new FsError('ENOENT', `chunk ${hex(hash)} is not on this node`);
+    if (!staged) throw new ChunkMissing(`chunk ${hex(hash)} is not on this node`);
     return reserve ? Buffer.concat([Buffer.alloc(reserve), staged]) : staged;
   }
 

@@ -179,10 +179,12 @@ export interface BulkError {
   code?: number;
   details?: string;
   errno?: string;
+  /** What an ENOENT is about when not a path (errors.ts: LACKS_KEY). */
+  lacks?: string;
 }
 
 export function errorFrame(e: BulkError): Buffer {
-  return payloadFrame(FRAME_ERROR, Buffer.from(JSON.stringify({ code: e.code ?? GRPC_INTERNAL, details: e.details ?? 'internal error', errno: e.errno })));
+  return payloadFrame(FRAME_ERROR, Buffer.from(JSON.stringify({ code: e.code ?? GRPC_INTERNAL, details: e.details ?? 'internal error', errno: e.errno, lacks: e.lacks })));
 }
 
 export function endFrame(): Buffer {

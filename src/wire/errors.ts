@@ -24,6 +24,25 @@ export class FsError extends Error {
   }
 }
 
+/**
+ * Trailer naming what a node's ENOENT is about when it is not a path:
+ * 'chunk', a chunk it was to hold (uploaded to it, or in a draft) and does
+ * not. The sender may send it again; the file it commits is not refused for it.
+ */
+export const LACKS_KEY = 'ghostfs-lacks';
+
+/** ENOENT for a chunk the node was to hold (see LACKS_KEY). */
+export class ChunkMissing extends FsError {
+  constructor(message: string) {
+    super('ENOENT', message);
+  }
+}
+
+/** The node said it lacks a chunk (an older node says only ENOENT). */
+export function lacksChunk(err: unknown): boolean {
+  return (err as grpc.ServiceError)?.metadata?.get?.(LACKS_KEY)?.[0] === 'chunk';
+}
+
 const CODE_FOR_ERRNO: Record<string, grpc.status> = {
   ENOENT: grpc.status.NOT_FOUND,
   EEXIST: grpc.status.ALREADY_EXISTS,
@@ -52,6 +71,7 @@ export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
   const errno = err instanceof FsError ? err.errno : typeof e?.code === 'string' && /^E[A-Z0-9]+$/.test(e.code) ? e.code : 'EIO';
   const metadata = new grpc.Metadata();
   metadata.set(ERRNO_KEY, errno);
+  if (err instanceof ChunkMissing) metadata.set(LACKS_KEY, 'chunk');
   return {
     code: CODE_FOR_ERRNO[errno] ?? grpc.status.INTERNAL,
     details: `${errno}: ${stripPrefix(e?.message ?? String(err), errno)}`,
@@ -126,8 +146,9 @@ export function errnoOf(err: unknown): string {
 }
 
 /** An error shaped as gRPC's, for failures found on the client side (the bulk lane, a stream gone quiet); an errno only if the node gave one. */
-export function serviceError(code: grpc.status, details: string, errno?: string): grpc.ServiceError {
+export function serviceError(code: grpc.status, details: string, errno?: string, lacks?: string): grpc.ServiceError {
   const metadata = new grpc.Metadata();
   if (errno) metadata.set(ERRNO_KEY, errno);
+  if (lacks) metadata.set(LACKS_KEY, lacks);
   return Object.assign(new Error(details), { code, details, metadata });
 }
