@@ -16,7 +16,7 @@ import { nativeAddon, type NativeAddon } from '../native/addon.js';
 import { CHUNK_FRAME_RESERVE } from '../wire/chunk-frame.js';
 import { BULK_MAGIC, type BulkError, CALL_FLAG, decodeUploadMeta, endFrame, errorFrame, FRAME_CHUNK, FRAME_HEADER_BYTES, LANE_CALLS, type LaneCall, MAX_CALL_BYTES, MAX_HELLO_BYTES, MAX_HELLO_FIELD_BYTES, MAX_HINT_BYTES, MAX_REQUEST_BYTES, MAX_UPLOAD_META_BYTES, replyFrame, UPLOAD_FLAG, type UploadMeta, writeFrameHeader } from '../wire/bulk-lane.js';
 import { MAX_MESSAGE_BYTES } from '../wire/proto.js';
-import { ChunkMissing, errnoOf, FsError, toServiceError } from '../wire/errors.js';
+import { errnoOf, FsError, lacksOf, toServiceError } from '../wire/errors.js';
 import type { Workspace } from './agent.js';
 import { checkPath } from './paths.js';
 import { bearerAccepted, UNAUTH } from './service.js';
@@ -214,7 +214,7 @@ export function serveBulk(socket: Duplex & { setTimeout?(ms: number): unknown },
 
 /** What gRPC would have answered, with the errno it carries in its trailer. */
 function bulkError(err: unknown): BulkError {
-  return { ...toServiceError(err), errno: errnoOf(err), lacks: err instanceof ChunkMissing ? 'chunk' : undefined };
+  return { ...toServiceError(err), errno: errnoOf(err), lacks: lacksOf(err) };
 }
 
 /** The descriptor to sendfile to: a plain TCP connection (not TLS), with the addon built. */

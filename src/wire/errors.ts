@@ -38,6 +38,11 @@ export class ChunkMissing extends FsError {
   }
 }
 
+/** What a node's error is about when it is not a path (the LACKS_KEY it sends), if anything. */
+export function lacksOf(err: unknown): string | undefined {
+  return err instanceof ChunkMissing ? 'chunk' : undefined;
+}
+
 /** The node said it lacks a chunk (an older node says only ENOENT). */
 export function lacksChunk(err: unknown): boolean {
   return (err as grpc.ServiceError)?.metadata?.get?.(LACKS_KEY)?.[0] === 'chunk';
@@ -71,7 +76,8 @@ export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
   const errno = err instanceof FsError ? err.errno : typeof e?.code === 'string' && /^E[A-Z0-9]+$/.test(e.code) ? e.code : 'EIO';
   const metadata = new grpc.Metadata();
   metadata.set(ERRNO_KEY, errno);
-  if (err instanceof ChunkMissing) metadata.set(LACKS_KEY, 'chunk');
+  const lacks = lacksOf(err);
+  if (lacks) metadata.set(LACKS_KEY, lacks);
   return {
     code: CODE_FOR_ERRNO[errno] ?? grpc.status.INTERNAL,
     details: `${errno}: ${stripPrefix(e?.message ?? String(err), errno)}`,
