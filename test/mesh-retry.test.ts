@@ -146,19 +146,24 @@ t.test('a connection wedged by lost DATA frames is replaced', async (t) => {
   t.equal(await readFile(join(root, 'small.txt'), 'utf8'), 'small\n');
 });
 
-/** 'answered', or the call's errno and message. */
-function statOutcome(mesh: MeshClient, path: string): Promise<string> {
-  return mesh.stat(path).then(
-    () => 'answered',
-    (err: Error) => `${errnoOf(err)}: ${err.message}`,
-  );
+/**
+ * A node serving a.txt behind a proxy (800 ms deadline), and a stat of it
+ * through the mesh: 'answered', or the call's errno and message.
+ */
+async function statBehindProxy(t: Test, backoffMs: number) {
+  const { proxy, mesh } = await behindProxy(t, 800, { files: { 'a.txt': 'a\n' }, backoffMs });
+  const stat = (): Promise<string> =>
+    mesh.stat('a.txt').then(
+      () => 'answered',
+      (err: Error) => `${errnoOf(err)}: ${err.message}`,
+    );
+  return { proxy, mesh, stat };
 }
 
 t.test('a node that hangs: passed by during its back-off once two calls missed their deadlines, then asked by one call at a time', async (t) => {
   // A hung node takes connections and answers nothing: every call asking it waits out a deadline.
   const backoffMs = 1000;
-  const { proxy, mesh } = await behindProxy(t, 800, { files: { 'a.txt': 'a\n' }, backoffMs });
-  const stat = () => statOutcome(mesh, 'a.txt');
+  const { proxy, mesh, stat } = await statBehindProxy(t, backoffMs);
 
   proxy.set('blackhole');
   t.match(await stat(), /^EHOSTDOWN: .*DEADLINE_EXCEEDED/, 'the first call waits out its deadline');
@@ -178,9 +183,7 @@ t.test('a node that hangs: passed by during its back-off once two calls missed t
 
 t.test('after one missed deadline the next call asks the node, and calls beside it wait for its answer', async (t) => {
   // A link that lost one answer: the node is fine, and the calls right after must not fail for it.
-  const backoffMs = 5000;
-  const { proxy, mesh } = await behindProxy(t, 800, { files: { 'a.txt': 'a\n' }, backoffMs });
-  const stat = () => statOutcome(mesh, 'a.txt');
+  const { proxy, mesh, stat } = await statBehindProxy(t, 5000);
   proxy.set('mute');
   t.match(await stat(), /^EHOSTDOWN: .*DEADLINE_EXCEEDED/, 'a call whose answer the link loses misses its deadline');
   proxy.set('pass');
@@ -191,15 +194,15 @@ t.test('after one missed deadline the next call asks the node, and calls beside 
 
 t.test('calls sent together over a link that loses their answers are one round, however far apart their deadlines fall', async (t) => {
   // Their deadlines fall 300 ms apart, past the first back-off (100 ms): counted by when they failed, they were two rounds.
-  const { proxy, mesh } = await behindProxy(t, 800, { files: { 'a.txt': 'a\n' }, backoffMs: 100 });
+  const { proxy, stat } = await statBehindProxy(t, 100);
   proxy.set('mute');
-  const first = statOutcome(mesh, 'a.txt');
+  const first = stat();
   await new Promise((r) => setTimeout(r, 300));
-  const second = await statOutcome(mesh, 'a.txt');
+  const second = await stat();
   t.match(await first, /DEADLINE_EXCEEDED/, 'the first call misses its deadline');
   t.match(second, /DEADLINE_EXCEEDED/, 'so does the one sent 300 ms later');
   proxy.set('pass');
-  t.equal(await statOutcome(mesh, 'a.txt'), 'answered', 'the next call is sent, and answered: the node is not taken to hang');
+  t.equal(await stat(), 'answered', 'the next call is sent, and answered: the node is not taken to hang');
 });
 
 t.test('a fetch of many chunks from a node that hangs gives up after one deadline of silence', async (t) => {

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DirtyFile } from '../src/mount/dirty-file.js';
 import type { MeshClient } from '../src/mesh/mesh-client.js';
+import type { WriteBack } from '../src/mount/write-back.js';
 import { errnoOf } from '../src/wire/errors.js';
 import { writeBackRig } from './helpers/write-back-rig.js';
 import { NodeProc } from './helpers/node-proc.js';
@@ -39,17 +40,35 @@ function hookFirstCommit(mesh: MeshClient, before: () => Promise<unknown>): stri
   return hookCalls(mesh, (name, nth) => (name === 'commit' && nth === 1 ? before() : undefined));
 }
 
-t.test('chunks lost on the node between upload and commit are uploaded again', async (t) => {
-  const { base, root, mesh, wb } = await writeBackRig(t, {}, 10_000);
-  const staging = join(base, 'state', 'staging', 'default');
-  // 3 MiB: more than travels inside a commit, so its chunks are uploaded first.
+/** A 3 MiB dirty copy (more than travels inside a commit, so its chunks are uploaded first). */
+async function bigDirtyCopy(wb: WriteBack): Promise<{ data: Buffer; name: string }> {
   const data = randomBytes(3 << 20);
   const name = wb.newDirtyName();
   await DirtyFile.writeCopy(wb.dirtyPath(name), data, true);
+  return { data, name };
+}
+
+/** Removes the node's staged chunks; returns how many there were. */
+async function removeStaged(staging: string): Promise<number> {
+  let n = 0;
+  for (const f of await readdir(staging)) if (/^[0-9a-f]{64}$/.test(f)) n += (await rm(join(staging, f)), 1);
+  return n;
+}
+
+/** Closes the copy as big.bin, committed at once: 'committed', or the errno and message it failed with. */
+function closeBig(wb: WriteBack, name: string): Promise<string> {
+  return wb.closeFile({ path: 'big.bin', dirty: name, expectAbsent: true, mode: 0o644 }, wb.beginClose('big.bin'), { direct: true, makeDurable: async () => name }).then(
+    (r) => ('digest' in r ? 'committed' : JSON.stringify(r)),
+    (err: Error) => `${errnoOf(err)}: ${err.message}`,
+  );
+}
+
+t.test('chunks lost on the node between upload and commit are uploaded again', async (t) => {
+  const { base, root, mesh, wb } = await writeBackRig(t, {}, 10_000);
+  const staging = join(base, 'state', 'staging', 'default');
+  const { data, name } = await bigDirtyCopy(wb);
   let lost = 0;
-  const calls = hookFirstCommit(mesh, async () => {
-    for (const f of await readdir(staging)) if (/^[0-9a-f]{64}$/.test(f)) lost += (await rm(join(staging, f)), 1);
-  });
+  const calls = hookFirstCommit(mesh, async () => (lost = await removeStaged(staging)));
 
   const r = await wb.closeFile({ path: 'big.bin', dirty: name, expectAbsent: true, mode: 0o644 }, wb.beginClose('big.bin'), { direct: true, makeDurable: async () => name });
   t.ok('digest' in r, 'the close is confirmed by the node');
@@ -61,9 +80,7 @@ t.test('chunks lost on the node between upload and commit are uploaded again', a
 t.test('an ENOENT with every chunk on the node is a refusal, as before', async (t) => {
   const { root, mesh, wb } = await writeBackRig(t, {}, 10_000);
   await mkdir(join(root, 'gone'));
-  const data = randomBytes(3 << 20);
-  const name = wb.newDirtyName();
-  await DirtyFile.writeCopy(wb.dirtyPath(name), data, true);
+  const { name } = await bigDirtyCopy(wb);
   // The file's directory removed on the node between the upload and the commit.
   const calls = hookFirstCommit(mesh, () => rm(join(root, 'gone'), { recursive: true }));
   const err = await wb.closeFile({ path: 'gone/big.bin', dirty: name, expectAbsent: true, mode: 0o644 }, wb.beginClose('gone/big.bin'), { direct: true, makeDurable: async () => name }).then(
@@ -81,21 +98,13 @@ t.test('a node that names a lacking chunk is not taken to refuse the file when i
   // the second question is made here: nothing lacking.
   const { base, root, mesh, wb } = await writeBackRig(t, {}, 10_000);
   const staging = join(base, 'state', 'staging', 'default');
-  const data = randomBytes(3 << 20);
-  const name = wb.newDirtyName();
-  await DirtyFile.writeCopy(wb.dirtyPath(name), data, true);
+  const { data, name } = await bigDirtyCopy(wb);
   const calls = hookCalls(
     mesh,
-    async (call, nth) => {
-      if (call === 'commit' && nth === 1) for (const f of await readdir(staging)) if (/^[0-9a-f]{64}$/.test(f)) await rm(join(staging, f));
-    },
+    (call, nth) => (call === 'commit' && nth === 1 ? removeStaged(staging) : undefined),
     (call, nth) => (call === 'has-chunks' && nth === 2 ? [] : undefined),
   );
-  const r = await wb.closeFile({ path: 'big.bin', dirty: name, expectAbsent: true, mode: 0o644 }, wb.beginClose('big.bin'), { direct: true, makeDurable: async () => name }).then(
-    (r) => ('digest' in r ? 'committed' : JSON.stringify(r)),
-    (err: Error) => `${errnoOf(err)}: ${err.message}`,
-  );
-  t.equal(r, 'committed', 'the close is confirmed by the node');
+  t.equal(await closeBig(wb, name), 'committed', 'the close is confirmed by the node');
   t.same(calls, ['has-chunks', 'put-chunks', 'commit', 'has-chunks', 'commit', 'has-chunks', 'put-chunks', 'commit'], 'told none lack, the commit met the ENOENT of a chunk again: asked again, uploaded, committed');
   t.equal(wb.stats.failed, 0, 'nothing refused');
   t.ok((await readFile(join(root, 'big.bin'))).equals(data), 'the node has exactly the bytes written');
@@ -103,9 +112,7 @@ t.test('a node that names a lacking chunk is not taken to refuse the file when i
 
 t.test('chunks the replica taking the commit lacks go to it, though the node they first went to is back and has them', async (t) => {
   const { base, root, node, proxy, mesh, wb } = await writeBackRig(t, {}, 10_000, {}, { replica: true });
-  const data = randomBytes(3 << 20);
-  const name = wb.newDirtyName();
-  await DirtyFile.writeCopy(wb.dirtyPath(name), data, true);
+  const { data, name } = await bigDirtyCopy(wb);
   const calls = hookCalls(mesh, async (call, nth) => {
     // The primary dies between the upload and the commit: the commit goes to the replica, which lacks the chunks.
     if (call === 'commit' && nth === 1) await node.stop('SIGKILL');
@@ -117,11 +124,7 @@ t.test('chunks the replica taking the commit lacks go to it, though the node the
       await new Promise((r) => setTimeout(r, 50)); // past its back-off: first in the mesh's order again
     }
   });
-  const r = await wb.closeFile({ path: 'big.bin', dirty: name, expectAbsent: true, mode: 0o644 }, wb.beginClose('big.bin'), { direct: true, makeDurable: async () => name }).then(
-    (r) => ('digest' in r ? 'committed' : JSON.stringify(r)),
-    (err: Error) => `${errnoOf(err)}: ${err.message}`,
-  );
-  t.equal(r, 'committed', 'the close is confirmed by a node');
+  t.equal(await closeBig(wb, name), 'committed', 'the close is confirmed by a node');
   t.same(calls, ['has-chunks', 'put-chunks', 'commit', 'has-chunks', 'put-chunks', 'commit'], 'the chunks went to the replica, and the commit again');
   t.equal(wb.stats.failed, 0, 'nothing refused');
   t.ok((await readFile(join(root, 'big.bin'))).equals(data), 'the file has exactly the bytes written');

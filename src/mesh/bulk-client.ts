@@ -482,7 +482,6 @@ class FrameReader {
   }
 }
 
-
 /** The node's error frame, as the gRPC error it stands for. */
 function remoteError(payload: Buffer): grpc.ServiceError {
   try {

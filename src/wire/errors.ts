@@ -45,7 +45,12 @@ export function lacksOf(err: unknown): string | undefined {
 
 /** The node said it lacks a chunk (an older node says only ENOENT). */
 export function lacksChunk(err: unknown): boolean {
-  return (err as grpc.ServiceError)?.metadata?.get?.(LACKS_KEY)?.[0] === 'chunk';
+  return trailer(err, LACKS_KEY) === 'chunk';
+}
+
+/** A value the node put in its answer's trailer, if the error comes from its answer. */
+function trailer(err: unknown, key: string): grpc.MetadataValue | undefined {
+  return (err as grpc.ServiceError)?.metadata?.get?.(key)?.[0];
 }
 
 const CODE_FOR_ERRNO: Record<string, grpc.status> = {
@@ -91,7 +96,7 @@ function stripPrefix(msg: string, errno: string): string {
 
 /** What the node said went wrong (the errno in its trailer), if the error comes from its answer. */
 export function nodeErrno(err: unknown): grpc.MetadataValue | undefined {
-  return (err as grpc.ServiceError)?.metadata?.get?.(ERRNO_KEY)?.[0];
+  return trailer(err, ERRNO_KEY);
 }
 
 /** The node does not have the method called (an older node), as opposed to a filesystem ENOSYS it reports. */
