@@ -1,7 +1,8 @@
 // The mount's chunk cache on a real filesystem: chunk files written in one
-// addon job (O_TMPFILE, then linked), what they hold, and a full disk.
+// addon job (O_TMPFILE, then linked) or copied from a committed file by the
+// kernel, what they hold, and a full disk.
 import t from 'tap';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ChunkStore } from '../src/cache/chunk-store.js';
@@ -80,3 +81,75 @@ for (const [kind, size] of [['', 1 << 20], [', a small chunk (written in the cal
     t.ok(store.stats().evictedChunks >= 1, `older chunks were evicted (${store.stats().evictedChunks})`);
   });
 }
+
+t.test('putFrom: the chunks of a committed file become cache files with their bytes; held ones are left alone', async (t) => {
+  const dir = join(await tempDir(t), 'chunks');
+  const store = new ChunkStore(dir);
+  await store.init();
+  const data = randomBytes(3 << 20);
+  const file = join(await tempDir(t), 'dirty');
+  await writeFile(file, data);
+  const cuts = [0, 1 << 20, (1 << 20) + 12345, 3 << 20];
+  const chunks = cuts.slice(1).map((end, i) => ({ offset: cuts[i]!, length: end - cuts[i]!, hash: hashChunk(data.subarray(cuts[i]!, end)) }));
+  await store.put(chunks[1]!.hash, data.subarray(chunks[1]!.offset, chunks[1]!.offset + chunks[1]!.length));
+  const before = store.stats();
+  await store.putFrom(file, chunks);
+  for (const c of chunks) {
+    const h = hex(c.hash);
+    t.ok((await readFile(join(dir, h.slice(0, 2), h))).equals(data.subarray(c.offset, c.offset + c.length)), `the chunk at ${c.offset} holds its bytes`);
+    t.equal((await stat(join(dir, h.slice(0, 2), h))).mode & 0o777, 0o600, 'mode 0600');
+  }
+  t.equal(store.stats().chunks, before.chunks + 2, 'the two new chunks are counted');
+  t.equal(store.stats().bytes, before.bytes + chunks[0]!.length + chunks[2]!.length, 'with their sizes');
+  const names = (await Promise.all((await readdir(dir)).map((d) => readdir(join(dir, d))))).flat();
+  t.equal(names.length, 3, 'one file per chunk, no temporary files');
+  const again = new ChunkStore(dir);
+  await again.init();
+  t.equal(again.stats().bytes, store.stats().bytes, 'found again at the next start');
+});
+
+t.test('cacheFromFile: what it made, what was there, and where a failure stopped it', async (t) => {
+  t.ok(addon, 'the addon is built');
+  if (!addon) return;
+  const dir = await tempDir(t);
+  const src = join(dir, 'src');
+  await writeFile(src, Buffer.from('0123456789'));
+  await writeFile(join(dir, 'taken'), 'before');
+  const r = await addon.cacheFromFile(src, [dir, dir, dir], ['a', 'taken', 'b'], [0, 2, 8], [4, 3, 2]);
+  t.same([...r.made], [1, 2, 1], 'made, taken, made');
+  t.equal(r.error, undefined);
+  t.equal(await readFile(join(dir, 'a'), 'utf8'), '0123');
+  t.equal(await readFile(join(dir, 'b'), 'utf8'), '89');
+  t.equal(await readFile(join(dir, 'taken'), 'utf8'), 'before', 'a taken name keeps its bytes');
+
+  const stopped = await addon.cacheFromFile(src, [dir, join(dir, 'missing'), dir], ['c', 'd', 'e'], [0, 0, 0], [1, 1, 1]);
+  t.same([...stopped.made], [1, 0, 0], 'the job stops at the first failure');
+  t.equal(stopped.error?.code, 'ENOENT', 'and says why');
+  const short = await addon.cacheFromFile(src, [dir], ['f'], [8], [5]);
+  t.same([...short.made], [0], 'a range past the end of the file is not made');
+  t.equal(short.error?.code, 'EIO');
+  const gone = await addon.cacheFromFile(join(dir, 'nothing'), [dir], ['g'], [0], [1]);
+  t.equal(gone.error?.code, 'ENOENT', 'a missing source');
+  t.throws(() => addon.cacheFromFile(src, [dir], ['../h'], [0], [1]), /one path component/);
+  t.throws(() => addon.cacheFromFile(src, [dir, dir], ['i'], [0], [1]), /one length/);
+  t.same((await readdir(dir)).sort(), ['a', 'b', 'c', 'src', 'taken'], 'nothing else left in the directory');
+});
+
+t.test('putFrom on a full disk: the store evicts older chunks and keeps the new ones', async (t) => {
+  const fs = await smallFs(t, '16m');
+  const dir = join(fs, 'chunks');
+  const store = new ChunkStore(dir);
+  await store.init();
+  for (const c of [randomBytes(2 << 20), randomBytes(2 << 20)]) await store.put(hashChunk(c), c);
+  const data = randomBytes(2 << 20);
+  const file = join(await tempDir(t), 'dirty'); // elsewhere: only the cache's filesystem is full
+  await writeFile(file, data);
+  await fillUp(join(fs, 'hog'));
+  const chunks = [0, 1 << 20].map((offset) => ({ offset, length: 1 << 20, hash: hashChunk(data.subarray(offset, offset + (1 << 20))) }));
+  await store.putFrom(file, chunks);
+  for (const c of chunks) {
+    const h = hex(c.hash);
+    t.ok((await readFile(join(dir, h.slice(0, 2), h))).equals(data.subarray(c.offset, c.offset + c.length)), `the chunk at ${c.offset} is whole`);
+  }
+  t.ok(store.stats().evictedChunks >= 1, `older chunks were evicted (${store.stats().evictedChunks})`);
+});

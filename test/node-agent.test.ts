@@ -1,9 +1,11 @@
 // The node agent end to end: a real `ghostfs serve` child process, real gRPC
 // over loopback, a real RocksDB state dir.
 import t, { type Test } from 'tap';
-import { chmod, chown, lstat, mkdir, readFile, readdir, rm, symlink, writeFile, stat, readlink, utimes, truncate } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, readFile, readdir, rm, symlink, writeFile, stat, readlink, utimes, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
@@ -83,6 +85,30 @@ function watchUntil(conn: NodeConnection, from: number, epoch: string, pred: (e:
     );
   });
 }
+
+const execFileP = promisify(execFile);
+
+/** Bytes of `file` in the page cache (util-linux's fincore). */
+async function residentBytes(file: string): Promise<number> {
+  const { stdout } = await execFileP('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]);
+  return Number(stdout.trim());
+}
+
+t.test('writeOut: the bytes reach the disk and leave the page cache', async (t) => {
+  const addon = nativeAddon();
+  t.ok(addon, 'the addon is built');
+  if (!addon) return;
+  const file = join(await tempDir(t), 'big');
+  const data = randomBytes(8 << 20);
+  const fh = await open(file, 'w');
+  t.teardown(() => fh.close());
+  await fh.write(data, 0, data.length, 0);
+  t.equal(await residentBytes(file), data.length, 'written: all in the page cache');
+  await addon.writeOut(fh.fd);
+  t.equal(await residentBytes(file), 0, 'written out: none left there');
+  t.ok((await readFile(file)).equals(data), 'and the bytes read back');
+  await t.rejects(addon.writeOut(-1), { code: 'EBADF' }, 'a bad descriptor is an error');
+});
 
 t.test('node agent', async (t) => {
   const base = await tempDir(t);
@@ -326,6 +352,18 @@ t.test('node agent', async (t) => {
     await rejectsErrno(t, put(data4, m4.chunks.slice(0, 1), 'draft-7', 'escape/planted.bin'), 'EACCES', 'a draft through a symlink out of the workspace');
     await rejectsErrno(t, conn.commit({ path: 'src/x.bin', expectAbsent: true, digest: m4.digest, size: m4.size, chunks: m4.chunks, draft: 'a b' }), 'EINVAL', 'a draft name with a space');
     t.same(await drafts(), [], 'no draft left open');
+  });
+
+  t.test("a big file's draft leaves the node's page cache as it reaches the disk", async (t) => {
+    // Past the early-sync step (32 MiB): what that sync wrote is dropped from the cache.
+    const data = randomBytes(48 << 20);
+    const m = chunkBuffer(data, DEFAULT_CHUNKING);
+    await conn.putChunks(m.chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length), draft: 'draft-cache', path: 'src/cold.bin', offset: c.offset })));
+    const r = await conn.commit({ path: 'src/cold.bin', expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks, draft: 'draft-cache' });
+    t.equal(r.conflict, false);
+    const resident = await residentBytes(join(root, 'src/cold.bin'));
+    t.ok(resident <= data.length / 2, `${resident} of ${data.length} bytes still in the page cache`);
+    t.ok((await readFile(join(root, 'src/cold.bin'))).equals(data), 'and the file has its bytes');
   });
 
   t.test('CommitMany: each commit stands on its own, announced in order', async (t) => {

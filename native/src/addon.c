@@ -139,6 +139,7 @@ static napi_value init(napi_env env, napi_value exports) {
   send_range_exports(env, exports);
   cache_write_exports(env, exports);
   chunk_copy_exports(env, exports);
+  write_out_exports(env, exports);
   passthrough_exports(env, exports);
   return exports;
 }

@@ -9,6 +9,7 @@
  * sys_calls.c    filesystem calls Node lacks (renameat2, O_TMPFILE, ...)
  * atomic_write.c a new file written, made durable and named in one worker job
  * passthrough.c  FUSE passthrough negotiated on the wire, backing files
+ * write_out.c    a big file's pages synced and dropped from the page cache
  * addon.c        module registration and small N-API helpers
  */
 #ifndef GHOSTFS_H
@@ -226,6 +227,9 @@ napi_value cache_write_exports(napi_env env, napi_value exports);
 
 /* chunk_copy.c */
 napi_value chunk_copy_exports(napi_env env, napi_value exports);
+
+/* write_out.c */
+napi_value write_out_exports(napi_env env, napi_value exports);
 
 /* gear_scan.c */
 napi_value gear_exports(napi_env env, napi_value exports);

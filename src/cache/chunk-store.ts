@@ -7,7 +7,7 @@ import { mkdir, open, readdir, rename, stat, statfs, unlink, writeFile, type Fil
 import { log } from '../log.js';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { hex } from '../content/manifest.js';
+import { hex, type ChunkRef } from '../content/manifest.js';
 import { nativeAddon } from '../native/addon.js';
 
 /**
@@ -121,6 +121,45 @@ export class ChunkStore {
     if (this.has(hash)) return void (await unlink(file).catch(() => undefined));
     await rename(file, this.path(hash));
     this.added(hash, size);
+  }
+
+  /**
+   * Stores these chunks of `file`, which holds them at their offsets (a
+   * committed dirty copy: its chunks were hashed from it). The kernel copies
+   * them where the addon can; otherwise (and on a full disk, where put()
+   * makes room) they are read and put one by one. Chunks held already are
+   * skipped.
+   */
+  async putFrom(file: string, chunks: readonly ChunkRef[]): Promise<void> {
+    const wanted = chunks.filter((c) => !this.has(c.hash));
+    if (wanted.length === 0) return;
+    const addon = this.oneJobWrites ? nativeAddon() : undefined;
+    if (addon) {
+      const names = wanted.map((c) => hex(c.hash));
+      const { made, error } = await addon.cacheFromFile(
+        file,
+        names.map((h) => join(this.dir, h.slice(0, 2))),
+        names,
+        wanted.map((c) => c.offset),
+        wanted.map((c) => c.length),
+      );
+      wanted.forEach((c, i) => made[i] && this.added(c.hash, c.length));
+      if (!error) return;
+      const code = error.code;
+      if (code === 'EOPNOTSUPP' || code === 'EISDIR' || code === 'EINVAL') this.oneJobWrites = false; // this filesystem has no O_TMPFILE
+      else if (code !== 'ENOSPC') throw error; // a full disk: put() below makes room
+    }
+    const fh = await open(file, 'r');
+    try {
+      for (const c of wanted) {
+        if (this.has(c.hash)) continue;
+        const data = Buffer.allocUnsafe(c.length);
+        const { bytesRead } = await fh.read(data, 0, c.length, c.offset);
+        if (bytesRead === c.length) await this.put(c.hash, data);
+      }
+    } finally {
+      await fh.close();
+    }
   }
 
   private async write(hash: Buffer, data: Buffer): Promise<void> {

@@ -1186,17 +1186,7 @@ export class WriteBack {
         await this.chunkStore.adopt(chunks[0]!.hash, dirty, size);
         return;
       }
-      const fh = await open(dirty, 'r');
-      try {
-        for (const c of chunks) {
-          if (this.chunkStore.has(c.hash)) continue;
-          const data = Buffer.allocUnsafe(c.length);
-          const { bytesRead } = await fh.read(data, 0, c.length, c.offset);
-          if (bytesRead === c.length) await this.chunkStore.put(c.hash, data);
-        }
-      } finally {
-        await fh.close();
-      }
+      await this.chunkStore.putFrom(dirty, chunks);
       await unlink(dirty).catch(() => undefined);
     } catch (err) {
       log.debug({ dirty, err: (err as Error).message }, 'committed chunks not kept in the cache');

@@ -149,12 +149,21 @@ export interface NativeAddon {
   /** writeCacheFile in the calling thread (small files: cheaper than a worker's round trip). */
   writeCacheFileSync(dir: string, name: string, data: Buffer): boolean;
   /**
+   * For each i, `lengths[i]` bytes of the file `src` at `offsets[i]` made
+   * the cache file `dirs[i]/names[i]` by the kernel, all in one worker job
+   * (cache_write.c). `made[i]`: 1 made, 2 the name was taken already, 0 not
+   * reached because `error` stopped the job.
+   */
+  cacheFromFile(src: string, dirs: string[], names: string[], offsets: number[], lengths: number[]): Promise<{ made: Uint8Array; error?: NodeJS.ErrnoException }>;
+  /**
    * The whole of each file `paths[i]` (`lengths[i]` bytes) copied into the
    * file `dstFd` at `offsets[i]`, by the kernel (copy_file_range), starting
    * the destination's writeback every 32 MiB; all on a worker thread. EIO
    * when a file is shorter than its length.
    */
   copyChunks(dstFd: number, paths: string[], offsets: number[], lengths: number[]): Promise<void>;
+  /** fdatasync of `fd`, then its clean pages dropped from the page cache (write_out.c), on a worker thread. */
+  writeOut(fd: number): Promise<void>;
   fsyncPath(path: string): void;
   /** The chunker's gear table (256 values), once; then gearScan finds cuts as src/content/chunker.ts does. */
   gearTable(table: Int32Array): void;

@@ -6,7 +6,7 @@
 // index reclaims after a crash.
 import { open as openHandle, rename, unlink, link, type FileHandle } from 'node:fs/promises';
 import { writeAt } from '../util/positional-io.js';
-import { close, constants as C, fchmod, fchown, fdatasync, fsync, ftruncate, open, write } from 'node:fs';
+import { close, constants as C, fchmod, fchown, fsync, ftruncate, open, write } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -23,8 +23,12 @@ export interface StagedFile {
   /** Sets both times, to the nanosecond where the platform allows. */
   times(atimeNs: bigint, mtimeNs: bigint): Promise<void>;
   sync(): Promise<void>;
-  /** The bytes written so far reach the disk (no metadata beyond what reading them back needs). */
-  datasync(): Promise<void>;
+  /**
+   * The bytes written so far reach the disk (no metadata beyond what reading
+   * them back needs), and leave the page cache where the addon can drop
+   * them (write_out.c says why).
+   */
+  writeOut(): Promise<void>;
   /** Cuts (or extends) the file to `size` bytes. */
   truncate(size: number): Promise<void>;
   /** Gives the file the name `abs`, which must not exist yet (EEXIST otherwise). */
@@ -63,7 +67,6 @@ const writeP = promisify(write);
 const fchmodP = promisify(fchmod);
 const fchownP = promisify(fchown);
 const fsyncP = promisify(fsync);
-const fdatasyncP = promisify(fdatasync);
 const ftruncateP = promisify(ftruncate);
 const closeP = promisify(close);
 
@@ -97,8 +100,8 @@ class UnnamedFile implements StagedFile {
     return fsyncP(this.fd);
   }
 
-  datasync(): Promise<void> {
-    return fdatasyncP(this.fd);
+  writeOut(): Promise<void> {
+    return this.addon.writeOut(this.fd);
   }
 
   truncate(size: number): Promise<void> {
@@ -163,8 +166,8 @@ class NamedTempFile implements StagedFile {
     return this.fh.sync();
   }
 
-  datasync(): Promise<void> {
-    return this.fh.datasync();
+  writeOut(): Promise<void> {
+    return nativeAddon()?.writeOut(this.fh.fd) ?? this.fh.datasync();
   }
 
   truncate(size: number): Promise<void> {
@@ -204,7 +207,8 @@ const EARLY_SYNC_BYTES = 32 << 20;
  * while it is still assembling it: every EARLY_SYNC_BYTES an fdatasync starts on the thread
  * pool (one at a time) while the copy goes on, so the closing fsync only
  * has the last stretch left to write. Measured with a 256 MiB file here,
- * that fsync alone took ~150 ms of a ~340 ms commit.
+ * that fsync alone took ~150 ms of a ~340 ms commit. Each sync also drops
+ * the pages it wrote from the page cache (StagedFile.writeOut).
  */
 export class EarlySync {
   private unsynced = 0;
@@ -223,7 +227,7 @@ export class EarlySync {
     if (this.unsynced < EARLY_SYNC_BYTES || this.running || this.failed) return;
     this.unsynced = 0;
     this.running = this.file
-      .datasync()
+      .writeOut()
       .catch((err: Error) => void (this.failed ??= err))
       .finally(() => (this.running = undefined));
   }
