@@ -2,7 +2,7 @@
 // addon job (O_TMPFILE, then linked) or copied from a committed file by the
 // kernel, what they hold, and a full disk.
 import t from 'tap';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ChunkStore } from '../src/cache/chunk-store.js';
@@ -152,4 +152,21 @@ t.test('putFrom on a full disk: the store evicts older chunks and keeps the new 
     t.ok((await readFile(join(dir, h.slice(0, 2), h))).equals(data.subarray(c.offset, c.offset + c.length)), `the chunk at ${c.offset} is whole`);
   }
   t.ok(store.stats().evictedChunks >= 1, `older chunks were evicted (${store.stats().evictedChunks})`);
+});
+
+// Copying every repeat would write a terabyte of zeros: the timeout catches that.
+t.test('putFrom stores a chunk that repeats through a file once (a 1 TiB sparse file)', { timeout: 120_000 }, async (t) => {
+  const dir = join(await tempDir(t), 'chunks');
+  const store = new ChunkStore(dir);
+  await store.init();
+  const file = join(await tempDir(t), 'sparse');
+  await writeFile(file, '');
+  await truncate(file, 1024 ** 4);
+  const step = 4 << 20;
+  const hash = hashChunk(Buffer.alloc(step));
+  const chunks = Array.from({ length: 1024 ** 4 / step }, (_, i) => ({ offset: i * step, length: step, hash }));
+  await store.putFrom(file, chunks);
+  t.same(store.stats(), { ...store.stats(), chunks: 1, bytes: step }, 'one chunk of zeros kept');
+  const h = hex(hash);
+  t.ok((await readFile(join(dir, h.slice(0, 2), h))).equals(Buffer.alloc(step)), 'it holds zeros');
 });

@@ -1,6 +1,6 @@
 // Benchmark: the mount's write side against local disk, in one run.
 //
-// Four workloads, each on local disk and through ghostfs with each kernel
+// Five workloads, each on local disk and through ghostfs with each kernel
 // driver (--drivers; one after the other, each on a fresh node and cache),
 // printed side by side with the ratios driver/local and native/fuse-native:
 //   1. N small files (4 KiB) created, written and closed one after another by
@@ -11,9 +11,13 @@
 //   2. a large sequential write with dd bs=1M from a pre-generated
 //      incompressible file: MB/s until dd exits (its close is the commit);
 //      then the node's copy is hashed; locally also with conv=fsync;
-//   3. tar -x of a generated source tree (~28k files): seconds; then the node's
+//   3. four files of that size (other contents) written one after another by
+//      dd: MB/s until the last is on the node, what a copy of several big
+//      files sustains once the first has filled the caches; then each node
+//      copy is hashed;
+//   4. tar -x of a generated source tree (~28k files): seconds; then the node's
 //      copy is compared with the archive by a sorted list of sha256 sums;
-//   4. truncate -s 16G of a new file: seconds, and the blocks the node's copy
+//   5. truncate -s 16G of a new file: seconds, and the blocks the node's copy
 //      takes (it should stay sparse).
 //
 // It drives the real CLI (`ghostfs serve`, `ghostfs mount --foreground`) as
@@ -197,14 +201,20 @@ interface Marker {
   format: number;
   tree?: TreeInfo;
   big?: { size: number; seed: number; sha256: string; seconds: number };
+  /** The series' files, series-1.bin… (seeds SERIES_SEED + i). */
+  series?: { size: number; seed: number; sha256: string }[];
 }
+
+/** Files of the big size written one after another in the series row, and the first one's seed offset. */
+const SERIES = 4;
+const SERIES_SEED = 100;
 
 async function readMarker(dir: string): Promise<Marker | null> {
   const m = await readMarkerFile<Marker>(dir, MARKER);
   return m?.format === MARKER_FORMAT ? m : null;
 }
 
-async function ensureData(dataDir: string, markerDir: string, opts: Options): Promise<{ tree: TreeInfo; big: Required<Marker>['big']; treeReused: boolean; bigReused: boolean }> {
+async function ensureData(dataDir: string, markerDir: string, opts: Options): Promise<{ tree: TreeInfo; big: Required<Marker>['big']; series: Required<Marker>['series']; treeReused: boolean; bigReused: boolean }> {
   const marker: Marker = (await readMarker(markerDir)) ?? { format: MARKER_FORMAT };
   const save = (): Promise<void> => writeFile(join(markerDir, MARKER), JSON.stringify(marker, null, 2) + '\n');
   await mkdir(dataDir, { recursive: true });
@@ -239,9 +249,26 @@ async function ensureData(dataDir: string, markerDir: string, opts: Options): Pr
     await save();
     progress(`${marker.big.seconds.toFixed(1)} s\n`);
   }
+  // The series: files of other seeds than big.bin, so no chunk of one is found in another.
+  const series = marker.series ?? [];
+  for (let i = 1; i <= SERIES; i++) {
+    const seed = opts.seed + SERIES_SEED + i;
+    const file = join(dataDir, `series-${i}.bin`);
+    if (keptFileMatches(series[i - 1], file, opts.big, seed)) continue;
+    progress(`generating series-${i}.bin (${sizeLabel(opts.big)})... `);
+    delete marker.series;
+    await save();
+    await writeIncompressible(file, opts.big, seed);
+    const h = await runCmd('sha256sum "$1"', dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [file] });
+    if (h.code !== 0) throw failed(`sha256sum series-${i}.bin`, h);
+    series[i - 1] = { size: opts.big, seed, sha256: h.stdout.split(' ')[0]! };
+    progress('done\n');
+  }
+  marker.series = series.slice(0, SERIES);
+  await save();
   // The small files' 4 KiB body; each file gets its index in its first bytes so no two are alike.
   await writeIncompressible(join(dataDir, 'small.bin'), SMALL_SIZE, opts.seed + 7);
-  return { tree: marker.tree!, big: marker.big!, treeReused, bigReused };
+  return { tree: marker.tree!, big: marker.big!, series: marker.series, treeReused, bigReused };
 }
 
 // ---------------------------------------------------------------------------
@@ -260,7 +287,7 @@ interface Cell {
 }
 
 interface Row {
-  id: 'small' | 'smallDurable' | 'big' | 'bigFsync' | 'untar' | 'sparse';
+  id: 'small' | 'smallDurable' | 'big' | 'bigFsync' | 'series' | 'untar' | 'sparse';
   label: string;
   unit: Unit;
   /** Local disk and each measured driver (the fsync row: local only). */
@@ -333,7 +360,7 @@ async function main(opts: Options): Promise<void> {
     if (isMounted(mnt)) lazyUnmount(mnt); // a kept --dir whose last run was killed hard
     for (const p of [localDir, srcDir, stateDir, cacheDir]) await rm(p, { recursive: true, force: true });
     for (const p of [localDir, srcDir, stateDir, cacheDir, mnt]) await mkdir(p, { recursive: true });
-    const { tree, big, treeReused, bigReused } = await ensureData(dataDir, dir, opts);
+    const { tree, big, series, treeReused, bigReused } = await ensureData(dataDir, dir, opts);
     const smallBody = await readFile(join(dataDir, 'small.bin'));
     const treeList = await readFile(join(dataDir, 'tree.sha256'), 'utf8');
 
@@ -343,10 +370,12 @@ async function main(opts: Options): Promise<void> {
       smallDurable: { id: 'smallDurable', label: `  same, local, each file durable as a commit makes it`, unit: 'files/s', cells: cells(['local']) },
       big: { id: 'big', label: `${sizeLabel(opts.big)} sequential write (dd bs=1M)`, unit: 'MB/s', cells: cells(wheres), target: { text: '≥ 500 MB/s', ok: (v) => v >= 500 } },
       bigFsync: { id: 'bigFsync', label: `  same, local with conv=fsync (durable, like a commit)`, unit: 'MB/s', cells: cells(['local']) },
+      // Sustained: what a copy of several big files gets, once the first has filled the caches.
+      series: { id: 'series', label: `${SERIES} × ${sizeLabel(opts.big)} one after another (dd bs=1M each)`, unit: 'MB/s', cells: cells(wheres) },
       sparse: { id: 'sparse', label: `truncate -s ${sizeLabel(SPARSE_BYTES)} (a new file, all hole)`, unit: 's', cells: cells(wheres) },
       untar: { id: 'untar', label: `tar -x of a ${tree.count}-file tree (${sizeLabel(tree.bytes)})`, unit: 's', cells: cells(wheres), target: { text: '≤ 25 s', ok: (v) => v <= 25 } },
     };
-    const order = [rows.small, rows.smallDurable, rows.big, rows.bigFsync, rows.untar, rows.sparse];
+    const order = [rows.small, rows.smallDurable, rows.big, rows.bigFsync, rows.series, rows.untar, rows.sparse];
     const ghostSamples: GhostSample[] = [];
     const checks: string[] = [];
     const latency = Object.fromEntries(wheres.map((w) => [w, []])) as Partial<Record<Where, { p50: number; p99: number; max: number }[]>>;
@@ -361,9 +390,9 @@ async function main(opts: Options): Promise<void> {
      * not be written back on this one's clock) and the source read once into the
      * page cache, so local and ghostfs both read it from memory.
      */
-    const sample = async (row: Row, where: Where, run: number, body: (root: string, timed: () => void) => Promise<{ value: number; extra?: Record<string, unknown> }>, warm?: string): Promise<void> => {
+    const sample = async (row: Row, where: Where, run: number, body: (root: string, timed: () => void) => Promise<{ value: number; extra?: Record<string, unknown> }>, warm: string[] = []): Promise<void> => {
       progress(`  run ${run}/${opts.runs}  ${where.padEnd(11)}  ${row.label.trim().padEnd(52)} `);
-      await runCmd(`sync${warm ? ' && cat "$1" > /dev/null' : ''}`, dataDir, { timeoutMs: 10 * 60_000, args: warm ? [warm] : [] });
+      await runCmd(`sync${warm.length ? ' && cat "$@" > /dev/null' : ''}`, dataDir, { timeoutMs: 10 * 60_000, args: warm });
       const cpu0 = where !== 'local' ? { m: cpuSeconds(mounted?.child.pid), n: cpuSeconds(node?.child.pid), t: performance.now() } : null;
       // CPU is read when the timed command ends, before the checks run.
       let cpu1: typeof cpu0 = null;
@@ -408,7 +437,7 @@ async function main(opts: Options): Promise<void> {
       return performance.now() - t;
     };
 
-    /** Every run of the four workloads on local disk or through the mount of one driver. */
+    /** Every run of the workloads on local disk or through the mount of one driver. */
     const runAll = async (where: Where): Promise<void> => {
       for (let run = 1; run <= opts.runs; run++) {
         // ---- 1. small files
@@ -476,11 +505,31 @@ async function main(opts: Options): Promise<void> {
             if (!ok) note(`${where} big file, run ${run}: ${text}`);
             checks.push(`${where} big file, run ${run}: ${text}`);
             return { value, extra: { sizeAtExit, sha256Ok: ok } };
-          }, join(dataDir, 'big.bin'));
+          }, [join(dataDir, 'big.bin')]);
           await cleanup(where, name);
         }
 
-        // ---- 3. untar a source tree
+        // ---- 3. several big files one after another, until the last is on the node
+        const seriesName = `series-${run}`;
+        const seriesFiles = series.map((_, i) => `series-${i + 1}.bin`);
+        await sample(rows.series, where, run, async (root, timed) => {
+          const r = await runCmd('mkdir -- "$1" && for f in "${@:2}"; do dd if="$f" of="$1/$f" bs=1M status=none || exit 1; done', dataDir, { timeoutMs: 60 * 60_000, args: [join(root, seriesName), ...seriesFiles] });
+          const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
+          timed();
+          if (r.code !== 0) throw failed('dd', r);
+          const value = (series.length * opts.big) / ((r.ms + flushMs) / 1000) / MB;
+          if (where === 'local') return { value };
+          const h = await runCmd('sha256sum -- "$@"', join(srcDir, seriesName), { capture: true, timeoutMs: 30 * 60_000, args: seriesFiles });
+          const sums = h.stdout.split('\n').filter(Boolean).map((l) => l.split(' ')[0]);
+          const ok = h.code === 0 && series.every((x, i) => sums[i] === x.sha256);
+          const text = `node's copies right after the last dd exited: ${ok ? `all ${series.length}, sha256 matching` : `WRONG (${h.code === 0 ? 'a sha256 differs' : failed('sha256sum', h).message})`}`;
+          if (!ok) note(`${where} series, run ${run}: ${text}`);
+          checks.push(`${where} series, run ${run}: ${text}`);
+          return { value, extra: { sha256Ok: ok } };
+        }, seriesFiles.map((f) => join(dataDir, f)));
+        await cleanup(where, seriesName);
+
+        // ---- 4. untar a source tree
         const treeName = `tree-${run}`;
         await sample(rows.untar, where, run, async (root, timed) => {
           const r = await runCmd(`mkdir -- "$1" && tar -xf tree.tar -C "$1"`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, treeName)] });
@@ -507,10 +556,10 @@ async function main(opts: Options): Promise<void> {
           }
           checks.push(`${where} untar, run ${run}: ${text}`);
           return { value, extra: { identical: got === treeList } };
-        }, join(dataDir, 'tree.tar'));
+        }, [join(dataDir, 'tree.tar')]);
         await cleanup(where, treeName);
 
-        // ---- 4. a sparse file: made by truncate, it should cost (and allocate) next to nothing
+        // ---- 5. a sparse file: made by truncate, it should cost (and allocate) next to nothing
         const sparseName = `sparse-${run}.img`;
         await sample(rows.sparse, where, run, async (root, timed) => {
           const r = await runCmd(`truncate -s ${SPARSE_BYTES} -- "$1"`, dataDir, { timeoutMs: 30 * 60_000, args: [join(root, sparseName)] });
@@ -688,7 +737,7 @@ async function main(opts: Options): Promise<void> {
 }
 
 const program = new Command('write')
-  .description('benchmark the ghostfs mount, write side: small files, a big sequential write, tar -x and a sparse file, per kernel driver, against local disk')
+  .description('benchmark the ghostfs mount, write side: small files, a big sequential write, several in a row, tar -x and a sparse file, per kernel driver, against local disk')
   .option('--files <n>', 'small files (4 KiB each) written one after another', parseCount(1), 2000)
   .addOption(new Option('--big <size>', 'size of the sequential write (e.g. 256M, 1G)').argParser(parseSize('32M or 1G', MiB)).default(256 * MiB, '256M'))
   .option('--tree-files <n>', 'files in the generated source tree that is tar-extracted', parseCount(10), 28_000)

@@ -127,11 +127,18 @@ export class ChunkStore {
    * Stores these chunks of `file`, which holds them at their offsets (a
    * committed dirty copy: its chunks were hashed from it). The kernel copies
    * them where the addon can; otherwise (and on a full disk, where put()
-   * makes room) they are read and put one by one. Chunks held already are
-   * skipped.
+   * makes room) they are read and put one by one. Chunks held already, and
+   * repeats, are skipped.
    */
   async putFrom(file: string, chunks: readonly ChunkRef[]): Promise<void> {
-    const wanted = chunks.filter((c) => !this.has(c.hash));
+    // Each chunk once: a file repeats some (a sparse file's holes are one zero chunk many times over).
+    const seen = new Set<string>();
+    const wanted = chunks.filter((c) => {
+      const k = c.hash.toString('latin1');
+      if (seen.has(k) || this.has(c.hash)) return false;
+      seen.add(k);
+      return true;
+    });
     if (wanted.length === 0) return;
     const addon = this.oneJobWrites ? nativeAddon() : undefined;
     if (addon) {
