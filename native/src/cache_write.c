@@ -318,8 +318,13 @@ static napi_value js_cache_from_file(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i < count; i++) {
     double off, len;
     if (string_at(env, argv[1], i, &j->dirs[i]) || string_at(env, argv[2], i, &j->names[i]) || number_at(env, argv[3], i, &off) || number_at(env, argv[4], i, &len)) goto bad;
-    if (!one_component(j->names[i]) || off < 0 || len < 0) {
-      napi_throw_type_error(env, "EINVAL", "cacheFromFile: each name must be one path component, each offset and length at least 0");
+    if (!one_component(j->names[i])) {
+      napi_throw_type_error(env, "EINVAL", "cacheFromFile: each name must be one path component");
+      goto bad;
+    }
+    /* Whole numbers within what a file offset holds (NaN fails these too). */
+    if (!(off >= 0 && off <= 9007199254740991.0 && off == (double)(int64_t)off) || !(len >= 0 && len <= 9007199254740991.0 && len == (double)(int64_t)len)) {
+      napi_throw_range_error(env, "EINVAL", "cacheFromFile: offsets and lengths must be whole numbers, not negative");
       goto bad;
     }
     j->offsets[i] = (off_t)off, j->lengths[i] = (size_t)len;

@@ -9,7 +9,9 @@
  * While it copies, every EARLY_WRITEBACK bytes the stretch just copied is
  * handed to the disk (sync_file_range, SYNC_FILE_RANGE_WRITE: writeback
  * starts, nothing waits for it), so the commit's closing fsync finds most
- * of the file written already.
+ * of the file written already. The stretch before it, written by then, is
+ * waited for and its pages dropped from the page cache, as write_out.c does
+ * for the other ways a big file is assembled (and for the same reasons).
  *
  * Where the kernel cannot copy between the two files (the node's state dir
  * on another filesystem than the workspace: EXDEV; or a filesystem without
@@ -123,10 +125,27 @@ static int copy_one(copy_job *j, const chunk_part *p) {
   return r;
 }
 
+/*
+ * Waits for the writeback of [from, to) and drops its pages. A failure here
+ * fails the job: waiting consumes the file's writeback error, so the
+ * closing fsync on this descriptor would not report it again.
+ */
+static int written_out(copy_job *j, off_t from, off_t to) {
+  unsigned flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+  while (sync_file_range(j->dst, from, to - from, flags) != 0) {
+    if (errno == EINTR) continue;
+    j->err = errno, j->call = "sync_file_range", j->at = NULL;
+    return -1;
+  }
+  (void)posix_fadvise(j->dst, from, to - from, POSIX_FADV_DONTNEED);
+  return 0;
+}
+
 static void execute(napi_env env, void *arg) {
   (void)env;
   copy_job *j = arg;
   off_t unsynced_from = -1, unsynced_to = 0;
+  off_t started_from = -1, started_to = 0; /* the stretch whose writeback was started last */
   for (uint32_t i = 0; i < j->count; i++) {
     const chunk_part *p = &j->parts[i];
     if (copy_one(j, p) != 0) return;
@@ -135,8 +154,10 @@ static void execute(napi_env env, void *arg) {
     if (unsynced_from < 0 || p->offset < unsynced_from) unsynced_from = p->offset;
     if (end > unsynced_to) unsynced_to = end;
     if (unsynced_to - unsynced_from >= EARLY_WRITEBACK) {
-      /* Only a head start for the fsync that follows: its failure is that fsync's to report. */
+      if (started_from >= 0 && written_out(j, started_from, started_to) != 0) return;
+      /* Only a head start: its failure is the next wait's, or the closing fsync's, to report. */
       (void)sync_file_range(j->dst, unsynced_from, unsynced_to - unsynced_from, SYNC_FILE_RANGE_WRITE);
+      started_from = unsynced_from, started_to = unsynced_to;
       unsynced_from = -1, unsynced_to = 0;
     }
   }
