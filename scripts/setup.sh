@@ -10,6 +10,8 @@ need=()
 for pkg in libfuse2 fuse3 libfuse3-dev libatomic1 pkg-config gcc; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
+# fincore (the tests look at what the page cache holds): util-linux-extra on Debian 12 and later.
+command -v fincore >/dev/null || need+=(util-linux-extra)
 if ((${#need[@]})); then
   echo "setup: installing Debian packages: ${need[*]}" >&2
   sudo=""

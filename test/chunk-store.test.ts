@@ -125,14 +125,17 @@ t.test('cacheFromFile: what it made, what was there, and where a failure stopped
   const stopped = await addon.cacheFromFile(src, [dir, join(dir, 'missing'), dir], ['c', 'd', 'e'], [0, 0, 0], [1, 1, 1]);
   t.same([...stopped.made], [1, 0, 0], 'the job stops at the first failure');
   t.equal(stopped.error?.code, 'ENOENT', 'and says why');
-  const short = await addon.cacheFromFile(src, [dir], ['f'], [8], [5]);
-  t.same([...short.made], [0], 'a range past the end of the file is not made');
-  t.equal(short.error?.code, 'EIO');
-  const gone = await addon.cacheFromFile(join(dir, 'nothing'), [dir], ['g'], [0], [1]);
+  const short = await addon.cacheFromFile(src, [dir, dir], ['f', 'g'], [8, 1], [5, 2]);
+  t.same([...short.made], [0, 1], 'a range past the end of the file is not made, and the job goes on');
+  t.equal(short.error, undefined, 'that is no error');
+  t.equal(await readFile(join(dir, 'g'), 'utf8'), '12');
+  const gone = await addon.cacheFromFile(join(dir, 'nothing'), [dir], ['h'], [0], [1]);
   t.equal(gone.error?.code, 'ENOENT', 'a missing source');
-  t.throws(() => addon.cacheFromFile(src, [dir], ['../h'], [0], [1]), /one path component/);
+  t.throws(() => addon.cacheFromFile(src, [dir], ['../i'], [0], [1]), /one path component/);
   t.throws(() => addon.cacheFromFile(src, [dir, dir], ['i'], [0], [1]), /one length/);
-  t.same((await readdir(dir)).sort(), ['a', 'b', 'c', 'src', 'taken'], 'nothing else left in the directory');
+  t.throws(() => addon.cacheFromFile(src, [dir], ['i'], [NaN], [1]), /whole numbers/);
+  t.throws(() => addon.cacheFromFile(src, [dir], ['i'], [0], [-1]), /whole numbers/);
+  t.same((await readdir(dir)).sort(), ['a', 'b', 'c', 'g', 'src', 'taken'], 'nothing else left in the directory');
 });
 
 t.test('putFrom on a full disk: the store evicts older chunks and keeps the new ones', async (t) => {
@@ -169,4 +172,20 @@ t.test('putFrom stores a chunk that repeats through a file once (a 1 TiB sparse 
   t.same(store.stats(), { ...store.stats(), chunks: 1, bytes: step }, 'one chunk of zeros kept');
   const h = hex(hash);
   t.ok((await readFile(join(dir, h.slice(0, 2), h))).equals(Buffer.alloc(step)), 'it holds zeros');
+});
+
+t.test('putFrom keeps the cache within its quota as it copies a file bigger than the quota', async (t) => {
+  const quota = 16 << 20;
+  const store = new ChunkStore(join(await tempDir(t), 'chunks'), { quotaBytes: quota, minFreeBytes: 0 });
+  await store.init();
+  const data = randomBytes(160 << 20);
+  const file = join(await tempDir(t), 'dirty');
+  await writeFile(file, data);
+  const step = 1 << 20;
+  const chunks = Array.from({ length: data.length / step }, (_, i) => ({ offset: i * step, length: step, hash: hashChunk(data.subarray(i * step, (i + 1) * step)) }));
+  await store.putFrom(file, chunks);
+  t.ok(store.stats().bytes <= quota, `${store.stats().bytes} bytes kept for a quota of ${quota}`);
+  t.ok(store.stats().evictedChunks > 0, `older chunks made room (${store.stats().evictedChunks} evicted)`);
+  const last = chunks[chunks.length - 1]!;
+  t.ok(store.has(last.hash), 'the newest chunk is kept');
 });

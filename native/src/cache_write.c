@@ -180,6 +180,10 @@ typedef struct {
 
 #define FROM_BUF_BYTES ((size_t)1 << 20)
 
+/* copy_range's answer when the source ends before the range does. */
+#define SOURCE_SHORT 1
+
+/* The range [offset, offset + length) of src into dst at 0: 0, SOURCE_SHORT, or -1 with j->err set. */
 static int copy_range(from_job *j, int src, int dst, off_t offset, size_t length) {
   loff_t in = offset, out = 0;
   size_t left = length;
@@ -190,10 +194,11 @@ static int copy_range(from_job *j, int src, int dst, off_t offset, size_t length
       j->by_buffer = 1; /* and for the chunks after this one */
       break;
     }
-    if (n <= 0) {
-      j->err = n < 0 ? errno : EIO, j->call = n < 0 ? "copy_file_range" : "copy_file_range (the file is short)";
+    if (n < 0) {
+      j->err = errno, j->call = "copy_file_range";
       return -1;
     }
+    if (n == 0) break; /* the end of the source, or a filesystem that stops early: pread below tells */
     left -= (size_t)n;
   }
   if (left > 0 && !j->buf && !(j->buf = malloc(FROM_BUF_BYTES))) {
@@ -203,8 +208,9 @@ static int copy_range(from_job *j, int src, int dst, off_t offset, size_t length
   while (left > 0) {
     ssize_t n = pread(src, j->buf, left < FROM_BUF_BYTES ? left : FROM_BUF_BYTES, in);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      j->err = n < 0 ? errno : EIO, j->call = n < 0 ? "pread" : "pread (the file is short)";
+    if (n == 0) return SOURCE_SHORT;
+    if (n < 0) {
+      j->err = errno, j->call = "pread";
       return -1;
     }
     for (ssize_t done = 0; done < n;) {
@@ -237,7 +243,9 @@ static void from_execute(napi_env env, void *arg) {
       j->err = errno, j->call = "open O_TMPFILE";
       break;
     }
-    if (copy_range(j, src, fd, j->offsets[i], j->lengths[i]) == 0) {
+    int r = copy_range(j, src, fd, j->offsets[i], j->lengths[i]);
+    /* A source shorter than a chunk (changed since it was hashed) only loses that chunk. */
+    if (r == 0) {
       snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
       if (snprintf(target, sizeof target, "%s/%s", j->dirs[i], j->names[i]) >= (int)sizeof target) j->err = ENAMETOOLONG, j->call = "linkat";
       else if (linkat(AT_FDCWD, proc, AT_FDCWD, target, AT_SYMLINK_FOLLOW) == 0) j->made[i] = 1;
@@ -264,10 +272,10 @@ static void from_complete(napi_env env, napi_status status, void *arg) {
   napi_value out, made, ab, err;
   void *bytes;
   napi_create_object(env, &out);
-  napi_create_arraybuffer(env, j->count, &bytes, &ab);
-  if (j->count) memcpy(bytes, j->made, j->count);
-  napi_create_typedarray(env, napi_uint8_array, j->count, ab, 0, &made);
-  napi_set_named_property(env, out, "made", made);
+  if (napi_create_arraybuffer(env, j->count, &bytes, &ab) == napi_ok && napi_create_typedarray(env, napi_uint8_array, j->count, ab, 0, &made) == napi_ok) {
+    if (j->count) memcpy(bytes, j->made, j->count);
+    napi_set_named_property(env, out, "made", made);
+  }
   if (j->err) {
     err = errno_error(env, j->err, j->call, j->at);
     napi_set_named_property(env, out, "error", err);

@@ -12,8 +12,9 @@
  * 256 MiB file written and synced in 16 MiB steps took 0.15 s when each
  * step's pages were dropped, 0.78 s when they were kept (measured here).
  *
- * Only clean pages go; the kernel skips pages written after the sync
- * began. A failed drop is no error (the advice is only advice).
+ * Only clean pages go: pages written after the sync began stay (the
+ * advice only starts their writeback). A failed drop is no error (the
+ * advice is only advice).
  */
 #include "ghostfs.h"
 
@@ -42,8 +43,9 @@ static void execute(napi_env env, void *arg) {
 
 static void complete(napi_env env, napi_status status, void *arg) {
   out_job *j = arg;
-  if (status != napi_ok && !j->err) j->err = ECANCELED;
-  if (j->err) napi_reject_deferred(env, j->deferred, errno_error(env, j->err, "fdatasync", NULL));
+  const char *call = "fdatasync";
+  if (status != napi_ok && !j->err) j->err = ECANCELED, call = "writeOut";
+  if (j->err) napi_reject_deferred(env, j->deferred, errno_error(env, j->err, call, NULL));
   else {
     napi_value u;
     napi_get_undefined(env, &u);

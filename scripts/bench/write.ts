@@ -88,7 +88,7 @@ function toolVersions(): Record<string, string> {
 // ---------------------------------------------------------------------------
 // CPU time of the node and the mount (all threads), to show where a slow write spends it
 
-/** The sparse file of workload 4: 16 GiB, all of it hole. */
+/** The sparse file of workload 5: 16 GiB, all of it hole. */
 const SPARSE_BYTES = 16 * 1024 * MiB;
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
 
@@ -201,11 +201,11 @@ interface Marker {
   format: number;
   tree?: TreeInfo;
   big?: { size: number; seed: number; sha256: string; seconds: number };
-  /** The series' files, series-1.bin… (seeds SERIES_SEED + i). */
-  series?: { size: number; seed: number; sha256: string }[];
+  /** The series' files, series-1.bin… (seed: --seed + SERIES_SEED + i); null while one is being made. */
+  series?: ({ size: number; seed: number; sha256: string } | null)[];
 }
 
-/** Files of the big size written one after another in the series row, and the first one's seed offset. */
+/** Files of the big size written one after another in the series row; file i's seed is --seed + SERIES_SEED + i. */
 const SERIES = 4;
 const SERIES_SEED = 100;
 
@@ -214,7 +214,7 @@ async function readMarker(dir: string): Promise<Marker | null> {
   return m?.format === MARKER_FORMAT ? m : null;
 }
 
-async function ensureData(dataDir: string, markerDir: string, opts: Options): Promise<{ tree: TreeInfo; big: Required<Marker>['big']; series: Required<Marker>['series']; treeReused: boolean; bigReused: boolean }> {
+async function ensureData(dataDir: string, markerDir: string, opts: Options): Promise<{ tree: TreeInfo; big: Required<Marker>['big']; series: { size: number; seed: number; sha256: string }[]; treeReused: boolean; bigReused: boolean }> {
   const marker: Marker = (await readMarker(markerDir)) ?? { format: MARKER_FORMAT };
   const save = (): Promise<void> => writeFile(join(markerDir, MARKER), JSON.stringify(marker, null, 2) + '\n');
   await mkdir(dataDir, { recursive: true });
@@ -250,25 +250,24 @@ async function ensureData(dataDir: string, markerDir: string, opts: Options): Pr
     progress(`${marker.big.seconds.toFixed(1)} s\n`);
   }
   // The series: files of other seeds than big.bin, so no chunk of one is found in another.
-  const series = marker.series ?? [];
+  const series = (marker.series = (marker.series ?? []).slice(0, SERIES));
   for (let i = 1; i <= SERIES; i++) {
     const seed = opts.seed + SERIES_SEED + i;
     const file = join(dataDir, `series-${i}.bin`);
-    if (keptFileMatches(series[i - 1], file, opts.big, seed)) continue;
+    if (keptFileMatches(series[i - 1] ?? undefined, file, opts.big, seed)) continue;
     progress(`generating series-${i}.bin (${sizeLabel(opts.big)})... `);
-    delete marker.series;
+    series[i - 1] = null; // until it is whole
     await save();
     await writeIncompressible(file, opts.big, seed);
     const h = await runCmd('sha256sum "$1"', dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [file] });
     if (h.code !== 0) throw failed(`sha256sum series-${i}.bin`, h);
     series[i - 1] = { size: opts.big, seed, sha256: h.stdout.split(' ')[0]! };
+    await save();
     progress('done\n');
   }
-  marker.series = series.slice(0, SERIES);
-  await save();
   // The small files' 4 KiB body; each file gets its index in its first bytes so no two are alike.
   await writeIncompressible(join(dataDir, 'small.bin'), SMALL_SIZE, opts.seed + 7);
-  return { tree: marker.tree!, big: marker.big!, series: marker.series, treeReused, bigReused };
+  return { tree: marker.tree!, big: marker.big!, series: series.map((x) => x!), treeReused, bigReused };
 }
 
 // ---------------------------------------------------------------------------
@@ -517,6 +516,10 @@ async function main(opts: Options): Promise<void> {
           const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
           timed();
           if (r.code !== 0) throw failed('dd', r);
+          // Each file's size, so a short write cannot pass for a fast one (the node's copies: as they were at the end).
+          const dirOf = join(where === 'local' ? localDir : srcDir, seriesName);
+          const short = seriesFiles.find((f) => !existsSync(join(dirOf, f)) || statSync(join(dirOf, f)).size !== opts.big);
+          if (short) throw new Error(`${short} is not ${opts.big} bytes${where === 'local' ? '' : ' on the node'} after the last dd exited`);
           const value = (series.length * opts.big) / ((r.ms + flushMs) / 1000) / MB;
           if (where === 'local') return { value };
           const h = await runCmd('sha256sum -- "$@"', join(srcDir, seriesName), { capture: true, timeoutMs: 30 * 60_000, args: seriesFiles });

@@ -16,6 +16,8 @@ import { nativeAddon } from '../native/addon.js';
  * ~80 us (the wake-ups), more than writing a small file itself.
  */
 const INLINE_WRITE_BYTES = 64 * 1024;
+/** Bytes putFrom has the kernel copy in one job, between two checks of the cache's limits. */
+const PUT_FROM_BATCH_BYTES = 64 << 20;
 
 export interface ChunkStoreStats {
   chunks: number;
@@ -139,26 +141,36 @@ export class ChunkStore {
       seen.add(k);
       return true;
     });
-    if (wanted.length === 0) return;
-    const addon = this.oneJobWrites ? nativeAddon() : undefined;
-    if (addon) {
-      const names = wanted.map((c) => hex(c.hash));
+    let rest = wanted;
+    const addon = nativeAddon();
+    while (addon && this.oneJobWrites && rest.length > 0) {
+      // A batch at a time, the cache's limits enforced after each (as put() does after each chunk):
+      // a big file must not run the disk below its floor before eviction has a say.
+      let n = 0;
+      for (let bytes = 0; n < rest.length && (n === 0 || bytes + rest[n]!.length <= PUT_FROM_BATCH_BYTES); n++) bytes += rest[n]!.length;
+      const batch = rest.slice(0, n);
+      const names = batch.map((c) => hex(c.hash));
       const { made, error } = await addon.cacheFromFile(
         file,
         names.map((h) => join(this.dir, h.slice(0, 2))),
         names,
-        wanted.map((c) => c.offset),
-        wanted.map((c) => c.length),
+        batch.map((c) => c.offset),
+        batch.map((c) => c.length),
       );
-      wanted.forEach((c, i) => made[i] && this.added(c.hash, c.length));
-      if (!error) return;
-      const code = error.code;
-      if (code === 'EOPNOTSUPP' || code === 'EISDIR' || code === 'EINVAL') this.oneJobWrites = false; // this filesystem has no O_TMPFILE
-      else if (code !== 'ENOSPC') throw error; // a full disk: put() below makes room
+      batch.forEach((c, i) => made[i] && this.added(c.hash, c.length));
+      if (error) {
+        const code = error.code;
+        if (code === 'EOPNOTSUPP' || code === 'EISDIR' || code === 'EINVAL') this.oneJobWrites = false; // this filesystem has no O_TMPFILE
+        else if (code !== 'ENOSPC') throw error; // a full disk: put() below makes room
+        break;
+      }
+      rest = rest.slice(n);
+      await this.enforce();
     }
+    if (rest.length === 0) return;
     const fh = await open(file, 'r');
     try {
-      for (const c of wanted) {
+      for (const c of rest) {
         if (this.has(c.hash)) continue;
         const data = Buffer.allocUnsafe(c.length);
         const { bytesRead } = await fh.read(data, 0, c.length, c.offset);

@@ -152,7 +152,8 @@ export interface NativeAddon {
    * For each i, `lengths[i]` bytes of the file `src` at `offsets[i]` made
    * the cache file `dirs[i]/names[i]` by the kernel, all in one worker job
    * (cache_write.c). `made[i]`: 1 made, 2 the name was taken already, 0 not
-   * reached because `error` stopped the job.
+   * made: the source ends before that range, or `error` stopped the job at
+   * that chunk or before it.
    */
   cacheFromFile(src: string, dirs: string[], names: string[], offsets: number[], lengths: number[]): Promise<{ made: Uint8Array; error?: NodeJS.ErrnoException }>;
   /**

@@ -208,7 +208,9 @@ const EARLY_SYNC_BYTES = 32 << 20;
  * pool (one at a time) while the copy goes on, so the closing fsync only
  * has the last stretch left to write. Measured with a 256 MiB file here,
  * that fsync alone took ~150 ms of a ~340 ms commit. Each sync also drops
- * the pages it wrote from the page cache (StagedFile.writeOut).
+ * the file's clean pages from the page cache (StagedFile.writeOut). Bytes
+ * the kernel copies in (copyChunks) are not counted here: that job writes
+ * them out and drops them itself (chunk_copy.c).
  */
 export class EarlySync {
   private unsynced = 0;
