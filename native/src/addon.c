@@ -113,6 +113,16 @@ bool one_component(const char *name) {
   return name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
 }
 
+void settle_void(napi_env env, napi_deferred deferred, int err, const char *call, const char *path) {
+  if (err) {
+    napi_reject_deferred(env, deferred, errno_error(env, err, call, path));
+    return;
+  }
+  napi_value u;
+  napi_get_undefined(env, &u);
+  napi_resolve_deferred(env, deferred, u);
+}
+
 napi_value queue_job(napi_env env, const char *name, napi_async_execute_callback execute, napi_async_complete_callback complete, void *job, napi_deferred *deferred, napi_async_work *work) {
   napi_value promise, resource;
   napi_create_promise(env, deferred, &promise);

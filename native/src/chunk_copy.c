@@ -177,12 +177,7 @@ static void complete(napi_env env, napi_status status, void *arg) {
     j->err = ECANCELED;
     j->call = "copyChunks";
   }
-  if (j->err) napi_reject_deferred(env, j->deferred, errno_error(env, j->err, j->call, j->at));
-  else {
-    napi_value u;
-    napi_get_undefined(env, &u);
-    napi_resolve_deferred(env, j->deferred, u);
-  }
+  settle_void(env, j->deferred, j->err, j->call, j->at);
   napi_delete_async_work(env, j->work);
   free_job(j);
 }

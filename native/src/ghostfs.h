@@ -246,6 +246,8 @@ int get_timespec(napi_env env, napi_value sec, napi_value nsec, struct timespec 
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 /* A name that is one path component: not empty, no '/', not "." or "..". */
 bool one_component(const char *name);
+/* Settles a promise that carries no value: resolved with undefined, or (err != 0) rejected as errno_error says. */
+void settle_void(napi_env env, napi_deferred deferred, int err, const char *call, const char *path);
 /* Runs `execute(job)` on a libuv worker thread, then `complete` on the JS thread; returns the promise
  * that `complete` settles through *deferred. */
 napi_value queue_job(napi_env env, const char *name, napi_async_execute_callback execute, napi_async_complete_callback complete, void *job, napi_deferred *deferred, napi_async_work *work);

@@ -154,12 +154,7 @@ static void complete(napi_env env, napi_status status, void *arg) {
     j->err = ECANCELED;
     j->call = "sendFileRange";
   }
-  if (j->err) napi_reject_deferred(env, j->deferred, errno_error(env, j->err, j->call, NULL));
-  else {
-    napi_value undef;
-    napi_get_undefined(env, &undef);
-    napi_resolve_deferred(env, j->deferred, undef);
-  }
+  settle_void(env, j->deferred, j->err, j->call, NULL);
   close(j->sock);
   napi_delete_reference(env, j->head_ref);
   napi_delete_reference(env, j->cancel_ref);

@@ -45,12 +45,7 @@ static void complete(napi_env env, napi_status status, void *arg) {
   out_job *j = arg;
   const char *call = "fdatasync";
   if (status != napi_ok && !j->err) j->err = ECANCELED, call = "writeOut";
-  if (j->err) napi_reject_deferred(env, j->deferred, errno_error(env, j->err, call, NULL));
-  else {
-    napi_value u;
-    napi_get_undefined(env, &u);
-    napi_resolve_deferred(env, j->deferred, u);
-  }
+  settle_void(env, j->deferred, j->err, call, NULL);
   napi_delete_async_work(env, j->work);
   free(j);
 }
