@@ -159,7 +159,8 @@ export interface NativeAddon {
   /**
    * The whole of each file `paths[i]` (`lengths[i]` bytes) copied into the
    * file `dstFd` at `offsets[i]`, by the kernel (copy_file_range), starting
-   * the destination's writeback every 32 MiB; all on a worker thread. EIO
+   * the destination's writeback every 32 MiB and dropping each stretch from
+   * the page cache once written; all on a worker thread. EIO
    * when a file is shorter than its length.
    */
   copyChunks(dstFd: number, paths: string[], offsets: number[], lengths: number[]): Promise<void>;
