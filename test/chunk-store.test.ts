@@ -116,17 +116,17 @@ t.test('cacheFromFile: what it made, what was there, and where a failure stopped
   await writeFile(src, Buffer.from('0123456789'));
   await writeFile(join(dir, 'taken'), 'before');
   const r = await addon.cacheFromFile(src, [dir, dir, dir], ['a', 'taken', 'b'], [0, 2, 8], [4, 3, 2]);
-  t.same([...r.made], [1, 2, 1], 'made, taken, made');
+  t.same([...r.made!], [1, 2, 1], 'made, taken, made');
   t.equal(r.error, undefined);
   t.equal(await readFile(join(dir, 'a'), 'utf8'), '0123');
   t.equal(await readFile(join(dir, 'b'), 'utf8'), '89');
   t.equal(await readFile(join(dir, 'taken'), 'utf8'), 'before', 'a taken name keeps its bytes');
 
   const stopped = await addon.cacheFromFile(src, [dir, join(dir, 'missing'), dir], ['c', 'd', 'e'], [0, 0, 0], [1, 1, 1]);
-  t.same([...stopped.made], [1, 0, 0], 'the job stops at the first failure');
+  t.same([...stopped.made!], [1, 0, 0], 'the job stops at the first failure');
   t.equal(stopped.error?.code, 'ENOENT', 'and says why');
   const short = await addon.cacheFromFile(src, [dir, dir], ['f', 'g'], [8, 1], [5, 2]);
-  t.same([...short.made], [0, 1], 'a range past the end of the file is not made, and the job goes on');
+  t.same([...short.made!], [0, 1], 'a range past the end of the file is not made, and the job goes on');
   t.equal(short.error, undefined, 'that is no error');
   t.equal(await readFile(join(dir, 'g'), 'utf8'), '12');
   const gone = await addon.cacheFromFile(join(dir, 'nothing'), [dir], ['h'], [0], [1]);

@@ -10,7 +10,7 @@
  * handed to the disk (sync_file_range, SYNC_FILE_RANGE_WRITE: writeback
  * starts, nothing waits for it), so the commit's closing fsync finds most
  * of the file written already. The stretch before it, written by then, is
- * waited for and its pages dropped from the page cache, as write_out.c does
+ * made durable and its pages dropped from the page cache, as write_out.c does
  * for the other ways a big file is assembled (and for the same reasons).
  *
  * Where the kernel cannot copy between the two files (the node's state dir
@@ -126,15 +126,16 @@ static int copy_one(copy_job *j, const chunk_part *p) {
 }
 
 /*
- * Waits for the writeback of [from, to) and drops its pages. A failure here
- * fails the job: waiting consumes the file's writeback error, so the
- * closing fsync on this descriptor would not report it again.
+ * Makes [from, to) durable and drops its pages. fdatasync, not a waiting
+ * sync_file_range: on overlayfs that one touches the overlay's own inode,
+ * which holds no pages, and leaves the real file's dirty (nothing would be
+ * dropped). A failure fails the job: the wait consumes the file's writeback
+ * error, so the closing fsync on this descriptor would not report it again.
  */
 static int written_out(copy_job *j, off_t from, off_t to) {
-  unsigned flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
-  while (sync_file_range(j->dst, from, to - from, flags) != 0) {
+  while (fdatasync(j->dst) != 0) {
     if (errno == EINTR) continue;
-    j->err = errno, j->call = "sync_file_range", j->at = NULL;
+    j->err = errno, j->call = "fdatasync", j->at = NULL;
     return -1;
   }
   (void)posix_fadvise(j->dst, from, to - from, POSIX_FADV_DONTNEED);

@@ -141,14 +141,14 @@ export class ChunkStore {
       seen.add(k);
       return true;
     });
-    let rest = wanted;
+    let from = 0; // wanted[from...]: not copied yet
     const addon = nativeAddon();
-    while (addon && this.oneJobWrites && rest.length > 0) {
+    while (addon && this.oneJobWrites && from < wanted.length) {
       // A batch at a time, the cache's limits enforced after each (as put() does after each chunk):
       // a big file must not run the disk below its floor before eviction has a say.
-      let n = 0;
-      for (let bytes = 0; n < rest.length && (n === 0 || bytes + rest[n]!.length <= PUT_FROM_BATCH_BYTES); n++) bytes += rest[n]!.length;
-      const batch = rest.slice(0, n);
+      let to = from;
+      for (let bytes = 0; to < wanted.length && (to === from || bytes + wanted[to]!.length <= PUT_FROM_BATCH_BYTES); to++) bytes += wanted[to]!.length;
+      const batch = wanted.slice(from, to);
       const names = batch.map((c) => hex(c.hash));
       const { made, error } = await addon.cacheFromFile(
         file,
@@ -157,20 +157,20 @@ export class ChunkStore {
         batch.map((c) => c.offset),
         batch.map((c) => c.length),
       );
-      batch.forEach((c, i) => made[i] && this.added(c.hash, c.length));
+      batch.forEach((c, i) => made?.[i] && this.added(c.hash, c.length));
       if (error) {
         const code = error.code;
         if (code === 'EOPNOTSUPP' || code === 'EISDIR' || code === 'EINVAL') this.oneJobWrites = false; // this filesystem has no O_TMPFILE
         else if (code !== 'ENOSPC') throw error; // a full disk: put() below makes room
         break;
       }
-      rest = rest.slice(n);
+      from = to;
       await this.enforce();
     }
-    if (rest.length === 0) return;
+    if (from === wanted.length) return;
     const fh = await open(file, 'r');
     try {
-      for (const c of rest) {
+      for (const c of wanted.slice(from)) {
         if (this.has(c.hash)) continue;
         const data = Buffer.allocUnsafe(c.length);
         const { bytesRead } = await fh.read(data, 0, c.length, c.offset);

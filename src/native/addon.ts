@@ -153,9 +153,10 @@ export interface NativeAddon {
    * the cache file `dirs[i]/names[i]` by the kernel, all in one worker job
    * (cache_write.c). `made[i]`: 1 made, 2 the name was taken already, 0 not
    * made: the source ends before that range, or `error` stopped the job at
-   * that chunk or before it.
+   * that chunk or before it. No `made` at all if the addon ran out of
+   * memory answering.
    */
-  cacheFromFile(src: string, dirs: string[], names: string[], offsets: number[], lengths: number[]): Promise<{ made: Uint8Array; error?: NodeJS.ErrnoException }>;
+  cacheFromFile(src: string, dirs: string[], names: string[], offsets: number[], lengths: number[]): Promise<{ made?: Uint8Array; error?: NodeJS.ErrnoException }>;
   /**
    * The whole of each file `paths[i]` (`lengths[i]` bytes) copied into the
    * file `dstFd` at `offsets[i]`, by the kernel (copy_file_range), starting
