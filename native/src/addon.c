@@ -113,6 +113,20 @@ bool one_component(const char *name) {
   return name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
 }
 
+int element_string(napi_env env, napi_value v, uint32_t i, char **out) {
+  napi_value e;
+  if (napi_get_element(env, v, i, &e) != napi_ok || !(*out = get_string(env, e))) return -1;
+  return 0;
+}
+
+int element_double(napi_env env, napi_value v, uint32_t i, double *out) {
+  napi_value e;
+  if (napi_get_element(env, v, i, &e) != napi_ok) return -1;
+  return get_double(env, e, out);
+}
+
+bool whole_offset(double v) { return v >= 0 && v <= 9007199254740991.0 && v == (double)(int64_t)v; }
+
 void settle_void(napi_env env, napi_deferred deferred, int err, const char *call, const char *path) {
   if (err) {
     napi_reject_deferred(env, deferred, errno_error(env, err, call, path));

@@ -156,10 +156,10 @@ static napi_value js_write_cache_file_sync(napi_env env, napi_callback_info info
  * cacheFromFile: a committed dirty copy's chunks made cache files in one
  * worker job, each an O_TMPFILE file filled by the kernel (copy_file_range:
  * no trip through user space; a reflink where the filesystem shares
- * extents) and linked under its name. Read back and written from
- * JavaScript, a 256 MiB file's chunks cost the mount ~0.25 s of CPU and
- * slowed the write after it by a fifth (measured here). Where the kernel
- * cannot copy between the two files the bytes go through a buffer.
+ * extents; through a buffer where it cannot: file_copy.c) and linked under
+ * its name. Read back and written from JavaScript, a 256 MiB file's chunks
+ * cost the mount ~0.25 s of CPU and slowed the write after it by a fifth
+ * (measured here).
  */
 typedef struct {
   napi_async_work work;
@@ -170,62 +170,12 @@ typedef struct {
   size_t *lengths;
   uint32_t count;
   uint8_t *made; /* per chunk: 0 not made, 1 made, 2 the name was taken already */
-  char *buf;     /* for copies through a buffer, allocated on first use */
-  int by_buffer;
+  file_copier copier;
   /* results */
   int err;
   const char *call;
   const char *at;
 } from_job;
-
-#define FROM_BUF_BYTES ((size_t)1 << 20)
-
-/* copy_range's answer when the source ends before the range does. */
-#define SOURCE_SHORT 1
-
-/* The range [offset, offset + length) of src into dst at 0: 0, SOURCE_SHORT, or -1 with j->err set. */
-static int copy_range(from_job *j, int src, int dst, off_t offset, size_t length) {
-  loff_t in = offset, out = 0;
-  size_t left = length;
-  while (left > 0 && !j->by_buffer) {
-    ssize_t n = copy_file_range(src, &in, dst, &out, left, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL)) {
-      j->by_buffer = 1; /* and for the chunks after this one */
-      break;
-    }
-    if (n < 0) {
-      j->err = errno, j->call = "copy_file_range";
-      return -1;
-    }
-    if (n == 0) break; /* the end of the source, or a filesystem that stops early: pread below tells */
-    left -= (size_t)n;
-  }
-  if (left > 0 && !j->buf && !(j->buf = malloc(FROM_BUF_BYTES))) {
-    j->err = ENOMEM, j->call = "malloc";
-    return -1;
-  }
-  while (left > 0) {
-    ssize_t n = pread(src, j->buf, left < FROM_BUF_BYTES ? left : FROM_BUF_BYTES, in);
-    if (n < 0 && errno == EINTR) continue;
-    if (n == 0) return SOURCE_SHORT;
-    if (n < 0) {
-      j->err = errno, j->call = "pread";
-      return -1;
-    }
-    for (ssize_t done = 0; done < n;) {
-      ssize_t w = pwrite(dst, j->buf + done, (size_t)(n - done), out + done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        j->err = w < 0 ? errno : EIO, j->call = "pwrite";
-        return -1;
-      }
-      done += w;
-    }
-    in += n, out += n, left -= (size_t)n;
-  }
-  return 0;
-}
 
 static void from_execute(napi_env env, void *arg) {
   (void)env;
@@ -243,9 +193,10 @@ static void from_execute(napi_env env, void *arg) {
       j->err = errno, j->call = "open O_TMPFILE";
       break;
     }
-    int r = copy_range(j, src, fd, j->offsets[i], j->lengths[i]);
+    int r = copy_part(&j->copier, src, j->offsets[i], fd, 0, j->lengths[i], &j->call);
     /* A source shorter than a chunk (changed since it was hashed) only loses that chunk. */
-    if (r == 0) {
+    if (r < 0) j->err = errno;
+    else if (r == 0) {
       snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
       if (snprintf(target, sizeof target, "%s/%s", j->dirs[i], j->names[i]) >= (int)sizeof target) j->err = ENAMETOOLONG, j->call = "linkat";
       else if (linkat(AT_FDCWD, proc, AT_FDCWD, target, AT_SYMLINK_FOLLOW) == 0) j->made[i] = 1;
@@ -262,7 +213,8 @@ static void free_from_job(from_job *j) {
     if (j->dirs) free(j->dirs[i]);
     if (j->names) free(j->names[i]);
   }
-  free(j->dirs), free(j->names), free(j->offsets), free(j->lengths), free(j->made), free(j->buf), free(j->src);
+  free(j->dirs), free(j->names), free(j->offsets), free(j->lengths), free(j->made), free(j->src);
+  copier_free(&j->copier);
   free(j);
 }
 
@@ -283,19 +235,6 @@ static void from_complete(napi_env env, napi_status status, void *arg) {
   napi_resolve_deferred(env, j->deferred, out);
   napi_delete_async_work(env, j->work);
   free_from_job(j);
-}
-
-/* Element i of the array `v` as a malloc'd string (-1 and an exception pending on failure). */
-static int string_at(napi_env env, napi_value v, uint32_t i, char **out) {
-  napi_value e;
-  if (napi_get_element(env, v, i, &e) != napi_ok || !(*out = get_string(env, e))) return -1;
-  return 0;
-}
-
-static int number_at(napi_env env, napi_value v, uint32_t i, double *out) {
-  napi_value e;
-  if (napi_get_element(env, v, i, &e) != napi_ok) return -1;
-  return get_double(env, e, out);
 }
 
 /*
@@ -325,13 +264,12 @@ static napi_value js_cache_from_file(napi_env env, napi_callback_info info) {
   if (!(j->src = get_string(env, argv[0]))) goto bad;
   for (uint32_t i = 0; i < count; i++) {
     double off, len;
-    if (string_at(env, argv[1], i, &j->dirs[i]) || string_at(env, argv[2], i, &j->names[i]) || number_at(env, argv[3], i, &off) || number_at(env, argv[4], i, &len)) goto bad;
+    if (element_string(env, argv[1], i, &j->dirs[i]) || element_string(env, argv[2], i, &j->names[i]) || element_double(env, argv[3], i, &off) || element_double(env, argv[4], i, &len)) goto bad;
     if (!one_component(j->names[i])) {
       napi_throw_type_error(env, "EINVAL", "cacheFromFile: each name must be one path component");
       goto bad;
     }
-    /* Whole numbers within what a file offset holds (NaN fails these too). */
-    if (!(off >= 0 && off <= 9007199254740991.0 && off == (double)(int64_t)off) || !(len >= 0 && len <= 9007199254740991.0 && len == (double)(int64_t)len)) {
+    if (!whole_offset(off) || !whole_offset(len)) {
       napi_throw_range_error(env, "EINVAL", "cacheFromFile: offsets and lengths must be whole numbers, not negative");
       goto bad;
     }

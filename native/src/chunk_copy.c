@@ -46,45 +46,12 @@ typedef struct {
   int dst;
   chunk_part *parts;
   uint32_t count;
-  int by_buffer; /* copy_file_range refused these two files */
-  char *buf;     /* for copies through a buffer, allocated on first use */
+  file_copier copier;
   /* results */
   int err;
   const char *call;
   const char *at; /* the chunk file the error concerns */
 } copy_job;
-
-#define COPY_BUF_BYTES ((size_t)1 << 20)
-
-/* The kernel cannot copy between these files: the caller copies through a buffer. */
-static int copy_unsupported(int err) { return err == EXDEV || err == ENOSYS || err == EOPNOTSUPP || err == EINVAL; }
-
-/* Copies `left` bytes from src at `in` to the destination at `out` through a buffer. */
-static int copy_by_buffer(copy_job *j, const chunk_part *p, int src, off_t in, off_t out, size_t left) {
-  if (!j->buf && !(j->buf = malloc(COPY_BUF_BYTES))) {
-    j->err = ENOMEM, j->call = "malloc", j->at = p->path;
-    return -1;
-  }
-  while (left > 0) {
-    ssize_t n = pread(src, j->buf, left < COPY_BUF_BYTES ? left : COPY_BUF_BYTES, in);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      j->err = n < 0 ? errno : EIO, j->call = n < 0 ? "pread" : "pread (the chunk file is short)", j->at = p->path;
-      return -1;
-    }
-    for (ssize_t done = 0; done < n;) {
-      ssize_t w = pwrite(j->dst, j->buf + done, (size_t)(n - done), out + done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        j->err = w < 0 ? errno : EIO, j->call = "pwrite", j->at = p->path;
-        return -1;
-      }
-      done += w;
-    }
-    in += n, out += n, left -= (size_t)n;
-  }
-  return 0;
-}
 
 static int copy_one(copy_job *j, const chunk_part *p) {
   int src = open(p->path, O_RDONLY | O_CLOEXEC);
@@ -103,26 +70,13 @@ static int copy_one(copy_job *j, const chunk_part *p) {
     close(src);
     return -1;
   }
-  loff_t in = 0, out = p->offset;
-  size_t left = p->length;
-  int r = 0;
-  while (left > 0 && !j->by_buffer) {
-    ssize_t n = copy_file_range(src, &in, j->dst, &out, left, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && copy_unsupported(errno)) {
-      j->by_buffer = 1; /* and for the chunks after this one */
-      break;
-    }
-    if (n <= 0) {
-      j->err = n < 0 ? errno : EIO, j->call = n < 0 ? "copy_file_range" : "copy_file_range (the chunk file is short)", j->at = p->path;
-      r = -1;
-      break;
-    }
-    left -= (size_t)n;
+  int r = copy_part(&j->copier, src, 0, j->dst, p->offset, p->length, &j->call);
+  if (r != 0) {
+    j->err = r == COPY_SHORT ? EIO : errno, j->at = p->path;
+    if (r == COPY_SHORT) j->call = "read (the chunk file is short)";
   }
-  if (r == 0 && left > 0) r = copy_by_buffer(j, p, src, in, out, left);
   close(src);
-  return r;
+  return r == 0 ? 0 : -1;
 }
 
 /*
@@ -133,13 +87,9 @@ static int copy_one(copy_job *j, const chunk_part *p) {
  * error, so the closing fsync on this descriptor would not report it again.
  */
 static int written_out(copy_job *j, off_t from, off_t to) {
-  while (fdatasync(j->dst) != 0) {
-    if (errno == EINTR) continue;
-    j->err = errno, j->call = "fdatasync", j->at = NULL;
-    return -1;
-  }
-  (void)posix_fadvise(j->dst, from, to - from, POSIX_FADV_DONTNEED);
-  return 0;
+  if (sync_and_drop(j->dst, from, to - from) == 0) return 0;
+  j->err = errno, j->call = "fdatasync", j->at = NULL;
+  return -1;
 }
 
 static void execute(napi_env env, void *arg) {
@@ -165,7 +115,7 @@ static void execute(napi_env env, void *arg) {
 }
 
 static void free_job(copy_job *j) {
-  free(j->buf);
+  copier_free(&j->copier);
   if (j->parts)
     for (uint32_t i = 0; i < j->count; i++) free(j->parts[i].path);
   free(j->parts);
@@ -209,13 +159,9 @@ static napi_value js_copy_chunks(napi_env env, napi_callback_info info) {
   j->dst = (int)fd;
   j->count = n;
   for (uint32_t i = 0; i < n; i++) {
-    napi_value v;
     double off, len;
-    if (napi_get_element(env, argv[1], i, &v) != napi_ok || !(j->parts[i].path = get_string(env, v))) goto bad;
-    if (napi_get_element(env, argv[2], i, &v) != napi_ok || get_double(env, v, &off) != 0) goto bad;
-    if (napi_get_element(env, argv[3], i, &v) != napi_ok || get_double(env, v, &len) != 0) goto bad;
-    /* Whole numbers within what a file offset holds (NaN fails these too). */
-    if (!(off >= 0 && off <= 9007199254740991.0 && off == (double)(int64_t)off) || !(len >= 0 && len <= 9007199254740991.0 && len == (double)(int64_t)len)) {
+    if (element_string(env, argv[1], i, &j->parts[i].path) || element_double(env, argv[2], i, &off) || element_double(env, argv[3], i, &len)) goto bad;
+    if (!whole_offset(off) || !whole_offset(len)) {
       napi_throw_range_error(env, "EINVAL", "copyChunks: offsets and lengths must be whole numbers, not negative");
       goto bad;
     }

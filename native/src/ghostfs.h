@@ -10,6 +10,7 @@
  * atomic_write.c a new file written, made durable and named in one worker job
  * passthrough.c  FUSE passthrough negotiated on the wire, backing files
  * write_out.c    a big file's pages synced and dropped from the page cache
+ * file_copy.c    byte ranges copied between files, by the kernel or a buffer
  * addon.c        module registration and small N-API helpers
  */
 #ifndef GHOSTFS_H
@@ -230,6 +231,19 @@ napi_value chunk_copy_exports(napi_env env, napi_value exports);
 
 /* write_out.c */
 napi_value write_out_exports(napi_env env, napi_value exports);
+/* fdatasync of fd, then its clean pages in [from, from + len) (len 0: to the end) dropped from the page cache: 0, or -1 with errno set. */
+int sync_and_drop(int fd, off_t from, off_t len);
+
+/* file_copy.c */
+typedef struct {
+  int by_buffer; /* the kernel refused to copy between these files: through `buf` from then on */
+  char *buf;     /* allocated on first use; copier_free releases it */
+} file_copier;
+/* copy_part's answer when the source ends before the range does. */
+#define COPY_SHORT 1
+/* `length` bytes of src at `in` into dst at `out`: 0, COPY_SHORT, or -1 with errno set and *call naming the failed call. */
+int copy_part(file_copier *c, int src, off_t in, int dst, off_t out, size_t length, const char **call);
+void copier_free(file_copier *c);
 
 /* gear_scan.c */
 napi_value gear_exports(napi_env env, napi_value exports);
@@ -246,6 +260,11 @@ int get_timespec(napi_env env, napi_value sec, napi_value nsec, struct timespec 
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 /* A name that is one path component: not empty, no '/', not "." or "..". */
 bool one_component(const char *name);
+/* Element i of the array `v`, as get_string / get_double read it (-1, an exception pending, on failure). */
+int element_string(napi_env env, napi_value v, uint32_t i, char **out);
+int element_double(napi_env env, napi_value v, uint32_t i, double *out);
+/* A whole number a file offset or length can be: 0 to 2^53 - 1 (NaN is not). */
+bool whole_offset(double v);
 /* Settles a promise that carries no value: resolved with undefined, or (err != 0) rejected as errno_error says. */
 void settle_void(napi_env env, napi_deferred deferred, int err, const char *call, const char *path);
 /* Runs `execute(job)` on a libuv worker thread, then `complete` on the JS thread; returns the promise

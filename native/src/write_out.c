@@ -30,15 +30,17 @@ typedef struct {
   int err;
 } out_job;
 
+int sync_and_drop(int fd, off_t from, off_t len) {
+  while (fdatasync(fd) != 0)
+    if (errno != EINTR) return -1;
+  (void)posix_fadvise(fd, from, len, POSIX_FADV_DONTNEED);
+  return 0;
+}
+
 static void execute(napi_env env, void *arg) {
   (void)env;
   out_job *j = arg;
-  while (fdatasync(j->fd) != 0) {
-    if (errno == EINTR) continue;
-    j->err = errno;
-    return;
-  }
-  (void)posix_fadvise(j->fd, 0, 0, POSIX_FADV_DONTNEED);
+  if (sync_and_drop(j->fd, 0, 0) != 0) j->err = errno;
 }
 
 static void complete(napi_env env, napi_status status, void *arg) {

@@ -16,6 +16,8 @@ import { nativeAddon } from '../native/addon.js';
  * ~80 us (the wake-ups), more than writing a small file itself.
  */
 const INLINE_WRITE_BYTES = 64 * 1024;
+/** What the addon's O_TMPFILE open answers on a filesystem without O_TMPFILE. */
+const noTmpfile = (code: string | undefined): boolean => code === 'EOPNOTSUPP' || code === 'EISDIR' || code === 'EINVAL';
 /** Bytes putFrom has the kernel copy in one job, between two checks of the cache's limits. */
 const PUT_FROM_BATCH_BYTES = 64 << 20;
 
@@ -160,7 +162,7 @@ export class ChunkStore {
       batch.forEach((c, i) => made?.[i] && this.added(c.hash, c.length));
       if (error) {
         const code = error.code;
-        if (code === 'EOPNOTSUPP' || code === 'EISDIR' || code === 'EINVAL') this.oneJobWrites = false; // this filesystem has no O_TMPFILE
+        if (noTmpfile(code)) this.oneJobWrites = false;
         else if (code !== 'ENOSPC') throw error; // a full disk: put() below makes room
         break;
       }
@@ -194,7 +196,7 @@ export class ChunkStore {
         return;
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        if (code !== 'EOPNOTSUPP' && code !== 'EISDIR' && code !== 'EINVAL') throw err;
+        if (!noTmpfile(code)) throw err;
         this.oneJobWrites = false; // this filesystem has no O_TMPFILE
       }
     }
