@@ -2,9 +2,10 @@
  * The write fast path. A file written front to back in big writes (cp, dd,
  * a linker's output) gets, once JS has taken its first writes, its dirty
  * copy's descriptor registered here for its handle. Its further writes are
- * written into the dirty copy right in the FUSE worker thread and answered
- * at once: no wait for the JS thread, no thread-pool hop. JS hears of each
- * one afterwards (OP_WROTE, with the bytes), queued before the answer, so
+ * written into the dirty copy in C and answered at once, by the helper
+ * thread that read the request or, for one the JS thread read, by the bulk
+ * pool (bulk_pool.c): no wait for JS. JS hears of each one afterwards
+ * (OP_WROTE, with the bytes), queued before the answer, so
  * that it comes ahead of anything the writer does next; JS keeps the file's
  * size, times and early upload in step from it.
  *
@@ -68,32 +69,40 @@ static dwfile **slot(gfs_dwrite *w, uint64_t fh) {
   return p;
 }
 
-int dwrite_try(gfs *g, fuse_req_t req, fuse_ino_t ino, uint64_t fh, const char *buf, size_t size, off_t off) {
+int dwrite_wanted(gfs *g, uint64_t fh) {
+  gfs_dwrite *w = g->dwrite;
+  if (!w || __atomic_load_n(&w->behind, __ATOMIC_RELAXED) > (int64_t)DW_MAX_BEHIND) return 0;
+  pthread_rwlock_rdlock(&w->lock);
+  int there = *slot(w, fh) != NULL;
+  pthread_rwlock_unlock(&w->lock);
+  return there;
+}
+
+int dwrite_try(gfs *g, fuse_req_t req, fuse_ino_t ino, uint64_t fh, char *data, void *block, size_t size, off_t off) {
   gfs_dwrite *w = g->dwrite;
   if (!w || size == 0) return 0;
   if (__atomic_load_n(&w->behind, __ATOMIC_RELAXED) > (int64_t)DW_MAX_BEHIND) return 0;
   pthread_rwlock_rdlock(&w->lock);
   dwfile *x = *slot(w, fh);
-  /* The message and its copy of the bytes first: once written, the write must be told. */
+  /* The message first: once written, the write must be told. */
   gfs_msg *m = x ? calloc(1, sizeof *m) : NULL;
-  char *copy = m ? malloc(size) : NULL;
   int done = 0;
-  if (copy) {
+  if (m) {
     size_t at = 0;
     while (at < size) {
-      ssize_t n = pwrite(x->fd, buf + at, size - at, off + (off_t)at);
+      ssize_t n = pwrite(x->fd, data + at, size - at, off + (off_t)at);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       at += (size_t)n;
     }
     if (at == size) {
-      memcpy(copy, buf, size);
       m->op = OP_WROTE;
       m->ino = ino;
       m->fh = fh;
       m->off = off;
       m->size = size;
-      m->data = copy;
+      m->data = data;
+      m->data_block = block;
       __atomic_add_fetch(&w->behind, (int64_t)size, __ATOMIC_RELAXED);
       /* Queued while still holding the lock: a stop that follows finds it in the queue. */
       gfs_enqueue(g, m);
@@ -103,7 +112,7 @@ int dwrite_try(gfs *g, fuse_req_t req, fuse_ino_t ino, uint64_t fh, const char *
   }
   pthread_rwlock_unlock(&w->lock);
   if (!done) {
-    free(copy), free(m);
+    free(m);
     return 0;
   }
   STAT_ADD(g, direct_writes, 1);
@@ -113,8 +122,7 @@ int dwrite_try(gfs *g, fuse_req_t req, fuse_ino_t ino, uint64_t fh, const char *
 
 static void free_wrote(napi_env env, void *data, void *hint) {
   (void)env;
-  (void)hint;
-  free(data);
+  payload_free(data, hint);
 }
 
 /* JS took an OP_WROTE message's bytes. */
@@ -209,11 +217,11 @@ static napi_value js_direct_write_stop(napi_env env, napi_callback_info info) {
     napi_value off, data;
     dwrite_taken(g, m->size);
     napi_create_double(env, (double)m->off, &off);
-    if (napi_create_external_buffer(env, m->size, m->data, free_wrote, NULL, &data) == napi_ok) m->data = NULL;
+    if (napi_create_external_buffer(env, m->size, m->data, free_wrote, m->data_block, &data) == napi_ok) m->data = NULL;
     else napi_create_buffer_copy(env, m->size, m->data, NULL, &data);
     napi_set_element(env, out, i++, off);
     napi_set_element(env, out, i++, data);
-    free(m->data), free(m);
+    payload_free(m->data, m->data_block), free(m);
     m = n;
   }
   return out;

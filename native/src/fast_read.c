@@ -3,9 +3,14 @@
  * handle's chunk list here, with a flag per chunk saying whether the chunk
  * is in the local chunk cache (a file under chunks/ab/<hash>, verified when
  * it arrived, so trusted). A read whose chunks are all local is answered
- * in the FUSE worker thread with pread()s straight into the reply: no JS
- * round trip. Anything else (a chunk not fetched yet, a chunk evicted
- * meanwhile) goes to JS, which fetches and later marks the chunk local.
+ * by the thread that read the request, with pread()s straight into the
+ * reply: no JS round trip. Anything else (a chunk not fetched yet, a chunk
+ * evicted meanwhile) goes to JS, which fetches and later marks the chunk
+ * local.
+ *
+ * The JS thread reads requests too (request_loop.c) and must not wait for
+ * a disk: there a read is served only from the page cache (RWF_NOWAIT),
+ * and one that would wait goes to the bulk pool, which reads blocking.
  */
 #include "ghostfs.h"
 
@@ -15,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 typedef struct {
@@ -108,7 +114,13 @@ static uint32_t chunk_at(const ffile *x, uint64_t off) {
   return lo;
 }
 
-int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t size) {
+/* A read of the page cache only: -1 with EAGAIN where it would wait for the disk. */
+static ssize_t pread_nowait(int fd, void *buf, size_t len, off_t at) {
+  struct iovec v = {buf, len};
+  return preadv2(fd, &v, 1, at, RWF_NOWAIT);
+}
+
+int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t size, int nowait) {
   gfs_fast *f = g->fast;
   if (!f || off < 0) return 0;
   pthread_rwlock_rdlock(&f->lock);
@@ -150,8 +162,14 @@ int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t siz
     if (fd < 0 && errno == EPERM) fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t want = (ssize_t)(to - from), got = -1;
     if (fd >= 0) {
-      got = pread(fd, buf + done, (size_t)want, (off_t)(from - c->off));
+      got = nowait ? pread_nowait(fd, buf + done, (size_t)want, (off_t)(from - c->off)) : pread(fd, buf + done, (size_t)want, (off_t)(from - c->off));
       close(fd);
+    }
+    if (nowait && fd >= 0 && got != want) {
+      /* Not all in the page cache (or no RWF_NOWAIT here): the bulk pool reads it, and judges a short read. */
+      pthread_rwlock_unlock(&f->lock);
+      free(buf);
+      return FAST_WOULD_BLOCK;
     }
     if (got != want) {
       /* Evicted or damaged since it was marked: JS fetches it again. */
@@ -165,8 +183,9 @@ int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t siz
   }
   /* A sequential reader comes for the next chunk soon: have the disk start
    * on it now, while this reply travels (chunk files are separate files, so
-   * the kernel's own readahead stops at each one's end). */
-  if (last + 1 < x->n && end == x->c[last].off + x->c[last].len) {
+   * the kernel's own readahead stops at each one's end). Not on the JS
+   * thread: starting disk reads can wait. */
+  if (!nowait && last + 1 < x->n && end == x->c[last].off + x->c[last].len) {
     chunk_path(f, x->c[last + 1].hash, path, sizeof path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {

@@ -1,19 +1,22 @@
 /*
  * The FUSE session on libfuse3's low-level (inode) API.
  *
- * libfuse's worker threads read requests from /dev/fuse and call the op_*
- * functions below. None of them waits for JavaScript: a request is copied
- * into a gfs_msg, pushed on a queue, and the JS thread is woken once per
- * burst (a thread-safe function call only when the queue was empty). The
- * JS side drains the whole queue in one go and answers each request later,
+ * Requests are read from /dev/fuse by the JS thread and by a helper thread
+ * (request_loop.c), and libfuse calls the op_* functions below on whichever
+ * read it. None of them waits for JS: a request is copied into a gfs_msg
+ * and queued. The JS thread hands JS the queue at the end of each burst it
+ * read; messages from other threads (the helper's, the bulk pool's) wake
+ * it through a thread-safe function, once per burst (only when the queue
+ * was empty). JS answers each request later,
  * whenever it is ready, through the reply* functions; many requests are in
  * flight at once. Reads of files whose chunks are all cached are answered
- * right here in the worker thread (fast_read.c) and never reach JS.
+ * in C (fast_read.c) and never reach JS; so are writes into a registered
+ * dirty copy (direct_write.c). On the JS thread these take no disk wait:
+ * what needs one goes to the bulk pool.
  */
 #include "ghostfs.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +37,8 @@ void gfs_enqueue(gfs *g, gfs_msg *m) {
   wake = !g->signaled;
   g->signaled = 1;
   pthread_mutex_unlock(&g->qlock);
-  if (wake) napi_call_threadsafe_function(g->tsfn, NULL, napi_tsfn_nonblocking);
+  /* The request loop hands JS the queue itself at the end of its burst. */
+  if (wake && !gfs_in_request_loop) napi_call_threadsafe_function(g->tsfn, NULL, napi_tsfn_nonblocking);
 }
 
 static gfs_msg *new_msg(int op, fuse_req_t req, fuse_ino_t ino) {
@@ -59,6 +63,21 @@ static void forward(gfs_msg *m, fuse_req_t req) {
     return;
   }
   gfs_enqueue(fuse_req_userdata(req), m);
+}
+
+void gfs_forward_io(gfs *g, int op, fuse_req_t req, fuse_ino_t ino, uint64_t fh, int64_t off, uint64_t size, char *data, void *block) {
+  gfs_msg *m = new_msg(op, req, ino);
+  if (!m) {
+    payload_free(data, block);
+    fuse_reply_err(req, ENOMEM);
+    return;
+  }
+  m->fh = fh;
+  m->off = off;
+  m->size = size;
+  m->data = data;
+  m->data_block = block;
+  gfs_enqueue(g, m);
 }
 
 static char *dup_name(const char *s) { return s ? strdup(s) : NULL; }
@@ -257,15 +276,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
   STAT_ADD(g, read_bytes, size);
   STAT_ADD(g, read_sizes[size_bucket(size)], 1);
   stat_max(&g->stats.read_max, size);
-  if (fast_try_read(g, req, fi->fh, off, size)) return;
-  gfs_msg *m = new_msg(OP_READ, req, ino);
-  if (m) {
-    m->fh = fi->fh;
-    m->off = off;
-    m->size = size;
+  /* On the JS thread only from the page cache; the helper may wait for the disk. */
+  int fast = fast_try_read(g, req, fi->fh, off, size, gfs_in_request_loop);
+  if (fast == 1) return;
+  /* Cached, but not all in the page cache: read by the pool (or here, waiting, if it cannot take the job). */
+  if (fast == FAST_WOULD_BLOCK) {
+    if (pool_post(g->pool, OP_READ, req, ino, fi->fh, off, size, NULL, NULL) == 0) return (void)STAT_ADD(g, pool_reads, 1);
+    if (fast_try_read(g, req, fi->fh, off, size, 0)) return;
   }
-  forward(m, req);
+  gfs_forward_io(g, OP_READ, req, ino, fi->fh, off, size, NULL, NULL);
 }
+
+/* Writes at least this big keep libfuse's request buffer (a megabyte and a page) instead of a copy. */
+#define TAKE_BUFFER_BYTES (512u << 10)
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
   gfs *g = fuse_req_userdata(req);
@@ -273,22 +296,27 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
   STAT_ADD(g, write_bytes, size);
   STAT_ADD(g, write_sizes[size_bucket(size)], 1);
   stat_max(&g->stats.write_max, size);
-  if (dwrite_try(g, req, ino, fi->fh, buf, size, off)) return;
-  gfs_msg *m = new_msg(OP_WRITE, req, ino);
-  if (m) {
-    /* libfuse reuses its buffer once we return: the payload is copied. */
-    m->data = malloc(size ? size : 1);
-    if (!m->data) {
-      free(m);
-      m = NULL;
-    } else {
-      memcpy(m->data, buf, size);
-      m->fh = fi->fh;
-      m->off = off;
-      m->size = size;
-    }
+  /* libfuse reuses its buffer once we return. A big write takes it whole (libfuse allocates
+   * another for the next request): no copy of a megabyte. A smaller one is copied, so that no
+   * buffer of a megabyte is held for a few bytes. */
+  struct fuse_buf *rb = gfs_request_buf;
+  char *block = NULL, *data = (char *)buf;
+  if (size >= TAKE_BUFFER_BYTES && rb && rb->mem && buf >= (char *)rb->mem && buf + size <= (char *)rb->mem + rb->size) {
+    block = rb->mem;
+    rb->mem = NULL;
+  } else if (!(data = malloc(size ? size : 1))) {
+    fuse_reply_err(req, ENOMEM);
+    return;
+  } else {
+    memcpy(data, buf, size);
   }
-  forward(m, req);
+  /* Into a registered dirty copy: right here on the helper thread; the JS thread hands it to the
+   * pool, since fresh pages can take milliseconds. */
+  if (size && dwrite_wanted(g, fi->fh)) {
+    if (!gfs_in_request_loop && dwrite_try(g, req, ino, fi->fh, data, block, size, off)) return;
+    if (gfs_in_request_loop && pool_post(g->pool, OP_WRITE, req, ino, fi->fh, off, size, data, block) == 0) return (void)STAT_ADD(g, pool_writes, 1);
+  }
+  gfs_forward_io(g, OP_WRITE, req, ino, fi->fh, off, size, data, block);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
@@ -457,8 +485,7 @@ static napi_value str_or_undef(napi_env env, const char *s) {
 
 static void free_payload(napi_env env, void *data, void *hint) {
   (void)env;
-  (void)hint;
-  free(data);
+  payload_free(data, hint);
 }
 
 /*
@@ -466,9 +493,7 @@ static void free_payload(napi_env env, void *data, void *hint) {
  *   (op, id, ino, ino2, fh, off, size, flags, mode, name, name2, data, set, uid, gid)
  * `id` is the request's address; a reply* function takes it back.
  */
-static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
-  (void)data;
-  gfs *g = context;
+void gfs_drain(napi_env env, napi_value js_cb, gfs *g) {
   pthread_mutex_lock(&g->qlock);
   gfs_msg *list = g->queue;
   g->queue = NULL;
@@ -479,7 +504,7 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
     while (list) {
       gfs_msg *n = list->next;
       if (list->req) fuse_reply_err(list->req, EIO);
-      free(list->name), free(list->name2), free(list->data);
+      free(list->name), free(list->name2), payload_free(list->data, list->data_block);
       if (list != g->exit_msg) free(list);
       list = n;
     }
@@ -519,7 +544,7 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
     argv[9] = str_or_undef(env, m->name);
     argv[10] = str_or_undef(env, m->name2);
     if (m->data) {
-      if (napi_create_external_buffer(env, m->size, m->data, free_payload, NULL, &argv[11]) == napi_ok) m->data = NULL;
+      if (napi_create_external_buffer(env, m->size, m->data, free_payload, m->data_block, &argv[11]) == napi_ok) m->data = NULL;
       else napi_create_buffer_copy(env, m->size, m->data, NULL, &argv[11]);
     } else {
       napi_get_undefined(env, &argv[11]);
@@ -540,38 +565,18 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
       napi_get_and_clear_last_exception(env, &exc);
     }
     napi_close_handle_scope(env, scope);
-    free(m->name), free(m->name2), free(m->data);
+    free(m->name), free(m->name2), payload_free(m->data, m->data_block);
     if (m != g->exit_msg) free(m);
   }
 }
 
-/* ---- session lifetime -------------------------------------------------- */
-
-static void *loop_main(void *arg) {
-  gfs *g = arg;
-  /* Signals belong to Node's thread, which unmounts on SIGINT/SIGTERM. */
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
-  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_idle_threads(cfg, 8);
-  fuse_loop_cfg_set_max_threads(cfg, 32);
-  fuse_session_loop_mt(g->se, cfg);
-  fuse_loop_cfg_destroy(cfg);
-  /* The connection is gone (detached or aborted) and the workers are
-   * joined. Invalidations stop; replies still due from JS only free their
-   * requests. The session fd is closed by fuse_session_destroy, on the JS
-   * thread once the last reply is in, so no reply ever writes to a closed
-   * (and perhaps reused) descriptor. There is no unmount here: the mount is
-   * detached by path already, and by now the path may hold a new mount. */
-  notify_stop(g->notify);
-  g->notify = NULL;
-  pthread_mutex_lock(&g->reply_lock);
-  g->closing = 1;
-  pthread_mutex_unlock(&g->reply_lock);
-  gfs_enqueue(g, g->exit_msg);
-  return NULL;
+/* The thread-safe function's call: messages from other threads. */
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  (void)data;
+  gfs_drain(env, js_cb, context);
 }
+
+/* ---- session lifetime -------------------------------------------------- */
 
 static void destroy_session(gfs *g) {
   if (g->destroyed) return;
@@ -582,6 +587,10 @@ static void destroy_session(gfs *g) {
   g->fast = NULL;
   dwrite_free(g->dwrite);
   g->dwrite = NULL;
+  pool_free(g->pool);
+  g->pool = NULL;
+  free(g->fbuf.mem);
+  g->fbuf.mem = NULL;
 }
 
 /* Called on the JS thread after each reply. */
@@ -694,15 +703,14 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "cannot create the request hand-off");
     goto fail;
   }
-  g->notify = notify_start(g);
-  if (pthread_create(&g->loop_thread, NULL, loop_main, g) != 0) {
-    notify_stop(g->notify);
+  if (loop_start(g, env, argv[2]) != 0) {
+    loop_free(g, env);
     fuse_session_unmount(g->se);
     napi_release_threadsafe_function(g->tsfn, napi_tsfn_abort);
-    napi_throw_error(env, NULL, "cannot start the FUSE loop thread");
+    napi_throw_error(env, NULL, "cannot start the request loop");
     goto fail;
   }
-  g->loop_started = 1;
+  g->notify = notify_start(g);
 
   napi_value handle;
   /* No finalizer: the session outlives its handle until finish() and the last reply. */
@@ -712,6 +720,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
 fail:
   if (g->se) fuse_session_destroy(g->se);
   fast_free(g->fast);
+  dwrite_free(g->dwrite);
+  pool_free(g->pool);
   free(g->mountpoint);
   pthread_mutex_destroy(&g->qlock);
   pthread_mutex_destroy(&g->reply_lock);
@@ -731,15 +741,13 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* finish(handle): after OP_EXIT; joins the loop and frees what nothing needs any more. */
+/* finish(handle): after OP_EXIT; frees what nothing needs any more. */
 static napi_value js_finish(napi_env env, napi_callback_info info) {
   GET_ARGS(1);
   gfs *g = get_gfs(env, argv[0]);
   if (!g || g->finished) return NULL;
-  if (g->loop_started && !g->loop_joined) {
-    pthread_join(g->loop_thread, NULL);
-    g->loop_joined = 1;
-  }
+  loop_joined(g);
+  if (!g->in_scope) loop_free(g, env); /* else when the scope closes (request_loop.c) */
   napi_release_threadsafe_function(g->tsfn, napi_tsfn_release);
   g->finished = 1;
   if (__atomic_load_n(&g->outstanding, __ATOMIC_RELAXED) == 0) destroy_session(g);
@@ -1089,6 +1097,9 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   PUT("fastReads", LOAD(fast_reads));
   PUT("fastBytes", LOAD(fast_bytes));
   PUT("fastFallbacks", LOAD(fast_fallbacks));
+  PUT("poolReads", LOAD(pool_reads));
+  PUT("poolWrites", LOAD(pool_writes));
+  PUT("helperRequests", LOAD(helper_requests));
   PUT("directWrites", LOAD(direct_writes));
   PUT("writes", LOAD(writes));
   PUT("writeBytes", LOAD(write_bytes));

@@ -1,8 +1,10 @@
 /*
  * ghostfs native addon: shared declarations.
  *
- * fuse_driver.c  the libfuse3 low-level session, its worker threads and the
- *                hand-off of requests to JavaScript (and of replies back)
+ * fuse_driver.c  the libfuse3 low-level session and the hand-off of
+ *                requests to JavaScript (and of replies back)
+ * request_loop.c requests read and decoded on the JS thread and a helper
+ * bulk_pool.c    threads for the fast paths' reads and writes that may wait
  * fast_read.c    reads served in C from cached chunk files, without JS
  * direct_write.c writes made in C into a dirty copy, JS told afterwards
  * notify.c       kernel cache invalidation, from a thread of its own
@@ -21,6 +23,13 @@
 #include <node_api.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <uv.h>
+
+/* Frees a payload (none once `data` is NULL: handed on): its own allocation, or the block it lies in. */
+static inline void payload_free(char *data, void *block) {
+  if (data) free(block ? block : (void *)data);
+}
 
 /* Operation codes shared with src/mount/drivers/native.ts. */
 enum gfs_op {
@@ -70,9 +79,11 @@ typedef struct gfs_msg {
   double set[9];     /* setattr: mode uid gid size atime_s atime_ns mtime_s mtime_ns (set[8] unused) */
   char *name, *name2;
   char *data; /* write payload; JavaScript owns it once handed over */
+  void *data_block; /* the allocation holding `data` when it does not start there (a request buffer taken whole) */
 } gfs_msg;
 
 typedef struct gfs_fast gfs_fast;
+typedef struct gfs_pool gfs_pool;
 typedef struct gfs_dwrite gfs_dwrite;
 typedef struct gfs_notify gfs_notify;
 
@@ -82,6 +93,8 @@ typedef struct gfs_stats {
   uint64_t batches;
   uint64_t reads, read_bytes, read_max;
   uint64_t fast_reads, fast_bytes, fast_fallbacks;
+  uint64_t pool_reads, pool_writes; /* fast-path reads and direct writes handed to the bulk pool */
+  uint64_t helper_requests;         /* requests a helper thread decoded (request_loop.c) */
   uint64_t writes, write_bytes, write_max;
   uint64_t direct_writes; /* writes made into a dirty copy in C (direct_write.c) */
   uint64_t read_sizes[6]; /* <=4K <=32K <=128K <=256K <=512K <=1M+ */
@@ -124,11 +137,20 @@ typedef struct {
 typedef struct gfs {
   struct fuse_session *se;
   char *mountpoint;
-  pthread_t loop_thread;
-  int loop_started, loop_joined;
-
-  napi_threadsafe_function tsfn;
+  /* The request loop (request_loop.c), on the JS thread. */
+  uv_poll_t *poll;
+  napi_env env;
   napi_ref dispatcher;
+  napi_async_context async_ctx;
+  struct fuse_buf fbuf; /* the request being decoded */
+  gfs_pool *pool;
+  pthread_t helper; /* reads requests beside the JS thread (request_loop.c) */
+  int helper_started, helper_stop;
+  pthread_t ender; /* stops the loop's threads and reports the end */
+  int ender_started;
+  int in_scope; /* the JS thread is inside the loop's callback scope */
+
+  napi_threadsafe_function tsfn; /* wakes the JS thread for messages from other threads */
   pthread_mutex_t qlock;
   gfs_msg *queue; /* newest first; reversed when drained */
   int signaled;
@@ -171,6 +193,29 @@ napi_value driver_exports(napi_env env, napi_value exports);
 void gfs_request_done(gfs *g);
 /* Hands a message to the JS thread. */
 void gfs_enqueue(gfs *g, gfs_msg *m);
+/* A READ or WRITE for JS (a write's bytes, see payload_free, JS's from now on); ENOMEM answered here. */
+void gfs_forward_io(gfs *g, int op, fuse_req_t req, fuse_ino_t ino, uint64_t fh, int64_t off, uint64_t size, char *data, void *block);
+/* Gives JS every queued message (on the JS thread). */
+void gfs_drain(napi_env env, napi_value js_cb, gfs *g);
+
+/* request_loop.c */
+/* Set on the JS thread while the loop decodes a burst: messages queued then need no wake-up, and
+ * no file data is waited for on a disk. */
+extern __thread int gfs_in_request_loop;
+/* The request buffer being decoded on this thread (a write may take it whole). */
+extern __thread struct fuse_buf *gfs_request_buf;
+int loop_start(gfs *g, napi_env env, napi_value dispatcher);
+void loop_free(gfs *g, napi_env env);
+/* After the end was reported: the thread that reported it is gone. */
+void loop_joined(gfs *g);
+
+/* bulk_pool.c */
+gfs_pool *pool_new(gfs *g);
+/* Queues a READ or a WRITE (with its bytes, the pool's from then on) for the fast paths; -1 when it cannot. */
+int pool_post(gfs_pool *p, int op, fuse_req_t req, fuse_ino_t ino, uint64_t fh, int64_t off, uint64_t size, char *data, void *block);
+/* Answers what is queued and stops the threads. */
+void pool_stop(gfs_pool *p);
+void pool_free(gfs_pool *p);
 
 /* dir_attrs.c */
 void dattr_init(gfs *g);
@@ -191,15 +236,20 @@ void dattr_forget(gfs *g, fuse_ino_t ino);
 /* fast_read.c */
 gfs_fast *fast_new(const char *chunk_dir);
 void fast_free(gfs_fast *f);
-/* Answers a read from chunk files if every chunk it needs is local; 0 means "ask JS". */
-int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t size);
+/* Answers a read from chunk files if every chunk it needs is local; 0 means "ask JS". With
+ * `nowait`, only from the page cache: FAST_WOULD_BLOCK means the disk is needed (the bulk pool's job). */
+#define FAST_WOULD_BLOCK 2
+int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t size, int nowait);
 napi_value fast_exports(napi_env env, napi_value exports);
 
 /* direct_write.c */
 gfs_dwrite *dwrite_new(void);
 void dwrite_free(gfs_dwrite *w);
-/* Makes a write into the registered dirty copy and answers it; 0 means "ask JS". */
-int dwrite_try(gfs *g, fuse_req_t req, fuse_ino_t ino, uint64_t fh, const char *buf, size_t size, off_t off);
+/* Whether writes to `fh` go into its dirty copy here (checked again when the write is made). */
+int dwrite_wanted(gfs *g, uint64_t fh);
+/* Makes a write into the registered dirty copy and answers it, the bytes (see payload_free) going
+ * on to JS in the OP_WROTE message; 0 means "ask JS" (the bytes are still the caller's). */
+int dwrite_try(gfs *g, fuse_req_t req, fuse_ino_t ino, uint64_t fh, char *data, void *block, size_t size, off_t off);
 void dwrite_taken(gfs *g, uint64_t size);
 napi_value dwrite_exports(napi_env env, napi_value exports);
 

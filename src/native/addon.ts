@@ -56,6 +56,11 @@ export interface DriverStats {
   fastReads: number;
   fastBytes: number;
   fastFallbacks: number;
+  /** Fast-path reads of chunk files not in the page cache, and direct writes: handed to the bulk pool (native/src/bulk_pool.c). */
+  poolReads: number;
+  poolWrites: number;
+  /** Requests read by the helper thread that reads beside the JS thread (native/src/request_loop.c). */
+  helperRequests: number;
   writes: number;
   writeBytes: number;
   writeMax: number;
