@@ -13,7 +13,9 @@
  * requests C answers alone (reads of cached chunks, direct writes) would
  * wait for it; the helper answers them meanwhile. With the JS thread
  * reading alone, a 256 MiB dd was a tenth slower, and 4 KiB random reads
- * of a file being fetched ran at half the rate. The JS thread does not
+ * of a file being fetched ran at half the rate. (Both woken, a lone
+ * lookup costs what it did with libfuse's threads; tar -x and small files
+ * gained. See README, Kernel drivers.) The JS thread does not
  * wait for file data on a disk: a read of chunk files not in the page
  * cache, or a write into a dirty copy, goes to the bulk pool
  * (bulk_pool.c).
