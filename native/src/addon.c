@@ -2,10 +2,17 @@
 #include "ghostfs.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+void gfs_block_signals(void) {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+}
 
 void stat_max(uint64_t *slot, uint64_t v) {
   uint64_t cur = __atomic_load_n(slot, __ATOMIC_RELAXED);

@@ -9,7 +9,6 @@
  */
 #include "ghostfs.h"
 
-#include <signal.h>
 #include <stdlib.h>
 
 /* Readers of cold chunk files in parallel, and a writer or two. */
@@ -50,10 +49,7 @@ static void run(gfs *g, pool_job *j) {
 
 static void *worker(void *arg) {
   gfs_pool *p = arg;
-  /* Signals belong to Node's thread, which unmounts on SIGINT/SIGTERM. */
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  gfs_block_signals();
   pthread_mutex_lock(&p->lock);
   for (;;) {
     while (!p->head && !p->stop) pthread_cond_wait(&p->cond, &p->lock);

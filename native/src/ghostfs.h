@@ -299,6 +299,8 @@ void copier_free(file_copier *c);
 napi_value gear_exports(napi_env env, napi_value exports);
 
 /* addon.c: helpers */
+/* For the addon's own threads: signals belong to Node's thread, which unmounts on SIGINT/SIGTERM. */
+void gfs_block_signals(void);
 gfs *get_gfs(napi_env env, napi_value v);
 napi_value errno_error(napi_env env, int err, const char *call, const char *path);
 int throw_errno(napi_env env, int err, const char *call, const char *path);

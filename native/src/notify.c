@@ -8,7 +8,6 @@
 #include "ghostfs.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,9 +29,7 @@ struct gfs_notify {
 
 static void *notify_main(void *arg) {
   gfs_notify *n = arg;
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  gfs_block_signals();
   pthread_mutex_lock(&n->lock);
   for (;;) {
     while (!n->head && !n->stop) pthread_cond_wait(&n->cond, &n->lock);

@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <uv.h>
 
@@ -39,10 +38,7 @@ __thread struct fuse_buf *gfs_request_buf;
 
 static void *helper_main(void *arg) {
   gfs *g = arg;
-  /* Signals belong to Node's thread, which unmounts on SIGINT/SIGTERM. */
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  gfs_block_signals();
   struct fuse_buf buf = {0};
   gfs_request_buf = &buf;
   struct pollfd p = {.fd = fuse_session_fd(g->se), .events = POLLIN};
@@ -70,9 +66,7 @@ static void poll_closed(uv_handle_t *h) { free(h); }
  */
 static void *ender_main(void *arg) {
   gfs *g = arg;
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  gfs_block_signals();
   if (g->helper_started) {
     __atomic_store_n(&g->helper_stop, 1, __ATOMIC_RELAXED);
     pthread_join(g->helper, NULL);
