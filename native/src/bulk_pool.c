@@ -1,11 +1,12 @@
 /*
  * The bulk pool: a few threads for the fast paths' work that may wait on a
- * disk. Requests are read and decoded on the JS thread (request_loop.c),
- * which must never block; it hands these threads the reads whose chunk
- * files are not all in the page cache (fast_read.c) and the writes going
- * into dirty copies in C (direct_write.c), whose fresh pages can take
- * milliseconds. A job the fast path turns down after all (a chunk evicted
- * meanwhile, a registration taken back) goes to JS like any request.
+ * disk. Requests are read and decoded on the JS thread and a helper
+ * (request_loop.c), which do not wait for one; they hand these threads the
+ * reads whose chunk files are not all in the page cache (fast_read.c),
+ * and the JS thread the writes going into dirty copies in C
+ * (direct_write.c), whose fresh pages can take milliseconds. A job the
+ * fast path turns down after all (a chunk evicted meanwhile, a
+ * registration taken back) goes to JS like any request.
  */
 #include "ghostfs.h"
 

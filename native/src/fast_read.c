@@ -8,9 +8,10 @@
  * evicted meanwhile) goes to JS, which fetches and later marks the chunk
  * local.
  *
- * The JS thread reads requests too (request_loop.c) and must not wait for
- * a disk: there a read is served only from the page cache (RWF_NOWAIT),
- * and one that would wait goes to the bulk pool, which reads blocking.
+ * The threads that read requests (request_loop.c), the JS thread among
+ * them, serve a read here only from the page cache (RWF_NOWAIT); one that
+ * would wait for the disk goes to the bulk pool, whose threads read side
+ * by side.
  */
 #include "ghostfs.h"
 

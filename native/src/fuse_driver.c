@@ -276,8 +276,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
   STAT_ADD(g, read_bytes, size);
   STAT_ADD(g, read_sizes[size_bucket(size)], 1);
   stat_max(&g->stats.read_max, size);
-  /* On the JS thread only from the page cache; the helper may wait for the disk. */
-  int fast = fast_try_read(g, req, fi->fh, off, size, gfs_in_request_loop);
+  /* From the page cache here; what needs the disk goes to the pool, whose threads read side by side
+   * (a helper that waited for each cold read in turn made warm sequential reads a third slower). */
+  int fast = fast_try_read(g, req, fi->fh, off, size, 1);
   if (fast == 1) return;
   /* Cached, but not all in the page cache: read by the pool (or here, waiting, if it cannot take the job). */
   if (fast == FAST_WOULD_BLOCK) {

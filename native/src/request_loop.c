@@ -15,10 +15,10 @@
  * reading alone, a 256 MiB dd was a tenth slower, and 4 KiB random reads
  * of a file being fetched ran at half the rate. (Both woken, a lone
  * lookup costs what it did with libfuse's threads; tar -x and small files
- * gained. See README, Kernel drivers.) The JS thread does not
- * wait for file data on a disk: a read of chunk files not in the page
- * cache, or a write into a dirty copy, goes to the bulk pool
- * (bulk_pool.c).
+ * gained. See README, Kernel drivers.) A read of chunk files not in the
+ * page cache goes to the bulk pool (bulk_pool.c), and so does a write
+ * into a dirty copy the JS thread read: it never waits for file data on a
+ * disk.
  */
 #include "ghostfs.h"
 

@@ -207,8 +207,9 @@ export class NativeDriver implements Driver {
    * The kernel caps a FUSE mount's readahead at its default 128 KiB
    * whatever the filesystem asks at init; the mount's bdi setting lifts
    * that. A 4 MiB window keeps several 1 MiB requests in flight at once, so
-   * libfuse's threads read chunk files in parallel (measured here: warm
-   * sequential reads 0.7-0.85 GB/s with 1 MiB, 0.85-1.0 GB/s with 4 MiB).
+   * chunk files are read in parallel (measured here when libfuse's worker
+   * threads read them: warm sequential reads 0.7-0.85 GB/s with 1 MiB,
+   * 0.85-1.0 GB/s with 4 MiB; the helper thread and the bulk pool now).
    * Needs root; without it the mount works with 128 KiB readahead.
    */
   private async raiseReadahead(dev: string): Promise<void> {
