@@ -184,8 +184,9 @@ int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t siz
   }
   /* A sequential reader comes for the next chunk soon: have the disk start
    * on it now, while this reply travels (chunk files are separate files, so
-   * the kernel's own readahead stops at each one's end). Not on the JS
-   * thread: starting disk reads can wait. */
+   * the kernel's own readahead stops at each one's end). Only in the bulk
+   * pool, which reads from the disk anyway: starting disk reads can wait,
+   * and the threads that read requests do not. */
   if (!nowait && last + 1 < x->n && end == x->c[last].off + x->c[last].len) {
     chunk_path(f, x->c[last + 1].hash, path, sizeof path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
