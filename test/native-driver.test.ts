@@ -4,7 +4,7 @@
 // invalidation from the change feed with long timeouts, and a dead mount
 // recovered on the next start.
 import t from 'tap';
-import { chmod, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -218,7 +218,9 @@ t.test('native driver', async (t) => {
     t.equal(direct.stdout.split(' ')[0], sha(big), 'an O_DIRECT read is byte-identical');
     const warm = (await status()).driverStats;
     t.ok(warm.fastReads - after.fastReads >= big.length >> 20, `served by the fast path (${warm.fastReads - after.fastReads} requests)`);
-    t.equal(warm.poolReads, after.poolReads, 'from the page cache, without the pool');
+    // overlayfs refuses RWF_NOWAIT reads: with the cache there, every cached read is the pool's.
+    const overlay = (await statfs(cache)).type === 0x794c7630 ? `${cache} is on overlayfs, which has no RWF_NOWAIT reads` : false;
+    t.equal(warm.poolReads, after.poolReads, 'from the page cache, without the pool', { skip: overlay });
     // Chunks vanish from the cache directory behind the mount's back: reads must still be right.
     for (const sub of await readdir(join(cache, 'chunks'))) await rm(join(cache, 'chunks', sub), { recursive: true, force: true });
     for (let i = 0; i < 256; i++) await mkdir(join(cache, 'chunks', i.toString(16).padStart(2, '0')), { recursive: true });

@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -43,6 +45,8 @@ typedef struct ffile {
 
 struct gfs_fast {
   pthread_rwlock_t lock;
+  /* The chunk files live in memory (tmpfs): a read never waits for a disk, and RWF_NOWAIT is refused there. */
+  int in_memory;
   char dir[PATH_MAX - 80]; /* room left for /ab/<64 hex> */
   ffile *b[BUCKETS];
 };
@@ -60,6 +64,8 @@ gfs_fast *fast_new(const char *chunk_dir) {
   pthread_rwlock_init(&f->lock, &a);
   pthread_rwlockattr_destroy(&a);
   snprintf(f->dir, sizeof f->dir, "%s", chunk_dir);
+  struct statfs sf;
+  f->in_memory = statfs(chunk_dir, &sf) == 0 && (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
   return f;
 }
 
@@ -163,11 +169,11 @@ int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t siz
     if (fd < 0 && errno == EPERM) fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t want = (ssize_t)(to - from), got = -1;
     if (fd >= 0) {
-      got = nowait ? pread_nowait(fd, buf + done, (size_t)want, (off_t)(from - c->off)) : pread(fd, buf + done, (size_t)want, (off_t)(from - c->off));
+      got = nowait && !f->in_memory ? pread_nowait(fd, buf + done, (size_t)want, (off_t)(from - c->off)) : pread(fd, buf + done, (size_t)want, (off_t)(from - c->off));
       close(fd);
     }
-    if (nowait && fd >= 0 && got != want) {
-      /* Not all in the page cache (or no RWF_NOWAIT here): the bulk pool reads it, and judges a short read. */
+    if (nowait && !f->in_memory && fd >= 0 && got != want) {
+      /* Not all in the page cache (or no RWF_NOWAIT on this filesystem: overlayfs): the bulk pool reads it, and judges a short read. */
       pthread_rwlock_unlock(&f->lock);
       free(buf);
       return FAST_WOULD_BLOCK;
