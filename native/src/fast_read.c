@@ -160,6 +160,8 @@ int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t siz
   }
   size_t done = 0;
   char path[PATH_MAX];
+  /* tmpfs has no disk to wait for (and refuses RWF_NOWAIT): read there as the pool would. */
+  int page_cache_only = nowait && !f->in_memory;
   for (uint32_t i = first; i <= last; i++) {
     fchunk *c = &x->c[i];
     uint64_t from = (uint64_t)off > c->off ? (uint64_t)off : c->off;
@@ -169,10 +171,10 @@ int fast_try_read(gfs *g, fuse_req_t req, uint64_t fh, int64_t off, uint64_t siz
     if (fd < 0 && errno == EPERM) fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t want = (ssize_t)(to - from), got = -1;
     if (fd >= 0) {
-      got = nowait && !f->in_memory ? pread_nowait(fd, buf + done, (size_t)want, (off_t)(from - c->off)) : pread(fd, buf + done, (size_t)want, (off_t)(from - c->off));
+      got = page_cache_only ? pread_nowait(fd, buf + done, (size_t)want, (off_t)(from - c->off)) : pread(fd, buf + done, (size_t)want, (off_t)(from - c->off));
       close(fd);
     }
-    if (nowait && !f->in_memory && fd >= 0 && got != want) {
+    if (page_cache_only && fd >= 0 && got != want) {
       /* Not all in the page cache (or no RWF_NOWAIT on this filesystem: overlayfs): the bulk pool reads it, and judges a short read. */
       pthread_rwlock_unlock(&f->lock);
       free(buf);

@@ -65,19 +65,18 @@ static void forward(gfs_msg *m, fuse_req_t req) {
   gfs_enqueue(fuse_req_userdata(req), m);
 }
 
-void gfs_forward_io(gfs *g, int op, fuse_req_t req, fuse_ino_t ino, uint64_t fh, int64_t off, uint64_t size, char *data, void *block) {
+void gfs_forward_io(int op, fuse_req_t req, fuse_ino_t ino, uint64_t fh, int64_t off, uint64_t size, char *data, void *block) {
   gfs_msg *m = new_msg(op, req, ino);
-  if (!m) {
+  if (m) {
+    m->fh = fh;
+    m->off = off;
+    m->size = size;
+    m->data = data;
+    m->data_block = block;
+  } else {
     payload_free(data, block);
-    fuse_reply_err(req, ENOMEM);
-    return;
   }
-  m->fh = fh;
-  m->off = off;
-  m->size = size;
-  m->data = data;
-  m->data_block = block;
-  gfs_enqueue(g, m);
+  forward(m, req);
 }
 
 static char *dup_name(const char *s) { return s ? strdup(s) : NULL; }
@@ -285,7 +284,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     if (pool_post(g->pool, OP_READ, req, ino, fi->fh, off, size, NULL, NULL) == 0) return (void)STAT_ADD(g, pool_reads, 1);
     if (fast_try_read(g, req, fi->fh, off, size, 0)) return;
   }
-  gfs_forward_io(g, OP_READ, req, ino, fi->fh, off, size, NULL, NULL);
+  gfs_forward_io(OP_READ, req, ino, fi->fh, off, size, NULL, NULL);
 }
 
 /* Writes at least this big keep libfuse's request buffer (a megabyte and a page) instead of a copy. */
@@ -314,10 +313,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
   /* Into a registered dirty copy: right here on the helper thread; the JS thread hands it to the
    * pool, since fresh pages can take milliseconds. */
   if (size && dwrite_wanted(g, fi->fh)) {
-    if (!gfs_in_request_loop && dwrite_try(g, req, ino, fi->fh, data, block, size, off)) return;
-    if (gfs_in_request_loop && pool_post(g->pool, OP_WRITE, req, ino, fi->fh, off, size, data, block) == 0) return (void)STAT_ADD(g, pool_writes, 1);
+    if (!gfs_in_request_loop) {
+      if (dwrite_try(g, req, ino, fi->fh, data, block, size, off)) return;
+    } else if (pool_post(g->pool, OP_WRITE, req, ino, fi->fh, off, size, data, block) == 0) {
+      return (void)STAT_ADD(g, pool_writes, 1);
+    }
   }
-  gfs_forward_io(g, OP_WRITE, req, ino, fi->fh, off, size, data, block);
+  gfs_forward_io(OP_WRITE, req, ino, fi->fh, off, size, data, block);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {

@@ -194,7 +194,7 @@ void gfs_request_done(gfs *g);
 /* Hands a message to the JS thread. */
 void gfs_enqueue(gfs *g, gfs_msg *m);
 /* A READ or WRITE for JS (a write's bytes, see payload_free, JS's from now on); ENOMEM answered here. */
-void gfs_forward_io(gfs *g, int op, fuse_req_t req, fuse_ino_t ino, uint64_t fh, int64_t off, uint64_t size, char *data, void *block);
+void gfs_forward_io(int op, fuse_req_t req, fuse_ino_t ino, uint64_t fh, int64_t off, uint64_t size, char *data, void *block);
 /* Gives JS every queued message (on the JS thread). */
 void gfs_drain(napi_env env, napi_value js_cb, gfs *g);
 
