@@ -48,39 +48,23 @@ t.test('writeCacheFile: a taken name is left as it is; a name must be one compon
   t.same(await readdir(dir), ['x'], 'nothing else left in the directory');
 });
 
-t.test('writeCacheFileSync: the same answers, in the calling thread', async (t) => {
-  t.ok(addon, 'the addon is built');
-  if (!addon) return;
-  const dir = await tempDir(t);
-  t.equal(addon.writeCacheFileSync(dir, 'x', Buffer.from('first')), true, 'made');
-  t.equal(addon.writeCacheFileSync(dir, 'x', Buffer.from('second')), false, 'the name was taken');
-  t.equal(await readFile(join(dir, 'x'), 'utf8'), 'first', 'and kept its bytes');
-  t.throws(() => addon.writeCacheFileSync(dir, '../y', Buffer.from('z')), /one path component/);
-  t.throws(() => addon.writeCacheFileSync(join(dir, 'missing'), 'z', Buffer.from('z')), { code: 'ENOENT' }, 'no such directory');
-  t.same(await readdir(dir), ['x'], 'nothing else left in the directory');
+t.test('a full disk: the store evicts older chunks and writes the new one', async (t) => {
+  const fs = await smallFs(t, '16m');
+  const dir = join(fs, 'chunks');
+  const store = new ChunkStore(dir);
+  await store.init();
+  const old = [randomBytes(2 << 20), randomBytes(2 << 20)];
+  for (const c of old) await store.put(hashChunk(c), c);
+  await fillUp(join(fs, 'hog'));
+  if (addon) {
+    await t.rejects(addon.writeCacheFile(join(dir, '00'), 'probe', randomBytes(1 << 20)), { code: 'ENOSPC' }, 'the addon reports ENOSPC');
+  }
+  const fresh = randomBytes(1 << 20);
+  await store.put(hashChunk(fresh), fresh);
+  const h = hex(hashChunk(fresh));
+  t.ok((await readFile(join(dir, h.slice(0, 2), h))).equals(fresh), 'the new chunk is whole');
+  t.ok(store.stats().evictedChunks >= 1, `older chunks were evicted (${store.stats().evictedChunks})`);
 });
-
-// A big chunk is written by a worker thread, a small one in the calling thread: both paths meet the full disk.
-for (const [kind, size] of [['', 1 << 20], [', a small chunk (written in the calling thread)', 16 << 10]] as const) {
-  t.test(`a full disk${kind}: the store evicts older chunks and writes the new one`, async (t) => {
-    const fs = await smallFs(t, '16m');
-    const dir = join(fs, 'chunks');
-    const store = new ChunkStore(dir);
-    await store.init();
-    const old = [randomBytes(2 << 20), randomBytes(2 << 20)];
-    for (const c of old) await store.put(hashChunk(c), c);
-    await fillUp(join(fs, 'hog'));
-    if (addon) {
-      await t.rejects(addon.writeCacheFile(join(dir, '00'), 'probe', randomBytes(1 << 20)), { code: 'ENOSPC' }, 'the addon reports ENOSPC');
-      t.throws(() => addon.writeCacheFileSync(join(dir, '00'), 'probe', randomBytes(64 << 10)), { code: 'ENOSPC' }, 'so does its calling-thread variant');
-    }
-    const fresh = randomBytes(size);
-    await store.put(hashChunk(fresh), fresh);
-    const h = hex(hashChunk(fresh));
-    t.ok((await readFile(join(dir, h.slice(0, 2), h))).equals(fresh), 'the new chunk is whole');
-    t.ok(store.stats().evictedChunks >= 1, `older chunks were evicted (${store.stats().evictedChunks})`);
-  });
-}
 
 t.test('putFrom: the chunks of a committed file become cache files with their bytes; held ones are left alone', async (t) => {
   const dir = join(await tempDir(t), 'chunks');

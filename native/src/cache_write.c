@@ -136,23 +136,6 @@ static napi_value js_write_cache_file(napi_env env, napi_callback_info info) {
 }
 
 /*
- * writeCacheFileSync(dir, name, data) -> boolean: the same, in the calling
- * thread. For small chunks: four system calls cost less than handing a job
- * to a worker thread and hearing back (~80 us of the JS thread here).
- */
-static napi_value js_write_cache_file_sync(napi_env env, napi_callback_info info) {
-  GET_ARGS(3);
-  cache_job j = {0};
-  if (job_args(env, argv, &j, "writeCacheFileSync")) return NULL;
-  napi_value out = NULL;
-  execute(env, &j);
-  if (j.err) throw_errno(env, j.err, j.call, j.name);
-  else napi_get_boolean(env, j.created, &out);
-  free(j.dir), free(j.name);
-  return out;
-}
-
-/*
  * cacheFromFile: a committed dirty copy's chunks made cache files in one
  * worker job, each an O_TMPFILE file filled by the kernel (copy_file_range:
  * no trip through user space; a reflink where the filesystem shares
@@ -283,7 +266,6 @@ bad:
 
 napi_value cache_write_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "writeCacheFile", js_write_cache_file);
-  export_fn(env, exports, "writeCacheFileSync", js_write_cache_file_sync);
   export_fn(env, exports, "cacheFromFile", js_cache_from_file);
   return exports;
 }

@@ -151,8 +151,6 @@ export interface NativeAddon {
    * the name was taken (left as it is).
    */
   writeCacheFile(dir: string, name: string, data: Buffer): Promise<boolean>;
-  /** writeCacheFile in the calling thread (small files: cheaper than a worker's round trip). */
-  writeCacheFileSync(dir: string, name: string, data: Buffer): boolean;
   /**
    * For each i, `lengths[i]` bytes of the file `src` at `offsets[i]` made
    * the cache file `dirs[i]/names[i]` by the kernel, all in one worker job
