@@ -132,6 +132,28 @@ t.test('the native scan cuts where the JavaScript loop does', async (t) => {
   t.equal(differ, 0, '400 random windows: the same answer from both');
 });
 
+t.test('the native scan cuts where the JavaScript loop does with cuts in every stretch of its four-way scan', async (t) => {
+  // The C scan runs four 4 KiB stretches side by side: with a cut expected
+  // every 16 KiB after `avg`, cuts land in every stretch, often in a later
+  // one before an earlier one (where the earlier one's cut must win).
+  const data = prng(8 * 1024 * 1024, 3);
+  for (const params of [
+    { algorithm: 'fastcdc-gear-v1' as const, min: 16, avg: 64 * 1024, max: 1024 * 1024 },
+    { algorithm: 'fastcdc-gear-v1' as const, min: 1, avg: 4 * 1024, max: 64 * 1024 },
+    { algorithm: 'fastcdc-gear-v1' as const, min: 20_000, avg: 40_000, max: 200_000 },
+  ]) {
+    const js = new CutFinder(params, 'js');
+    const auto = new CutFinder(params);
+    const cuts = (f: CutFinder): number[] => {
+      const out: number[] = [];
+      for (let pos = 0; pos < data.length; ) pos += out[out.push(f.next(data, pos, data.length, true)) - 1]!;
+      return out;
+    };
+    const want = cuts(js);
+    t.same(cuts(auto), want, `min ${params.min}, avg ${params.avg}, max ${params.max}: the same ${want.length} chunks`);
+  }
+});
+
 t.test('chunking while a file is written front to back cuts where a whole-file pass does', async (t) => {
   const data = prng(23 * 1024 * 1024 + 12_345, 7);
   const whole = chunkBuffer(data, DEFAULT_CHUNKING);
