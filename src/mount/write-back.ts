@@ -250,9 +250,10 @@ export class WriteBack {
   }
 
   /**
-   * A new dirty copy's name: this process's random prefix and a count. As
-   * unique across restarts as a random name each time, without asking for
-   * randomness per file (~25 us of the JS thread a file in an untar).
+   * A new dirty copy's name: a random prefix drawn once for this write-back
+   * and a count. As unique across restarts as a random name each time,
+   * without asking for randomness per file (~25 us of the JS thread a file
+   * in an untar).
    */
   newDirtyName(): string {
     return `${this.dirtyNamePrefix}-${(this.dirtyNames++).toString(36)}`;
