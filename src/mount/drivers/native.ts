@@ -7,7 +7,7 @@
 // entry timeouts can be long. Reads of fully cached chunks are served in C
 // without reaching this file at all.
 import { spawnSync } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, statfs, writeFile } from 'node:fs/promises';
 import type { ChunkRef } from '../../content/manifest.js';
 import { isDir, S_IFMT, S_IFREG, type Attr } from '../../content/attr.js';
 import { baseName, joinRel, parentOf } from '../../wire/rel-path.js';
@@ -23,6 +23,9 @@ import { SetMap } from '../../util/set-map.js';
 import { ATTR_LEN, NS, putAttr, Reply } from './native-reply.js';
 import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
 import type { PathChange } from '../../cache/meta-store.js';
+
+/** statfs(2)'s f_type of overlayfs (linux/magic.h). */
+const OVERLAYFS_MAGIC = 0x794c7630;
 
 /** Directories whose listings are kept for readers that continue at an offset (see `readdir`). */
 const LISTINGS_KEPT = 256;
@@ -201,6 +204,19 @@ export class NativeDriver implements Driver {
     const e = await mountEntry(mp);
     this.connection = e && fuseConnection(e);
     if (e) await this.raiseReadahead(e.device);
+    await this.warnIfOverlay();
+  }
+
+  /**
+   * overlayfs refuses reads that must not wait (RWF_NOWAIT), so every read
+   * served from a chunk cache there takes a hop to the read pool: 4 KiB
+   * reads of a cached file ran about half as fast as with the cache on ext4.
+   */
+  private async warnIfOverlay(): Promise<void> {
+    const st = await statfs(this.opts.chunkDir).catch(() => undefined);
+    if (st?.type === OVERLAYFS_MAGIC) {
+      log.warn({ cacheDir: this.opts.chunkDir }, 'the chunk cache is on overlayfs: every cached read takes a hop to another thread there (small reads about half as fast); give --cache-dir its own volume');
+    }
   }
 
   /**
