@@ -6,6 +6,8 @@ import { readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ChunkStore } from '../src/cache/chunk-store.js';
+import { ChunkReader } from '../src/mount/chunk-reader.js';
+import { MeshClient } from '../src/mesh/mesh-client.js';
 import { hashChunk, hex } from '../src/content/manifest.js';
 import { nativeAddon } from '../src/native/addon.js';
 import { fillUp } from '../scripts/soak/lib/small-fs.js';
@@ -46,6 +48,28 @@ t.test('writeCacheFile: a taken name is left as it is; a name must be one compon
   t.throws(() => addon.writeCacheFile(dir, '../y', Buffer.from('z')), /one path component/);
   await t.rejects(addon.writeCacheFile(join(dir, 'missing'), 'z', Buffer.from('z')), { code: 'ENOENT' }, 'no such directory');
   t.same(await readdir(dir), ['x'], 'nothing else left in the directory');
+});
+
+t.test('a chunk is readable from memory while its file is written, without asking a node', async (t) => {
+  const dir = join(await tempDir(t), 'chunks');
+  const store = new ChunkStore(dir);
+  await store.init();
+  // Nothing listens there: a fetch would fail.
+  const mesh = new MeshClient(['127.0.0.1:1'], 'default', { deadlineMs: 2000 });
+  t.teardown(() => mesh.close());
+  const reader = new ChunkReader(store, mesh);
+  const data = randomBytes(5000);
+  const hash = hashChunk(data);
+  const putting = store.put(hash, data);
+  t.notOk(store.has(hash), 'its file is not in place yet');
+  t.ok(store.writingNow(hash)?.equals(data), 'its bytes are at hand meanwhile');
+  t.ok(reader.isLocal(hash), 'the reader counts it as local');
+  const got = await reader.slice({ hash, offset: 0, length: data.length }, 100, 200, 'f');
+  t.ok(got.equals(data.subarray(100, 300)), 'a read of it gets its bytes');
+  await putting;
+  t.ok(store.has(hash), 'then its file is in place');
+  t.equal(store.writingNow(hash), undefined, 'and it is no longer held in memory');
+  t.equal(reader.stats.misses, 0, 'no read went to a node');
 });
 
 t.test('a full disk: the store evicts older chunks and writes the new one', async (t) => {

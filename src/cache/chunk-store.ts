@@ -90,18 +90,38 @@ export class ChunkStore {
     return { chunks: this.sizes.size, bytes: this.bytes, evictedChunks: this.evictedChunks, evictedBytes: this.evictedBytes };
   }
 
-  /** Stores a verified chunk; on a full disk it evicts and tries once more. */
+  /**
+   * Stores a verified chunk; on a full disk it evicts and tries once more.
+   * Until its file is in place (a worker thread writes it), its bytes are
+   * served from memory (writingNow): a file committed a moment ago reads
+   * locally, as it did when small chunks were written on the JS thread,
+   * instead of asking a node, which may not have it (a replica behind).
+   */
   async put(hash: Buffer, data: Buffer): Promise<void> {
-    if (this.has(hash)) return;
+    const k = hash.toString('latin1');
+    if (this.has(hash) || this.writing.has(k)) return;
+    this.writing.set(k, data);
     try {
-      await this.write(hash, data);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-      const freed = await this.evict(Math.max(64 << 20, this.bytes / 10), 'disk full');
-      if (freed === 0) throw err;
-      await this.write(hash, data);
+      try {
+        await this.write(hash, data);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+        const freed = await this.evict(Math.max(64 << 20, this.bytes / 10), 'disk full');
+        if (freed === 0) throw err;
+        await this.write(hash, data);
+      }
+      this.added(hash, data.length);
+    } finally {
+      this.writing.delete(k);
     }
-    this.added(hash, data.length);
+  }
+
+  /** Chunks put() is writing now, by hash (latin1), with their bytes. */
+  private readonly writing = new Map<string, Buffer>();
+
+  /** A chunk's bytes while put() writes its file; undefined otherwise. */
+  writingNow(hash: Buffer): Buffer | undefined {
+    return this.writing.get(hash.toString('latin1'));
   }
 
   /** A chunk is on disk under its name: count it, and evict if that went over a limit. */

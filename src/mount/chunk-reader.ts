@@ -54,7 +54,7 @@ export class ChunkReader {
   }
 
   isLocal(hash: Buffer): boolean {
-    return this.store.has(hash) || this.recent.has(hash.toString('latin1'));
+    return this.store.has(hash) || this.recent.has(hash.toString('latin1')) || this.store.writingNow(hash) !== undefined;
   }
 
   /** On disk in the chunk store: what the native driver can read without JS. */
@@ -77,7 +77,7 @@ export class ChunkReader {
     const missing: Buffer[] = [];
     for (const c of chunks) {
       const k = c.hash.toString('latin1');
-      if (this.store.has(c.hash) || this.recent.has(k)) continue;
+      if (this.store.has(c.hash) || this.recent.has(k) || this.store.writingNow(c.hash)) continue;
       let d = this.inflight.get(k);
       if (!d) {
         d = deferred();
@@ -114,7 +114,7 @@ export class ChunkReader {
    */
   async slice(chunk: ChunkRef, offset: number, length: number, pathHint: string): Promise<Buffer> {
     const k = chunk.hash.toString('latin1');
-    let mem = this.recent.get(k);
+    let mem = this.recent.get(k) ?? this.store.writingNow(chunk.hash);
     if (!mem && !this.store.has(chunk.hash)) {
       this.stats.misses++;
       await this.ensure([chunk], pathHint);
@@ -133,7 +133,7 @@ export class ChunkReader {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
         // Evicted between the check and the read: fetch it again.
         await this.ensure([chunk], pathHint);
-        const again = this.recent.get(k);
+        const again = this.recent.get(k) ?? this.store.writingNow(chunk.hash);
         n = again ? again.copy(out, 0, offset, offset + length) : await this.store.read(chunk.hash, offset, length, out, 0);
       }
       out = out.subarray(0, n);
