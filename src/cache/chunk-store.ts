@@ -200,9 +200,8 @@ export class ChunkStore {
   private async write(hash: Buffer, data: Buffer): Promise<void> {
     // One job on a worker thread where the addon can (four thread-pool trips
     // otherwise). Small chunks too: made on the JS thread, each file creation
-    // waited there whenever ext4's journal was committing (the node's fsyncs,
-    // or the journal's), about 250 us a file in an untar; async untar and
-    // small files were 8-10 % faster once they left it.
+    // held it about 250 us in an untar (12-33 us when nothing else runs), and
+    // async untar and small files were 8-10 % faster once they left it.
     const addon = this.oneJobWrites ? nativeAddon() : undefined;
     if (addon) {
       const h = hex(hash);
