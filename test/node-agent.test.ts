@@ -11,6 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
 import { chunkBuffer } from '../src/content/chunk-file.js';
+import { fileDigest, hashChunk } from '../src/content/manifest.js';
 import { fromTimespec } from '../src/content/attr.js';
 import { errnoOf, lacksChunk } from '../src/wire/errors.js';
 import { FLOW_CONTROL_WINDOW, wire } from '../src/wire/proto.js';
@@ -741,6 +742,38 @@ t.test('node agent', async (t) => {
     // With O_TMPFILE the partial file never had a name; without it, the named temp file was reclaimed on start.
     t.equal(node.line('workspace indexed')!.tempsRemoved, nativeAddon() ? 0 : 1);
   });
+});
+
+t.test('a stat or listing right after another program rewrote a file in place has the new content', async (t) => {
+  const base = await tempDir(t);
+  const root = join(base, 'ws');
+  await mkdir(join(root, 'd'), { recursive: true });
+  await writeFile(join(root, 'd/f.txt'), 'first version');
+  // The watcher's changes reach the index only after a long delay here: a stat or listing must not answer from before them.
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state'), '--watch-delay', '5s']);
+  t.teardown(() => node.stop('SIGKILL'));
+  const conn = node.connect();
+  t.teardown(() => conn.close());
+  t.equal(Number((await conn.stat('d/f.txt')).attr!.size), 13, 'indexed at start');
+  const digestOf = (s: string): Buffer => {
+    const b = Buffer.from(s);
+    return fileDigest([{ hash: hashChunk(b), offset: 0, length: b.length }]);
+  };
+  // Rewritten where it is: its directory does not change, only the watcher hears of it.
+  const rewrite = async (s: string): Promise<void> => {
+    const fh = await open(join(root, 'd/f.txt'), 'r+');
+    await fh.write(s, 0);
+    await fh.close();
+    await new Promise((r) => setTimeout(r, 300)); // the node has its event by now; its index would take it 5 s later
+  };
+  await rewrite('a longer second version');
+  const st = await conn.stat('d/f.txt');
+  t.equal(Number(st.attr!.size), 23, 'a stat has its new size');
+  t.ok(st.digest.equals(digestOf('a longer second version')), 'and its new digest');
+  await rewrite('the third version, longer still');
+  const listed = (await conn.listDir('d')).entries.find((e) => e.name === 'f.txt');
+  t.equal(Number(listed?.attr!.size), 31, 'a listing has its new size');
+  t.ok(listed?.digest.equals(digestOf('the third version, longer still')), 'and its new digest');
 });
 
 t.test('bearer token', async (t) => {

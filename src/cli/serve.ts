@@ -39,6 +39,7 @@ export function serveCommand(): Command {
     .addOption(env(new Option('--client-keepalive <duration>', 'how often the node pings each mount; one that does not answer within 10 s (or this, if shorter) is dropped (0: never)').argParser(parseDuration).default(parseDuration('30s'), '30s'), 'CLIENT_KEEPALIVE'))
     .addOption(env(new Option('--feed-max-unread <n>', 'change events a subscribed mount may leave unread before the node cuts it off (it then subscribes again and catches up from the change log)').argParser(parseIntIn(100, 10_000_000)).default(10_000), 'FEED_MAX_UNREAD'))
     .addOption(env(new Option('--no-watch', 'do not watch for changes (rely on the periodic reconcile)'), 'NO_WATCH'))
+    .addOption(env(new Option('--watch-delay <duration>', 'how long changes noticed on disk are gathered before the index takes them (a listing or stat asked meanwhile waits for them)').argParser(parseDuration).default(parseDuration('30ms'), '30ms'), 'WATCH_DELAY'))
     .addOption(env(new Option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(parseListen), 'METRICS'))
     .option('--print-config', 'print the effective settings (flags, GHOSTFS_* variables, defaults) and exit')
     .action(async (o) => {
@@ -61,6 +62,7 @@ export function serveCommand(): Command {
         tempTtlMs: o.tempTtl,
         reconcileIntervalMs: Math.max(1000, o.reconcileInterval),
         watch: o.watch !== false,
+        watchDelayMs: o.watchDelay,
         clientKeepaliveMs: o.clientKeepalive === 0 ? 0 : Math.max(1000, o.clientKeepalive),
         feedMaxUnread: o.feedMaxUnread,
         onProgress: progressReporter(),

@@ -34,6 +34,8 @@ export interface NodeConfig {
   tempTtlMs: number;
   reconcileIntervalMs: number;
   watch: boolean;
+  /** How long changes noticed on disk are gathered before the index takes them (default 30 ms). */
+  watchDelayMs?: number;
   /** How often the node pings each client; one that does not answer is dropped (default 30 s; 0: never). */
   clientKeepaliveMs?: number;
   /** Change events a Watch subscriber may leave unread before it is cut off (default 10,000). */
@@ -102,7 +104,7 @@ export class NodeAgent {
     await chunks.init();
     await chunks.collect(this.config.tempTtlMs);
     // Watching before the scan: a change made after the scan looked at a path has an event.
-    const watcher = this.config.watch ? new TreeWatcher(index) : undefined;
+    const watcher = this.config.watch ? new TreeWatcher(index, this.config.watchDelayMs) : undefined;
     watcher?.start();
     let s: ScanStats;
     try {

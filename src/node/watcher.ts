@@ -89,12 +89,21 @@ export class TreeWatcher {
     if (!this.timer) this.timer = setTimeout(() => this.flush(), this.debounceMs);
   }
 
+  /** Flushes handed to `running` and not finished yet. */
+  private applying = 0;
+
+  /** Whether changes noticed on disk have yet to reach the index (waiting out the debounce, or being applied). */
+  get behind(): boolean {
+    return this.timer !== undefined || this.applying > 0;
+  }
+
   private flush(): void {
     this.timer = undefined;
     const paths = [...this.pending].sort((a, b) => a.length - b.length);
     const dirs = [...this.rescan];
     this.pending.clear();
     this.rescan.clear();
+    this.applying++;
     this.running = this.running.then(async () => {
       // Together, a group at a time: most events are the echo of this node's
       // own commits, each settled by an lstat that finds nothing new. One by
@@ -116,7 +125,7 @@ export class TreeWatcher {
         if (this.closed) return;
         await this.index.recheck(d).catch((err: Error) => log.warn({ workspace: this.index.id, path: d, err: err.message }, 'cannot compare a directory with the disk'));
       }
-    });
+    }).finally(() => this.applying--);
   }
 
   /** Resolves once every change queued so far has reached the index. */
