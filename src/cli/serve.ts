@@ -46,6 +46,7 @@ export function serveCommand(): Command {
       const workspaces = parseWorkspaces(o.root, o.workspace as string[]);
       if (o.tlsCert && !o.tlsKey) fail('--tls-cert needs --tls-key.');
       if (!o.tlsCert && (o.tlsKey || o.tlsCa)) fail('--tls-key and --tls-ca need --tls-cert.');
+      if (o.watchDelay > 60_000) fail('--watch-delay is at most 60s.');
       const profile = PROFILES[o.profile as ProfileName];
       const config: NodeConfig = {
         workspaces,

@@ -114,24 +114,24 @@ function verifiedInline(chunks: { hash: Buffer; data: Buffer }[]): Map<string, B
 }
 
 /**
- * Longest a listing or stat waits for changes the watcher has noticed on
- * disk and not yet put in the index (see caughtUp). It waits longer only
- * while a big file changed behind the node is hashed: then it answers
- * without that change rather than keep its caller past a deadline.
+ * Longest a listing or stat waits for changes the watcher has noticed at
+ * its path and not yet put in the index (see caughtUp). It waits longer
+ * only while a big file changed behind the node is hashed: then it
+ * answers without that change rather than keep its caller past a deadline.
  */
 const NOTICED_WAIT_MS = 500;
 
 /**
- * Waits until what the watcher has noticed is in the index. A file
- * rewritten in place a moment ago (by another program, or by another node
- * on a shared root) changes no directory, so only its event tells: without
- * this, a listing within the watcher's delay handed out the entry from
- * before it, and a mount that had just switched to this node took the
- * older version for the current one.
+ * Waits until what the watcher has noticed at `path` (a file, or the names
+ * in a directory) is in the index. A file rewritten in place a moment ago
+ * (by another program, or by another node on a shared root) changes no
+ * directory, so only its event tells: without this, a listing within the
+ * watcher's delay handed out the entry from before it, and a mount that had
+ * just switched to this node took the older version for the current one.
  */
-async function caughtUp(ws: Workspace): Promise<void> {
+async function caughtUp(ws: Workspace, path: string): Promise<void> {
   const w = ws.watcher;
-  if (!w?.behind) return;
+  if (!w?.behindAt(path)) return;
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([w.settled(), new Promise<void>((r) => (timer = setTimeout(r, NOTICED_WAIT_MS)))]);
   clearTimeout(timer);
@@ -194,14 +194,14 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
     Stat: async (req: { workspace: string; path: string }) => {
       const ws = ctx.workspace(req.workspace);
       const path = checkPath(req.path);
-      await caughtUp(ws);
+      await caughtUp(ws, path);
       return entryToWire(path, await stat(ws, path));
     },
 
     ListDir: async (req: { workspace: string; path: string }) => {
       const ws = ctx.workspace(req.workspace);
       const path = checkPath(req.path);
-      await caughtUp(ws);
+      await caughtUp(ws, path);
       let dir = await stat(ws, path);
       if (!isDir(dir.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
       await ws.index.syncNames(path);

@@ -89,12 +89,16 @@ export class TreeWatcher {
     if (!this.timer) this.timer = setTimeout(() => this.flush(), this.debounceMs);
   }
 
-  /** Flushes handed to `running` and not finished yet. */
-  private applying = 0;
+  /** Paths of the flushes handed to `running` and not finished yet, with how many of them hold each. */
+  private readonly applying = new Map<string, number>();
 
-  /** Whether changes noticed on disk have yet to reach the index (waiting out the debounce, or being applied). */
-  get behind(): boolean {
-    return this.timer !== undefined || this.applying > 0;
+  /**
+   * Whether a change noticed at `path` has yet to reach the index (waiting
+   * out the delay, or being applied). A change to a name is queued for its
+   * directory too, so a directory is behind while any of its names is.
+   */
+  behindAt(path: string): boolean {
+    return this.pending.has(path) || this.rescan.has(path) || this.applying.has(path);
   }
 
   private flush(): void {
@@ -103,7 +107,8 @@ export class TreeWatcher {
     const dirs = [...this.rescan];
     this.pending.clear();
     this.rescan.clear();
-    this.applying++;
+    const held = [...paths, ...dirs];
+    for (const p of held) this.applying.set(p, (this.applying.get(p) ?? 0) + 1);
     this.running = this.running.then(async () => {
       // Together, a group at a time: most events are the echo of this node's
       // own commits, each settled by an lstat that finds nothing new. One by
@@ -125,7 +130,13 @@ export class TreeWatcher {
         if (this.closed) return;
         await this.index.recheck(d).catch((err: Error) => log.warn({ workspace: this.index.id, path: d, err: err.message }, 'cannot compare a directory with the disk'));
       }
-    }).finally(() => this.applying--);
+    }).finally(() => {
+      for (const p of held) {
+        const n = this.applying.get(p)! - 1;
+        if (n > 0) this.applying.set(p, n);
+        else this.applying.delete(p);
+      }
+    });
   }
 
   /** Resolves once every change queued so far has reached the index. */
@@ -140,6 +151,7 @@ export class TreeWatcher {
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
     this.index.off('change', this.onChange);
     this.index.beforeList = undefined;
     for (const w of this.watchers.values()) w.close();
