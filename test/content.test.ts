@@ -109,6 +109,13 @@ t.test('a sparse file: its holes are not read, and the chunks are those of its b
   t.ok(read < 64 * MiB, `and only around its data was read (${(read / MiB).toFixed(1)} MiB)`);
 });
 
+/** The chunk lengths `f` cuts the first `bytes` of `data` into. */
+function cutsOf(f: CutFinder, data: Buffer, bytes: number): number[] {
+  const out: number[] = [];
+  for (let pos = 0; pos < bytes; ) pos += out[out.push(f.next(data, pos, bytes, true)) - 1]!;
+  return out;
+}
+
 t.test('the native scan cuts where the JavaScript loop does', async (t) => {
   t.ok(nativeAddon(), 'the addon is built (its scan is what runs)');
   const data = prng(16 * 1024 * 1024, 11);
@@ -116,10 +123,7 @@ t.test('the native scan cuts where the JavaScript loop does', async (t) => {
   const auto = new CutFinder(DEFAULT_CHUNKING);
   // Whole-buffer passes, and windows of every kind: short, partial (more data needed), long.
   const a = chunkBuffer(data, DEFAULT_CHUNKING);
-  let pos = 0;
-  const jsCuts: number[] = [];
-  while (pos < data.length) pos += jsCuts[jsCuts.push(js.next(data, pos, data.length, true)) - 1]!;
-  t.same(a.chunks.map((c) => c.length), jsCuts, 'a whole buffer: the same chunks');
+  t.same(a.chunks.map((c) => c.length), cutsOf(js, data, data.length), 'a whole buffer: the same chunks');
   let x = 5;
   const rnd = (n: number): number => ((x = (x * 1103515245 + 12345) >>> 0) % n);
   let differ = 0;
@@ -147,15 +151,8 @@ t.test('the native scan cuts where the JavaScript loop does with cuts in every s
     [{ algorithm: 'fastcdc-gear-v1', min: 20, avg: 32, max: 64 * 1024 }, 1024 * 1024],
     [{ algorithm: 'fastcdc-gear-v1', min: 1, avg: 1, max: 64 * 1024 }, 64 * 1024],
   ] as const) {
-    const js = new CutFinder(params, 'js');
-    const auto = new CutFinder(params);
-    const cuts = (f: CutFinder): number[] => {
-      const out: number[] = [];
-      for (let pos = 0; pos < bytes; ) pos += out[out.push(f.next(data, pos, bytes, true)) - 1]!;
-      return out;
-    };
-    const want = cuts(js);
-    t.same(cuts(auto), want, `min ${params.min}, avg ${params.avg}, max ${params.max}: the same ${want.length} chunks`);
+    const want = cutsOf(new CutFinder(params, 'js'), data, bytes);
+    t.same(cutsOf(new CutFinder(params), data, bytes), want, `min ${params.min}, avg ${params.avg}, max ${params.max}: the same ${want.length} chunks`);
   }
 });
 

@@ -13,6 +13,7 @@ import { errnoOf } from '../wire/errors.js';
 import { log } from '../log.js';
 import type { Vfs } from './vfs.js';
 import { entryFromWire } from './vfs-entry.js';
+import { waitAtMost } from '../util/wait-at-most.js';
 
 /** What the feed needs to know of this mount's own write-backs. */
 export interface OwnWrites {
@@ -24,11 +25,6 @@ export interface OwnWrites {
 
 /** How long an event for a path waits for this mount's own commit of it to be answered. */
 const OWN_WRITE_WAIT_MS = 1000;
-
-function waitAtMost(p: Promise<unknown>, ms: number): Promise<unknown> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
-}
 
 export class ChangeFeed {
   private sub: { cancel(): void; endpoint: string } | undefined;

@@ -21,6 +21,7 @@ import { mutate } from './mutations.js';
 import type { Workspace } from './agent.js';
 import type { IndexEntry } from './index-entry.js';
 import type { Change } from './workspace-index.js';
+import { waitAtMost } from '../util/wait-at-most.js';
 
 /** Chunks a HasChunks call looks for at once. */
 const HAS_CHUNKS_AT_ONCE = 8;
@@ -131,10 +132,7 @@ const NOTICED_WAIT_MS = 500;
  */
 async function caughtUp(ws: Workspace, path: string): Promise<void> {
   const w = ws.watcher;
-  if (!w?.behindAt(path)) return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([w.settled(), new Promise<void>((r) => (timer = setTimeout(r, NOTICED_WAIT_MS)))]);
-  clearTimeout(timer);
+  if (w?.behindAt(path)) await waitAtMost(w.settled(), NOTICED_WAIT_MS);
 }
 
 /** The node's calls: gRPC's handlers, and the unary calls the bulk lane carries (sharing one set of path locks). */
