@@ -1,7 +1,7 @@
 // The bulk lane end to end: a real `ghostfs serve` child process, its one
 // port answering gRPC and the lane side by side over loopback.
 import t from 'tap';
-import { writeFile, mkdir, readFile, stat } from 'node:fs/promises';
+import { open, writeFile, mkdir, readFile, stat } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { errnoOf, lacksChunk } from '../src/wire/errors.js';
 import { fileDigest, hashChunk } from '../src/content/manifest.js';
 import { NodeConnection } from '../src/mesh/connection.js';
 import { nativeAddon } from '../src/native/addon.js';
+import { chunksUploaded } from '../src/admin/metrics.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { RelayProxy } from './helpers/relay-proxy.js';
 import { waitFor } from './helpers/mount-proc.js';
@@ -241,6 +242,55 @@ t.test('the bulk lane', async (t) => {
     t.ok(Number(drafted?.[1] ?? 0) >= 1, 'committed from its draft');
   });
 
+  t.test('uploads from a file: sent by the kernel on the lane, read for gRPC; a range past its end is EIO alone', async (t) => {
+    const sentBy = async (): Promise<{ sendfile: number; copied: number }> => {
+      const values = (await chunksUploaded.get()).values;
+      const count = (how: string): number => values.find((v) => v.labels.how === how)?.value ?? 0;
+      return { sendfile: count('sendfile'), copied: count('copied') };
+    };
+    await conn.handshake();
+    for await (const c of conn.readChunks(hashes.slice(0, 1))) void c; // the lane has answered
+    const body = randomBytes((3 << 20) + 12_345);
+    const file = join(dir, 'upload-source.bin');
+    await writeFile(file, body);
+    const fh = await open(file, 'r');
+    t.teardown(() => fh.close());
+    // Three ranges of the file, one of them tiny, into a draft: the committed file shows every byte went where it belongs.
+    const cuts = [0, 1 << 20, (1 << 20) + 5, body.length];
+    const chunks = cuts.slice(1).map((end, i) => ({ hash: hashChunk(body.subarray(cuts[i]!, end)), offset: cuts[i]!, length: end - cuts[i]! }));
+    const fromFile = (c: { offset: number; length: number }): { fh: typeof fh; offset: number; length: number; what: string } => ({ fh, offset: c.offset, length: c.length, what: 'upload-source.bin' });
+    const before = await sentBy();
+    const lanesBefore = await uploads();
+    const draft = 'filedraft0123456';
+    const r = await conn.putChunks(chunks.map((c) => ({ hash: c.hash, data: fromFile(c), draft, path: 'd/from-file.bin', offset: c.offset })));
+    t.same(r, { stored: 3, bytes: body.length }, 'each one new');
+    await conn.commit({ path: 'd/from-file.bin', expectAbsent: true, digest: fileDigest(chunks), size: body.length, chunks, mode: 0o644, draft });
+    t.ok((await readFile(join(root, 'd/from-file.bin'))).equals(body), 'the file is on the node, whole');
+    const after = await sentBy();
+    t.equal((await uploads()).lane - lanesBefore.lane, 3, 'on the lane');
+    t.ok(nativeAddon(), 'the addon is built (the kernel sends nothing without it)');
+    t.same({ sendfile: after.sendfile - before.sendfile, copied: after.copied - before.copied }, { sendfile: 3, copied: 0 }, 'each sent from the file by the kernel');
+
+    // A range the file does not have: the caller's error, not the lane's; the next upload goes through.
+    const err = await failure(conn.putChunks([{ hash: hashChunk(randomBytes(10)), data: { fh, offset: body.length - 4, length: 10, what: 'upload-source.bin' } }]));
+    t.equal(errnoOf(err), 'EIO', `a range past the end: ${(err as Error)?.message}`);
+    t.match((err as Error)?.message, /upload-source\.bin ends before/, 'the error names the file');
+    const more = randomBytes(70_000);
+    await writeFile(file, more, { flag: 'a' });
+    const tail = { offset: body.length, length: more.length };
+    t.same(await conn.putChunks([{ hash: hashChunk(more), data: fromFile(tail) }]), { stored: 1, bytes: more.length }, 'the next upload from the file goes through');
+    t.same(conn.chunkPath, { over: 'lane' }, 'the lane still carries chunks');
+
+    // Over gRPC the bytes are read from the file first.
+    const grpcOnly = node.connect('default', { token: TOKEN, bulkLane: false });
+    t.teardown(() => grpcOnly.close());
+    const other = { offset: 0, length: 200_000 };
+    const copiedBefore = (await sentBy()).copied;
+    const g = await grpcOnly.putChunks([{ hash: hashChunk(body.subarray(0, other.length)), data: fromFile(other) }]);
+    t.same(g, { stored: 1, bytes: other.length }, 'taken over gRPC');
+    t.equal((await sentBy()).copied - copiedBefore, 1, 'read, then sent');
+  });
+
   t.test('a lane that breaks during an upload: what it did not confirm goes over gRPC, with the rest', async (t) => {
     // A plain TCP relay that can cut the lane's connections and leave gRPC's alone.
     const lanes = new Set<Socket>();
@@ -326,6 +376,34 @@ t.test('the bulk lane', async (t) => {
   t.test('a lane nobody answers is LaneUnavailable, for the caller to use gRPC', async (t) => {
     const err = await failure(fetchAll(new BulkLane({ host: '127.0.0.1', port: 1, authorization: '', workspace: 'default' }), hashes.slice(0, 1)));
     t.ok(err instanceof LaneUnavailable, String(err));
+  });
+
+  t.test('an upload from a file to a node that stops reading ends at its deadline', async (t) => {
+    // Takes connections and never reads them: the socket fills, and the kernel's send waits for room.
+    const held: Socket[] = [];
+    const mute = createServer((s) => {
+      s.pause();
+      held.push(s);
+    });
+    await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+    t.teardown(() => {
+      for (const s of held) s.destroy();
+      mute.close();
+    });
+    const file = join(dir, 'unread.bin');
+    await writeFile(file, randomBytes(64 << 20));
+    const fh = await open(file, 'r');
+    t.teardown(() => fh.close());
+    const l = new BulkLane({ host: '127.0.0.1', port: (mute.address() as AddressInfo).port, authorization: '', workspace: 'default' });
+    t.teardown(() => l.close());
+    // One range, far more than the socket's buffers hold: the wait is in the kernel's send, not for an answer.
+    const one = (async function* () {
+      yield { hash: Buffer.alloc(32, 1), data: { fh, offset: 0, length: 64 << 20, what: 'unread.bin' } };
+    })();
+    const started = Date.now();
+    const err = await failure(l.upload(one, 1000));
+    t.equal((err as { code?: number })?.code, 4, `DEADLINE_EXCEEDED: ${(err as Error)?.message}`);
+    t.ok(Date.now() - started < 10_000, `given up on after ${Date.now() - started} ms, not left waiting for room`);
   });
 
   t.test('a node restarted on the same port: the lane opens new connections for the kept ones', async (t) => {

@@ -36,6 +36,14 @@ export const nodeCommits = new Counter({
   registers: [registry],
 });
 
+/** Chunks the mount uploaded, by the way their bytes left it (see src/mesh/bulk-client.ts). */
+export const chunksUploaded = new Counter({
+  name: 'ghostfs_chunks_uploaded_total',
+  help: 'chunks the mount sent to a node: how="sendfile" (bulk lane, from the dirty copy by the kernel), how="copied" (from memory, or read into it first: gRPC, TLS)',
+  labelNames: ['how'],
+  registers: [registry],
+});
+
 /** Chunks the node served, by the way their bytes left it (see src/node/bulk-server.ts). */
 export const nodeChunksServed = new Counter({
   name: 'ghostfs_node_chunks_served_total',

@@ -4,6 +4,7 @@
 // Failures come out as the gRPC errors they stand for, so the mesh client's
 // failover treats both paths alike.
 import * as grpc from '@grpc/grpc-js';
+import type { FileHandle } from 'node:fs/promises';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { HASH_BYTES } from '../content/manifest.js';
@@ -11,6 +12,9 @@ import { log } from '../log.js';
 import { BULK_ALPN, encodeCall, encodeHello, encodeRequest, encodeUploadHead, FRAME_CHUNK, FRAME_END, FRAME_ERROR, FRAME_HEADER_BYTES, FRAME_REPLY, type LaneCall, MAX_REQUEST_HASHES, type UploadMeta } from '../wire/bulk-lane.js';
 import { serviceError } from '../wire/errors.js';
 import { MAX_MESSAGE_BYTES } from '../wire/proto.js';
+import { flushed, sendfileTarget } from '../native/sendfile-target.js';
+import { readAt } from '../util/positional-io.js';
+import { chunksUploaded } from '../admin/metrics.js';
 
 export interface BulkLaneOptions {
   host: string;
@@ -61,10 +65,29 @@ export async function* unsentThenRest(broken: LaneUploadBroken, rest: AsyncItera
   yield* { [Symbol.asyncIterator]: () => rest };
 }
 
-/** A chunk to upload: its bytes and where it goes (see UploadMeta). */
+/**
+ * Bytes that lie in a file, open until the upload carrying them settles.
+ * Over plain TCP the lane sends them from the file by the kernel (sendfile):
+ * no read into JS and no copy from JS to the socket. Elsewhere (TLS, gRPC)
+ * they are read first.
+ */
+export interface FileRange {
+  fh: FileHandle;
+  offset: number;
+  length: number;
+  /** Names the file in errors. */
+  what: string;
+}
+
+/** A chunk to upload: its bytes, or where they are, and where it goes (see UploadMeta). */
 export interface UploadChunk extends Partial<Omit<UploadMeta, 'hash'>> {
   hash: Buffer;
-  data: Buffer;
+  data: Buffer | FileRange;
+}
+
+/** The chunk's bytes in memory (read from its file, for a path that cannot send from one). */
+export function uploadBytes(c: UploadChunk): Promise<Buffer> | Buffer {
+  return Buffer.isBuffer(c.data) ? c.data : readAt(c.data.fh, c.data.length, c.data.offset, c.data.what);
 }
 
 /** Uploads sent before their answers are read, at most (and this many bytes). */
@@ -229,9 +252,13 @@ export class BulkLane {
         const next = await chunks.next();
         if (next.done) break;
         const c = next.value;
-        conn.sendUpload(encodeUploadHead({ hash: c.hash, draft: c.draft ?? '', path: c.path ?? '', offset: c.offset ?? 0 }, c.data.length), c.data);
+        // Counted as sent before it is: one whose send breaks the connection goes again with the unanswered.
         waiting.push(c);
         aheadBytes += c.data.length;
+        const head = encodeUploadHead({ hash: c.hash, draft: c.draft ?? '', path: c.path ?? '', offset: c.offset ?? 0 }, c.data.length);
+        if (Buffer.isBuffer(c.data)) conn.sendUpload(head, c.data);
+        else await conn.sendUploadFrom(head, c.data, deadline);
+        chunksUploaded.inc({ how: !Buffer.isBuffer(c.data) && conn.sendsFromFiles ? 'sendfile' : 'copied' });
       }
       while (waiting.length > 0) await answer();
       clean = true;
@@ -310,6 +337,10 @@ export class BulkLane {
 
 class DeadlineError extends Error {}
 
+function deadlineError(): DeadlineError {
+  return Object.assign(new DeadlineError('bulk lane: deadline exceeded'), { code: grpc.status.DEADLINE_EXCEEDED, details: 'bulk lane: deadline exceeded', metadata: new grpc.Metadata() });
+}
+
 /** The node's error frame in answer to an upload: what the caller gets, as gRPC's refusal. */
 class Refused extends Error {
   constructor(readonly refusal: grpc.ServiceError) {
@@ -335,6 +366,10 @@ class LaneConnection {
   private paused = false;
   private failure: Error | undefined;
   private wake: (() => void) | undefined;
+  /** Where uploads from files go by sendfile (plain TCP, addon built; undefined: nowhere). Null until looked up, once connected. */
+  private sendfile: ReturnType<typeof sendfileTarget> | null = null;
+  /** Set when the connection fails: a send from a file waiting for room in the socket stops. */
+  private readonly cancel = new Int32Array(1);
 
   constructor(
     private readonly socket: Socket,
@@ -379,12 +414,52 @@ class LaneConnection {
     this.socket.write(b);
   }
 
+  /** Whether uploads from files go by sendfile here. */
+  get sendsFromFiles(): boolean {
+    if (this.sendfile === null) this.sendfile = sendfileTarget(this.socket);
+    return this.sendfile !== undefined;
+  }
+
   /** An upload's head and bytes, in one write of both (the bytes are not copied). */
   sendUpload(head: Buffer, data: Buffer): void {
     this.socket.cork();
     this.socket.write(head);
     this.socket.write(data);
     this.socket.uncork();
+  }
+
+  /**
+   * An upload's head and bytes that lie in a file: sent from the file by the
+   * kernel where the socket allows, else read and sent as above. Settles once
+   * the file is no longer read (the range may be closed then). A send cut
+   * short leaves half a frame: the connection is closed, and the error is
+   * what the caller would get had it broken anyway (UNAVAILABLE), or the
+   * deadline's.
+   */
+  async sendUploadFrom(head: Buffer, range: FileRange, deadline: number): Promise<void> {
+    if (!this.sendsFromFiles) return this.sendUpload(head, await readAt(range.fh, range.length, range.offset, range.what));
+    // What libuv still holds goes first; nothing is written from JS until the send is done.
+    if (this.socket.writableLength > 0) await flushed(this.socket);
+    if (this.failure) throw this.failure;
+    const to = this.sendfile!;
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      this.cancel[0] = 1;
+    }, Math.max(0, deadline - Date.now()));
+    try {
+      await to.addon.sendFileRange(to.fd, head, range.fh.fd, range.offset, range.length, this.cancel);
+    } catch (err) {
+      const broke = this.failure; // the connection failed first (the send was cancelled for it)
+      this.destroy();
+      if (late) throw deadlineError();
+      const e = err as NodeJS.ErrnoException;
+      // The file ended before the range: nothing the connection did; the caller's own error.
+      if (e.code === 'ENODATA') throw Object.assign(new Error(`${range.what} ends before ${range.offset + range.length}`), { code: 'EIO' });
+      throw broke ?? serviceError(grpc.status.UNAVAILABLE, `bulk lane: ${e.message}`);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async next(deadline: number): Promise<Frame> {
@@ -400,7 +475,7 @@ class LaneConnection {
       }
       if (this.failure) throw this.failure;
       const left = deadline - Date.now();
-      if (left <= 0) throw Object.assign(new DeadlineError('bulk lane: deadline exceeded'), { code: grpc.status.DEADLINE_EXCEEDED, details: 'bulk lane: deadline exceeded', metadata: new grpc.Metadata() });
+      if (left <= 0) throw deadlineError();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
         this.wake = () => {
@@ -424,11 +499,13 @@ class LaneConnection {
 
   private fail(err: Error): void {
     this.failure ??= err;
+    this.cancel[0] = 1;
     this.wake?.();
   }
 
   destroy(): void {
     this.failure ??= serviceError(grpc.status.CANCELLED, 'bulk lane: closed');
+    this.cancel[0] = 1;
     this.socket.destroy();
   }
 }

@@ -4,8 +4,9 @@ import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, wire } from '../wire/proto.js';
 import { log } from '../log.js';
+import { chunksUploaded } from '../admin/metrics.js';
 import { nodeErrno, serviceError } from '../wire/errors.js';
-import { BulkLane, hostPort, LaneUnavailable, LaneUploadBroken, unsentThenRest, type UploadChunk } from './bulk-client.js';
+import { BulkLane, hostPort, LaneUnavailable, LaneUploadBroken, unsentThenRest, uploadBytes, type FileRange, type UploadChunk } from './bulk-client.js';
 import { MAX_CALL_BYTES, type LaneCall } from '../wire/bulk-lane.js';
 import type {
   NodeClient,
@@ -37,7 +38,7 @@ export interface ConnectionOptions {
 }
 
 /** A chunk to upload; `draft`, `path` and `offset` place it in a file's draft on the node. */
-export type { UploadChunk };
+export type { FileRange, UploadChunk };
 
 export interface ChunkPath {
   /** 'unknown' until a handshake with the node. */
@@ -423,8 +424,10 @@ export class NodeConnection {
       void (async () => {
         let first = true;
         for await (const c of chunks) {
+          const data = await uploadBytes(c);
           if (ended) return;
-          const ok = call.write({ workspace: first ? this.workspace : '', hash: c.hash, data: c.data, draft: c.draft ?? '', path: c.path ?? '', offset: c.offset ?? 0 });
+          chunksUploaded.inc({ how: 'copied' });
+          const ok = call.write({ workspace: first ? this.workspace : '', hash: c.hash, data, draft: c.draft ?? '', path: c.path ?? '', offset: c.offset ?? 0 });
           first = false;
           if (!ok) {
             await new Promise<void>((r) => {

@@ -80,7 +80,7 @@ export class DirtyFile {
   /** The journal owns the dirty copy (it was closed); a further write needs a copy of its own. */
   handedOver = false;
   /** How to follow a run of writes from an empty file (set by the VFS); `ahead` follows the current run. */
-  startAhead?: (read: (offset: number, length: number) => Promise<Buffer>) => WriteAhead;
+  startAhead?: (file: () => string) => WriteAhead;
   private ahead?: WriteAhead;
   /** Set explicitly by utimens while open; otherwise the write time counts. */
   mtimeNs?: bigint;
@@ -201,7 +201,7 @@ export class DirtyFile {
       return data.length;
     }
     const fh = await this.disk();
-    if (startsRun && !this.ahead && this.size === 0) this.ahead = this.startAhead?.((o, n) => this.readRange(o, n));
+    if (startsRun && !this.ahead && this.size === 0) this.ahead = this.startAhead?.(() => this.file);
     const ahead = this.ahead;
     const written = writeAt(fh, data, offset);
     try {
@@ -442,18 +442,9 @@ export class DirtyFile {
       this.dropAhead();
       return undefined;
     }
-    // Its last chunks may still be on their way: read from the copy handed
-    // over (by name: this file's handle may close first, and a later writer
-    // gets a copy of its own).
-    const file = this.file;
-    const r = this.ahead?.finish(this.size, async (offset, length) => {
-      const fh = await open(file, 'r');
-      try {
-        return await readAt(fh, length, offset, `dirty copy ${file}`);
-      } finally {
-        await fh.close();
-      }
-    });
+    // Its last chunks may still be on their way: sent from the copy handed
+    // over (by name: a later writer gets a copy of its own).
+    const r = this.ahead?.finish(this.size, this.file);
     this.ahead = undefined;
     return r;
   }

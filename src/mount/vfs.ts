@@ -546,7 +546,7 @@ export class Vfs {
 
   /** A file open for writing: the VFS knows it by its path, and its big front-to-back writes travel ahead of the close. */
   private track(d: DirtyFile): DirtyFile {
-    d.startAhead = (read) => this.writeBack.writeAhead(read, () => d.path);
+    d.startAhead = (file) => this.writeBack.writeAhead(file, () => d.path);
     this.dirty.set(d.path, d);
     return d;
   }

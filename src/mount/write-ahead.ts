@@ -1,8 +1,8 @@
 // A big file written front to back starts travelling before it is closed:
 // its chunks are cut and hashed as the writes arrive (StreamChunker) and,
 // while the writer keeps writing, the node is asked which of them it lacks
-// and gets those, read back from the dirty copy once their writes landed
-// there. At close the chunk list is ready and the upload only sends what
+// and gets those, sent from the dirty copy once their writes landed there
+// (by the kernel, over the bulk lane: see FileRange). At close the chunk list is ready and the upload only sends what
 // the node still lacks (the usual has-chunks query decides), so nothing
 // here has to succeed: a chunk that was not sent (the node did not answer,
 // the file stopped being a straight run) travels at close, and a staged
@@ -10,9 +10,11 @@
 // The node puts the chunks in the file's draft, where they stay: the commit
 // takes the draft as the new file and writes only what is not there yet.
 import { randomBytes } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import { StreamChunker } from '../content/stream-chunker.js';
 import type { ChunkingParams } from '../content/chunker.js';
 import type { ChunkRef, Manifest } from '../content/manifest.js';
+import type { FileRange } from '../mesh/connection.js';
 import { log } from '../log.js';
 
 /** Chunks ending below this offset are left for the close: a small file gains nothing from travelling early. */
@@ -32,8 +34,8 @@ export interface DraftOf {
   path: string;
 }
 
-/** Sends what the node lacks of these chunks, reading their bytes with `read`, into the file's draft. */
-export type SendChunks = (chunks: ChunkRef[], read: (c: ChunkRef) => Promise<Buffer>, to: DraftOf) => Promise<unknown>;
+/** Sends what the node lacks of these chunks, their bytes where `bodyOf` says, into the file's draft. */
+export type SendChunks = (chunks: ChunkRef[], bodyOf: (c: ChunkRef) => FileRange, to: DraftOf) => Promise<unknown>;
 
 export class WriteAhead {
   /**
@@ -54,8 +56,8 @@ export class WriteAhead {
   constructor(
     params: ChunkingParams,
     private readonly send: SendChunks,
-    /** Reads bytes back from the dirty copy (see finish). */
-    private read: (offset: number, length: number) => Promise<Buffer>,
+    /** The dirty copy's path (see finish). */
+    private file: () => string,
     /** The file's path now (it may be renamed while written). */
     private readonly path: () => string,
   ) {
@@ -97,11 +99,11 @@ export class WriteAhead {
    * through here, a promise that settles once the chunks still queued were
    * sent (or given up on; it never rejects), and the draft they went to
    * (what it holds is used even when the run broke off). The chunks still
-   * queued are read with `readAfter` from then on.
+   * queued are sent from `file` from then on: the copy as closed, whatever
+   * name the file's next dirty copy gets.
    */
-  finish(size: number, readAfter: (offset: number, length: number) => Promise<Buffer>): { manifest?: Manifest; sent: Promise<void>; draft: string } {
-    // The writer's handle on the copy may close before the last chunks are read (--write-back async: at release).
-    this.read = readAfter;
+  finish(size: number, file: string): { manifest?: Manifest; sent: Promise<void>; draft: string } {
+    this.file = () => file;
     const manifest = this.chunker.finish(size);
     if (!manifest) this.halt();
     return { manifest, sent: this.idle(), draft: this.draft };
@@ -138,7 +140,7 @@ export class WriteAhead {
       let n = 0;
       while (n < Math.min(BATCH, this.queue.length) && ready(this.queue[n]!)) n++;
       const batch = this.queue.splice(0, n);
-      const sent = this.send(batch, (c) => this.read(c.offset, c.length), { draft: this.draft, path: this.path() }).then(
+      const sent = this.sendBatch(batch).then(
         () => undefined,
         (err: Error) => {
           // The close sends what is missing anyway; no point in retrying here.
@@ -150,5 +152,20 @@ export class WriteAhead {
       void sent.finally(() => inFlight.delete(sent));
     }
     await Promise.all(inFlight);
+  }
+
+  /**
+   * One batch, from a descriptor of its own on the dirty copy: open until
+   * the send settles, whatever becomes of the writer's (closed at release,
+   * with --write-back async).
+   */
+  private async sendBatch(batch: ChunkRef[]): Promise<void> {
+    const file = this.file();
+    const fh = await open(file, 'r');
+    try {
+      await this.send(batch, (c) => ({ fh, offset: c.offset, length: c.length, what: `dirty copy ${file}` }), { draft: this.draft, path: this.path() });
+    } finally {
+      await fh.close();
+    }
   }
 }

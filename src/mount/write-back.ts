@@ -9,7 +9,7 @@
 // died replays its journal on the next start, committing each file exactly once.
 import { copyFile, constants, open, readFile, readdir, rename, unlink, mkdir, stat, writeFile } from 'node:fs/promises';
 import { chunkBuffer, isZeroRun } from '../content/chunk-file.js';
-import { readAt } from '../util/positional-io.js';
+import type { FileRange } from '../mesh/connection.js';
 import { WriteAhead, type DraftOf, type SendChunks } from './write-ahead.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { join } from 'node:path';
@@ -1054,10 +1054,10 @@ export class WriteBack {
    * Follows a file written front to back from empty: its chunk list is made
    * as it is written and its chunks are sent ahead of the close.
    */
-  writeAhead(read: (offset: number, length: number) => Promise<Buffer>, path: () => string): WriteAhead {
+  writeAhead(file: () => string, path: () => string): WriteAhead {
     // A copy of content the node holds (cp within the workspace) sends nothing.
-    const send: SendChunks = (chunks, bytesOf, to) => this.sendMissing(' ahead', chunks, bytesOf, to);
-    return new WriteAhead(DEFAULT_CHUNKING, send, read, path);
+    const send: SendChunks = (chunks, bodyOf, to) => this.sendMissing(' ahead', chunks, bodyOf, to);
+    return new WriteAhead(DEFAULT_CHUNKING, send, file, path);
   }
 
   /** The record's content: its chunk list, and its bytes when small enough to travel inside the commit. */
@@ -1134,7 +1134,7 @@ export class WriteBack {
     await ahead?.sent; // what was sent early is not asked about while still on its way
     const fh = await open(dirty, 'r');
     try {
-      return await this.sendMissing('', m.chunks, (ch) => readAt(fh, ch.length, ch.offset, `dirty copy ${dirty}`), ahead?.to, ahead?.at);
+      return await this.sendMissing('', m.chunks, (ch) => ({ fh, offset: ch.offset, length: ch.length, what: `dirty copy ${dirty}` }), ahead?.to, ahead?.at);
     } finally {
       await fh.close();
     }
@@ -1142,9 +1142,9 @@ export class WriteBack {
 
   /**
    * Asks the node (the one at `at` only, when given) which of these chunks it
-   * lacks and sends those, their bytes read by `bytesOf`; returns how many.
+   * lacks and sends those, their bytes where `bodyOf` says; returns how many.
    */
-  private async sendMissing(what: string, chunks: readonly ChunkRef[], bytesOf: (c: ChunkRef) => Promise<Buffer>, to?: DraftOf, at?: string): Promise<number> {
+  private async sendMissing(what: string, chunks: readonly ChunkRef[], bodyOf: (c: ChunkRef) => FileRange, to?: DraftOf, at?: string): Promise<number> {
     // Asked about each hash once (a sparse file names the chunk of its holes thousands of times).
     const hashes = [...new Map(chunks.map((c) => [c.hash.toString('latin1'), c.hash])).values()];
     const missingIdx = await this.mesh.call(`has-chunks${what}`, (c) => c.hasChunks(hashes), { at });
@@ -1164,7 +1164,7 @@ export class WriteBack {
     await this.mesh.call(`put-chunks${what}`, (c) =>
       c.putChunks(
         (async function* () {
-          for (const { ch, into } of wanted) yield { hash: ch.hash, data: await bytesOf(ch), draft: into?.draft, path: into?.path, offset: ch.offset };
+          for (const { ch, into } of wanted) yield { hash: ch.hash, data: bodyOf(ch), draft: into?.draft, path: into?.path, offset: ch.offset };
         })(),
         Math.max(this.opts.deadlineMs, 60_000),
       ),

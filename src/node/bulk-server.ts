@@ -6,13 +6,11 @@
 // in the kernel (sendfile). Otherwise (TLS, no addon, an upload not yet in a
 // file) it is read into a buffer with room for the frame header in front,
 // so it goes out as one write without a copy.
-import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { TLSSocket } from 'node:tls';
 import { HASH_BYTES } from '../content/manifest.js';
 import { nodeChunksServed } from '../admin/metrics.js';
 import { log } from '../log.js';
-import { nativeAddon, type NativeAddon } from '../native/addon.js';
+import { flushed, sendfileTarget } from '../native/sendfile-target.js';
 import { CHUNK_FRAME_RESERVE } from '../wire/chunk-frame.js';
 import { BULK_MAGIC, type BulkError, CALL_FLAG, decodeUploadMeta, endFrame, errorFrame, FRAME_CHUNK, FRAME_HEADER_BYTES, LANE_CALLS, type LaneCall, MAX_CALL_BYTES, MAX_HELLO_BYTES, MAX_HELLO_FIELD_BYTES, MAX_HINT_BYTES, MAX_REQUEST_BYTES, MAX_UPLOAD_META_BYTES, replyFrame, UPLOAD_FLAG, type UploadMeta, writeFrameHeader } from '../wire/bulk-lane.js';
 import { MAX_MESSAGE_BYTES } from '../wire/proto.js';
@@ -215,20 +213,6 @@ export function serveBulk(socket: Duplex & { setTimeout?(ms: number): unknown },
 /** What gRPC would have answered, with the errno it carries in its trailer. */
 function bulkError(err: unknown): BulkError {
   return { ...toServiceError(err), errno: errnoOf(err), lacks: lacksOf(err) };
-}
-
-/** The descriptor to sendfile to: a plain TCP connection (not TLS), with the addon built. */
-function sendfileTarget(socket: Duplex): { addon: NativeAddon; fd: number } | undefined {
-  const addon = nativeAddon();
-  if (!addon || !(socket instanceof Socket) || socket instanceof TLSSocket) return undefined;
-  // net.Socket's handle has its descriptor on Unix; not part of the documented API, hence the checks.
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? { addon, fd } : undefined;
-}
-
-/** Resolves once everything written to the socket so far has gone to the kernel. */
-function flushed(socket: Duplex): Promise<void> {
-  return new Promise((resolve) => socket.write(Buffer.alloc(0), () => resolve()));
 }
 
 function drained(socket: Duplex): Promise<void> {
