@@ -6,7 +6,7 @@ import { CutFinder, DEFAULT_CHUNKING } from '../src/content/chunker.js';
 import { nativeAddon } from '../src/native/addon.js';
 import { chunkBuffer, chunkPath, isZeroRun, zeroRunChunk } from '../src/content/chunk-file.js';
 import { StreamChunker } from '../src/content/stream-chunker.js';
-import { checkChunkList, fileDigest, hashChunk } from '../src/content/manifest.js';
+import { checkChunkList, fileDigest, hashChunk, type ChunkRef } from '../src/content/manifest.js';
 import { HashPool } from '../src/content/hash-pool.js';
 import { Reader, Writer } from '../src/store/codec.js';
 import { readAttr, writeAttr, toTimespec, fromTimespec, type Attr } from '../src/content/attr.js';
@@ -160,24 +160,74 @@ t.test('chunking while a file is written front to back cuts where a whole-file p
   const data = prng(23 * 1024 * 1024 + 12_345, 7);
   const whole = chunkBuffer(data, DEFAULT_CHUNKING);
   // Writes of the sizes tools make (dd bs=1M, cp's 128 KiB, odd sizes), and one huge write.
-  for (const sizes of [[1 << 20], [128 * 1024], [4096, 65_537, 999_999], [data.length]]) {
-    const seen: Buffer[] = [];
-    const s = new StreamChunker(DEFAULT_CHUNKING, (ref, bytes) => {
-      t.ok(hashChunk(bytes).equals(ref.hash), 'onChunk gets the bytes of the chunk it names');
-      seen.push(Buffer.from(bytes));
-    });
+  for (const [sizes, owned] of [[[1 << 20], true], [[128 * 1024], false], [[4096, 65_537, 999_999], true], [[data.length], false]] as const) {
+    const seen: ChunkRef[] = [];
+    const s = new StreamChunker(DEFAULT_CHUNKING, (ref) => seen.push(ref));
     for (let off = 0, i = 0; off < data.length; i++) {
       const n = Math.min(sizes[i % sizes.length]!, data.length - off);
-      s.feed(off, data.subarray(off, off + n));
+      // A driver's buffer (not owned) is reused once the write is answered: here, overwritten at once.
+      const buf = Buffer.from(data.subarray(off, off + n));
+      s.feed(off, buf, owned);
+      if (!owned) buf.fill(0xa5);
       off += n;
     }
     const m = s.finish(data.length)!;
     t.ok(m, `writes of ${sizes.join('/')} bytes: a manifest`);
-    t.same(m.chunks, whole.chunks, `writes of ${sizes.join('/')} bytes: the same chunks`);
+    t.same(m.chunks, whole.chunks, `writes of ${sizes.join('/')} bytes (${owned ? 'kept' : 'copied'}): the same chunks`);
     t.ok(m.digest.equals(whole.digest), 'the same digest');
-    t.ok(Buffer.concat(seen).equals(data), 'every byte was handed out once, in order');
+    t.same(seen, whole.chunks, 'onChunk saw each chunk as it was cut, in order');
   }
   t.same(new StreamChunker(DEFAULT_CHUNKING).finish(0), chunkBuffer(Buffer.alloc(0), DEFAULT_CHUNKING), 'an empty file');
+
+  // Small chunks, written in pieces shorter than the 32 bytes a hash depends
+  // on: cuts are looked for across many buffers, and start, end and the
+  // switch of masks fall at every place in them.
+  const params = { algorithm: 'fastcdc-gear-v1', min: 64, avg: 256, max: 1024 } as const;
+  const small = prng(300_000, 11);
+  const want = chunkBuffer(small, params);
+  t.ok(want.chunks.length > 500, `${want.chunks.length} chunks to find`);
+  for (const sizes of [[1], [7, 31, 33], [100, 5000], [1023, 1, 1025]]) {
+    const s = new StreamChunker(params);
+    for (let off = 0, i = 0; off < small.length; i++) {
+      const n = Math.min(sizes[i % sizes.length]!, small.length - off);
+      s.feed(off, small.subarray(off, off + n), true);
+      off += n;
+    }
+    t.same(s.finish(small.length)!.chunks, want.chunks, `writes of ${sizes.join('/')} bytes: the same small chunks`);
+  }
+});
+
+t.test('a scan that goes on from another buffer finds what one scan over both finds', async (t) => {
+  // Small chunks: a cut often falls within the first 32 bytes of the second buffer, where the hash carried over counts.
+  const data = prng(256 << 10, 5);
+  const params = { algorithm: 'fastcdc-gear-v1', min: 64, avg: 256, max: 1024 } as const;
+  const wrong: string[] = [];
+  let cuts = 0;
+  let tried = 0;
+  for (const finder of [new CutFinder(params), new CutFinder(params, 'js')]) {
+    for (const split of [1, 31, 32, 33, 100, 300, 700]) {
+      for (let from = 0, i = 0; from < data.length - params.max; from += 997, i++) {
+        // Every other scan too short to find a cut (mostly): the whole range is carried over.
+        const limit = from + (i % 2 ? params.max : params.min + 40);
+        const normal = Math.min(from + params.avg, limit);
+        const whole = finder.scan(data, from, normal, limit, 0);
+        // The same bytes as two buffers: the second goes on from the hash the first ended with.
+        const a = Buffer.from(data.subarray(from, Math.min(from + split, limit)));
+        const b = Buffer.from(data.subarray(from + a.length, limit));
+        let cut = finder.scan(a, 0, Math.min(normal - from, a.length), a.length, 0);
+        if (cut < 0) {
+          const h = finder.carry(a, 0, a.length, 0);
+          const c = finder.scan(b, 0, Math.min(Math.max(0, normal - from - a.length), b.length), b.length, h);
+          cut = c < 0 ? -1 : c + a.length;
+        }
+        tried++;
+        if (whole >= 0) cuts++;
+        if (cut !== (whole < 0 ? -1 : whole - from)) wrong.push(`split at ${split} of the scan from ${from}: ${cut} against ${whole - from}`);
+      }
+    }
+  }
+  t.same(wrong, [], `${tried} scans split in two agree with the scan over one buffer`);
+  t.ok(cuts > tried / 2 && cuts < tried, `${cuts} of them found a cut, the others none`);
 });
 
 t.test('chunking while writing gives up on anything but a straight run of writes', async (t) => {

@@ -43,9 +43,12 @@ static napi_value js_gear_table(napi_env env, napi_callback_info info) {
 /* A gear hash depends on this many bytes before it, no more. */
 #define GEAR_WINDOW 32
 
-/* The hash before byte `at` of a scan that started at `from`, rebuilt from the bytes just before. */
-static inline uint32_t hash_before(const uint8_t *buf, size_t from, size_t at) {
-  uint32_t h = 0;
+/*
+ * The hash before byte `at` of a scan that started at `from` with hash h0,
+ * rebuilt from the bytes just before (h0 is shifted out once 32 bytes follow it).
+ */
+static inline uint32_t hash_before(const uint8_t *buf, size_t from, size_t at, uint32_t h0) {
+  uint32_t h = at - from > GEAR_WINDOW ? 0 : h0;
   for (size_t i = at - from > GEAR_WINDOW ? at - GEAR_WINDOW : from; i < at; i++) h = (h << 1) + gear[buf[i]];
   return h;
 }
@@ -64,13 +67,13 @@ static inline ssize_t scan_one(const uint8_t *buf, size_t start, size_t end, uin
   return -1;
 }
 
-/* The first i in [start, end) whose hash (hashing from `from`) has no bit of `mask`; -1 if none. */
-static ssize_t scan_range(const uint8_t *buf, size_t from, size_t start, size_t end, uint32_t mask) {
+/* The first i in [start, end) whose hash (hashing from `from`, starting at h0) has no bit of `mask`; -1 if none. */
+static ssize_t scan_range(const uint8_t *buf, size_t from, size_t start, size_t end, uint32_t mask, uint32_t h0) {
   size_t p = start;
   for (; end - p >= 4 * STRETCH; p += 4 * STRETCH) {
     const uint8_t *b0 = buf + p, *b1 = b0 + STRETCH, *b2 = b1 + STRETCH, *b3 = b2 + STRETCH;
-    uint32_t h[4] = {hash_before(buf, from, p), hash_before(buf, from, p + STRETCH), hash_before(buf, from, p + 2 * STRETCH),
-                     hash_before(buf, from, p + 3 * STRETCH)};
+    uint32_t h[4] = {hash_before(buf, from, p, h0), hash_before(buf, from, p + STRETCH, h0), hash_before(buf, from, p + 2 * STRETCH, h0),
+                     hash_before(buf, from, p + 3 * STRETCH, h0)};
     uint32_t h0 = h[0], h1 = h[1], h2 = h[2], h3 = h[3];
     size_t t = 0;
     for (; t < STRETCH; t++) {
@@ -91,23 +94,25 @@ static ssize_t scan_range(const uint8_t *buf, size_t from, size_t start, size_t 
     }
     return (ssize_t)(p + hit * STRETCH + t);
   }
-  uint32_t h = hash_before(buf, from, p);
+  uint32_t h = hash_before(buf, from, p, h0);
   return scan_one(buf, p, end, mask, &h);
 }
 
 /*
- * gearScan(buf, from, normal, limit, maskS, maskL) -> index just past the
- * cut, or -1 if no cut before limit. Bytes [from, normal) are tested with
- * maskS, [normal, limit) with maskL; the hash starts at 0 at `from`.
+ * gearScan(buf, from, normal, limit, maskS, maskL, h0) -> index just past
+ * the cut, or -1 if no cut before limit. Bytes [from, normal) are tested
+ * with maskS, [normal, limit) with maskL; the hash is h0 at `from` (0 where
+ * a scan starts; where it goes on from the bytes of another buffer, the
+ * hash it had reached there).
  */
 static napi_value js_gear_scan(napi_env env, napi_callback_info info) {
-  GET_ARGS(6);
+  GET_ARGS(7);
   uint8_t *buf;
   size_t len;
-  double from_d, normal_d, limit_d, ms_d, ml_d;
+  double from_d, normal_d, limit_d, ms_d, ml_d, h0_d;
   NAPI_TRY(env, napi_get_buffer_info(env, argv[0], (void **)&buf, &len));
   if (get_double(env, argv[1], &from_d) || get_double(env, argv[2], &normal_d) || get_double(env, argv[3], &limit_d) || get_double(env, argv[4], &ms_d) ||
-      get_double(env, argv[5], &ml_d))
+      get_double(env, argv[5], &ml_d) || get_double(env, argv[6], &h0_d))
     return NULL;
   size_t from = (size_t)from_d, normal = (size_t)normal_d, limit = (size_t)limit_d;
   if (!gear_ready || from > normal || normal > limit || limit > len) {
@@ -115,9 +120,9 @@ static napi_value js_gear_scan(napi_env env, napi_callback_info info) {
     return NULL;
   }
   /* The masks arrive as signed 32-bit numbers (JavaScript's bitwise results). */
-  uint32_t mask_s = (uint32_t)(int32_t)ms_d, mask_l = (uint32_t)(int32_t)ml_d;
-  ssize_t at = scan_range(buf, from, from, normal, mask_s);
-  if (at < 0) at = scan_range(buf, from, normal, limit, mask_l);
+  uint32_t mask_s = (uint32_t)(int32_t)ms_d, mask_l = (uint32_t)(int32_t)ml_d, h0 = (uint32_t)(int32_t)h0_d;
+  ssize_t at = scan_range(buf, from, from, normal, mask_s, h0);
+  if (at < 0) at = scan_range(buf, from, normal, limit, mask_l, h0);
   double cut = at < 0 ? -1 : (double)(at + 1);
   napi_value out;
   NAPI_TRY(env, napi_create_double(env, cut, &out));

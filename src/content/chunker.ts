@@ -30,6 +30,9 @@ const GEAR = (() => {
   return table;
 })();
 
+/** A gear hash is 32 bits shifted left once a byte: it depends on the last 32 bytes only. */
+const GEAR_WINDOW = 32;
+
 /** Mask with `bits` ones in the high end of a 32-bit word (high bits of a gear hash depend on the most bytes). */
 function highMask(bits: number): number {
   return bits <= 0 ? 0 : (0xffffffff << (32 - bits)) | 0;
@@ -54,14 +57,14 @@ function scanner(): NativeAddon['gearScan'] | null {
 export class CutFinder {
   private readonly maskS: number;
   private readonly maskL: number;
-  private readonly scan: NativeAddon['gearScan'] | null;
+  private readonly fast: NativeAddon['gearScan'] | null;
 
   /** `js`: always the JavaScript loop (the tests compare both). */
   constructor(
     readonly params: ChunkingParams,
     use: 'auto' | 'js' = 'auto',
   ) {
-    this.scan = use === 'auto' ? scanner() : null;
+    this.fast = use === 'auto' ? scanner() : null;
     const { min, avg, max } = params;
     if (!(min > 0 && min <= avg && avg <= max)) throw new RangeError(`chunking: need 0 < min <= avg <= max, got ${min}/${avg}/${max}`);
     const bits = Math.round(Math.log2(avg));
@@ -80,26 +83,40 @@ export class CutFinder {
     const avail = end - start;
     if (avail <= min) return final ? avail : 0;
     const limit = start + Math.min(avail, max);
-    const normal = start + Math.min(avail, avg);
+    const cut = this.scan(buf, start + min, start + Math.min(avail, avg), limit, 0);
+    if (cut >= 0) return cut - start;
+    if (limit - start === max) return max;
+    return final ? avail : 0;
+  }
+
+  /**
+   * The cut rule over buf[from, limit): the index just past the first byte
+   * whose hash has no bit of the small-chunk mask (before `normal`) or of
+   * the large-chunk mask (from `normal` on), or -1. The hash is `h0` at
+   * `from`: 0 where a chunk's scan starts, or what carry() says it had
+   * reached at the end of the bytes before (a scan going on across buffers).
+   */
+  scan(buf: Uint8Array, from: number, normal: number, limit: number, h0: number): number {
+    if (this.fast && Buffer.isBuffer(buf)) return this.fast(buf, from, normal, limit, this.maskS, this.maskL, h0);
     const maskS = this.maskS;
     const maskL = this.maskL;
-    if (this.scan && Buffer.isBuffer(buf)) {
-      const cut = this.scan(buf, start + min, normal, limit, maskS, maskL);
-      if (cut >= 0) return cut - start;
-      if (limit - start === max) return max;
-      return final ? avail : 0;
-    }
-    let h = 0;
-    let i = start + min;
+    let h = h0;
+    let i = from;
     for (; i < normal; i++) {
       h = ((h << 1) + GEAR[buf[i]!]!) | 0;
-      if ((h & maskS) === 0) return i + 1 - start;
+      if ((h & maskS) === 0) return i + 1;
     }
     for (; i < limit; i++) {
       h = ((h << 1) + GEAR[buf[i]!]!) | 0;
-      if ((h & maskL) === 0) return i + 1 - start;
+      if ((h & maskL) === 0) return i + 1;
     }
-    if (limit - start === max) return max;
-    return final ? avail : 0;
+    return -1;
+  }
+
+  /** The hash a scan of buf[from, to) that started at `h0` ends with: it depends on the last 32 bytes only. */
+  carry(buf: Uint8Array, from: number, to: number, h0: number): number {
+    let h = to - from > GEAR_WINDOW ? 0 : h0;
+    for (let i = Math.max(from, to - GEAR_WINDOW); i < to; i++) h = ((h << 1) + GEAR[buf[i]!]!) | 0;
+    return h;
   }
 }

@@ -5,24 +5,32 @@
 // the end. Anything but a straight run of writes from offset 0 (a seek back,
 // a gap, a truncate to another size) stops it for good; the file is then
 // chunked at close the usual way.
+//
+// The bytes are kept as they were written, not copied into one window: the
+// cut is looked for in each write's buffer in turn, the gear hash carried
+// from one to the next, and a chunk that spans several is hashed piece by
+// piece. Copying every write into a window cost a third of the chunker's
+// time (256 MiB written in 1 MiB writes: 160 ms, against 115 ms for the
+// same bytes in one buffer).
+import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { CutFinder, type ChunkingParams } from './chunker.js';
 import { fileDigest, hashChunk, type ChunkRef, type Manifest } from './manifest.js';
 
 export class StreamChunker {
   private readonly finder: CutFinder;
-  /** Bytes fed but not yet cut: buf[start, end). */
-  private buf = Buffer.alloc(0);
-  private start = 0;
-  private end = 0;
+  /** Bytes fed but not yet cut, in the buffers they came in: pieces[0] from `head` on. */
+  private pieces: Buffer[] = [];
+  private head = 0;
+  private pending = 0;
   private chunks: ChunkRef[] = [];
   private stopped = false;
   /** Bytes fed so far: the offset the next write must start at. */
   fed = 0;
 
-  /** `onChunk` sees each chunk as it is cut; its bytes are only valid during the call. */
+  /** `onChunk` sees each chunk as it is cut. */
   constructor(
     private readonly params: ChunkingParams,
-    private readonly onChunk?: (ref: ChunkRef, data: Buffer) => void,
+    private readonly onChunk?: (ref: ChunkRef) => void,
   ) {
     this.finder = new CutFinder(params);
   }
@@ -31,18 +39,20 @@ export class StreamChunker {
     return !this.stopped;
   }
 
-  /** A write of `data` at `offset`, in the order the writes were made. */
-  feed(offset: number, data: Buffer): void {
+  /**
+   * A write of `data` at `offset`, in the order the writes were made. The
+   * buffer is kept until its bytes are cut: an `owned` one must not change
+   * meanwhile; any other (a driver's, reused once the write is answered) is
+   * copied.
+   */
+  feed(offset: number, data: Buffer, owned = false): void {
     if (this.stopped) return;
     if (offset !== this.fed) return this.stop();
-    const { max } = this.params;
-    // At most `max` bytes are added at a time, so the window stays under 2 × max.
-    for (let pos = 0; pos < data.length; ) {
-      const n = Math.min(max, data.length - pos);
-      this.append(data.subarray(pos, pos + n));
-      pos += n;
-      while (this.end - this.start >= max) this.cut(false);
-    }
+    if (data.length === 0) return;
+    this.pieces.push(owned ? data : Buffer.from(data));
+    this.pending += data.length;
+    this.fed += data.length;
+    while (this.pending >= this.params.max) this.cut(false);
   }
 
   /** The file was truncated: only a truncate to exactly what was fed keeps the chunker going. */
@@ -53,7 +63,8 @@ export class StreamChunker {
   /** Gives up: the chunk list will not be known until the file is chunked whole. */
   stop(): void {
     this.stopped = true;
-    this.buf = Buffer.alloc(0);
+    this.pieces = [];
+    this.pending = 0;
     this.chunks = [];
   }
 
@@ -63,37 +74,70 @@ export class StreamChunker {
       this.stop();
       return undefined;
     }
-    while (this.end > this.start) this.cut(true);
+    while (this.pending > 0) this.cut(true);
     const chunks = this.chunks;
     this.stop();
     return { chunks, size, digest: fileDigest(chunks) };
   }
 
-  private append(piece: Buffer): void {
-    if (this.buf.length - this.end < piece.length) {
-      const kept = this.end - this.start;
-      const room = kept + piece.length;
-      if (this.buf.length >= room) this.buf.copyWithin(0, this.start, this.end);
-      else {
-        const grown = Buffer.allocUnsafe(Math.max(room, Math.min(2 * this.buf.length, 2 * this.params.max)));
-        this.buf.copy(grown, 0, this.start, this.end);
-        this.buf = grown;
-      }
-      this.start = 0;
-      this.end = kept;
-    }
-    piece.copy(this.buf, this.end);
-    this.end += piece.length;
-    this.fed += piece.length;
+  private cut(final: boolean): void {
+    const len = this.cutLength(final);
+    const ref = { hash: this.take(len), offset: this.fed - this.pending, length: len };
+    this.pending -= len;
+    this.chunks.push(ref);
+    this.onChunk?.(ref);
   }
 
-  private cut(final: boolean): void {
-    const len = this.finder.next(this.buf, this.start, this.end, final);
-    const piece = this.buf.subarray(this.start, this.start + len);
-    // buf[start] is the first byte not cut yet: everything fed but what is still in the window.
-    const ref = { hash: hashChunk(piece), offset: this.fed - (this.end - this.start), length: len };
-    this.chunks.push(ref);
-    this.start += len;
-    this.onChunk?.(ref, piece);
+  /**
+   * Where CutFinder.next would cut the bytes pending (as one buffer): the
+   * same scan, over each piece in turn, the hash going on from one piece to
+   * the next.
+   */
+  private cutLength(final: boolean): number {
+    const { min, avg, max } = this.params;
+    const avail = this.pending;
+    if (avail <= min) return avail; // only at the end: otherwise at least `max` are pending
+    const limit = Math.min(avail, max);
+    const normal = Math.min(avail, avg);
+    let h = 0;
+    let base = -this.head; // where the piece starts, counted from the first byte pending
+    for (const p of this.pieces) {
+      const from = Math.max(min, base) - base;
+      const to = Math.min(limit, base + p.length) - base;
+      if (from < to) {
+        const cut = this.finder.scan(p, from, Math.min(Math.max(normal - base, from), to), to, h);
+        if (cut >= 0) return base + cut;
+        h = this.finder.carry(p, from, to, h);
+      }
+      base += p.length;
+      if (base >= limit) break;
+    }
+    return limit === max || final ? limit : avail;
+  }
+
+  /** The hash of the first `len` bytes pending, which are let go. */
+  private take(len: number): Buffer {
+    const first = this.pieces[0]!;
+    if (first.length - this.head >= len) {
+      const hash = hashChunk(first.subarray(this.head, this.head + len));
+      this.head += len;
+      if (this.head === first.length) this.drop();
+      return hash;
+    }
+    const hasher = new Blake3Hasher();
+    for (let left = len; left > 0; ) {
+      const p = this.pieces[0]!;
+      const n = Math.min(left, p.length - this.head);
+      hasher.update(p.subarray(this.head, this.head + n));
+      left -= n;
+      this.head += n;
+      if (this.head === p.length) this.drop();
+    }
+    return hasher.digestBuffer();
+  }
+
+  private drop(): void {
+    this.pieces.shift();
+    this.head = 0;
   }
 }

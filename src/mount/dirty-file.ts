@@ -371,11 +371,11 @@ export class DirtyFile {
     return this.fd;
   }
 
-  /** A write made straight into the dirty copy: what write() does once its bytes are there. */
+  /** A write made straight into the dirty copy: what write() does once its bytes are there (in a buffer the driver gave away). */
   wroteDirect(offset: number, data: Buffer): void {
     const ahead = this.ahead;
     try {
-      ahead?.writeStarts(offset, data);
+      ahead?.writeStarts(offset, data, true);
       ahead?.writeLanded();
     } catch (err) {
       log.debug({ path: this.path, err: (err as Error).message }, 'early upload stopped; the rest travels at close');

@@ -69,10 +69,10 @@ export class WriteAhead {
     });
   }
 
-  /** A write is about to go to the dirty copy (called in the order writes are made). */
-  writeStarts(offset: number, data: Buffer): void {
+  /** A write is about to go to the dirty copy (called in the order writes are made); `owned`: see StreamChunker.feed. */
+  writeStarts(offset: number, data: Buffer, owned = false): void {
     this.writing++;
-    this.chunker.feed(offset, data);
+    this.chunker.feed(offset, data, owned);
     if (!this.chunker.active) this.halt();
   }
 

@@ -173,8 +173,8 @@ export interface NativeAddon {
   fsyncPath(path: string): void;
   /** The chunker's gear table (256 values), once; then gearScan finds cuts as src/content/chunker.ts does. */
   gearTable(table: Int32Array): void;
-  /** Index just past the first cut in [from, limit) (maskS before `normal`, maskL after), or -1. */
-  gearScan(buf: Buffer, from: number, normal: number, limit: number, maskS: number, maskL: number): number;
+  /** Index just past the first cut in [from, limit) (maskS before `normal`, maskL after), or -1; the hash is h0 at `from`. */
+  gearScan(buf: Buffer, from: number, normal: number, limit: number, maskS: number, maskL: number, h0: number): number;
   syncfs(fd: number): void;
   /** lseek(SEEK_DATA): the first byte of data at or after `offset`, or -1 when only a hole follows to the end. */
   seekData(fd: number, offset: number): number;
