@@ -6,7 +6,7 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { BulkLane, hostPort, LaneUnavailable } from '../src/mesh/bulk-client.js';
+import { BulkLane, hostPort, LaneUnavailable, type UploadChunk } from '../src/mesh/bulk-client.js';
 import { encodeHello, BULK_MAGIC, CALL_FLAG, MAX_CALL_BYTES } from '../src/wire/bulk-lane.js';
 import { wire } from '../src/wire/proto.js';
 import { errnoOf, lacksChunk } from '../src/wire/errors.js';
@@ -378,7 +378,7 @@ t.test('the bulk lane', async (t) => {
     t.ok(err instanceof LaneUnavailable, String(err));
   });
 
-  t.test('an upload from a file to a node that stops reading ends at its deadline', async (t) => {
+  t.test('uploads from a node that stops reading end at their deadline, and leave the thread pool to file calls', async (t) => {
     // Takes connections and never reads them: the socket fills, and the kernel's send waits for room.
     const held: Socket[] = [];
     const mute = createServer((s) => {
@@ -396,14 +396,38 @@ t.test('the bulk lane', async (t) => {
     t.teardown(() => fh.close());
     const l = new BulkLane({ host: '127.0.0.1', port: (mute.address() as AddressInfo).port, authorization: '', workspace: 'default' });
     t.teardown(() => l.close());
-    // One range, far more than the socket's buffers hold: the wait is in the kernel's send, not for an answer.
-    const one = (async function* () {
+    // Each upload one range, far more than the socket's buffers hold: the
+    // wait is in the kernel's send, not for an answer. More of them than
+    // libuv's pool has threads (4): the sends waiting for room take two.
+    const one = async function* (): AsyncGenerator<UploadChunk> {
       yield { hash: Buffer.alloc(32, 1), data: { fh, offset: 0, length: 64 << 20, what: 'unread.bin' } };
-    })();
+    };
     const started = Date.now();
-    const err = await failure(l.upload(one, 1000));
-    t.equal((err as { code?: number })?.code, 4, `DEADLINE_EXCEEDED: ${(err as Error)?.message}`);
+    const deadline = 4000;
+    const uploads = Array.from({ length: 6 }, () => failure(l.upload(one(), deadline)));
+    await new Promise((r) => setTimeout(r, 500));
+    const read0 = Date.now();
+    await readFile(file);
+    // Were the pool's threads all waiting for room, the read would wait for the deadline.
+    t.ok(Date.now() - started < deadline / 2, `a file read meanwhile took ${Date.now() - read0} ms: the pool was not all taken`);
+    const errs = await Promise.all(uploads);
+    t.same(errs.map((e) => (e as { code?: number })?.code), errs.map(() => 4), `each ends DEADLINE_EXCEEDED: ${(errs[0] as Error)?.message}`);
     t.ok(Date.now() - started < 10_000, `given up on after ${Date.now() - started} ms, not left waiting for room`);
+  });
+
+  t.test('a send from a file that fails on the file is that error, and the lane goes on', async (t) => {
+    const file = join(dir, 'closed-early.bin');
+    const data = randomBytes(100_000);
+    await writeFile(file, data);
+    const fh = await open(file, 'r');
+    const { fd } = fh;
+    await fh.close(); // its descriptor is gone: the kernel's send of the range fails with EBADF
+    t.equal(fh.fd, -1, `closed (it was ${fd})`);
+    const err = await failure(conn.putChunks([{ hash: hashChunk(data), data: { fh, offset: 0, length: data.length, what: 'closed-early.bin' } }]));
+    t.equal(errnoOf(err), 'EBADF', `the file's error: ${(err as Error)?.message}`);
+    t.same(conn.chunkPath, { over: 'lane' }, 'not taken for a lane that broke');
+    const good = randomBytes(3000);
+    t.same(await conn.putChunks([{ hash: hashChunk(good), data: good }]), { stored: 1, bytes: 3000 }, 'the next upload goes on the lane');
   });
 
   t.test('a node restarted on the same port: the lane opens new connections for the kept ones', async (t) => {

@@ -201,15 +201,22 @@ t.test('a scan that goes on from another buffer finds what one scan over both fi
   // Small chunks: a cut often falls within the first 32 bytes of the second buffer, where the hash carried over counts.
   const data = prng(256 << 10, 5);
   const params = { algorithm: 'fastcdc-gear-v1', min: 64, avg: 256, max: 1024 } as const;
+  t.ok(nativeAddon(), 'the addon is built (so the C scan is one of the two compared)');
   const wrong: string[] = [];
   let cuts = 0;
   let tried = 0;
   for (const finder of [new CutFinder(params), new CutFinder(params, 'js')]) {
     for (const split of [1, 31, 32, 33, 100, 300, 700]) {
-      for (let from = 0, i = 0; from < data.length - params.max; from += 997, i++) {
-        // Every other scan too short to find a cut (mostly): the whole range is carried over.
-        const limit = from + (i % 2 ? params.max : params.min + 40);
-        const normal = Math.min(from + params.avg, limit);
+      for (let from = 0, i = 0; from < data.length - 20_000; from += 997, i++) {
+        // Three shapes: a chunk's scan; one too short to find a cut (mostly),
+        // carried over whole; and one past `normal` long enough for the C
+        // scan's four stretches, the first starting from the hash carried over.
+        const [limit, normal] = [
+          [from + params.max, from + params.avg],
+          [from + params.min + 40, from + params.min + 40],
+          [from + 20_000, from],
+        ][i % 3]!;
+        if (split >= limit - from) continue;
         const whole = finder.scan(data, from, normal, limit, 0);
         // The same bytes as two buffers: the second goes on from the hash the first ended with.
         const a = Buffer.from(data.subarray(from, Math.min(from + split, limit)));

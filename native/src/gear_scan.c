@@ -74,18 +74,18 @@ static ssize_t scan_range(const uint8_t *buf, size_t from, size_t start, size_t 
     const uint8_t *b0 = buf + p, *b1 = b0 + STRETCH, *b2 = b1 + STRETCH, *b3 = b2 + STRETCH;
     uint32_t h[4] = {hash_before(buf, from, p, h0), hash_before(buf, from, p + STRETCH, h0), hash_before(buf, from, p + 2 * STRETCH, h0),
                      hash_before(buf, from, p + 3 * STRETCH, h0)};
-    uint32_t h0 = h[0], h1 = h[1], h2 = h[2], h3 = h[3];
+    uint32_t x0 = h[0], x1 = h[1], x2 = h[2], x3 = h[3];
     size_t t = 0;
     for (; t < STRETCH; t++) {
-      h0 = (h0 << 1) + gear[b0[t]];
-      h1 = (h1 << 1) + gear[b1[t]];
-      h2 = (h2 << 1) + gear[b2[t]];
-      h3 = (h3 << 1) + gear[b3[t]];
-      if (((h0 & mask) == 0) | ((h1 & mask) == 0) | ((h2 & mask) == 0) | ((h3 & mask) == 0)) break;
+      x0 = (x0 << 1) + gear[b0[t]];
+      x1 = (x1 << 1) + gear[b1[t]];
+      x2 = (x2 << 1) + gear[b2[t]];
+      x3 = (x3 << 1) + gear[b3[t]];
+      if (((x0 & mask) == 0) | ((x1 & mask) == 0) | ((x2 & mask) == 0) | ((x3 & mask) == 0)) break;
     }
     if (t == STRETCH) continue;
     /* A stretch cut at t. An earlier stretch may still cut after t, which comes first in the file. */
-    h[0] = h0, h[1] = h1, h[2] = h2, h[3] = h3;
+    h[0] = x0, h[1] = x1, h[2] = x2, h[3] = x3;
     int hit = 0;
     while (h[hit] & mask) hit++;
     for (int k = 0; k < hit; k++) {

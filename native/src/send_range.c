@@ -7,14 +7,15 @@
  * cache to JS, JS to the socket) and four thread-pool hops per chunk. With
  * sendfile the file's cached pages go to the socket directly. On a machine
  * where node and mount share two cores, the node's CPU is taken from the
- * mount's.
+ * mount's. The mount sends the chunks it uploads from its dirty copies the
+ * same way (src/mesh/bulk-client.ts).
  *
  * The socket belongs to libuv. The job works on a dup of its descriptor, so
  * that libuv closing its own (the connection destroyed meanwhile) cannot
  * hand the number to an unrelated file under a running sendfile. The socket
  * stays non-blocking: a full send buffer is waited out with poll, in slices,
  * checking `cancel[0]` between them (set from JS when the connection
- * closes). The caller must not write to the socket itself until the promise
+ * closes, or the send's deadline passes). The caller must not write to the socket itself until the promise
  * settles, and must destroy the connection when it rejects: a frame may
  * have been cut short. A file shorter than the range rejects with ENODATA.
  * A file sendfile cannot read from (EINVAL) is copied with pread and send

@@ -39,7 +39,7 @@ export const nodeCommits = new Counter({
 /** Chunks the mount uploaded, by the way their bytes left it (see src/mesh/bulk-client.ts). */
 export const chunksUploaded = new Counter({
   name: 'ghostfs_chunks_uploaded_total',
-  help: 'chunks the mount sent to a node: how="sendfile" (bulk lane, from the dirty copy by the kernel), how="copied" (from memory, or read into it first: gRPC, TLS)',
+  help: 'chunks the mount sent to a node (one sent again after a connection broke counts again): how="sendfile" (bulk lane, from the dirty copy by the kernel), how="copied" (from memory, or read into it first: gRPC, TLS)',
   labelNames: ['how'],
   registers: [registry],
 });

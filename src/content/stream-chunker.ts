@@ -96,7 +96,7 @@ export class StreamChunker {
   private cutLength(final: boolean): number {
     const { min, avg, max } = this.params;
     const avail = this.pending;
-    if (avail <= min) return avail; // only at the end: otherwise at least `max` are pending
+    if (avail <= min) return avail; // the end (or min == max: a chunk of max)
     const limit = Math.min(avail, max);
     const normal = Math.min(avail, avg);
     let h = 0;

@@ -1,6 +1,7 @@
 // The mount's end of the bulk lane (protocol: src/wire/bulk-lane.ts): chunk
 // bytes read from the socket straight into each chunk's own buffer, and
-// uploads written from theirs; no HTTP/2 framing, no reassembly copy.
+// uploads written from theirs, or sent from the file they lie in by the
+// kernel; no HTTP/2 framing, no reassembly copy.
 // Failures come out as the gRPC errors they stand for, so the mesh client's
 // failover treats both paths alike.
 import * as grpc from '@grpc/grpc-js';
@@ -85,10 +86,62 @@ export interface UploadChunk extends Partial<Omit<UploadMeta, 'hash'>> {
   data: Buffer | FileRange;
 }
 
+/** The ranges of chunks in the open file `fh` (`what` names it in errors). */
+export function rangesIn(fh: FileHandle, what: string): (c: { offset: number; length: number }) => FileRange {
+  return (c) => ({ fh, offset: c.offset, length: c.length, what });
+}
+
+function readRange(r: FileRange): Promise<Buffer> {
+  return readAt(r.fh, r.length, r.offset, r.what);
+}
+
 /** The chunk's bytes in memory (read from its file, for a path that cannot send from one). */
 export function uploadBytes(c: UploadChunk): Promise<Buffer> | Buffer {
-  return Buffer.isBuffer(c.data) ? c.data : readAt(c.data.fh, c.data.length, c.data.offset, c.data.what);
+  return Buffer.isBuffer(c.data) ? c.data : readRange(c.data);
 }
+
+/**
+ * Sends from files under way in the process, at most. Each waits for room in
+ * its socket on a thread of libuv's pool, which the mount's file calls share:
+ * a node that stops reading must not hold all of it.
+ */
+const FILE_SENDS = 2;
+let fileSends = 0;
+const fileSendTurns: (() => void)[] = [];
+
+/**
+ * A turn to send from a file (call what it returns when done), or
+ * DEADLINE_EXCEEDED once `deadline` passes first. A turn ending goes
+ * straight to the one waiting longest.
+ */
+async function fileSendTurn(deadline: number): Promise<() => void> {
+  if (fileSends < FILE_SENDS) fileSends++;
+  else {
+    const got = await new Promise<boolean>((resolve) => {
+      const take = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        fileSendTurns.splice(fileSendTurns.indexOf(take), 1);
+        resolve(false);
+      }, Math.max(0, deadline - Date.now()));
+      fileSendTurns.push(take);
+    });
+    if (!got) throw deadlineError();
+  }
+  let ended = false;
+  return () => {
+    if (ended) return;
+    ended = true;
+    const next = fileSendTurns.shift();
+    if (next) next();
+    else fileSends--;
+  };
+}
+
+/** Errors of a send that say the connection failed (the node went, the send was cancelled); any other is the file's. */
+const CONNECTION_ERRNOS = new Set(['EPIPE', 'ECONNRESET', 'ECONNABORTED', 'ENOTCONN', 'ETIMEDOUT', 'ECANCELED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EHOSTDOWN', 'ESHUTDOWN']);
 
 /** Uploads sent before their answers are read, at most (and this many bytes). */
 const UPLOADS_AHEAD = 8;
@@ -257,7 +310,15 @@ export class BulkLane {
         aheadBytes += c.data.length;
         const head = encodeUploadHead({ hash: c.hash, draft: c.draft ?? '', path: c.path ?? '', offset: c.offset ?? 0 }, c.data.length);
         if (Buffer.isBuffer(c.data)) conn.sendUpload(head, c.data);
-        else await conn.sendUploadFrom(head, c.data, deadline);
+        else {
+          try {
+            await conn.sendUploadFrom(head, c.data, deadline);
+          } catch (err) {
+            // What the node answered before the connection broke comes first: a refusal is its error, not a lane that broke.
+            while (conn.hasFrames && waiting.length > 1) await answer();
+            throw err;
+          }
+        }
         chunksUploaded.inc({ how: !Buffer.isBuffer(c.data) && conn.sendsFromFiles ? 'sendfile' : 'copied' });
       }
       while (waiting.length > 0) await answer();
@@ -368,8 +429,8 @@ class LaneConnection {
   private wake: (() => void) | undefined;
   /** Where uploads from files go by sendfile (plain TCP, addon built; undefined: nowhere). Null until looked up, once connected. */
   private sendfile: ReturnType<typeof sendfileTarget> | null = null;
-  /** Set when the connection fails: a send from a file waiting for room in the socket stops. */
-  private readonly cancel = new Int32Array(1);
+  /** The cancel flag of the send from a file under way: set when the connection fails, it stops waiting for room in the socket. */
+  private sending: Int32Array | undefined;
 
   constructor(
     private readonly socket: Socket,
@@ -428,37 +489,46 @@ class LaneConnection {
     this.socket.uncork();
   }
 
+  /** Whether a frame (an answer) has come and not been taken. */
+  get hasFrames(): boolean {
+    return this.frames.length > 0;
+  }
+
   /**
    * An upload's head and bytes that lie in a file: sent from the file by the
    * kernel where the socket allows, else read and sent as above. Settles once
    * the file is no longer read (the range may be closed then). A send cut
-   * short leaves half a frame: the connection is closed, and the error is
-   * what the caller would get had it broken anyway (UNAVAILABLE), or the
-   * deadline's.
+   * short leaves half a frame, and the connection is closed: the error is
+   * the deadline's, UNAVAILABLE when the connection failed (the caller sends
+   * again elsewhere), or else the file's own (its errno; EIO for a file that
+   * ends before the range).
    */
   async sendUploadFrom(head: Buffer, range: FileRange, deadline: number): Promise<void> {
-    if (!this.sendsFromFiles) return this.sendUpload(head, await readAt(range.fh, range.length, range.offset, range.what));
+    if (!this.sendsFromFiles) return this.sendUpload(head, await readRange(range));
     // What libuv still holds goes first; nothing is written from JS until the send is done.
     if (this.socket.writableLength > 0) await flushed(this.socket);
-    if (this.failure) throw this.failure;
-    const to = this.sendfile!;
-    let late = false;
-    const timer = setTimeout(() => {
-      late = true;
-      this.cancel[0] = 1;
-    }, Math.max(0, deadline - Date.now()));
+    const done = await fileSendTurn(deadline);
+    const cancel = new Int32Array(1);
+    const timer = setTimeout(() => (cancel[0] = 1), Math.max(0, deadline - Date.now()));
     try {
-      await to.addon.sendFileRange(to.fd, head, range.fh.fd, range.offset, range.length, this.cancel);
+      if (this.failure) throw this.failure;
+      this.sending = cancel;
+      const to = this.sendfile!;
+      await to.addon.sendFileRange(to.fd, head, range.fh.fd, range.offset, range.length, cancel);
     } catch (err) {
       const broke = this.failure; // the connection failed first (the send was cancelled for it)
       this.destroy();
-      if (late) throw deadlineError();
+      if (broke === err) throw err;
+      if (Date.now() >= deadline) throw deadlineError();
       const e = err as NodeJS.ErrnoException;
-      // The file ended before the range: nothing the connection did; the caller's own error.
+      if (broke || CONNECTION_ERRNOS.has(e.code ?? '')) throw broke ?? serviceError(grpc.status.UNAVAILABLE, `bulk lane: ${e.message}`);
+      // Nothing the connection did: the file's own error, with its errno.
       if (e.code === 'ENODATA') throw Object.assign(new Error(`${range.what} ends before ${range.offset + range.length}`), { code: 'EIO' });
-      throw broke ?? serviceError(grpc.status.UNAVAILABLE, `bulk lane: ${e.message}`);
+      throw Object.assign(new Error(`sending ${range.what}: ${e.message}`), { code: e.code ?? 'EIO' });
     } finally {
+      this.sending = undefined;
       clearTimeout(timer);
+      done();
     }
   }
 
@@ -499,13 +569,13 @@ class LaneConnection {
 
   private fail(err: Error): void {
     this.failure ??= err;
-    this.cancel[0] = 1;
+    if (this.sending) this.sending[0] = 1;
     this.wake?.();
   }
 
   destroy(): void {
     this.failure ??= serviceError(grpc.status.CANCELLED, 'bulk lane: closed');
-    this.cancel[0] = 1;
+    if (this.sending) this.sending[0] = 1;
     this.socket.destroy();
   }
 }

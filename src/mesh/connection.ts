@@ -6,7 +6,7 @@ import { CHANNEL_OPTIONS, PROTOCOL_VERSION, wire } from '../wire/proto.js';
 import { log } from '../log.js';
 import { chunksUploaded } from '../admin/metrics.js';
 import { nodeErrno, serviceError } from '../wire/errors.js';
-import { BulkLane, hostPort, LaneUnavailable, LaneUploadBroken, unsentThenRest, uploadBytes, type FileRange, type UploadChunk } from './bulk-client.js';
+import { BulkLane, hostPort, LaneUnavailable, LaneUploadBroken, unsentThenRest, uploadBytes, rangesIn, type FileRange, type UploadChunk } from './bulk-client.js';
 import { MAX_CALL_BYTES, type LaneCall } from '../wire/bulk-lane.js';
 import type {
   NodeClient,
@@ -38,7 +38,7 @@ export interface ConnectionOptions {
 }
 
 /** A chunk to upload; `draft`, `path` and `offset` place it in a file's draft on the node. */
-export type { FileRange, UploadChunk };
+export { rangesIn, type FileRange, type UploadChunk };
 
 export interface ChunkPath {
   /** 'unknown' until a handshake with the node. */
@@ -424,6 +424,7 @@ export class NodeConnection {
       void (async () => {
         let first = true;
         for await (const c of chunks) {
+          if (ended) return;
           const data = await uploadBytes(c);
           if (ended) return;
           chunksUploaded.inc({ how: 'copied' });

@@ -2,11 +2,12 @@
 // its chunks are cut and hashed as the writes arrive (StreamChunker) and,
 // while the writer keeps writing, the node is asked which of them it lacks
 // and gets those, sent from the dirty copy once their writes landed there
-// (by the kernel, over the bulk lane: see FileRange). At close the chunk list is ready and the upload only sends what
-// the node still lacks (the usual has-chunks query decides), so nothing
-// here has to succeed: a chunk that was not sent (the node did not answer,
-// the file stopped being a straight run) travels at close, and a staged
-// chunk no commit used expires on the node. The commit still happens at close.
+// (by the kernel, over the bulk lane: see FileRange). At close the chunk
+// list is ready and the upload only sends what the node still lacks (the
+// usual has-chunks query decides), so nothing here has to succeed: a chunk
+// that was not sent (the node did not answer, the file stopped being a
+// straight run) travels at close, and a staged chunk no commit used
+// expires on the node. The commit still happens at close.
 // The node puts the chunks in the file's draft, where they stay: the commit
 // takes the draft as the new file and writes only what is not there yet.
 import { randomBytes } from 'node:crypto';
@@ -14,7 +15,7 @@ import { open } from 'node:fs/promises';
 import { StreamChunker } from '../content/stream-chunker.js';
 import type { ChunkingParams } from '../content/chunker.js';
 import type { ChunkRef, Manifest } from '../content/manifest.js';
-import type { FileRange } from '../mesh/connection.js';
+import { rangesIn, type FileRange } from '../mesh/connection.js';
 import { log } from '../log.js';
 
 /** Chunks ending below this offset are left for the close: a small file gains nothing from travelling early. */
@@ -163,7 +164,7 @@ export class WriteAhead {
     const file = this.file();
     const fh = await open(file, 'r');
     try {
-      await this.send(batch, (c) => ({ fh, offset: c.offset, length: c.length, what: `dirty copy ${file}` }), { draft: this.draft, path: this.path() });
+      await this.send(batch, rangesIn(fh, `dirty copy ${file}`), { draft: this.draft, path: this.path() });
     } finally {
       await fh.close();
     }

@@ -9,7 +9,7 @@
 // died replays its journal on the next start, committing each file exactly once.
 import { copyFile, constants, open, readFile, readdir, rename, unlink, mkdir, stat, writeFile } from 'node:fs/promises';
 import { chunkBuffer, isZeroRun } from '../content/chunk-file.js';
-import type { FileRange } from '../mesh/connection.js';
+import { rangesIn, type FileRange } from '../mesh/connection.js';
 import { WriteAhead, type DraftOf, type SendChunks } from './write-ahead.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { join } from 'node:path';
@@ -1129,12 +1129,12 @@ export class WriteBack {
     return manifest.digest;
   }
 
-  /** Uploads the chunks the node lacks, read from the dirty copy (into the file's draft, if it has one); returns how many it lacked. */
+  /** Uploads the chunks the node lacks, sent from the dirty copy (into the file's draft, if it has one); returns how many it lacked. */
   private async upload(dirty: string, m: Manifest, ahead?: { sent?: Promise<void>; to?: DraftOf; at?: string }): Promise<number> {
     await ahead?.sent; // what was sent early is not asked about while still on its way
     const fh = await open(dirty, 'r');
     try {
-      return await this.sendMissing('', m.chunks, (ch) => ({ fh, offset: ch.offset, length: ch.length, what: `dirty copy ${dirty}` }), ahead?.to, ahead?.at);
+      return await this.sendMissing('', m.chunks, rangesIn(fh, `dirty copy ${dirty}`), ahead?.to, ahead?.at);
     } finally {
       await fh.close();
     }
