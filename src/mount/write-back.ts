@@ -129,6 +129,8 @@ export interface Closing {
   removed: boolean;
   /** Its content was sent to the node (straight from close()): it may be there, its answer lost. */
   sent?: boolean;
+  /** Settles when the close is over: its content committed, queued, or gone with the file. */
+  readonly ended: Promise<void>;
 }
 
 /** Errors that mean "try again later", as opposed to the node refusing the write. */
@@ -162,6 +164,7 @@ export class WriteBack {
   private readonly mayHold = new Map<string, Buffer[]>();
   /** Closes under way, by path (see Closing). */
   private readonly closings = new SetMap<string, Closing>();
+  private readonly closeEnds = new Map<Closing, () => void>();
   private supersededListeners: ((seq: number, inheritedBaseSeq: number | undefined) => void)[] = [];
   /** Records queued by asynchronous closes, oldest first, until their commit starts. */
   private lingering: JournalEntry[] = [];
@@ -317,13 +320,17 @@ export class WriteBack {
 
   /** A close begins: see Closing. Ended by `endClose` whatever happens. */
   beginClose(path: string): Closing {
-    const c: Closing = { path, removed: false };
+    let end!: () => void;
+    const c: Closing = { path, removed: false, ended: new Promise<void>((resolve) => (end = resolve)) };
     this.closings.add(path, c);
+    this.closeEnds.set(c, end);
     return c;
   }
 
   endClose(c: Closing): void {
     this.closings.remove(c.path, c);
+    this.closeEnds.get(c)?.();
+    this.closeEnds.delete(c);
   }
 
   /** A close's content that will be committed nowhere: its record (if it was journaled) and dirty copy go. */
@@ -1216,7 +1223,14 @@ export class WriteBack {
    * holds anything up: it is logged and kept aside.
    */
   async flushPaths(paths: string[], above: string[] = []): Promise<void> {
-    const hit = [...this.pending.values()].filter((e) => paths.some((p) => e.path === p || e.path.startsWith(p + '/') || p === ''));
+    const at = (path: string): boolean => paths.some((p) => path === p || path.startsWith(p + '/') || p === '');
+    // A close under way may have taken the content and not yet queued it:
+    // its record would miss this flush, and land after the change it must
+    // come before (a rename's, say: it would bring the old name back). Those
+    // under way now are waited for; later ones come after the change.
+    const closing = [...this.closings].filter(([p]) => at(p)).flatMap(([, set]) => [...set].map((c) => c.ended));
+    if (closing.length) await Promise.all(closing);
+    const hit = [...this.pending.values()].filter((e) => at(e.path));
     // A change on the node below a directory it does not have yet would fail there.
     for (const p of [...paths, ...above]) for (const m of this.mkdirsAbove(p, Infinity)) if (!hit.includes(m)) hit.push(m);
     if (hit.length === 0) return;

@@ -22,8 +22,10 @@ import { NodeProc, tempDir } from './node-proc.js';
  * A node serving `files` behind a fault proxy, and a mount's write-back and
  * VFS on it (in this process). `replica`: a second node serving the same
  * root (with its own state), the mesh's second endpoint, no proxy.
+ * `journal`: what the write-back gets in place of its journal (the same,
+ * with a hold on some call: a test that orders a race).
  */
-export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number, vfsOpts: Partial<VfsOptions> = {}, rig: { replica?: boolean } = {}) {
+export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number, vfsOpts: Partial<VfsOptions> = {}, rig: { replica?: boolean; journal?: (j: Journal) => Journal } = {}) {
   const base = await tempDir(t);
   const root = join(base, 'ws');
   const cache = join(base, 'cache');
@@ -47,7 +49,8 @@ export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadl
   const mesh = new MeshClient(replica ? [proxy.endpoint, replica.endpoint] : [proxy.endpoint], 'default', { deadlineMs, backoffMs: 1 });
   t.teardown(() => mesh.close());
   await mesh.handshake();
-  const wb = new WriteBack(meta, mesh, new Journal(store, 'default'), chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs });
+  const journal = new Journal(store, 'default');
+  const wb = new WriteBack(meta, mesh, rig.journal?.(journal) ?? journal, chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs });
   await wb.init();
   t.teardown(() => wb.stop());
   const vfs = new Vfs(meta, mesh, new ChunkReader(chunks, mesh), wb, { readaheadChunks: 4, wholeFileBytes: 4 << 20, ...vfsOpts });
