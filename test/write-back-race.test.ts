@@ -93,46 +93,53 @@ for (const [landedBefore, asyncWriteBack] of VARIANTS) {
   });
 }
 
-t.test('a rename while a close is journaling the content it took: the close lands first, the old name does not come back (write-back async)', async (t) => {
-  // The close has taken the file's content and is writing its record (held
-  // here) when the rename comes: the rename commits the file, moves it on
-  // the node, and the record must not land afterwards under the old name.
-  let hold: Promise<void> | undefined;
-  let holding: () => void = () => {};
-  const held = new Promise<void>((r) => (holding = r));
-  const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack: true }, {
-    journal: (j) => {
-      const add = j.add.bind(j);
-      j.add = async (e) => {
-        if (hold && e.path === 'taken') {
-          holding();
-          await hold;
-        }
-        return add(e);
-      };
-      return j;
-    },
+for (const newer of [false, true]) {
+  t.test(`a rename while a close is journaling the content it took${newer ? ', a newer version written since' : ''}: the close lands first, the old name does not come back (write-back async)`, async (t) => {
+    // The close has taken the file's content and is writing its record (held
+    // here) when the rename comes. The rename commits what the file holds
+    // and moves it on the node: the record must land before, not after
+    // (under the old name, or over a newer version as a conflict copy).
+    let hold: Promise<void> | undefined;
+    let holding: () => void = () => {};
+    const held = new Promise<void>((r) => (holding = r));
+    const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack: true }, {
+      journal: (j) => {
+        const add = j.add.bind(j);
+        j.add = async (e) => {
+          if (hold && e.path === 'taken') {
+            holding();
+            await hold;
+          }
+          return add(e);
+        };
+        return j;
+      },
+    });
+    const { root, vfs, wb } = rig;
+    await vfs.list('');
+    let release!: () => void;
+    hold = new Promise<void>((r) => (release = r));
+    const { handle } = await vfs.create('', 'taken', 0o644);
+    await vfs.write(handle.fh, 0, Buffer.from('closed while renamed\n'));
+    const closing = outcome(vfs.flush(handle.fh));
+    await held; // the close's record is being written
+    // Through the handle still open: a version newer than the one being queued.
+    if (newer) await vfs.write(handle.fh, 0, Buffer.from('written after the close\n'));
+    const body = newer ? 'written after the close\n' : 'closed while renamed\n';
+    const renaming = outcome(vfs.rename('', 'taken', '', 'moved'));
+    // Let the rename go as far as it goes while the record is held, then let the record through.
+    const early = await Promise.race([renaming, new Promise<string>((r) => setTimeout(() => r('still waiting'), 500))]);
+    release();
+    t.equal(early, 'still waiting', 'the rename waits for the close');
+    t.equal(await renaming, 'ok', 'the rename succeeds');
+    t.equal(await closing, 'ok', 'so does the close');
+    await vfs.release(handle.fh);
+    await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+    t.equal(await readFile(join(root, 'moved'), 'utf8'), body, 'the new name has the latest content on the node');
+    await t.rejects(stat(join(root, 'taken')), 'the old name is not on the node');
+    t.same((await readdir(root)).sort(), ['moved'], 'nothing else there (no conflict copy)');
   });
-  const { root, vfs, wb } = rig;
-  await vfs.list('');
-  let release!: () => void;
-  hold = new Promise<void>((r) => (release = r));
-  const { handle } = await vfs.create('', 'taken', 0o644);
-  await vfs.write(handle.fh, 0, Buffer.from('closed while renamed\n'));
-  const closing = outcome(vfs.flush(handle.fh));
-  await held; // the close's record is being written
-  const renaming = outcome(vfs.rename('', 'taken', '', 'moved'));
-  // Let the rename go as far as it goes while the record is held, then let the record through.
-  const early = await Promise.race([renaming, new Promise<string>((r) => setTimeout(() => r('still waiting'), 500))]);
-  release();
-  t.equal(await renaming, 'ok', `the rename succeeds (after the close: ${early})`);
-  t.equal(await closing, 'ok', 'so does the close');
-  await vfs.release(handle.fh);
-  await waitFor('nothing queued', async () => (await wb.drain()) === 0);
-  t.equal(await readFile(join(root, 'moved'), 'utf8'), 'closed while renamed\n', 'the new name has the closed content on the node');
-  await t.rejects(stat(join(root, 'taken')), 'the old name is not on the node');
-  t.same((await readdir(root)).sort(), ['moved'], 'nothing else there (no conflict copy)');
-});
+}
 
 for (const [landedBefore, asyncWriteBack] of VARIANTS) {
   t.test(`a close racing a rename onto the same file (${variant(landedBefore, asyncWriteBack)})`, async (t) => {

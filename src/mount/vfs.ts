@@ -954,6 +954,8 @@ export class Vfs {
     /** Whether a file being written there moves with the rename (both sides of an exchange do). */
     const moves = (p: string): boolean => under(p, from) || (exchange && under(p, to));
     // Files still being written move with their writers; their content must reach the node first.
+    // A close under way queues its version first: one committed here would be newer, and overwritten by it.
+    await this.writeBack.closesSettled(exchange ? [from, to] : [from]);
     for (const d of [...this.dirty.values()]) {
       if (moves(d.path) && d.modified && !d.unlinked) await this.commitDirty(d);
     }

@@ -133,6 +133,11 @@ export interface Closing {
   readonly ended: Promise<void>;
 }
 
+/** Whether `path` is one of `paths` or below one ('' is the root: everything). */
+function under(path: string, paths: readonly string[]): boolean {
+  return paths.some((p) => path === p || path.startsWith(p + '/') || p === '');
+}
+
 /** Errors that mean "try again later", as opposed to the node refusing the write. */
 const RETRYABLE = new Set(['EHOSTDOWN', 'ETIMEDOUT', 'ECONNREFUSED', 'EAGAIN', 'EBUSY']);
 /**
@@ -1217,20 +1222,26 @@ export class WriteBack {
   }
 
   /**
+   * Closes under way at these paths (or below them) are over: their content
+   * is committed or pending. One may have taken the content and not yet
+   * queued it: its record would miss a flush, and land after the change it
+   * must come before (a rename's, say: it would bring the old name back).
+   * Those under way now are waited for; later ones are not.
+   */
+  async closesSettled(paths: string[]): Promise<void> {
+    const closing = [...this.closings].filter(([p]) => under(p, paths)).flatMap(([, set]) => [...set].map((c) => c.ended));
+    if (closing.length) await Promise.all(closing);
+  }
+
+  /**
    * Commits pending records for these paths (or below them), and directories
    * queued above them or above `above`, now, batched like the queue; throws
    * if one is left pending (no node took it). One the node refuses no longer
    * holds anything up: it is logged and kept aside.
    */
   async flushPaths(paths: string[], above: string[] = []): Promise<void> {
-    const at = (path: string): boolean => paths.some((p) => path === p || path.startsWith(p + '/') || p === '');
-    // A close under way may have taken the content and not yet queued it:
-    // its record would miss this flush, and land after the change it must
-    // come before (a rename's, say: it would bring the old name back). Those
-    // under way now are waited for; later ones come after the change.
-    const closing = [...this.closings].filter(([p]) => at(p)).flatMap(([, set]) => [...set].map((c) => c.ended));
-    if (closing.length) await Promise.all(closing);
-    const hit = [...this.pending.values()].filter((e) => at(e.path));
+    await this.closesSettled(paths);
+    const hit = [...this.pending.values()].filter((e) => under(e.path, paths));
     // A change on the node below a directory it does not have yet would fail there.
     for (const p of [...paths, ...above]) for (const m of this.mkdirsAbove(p, Infinity)) if (!hit.includes(m)) hit.push(m);
     if (hit.length === 0) return;
