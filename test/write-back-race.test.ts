@@ -141,6 +141,50 @@ for (const newer of [false, true]) {
   });
 }
 
+for (const asyncWriteBack of [false, true]) {
+  t.test(`a close while the node has renamed the file and the mount has not yet heard: the close names the new path (write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
+    // A log written and closed over and over while another process renames
+    // it: a close that came while the rename was on its way would name the
+    // old path, and its version land where no file is any more (a conflict
+    // copy of a file that is gone, or the old name made again).
+    const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack });
+    const { root, vfs, wb, mesh } = rig;
+    await vfs.list('');
+    await writeClosed(vfs, 'log', 'first version\n');
+    await waitFor('the first version on the node', async () => (await wb.drain()) === 0);
+    const fh = (await vfs.open('log', 1 /* O_WRONLY */)).fh;
+    await vfs.write(fh, 0, Buffer.from('written before the rename\n'));
+    // The rename's answer is held once the node has made it.
+    let answered!: () => void;
+    const atNode = new Promise<void>((r) => (answered = r));
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const mutate = mesh.mutate.bind(mesh);
+    mesh.mutate = async (...args: Parameters<typeof mesh.mutate>) => {
+      const r = await mutate(...args);
+      if (args[0].rename) {
+        answered();
+        await hold;
+      }
+      return r;
+    };
+    const renaming = outcome(vfs.rename('', 'log', '', 'log.1'));
+    await atNode;
+    t.ok((await stat(join(root, 'log.1'))).isFile(), 'the node has renamed the file');
+    await vfs.write(fh, 0, Buffer.from('written while the rename was on its way\n'));
+    const closing = outcome(vfs.flush(fh));
+    const early = await Promise.race([closing, new Promise<string>((r) => setTimeout(() => r('still waiting'), 300))]);
+    release();
+    t.equal(early, 'still waiting', 'the close waits for the rename');
+    t.equal(await renaming, 'ok', 'the rename succeeds');
+    t.equal(await closing, 'ok', 'so does the close');
+    await vfs.release(fh);
+    await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+    t.equal(await readFile(join(root, 'log.1'), 'utf8'), 'written while the rename was on its way\n', 'the new name has the closed content on the node');
+    t.same((await readdir(root)).sort(), ['log.1'], 'the old name is not there, nor a conflict copy');
+  });
+}
+
 for (const [landedBefore, asyncWriteBack] of VARIANTS) {
   t.test(`a close racing a rename onto the same file (${variant(landedBefore, asyncWriteBack)})`, async (t) => {
     const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack });

@@ -123,6 +123,8 @@ export class Vfs {
   private readonly prefetchedDirs = new Map<string, number>();
   /** Files open for writing, by path. */
   private readonly dirty = new Map<string, DirtyFile>();
+  /** Renames between committing the files they move and giving them their new paths (see rename). */
+  private readonly renaming = new Set<{ paths: string[]; done: Promise<void> }>();
   private readonly openingWrite = new Map<string, Promise<DirtyFile>>();
   /** Unlinks and renames counted, and the last one of each name, while write opens are under way (see newDirty). */
   private nameChanges = 0;
@@ -740,6 +742,12 @@ export class Vfs {
    * moments later, nobody waits. An owner change waits for the node, which
    * applies it after the commit.
    */
+  /** The rename under way (see `renaming`) that moves `path`, if any. */
+  private renameOf(path: string): { done: Promise<void> } | undefined {
+    for (const r of this.renaming) if (r.paths.some((p) => path === p || path.startsWith(p + '/'))) return r;
+    return undefined;
+  }
+
   private async commitDirty(d: DirtyFile, how: 'wait' | 'journal' | 'queue' = 'wait'): Promise<void> {
     // Taken between two changes (see DirtyFile.exclusive): a write under way
     // lands before, or after in a copy of its own, never in the copy handed over.
@@ -753,6 +761,10 @@ export class Vfs {
       const data = d.size <= HOLD_BYTES ? await d.readAll() : undefined;
       // A file kept in memory has no dirty copy ('') until its record must outlive the process.
       const inMemory = !d.onDisk;
+      // A rename of the file on its way to the node (it committed the file
+      // already): the close names the path the rename gives it. Named before,
+      // its record would land under the old name after the rename.
+      for (let r = this.renameOf(d.path); r; r = this.renameOf(d.path)) await r.done;
       const closing = this.writeBack.beginClose(d.path);
       // Unlinked since the close began: its content goes nowhere (from now on, an unlink marks `closing`).
       if (d.unlinked) closing.removed = true;
@@ -959,30 +971,39 @@ export class Vfs {
     for (const d of [...this.dirty.values()]) {
       if (moves(d.path) && d.modified && !d.unlinked) await this.commitDirty(d);
     }
-    // A file the rename replaces: a close of it under way lands first or commits nothing (see WriteBack.removeFile).
-    const replacing: NodeCall = (call) =>
-      this.writeBack.removeFile(to, async () => {
-        const r = await call();
-        // Its writers go on with their copy, for their open handles only (a close from now on commits nothing).
-        this.orphan(to);
-        return r;
-      });
-    await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange } }, [to, from], undefined, exchange ? undefined : replacing);
-    // The names now say what the node holds. A copy of the replaced file opened meanwhile is orphaned,
-    // copies under `from` move, and a write open still under way learns of the rename (see newDirty).
-    if (!exchange) this.orphan(to);
-    this.namesChanged(from, to);
-    const moving = [...this.dirty.values()].filter((d) => moves(d.path));
-    for (const d of moving) this.dirty.delete(d.path);
-    for (const d of moving) {
-      d.path = moved(d.path)!;
-      this.dirty.set(d.path, d);
-    }
-    // Open handles move too: a reader goes on reading its file under the new name (see refresh()).
-    for (const h of this.handles.values()) {
-      const p = moved(h.path);
-      if (p !== undefined) h.path = p;
-      else if (!h.dirty) h.digest = undefined; // its file was replaced by the rename: it keeps what it opened
+    // From here until the files have their new paths, a close of one waits (see commitDirty).
+    let renamed!: () => void;
+    const renaming = { paths: exchange ? [from, to] : [from], done: new Promise<void>((resolve) => (renamed = resolve)) };
+    this.renaming.add(renaming);
+    try {
+      // A file the rename replaces: a close of it under way lands first or commits nothing (see WriteBack.removeFile).
+      const replacing: NodeCall = (call) =>
+        this.writeBack.removeFile(to, async () => {
+          const r = await call();
+          // Its writers go on with their copy, for their open handles only (a close from now on commits nothing).
+          this.orphan(to);
+          return r;
+        });
+      await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange } }, [to, from], undefined, exchange ? undefined : replacing);
+      // The names now say what the node holds. A copy of the replaced file opened meanwhile is orphaned,
+      // copies under `from` move, and a write open still under way learns of the rename (see newDirty).
+      if (!exchange) this.orphan(to);
+      this.namesChanged(from, to);
+      const moving = [...this.dirty.values()].filter((d) => moves(d.path));
+      for (const d of moving) this.dirty.delete(d.path);
+      for (const d of moving) {
+        d.path = moved(d.path)!;
+        this.dirty.set(d.path, d);
+      }
+      // Open handles move too: a reader goes on reading its file under the new name (see refresh()).
+      for (const h of this.handles.values()) {
+        const p = moved(h.path);
+        if (p !== undefined) h.path = p;
+        else if (!h.dirty) h.digest = undefined; // its file was replaced by the rename: it keeps what it opened
+      }
+    } finally {
+      this.renaming.delete(renaming);
+      renamed();
     }
   }
 
