@@ -53,8 +53,13 @@ export class ChunkReader {
     }
   }
 
+  /** A chunk's bytes when memory holds them: fetched lately, or being written to the store. */
+  private inMemory(hash: Buffer, k = hash.toString('latin1')): Buffer | undefined {
+    return this.recent.get(k) ?? this.store.writingNow(hash);
+  }
+
   isLocal(hash: Buffer): boolean {
-    return this.store.has(hash) || this.recent.has(hash.toString('latin1')) || this.store.writingNow(hash) !== undefined;
+    return this.store.has(hash) || this.inMemory(hash) !== undefined;
   }
 
   /** On disk in the chunk store: what the native driver can read without JS. */
@@ -77,7 +82,7 @@ export class ChunkReader {
     const missing: Buffer[] = [];
     for (const c of chunks) {
       const k = c.hash.toString('latin1');
-      if (this.store.has(c.hash) || this.recent.has(k) || this.store.writingNow(c.hash)) continue;
+      if (this.store.has(c.hash) || this.inMemory(c.hash, k)) continue;
       let d = this.inflight.get(k);
       if (!d) {
         d = deferred();
@@ -114,7 +119,7 @@ export class ChunkReader {
    */
   async slice(chunk: ChunkRef, offset: number, length: number, pathHint: string): Promise<Buffer> {
     const k = chunk.hash.toString('latin1');
-    let mem = this.recent.get(k) ?? this.store.writingNow(chunk.hash);
+    let mem = this.inMemory(chunk.hash, k);
     if (!mem && !this.store.has(chunk.hash)) {
       this.stats.misses++;
       await this.ensure([chunk], pathHint);
@@ -133,7 +138,7 @@ export class ChunkReader {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
         // Evicted between the check and the read: fetch it again.
         await this.ensure([chunk], pathHint);
-        const again = this.recent.get(k) ?? this.store.writingNow(chunk.hash);
+        const again = this.inMemory(chunk.hash, k);
         n = again ? again.copy(out, 0, offset, offset + length) : await this.store.read(chunk.hash, offset, length, out, 0);
       }
       out = out.subarray(0, n);

@@ -15,7 +15,7 @@ import type { MetaEntry, MetaStore, PathChange } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import { attrFromWire, chunksFromWire } from '../wire/convert.js';
 import { errnoOf, FsError } from '../wire/errors.js';
-import { joinRel, parentOf } from '../wire/rel-path.js';
+import { isWithin, joinRel, parentOf } from '../wire/rel-path.js';
 import type { WMutateRequest } from '../wire/types.js';
 import { log } from '../log.js';
 import type { ChunkReader } from './chunk-reader.js';
@@ -744,7 +744,7 @@ export class Vfs {
    */
   /** The rename under way (see `renaming`) that moves `path`, if any. */
   private renameOf(path: string): { done: Promise<void> } | undefined {
-    for (const r of this.renaming) if (r.paths.some((p) => path === p || path.startsWith(p + '/'))) return r;
+    for (const r of this.renaming) if (r.paths.some((dir) => isWithin(path, dir))) return r;
     return undefined;
   }
 
@@ -960,11 +960,10 @@ export class Vfs {
     const exchange = (flags & EXCHANGE) !== 0;
     const target = this.meta.get(to);
     if (!exchange && target && isDir(target.attr.mode) && isDir(source.attr.mode)) this.mustBeEmpty(to);
-    const under = (p: string, dir: string): boolean => p === dir || p.startsWith(dir + '/');
     /** Where a path is after the rename; undefined: replaced by it. */
-    const moved = (p: string): string | undefined => (under(p, from) ? to + p.slice(from.length) : !under(p, to) ? p : exchange ? from + p.slice(to.length) : undefined);
+    const moved = (p: string): string | undefined => (isWithin(p, from) ? to + p.slice(from.length) : !isWithin(p, to) ? p : exchange ? from + p.slice(to.length) : undefined);
     /** Whether a file being written there moves with the rename (both sides of an exchange do). */
-    const moves = (p: string): boolean => under(p, from) || (exchange && under(p, to));
+    const moves = (p: string): boolean => isWithin(p, from) || (exchange && isWithin(p, to));
     // Files still being written move with their writers; their content must reach the node first.
     // A close under way queues its version first: one committed here would be newer, and overwritten by it.
     await this.writeBack.closesSettled(exchange ? [from, to] : [from]);

@@ -28,7 +28,7 @@ import { chunksToWire } from '../wire/convert.js';
 import { log } from '../log.js';
 import { PathLocks } from '../util/path-locks.js';
 import { SetMap } from '../util/set-map.js';
-import { parentOf } from '../wire/rel-path.js';
+import { isWithin, parentOf } from '../wire/rel-path.js';
 import { entryFromWire } from './vfs-entry.js';
 
 /** A pending record as status and a refused unmount show it. */
@@ -131,11 +131,6 @@ export interface Closing {
   sent?: boolean;
   /** Settles when the close is over: its content committed, queued, or gone with the file. */
   readonly ended: Promise<void>;
-}
-
-/** Whether `path` is one of `paths` or below one ('' is the root: everything). */
-function under(path: string, paths: readonly string[]): boolean {
-  return paths.some((p) => path === p || path.startsWith(p + '/') || p === '');
 }
 
 /** Errors that mean "try again later", as opposed to the node refusing the write. */
@@ -1229,7 +1224,7 @@ export class WriteBack {
    * Those under way now are waited for; later ones are not.
    */
   async closesSettled(paths: string[]): Promise<void> {
-    const closing = [...this.closings].filter(([p]) => under(p, paths)).flatMap(([, set]) => [...set].map((c) => c.ended));
+    const closing = [...this.closings].filter(([p]) => paths.some((dir) => isWithin(p, dir))).flatMap(([, set]) => [...set].map((c) => c.ended));
     if (closing.length) await Promise.all(closing);
   }
 
@@ -1241,7 +1236,7 @@ export class WriteBack {
    */
   async flushPaths(paths: string[], above: string[] = []): Promise<void> {
     await this.closesSettled(paths);
-    const hit = [...this.pending.values()].filter((e) => under(e.path, paths));
+    const hit = [...this.pending.values()].filter((e) => paths.some((dir) => isWithin(e.path, dir)));
     // A change on the node below a directory it does not have yet would fail there.
     for (const p of [...paths, ...above]) for (const m of this.mkdirsAbove(p, Infinity)) if (!hit.includes(m)) hit.push(m);
     if (hit.length === 0) return;

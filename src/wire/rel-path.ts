@@ -13,3 +13,8 @@ export function baseName(rel: string): string {
 export function joinRel(dir: string, name: string): string {
   return dir === '' ? name : `${dir}/${name}`;
 }
+
+/** Whether `rel` is `dir` or lies below it ("" is the root: everything does). */
+export function isWithin(rel: string, dir: string): boolean {
+  return dir === '' || rel === dir || rel.startsWith(dir + '/');
+}
