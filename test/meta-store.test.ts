@@ -2,7 +2,7 @@ import t from 'tap';
 import { join } from 'node:path';
 import { Store } from '../src/store/db.js';
 import { MetaStore, type MetaEntry } from '../src/cache/meta-store.js';
-import { Journal } from '../src/cache/journal.js';
+import { Journal, LAZY_SYNC_MS } from '../src/cache/journal.js';
 import { S_IFDIR, S_IFREG } from '../src/content/attr.js';
 import { fillUntilRefused, smallFs } from './helpers/small-fs.js';
 import { tempDir } from './helpers/node-proc.js';
@@ -28,8 +28,8 @@ t.test('metadata the database refuses on a full disk is kept in memory and writt
   await meta.put('a', file(10, 2, 1));
   await meta.put('gone', file(3, 3, 9));
   await meta.setPosition(4, 'e1');
-  const rec = await journal.add({ path: 'a', dirty: 'd1', expectAbsent: false, mode: 0o644, closedAt: 1 });
-  const done = await journal.add({ path: 'b', dirty: 'd2', expectAbsent: true, mode: 0o644, closedAt: 2 });
+  const rec = await journal.add({ path: 'a', dirty: 'd1', expectAbsent: false, mode: 0o644, closedAt: 1 }, 'now');
+  const done = await journal.add({ path: 'b', dirty: 'd2', expectAbsent: true, mode: 0o644, closedAt: 2 }, 'now');
 
   const free = await fillUntilRefused(fs, store);
   // None of these fail the caller: the node took these changes already, memory shows them.
@@ -43,7 +43,7 @@ t.test('metadata the database refuses on a full disk is kept in memory and writt
   t.equal(meta.get('a')?.attr.size, 30, 'and the refused settle');
   t.equal(meta.unwritten, 3, 'status counts the entries waiting to be written');
   // What must be durable before it is acknowledged still fails, with a clear errno.
-  await t.rejects(journal.add({ path: 'c', dirty: 'd3', expectAbsent: true, mode: 0o644, closedAt: 3 }), { code: 'ENOSPC' }, 'a new write-back record is refused');
+  await t.rejects(journal.add({ path: 'c', dirty: 'd3', expectAbsent: true, mode: 0o644, closedAt: 3 }, 'now'), { code: 'ENOSPC' }, 'a new write-back record is refused');
   t.equal(await meta.catchUp(), false, 'no catch-up while the disk is full');
 
   const before = await reload(store);
@@ -62,7 +62,7 @@ t.test('metadata the database refuses on a full disk is kept in memory and writt
   t.same(await after.getManifest('a', Buffer.alloc(32, 3)), { digest: Buffer.alloc(32, 3), chunks: [] }, 'with its manifest');
   t.equal(after.generation, 7, 'the position is written with them');
   t.same((await journal.load()).map((e) => e.seq), [done.seq], 'the settled record is removed with them');
-  const next = await journal.add({ path: 'c', dirty: 'd3', expectAbsent: true, mode: 0o644, closedAt: 3 });
+  const next = await journal.add({ path: 'c', dirty: 'd3', expectAbsent: true, mode: 0o644, closedAt: 3 }, 'now');
   t.same((await journal.load()).map((e) => e.seq), [next.seq], 'a refused removal goes with the next journal write');
   await meta.close();
 });
@@ -159,4 +159,32 @@ t.test('close() lets writes nobody waited for land, then writes the feed positio
   t.equal(after.get('f19')?.attr.size, 19, 'the last write landed before the database closed');
   t.equal(after.generation, 9, 'and the position asked for while they were under way was written after them');
   t.equal(after.epoch, 'e1');
+});
+
+t.test("journal: a record added 'now' is synced before add() returns; 'soon' within the lazy interval; sync() and close() sync at once", async (t) => {
+  const store = await Store.open(join(await tempDir(t), 'db'));
+  t.teardown(() => store.close());
+  const journal = new Journal(store, 'ws');
+  const rec = { dirty: '', expectAbsent: true, mode: 0o644, closedAt: 1 };
+
+  await journal.add({ ...rec, path: 'confirmed-by-nobody' }, 'now');
+  t.equal(store.wal.syncs, 1, "'now': synced when add() resolves");
+
+  await journal.add({ ...rec, path: 'queued' }, 'soon');
+  t.equal(store.wal.syncs, 1, "'soon': not waited for");
+  const start = Date.now();
+  while (store.wal.syncs < 2 && Date.now() - start < 5 * LAZY_SYNC_MS) await new Promise((r) => setTimeout(r, 20));
+  t.equal(store.wal.syncs, 2, "'soon': synced by the lazy timer");
+  t.ok(Date.now() - start < 3 * LAZY_SYNC_MS, `within the lazy interval (${Date.now() - start} ms)`);
+
+  await journal.add({ ...rec, path: 'queued-2' }, 'soon');
+  await journal.sync();
+  t.equal(store.wal.syncs, 3, 'sync() does not wait for the timer');
+
+  await journal.add({ ...rec, path: 'queued-3' }, 'soon');
+  await journal.close();
+  t.equal(store.wal.syncs, 4, 'close() syncs what the timer had still to sync');
+  await new Promise((r) => setTimeout(r, LAZY_SYNC_MS + 200));
+  t.equal(store.wal.syncs, 4, 'and the timer is gone');
+  t.same((await new Journal(store, 'ws').load()).map((e) => e.path), ['confirmed-by-nobody', 'queued', 'queued-2', 'queued-3']);
 });

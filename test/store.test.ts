@@ -1,5 +1,6 @@
 import t from 'tap';
 import { join } from 'node:path';
+import { readdir, readFile } from 'node:fs/promises';
 import { Store, key, prefix, prefixEnd } from '../src/store/db.js';
 import { tempDir } from './helpers/node-proc.js';
 import { fillUntilRefused, smallFs } from './helpers/small-fs.js';
@@ -66,4 +67,49 @@ t.test('store: a write that meets a full disk fails with ENOSPC, loses nothing, 
   t.equal(String(await again.get(key('ws', 'e', 'last'))), 'in time', 'a write asked for before close is done before it');
   t.equal(String(await again.get(key('ws', 'e', 'after'))), 'new', 'it persists across a reopen');
   await again.close();
+});
+
+t.test('store: a durable write fdatasyncs the write-ahead log that holds it; durable writes asked for together share a sync', async (t) => {
+  const dir = await tempDir(t);
+  const db = await Store.open(join(dir, 'db'));
+  t.teardown(() => db.close());
+  const logHolding = async (value: Buffer): Promise<number> => {
+    for (const f of await readdir(join(dir, 'db'))) {
+      if (f.endsWith('.log') && (await readFile(join(dir, 'db', f))).includes(value)) return Number(f.slice(0, -4));
+    }
+    return -1;
+  };
+
+  await db.put(key('ws', 'j', 'plain'), Buffer.from('not-durable-value'));
+  t.equal(db.wal.syncs, 0, 'a plain write syncs nothing');
+
+  const v1 = Buffer.from('durable-value-one');
+  await db.batch().put(key('ws', 'j', 'a'), v1).commit({ durable: true });
+  t.equal(db.wal.syncs, 1, 'a durable write syncs once');
+  t.equal(db.wal.lastSynced, await logHolding(v1), 'the log synced is the one holding the record');
+
+  const v2 = Buffer.from('durable-value-two');
+  await db.batch().put(key('ws', 'j', 'b'), v2).commit({ durable: true });
+  t.equal(db.wal.lastSynced, await logHolding(v2), 'the next one syncs the same log, found without asking the database');
+
+  // A flush of the memtables starts a new log: the next durable write must sync that one.
+  await db.sync();
+  const v3 = Buffer.from('durable-value-three');
+  await db.batch().put(key('ws', 'j', 'c'), v3).commit({ durable: true });
+  const holding = await logHolding(v3);
+  t.ok(holding > 0, 'the record is in a log');
+  t.equal(db.wal.lastSynced, holding, 'after the log changed, the new log is synced');
+
+  // Plain writes fill the memtable until the database switches to a new log (8 MiB): the next durable write finds it.
+  for (let i = 0; i < 160; i++) await db.put(key('ws', 'm', `fill${i}`), Buffer.alloc(64 << 10, i));
+  const v4 = Buffer.from('durable-value-four');
+  await db.batch().put(key('ws', 'j', 'd'), v4).commit({ durable: true });
+  t.ok(db.wal.lastSynced > holding, `a log newer than ${holding} was made by the plain writes (${db.wal.lastSynced})`);
+  t.equal(db.wal.lastSynced, await logHolding(v4), 'and the one holding the record is synced');
+
+  const before = db.wal.syncs;
+  await Promise.all(Array.from({ length: 50 }, (_, i) => db.batch().put(key('ws', 'j', `many${i}`), Buffer.from(`v${i}`)).commit({ durable: true })));
+  const shared = db.wal.syncs - before;
+  t.ok(shared >= 1 && shared <= 3, `50 durable writes asked for together took ${shared} syncs`);
+  t.equal(String(await db.get(key('ws', 'j', 'many49'))), 'v49');
 });

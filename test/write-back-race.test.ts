@@ -105,12 +105,12 @@ for (const newer of [false, true]) {
     const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack: true }, {
       journal: (j) => {
         const add = j.add.bind(j);
-        j.add = async (e) => {
+        j.add = async (e, durability) => {
           if (hold && e.path === 'taken') {
             holding();
             await hold;
           }
-          return add(e);
+          return add(e, durability);
         };
         return j;
       },

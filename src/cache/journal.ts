@@ -5,6 +5,7 @@
 import type { Manifest } from '../content/manifest.js';
 import { Reader, Writer } from '../store/codec.js';
 import { log } from '../log.js';
+import { syncPath } from '../util/sync-path.js';
 import { key, prefix, u64be, type Batch, type Store } from '../store/db.js';
 
 export interface JournalEntry {
@@ -88,6 +89,9 @@ function decode(seq: number, b: Buffer): JournalEntry {
   return e;
 }
 
+/** Longest a record written without waiting for the disk stays off it. */
+export const LAZY_SYNC_MS = 1000;
+
 export class Journal {
   private nextSeq = 1;
   /** Records done with whose removal the database refused (a full disk): removed with the next write. */
@@ -111,24 +115,110 @@ export class Journal {
     return out;
   }
 
-  /** Records a closed file durably (it survives the mount process being killed). */
-  async add(e: Omit<JournalEntry, 'seq'>): Promise<JournalEntry> {
+  /**
+   * Records a pending write-back. 'now': on disk when this resolves, so it
+   * survives the machine losing power (a close() that returns once the
+   * record is written: the node did not confirm it; the caller has synced
+   * the dirty copy it names). 'soon': it survives the mount being killed at
+   * once, and is on disk within LAZY_SYNC_MS, as a local filesystem writes
+   * out a closed file within its commit interval (asynchronous write-back,
+   * whose close() does not wait for a disk flush; an fsync() waits, see
+   * sync()). `copy`: the path of the dirty copy a 'soon' record names, not
+   * synced yet: synced before the record is (see syncCopies).
+   */
+  async add(e: Omit<JournalEntry, 'seq'>, durability: 'now' | 'soon', copy?: string): Promise<JournalEntry> {
     const entry = { ...e, seq: this.nextSeq++ };
-    await this.write(this.k(entry.seq), encode(entry));
+    if (durability === 'now') {
+      await this.exclusive(async () => {
+        await this.syncCopies();
+        await this.write(this.k(entry.seq), encode(entry), true);
+      });
+      return entry;
+    }
+    if (copy) {
+      // Not between a sync's copies and its log: the log would take this record to the disk without its copy.
+      while (this.syncsQueued > 0) await this.syncTail;
+      this.unsyncedCopies.add(copy);
+    }
+    await this.write(this.k(entry.seq), encode(entry), false);
+    this.syncSoon();
     return entry;
   }
 
-  /** Rewrites a record whose attributes changed before its commit. */
+  /** Rewrites a record whose attributes changed before its commit (on disk within LAZY_SYNC_MS, as a local chmod is). */
   async update(e: JournalEntry): Promise<void> {
-    await this.write(this.k(e.seq), encode(e));
+    await this.write(this.k(e.seq), encode(e), false);
+    this.syncSoon();
+  }
+
+  /** Every record written so far is on disk when this resolves, with the dirty copies they name. */
+  sync(): Promise<void> {
+    return this.exclusive(async () => {
+      await this.syncCopies();
+      await this.store.apply([], { durable: true });
+    });
+  }
+
+  /**
+   * A sync makes every record before it durable at once (one log). A record
+   * on disk before the copy it names would, after a power loss, replay a
+   * copy the kernel had not written out: every sync first syncs the copies
+   * of the records written without (a copy committed and gone meanwhile
+   * needs nothing), and such records wait while a sync runs.
+   */
+  private readonly unsyncedCopies = new Set<string>();
+  private syncsQueued = 0;
+  private syncTail: Promise<unknown> = Promise.resolve();
+
+  /** Syncs run one at a time (each syncs the copies, then the log). */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    this.syncsQueued++;
+    const p = this.syncTail.then(fn).finally(() => this.syncsQueued--);
+    this.syncTail = p.catch(() => undefined);
+    return p;
+  }
+
+  private async syncCopies(): Promise<void> {
+    if (this.unsyncedCopies.size === 0) return;
+    const copies = [...this.unsyncedCopies];
+    this.unsyncedCopies.clear();
+    try {
+      await Promise.all(copies.map((c) => syncPath(c, { data: true })));
+    } catch (err) {
+      for (const c of copies) this.unsyncedCopies.add(c); // the next sync tries them again
+      throw err;
+    }
+  }
+
+  private syncTimer: NodeJS.Timeout | undefined;
+
+  /** What was written so far reaches the disk within LAZY_SYNC_MS. */
+  syncSoon(): void {
+    if (this.closed) return;
+    this.syncTimer ??= setTimeout(() => {
+      this.syncTimer = undefined;
+      // Failed (the database refuses writes, a copy cannot be synced): the next record's timer tries again.
+      this.sync().catch((err) => log.warn({ err: (err as Error).message }, 'cannot sync the write-back journal to disk'));
+    }, LAZY_SYNC_MS);
+    this.syncTimer.unref();
+  }
+
+  private closed = false;
+
+  /** A last sync, and no timer after it (the database is about to close). */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.syncTimer);
+    this.syncTimer = undefined;
+    await this.sync().catch((err) => log.warn({ err: (err as Error).message }, 'cannot sync the write-back journal to disk'));
   }
 
   /** A record, with the removals refused earlier. */
-  private async write(k: Buffer, v: Buffer): Promise<void> {
+  private async write(k: Buffer, v: Buffer, durable: boolean): Promise<void> {
     const b = this.store.batch().put(k, v);
     const leftover = [...this.unremoved];
     for (const seq of leftover) this.removeIn(b, seq);
-    await b.commit();
+    await b.commit({ durable });
     for (const seq of leftover) this.unremoved.delete(seq);
   }
 
@@ -142,9 +232,15 @@ export class Journal {
    * refuses it: the record is removed with the next write (or at close). A
    * mount killed before that replays it, and finds the node holds it.
    */
-  async remove(seq: number): Promise<void> {
+  async remove(seq: number, opts: { durable?: boolean } = {}): Promise<void> {
     this.unremoved.add(seq);
-    await this.removeLeftover();
+    if (!opts.durable) return this.removeLeftover();
+    // Gone for good before this resolves (a record that must not come back after a power loss).
+    await this.exclusive(async () => {
+      await this.syncCopies();
+      await this.removeLeftover(); // (or a removal beside it took this one along)
+      await this.store.apply([], { durable: true });
+    });
   }
 
   /** Removals the database refused until now, tried again (with `remove`, and when the mount stops). */

@@ -79,6 +79,12 @@ export class DirtyFile {
   owner?: { uid: number; gid: number };
   /** The journal owns the dirty copy (it was closed); a further write needs a copy of its own. */
   handedOver = false;
+  /**
+   * The journal record an fsync made of the copy `name` while the file is
+   * open: what a mount killed before the close replays. It goes once the
+   * content is handed over (close, a rename's commit) or the file unlinked.
+   */
+  checkpoint?: { seq: number; name: string };
   /** How to follow a run of writes from an empty file (set by the VFS); `ahead` follows the current run. */
   startAhead?: (file: () => string) => WriteAhead;
   private ahead?: WriteAhead;

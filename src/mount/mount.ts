@@ -232,6 +232,8 @@ export class Mount {
     }
     const flushed = this.writeBack.stats.committed + this.writeBack.stats.conflicts - before;
     if (this.writeBack.pendingCount === 0) return { flushed, pending: 0 };
+    // What no node took is on this disk at least (asynchronous write-back syncs its journal lazily).
+    await this.writeBack.syncJournal().catch((err) => log.warn({ err: (err as Error).message }, 'cannot sync the write-back journal to disk'));
     const pendingWrites = this.writeBack.pendingRecords();
     log.warn({ pending: this.writeBack.pendingCount, oldest: pendingWrites }, 'write-backs still pending after the flush deadline');
     return { flushed, pending: this.writeBack.pendingCount, pendingWrites };

@@ -704,12 +704,43 @@ export class Vfs {
   /**
    * The open copy reaches the local disk. With asynchronous write-back, what
    * this file closed earlier and still queues is sent to the node now, when
-   * one answers (it is journaled either way: nothing is lost if none does).
+   * one answers, and is on the local disk otherwise.
    */
   async fsync(fh: number): Promise<void> {
     const h = this.handles.get(fh);
-    await h?.dirty?.sync();
-    if (h && this.opts.asyncWriteBack && this.mesh.reachable) await this.writeBack.flushPaths([h.path]).catch(() => undefined);
+    if (!h) return;
+    // Versions closed earlier go to the node first, when one answers: what is written now is based on them.
+    if (this.opts.asyncWriteBack && this.mesh.reachable) await this.writeBack.flushPaths([h.path]).catch(() => undefined);
+    const d = h.dirty;
+    if (d && !h.readOnly && d.modified && d.materialized && !d.unlinked) await this.checkpoint(d);
+    else await d?.sync();
+    // Versions closed earlier that no node took yet: their journal records reach the disk now, not within the lazy sync's second.
+    if (this.opts.asyncWriteBack && this.writeBack.pendingFor(h.path)) await this.writeBack.syncJournal();
+  }
+
+  /**
+   * An fsync of a file written and still open: its copy is made complete and
+   * durable, and journaled (once per copy; later fsyncs only sync it), so
+   * that a mount killed before the close still commits what was fsynced.
+   */
+  private async checkpoint(d: DirtyFile): Promise<void> {
+    await d.exclusive(async () => {
+      await d.sync();
+      if (!d.modified || d.unlinked || d.handedOver || d.checkpoint?.name === d.name) return;
+      // A rename of the file on its way to the node: the record names the path it gives (as a close does).
+      for (let r = this.renameOf(d.path); r; r = this.renameOf(d.path)) await r.done;
+      // Made from a version closed here that has landed since: that version is its base now.
+      const landed = d.baseSeq !== undefined ? this.writeBack.landedDigest(d.baseSeq) : undefined;
+      const seq = await this.writeBack.checkpoint({ path: d.path, dirty: d.name, baseDigest: landed ?? d.baseDigest, expectAbsent: landed ? false : d.expectAbsent, mode: d.mode, mtimeNs: d.mtimeNs, atimeNs: d.atimeNs });
+      const earlier = d.checkpoint;
+      d.checkpoint = { seq, name: d.name };
+      if (earlier) await this.writeBack.dropCheckpoint(earlier.seq);
+      // Unlinked while the record was written (an unlink does not wait for a change under way): it must not come back.
+      if (d.unlinked && d.checkpoint) {
+        d.checkpoint = undefined;
+        await this.writeBack.dropCheckpoint(seq);
+      }
+    });
   }
 
   async release(fh: number): Promise<void> {
@@ -751,7 +782,7 @@ export class Vfs {
   private async commitDirty(d: DirtyFile, how: 'wait' | 'journal' | 'queue' = 'wait'): Promise<void> {
     // Taken between two changes (see DirtyFile.exclusive): a write under way
     // lands before, or after in a copy of its own, never in the copy handed over.
-    const { version, name, rec, syncLater, closing } = await d.exclusive(async () => {
+    const { version, name, rec, syncLater, closing, checkpoint } = await d.exclusive(async () => {
       await this.ownCopy(d); // handed over before (a rename's commit while it stays open): that copy is the write-back's
       await d.materialize(this.chunks);
       d.handedOver = true; // the write-back owns the copy now
@@ -768,7 +799,11 @@ export class Vfs {
       const closing = this.writeBack.beginClose(d.path);
       // Unlinked since the close began: its content goes nowhere (from now on, an unlink marks `closing`).
       if (d.unlinked) closing.removed = true;
+      // An fsync's record (of this copy, or of one handed over before whose hand-over failed): this newer content supersedes it.
+      const checkpoint = d.checkpoint;
+      d.checkpoint = undefined;
       return {
+        checkpoint,
         closing,
         // What changes after this (a writer still open, in a copy of its own) is still to commit.
         version: d.version,
@@ -792,6 +827,7 @@ export class Vfs {
         },
       };
     });
+    let handedOver = false;
     try {
       const inMemory = !rec.dirty;
       const data = rec.data;
@@ -809,6 +845,9 @@ export class Vfs {
         };
         r = await this.writeBack.closeFile(rec, closing, { direct: how !== 'journal', makeDurable });
       }
+      handedOver = true;
+      // Committed, journaled, or gone with an unlink: the fsync's record has no more to keep.
+      if (checkpoint) await this.writeBack.dropCheckpoint(checkpoint.seq);
       // Unlinked meanwhile (now, or as this returned): its content went with it.
       if ('removed' in r || closing.removed) return;
       if ('digest' in r) {
@@ -828,6 +867,13 @@ export class Vfs {
       }
     } finally {
       this.writeBack.endClose(closing);
+      // Not handed over (the journal refused it, the node refused it): the
+      // fsync's record still stands for this content, until a later hand-over
+      // of the file supersedes it (or an fsync since made a newer one).
+      if (!handedOver && checkpoint) {
+        if (d.checkpoint) await this.writeBack.dropCheckpoint(checkpoint.seq);
+        else d.checkpoint = checkpoint;
+      }
     }
   }
 
@@ -910,13 +956,13 @@ export class Vfs {
       // Open writers may go on; nothing of theirs is written back. Set once
       // the node took the unlink: a close taking the content from now on
       // commits nothing (see WriteBack.Closing for one already under way).
-      this.orphan(path);
+      await this.orphan(path);
     });
     await this.meta.put(path, null);
     this.meta.putVolatile(path, null);
     // The name is gone here too. A copy opened meanwhile is orphaned, and a
     // write open still under way learns of the unlink (see newDirty).
-    this.orphan(path);
+    await this.orphan(path);
     this.namesChanged(path);
   }
 
@@ -925,11 +971,15 @@ export class Vfs {
    * handles go on reading and writing their copy, nothing of it is written
    * back, and the name is free for a new file (which gets a copy of its own).
    */
-  private orphan(path: string): void {
+  private async orphan(path: string): Promise<void> {
     const d = this.dirty.get(path);
     if (!d) return;
     d.unlinked = true;
     this.dirty.delete(path);
+    // What an fsync journaled of it must not come back after a crash.
+    const checkpoint = d.checkpoint;
+    d.checkpoint = undefined;
+    if (checkpoint) await this.writeBack.dropCheckpoint(checkpoint.seq);
   }
 
   async rmdir(dir: string, name: string): Promise<void> {
@@ -980,13 +1030,13 @@ export class Vfs {
         this.writeBack.removeFile(to, async () => {
           const r = await call();
           // Its writers go on with their copy, for their open handles only (a close from now on commits nothing).
-          this.orphan(to);
+          await this.orphan(to);
           return r;
         });
       await this.mutate([from, to], { rename: { from, to, noReplace: (flags & NOREPLACE) !== 0, exchange } }, [to, from], undefined, exchange ? undefined : replacing);
       // The names now say what the node holds. A copy of the replaced file opened meanwhile is orphaned,
       // copies under `from` move, and a write open still under way learns of the rename (see newDirty).
-      if (!exchange) this.orphan(to);
+      if (!exchange) await this.orphan(to);
       this.namesChanged(from, to);
       const moving = [...this.dirty.values()].filter((d) => moves(d.path));
       for (const d of moving) this.dirty.delete(d.path);

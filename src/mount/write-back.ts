@@ -207,9 +207,9 @@ export class WriteBack {
 
   async init(): Promise<JournalEntry[]> {
     await mkdir(this.dirtyDir, { recursive: true, mode: 0o700 });
-    const replay = await this.journal.load();
+    const replay = await this.usable(await this.journal.load());
     // Dirty copies no record names were never acknowledged to a writer (the
-    // mount died before their close returned): nothing to keep.
+    // mount died before their close returned, or their fsync): nothing to keep.
     const named = new Set(replay.map((e) => e.dirty));
     for (const f of await readdir(this.dirtyDir)) {
       if (!named.has(f) && !f.endsWith('.failed')) await unlink(this.dirtyPath(f)).catch(() => undefined);
@@ -223,6 +223,64 @@ export class WriteBack {
       this.scheduleRetry(0);
     }
     return replay;
+  }
+
+  /**
+   * The records found at start that are still to commit. Of a file's
+   * versions only the newest: a close drops the older ones as it is
+   * journaled, but a mount may die between the two, and an fsync's record
+   * of a file still open (checkpoint) stays until its close. The older
+   * ones' digests are kept to recognize them should one have landed
+   * unheard. A record whose dirty copy is gone (handed over and committed
+   * before the crash; the record's removal was not on disk yet) is dropped.
+   */
+  private async usable(found: JournalEntry[]): Promise<JournalEntry[]> {
+    const present: JournalEntry[] = [];
+    for (const e of found) {
+      if (!e.dirty || (await stat(this.dirtyPath(e.dirty)).then(() => true, () => false))) present.push(e);
+      else {
+        log.warn({ path: e.path, dirty: e.dirty }, 'a journaled write-back has no dirty copy any more (handed over and committed before the mount stopped, or lost with the machine); dropped');
+        await this.journal.remove(e.seq);
+      }
+    }
+    const newest = new Map<string, JournalEntry>();
+    for (const e of present) if (!e.dirAttrs && !e.mkdir) newest.set(e.path, e); // oldest first: the last one stays
+    const out: JournalEntry[] = [];
+    for (const e of present) {
+      const latest = newest.get(e.path);
+      if (e.dirAttrs || e.mkdir || latest === e) {
+        out.push(e);
+        continue;
+      }
+      await this.rememberMayHold(e);
+      await this.journal.remove(e.seq);
+      if (e.dirty && e.dirty !== latest!.dirty) await unlink(this.dirtyPath(e.dirty)).catch(() => undefined);
+    }
+    return out;
+  }
+
+  /**
+   * An fsync of a file still open: a record of its dirty copy, on disk
+   * before the fsync returns. A mount killed before the close replays it,
+   * committing the copy as the crash left it (what the fsync wrote, at
+   * least, as a local disk keeps it). Not pending while the mount runs: the
+   * close, or a rename's commit, hands the content over in a record of its
+   * own, and this one goes (dropCheckpoint).
+   */
+  async checkpoint(rec: Omit<JournalEntry, 'seq' | 'closedAt'>): Promise<number> {
+    return (await this.journal.add({ ...rec, closedAt: Date.now() }, 'now')).seq;
+  }
+
+  /**
+   * An fsync's record is superseded (the content was handed over) or void
+   * (the file was unlinked): gone from the disk before this resolves, as
+   * after a power loss it would bring back an unlinked file, or a copy
+   * handed over and committed since.
+   */
+  async dropCheckpoint(seq: number): Promise<void> {
+    // Not an error of the call that drops it (the content is handed over, the file unlinked): a start
+    // after a crash drops it if its copy is gone, and otherwise commits the same content again.
+    await this.journal.remove(seq, { durable: true }).catch((err) => log.warn({ seq, err: (err as Error).message }, "cannot remove an fsync's write-back record from the disk"));
   }
 
   get pendingCount(): number {
@@ -302,7 +360,8 @@ export class WriteBack {
         failed = err;
       }
     }
-    const entry = await this.journal.add({ ...rec, dirty: await opts.makeDurable(), closedAt: Date.now() });
+    // Nobody confirmed this version: close() returns once its record is on disk.
+    const entry = await this.journal.add({ ...rec, dirty: await opts.makeDurable(), closedAt: Date.now() }, 'now');
     if (closing.removed) return this.removedWhileClosing(entry);
     // Pending from the moment it has its seq: a directory's attributes queued after it wait for it.
     this.hold(entry);
@@ -367,7 +426,7 @@ export class WriteBack {
   private async enqueue(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, closing?: Closing): Promise<JournalEntry | undefined> {
     while (this.pending.size >= ASYNC_QUEUE && this.running.size > 0 && this.mesh.reachable) await Promise.race(this.running.values()).catch(() => undefined);
     await this.beforeNameChange([rec.path]);
-    const entry = await this.journal.add({ ...rec, closedAt: Date.now() });
+    const entry = await this.journal.add({ ...rec, closedAt: Date.now() }, 'soon', rec.dirty ? this.dirtyPath(rec.dirty) : undefined);
     if (closing?.removed) return void (await this.removedWhileClosing(entry));
     this.hold(entry);
     return entry;
@@ -383,16 +442,19 @@ export class WriteBack {
   async queueDirAttrs(path: string, a: { mode?: number; mtimeNs?: bigint; atimeNs?: bigint }): Promise<boolean> {
     if (this.filesIn(path).length === 0) return false;
     if (await this.amend(path, a)) return true;
-    const entry = await this.journal.add({
-      path,
-      dirty: '',
-      expectAbsent: false,
-      mode: a.mode ?? 0,
-      dirAttrs: { setsMode: a.mode !== undefined },
-      mtimeNs: a.mtimeNs,
-      atimeNs: a.mtimeNs !== undefined ? (a.atimeNs ?? a.mtimeNs) : undefined,
-      closedAt: Date.now(),
-    });
+    const entry = await this.journal.add(
+      {
+        path,
+        dirty: '',
+        expectAbsent: false,
+        mode: a.mode ?? 0,
+        dirAttrs: { setsMode: a.mode !== undefined },
+        mtimeNs: a.mtimeNs,
+        atimeNs: a.mtimeNs !== undefined ? (a.atimeNs ?? a.mtimeNs) : undefined,
+        closedAt: Date.now(),
+      },
+      'soon',
+    );
     this.hold(entry);
     this.lingering.push(entry);
     this.pump();
@@ -1344,6 +1406,11 @@ export class WriteBack {
     }
   }
 
+  /** Every record journaled so far is on disk when this resolves (fsync(), `ghostfs sync` with no node to take them). */
+  syncJournal(): Promise<void> {
+    return this.journal.sync();
+  }
+
   /** Tries every pending record once more (unmount, tests). */
   async drain(): Promise<number> {
     await this.retryAll();
@@ -1356,5 +1423,6 @@ export class WriteBack {
     if (this.pumpTimer) clearTimeout(this.pumpTimer);
     await Promise.all(this.background);
     await this.journal.removeLeftover();
+    await this.journal.close();
   }
 }

@@ -7,6 +7,7 @@ import { mkdir, readdir, stat } from 'node:fs/promises';
 import { statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { log } from '../log.js';
+import { WalSync } from './wal-sync.js';
 
 const SEP = 0;
 
@@ -78,8 +79,9 @@ export class Batch {
     return b;
   }
 
-  async commit(): Promise<void> {
-    if (this.ops.length > 0) await this.store.apply(this.ops);
+  /** `durable`: on disk when this resolves (see Store.apply). */
+  async commit(opts: { durable?: boolean } = {}): Promise<void> {
+    if (this.ops.length > 0) await this.store.apply(this.ops, opts);
   }
 }
 
@@ -96,7 +98,7 @@ const REOPEN_BACKOFF_MS = 1000;
 const WRITE_BUFFER_BYTES = 8 << 20;
 
 /** Writes waiting their turn: a batch's operations, or a flush of the memtables. */
-type Queued = { resolve: () => void; reject: (err: unknown) => void } & ({ ops: readonly Op[] } | { flush: true });
+type Queued = { resolve: () => void; reject: (err: unknown) => void } & ({ ops: readonly Op[]; durable: boolean } | { flush: true });
 
 /**
  * A RocksDB database. Writes go in the order they were asked for, one
@@ -118,19 +120,29 @@ export class Store {
   /** The write loop, while it runs. */
   private writing?: Promise<void>;
 
+  /** Syncs the write-ahead log after durable writes. */
+  readonly wal: WalSync;
+
   private constructor(
     private db: RocksDB,
     readonly path: string,
-  ) {}
+  ) {
+    this.wal = new WalSync(path);
+  }
 
   static async open(path: string, opts: { readOnly?: boolean } = {}): Promise<Store> {
     if (!opts.readOnly) await mkdir(path, { recursive: true });
     return new Store(await openDb(path, !!opts.readOnly), path);
   }
 
-  /** Applies `ops` atomically, after every write asked for before. */
-  apply(ops: readonly Op[]): Promise<void> {
-    return this.enqueue((resolve, reject) => ({ ops, resolve, reject }));
+  /**
+   * Applies `ops` atomically, after every write asked for before. A write
+   * survives the process being killed once this resolves; a `durable` one
+   * survives a power loss too (its log is fdatasynced). Durable writes that
+   * arrive while one is under way share the next sync.
+   */
+  apply(ops: readonly Op[], opts: { durable?: boolean } = {}): Promise<void> {
+    return this.enqueue((resolve, reject) => ({ ops, durable: !!opts.durable, resolve, reject }));
   }
 
   /** Flushes memtables to SST files (after every write asked for before): survives power loss, not only a crash. */
@@ -161,7 +173,14 @@ export class Store {
       const flushAt = this.queue.findIndex((q) => 'flush' in q);
       const group = this.queue.splice(0, 'flush' in first ? 1 : flushAt === -1 ? this.queue.length : flushAt);
       try {
-        await this.withReopen((db) => ('flush' in first ? db.flush() : writeOps(db, group.flatMap((q) => ('ops' in q ? q.ops : [])))));
+        const durable = group.some((q) => 'durable' in q && q.durable);
+        await this.withReopen(async (db) => {
+          if ('flush' in first) return db.flush();
+          const before = durable ? this.wal.sizeBefore(db) : undefined;
+          const ops = group.flatMap((q) => ('ops' in q ? q.ops : []));
+          if (ops.length) await writeOps(db, ops);
+          if (durable) await this.wal.sync(db, before);
+        });
         for (const q of group) q.resolve();
       } catch (err) {
         for (const q of group) q.reject(err);
@@ -329,6 +348,7 @@ export class Store {
   async close(): Promise<void> {
     this.closed = true;
     while (this.writing) await this.writing;
+    await this.wal.close();
     if (!this.db.closed) await this.db.close();
   }
 }

@@ -43,6 +43,8 @@ declare module 'rocksdb-native' {
     flush(): Promise<void>;
     compactRange(start?: Buffer | null, end?: Buffer | null): Promise<void>;
     approximateSize(start: Buffer, end: Buffer): Promise<number>;
+    /** The write-ahead log written to now; `path` is relative to the database directory ("/000004.log"). */
+    currentWalFile(): Promise<{ path: string; number: number; size: number }>;
     readonly closed: boolean;
   }
   export default RocksDB;

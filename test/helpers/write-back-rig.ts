@@ -54,6 +54,14 @@ export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadl
   await wb.init();
   t.teardown(() => wb.stop());
   const vfs = new Vfs(meta, mesh, new ChunkReader(chunks, mesh), wb, { readaheadChunks: 4, wholeFileBytes: 4 << 20, ...vfsOpts });
-  return { base, root, node, proxy, replica, mesh, wb, vfs };
+  /** A write-back started on the same journal and dirty copies (a mount's restart), the first one stopped. */
+  const restart = async (): Promise<WriteBack> => {
+    await wb.stop();
+    const again = new WriteBack(meta, mesh, new Journal(store, 'default'), chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs });
+    t.teardown(() => again.stop());
+    await again.init();
+    return again;
+  };
+  return { base, root, node, proxy, replica, mesh, wb, vfs, store, cache, restart };
 }
 

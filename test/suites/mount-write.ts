@@ -4,6 +4,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { mkdir, open, readFile, rm, writeFile, stat, lstat, readdir, readlink, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { NodeProc, tempDir } from '../helpers/node-proc.js';
@@ -548,8 +549,60 @@ if (step === 'grow') {
     }
   });
 
+  for (const mode of ['sync', 'async'] as const) {
+    await t.test(`--write-back ${mode}: what an fsync made durable survives the mount being killed before the close; an unlinked file stays gone`, async (t) => {
+      const dir = `fsync-${mode}`;
+      await mkdir(S(dir));
+      await writeFile(S(`${dir}/fsync-edit.txt`), 'AAAA\nBBBB\nCCCC\n');
+      await m.stop();
+      m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--deadline', '3s', '--write-back', mode]);
+      await waitFor('the node file to show through the mount', async () => (await readFile(M(`${dir}/fsync-edit.txt`), 'utf8').catch(() => '')) === 'AAAA\nBBBB\nCCCC\n');
+      // The writer keeps its files open past the kill: written and fsynced, never closed.
+      const writer = spawn(process.execPath, ['-e', FSYNC_WRITER, M(dir)], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      writer.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      writer.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      await waitFor('the writer to fsync its files', async () => out.includes('synced\n'), 30_000).catch((err: Error) => {
+        throw new Error(`${err.message}; the writer said: ${JSON.stringify(out)}`);
+      });
+      t.equal(out, 'synced\n', 'the writer fsynced a new file, an edit, a file it then unlinked, and a file it closed');
+      await m.kill();
+      writer.kill('SIGKILL');
+      m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--deadline', '3s', '--write-back', mode]);
+      const D = (name: string) => S(`${dir}/${name}`);
+      await waitFor('the fsynced new file to reach the node', async () => (await readFile(D('fsynced-new.txt'), 'utf8').catch(() => '')).startsWith('fsynced before the kill\n'), 30_000);
+      t.match(await readFile(D('fsynced-new.txt'), 'utf8'), /^fsynced before the kill\n(written after the fsync\n)?$/, 'the new file holds what was fsynced (and what the page cache had after it)');
+      await waitFor('the fsynced edit to reach the node', async () => (await readFile(D('fsync-edit.txt'), 'utf8')) !== 'AAAA\nBBBB\nCCCC\n', 30_000);
+      t.equal(await readFile(D('fsync-edit.txt'), 'utf8'), 'AAAA\nbbbb\nCCCC\n', 'the edit in the middle landed on the old content, nothing else changed');
+      await waitFor('the closed file to reach the node', async () => existsSync(D('fsynced-closed.txt')), 30_000);
+      t.equal(await readFile(D('fsynced-closed.txt'), 'utf8'), 'closed normally\n', 'a file fsynced and then closed keeps its closed content');
+      t.notOk(existsSync(D('fsynced-unlinked.txt')), 'a file fsynced and then unlinked was not brought back');
+      t.same((await readdir(S(dir))).filter((n) => n.includes('conflict')), [], 'no conflict copies');
+      await waitFor('nothing left in the journal', async () => (await m.status()).writeBack?.pending === 0, 30_000).catch(() => undefined);
+      t.equal((await m.status()).writeBack?.pending, 0, 'no write-back left pending');
+    });
+  }
+
   await m.stop();
 });
+
+/**
+ * Writes four files under the mount (argv[1]) and fsyncs each, then waits
+ * with them open: a new file (more written after its fsync), an edit in the
+ * middle of a file, a file unlinked after its fsync, and one closed normally.
+ */
+const FSYNC_WRITER = `
+  const fs = require('fs'), path = require('path'), dir = process.argv[1];
+  const n = fs.openSync(path.join(dir, 'fsynced-new.txt'), 'w');
+  fs.writeSync(n, 'fsynced before the kill\\n'); fs.fsyncSync(n); fs.writeSync(n, 'written after the fsync\\n');
+  const e = fs.openSync(path.join(dir, 'fsync-edit.txt'), 'r+');
+  fs.writeSync(e, 'bbbb', 5); fs.fsyncSync(e);
+  const u = fs.openSync(path.join(dir, 'fsynced-unlinked.txt'), 'w');
+  fs.writeSync(u, 'must not come back\\n'); fs.fsyncSync(u); fs.unlinkSync(path.join(dir, 'fsynced-unlinked.txt'));
+  const c = fs.openSync(path.join(dir, 'fsynced-closed.txt'), 'w');
+  fs.writeSync(c, 'fsynced\\n'); fs.fsyncSync(c); fs.ftruncateSync(c, 0); fs.writeSync(c, 'closed normally\\n', 0); fs.closeSync(c);
+  process.stdout.write('synced\\n');
+  process.stdin.resume();`;
 
 /** The change feed as `ghostfs status` reports it. */
 async function feedOf(mnt: string): Promise<{ connected: boolean; generation: number }> {
