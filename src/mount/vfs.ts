@@ -712,16 +712,22 @@ export class Vfs {
     // Versions closed earlier go to the node first, when one answers: what is written now is based on them.
     if (this.opts.asyncWriteBack && this.mesh.reachable) await this.writeBack.flushPaths([h.path]).catch(() => undefined);
     const d = h.dirty;
-    if (d && !h.readOnly && d.modified && d.materialized && !d.unlinked) await this.checkpoint(d);
-    else await d?.sync();
+    if (d && !h.readOnly && d.modified && d.materialized && !d.unlinked) {
+      // A small file goes to the node now (with none answering, into the journal, on disk), as its
+      // close would send it: the close then has nothing left to send. A big one is journaled here.
+      if (d.size <= HOLD_BYTES && d.writers <= 1) await this.commitDirty(d, 'wait');
+      else await this.checkpoint(d);
+    } else await d?.sync();
     // Versions closed earlier that no node took yet: their journal records reach the disk now, not within the lazy sync's second.
     if (this.opts.asyncWriteBack && this.writeBack.pendingFor(h.path)) await this.writeBack.syncJournal();
   }
 
   /**
-   * An fsync of a file written and still open: its copy is made complete and
-   * durable, and journaled (once per copy; later fsyncs only sync it), so
-   * that a mount killed before the close still commits what was fsynced.
+   * An fsync of a big file written and still open: its copy is made durable
+   * and journaled (once per copy; later fsyncs only sync it), so that a
+   * mount killed before the close still commits what was fsynced. (Sent to
+   * the node at each fsync instead, a database file would be committed
+   * whole at every transaction.)
    */
   private async checkpoint(d: DirtyFile): Promise<void> {
     await d.exclusive(async () => {

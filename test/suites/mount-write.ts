@@ -565,21 +565,40 @@ if (step === 'grow') {
       await waitFor('the writer to fsync its files', async () => out.includes('synced\n'), 30_000).catch((err: Error) => {
         throw new Error(`${err.message}; the writer said: ${JSON.stringify(out)}`);
       });
-      t.equal(out, 'synced\n', 'the writer fsynced a new file, an edit, a file it then unlinked, and a file it closed');
+      t.equal(out, 'synced\n', 'the writer fsynced its files');
       await m.kill();
       writer.kill('SIGKILL');
       m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--deadline', '3s', '--write-back', mode]);
       const D = (name: string) => S(`${dir}/${name}`);
-      await waitFor('the fsynced new file to reach the node', async () => (await readFile(D('fsynced-new.txt'), 'utf8').catch(() => '')).startsWith('fsynced before the kill\n'), 30_000);
-      t.match(await readFile(D('fsynced-new.txt'), 'utf8'), /^fsynced before the kill\n(written after the fsync\n)?$/, 'the new file holds what was fsynced (and what the page cache had after it)');
+      await waitFor('the fsynced new file to reach the node', async () => existsSync(D('fsynced-new.txt')), 30_000);
+      t.equal(await readFile(D('fsynced-new.txt'), 'utf8'), 'fsynced before the kill\n', 'the small new file holds what its fsync sent to the node (what was written after it was never closed)');
+      await waitFor('the fsynced big file to reach the node', async () => (await stat(D('fsynced-big.bin')).catch(() => undefined))?.size === (300 << 10) + 10, 30_000);
+      t.ok((await readFile(D('fsynced-big.bin'))).equals(Buffer.concat([Buffer.alloc(300 << 10, 'B'), Buffer.from('and a tail')])), 'the big file holds its journaled copy as the kill left it');
       await waitFor('the fsynced edit to reach the node', async () => (await readFile(D('fsync-edit.txt'), 'utf8')) !== 'AAAA\nBBBB\nCCCC\n', 30_000);
       t.equal(await readFile(D('fsync-edit.txt'), 'utf8'), 'AAAA\nbbbb\nCCCC\n', 'the edit in the middle landed on the old content, nothing else changed');
       await waitFor('the closed file to reach the node', async () => existsSync(D('fsynced-closed.txt')), 30_000);
       t.equal(await readFile(D('fsynced-closed.txt'), 'utf8'), 'closed normally\n', 'a file fsynced and then closed keeps its closed content');
-      t.notOk(existsSync(D('fsynced-unlinked.txt')), 'a file fsynced and then unlinked was not brought back');
+      t.notOk(existsSync(D('fsynced-unlinked.txt')), 'a small file fsynced and then unlinked was not brought back');
+      t.notOk(existsSync(D('fsynced-unlinked.bin')), 'nor a big one');
       t.same((await readdir(S(dir))).filter((n) => n.includes('conflict')), [], 'no conflict copies');
       await waitFor('nothing left in the journal', async () => (await m.status()).writeBack?.pending === 0, 30_000).catch(() => undefined);
       t.equal((await m.status()).writeBack?.pending, 0, 'no write-back left pending');
+    });
+
+    await t.test(`--write-back ${mode}: an fsync of a small open file puts it on the node; the close then sends nothing more`, async (t) => {
+      const file = `fsync-${mode}/sent-at-fsync.txt`;
+      const writer = spawn(process.execPath, ['-e', FSYNC_THEN_CLOSE, M(file)], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      writer.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      writer.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      await waitFor('the writer to fsync', async () => out.includes('synced\n'), 30_000);
+      t.equal(await readFile(S(file), 'utf8'), 'sent at fsync\n', 'on the node while the file is still open');
+      const ino = (await stat(S(file))).ino;
+      writer.stdin.write('close\n');
+      await waitFor('the writer to close', async () => out.includes('closed\n'), 30_000);
+      t.equal(out, 'synced\nclosed\n', 'fsync and close succeeded');
+      t.equal((await stat(S(file))).ino, ino, 'the close committed no new version');
+      t.equal(await readFile(S(file), 'utf8'), 'sent at fsync\n');
     });
   }
 
@@ -587,22 +606,36 @@ if (step === 'grow') {
 });
 
 /**
- * Writes four files under the mount (argv[1]) and fsyncs each, then waits
- * with them open: a new file (more written after its fsync), an edit in the
- * middle of a file, a file unlinked after its fsync, and one closed normally.
+ * Writes files under the mount (argv[1]) and fsyncs each, then waits with
+ * them open: a new small file and a new big one (more written after each
+ * fsync), an edit in the middle of a file, a small and a big file unlinked
+ * after their fsync, and one closed normally. A small file's fsync sends it
+ * to the node; a big one's journals its dirty copy.
  */
 const FSYNC_WRITER = `
   const fs = require('fs'), path = require('path'), dir = process.argv[1];
   const n = fs.openSync(path.join(dir, 'fsynced-new.txt'), 'w');
   fs.writeSync(n, 'fsynced before the kill\\n'); fs.fsyncSync(n); fs.writeSync(n, 'written after the fsync\\n');
+  const b = fs.openSync(path.join(dir, 'fsynced-big.bin'), 'w');
+  fs.writeSync(b, Buffer.alloc(300 << 10, 'B')); fs.fsyncSync(b); fs.writeSync(b, 'and a tail');
   const e = fs.openSync(path.join(dir, 'fsync-edit.txt'), 'r+');
   fs.writeSync(e, 'bbbb', 5); fs.fsyncSync(e);
-  const u = fs.openSync(path.join(dir, 'fsynced-unlinked.txt'), 'w');
-  fs.writeSync(u, 'must not come back\\n'); fs.fsyncSync(u); fs.unlinkSync(path.join(dir, 'fsynced-unlinked.txt'));
+  for (const name of ['fsynced-unlinked.txt', 'fsynced-unlinked.bin']) {
+    const u = fs.openSync(path.join(dir, name), 'w');
+    fs.writeSync(u, name.endsWith('.bin') ? Buffer.alloc(300 << 10, 'U') : 'must not come back\\n'); fs.fsyncSync(u); fs.unlinkSync(path.join(dir, name));
+  }
   const c = fs.openSync(path.join(dir, 'fsynced-closed.txt'), 'w');
   fs.writeSync(c, 'fsynced\\n'); fs.fsyncSync(c); fs.ftruncateSync(c, 0); fs.writeSync(c, 'closed normally\\n', 0); fs.closeSync(c);
   process.stdout.write('synced\\n');
   process.stdin.resume();`;
+
+/** Writes a small file (argv[1]) and fsyncs it; closes it when told ("close" on stdin). */
+const FSYNC_THEN_CLOSE = `
+  const fs = require('fs');
+  const fd = fs.openSync(process.argv[1], 'w');
+  fs.writeSync(fd, 'sent at fsync\\n'); fs.fsyncSync(fd);
+  process.stdout.write('synced\\n');
+  process.stdin.on('data', () => { fs.closeSync(fd); process.stdout.write('closed\\n'); process.exit(0); });`;
 
 /** The change feed as `ghostfs status` reports it. */
 async function feedOf(mnt: string): Promise<{ connected: boolean; generation: number }> {
