@@ -239,6 +239,7 @@ export class Journal {
     await this.exclusive(async () => {
       await this.syncCopies();
       await this.removeLeftover(); // (or a removal beside it took this one along)
+      if (this.unremoved.has(seq)) throw new Error(`the database refused to remove write-back record ${seq}`);
       await this.store.apply([], { durable: true });
     });
   }

@@ -85,6 +85,8 @@ export class DirtyFile {
    * content is handed over (close, a rename's commit) or the file unlinked.
    */
   checkpoint?: { seq: number; name: string };
+  /** An fsync sent it to the node once already (see Vfs.fsync). */
+  sentAtFsync = false;
   /** How to follow a run of writes from an empty file (set by the VFS); `ahead` follows the current run. */
   startAhead?: (file: () => string) => WriteAhead;
   private ahead?: WriteAhead;

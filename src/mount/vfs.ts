@@ -713,11 +713,15 @@ export class Vfs {
     if (this.opts.asyncWriteBack && this.mesh.reachable) await this.writeBack.flushPaths([h.path]).catch(() => undefined);
     const d = h.dirty;
     if (d && !h.readOnly && d.modified && d.materialized && !d.unlinked) {
-      // A small file goes to the node now (with none answering, into the journal, on disk), as its
-      // close would send it: the close then has nothing left to send. A big one is journaled here.
-      if (d.size <= HOLD_BYTES && d.writers <= 1) await this.commitDirty(d, 'wait');
-      else await this.checkpoint(d);
-    } else await d?.sync();
+      // A small file's first fsync sends it to the node (with none answering, into the journal, on
+      // disk), as its close would: a file written, fsynced and closed (an editor's save) is sent
+      // once. Later fsyncs of it, and a big file's, journal the copy: a file fsynced again and
+      // again (a log, a database) is not committed whole each time.
+      if (d.size <= HOLD_BYTES && d.writers <= 1 && !d.sentAtFsync) {
+        d.sentAtFsync = true;
+        await this.commitDirty(d, 'wait');
+      } else await this.checkpoint(d);
+    } else if (d && !d.handedOver) await d.sync(); // (a copy handed over is the write-back's, committed or journaled)
     // Versions closed earlier that no node took yet: their journal records reach the disk now, not within the lazy sync's second.
     if (this.opts.asyncWriteBack && this.writeBack.pendingFor(h.path)) await this.writeBack.syncJournal();
   }
@@ -731,8 +735,9 @@ export class Vfs {
    */
   private async checkpoint(d: DirtyFile): Promise<void> {
     await d.exclusive(async () => {
+      if (d.handedOver) return; // its content went with the hand-over, and a copy of its own comes with the next write
       await d.sync();
-      if (!d.modified || d.unlinked || d.handedOver || d.checkpoint?.name === d.name) return;
+      if (!d.modified || d.unlinked || d.checkpoint?.name === d.name) return;
       // A rename of the file on its way to the node: the record names the path it gives (as a close does).
       for (let r = this.renameOf(d.path); r; r = this.renameOf(d.path)) await r.done;
       // Made from a version closed here that has landed since: that version is its base now.

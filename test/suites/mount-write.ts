@@ -599,6 +599,15 @@ if (step === 'grow') {
       t.equal(out, 'synced\nclosed\n', 'fsync and close succeeded');
       t.equal((await stat(S(file))).ino, ino, 'the close committed no new version');
       t.equal(await readFile(S(file), 'utf8'), 'sent at fsync\n');
+
+      // fsync twice, then write and fsync again (journaled, not sent), then close: each call succeeds, the close sends the rest.
+      const again = await run(process.execPath, ['-e', FSYNC_AGAIN, M(`fsync-${mode}/fsynced-again.txt`)]);
+      t.equal(again.code, 0, again.stderr);
+      // (Asynchronous write-back: the close queues what the last fsync journaled.)
+      await waitFor('the close to reach the node', async () => (await readFile(S(`fsync-${mode}/fsynced-again.txt`), 'utf8')) === 'first\nmore\n', 30_000).catch(() => undefined);
+      t.equal(await readFile(S(`fsync-${mode}/fsynced-again.txt`), 'utf8'), 'first\nmore\n', 'the node has all of it after the close');
+      await waitFor('no dirty copy left behind', async () => (await readdir(join(cache, 'dirty', 'default'))).filter((n) => !n.endsWith('.failed')).length === 0, 10_000).catch(() => undefined);
+      t.same((await readdir(join(cache, 'dirty', 'default'))).filter((n) => !n.endsWith('.failed')), [], 'no dirty copy left behind');
     });
   }
 
@@ -636,6 +645,14 @@ const FSYNC_THEN_CLOSE = `
   fs.writeSync(fd, 'sent at fsync\\n'); fs.fsyncSync(fd);
   process.stdout.write('synced\\n');
   process.stdin.on('data', () => { fs.closeSync(fd); process.stdout.write('closed\\n'); process.exit(0); });`;
+
+/** Writes a small file (argv[1]), fsyncs it twice, writes more, fsyncs and closes it. */
+const FSYNC_AGAIN = `
+  const fs = require('fs');
+  const fd = fs.openSync(process.argv[1], 'w');
+  fs.writeSync(fd, 'first\\n'); fs.fsyncSync(fd); fs.fsyncSync(fd); fs.fdatasyncSync(fd);
+  fs.writeSync(fd, 'more\\n'); fs.fsyncSync(fd); fs.fsyncSync(fd);
+  fs.closeSync(fd);`;
 
 /** The change feed as `ghostfs status` reports it. */
 async function feedOf(mnt: string): Promise<{ connected: boolean; generation: number }> {
