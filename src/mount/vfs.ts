@@ -702,9 +702,10 @@ export class Vfs {
   }
 
   /**
-   * The open copy reaches the local disk. With asynchronous write-back, what
-   * this file closed earlier and still queues is sent to the node now, when
-   * one answers, and is on the local disk otherwise.
+   * What was written through the file is durable when this returns: on the
+   * node, or journaled on the local disk (see below). With asynchronous
+   * write-back, what this file closed earlier and still queues is sent to
+   * the node first, when one answers, and is on the local disk otherwise.
    */
   async fsync(fh: number): Promise<void> {
     const h = this.handles.get(fh);
