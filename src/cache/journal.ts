@@ -129,10 +129,7 @@ export class Journal {
   async add(e: Omit<JournalEntry, 'seq'>, durability: 'now' | 'soon', copy?: string): Promise<JournalEntry> {
     const entry = { ...e, seq: this.nextSeq++ };
     if (durability === 'now') {
-      await this.exclusive(async () => {
-        await this.syncCopies();
-        await this.write(this.k(entry.seq), encode(entry), true);
-      });
+      await this.syncing(() => this.write(this.k(entry.seq), encode(entry), true));
       return entry;
     }
     if (copy) {
@@ -153,10 +150,7 @@ export class Journal {
 
   /** Every record written so far is on disk when this resolves, with the dirty copies they name. */
   sync(): Promise<void> {
-    return this.exclusive(async () => {
-      await this.syncCopies();
-      await this.store.apply([], { durable: true });
-    });
+    return this.syncing(() => this.store.apply([], { durable: true }));
   }
 
   /**
@@ -170,10 +164,15 @@ export class Journal {
   private syncsQueued = 0;
   private syncTail: Promise<unknown> = Promise.resolve();
 
-  /** Syncs run one at a time (each syncs the copies, then the log). */
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+  /** A durable write: one at a time, each after the copies written without a sync are synced. */
+  private syncing<T>(write: () => Promise<T>): Promise<T> {
     this.syncsQueued++;
-    const p = this.syncTail.then(fn).finally(() => this.syncsQueued--);
+    const p = this.syncTail
+      .then(async () => {
+        await this.syncCopies();
+        return write();
+      })
+      .finally(() => this.syncsQueued--);
     this.syncTail = p.catch(() => undefined);
     return p;
   }
@@ -193,7 +192,7 @@ export class Journal {
   private syncTimer: NodeJS.Timeout | undefined;
 
   /** What was written so far reaches the disk within LAZY_SYNC_MS. */
-  syncSoon(): void {
+  private syncSoon(): void {
     if (this.closed) return;
     this.syncTimer ??= setTimeout(() => {
       this.syncTimer = undefined;
@@ -236,8 +235,7 @@ export class Journal {
     this.unremoved.add(seq);
     if (!opts.durable) return this.removeLeftover();
     // Gone for good before this resolves (a record that must not come back after a power loss).
-    await this.exclusive(async () => {
-      await this.syncCopies();
+    await this.syncing(async () => {
       await this.removeLeftover(); // (or a removal beside it took this one along)
       if (this.unremoved.has(seq)) throw new Error(`the database refused to remove write-back record ${seq}`);
       await this.store.apply([], { durable: true });

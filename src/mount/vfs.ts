@@ -740,7 +740,7 @@ export class Vfs {
       await d.sync();
       if (!d.modified || d.unlinked || d.checkpoint?.name === d.name) return;
       // A rename of the file on its way to the node: the record names the path it gives (as a close does).
-      for (let r = this.renameOf(d.path); r; r = this.renameOf(d.path)) await r.done;
+      await this.afterRenamesOf(() => d.path);
       // Made from a version closed here that has landed since: that version is its base now.
       const landed = d.baseSeq !== undefined ? this.writeBack.landedDigest(d.baseSeq) : undefined;
       const seq = await this.writeBack.checkpoint({ path: d.path, dirty: d.name, baseDigest: landed ?? d.baseDigest, expectAbsent: landed ? false : d.expectAbsent, mode: d.mode, mtimeNs: d.mtimeNs, atimeNs: d.atimeNs });
@@ -778,6 +778,15 @@ export class Vfs {
   }
 
   /**
+   * Resolves once no rename under way (see `renaming`) moves `path`: one
+   * that has committed the file and not yet given it its new path.
+   */
+  private async afterRenamesOf(path: () => string): Promise<void> {
+    const renameOf = (p: string) => [...this.renaming].find((r) => r.paths.some((dir) => isWithin(p, dir)));
+    for (let r = renameOf(path()); r; r = renameOf(path())) await r.done;
+  }
+
+  /**
    * Hands a file's content to the write-back. 'wait': a writer waits in
    * close() (or a rename needs the content on the node first) and the node
    * is asked at once; 'journal' (release, where nobody waits): the record is
@@ -785,12 +794,6 @@ export class Vfs {
    * moments later, nobody waits. An owner change waits for the node, which
    * applies it after the commit.
    */
-  /** The rename under way (see `renaming`) that moves `path`, if any. */
-  private renameOf(path: string): { done: Promise<void> } | undefined {
-    for (const r of this.renaming) if (r.paths.some((dir) => isWithin(path, dir))) return r;
-    return undefined;
-  }
-
   private async commitDirty(d: DirtyFile, how: 'wait' | 'journal' | 'queue' = 'wait'): Promise<void> {
     // Taken between two changes (see DirtyFile.exclusive): a write under way
     // lands before, or after in a copy of its own, never in the copy handed over.
@@ -807,7 +810,7 @@ export class Vfs {
       // A rename of the file on its way to the node (it committed the file
       // already): the close names the path the rename gives it. Named before,
       // its record would land under the old name after the rename.
-      for (let r = this.renameOf(d.path); r; r = this.renameOf(d.path)) await r.done;
+      await this.afterRenamesOf(() => d.path);
       const closing = this.writeBack.beginClose(d.path);
       // Unlinked since the close began: its content goes nowhere (from now on, an unlink marks `closing`).
       if (d.unlinked) closing.removed = true;

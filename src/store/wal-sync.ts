@@ -34,12 +34,8 @@ export class WalSync {
 
   /** The size of the log known now, to pass to sync() after the write; undefined when none is known for `db`. */
   sizeBefore(db: RocksDB): number | undefined {
-    if (this.log?.db !== db) return undefined;
-    try {
-      return fstatSync(this.log.fh.fd).size;
-    } catch {
-      return undefined;
-    }
+    const size = this.log?.db === db ? this.size(this.log) : -1;
+    return size < 0 ? undefined : size;
   }
 
   /** After a write to `db`: resolves once the log holding it is on disk. */
@@ -55,6 +51,7 @@ export class WalSync {
     this.lastSynced = log.number;
   }
 
+  /** The log's size; -1 when it cannot be told. */
   private size(log: OpenLog): number {
     try {
       return fstatSync(log.fh.fd).size;
