@@ -130,9 +130,10 @@ const NOTICED_WAIT_MS = 500;
  * watcher's delay handed out the entry from before it, and a mount that had
  * just switched to this node took the older version for the current one.
  */
-async function caughtUp(ws: Workspace, path: string): Promise<void> {
+async function caughtUp(ws: Workspace, path: string): Promise<boolean> {
   const w = ws.watcher;
   if (w?.behindAt(path)) await waitAtMost(w.settled(), NOTICED_WAIT_MS);
+  return !w?.behindAt(path);
 }
 
 /** The node's calls: gRPC's handlers, and the unary calls the bulk lane carries (sharing one set of path locks). */
@@ -192,16 +193,23 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
     Stat: async (req: { workspace: string; path: string }) => {
       const ws = ctx.workspace(req.workspace);
       const path = checkPath(req.path);
-      await caughtUp(ws, path);
-      return entryToWire(path, await stat(ws, path));
+      if (await caughtUp(ws, path)) return entryToWire(path, await stat(ws, path));
+      const e = await ws.index.asOnDisk(path);
+      if (!e) throw new FsError('ENOENT', `"${path}" does not exist`);
+      return entryToWire(path, e);
     },
 
     ListDir: async (req: { workspace: string; path: string }) => {
       const ws = ctx.workspace(req.workspace);
       const path = checkPath(req.path);
-      await caughtUp(ws, path);
-      let dir = await stat(ws, path);
+      const upToDate = await caughtUp(ws, path);
+      let dir = upToDate ? await stat(ws, path) : await ws.index.asOnDisk(path);
+      if (!dir) throw new FsError('ENOENT', `"${path}" does not exist`);
       if (!isDir(dir.attr.mode)) throw new FsError('ENOTDIR', `"${path}" is not a directory`);
+      if (!upToDate) {
+        const listed = await ws.index.listOnDisk(path);
+        return { dir: entryToWire(path, dir), entries: listed.map((c) => entryToWire(c.path, c.entry)), generation: ws.index.generation };
+      }
       await ws.index.syncNames(path);
       dir = ws.index.entries.get(path) ?? dir;
       const names = ws.index.listChildren(path) ?? [];

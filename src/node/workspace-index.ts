@@ -330,6 +330,45 @@ export class WorkspaceIndex extends EventEmitter {
     await this.refreshAll([dir, ...changed]);
   }
 
+  /**
+   * `rel` as the disk has it this moment, for an answer that cannot wait
+   * for the index to take a change the watcher is still applying (hashing
+   * a big file, say: see caughtUp in service.ts): the indexed entry while
+   * its stat still matches, else what its stat alone tells. A regular file
+   * then has no digest, and whoever wants its content asks for its
+   * manifest, which waits for the hash. Undefined when nothing is there.
+   */
+  async asOnDisk(rel: string): Promise<IndexEntry | undefined> {
+    const abs = await this.paths.safeAbs(rel);
+    const attr = await this.calls.lstat(abs).catch(() => undefined);
+    return attr && (await this.withStat(rel, abs, attr));
+  }
+
+  /** A directory's names with their entries as the disk has them this moment (see asOnDisk). */
+  async listOnDisk(dir: string): Promise<{ path: string; entry: IndexEntry }[]> {
+    const dirAbs = await this.paths.safeAbs(dir);
+    const names = (await readdir(dirAbs)).filter((n) => !n.startsWith(TEMP_PREFIX) && !this.isExcluded(join(dirAbs, n)));
+    const found = await Promise.all(
+      names.map(async (name) => {
+        const path = joinRel(dir, name);
+        const abs = join(dirAbs, name);
+        const attr = await this.calls.lstat(abs).catch(() => undefined); // gone since the readdir
+        const entry = attr && (await this.withStat(path, abs, attr));
+        return entry && { path, entry };
+      }),
+    );
+    return found.filter((f) => f !== undefined);
+  }
+
+  private async withStat(rel: string, abs: string, attr: Attr): Promise<IndexEntry | undefined> {
+    const prev = this.entries.get(rel);
+    if (isReg(attr.mode)) return prev?.digest && sameTuple(prev.attr, attr) ? prev : { attr };
+    if (!isLnk(attr.mode)) return { attr };
+    if (prev?.target !== undefined && sameAttr(prev.attr, attr)) return prev;
+    const target = await this.calls.readlink(abs).catch(() => undefined);
+    return target === undefined ? undefined : { attr, target };
+  }
+
   locateChunk(hash: Buffer): ChunkLocation | undefined {
     if (!this.chunkLocMap) {
       this.chunkLocMap = new Map();
