@@ -187,3 +187,41 @@ t.test("journal: a record added 'now' is synced before add() returns; 'soon' by 
   t.equal(store.wal.syncs, 4, 'and the timer is gone');
   t.same((await new Journal(store, 'ws').load()).map((e) => e.path), ['confirmed-by-nobody', 'queued', 'queued-2', 'queued-3']);
 });
+
+t.test("journal: a record's dirty copy, and its name in its directory, are on disk before the record is", async (t) => {
+  const store = await Store.open(join(await tempDir(t), 'db'));
+  t.teardown(() => store.close());
+  // Which paths were synced, and how many log syncs had happened by then.
+  const synced: { path: string; data: boolean; logSyncs: number }[] = [];
+  const { Journal: Recorded } = await t.mockImport<typeof import('../src/cache/journal.js')>('../src/cache/journal.js', {
+    '../src/util/sync-path.js': {
+      syncPath: async (path: string, opts: { data?: boolean } = {}) => void synced.push({ path, data: !!opts.data, logSyncs: store.wal.syncs }),
+    },
+  });
+  const journal = new Recorded(store, 'ws');
+  t.teardown(() => journal.close());
+  const rec = { expectAbsent: true, mode: 0o644, closedAt: 1 };
+
+  await journal.add({ ...rec, path: 'async-closed', dirty: 'a' }, 'soon', '/cache/dirty/a');
+  t.same(synced, [], "a 'soon' record's copy is not synced at once");
+  await journal.sync();
+  t.same(
+    synced,
+    [
+      { path: '/cache/dirty/a', data: true, logSyncs: 0 },
+      { path: '/cache/dirty', data: false, logSyncs: 0 },
+    ],
+    'then its data, then its directory, and only then the log that holds the record',
+  );
+  t.equal(store.wal.syncs, 1);
+
+  synced.length = 0;
+  await journal.add({ ...rec, path: 'nobody-confirmed', dirty: 'b' }, 'now', '/cache/dirty/b');
+  t.same(synced, [{ path: '/cache/dirty', data: false, logSyncs: 1 }], "a 'now' record's copy (synced by its writer): its directory before the log");
+  t.equal(store.wal.syncs, 2);
+
+  synced.length = 0;
+  await journal.add({ ...rec, path: 'in-the-record', dirty: '', data: Buffer.from('x') }, 'now');
+  t.same(synced, [], 'a record without a copy syncs only the log');
+  t.equal(store.wal.syncs, 3);
+});

@@ -2,6 +2,7 @@
 // content has not yet been confirmed by a node. Written before close()
 // returns; removed in the same batch that records the committed entry. A
 // mount that starts with records here replays them.
+import { dirname } from 'node:path';
 import type { Manifest } from '../content/manifest.js';
 import { Reader, Writer } from '../store/codec.js';
 import { log } from '../log.js';
@@ -123,12 +124,17 @@ export class Journal {
    * once, and is on disk within LAZY_SYNC_MS, as a local filesystem writes
    * out a closed file within its commit interval (asynchronous write-back,
    * whose close() does not wait for a disk flush; an fsync() waits, see
-   * sync()). `copy`: the path of the dirty copy a 'soon' record names, not
-   * synced yet: synced before the record is (see syncCopies).
+   * sync()). `copy`: the path of the dirty copy the record names. A 'soon'
+   * record's copy is synced before the record is (see syncCopies); a 'now'
+   * record's, by the caller. Either way its name, a new entry in its
+   * directory, is made durable here before the record is: after a power
+   * loss, a record whose copy has no name is dropped at start as if never
+   * written.
    */
   async add(e: Omit<JournalEntry, 'seq'>, durability: 'now' | 'soon', copy?: string): Promise<JournalEntry> {
     const entry = { ...e, seq: this.nextSeq++ };
     if (durability === 'now') {
+      if (copy) this.unsyncedDirs.add(dirname(copy));
       await this.syncing(() => this.write(this.k(entry.seq), encode(entry), true));
       return entry;
     }
@@ -161,6 +167,8 @@ export class Journal {
    * needs nothing), and such records wait while a sync runs.
    */
   private readonly unsyncedCopies = new Set<string>();
+  /** Directories holding copies named by records, synced with them (one fsync covers every new name in one). */
+  private readonly unsyncedDirs = new Set<string>();
   private syncsQueued = 0;
   private syncTail: Promise<unknown> = Promise.resolve();
 
@@ -178,13 +186,18 @@ export class Journal {
   }
 
   private async syncCopies(): Promise<void> {
-    if (this.unsyncedCopies.size === 0) return;
+    if (this.unsyncedCopies.size === 0 && this.unsyncedDirs.size === 0) return;
     const copies = [...this.unsyncedCopies];
+    const dirs = new Set([...this.unsyncedDirs, ...copies.map((c) => dirname(c))]);
     this.unsyncedCopies.clear();
+    this.unsyncedDirs.clear();
     try {
       await Promise.all(copies.map((c) => syncPath(c, { data: true })));
+      await Promise.all([...dirs].map((d) => syncPath(d)));
     } catch (err) {
-      for (const c of copies) this.unsyncedCopies.add(c); // the next sync tries them again
+      // The next sync tries them again.
+      for (const c of copies) this.unsyncedCopies.add(c);
+      for (const d of dirs) this.unsyncedDirs.add(d);
       throw err;
     }
   }

@@ -268,7 +268,7 @@ export class WriteBack {
    * own, and this one goes (dropCheckpoint).
    */
   async checkpoint(rec: Omit<JournalEntry, 'seq' | 'closedAt'>): Promise<number> {
-    return (await this.journal.add({ ...rec, closedAt: Date.now() }, 'now')).seq;
+    return (await this.journal.add({ ...rec, closedAt: Date.now() }, 'now', rec.dirty ? this.dirtyPath(rec.dirty) : undefined)).seq;
   }
 
   /**
@@ -361,7 +361,8 @@ export class WriteBack {
       }
     }
     // Nobody confirmed this version: close() returns once its record is on disk.
-    const entry = await this.journal.add({ ...rec, dirty: await opts.makeDurable(), closedAt: Date.now() }, 'now');
+    const dirty = await opts.makeDurable();
+    const entry = await this.journal.add({ ...rec, dirty, closedAt: Date.now() }, 'now', dirty ? this.dirtyPath(dirty) : undefined);
     if (closing.removed) return this.removedWhileClosing(entry);
     // Pending from the moment it has its seq: a directory's attributes queued after it wait for it.
     this.hold(entry);
