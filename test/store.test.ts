@@ -1,6 +1,7 @@
 import t from 'tap';
 import { join } from 'node:path';
-import { readdir, readFile } from 'node:fs/promises';
+import { appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
+import type RocksDB from 'rocksdb-native';
 import { Store, key, prefix, prefixEnd } from '../src/store/db.js';
 import { tempDir } from './helpers/node-proc.js';
 import { fillUntilRefused, smallFs } from './helpers/small-fs.js';
@@ -112,4 +113,33 @@ t.test('store: a durable write fdatasyncs the write-ahead log that holds it; dur
   const shared = db.wal.syncs - before;
   t.ok(shared >= 1 && shared <= 3, `50 durable writes asked for together took ${shared} syncs`);
   t.equal(String(await db.get(key('ws', 'j', 'many49'))), 'v49');
+});
+
+t.test('store: a durable write in a new log also syncs the log before it (it may hold writes made after its last sync) and the directory', async (t) => {
+  const dir = await tempDir(t);
+  const synced: string[] = [];
+  const { WalSync } = await t.mockImport<typeof import('../src/store/wal-sync.js')>('../src/store/wal-sync.js', {
+    '../src/util/sync-path.js': { syncPath: async (path: string) => void synced.push(path) },
+  });
+  const log = (n: number) => `${String(n).padStart(6, '0')}.log`;
+  for (const n of [1, 2, 4, 7]) await writeFile(join(dir, log(n)), 'records');
+  // The database's side of it: which log is current. Log 2 was synced last
+  // (by an earlier process, say); log 1 before it, and nothing went to it since.
+  let current = 4;
+  const db = { currentWalFile: async () => ({ number: current, path: log(current) }) } as unknown as RocksDB;
+  const wal = new WalSync(dir);
+  t.teardown(() => wal.close());
+  wal.lastSynced = 2;
+
+  await wal.sync(db, wal.sizeBefore(db));
+  t.equal(wal.lastSynced, 4, 'the current log is synced');
+  t.same(synced, [join(dir, log(2)), dir], 'with the log synced last before it, and the directory that holds its name');
+
+  // A write nobody waited for goes into log 4; then the database moves to log 7.
+  await appendFile(join(dir, log(4)), 'a lazy record');
+  current = 7;
+  synced.length = 0;
+  await wal.sync(db, wal.sizeBefore(db));
+  t.equal(wal.lastSynced, 7, 'a durable write in the new log syncs that log');
+  t.same(synced, [join(dir, log(4)), dir], 'the log before it too (none older), then the directory');
 });

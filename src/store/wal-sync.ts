@@ -61,18 +61,19 @@ export class WalSync {
   }
 
   /**
-   * A new log: the logs before it that no sync covered may hold records
-   * written since the last sync (a memtable switch can come between a
-   * record and its sync), so they are synced too, unless gone (a flushed
-   * memtable's log is deleted once its table file is on disk), and so is
-   * the directory, which holds the new log's name.
+   * A new log: the logs before it may hold records written since the last
+   * sync (a memtable switch can come between a record and its sync), the
+   * log synced last included (written to after that sync), so they are
+   * synced too, unless gone (a flushed memtable's log is deleted once its
+   * table file is on disk), and so is the directory, which holds the new
+   * log's name.
    */
   private async switchTo(db: RocksDB, number: number, path: string): Promise<void> {
     const fh = await open(path, 'r'); // fdatasync needs no write access
     const old = this.log;
     this.log = { db, number, fh };
     await old?.fh.close().catch(() => undefined);
-    const earlier = (await readdir(this.dir)).map((f) => /^(\d+)\.log$/.exec(f)).filter((m) => m && Number(m[1]) > this.lastSynced && Number(m[1]) < number);
+    const earlier = (await readdir(this.dir)).map((f) => /^(\d+)\.log$/.exec(f)).filter((m) => m && Number(m[1]) >= this.lastSynced && Number(m[1]) < number);
     for (const m of earlier) await syncPath(join(this.dir, m![0]), { data: true });
     await syncPath(this.dir);
   }
