@@ -128,19 +128,25 @@ t.test('mount: asynchronous write-back', async (t) => {
     process.kill(node.child.pid!, 'SIGSTOP');
     let w;
     try {
-      w = await sh(`mkdir -p '${M('md/a/b')}' && echo deep > '${M('md/a/b/f')}' && mkdir '${M('md/c')}' && ls '${M('md')}' && cat '${M('md/a/b/f')}' && stat -c '%i %F' '${M('md')}' '${M('md/a')}'`);
+      // md/e stays empty: its mode and times (tar sets them as it leaves it) wait for the directory, not for files in it.
+      w = await sh(
+        `mkdir -p '${M('md/a/b')}' && echo deep > '${M('md/a/b/f')}' && mkdir '${M('md/c')}' '${M('md/e')}' && chmod 750 '${M('md/e')}' && touch -m -d @1000000000 '${M('md/e')}' && ls '${M('md')}' && cat '${M('md/a/b/f')}' && stat -c '%i %F' '${M('md')}' '${M('md/a')}'`,
+      );
     } finally {
       process.kill(node.child.pid!, 'SIGCONT');
     }
     t.equal(w.code, 0, `mkdir -p and a file in it with the node stopped: ${w.stderr}`);
     const lines = w.stdout.trim().split('\n');
-    t.same(lines.slice(0, 2), ['a', 'c'], 'the mount lists them at once');
-    t.equal(lines[2], 'deep', 'and shows the file closed in them');
-    const inos = lines.slice(3);
+    t.same(lines.slice(0, 3), ['a', 'c', 'e'], 'the mount lists them at once');
+    t.equal(lines[3], 'deep', 'and shows the file closed in them');
+    const inos = lines.slice(4);
     t.same(inos.map((l) => l.split(' ').slice(1).join(' ')), ['directory', 'directory']);
     t.equal((await sync()).code, 0);
     t.equal(await readFile(S('md/a/b/f'), 'utf8'), 'deep\n', 'the node has the directories and the file in them');
     t.ok((await stat(S('md/c'))).isDirectory());
+    const e = await stat(S('md/e'));
+    t.equal(e.mode & 0o777, 0o750, 'an empty directory made and chmodded with the node stopped has its mode on the node');
+    t.equal(e.mtimeMs, 1e12, 'and its mtime');
     const after = await run('stat', ['-c', '%i %F', M('md'), M('md/a')]);
     t.same(after.stdout.trim().split('\n'), inos, 'each keeps the inode number it was shown with (tar checks it)');
     // What must happen on the node below a directory it does not have yet waits for it.
@@ -166,18 +172,34 @@ t.test('mount: asynchronous write-back', async (t) => {
   await t.test('a node that hangs: closes past the queue\'s size still return, and everything lands once it answers', async (t) => {
     // More records than the queue holds before close() waits (1024). A stopped
     // process still has its listening socket: connections open, nothing is answered.
+    // In directories of their own, each given its times as tar gives them.
     const files = 1100;
+    const dirs = 20;
     process.kill(node.child.pid!, 'SIGSTOP');
     let w;
     try {
-      w = await sh(`mkdir '${M('hung')}' && for i in $(seq 1 ${files}); do echo "h $i" > '${M('hung')}'/f$i; done`, { timeoutMs: 180_000 });
+      w = await sh(
+        `mkdir '${M('hung')}' && for i in $(seq 1 ${files}); do echo "h $i" > '${M('hung')}'/f$i; done` +
+          ` && for d in $(seq 1 ${dirs}); do mkdir '${M('hung')}'/d$d && for i in $(seq 1 10); do echo "$d $i" > '${M('hung')}'/d$d/f$i; done; touch -m -d @1000000000 '${M('hung')}'/d$d; done`,
+        { timeoutMs: 180_000 },
+      );
     } finally {
       process.kill(node.child.pid!, 'SIGCONT');
     }
     t.equal(w.code, 0, `every close returned while the node was stopped: ${w.stderr}`);
+    // Nobody asks: the queue drains by itself once the node answers (it
+    // did, at a few records a second, while directories' times were queued).
+    const status = async () => JSON.parse((await ghostfs('status', mnt, '--json')).stdout) as { writeBack: { pending: number } };
+    let pending = (await status()).writeBack.pending;
+    for (let i = 0; i < 600 && pending > 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      pending = (await status()).writeBack.pending;
+    }
+    t.equal(pending, 0, 'the queue drained by itself once the node answered');
+    t.equal((await stat(S(`hung/d${dirs}`))).mtimeMs, 1e12, "with the directories' times");
     t.equal((await sync()).code, 0);
     const names = await readdir(S('hung'));
-    t.equal(names.length, files, 'every file on the node once it answers');
+    t.equal(names.length, files + dirs, 'every file on the node once it answers');
     t.equal(await readFile(S(`hung/f${files}`), 'utf8'), `h ${files}\n`);
   });
 

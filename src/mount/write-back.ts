@@ -147,6 +147,13 @@ export class WriteBack {
   private readonly pending = new Map<number, JournalEntry>();
   /** The same records by path (records never change path: a rename commits first). */
   private readonly byPath = new SetMap<string, JournalEntry>();
+  /**
+   * The file records by the directory they are in (see filesIn): with
+   * thousands queued (tar -x while no node answered), looking through all of
+   * them for each directory's attributes made the queue drain at a few
+   * records a second once a node was back.
+   */
+  private readonly filesByDir = new SetMap<string, JournalEntry>();
   /** Pending directories made through the mount (one per path at most: a second mkdir there fails EEXIST first). */
   private readonly mkdirs = new Map<string, JournalEntry>();
   /** Queued directories are made on the node one after another (the node makes them one at a time anyway). */
@@ -438,10 +445,13 @@ export class WriteBack {
    * directly in it are still queued (tar sets them as it leaves the
    * directory) are journaled and applied after those files' commits, which
    * would otherwise move its mtime again; nobody waits for the commits.
-   * False when no file in it is queued: the change can go to the node now.
+   * So are those of a directory made through the mount and still queued
+   * itself: it is not on the node yet (tar -x of an empty directory while
+   * no node answered failed with EROFS). False otherwise: the change can go
+   * to the node now.
    */
   async queueDirAttrs(path: string, a: { mode?: number; mtimeNs?: bigint; atimeNs?: bigint }): Promise<boolean> {
-    if (this.filesIn(path).length === 0) return false;
+    if (this.filesIn(path).length === 0 && !this.mkdirs.has(path)) return false;
     if (await this.amend(path, a)) return true;
     const entry = await this.journal.add(
       {
@@ -514,7 +524,7 @@ export class WriteBack {
   /** Pending file records directly in `dir` queued between two seqs (exclusive): before a directory's attributes, or after them. */
   private filesIn(dir: string, after = 0, before = Infinity): JournalEntry[] {
     const out: JournalEntry[] = [];
-    for (const e of this.pending.values()) if (e.seq > after && e.seq < before && !e.dirAttrs && parentOf(e.path) === dir) out.push(e);
+    for (const e of this.filesByDir.get(dir) ?? []) if (e.seq > after && e.seq < before) out.push(e);
     return out;
   }
 
@@ -553,6 +563,7 @@ export class WriteBack {
     if (log.isLevelEnabled('debug')) log.debug({ path: e.path, ...this.trace(e) }, 'write-back pending');
     this.pending.set(e.seq, e);
     this.byPath.add(e.path, e);
+    if (!e.dirAttrs) this.filesByDir.add(parentOf(e.path), e);
     if (e.mkdir) this.mkdirs.set(e.path, e);
     if (!e.data) return;
     // Bytes stored in the record are its only content here: always held.
@@ -586,6 +597,7 @@ export class WriteBack {
     if (!e.dirAttrs && this.lingering.length && this.byPath.has(parentOf(e.path))) queueMicrotask(() => this.pump());
     this.progress.delete(e.seq);
     this.byPath.remove(e.path, e);
+    if (!e.dirAttrs) this.filesByDir.remove(parentOf(e.path), e);
     if (this.mkdirs.get(e.path) === e) this.mkdirs.delete(e.path);
     if (e.data) this.heldBytes -= e.data.length;
     e.data = undefined;
