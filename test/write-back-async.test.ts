@@ -128,9 +128,10 @@ t.test('mount: asynchronous write-back', async (t) => {
     process.kill(node.child.pid!, 'SIGSTOP');
     let w;
     try {
-      // md/e stays empty: its mode and times (tar sets them as it leaves it) wait for the directory, not for files in it.
+      // md/e stays empty: its mode and times (tar sets them as it leaves it)
+      // wait for the directory, not for files in it. The root's times wait for md.
       w = await sh(
-        `mkdir -p '${M('md/a/b')}' && echo deep > '${M('md/a/b/f')}' && mkdir '${M('md/c')}' '${M('md/e')}' && chmod 750 '${M('md/e')}' && touch -m -d @1000000000 '${M('md/e')}' && ls '${M('md')}' && cat '${M('md/a/b/f')}' && stat -c '%i %F' '${M('md')}' '${M('md/a')}'`,
+        `mkdir -p '${M('md/a/b')}' && echo deep > '${M('md/a/b/f')}' && mkdir '${M('md/c')}' '${M('md/e')}' && chmod 750 '${M('md/e')}' && touch -m -d @1000000000 '${M('md/e')}' '${mnt}' && ls '${M('md')}' && cat '${M('md/a/b/f')}' && stat -c '%i %F' '${M('md')}' '${M('md/a')}'`,
       );
     } finally {
       process.kill(node.child.pid!, 'SIGCONT');
@@ -147,6 +148,7 @@ t.test('mount: asynchronous write-back', async (t) => {
     const e = await stat(S('md/e'));
     t.equal(e.mode & 0o777, 0o750, 'an empty directory made and chmodded with the node stopped has its mode on the node');
     t.equal(e.mtimeMs, 1e12, 'and its mtime');
+    t.equal((await stat(src)).mtimeMs, 1e12, "the root's times given with the node stopped land after what was queued in it");
     const after = await run('stat', ['-c', '%i %F', M('md'), M('md/a')]);
     t.same(after.stdout.trim().split('\n'), inos, 'each keeps the inode number it was shown with (tar checks it)');
     // What must happen on the node below a directory it does not have yet waits for it.

@@ -1163,7 +1163,7 @@ export class Vfs {
       const mtimeNs = a.mtimeNs === 'now' ? nowNs() : (a.mtimeNs ?? cur.mtimeNs);
       const atimeNs = a.atimeNs === 'now' ? nowNs() : (a.atimeNs ?? cur.atimeNs);
       const dir = isDir(cur.mode);
-      const dirQueues = dir && !!this.opts.asyncWriteBack && path !== '' && (!times || a.mtimeNs !== undefined) && ((a.mode ?? cur.mode) & 0o100) !== 0;
+      const dirQueues = dir && !!this.opts.asyncWriteBack && (!times || a.mtimeNs !== undefined) && ((a.mode ?? cur.mode) & 0o100) !== 0;
       const newTimes = times ? { mtimeNs, atimeNs } : {};
       // A directory's new record carries a mode only when it changes one.
       const newMode = a.mode !== undefined && (a.mode & 0o7777) !== (cur.mode & 0o7777) ? a.mode & 0o7777 : undefined;
