@@ -9,14 +9,14 @@
 // the test lets it go (a hash that takes seconds, without writing gigabytes);
 // the index, its database, the inotify watcher and the gRPC calls are real.
 import t from 'tap';
-import { mkdir, realpath, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, realpath, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
 import { chunkBuffer } from '../src/content/chunk-file.js';
 import { HashPool, type HashResult } from '../src/content/hash-pool.js';
 import { Store } from '../src/store/db.js';
-import { WorkspaceIndex } from '../src/node/workspace-index.js';
+import { TEMP_PREFIX, WorkspaceIndex } from '../src/node/workspace-index.js';
 import { TreeWatcher } from '../src/node/watcher.js';
 import { ChunkSource } from '../src/node/chunk-source.js';
 import { makeService } from '../src/node/service.js';
@@ -89,6 +89,9 @@ t.test('a stat or listing while the node hashes a big new file answers from the 
   await truncate(join(root, 'd/h.bin'), huge);
   await writeFile(join(root, 'd/new.txt'), 'hello');
   await writeFile(join(root, 'd/old.txt'), 'the second version');
+  await writeFile(join(root, 'd/gone.txt'), 'made and removed again');
+  await rm(join(root, 'd/gone.txt'));
+  await writeFile(join(root, `d/${TEMP_PREFIX}commit`), 'a commit under way');
   for (let i = 0; i < 200 && !pool.started; i++) await new Promise((r) => setTimeout(r, 10));
   t.ok(pool.started, 'the watcher is hashing the big file');
 
@@ -108,7 +111,11 @@ t.test('a stat or listing while the node hashes a big new file answers from the 
   t.ok(Buffer.from(m.digest).equals(digestOf('the second version')), 'whose digest is that of the new content');
   t.equal(Number((await conn.stat('d/new.txt')).attr!.size), 5, 'a stat of the new file finds it');
   const missing = await conn.stat('d/never.txt').then(() => undefined, (err: unknown) => err);
-  t.equal(missing && errnoOf(missing), 'ENOENT', 'a name not on disk is still not found');
+  t.equal(missing && errnoOf(missing), 'ENOENT', 'a name never there is not found');
+  const gone = await conn.stat('d/gone.txt').then(() => undefined, (err: unknown) => err);
+  t.equal(gone && errnoOf(gone), 'ENOENT', 'nor is one made and removed again behind the hash (answered from the disk)');
+  const temp = await conn.stat(`d/${TEMP_PREFIX}commit`).then(() => undefined, (err: unknown) => err);
+  t.equal(temp && errnoOf(temp), 'ENOENT', `nor a commit's temp file, which the index never holds (${JSON.stringify(temp ?? 'found')})`);
   t.equal(index.entries.has('d/new.txt'), false, 'none of it came from the index: the watcher is still held');
 
   pool.release();

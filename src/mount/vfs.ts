@@ -484,6 +484,13 @@ export class Vfs {
         const m = (await this.knownManifest(path, e)) ?? (await this.fetchManifest(path));
         e = { ...e, digest: m.digest };
         chunks = m.chunks;
+      } else if (!e.digest) {
+        // Listed without its digest (by a node still hashing it): truncated,
+        // its content is not needed, but its digest is, as the base the
+        // commit is checked against. Without one the node would take the
+        // commit over whatever it has by then.
+        const m = await this.fetchManifest(path).catch(() => undefined);
+        if (m) e = { ...e, digest: m.digest };
       }
       d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, chunks);
     }
@@ -1155,10 +1162,10 @@ export class Vfs {
     // Nothing left to change (a chown to the owner it has): nothing to ask anyone.
     if (a.size === undefined && a.mode === undefined && !times && !ownerChange) return this.node(path, shown);
     // A closed file still queued for the node: mode and times join its record.
-    // So do a directory's while files in it are queued (asynchronous
-    // write-back), when its mtime is given (an atime alone would send the
-    // older mtime the mount shows with it) and it keeps its search bit
-    // (deeper commits go on through it).
+    // So do a directory's while files in it, or the directory itself, are
+    // queued (asynchronous write-back), when its mtime is given (an atime
+    // alone would send the older mtime the mount shows with it) and it keeps
+    // its search bit (deeper commits go on through it).
     if (a.size === undefined && !ownerChange) {
       const mtimeNs = a.mtimeNs === 'now' ? nowNs() : (a.mtimeNs ?? cur.mtimeNs);
       const atimeNs = a.atimeNs === 'now' ? nowNs() : (a.atimeNs ?? cur.atimeNs);

@@ -2,8 +2,10 @@
 // workspace root, '/'-separated, and may not climb out of it: no leading
 // '/', no '.' or '..' segment, no empty segment, no NUL, and within the
 // kernel's limits. Symlinks are never followed out of the root: metadata is
-// served from the index (built without following links) and every mutation
-// checks that the real path of its parent directory is inside the root.
+// served from the index (built without following links) or, while the index
+// lags behind the disk, from lstat and readdir of paths whose parent was
+// checked as mutations check theirs: every mutation checks that the real
+// path of its parent directory is inside the root.
 import { open } from 'node:fs/promises';
 import { close, constants as C, fstat, read, type BigIntStats } from 'node:fs';
 import { dirname, join, sep } from 'node:path';

@@ -118,17 +118,22 @@ function verifiedInline(chunks: { hash: Buffer; data: Buffer }[]): Map<string, B
  * Longest a listing or stat waits for changes the watcher has noticed at
  * its path and not yet put in the index (see caughtUp). It waits longer
  * only while a big file changed behind the node is hashed: then it
- * answers without that change rather than keep its caller past a deadline.
+ * answers from the disk rather than keep its caller past a deadline.
  */
 const NOTICED_WAIT_MS = 500;
 
 /**
  * Waits until what the watcher has noticed at `path` (a file, or the names
- * in a directory) is in the index. A file rewritten in place a moment ago
- * (by another program, or by another node on a shared root) changes no
- * directory, so only its event tells: without this, a listing within the
- * watcher's delay handed out the entry from before it, and a mount that had
- * just switched to this node took the older version for the current one.
+ * in a directory) is in the index, NOTICED_WAIT_MS at most. A file
+ * rewritten in place a moment ago (by another program, or by another node
+ * on a shared root) changes no directory, so only its event tells: without
+ * this, a listing within the watcher's delay handed out the entry from
+ * before it, and a mount that had just switched to this node took the
+ * older version for the current one. False when it gave up: the caller
+ * then answers from the disk (asOnDisk, listOnDisk). The index's answer
+ * would lack the changes queued behind the one being applied, and a mount
+ * told that a file it just committed through another node is not there
+ * drops it from its view.
  */
 async function caughtUp(ws: Workspace, path: string): Promise<boolean> {
   const w = ws.watcher;

@@ -336,37 +336,60 @@ export class WorkspaceIndex extends EventEmitter {
    * a big file, say: see caughtUp in service.ts): the indexed entry while
    * its stat still matches, else what its stat alone tells. A regular file
    * then has no digest, and whoever wants its content asks for its
-   * manifest, which waits for the hash. Undefined when nothing is there.
+   * manifest, which waits for the hash. Undefined when nothing is there, or
+   * nothing the index would hold (a temp file, an excluded path).
    */
   async asOnDisk(rel: string): Promise<IndexEntry | undefined> {
     const abs = await this.paths.safeAbs(rel);
-    const attr = await this.calls.lstat(abs).catch(() => undefined);
-    return attr && (await this.withStat(rel, abs, attr));
+    if (rel !== '' && (baseName(rel).startsWith(TEMP_PREFIX) || this.isExcluded(abs))) return undefined;
+    const attr = await this.calls.lstatOrNull(abs);
+    return attr ? await this.withStat(rel, abs, attr) : undefined;
   }
 
-  /** A directory's names with their entries as the disk has them this moment (see asOnDisk). */
+  /**
+   * A directory's names with their entries as the disk has them this
+   * moment (see asOnDisk), `statConcurrency` lstats at once. A name gone
+   * meanwhile is left out; any other failure fails the listing rather
+   * than leave a name out, which a mount would take for gone.
+   */
   async listOnDisk(dir: string): Promise<{ path: string; entry: IndexEntry }[]> {
     const dirAbs = await this.paths.safeAbs(dir);
-    const names = (await readdir(dirAbs)).filter((n) => !n.startsWith(TEMP_PREFIX) && !this.isExcluded(join(dirAbs, n)));
+    const before = await this.calls.lstat(dirAbs);
+    const names = await this.calls.readdir(dirAbs);
+    // The directory itself, not a symlink put in its place while it was read: its names could be from outside the root.
+    const after = await this.calls.lstat(dirAbs);
+    if (!isDir(before.mode) || !isDir(after.mode) || before.ino !== after.ino || before.dev !== after.dev) {
+      throw new FsError('ESTALE', `"${dir}" was replaced while it was listed`);
+    }
+    const limit = pLimit(this.opts.statConcurrency);
     const found = await Promise.all(
-      names.map(async (name) => {
-        const path = joinRel(dir, name);
-        const abs = join(dirAbs, name);
-        const attr = await this.calls.lstat(abs).catch(() => undefined); // gone since the readdir
-        const entry = attr && (await this.withStat(path, abs, attr));
-        return entry && { path, entry };
-      }),
+      names
+        .filter((n) => !n.startsWith(TEMP_PREFIX) && !this.isExcluded(join(dirAbs, n)))
+        .map((name) =>
+          limit(async () => {
+            const path = joinRel(dir, name);
+            const abs = join(dirAbs, name);
+            const attr = await this.calls.lstatOrNull(abs);
+            const entry = attr && (await this.withStat(path, abs, attr));
+            return entry ? { path, entry } : undefined;
+          }),
+        ),
     );
     return found.filter((f) => f !== undefined);
   }
 
+  /** The entry for what an lstat found at `rel`; undefined when it went meanwhile (a symlink whose target cannot be read: ENOENT). */
   private async withStat(rel: string, abs: string, attr: Attr): Promise<IndexEntry | undefined> {
     const prev = this.entries.get(rel);
     if (isReg(attr.mode)) return prev?.digest && sameTuple(prev.attr, attr) ? prev : { attr };
     if (!isLnk(attr.mode)) return { attr };
     if (prev?.target !== undefined && sameAttr(prev.attr, attr)) return prev;
-    const target = await this.calls.readlink(abs).catch(() => undefined);
-    return target === undefined ? undefined : { attr, target };
+    try {
+      return { attr, target: await this.calls.readlink(abs) };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
   }
 
   locateChunk(hash: Buffer): ChunkLocation | undefined {
@@ -601,7 +624,8 @@ export class WorkspaceIndex extends EventEmitter {
    */
   findUnindexed(rel: string): Promise<void> {
     const top = this.unindexedTop(rel);
-    if (this.isExcluded(this.paths.abs(top))) return Promise.resolve();
+    // Nothing the index leaves out: an excluded path, a temp file (a commit under way, or one a crash left).
+    if (this.isExcluded(this.paths.abs(top)) || baseName(top).startsWith(TEMP_PREFIX)) return Promise.resolve();
     let p = this.finding.get(top);
     if (!p) {
       p = this.refresh(top).finally(() => this.finding.delete(top));

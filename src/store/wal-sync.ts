@@ -70,12 +70,18 @@ export class WalSync {
    */
   private async switchTo(db: RocksDB, number: number, path: string): Promise<void> {
     const fh = await open(path, 'r'); // fdatasync needs no write access
+    try {
+      const earlier = (await readdir(this.dir)).map((f) => /^(\d+)\.log$/.exec(f)).filter((m) => m && Number(m[1]) >= this.lastSynced && Number(m[1]) < number);
+      for (const m of earlier) await syncPath(join(this.dir, m![0]), { data: true });
+      await syncPath(this.dir);
+    } catch (err) {
+      // Not known as the current log until those are synced: the next durable write switches, and syncs them, again.
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
     const old = this.log;
     this.log = { db, number, fh };
     await old?.fh.close().catch(() => undefined);
-    const earlier = (await readdir(this.dir)).map((f) => /^(\d+)\.log$/.exec(f)).filter((m) => m && Number(m[1]) >= this.lastSynced && Number(m[1]) < number);
-    for (const m of earlier) await syncPath(join(this.dir, m![0]), { data: true });
-    await syncPath(this.dir);
   }
 
   async close(): Promise<void> {
