@@ -224,4 +224,16 @@ t.test("journal: a record's dirty copy, and its name in its directory, are on di
   await journal.add({ ...rec, path: 'in-the-record', dirty: '', data: Buffer.from('x') }, 'now');
   t.same(synced, [], 'a record without a copy syncs only the log');
   t.equal(store.wal.syncs, 3);
+
+  // Its mark (see JournalEntry.unsyncedBoot): set while its copy is not synced, gone once it is.
+  const onDisk = async () => new Map((await new Recorded(store, 'ws').load()).map((e) => [e.path, e]));
+  t.equal((await onDisk()).get('async-closed')?.unsyncedBoot, undefined, "a 'soon' record synced with its copy is rewritten without its mark");
+  const queued = await journal.add({ ...rec, path: 'queued', dirty: 'c' }, 'soon', '/cache/dirty/c');
+  t.equal((await onDisk()).get('queued')?.unsyncedBoot, journal.bootId, 'one not synced yet has it');
+  // Committed (its removal in the commit's batch) before the sync: the sync does not write it again.
+  const b = store.batch();
+  journal.removeIn(b, queued.seq);
+  await b.commit();
+  await journal.sync();
+  t.notOk((await onDisk()).has('queued'), 'a record removed before the sync stays removed');
 });

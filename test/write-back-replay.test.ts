@@ -33,3 +33,43 @@ t.test("a restart commits only a file's newest record, and drops a record whose 
   t.same(await new Journal(rig.store, 'default').load(), [], 'the journal is empty');
   t.same((await readdir(dirty)).filter((n) => n.startsWith('copy-')), [], "the older version's copy is gone too");
 });
+
+t.test('a restart after the machine went down sets aside a record journaled before its copy was synced, and commits one whose copy was', async (t) => {
+  const rig = await writeBackRig(t, {}, 3_000);
+  const dirty = join(rig.cache, 'dirty');
+  // Asynchronous closes' records written in a boot before this one: one
+  // whose copy had been synced, and one whose copy had not (its journal
+  // closed first, so that no lazy sync follows: as if the machine went down).
+  const before = new Journal(rig.store, 'default', 'an-earlier-boot');
+  await before.load();
+  await writeFile(join(dirty, 'copy-synced'), 'on disk\n');
+  await writeFile(join(dirty, 'copy-unsynced'), 'maybe zeros\n');
+  await writeFile(join(dirty, 'copy-this-boot'), 'in the page cache\n');
+  await before.add({ path: 'synced.txt', dirty: 'copy-synced', expectAbsent: true, mode: 0o644, closedAt: 1 }, 'soon', join(dirty, 'copy-synced'));
+  await before.close();
+  await before.add({ path: 'unsynced.txt', dirty: 'copy-unsynced', expectAbsent: true, mode: 0o644, closedAt: 2 }, 'soon', join(dirty, 'copy-unsynced'));
+  // And one of this boot, not synced either: the mount was killed, the machine kept its page cache.
+  const killed = new Journal(rig.store, 'default');
+  await killed.load();
+  await killed.close();
+  await killed.add({ path: 'this-boot.txt', dirty: 'copy-this-boot', expectAbsent: true, mode: 0o644, closedAt: 3 }, 'soon', join(dirty, 'copy-this-boot'));
+  const marks = (await new Journal(rig.store, 'default').load()).map((e) => [e.path, e.unsyncedBoot ?? null]);
+  t.same(
+    marks,
+    [
+      ['synced.txt', null],
+      ['unsynced.txt', 'an-earlier-boot'],
+      ['this-boot.txt', killed.bootId],
+    ],
+    'a record whose copy was synced lost its mark; the others keep theirs',
+  );
+
+  const wb = await rig.restart(); // its journal is this boot's
+  t.equal(wb.pendingCount, 2, 'two records to commit');
+  t.equal(await wb.drain(), 0, 'committed');
+  t.equal(await readFile(join(rig.root, 'synced.txt'), 'utf8'), 'on disk\n', 'the synced copy is on the node');
+  t.equal(await readFile(join(rig.root, 'this-boot.txt'), 'utf8'), 'in the page cache\n', "so is this boot's");
+  t.same((await readdir(rig.root)).sort(), ['synced.txt', 'this-boot.txt'], 'the copy not synced before the restart is not');
+  t.same(await readdir(dirty), ['copy-unsynced.failed'], 'it is kept aside in the cache dir');
+  t.same(await new Journal(rig.store, 'default').load(), [], 'the journal is empty');
+});

@@ -2,6 +2,8 @@
 // content has not yet been confirmed by a node. Written before close()
 // returns; removed in the same batch that records the committed entry. A
 // mount that starts with records here replays them.
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Manifest } from '../content/manifest.js';
 import { Reader, Writer } from '../store/codec.js';
@@ -54,6 +56,15 @@ export interface JournalEntry {
   manifest?: Manifest;
   sentAhead?: Promise<void>;
   draft?: string;
+  /**
+   * A record written before the dirty copy it names was synced ('soon'):
+   * the id of the boot it was written in. The kernel may write the record
+   * out before the copy (its own writeback, a RocksDB flush), so after the
+   * machine restarted the copy may hold zeros where the writes were; in
+   * the same boot, the page cache still holds them (the mount was only
+   * killed). Cleared once the copy is synced.
+   */
+  unsyncedBoot?: string;
 }
 
 function encode(e: JournalEntry): Buffer {
@@ -66,6 +77,7 @@ function encode(e: JournalEntry): Buffer {
   w.bool(inRecord);
   if (inRecord) w.bytes(e.data!);
   w.uint((e.dirAttrs ? 1 | (e.dirAttrs.setsMode ? 2 : 0) : 0) | (e.mkdir ? 4 : 0));
+  w.string(e.unsyncedBoot ?? '');
   return w.done();
 }
 
@@ -87,7 +99,18 @@ function decode(seq: number, b: Buffer): JournalEntry {
   const flags = r.done ? 0 : r.uint();
   if (flags & 1) e.dirAttrs = { setsMode: (flags & 2) !== 0 };
   if (flags & 4) e.mkdir = true;
+  const boot = r.done ? '' : r.string();
+  if (boot) e.unsyncedBoot = boot;
   return e;
+}
+
+/** This boot's id: a record whose copy was not synced is trusted after a restart of the mount, not of the machine (see unsyncedBoot). */
+export function currentBootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return `unknown-${randomUUID()}`; // no such file: every start is taken for a new boot, the safe side
+  }
 }
 
 /** Longest a record written without waiting for the disk stays off it. */
@@ -101,6 +124,8 @@ export class Journal {
   constructor(
     private readonly store: Store,
     private readonly workspace: string,
+    /** The boot records are written in (a test gives another). */
+    readonly bootId = currentBootId(),
   ) {}
 
   private k(seq: number): Buffer {
@@ -132,16 +157,20 @@ export class Journal {
    * written.
    */
   async add(e: Omit<JournalEntry, 'seq'>, durability: 'now' | 'soon', copy?: string): Promise<JournalEntry> {
-    const entry = { ...e, seq: this.nextSeq++ };
+    // Marked unsynced below, only while its copy is (a record made from another must not carry its mark).
+    const { unsyncedBoot: _, ...rest } = e;
+    const entry: JournalEntry = { ...rest, seq: this.nextSeq++ };
     if (durability === 'now') {
       if (copy) this.unsyncedDirs.add(dirname(copy));
-      await this.syncing(() => this.write(this.k(entry.seq), encode(entry), true));
+      await this.syncing((synced) => this.write(this.k(entry.seq), encode(entry), true, synced));
       return entry;
     }
     if (copy) {
       // Not between a sync's copies and its log: the log would take this record to the disk without its copy.
       while (this.syncsQueued > 0) await this.syncTail;
-      this.unsyncedCopies.add(copy);
+      entry.unsyncedBoot = this.bootId;
+      this.unsyncedCopies.set(copy, entry);
+      this.awaitingCopy.add(entry.seq);
     }
     await this.write(this.k(entry.seq), encode(entry), false);
     this.syncSoon();
@@ -156,7 +185,7 @@ export class Journal {
 
   /** Every record written so far is on disk when this resolves, with the dirty copies they name. */
   sync(): Promise<void> {
-    return this.syncing(() => this.store.apply([], { durable: true }));
+    return this.syncing((synced) => this.store.apply(synced(), { durable: true }));
   }
 
   /**
@@ -166,40 +195,59 @@ export class Journal {
    * of the records written without (a copy committed and gone meanwhile
    * needs nothing), and such records wait while a sync runs.
    */
-  private readonly unsyncedCopies = new Set<string>();
+  private readonly unsyncedCopies = new Map<string, JournalEntry>();
+  /** Records whose copies are among those, until the copy is synced or the record removed (see unsyncedBoot). */
+  private readonly awaitingCopy = new Set<number>();
   /** Directories holding copies named by records, synced with them (one fsync covers every new name in one). */
   private readonly unsyncedDirs = new Set<string>();
   private syncsQueued = 0;
   private syncTail: Promise<unknown> = Promise.resolve();
 
-  /** A durable write: one at a time, each after the copies written without a sync are synced. */
-  private syncing<T>(write: () => Promise<T>): Promise<T> {
+  /**
+   * A durable write: one at a time, each after the copies written without a
+   * sync are synced. `write` writes, with what it writes, the records whose
+   * copies that made durable, no longer marked unsynced: `synced()` gives
+   * them, to be called in the same step as the write is asked for (a record
+   * removed meanwhile is not written again; one removed after is removed
+   * after).
+   */
+  private syncing<T>(write: (synced: () => ['put', Buffer, Buffer][]) => Promise<T>): Promise<T> {
     this.syncsQueued++;
     const p = this.syncTail
       .then(async () => {
-        await this.syncCopies();
-        return write();
+        const records = await this.syncCopies();
+        return write(() => {
+          const puts: ['put', Buffer, Buffer][] = [];
+          for (const e of records) {
+            if (!this.awaitingCopy.delete(e.seq)) continue;
+            e.unsyncedBoot = undefined;
+            puts.push(['put', this.k(e.seq), encode(e)]);
+          }
+          return puts;
+        });
       })
       .finally(() => this.syncsQueued--);
     this.syncTail = p.catch(() => undefined);
     return p;
   }
 
-  private async syncCopies(): Promise<void> {
-    if (this.unsyncedCopies.size === 0 && this.unsyncedDirs.size === 0) return;
+  /** Syncs the copies (and their directories) of the records written without; returns those records. */
+  private async syncCopies(): Promise<JournalEntry[]> {
+    if (this.unsyncedCopies.size === 0 && this.unsyncedDirs.size === 0) return [];
     const copies = [...this.unsyncedCopies];
-    const dirs = new Set([...this.unsyncedDirs, ...copies.map((c) => dirname(c))]);
+    const dirs = new Set([...this.unsyncedDirs, ...copies.map(([c]) => dirname(c))]);
     this.unsyncedCopies.clear();
     this.unsyncedDirs.clear();
     try {
-      await Promise.all(copies.map((c) => syncPath(c, { data: true })));
+      await Promise.all(copies.map(([c]) => syncPath(c, { data: true })));
       await Promise.all([...dirs].map((d) => syncPath(d)));
     } catch (err) {
       // The next sync tries them again.
-      for (const c of copies) this.unsyncedCopies.add(c);
+      for (const [c, e] of copies) this.unsyncedCopies.set(c, e);
       for (const d of dirs) this.unsyncedDirs.add(d);
       throw err;
     }
+    return copies.map(([, e]) => e);
   }
 
   private syncTimer: NodeJS.Timeout | undefined;
@@ -226,8 +274,10 @@ export class Journal {
   }
 
   /** A record, with the removals refused earlier. */
-  private async write(k: Buffer, v: Buffer, durable: boolean): Promise<void> {
-    const b = this.store.batch().put(k, v);
+  private async write(k: Buffer, v: Buffer, durable: boolean, also: () => ['put', Buffer, Buffer][] = () => []): Promise<void> {
+    const b = this.store.batch();
+    for (const [, ak, av] of also()) b.put(ak, av);
+    b.put(k, v);
     const leftover = [...this.unremoved];
     for (const seq of leftover) this.removeIn(b, seq);
     await b.commit({ durable });
@@ -236,6 +286,7 @@ export class Journal {
 
   /** Adds the removal of a record to a batch (committed with the metadata it settles). */
   removeIn(b: Batch, seq: number): void {
+    this.awaitingCopy.delete(seq); // (never written again: see syncing)
     b.del(this.k(seq));
   }
 
@@ -245,13 +296,14 @@ export class Journal {
    * mount killed before that replays it, and finds the node holds it.
    */
   async remove(seq: number, opts: { durable?: boolean } = {}): Promise<void> {
+    this.awaitingCopy.delete(seq); // (never written again: see syncing)
     this.unremoved.add(seq);
     if (!opts.durable) return this.removeLeftover();
     // Gone for good before this resolves (a record that must not come back after a power loss).
-    await this.syncing(async () => {
+    await this.syncing(async (synced) => {
       await this.removeLeftover(); // (or a removal beside it took this one along)
       if (this.unremoved.has(seq)) throw new Error(`the database refused to remove write-back record ${seq}`);
-      await this.store.apply([], { durable: true });
+      await this.store.apply(synced(), { durable: true });
     });
   }
 

@@ -239,11 +239,23 @@ export class WriteBack {
    * of a file still open (checkpoint) stays until its close. The older
    * ones' digests are kept to recognize them should one have landed
    * unheard. A record whose dirty copy is gone (handed over and committed
-   * before the crash; the record's removal was not on disk yet) is dropped.
+   * before the crash; the record's removal was not on disk yet) is dropped;
+   * one whose copy was not yet synced when the machine went down is kept
+   * aside (see JournalEntry.unsyncedBoot).
    */
   private async usable(found: JournalEntry[]): Promise<JournalEntry[]> {
     const present: JournalEntry[] = [];
     for (const e of found) {
+      if (e.dirty && e.unsyncedBoot && e.unsyncedBoot !== this.journal.bootId) {
+        // Journaled before its copy was synced, and the machine restarted
+        // since: the copy may hold zeros where the writes were, and the node
+        // must never get a file the writer did not write. Kept aside.
+        const kept = `${this.dirtyPath(e.dirty)}.failed`;
+        await rename(this.dirtyPath(e.dirty), kept).catch(() => undefined);
+        await this.journal.remove(e.seq);
+        log.error({ path: e.path, keptAt: kept }, 'a write-back journaled just before the machine went down cannot be trusted (its dirty copy was not on disk yet); not committed, its copy kept in the cache dir');
+        continue;
+      }
       if (!e.dirty || (await stat(this.dirtyPath(e.dirty)).then(() => true, () => false))) present.push(e);
       else {
         log.warn({ path: e.path, dirty: e.dirty }, 'a journaled write-back has no dirty copy any more (handed over and committed before the mount stopped, or lost with the machine); dropped');
