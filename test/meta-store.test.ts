@@ -1,4 +1,5 @@
 import t from 'tap';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Store } from '../src/store/db.js';
 import { MetaStore, type MetaEntry } from '../src/cache/meta-store.js';
@@ -159,6 +160,19 @@ t.test('close() lets writes nobody waited for land, then writes the feed positio
   t.equal(after.get('f19')?.attr.size, 19, 'the last write landed before the database closed');
   t.equal(after.generation, 9, 'and the position asked for while they were under way was written after them');
   t.equal(after.epoch, 'e1');
+});
+
+t.test("journal: a 'soon' record the database refused is not written later by a sync", async (t) => {
+  const fs = await smallFs(t, '32m');
+  const store = await Store.open(join(fs, 'db'));
+  t.teardown(() => store.close());
+  const journal = new Journal(store, 'ws');
+  await writeFile(join(fs, 'copy'), 'a closed file');
+  const free = await fillUntilRefused(fs, store);
+  await t.rejects(journal.add({ path: 'refused', dirty: 'copy', expectAbsent: true, mode: 0o644, closedAt: 1 }, 'soon', join(fs, 'copy')), 'the close is told');
+  await free();
+  await journal.sync();
+  t.same((await new Journal(store, 'ws').load()).map((e) => e.path), [], 'the refused record never reaches the journal');
 });
 
 t.test("journal: a record added 'now' is synced before add() returns; 'soon' by the lazy timer; sync() and close() sync at once", async (t) => {

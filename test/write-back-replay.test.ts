@@ -47,6 +47,8 @@ t.test('a restart after the machine went down sets aside a record journaled befo
   await writeFile(join(dirty, 'copy-this-boot'), 'in the page cache\n');
   await before.add({ path: 'synced.txt', dirty: 'copy-synced', expectAbsent: true, mode: 0o644, closedAt: 1 }, 'soon', join(dirty, 'copy-synced'));
   await before.close();
+  // An fsync's record of the same copy (synced then, written to after), then the close's.
+  await before.add({ path: 'unsynced.txt', dirty: 'copy-unsynced', expectAbsent: true, mode: 0o644, closedAt: 2 }, 'now', join(dirty, 'copy-unsynced'));
   await before.add({ path: 'unsynced.txt', dirty: 'copy-unsynced', expectAbsent: true, mode: 0o644, closedAt: 2 }, 'soon', join(dirty, 'copy-unsynced'));
   // And one of this boot, not synced either: the mount was killed, the machine kept its page cache.
   const killed = new Journal(rig.store, 'default');
@@ -58,6 +60,7 @@ t.test('a restart after the machine went down sets aside a record journaled befo
     marks,
     [
       ['synced.txt', null],
+      ['unsynced.txt', null],
       ['unsynced.txt', 'an-earlier-boot'],
       ['this-boot.txt', killed.bootId],
     ],
@@ -66,6 +69,14 @@ t.test('a restart after the machine went down sets aside a record journaled befo
 
   const wb = await rig.restart(); // its journal is this boot's
   t.equal(wb.pendingCount, 2, 'two records to commit');
+  t.same(
+    (await new Journal(rig.store, 'default').load()).map((e) => [e.path, e.unsyncedBoot ?? null]),
+    [
+      ['synced.txt', null],
+      ['this-boot.txt', null],
+    ],
+    "this boot's copy was synced at the start, and its record lost its mark; both records of the copy kept aside are gone",
+  );
   t.equal(await wb.drain(), 0, 'committed');
   t.equal(await readFile(join(rig.root, 'synced.txt'), 'utf8'), 'on disk\n', 'the synced copy is on the node');
   t.equal(await readFile(join(rig.root, 'this-boot.txt'), 'utf8'), 'in the page cache\n', "so is this boot's");

@@ -172,9 +172,31 @@ export class Journal {
       this.unsyncedCopies.set(copy, entry);
       this.awaitingCopy.add(entry.seq);
     }
-    await this.write(this.k(entry.seq), encode(entry), false);
+    try {
+      await this.write(this.k(entry.seq), encode(entry), false);
+    } catch (err) {
+      // Not written: no sync may write it later (see syncing).
+      if (copy && this.unsyncedCopies.get(copy) === entry) this.unsyncedCopies.delete(copy);
+      this.awaitingCopy.delete(entry.seq);
+      throw err;
+    }
     this.syncSoon();
     return entry;
+  }
+
+  /**
+   * Records found at start whose copies were not synced, written in this
+   * boot (the mount was killed, the page cache kept the writes): their
+   * copies are synced now and the records rewritten without the mark, so a
+   * restart of the machine later does not take them for untrustworthy.
+   */
+  async syncFound(found: { entry: JournalEntry; copy: string }[]): Promise<void> {
+    if (found.length === 0) return;
+    for (const { entry, copy } of found) {
+      this.unsyncedCopies.set(copy, entry);
+      this.awaitingCopy.add(entry.seq);
+    }
+    await this.sync();
   }
 
   /** Rewrites a record whose attributes changed before its commit (on disk within LAZY_SYNC_MS, as a local chmod is). */

@@ -244,18 +244,34 @@ export class WriteBack {
    * aside (see JournalEntry.unsyncedBoot).
    */
   private async usable(found: JournalEntry[]): Promise<JournalEntry[]> {
+    // Copies journaled before they were synced, in a boot before this one:
+    // they may hold zeros where the writes were, and the node must never get
+    // a file the writer did not write. Every record naming one (an fsync's
+    // record of the same copy too: the copy changed after that fsync) is
+    // dropped, and the copy kept aside.
+    const distrusted = new Set(found.filter((e) => e.dirty && e.unsyncedBoot && e.unsyncedBoot !== this.journal.bootId).map((e) => e.dirty));
+    for (const dirty of distrusted) {
+      const kept = `${this.dirtyPath(dirty)}.failed`;
+      const moved = await rename(this.dirtyPath(dirty), kept).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return false;
+          throw new Error(`cannot keep aside the dirty copy ${dirty}, journaled before it was synced: ${err.message}`);
+        },
+      );
+      const paths = found.filter((e) => e.dirty === dirty).map((e) => e.path);
+      if (moved) log.error({ paths, keptAt: kept }, 'a write-back journaled just before the machine went down cannot be trusted (its dirty copy had not been synced); not committed, its copy kept in the cache dir');
+      else log.warn({ paths }, 'a write-back journaled just before the machine went down has no dirty copy; dropped');
+    }
     const present: JournalEntry[] = [];
+    const syncNow: { entry: JournalEntry; copy: string }[] = [];
     for (const e of found) {
-      if (e.dirty && e.unsyncedBoot && e.unsyncedBoot !== this.journal.bootId) {
-        // Journaled before its copy was synced, and the machine restarted
-        // since: the copy may hold zeros where the writes were, and the node
-        // must never get a file the writer did not write. Kept aside.
-        const kept = `${this.dirtyPath(e.dirty)}.failed`;
-        await rename(this.dirtyPath(e.dirty), kept).catch(() => undefined);
+      if (distrusted.has(e.dirty)) {
         await this.journal.remove(e.seq);
-        log.error({ path: e.path, keptAt: kept }, 'a write-back journaled just before the machine went down cannot be trusted (its dirty copy was not on disk yet); not committed, its copy kept in the cache dir');
         continue;
       }
+      // Of this boot and not synced (the mount was killed): its copy is whole; synced now, it stays trusted after a reboot.
+      if (e.dirty && e.unsyncedBoot) syncNow.push({ entry: e, copy: this.dirtyPath(e.dirty) });
       if (!e.dirty || (await stat(this.dirtyPath(e.dirty)).then(() => true, () => false))) present.push(e);
       else {
         log.warn({ path: e.path, dirty: e.dirty }, 'a journaled write-back has no dirty copy any more (handed over and committed before the mount stopped, or lost with the machine); dropped');
@@ -275,6 +291,10 @@ export class WriteBack {
       await this.journal.remove(e.seq);
       if (e.dirty && e.dirty !== latest!.dirty) await unlink(this.dirtyPath(e.dirty)).catch(() => undefined);
     }
+    const kept = new Set(out);
+    await this.journal
+      .syncFound(syncNow.filter(({ entry }) => kept.has(entry)))
+      .catch((err) => log.warn({ err: (err as Error).message }, 'cannot sync the dirty copies of replayed write-backs; they are trusted in this boot only'));
     return out;
   }
 
