@@ -113,6 +113,9 @@ export function currentBootId(): string {
   }
 }
 
+/** A record written again by a sync (see Journal.syncing). */
+type Put = ['put', Buffer, Buffer];
+
 /** Longest a record written without waiting for the disk stays off it. */
 export const LAZY_SYNC_MS = 1000;
 
@@ -169,8 +172,7 @@ export class Journal {
       // Not between a sync's copies and its log: the log would take this record to the disk without its copy.
       while (this.syncsQueued > 0) await this.syncTail;
       entry.unsyncedBoot = this.bootId;
-      this.unsyncedCopies.set(copy, entry);
-      this.awaitingCopy.add(entry.seq);
+      this.awaitCopy(copy, entry);
     }
     try {
       await this.write(this.k(entry.seq), encode(entry), false);
@@ -192,11 +194,14 @@ export class Journal {
    */
   async syncFound(found: { entry: JournalEntry; copy: string }[]): Promise<void> {
     if (found.length === 0) return;
-    for (const { entry, copy } of found) {
-      this.unsyncedCopies.set(copy, entry);
-      this.awaitingCopy.add(entry.seq);
-    }
+    for (const { entry, copy } of found) this.awaitCopy(copy, entry);
     await this.sync();
+  }
+
+  /** The next sync syncs `copy` first, and then writes `entry` without its mark. */
+  private awaitCopy(copy: string, entry: JournalEntry): void {
+    this.unsyncedCopies.set(copy, entry);
+    this.awaitingCopy.add(entry.seq);
   }
 
   /** Rewrites a record whose attributes changed before its commit (on disk within LAZY_SYNC_MS, as a local chmod is). */
@@ -233,13 +238,13 @@ export class Journal {
    * removed meanwhile is not written again; one removed after is removed
    * after).
    */
-  private syncing<T>(write: (synced: () => ['put', Buffer, Buffer][]) => Promise<T>): Promise<T> {
+  private syncing<T>(write: (synced: () => Put[]) => Promise<T>): Promise<T> {
     this.syncsQueued++;
     const p = this.syncTail
       .then(async () => {
         const records = await this.syncCopies();
         return write(() => {
-          const puts: ['put', Buffer, Buffer][] = [];
+          const puts: Put[] = [];
           for (const e of records) {
             if (!this.awaitingCopy.delete(e.seq)) continue;
             e.unsyncedBoot = undefined;
@@ -296,7 +301,7 @@ export class Journal {
   }
 
   /** A record, with the removals refused earlier. */
-  private async write(k: Buffer, v: Buffer, durable: boolean, also: () => ['put', Buffer, Buffer][] = () => []): Promise<void> {
+  private async write(k: Buffer, v: Buffer, durable: boolean, also: () => Put[] = () => []): Promise<void> {
     const b = this.store.batch();
     for (const [, ak, av] of also()) b.put(ak, av);
     b.put(k, v);

@@ -755,11 +755,15 @@ export class Vfs {
       d.checkpoint = { seq, name: d.name };
       if (earlier) await this.writeBack.dropCheckpoint(earlier.seq);
       // Unlinked while the record was written (an unlink does not wait for a change under way): it must not come back.
-      if (d.unlinked && d.checkpoint) {
-        d.checkpoint = undefined;
-        await this.writeBack.dropCheckpoint(seq);
-      }
+      if (d.unlinked) await this.dropCheckpointOf(d);
     });
+  }
+
+  /** The fsync's record of a file, if it has one, goes: superseded, or void. */
+  private async dropCheckpointOf(d: DirtyFile): Promise<void> {
+    const checkpoint = d.checkpoint;
+    d.checkpoint = undefined;
+    if (checkpoint) await this.writeBack.dropCheckpoint(checkpoint.seq);
   }
 
   async release(fh: number): Promise<void> {
@@ -999,9 +1003,7 @@ export class Vfs {
     d.unlinked = true;
     this.dirty.delete(path);
     // What an fsync journaled of it must not come back after a crash.
-    const checkpoint = d.checkpoint;
-    d.checkpoint = undefined;
-    if (checkpoint) await this.writeBack.dropCheckpoint(checkpoint.seq);
+    await this.dropCheckpointOf(d);
   }
 
   async rmdir(dir: string, name: string): Promise<void> {

@@ -307,7 +307,7 @@ export class WriteBack {
    * own, and this one goes (dropCheckpoint).
    */
   async checkpoint(rec: Omit<JournalEntry, 'seq' | 'closedAt'>): Promise<number> {
-    return (await this.journal.add({ ...rec, closedAt: Date.now() }, 'now', rec.dirty ? this.dirtyPath(rec.dirty) : undefined)).seq;
+    return (await this.journal.add({ ...rec, closedAt: Date.now() }, 'now', this.copyOf(rec.dirty))).seq;
   }
 
   /**
@@ -336,6 +336,11 @@ export class WriteBack {
   /** Settles when the write-back of `path` under way now is over (undefined: none is). */
   busy(path: string): Promise<unknown> | undefined {
     return this.locks.busy(path);
+  }
+
+  /** The dirty copy a record names, as the journal is told of it ('': none). */
+  private copyOf(dirty: string): string | undefined {
+    return dirty ? this.dirtyPath(dirty) : undefined;
   }
 
   dirtyPath(name: string): string {
@@ -401,7 +406,7 @@ export class WriteBack {
     }
     // Nobody confirmed this version: close() returns once its record is on disk.
     const dirty = await opts.makeDurable();
-    const entry = await this.journal.add({ ...rec, dirty, closedAt: Date.now() }, 'now', dirty ? this.dirtyPath(dirty) : undefined);
+    const entry = await this.journal.add({ ...rec, dirty, closedAt: Date.now() }, 'now', this.copyOf(dirty));
     if (closing.removed) return this.removedWhileClosing(entry);
     // Pending from the moment it has its seq: a directory's attributes queued after it wait for it.
     this.hold(entry);
@@ -466,7 +471,7 @@ export class WriteBack {
   private async enqueue(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, closing?: Closing): Promise<JournalEntry | undefined> {
     while (this.pending.size >= ASYNC_QUEUE && this.running.size > 0 && this.mesh.reachable) await Promise.race(this.running.values()).catch(() => undefined);
     await this.beforeNameChange([rec.path]);
-    const entry = await this.journal.add({ ...rec, closedAt: Date.now() }, 'soon', rec.dirty ? this.dirtyPath(rec.dirty) : undefined);
+    const entry = await this.journal.add({ ...rec, closedAt: Date.now() }, 'soon', this.copyOf(rec.dirty));
     if (closing?.removed) return void (await this.removedWhileClosing(entry));
     this.hold(entry);
     return entry;
