@@ -347,3 +347,62 @@ t.test('a close whose commit reached the node, its answer lost, racing an unlink
   await t.rejects(stat(join(root, 'unanswered')), 'the file is not on the node');
   t.same((await readdir(root)).filter((n) => n.startsWith('unanswered')), [], 'nor a conflict copy of it');
 });
+
+for (const asyncWriteBack of [false, true]) {
+  t.test(`a close while the close before it is still handing over the same file: the later version is based on the earlier one, no conflict (write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
+    // Two shells appending to one log (`echo >> log`): the writer that
+    // closes last hands the file over, and a new writer opens, writes and
+    // closes while that hand-over is on its way. Its version is made from
+    // the one being handed over, so it is based on it: sent with the base
+    // the file had before, it would meet that version on the node as
+    // someone else's change, and land as a conflict copy. The hand-over's
+    // journal record is held here to keep it on its way.
+    let hold: Promise<void> | undefined;
+    let holding: () => void = () => {};
+    const held = new Promise<void>((r) => (holding = r));
+    const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack }, {
+      journal: (j) => {
+        const add = j.add.bind(j);
+        j.add = async (...args: Parameters<typeof add>) => {
+          const h = hold;
+          if (h && args[0].path === 'log') {
+            hold = undefined;
+            holding();
+            await h;
+          }
+          return add(...args);
+        };
+        return j;
+      },
+    });
+    const { root, vfs, wb } = rig;
+    await vfs.list('');
+    await writeClosed(vfs, 'log', 'start\n');
+    await waitFor('the first version on the node', async () => (await wb.drain()) === 0);
+    const a = (await vfs.open('log', 1 /* O_WRONLY */)).fh;
+    const b = (await vfs.open('log', 1)).fh;
+    await vfs.write(a, 6, Buffer.from('A\n'));
+    await vfs.write(b, 8, Buffer.from('B\n'));
+    // Each close while the other writer has the file open: the last one to go hands it over.
+    await vfs.flush(a);
+    await vfs.flush(b);
+    await vfs.release(a);
+    let release!: () => void;
+    hold = new Promise<void>((r) => (release = r));
+    const first = outcome(vfs.release(b));
+    await held; // its record is being written
+    const c = (await vfs.open('log', 1)).fh;
+    await vfs.write(c, 10, Buffer.from('C\n'));
+    const second = outcome(vfs.flush(c));
+    // The later close goes as far as it goes while the earlier hand-over is held.
+    await new Promise((r) => setTimeout(r, 300));
+    release();
+    t.equal(await first, 'ok', 'the hand-over at the last release succeeds');
+    t.equal(await second, 'ok', 'so does the later close');
+    await vfs.release(c);
+    await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+    t.equal(await readFile(join(root, 'log'), 'utf8'), 'start\nA\nB\nC\n', 'the node has every line');
+    t.same(await readdir(root), ['log'], 'and no conflict copy');
+    t.equal(wb.stats.conflicts, 0, 'the mount counted no conflict');
+  });
+}

@@ -79,6 +79,8 @@ export class DirtyFile {
   owner?: { uid: number; gid: number };
   /** The journal owns the dirty copy (it was closed); a further write needs a copy of its own. */
   handedOver = false;
+  /** Settled when the last hand-over asked for (see Vfs.commitDirty) is over, landed or not. */
+  handingOver?: Promise<void>;
   /**
    * The journal record an fsync made of the copy `name` while the file is
    * open: what a mount killed before the close replays. It goes once the

@@ -742,6 +742,9 @@ export class Vfs {
    * whole at every transaction.)
    */
   private async checkpoint(d: DirtyFile): Promise<void> {
+    // A hand-over under way first: what is written since is based on it (as in commitDirty), and
+    // until it is over, what it took is neither on the node nor journaled.
+    await d.handingOver;
     await d.exclusive(async () => {
       if (d.handedOver) return; // its content went with the hand-over, and a copy of its own comes with the next write
       await d.sync();
@@ -806,6 +809,29 @@ export class Vfs {
    * applies it after the commit.
    */
   private async commitDirty(d: DirtyFile, how: 'wait' | 'journal' | 'queue' = 'wait'): Promise<void> {
+    // One hand-over of a file at a time. A version written while the one
+    // before is on its way (another writer's last close, then a new writer
+    // opens, writes and closes) is made from that one, so it is based on
+    // what that one becomes: committed, its digest; queued, its record.
+    // Taken at once, it carried the base from before, and met its own
+    // earlier version on the node as somebody else's change: a conflict
+    // copy for every line two shells appended to one log.
+    const before = d.handingOver;
+    let over!: () => void;
+    const mine = new Promise<void>((resolve) => (over = resolve));
+    d.handingOver = mine;
+    try {
+      await before;
+      // What this close wrote went with the one before (landed, or queued): nothing is left to hand over.
+      if (before && !d.modified) return;
+      await this.handOver(d, how);
+    } finally {
+      over();
+      if (d.handingOver === mine) d.handingOver = undefined;
+    }
+  }
+
+  private async handOver(d: DirtyFile, how: 'wait' | 'journal' | 'queue'): Promise<void> {
     // Taken between two changes (see DirtyFile.exclusive): a write under way
     // lands before, or after in a copy of its own, never in the copy handed over.
     const { version, name, rec, syncLater, closing, checkpoint } = await d.exclusive(async () => {
