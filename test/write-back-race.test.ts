@@ -406,3 +406,26 @@ for (const asyncWriteBack of [false, true]) {
     t.equal(wb.stats.conflicts, 0, 'the mount counted no conflict');
   });
 }
+
+t.test('a file another client replaced on the node, opened to append before the mount heard of it: the writer starts from what the node holds', async (t) => {
+  // The mount holds the chunk list of the version it last heard of, not its
+  // bytes. The node has replaced that version, and no longer has its chunks.
+  // (Here nothing tells the mount of changes but its own calls.)
+  const rig = await writeBackRig(t, { log: Buffer.from('first version\n') }, 5_000);
+  const { root, vfs, wb, mesh } = rig;
+  await vfs.list('');
+  const reader = await vfs.open('log', 0 /* O_RDONLY */); // fetches the chunk list
+  await vfs.release(reader.fh);
+  await writeFile(join(root, 'log'), 'replaced by another client\n');
+  await waitFor('the node to index the new version', async () => Number((await mesh.stat('log')).attr!.size) === 27);
+  t.equal((await vfs.entry('log')).attr.size, 14, 'the mount has not heard of it');
+  const h = await vfs.open('log', 1 | 0o2000 /* O_WRONLY | O_APPEND */);
+  const size = (await vfs.entry('log')).attr.size;
+  t.equal(size, 27, 'the open starts from the version the node holds');
+  t.equal(await outcome(vfs.write(h.fh, size, Buffer.from('appended\n')).then(() => undefined)), 'ok', 'the append succeeds');
+  t.equal(await outcome(vfs.flush(h.fh)), 'ok', 'so does the close');
+  await vfs.release(h.fh);
+  await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+  t.equal(await readFile(join(root, 'log'), 'utf8'), 'replaced by another client\nappended\n', 'the node has the append after the other client\'s version');
+  t.same(await readdir(root), ['log'], 'and no conflict copy');
+});

@@ -106,6 +106,8 @@ function shortRead(path: string, offset: number, length: number, got: number, si
 
 /** Times a write open makes its copy again because its name was replaced meanwhile (see Vfs.newDirty). */
 const NAME_CHANGE_RETRIES = 10;
+/** Times a writer's open starts again from a newer version the node has (see writeBase). */
+const STALE_BASE_RETRIES = 5;
 
 /** Runs a namespace change's call to the node (see Vfs.mutate): as it is, or inside what must hold around it. */
 type NodeCall = (call: () => ReturnType<MeshClient['mutate']>) => ReturnType<MeshClient['mutate']>;
@@ -476,15 +478,41 @@ export class Vfs {
       // Still queued (no node): go on from the queued content, not the node's.
       d = await DirtyFile.fromPending(path, (file) => this.writeBack.copyPending(pending, file), this.writeBack.dirtyPath(name), name, shown, pending);
     } else {
-      // Read again: the flush above may just have committed a queued version,
-      // which is then the base (what was shown before had no digest).
+      const [e, chunks] = await this.writeBase(path, flags);
+      d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, chunks);
+    }
+    return d;
+  }
+
+  /**
+   * What a writer's copy starts from: the file's entry and chunk list. A
+   * small file's chunks are fetched now, while nothing is written yet. The
+   * chunk list the mount holds may be of a version another client has
+   * replaced on the node since (its change feed has not told yet), and the
+   * node no longer has those chunks. Found out now, the writer starts from
+   * what the node holds; found out at the first write that needs them, that
+   * write failed with EIO (two mounts appending to one log).
+   */
+  private async writeBase(path: string, flags: number): Promise<[MetaEntry, ChunkRef[]]> {
+    for (let attempt = 1; ; attempt++) {
+      // Read again: the flush in makeDirty may just have committed a queued
+      // version, which is then the base (what was shown before had no digest).
       let e = await this.entry(path);
-      let chunks: ChunkRef[] = [];
       if ((flags & O_TRUNC) === 0 && (e.digest || e.attr.size > 0)) {
         const m = (await this.knownManifest(path, e)) ?? (await this.fetchManifest(path));
-        e = { ...e, digest: m.digest };
-        chunks = m.chunks;
-      } else if (!e.digest) {
+        const last = m.chunks[m.chunks.length - 1];
+        // A manifest fetched from the node may be of a newer version than the entry.
+        const stale = (last ? last.offset + last.length : 0) !== e.attr.size;
+        try {
+          if (stale) throw new FsError('ESTALE', `"${path}": the node has a version the mount has not heard of`);
+          if (e.attr.size <= this.opts.wholeFileBytes) await this.chunks.ensure(m.chunks.filter((c) => !isZeroRun(c, DEFAULT_CHUNKING)), path);
+        } catch (err) {
+          if (attempt >= STALE_BASE_RETRIES || !(await this.changedOnNode(path, e.digest))) throw err;
+          continue;
+        }
+        return [{ ...e, digest: m.digest }, m.chunks];
+      }
+      if (!e.digest) {
         // Listed without its digest (by a node still hashing it): truncated,
         // its content is not needed, but its digest is, as the base the
         // commit is checked against. Without one the node would take the
@@ -492,9 +520,19 @@ export class Vfs {
         const m = await this.fetchManifest(path).catch(() => undefined);
         if (m) e = { ...e, digest: m.digest };
       }
-      d = await DirtyFile.open(path, this.writeBack.dirtyPath(name), name, e, chunks);
+      return [e, []];
     }
-    return d;
+  }
+
+  /**
+   * Whether the node holds other content at `path` than the digest the mount
+   * had for it. Its directory is listed again, so the mount (and the
+   * kernel's caches) go on from what the node holds.
+   */
+  private async changedOnNode(path: string, digest: Buffer | undefined): Promise<boolean> {
+    await this.list(parentOf(path));
+    const now = this.meta.get(path);
+    return !now || !digest || !now.digest?.equals(digest);
   }
 
   /**
