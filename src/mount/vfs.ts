@@ -58,6 +58,8 @@ export interface FileHandle {
   lastEnd: number;
   /** Chunks before this index have been asked for by readahead. */
   aheadTo: number;
+  /** Opened with O_TRUNC: the file's version right after (see flush). */
+  truncatedAt?: number;
 }
 
 export interface SetAttr {
@@ -422,6 +424,9 @@ export class Vfs {
         dirty.materialized = true;
         await dirty.truncate(0);
       });
+      const h = this.handle(path, d);
+      h.truncatedAt = d.version;
+      return h;
     }
     return this.handle(path, d);
   }
@@ -743,6 +748,12 @@ export class Vfs {
     const h = this.handles.get(fh);
     const d = h?.dirty;
     if (!d || h.readOnly || !d.modified || d.unlinked || d.writers > 1) return;
+    // Truncated by this open and not written since: not a version of its
+    // own. A shell's `cmd > file` opens, dup2()s and closes the first
+    // descriptor before cmd writes a byte, and every close() flushes:
+    // committed here, the node showed every other client an empty file
+    // for as long as cmd ran. The release commits it if nothing follows.
+    if (h.truncatedAt === d.version) return;
     await this.commitDirty(d, this.opts.asyncWriteBack ? 'queue' : 'wait');
   }
 

@@ -27,6 +27,7 @@ def seek(off, how):
 print(seek(0, os.SEEK_DATA), seek(0, os.SEEK_HOLE), seek(at, os.SEEK_HOLE), seek(at + 4 * 2**20, os.SEEK_DATA))
 `;
 const FUSE_NATIVE_FALLOCATE = 'fuse-native has no fallocate operation (the kernel answers EOPNOTSUPP); the native driver has';
+const FUSE_NATIVE_O_TRUNC = 'fuse-native does not ask the kernel for atomic O_TRUNC: the kernel truncates with a setattr before the open, and that reaches the node at once; the native driver gets O_TRUNC with the open';
 const FUSE_NATIVE_UTIMENS = 'fuse-native passes the atime in place of the mtime (its C code reads tv[0] twice); the native driver fixes this';
 
 t.test('mount: write side', async (t) => {
@@ -78,6 +79,22 @@ t.test('mount: write side', async (t) => {
       t.same(await lines(S(log)), want, `${log}: the node has every line`);
       t.same((await readdir(src)).filter((n) => n.startsWith(`appended${round}.conflict-`)), [], `${log}: no conflict copy`);
     }
+  });
+
+  await t.test('`cmd > file` over a file: the node holds the old content until cmd has written, never an empty file', async (t) => {
+    await writeFile(S('redirected.txt'), 'old content\n');
+    await waitFor('the mount to show it', async () => (await run('cat', [M('redirected.txt')])).stdout === 'old content\n');
+    // As a shell does: open with O_TRUNC, dup, close the first descriptor (a flush), then write.
+    const during = join(base, 'during.txt');
+    const r = await sh(`exec 3>'${M('redirected.txt')}' && exec 4>&3 && exec 3>&- && cat '${S('redirected.txt')}' > '${during}' && echo 'new content' >&4 && exec 4>&-`);
+    t.equal(r.code, 0, `the commands succeed ${r.stderr}`);
+    const known = isFuseNative ? { todo: FUSE_NATIVE_O_TRUNC } : {};
+    t.equal(await readFile(during, 'utf8'), 'old content\n', 'after the first close, the node still holds the old content', known);
+    t.equal(await readFile(S('redirected.txt'), 'utf8'), 'new content\n', 'the last close committed the new content');
+    // Truncated, and closed with nothing written: committed once its last descriptor is gone.
+    t.equal((await sh(`: > '${M('redirected.txt')}'`)).code, 0);
+    await waitFor('the truncation on the node', async () => (await stat(S('redirected.txt'))).size === 0).catch(() => undefined);
+    t.equal((await stat(S('redirected.txt'))).size, 0, 'a file truncated and closed is empty on the node');
   });
 
   await t.test('a reader holding a file sees an edit made beside it, and so does every later reader', async (t) => {
