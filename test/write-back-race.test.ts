@@ -6,7 +6,7 @@
 // name). Driven in process against a real node (helpers/write-back-rig.ts),
 // so that the two calls can be started at the same moment.
 import t from 'tap';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errnoOf } from '../src/wire/errors.js';
@@ -429,3 +429,71 @@ t.test('a file another client replaced on the node, opened to append before the 
   t.equal(await readFile(join(root, 'log'), 'utf8'), 'replaced by another client\nappended\n', 'the node has the append after the other client\'s version');
   t.same(await readdir(root), ['log'], 'and no conflict copy');
 });
+
+t.test('a new file the node refuses at close (another client made a directory there) is not shown any more', async (t) => {
+  const rig = await writeBackRig(t, {}, 5_000);
+  const { root, vfs, mesh } = rig;
+  await vfs.list('');
+  const { handle } = await vfs.create('', 'taken', 0o644);
+  await vfs.write(handle.fh, 0, Buffer.from('refused\n'));
+  await mkdir(join(root, 'taken'));
+  await waitFor('the node to index the directory', async () => ((await mesh.stat('taken')).attr!.mode & 0o170000) === 0o040000);
+  t.match(await outcome(vfs.flush(handle.fh)), /^EISDIR/, "the close fails with the node's errno");
+  await vfs.release(handle.fh);
+  const shown = await vfs.entry('taken').catch(() => undefined);
+  t.notOk(shown && (shown.attr.mode & 0o170000) === 0o100000, 'the mount does not show the refused file');
+  t.ok((await stat(join(root, 'taken'))).isDirectory(), "the node's directory is untouched");
+});
+
+for (const asyncWriteBack of [false, true]) {
+  t.test(`the last release of a file while two new writers' hand-over waits behind its own: their lines land too (write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
+    // Round after round of two shells appending: both writers of a round
+    // close while the other has the file open, so the last release hands it
+    // over. The next round's last release hands over what that round wrote,
+    // after the one before is over: the copy must still be there for it.
+    let hold: Promise<void> | undefined;
+    let holding: () => void = () => {};
+    const held = new Promise<void>((r) => (holding = r));
+    const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack }, {
+      journal: (j) => {
+        const add = j.add.bind(j);
+        j.add = async (...args: Parameters<typeof add>) => {
+          const h = hold;
+          if (h && args[0].path === 'log') {
+            hold = undefined;
+            holding();
+            await h;
+          }
+          return add(...args);
+        };
+        return j;
+      },
+    });
+    const { root, vfs, wb } = rig;
+    await vfs.list('');
+    await writeClosed(vfs, 'log', 'start\n');
+    await waitFor('the first version on the node', async () => (await wb.drain()) === 0);
+    /** Two writers open the file, each writes a line and closes while the other has it open. */
+    const round = async (lines: [string, number][], last: (release: () => Promise<void>) => void): Promise<void> => {
+      const fhs = [(await vfs.open('log', 1 /* O_WRONLY */)).fh, (await vfs.open('log', 1)).fh];
+      for (const [i, [line, at]] of lines.entries()) await vfs.write(fhs[i]!, at, Buffer.from(line));
+      for (const fh of fhs) await vfs.flush(fh);
+      await vfs.release(fhs[0]!);
+      last(() => vfs.release(fhs[1]!));
+    };
+    let release!: () => void;
+    hold = new Promise<void>((r) => (release = r));
+    let first!: Promise<string>;
+    await round([['A\n', 6], ['B\n', 8]], (r) => (first = outcome(r())));
+    await held; // the first round's hand-over is on its way
+    let second!: Promise<string>;
+    await round([['C\n', 10], ['D\n', 12]], (r) => (second = outcome(r())));
+    release();
+    t.equal(await first, 'ok', "the first round's last release");
+    t.equal(await second, 'ok', "the second round's");
+    await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+    t.equal(await readFile(join(root, 'log'), 'utf8'), 'start\nA\nB\nC\nD\n', 'the node has every line');
+    t.same(await readdir(root), ['log'], 'and no conflict copy');
+    t.equal(wb.stats.failed, 0, 'no hand-over failed');
+  });
+}

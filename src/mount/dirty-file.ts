@@ -81,6 +81,8 @@ export class DirtyFile {
   handedOver = false;
   /** Settled when the last hand-over asked for (see Vfs.commitDirty) is over, landed or not. */
   handingOver?: Promise<void>;
+  /** The last handle went and the copy was closed (Vfs.release, once). */
+  released = false;
   /**
    * The journal record an fsync made of the copy `name` while the file is
    * open: what a mount killed before the close replays. It goes once the

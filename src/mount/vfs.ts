@@ -15,7 +15,7 @@ import type { MetaEntry, MetaStore, PathChange } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import { attrFromWire, chunksFromWire } from '../wire/convert.js';
 import { errnoOf, FsError } from '../wire/errors.js';
-import { isWithin, joinRel, parentOf } from '../wire/rel-path.js';
+import { isWithin, joinRel, NAME_MAX, parentOf } from '../wire/rel-path.js';
 import type { WMutateRequest } from '../wire/types.js';
 import { log } from '../log.js';
 import type { ChunkReader } from './chunk-reader.js';
@@ -511,11 +511,13 @@ export class Vfs {
         try {
           if (stale) throw new FsError('ESTALE', `"${path}": the node has a version the mount has not heard of`);
           if (e.attr.size <= this.opts.wholeFileBytes) await this.chunks.ensure(m.chunks.filter((c) => !isZeroRun(c, DEFAULT_CHUNKING)), path);
-        } catch (err) {
-          if (attempt >= STALE_BASE_RETRIES || !(await this.changedOnNode(path, e.digest))) throw err;
-          continue;
+        } catch {
+          // (No node answering: the open goes on as before, and a write that needs the old bytes fetches them.)
+          if (attempt < STALE_BASE_RETRIES && (await this.changedOnNode(path, e.digest).catch(() => false))) continue;
         }
-        return [{ ...e, digest: m.digest }, m.chunks];
+        // A manifest the node gave for a version newer than the entry: its own size goes with it.
+        const size = last ? last.offset + last.length : 0;
+        return [{ ...e, attr: { ...e.attr, size }, digest: m.digest }, m.chunks];
       }
       if (!e.digest) {
         // Listed without its digest (by a node still hashing it): truncated,
@@ -613,7 +615,7 @@ export class Vfs {
   /** Creates a new file (it reaches the node when its last writer closes it). */
   async create(dir: string, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0): Promise<{ node: Node; handle: FileHandle }> {
     this.known(dir);
-    const path = joinRel(dir, name);
+    const path = namedPath(dir, name);
     const parent = await this.entry(dir);
     if (!isDir(parent.attr.mode)) throw new FsError('ENOTDIR', `"${dir}" is not a directory`);
     // The kernel creates only after a lookup found nothing; a name that
@@ -743,7 +745,11 @@ export class Vfs {
     else log.error({ fh, offset, bytes: data.length }, 'a write made straight into a dirty copy came after its handle was gone');
   }
 
-  /** close(): the last writer's close writes the file back and returns once the node has it (or it is durably queued). */
+  /**
+   * close(): the last writer's close writes the file back and returns once
+   * the node has it (or it is durably queued). Not a file an open truncated
+   * and nothing has changed since: its release does.
+   */
   async flush(fh: number): Promise<void> {
     const h = this.handles.get(fh);
     const d = h?.dirty;
@@ -792,7 +798,8 @@ export class Vfs {
    */
   private async checkpoint(d: DirtyFile): Promise<void> {
     // A hand-over under way first: what is written since is based on it (as in commitDirty), and
-    // until it is over, what it took is neither on the node nor journaled.
+    // until it is over, what it took is neither on the node nor journaled. (One that failed leaves
+    // its copy handed over: as before, this fsync then journals nothing.)
     await d.handingOver;
     await d.exclusive(async () => {
       if (d.handedOver) return; // its content went with the hand-over, and a copy of its own comes with the next write
@@ -833,8 +840,13 @@ export class Vfs {
     } catch (err) {
       log.error({ path: d.path, err: (err as Error).message }, 'write-back at release failed');
     }
+    // A hand-over of what writers wrote since may be waiting its turn (see
+    // commitDirty): it takes the content from the copy, which stays until
+    // it is over. Whichever release comes last closes it.
+    while (d.handingOver && d.handles === 0) await d.handingOver;
     // (A handle may have opened it while that ran.)
-    if (d.handles > 0) return;
+    if (d.handles > 0 || d.released) return;
+    d.released = true;
     if (this.dirty.get(d.path) === d) this.dirty.delete(d.path);
     await d.close().catch(() => undefined);
     if (!d.handedOver && d.onDisk) await this.writeBack.discard(d.name);
@@ -871,8 +883,8 @@ export class Vfs {
     d.handingOver = mine;
     try {
       await before;
-      // What this close wrote went with the one before (landed, or queued): nothing is left to hand over.
-      if (before && !d.modified) return;
+      // What was written went with the one before (landed, or queued), or the file was unlinked meanwhile: nothing to hand over.
+      if (before && (!d.modified || d.unlinked)) return;
       await this.handOver(d, how);
     } finally {
       over();
@@ -1019,7 +1031,7 @@ export class Vfs {
   }
 
   async mkdir(dir: string, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0): Promise<Node> {
-    const path = joinRel(this.known(dir), name);
+    const path = namedPath(this.known(dir), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     if (this.opts.asyncWriteBack) {
       // Journaled, and shown at once as an empty directory; the node makes it moments later.
@@ -1102,7 +1114,7 @@ export class Vfs {
 
   async rename(oldDir: string, oldName: string, newDir: string, newName: string, flags = 0): Promise<void> {
     const from = joinRel(this.known(oldDir), oldName);
-    const to = joinRel(this.known(newDir), newName);
+    const to = namedPath(this.known(newDir), newName);
     const source = await this.entry(from);
     const NOREPLACE = 1;
     const EXCHANGE = 2;
@@ -1119,7 +1131,7 @@ export class Vfs {
     for (const d of [...this.dirty.values()]) {
       if (moves(d.path) && d.modified && !d.unlinked) await this.commitDirty(d);
     }
-    // From here until the files have their new paths, a close of one waits (see commitDirty).
+    // From here until the files have their new paths, a close of one waits (see handOver).
     let renamed!: () => void;
     const renaming = { paths: exchange ? [from, to] : [from], done: new Promise<void>((resolve) => (renamed = resolve)) };
     this.renaming.add(renaming);
@@ -1156,7 +1168,7 @@ export class Vfs {
   }
 
   async symlink(dir: string, name: string, target: string): Promise<Node> {
-    const path = joinRel(this.known(dir), name);
+    const path = namedPath(this.known(dir), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     await this.mutate([path], { symlink: { path, target } });
     return this.node(path, await this.entry(path));
@@ -1164,7 +1176,7 @@ export class Vfs {
 
   async link(existing: string, newDir: string, newName: string): Promise<Node> {
     this.known(existing);
-    const path = joinRel(this.known(newDir), newName);
+    const path = namedPath(this.known(newDir), newName);
     const d = this.dirty.get(existing);
     if (d?.modified) await this.commitDirty(d);
     await this.mutate([existing, path], { link: { existing, path } });
@@ -1368,4 +1380,10 @@ export function chunkIndex(chunks: readonly ChunkRef[], offset: number): number 
     else hi = mid - 1;
   }
   return lo;
+}
+
+/** A path for a name being made (create, mkdir, symlink, link, a rename's target): refused at once when the name is longer than a node can take. */
+function namedPath(dir: string, name: string): string {
+  if (Buffer.byteLength(name) > NAME_MAX) throw new FsError('ENAMETOOLONG', `"${name.slice(0, 32)}...": a name is at most ${NAME_MAX} bytes`);
+  return joinRel(dir, name);
 }

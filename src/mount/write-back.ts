@@ -875,6 +875,11 @@ export class WriteBack {
     if (e.seq) await this.journal.remove(e.seq);
     const why = errnoOf(err) === 'EFBIG' ? 'write-back refused: the file is too large' : 'write-back refused by the node';
     log.error({ path: e.path, errno: errnoOf(err), keptAt: kept, err: (err as Error).message }, `${why}; the written bytes are kept in the cache dir`);
+    if (!this.pendingFor(e.path)) {
+      // Not shown any more (a new file the node refused was never there): what the node has at that path is.
+      this.meta.dropShownOnly(e.path);
+      for (const fn of this.conflictListeners) fn(e.path);
+    }
   }
 
   /** Resolves with the committed digest, or undefined when the record stays queued. */

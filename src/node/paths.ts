@@ -28,8 +28,8 @@ const fstatP = promisify(fstat) as (fd: number, o: { bigint: true }) => Promise<
 const closeP = promisify(close);
 
 export { baseName, joinRel, parentOf } from '../wire/rel-path.js';
-
-export const NAME_MAX = 255;
+import { NAME_MAX } from '../wire/rel-path.js';
+export { NAME_MAX };
 export const PATH_MAX = 4095;
 
 /** Validates a wire path; returns it unchanged ("" is the root). */

@@ -10,6 +10,9 @@ export function baseName(rel: string): string {
   return rel.slice(rel.lastIndexOf('/') + 1);
 }
 
+/** The longest name (bytes) Linux filesystems keep to. */
+export const NAME_MAX = 255;
+
 export function joinRel(dir: string, name: string): string {
   return dir === '' ? name : `${dir}/${name}`;
 }

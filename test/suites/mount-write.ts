@@ -97,6 +97,23 @@ t.test('mount: write side', async (t) => {
     t.equal((await stat(S('redirected.txt'))).size, 0, 'a file truncated and closed is empty on the node');
   });
 
+  await t.test('a name longer than 255 bytes is refused at once, and nothing is left of it', async (t) => {
+    const long = 'n'.repeat(256);
+    for (const [what, cmd] of [
+      ['create', `exec 3>'${M(long)}' && echo opened`],
+      ['mkdir', `mkdir '${M(long)}'`],
+      ['symlink', `ln -s target '${M(long)}'`],
+      ['rename', `echo x > '${M('short-name')}' && mv '${M('short-name')}' '${M(long)}'`],
+    ]) {
+      const r = await sh(cmd!);
+      t.match(r.stderr, /File name too long/, `${what}: ENAMETOOLONG`);
+      t.notMatch(r.stdout, /opened/, `${what}: refused by the call itself, not later at close`);
+    }
+    t.same((await readdir(mnt)).filter((n) => n.length > 255), [], 'the mount shows no such name');
+    t.same((await readdir(src)).filter((n) => n.length > 255), [], 'the node has none');
+    t.equal(await readFile(S('short-name'), 'utf8'), 'x\n', 'the file a rename could not move keeps its name');
+  });
+
   await t.test('a reader holding a file sees an edit made beside it, and so does every later reader', async (t) => {
     // Sizes below and above what a new file keeps in memory; edits that cover parts of pages.
     for (const size of [40_000, 3 << 20]) {
