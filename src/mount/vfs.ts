@@ -14,6 +14,7 @@ import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import type { MetaEntry, MetaStore, PathChange } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import { attrFromWire, chunksFromWire } from '../wire/convert.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoOf, FsError } from '../wire/errors.js';
 import { isWithin, joinRel, NAME_MAX, parentOf } from '../wire/rel-path.js';
 import type { WMutateRequest } from '../wire/types.js';
@@ -60,6 +61,8 @@ export interface FileHandle {
   aheadTo: number;
   /** Opened with O_TRUNC: the file's version right after (see flush). */
   truncatedAt?: number;
+  /** Opened with O_APPEND: every write goes to the end of the file as this mount has it (see write). */
+  append?: boolean;
 }
 
 export interface SetAttr {
@@ -74,6 +77,8 @@ export interface SetAttr {
 
 export const O_ACCMODE = 3;
 export const O_TRUNC = 0o1000;
+export const O_APPEND = 0o2000;
+export const O_EXCL = 0o200;
 
 export interface VfsOptions {
   /** Chunks fetched ahead of a sequential reader. */
@@ -426,9 +431,12 @@ export class Vfs {
       });
       const h = this.handle(path, d);
       h.truncatedAt = d.version;
+      h.append = (flags & O_APPEND) !== 0;
       return h;
     }
-    return this.handle(path, d);
+    const h = this.handle(path, d);
+    h.append = (flags & O_APPEND) !== 0;
+    return h;
   }
 
   /**
@@ -513,7 +521,13 @@ export class Vfs {
           if (e.attr.size <= this.opts.wholeFileBytes) await this.chunks.ensure(m.chunks.filter((c) => !isZeroRun(c, DEFAULT_CHUNKING)), path);
         } catch {
           // (No node answering: the open goes on as before, and a write that needs the old bytes fetches them.)
-          if (attempt < STALE_BASE_RETRIES && (await this.changedOnNode(path, e.digest).catch(() => false))) continue;
+          const changed = attempt < STALE_BASE_RETRIES ? await this.changedOnNode(path, e.digest).catch(() => undefined) : undefined;
+          if (changed) continue;
+          if (changed === false) {
+            // The node still names that version: its index is behind its disk (its watcher has not seen the change yet).
+            await sleep(50 * attempt);
+            continue;
+          }
         }
         // A manifest the node gave for a version newer than the entry: its own size goes with it.
         const size = last ? last.offset + last.length : 0;
@@ -537,9 +551,27 @@ export class Vfs {
    * kernel's caches) go on from what the node holds.
    */
   private async changedOnNode(path: string, digest: Buffer | undefined): Promise<boolean> {
-    await this.list(parentOf(path));
-    const now = this.meta.get(path);
-    return !now || !digest || !now.digest?.equals(digest);
+    // Asked of the node itself: a listing under way may have been answered before the change.
+    let r;
+    try {
+      r = await this.mesh.getManifest(path);
+    } catch (err) {
+      if (errnoOf(err) !== 'ENOENT') throw err;
+      await this.list(parentOf(path)); // gone there: the listing drops it
+      return true;
+    }
+    const m = { digest: Buffer.from(r.digest), chunks: chunksFromWire(r.chunks) };
+    const known = this.meta.get(path);
+    if (digest && m.digest.equals(digest)) return false;
+    if (!known) {
+      await this.list(parentOf(path));
+      return true;
+    }
+    // (Its chunk list goes with it: a one-chunk file's is kept in the entry.)
+    await this.meta.put(path, { ...known, attr: attrFromWire(r.attr!), digest: m.digest, chunks: m.chunks.length <= 1 ? m.chunks : undefined });
+    await this.meta.putManifest(path, m);
+    this.listedListener?.([{ path, what: 'attrs' }]);
+    return true;
   }
 
   /**
@@ -613,14 +645,25 @@ export class Vfs {
   }
 
   /** Creates a new file (it reaches the node when its last writer closes it). */
-  async create(dir: string, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0): Promise<{ node: Node; handle: FileHandle }> {
+  /**
+   * `flags`: the open's flags, where the driver has them. The kernel creates
+   * only after a lookup found nothing, and the name may have appeared since
+   * (another client's file, heard of meanwhile). Without O_EXCL the open
+   * then opens that file, as open(O_CREAT) does on a local disk: `>>` from
+   * two mounts at once failed with EEXIST on one of them. Without flags
+   * (fuse-native), EEXIST.
+   */
+  async create(dir: string, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0, flags?: number): Promise<{ node: Node; handle: FileHandle }> {
     this.known(dir);
     const path = namedPath(dir, name);
     const parent = await this.entry(dir);
     if (!isDir(parent.attr.mode)) throw new FsError('ENOTDIR', `"${dir}" is not a directory`);
-    // The kernel creates only after a lookup found nothing; a name that
-    // appeared meanwhile is not silently truncated.
-    if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
+    const there = await this.entry(path).catch(() => undefined);
+    if (there && flags !== undefined && (flags & O_EXCL) === 0 && isReg(there.attr.mode)) {
+      const handle = await this.openWrite(path, flags);
+      return { node: this.node(path, await this.entry(path)), handle };
+    }
+    if (there) throw new FsError('EEXIST', `"${path}" exists`);
     const dn = this.writeBack.newDirtyName();
     const d = this.track(DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, uid, gid));
     this.meta.putVolatile(path, d.entry());
@@ -638,10 +681,17 @@ export class Vfs {
     if (!d) throw new FsError('EBADF', `file handle ${fh} is not open for writing`);
     return d.exclusive(async () => {
       await this.ownCopy(d);
+      // O_APPEND: at the end of the file as this mount has it. The kernel
+      // gives the size it holds, which is behind when the copy started from
+      // a version another client made (writeBase): written there, the
+      // append overwrote that version's end, or left a run of zeros. The
+      // kernel is told to ask for the file's size again.
+      const at = h.append ? d.size : offset;
+      if (at !== offset) this.listedListener?.([{ path: d.path, what: 'attrs' }]);
       // Bytes outside this write are needed as they were: bring them in first.
-      if (!(offset === 0 && data.length >= d.size)) await d.materialize(this.chunks);
+      if (!(at === 0 && data.length >= d.size)) await d.materialize(this.chunks);
       d.materialized = true;
-      return d.write(offset, data);
+      return d.write(at, data);
     });
   }
 
@@ -733,7 +783,8 @@ export class Vfs {
   directWriteFd(fh: number, stop: () => [number, Buffer][]): number | undefined {
     const h = this.handles.get(fh);
     const d = h?.dirty;
-    if (!d || h.readOnly || d.writers !== 1 || d.handles !== 1) return undefined;
+    // (Not O_APPEND: the driver would write where the kernel says, see write().)
+    if (!d || h.readOnly || h.append || d.writers !== 1 || d.handles !== 1) return undefined;
     return d.directWrites(stop);
   }
 

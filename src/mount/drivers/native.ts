@@ -566,7 +566,7 @@ export class NativeDriver implements Driver {
         return serveOp(
           'create',
           name!,
-          () => vfs.create(dir, name!, mode & 0o7777, uid, gid),
+          () => vfs.create(dir, name!, mode & 0o7777, uid, gid, flags),
           (c) => {
             const id = ids.entry(ino, name!);
             this.opened(id, c.handle.fh);
