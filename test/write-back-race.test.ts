@@ -497,3 +497,22 @@ for (const asyncWriteBack of [false, true]) {
     t.equal(wb.stats.failed, 0, 'no hand-over failed');
   });
 }
+
+t.test("a create of a name another client made since the kernel's lookup: opens that file (without O_EXCL), as a local disk does", async (t) => {
+  const rig = await writeBackRig(t, {}, 5_000);
+  const { root, vfs, wb } = rig;
+  await vfs.list('');
+  // The node has the file; the mount hears of it (here: by listing) after the kernel's lookup found nothing.
+  await writeFile(join(root, 'theirs'), 'theirs\n');
+  await waitFor('the mount to list it', async () => (await vfs.list(''), !!(await vfs.entry('theirs').catch(() => undefined))));
+  const O_WRONLY_CREAT = 0o1 | 0o100;
+  t.equal((await outcome(vfs.create('', 'theirs', 0o644, 0, 0, O_WRONLY_CREAT | 0o200 /* O_EXCL */).then(() => undefined))).split(':')[0], 'EEXIST', 'with O_EXCL: EEXIST');
+  t.equal((await outcome(vfs.create('', 'theirs', 0o644, 1000, 1000, O_WRONLY_CREAT).then(() => undefined))).split(':')[0], 'EACCES', 'another user may not write a file mode 0644 of root: EACCES, as an open would say');
+  const { handle } = await vfs.create('', 'theirs', 0o644, 0, 0, O_WRONLY_CREAT | 0o2000 /* O_APPEND */);
+  await vfs.write(handle.fh, 0, Buffer.from('mine\n'));
+  t.equal(await outcome(vfs.flush(handle.fh)), 'ok', 'the close succeeds');
+  await vfs.release(handle.fh);
+  await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+  t.equal(await readFile(join(root, 'theirs'), 'utf8'), 'theirs\nmine\n', 'the append went after their content');
+  t.same(await readdir(root), ['theirs'], 'no conflict copy');
+});

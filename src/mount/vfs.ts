@@ -552,6 +552,7 @@ export class Vfs {
    */
   private async changedOnNode(path: string, digest: Buffer | undefined): Promise<boolean> {
     // Asked of the node itself: a listing under way may have been answered before the change.
+    const before = this.meta.get(path)?.digest;
     let r;
     try {
       r = await this.mesh.getManifest(path);
@@ -563,6 +564,8 @@ export class Vfs {
     const m = { digest: Buffer.from(r.digest), chunks: chunksFromWire(r.chunks) };
     const known = this.meta.get(path);
     if (digest && m.digest.equals(digest)) return false;
+    // The change feed brought a version while the node answered: that one is as new, or newer.
+    if (known && !sameDigest(known.digest, before)) return true;
     if (!known) {
       await this.list(parentOf(path));
       return true;
@@ -660,6 +663,8 @@ export class Vfs {
     if (!isDir(parent.attr.mode)) throw new FsError('ENOTDIR', `"${dir}" is not a directory`);
     const there = await this.entry(path).catch(() => undefined);
     if (there && flags !== undefined && (flags & O_EXCL) === 0 && isReg(there.attr.mode)) {
+      // The kernel checks no permission on a file a create opened: checked here, as an open would be.
+      if (!mayWrite(there.attr, uid, gid)) throw new FsError('EACCES', `"${path}" exists and is not writable by uid ${uid}`);
       const handle = await this.openWrite(path, flags);
       return { node: this.node(path, await this.entry(path)), handle };
     }
@@ -675,7 +680,8 @@ export class Vfs {
     if (d.handedOver) await d.detach(this.writeBack.newDirtyName(), (n) => this.writeBack.dirtyPath(n));
   }
 
-  async write(fh: number, offset: number, data: Buffer): Promise<number> {
+  /** `positional`: at `offset` even for an O_APPEND handle (bytes the driver has placed there already: a passed-through writer's). */
+  async write(fh: number, offset: number, data: Buffer, positional = false): Promise<number> {
     const h = this.handles.get(fh);
     const d = h?.dirty;
     if (!d) throw new FsError('EBADF', `file handle ${fh} is not open for writing`);
@@ -686,7 +692,7 @@ export class Vfs {
       // a version another client made (writeBase): written there, the
       // append overwrote that version's end, or left a run of zeros. The
       // kernel is told to ask for the file's size again.
-      const at = h.append ? d.size : offset;
+      const at = h.append && !positional ? d.size : offset;
       if (at !== offset) this.listedListener?.([{ path: d.path, what: 'attrs' }]);
       // Bytes outside this write are needed as they were: bring them in first.
       if (!(at === 0 && data.length >= d.size)) await d.materialize(this.chunks);
@@ -1437,4 +1443,16 @@ export function chunkIndex(chunks: readonly ChunkRef[], offset: number): number 
 function namedPath(dir: string, name: string): string {
   if (Buffer.byteLength(name) > NAME_MAX) throw new FsError('ENAMETOOLONG', `"${name.slice(0, 32)}...": a name is at most ${NAME_MAX} bytes`);
   return joinRel(dir, name);
+}
+
+function sameDigest(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  return a && b ? a.equals(b) : a === b;
+}
+
+/** Write permission by mode bits, for the caller's uid and primary gid (root may always write). */
+function mayWrite(attr: Attr, uid: number, gid: number): boolean {
+  if (uid === 0) return true;
+  if (uid === attr.uid) return (attr.mode & 0o200) !== 0;
+  if (gid === attr.gid) return (attr.mode & 0o020) !== 0;
+  return (attr.mode & 0o002) !== 0;
 }

@@ -496,7 +496,8 @@ export class NativeDriver implements Driver {
           'write',
           fh,
           async () => {
-            const n = await vfs.write(fh, off, data!);
+            // (A passed-through writer's bytes stay where the kernel put them: the backing file has them there.)
+            const n = await vfs.write(fh, off, data!, !!t);
             // The same bytes in the backing file, before the writer hears back: readers see them as on a local file.
             t?.mirrorWrite(fh, off, data!, n);
             return n;
@@ -514,7 +515,7 @@ export class NativeDriver implements Driver {
           'flush',
           fh,
           async () => {
-            await t?.catchUp(fh, { read: (h, o, n) => vfs.readSlices(h, o, n), write: (h, o, d) => vfs.write(h, o, d) });
+            await t?.catchUp(fh, { read: (h, o, n) => vfs.readSlices(h, o, n), write: (h, o, d) => vfs.write(h, o, d, true) });
             await vfs.flush(fh);
           },
           () => r.ok(),
