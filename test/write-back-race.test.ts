@@ -5,7 +5,7 @@
 // it, as they would on a local disk; a renamed one has them under its new
 // name). Driven in process against a real node (helpers/write-back-rig.ts),
 // so that the two calls can be started at the same moment.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -348,6 +348,41 @@ t.test('a close whose commit reached the node, its answer lost, racing an unlink
   t.same((await readdir(root)).filter((n) => n.startsWith('unanswered')), [], 'nor a conflict copy of it');
 });
 
+/**
+ * A rig with the file `log` ("start\n") on the node, whose journal holds
+ * the next record of `log` written after holdNextRecord() until released:
+ * a hand-over kept on its way.
+ */
+async function logRig(t: Test, asyncWriteBack: boolean) {
+  let hold: Promise<void> | undefined;
+  let holding: () => void = () => {};
+  const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack }, {
+    journal: (j) => {
+      const add = j.add.bind(j);
+      j.add = async (...args: Parameters<typeof add>) => {
+        const h = hold;
+        if (h && args[0].path === 'log') {
+          hold = undefined;
+          holding();
+          await h;
+        }
+        return add(...args);
+      };
+      return j;
+    },
+  });
+  await rig.vfs.list('');
+  await writeClosed(rig.vfs, 'log', 'start\n');
+  await waitFor('the first version on the node', async () => (await rig.wb.drain()) === 0);
+  const holdNextRecord = () => {
+    let release!: () => void;
+    hold = new Promise<void>((r) => (release = r));
+    const held = new Promise<void>((r) => (holding = r));
+    return { held, release };
+  };
+  return { ...rig, holdNextRecord };
+}
+
 for (const asyncWriteBack of [false, true]) {
   t.test(`a close while the close before it is still handing over the same file: the later version is based on the earlier one, no conflict (write-back ${asyncWriteBack ? 'async' : 'sync'})`, async (t) => {
     // Two shells appending to one log (`echo >> log`): the writer that
@@ -357,28 +392,7 @@ for (const asyncWriteBack of [false, true]) {
     // the file had before, it would meet that version on the node as
     // someone else's change, and land as a conflict copy. The hand-over's
     // journal record is held here to keep it on its way.
-    let hold: Promise<void> | undefined;
-    let holding: () => void = () => {};
-    const held = new Promise<void>((r) => (holding = r));
-    const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack }, {
-      journal: (j) => {
-        const add = j.add.bind(j);
-        j.add = async (...args: Parameters<typeof add>) => {
-          const h = hold;
-          if (h && args[0].path === 'log') {
-            hold = undefined;
-            holding();
-            await h;
-          }
-          return add(...args);
-        };
-        return j;
-      },
-    });
-    const { root, vfs, wb } = rig;
-    await vfs.list('');
-    await writeClosed(vfs, 'log', 'start\n');
-    await waitFor('the first version on the node', async () => (await wb.drain()) === 0);
+    const { root, vfs, wb, holdNextRecord } = await logRig(t, asyncWriteBack);
     const a = (await vfs.open('log', 1 /* O_WRONLY */)).fh;
     const b = (await vfs.open('log', 1)).fh;
     await vfs.write(a, 6, Buffer.from('A\n'));
@@ -387,8 +401,7 @@ for (const asyncWriteBack of [false, true]) {
     await vfs.flush(a);
     await vfs.flush(b);
     await vfs.release(a);
-    let release!: () => void;
-    hold = new Promise<void>((r) => (release = r));
+    const { held, release } = holdNextRecord();
     const first = outcome(vfs.release(b));
     await held; // its record is being written
     const c = (await vfs.open('log', 1)).fh;
@@ -451,28 +464,7 @@ for (const asyncWriteBack of [false, true]) {
     // close while the other has the file open, so the last release hands it
     // over. The next round's last release hands over what that round wrote,
     // after the one before is over: the copy must still be there for it.
-    let hold: Promise<void> | undefined;
-    let holding: () => void = () => {};
-    const held = new Promise<void>((r) => (holding = r));
-    const rig = await writeBackRig(t, {}, 5_000, { asyncWriteBack }, {
-      journal: (j) => {
-        const add = j.add.bind(j);
-        j.add = async (...args: Parameters<typeof add>) => {
-          const h = hold;
-          if (h && args[0].path === 'log') {
-            hold = undefined;
-            holding();
-            await h;
-          }
-          return add(...args);
-        };
-        return j;
-      },
-    });
-    const { root, vfs, wb } = rig;
-    await vfs.list('');
-    await writeClosed(vfs, 'log', 'start\n');
-    await waitFor('the first version on the node', async () => (await wb.drain()) === 0);
+    const { root, vfs, wb, holdNextRecord } = await logRig(t, asyncWriteBack);
     /** Two writers open the file, each writes a line and closes while the other has it open. */
     const round = async (lines: [string, number][], last: (release: () => Promise<void>) => void): Promise<void> => {
       const fhs = [(await vfs.open('log', 1 /* O_WRONLY */)).fh, (await vfs.open('log', 1)).fh];
@@ -481,8 +473,7 @@ for (const asyncWriteBack of [false, true]) {
       await vfs.release(fhs[0]!);
       last(() => vfs.release(fhs[1]!));
     };
-    let release!: () => void;
-    hold = new Promise<void>((r) => (release = r));
+    const { held, release } = holdNextRecord();
     let first!: Promise<string>;
     await round([['A\n', 6], ['B\n', 8]], (r) => (first = outcome(r())));
     await held; // the first round's hand-over is on its way

@@ -547,8 +547,9 @@ export class Vfs {
 
   /**
    * Whether the node holds other content at `path` than the digest the mount
-   * had for it. Its directory is listed again, so the mount (and the
-   * kernel's caches) go on from what the node holds.
+   * had for it. When it does, the mount takes the node's entry and chunk
+   * list (and the kernel is told), so the open goes on from what the node
+   * holds; a file gone there is dropped by listing its directory again.
    */
   private async changedOnNode(path: string, digest: Buffer | undefined): Promise<boolean> {
     // Asked of the node itself: a listing under way may have been answered before the change.
@@ -647,8 +648,8 @@ export class Vfs {
     return m;
   }
 
-  /** Creates a new file (it reaches the node when its last writer closes it). */
   /**
+   * Creates a new file (it reaches the node when its last writer closes it).
    * `flags`: the open's flags, where the driver has them. The kernel creates
    * only after a lookup found nothing, and the name may have appeared since
    * (another client's file, heard of meanwhile). Without O_EXCL the open

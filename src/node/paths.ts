@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { FsError } from '../wire/errors.js';
 import { nativeAddon } from '../native/addon.js';
 import type { MetaCalls } from './meta-calls.js';
+import { NAME_MAX } from '../wire/rel-path.js';
 
 /** A file opened for reading inside the root. */
 export interface RootFile {
@@ -27,9 +28,7 @@ const readP = promisify(read);
 const fstatP = promisify(fstat) as (fd: number, o: { bigint: true }) => Promise<BigIntStats>;
 const closeP = promisify(close);
 
-export { baseName, joinRel, parentOf } from '../wire/rel-path.js';
-import { NAME_MAX } from '../wire/rel-path.js';
-export { NAME_MAX };
+export { baseName, joinRel, NAME_MAX, parentOf } from '../wire/rel-path.js';
 export const PATH_MAX = 4095;
 
 /** Validates a wire path; returns it unchanged ("" is the root). */
