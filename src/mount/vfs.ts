@@ -422,20 +422,25 @@ export class Vfs {
       }
       d = await opening;
     }
-    if (flags & O_TRUNC) {
-      const dirty = d;
-      await dirty.exclusive(async () => {
-        await this.ownCopy(dirty); // a copy handed to the write-back keeps what was closed
-        dirty.materialized = true;
-        await dirty.truncate(0);
-      });
-      const h = this.handle(path, d);
-      h.truncatedAt = d.version;
-      h.append = (flags & O_APPEND) !== 0;
-      return h;
-    }
+    // Counted at once: a last release of this copy, under way, must not
+    // close it while the truncation below waits for its turn (the writes
+    // of this handle then failed with EBADF, and its release lost them).
     const h = this.handle(path, d);
     h.append = (flags & O_APPEND) !== 0;
+    if (flags & O_TRUNC) {
+      const dirty = d;
+      try {
+        await dirty.exclusive(async () => {
+          await this.ownCopy(dirty); // a copy handed to the write-back keeps what was closed
+          dirty.materialized = true;
+          await dirty.truncate(0);
+        });
+      } catch (err) {
+        await this.release(h.fh).catch(() => undefined);
+        throw err;
+      }
+      h.truncatedAt = d.version;
+    }
     return h;
   }
 
