@@ -17,7 +17,7 @@ import { attrFromWire, chunksFromWire } from '../wire/convert.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoOf, FsError } from '../wire/errors.js';
 import { isWithin, joinRel, NAME_MAX, parentOf } from '../wire/rel-path.js';
-import type { WMutateRequest } from '../wire/types.js';
+import type { WManifestOut, WMutateRequest } from '../wire/types.js';
 import { log } from '../log.js';
 import type { ChunkReader } from './chunk-reader.js';
 import { DirtyFile, nextLocalIno } from './dirty-file.js';
@@ -301,7 +301,7 @@ export class Vfs {
     let m = await this.knownManifest(path, e);
     if (!m) {
       const r = await this.mesh.getManifest(path);
-      m = { digest: Buffer.from(r.digest), chunks: chunksFromWire(r.chunks) };
+      m = manifestFromWire(r);
       // The manifest is the newest word on the file: bring the entry up to it.
       e = { ...e, attr: attrFromWire(r.attr!), digest: m.digest };
       await this.meta.put(path, e);
@@ -567,7 +567,7 @@ export class Vfs {
       await this.list(parentOf(path)); // gone there: the listing drops it
       return true;
     }
-    const m = { digest: Buffer.from(r.digest), chunks: chunksFromWire(r.chunks) };
+    const m = manifestFromWire(r);
     const known = this.meta.get(path);
     if (digest && m.digest.equals(digest)) return false;
     // The change feed brought a version while the node answered: that one is as new, or newer.
@@ -648,7 +648,7 @@ export class Vfs {
 
   private async fetchManifest(path: string): Promise<{ digest: Buffer; chunks: ChunkRef[] }> {
     const r = await this.mesh.getManifest(path);
-    const m = { digest: Buffer.from(r.digest), chunks: chunksFromWire(r.chunks) };
+    const m = manifestFromWire(r);
     await this.meta.putManifest(path, m);
     return m;
   }
@@ -1461,4 +1461,9 @@ function mayWrite(attr: Attr, uid: number, gid: number): boolean {
   if (uid === attr.uid) return (attr.mode & 0o200) !== 0;
   if (gid === attr.gid) return (attr.mode & 0o020) !== 0;
   return (attr.mode & 0o002) !== 0;
+}
+
+/** A node's manifest answer as the mount keeps it: digest and chunk list. */
+function manifestFromWire(r: WManifestOut): { digest: Buffer; chunks: ChunkRef[] } {
+  return { digest: Buffer.from(r.digest), chunks: chunksFromWire(r.chunks) };
 }
