@@ -443,6 +443,42 @@ t.test('a file another client replaced on the node, opened to append before the 
   t.same(await readdir(root), ['log'], 'and no conflict copy');
 });
 
+t.test('a file another client replaces again and again, each time before the writer has its chunks: the open keeps up, and the append lands after the last version', async (t) => {
+  // A log another mount appends to: each version the open learns of is
+  // replaced before its chunks are fetched. More times in a row than a fixed
+  // count of retries allowed (5): the append then failed with EIO.
+  const rig = await writeBackRig(t, { log: Buffer.from('version 0\n') }, 5_000);
+  const { root, vfs, wb, mesh } = rig;
+  await vfs.list('');
+  const reader = await vfs.open('log', 0 /* O_RDONLY */); // fetches the chunk list
+  await vfs.release(reader.fh);
+  const REPLACEMENTS = 8;
+  let replaced = 0;
+  const replace = async (): Promise<void> => {
+    const body = `version ${++replaced}, ${'x'.repeat(replaced)}\n`;
+    await writeFile(join(root, 'log'), body);
+    await waitFor('the node to index it', async () => Number((await mesh.stat('log')).attr!.size) === body.length);
+  };
+  await replace();
+  // Every answer about the file is out of date by the time the mount asks for its chunks.
+  const getManifest = mesh.getManifest.bind(mesh);
+  mesh.getManifest = async (...args: Parameters<typeof getManifest>) => {
+    const answer = await getManifest(...args);
+    if (replaced < REPLACEMENTS) await replace();
+    return answer;
+  };
+  const h = await vfs.open('log', 1 | 0o2000 /* O_WRONLY | O_APPEND */);
+  mesh.getManifest = getManifest;
+  t.equal(replaced, REPLACEMENTS, 'the file was replaced while the open asked');
+  const last = await readFile(join(root, 'log'), 'utf8');
+  t.equal(await outcome(vfs.write(h.fh, 0, Buffer.from('appended\n')).then(() => undefined)), 'ok', 'the append succeeds');
+  t.equal(await outcome(vfs.flush(h.fh)), 'ok', 'so does the close');
+  await vfs.release(h.fh);
+  await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+  t.equal(await readFile(join(root, 'log'), 'utf8'), `${last}appended\n`, 'the node has the append after the last version');
+  t.same(await readdir(root), ['log'], 'and no conflict copy');
+});
+
 t.test('a new file the node refuses at close (another client made a directory there) is not shown any more', async (t) => {
   const rig = await writeBackRig(t, {}, 5_000);
   const { root, vfs, mesh } = rig;

@@ -113,8 +113,13 @@ function shortRead(path: string, offset: number, length: number, got: number, si
 
 /** Times a write open makes its copy again because its name was replaced meanwhile (see Vfs.newDirty). */
 const NAME_CHANGE_RETRIES = 10;
-/** Times a writer's open starts again from a newer version the node has (see writeBase). */
-const STALE_BASE_RETRIES = 5;
+/**
+ * How long a writer's open keeps starting again from a newer version the
+ * node has (see writeBase). Time, not a count: a client committing the file
+ * again and again (a log appended to from another mount) can replace each
+ * version before its chunks are fetched, several times in a row under load.
+ */
+const STALE_BASE_BUDGET_MS = 3_000;
 
 /** Runs a namespace change's call to the node (see Vfs.mutate): as it is, or inside what must hold around it. */
 type NodeCall = (call: () => ReturnType<MeshClient['mutate']>) => ReturnType<MeshClient['mutate']>;
@@ -512,6 +517,7 @@ export class Vfs {
    * write failed with EIO (two mounts appending to one log).
    */
   private async writeBase(path: string, flags: number): Promise<[MetaEntry, ChunkRef[]]> {
+    const until = Date.now() + STALE_BASE_BUDGET_MS;
     for (let attempt = 1; ; attempt++) {
       // Read again: the flush in makeDirty may just have committed a queued
       // version, which is then the base (what was shown before had no digest).
@@ -524,15 +530,22 @@ export class Vfs {
         try {
           if (stale) throw new FsError('ESTALE', `"${path}": the node has a version the mount has not heard of`);
           if (e.attr.size <= this.opts.wholeFileBytes) await this.chunks.ensure(m.chunks.filter((c) => !isZeroRun(c, DEFAULT_CHUNKING)), path);
-        } catch {
+        } catch (err) {
           // (No node answering: the open goes on as before, and a write that needs the old bytes fetches them.)
-          const changed = attempt < STALE_BASE_RETRIES ? await this.changedOnNode(path, e.digest).catch(() => undefined) : undefined;
-          if (changed) continue;
-          if (changed === false) {
-            // The node still names that version: its index is behind its disk (its watcher has not seen the change yet).
-            await sleep(50 * attempt);
+          const inTime = Date.now() < until;
+          const changed = inTime ? await this.changedOnNode(path, e.digest).catch(() => undefined) : undefined;
+          log.debug({ path, attempt, changed, err: (err as Error).message }, "a writer's open could not fetch the chunks of the version it knew");
+          if (changed) {
+            // Replaced again before its chunks came: a pause of random length gets out of step with the other writer's commits.
+            if (attempt > 2) await sleep(Math.random() * 10 * Math.min(attempt, 5));
             continue;
           }
+          if (changed === false) {
+            // The node still names that version: its index is behind its disk (its watcher has not seen the change yet).
+            await sleep(50 * Math.min(attempt, 5));
+            continue;
+          }
+          if (!inTime) log.warn({ path, attempts: attempt }, "a writer's open goes on from a version the node no longer has (replaced again and again): a write that needs its bytes fails");
         }
         // A manifest the node gave for a version newer than the entry: its own size goes with it.
         const size = last ? last.offset + last.length : 0;

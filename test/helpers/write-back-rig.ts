@@ -44,6 +44,7 @@ export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadl
   await meta.load();
   const chunks = new ChunkStore(join(cache, 'chunks'), { quotaBytes: Infinity, minFreeBytes: 0 });
   await chunks.init();
+  t.teardown(() => chunks.close());
   const hasher = new HashPool(1, DEFAULT_CHUNKING, 4 * 1024 * 1024);
   t.teardown(() => hasher.close());
   const mesh = new MeshClient(replica ? [proxy.endpoint, replica.endpoint] : [proxy.endpoint], 'default', { deadlineMs, backoffMs: 1 });

@@ -94,10 +94,12 @@ t.test('mount: write side', async (t) => {
     await writeFile(S('both.log'), '');
     await waitFor('both mounts to show it', async () => (await sh(`test -f '${M('both.log')}' && test -f '${join(mnt2, 'both.log')}'`)).code === 0);
     const loop = (dir: string, tag: string) => `(for i in $(seq ${each}); do echo "${tag}$i" >> '${join(dir, 'both.log')}' || echo "failed ${tag}$i" >&2; done)`;
+    const seenBefore = m.lines.length;
     const r = await sh(`${loop(mnt, 'a')} & ${loop(mnt2, 'b')}; wait`);
     const failed = new Set([...r.stderr.matchAll(/^failed (\S+)$/gm)].map((x) => x[1]!));
-    // Known: now and then one append still fails with EIO (seen once, in a full suite run at c77df14).
-    t.same([...failed], [], 'no append failed', { todo: 'now and then one append of the two mounts fails with EIO; its cause is not found yet' });
+    // What the mounts warned of, to find out why should an append fail.
+    const warned = [m, m2].flatMap((p) => p.lines.slice(p === m ? seenBefore : 0).filter((l) => l.level >= 40 && !String(l.msg).startsWith('write-back conflict')).map((l) => JSON.stringify(l)));
+    t.same([...failed], [], 'no append failed', failed.size ? { warned } : {});
     t.equal(await m2.stop(), 0, 'the second mount unmounts cleanly (what it had closed is on the node)');
     const bodies = async () => Promise.all((await readdir(src)).filter((n) => n === 'both.log' || n.startsWith('both.conflict-')).map((n) => readFile(S(n))));
     const missing = async () => {
