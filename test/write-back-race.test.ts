@@ -6,7 +6,7 @@
 // name). Driven in process against a real node (helpers/write-back-rig.ts),
 // so that the two calls can be started at the same moment.
 import t, { type Test } from 'tap';
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errnoOf } from '../src/wire/errors.js';
@@ -477,6 +477,26 @@ t.test('a file another client replaces again and again, each time before the wri
   await waitFor('nothing queued', async () => (await wb.drain()) === 0);
   t.equal(await readFile(join(root, 'log'), 'utf8'), `${last}appended\n`, 'the node has the append after the last version');
   t.same(await readdir(root), ['log'], 'and no conflict copy');
+});
+
+t.test('a read open asking the node for the chunk list while the change feed says the file went: the open does not bring the name back', async (t) => {
+  // Several chunks: a listing gives a one-chunk file's list with its entry.
+  const rig = await writeBackRig(t, { gone: randomBytes(3 << 20) }, 5_000);
+  const { root, vfs, mesh } = rig;
+  await vfs.list('');
+  t.ok(vfs.meta.get('gone') && !vfs.meta.get('gone')!.chunks, 'listed, without its chunk list');
+  const getManifest = mesh.getManifest.bind(mesh);
+  mesh.getManifest = async (...args: Parameters<typeof getManifest>) => {
+    const answer = await getManifest(...args);
+    // Another client removes the file; the change feed applies it as the answer travels.
+    await rm(join(root, 'gone'));
+    await vfs.meta.put('gone', null);
+    return answer;
+  };
+  const h = await vfs.open('gone', 0 /* O_RDONLY */);
+  mesh.getManifest = getManifest;
+  t.equal(vfs.meta.get('gone'), undefined, 'the removal the feed applied stands');
+  await vfs.release(h.fh);
 });
 
 t.test('a new file the node refuses at close (another client made a directory there) is not shown any more', async (t) => {

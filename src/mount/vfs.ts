@@ -305,12 +305,12 @@ export class Vfs {
     if (!isReg(e.attr.mode)) throw new FsError('EINVAL', `"${path}" is not a regular file`);
     let m = await this.knownManifest(path, e);
     if (!m) {
+      const before = this.meta.get(path);
       const r = await this.mesh.getManifest(path);
       m = manifestFromWire(r);
-      // The manifest is the newest word on the file: bring the entry up to it.
+      await this.takeManifest(path, before, r, m);
+      // The handle reads the version the manifest is of.
       e = { ...e, attr: attrFromWire(r.attr!), digest: m.digest };
-      await this.meta.put(path, e);
-      await this.meta.putManifest(path, m);
     }
     const h: FileHandle = { fh: this.nextFh++, path, size: e.attr.size, chunks: m.chunks, digest: m.digest, attr: e.attr, lastEnd: 0, aheadTo: 0, readOnly: true };
     this.handles.set(h.fh, h);
@@ -571,7 +571,7 @@ export class Vfs {
    */
   private async changedOnNode(path: string, digest: Buffer | undefined): Promise<boolean> {
     // Asked of the node itself: a listing under way may have been answered before the change.
-    const before = this.meta.get(path)?.digest;
+    const before = this.meta.get(path);
     let r;
     try {
       r = await this.mesh.getManifest(path);
@@ -581,18 +581,28 @@ export class Vfs {
       return true;
     }
     const m = manifestFromWire(r);
-    const known = this.meta.get(path);
     if (digest && m.digest.equals(digest)) return false;
-    // The change feed brought a version while the node answered: that one is as new, or newer.
-    if (known && !sameDigest(known.digest, before)) return true;
-    if (!known) {
+    if (!this.meta.get(path)) {
       await this.list(parentOf(path));
       return true;
     }
+    if (await this.takeManifest(path, before, r, m)) this.listedListener?.([{ path, what: 'attrs' }]);
+    return true;
+  }
+
+  /**
+   * Brings the entry up to a manifest the node answered for `path` (the
+   * newest word on the file), unless the entry changed while the node
+   * answered: the change feed brought a version, as new or newer, or the
+   * file went (put back, it would be shown again). `before`: the entry when
+   * the node was asked. Whether the entry was brought up to it.
+   */
+  private async takeManifest(path: string, before: MetaEntry | undefined, r: WManifestOut, m: { digest: Buffer; chunks: ChunkRef[] }): Promise<boolean> {
+    const now = this.meta.get(path);
+    if (!now || now !== before) return false;
     // (Its chunk list goes with it: a one-chunk file's is kept in the entry.)
-    await this.meta.put(path, { ...known, attr: attrFromWire(r.attr!), digest: m.digest, chunks: m.chunks.length <= 1 ? m.chunks : undefined });
+    await this.meta.put(path, { ...now, attr: attrFromWire(r.attr!), digest: m.digest, chunks: m.chunks.length <= 1 ? m.chunks : undefined });
     await this.meta.putManifest(path, m);
-    this.listedListener?.([{ path, what: 'attrs' }]);
     return true;
   }
 
@@ -1462,10 +1472,6 @@ export function chunkIndex(chunks: readonly ChunkRef[], offset: number): number 
 function namedPath(dir: string, name: string): string {
   if (Buffer.byteLength(name) > NAME_MAX) throw new FsError('ENAMETOOLONG', `"${name.slice(0, 32)}...": a name is at most ${NAME_MAX} bytes`);
   return joinRel(dir, name);
-}
-
-function sameDigest(a: Buffer | undefined, b: Buffer | undefined): boolean {
-  return a && b ? a.equals(b) : a === b;
 }
 
 /** Write permission by mode bits, for the caller's uid and primary gid (root may always write). */
