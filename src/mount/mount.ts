@@ -138,7 +138,7 @@ export class Mount {
       m.copies = copies;
       if (driver.invalidate) {
         feed.onChange((path, what) => driver.invalidate!([{ path, what }]));
-        vfs.onListed((changes) => driver.invalidate!(changes));
+        vfs.onShownChanged((changes) => driver.invalidate!(changes));
       }
       await driver.mount();
       log.info(

@@ -145,7 +145,7 @@ export class Vfs {
   private readonly changedNames = new Map<string, number>();
   private nextFh = 1;
   private followListener: ((fh: number) => void) | undefined;
-  private listedListener: ((changes: PathChange[]) => void) | undefined;
+  private shownChangedListener: ((changes: PathChange[]) => void) | undefined;
 
   private readonly capacity = new NodeCapacity(() => this.mesh.statFs());
 
@@ -208,7 +208,7 @@ export class Vfs {
           // (What stays shown as it was is no change for the kernel.)
           const kept = new Set(queued.map(([path]) => path));
           const told = kept.size ? changes.filter((c) => !kept.has(c.path)) : changes;
-          if (told.length) this.listedListener?.(told);
+          if (told.length) this.shownChangedListener?.(told);
         })
         .finally(() => {
           this.meta.endListing(ticket);
@@ -586,7 +586,7 @@ export class Vfs {
       await this.list(parentOf(path));
       return true;
     }
-    if (await this.takeManifest(path, before, r, m)) this.listedListener?.([{ path, what: 'attrs' }]);
+    if (await this.takeManifest(path, before, r, m)) this.shownChangedListener?.([{ path, what: 'attrs' }]);
     return true;
   }
 
@@ -654,12 +654,14 @@ export class Vfs {
   }
 
   /**
-   * Told of what a listing from a node changed in what the mount shows (a
-   * file gone, or new, while the feed was cut off): kernel caches filled
-   * from the older state must drop it, as for a change the feed reports.
+   * Told of what the mount shows differently, found out other than by the
+   * change feed: a listing from a node (a file gone, or new, while the feed
+   * was cut off), a writer's open that met a newer version, an append past
+   * the size the kernel holds. Kernel caches filled from the older state
+   * must drop it, as for a change the feed reports.
    */
-  onListed(fn: (changes: PathChange[]) => void): void {
-    this.listedListener = fn;
+  onShownChanged(fn: (changes: PathChange[]) => void): void {
+    this.shownChangedListener = fn;
   }
 
   /** A file open for writing: the VFS knows it by its path, and its big front-to-back writes travel ahead of the close. */
@@ -722,7 +724,7 @@ export class Vfs {
       // append overwrote that version's end, or left a run of zeros. The
       // kernel is told to ask for the file's size again.
       const at = h.append && !positional ? d.size : offset;
-      if (at !== offset) this.listedListener?.([{ path: d.path, what: 'attrs' }]);
+      if (at !== offset) this.shownChangedListener?.([{ path: d.path, what: 'attrs' }]);
       // Bytes outside this write are needed as they were: bring them in first.
       if (!(at === 0 && data.length >= d.size)) await d.materialize(this.chunks);
       d.materialized = true;
