@@ -2,11 +2,21 @@
 import t from 'tap';
 import { mkdir, readFile, writeFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { BIN, NodeProc, tempDir } from './helpers/node-proc.js';
 import { MountProc, run, sh } from './helpers/mount-proc.js';
 import { isMounted } from '../src/mount/mount-table.js';
 
 const cli = (...args: string[]) => run(process.execPath, [BIN, ...args]);
+/** Opens argv[1] for writing, writes a line, says so, and keeps it open. */
+const HOLD_WRITTEN = `
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b'written, never closed\\n')
+print('written', flush=True)
+time.sleep(300)
+`;
 
 /** A test's directories, with its own runtime dir so that `status` sees only its mounts. */
 async function layout(t: Parameters<typeof tempDir>[0]) {
@@ -92,6 +102,26 @@ t.test('status, unmount and metrics of a running mount', async (t) => {
     m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache], env);
     for (let i = 0; i < 100 && !(await readFile(join(src, 'queued.txt'), 'utf8').catch(() => '')); i++) await new Promise((r) => setTimeout(r, 100));
     t.equal(await readFile(join(src, 'queued.txt'), 'utf8'), 'queued\n', 'the next mount replayed the journal');
+  });
+
+  await t.test('unmount refuses while files are open there, naming them; --force cuts their processes off and writes back what was written', async (t) => {
+    // A writer that wrote and never closed (its write() returned: the bytes are the mount's to keep).
+    const holder = spawn('python3', ['-c', HOLD_WRITTEN, join(mnt, 'held.txt')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    t.teardown(() => holder.kill('SIGKILL'));
+    await once(holder.stdout!, 'data');
+    const refused = await cli('unmount', mnt);
+    t.equal(refused.code, 1);
+    t.match(refused.stderr, /refusing to unmount .*: busy: 1 file\(s\) open, 1 of them for writing/, refused.stderr);
+    t.match(refused.stderr, /^ +held\.txt \(open for writing\)$/m, 'it names the file');
+    t.same(JSON.parse((await cli('unmount', mnt, '--json')).stdout).openFiles, [{ path: 'held.txt', writing: true }], 'and so does --json');
+    t.equal(await isMounted(mnt), true, 'still mounted');
+    t.not(await readFile(join(src, 'held.txt'), 'utf8').catch(() => ''), 'written, never closed\n', 'not on the node yet: the file was not closed');
+    const forced = await cli('unmount', mnt, '--force');
+    t.equal(forced.code, 0, forced.stderr);
+    t.equal(await m.exited, 0, 'the mount process exited cleanly');
+    t.equal(await readFile(join(src, 'held.txt'), 'utf8'), 'written, never closed\n', 'what the writer wrote is on the node');
+    t.ok(m.has('files were open when the mount went: what was written to them is written back'), 'and the log says so');
+    m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache], env);
   });
 
   await t.test('unmount --force recovers a dead mount', async (t) => {

@@ -50,4 +50,10 @@ export type ControlReply =
   | { ok: true; flushed: number; pending: number; pendingWrites?: PendingRecord[] }
   | { ok: true; chunks: number; bytes: number }
   | { ok: true; files: number; bytes: number; fetchedBytes: number; ms: number }
-  | { ok: false; error: string; pending?: number; pendingWrites?: PendingRecord[] };
+  | { ok: false; error: string; pending?: number; pendingWrites?: PendingRecord[]; openFiles?: OpenFile[]; openCount?: number };
+
+/** A file open on a mount (see Vfs.openFileList). */
+export interface OpenFile {
+  path: string;
+  writing: boolean;
+}

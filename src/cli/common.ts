@@ -3,6 +3,7 @@ import type { Option } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { PendingRecord } from '../mount/write-back.js';
+import type { OpenFile } from '../admin/protocol.js';
 
 /** Every flag can also come from GHOSTFS_<NAME>. */
 export function env(o: Option, name: string): Option {
@@ -27,6 +28,14 @@ export function printConfig(config: object): void {
 }
 
 /** Pending write-backs, one line each: what a person needs to see why they have not reached a node. */
+/** The files a mount has open, one line each (at most those the mount listed). */
+export function describeOpen(files: OpenFile[] | undefined, total: number): string[] {
+  if (!files?.length) return [];
+  const lines = files.map((f) => `    ${f.path}${f.writing ? ' (open for writing)' : ''}`);
+  if (total > files.length) lines.push(`    ... and ${total - files.length} more`);
+  return lines;
+}
+
 export function describePending(records: PendingRecord[] | undefined, total: number): string[] {
   if (!records?.length) return [];
   const lines = records.map((r) => `    ${r.path}: closed ${Math.round(r.ageMs / 1000)}s ago, ${r.state}, ${r.attempts} attempt(s)${r.lastError ? `; last: ${r.lastError}` : ''}`);

@@ -128,6 +128,12 @@ async function foreground(config: MountConfig, metrics?: { host: string; port: n
         case 'flush':
           return { ok: true, ...(await m.flush(req.deadlineMs)) };
         case 'unmount': {
+          // Busy, as umount(8) says: a process has files open there. (Forced, they are cut off, and what they wrote is written back.)
+          const open = req.force ? [] : m.vfs.openFileList();
+          if (open.length) {
+            const writing = open.filter((f) => f.writing).length;
+            return { ok: false, error: `busy: ${open.length} file(s) open${writing ? `, ${writing} of them for writing` : ''}`, openFiles: open.slice(0, 20), openCount: open.length };
+          }
           const r = await m.flush(req.deadlineMs);
           if (r.pending > 0 && !req.force) return { ok: false, error: `${r.pending} write-back(s) pending: no node took them within the deadline`, pending: r.pending, pendingWrites: r.pendingWrites };
           // Answer first, then go: the reply must not race the process exit.

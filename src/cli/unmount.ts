@@ -1,6 +1,7 @@
 // `ghostfs unmount`: finish pending write-backs through the running mount,
-// then unmount. Refuses while write-backs cannot complete unless --force,
-// which also recovers a dead mount ("Transport endpoint is not connected").
+// then unmount. Refuses while files are open there or write-backs cannot
+// complete, unless --force, which also recovers a dead mount ("Transport
+// endpoint is not connected").
 import { Command, Option } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
@@ -9,7 +10,7 @@ import { socketFor } from '../admin/registry.js';
 import { parseDuration } from '../config/parse.js';
 import { abortFuseConnection, fuseConnection, isMounted, mountEntry } from '../mount/mount-table.js';
 import { log } from '../log.js';
-import { describePending, fail } from './common.js';
+import { describeOpen, describePending, fail } from './common.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -36,7 +37,7 @@ export function unmountCommand(): Command {
     .alias('umount')
     .description('write back what is pending, then unmount')
     .argument('<mountpoint>')
-    .option('--force', 'unmount even with write-backs pending (the journal keeps them for the next mount); also recovers a dead mount')
+    .option('--force', 'unmount even with files open (their processes are cut off; what was written to them is written back) or write-backs pending (the journal keeps them for the next mount); also recovers a dead mount')
     .addOption(new Option('--timeout <duration>', 'how long pending write-backs may take').argParser(parseDuration).default(parseDuration('30s'), '30s'))
     .option('--json', 'print the result as JSON')
     .action(async (mp: string, o) => {
@@ -47,7 +48,10 @@ export function unmountCommand(): Command {
       try {
         const r = await control(socketFor(mountpoint), { op: 'unmount', force: !!o.force, deadlineMs: o.timeout }, o.timeout + 30_000);
         if (!r.ok) {
-          if (o.json) out('', { ok: false, error: r.error, pending: r.pending, pendingWrites: r.pendingWrites });
+          if (o.json) out('', { ok: false, error: r.error, pending: r.pending, pendingWrites: r.pendingWrites, openFiles: r.openFiles, openCount: r.openCount });
+          if (r.openFiles) {
+            fail([`refusing to unmount ${mountpoint}: ${r.error}. Close them (\`fuser -vm ${mountpoint}\` names the processes), or use --force (they are cut off; what was written to them is written back).`, ...describeOpen(r.openFiles, r.openCount ?? 0)].join('\n'));
+          }
           fail([`refusing to unmount ${mountpoint}: ${r.error}. Bring a node back, or use --force (the journal keeps them for the next mount).`, ...describePending(r.pendingWrites, r.pending ?? 0)].join('\n'));
         }
         const flushed = 'flushed' in r ? r.flushed : 0;

@@ -284,6 +284,9 @@ export class Mount {
     try {
       if (!this.driverGone) await step('detach the kernel mount', async () => this.driver?.unmount());
     } finally {
+      // Files still open (their processes cut off): what was written to them goes like a close's.
+      const cutOff = await step('write back what files left open had', () => this.vfs.releaseAll());
+      if (cutOff) log.warn({ handles: cutOff }, 'files were open when the mount went: what was written to them is written back');
       // Whatever could not be written back stays journaled for the next mount.
       const left = await step('write back what is pending', () => this.writeBack.drain().catch(() => this.writeBack.pendingCount));
       await step('finish write-back work', () => this.writeBack.stop());

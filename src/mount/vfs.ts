@@ -166,6 +166,29 @@ export class Vfs {
     return this.handles.size;
   }
 
+  /** The files open now, each once (by the name a file being written has now), those open for writing marked. */
+  openFileList(): { path: string; writing: boolean }[] {
+    const files = new Map<string, boolean>();
+    for (const h of this.handles.values()) {
+      const path = h.dirty?.path ?? h.path;
+      files.set(path, files.get(path) || !h.readOnly);
+    }
+    return [...files].map(([path, writing]) => ({ path, writing })).sort((a, b) => a.path.localeCompare(b.path));
+  }
+
+  /**
+   * Releases every handle still open, as the kernel would at their close:
+   * what writers wrote goes to the write-back. For a mount going away with
+   * files open (their processes cut off): the kernel sends no release once
+   * its connection is gone, and what a write() had accepted would be lost.
+   * Returns how many there were.
+   */
+  async releaseAll(): Promise<number> {
+    const fhs = [...this.handles.keys()];
+    for (const fh of fhs) await this.release(fh);
+    return fhs.length;
+  }
+
   private node(path: string, e: MetaEntry): Node {
     return { ino: path === '' ? ROOT_INO : e.attr.ino, path, attr: e.attr, target: e.target };
   }
