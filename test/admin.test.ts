@@ -1,5 +1,5 @@
 // Operating a mount: status, unmount (flush, refuse, force), metrics.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdir, readFile, writeFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -9,14 +9,20 @@ import { MountProc, run, sh } from './helpers/mount-proc.js';
 import { isMounted } from '../src/mount/mount-table.js';
 
 const cli = (...args: string[]) => run(process.execPath, [BIN, ...args]);
-/** Opens argv[1] for writing, writes a line, says so, and keeps it open. */
-const HOLD_WRITTEN = `
-import os, sys, time
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-os.write(fd, b'written, never closed\\n')
-print('written', flush=True)
-time.sleep(300)
-`;
+const CUT_OFF = 'files were open when the mount went: their processes are cut off, and what was written to them is written back';
+
+/** A process that opens `file` for writing, writes a line, and keeps it open (killed at the test's end). */
+async function holdWritten(t: Test, file: string): Promise<void> {
+  const script = `import os, sys, time\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)\nos.write(fd, b'written, never closed\\n')\nprint('written', flush=True)\ntime.sleep(300)\n`;
+  const holder = spawn('python3', ['-c', script, file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => holder.kill('SIGKILL'));
+  await Promise.race([
+    once(holder.stdout!, 'data'),
+    once(holder, 'exit').then(([code]) => {
+      throw new Error(`the process holding ${file} exited (${code}) before it had written`);
+    }),
+  ]);
+}
 
 /** A test's directories, with its own runtime dir so that `status` sees only its mounts. */
 async function layout(t: Parameters<typeof tempDir>[0]) {
@@ -106,9 +112,7 @@ t.test('status, unmount and metrics of a running mount', async (t) => {
 
   await t.test('unmount refuses while files are open there, naming them; --force cuts their processes off and writes back what was written', async (t) => {
     // A writer that wrote and never closed (its write() returned: the bytes are the mount's to keep).
-    const holder = spawn('python3', ['-c', HOLD_WRITTEN, join(mnt, 'held.txt')], { stdio: ['ignore', 'pipe', 'inherit'] });
-    t.teardown(() => holder.kill('SIGKILL'));
-    await once(holder.stdout!, 'data');
+    await holdWritten(t, join(mnt, 'held.txt'));
     const refused = await cli('unmount', mnt);
     t.equal(refused.code, 1);
     t.match(refused.stderr, /refusing to unmount .*: busy: 1 file\(s\) open, 1 of them for writing/, refused.stderr);
@@ -118,9 +122,19 @@ t.test('status, unmount and metrics of a running mount', async (t) => {
     t.not(await readFile(join(src, 'held.txt'), 'utf8').catch(() => ''), 'written, never closed\n', 'not on the node yet: the file was not closed');
     const forced = await cli('unmount', mnt, '--force');
     t.equal(forced.code, 0, forced.stderr);
+    t.match(forced.stdout, /^unmounted .*: 1 open file handle\(s\) cut off, what was written to them written back; \d+ write-back\(s\) flushed$/m, forced.stdout);
+    t.equal(await readFile(join(src, 'held.txt'), 'utf8'), 'written, never closed\n', 'what the writer wrote is on the node when the command returns');
     t.equal(await m.exited, 0, 'the mount process exited cleanly');
-    t.equal(await readFile(join(src, 'held.txt'), 'utf8'), 'written, never closed\n', 'what the writer wrote is on the node');
-    t.ok(m.has('files were open when the mount went: what was written to them is written back'), 'and the log says so');
+    t.ok(m.has(CUT_OFF), 'and its log says so');
+    m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache], env);
+  });
+
+  await t.test('a mount taken away from outside (umount -l) while a file is open there writes back what was written to it', async (t) => {
+    await holdWritten(t, join(mnt, 'held2.txt'));
+    t.equal((await run('umount', ['-l', mnt])).code, 0, 'umount -l');
+    t.equal(await m.exited, 0, 'the mount process exited cleanly');
+    t.equal(await readFile(join(src, 'held2.txt'), 'utf8'), 'written, never closed\n', 'what the writer wrote is on the node');
+    t.ok(m.has(CUT_OFF), 'and its log says so');
     m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache], env);
   });
 

@@ -47,7 +47,7 @@ export interface MountStatus {
 
 export type ControlReply =
   | { ok: true; status: MountStatus }
-  | { ok: true; flushed: number; pending: number; pendingWrites?: PendingRecord[] }
+  | { ok: true; flushed: number; pending: number; pendingWrites?: PendingRecord[]; cutOff?: number }
   | { ok: true; chunks: number; bytes: number }
   | { ok: true; files: number; bytes: number; fetchedBytes: number; ms: number }
   | { ok: false; error: string; pending?: number; pendingWrites?: PendingRecord[]; openFiles?: OpenFile[]; openCount?: number };

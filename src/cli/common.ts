@@ -27,7 +27,6 @@ export function printConfig(config: object): void {
   process.stdout.write(JSON.stringify(masked, null, 2) + '\n');
 }
 
-/** Pending write-backs, one line each: what a person needs to see why they have not reached a node. */
 /** The files a mount has open, one line each (at most those the mount listed). */
 export function describeOpen(files: OpenFile[] | undefined, total: number): string[] {
   if (!files?.length) return [];
@@ -36,6 +35,7 @@ export function describeOpen(files: OpenFile[] | undefined, total: number): stri
   return lines;
 }
 
+/** Pending write-backs, one line each: what a person needs to see why they have not reached a node. */
 export function describePending(records: PendingRecord[] | undefined, total: number): string[] {
   if (!records?.length) return [];
   const lines = records.map((r) => `    ${r.path}: closed ${Math.round(r.ageMs / 1000)}s ago, ${r.state}, ${r.attempts} attempt(s)${r.lastError ? `; last: ${r.lastError}` : ''}`);

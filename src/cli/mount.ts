@@ -15,7 +15,8 @@ import { log } from '../log.js';
 import { ControlServer } from '../admin/control-server.js';
 import { socketFor } from '../admin/registry.js';
 import { abortStaleMount } from '../admin/stale-mount.js';
-import type { ControlReply } from '../admin/protocol.js';
+import type { ControlReply, OpenFile } from '../admin/protocol.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultCacheDir, env, fail, printConfig } from './common.js';
 import { tuneForChunkTraffic } from '../util/chunk-traffic.js';
 
@@ -92,6 +93,8 @@ function mountMetrics(m: Mount): void {
 
 async function foreground(config: MountConfig, metrics?: { host: string; port: number }): Promise<void> {
   let stopping = false;
+  /** `ghostfs unmount` is taking the mount away: it ends the process once it has answered. */
+  let unmounting = false;
   let control: ControlServer | undefined;
   await abortStaleMount(config.mountpoint).catch((err: Error) => fail(err.message));
   tuneForChunkTraffic();
@@ -116,7 +119,9 @@ async function foreground(config: MountConfig, metrics?: { host: string; port: n
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   try {
     const m = await started;
-    m.onUnmountedExternally(() => shutdown('unmounted externally'));
+    m.onUnmountedExternally(() => {
+      if (!unmounting) shutdown('unmounted externally');
+    });
     if (metrics) {
       mountMetrics(m);
       await serveMetrics(metrics.host, metrics.port);
@@ -128,17 +133,22 @@ async function foreground(config: MountConfig, metrics?: { host: string; port: n
         case 'flush':
           return { ok: true, ...(await m.flush(req.deadlineMs)) };
         case 'unmount': {
-          // Busy, as umount(8) says: a process has files open there. (Forced, they are cut off, and what they wrote is written back.)
-          const open = req.force ? [] : m.vfs.openFileList();
-          if (open.length) {
-            const writing = open.filter((f) => f.writing).length;
-            return { ok: false, error: `busy: ${open.length} file(s) open${writing ? `, ${writing} of them for writing` : ''}`, openFiles: open.slice(0, 20), openCount: open.length };
+          // Busy, as umount(8) says: a process has files open there. Forced, they are cut off, and what was written to them is written back.
+          const open = await openFilesAfterReleases(m);
+          if (open.length && !req.force) return busy(open);
+          // From the cut-off on, the kernel mount going is this command's doing (see onUnmountedExternally).
+          if (open.length) unmounting = true;
+          try {
+            const cutOff = open.length ? await m.cutOff() : 0;
+            const r = await m.flush(req.deadlineMs);
+            if (!unmounting && m.vfs.openFileList().length) return busy(m.vfs.openFileList()); // opened while the flush ran
+            if (r.pending > 0 && !req.force) return { ok: false, error: `${r.pending} write-back(s) pending: no node took them within the deadline`, pending: r.pending, pendingWrites: r.pendingWrites };
+            unmounting = true;
+            return { ok: true, ...r, cutOff };
+          } finally {
+            // Answer first, then go: the reply must not race the process exit.
+            if (unmounting) setImmediate(() => shutdown('ghostfs unmount'));
           }
-          const r = await m.flush(req.deadlineMs);
-          if (r.pending > 0 && !req.force) return { ok: false, error: `${r.pending} write-back(s) pending: no node took them within the deadline`, pending: r.pending, pendingWrites: r.pendingWrites };
-          // Answer first, then go: the reply must not race the process exit.
-          setImmediate(() => shutdown('ghostfs unmount'));
-          return { ok: true, ...r };
         }
         case 'purge':
           return { ok: true, ...(await m.purgeChunks()) };
@@ -157,6 +167,23 @@ async function foreground(config: MountConfig, metrics?: { host: string; port: n
   } finally {
     if (process.connected) process.disconnect();
   }
+}
+
+/**
+ * The files open on the mount, once releases on their way have come: the
+ * kernel sends a file's release after its close() returned, so a program
+ * that just exited may still be counted for a moment.
+ */
+async function openFilesAfterReleases(m: Mount): Promise<OpenFile[]> {
+  for (const end = Date.now() + 2000; ; await sleep(50)) {
+    const open = m.vfs.openFileList();
+    if (open.length === 0 || Date.now() >= end) return open;
+  }
+}
+
+function busy(open: OpenFile[]): ControlReply {
+  const writing = open.filter((f) => f.writing).length;
+  return { ok: false, error: `busy: ${open.length} file(s) open${writing ? `, ${writing} of them for writing` : ''}`, openFiles: open.slice(0, 20), openCount: open.length };
 }
 
 /** Starts the mount as a detached process and returns once it reports ready. */

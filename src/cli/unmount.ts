@@ -56,9 +56,11 @@ export function unmountCommand(): Command {
         }
         const flushed = 'flushed' in r ? r.flushed : 0;
         const pending = 'pending' in r ? r.pending : 0;
+        const cutOff = 'cutOff' in r ? (r.cutOff ?? 0) : 0;
         const detached = await gone(mountpoint, 15_000);
         if (!detached) fail(`${mountpoint} is still mounted (busy? close the files open there).`);
-        out(`unmounted ${mountpoint}: ${flushed} write-back(s) flushed${pending ? `, ${pending} left in the journal for the next mount` : ''}`, { ok: true, flushed, pending });
+        const cut = cutOff ? `${cutOff} open file handle(s) cut off, what was written to them written back; ` : '';
+        out(`unmounted ${mountpoint}: ${cut}${flushed} write-back(s) flushed${pending ? `, ${pending} left in the journal for the next mount` : ''}`, { ok: true, flushed, pending, ...(cutOff ? { cutOff } : {}) });
       } catch (err) {
         if (!(err instanceof NoMountError) && !/did not answer/.test((err as Error).message)) fail((err as Error).message);
         if (!(await isMounted(mountpoint))) fail(`${mountpoint} is not mounted.`);

@@ -269,6 +269,25 @@ export class Mount {
     return this.driver?.name ?? this.config.driver;
   }
 
+  /**
+   * Cuts off processes that have files open on the mount (`ghostfs unmount
+   * --force`): the kernel mount goes (its connection ends once they let go,
+   * or after the driver's grace period), and what was written to those
+   * files is written back as their close would have. Returns the count of
+   * handles that were open.
+   */
+  async cutOff(): Promise<number> {
+    await this.driver?.unmount();
+    return this.cutOffOpenFiles();
+  }
+
+  private async cutOffOpenFiles(): Promise<number> {
+    const open = this.vfs.openFileList();
+    const n = await this.vfs.cutOff();
+    if (n) log.warn({ handles: n, files: open.slice(0, 20) }, 'files were open when the mount went: their processes are cut off, and what was written to them is written back');
+    return n;
+  }
+
   async stop(): Promise<void> {
     if (this.gonePoll) clearInterval(this.gonePoll);
     // Each step of the way out is timed: an unmount that takes long says where it waited.
@@ -282,11 +301,12 @@ export class Mount {
       }
     };
     try {
-      if (!this.driverGone) await step('detach the kernel mount', async () => this.driver?.unmount());
+      // Also when the mount was taken away from outside: a lazy unmount leaves the connection to files still open.
+      await step('detach the kernel mount', async () => this.driver?.unmount().catch((err: Error) => {
+        if (!this.driverGone) throw err;
+      }));
     } finally {
-      // Files still open (their processes cut off): what was written to them goes like a close's.
-      const cutOff = await step('write back what files left open had', () => this.vfs.releaseAll());
-      if (cutOff) log.warn({ handles: cutOff }, 'files were open when the mount went: what was written to them is written back');
+      await step('write back what files left open had', () => this.cutOffOpenFiles());
       // Whatever could not be written back stays journaled for the next mount.
       const left = await step('write back what is pending', () => this.writeBack.drain().catch(() => this.writeBack.pendingCount));
       await step('finish write-back work', () => this.writeBack.stop());

@@ -120,6 +120,8 @@ const NAME_CHANGE_RETRIES = 10;
  * version before its chunks are fetched, several times in a row under load.
  */
 const STALE_BASE_BUDGET_MS = 3_000;
+/** Times a writer's open asks again while the node still names the version whose chunks it could not fetch (see writeBase). */
+const SAME_BASE_RETRIES = 5;
 
 /** Runs a namespace change's call to the node (see Vfs.mutate): as it is, or inside what must hold around it. */
 type NodeCall = (call: () => ReturnType<MeshClient['mutate']>) => ReturnType<MeshClient['mutate']>;
@@ -144,6 +146,8 @@ export class Vfs {
   private nameChanges = 0;
   private readonly changedNames = new Map<string, number>();
   private nextFh = 1;
+  /** See cutOff. */
+  private goingAway = false;
   private followListener: ((fh: number) => void) | undefined;
   private shownChangedListener: ((changes: PathChange[]) => void) | undefined;
 
@@ -177,16 +181,30 @@ export class Vfs {
   }
 
   /**
-   * Releases every handle still open, as the kernel would at their close:
-   * what writers wrote goes to the write-back. For a mount going away with
-   * files open (their processes cut off): the kernel sends no release once
-   * its connection is gone, and what a write() had accepted would be lost.
-   * Returns how many there were.
+   * The mount is going away with files open: their processes are cut off.
+   * From now on a call that would open, make or change a file fails with
+   * ENOTCONN, and every handle still open is released as the kernel would
+   * at its close, so what writers wrote goes to the write-back (once the
+   * kernel's connection is gone it sends no release, and what a write()
+   * had accepted was lost). Returns how many handles there were.
    */
-  async releaseAll(): Promise<number> {
-    const fhs = [...this.handles.keys()];
-    for (const fh of fhs) await this.release(fh);
-    return fhs.length;
+  async cutOff(): Promise<number> {
+    this.goingAway = true;
+    let released = 0;
+    // Opens under way finish first (they then hold a handle too).
+    for (let round = 0; round < 10 && (this.handles.size > 0 || this.openingWrite.size > 0); round++) {
+      await Promise.allSettled([...this.openingWrite.values()]);
+      for (const fh of [...this.handles.keys()]) {
+        released++;
+        await this.release(fh).catch((err: Error) => log.error({ fh, err: err.message }, 'cannot release a handle of a file left open'));
+      }
+    }
+    return released;
+  }
+
+  /** Throws once the mount is going away (see cutOff). */
+  private stillServing(): void {
+    if (this.goingAway) throw new FsError('ENOTCONN', 'the mount is going away');
   }
 
   private node(path: string, e: MetaEntry): Node {
@@ -316,6 +334,7 @@ export class Vfs {
 
   /** Opens a regular file; for writing, its handle shares the file's dirty copy. */
   async open(path: string, flags = 0): Promise<FileHandle> {
+    this.stillServing();
     this.known(path);
     // O_TRUNC truncates even a read-only open (Linux does, when permitted).
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) return this.openWrite(path, flags);
@@ -541,6 +560,7 @@ export class Vfs {
    */
   private async writeBase(path: string, flags: number): Promise<[MetaEntry, ChunkRef[]]> {
     const until = Date.now() + STALE_BASE_BUDGET_MS;
+    let sameBase = 0;
     for (let attempt = 1; ; attempt++) {
       // Read again: the flush in makeDirty may just have committed a queued
       // version, which is then the base (what was shown before had no digest).
@@ -555,7 +575,7 @@ export class Vfs {
           if (e.attr.size <= this.opts.wholeFileBytes) await this.chunks.ensure(m.chunks.filter((c) => !isZeroRun(c, DEFAULT_CHUNKING)), path);
         } catch (err) {
           // (No node answering: the open goes on as before, and a write that needs the old bytes fetches them.)
-          const inTime = Date.now() < until;
+          const inTime = Date.now() < until && sameBase < SAME_BASE_RETRIES;
           const changed = inTime ? await this.changedOnNode(path, e.digest).catch(() => undefined) : undefined;
           log.debug({ path, attempt, changed, err: (err as Error).message }, "a writer's open could not fetch the chunks of the version it knew");
           if (changed) {
@@ -564,11 +584,12 @@ export class Vfs {
             continue;
           }
           if (changed === false) {
-            // The node still names that version: its index is behind its disk (its watcher has not seen the change yet).
-            await sleep(50 * Math.min(attempt, 5));
+            // The node still names that version: its index is behind its disk (its watcher has not
+            // seen the change yet), or the chunks failed for another reason (the local cache, say).
+            await sleep(50 * ++sameBase);
             continue;
           }
-          if (!inTime) log.warn({ path, attempts: attempt }, "a writer's open goes on from a version the node no longer has (replaced again and again): a write that needs its bytes fails");
+          if (!inTime) log.warn({ path, attempts: attempt, err: (err as Error).message }, "a writer's open goes on without the content of the version it starts from: a write that needs those bytes fetches them, and fails if they are gone");
         }
         // A manifest the node gave for a version newer than the entry: its own size goes with it.
         const size = last ? last.offset + last.length : 0;
@@ -589,8 +610,9 @@ export class Vfs {
   /**
    * Whether the node holds other content at `path` than the digest the mount
    * had for it. When it does, the mount takes the node's entry and chunk
-   * list (and the kernel is told), so the open goes on from what the node
-   * holds; a file gone there is dropped by listing its directory again.
+   * list (and the kernel is told), unless a newer word came meanwhile (see
+   * takeManifest), so the open goes on from what the node holds; a file gone
+   * there is dropped by listing its directory again.
    */
   private async changedOnNode(path: string, digest: Buffer | undefined): Promise<boolean> {
     // Asked of the node itself: a listing under way may have been answered before the change.
@@ -615,14 +637,15 @@ export class Vfs {
 
   /**
    * Brings the entry up to a manifest the node answered for `path` (the
-   * newest word on the file), unless the entry changed while the node
-   * answered: the change feed brought a version, as new or newer, or the
-   * file went (put back, it would be shown again). `before`: the entry when
-   * the node was asked. Whether the entry was brought up to it.
+   * newest word on the file), unless another version was shown while the
+   * node answered (the change feed's or a listing's, as new or newer) or
+   * the file went (put back, it would be shown again). `before`: the entry
+   * when the node was asked. Whether the entry was brought up to it.
    */
   private async takeManifest(path: string, before: MetaEntry | undefined, r: WManifestOut, m: { digest: Buffer; chunks: ChunkRef[] }): Promise<boolean> {
     const now = this.meta.get(path);
-    if (!now || now !== before) return false;
+    // (Compared by digest: a listing puts a new entry object for the same version.)
+    if (!now || !before || !(now.digest && before.digest ? now.digest.equals(before.digest) : now.digest === before.digest)) return false;
     // (Its chunk list goes with it: a one-chunk file's is kept in the entry.)
     await this.meta.put(path, { ...now, attr: attrFromWire(r.attr!), digest: m.digest, chunks: m.chunks.length <= 1 ? m.chunks : undefined });
     await this.meta.putManifest(path, m);
@@ -711,6 +734,7 @@ export class Vfs {
    * (fuse-native), EEXIST.
    */
   async create(dir: string, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0, flags?: number): Promise<{ node: Node; handle: FileHandle }> {
+    this.stillServing();
     this.known(dir);
     const path = namedPath(dir, name);
     const parent = await this.entry(dir);
@@ -736,6 +760,7 @@ export class Vfs {
 
   /** `positional`: at `offset` even for an O_APPEND handle (bytes the driver has placed there already: a passed-through writer's). */
   async write(fh: number, offset: number, data: Buffer, positional = false): Promise<number> {
+    this.stillServing();
     const h = this.handles.get(fh);
     const d = h?.dirty;
     if (!d) throw new FsError('EBADF', `file handle ${fh} is not open for writing`);
@@ -797,6 +822,7 @@ export class Vfs {
    * `wrote` hears of each piece of zeros written; returns the file's size after.
    */
   async fallocate(fh: number, mode: number, offset: number, length: number, wrote?: (offset: number, data: Buffer) => void): Promise<number> {
+    this.stillServing();
     const h = this.handles.get(fh);
     const d = h?.dirty;
     if (!d || h.readOnly) throw new FsError('EBADF', `file handle ${fh} is not open for writing`);
@@ -862,6 +888,7 @@ export class Vfs {
    * and nothing has changed since: its release does.
    */
   async flush(fh: number): Promise<void> {
+    this.stillServing();
     const h = this.handles.get(fh);
     const d = h?.dirty;
     if (!d || h.readOnly || !d.modified || d.unlinked || d.writers > 1) return;
@@ -881,6 +908,7 @@ export class Vfs {
    * the node first, when one answers, and is on the local disk otherwise.
    */
   async fsync(fh: number): Promise<void> {
+    this.stillServing();
     const h = this.handles.get(fh);
     if (!h) return;
     // Versions closed earlier go to the node first, when one answers: what is written now is based on them.
