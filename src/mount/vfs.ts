@@ -1267,6 +1267,15 @@ export class Vfs {
     // Files still being written move with their writers; their content must reach the node first.
     // A close under way queues its version first: one committed here would be newer, and overwritten by it.
     await this.writeBack.closesSettled(exchange ? [from, to] : [from]);
+    if (this.opts.asyncWriteBack && !exchange && !this.meta.get(to) && !this.dirty.has(from) && !this.dirty.has(to) && isReg(source.attr.mode) && (await this.writeBack.renameQueued(from, to))) {
+      // A new file still queued: renamed in the queue, the node gets it under its new name only.
+      const shown = this.meta.get(from);
+      if (shown) this.meta.putVolatile(to, shown);
+      this.meta.putVolatile(from, null);
+      this.namesChanged(from, to);
+      for (const h of this.handles.values()) if (h.path === from) h.path = to;
+      return;
+    }
     for (const d of [...this.dirty.values()]) {
       if (moves(d.path) && d.modified && !d.unlinked) await this.commitDirty(d);
     }

@@ -145,8 +145,12 @@ const NODE_FULL = new Set(['ENOSPC', 'EDQUOT']);
 export class WriteBack {
   /** Records not yet confirmed by a node, by sequence number. */
   private readonly pending = new Map<number, JournalEntry>();
-  /** The same records by path (records never change path: a rename commits first). */
+  /** The same records by path (a record changes path only in renameQueued, before its commit may start). */
   private readonly byPath = new SetMap<string, JournalEntry>();
+  /** Records that may not start their commit yet, by seq: renamed in the queue, until the journal has the new name on disk (see renameQueued). */
+  private readonly holds = new Map<number, Promise<void>>();
+  /** Records whose journal entry renameQueued is rewriting (an attribute change waits: its own rewrite would bring the old name back). */
+  private readonly moving = new Map<number, Promise<void>>();
   /**
    * The file records by the directory they are in (see filesIn): with
    * thousands queued (tar -x while no node answered), looking through all of
@@ -768,6 +772,11 @@ export class WriteBack {
    */
   async amend(path: string, a: { mode?: number; mtimeNs?: bigint; atimeNs?: bigint }): Promise<JournalEntry | undefined> {
     const e = this.pendingFor(path);
+    const moving = e && this.moving.get(e.seq);
+    if (moving) {
+      await moving;
+      return this.amend(path, a);
+    }
     // A queued directory's times must land after what goes in it: a record of their own (queueDirAttrs).
     if (!e || e.mkdir || this.running.has(e.seq)) return undefined;
     // A directory's record older than a file queued in it: newer times must land after that file, in a record of their own.
@@ -962,6 +971,7 @@ export class WriteBack {
   }
 
   private async commit(e: JournalEntry, replayed: boolean, closing?: Closing): Promise<Buffer> {
+    await this.holds.get(e.seq);
     // Directories queued above it first, before its path lock is taken: a
     // directory's attributes hold that directory's lock while they wait for
     // the files in it.
@@ -1102,6 +1112,7 @@ export class WriteBack {
     const batch: JournalEntry[] = [];
     for (const e of all) {
       try {
+        await this.holds.get(e.seq);
         await this.mkdirsFirst(e.path, e.seq);
         batch.push(e);
       } catch (err) {
@@ -1459,6 +1470,71 @@ export class WriteBack {
       this.retryMs = Math.min(this.retryMs * 2, 30_000);
       this.scheduleRetry();
     }
+  }
+
+  /**
+   * Asynchronous write-back: a new file closed here whose commit has not
+   * started, renamed before it, takes its new name in the queue; the node
+   * never sees the old one. rsync (and tools like it) writes each file under
+   * a temporary name and renames it: each rename waited for the file's
+   * commit, often in a batch, then made a call of its own (6.6 ms a file).
+   * The record is rewritten under `to` before anything else may happen to
+   * it, and its commit may not start until that is on disk: a node holding
+   * the file under a name the journal does not give would, after a power
+   * loss, get it again under the old one. False when the file does not
+   * qualify (a version of it may be on a node, or is being sent; `to` has
+   * records or closes of its own, or a directory's attributes queued that
+   * must come after it; a directory above `to` is queued after it): the
+   * rename then goes to the node. The caller has checked that nothing is
+   * at `to` and that no writer has the file open.
+   */
+  async renameQueued(from: string, to: string): Promise<boolean> {
+    const records = this.byPath.get(from);
+    if (records?.size !== 1) return false;
+    const e = [...records][0]!;
+    if (e.dirAttrs || e.mkdir || !e.expectAbsent || e.baseDigest || e.baseSeq !== undefined) return false;
+    if (this.running.has(e.seq) || this.replayed.has(e.seq) || this.holds.has(e.seq) || this.maySit(from) || this.closings.get(from)?.size) return false;
+    if (this.byPath.get(to)?.size || this.closings.get(to)?.size || this.mayHold.has(to)) return false;
+    if ([...(this.byPath.get(parentOf(to)) ?? [])].some((r) => r.dirAttrs)) return false;
+    if (this.mkdirsAbove(to, Infinity).some((m) => m.seq > e.seq)) return false;
+    let release!: () => void;
+    this.holds.set(e.seq, new Promise<void>((resolve) => (release = resolve)));
+    let moved!: () => void;
+    this.moving.set(e.seq, new Promise<void>((resolve) => (moved = resolve)));
+    const giveUp = (): false => {
+      this.holds.delete(e.seq);
+      release();
+      return false;
+    };
+    try {
+      await this.journal.update({ ...e, path: to });
+    } catch (err) {
+      log.warn({ path: from, to, err: (err as Error).message }, 'cannot rename a queued file in the journal; the rename goes to the node');
+      return giveUp();
+    } finally {
+      this.moving.delete(e.seq);
+      moved();
+    }
+    if (this.pending.get(e.seq) !== e) {
+      // Dropped meanwhile (an unlink, a newer close of it): the record the update wrote back goes again, and the rename takes the usual way.
+      await this.journal.remove(e.seq).catch((err: Error) => log.warn({ path: to, err: err.message }, 'cannot remove a dropped record renamed in the queue'));
+      return giveUp();
+    }
+    this.byPath.remove(from, e);
+    this.filesByDir.remove(parentOf(from), e);
+    e.path = to;
+    this.byPath.add(to, e);
+    this.filesByDir.add(parentOf(to), e);
+    this.track(
+      this.journal
+        .sync()
+        .catch((err: Error) => log.warn({ path: to, err: err.message }, 'cannot sync the journal after a rename in the queue; the commit goes on'))
+        .finally(() => {
+          this.holds.delete(e.seq);
+          release();
+        }),
+    );
+    return true;
   }
 
   /** Every record journaled so far is on disk when this resolves (fsync(), `ghostfs sync` with no node to take them). */
