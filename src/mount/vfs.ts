@@ -1267,14 +1267,23 @@ export class Vfs {
     // Files still being written move with their writers; their content must reach the node first.
     // A close under way queues its version first: one committed here would be newer, and overwritten by it.
     await this.writeBack.closesSettled(exchange ? [from, to] : [from]);
-    if (this.opts.asyncWriteBack && !exchange && !this.meta.get(to) && !this.dirty.has(from) && !this.dirty.has(to) && isReg(source.attr.mode) && (await this.writeBack.renameQueued(from, to))) {
-      // A new file still queued: renamed in the queue, the node gets it under its new name only.
+    // A new file still queued: renamed in the queue, the node gets it under its new name only. Not over
+    // a file another client has at `from`, shown under it, nor with RENAME_NOREPLACE: the node's rename would tell.
+    if (this.opts.asyncWriteBack && !exchange && (flags & NOREPLACE) === 0 && isReg(source.attr.mode) && !this.meta.get(to) && !this.meta.onNode(from) && !this.dirty.has(from) && !this.dirty.has(to)) {
       const shown = this.meta.get(from);
-      if (shown) this.meta.putVolatile(to, shown);
-      this.meta.putVolatile(from, null);
-      this.namesChanged(from, to);
-      for (const h of this.handles.values()) if (h.path === from) h.path = to;
-      return;
+      const show = (a: string, b: string): void => {
+        if (shown) this.meta.putVolatile(b, shown);
+        this.meta.putVolatile(a, null);
+        for (const h of this.handles.values()) if (h.path === a) h.path = b;
+      };
+      const inQueue = await this.writeBack.renameQueued(from, to, {
+        blocked: () => [...this.renaming].some((r) => r.paths.some((dir) => isWithin(from, dir) || isWithin(to, dir))),
+        moved: (back) => (back ? show(to, from) : show(from, to)),
+      });
+      if (inQueue) {
+        this.namesChanged(from, to);
+        return;
+      }
     }
     for (const d of [...this.dirty.values()]) {
       if (moves(d.path) && d.modified && !d.unlinked) await this.commitDirty(d);

@@ -13,6 +13,7 @@ import { rangesIn, type FileRange } from '../mesh/connection.js';
 import { WriteAhead, type DraftOf, type SendChunks } from './write-ahead.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import type { HashPool } from '../content/hash-pool.js';
 import { hex, type ChunkRef, type Manifest } from '../content/manifest.js';
@@ -149,8 +150,6 @@ export class WriteBack {
   private readonly byPath = new SetMap<string, JournalEntry>();
   /** Records that may not start their commit yet, by seq: renamed in the queue, until the journal has the new name on disk (see renameQueued). */
   private readonly holds = new Map<number, Promise<void>>();
-  /** Records whose journal entry renameQueued is rewriting (an attribute change waits: its own rewrite would bring the old name back). */
-  private readonly moving = new Map<number, Promise<void>>();
   /**
    * The file records by the directory they are in (see filesIn): with
    * thousands queued (tar -x while no node answered), looking through all of
@@ -203,7 +202,8 @@ export class WriteBack {
     private readonly chunkStore: ChunkStore,
     private readonly hasher: HashPool,
     readonly dirtyDir: string,
-    private readonly opts: { clientId: string; deadlineMs: number },
+    /** `lingerMs`: in place of LINGER_MS (tests that must act on a record before its commit starts). */
+    private readonly opts: { clientId: string; deadlineMs: number; lingerMs?: number },
   ) {
     // A node is back: what waits in the queue goes now, not after the back-off (up to 30 s).
     mesh.onReachable(() => {
@@ -662,12 +662,12 @@ export class WriteBack {
         this.lingering.shift();
       }
       const first = this.lingering[0];
-      if (!first || first.closedAt + LINGER_MS > now) break;
+      if (!first || first.closedAt + this.linger > now) break;
       const ready: JournalEntry[] = [];
       let attrs: JournalEntry | undefined;
       for (let i = 0; i < this.lingering.length && ready.length < MAX_COMMIT_BATCH; i++) {
         const e = this.lingering[i]!;
-        if (e.closedAt + LINGER_MS > now) break;
+        if (e.closedAt + this.linger > now) break;
         if (!this.pending.has(e.seq) || this.running.has(e.seq)) continue;
         // A directory's attributes go on their own once the files before them
         // are done (the pump runs again as each call ends); the files after
@@ -679,9 +679,9 @@ export class WriteBack {
       let filesWait = ready.length === 0 || (this.batchable(ready[0]!) && this.pumpedBatches >= ASYNC_BATCHES);
       // A few files, with more closing behind them, wait one linger more: one call for many (the
       // timer fires as the first of them becomes due, when it alone is).
-      if (!filesWait && ready.length < GATHER_FILES && this.batchable(ready[0]!) && this.lingering.length > ready.length + (attrs ? 1 : 0) && ready[0]!.closedAt + 2 * LINGER_MS > now) {
+      if (!filesWait && ready.length < GATHER_FILES && this.batchable(ready[0]!) && this.lingering.length > ready.length + (attrs ? 1 : 0) && ready[0]!.closedAt + 2 * this.linger > now) {
         filesWait = true;
-        gatherUntil = ready[0]!.closedAt + 2 * LINGER_MS;
+        gatherUntil = ready[0]!.closedAt + 2 * this.linger;
       }
       if (filesWait && !attrs) break;
       const unit = filesWait ? [attrs!] : this.units(ready)[0]!;
@@ -697,8 +697,8 @@ export class WriteBack {
       });
     }
     // A record that is due but waits (a directory's attributes) sets no timer: the commits it waits for run the pump as they end.
-    const next = this.lingering.find((e) => e.closedAt + LINGER_MS > now);
-    const due = gatherUntil ?? (next ? next.closedAt + LINGER_MS : undefined);
+    const next = this.lingering.find((e) => e.closedAt + this.linger > now);
+    const due = gatherUntil ?? (next ? next.closedAt + this.linger : undefined);
     if (due !== undefined && this.pumped < ASYNC_RUNNING) {
       this.pumpTimer = setTimeout(() => {
         this.pumpTimer = undefined;
@@ -706,6 +706,10 @@ export class WriteBack {
       }, due - now);
       this.pumpTimer.unref();
     }
+  }
+
+  private get linger(): number {
+    return this.opts.lingerMs ?? LINGER_MS;
   }
 
   /** A record that can go in a CommitMany: its small content is in memory and nothing about it is uncertain. */
@@ -772,11 +776,6 @@ export class WriteBack {
    */
   async amend(path: string, a: { mode?: number; mtimeNs?: bigint; atimeNs?: bigint }): Promise<JournalEntry | undefined> {
     const e = this.pendingFor(path);
-    const moving = e && this.moving.get(e.seq);
-    if (moving) {
-      await moving;
-      return this.amend(path, a);
-    }
     // A queued directory's times must land after what goes in it: a record of their own (queueDirAttrs).
     if (!e || e.mkdir || this.running.has(e.seq)) return undefined;
     // A directory's record older than a file queued in it: newer times must land after that file, in a record of their own.
@@ -1478,17 +1477,21 @@ export class WriteBack {
    * never sees the old one. rsync (and tools like it) writes each file under
    * a temporary name and renames it: each rename waited for the file's
    * commit, often in a batch, then made a call of its own (6.6 ms a file).
-   * The record is rewritten under `to` before anything else may happen to
-   * it, and its commit may not start until that is on disk: a node holding
-   * the file under a name the journal does not give would, after a power
-   * loss, get it again under the old one. False when the file does not
-   * qualify (a version of it may be on a node, or is being sent; `to` has
-   * records or closes of its own, or a directory's attributes queued that
-   * must come after it; a directory above `to` is queued after it): the
-   * rename then goes to the node. The caller has checked that nothing is
-   * at `to` and that no writer has the file open.
+   * The record takes the new name at once (in memory, so that a journal
+   * write of it from now on, a sync's or an attribute change's, has it),
+   * and its commit may not start until the journal has it on disk: a node
+   * holding the file under a name the journal does not give would, after a
+   * power loss, get it again under the old one. False when the file does
+   * not qualify (a version of it may be on a node, or is being sent; `to`
+   * has records or closes of its own, or a directory's attributes queued
+   * that must come after it; a directory above `to` is queued after it) or
+   * `blocked()` says so (a rename of a directory above either name is under
+   * way): the rename then goes to the node. `moved` is called in the same
+   * turn as the record moves (and with `back` if the journal refused it), so
+   * that what the mount shows moves with it. The caller has checked that
+   * nothing is shown at `to` and that no writer has the file open.
    */
-  async renameQueued(from: string, to: string): Promise<boolean> {
+  async renameQueued(from: string, to: string, how: { blocked: () => boolean; moved: (back: boolean) => void }): Promise<boolean> {
     const records = this.byPath.get(from);
     if (records?.size !== 1) return false;
     const e = [...records][0]!;
@@ -1497,44 +1500,53 @@ export class WriteBack {
     if (this.byPath.get(to)?.size || this.closings.get(to)?.size || this.mayHold.has(to)) return false;
     if ([...(this.byPath.get(parentOf(to)) ?? [])].some((r) => r.dirAttrs)) return false;
     if (this.mkdirsAbove(to, Infinity).some((m) => m.seq > e.seq)) return false;
+    // Checked with the move, in the same turn: a directory rename that starts later finds the record under its new name.
+    if (how.blocked()) return false;
     let release!: () => void;
     this.holds.set(e.seq, new Promise<void>((resolve) => (release = resolve)));
-    let moved!: () => void;
-    this.moving.set(e.seq, new Promise<void>((resolve) => (moved = resolve)));
-    const giveUp = (): false => {
+    const move = (a: string, b: string): void => {
+      this.byPath.remove(a, e);
+      this.filesByDir.remove(parentOf(a), e);
+      e.path = b;
+      this.byPath.add(b, e);
+      this.filesByDir.add(parentOf(b), e);
+    };
+    move(from, to);
+    how.moved(false);
+    try {
+      await this.journal.update(e);
+    } catch (err) {
+      log.warn({ path: from, to, err: (err as Error).message }, 'cannot rename a queued file in the journal; the rename goes to the node');
+      if (this.pending.get(e.seq) === e) {
+        move(to, from);
+        how.moved(true);
+      }
       this.holds.delete(e.seq);
       release();
       return false;
-    };
-    try {
-      await this.journal.update({ ...e, path: to });
-    } catch (err) {
-      log.warn({ path: from, to, err: (err as Error).message }, 'cannot rename a queued file in the journal; the rename goes to the node');
-      return giveUp();
-    } finally {
-      this.moving.delete(e.seq);
-      moved();
     }
-    if (this.pending.get(e.seq) !== e) {
-      // Dropped meanwhile (an unlink, a newer close of it): the record the update wrote back goes again, and the rename takes the usual way.
-      await this.journal.remove(e.seq).catch((err: Error) => log.warn({ path: to, err: err.message }, 'cannot remove a dropped record renamed in the queue'));
-      return giveUp();
-    }
-    this.byPath.remove(from, e);
-    this.filesByDir.remove(parentOf(from), e);
-    e.path = to;
-    this.byPath.add(to, e);
-    this.filesByDir.add(parentOf(to), e);
-    this.track(
-      this.journal
-        .sync()
-        .catch((err: Error) => log.warn({ path: to, err: err.message }, 'cannot sync the journal after a rename in the queue; the commit goes on'))
-        .finally(() => {
-          this.holds.delete(e.seq);
-          release();
-        }),
-    );
+    // Unlinked (or replaced by a newer close) while the update was written: the update wrote the record back.
+    if (this.pending.get(e.seq) !== e) await this.journal.remove(e.seq).catch((err: Error) => log.warn({ path: to, err: err.message }, 'cannot remove a dropped record renamed in the queue'));
+    this.track(this.syncedThenRelease(e, release));
     return true;
+  }
+
+  /** Lets a record renamed in the queue go once the journal has its new name on disk (asking again while the disk refuses). */
+  private async syncedThenRelease(e: JournalEntry, release: () => void): Promise<void> {
+    try {
+      for (let attempt = 1; !this.closed && this.pending.get(e.seq) === e; attempt++) {
+        try {
+          await this.journal.sync();
+          break;
+        } catch (err) {
+          log.warn({ path: e.path, attempt, err: (err as Error).message }, 'cannot sync the journal after a rename in the queue; its commit waits');
+          await sleep(Math.min(100 * attempt, 5000));
+        }
+      }
+    } finally {
+      this.holds.delete(e.seq);
+      release();
+    }
   }
 
   /** Every record journaled so far is on disk when this resolves (fsync(), `ghostfs sync` with no node to take them). */

@@ -23,9 +23,10 @@ import { NodeProc, tempDir } from './node-proc.js';
  * VFS on it (in this process). `replica`: a second node serving the same
  * root (with its own state), the mesh's second endpoint, no proxy.
  * `journal`: what the write-back gets in place of its journal (the same,
- * with a hold on some call: a test that orders a race).
+ * with a hold on some call: a test that orders a race). `lingerMs`: how
+ * long an asynchronous close's record waits before its commit may start.
  */
-export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number, vfsOpts: Partial<VfsOptions> = {}, rig: { replica?: boolean; journal?: (j: Journal) => Journal } = {}) {
+export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number, vfsOpts: Partial<VfsOptions> = {}, rig: { replica?: boolean; journal?: (j: Journal) => Journal; lingerMs?: number } = {}) {
   const base = await tempDir(t);
   const root = join(base, 'ws');
   const cache = join(base, 'cache');
@@ -51,14 +52,14 @@ export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadl
   t.teardown(() => mesh.close());
   await mesh.handshake();
   const journal = new Journal(store, 'default');
-  const wb = new WriteBack(meta, mesh, rig.journal?.(journal) ?? journal, chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs });
+  const wb = new WriteBack(meta, mesh, rig.journal?.(journal) ?? journal, chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs, lingerMs: rig.lingerMs });
   await wb.init();
   t.teardown(() => wb.stop());
   const vfs = new Vfs(meta, mesh, new ChunkReader(chunks, mesh), wb, { readaheadChunks: 4, wholeFileBytes: 4 << 20, ...vfsOpts });
   /** A write-back started on the same journal and dirty copies (a mount's restart), the first one stopped. */
   const restart = async (): Promise<WriteBack> => {
     await wb.stop();
-    const again = new WriteBack(meta, mesh, new Journal(store, 'default'), chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs });
+    const again = new WriteBack(meta, mesh, new Journal(store, 'default'), chunks, hasher, join(cache, 'dirty'), { clientId: 'test', deadlineMs, lingerMs: rig.lingerMs });
     t.teardown(() => again.stop());
     await again.init();
     return again;
