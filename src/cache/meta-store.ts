@@ -25,6 +25,11 @@ export interface MetaEntry {
 /** Same attributes and, for a file, the same content (symlinks: the same target); `b` brings nothing `a` lacks. The "listed" mark is not compared. */
 export function sameEntry(a: MetaEntry, b: MetaEntry): boolean {
   if (!sameAttr(a.attr, b.attr) || a.target !== b.target || (b.chunks && !a.chunks)) return false;
+  return sameContent(a, b);
+}
+
+/** The same content digest, or none on either side. */
+export function sameContent(a: Pick<MetaEntry, 'digest'>, b: Pick<MetaEntry, 'digest'>): boolean {
   return a.digest && b.digest ? a.digest.equals(b.digest) : !a.digest && !b.digest;
 }
 

@@ -141,7 +141,8 @@ async function foreground(config: MountConfig, metrics?: { host: string; port: n
           try {
             const cutOff = open.length ? await m.cutOff() : 0;
             const r = await m.flush(req.deadlineMs);
-            if (!unmounting && m.vfs.openFileList().length) return busy(m.vfs.openFileList()); // opened while the flush ran
+            const openedMeanwhile = unmounting ? [] : m.vfs.openFileList(); // opened while the flush ran
+            if (openedMeanwhile.length) return busy(openedMeanwhile);
             if (r.pending > 0 && !req.force) return { ok: false, error: `${r.pending} write-back(s) pending: no node took them within the deadline`, pending: r.pending, pendingWrites: r.pendingWrites };
             unmounting = true;
             return { ok: true, ...r, cutOff };

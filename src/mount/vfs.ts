@@ -11,7 +11,7 @@ import { attrFromStats, isDir, isLnk, isReg, S_IFDIR, S_IFREG, toTimespec, type 
 import { hex, type ChunkRef } from '../content/manifest.js';
 import { isZeroRun } from '../content/chunk-file.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
-import type { MetaEntry, MetaStore, PathChange } from '../cache/meta-store.js';
+import { sameContent, type MetaEntry, type MetaStore, type PathChange } from '../cache/meta-store.js';
 import type { MeshClient } from '../mesh/mesh-client.js';
 import { attrFromWire, chunksFromWire } from '../wire/convert.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -645,7 +645,7 @@ export class Vfs {
   private async takeManifest(path: string, before: MetaEntry | undefined, r: WManifestOut, m: { digest: Buffer; chunks: ChunkRef[] }): Promise<boolean> {
     const now = this.meta.get(path);
     // (Compared by digest: a listing puts a new entry object for the same version.)
-    if (!now || !before || !(now.digest && before.digest ? now.digest.equals(before.digest) : now.digest === before.digest)) return false;
+    if (!now || !before || !sameContent(now, before)) return false;
     // (Its chunk list goes with it: a one-chunk file's is kept in the entry.)
     await this.meta.put(path, { ...now, attr: attrFromWire(r.attr!), digest: m.digest, chunks: m.chunks.length <= 1 ? m.chunks : undefined });
     await this.meta.putManifest(path, m);
