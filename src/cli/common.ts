@@ -29,16 +29,18 @@ export function printConfig(config: object): void {
 
 /** The files a mount has open, one line each (at most those the mount listed). */
 export function describeOpen(files: OpenFile[] | undefined, total: number): string[] {
-  if (!files?.length) return [];
-  const lines = files.map((f) => `    ${f.path}${f.writing ? ' (open for writing)' : ''}`);
-  if (total > files.length) lines.push(`    ... and ${total - files.length} more`);
-  return lines;
+  return indentedList(files, total, (f) => `${f.path}${f.writing ? ' (open for writing)' : ''}`);
 }
 
 /** Pending write-backs, one line each: what a person needs to see why they have not reached a node. */
 export function describePending(records: PendingRecord[] | undefined, total: number): string[] {
-  if (!records?.length) return [];
-  const lines = records.map((r) => `    ${r.path}: closed ${Math.round(r.ageMs / 1000)}s ago, ${r.state}, ${r.attempts} attempt(s)${r.lastError ? `; last: ${r.lastError}` : ''}`);
-  if (total > records.length) lines.push(`    ... and ${total - records.length} more`);
+  return indentedList(records, total, (r) => `${r.path}: closed ${Math.round(r.ageMs / 1000)}s ago, ${r.state}, ${r.attempts} attempt(s)${r.lastError ? `; last: ${r.lastError}` : ''}`);
+}
+
+/** One indented line per item a mount listed, and how many more it has of `total`. */
+function indentedList<T>(items: T[] | undefined, total: number, line: (item: T) => string): string[] {
+  if (!items?.length) return [];
+  const lines = items.map((x) => `    ${line(x)}`);
+  if (total > items.length) lines.push(`    ... and ${total - items.length} more`);
   return lines;
 }
