@@ -85,11 +85,12 @@ function toolVersions(): Record<string, string> {
   return { node: process.version, dd: firstLineOf('dd', ['--version']), tar: firstLineOf('tar', ['--version']) };
 }
 
-// ---------------------------------------------------------------------------
-// CPU time of the node and the mount (all threads), to show where a slow write spends it
-
 /** The sparse file of workload 5: 16 GiB, all of it hole. */
 const SPARSE_BYTES = 16 * 1024 * MiB;
+
+// ---------------------------------------------------------------------------
+// CPU time and context switches of the node and the mount (all threads), to show where a slow write spends it
+
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
 
 function cpuSeconds(pid: number | undefined): number {
@@ -102,6 +103,57 @@ function cpuSeconds(pid: number | undefined): number {
   } catch {
     return NaN;
   }
+}
+
+/**
+ * Context switches of a process, all its threads, voluntary or not. A FUSE
+ * request takes several (the writer sleeps, a reader of the device wakes,
+ * then the writer), and so does each hand-over between threads; on the
+ * virtual machines measured here each one calls the hypervisor.
+ */
+function switchesOf(pid: number | undefined): number {
+  if (!pid) return NaN;
+  // Threads that ended take their counts with them: ghostfs's threads live as long as the process.
+  let n = 0;
+  let read = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        for (const m of readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8').matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) n += Number(m[1]);
+        read++;
+      } catch {
+        /* a thread that ended meanwhile */
+      }
+    }
+  } catch {
+    return NaN;
+  }
+  return read > 0 ? n : NaN; // none read: the process is gone
+}
+
+/** A count for people: 9120, 51k, 2.21M. */
+function count(n: number): string {
+  if (!Number.isFinite(n)) return 'n/a';
+  const size = Math.abs(n);
+  if (size >= 999_500) return `${(n / 1e6).toFixed(2)}M`;
+  return size >= 1e4 ? `${(n / 1e3).toFixed(0)}k` : String(n);
+}
+
+/** Context switches of the whole machine since boot: the writer's and the kernel's too. */
+function machineSwitches(): number {
+  try {
+    const m = /^ctxt (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'));
+    return m ? Number(m[1]) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** What a timed sample reads before and after: CPU seconds and context switches of the mount and the node, and the machine's switches. */
+function usage(): { t: number; m: number; n: number; mSw: number; nSw: number; allSw: number } {
+  const m = mounted?.child.pid;
+  const n = node?.child.pid;
+  return { t: performance.now(), m: cpuSeconds(m), n: cpuSeconds(n), mSw: switchesOf(m), nSw: switchesOf(n), allSw: machineSwitches() };
 }
 
 /**
@@ -303,6 +355,8 @@ interface GhostSample {
   wallS: number;
   mountCpuS: number;
   nodeCpuS: number;
+  /** Context switches meanwhile: the mount's and the node's threads, and the whole machine's. */
+  switches: { mount: number; node: number; machine: number };
   extra?: Record<string, unknown>;
 }
 
@@ -392,16 +446,18 @@ async function main(opts: Options): Promise<void> {
     const sample = async (row: Row, where: Where, run: number, body: (root: string, timed: () => void) => Promise<{ value: number; extra?: Record<string, unknown> }>, warm: string[] = []): Promise<void> => {
       progress(`  run ${run}/${opts.runs}  ${where.padEnd(11)}  ${row.label.trim().padEnd(52)} `);
       await runCmd(`sync${warm.length ? ' && cat "$@" > /dev/null' : ''}`, dataDir, { timeoutMs: 10 * 60_000, args: warm });
-      const cpu0 = where !== 'local' ? { m: cpuSeconds(mounted?.child.pid), n: cpuSeconds(node?.child.pid), t: performance.now() } : null;
+      const cpu0 = where !== 'local' ? usage() : null;
       // CPU is read when the timed command ends, before the checks run.
       let cpu1: typeof cpu0 = null;
-      const timed = (): void => void (cpu1 = cpu0 && { m: cpuSeconds(mounted?.child.pid), n: cpuSeconds(node?.child.pid), t: performance.now() });
+      const timed = (): void => void (cpu1 = cpu0 && usage());
       try {
         const r = await body(where === 'local' ? localDir : mnt, timed);
         row.cells[where]!.samples.push(r.value);
         progress(`${fmt(row.unit, r.value)} ${row.unit}\n`);
         const end = cpu1 as typeof cpu0;
-        if (cpu0 && end && where !== 'local') ghostSamples.push({ driver: where, workload: row.id, run, wallS: (end.t - cpu0.t) / 1000, mountCpuS: end.m - cpu0.m, nodeCpuS: end.n - cpu0.n, extra: r.extra });
+        if (cpu0 && end && where !== 'local') {
+          ghostSamples.push({ driver: where, workload: row.id, run, wallS: (end.t - cpu0.t) / 1000, mountCpuS: end.m - cpu0.m, nodeCpuS: end.n - cpu0.n, switches: { mount: end.mSw - cpu0.mSw, node: end.nSw - cpu0.nSw, machine: end.allSw - cpu0.allSw }, extra: r.extra });
+        }
       } catch (err) {
         if (err instanceof Aborted) throw err;
         const msg = (err as Error).message + (where !== 'local' ? mountState() : '');
@@ -443,7 +499,6 @@ async function main(opts: Options): Promise<void> {
         const small = `small-${run}`;
         await sample(rows.small, where, run, async (root, timed) => {
           const r = await runCmd(`exec "${process.execPath}" -e "$1" "$2" "$3" "$4"`, dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [SMALL_WRITER, join(root, small), String(opts.files), join(dataDir, 'small.bin')] });
-          timed();
           if (r.code !== 0) throw failed('small-file writer', r);
           const t = JSON.parse(r.stdout.trim().split('\n').pop()!) as SmallWriterResult;
           latency[where]!.push({ p50: t.p50, p99: t.p99, max: t.max });
@@ -453,6 +508,7 @@ async function main(opts: Options): Promise<void> {
             await untilOnNode(where);
             value = opts.files / ((performance.timeOrigin + performance.now() - t.startEpochMs) / 1000);
           }
+          timed(); // (after the flush, as in the other rows: the node's commits count)
           if (where === 'local') return { value };
           // Right after the writer exited: every close() returned, so every file must be on the node.
           const now = await checkSmall(join(srcDir, small), opts.files, smallBody);
@@ -693,8 +749,15 @@ async function main(opts: Options): Promise<void> {
     const lat = (w: Where): string => (latency[w] ?? []).map((l) => `p50 ${l.p50.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms, max ${l.max.toFixed(1)} ms`).join('; ') || 'n/a';
     out.push('  small-file latency per file (open+write+close):');
     for (const w of wheres) out.push(`    ${w.padEnd(11)} ${lat(w)}`);
+    // Per file (directories not counted) where a workload is files: what each costs in switches.
+    const filesIn: Record<string, number> = { small: opts.files, untar: tree.count };
     for (const g of ghostSamples) {
+      const files = filesIn[g.workload];
+      const sw = g.switches;
+      const ours = sw.mount + sw.node;
+      const perFile = files && Number.isFinite(sw.machine) && Number.isFinite(ours) ? `; a file: ${(sw.machine / files).toFixed(0)}, ${(ours / files).toFixed(0)} of them the mount's and the node's` : '';
       out.push(`  CPU during ${g.driver} ${g.workload}, run ${g.run}: wall ${g.wallS.toFixed(2)} s, mount ${g.mountCpuS.toFixed(2)} s, node ${g.nodeCpuS.toFixed(2)} s (${machine.cpus} CPUs)`);
+      out.push(`    context switches: mount ${count(sw.mount)}, node ${count(sw.node)}, whole machine ${count(sw.machine)}${perFile}`);
     }
     for (const d of drivers) {
       for (const [k, v] of Object.entries(cleanupMs[d] ?? {})) out.push(`  rm -rf ${k} through the ${d} mount (untimed cleanup): ${v.map((ms) => (ms / 1000).toFixed(2) + ' s').join(', ')}`);
