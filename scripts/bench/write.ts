@@ -26,8 +26,9 @@
 // on the mount (a project rule). It reads the node's directory directly, which
 // is plain local disk.
 //
-//   scripts/bench/write [--quick] [--drivers native,fuse-native] [--files 2000] [--big 256M] [--tree-files 28000] [--runs 1] [--json out.json] [--keep --dir DIR]
-import { Command, Option } from 'commander';
+//   scripts/bench/write [--quick] [--drivers native,fuse-native] [--write-back sync|async] [--only small,big,series,untar,sparse]
+//                       [--files 2000] [--big 256M] [--tree-files 28000] [--runs 1] [--json out.json] [--keep --dir DIR]
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { control } from '../../src/admin/control-client.js';
 import { socketFor } from '../../src/admin/registry.js';
 import { spawnSync } from 'node:child_process';
@@ -61,7 +62,13 @@ interface Options {
   seed: number;
   drivers: Driver[];
   writeBack: 'sync' | 'async';
+  /** Workloads to run (all when absent). */
+  only?: Workload[];
 }
+
+/** The workloads, in the order they run. */
+const WORKLOADS = ['small', 'big', 'series', 'untar', 'sparse'] as const;
+type Workload = (typeof WORKLOADS)[number];
 
 const MARKER = 'bench-write.json';
 const MARKER_FORMAT = 1;
@@ -428,7 +435,10 @@ async function main(opts: Options): Promise<void> {
       sparse: { id: 'sparse', label: `truncate -s ${sizeLabel(SPARSE_BYTES)} (a new file, all hole)`, unit: 's', cells: cells(wheres) },
       untar: { id: 'untar', label: `tar -x of a ${tree.count}-file tree (${sizeLabel(tree.bytes)})`, unit: 's', cells: cells(wheres), target: { text: '≤ 25 s', ok: (v) => v <= 25 } },
     };
-    const order = [rows.small, rows.smallDurable, rows.big, rows.bigFsync, rows.series, rows.untar, rows.sparse];
+    const wanted = (w: Workload): boolean => !opts.only || opts.only.includes(w);
+    // A durable local row goes with the workload it is the ceiling of.
+    const workloadOf: Record<Row['id'], Workload> = { small: 'small', smallDurable: 'small', big: 'big', bigFsync: 'big', series: 'series', untar: 'untar', sparse: 'sparse' };
+    const order = [rows.small, rows.smallDurable, rows.big, rows.bigFsync, rows.series, rows.untar, rows.sparse].filter((r) => wanted(workloadOf[r.id]));
     const ghostSamples: GhostSample[] = [];
     const checks: string[] = [];
     const latency = Object.fromEntries(wheres.map((w) => [w, []])) as Partial<Record<Where, { p50: number; p99: number; max: number }[]>>;
@@ -495,147 +505,167 @@ async function main(opts: Options): Promise<void> {
     /** Every run of the workloads on local disk or through the mount of one driver. */
     const runAll = async (where: Where): Promise<void> => {
       for (let run = 1; run <= opts.runs; run++) {
-        // ---- 1. small files
-        const small = `small-${run}`;
-        await sample(rows.small, where, run, async (root, timed) => {
-          const r = await runCmd(`exec "${process.execPath}" -e "$1" "$2" "$3" "$4"`, dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [SMALL_WRITER, join(root, small), String(opts.files), join(dataDir, 'small.bin')] });
-          if (r.code !== 0) throw failed('small-file writer', r);
+        if (wanted('small')) await runSmall(where, run);
+        if (wanted('big')) await runBig(where, run);
+        if (wanted('series')) await runSeries(where, run);
+        if (wanted('untar')) await runUntar(where, run);
+        if (wanted('sparse')) await runSparse(where, run);
+      }
+    };
+
+    // ---- 1. small files
+    const runSmall = async (where: Where, run: number): Promise<void> => {
+      const small = `small-${run}`;
+      await sample(rows.small, where, run, async (root, timed) => {
+        const r = await runCmd(`exec "${process.execPath}" -e "$1" "$2" "$3" "$4"`, dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [SMALL_WRITER, join(root, small), String(opts.files), join(dataDir, 'small.bin')] });
+        if (r.code !== 0) throw failed('small-file writer', r);
+        const t = JSON.parse(r.stdout.trim().split('\n').pop()!) as SmallWriterResult;
+        latency[where]!.push({ p50: t.p50, p99: t.p99, max: t.max });
+        let value = opts.files / (t.ms / 1000);
+        if (where !== 'local' && opts.writeBack === 'async') {
+          // The files count once the node has them: until the mount's flush returns.
+          await untilOnNode(where);
+          value = opts.files / ((performance.timeOrigin + performance.now() - t.startEpochMs) / 1000);
+        }
+        timed(); // (after the flush, as in the other rows: the node's commits count)
+        if (where === 'local') return { value };
+        // Right after the writer exited: every close() returned, so every file must be on the node.
+        const now = await checkSmall(join(srcDir, small), opts.files, smallBody);
+        let text = `${now.ok}/${opts.files} on the node with the right size and bytes right after the writer exited`;
+        if (now.ok !== opts.files) {
+          text += ` (missing ${now.missing}, wrong size ${now.wrongSize}, wrong bytes ${now.wrongContent}, extra ${now.extra})`;
+          await sleep(5000);
+          const later = await checkSmall(join(srcDir, small), opts.files, smallBody);
+          text += `; 5 s later ${later.ok}/${opts.files}`;
+          note(`${where} small files, run ${run}: NOT all visible on the node at close: ${text}`);
+        }
+        checks.push(`${where} small files, run ${run}: ${text}`);
+        return { value, extra: { visibleAtClose: now } };
+      });
+      await cleanup(where, small);
+      if (where === 'local') {
+        // The same files made durable one by one, as a synchronous write-back's commit makes each.
+        const durable = `small-durable-${run}`;
+        await sample(rows.smallDurable, where, run, async (root, timed) => {
+          const r = await runCmd(`exec "${process.execPath}" -e "$1" "$2" "$3" "$4" durable`, dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [SMALL_WRITER, join(root, durable), String(opts.files), join(dataDir, 'small.bin')] });
+          timed();
+          if (r.code !== 0) throw failed('small-file writer (durable)', r);
           const t = JSON.parse(r.stdout.trim().split('\n').pop()!) as SmallWriterResult;
-          latency[where]!.push({ p50: t.p50, p99: t.p99, max: t.max });
-          let value = opts.files / (t.ms / 1000);
-          if (where !== 'local' && opts.writeBack === 'async') {
-            // The files count once the node has them: until the mount's flush returns.
-            await untilOnNode(where);
-            value = opts.files / ((performance.timeOrigin + performance.now() - t.startEpochMs) / 1000);
-          }
-          timed(); // (after the flush, as in the other rows: the node's commits count)
-          if (where === 'local') return { value };
-          // Right after the writer exited: every close() returned, so every file must be on the node.
-          const now = await checkSmall(join(srcDir, small), opts.files, smallBody);
-          let text = `${now.ok}/${opts.files} on the node with the right size and bytes right after the writer exited`;
-          if (now.ok !== opts.files) {
-            text += ` (missing ${now.missing}, wrong size ${now.wrongSize}, wrong bytes ${now.wrongContent}, extra ${now.extra})`;
-            await sleep(5000);
-            const later = await checkSmall(join(srcDir, small), opts.files, smallBody);
-            text += `; 5 s later ${later.ok}/${opts.files}`;
-            note(`${where} small files, run ${run}: NOT all visible on the node at close: ${text}`);
-          }
-          checks.push(`${where} small files, run ${run}: ${text}`);
-          return { value, extra: { visibleAtClose: now } };
+          return { value: opts.files / (t.ms / 1000) };
         });
-        await cleanup(where, small);
-        if (where === 'local') {
-          // The same files made durable one by one, as a synchronous write-back's commit makes each.
-          const durable = `small-durable-${run}`;
-          await sample(rows.smallDurable, where, run, async (root, timed) => {
-            const r = await runCmd(`exec "${process.execPath}" -e "$1" "$2" "$3" "$4" durable`, dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [SMALL_WRITER, join(root, durable), String(opts.files), join(dataDir, 'small.bin')] });
-            timed();
-            if (r.code !== 0) throw failed('small-file writer (durable)', r);
-            const t = JSON.parse(r.stdout.trim().split('\n').pop()!) as SmallWriterResult;
-            return { value: opts.files / (t.ms / 1000) };
-          });
-          await cleanup(where, durable);
-        }
+        await cleanup(where, durable);
+      }
 
-        // ---- 2. one big sequential write (local also durably, for the fsync row)
-        const variants = where === 'local' ? ([[rows.big, ''], [rows.bigFsync, ' conv=fsync']] as const) : ([[rows.big, '']] as const);
-        for (const [row, conv] of variants) {
-          const name = `big-${run}.bin`;
-          await sample(row, where, run, async (root, timed) => {
-            const r = await runCmd(`dd if=big.bin of="$1" bs=1M${conv}`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, name)] });
-            const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
-            timed();
-            if (r.code !== 0) throw failed('dd', r);
-            // dd's own count, so a short write cannot pass for a fast one.
-            const bytes = Number(/^(\d+) bytes/m.exec(r.stderr)?.[1] ?? NaN);
-            if (bytes !== opts.big) throw new Error(`dd wrote ${bytes} bytes of ${opts.big}`);
-            const value = bytes / ((r.ms + flushMs) / 1000) / MB;
-            if (where === 'local') return { value };
-            const nodeCopy = join(srcDir, name);
-            const sizeAtExit = existsSync(nodeCopy) ? statSync(nodeCopy).size : -1;
-            const h = await runCmd('sha256sum "$1"', dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [nodeCopy] });
-            const sum = h.code === 0 ? h.stdout.split(' ')[0]! : `unreadable (${failed('sha256sum', h).message})`;
-            const ok = sizeAtExit === opts.big && sum === big.sha256;
-            const text = `node's copy right after dd exited: ${sizeAtExit < 0 ? 'MISSING' : `${sizeAtExit} bytes`}, sha256 ${ok ? 'matches' : `DIFFERS (${sum} vs ${big.sha256})`}`;
-            if (!ok) note(`${where} big file, run ${run}: ${text}`);
-            checks.push(`${where} big file, run ${run}: ${text}`);
-            return { value, extra: { sizeAtExit, sha256Ok: ok } };
-          }, [join(dataDir, 'big.bin')]);
-          await cleanup(where, name);
-        }
+    };
 
-        // ---- 3. several big files one after another, until the last is on the node
-        const seriesName = `series-${run}`;
-        const seriesFiles = series.map((_, i) => `series-${i + 1}.bin`);
-        await sample(rows.series, where, run, async (root, timed) => {
-          const r = await runCmd('mkdir -- "$1" && for f in "${@:2}"; do dd if="$f" of="$1/$f" bs=1M status=none || exit 1; done', dataDir, { timeoutMs: 60 * 60_000, args: [join(root, seriesName), ...seriesFiles] });
+    // ---- 2. one big sequential write (local also durably, for the fsync row)
+    const runBig = async (where: Where, run: number): Promise<void> => {
+      const variants = where === 'local' ? ([[rows.big, ''], [rows.bigFsync, ' conv=fsync']] as const) : ([[rows.big, '']] as const);
+      for (const [row, conv] of variants) {
+        const name = `big-${run}.bin`;
+        await sample(row, where, run, async (root, timed) => {
+          const r = await runCmd(`dd if=big.bin of="$1" bs=1M${conv}`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, name)] });
           const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
           timed();
           if (r.code !== 0) throw failed('dd', r);
-          // Each file's size, so a short write cannot pass for a fast one (the node's copies: as they were at the end).
-          const dirOf = join(where === 'local' ? localDir : srcDir, seriesName);
-          const short = seriesFiles.find((f) => !existsSync(join(dirOf, f)) || statSync(join(dirOf, f)).size !== opts.big);
-          if (short) throw new Error(`${short} is not ${opts.big} bytes${where === 'local' ? '' : ' on the node'} after the last dd exited`);
-          const value = (series.length * opts.big) / ((r.ms + flushMs) / 1000) / MB;
+          // dd's own count, so a short write cannot pass for a fast one.
+          const bytes = Number(/^(\d+) bytes/m.exec(r.stderr)?.[1] ?? NaN);
+          if (bytes !== opts.big) throw new Error(`dd wrote ${bytes} bytes of ${opts.big}`);
+          const value = bytes / ((r.ms + flushMs) / 1000) / MB;
           if (where === 'local') return { value };
-          const h = await runCmd('sha256sum -- "$@"', join(srcDir, seriesName), { capture: true, timeoutMs: 30 * 60_000, args: seriesFiles });
-          const sums = h.stdout.split('\n').filter(Boolean).map((l) => l.split(' ')[0]);
-          const ok = h.code === 0 && series.every((x, i) => sums[i] === x.sha256);
-          const text = `node's copies right after the last dd exited: ${ok ? `all ${series.length}, sha256 matching` : `WRONG (${h.code === 0 ? 'a sha256 differs' : failed('sha256sum', h).message})`}`;
-          if (!ok) note(`${where} series, run ${run}: ${text}`);
-          checks.push(`${where} series, run ${run}: ${text}`);
-          return { value, extra: { sha256Ok: ok } };
-        }, seriesFiles.map((f) => join(dataDir, f)));
-        await cleanup(where, seriesName);
-
-        // ---- 4. untar a source tree
-        const treeName = `tree-${run}`;
-        await sample(rows.untar, where, run, async (root, timed) => {
-          const r = await runCmd(`mkdir -- "$1" && tar -xf tree.tar -C "$1"`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, treeName)] });
-          const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
-          timed();
-          if (r.code !== 0) throw failed('tar -x', r);
-          const value = (r.ms + flushMs) / 1000;
-          if (where === 'local') return { value };
-          // The node's copy, right after tar exited, against the archive's list.
-          const listOf = async (): Promise<string> => {
-            const h = await runCmd(HASH_LIST, join(srcDir, treeName), { capture: true, timeoutMs: 30 * 60_000 });
-            if (h.code !== 0) throw failed("hashing the node's copy", h);
-            return h.stdout;
-          };
-          const got = await listOf();
-          let text: string;
-          if (got === treeList) text = `node's copy right after tar exited: all ${tree.count} files, same sha256 list as the archive`;
-          else {
-            text = `node's copy right after tar exited DIFFERS from the archive: ${diffLists(treeList, got)}`;
-            await sleep(10_000);
-            const later = await listOf();
-            text += later === treeList ? '; identical 10 s later (late, not lost)' : `; 10 s later: ${diffLists(treeList, later)}`;
-            note(`${where} untar, run ${run}: ${text}`);
-          }
-          checks.push(`${where} untar, run ${run}: ${text}`);
-          return { value, extra: { identical: got === treeList } };
-        }, [join(dataDir, 'tree.tar')]);
-        await cleanup(where, treeName);
-
-        // ---- 5. a sparse file: made by truncate, it should cost (and allocate) next to nothing
-        const sparseName = `sparse-${run}.img`;
-        await sample(rows.sparse, where, run, async (root, timed) => {
-          const r = await runCmd(`truncate -s ${SPARSE_BYTES} -- "$1"`, dataDir, { timeoutMs: 30 * 60_000, args: [join(root, sparseName)] });
-          const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
-          timed();
-          if (r.code !== 0) throw failed('truncate', r);
-          const value = (r.ms + flushMs) / 1000;
-          if (where === 'local') return { value };
-          const st = existsSync(join(srcDir, sparseName)) ? statSync(join(srcDir, sparseName)) : undefined;
-          const ok = st?.size === SPARSE_BYTES && st.blocks * 512 < 64 * MiB;
-          const text = `node's copy right after truncate exited: ${st ? `${st.size} bytes, ${st.blocks * 512} allocated` : 'MISSING'}`;
-          if (!ok) note(`${where} sparse file, run ${run}: ${text}`);
-          checks.push(`${where} sparse file, run ${run}: ${text}`);
-          return { value, extra: { size: st?.size, allocated: st ? st.blocks * 512 : undefined } };
-        });
-        await cleanup(where, sparseName);
+          const nodeCopy = join(srcDir, name);
+          const sizeAtExit = existsSync(nodeCopy) ? statSync(nodeCopy).size : -1;
+          const h = await runCmd('sha256sum "$1"', dataDir, { capture: true, timeoutMs: 30 * 60_000, args: [nodeCopy] });
+          const sum = h.code === 0 ? h.stdout.split(' ')[0]! : `unreadable (${failed('sha256sum', h).message})`;
+          const ok = sizeAtExit === opts.big && sum === big.sha256;
+          const text = `node's copy right after dd exited: ${sizeAtExit < 0 ? 'MISSING' : `${sizeAtExit} bytes`}, sha256 ${ok ? 'matches' : `DIFFERS (${sum} vs ${big.sha256})`}`;
+          if (!ok) note(`${where} big file, run ${run}: ${text}`);
+          checks.push(`${where} big file, run ${run}: ${text}`);
+          return { value, extra: { sizeAtExit, sha256Ok: ok } };
+        }, [join(dataDir, 'big.bin')]);
+        await cleanup(where, name);
       }
+
+    };
+
+    // ---- 3. several big files one after another, until the last is on the node
+    const runSeries = async (where: Where, run: number): Promise<void> => {
+      const seriesName = `series-${run}`;
+      const seriesFiles = series.map((_, i) => `series-${i + 1}.bin`);
+      await sample(rows.series, where, run, async (root, timed) => {
+        const r = await runCmd('mkdir -- "$1" && for f in "${@:2}"; do dd if="$f" of="$1/$f" bs=1M status=none || exit 1; done', dataDir, { timeoutMs: 60 * 60_000, args: [join(root, seriesName), ...seriesFiles] });
+        const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
+        timed();
+        if (r.code !== 0) throw failed('dd', r);
+        // Each file's size, so a short write cannot pass for a fast one (the node's copies: as they were at the end).
+        const dirOf = join(where === 'local' ? localDir : srcDir, seriesName);
+        const short = seriesFiles.find((f) => !existsSync(join(dirOf, f)) || statSync(join(dirOf, f)).size !== opts.big);
+        if (short) throw new Error(`${short} is not ${opts.big} bytes${where === 'local' ? '' : ' on the node'} after the last dd exited`);
+        const value = (series.length * opts.big) / ((r.ms + flushMs) / 1000) / MB;
+        if (where === 'local') return { value };
+        const h = await runCmd('sha256sum -- "$@"', join(srcDir, seriesName), { capture: true, timeoutMs: 30 * 60_000, args: seriesFiles });
+        const sums = h.stdout.split('\n').filter(Boolean).map((l) => l.split(' ')[0]);
+        const ok = h.code === 0 && series.every((x, i) => sums[i] === x.sha256);
+        const text = `node's copies right after the last dd exited: ${ok ? `all ${series.length}, sha256 matching` : `WRONG (${h.code === 0 ? 'a sha256 differs' : failed('sha256sum', h).message})`}`;
+        if (!ok) note(`${where} series, run ${run}: ${text}`);
+        checks.push(`${where} series, run ${run}: ${text}`);
+        return { value, extra: { sha256Ok: ok } };
+      }, seriesFiles.map((f) => join(dataDir, f)));
+      await cleanup(where, seriesName);
+
+    };
+
+    // ---- 4. untar a source tree
+    const runUntar = async (where: Where, run: number): Promise<void> => {
+      const treeName = `tree-${run}`;
+      await sample(rows.untar, where, run, async (root, timed) => {
+        const r = await runCmd(`mkdir -- "$1" && tar -xf tree.tar -C "$1"`, dataDir, { timeoutMs: 60 * 60_000, args: [join(root, treeName)] });
+        const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
+        timed();
+        if (r.code !== 0) throw failed('tar -x', r);
+        const value = (r.ms + flushMs) / 1000;
+        if (where === 'local') return { value };
+        // The node's copy, right after tar exited, against the archive's list.
+        const listOf = async (): Promise<string> => {
+          const h = await runCmd(HASH_LIST, join(srcDir, treeName), { capture: true, timeoutMs: 30 * 60_000 });
+          if (h.code !== 0) throw failed("hashing the node's copy", h);
+          return h.stdout;
+        };
+        const got = await listOf();
+        let text: string;
+        if (got === treeList) text = `node's copy right after tar exited: all ${tree.count} files, same sha256 list as the archive`;
+        else {
+          text = `node's copy right after tar exited DIFFERS from the archive: ${diffLists(treeList, got)}`;
+          await sleep(10_000);
+          const later = await listOf();
+          text += later === treeList ? '; identical 10 s later (late, not lost)' : `; 10 s later: ${diffLists(treeList, later)}`;
+          note(`${where} untar, run ${run}: ${text}`);
+        }
+        checks.push(`${where} untar, run ${run}: ${text}`);
+        return { value, extra: { identical: got === treeList } };
+      }, [join(dataDir, 'tree.tar')]);
+      await cleanup(where, treeName);
+
+    };
+
+    // ---- 5. a sparse file: made by truncate, it should cost (and allocate) next to nothing
+    const runSparse = async (where: Where, run: number): Promise<void> => {
+      const sparseName = `sparse-${run}.img`;
+      await sample(rows.sparse, where, run, async (root, timed) => {
+        const r = await runCmd(`truncate -s ${SPARSE_BYTES} -- "$1"`, dataDir, { timeoutMs: 30 * 60_000, args: [join(root, sparseName)] });
+        const flushMs = r.code === 0 ? await untilOnNode(where) : 0;
+        timed();
+        if (r.code !== 0) throw failed('truncate', r);
+        const value = (r.ms + flushMs) / 1000;
+        if (where === 'local') return { value };
+        const st = existsSync(join(srcDir, sparseName)) ? statSync(join(srcDir, sparseName)) : undefined;
+        const ok = st?.size === SPARSE_BYTES && st.blocks * 512 < 64 * MiB;
+        const text = `node's copy right after truncate exited: ${st ? `${st.size} bytes, ${st.blocks * 512} allocated` : 'MISSING'}`;
+        if (!ok) note(`${where} sparse file, run ${run}: ${text}`);
+        checks.push(`${where} sparse file, run ${run}: ${text}`);
+        return { value, extra: { size: st?.size, allocated: st ? st.blocks * 512 : undefined } };
+      });
+      await cleanup(where, sparseName);
     };
 
     /**
@@ -697,7 +727,7 @@ async function main(opts: Options): Promise<void> {
         : `         one mount per driver for all runs; a ghostfs figure ends when the writer exits, i.e. when its last close() returned after the node committed`,
       `local:   plain writes to the page cache (no fsync) unless the row says otherwise; measured first`,
       `load:    ${loadStart} at the start, ${loadEnd} at the end (1/5/15-min load averages)${othersStart.length || othersEnd.length ? `; other ghostfs processes/tests were running (${Math.max(othersStart.length, othersEnd.length)}): figures are noisy` : ''}`,
-      `runs:    ${opts.runs}${opts.runs > 1 ? ' (median, min–max in brackets)' : ''}`,
+      `runs:    ${opts.runs}${opts.runs > 1 ? ' (median, min–max in brackets)' : ''}${opts.only ? `; only ${opts.only.join(', ')}` : ''}`,
       '',
     ];
     const cellText = (unit: Unit, x: Cell | undefined): string => {
@@ -747,8 +777,10 @@ async function main(opts: Options): Promise<void> {
     out.push('Checks and notes');
     for (const c of checks) out.push(`  ${c}`);
     const lat = (w: Where): string => (latency[w] ?? []).map((l) => `p50 ${l.p50.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms, max ${l.max.toFixed(1)} ms`).join('; ') || 'n/a';
-    out.push('  small-file latency per file (open+write+close):');
-    for (const w of wheres) out.push(`    ${w.padEnd(11)} ${lat(w)}`);
+    if (wanted('small')) {
+      out.push('  small-file latency per file (open+write+close):');
+      for (const w of wheres) out.push(`    ${w.padEnd(11)} ${lat(w)}`);
+    }
     // Per file (directories not counted) where a workload is files: what each costs in switches.
     const filesIn: Record<string, number> = { small: opts.files, untar: tree.count };
     for (const g of ghostSamples) {
@@ -775,7 +807,7 @@ async function main(opts: Options): Promise<void> {
         load: { start: loadStart, end: loadEnd, otherGhostfsStart: othersStart, otherGhostfsEnd: othersEnd },
         disk: { dir, source: fs[0] ?? null, fstype: fs[1] ?? null },
         tools,
-        params: { drivers, files: opts.files, bigBytes: opts.big, treeFiles: opts.treeFiles, runs: opts.runs, seed: opts.seed, env: ghostfsEnv },
+        params: { drivers, files: opts.files, bigBytes: opts.big, treeFiles: opts.treeFiles, runs: opts.runs, seed: opts.seed, only: opts.only, env: ghostfsEnv },
         tree: { ...tree, reused: treeReused },
         results: Object.fromEntries(
           order.map((r) => {
@@ -802,6 +834,13 @@ async function main(opts: Options): Promise<void> {
   }
 }
 
+function parseWorkloads(v: string): Workload[] {
+  const ids = v.split(',').map((x) => x.trim()).filter(Boolean);
+  const unknown = ids.filter((id) => !(WORKLOADS as readonly string[]).includes(id));
+  if (unknown.length || ids.length === 0) throw new InvalidArgumentError(`no workload ${unknown.join(', ') || '(none given)'}: there are ${WORKLOADS.join(', ')}`);
+  return ids as Workload[];
+}
+
 const program = new Command('write')
   .description('benchmark the ghostfs mount, write side: small files, a big sequential write, several in a row, tar -x and a sparse file, per kernel driver, against local disk')
   .option('--files <n>', 'small files (4 KiB each) written one after another', parseCount(1), 2000)
@@ -814,7 +853,8 @@ const program = new Command('write')
   .option('--json <file>', 'also write every sample and the checks as JSON')
   .option('--quick', 'a small smoke run: 200 files, 32M, a 2000-file tree (explicit flags win)', false)
   .option('--seed <n>', 'seed of the generated data', parseCount(0), 1)
-  .addOption(new Option('--write-back <mode>', 'the mounts\' --write-back: sync, or async (each figure then ends with the mount\'s flush, as `ghostfs sync`)').choices(['sync', 'async']).default('sync'));
+  .addOption(new Option('--write-back <mode>', 'the mounts\' --write-back: sync, or async (each figure then ends with the mount\'s flush, as `ghostfs sync`)').choices(['sync', 'async']).default('sync'))
+  .addOption(new Option('--only <workloads>', `run only these workloads: ${WORKLOADS.join(',')} (the data is made all the same)`).argParser(parseWorkloads));
 
 program.parse();
 const opts = program.opts<Options>();
