@@ -555,7 +555,6 @@ async function main(opts: Options): Promise<void> {
         });
         await cleanup(where, durable);
       }
-
     };
 
     // ---- 2. one big sequential write (local also durably, for the fsync row)
@@ -585,7 +584,6 @@ async function main(opts: Options): Promise<void> {
         }, [join(dataDir, 'big.bin')]);
         await cleanup(where, name);
       }
-
     };
 
     // ---- 3. several big files one after another, until the last is on the node
@@ -612,7 +610,6 @@ async function main(opts: Options): Promise<void> {
         return { value, extra: { sha256Ok: ok } };
       }, seriesFiles.map((f) => join(dataDir, f)));
       await cleanup(where, seriesName);
-
     };
 
     // ---- 4. untar a source tree
@@ -645,7 +642,6 @@ async function main(opts: Options): Promise<void> {
         return { value, extra: { identical: got === treeList } };
       }, [join(dataDir, 'tree.tar')]);
       await cleanup(where, treeName);
-
     };
 
     // ---- 5. a sparse file: made by truncate, it should cost (and allocate) next to nothing
@@ -763,8 +759,9 @@ async function main(opts: Options): Promise<void> {
     };
     const targeted = order.filter((x) => x.target);
     const head = (r: Row): string => `${r.label.trim()}: ${r.target!.text}`;
-    const width = Math.max(...targeted.map((r) => head(r).length));
+    const width = Math.max(0, ...targeted.map((r) => head(r).length));
     for (const r of targeted) out.push(`  ${head(r).padEnd(width)}   ${drivers.map((d) => verdict(r, d)).join('; ')}`);
+    if (!targeted.length) out.push('  none among these workloads');
     out.push('');
     out.push('Kernel requests: driverStats of `ghostfs status --json` before each unmount');
     for (const d of drivers) {
@@ -817,7 +814,7 @@ async function main(opts: Options): Promise<void> {
             return [r.id, { label: r.label.trim(), unit: r.unit, ...byWhere(cellAt), median: byWhere((w) => (Number.isFinite(med(cellAt(w))) ? med(cellAt(w)) : null)), target: target ? { text: r.target!.text, ...target } : null }];
           }),
         ),
-        smallFileLatencyMs: latency,
+        ...(wanted('small') ? { smallFileLatencyMs: latency } : {}),
         ghostfsSamples: ghostSamples,
         cleanupMs,
         checks,
@@ -838,7 +835,7 @@ function parseWorkloads(v: string): Workload[] {
   const ids = v.split(',').map((x) => x.trim()).filter(Boolean);
   const unknown = ids.filter((id) => !(WORKLOADS as readonly string[]).includes(id));
   if (unknown.length || ids.length === 0) throw new InvalidArgumentError(`no workload ${unknown.join(', ') || '(none given)'}: there are ${WORKLOADS.join(', ')}`);
-  return ids as Workload[];
+  return WORKLOADS.filter((w) => ids.includes(w)); // in the order they run, each once
 }
 
 const program = new Command('write')
