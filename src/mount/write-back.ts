@@ -603,8 +603,7 @@ export class WriteBack {
   private hold(e: JournalEntry): void {
     if (log.isLevelEnabled('debug')) log.debug({ path: e.path, ...this.trace(e) }, 'write-back pending');
     this.pending.set(e.seq, e);
-    this.byPath.add(e.path, e);
-    if (!e.dirAttrs) this.filesByDir.add(parentOf(e.path), e);
+    this.indexPath(e);
     if (e.mkdir) this.mkdirs.set(e.path, e);
     if (!e.data) return;
     // Bytes stored in the record are its only content here: always held.
@@ -630,6 +629,17 @@ export class WriteBack {
     else await copyFile(this.dirtyPath(e.dirty), file, constants.COPYFILE_EXCL);
   }
 
+  /** A pending record under its path (byPath) and, a file's, under its directory (filesByDir). */
+  private indexPath(e: JournalEntry): void {
+    this.byPath.add(e.path, e);
+    if (!e.dirAttrs) this.filesByDir.add(parentOf(e.path), e);
+  }
+
+  private unindexPath(e: JournalEntry): void {
+    this.byPath.remove(e.path, e);
+    if (!e.dirAttrs) this.filesByDir.remove(parentOf(e.path), e);
+  }
+
   /** A record is done with (committed, dropped or refused). */
   private forget(e: JournalEntry): void {
     if (this.pending.get(e.seq) !== e) return;
@@ -637,8 +647,7 @@ export class WriteBack {
     // A directory's attributes waiting for this file may go now, whoever committed it (fsync, a flush).
     if (!e.dirAttrs && this.lingering.length && this.byPath.has(parentOf(e.path))) queueMicrotask(() => this.pump());
     this.progress.delete(e.seq);
-    this.byPath.remove(e.path, e);
-    if (!e.dirAttrs) this.filesByDir.remove(parentOf(e.path), e);
+    this.unindexPath(e);
     if (this.mkdirs.get(e.path) === e) this.mkdirs.delete(e.path);
     if (e.data) this.heldBytes -= e.data.length;
     e.data = undefined;
@@ -1504,21 +1513,19 @@ export class WriteBack {
     if (how.blocked()) return false;
     let release!: () => void;
     this.holds.set(e.seq, new Promise<void>((resolve) => (release = resolve)));
-    const move = (a: string, b: string): void => {
-      this.byPath.remove(a, e);
-      this.filesByDir.remove(parentOf(a), e);
+    const move = (b: string): void => {
+      this.unindexPath(e);
       e.path = b;
-      this.byPath.add(b, e);
-      this.filesByDir.add(parentOf(b), e);
+      this.indexPath(e);
     };
-    move(from, to);
+    move(to);
     how.moved(false);
     try {
       await this.journal.update(e);
     } catch (err) {
       log.warn({ path: from, to, err: (err as Error).message }, 'cannot rename a queued file in the journal; the rename goes to the node');
       if (this.pending.get(e.seq) === e) {
-        move(to, from);
+        move(from);
         how.moved(true);
       }
       this.holds.delete(e.seq);
