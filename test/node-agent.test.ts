@@ -792,6 +792,38 @@ t.test('bearer token', async (t) => {
   t.equal((await right.stat('f')).attr!.size, 1, 'right token works');
 });
 
+t.test('set-id bits a client asks for on a file are dropped unless the node is served with --allow-setid', async (t) => {
+  for (const allow of [false, true]) {
+    const base = await tempDir(t);
+    const ws = join(base, 'ws');
+    await mkdir(join(ws, 'dir'), { recursive: true });
+    await writeFile(join(ws, 'tool'), '#!/bin/sh\n', { mode: 0o755 });
+    const node = await NodeProc.start(['--root', ws, '--state-dir', join(base, 'st'), ...(allow ? ['--allow-setid'] : [])]);
+    t.teardown(() => node.stop('SIGKILL'));
+    const conn = node.connect();
+    t.teardown(() => conn.close());
+    const how = allow ? 'with --allow-setid' : 'by default';
+    const fileMode = (m: number): number => (allow ? m : m & 0o777);
+    const modeOf = async (p: string): Promise<number> => (await lstat(join(ws, p))).mode & 0o7777;
+
+    const r = await conn.mutate({ chmod: { path: 'tool', mode: 0o4755 } });
+    t.equal(await modeOf('tool'), fileMode(0o4755), `chmod 4755 of a file, ${how}`);
+    t.equal(r.entries.find((e) => e.name === 'tool')!.attr!.mode & 0o7777, fileMode(0o4755), 'the answer has the mode the file got');
+    await conn.mutate({ chmod: { path: 'dir', mode: 0o2775 } });
+    t.equal(await modeOf('dir'), 0o2775, `a directory keeps set-group-ID, ${how}`);
+
+    // A new small file written in one job (inline bytes), and one assembled from uploaded chunks.
+    const small = inline(Buffer.from('small\n'));
+    const c1 = await conn.commit({ path: 'dir/small', expectAbsent: true, digest: small.m.digest, size: small.m.size, chunks: small.m.chunks, inline: small.inline, mode: 0o6755 });
+    t.equal(await modeOf('dir/small'), fileMode(0o6755), `a new file committed with mode 6755, ${how}`);
+    t.equal(c1.entry!.attr!.mode & 0o7777, fileMode(0o6755), 'the commit answers with the mode the file got');
+    const { m } = await upload(conn, randomBytes(3 << 20));
+    await conn.commit({ path: 'tool', baseDigest: (await conn.getManifest('tool')).digest, digest: m.digest, size: m.size, chunks: m.chunks, mode: 0o2755 });
+    t.equal(await modeOf('tool'), fileMode(0o2755), `a file rewritten with mode 2755, ${how}`);
+    t.equal((await conn.stat('tool')).attr!.mode & 0o7777, fileMode(0o2755), 'and the node serves that mode');
+  }
+});
+
 t.test("a node whose state dir is on another filesystem than its workspace assembles uploaded files all the same", async (t) => {
   // Uploaded chunks are staged under the state dir; the kernel cannot copy from there into the workspace (EXDEV).
   const base = await tempDir(t);

@@ -40,6 +40,8 @@ export interface NodeConfig {
   clientKeepaliveMs?: number;
   /** Change events a Watch subscriber may leave unread before it is cut off (default 10,000). */
   feedMaxUnread?: number;
+  /** Keep the set-user-ID and set-group-ID bits clients ask for on regular files (default: dropped; set-id.ts). */
+  allowSetId?: boolean;
   onProgress?: (workspace: string, s: ScanStats) => void;
 }
 
@@ -95,6 +97,7 @@ export class NodeAgent {
       tempTtlMs: this.config.tempTtlMs,
       logRetention: 100_000,
       excluded: [stateReal],
+      allowSetId: this.config.allowSetId,
       onProgress: this.config.onProgress ? (s) => this.config.onProgress!(id, s) : undefined,
     });
     const loadStart = performance.now();

@@ -4,7 +4,7 @@
 // itself, so the change feed carries it at once.
 import { lutimes, open } from 'node:fs/promises';
 import { constants as C } from 'node:fs';
-import { fromTimespec, isDir, isLnk, nsToSeconds } from '../content/attr.js';
+import { fromTimespec, isDir, isLnk, isReg, nsToSeconds } from '../content/attr.js';
 import { FsError } from '../wire/errors.js';
 import type { WMutateRequestOut } from '../wire/types.js';
 import { nativeAddon, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../native/addon.js';
@@ -150,7 +150,9 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       const path = checkPath(req.chmod!.path);
       const abs = await index.paths.safeAbs(path);
       const known = index.entries.get(path);
-      await chmodNoFollow(fs, abs, req.chmod!.mode & 0o7777);
+      let mode = req.chmod!.mode & 0o7777;
+      if (mode & 0o6000 && isReg((known?.attr ?? (await fs.lstat(abs))).mode)) mode = index.fileMode(mode, path);
+      await chmodNoFollow(fs, abs, mode);
       return keep(path, known);
     }
     case 'chown': {

@@ -17,6 +17,7 @@ import { log } from '../log.js';
 import { decodeEntry, encodeEntry, type IndexEntry } from './index-entry.js';
 import { baseName, Confinement, joinRel, parentOf } from './paths.js';
 import { metaCalls, type MetaCalls } from './meta-calls.js';
+import { fileModeFrom } from './set-id.js';
 
 /** Name prefix of the node's own temp files (commits in progress). Never indexed. */
 export const TEMP_PREFIX = '.ghostfs-tmp-';
@@ -48,6 +49,8 @@ export interface IndexOptions {
   logRetention: number;
   /** Absolute paths under the root that are not part of the workspace (a state dir inside it). */
   excluded: string[];
+  /** Keep the set-user-ID and set-group-ID bits clients ask for on regular files (set-id.ts). */
+  allowSetId?: boolean;
   onProgress?: (s: ScanStats) => void;
 }
 
@@ -101,6 +104,11 @@ export class WorkspaceIndex extends EventEmitter {
     this.setMaxListeners(0);
     this.calls = metaCalls(opts.inlineMetadata ? 'inline' : 'pool');
     this.paths = new Confinement(root, this.calls);
+  }
+
+  /** The permission bits a client's `mode` gives a regular file at `path` here (set-id.ts). */
+  fileMode(mode: number, path: string): number {
+    return fileModeFrom(mode & 0o7777, this.opts.allowSetId ?? false, path);
   }
 
   private entryKey(path: string): Buffer {

@@ -259,6 +259,9 @@ if (step === 'grow') {
     t.equal((await stat(S('d/moved'))).mode & 0o777, 0o750, 'chmod');
     await sh(`printf '#!/bin/sh\\necho ran\\n' > '${M('d/tool.sh')}' && chmod +x '${M('d/tool.sh')}'`);
     t.equal((await run(M('d/tool.sh'), [])).stdout, 'ran\n', 'an executable written through the mount runs');
+    t.equal((await run('chmod', ['u+s,g+s', M('d/tool.sh')])).code, 0);
+    t.equal((await stat(S('d/tool.sh'))).mode & 0o7777, 0o755, 'chmod u+s,g+s: the node drops the set-id bits (serve --allow-setid keeps them)');
+    t.equal((await run('stat', ['-c', '%a', M('d/tool.sh')])).stdout.trim(), '755', 'and the mount shows the mode the file got');
     t.equal((await run('rm', [M('d/hard')])).code, 0);
     await t.rejects(lstat(S('d/hard')), 'unlink');
     const rmDir = await run('rm', [M('d')]);
