@@ -39,11 +39,11 @@ struct gfs_pool {
 
 static void run(gfs *g, pool_job *j) {
   if (j->op == OP_READ) {
-    if (!fast_try_read(g, j->req, j->fh, j->off, j->size, 0)) gfs_forward_io(OP_READ, j->req, j->ino, j->fh, j->off, j->size, NULL, NULL);
+    if (!fast_try_read(g, j->req, j->fh, j->off, j->size, 0)) gfs_forward_io(OP_READ, j->req, j->ino, j->fh, j->off, j->size, NULL, NULL, 0);
   } else if (dwrite_try(g, j->req, j->ino, j->fh, j->data, j->block, j->size, j->off)) {
     j->data = NULL, j->block = NULL; /* JS has the bytes now, in the OP_WROTE message */
   } else {
-    gfs_forward_io(OP_WRITE, j->req, j->ino, j->fh, j->off, j->size, j->data, j->block);
+    gfs_forward_io(OP_WRITE, j->req, j->ino, j->fh, j->off, j->size, j->data, j->block, 0);
     j->data = NULL, j->block = NULL;
   }
 }

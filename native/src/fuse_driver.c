@@ -65,9 +65,10 @@ static void forward(gfs_msg *m, fuse_req_t req) {
   gfs_enqueue(fuse_req_userdata(req), m);
 }
 
-void gfs_forward_io(int op, fuse_req_t req, fuse_ino_t ino, uint64_t fh, int64_t off, uint64_t size, char *data, void *block) {
+void gfs_forward_io(int op, fuse_req_t req, fuse_ino_t ino, uint64_t fh, int64_t off, uint64_t size, char *data, void *block, uint32_t flags) {
   gfs_msg *m = new_msg(op, req, ino);
   if (m) {
+    m->flags = flags;
     m->fh = fh;
     m->off = off;
     m->size = size;
@@ -279,12 +280,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
    * (a helper that waited for each cold read in turn made warm sequential reads a third slower). */
   int fast = fast_try_read(g, req, fi->fh, off, size, 1);
   if (fast == 1) return;
-  /* Cached, but not all in the page cache: read by the pool (or here, waiting, if it cannot take the job). */
+  /* Cached, but not all in the page cache: read by the pool (or here, waiting, if it cannot take the job).
+   * Counted before the hand-off, which may answer the reader before this thread runs on (and a test
+   * that reads the counters once its reader has its bytes must find the request counted). */
   if (fast == FAST_WOULD_BLOCK) {
-    if (pool_post(g->pool, OP_READ, req, ino, fi->fh, off, size, NULL, NULL) == 0) return (void)STAT_ADD(g, pool_reads, 1);
+    STAT_ADD(g, pool_reads, 1);
+    if (pool_post(g->pool, OP_READ, req, ino, fi->fh, off, size, NULL, NULL) == 0) return;
+    STAT_ADD(g, pool_reads, (uint64_t)-1);
     if (fast_try_read(g, req, fi->fh, off, size, 0)) return;
   }
-  gfs_forward_io(OP_READ, req, ino, fi->fh, off, size, NULL, NULL);
+  gfs_forward_io(OP_READ, req, ino, fi->fh, off, size, NULL, NULL, 0);
 }
 
 /* Writes at least this big keep libfuse's request buffer (a megabyte and a page) instead of a copy. */
@@ -315,11 +320,15 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
   if (size && dwrite_wanted(g, fi->fh)) {
     if (!gfs_in_request_loop) {
       if (dwrite_try(g, req, ino, fi->fh, data, block, size, off)) return;
-    } else if (pool_post(g->pool, OP_WRITE, req, ino, fi->fh, off, size, data, block) == 0) {
-      return (void)STAT_ADD(g, pool_writes, 1);
+    } else {
+      STAT_ADD(g, pool_writes, 1); /* before the hand-off, as the pool's reads */
+      if (pool_post(g->pool, OP_WRITE, req, ino, fi->fh, off, size, data, block) == 0) return;
+      STAT_ADD(g, pool_writes, (uint64_t)-1);
     }
   }
-  gfs_forward_io(OP_WRITE, req, ino, fi->fh, off, size, data, block);
+  /* A write the kernel makes from its page cache (a shared mapping's dirty pages) goes at its offset,
+   * even through an O_APPEND handle: the kernel only borrowed that handle for it. */
+  gfs_forward_io(OP_WRITE, req, ino, fi->fh, off, size, data, block, fi->writepage ? WRITE_FROM_CACHE : 0);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {

@@ -73,7 +73,7 @@ typedef struct gfs_msg {
   uint64_t fh;
   int64_t off;
   uint64_t size;
-  uint32_t flags; /* open/rename flags; setattr's to_set */
+  uint32_t flags; /* open/rename flags; setattr's to_set; a write's WRITE_FROM_CACHE */
   uint32_t mode;
   uint32_t uid, gid; /* the caller */
   double set[9];     /* setattr: mode uid gid size atime_s atime_ns mtime_s mtime_ns (set[8] unused) */
@@ -194,7 +194,9 @@ void gfs_request_done(gfs *g);
 /* Hands a message to the JS thread. */
 void gfs_enqueue(gfs *g, gfs_msg *m);
 /* A READ or WRITE for JS (a write's bytes, see payload_free, JS's from now on); ENOMEM answered here. */
-void gfs_forward_io(int op, fuse_req_t req, fuse_ino_t ino, uint64_t fh, int64_t off, uint64_t size, char *data, void *block);
+/* flags of an OP_WRITE: WRITE_FROM_CACHE, the kernel writing back a shared mapping's pages. */
+#define WRITE_FROM_CACHE 1u
+void gfs_forward_io(int op, fuse_req_t req, fuse_ino_t ino, uint64_t fh, int64_t off, uint64_t size, char *data, void *block, uint32_t flags);
 /* Gives JS every queued message (on the JS thread). */
 void gfs_drain(napi_env env, napi_value js_cb, gfs *g);
 

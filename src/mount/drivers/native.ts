@@ -83,6 +83,9 @@ const SET_MTIME = 1 << 5;
 const SET_ATIME_NOW = 1 << 7;
 const SET_MTIME_NOW = 1 << 8;
 
+/** A write's flags (ghostfs.h): the kernel writing back a shared mapping's pages, through whichever handle. */
+const WRITE_FROM_CACHE = 1;
+
 // replyOpen's bits.
 const KEEP_CACHE = 1;
 /** Reads and writes go to the mount, not through the kernel's page cache (a passed-through writer). */
@@ -496,8 +499,9 @@ export class NativeDriver implements Driver {
           'write',
           fh,
           async () => {
-            // (A passed-through writer's bytes stay where the kernel put them: the backing file has them there.)
-            const n = await vfs.write(fh, off, data!, !!t);
+            // At the offset the kernel gives, even for an O_APPEND handle: a passed-through writer's bytes
+            // (the backing file has them there), and a shared mapping's pages the kernel writes back.
+            const n = await vfs.write(fh, off, data!, !!t || (flags & WRITE_FROM_CACHE) !== 0);
             // The same bytes in the backing file, before the writer hears back: readers see them as on a local file.
             t?.mirrorWrite(fh, off, data!, n);
             return n;
