@@ -21,8 +21,15 @@ t.test('--print-config shows the effective settings, from flags and environment'
   t.equal(c.listen.port, 7171, 'GHOSTFS_LISTEN applied');
   t.equal(c.readSize, 1024 * 1024, 'the nfs profile applied');
   t.equal(c.token, '***', 'the token is masked');
+  t.equal(c.allowSetId, false, 'set-id bits are dropped unless asked');
   const m = await ghostfs(['mount', '127.0.0.1:7070', '/tmp/x', '--print-config', '--cache-quota', '2G']);
   t.equal(JSON.parse(m.stdout).cacheQuotaBytes, 2 * 1024 ** 3);
+  // A security flag from the environment: what the variable says counts, not only that it is there.
+  const allowSetId = async (args: string[], env: Record<string, string>) => JSON.parse((await ghostfs(['serve', '--root', '/tmp', '--print-config', ...args], env)).stdout).allowSetId;
+  t.equal(await allowSetId(['--allow-setid'], {}), true, '--allow-setid');
+  t.equal(await allowSetId([], { GHOSTFS_ALLOW_SETID: '1' }), true, 'GHOSTFS_ALLOW_SETID=1');
+  t.equal(await allowSetId([], { GHOSTFS_ALLOW_SETID: 'false' }), false, 'GHOSTFS_ALLOW_SETID=false');
+  t.equal(await allowSetId([], { GHOSTFS_ALLOW_SETID: '0' }), false, 'GHOSTFS_ALLOW_SETID=0');
 });
 
 t.test('a bad value stops the command with one clear sentence', async (t) => {
@@ -34,6 +41,7 @@ t.test('a bad value stops the command with one clear sentence', async (t) => {
     [['serve', '--root', '/tmp', '--temp-ttl', 'soon'], {}, /"soon" is not a duration/],
     [['mount', 'x:1', '/tmp/y', '--cache-quota', 'lots'], {}, /"lots" is not a size/],
     [['serve', '--root', '/does/not/exist', '--state-dir', join(state, 'never-made')], {}, /is not a usable directory/],
+    [['serve', '--root', '/tmp'], { GHOSTFS_ALLOW_SETID: 'maybe' }, /GHOSTFS_ALLOW_SETID="maybe": give 1, true, yes or on/],
   ];
   for (const [args, env, msg] of cases) {
     const r = await ghostfs(args, env);

@@ -7,7 +7,7 @@
 // - A writer that opens and changes a file while another writer's close is
 //   still committing it has its own close commit its change.
 import t from 'tap';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { constants as C } from 'node:fs';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
@@ -77,4 +77,18 @@ t.test("a writer that changes a file while another writer's close is committing 
   await vfs.release(w2.fh);
   t.same(await readFile(join(root, 'f.txt')), Buffer.from('second writer\n'), "the second close committed the second writer's change");
   t.same([wb.stats.committed, wb.stats.conflicts, wb.pendingCount], [2, 0, 0], 'two commits, no conflict, nothing queued');
+});
+
+t.test('an owner and set-id bits given to a file being written both reach a node served with --allow-setid', { skip: process.getuid?.() !== 0 && 'changing a file\'s owner needs root' }, async (t) => {
+  const { root, vfs } = await writeBackRig(t, {}, 10_000, {}, { nodeArgs: ['--allow-setid'] });
+  const { handle } = await vfs.create('', 'tool', 0o755, 0, 0, C.O_WRONLY | C.O_CREAT);
+  await vfs.write(handle.fh, 0, Buffer.from('#!/bin/sh\n'));
+  // As `install -o -m` does: the owner, then the mode. The owner goes to the node after the
+  // commit, and a chown there clears the set-id bits the commit gave the file.
+  await vfs.setattr('tool', { uid: 4321, gid: 4321 });
+  await vfs.setattr('tool', { mode: 0o4755 });
+  await vfs.flush(handle.fh);
+  await vfs.release(handle.fh);
+  const st = await stat(join(root, 'tool'));
+  t.same([st.uid, st.gid, (st.mode & 0o7777).toString(8)], [4321, 4321, '4755'], 'the node has the owner and the mode');
 });

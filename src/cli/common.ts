@@ -1,5 +1,5 @@
 // Helpers shared by the CLI commands.
-import type { Option } from 'commander';
+import type { Command, Option } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { PendingRecord } from '../mount/write-back.js';
@@ -8,6 +8,20 @@ import type { OpenFile } from '../admin/protocol.js';
 /** Every flag can also come from GHOSTFS_<NAME>. */
 export function env(o: Option, name: string): Option {
   return o.env(`GHOSTFS_${name}`);
+}
+
+/**
+ * Whether a flag that GHOSTFS_<name> may also give is on. Commander turns
+ * such a flag on when the variable is set at all, whatever it says; here
+ * 1/true/yes/on turn it on, 0/false/no/off (or empty) leave it off, and
+ * anything else is an error, never a guess.
+ */
+export function flagOn(cmd: Command, key: string, name: string): boolean {
+  if (cmd.getOptionValueSource(key) !== 'env') return cmd.getOptionValue(key) === true;
+  const v = (process.env[`GHOSTFS_${name}`] ?? '').trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['', '0', 'false', 'no', 'off'].includes(v)) return false;
+  return fail(`GHOSTFS_${name}="${process.env[`GHOSTFS_${name}`]}": give 1, true, yes or on (or 0, false, no, off).`);
 }
 
 /** One clear sentence on stderr and a non-zero exit. */

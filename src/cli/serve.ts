@@ -9,7 +9,7 @@ import { parseChoice, parseDuration, parseIntIn, parseListen, parseSize } from '
 import { NodeAgent, type NodeConfig } from '../node/agent.js';
 import type { ScanStats } from '../node/workspace-index.js';
 import { log } from '../log.js';
-import { env, fail, printConfig } from './common.js';
+import { env, fail, flagOn, printConfig } from './common.js';
 import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
 import { tuneForChunkTraffic } from '../util/chunk-traffic.js';
 
@@ -43,7 +43,7 @@ export function serveCommand(): Command {
     .addOption(env(new Option('--allow-setid', 'keep the set-user-ID and set-group-ID bits clients set on files (dropped by default: with them, whoever holds the token could leave a program that runs as its owner, root included, for anyone who logs in here)'), 'ALLOW_SETID'))
     .addOption(env(new Option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(parseListen), 'METRICS'))
     .option('--print-config', 'print the effective settings (flags, GHOSTFS_* variables, defaults) and exit')
-    .action(async (o) => {
+    .action(async (o, cmd: Command) => {
       const workspaces = parseWorkspaces(o.root, o.workspace as string[]);
       if (o.tlsCert && !o.tlsKey) fail('--tls-cert needs --tls-key.');
       if (!o.tlsCert && (o.tlsKey || o.tlsCa)) fail('--tls-key and --tls-ca need --tls-cert.');
@@ -67,7 +67,7 @@ export function serveCommand(): Command {
         watchDelayMs: o.watchDelay,
         clientKeepaliveMs: o.clientKeepalive === 0 ? 0 : Math.max(1000, o.clientKeepalive),
         feedMaxUnread: o.feedMaxUnread,
-        allowSetId: o.allowSetid === true,
+        allowSetId: flagOn(cmd, 'allowSetid', 'ALLOW_SETID'),
         onProgress: progressReporter(),
       };
       if (o.printConfig) return printConfig({ ...config, onProgress: undefined, metrics: o.metrics });

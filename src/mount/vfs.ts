@@ -1108,6 +1108,9 @@ export class Vfs {
           const owner = d.owner;
           d.owner = undefined;
           await this.mutate([], { chown: { path: d.path, ...owner } });
+          // That chown cleared the set-id bits the commit gave the file (a node served with
+          // --allow-setid keeps them): the mode the writer set is the last word, as it was here.
+          if (rec.mode & 0o6000) await this.mutate([], { chmod: { path: d.path, mode: rec.mode & 0o7777 } });
         }
       }
       else {

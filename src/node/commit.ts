@@ -89,7 +89,8 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     // A draft: chunks placed past the end of what the file became. Holes: the size.
     if (draft || holes) await staged.truncate(input.size);
     let { conflict, current, found } = await checkBase(index, path, abs, input);
-    const mode = index.fileMode(input.mode, path) || (current ? index.fileMode(current.mode, path) : 0o644);
+    // No mode given (0): the file keeps the one it has, or gets 0644.
+    const mode = input.mode & 0o7777 ? index.fileMode(input.mode, path) : current ? index.fileMode(current.mode, path) : 0o644;
     // The owner first: a chown clears the set-id bits the mode may carry.
     if (mayChown && current) await staged.chown(current.uid, current.gid);
     await staged.chmod(mode);
@@ -267,7 +268,7 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
   const [atimeS, atimeNs] = input.mtimeNs !== undefined ? secNsec(input.atimeNs ?? input.mtimeNs) : [null, 0];
   let attr: Attr;
   try {
-    attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), parts.length === 1 ? parts[0]! : Buffer.concat(parts), index.fileMode(input.mode, path) || 0o644, atimeS, atimeNs, mtimeS, mtimeNs);
+    attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), parts.length === 1 ? parts[0]! : Buffer.concat(parts), input.mode & 0o7777 ? index.fileMode(input.mode, path) : 0o644, atimeS, atimeNs, mtimeS, mtimeNs);
   } catch {
     return undefined;
   }

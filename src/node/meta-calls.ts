@@ -32,8 +32,13 @@ export interface MetaCalls {
   /** chmod by name (it follows a symlink: callers check first). */
   chmod(abs: string, mode: number): Promise<void>;
   lchown(abs: string, uid: number, gid: number): Promise<void>;
-  /** chmod through a descriptor that did not follow a symlink to open: a symlink fails with ELOOP, an unreadable file with EACCES. */
-  chmodNoFollow(abs: string, mode: number): Promise<void>;
+  /**
+   * chmod through a descriptor that did not follow a symlink to open: a
+   * symlink fails with ELOOP, an unreadable file with EACCES. The mode is
+   * `modeFor` the st_mode of what was opened (its type decides which bits a
+   * client may set: set-id.ts).
+   */
+  chmodNoFollow(abs: string, modeFor: (stMode: number) => number): Promise<void>;
   /** The calls to remove `victim`'s name with (unlink, or a rename over it: null when nothing is there). */
   freeing(victim: Attr | null): MetaCalls;
   /** A rename that replaces what is at `to`, if anything: through the pool when that frees a big file (see `freeing`). */
@@ -68,10 +73,10 @@ const inline: MetaCalls = {
   symlink: async (target, abs) => fs.symlinkSync(target, abs),
   chmod: async (abs, mode) => fs.chmodSync(abs, mode),
   lchown: async (abs, uid, gid) => fs.lchownSync(abs, uid, gid),
-  chmodNoFollow: async (abs, mode) => {
+  chmodNoFollow: async (abs, modeFor) => {
     const fd = fs.openSync(abs, NO_FOLLOW);
     try {
-      fs.fchmodSync(fd, mode);
+      fs.fchmodSync(fd, modeFor(fs.fstatSync(fd).mode));
     } finally {
       fs.closeSync(fd);
     }
@@ -95,10 +100,10 @@ const pooled: MetaCalls = {
   symlink: (target, abs) => fsp.symlink(target, abs),
   chmod: (abs, mode) => fsp.chmod(abs, mode),
   lchown: (abs, uid, gid) => fsp.lchown(abs, uid, gid),
-  chmodNoFollow: async (abs, mode) => {
+  chmodNoFollow: async (abs, modeFor) => {
     const fh = await fsp.open(abs, NO_FOLLOW);
     try {
-      await fh.chmod(mode);
+      await fh.chmod(modeFor((await fh.stat()).mode));
     } finally {
       await fh.close();
     }

@@ -150,9 +150,9 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       const path = checkPath(req.chmod!.path);
       const abs = await index.paths.safeAbs(path);
       const known = index.entries.get(path);
-      let mode = req.chmod!.mode & 0o7777;
-      if (mode & 0o6000 && isReg((known?.attr ?? (await fs.lstat(abs))).mode)) mode = index.fileMode(mode, path);
-      await chmodNoFollow(fs, abs, mode);
+      const mode = req.chmod!.mode & 0o7777;
+      // The type of what is there when it is changed decides (set-id.ts): not the index's, maybe behind.
+      await chmodNoFollow(fs, abs, (stMode) => (isReg(stMode) ? index.fileMode(mode, path) : mode));
       return keep(path, known);
     }
     case 'chown': {
@@ -203,15 +203,16 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
   }
 }
 
-async function chmodNoFollow(fs: MetaCalls, abs: string, mode: number): Promise<void> {
+async function chmodNoFollow(fs: MetaCalls, abs: string, modeFor: (stMode: number) => number): Promise<void> {
   try {
-    await fs.chmodNoFollow(abs, mode);
+    await fs.chmodNoFollow(abs, modeFor);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ELOOP') throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
     if (code !== 'EACCES') throw err;
     // Unreadable (mode 000) and not root: lstat, then chmod by name.
-    if (isLnk((await fs.lstat(abs)).mode)) throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
-    await fs.chmod(abs, mode);
+    const st = await fs.lstat(abs);
+    if (isLnk(st.mode)) throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
+    await fs.chmod(abs, modeFor(st.mode));
   }
 }

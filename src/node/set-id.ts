@@ -10,9 +10,15 @@ import { log } from '../log.js';
 
 const SET_ID = 0o6000;
 
+/** Said once at info level (a tar of such files would say it for each one), then at debug level. */
+let told = false;
+
 /** `mode` (permission bits) as a regular file on this node gets it. */
 export function fileModeFrom(mode: number, allowSetId: boolean, path: string): number {
   if (allowSetId || !(mode & SET_ID)) return mode;
-  log.info({ path, mode: mode.toString(8) }, 'set-id bits from a client dropped (serve --allow-setid keeps them)');
+  const what = { path, mode: mode.toString(8) };
+  if (told) log.debug(what, 'set-id bits on a file dropped');
+  else log.info(what, 'set-id bits on a file dropped (serve --allow-setid keeps them; said once, then at debug level)');
+  told = true;
   return mode & ~SET_ID;
 }
