@@ -130,6 +130,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
   g->negotiated_max_write = conn->max_write;
   g->negotiated_max_readahead = conn->max_readahead;
   g->negotiated_want = conn->want;
+  g->pt.parallel_want = (conn->want & FUSE_CAP_PARALLEL_DIROPS) != 0; /* passed on by passthrough.c's INIT patch */
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
@@ -706,7 +707,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "EMOUNT", "mounting failed (see the libfuse message above): is the mountpoint a directory, is /dev/fuse there, is fusermount3 installed?");
     goto fail;
   }
-  if (g->pt.want && pt_install(g) != 0) g->pt.want = 0; /* mounted all the same, without passthrough */
+  /* The device I/O hook, for passthrough and for the flags libfuse leaves out of the INIT reply. */
+  if (pt_install(g) != 0) g->pt.want = 0; /* mounted all the same, without either */
 
   napi_value name;
   napi_create_string_utf8(env, "ghostfs-fuse", NAPI_AUTO_LENGTH, &name);
@@ -1125,6 +1127,8 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   /* 0: not wanted or not offered by the kernel; 1: asked for in the INIT reply (backingOpen then tells whether the kernel agreed). */
   PUT("passthrough", g->pt.asked);
   PUT("kernelPassthrough", g->pt.kernel_offers);
+  /* 1: lookups and readdirs of one directory run side by side (asked for in the INIT reply; the kernel offered it). */
+  PUT("parallelDirops", g->pt.parallel_asked);
   PUT("maxWrite", g->negotiated_max_write);
   PUT("maxReadahead", g->negotiated_max_readahead);
   PUT("capable", g->kernel_capable);

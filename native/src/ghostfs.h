@@ -176,10 +176,12 @@ typedef struct gfs {
   gfs_stats stats;
   dattr_cache dattr;
 
-  /* FUSE passthrough (passthrough.c): wanted by JS, offered by the kernel, asked for in the INIT reply. */
+  /* FUSE passthrough (passthrough.c): wanted by JS, offered by the kernel, asked for in the INIT reply;
+   * and parallel dirops, which libfuse 3.14 leaves out of that reply: wanted (op_init), offered, asked for. */
   struct {
     int want;
     int kernel_offers, init_replied, asked;
+    int parallel_want, kernel_parallel, parallel_asked;
     uint64_t init_unique;
   } pt;
 } gfs;

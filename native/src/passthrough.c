@@ -7,6 +7,11 @@
  * the INIT reply and a backing file's id to the OPEN replies JS asks for.
  * Everything else passes through untouched.
  *
+ * The INIT reply also gets the parallel-dirops flag when the driver asked
+ * for it: libfuse 3.14 takes FUSE_CAP_PARALLEL_DIROPS and never tells the
+ * kernel (fixed in later libfuse), which then ran one lookup or readdir of
+ * a directory at a time.
+ *
  * The structures are the kernel's (include/uapi/linux/fuse.h, protocol
  * 7.40); the installed headers are older.
  */
@@ -20,6 +25,7 @@
 
 #define FUSE_OPCODE_INIT 26
 #define INIT_EXT (1u << 30)               /* flags: flags2 is valid */
+#define PARALLEL_DIROPS (1u << 18)        /* lookups and readdirs of one directory side by side */
 #define PASSTHROUGH_FLAGS2 (1u << (37 - 32)) /* FUSE_PASSTHROUGH, bit 37 of the 64-bit flags */
 #define FOPEN_DIRECT_IO_BIT (1u << 0)
 #define FOPEN_NOFLUSH_BIT (1u << 5)
@@ -70,6 +76,7 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata) {
     const struct init_in *in = (const void *)((char *)buf + sizeof(struct in_header));
     g->pt.init_unique = ((struct in_header *)buf)->unique;
     g->pt.kernel_offers = (in->flags & INIT_EXT) && (in->flags2 & PASSTHROUGH_FLAGS2);
+    g->pt.kernel_parallel = (in->flags & PARALLEL_DIROPS) != 0;
   }
   return n;
 }
@@ -87,18 +94,22 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata) {
       patched[1].iov_base = &o;
       return writev(fd, patched, 2);
     }
-    if (g->pt.want && !g->pt.init_replied && h->unique == g->pt.init_unique && h->error == 0 && iov[1].iov_len == sizeof(struct init_out)) {
+    if (!g->pt.init_replied && h->unique == g->pt.init_unique && h->error == 0 && iov[1].iov_len == sizeof(struct init_out)) {
       g->pt.init_replied = 1;
-      if (g->pt.kernel_offers) {
-        struct init_out o = *(struct init_out *)iov[1].iov_base;
+      struct init_out o = *(struct init_out *)iov[1].iov_base;
+      if (g->pt.parallel_want && g->pt.kernel_parallel) {
+        o.flags |= PARALLEL_DIROPS;
+        g->pt.parallel_asked = 1;
+      }
+      if (g->pt.want && g->pt.kernel_offers) {
         o.flags |= INIT_EXT;
         o.flags2 |= PASSTHROUGH_FLAGS2;
         /* Backing files sit on a plain filesystem: one level of stacking. */
         o.max_stack_depth = 1;
         g->pt.asked = 1;
-        patched[1].iov_base = &o;
-        return writev(fd, patched, 2);
       }
+      patched[1].iov_base = &o;
+      return writev(fd, patched, 2);
     }
   }
   return writev(fd, iov, count);

@@ -75,8 +75,10 @@ export interface DriverStats {
   passthroughOpens: number;
   /** 1 when passthrough was asked for at INIT (the kernel offered it). */
   passthrough: number;
-  /** 1 when the kernel offered passthrough at INIT (seen only when it was wanted). */
+  /** 1 when the kernel offered passthrough at INIT. */
   kernelPassthrough: number;
+  /** 1 when lookups and readdirs of one directory may run side by side (asked for at INIT, which libfuse 3.14 leaves to the driver). */
+  parallelDirops: number;
   maxWrite: number;
   maxReadahead: number;
   capable: number;
