@@ -30,6 +30,8 @@ t.test('--print-config shows the effective settings, from flags and environment'
   t.equal(await allowSetId([], { GHOSTFS_ALLOW_SETID: '1' }), true, 'GHOSTFS_ALLOW_SETID=1');
   t.equal(await allowSetId([], { GHOSTFS_ALLOW_SETID: 'false' }), false, 'GHOSTFS_ALLOW_SETID=false');
   t.equal(await allowSetId([], { GHOSTFS_ALLOW_SETID: '0' }), false, 'GHOSTFS_ALLOW_SETID=0');
+  const watch = async (env: Record<string, string>) => JSON.parse((await ghostfs(['serve', '--root', '/tmp', '--print-config'], env)).stdout).watch;
+  t.same([await watch({ GHOSTFS_NO_WATCH: '1' }), await watch({ GHOSTFS_NO_WATCH: 'no' }), await watch({})], [false, true, true], 'GHOSTFS_NO_WATCH=1 and =no');
 });
 
 t.test('a bad value stops the command with one clear sentence', async (t) => {

@@ -91,4 +91,14 @@ t.test('an owner and set-id bits given to a file being written both reach a node
   await vfs.release(handle.fh);
   const st = await stat(join(root, 'tool'));
   t.same([st.uid, st.gid, (st.mode & 0o7777).toString(8)], [4321, 4321, '4755'], 'the node has the owner and the mode');
+
+  // The other order: a change of owner after the mode clears the set-id bits, as on a local disk.
+  const other = await vfs.create('', 'tool2', 0o755, 0, 0, C.O_WRONLY | C.O_CREAT);
+  await vfs.write(other.handle.fh, 0, Buffer.from('#!/bin/sh\n'));
+  await vfs.setattr('tool2', { mode: 0o4755 });
+  await vfs.setattr('tool2', { uid: 4321, gid: 4321 });
+  await vfs.flush(other.handle.fh);
+  await vfs.release(other.handle.fh);
+  const st2 = await stat(join(root, 'tool2'));
+  t.same([st2.uid, (st2.mode & 0o7777).toString(8)], [4321, '755'], 'chmod 4755, then chown: the node has the owner, without the set-id bits');
 });

@@ -72,10 +72,13 @@ static __thread int32_t reply_backing_id;
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata) {
   gfs *g = userdata;
   ssize_t n = read(fd, buf, len);
-  if (n >= (ssize_t)(sizeof(struct in_header) + sizeof(struct init_in)) && ((struct in_header *)buf)->opcode == FUSE_OPCODE_INIT) {
-    const struct init_in *in = (const void *)((char *)buf + sizeof(struct in_header));
+  /* Kernels before 5.17 (protocol 7.35 and older) send the first four fields only: flags2 is there
+   * from 7.36 on, and only then may passthrough be offered. */
+  const ssize_t head = (ssize_t)sizeof(struct in_header), through_flags = head + 4 * (ssize_t)sizeof(uint32_t);
+  if (n >= through_flags && ((struct in_header *)buf)->opcode == FUSE_OPCODE_INIT) {
+    const struct init_in *in = (const void *)((char *)buf + head);
     g->pt.init_unique = ((struct in_header *)buf)->unique;
-    g->pt.kernel_offers = (in->flags & INIT_EXT) && (in->flags2 & PASSTHROUGH_FLAGS2);
+    g->pt.kernel_offers = n >= through_flags + (ssize_t)sizeof(uint32_t) && (in->flags & INIT_EXT) && (in->flags2 & PASSTHROUGH_FLAGS2);
     g->pt.kernel_parallel = (in->flags & PARALLEL_DIROPS) != 0;
   }
   return n;

@@ -17,7 +17,15 @@ export function env(o: Option, name: string): Option {
  * anything else is an error, never a guess.
  */
 export function flagOn(cmd: Command, key: string, name: string): boolean {
-  if (cmd.getOptionValueSource(key) !== 'env') return cmd.getOptionValue(key) === true;
+  return cmd.getOptionValueSource(key) === 'env' ? envSwitch(name) : cmd.getOptionValue(key) === true;
+}
+
+/** The same for a `--no-<key>` flag (GHOSTFS_NO_<...>): whether it is given. */
+export function noFlagOn(cmd: Command, key: string, name: string): boolean {
+  return cmd.getOptionValueSource(key) === 'env' ? envSwitch(name) : cmd.getOptionValue(key) === false;
+}
+
+function envSwitch(name: string): boolean {
   const v = (process.env[`GHOSTFS_${name}`] ?? '').trim().toLowerCase();
   if (['1', 'true', 'yes', 'on'].includes(v)) return true;
   if (['', '0', 'false', 'no', 'off'].includes(v)) return false;

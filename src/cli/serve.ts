@@ -9,7 +9,7 @@ import { parseChoice, parseDuration, parseIntIn, parseListen, parseSize } from '
 import { NodeAgent, type NodeConfig } from '../node/agent.js';
 import type { ScanStats } from '../node/workspace-index.js';
 import { log } from '../log.js';
-import { env, fail, flagOn, printConfig } from './common.js';
+import { env, fail, flagOn, noFlagOn, printConfig } from './common.js';
 import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
 import { tuneForChunkTraffic } from '../util/chunk-traffic.js';
 
@@ -63,7 +63,7 @@ export function serveCommand(): Command {
         inlineMetadata: profile.inlineMetadata,
         tempTtlMs: o.tempTtl,
         reconcileIntervalMs: Math.max(1000, o.reconcileInterval),
-        watch: o.watch !== false,
+        watch: !noFlagOn(cmd, 'watch', 'NO_WATCH'),
         watchDelayMs: o.watchDelay,
         clientKeepaliveMs: o.clientKeepalive === 0 ? 0 : Math.max(1000, o.clientKeepalive),
         feedMaxUnread: o.feedMaxUnread,

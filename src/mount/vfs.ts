@@ -1364,6 +1364,9 @@ export class Vfs {
       if (changesOwner(a, d.entry().attr)) {
         // Applied on the node right after the file's commit (it may not exist there yet).
         d.owner = { uid: a.uid ?? -1, gid: a.gid ?? -1 };
+        // A change of owner clears the set-id bits, as on a local disk (the kernel usually sends
+        // the cleared mode with it); set again after it, they are this mode's.
+        if (a.mode === undefined) d.mode &= ~0o6000;
         d.changed();
       }
     });
