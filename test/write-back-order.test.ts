@@ -13,6 +13,7 @@ import { constants as C } from 'node:fs';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
 import { chunkBuffer } from '../src/content/chunk-file.js';
 import { DirtyFile } from '../src/mount/dirty-file.js';
+import { Journal } from '../src/cache/journal.js';
 import { waitFor } from './helpers/mount-proc.js';
 import { writeBackRig } from './helpers/write-back-rig.js';
 
@@ -101,4 +102,44 @@ t.test('an owner and set-id bits given to a file being written both reach a node
   await vfs.release(other.handle.fh);
   const st2 = await stat(join(root, 'tool2'));
   t.same([st2.uid, (st2.mode & 0o7777).toString(8)], [4321, '755'], 'chmod 4755, then chown: the node has the owner, without the set-id bits');
+});
+
+t.test('an owner given to a file being written while no node answers reaches the node once one does, after a restart of the mount too', { skip: process.getuid?.() !== 0 && 'changing a file\'s owner needs root' }, async (t) => {
+  const rig = await writeBackRig(t, {}, 400);
+  const { root, proxy, mesh, vfs } = rig;
+  const { handle } = await vfs.create('', 'owned', 0o644, 0, 0, C.O_WRONLY | C.O_CREAT);
+  proxy.set('mute');
+  await vfs.write(handle.fh, 0, Buffer.from('kept for its owner\n'));
+  await vfs.setattr('owned', { uid: 4321, gid: 4322 });
+  await vfs.flush(handle.fh); // no node: durable in the journal, and close() returns
+  await vfs.release(handle.fh);
+  t.same((await new Journal(rig.store, 'default').load()).map((e) => [e.path, e.owner]), [['owned', { uid: 4321, gid: 4322 }]], 'the journal record carries the owner');
+  t.equal((await vfs.entry('owned')).attr.uid, 4321, 'the mount shows it meanwhile');
+
+  // The mount dies; the next one replays the record once the node answers.
+  const wb = await rig.restart();
+  proxy.set('pass');
+  proxy.reset();
+  await waitFor('the node to answer', () => mesh.stat('').then(() => true, () => false), 5000);
+  t.equal(await wb.drain(), 0, 'committed');
+  const st = await stat(join(root, 'owned'));
+  t.same([await readFile(join(root, 'owned'), 'utf8'), st.uid, st.gid], ['kept for its owner\n', 4321, 4322], 'the node has the content and the owner');
+});
+
+t.test('a change of owner of a closed file still queued joins its record: no round trip, and no node needed', { skip: process.getuid?.() !== 0 && 'changing a file\'s owner needs root' }, async (t) => {
+  const { root, proxy, vfs, wb } = await writeBackRig(t, {}, 400, { asyncWriteBack: true }, { lingerMs: 60_000 });
+  const { handle } = await vfs.create('', 'later', 0o4755, 0, 0, C.O_WRONLY | C.O_CREAT);
+  await vfs.write(handle.fh, 0, Buffer.from('owned after its close\n'));
+  await vfs.flush(handle.fh);
+  await vfs.release(handle.fh);
+  proxy.set('mute'); // as cp -p or rsync do after the close; no node answers meanwhile
+  await vfs.setattr('later', { uid: 4321, gid: 4322 });
+  const shown = (await vfs.entry('later')).attr;
+  t.same([shown.uid, shown.gid, (shown.mode & 0o7777).toString(8)], [4321, 4322, '755'], 'the mount shows the owner, and the set-id bits cleared by it');
+  t.same(wb.pendingRecords().map((r) => r.path), ['later'], 'the record still waits');
+  proxy.set('pass');
+  proxy.reset();
+  t.equal(await wb.drain(), 0, 'committed');
+  const st = await stat(join(root, 'later'));
+  t.same([st.uid, st.gid, (st.mode & 0o7777).toString(8)], [4321, 4322, '755'], 'the node has the owner and the mode');
 });

@@ -5,7 +5,7 @@
 // real node behind a fault proxy (helpers/write-back-rig.ts): the write-back
 // is stopped and a new one started on the same journal and dirty copies.
 import t from 'tap';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Journal } from '../src/cache/journal.js';
 import { chunkBuffer } from '../src/content/chunk-file.js';
@@ -83,4 +83,22 @@ t.test('a restart after the machine went down sets aside a record journaled befo
   t.same((await readdir(rig.root)).sort(), ['synced.txt', 'this-boot.txt'], 'the copy not synced before the restart is not');
   t.same(await readdir(dirty), ['copy-unsynced.failed'], 'it is kept aside in the cache dir');
   t.same(await new Journal(rig.store, 'default').load(), [], 'the journal is empty');
+});
+
+t.test("a restart gives a file's newest record the owner an older one of it had", { skip: process.getuid?.() !== 0 && "changing a file's owner needs root" }, async (t) => {
+  const rig = await writeBackRig(t, {}, 3_000);
+  const dirty = join(rig.cache, 'dirty');
+  const journal = new Journal(rig.store, 'default');
+  await journal.load();
+  // Closed with an owner while no node answered, then opened again, written and fsynced before the mount died.
+  await writeFile(join(dirty, 'copy-1'), 'closed with an owner\n');
+  await writeFile(join(dirty, 'copy-2'), 'written again, fsynced\n');
+  await journal.add({ path: 'b.txt', dirty: 'copy-1', expectAbsent: true, mode: 0o644, owner: { uid: 4321, gid: -1 }, closedAt: 1 }, 'now');
+  await journal.add({ path: 'b.txt', dirty: 'copy-2', expectAbsent: true, mode: 0o644, owner: { uid: -1, gid: 4322 }, closedAt: 2 }, 'now');
+
+  const wb = await rig.restart();
+  t.same((await new Journal(rig.store, 'default').load()).map((e) => [e.dirty, e.owner]), [['copy-2', { uid: 4321, gid: 4322 }]], 'one record left, with both owner changes');
+  t.equal(await wb.drain(), 0, 'committed');
+  const st = await stat(join(rig.root, 'b.txt'));
+  t.same([await readFile(join(rig.root, 'b.txt'), 'utf8'), st.uid, st.gid], ['written again, fsynced\n', 4321, 4322], 'the node has the newest content and the owner');
 });

@@ -42,6 +42,12 @@ export interface JournalEntry {
    * for it.
    */
   mkdir?: boolean;
+  /**
+   * An owner given to the file while it was written (-1: that one
+   * unchanged), applied on the node right after its commit (it may not
+   * exist there before).
+   */
+  owner?: Owner;
   /** Set explicitly by the writer (utimens while open); else the node stamps the commit time. */
   mtimeNs?: bigint;
   atimeNs?: bigint;
@@ -67,6 +73,17 @@ export interface JournalEntry {
   unsyncedBoot?: string;
 }
 
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
+/** Two owner changes of one file, the later one's fields first (-1: not changed). */
+export function laterOwner(earlier: Owner | undefined, later: Owner | undefined): Owner | undefined {
+  if (!earlier || !later) return later ?? earlier;
+  return { uid: later.uid >= 0 ? later.uid : earlier.uid, gid: later.gid >= 0 ? later.gid : earlier.gid };
+}
+
 function encode(e: JournalEntry): Buffer {
   const w = new Writer(128 + (e.data?.length ?? 0));
   w.string(e.path).string(e.dirty).bytes(e.baseDigest ?? Buffer.alloc(0)).bool(e.expectAbsent).uint(e.mode).uint(e.closedAt);
@@ -76,8 +93,10 @@ function encode(e: JournalEntry): Buffer {
   const inRecord = !e.dirty && e.data !== undefined;
   w.bool(inRecord);
   if (inRecord) w.bytes(e.data!);
-  w.uint((e.dirAttrs ? 1 | (e.dirAttrs.setsMode ? 2 : 0) : 0) | (e.mkdir ? 4 : 0));
+  w.uint((e.dirAttrs ? 1 | (e.dirAttrs.setsMode ? 2 : 0) : 0) | (e.mkdir ? 4 : 0) | (e.owner ? 8 : 0));
   w.string(e.unsyncedBoot ?? '');
+  // Added later, after the boot id (-1: unchanged).
+  if (e.owner) w.int(e.owner.uid).int(e.owner.gid);
   return w.done();
 }
 
@@ -101,6 +120,7 @@ function decode(seq: number, b: Buffer): JournalEntry {
   if (flags & 4) e.mkdir = true;
   const boot = r.done ? '' : r.string();
   if (boot) e.unsyncedBoot = boot;
+  if (flags & 8) e.owner = { uid: r.int(), gid: r.int() };
   return e;
 }
 

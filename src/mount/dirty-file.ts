@@ -115,7 +115,7 @@ export class DirtyFile {
     public name: string,
     /** The dirty copy's path (it exists once `onDisk`). */
     private file: string,
-    private readonly attr: Attr,
+    private attr: Attr,
     /** Content the writer started from: digest and chunks (absent for a new or truncated file). */
     public baseDigest: Buffer | undefined,
     public expectAbsent: boolean,
@@ -422,6 +422,15 @@ export class DirtyFile {
     this.changed();
     this.lastWriteNs = nowNs();
     this.mtimeNs = undefined; // a write after utimens moves mtime again, as on any filesystem
+  }
+
+  /** The owner given while it was written, to go with the content handed over now; it stays shown. */
+  takeOwner(): { uid: number; gid: number } | undefined {
+    const o = this.owner;
+    if (!o) return undefined;
+    this.owner = undefined;
+    this.attr = { ...this.attr, uid: o.uid >= 0 ? o.uid : this.attr.uid, gid: o.gid >= 0 ? o.gid : this.attr.gid };
+    return o;
   }
 
   /** The file as stat shows it while it is being written. */

@@ -23,7 +23,7 @@ import type { ChunkReader } from './chunk-reader.js';
 import { DirtyFile, nextLocalIno } from './dirty-file.js';
 import { entryFromWire } from './vfs-entry.js';
 import { HOLD_BYTES, INLINE_BYTES, type WriteBack } from './write-back.js';
-import type { JournalEntry } from '../cache/journal.js';
+import { laterOwner, type JournalEntry } from '../cache/journal.js';
 import { NodeCapacity, type Capacity } from './capacity.js';
 
 export const ROOT_INO = 1;
@@ -948,7 +948,7 @@ export class Vfs {
       await this.afterRenamesOf(() => d.path);
       // Made from a version closed here that has landed since: that version is its base now.
       const landed = d.baseSeq !== undefined ? this.writeBack.landedDigest(d.baseSeq) : undefined;
-      const seq = await this.writeBack.checkpoint({ path: d.path, dirty: d.name, baseDigest: landed ?? d.baseDigest, expectAbsent: landed ? false : d.expectAbsent, mode: d.mode, mtimeNs: d.mtimeNs, atimeNs: d.atimeNs });
+      const seq = await this.writeBack.checkpoint({ path: d.path, dirty: d.name, baseDigest: landed ?? d.baseDigest, expectAbsent: landed ? false : d.expectAbsent, mode: d.mode, owner: d.owner, mtimeNs: d.mtimeNs, atimeNs: d.atimeNs });
       const earlier = d.checkpoint;
       d.checkpoint = { seq, name: d.name };
       if (earlier) await this.writeBack.dropCheckpoint(earlier.seq);
@@ -1005,8 +1005,8 @@ export class Vfs {
    * close() (or a rename needs the content on the node first) and the node
    * is asked at once; 'journal' (release, where nobody waits): the record is
    * journaled first; 'queue' (--write-back async): journaled and committed
-   * moments later, nobody waits. An owner change waits for the node, which
-   * applies it after the commit.
+   * moments later, nobody waits. An owner given while it was written goes
+   * in the record; the write-back gives it on the node after the commit.
    */
   private async commitDirty(d: DirtyFile, how: 'wait' | 'journal' | 'queue' = 'wait'): Promise<void> {
     // One hand-over of a file at a time. A version written while the one
@@ -1054,6 +1054,8 @@ export class Vfs {
       // An fsync's record (of this copy, or of one handed over before whose hand-over failed): this newer content supersedes it.
       const checkpoint = d.checkpoint;
       d.checkpoint = undefined;
+      // An owner given while it was written goes with this content (the write-back gives it after the commit).
+      const owner = d.takeOwner();
       return {
         checkpoint,
         closing,
@@ -1069,6 +1071,7 @@ export class Vfs {
           expectAbsent: d.expectAbsent,
           baseSeq: d.baseSeq,
           mode: d.mode,
+          owner,
           mtimeNs: d.mtimeNs,
           atimeNs: d.atimeNs,
           data,
@@ -1084,7 +1087,7 @@ export class Vfs {
       const inMemory = !rec.dirty;
       const data = rec.data;
       let r: { digest: Buffer } | { queued: number } | { removed: true };
-      if (how === 'queue' && !d.owner) {
+      if (how === 'queue') {
         // Small content travels in its journal record; larger content kept in memory gets a copy (in the page cache).
         const inRecord = inMemory && this.writeBack.takesInRecord(data!.length);
         if (inMemory && !inRecord) await DirtyFile.writeCopy(this.writeBack.dirtyPath(name), data!, false);
@@ -1102,17 +1105,7 @@ export class Vfs {
       if (checkpoint) await this.writeBack.dropCheckpoint(checkpoint.seq);
       // Unlinked meanwhile (now, or as this returned): its content went with it.
       if ('removed' in r || closing.removed) return;
-      if ('digest' in r) {
-        d.committed(r.digest, version);
-        if (d.owner) {
-          const owner = d.owner;
-          d.owner = undefined;
-          await this.mutate([], { chown: { path: d.path, ...owner } });
-          // That chown cleared the set-id bits the commit gave the file (a node served with
-          // --allow-setid keeps them): the mode the writer set is the last word, as it was here.
-          if (rec.mode & 0o6000) await this.mutate([], { chmod: { path: d.path, mode: rec.mode & 0o7777 } });
-        }
-      }
+      if ('digest' in r) d.committed(r.digest, version);
       else {
         // Queued: the mount shows the new content until a node takes it, and
         // a further version written through a handle still open is made from
@@ -1121,6 +1114,8 @@ export class Vfs {
         d.queued(r.queued, version);
       }
     } finally {
+      // Not handed over: the owner stays to go with the next hand-over (unless one was given since).
+      if (!handedOver && rec.owner) d.owner = laterOwner(rec.owner, d.owner);
       this.writeBack.endClose(closing);
       // Not handed over (the journal refused it, the node refused it): the
       // fsync's record still stands for this content, until a later hand-over
@@ -1363,7 +1358,7 @@ export class Vfs {
       }
       if (changesOwner(a, d.entry().attr)) {
         // Applied on the node right after the file's commit (it may not exist there yet).
-        d.owner = { uid: a.uid ?? -1, gid: a.gid ?? -1 };
+        d.owner = laterOwner(d.owner, { uid: a.uid ?? -1, gid: a.gid ?? -1 });
         // A change of owner clears the set-id bits, as on a local disk (the kernel usually sends
         // the cleared mode with it); set again after it, they are this mode's.
         if (a.mode === undefined) d.mode &= ~0o6000;
@@ -1413,12 +1408,15 @@ export class Vfs {
     const times = a.mtimeNs !== undefined || a.atimeNs !== undefined;
     // Nothing left to change (a chown to the owner it has): nothing to ask anyone.
     if (a.size === undefined && a.mode === undefined && !times && !ownerChange) return this.node(path, shown);
-    // A closed file still queued for the node: mode and times join its record.
-    // So do a directory's while files in it, or the directory itself, are
-    // queued (asynchronous write-back), when its mtime is given (an atime
-    // alone would send the older mtime the mount shows with it) and it keeps
-    // its search bit (deeper commits go on through it).
-    if (a.size === undefined && !ownerChange) {
+    // A closed file still queued for the node: mode, owner and times join its
+    // record. So do a directory's mode and times while files in it, or the
+    // directory itself, are queued (asynchronous write-back), when its mtime
+    // is given (an atime alone would send the older mtime the mount shows
+    // with it) and it keeps its search bit (deeper commits go on through it).
+    if (a.size === undefined && (!ownerChange || !isDir(cur.mode))) {
+      const owner = ownerChange ? { uid: a.uid ?? -1, gid: a.gid ?? -1 } : undefined;
+      // A change of owner clears the set-id bits (unless this request gives the mode), as on a local disk.
+      const mode = owner && a.mode === undefined && cur.mode & 0o6000 ? cur.mode & 0o7777 & ~0o6000 : a.mode;
       const mtimeNs = a.mtimeNs === 'now' ? nowNs() : (a.mtimeNs ?? cur.mtimeNs);
       const atimeNs = a.atimeNs === 'now' ? nowNs() : (a.atimeNs ?? cur.atimeNs);
       const dir = isDir(cur.mode);
@@ -1428,10 +1426,11 @@ export class Vfs {
       const newMode = a.mode !== undefined && (a.mode & 0o7777) !== (cur.mode & 0o7777) ? a.mode & 0o7777 : undefined;
       const queued =
         (!dir || dirQueues) &&
-        ((await this.writeBack.amend(path, { mode: a.mode, ...newTimes })) ||
+        ((await this.writeBack.amend(path, { mode, owner, ...newTimes })) ||
           (dirQueues && (newMode !== undefined || times) && (await this.writeBack.queueDirAttrs(path, { mode: newMode, ...newTimes }))));
       if (queued) {
-        const attr = { ...cur, ...(a.mode !== undefined ? { mode: (cur.mode & ~0o7777) | (a.mode & 0o7777) } : {}), ...newTimes, ctimeNs: nowNs() };
+        const ids = owner ? { uid: owner.uid >= 0 ? owner.uid : cur.uid, gid: owner.gid >= 0 ? owner.gid : cur.gid } : {};
+        const attr = { ...cur, ...(mode !== undefined ? { mode: (cur.mode & ~0o7777) | (mode & 0o7777) } : {}), ...ids, ...newTimes, ctimeNs: nowNs() };
         this.meta.putVolatile(path, { ...this.meta.get(path), attr });
         return this.node(path, this.meta.get(path)!);
       }
@@ -1477,7 +1476,10 @@ export class Vfs {
       const attr = st ? attrFromStats(st) : r.data ? inRecordAttr(r, r.data.length) : undefined;
       if (!attr) continue;
       const base = this.meta.get(r.path);
-      this.meta.putVolatile(r.path, { attr: base ? { ...base.attr, size: attr.size, mtimeNs: attr.mtimeNs, ctimeNs: attr.ctimeNs } : { ...attr, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode } });
+      const shown = base ? { ...base.attr, size: attr.size, mtimeNs: attr.mtimeNs, ctimeNs: attr.ctimeNs } : { ...attr, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode };
+      // The owner given to it, still to be given on the node.
+      if (r.owner) Object.assign(shown, { uid: r.owner.uid >= 0 ? r.owner.uid : shown.uid, gid: r.owner.gid >= 0 ? r.owner.gid : shown.gid });
+      this.meta.putVolatile(r.path, { attr: shown });
     }
   }
 

@@ -21,7 +21,7 @@ import type { WCommitManyReplyOut, WCommitReplyOut, WCommitRequest, WEntryOut } 
 import { MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES, MAX_MESSAGE_BYTES } from '../wire/proto.js';
 import { isDir, toTimespec } from '../content/attr.js';
 import type { ChunkStore } from '../cache/chunk-store.js';
-import type { Journal, JournalEntry } from '../cache/journal.js';
+import { laterOwner, type Journal, type JournalEntry, type Owner } from '../cache/journal.js';
 import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
 import { SLOW_NODE_BYTES_PER_MS, type MeshClient } from '../mesh/mesh-client.js';
 import { errnoOf, FsError, isUnimplemented, lacksChunk } from '../wire/errors.js';
@@ -284,6 +284,14 @@ export class WriteBack {
     }
     const newest = new Map<string, JournalEntry>();
     for (const e of present) if (!e.dirAttrs && !e.mkdir) newest.set(e.path, e); // oldest first: the last one stays
+    // An owner given to an older version is the newest one's too (whose own wins): written before the older records go.
+    for (const latest of newest.values()) {
+      const owner = present.filter((e) => e.path === latest.path && !e.dirAttrs && !e.mkdir).reduce<Owner | undefined>((o, e) => laterOwner(o, e.owner), undefined);
+      if (owner && (owner.uid !== latest.owner?.uid || owner.gid !== latest.owner?.gid)) {
+        latest.owner = owner;
+        await this.journal.update(latest);
+      }
+    }
     const out: JournalEntry[] = [];
     for (const e of present) {
       const latest = newest.get(e.path);
@@ -783,10 +791,12 @@ export class WriteBack {
    * its record. Undefined when there is no such record (none, or its commit
    * is under way): the change must then go to the node.
    */
-  async amend(path: string, a: { mode?: number; mtimeNs?: bigint; atimeNs?: bigint }): Promise<JournalEntry | undefined> {
+  async amend(path: string, a: { mode?: number; owner?: Owner; mtimeNs?: bigint; atimeNs?: bigint }): Promise<JournalEntry | undefined> {
     const e = this.pendingFor(path);
     // A queued directory's times must land after what goes in it: a record of their own (queueDirAttrs).
     if (!e || e.mkdir || this.running.has(e.seq)) return undefined;
+    // An owner joins a file's record only (a directory's is given by a chown of its own).
+    if (a.owner && e.dirAttrs) return undefined;
     // A directory's record older than a file queued in it: newer times must land after that file, in a record of their own.
     if (e.dirAttrs && this.filesIn(path, e.seq).length) return undefined;
     const mode = a.mode !== undefined ? a.mode & 0o7777 : e.mode;
@@ -794,11 +804,13 @@ export class WriteBack {
     const atimeNs = a.atimeNs ?? e.atimeNs;
     // A directory's record that set no mode holds a placeholder there: a mode given now is news.
     const newMode = !!e.dirAttrs && a.mode !== undefined && !e.dirAttrs.setsMode;
+    const owner = a.owner ? laterOwner(e.owner, a.owner) : e.owner;
     // The record says so already (tar's chmod to the mode the file was created with): no write.
-    if (!newMode && mode === e.mode && mtimeNs === e.mtimeNs && atimeNs === e.atimeNs) return e;
+    if (!newMode && mode === e.mode && mtimeNs === e.mtimeNs && atimeNs === e.atimeNs && owner?.uid === e.owner?.uid && owner?.gid === e.owner?.gid) return e;
     // Changed before any await: a commit that starts from here on sends the new values.
     if (newMode) e.dirAttrs!.setsMode = true;
     e.mode = mode;
+    e.owner = owner;
     e.mtimeNs = mtimeNs;
     e.atimeNs = atimeNs;
     await this.journal.update(e);
@@ -829,6 +841,15 @@ export class WriteBack {
     // version's commit waits until the digests of versions that may have
     // landed unheard are known (they are the bases it may meet on the node).
     await this.locks.with(path, async () => {
+      // An owner given to a version that never went is the newer one's too (whose own, given later,
+      // wins): written into its record before the older records go. (Superseded by a version
+      // committed straight from close, none was pending when that went.)
+      const newer = this.pending.get(seq);
+      const owner = older.filter((e) => this.pending.has(e.seq)).reduce<Owner | undefined>((o, e) => laterOwner(o, e.owner), undefined);
+      if (newer && owner) {
+        newer.owner = laterOwner(owner, newer.owner);
+        await this.journal.update(newer);
+      }
       for (const e of older) await this.dropOne(e);
     });
   }
@@ -1244,8 +1265,10 @@ export class WriteBack {
     // Content kept in memory has no dirty copy: the cache keeps its chunks from the bytes.
     const from = e.dirty ? { file: this.dirtyPath(e.dirty) } : { data: e.data! };
     const committedPath = reply.conflict ? reply.conflictPath : e.path;
+    // Before the record goes: a mount killed meanwhile gives the owner again after its replay.
+    const owned = await this.giveOwner(e, committedPath);
     this.step(e, 'recording the commit');
-    const settling = this.meta.settle(committedPath, entryFromWire(reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
+    const settling = this.meta.settle(committedPath, entryFromWire(owned?.entry ?? reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
       if (e.seq) this.journal.removeIn(b, e.seq);
     });
     // A journaled record leaves the journal in that write: the commit counts
@@ -1255,6 +1278,7 @@ export class WriteBack {
     // file again from the change feed, whose position is written after it.
     const recorded = e.seq ? await settling : (this.track(settling.then(() => undefined)), true);
     if (by) this.meta.markOwnCommit(committedPath, by, reply.generation);
+    if (owned) this.meta.markOwnCommit(committedPath, owned.by, owned.generation);
     this.forget(e);
     this.mayHold.delete(e.path);
     if (e.seq) this.rememberLanded(e.seq, manifest.digest);
@@ -1270,6 +1294,28 @@ export class WriteBack {
       if (log.isLevelEnabled('debug')) log.debug({ path: e.path, size: manifest.size, chunks: manifest.chunks.length, digest: hex(manifest.digest).slice(0, 16), ...this.trace(e) }, 'written back');
     }
     return manifest.digest;
+  }
+
+  /**
+   * The owner given to a file while it was written, once it is committed
+   * (the node had no such file before), and then its set-id bits again,
+   * which the node's chown cleared (one served with --allow-setid keeps
+   * them). The content has landed whatever happens here: a failure is
+   * logged, and the record is done all the same.
+   */
+  private async giveOwner(e: JournalEntry, path: string): Promise<{ entry?: WEntryOut; by: string; generation: number } | undefined> {
+    if (!e.owner) return undefined;
+    this.step(e, 'giving it its owner');
+    let r: Awaited<ReturnType<MeshClient['mutate']>> | undefined;
+    try {
+      r = await this.mesh.mutate({ chown: { path, ...e.owner } });
+      if (e.mode & 0o6000) r = await this.mesh.mutate({ chmod: { path, mode: e.mode & 0o7777 } });
+    } catch (err) {
+      // No node now: the record stays, and its next attempt finds the content on the node and gives the owner again.
+      if (RETRYABLE.has(errnoOf(err))) throw err;
+      log.warn({ path, ...e.owner, errno: errnoOf(err), err: (err as Error).message }, 'a written-back file did not get the owner given to it');
+    }
+    return r && { entry: r.entries.find((x) => x.name === path), by: r.by, generation: r.generation };
   }
 
   /** Uploads the chunks the node lacks, sent from the dirty copy (into the file's draft, if it has one); returns how many it lacked. */
