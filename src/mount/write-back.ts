@@ -285,12 +285,17 @@ export class WriteBack {
     const newest = new Map<string, JournalEntry>();
     for (const e of present) if (!e.dirAttrs && !e.mkdir) newest.set(e.path, e); // oldest first: the last one stays
     // An owner given to an older version is the newest one's too (whose own wins): written before the older records go.
-    for (const latest of newest.values()) {
-      const owner = present.filter((e) => e.path === latest.path && !e.dirAttrs && !e.mkdir).reduce<Owner | undefined>((o, e) => laterOwner(o, e.owner), undefined);
-      if (owner && (owner.uid !== latest.owner?.uid || owner.gid !== latest.owner?.gid)) {
-        latest.owner = owner;
-        await this.journal.update(latest);
-      }
+    const owners = new Map<string, Owner>();
+    for (const e of present) {
+      if (e.dirAttrs || e.mkdir) continue;
+      const o = laterOwner(owners.get(e.path), e.owner);
+      if (o) owners.set(e.path, o);
+    }
+    for (const [path, owner] of owners) {
+      const latest = newest.get(path)!;
+      if (owner.uid === latest.owner?.uid && owner.gid === latest.owner?.gid) continue;
+      latest.owner = owner;
+      await this.updateOwner(latest);
     }
     const out: JournalEntry[] = [];
     for (const e of present) {
@@ -848,10 +853,15 @@ export class WriteBack {
       const owner = older.filter((e) => this.pending.has(e.seq)).reduce<Owner | undefined>((o, e) => laterOwner(o, e.owner), undefined);
       if (newer && owner) {
         newer.owner = laterOwner(owner, newer.owner);
-        await this.journal.update(newer);
+        await this.updateOwner(newer);
       }
       for (const e of older) await this.dropOne(e);
     });
+  }
+
+  /** A record given the owner of older ones (see dropOlder): the database refusing it (a full disk) leaves it in memory only, as said. */
+  private async updateOwner(e: JournalEntry): Promise<void> {
+    await this.journal.update(e).catch((err: unknown) => log.warn({ path: e.path, err: (err as Error).message }, 'the owner given to an older version of a queued file is not journaled with the newer one: a mount killed before its commit loses it'));
   }
 
   /** A superseded version goes (see dropOlder): what was made from it inherits its base. */
@@ -1266,7 +1276,7 @@ export class WriteBack {
     const from = e.dirty ? { file: this.dirtyPath(e.dirty) } : { data: e.data! };
     const committedPath = reply.conflict ? reply.conflictPath : e.path;
     // Before the record goes: a mount killed meanwhile gives the owner again after its replay.
-    const owned = await this.giveOwner(e, committedPath);
+    const owned = await this.giveOwner(e, committedPath, reply.conflict);
     this.step(e, 'recording the commit');
     const settling = this.meta.settle(committedPath, entryFromWire(owned?.entry ?? reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
       if (e.seq) this.journal.removeIn(b, e.seq);
@@ -1303,7 +1313,7 @@ export class WriteBack {
    * them). The content has landed whatever happens here: a failure is
    * logged, and the record is done all the same.
    */
-  private async giveOwner(e: JournalEntry, path: string): Promise<{ entry?: WEntryOut; by: string; generation: number } | undefined> {
+  private async giveOwner(e: JournalEntry, path: string, conflict: boolean): Promise<{ entry?: WEntryOut; by: string; generation: number } | undefined> {
     if (!e.owner) return undefined;
     this.step(e, 'giving it its owner');
     let r: Awaited<ReturnType<MeshClient['mutate']>> | undefined;
@@ -1311,8 +1321,10 @@ export class WriteBack {
       r = await this.mesh.mutate({ chown: { path, ...e.owner } });
       if (e.mode & 0o6000) r = await this.mesh.mutate({ chmod: { path, mode: e.mode & 0o7777 } });
     } catch (err) {
-      // No node now: the record stays, and its next attempt finds the content on the node and gives the owner again.
-      if (RETRYABLE.has(errnoOf(err))) throw err;
+      // No node now: the record stays, and its next attempt finds the content on the node and gives
+      // the owner again. (Not after a conflict: the next attempt would find the other version at the
+      // path and make a second conflict copy.)
+      if (RETRYABLE.has(errnoOf(err)) && !conflict) throw err;
       log.warn({ path, ...e.owner, errno: errnoOf(err), err: (err as Error).message }, 'a written-back file did not get the owner given to it');
     }
     return r && { entry: r.entries.find((x) => x.name === path), by: r.by, generation: r.generation };
