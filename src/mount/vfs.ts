@@ -1114,7 +1114,7 @@ export class Vfs {
         d.queued(r.queued, version);
       }
     } finally {
-      // Not handed over: the owner stays to go with the next hand-over (unless one was given since).
+      // Not handed over: the owner goes with the next hand-over (under one given since).
       if (!handedOver && rec.owner) d.owner = laterOwner(rec.owner, d.owner);
       this.writeBack.endClose(closing);
       // Not handed over (the journal refused it, the node refused it): the

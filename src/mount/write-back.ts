@@ -1310,8 +1310,9 @@ export class WriteBack {
    * The owner given to a file while it was written, once it is committed
    * (the node had no such file before), and then its set-id bits again,
    * which the node's chown cleared (one served with --allow-setid keeps
-   * them). The content has landed whatever happens here: a failure is
-   * logged, and the record is done all the same.
+   * them). The content has landed whatever happens here: a node that does
+   * not answer leaves the record for another attempt (see below), and a
+   * refusal is logged, the record done all the same.
    */
   private async giveOwner(e: JournalEntry, path: string, conflict: boolean): Promise<{ entry?: WEntryOut; by: string; generation: number } | undefined> {
     if (!e.owner) return undefined;
