@@ -212,18 +212,25 @@ t.test('native driver', async (t) => {
     // Every byte of it; the kernel may ask for a few pages twice (its readahead racing the reader after the cache drop).
     const fastBytes = after.fastBytes - before.fastBytes;
     t.ok(fastBytes >= big.length && fastBytes <= big.length + (1 << 20), `every byte of it (${fastBytes} bytes for ${big.length})`);
-    // The chunk files are in the page cache now (and O_DIRECT keeps the kernel's own copy of big.bin
-    // out of it): whichever thread reads a request answers it from there, none is handed to the pool.
-    // (Read once more first: this VM's host takes pages back from files left unread for a few
-    // seconds, a few MiB at a time, and the test must not depend on how far it got.)
-    await sh(`find '${join(cache, 'chunks')}' -type f -exec cat {} + > /dev/null`);
-    const direct = await sh(`dd if='${join(mnt, 'big.bin')}' iflag=direct bs=1M status=none | sha256sum`);
-    t.equal(direct.stdout.split(' ')[0], sha(big), 'an O_DIRECT read is byte-identical');
-    const warm = (await status()).driverStats;
-    t.ok(warm.fastReads - after.fastReads >= big.length >> 20, `served by the fast path (${warm.fastReads - after.fastReads} requests)`);
+    // With the chunk files in the page cache (and O_DIRECT keeping the kernel's own copy of big.bin
+    // out of it), whichever thread reads a request answers it from there, none is handed to the pool.
+    // This VM's host takes pages back from files on its own, a few MiB at a time, even from one read
+    // a moment before: the chunk files are read just before, and a read that met an evicted page
+    // anyway (it went to the pool) is tried again, up to three times in all.
     // overlayfs refuses RWF_NOWAIT reads: with the cache there, every cached read is the pool's.
     const overlay = (await statfs(cache)).type === 0x794c7630 ? `${cache} is on overlayfs, which has no RWF_NOWAIT reads` : false;
-    t.equal(warm.poolReads, after.poolReads, `from the page cache, without the pool (the warm read before it: ${after.poolReads - before.poolReads} pool reads, ${after.fastReads - before.fastReads} fast)`, { skip: overlay });
+    let ahead = (await status()).driverStats;
+    let warm = ahead;
+    let tries = 0;
+    do {
+      ahead = warm;
+      await sh(`find '${join(cache, 'chunks')}' -type f -exec cat {} + > /dev/null`);
+      const direct = await sh(`dd if='${join(mnt, 'big.bin')}' iflag=direct bs=1M status=none | sha256sum`);
+      t.equal(direct.stdout.split(' ')[0], sha(big), 'an O_DIRECT read is byte-identical');
+      warm = (await status()).driverStats;
+      t.ok(warm.fastReads - ahead.fastReads >= big.length >> 20, `served by the fast path (${warm.fastReads - ahead.fastReads} requests)`);
+    } while (!overlay && warm.poolReads !== ahead.poolReads && ++tries < 3);
+    t.equal(warm.poolReads, ahead.poolReads, `from the page cache, without the pool (read ${tries + 1} time${tries ? 's' : ''})`, { skip: overlay });
     // Chunks vanish from the cache directory behind the mount's back: reads must still be right.
     for (const sub of await readdir(join(cache, 'chunks'))) await rm(join(cache, 'chunks', sub), { recursive: true, force: true });
     for (let i = 0; i < 256; i++) await mkdir(join(cache, 'chunks', i.toString(16).padStart(2, '0')), { recursive: true });
