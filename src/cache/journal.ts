@@ -84,6 +84,11 @@ export function laterOwner(earlier: Owner | undefined, later: Owner | undefined)
   return { uid: later.uid >= 0 ? later.uid : earlier.uid, gid: later.gid >= 0 ? later.gid : earlier.gid };
 }
 
+/** `attr` with an owner change applied (-1: that one unchanged). */
+export function withOwner<T extends Owner>(attr: T, owner: Owner | undefined): T {
+  return owner ? { ...attr, ...laterOwner(attr, owner) } : attr;
+}
+
 function encode(e: JournalEntry): Buffer {
   const w = new Writer(128 + (e.data?.length ?? 0));
   w.string(e.path).string(e.dirty).bytes(e.baseDigest ?? Buffer.alloc(0)).bool(e.expectAbsent).uint(e.mode).uint(e.closedAt);

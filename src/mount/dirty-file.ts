@@ -17,6 +17,7 @@ import type { ChunkRef } from '../content/manifest.js';
 import { isZeroRun } from '../content/chunk-file.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import type { MetaEntry } from '../cache/meta-store.js';
+import { withOwner, type Owner } from '../cache/journal.js';
 import type { ChunkReader } from './chunk-reader.js';
 import type { WriteAhead } from './write-ahead.js';
 import { readAt, writeAt } from '../util/positional-io.js';
@@ -76,7 +77,7 @@ export class DirtyFile {
   /** Deleted while open: its content must never be written back. */
   unlinked = false;
   /** Owner asked for while open (-1: unchanged), applied on the node after the commit. */
-  owner?: { uid: number; gid: number };
+  owner?: Owner;
   /** The journal owns the dirty copy (it was closed); a further write needs a copy of its own. */
   handedOver = false;
   /** Settled when the last hand-over asked for (see Vfs.commitDirty) is over, landed or not. */
@@ -425,18 +426,17 @@ export class DirtyFile {
   }
 
   /** The owner given while it was written, to go with the content handed over now; it stays shown. */
-  takeOwner(): { uid: number; gid: number } | undefined {
+  takeOwner(): Owner | undefined {
     const o = this.owner;
     if (!o) return undefined;
     this.owner = undefined;
-    this.attr = { ...this.attr, uid: o.uid >= 0 ? o.uid : this.attr.uid, gid: o.gid >= 0 ? o.gid : this.attr.gid };
+    this.attr = withOwner(this.attr, o);
     return o;
   }
 
   /** The file as stat shows it while it is being written. */
   entry(): MetaEntry {
-    const uid = this.owner && this.owner.uid >= 0 ? this.owner.uid : this.attr.uid;
-    const gid = this.owner && this.owner.gid >= 0 ? this.owner.gid : this.attr.gid;
+    const { uid, gid } = withOwner(this.attr, this.owner);
     const mtimeNs = this.mtimeNs ?? (this.modified ? this.lastWriteNs : this.attr.mtimeNs);
     return {
       attr: {

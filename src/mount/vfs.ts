@@ -23,7 +23,7 @@ import type { ChunkReader } from './chunk-reader.js';
 import { DirtyFile, nextLocalIno } from './dirty-file.js';
 import { entryFromWire } from './vfs-entry.js';
 import { HOLD_BYTES, INLINE_BYTES, type WriteBack } from './write-back.js';
-import { laterOwner, type JournalEntry } from '../cache/journal.js';
+import { laterOwner, withOwner, type JournalEntry } from '../cache/journal.js';
 import { NodeCapacity, type Capacity } from './capacity.js';
 
 export const ROOT_INO = 1;
@@ -1429,8 +1429,7 @@ export class Vfs {
         ((await this.writeBack.amend(path, { mode, owner, ...newTimes })) ||
           (dirQueues && (newMode !== undefined || times) && (await this.writeBack.queueDirAttrs(path, { mode: newMode, ...newTimes }))));
       if (queued) {
-        const ids = owner ? { uid: owner.uid >= 0 ? owner.uid : cur.uid, gid: owner.gid >= 0 ? owner.gid : cur.gid } : {};
-        const attr = { ...cur, ...(mode !== undefined ? { mode: (cur.mode & ~0o7777) | (mode & 0o7777) } : {}), ...ids, ...newTimes, ctimeNs: nowNs() };
+        const attr = { ...withOwner(cur, owner), ...(mode !== undefined ? { mode: (cur.mode & ~0o7777) | (mode & 0o7777) } : {}), ...newTimes, ctimeNs: nowNs() };
         this.meta.putVolatile(path, { ...this.meta.get(path), attr });
         return this.node(path, this.meta.get(path)!);
       }
@@ -1477,9 +1476,8 @@ export class Vfs {
       if (!attr) continue;
       const base = this.meta.get(r.path);
       const shown = base ? { ...base.attr, size: attr.size, mtimeNs: attr.mtimeNs, ctimeNs: attr.ctimeNs } : { ...attr, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode };
-      // The owner given to it, still to be given on the node.
-      if (r.owner) Object.assign(shown, { uid: r.owner.uid >= 0 ? r.owner.uid : shown.uid, gid: r.owner.gid >= 0 ? r.owner.gid : shown.gid });
-      this.meta.putVolatile(r.path, { attr: shown });
+      // With the owner given to it, still to be given on the node.
+      this.meta.putVolatile(r.path, { attr: withOwner(shown, r.owner) });
     }
   }
 
