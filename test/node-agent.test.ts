@@ -5,7 +5,7 @@ import { chmod, chown, lstat, mkdir, open, readFile, statfs, readdir, rm, symlin
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
@@ -19,7 +19,7 @@ import type { NodeConnection } from '../src/mesh/connection.js';
 import type { WChangeEventOut } from '../src/wire/types.js';
 import { nativeAddon } from '../src/native/addon.js';
 import { waitFor } from './helpers/mount-proc.js';
-import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { BIN, NodeProc, tempDir } from './helpers/node-proc.js';
 import { smallFs } from './helpers/small-fs.js';
 
 async function makeTree(root: string): Promise<void> {
@@ -822,6 +822,85 @@ t.test('set-id bits a client asks for on a file are dropped unless the node is s
     t.equal(await modeOf('tool'), fileMode(0o2755), `a file rewritten with mode 2755, ${how}`);
     t.equal((await conn.stat('tool')).attr!.mode & 0o7777, fileMode(0o2755), 'and the node serves that mode');
   }
+});
+
+const notRoot = process.getuid?.() !== 0 && "giving a file another owner needs root";
+
+t.test('a commit gives the file the owner its writer names, before the file takes its name', { skip: notRoot }, async (t) => {
+  const base = await tempDir(t);
+  const ws = join(base, 'ws');
+  await mkdir(ws);
+  for (const name of ['old', 'stale']) {
+    await writeFile(join(ws, name), `${name}\n`);
+    await chown(join(ws, name), 1000, 1001);
+  }
+  const node = await NodeProc.start(['--root', ws, '--state-dir', join(base, 'st'), '--allow-setid']);
+  t.teardown(() => node.stop('SIGKILL'));
+  const conn = node.connect();
+  t.teardown(() => conn.close());
+  t.equal((await conn.handshake()).commitOwner, true, 'the node says in its handshake that it takes owners in commits');
+  const ownerOf = async (p: string) => {
+    const st = await lstat(join(ws, p));
+    return [st.uid, st.gid, (st.mode & 0o7777).toString(8)];
+  };
+
+  // A new small file, written in one job: the owner comes before the mode, whose set-id bits a chown would clear.
+  const small = inline(Buffer.from('small\n'));
+  const c1 = await conn.commit({ path: 'new', expectAbsent: true, digest: small.m.digest, size: small.m.size, chunks: small.m.chunks, inline: small.inline, mode: 0o4755, owner: { uid: 4321, gid: 4322 } });
+  t.same(await ownerOf('new'), [4321, 4322, '4755'], 'a new small file has the owner and the mode, set-id bit included');
+  t.same([c1.entry!.attr!.uid, c1.entry!.attr!.gid], [4321, 4322], 'the answer says so');
+
+  // A file replaced by one assembled from uploaded chunks, its user named, its group not (-1).
+  const { m } = await upload(conn, randomBytes(3 << 20));
+  const c2 = await conn.commit({ path: 'old', baseDigest: (await conn.getManifest('old')).digest, digest: m.digest, size: m.size, chunks: m.chunks, mode: 0o2755, owner: { uid: 4321, gid: -1 } });
+  t.same(await ownerOf('old'), [4321, 1001, '2755'], 'a file rewritten from uploaded chunks: the user named, the group it had, the mode');
+  t.same([c2.entry!.attr!.uid, c2.entry!.attr!.gid], [4321, 1001], 'the answer says so');
+  const again = inline(Buffer.from('again\n'));
+  await conn.commit({ path: 'old', baseDigest: m.digest, digest: again.m.digest, size: again.m.size, chunks: again.m.chunks, inline: again.inline, mode: 0o644 });
+  t.same(await ownerOf('old'), [4321, 1001, '644'], 'rewritten with no owner named: it keeps the one it has');
+
+  // A stale base: the writer's version becomes a conflict copy, which has the owner it named.
+  const mine = inline(Buffer.from('mine\n'));
+  const c3 = await conn.commit({ path: 'stale', baseDigest: small.m.digest, digest: mine.m.digest, size: mine.m.size, chunks: mine.m.chunks, inline: mine.inline, mode: 0o644, owner: { uid: 4321, gid: 4322 } });
+  t.ok(c3.conflict, 'a conflict');
+  t.same(await ownerOf(c3.conflictPath), [4321, 4322, '644'], 'the conflict copy has the owner named');
+  t.same(await ownerOf('stale'), [1000, 1001, '644'], 'the file that stays keeps its own');
+
+  for (const owner of [{ uid: 2 ** 32 - 1, gid: 0 }, { uid: 0, gid: -2 }]) {
+    await rejectsErrno(t, conn.commit({ path: 'bad', expectAbsent: true, digest: small.m.digest, size: small.m.size, chunks: small.m.chunks, inline: small.inline, owner }), 'EINVAL', `owner ${owner.uid}:${owner.gid}`);
+  }
+  t.notOk(await lstat(join(ws, 'bad')).catch(() => undefined), 'nothing was written for them');
+});
+
+const nobody = { uid: 65534, gid: 65534 };
+/** Why a node cannot be run as `nobody` here: the tests are not root, or that user cannot read ghostfs where it is. */
+const nobodyCannotServe = notRoot || (spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(BIN)}, require('fs').constants.R_OK)`], nobody).status !== 0 && `user ${nobody.uid} cannot read ${BIN}`);
+
+t.test('a node that may not give files owners (not run as root) commits them all the same and says why, once', { skip: nobodyCannotServe }, async (t) => {
+  const base = await tempDir(t);
+  const ws = join(base, 'ws');
+  await mkdir(ws);
+  await mkdir(join(base, 'st'));
+  for (const d of [base, ws, join(base, 'st')]) await chown(d, nobody.uid, nobody.gid);
+  const node = await NodeProc.start(['--root', ws, '--state-dir', join(base, 'st')], {}, nobody);
+  t.teardown(() => node.stop('SIGKILL'));
+  const conn = node.connect();
+  t.teardown(() => conn.close());
+  const owner = { uid: 4321, gid: 4322 };
+  const small = inline(Buffer.from('small\n'));
+  const c1 = await conn.commit({ path: 'small', expectAbsent: true, digest: small.m.digest, size: small.m.size, chunks: small.m.chunks, inline: small.inline, mode: 0o644, owner });
+  const data = randomBytes(3 << 20);
+  const { m } = await upload(conn, data);
+  const c2 = await conn.commit({ path: 'big', expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks, mode: 0o644, owner });
+  t.equal(await readFile(join(ws, 'small'), 'utf8'), 'small\n', 'a new small file (one job) is committed');
+  t.ok((await readFile(join(ws, 'big')).then((b) => b.equals(data))), 'a file from uploaded chunks is committed');
+  for (const [name, c] of [['small', c1], ['big', c2]] as const) {
+    const st = await lstat(join(ws, name));
+    t.same([st.uid, st.gid], [nobody.uid, nobody.gid], `${name}: owned by the node's user`);
+    t.same([c.entry!.attr!.uid, c.entry!.attr!.gid], [nobody.uid, nobody.gid], `${name}: the answer says which owner it has`);
+  }
+  const said = node.lines.filter((l) => String(l.msg).startsWith('a committed file did not get the owner'));
+  t.same(said.filter((l) => l.level === 40).map((l) => l.path), ['small'], 'said once at warning level, naming the first file');
 });
 
 t.test("a node whose state dir is on another filesystem than its workspace assembles uploaded files all the same", async (t) => {

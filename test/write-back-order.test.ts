@@ -80,18 +80,22 @@ t.test("a writer that changes a file while another writer's close is committing 
   t.same([wb.stats.committed, wb.stats.conflicts, wb.pendingCount], [2, 0, 0], 'two commits, no conflict, nothing queued');
 });
 
-t.test('an owner and set-id bits given to a file being written both reach a node served with --allow-setid', { skip: process.getuid?.() !== 0 && 'changing a file\'s owner needs root' }, async (t) => {
-  const { root, vfs } = await writeBackRig(t, {}, 10_000, {}, { nodeArgs: ['--allow-setid'] });
+t.test('an owner and set-id bits given to a file being written both reach a node served with --allow-setid, in its commit', { skip: process.getuid?.() !== 0 && 'changing a file\'s owner needs root' }, async (t) => {
+  const { root, vfs, node } = await writeBackRig(t, {}, 10_000, {}, { nodeArgs: ['--allow-setid', '--metrics', '127.0.0.1:0'] });
+  /** Namespace and attribute calls the node served (a chown or chmod of its own is one). */
+  const mutations = async (): Promise<number> => [...(await node.scrapeMetrics()).matchAll(/^ghostfs_node_rpcs_total\{method="Mutate"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
   const { handle } = await vfs.create('', 'tool', 0o755, 0, 0, C.O_WRONLY | C.O_CREAT);
   await vfs.write(handle.fh, 0, Buffer.from('#!/bin/sh\n'));
-  // As `install -o -m` does: the owner, then the mode. The owner goes to the node after the
-  // commit, and a chown there clears the set-id bits the commit gave the file.
+  // As `install -o -m` does: the owner, then the mode. Both go in the commit, the owner set
+  // first on the node (a chown clears the set-id bits).
   await vfs.setattr('tool', { uid: 4321, gid: 4321 });
   await vfs.setattr('tool', { mode: 0o4755 });
+  const before = await mutations();
   await vfs.flush(handle.fh);
   await vfs.release(handle.fh);
   const st = await stat(join(root, 'tool'));
   t.same([st.uid, st.gid, (st.mode & 0o7777).toString(8)], [4321, 4321, '4755'], 'the node has the owner and the mode');
+  t.equal((await mutations()) - before, 0, 'no chown or chmod of its own after the commit');
 
   // The other order: a change of owner after the mode clears the set-id bits, as on a local disk.
   const other = await vfs.create('', 'tool2', 0o755, 0, 0, C.O_WRONLY | C.O_CREAT);

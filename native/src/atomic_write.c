@@ -7,7 +7,8 @@
  *   the directory, opened beneath the workspace root (openat2 with
  *   RESOLVE_BENEATH: no "..", absolute path or symlink leads out);
  *   an O_TMPFILE file in it (no name while incomplete), written, given its
- *   mode and times, fsynced; then linked under its name, which fails with
+ *   owner (when one is asked for), mode and times, fsynced; then linked
+ *   under its name, which fails with
  *   EEXIST if the name is taken (nothing is ever replaced); its attributes
  *   read; the directory fsynced.
  *
@@ -34,6 +35,8 @@ typedef struct {
   const char *data;
   size_t len;
   mode_t mode;
+  uid_t uid; /* (uid_t)-1 / (gid_t)-1: as created */
+  gid_t gid;
   struct timespec times[2]; /* UTIME_OMIT where not given */
   /* results */
   int err;
@@ -80,6 +83,10 @@ static void execute(napi_env env, void *arg) {
     }
     done += (size_t)n;
   }
+  /* The owner before the mode: a chown clears set-id bits. Refused (a node
+   * not running as root), the file is committed as the process's: the
+   * caller sees the owner it got in the attributes. */
+  if ((j->uid != (uid_t)-1 || j->gid != (gid_t)-1) && fchown(fd, j->uid, j->gid) != 0 && errno != EPERM) FAIL("fchown");
   if (fchmod(fd, j->mode) != 0) FAIL("fchmod");
   if (futimens(fd, j->times) != 0) FAIL("futimens");
   if (fsync(fd) != 0) FAIL("fsync");
@@ -139,19 +146,20 @@ static void complete(napi_env env, napi_status status, void *arg) {
 }
 
 /*
- * writeNewFile(root, dir, name, data, mode, atimeSec, atimeNsec, mtimeSec, mtimeNsec)
+ * writeNewFile(root, dir, name, data, mode, atimeSec, atimeNsec, mtimeSec, mtimeNsec, uid, gid)
  *   -> Promise<attributes as lstat's, times in nanoseconds (BigInt)>
  * `dir` is relative to `root` ("" for the root itself), `name` one path
- * component; a null second leaves that time as the creation set it.
+ * component; a null second leaves that time as the creation set it; a uid
+ * or gid of -1 leaves that as the creation set it.
  */
 static napi_value js_write_new_file(napi_env env, napi_callback_info info) {
-  GET_ARGS(9);
+  GET_ARGS(11);
   write_job *j = calloc(1, sizeof *j);
   if (!j) {
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
-  double mode;
+  double mode, uid, gid;
   void *data;
   size_t len;
   if (!(j->root = get_string(env, argv[0])) || !(j->dir = get_string(env, argv[1])) || !(j->name = get_string(env, argv[2]))) goto bad;
@@ -163,11 +171,17 @@ static napi_value js_write_new_file(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "writeNewFile: data must be a Buffer");
     goto bad;
   }
-  if (get_double(env, argv[4], &mode)) goto bad;
+  if (get_double(env, argv[4], &mode) || get_double(env, argv[9], &uid) || get_double(env, argv[10], &gid)) goto bad;
+  if (!(uid == -1 || (uid >= 0 && uid < 4294967295.0 && uid == (double)(uint32_t)uid)) || !(gid == -1 || (gid >= 0 && gid < 4294967295.0 && gid == (double)(uint32_t)gid))) {
+    napi_throw_range_error(env, "EINVAL", "writeNewFile: uid and gid must be -1 or an id below 2^32 - 1");
+    goto bad;
+  }
   if (get_timespec(env, argv[5], argv[6], &j->times[0]) || get_timespec(env, argv[7], argv[8], &j->times[1])) goto bad;
   j->data = data;
   j->len = len;
   j->mode = (mode_t)mode & 07777;
+  j->uid = uid == -1 ? (uid_t)-1 : (uid_t)uid;
+  j->gid = gid == -1 ? (gid_t)-1 : (gid_t)gid;
   napi_create_reference(env, argv[3], 1, &j->data_ref);
   return queue_job(env, "ghostfs.writeNewFile", execute, complete, j, &j->deferred, &j->work);
 bad:

@@ -1087,6 +1087,7 @@ export class WriteBack {
     const currentDigest = current?.digest?.length ? Buffer.from(current.digest) : undefined;
     let reply: WCommitReplyOut;
     let by = ''; // the node that answered: its generations are the ones that count
+    let ownerGiven = false; // by that node, with the commit
     if (currentDigest?.equals(manifest.digest)) {
       reply = { conflict: false, conflictPath: '', entry: current!, generation: 0 };
     } else {
@@ -1109,6 +1110,7 @@ export class WriteBack {
             `commit ${e.path}`,
             (c) => {
               by = c.endpoint;
+              ownerGiven = c.commitsOwner;
               return c.commit(req, this.commitDeadline(1, manifest.size));
             },
             { at },
@@ -1137,7 +1139,7 @@ export class WriteBack {
         }
       }
     }
-    return this.settleLanded(e, manifest, reply, by);
+    return this.settleLanded(e, manifest, reply, by, ownerGiven);
   }
 
   /**
@@ -1172,11 +1174,13 @@ export class WriteBack {
         if (live.length === 0) return out;
         let reply: WCommitManyReplyOut;
         let by = '';
+        let ownerGiven = false;
         try {
           for (const x of live) this.step(x.e, `committing (a batch of ${live.length})`);
           const reqs = live.map((x) => this.request(x.e, x.manifest, x.data));
           reply = await this.mesh.call(`commit of ${live.length} files`, (c) => {
             by = c.endpoint;
+            ownerGiven = c.commitsOwner;
             return c.commitMany(reqs, this.commitDeadline(live.length, live.reduce((n, x) => n + x.manifest.size, 0)));
           });
         } catch (err) {
@@ -1202,7 +1206,7 @@ export class WriteBack {
             const o = reply.outcomes[i];
             try {
               if (!o?.reply) throw new FsError(o?.errno || 'EIO', o?.message || 'the node sent no outcome for this file');
-              out.set(x.e.seq, await this.settleLanded(x.e, x.manifest, o.reply, by));
+              out.set(x.e.seq, await this.settleLanded(x.e, x.manifest, o.reply, by, ownerGiven));
             } catch (err) {
               out.set(x.e.seq, err as Error);
             }
@@ -1261,6 +1265,8 @@ export class WriteBack {
       // Versions of ours whose commit answers were lost may be what the node holds now: not a conflict.
       alsoBases: this.mayHold.get(e.path) ?? [],
       draft: e.draft ?? '',
+      // A node that takes it gives the file this owner before it takes its name (an older one ignores it).
+      owner: e.owner,
     };
   }
 
@@ -1270,13 +1276,17 @@ export class WriteBack {
     return { seq: e.seq, baseSeq: e.baseSeq, based: base.expectAbsent ? 'no file' : base.baseDigest?.length ? hex(base.baseDigest).slice(0, 16) : 'nothing said', replayed: this.replayed.has(e.seq) };
   }
 
-  /** The node took the record (or kept it as a conflict copy): metadata, journal and cache follow. */
-  private async settleLanded(e: JournalEntry, manifest: Manifest, reply: WCommitReplyOut, by: string): Promise<Buffer> {
+  /**
+   * The node took the record (or kept it as a conflict copy): metadata,
+   * journal and cache follow. `ownerGiven`: the node gave the file the
+   * record's owner with the commit.
+   */
+  private async settleLanded(e: JournalEntry, manifest: Manifest, reply: WCommitReplyOut, by: string, ownerGiven = false): Promise<Buffer> {
     // Content kept in memory has no dirty copy: the cache keeps its chunks from the bytes.
     const from = e.dirty ? { file: this.dirtyPath(e.dirty) } : { data: e.data! };
     const committedPath = reply.conflict ? reply.conflictPath : e.path;
     // Before the record goes: a mount killed meanwhile gives the owner again after its replay.
-    const owned = await this.giveOwner(e, committedPath, reply.conflict);
+    const owned = ownerGiven ? undefined : await this.giveOwner(e, committedPath, reply.conflict);
     this.step(e, 'recording the commit');
     const settling = this.meta.settle(committedPath, entryFromWire(owned?.entry ?? reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
       if (e.seq) this.journal.removeIn(b, e.seq);
@@ -1307,12 +1317,14 @@ export class WriteBack {
   }
 
   /**
-   * The owner given to a file while it was written, once it is committed
-   * (the node had no such file before), and then its set-id bits again,
-   * which the node's chown cleared (one served with --allow-setid keeps
-   * them). The content has landed whatever happens here: a node that does
-   * not answer leaves the record for another attempt (see below), and a
-   * refusal is logged, the record done all the same.
+   * The owner given to a file while it was written, once it is committed by
+   * a node that did not give it with the commit (an older node, or no
+   * commit was made: a replayed record found the node holding its content),
+   * and then its set-id bits again, which the node's chown cleared (one
+   * served with --allow-setid keeps them). The content has landed whatever
+   * happens here: a node that does not answer leaves the record for another
+   * attempt (see below), and a refusal is logged, the record done all the
+   * same.
    */
   private async giveOwner(e: JournalEntry, path: string, conflict: boolean): Promise<{ entry?: WEntryOut; by: string; generation: number } | undefined> {
     if (!e.owner) return undefined;

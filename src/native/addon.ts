@@ -133,12 +133,14 @@ export interface NativeAddon {
   openBeneath(root: string, rel: string, flags: number, mode: number): number;
   /**
    * A new file in `dir` (relative to `root`, resolved beneath it) named
-   * `name`: written, given `mode` and times, fsynced, linked (EEXIST if the
-   * name is taken), the directory fsynced; all on a worker thread. A null
-   * second leaves that time as the creation set it. Resolves with the new
-   * file's attributes.
+   * `name`: written, given its owner, `mode` and times, fsynced, linked
+   * (EEXIST if the name is taken), the directory fsynced; all on a worker
+   * thread. A null second leaves that time as the creation set it; a uid or
+   * gid of -1 leaves that part of the owner so. An owner the process may
+   * not give (EPERM) is not given: the attributes the promise resolves
+   * with (the new file's) say which it has.
    */
-  writeNewFile(root: string, dir: string, name: string, data: Buffer, mode: number, atimeS: number | null, atimeNs: number, mtimeS: number | null, mtimeNs: number): Promise<Attr>;
+  writeNewFile(root: string, dir: string, name: string, data: Buffer, mode: number, atimeS: number | null, atimeNs: number, mtimeS: number | null, mtimeNs: number, uid: number, gid: number): Promise<Attr>;
   /**
    * Writes `head`, then bytes [offset, offset+length) of the file `fileFd`,
    * to the TCP socket `socketFd` (sendfile, on a worker thread). Nothing

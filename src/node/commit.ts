@@ -1,9 +1,10 @@
 // The atomic write: a new version of a file is assembled from chunks in a
 // staged file in the target's directory (with no name at all where O_TMPFILE
 // is there, else a 0600 temp file: never visible with wrong permissions),
-// given its mode (and owner, only when the process may) and times, fsynced,
-// put in place of the target (or linked in, for a new file, only if the
-// name is still free), and the directory fsynced. If the target changed since the writer read it, nothing
+// given its owner (the writer's, or the replaced file's; as far as the
+// process may), mode and times, fsynced, put in place of the target (or
+// linked in, for a new file, only if the name is still free), and the
+// directory fsynced. If the target changed since the writer read it, nothing
 // is overwritten: the writer's version becomes a conflict copy beside it.
 import { open } from 'node:fs/promises';
 import { constants as C } from 'node:fs';
@@ -43,6 +44,8 @@ export interface CommitInput {
   inline?: Map<string, Buffer>;
   /** The draft the writer put the chunks in (drafts.ts), if any. */
   draft?: string;
+  /** The owner the writer gave the file (-1: that part as it would be without). */
+  owner?: { uid: number; gid: number };
 }
 
 export interface CommitResult {
@@ -92,7 +95,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     // No mode given (0): the file keeps the one it has, or gets 0644.
     const mode = input.mode & 0o7777 ? index.fileMode(input.mode, path) : current ? index.fileMode(current.mode, path) : 0o644;
     // The owner first: a chown clears the set-id bits the mode may carry.
-    if (mayChown && current) await staged.chown(current.uid, current.gid);
+    await giveOwner(staged, path, input.owner, current);
     await staged.chmod(mode);
     if (input.mtimeNs !== undefined) await staged.times(input.atimeNs ?? input.mtimeNs, input.mtimeNs);
     await staged.sync();
@@ -135,6 +138,36 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     if (input.draft) await source.drafts.drop(input.draft, !!draft);
     await staged.discard();
   }
+}
+
+/**
+ * The staged file's owner: each part the writer gave, else the replaced
+ * file's (which only root may give; otherwise the file is the node's). A
+ * node that may not give the writer's (not root) commits the file anyway:
+ * the owner is an attribute, the content is what must not be lost. The
+ * reply's entry shows the owner the file has.
+ */
+async function giveOwner(staged: StagedFile, path: string, wanted: CommitInput['owner'], current: Attr | undefined): Promise<void> {
+  const kept = mayChown && current;
+  const uid = wanted && wanted.uid >= 0 ? wanted.uid : kept ? current.uid : -1;
+  const gid = wanted && wanted.gid >= 0 ? wanted.gid : kept ? current.gid : -1;
+  if (uid < 0 && gid < 0) return;
+  try {
+    await staged.chown(uid, gid);
+  } catch (err) {
+    if (!wanted || (err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+    ownerRefused(path, wanted);
+  }
+}
+
+/** Said once at warning level (a tar of such files would say it for each one), then at debug level. */
+let toldOwnerRefused = false;
+
+function ownerRefused(path: string, wanted: { uid: number; gid: number }): void {
+  const what = { path, uid: wanted.uid, gid: wanted.gid };
+  if (toldOwnerRefused) log.debug(what, 'a committed file did not get the owner its writer gave it');
+  else log.warn(what, 'a committed file did not get the owner its writer gave it: this node may not give files owners (it does not run as root); said once, then at debug level');
+  toldOwnerRefused = true;
 }
 
 /**
@@ -266,12 +299,15 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
   }
   const [mtimeS, mtimeNs] = input.mtimeNs !== undefined ? secNsec(input.mtimeNs) : [null, 0];
   const [atimeS, atimeNs] = input.mtimeNs !== undefined ? secNsec(input.atimeNs ?? input.mtimeNs) : [null, 0];
+  const owner = input.owner ?? { uid: -1, gid: -1 };
   let attr: Attr;
   try {
-    attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), parts.length === 1 ? parts[0]! : Buffer.concat(parts), input.mode & 0o7777 ? index.fileMode(input.mode, path) : 0o644, atimeS, atimeNs, mtimeS, mtimeNs);
+    attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), parts.length === 1 ? parts[0]! : Buffer.concat(parts), input.mode & 0o7777 ? index.fileMode(input.mode, path) : 0o644, atimeS, atimeNs, mtimeS, mtimeNs, owner.uid, owner.gid);
   } catch {
     return undefined;
   }
+  // The addon commits the file when the owner is refused (EPERM), as the general path does.
+  if ((owner.uid >= 0 && attr.uid !== owner.uid) || (owner.gid >= 0 && attr.gid !== owner.gid)) ownerRefused(path, owner);
   const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
   const [change] = await index.apply([{ path, entry }]);
   return { conflict: false, path, entry, generation: change!.generation };

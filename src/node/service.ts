@@ -114,6 +114,13 @@ function verifiedInline(chunks: { hash: Buffer; data: Buffer }[]): Map<string, B
   return out;
 }
 
+/** The owner a commit names: each part a user or group id, or -1 (kept). */
+function checkOwner(o: { uid: number; gid: number }): { uid: number; gid: number } {
+  const ok = (id: number) => id === -1 || (Number.isInteger(id) && id >= 0 && id < 0xffff_ffff);
+  if (!ok(o.uid) || !ok(o.gid)) throw new FsError('EINVAL', `owner ${o.uid}:${o.gid}: each must be -1 or an id below 2^32 - 1`);
+  return { uid: o.uid, gid: o.gid };
+}
+
 /**
  * Longest a listing or stat waits for changes the watcher has noticed at
  * its path and not yet put in the index (see caughtUp). It waits longer
@@ -174,6 +181,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         clientId: req.clientId,
         alsoBases: req.alsoBases.map((d) => Buffer.from(d)),
         draft: req.draft || undefined,
+        owner: req.owner ? checkOwner(req.owner) : undefined,
       }),
     );
     return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation };
@@ -269,6 +277,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         laneCalls: true,
         laneUploads: true,
         nodeTimeMs: Date.now(),
+        commitOwner: true,
       };
     }),
 

@@ -11,10 +11,12 @@ export { BIN, type LogLine } from './logged-proc.js';
 export class NodeProc extends LoggedProc {
   port = 0;
 
-  static async start(args: string[], env: Record<string, string> = {}): Promise<NodeProc> {
+  /** `as`: the user and group the node runs as (the test's own unless given; another needs root). */
+  static async start(args: string[], env: Record<string, string> = {}, as?: { uid: number; gid: number }): Promise<NodeProc> {
     const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
       env: { ...process.env, GHOSTFS_LOG_PRETTY: '0', GHOSTFS_LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      ...as,
     });
     const p = new NodeProc(child);
     const serving = await p.ready('node serving', 'node');
