@@ -838,7 +838,6 @@ t.test('a commit gives the file the owner its writer names, before the file take
   t.teardown(() => node.stop('SIGKILL'));
   const conn = node.connect();
   t.teardown(() => conn.close());
-  t.equal((await conn.handshake()).commitOwner, true, 'the node says in its handshake that it takes owners in commits');
   const ownerOf = async (p: string) => {
     const st = await lstat(join(ws, p));
     return [st.uid, st.gid, (st.mode & 0o7777).toString(8)];
@@ -875,33 +874,42 @@ t.test('a commit gives the file the owner its writer names, before the file take
 const nobody = { uid: 65534, gid: 65534 };
 /** Why a node cannot be run as `nobody` here: the tests are not root, or that user cannot read ghostfs where it is. */
 const nobodyCannotServe = notRoot || (spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(BIN)}, require('fs').constants.R_OK)`], nobody).status !== 0 && `user ${nobody.uid} cannot read ${BIN}`);
+const noUserNamespace = spawnSync('unshare', ['-r', 'true']).status !== 0 && 'this machine makes no user namespaces (unshare -r)';
 
-t.test('a node that may not give files owners (not run as root) commits them all the same and says why, once', { skip: nobodyCannotServe }, async (t) => {
-  const base = await tempDir(t);
-  const ws = join(base, 'ws');
-  await mkdir(ws);
-  await mkdir(join(base, 'st'));
-  for (const d of [base, ws, join(base, 'st')]) await chown(d, nobody.uid, nobody.gid);
-  const node = await NodeProc.start(['--root', ws, '--state-dir', join(base, 'st')], {}, nobody);
-  t.teardown(() => node.stop('SIGKILL'));
-  const conn = node.connect();
-  t.teardown(() => conn.close());
-  const owner = { uid: 4321, gid: 4322 };
-  const small = inline(Buffer.from('small\n'));
-  const c1 = await conn.commit({ path: 'small', expectAbsent: true, digest: small.m.digest, size: small.m.size, chunks: small.m.chunks, inline: small.inline, mode: 0o644, owner });
-  const data = randomBytes(3 << 20);
-  const { m } = await upload(conn, data);
-  const c2 = await conn.commit({ path: 'big', expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks, mode: 0o644, owner });
-  t.equal(await readFile(join(ws, 'small'), 'utf8'), 'small\n', 'a new small file (one job) is committed');
-  t.ok((await readFile(join(ws, 'big')).then((b) => b.equals(data))), 'a file from uploaded chunks is committed');
-  for (const [name, c] of [['small', c1], ['big', c2]] as const) {
-    const st = await lstat(join(ws, name));
-    t.same([st.uid, st.gid], [nobody.uid, nobody.gid], `${name}: owned by the node's user`);
-    t.same([c.entry!.attr!.uid, c.entry!.attr!.gid], [nobody.uid, nobody.gid], `${name}: the answer says which owner it has`);
-  }
-  const said = node.lines.filter((l) => String(l.msg).startsWith('a committed file did not get the owner'));
-  t.same(said.filter((l) => l.level === 40).map((l) => l.path), ['small'], 'said once at warning level, naming the first file');
-});
+// Two nodes that cannot give a file the owner a commit names: one not run as root (EPERM), one
+// root in a user namespace that maps no other id (EINVAL, as in rootless containers).
+for (const c of [
+  { name: 'not run as root', errno: 'EPERM', skip: nobodyCannotServe, as: nobody, owns: nobody },
+  { name: 'in a user namespace that maps root alone', errno: 'EINVAL', skip: noUserNamespace, under: ['unshare', '-r'], owns: { uid: 0, gid: 0 } },
+]) {
+  t.test(`a node that cannot give files their owners (${c.name}) commits them all the same and says why, once`, { skip: c.skip }, async (t) => {
+    const base = await tempDir(t);
+    const ws = join(base, 'ws');
+    await mkdir(ws);
+    await mkdir(join(base, 'st'));
+    if (c.as) for (const d of [base, ws, join(base, 'st')]) await chown(d, c.as.uid, c.as.gid);
+    const node = await NodeProc.start(['--root', ws, '--state-dir', join(base, 'st')], {}, { as: c.as, under: c.under });
+    t.teardown(() => node.stop('SIGKILL'));
+    const conn = node.connect();
+    t.teardown(() => conn.close());
+    const owner = { uid: 4321, gid: 4322 };
+    const small = inline(Buffer.from('small\n'));
+    const c1 = await conn.commit({ path: 'small', expectAbsent: true, digest: small.m.digest, size: small.m.size, chunks: small.m.chunks, inline: small.inline, mode: 0o644, owner });
+    const data = randomBytes(3 << 20);
+    const { m } = await upload(conn, data);
+    const c2 = await conn.commit({ path: 'big', expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks, mode: 0o644, owner });
+    t.equal(await readFile(join(ws, 'small'), 'utf8'), 'small\n', 'a new small file (one job) is committed');
+    t.ok((await readFile(join(ws, 'big')).then((b) => b.equals(data))), 'a file from uploaded chunks is committed');
+    for (const [name, r] of [['small', c1], ['big', c2]] as const) {
+      const st = await lstat(join(ws, name));
+      t.same([st.uid, st.gid], [c.owns.uid, c.owns.gid], `${name}: owned by the node's user`);
+      t.same([r.entry!.attr!.uid, r.entry!.attr!.gid], [c.owns.uid, c.owns.gid], `${name}: the answer says which owner it has`);
+    }
+    const said = node.lines.filter((l) => String(l.msg).startsWith('a committed file did not get its owner'));
+    t.same(said.filter((l) => l.level === 40).map((l) => [l.path, l.errno]), [['small', c.errno]], 'said once at warning level, with the first file and why');
+    t.equal(said.length, 1, 'and not again at info level or above (the second at debug level)');
+  });
+}
 
 t.test("a node whose state dir is on another filesystem than its workspace assembles uploaded files all the same", async (t) => {
   // Uploaded chunks are staged under the state dir; the kernel cannot copy from there into the workspace (EXDEV).

@@ -40,6 +40,7 @@ typedef struct {
   struct timespec times[2]; /* UTIME_OMIT where not given */
   /* results */
   int err;
+  int owner_err; /* the chown's, which does not fail the job */
   const char *call;
   struct stat st;
 } write_job;
@@ -83,10 +84,10 @@ static void execute(napi_env env, void *arg) {
     }
     done += (size_t)n;
   }
-  /* The owner before the mode: a chown clears set-id bits. Refused (a node
-   * not running as root), the file is committed as the process's: the
-   * caller sees the owner it got in the attributes. */
-  if ((j->uid != (uid_t)-1 || j->gid != (gid_t)-1) && fchown(fd, j->uid, j->gid) != 0 && errno != EPERM) FAIL("fchown");
+  /* The owner before the mode: a chown clears set-id bits. One not given
+   * (EPERM: not root; EINVAL: an id the user namespace does not map) leaves
+   * the file the process's, and is reported beside the attributes. */
+  if ((j->uid != (uid_t)-1 || j->gid != (gid_t)-1) && fchown(fd, j->uid, j->gid) != 0) j->owner_err = errno;
   if (fchmod(fd, j->mode) != 0) FAIL("fchmod");
   if (futimens(fd, j->times) != 0) FAIL("futimens");
   if (fsync(fd) != 0) FAIL("fsync");
@@ -137,6 +138,12 @@ static void complete(napi_env env, napi_status status, void *arg) {
     put_ns(env, o, "atimeNs", s->st_atim);
     put_ns(env, o, "mtimeNs", s->st_mtim);
     put_ns(env, o, "ctimeNs", s->st_ctim);
+    if (j->owner_err) {
+      napi_value code;
+      const char *name = strerrorname_np(j->owner_err);
+      napi_create_string_utf8(env, name ? name : "EIO", NAPI_AUTO_LENGTH, &code);
+      napi_set_named_property(env, o, "ownerErrno", code);
+    }
     napi_resolve_deferred(env, j->deferred, o);
   }
   napi_delete_reference(env, j->data_ref);
@@ -147,7 +154,8 @@ static void complete(napi_env env, napi_status status, void *arg) {
 
 /*
  * writeNewFile(root, dir, name, data, mode, atimeSec, atimeNsec, mtimeSec, mtimeNsec, uid, gid)
- *   -> Promise<attributes as lstat's, times in nanoseconds (BigInt)>
+ *   -> Promise<attributes as lstat's, times in nanoseconds (BigInt), and
+ *      ownerErrno (the errno's name) when the owner could not be given>
  * `dir` is relative to `root` ("" for the root itself), `name` one path
  * component; a null second leaves that time as the creation set it; a uid
  * or gid of -1 leaves that as the creation set it.

@@ -44,8 +44,7 @@ export interface JournalEntry {
   mkdir?: boolean;
   /**
    * An owner given to the file while it was written (-1: that one
-   * unchanged), applied on the node right after its commit (it may not
-   * exist there before).
+   * unchanged): it goes in the commit.
    */
   owner?: Owner;
   /** Set explicitly by the writer (utimens while open); else the node stamps the commit time. */
@@ -82,6 +81,11 @@ export interface Owner {
 export function laterOwner(earlier: Owner | undefined, later: Owner | undefined): Owner | undefined {
   if (!earlier || !later) return later ?? earlier;
   return { uid: later.uid >= 0 ? later.uid : earlier.uid, gid: later.gid >= 0 ? later.gid : earlier.gid };
+}
+
+/** Whether `attr` shows the owner (-1: any). */
+export function hasOwner(attr: Owner | undefined, owner: Owner): boolean {
+  return !!attr && (owner.uid < 0 || attr.uid === owner.uid) && (owner.gid < 0 || attr.gid === owner.gid);
 }
 
 /** `attr` with an owner change applied (-1: that one unchanged). */

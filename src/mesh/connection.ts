@@ -83,12 +83,6 @@ export class NodeConnection {
   private laneCalls = false;
   /** The node's lane also takes uploaded chunks; from its handshake. */
   private laneUploads = false;
-  /**
-   * The node gives a committed file the owner its commit names (from its
-   * handshake). Until one said so, or from an older node: no, and the owner
-   * is given by a chown after the commit.
-   */
-  commitsOwner = false;
   /** The node's clock minus ours, from its handshake; unknown until one told it (or after a refusal, see mutate). */
   private clockOffsetMs: number | undefined;
 
@@ -208,7 +202,6 @@ export class NodeConnection {
     this.learnLane(reply.bulkLane);
     this.laneCalls = reply.laneCalls;
     this.laneUploads = reply.laneUploads;
-    this.commitsOwner = reply.commitOwner;
     return reply;
   }
 

@@ -76,7 +76,7 @@ export class DirtyFile {
   writers = 0;
   /** Deleted while open: its content must never be written back. */
   unlinked = false;
-  /** Owner asked for while open (-1: unchanged), applied on the node after the commit. */
+  /** Owner asked for while open (-1: unchanged), to go in the commit. */
   owner?: Owner;
   /** The journal owns the dirty copy (it was closed); a further write needs a copy of its own. */
   handedOver = false;

@@ -1006,7 +1006,7 @@ export class Vfs {
    * is asked at once; 'journal' (release, where nobody waits): the record is
    * journaled first; 'queue' (--write-back async): journaled and committed
    * moments later, nobody waits. An owner given while it was written goes
-   * in the record; the write-back gives it on the node after the commit.
+   * in the record, and in the commit.
    */
   private async commitDirty(d: DirtyFile, how: 'wait' | 'journal' | 'queue' = 'wait'): Promise<void> {
     // One hand-over of a file at a time. A version written while the one
@@ -1054,7 +1054,7 @@ export class Vfs {
       // An fsync's record (of this copy, or of one handed over before whose hand-over failed): this newer content supersedes it.
       const checkpoint = d.checkpoint;
       d.checkpoint = undefined;
-      // An owner given while it was written goes with this content (the write-back gives it after the commit).
+      // An owner given while it was written goes with this content (in its record and its commit).
       const owner = d.takeOwner();
       return {
         checkpoint,
@@ -1338,7 +1338,7 @@ export class Vfs {
     return this.node(path, await this.entry(path));
   }
 
-  /** chmod, truncate, utimens (and a chown for after the commit) on a file being written: its dirty copy changes. */
+  /** chmod, truncate, utimens (and a chown, for the commit) on a file being written: its dirty copy changes. */
   private async changeCopy(d: DirtyFile, a: SetAttr): Promise<void> {
     await d.exclusive(async () => {
       await this.ownCopy(d);

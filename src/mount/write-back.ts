@@ -21,7 +21,7 @@ import type { WCommitManyReplyOut, WCommitReplyOut, WCommitRequest, WEntryOut } 
 import { MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES, MAX_MESSAGE_BYTES } from '../wire/proto.js';
 import { isDir, toTimespec } from '../content/attr.js';
 import type { ChunkStore } from '../cache/chunk-store.js';
-import { laterOwner, type Journal, type JournalEntry, type Owner } from '../cache/journal.js';
+import { hasOwner, laterOwner, type Journal, type JournalEntry, type Owner } from '../cache/journal.js';
 import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
 import { SLOW_NODE_BYTES_PER_MS, type MeshClient } from '../mesh/mesh-client.js';
 import { errnoOf, FsError, isUnimplemented, lacksChunk } from '../wire/errors.js';
@@ -194,6 +194,8 @@ export class WriteBack {
   private quietUntilDrained = false;
   private closed = false;
   readonly stats: WriteBackStats = { committed: 0, conflicts: 0, failed: 0, uploadedChunks: 0, uploadedBytes: 0 };
+  /** A file that did not get its owner was logged at warning level (a tar of such files would log each one). */
+  private toldOwnerNotGiven = false;
 
   constructor(
     private readonly meta: MetaStore,
@@ -1087,7 +1089,6 @@ export class WriteBack {
     const currentDigest = current?.digest?.length ? Buffer.from(current.digest) : undefined;
     let reply: WCommitReplyOut;
     let by = ''; // the node that answered: its generations are the ones that count
-    let ownerGiven = false; // by that node, with the commit
     if (currentDigest?.equals(manifest.digest)) {
       reply = { conflict: false, conflictPath: '', entry: current!, generation: 0 };
     } else {
@@ -1110,7 +1111,6 @@ export class WriteBack {
             `commit ${e.path}`,
             (c) => {
               by = c.endpoint;
-              ownerGiven = c.commitsOwner;
               return c.commit(req, this.commitDeadline(1, manifest.size));
             },
             { at },
@@ -1139,7 +1139,7 @@ export class WriteBack {
         }
       }
     }
-    return this.settleLanded(e, manifest, reply, by, ownerGiven);
+    return this.settleLanded(e, manifest, reply, by);
   }
 
   /**
@@ -1174,13 +1174,11 @@ export class WriteBack {
         if (live.length === 0) return out;
         let reply: WCommitManyReplyOut;
         let by = '';
-        let ownerGiven = false;
         try {
           for (const x of live) this.step(x.e, `committing (a batch of ${live.length})`);
           const reqs = live.map((x) => this.request(x.e, x.manifest, x.data));
           reply = await this.mesh.call(`commit of ${live.length} files`, (c) => {
             by = c.endpoint;
-            ownerGiven = c.commitsOwner;
             return c.commitMany(reqs, this.commitDeadline(live.length, live.reduce((n, x) => n + x.manifest.size, 0)));
           });
         } catch (err) {
@@ -1206,7 +1204,7 @@ export class WriteBack {
             const o = reply.outcomes[i];
             try {
               if (!o?.reply) throw new FsError(o?.errno || 'EIO', o?.message || 'the node sent no outcome for this file');
-              out.set(x.e.seq, await this.settleLanded(x.e, x.manifest, o.reply, by, ownerGiven));
+              out.set(x.e.seq, await this.settleLanded(x.e, x.manifest, o.reply, by));
             } catch (err) {
               out.set(x.e.seq, err as Error);
             }
@@ -1276,17 +1274,15 @@ export class WriteBack {
     return { seq: e.seq, baseSeq: e.baseSeq, based: base.expectAbsent ? 'no file' : base.baseDigest?.length ? hex(base.baseDigest).slice(0, 16) : 'nothing said', replayed: this.replayed.has(e.seq) };
   }
 
-  /**
-   * The node took the record (or kept it as a conflict copy): metadata,
-   * journal and cache follow. `ownerGiven`: the node gave the file the
-   * record's owner with the commit.
-   */
-  private async settleLanded(e: JournalEntry, manifest: Manifest, reply: WCommitReplyOut, by: string, ownerGiven = false): Promise<Buffer> {
+  /** The node took the record (or kept it as a conflict copy): metadata, journal and cache follow. */
+  private async settleLanded(e: JournalEntry, manifest: Manifest, reply: WCommitReplyOut, by: string): Promise<Buffer> {
     // Content kept in memory has no dirty copy: the cache keeps its chunks from the bytes.
     const from = e.dirty ? { file: this.dirtyPath(e.dirty) } : { data: e.data! };
     const committedPath = reply.conflict ? reply.conflictPath : e.path;
-    // Before the record goes: a mount killed meanwhile gives the owner again after its replay.
-    const owned = ownerGiven ? undefined : await this.giveOwner(e, committedPath, reply.conflict);
+    // The owner went with the commit. A file without it (an older node ignores it; a replayed
+    // record found its content on the node, with no commit made) gets it by a chown now, before
+    // the record goes: a mount killed meanwhile gives it again after its replay.
+    const owned = !e.owner || hasOwner(reply.entry?.attr ?? undefined, e.owner) ? undefined : await this.giveOwner(e, committedPath, reply.conflict);
     this.step(e, 'recording the commit');
     const settling = this.meta.settle(committedPath, entryFromWire(owned?.entry ?? reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
       if (e.seq) this.journal.removeIn(b, e.seq);
@@ -1317,13 +1313,12 @@ export class WriteBack {
   }
 
   /**
-   * The owner given to a file while it was written, once it is committed by
-   * a node that did not give it with the commit (an older node, or no
-   * commit was made: a replayed record found the node holding its content),
-   * and then its set-id bits again, which the node's chown cleared (one
-   * served with --allow-setid keeps them). The content has landed whatever
-   * happens here: a node that does not answer leaves the record for another
-   * attempt (see below), and a refusal is logged, the record done all the
+   * The owner given to a file while it was written, to a committed file
+   * that does not have it (see settleLanded), and then its set-id bits
+   * again, which the node's chown cleared (one served with --allow-setid
+   * keeps them). The content has landed whatever happens here: a node that
+   * does not answer leaves the record for another attempt (see below), and
+   * a refusal is logged (once at warning level), the record done all the
    * same.
    */
   private async giveOwner(e: JournalEntry, path: string, conflict: boolean): Promise<{ entry?: WEntryOut; by: string; generation: number } | undefined> {
@@ -1338,7 +1333,10 @@ export class WriteBack {
       // the owner again. (Not after a conflict: the next attempt would find the other version at the
       // path and make a second conflict copy.)
       if (RETRYABLE.has(errnoOf(err)) && !conflict) throw err;
-      log.warn({ path, ...e.owner, errno: errnoOf(err), err: (err as Error).message }, 'a written-back file did not get the owner given to it');
+      const what = { path, ...e.owner, errno: errnoOf(err), err: (err as Error).message };
+      if (this.toldOwnerNotGiven) log.debug(what, 'a written-back file did not get the owner given to it');
+      else log.warn(what, 'a written-back file did not get the owner given to it (said once, then at debug level)');
+      this.toldOwnerNotGiven = true;
     }
     return r && { entry: r.entries.find((x) => x.name === path), by: r.by, generation: r.generation };
   }

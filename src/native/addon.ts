@@ -136,11 +136,11 @@ export interface NativeAddon {
    * `name`: written, given its owner, `mode` and times, fsynced, linked
    * (EEXIST if the name is taken), the directory fsynced; all on a worker
    * thread. A null second leaves that time as the creation set it; a uid or
-   * gid of -1 leaves that part of the owner so. An owner the process may
-   * not give (EPERM) is not given: the attributes the promise resolves
-   * with (the new file's) say which it has.
+   * gid of -1 leaves that part of the owner so. An owner the process cannot
+   * give does not fail the job: `ownerErrno` says why it was not given.
+   * Resolves with the new file's attributes.
    */
-  writeNewFile(root: string, dir: string, name: string, data: Buffer, mode: number, atimeS: number | null, atimeNs: number, mtimeS: number | null, mtimeNs: number, uid: number, gid: number): Promise<Attr>;
+  writeNewFile(root: string, dir: string, name: string, data: Buffer, mode: number, atimeS: number | null, atimeNs: number, mtimeS: number | null, mtimeNs: number, uid: number, gid: number): Promise<Attr & { ownerErrno?: string }>;
   /**
    * Writes `head`, then bytes [offset, offset+length) of the file `fileFd`,
    * to the TCP socket `socketFd` (sendfile, on a worker thread). Nothing

@@ -142,10 +142,11 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
 
 /**
  * The staged file's owner: each part the writer gave, else the replaced
- * file's (which only root may give; otherwise the file is the node's). A
- * node that may not give the writer's (not root) commits the file anyway:
- * the owner is an attribute, the content is what must not be lost. The
- * reply's entry shows the owner the file has.
+ * file's (which only root may give; otherwise the file is the node's). One
+ * the node cannot give (EPERM: it does not run as root; EINVAL: an id its
+ * user namespace does not map) is logged and the file committed anyway:
+ * the content is what must not be lost. The reply's entry shows the owner
+ * the file has.
  */
 async function giveOwner(staged: StagedFile, path: string, wanted: CommitInput['owner'], current: Attr | undefined): Promise<void> {
   const kept = mayChown && current;
@@ -155,19 +156,18 @@ async function giveOwner(staged: StagedFile, path: string, wanted: CommitInput['
   try {
     await staged.chown(uid, gid);
   } catch (err) {
-    if (!wanted || (err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
-    ownerRefused(path, wanted);
+    ownerNotGiven(path, uid, gid, (err as NodeJS.ErrnoException).code ?? 'EIO');
   }
 }
 
 /** Said once at warning level (a tar of such files would say it for each one), then at debug level. */
-let toldOwnerRefused = false;
+let toldOwnerNotGiven = false;
 
-function ownerRefused(path: string, wanted: { uid: number; gid: number }): void {
-  const what = { path, uid: wanted.uid, gid: wanted.gid };
-  if (toldOwnerRefused) log.debug(what, 'a committed file did not get the owner its writer gave it');
-  else log.warn(what, 'a committed file did not get the owner its writer gave it: this node may not give files owners (it does not run as root); said once, then at debug level');
-  toldOwnerRefused = true;
+function ownerNotGiven(path: string, uid: number, gid: number, errno: string): void {
+  const what = { path, uid, gid, errno };
+  if (toldOwnerNotGiven) log.debug(what, 'a committed file did not get its owner');
+  else log.warn(what, 'a committed file did not get its owner, and is committed as the node\'s (EPERM: the node does not run as root; EINVAL: its user namespace does not map that id); said once, then at debug level');
+  toldOwnerNotGiven = true;
 }
 
 /**
@@ -300,14 +300,17 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
   const [mtimeS, mtimeNs] = input.mtimeNs !== undefined ? secNsec(input.mtimeNs) : [null, 0];
   const [atimeS, atimeNs] = input.mtimeNs !== undefined ? secNsec(input.atimeNs ?? input.mtimeNs) : [null, 0];
   const owner = input.owner ?? { uid: -1, gid: -1 };
-  let attr: Attr;
+  let attr: Attr & { ownerErrno?: string };
   try {
     attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), parts.length === 1 ? parts[0]! : Buffer.concat(parts), input.mode & 0o7777 ? index.fileMode(input.mode, path) : 0o644, atimeS, atimeNs, mtimeS, mtimeNs, owner.uid, owner.gid);
   } catch {
     return undefined;
   }
-  // The addon commits the file when the owner is refused (EPERM), as the general path does.
-  if ((owner.uid >= 0 && attr.uid !== owner.uid) || (owner.gid >= 0 && attr.gid !== owner.gid)) ownerRefused(path, owner);
+  // The addon commits the file without the owner it could not give, as the general path does.
+  if (attr.ownerErrno) {
+    ownerNotGiven(path, owner.uid, owner.gid, attr.ownerErrno);
+    delete attr.ownerErrno;
+  }
   const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
   const [change] = await index.apply([{ path, entry }]);
   return { conflict: false, path, entry, generation: change!.generation };

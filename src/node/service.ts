@@ -277,7 +277,6 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         laneCalls: true,
         laneUploads: true,
         nodeTimeMs: Date.now(),
-        commitOwner: true,
       };
     }),
 

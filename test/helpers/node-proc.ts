@@ -11,12 +11,17 @@ export { BIN, type LogLine } from './logged-proc.js';
 export class NodeProc extends LoggedProc {
   port = 0;
 
-  /** `as`: the user and group the node runs as (the test's own unless given; another needs root). */
-  static async start(args: string[], env: Record<string, string> = {}, as?: { uid: number; gid: number }): Promise<NodeProc> {
-    const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
+  /**
+   * `how.as`: the user and group the node runs as (the test's own unless
+   * given; another needs root). `how.under`: a command the node runs under
+   * (e.g. `unshare -r`).
+   */
+  static async start(args: string[], env: Record<string, string> = {}, how: { as?: { uid: number; gid: number }; under?: string[] } = {}): Promise<NodeProc> {
+    const cmd = [...(how.under ?? []), process.execPath, BIN, 'serve', '--listen', '127.0.0.1:0', ...args];
+    const child = spawn(cmd[0]!, cmd.slice(1), {
       env: { ...process.env, GHOSTFS_LOG_PRETTY: '0', GHOSTFS_LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
-      ...as,
+      ...how.as,
     });
     const p = new NodeProc(child);
     const serving = await p.ready('node serving', 'node');

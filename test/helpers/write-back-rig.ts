@@ -25,15 +25,16 @@ import { NodeProc, tempDir } from './node-proc.js';
  * `journal`: what the write-back gets in place of its journal (the same,
  * with a hold on some call: a test that orders a race). `lingerMs`: how
  * long an asynchronous close's record waits before its commit may start.
- * `nodeArgs`: more flags for `ghostfs serve`.
+ * `nodeArgs`: more flags for `ghostfs serve`; `nodeUnder`: a command the
+ * node runs under (NodeProc.start).
  */
-export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number, vfsOpts: Partial<VfsOptions> = {}, rig: { replica?: boolean; journal?: (j: Journal) => Journal; lingerMs?: number; nodeArgs?: string[] } = {}) {
+export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number, vfsOpts: Partial<VfsOptions> = {}, rig: { replica?: boolean; journal?: (j: Journal) => Journal; lingerMs?: number; nodeArgs?: string[]; nodeUnder?: string[] } = {}) {
   const base = await tempDir(t);
   const root = join(base, 'ws');
   const cache = join(base, 'cache');
   await mkdir(root);
   for (const [name, data] of Object.entries(files)) await writeFile(join(root, name), data);
-  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state'), ...(rig.nodeArgs ?? [])]);
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'state'), ...(rig.nodeArgs ?? [])], {}, { under: rig.nodeUnder });
   t.teardown(() => node.stop('SIGKILL'));
   const proxy = await FaultProxy.start(node.endpoint);
   t.teardown(() => proxy.close());
