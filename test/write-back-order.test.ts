@@ -7,7 +7,7 @@
 // - A writer that opens and changes a file while another writer's close is
 //   still committing it has its own close commit its change.
 import t from 'tap';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { constants as C } from 'node:fs';
 import { spawnSync } from 'node:child_process';
@@ -15,6 +15,7 @@ import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
 import { chunkBuffer } from '../src/content/chunk-file.js';
 import { DirtyFile } from '../src/mount/dirty-file.js';
 import { Journal } from '../src/cache/journal.js';
+import { errnoOf } from '../src/wire/errors.js';
 import { waitFor } from './helpers/mount-proc.js';
 import { writeBackRig } from './helpers/write-back-rig.js';
 
@@ -79,6 +80,31 @@ t.test("a writer that changes a file while another writer's close is committing 
   await vfs.release(w2.fh);
   t.same(await readFile(join(root, 'f.txt')), Buffer.from('second writer\n'), "the second close committed the second writer's change");
   t.same([wb.stats.committed, wb.stats.conflicts, wb.pendingCount], [2, 0, 0], 'two commits, no conflict, nothing queued');
+});
+
+t.test('a close whose write-back failed: each handle open on the file then hears of it at its next fsync, once, and a writer\'s fsync journals the content again', async (t) => {
+  const { root, vfs, wb, store } = await writeBackRig(t, {}, 10_000);
+  await vfs.list('');
+  const { node, handle: w1 } = await vfs.create('', 'f', 0o644);
+  const reader = await vfs.open(node.path, C.O_RDONLY);
+  await vfs.write(w1.fh, 0, Buffer.from('written through the first handle\n'));
+  // A directory took the name on the node: the node refuses the file (EISDIR), nothing is queued.
+  await mkdir(join(root, 'f'));
+  const errnoFrom = (p: Promise<unknown>): Promise<string> => p.then(() => 'no error', (err: unknown) => errnoOf(err));
+  t.equal(await errnoFrom(vfs.flush(w1.fh)), 'EISDIR', "the writer's close fails");
+  const late = await vfs.open(node.path, C.O_WRONLY);
+  t.equal(await errnoFrom(vfs.fsync(reader.fh)), 'EISDIR', 'a reader open then hears of it at its next fsync');
+  await vfs.fsync(reader.fh);
+  t.pass('once: its fsync after that succeeds');
+  await vfs.fsync(late.fh);
+  t.pass('a writer opened after the failure does not hear of it');
+  await vfs.fsync(w1.fh);
+  t.pass('the writer heard of it at its close, and not again');
+  // Before, an fsync found the copy handed over and journaled nothing: the refused copy had gone aside.
+  const journaled = (await new Journal(store, 'default').load()).filter((e) => e.path === 'f');
+  t.equal(journaled.length, 1, 'the fsyncs journaled the content, from a copy of its own');
+  t.equal(await readFile(wb.dirtyPath(journaled[0]!.dirty), 'utf8'), 'written through the first handle\n', 'which holds what was written');
+  for (const h of [w1, reader, late]) await vfs.release(h.fh);
 });
 
 t.test('an owner and set-id bits given to a file being written both reach a node served with --allow-setid, in its commit', { skip: process.getuid?.() !== 0 && 'changing a file\'s owner needs root' }, async (t) => {

@@ -80,6 +80,16 @@ export class DirtyFile {
   owner?: Owner;
   /** The journal owns the dirty copy (it was closed); a further write needs a copy of its own. */
   handedOver = false;
+  /**
+   * Hand-overs of this content that failed (neither on the node nor
+   * journaled), and the last one's error: each handle open then hears of it
+   * at its next fsync, once, as a local disk tells each open file of a
+   * failed writeback.
+   */
+  failures = 0;
+  failure?: Error;
+  /** The copy handed over last went nowhere (set aside when the node refused it): an fsync journals a copy of its own. */
+  stranded = false;
   /** Settled when the last hand-over asked for (see Vfs.commitDirty) is over, landed or not. */
   handingOver?: Promise<void>;
   /** The last handle went and the copy was closed (Vfs.release, once). */
@@ -496,6 +506,14 @@ export class DirtyFile {
     this.name = name;
     this.file = pathOf(name);
     this.handedOver = false;
+    this.stranded = false;
+  }
+
+  /** A hand-over of this content failed: see `failures` and `stranded`. */
+  handOverFailed(err: Error): void {
+    this.failures++;
+    this.failure = err;
+    this.stranded = this.handedOver;
   }
 
   /**

@@ -63,6 +63,8 @@ export interface FileHandle {
   truncatedAt?: number;
   /** Opened with O_APPEND: every write goes to the end of the file as this mount has it (see write). */
   append?: boolean;
+  /** Of its file's failed hand-overs (DirtyFile.failures), those this handle's calls have heard of. */
+  failuresSeen?: number;
 }
 
 export interface SetAttr {
@@ -362,7 +364,7 @@ export class Vfs {
   private handle(path: string, d: DirtyFile, readOnly = false): FileHandle {
     d.handles++;
     if (!readOnly) d.writers++;
-    const h: FileHandle = { fh: this.nextFh++, path, size: d.size, chunks: [], lastEnd: 0, aheadTo: 0, dirty: d, readOnly };
+    const h: FileHandle = { fh: this.nextFh++, path, size: d.size, chunks: [], lastEnd: 0, aheadTo: 0, dirty: d, readOnly, failuresSeen: d.failures };
     this.handles.set(h.fh, h);
     return h;
   }
@@ -898,7 +900,17 @@ export class Vfs {
     // committed here, the node showed every other client an empty file
     // for as long as cmd ran. The release commits it if nothing follows.
     if (h.truncatedAt === d.version) return;
-    await this.commitDirty(d, this.opts.asyncWriteBack ? 'queue' : 'wait');
+    await this.tellingHandle(h, d, this.commitDirty(d, this.opts.asyncWriteBack ? 'queue' : 'wait'));
+  }
+
+  /** A hand-over made for handle `h`: one that fails is told to its caller now, not again at its next fsync. */
+  private async tellingHandle(h: FileHandle, d: DirtyFile, handOver: Promise<void>): Promise<void> {
+    try {
+      await handOver;
+    } catch (err) {
+      h.failuresSeen = d.failures;
+      throw err;
+    }
   }
 
   /**
@@ -921,11 +933,17 @@ export class Vfs {
       // again (a log, a database) is not committed whole each time.
       if (d.size <= HOLD_BYTES && d.writers <= 1 && !d.sentAtFsync) {
         d.sentAtFsync = true;
-        await this.commitDirty(d, 'wait');
+        await this.tellingHandle(h, d, this.commitDirty(d, 'wait'));
       } else await this.checkpoint(d);
     } else if (d && !d.handedOver) await d.sync(); // (a copy handed over is the write-back's, committed or journaled)
     // Versions closed earlier that no node took yet: their journal records reach the disk now, not within the lazy sync's second.
     if (this.opts.asyncWriteBack && this.writeBack.pendingFor(h.path)) await this.writeBack.syncJournal();
+    // A hand-over of what was written that failed since this handle last heard (another
+    // handle's close, say): what it wrote was neither on the node nor journaled then.
+    if (d && h.failuresSeen !== undefined && h.failuresSeen < d.failures) {
+      h.failuresSeen = d.failures;
+      throw d.failure;
+    }
   }
 
   /**
@@ -937,11 +955,13 @@ export class Vfs {
    */
   private async checkpoint(d: DirtyFile): Promise<void> {
     // A hand-over under way first: what is written since is based on it (as in commitDirty), and
-    // until it is over, what it took is neither on the node nor journaled. (One that failed leaves
-    // its copy handed over: as before, this fsync then journals nothing.)
+    // until it is over, what it took is neither on the node nor journaled.
     await d.handingOver;
     await d.exclusive(async () => {
-      if (d.handedOver) return; // its content went with the hand-over, and a copy of its own comes with the next write
+      // Its content went with the hand-over, and a copy of its own comes with the next write. (One
+      // that failed stranded its copy: the content is journaled from a copy of its own.)
+      if (d.handedOver && !d.stranded) return;
+      await this.ownCopy(d);
       await d.sync();
       if (!d.modified || d.unlinked || d.checkpoint?.name === d.name) return;
       // A rename of the file on its way to the node: the record names the path it gives (as a close does).
@@ -1038,6 +1058,7 @@ export class Vfs {
       await this.ownCopy(d); // handed over before (a rename's commit while it stays open): that copy is the write-back's
       await d.materialize(this.chunks);
       d.handedOver = true; // the write-back owns the copy now
+      d.stranded = false;
       // Its chunk list is wanted only where the content does not ride inside the commit.
       const ahead = d.finishAhead(d.size > INLINE_BYTES);
       // A small file's bytes travel from here: one read now instead of a stat and a whole-file read later.
@@ -1081,6 +1102,9 @@ export class Vfs {
           draft: ahead?.draft,
         },
       };
+    }).catch((err: Error) => {
+      d.handOverFailed(err);
+      throw err;
     });
     let handedOver = false;
     try {
@@ -1113,6 +1137,9 @@ export class Vfs {
         this.meta.putVolatile(d.path, d.entry());
         d.queued(r.queued, version);
       }
+    } catch (err) {
+      if (!handedOver) d.handOverFailed(err as Error);
+      throw err;
     } finally {
       // Not handed over: the owner goes with the next hand-over (under one given since).
       if (!handedOver && rec.owner) d.owner = laterOwner(rec.owner, d.owner);
