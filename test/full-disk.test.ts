@@ -5,6 +5,7 @@
 // node has room again, never set aside.
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
@@ -78,5 +79,51 @@ t.test("a full node disk: a file closed with asynchronous write-back waits for r
   await waitFor('the file on the node once it has room', async () => (await readFile(join(src, 'later.bin'), 'utf8')) === 'x'.repeat(256 << 10), 60_000);
   t.equal((await status()).writeBack.pending, 0, 'nothing pending');
   t.same((await readdir(join(cache, 'dirty'), { recursive: true })).filter((n) => String(n).endsWith('.failed')), [], 'no copy kept aside');
+  t.equal(await m.stop(), 0, 'a clean unmount');
+});
+
+t.test('a full cache disk: a write after the close of a dup (its copy handed over) fails with ENOSPC and leaves no partial copy behind', async (t) => {
+  const base = await tempDir(t);
+  const small = await smallFs(t, '32m');
+  const src = join(base, 'src');
+  const mnt = join(base, 'mnt');
+  await mkdir(src);
+  const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state')]);
+  t.teardown(() => node.stop('SIGKILL'));
+  const cache = join(small, 'cache');
+  const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', cache, '--min-free', '0', '--deadline', '3s']);
+  t.teardown(() => m.kill());
+  // Writes 4 MiB, closes one of two descriptors (the close commits and hands the copy over), then,
+  // told to, writes through the other: that write needs a copy of its own.
+  const script = [
+    'import os, sys',
+    'fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)',
+    'os.write(fd, os.urandom(4 << 20))',
+    'fd2 = os.dup(fd)',
+    'os.close(fd)',
+    'print("closed", flush=True)',
+    'sys.stdin.readline()',
+    'try:',
+    '    os.write(fd2, b"more")',
+    '    print("written", flush=True)',
+    'except OSError as e:',
+    '    print(e.strerror, flush=True)',
+    'os.close(fd2)',
+  ].join('\n');
+  const writer = spawn('python3', ['-c', script, join(mnt, 'f.bin')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines: string[] = [];
+  writer.stdout.on('data', (b: Buffer) => lines.push(...b.toString().split('\n').filter(Boolean)));
+  const exited = new Promise((resolve) => writer.on('exit', resolve));
+  await waitFor('the first close', async () => lines.includes('closed'), 20_000);
+  const dirty = join(cache, 'dirty');
+  const copies = async () => (await readdir(dirty, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => e.name).sort();
+  const before = await copies();
+  const free = await fillUp(join(small, 'hog'));
+  writer.stdin.end('go\n');
+  await exited;
+  t.equal(lines[1], 'No space left on device', 'the write fails with ENOSPC');
+  t.same(await copies(), before, 'no partial copy is left in the cache dir');
+  await free();
+  t.equal((await stat(join(src, 'f.bin'))).size, 4 << 20, 'the node has what the first close committed');
   t.equal(await m.stop(), 0, 'a clean unmount');
 });

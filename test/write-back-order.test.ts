@@ -7,7 +7,7 @@
 // - A writer that opens and changes a file while another writer's close is
 //   still committing it has its own close commit its change.
 import t from 'tap';
-import { mkdir, readFile, readdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { constants as C } from 'node:fs';
 import { spawnSync } from 'node:child_process';
@@ -105,6 +105,18 @@ t.test('a close whose write-back failed: each handle open on the file then hears
   t.equal(journaled.length, 1, 'the fsyncs journaled the content, from a copy of its own');
   t.equal(await readFile(wb.dirtyPath(journaled[0]!.dirty), 'utf8'), 'written through the first handle\n', 'which holds what was written');
   for (const h of [w1, reader, late]) await vfs.release(h.fh);
+
+  // A reader of the node's version that a writer's copy took along (Vfs.follow) hears of it too.
+  await writeFile(join(root, 'g'), 'the node\'s version\n');
+  await vfs.list('');
+  const follower = await vfs.open('g', C.O_RDONLY);
+  const w = await vfs.open('g', C.O_WRONLY);
+  await vfs.write(w.fh, 0, Buffer.from('changed\n'));
+  await rm(join(root, 'g'));
+  await mkdir(join(root, 'g'));
+  t.equal(await errnoFrom(vfs.flush(w.fh)), 'EISDIR', "the writer's close fails");
+  t.equal(await errnoFrom(vfs.fsync(follower.fh)), 'EISDIR', 'a reader that followed its copy hears of it');
+  for (const h of [w, follower]) await vfs.release(h.fh);
 });
 
 t.test('an owner and set-id bits given to a file being written both reach a node served with --allow-setid, in its commit', { skip: process.getuid?.() !== 0 && 'changing a file\'s owner needs root' }, async (t) => {

@@ -10,7 +10,7 @@
 // no local file calls at all when the node takes the commit at close: each
 // such call is a trip through the thread pool, which measured ~1 ms for the
 // create alone on a loaded 2-core machine.
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { closeSync, constants as C, openSync, unlinkSync, writeSync } from 'node:fs';
 import { S_IFMT, S_IFREG, type Attr } from '../content/attr.js';
 import type { ChunkRef } from '../content/manifest.js';
@@ -491,14 +491,21 @@ export class DirtyFile {
     if (this.spilled) {
       const old = await this.disk();
       const fresh = await open(pathOf(name), C.O_RDWR | C.O_CREAT | C.O_EXCL, 0o600);
-      const buf = Buffer.allocUnsafe(4 << 20);
-      for (let off = 0; off < this.size; ) {
-        const { bytesRead } = await old.read(buf, 0, Math.min(buf.length, this.size - off), off);
-        if (bytesRead === 0) break;
-        await writeAt(fresh, buf.subarray(0, bytesRead), off);
-        off += bytesRead;
+      try {
+        const buf = Buffer.allocUnsafe(4 << 20);
+        for (let off = 0; off < this.size; ) {
+          const { bytesRead } = await old.read(buf, 0, Math.min(buf.length, this.size - off), off);
+          if (bytesRead === 0) break;
+          await writeAt(fresh, buf.subarray(0, bytesRead), off);
+          off += bytesRead;
+        }
+        await fresh.truncate(this.size);
+      } catch (err) {
+        // (A full disk, say.) The file keeps its copy as it was; the partial one goes.
+        await fresh.close().catch(() => undefined);
+        await unlink(pathOf(name)).catch(() => undefined);
+        throw err;
       }
-      await fresh.truncate(this.size);
       await old.close();
       this.fh = Promise.resolve(fresh);
       this.fd = fresh.fd;

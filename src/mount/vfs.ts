@@ -673,6 +673,7 @@ export class Vfs {
       if (h.path !== d.path || h.dirty || !sameBase(h)) continue;
       h.pendingData = undefined;
       h.dirty = d;
+      h.failuresSeen = d.failures;
       d.handles++;
       this.followListener?.(h.fh);
     }

@@ -412,7 +412,7 @@ export class WriteBack {
     if (opts.direct && reachable && !this.byPath.has(rec.path)) {
       try {
         const digest = await this.commit({ ...rec, seq: 0, closedAt: Date.now() }, false, closing);
-        await this.dropOlder(rec.path, Infinity);
+        await this.supersede(rec.path, Infinity);
         return { digest };
       } catch (err) {
         if (err instanceof Removed) return this.removedWhileClosing(rec);
@@ -429,7 +429,7 @@ export class WriteBack {
     if (closing.removed) return this.removedWhileClosing(entry);
     // Pending from the moment it has its seq: a directory's attributes queued after it wait for it.
     this.hold(entry);
-    await this.dropOlder(rec.path, entry.seq);
+    await this.supersede(rec.path, entry.seq);
     if (failed || !reachable) {
       // No node took it just now (or none is up): trying at once would only
       // make close() wait out a deadline. The retries take it from here.
@@ -473,7 +473,7 @@ export class WriteBack {
   async queueFile(rec: Omit<JournalEntry, 'seq' | 'closedAt'>, closing: Closing): Promise<{ queued: number } | { removed: true }> {
     const entry = await this.enqueue(rec, closing);
     if (!entry) return { removed: true };
-    await this.dropOlder(rec.path, entry.seq);
+    await this.supersede(rec.path, entry.seq);
     this.lingering.push(entry);
     this.pump();
     return { queued: entry.seq };
@@ -859,6 +859,16 @@ export class WriteBack {
       }
       for (const e of older) await this.dropOne(e);
     });
+  }
+
+  /**
+   * dropOlder for a close whose version is safe already (committed, or its
+   * record journaled): a failure there (the database refusing a removal) is
+   * logged, not the close's. An older record left in the journal is
+   * superseded again when the next mount starts.
+   */
+  private async supersede(path: string, seq: number): Promise<void> {
+    await this.dropOlder(path, seq).catch((err: unknown) => log.warn({ path, err: (err as Error).message }, 'older versions of a closed file could not be dropped from the journal'));
   }
 
   /** A record given the owner of older ones (see dropOlder): the database refusing it (a full disk) leaves it in memory only, as said. */
