@@ -119,6 +119,24 @@ t.test('a close whose write-back failed: each handle open on the file then hears
   for (const h of [w, follower]) await vfs.release(h.fh);
 });
 
+t.test('a version an asynchronous close queued that the node then refuses: the handles still open on the file hear of it at their next fsync', async (t) => {
+  const { root, vfs, wb } = await writeBackRig(t, {}, 10_000, { asyncWriteBack: true }, { lingerMs: 60_000 });
+  await vfs.list('');
+  const { node, handle: w } = await vfs.create('', 'q', 0o644);
+  const reader = await vfs.open(node.path, C.O_RDONLY);
+  await vfs.write(w.fh, 0, Buffer.from('queued\n'));
+  await vfs.flush(w.fh);
+  t.same(wb.pendingRecords().map((r) => r.path), ['q'], 'the close queued it');
+  await vfs.release(w.fh);
+  await mkdir(join(root, 'q'));
+  await wb.drain();
+  t.equal(wb.stats.failed, 1, 'the node refused it');
+  const errnoFrom = (p: Promise<unknown>): Promise<string> => p.then(() => 'no error', (err: unknown) => errnoOf(err));
+  t.equal(await errnoFrom(vfs.fsync(reader.fh)), 'EISDIR', 'the reader still open hears of it at its next fsync');
+  t.equal(await errnoFrom(vfs.fsync(reader.fh)), 'no error', 'once');
+  await vfs.release(reader.fh);
+});
+
 t.test('an owner and set-id bits given to a file being written both reach a node served with --allow-setid, in its commit', { skip: process.getuid?.() !== 0 && 'changing a file\'s owner needs root' }, async (t) => {
   const { root, vfs, node } = await writeBackRig(t, {}, 10_000, {}, { nodeArgs: ['--allow-setid', '--metrics', '127.0.0.1:0'] });
   /** Namespace and attribute calls the node served (a chown or chmod of its own is one). */

@@ -166,6 +166,11 @@ export class Vfs {
     writeBack.onSuperseded((seq, inherited) => {
       for (const d of this.dirty.values()) if (d.baseSeq === seq) d.baseSeq = inherited;
     });
+    // A version queued by a close that the node then refused: the handles still open on the file hear of it.
+    writeBack.onRefused((seq, path, err) => {
+      const d = this.dirty.get(path);
+      if (d?.baseSeq === seq) d.handOverFailed(err);
+    });
   }
 
   get openFiles(): number {

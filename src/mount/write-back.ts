@@ -825,6 +825,12 @@ export class WriteBack {
   }
 
   private conflictListeners: ((path: string) => void)[] = [];
+  private refusedListeners: ((seq: number, path: string, err: Error) => void)[] = [];
+
+  /** Called when the node refused a journaled file's record (its bytes were set aside). */
+  onRefused(fn: (seq: number, path: string, err: Error) => void): void {
+    this.refusedListeners.push(fn);
+  }
 
   /** Called with a path whose write-back became a conflict copy (the node kept its own version there). */
   onConflict(fn: (path: string) => void): void {
@@ -935,6 +941,7 @@ export class WriteBack {
     if (e.seq) await this.journal.remove(e.seq);
     const why = errnoOf(err) === 'EFBIG' ? 'write-back refused: the file is too large' : 'write-back refused by the node';
     log.error({ path: e.path, errno: errnoOf(err), keptAt: kept, err: (err as Error).message }, `${why}; the written bytes are kept in the cache dir`);
+    if (e.seq) for (const fn of this.refusedListeners) fn(e.seq, e.path, err as Error);
     if (!this.pendingFor(e.path)) {
       // Not shown any more (a new file the node refused was never there): what the node has at that path is.
       this.meta.dropShownOnly(e.path);
