@@ -8,9 +8,8 @@
  *   RESOLVE_BENEATH: no "..", absolute path or symlink leads out);
  *   an O_TMPFILE file in it (no name while incomplete), written, given its
  *   owner (when one is asked for), mode and times, fsynced; then linked
- *   under its name, which fails with
- *   EEXIST if the name is taken (nothing is ever replaced); its attributes
- *   read; the directory fsynced.
+ *   under its name, which fails with EEXIST if the name is taken (nothing
+ *   is ever replaced); its attributes read; the directory fsynced.
  *
  * Any failure rejects with an Error carrying Node's errno `code`; nothing is
  * left behind (an unnamed file vanishes with its descriptor).
