@@ -847,7 +847,7 @@ t.test('a commit gives the file the owner its writer names, before the file take
   const small = inline(Buffer.from('small\n'));
   const c1 = await conn.commit({ path: 'new', expectAbsent: true, digest: small.m.digest, size: small.m.size, chunks: small.m.chunks, inline: small.inline, mode: 0o4755, owner: { uid: 4321, gid: 4322 } });
   t.same(await ownerOf('new'), [4321, 4322, '4755'], 'a new small file has the owner and the mode, set-id bit included');
-  t.same([c1.entry!.attr!.uid, c1.entry!.attr!.gid], [4321, 4322], 'the answer says so');
+  t.same([c1.entry!.attr!.uid, c1.entry!.attr!.gid, c1.ownerErrno], [4321, 4322, ''], 'the answer says so');
 
   // A file replaced by one assembled from uploaded chunks, its user named, its group not (-1).
   const { m } = await upload(conn, randomBytes(3 << 20));
@@ -903,7 +903,7 @@ for (const c of [
     for (const [name, r] of [['small', c1], ['big', c2]] as const) {
       const st = await lstat(join(ws, name));
       t.same([st.uid, st.gid], [c.owns.uid, c.owns.gid], `${name}: owned by the node's user`);
-      t.same([r.entry!.attr!.uid, r.entry!.attr!.gid], [c.owns.uid, c.owns.gid], `${name}: the answer says which owner it has`);
+      t.same([r.entry!.attr!.uid, r.entry!.attr!.gid, r.ownerErrno], [c.owns.uid, c.owns.gid, c.errno], `${name}: the answer says which owner it has, and why not the one named`);
     }
     const said = node.lines.filter((l) => String(l.msg).startsWith('a committed file did not get its owner'));
     t.same(said.filter((l) => l.level === 40).map((l) => [l.path, l.errno]), [['small', c.errno]], 'said once at warning level, with the first file and why');

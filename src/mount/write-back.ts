@@ -1107,7 +1107,7 @@ export class WriteBack {
     let reply: WCommitReplyOut;
     let by = ''; // the node that answered: its generations are the ones that count
     if (currentDigest?.equals(manifest.digest)) {
-      reply = { conflict: false, conflictPath: '', entry: current!, generation: 0 };
+      reply = { conflict: false, conflictPath: '', entry: current!, generation: 0, ownerErrno: '' };
     } else {
       // Told before its upload and commit: a chunk list one message cannot hold (about 1.3 TiB of holes, or 340 GiB of data).
       if (manifest.chunks.length * WIRE_BYTES_PER_CHUNK + 64 * 1024 > MAX_MESSAGE_BYTES) {
@@ -1298,8 +1298,10 @@ export class WriteBack {
     const committedPath = reply.conflict ? reply.conflictPath : e.path;
     // The owner went with the commit. A file without it (an older node ignores it; a replayed
     // record found its content on the node, with no commit made) gets it by a chown now, before
-    // the record goes: a mount killed meanwhile gives it again after its replay.
-    const owned = !e.owner || hasOwner(reply.entry?.attr ?? undefined, e.owner) ? undefined : await this.giveOwner(e, committedPath, reply.conflict);
+    // the record goes: a mount killed meanwhile gives it again after its replay. One the node
+    // said it cannot give is not asked for again.
+    if (e.owner && reply.ownerErrno) this.ownerNotGiven({ path: committedPath, ...e.owner, errno: reply.ownerErrno }, 'the node cannot give a written-back file the owner given to it');
+    const owned = !e.owner || reply.ownerErrno || hasOwner(reply.entry?.attr ?? undefined, e.owner) ? undefined : await this.giveOwner(e, committedPath, reply.conflict);
     this.step(e, 'recording the commit');
     const settling = this.meta.settle(committedPath, entryFromWire(owned?.entry ?? reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
       if (e.seq) this.journal.removeIn(b, e.seq);
@@ -1350,12 +1352,16 @@ export class WriteBack {
       // the owner again. (Not after a conflict: the next attempt would find the other version at the
       // path and make a second conflict copy.)
       if (RETRYABLE.has(errnoOf(err)) && !conflict) throw err;
-      const what = { path, ...e.owner, errno: errnoOf(err), err: (err as Error).message };
-      if (this.toldOwnerNotGiven) log.debug(what, 'a written-back file did not get the owner given to it');
-      else log.warn(what, 'a written-back file did not get the owner given to it (said once, then at debug level)');
-      this.toldOwnerNotGiven = true;
+      this.ownerNotGiven({ path, ...e.owner, errno: errnoOf(err), err: (err as Error).message }, 'a written-back file did not get the owner given to it');
     }
     return r && { entry: r.entries.find((x) => x.name === path), by: r.by, generation: r.generation };
+  }
+
+  /** Said once at warning level (a tar of such files would say it for each one), then at debug level. */
+  private ownerNotGiven(what: Record<string, unknown>, msg: string): void {
+    if (this.toldOwnerNotGiven) log.debug(what, msg);
+    else log.warn(what, `${msg} (said once, then at debug level)`);
+    this.toldOwnerNotGiven = true;
   }
 
   /** Uploads the chunks the node lacks, sent from the dirty copy (into the file's draft, if it has one); returns how many it lacked. */

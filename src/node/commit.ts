@@ -53,6 +53,8 @@ export interface CommitResult {
   path: string;
   entry: IndexEntry;
   generation: number;
+  /** Why the owner the writer gave could not be given (the file is the node's), if so. */
+  ownerErrno?: string;
 }
 
 const mayChown = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -95,7 +97,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     // No mode given (0): the file keeps the one it has, or gets 0644.
     const mode = input.mode & 0o7777 ? index.fileMode(input.mode, path) : current ? index.fileMode(current.mode, path) : 0o644;
     // The owner first: a chown clears the set-id bits the mode may carry.
-    await giveOwner(staged, path, input.owner, current);
+    const ownerErrno = await giveOwner(staged, path, input.owner, current);
     await staged.chmod(mode);
     if (input.mtimeNs !== undefined) await staged.times(input.atimeNs ?? input.mtimeNs, input.mtimeNs);
     await staged.sync();
@@ -132,7 +134,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     const uploaded = new Map(input.chunks.filter((c) => !input.inline?.has(c.hash.toString('latin1')) && !isPlaced(draft?.placed, c)).map((c) => [c.hash.toString('latin1'), c.hash]));
     void Promise.all([...uploaded.values()].map((h) => source.dropStaged(h)));
     nodeCommits.inc({ how: draft ? 'draft' : 'staged' });
-    return { conflict, path: finalPath, entry, generation: change!.generation };
+    return { conflict, path: finalPath, entry, generation: change!.generation, ownerErrno };
   } finally {
     // Taken: its chunks are no longer read from it (the file is `staged`). Not taken: discarded.
     if (input.draft) await source.drafts.drop(input.draft, !!draft);
@@ -145,18 +147,22 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
  * file's (which only root may give; otherwise the file is the node's). One
  * the node cannot give (EPERM: it does not run as root; EINVAL: an id its
  * user namespace does not map) is logged and the file committed anyway:
- * the content is what must not be lost. The reply's entry shows the owner
- * the file has.
+ * the content is what must not be lost. Returns why, when the writer's
+ * owner was not given (the reply says so, and its entry shows the owner
+ * the file has).
  */
-async function giveOwner(staged: StagedFile, path: string, wanted: CommitInput['owner'], current: Attr | undefined): Promise<void> {
+async function giveOwner(staged: StagedFile, path: string, wanted: CommitInput['owner'], current: Attr | undefined): Promise<string | undefined> {
   const kept = mayChown && current;
   const uid = wanted && wanted.uid >= 0 ? wanted.uid : kept ? current.uid : -1;
   const gid = wanted && wanted.gid >= 0 ? wanted.gid : kept ? current.gid : -1;
-  if (uid < 0 && gid < 0) return;
+  if (uid < 0 && gid < 0) return undefined;
   try {
     await staged.chown(uid, gid);
+    return undefined;
   } catch (err) {
-    ownerNotGiven(path, uid, gid, (err as NodeJS.ErrnoException).code ?? 'EIO');
+    const errno = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    ownerNotGiven(path, uid, gid, errno);
+    return wanted ? errno : undefined;
   }
 }
 
@@ -307,13 +313,14 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
     return undefined;
   }
   // The addon commits the file without the owner it could not give, as the general path does.
-  if (attr.ownerErrno) {
-    ownerNotGiven(path, owner.uid, owner.gid, attr.ownerErrno);
+  const ownerErrno = attr.ownerErrno;
+  if (ownerErrno) {
+    ownerNotGiven(path, owner.uid, owner.gid, ownerErrno);
     delete attr.ownerErrno;
   }
   const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
   const [change] = await index.apply([{ path, entry }]);
-  return { conflict: false, path, entry, generation: change!.generation };
+  return { conflict: false, path, entry, generation: change!.generation, ownerErrno };
 }
 
 /** A time as timespec's seconds and nanoseconds (0 ≤ ns < 1e9, also before 1970). */

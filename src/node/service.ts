@@ -184,7 +184,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         owner: req.owner ? checkOwner(req.owner) : undefined,
       }),
     );
-    return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation };
+    return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation, ownerErrno: r.ownerErrno ?? '' };
   };
 
   const mutateOne = async (ws: Workspace, req: WMutateRequestOut): Promise<{ entries: WEntry[]; generation: number }> => {
