@@ -137,6 +137,23 @@ t.test('a version an asynchronous close queued that the node then refuses: the h
   await vfs.release(reader.fh);
 });
 
+t.test('a file still open after its commit shows the mode the node gave it, set-id bits dropped', async (t) => {
+  const { root, vfs } = await writeBackRig(t, {}, 10_000);
+  await vfs.list('');
+  const { node, handle: w } = await vfs.create('', 'tool', 0o755);
+  const reader = await vfs.open(node.path, C.O_RDONLY);
+  await vfs.write(w.fh, 0, Buffer.from('#!/bin/sh\n'));
+  await vfs.setattr('tool', { mode: 0o4755 });
+  const shown = async (): Promise<string> => ((await vfs.entry('tool')).attr.mode & 0o7777).toString(8);
+  t.equal(await shown(), '4755', 'shown as asked while it is written');
+  await vfs.flush(w.fh);
+  await vfs.release(w.fh);
+  t.equal(((await stat(join(root, 'tool'))).mode & 0o7777).toString(8), '755', 'the node dropped the set-id bit');
+  t.equal(await shown(), '755', 'and the mount shows that while a reader keeps the file open');
+  await vfs.release(reader.fh);
+  t.equal(await shown(), '755', 'and after');
+});
+
 t.test('an owner and set-id bits given to a file being written both reach a node served with --allow-setid, in its commit', { skip: process.getuid?.() !== 0 && 'changing a file\'s owner needs root' }, async (t) => {
   const { root, vfs, node } = await writeBackRig(t, {}, 10_000, {}, { nodeArgs: ['--allow-setid', '--metrics', '127.0.0.1:0'] });
   /** Namespace and attribute calls the node served (a chown or chmod of its own is one). */

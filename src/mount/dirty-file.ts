@@ -444,6 +444,11 @@ export class DirtyFile {
     return o;
   }
 
+  /** A commit of this content got `mode` on the node: the set-id bits it dropped go here too (see Vfs.handOver). */
+  keptSetId(mode: number): void {
+    this.mode &= ~(0o6000 & ~mode);
+  }
+
   /** The file as stat shows it while it is being written. */
   entry(): MetaEntry {
     const { uid, gid } = withOwner(this.attr, this.owner);

@@ -1135,8 +1135,15 @@ export class Vfs {
       if (checkpoint) await this.writeBack.dropCheckpoint(checkpoint.seq);
       // Unlinked meanwhile (now, or as this returned): its content went with it.
       if ('removed' in r || closing.removed) return;
-      if ('digest' in r) d.committed(r.digest, version);
-      else {
+      if ('digest' in r) {
+        d.committed(r.digest, version);
+        // While the file stays open it shows the set-id bits the node dropped as dropped, unless its
+        // mode changed since. (Its owner stays as shown: the node's file may belong to the node's
+        // user, not the one who made it through the mount, whose chmod of the file still open the
+        // kernel would then refuse.)
+        const landed = this.meta.get(d.path);
+        if (landed?.digest?.equals(r.digest) && d.version === version) d.keptSetId(landed.attr.mode);
+      } else {
         // Queued: the mount shows the new content until a node takes it, and
         // a further version written through a handle still open is made from
         // it (its base once it lands).
