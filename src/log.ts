@@ -25,4 +25,17 @@ function makeLogger(): Logger {
 
 export const log: Logger = makeLogger();
 
+/**
+ * For a message a burst would repeat for each file (a tar of such files):
+ * logged at `level` the first time, at debug level after that.
+ */
+export function onceThenDebug(level: 'info' | 'warn'): (what: Record<string, unknown>, msg: string) => void {
+  let told = false;
+  return (what, msg) => {
+    if (told) log.debug(what, msg);
+    else log[level](what, `${msg} (said once, then at debug level)`);
+    told = true;
+  };
+}
+
 export type { Logger };

@@ -26,7 +26,7 @@ import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
 import { SLOW_NODE_BYTES_PER_MS, type MeshClient } from '../mesh/mesh-client.js';
 import { errnoOf, FsError, isUnimplemented, lacksChunk } from '../wire/errors.js';
 import { chunksToWire } from '../wire/convert.js';
-import { log } from '../log.js';
+import { log, onceThenDebug } from '../log.js';
 import { PathLocks } from '../util/path-locks.js';
 import { SetMap } from '../util/set-map.js';
 import { isWithin, parentOf } from '../wire/rel-path.js';
@@ -194,8 +194,8 @@ export class WriteBack {
   private quietUntilDrained = false;
   private closed = false;
   readonly stats: WriteBackStats = { committed: 0, conflicts: 0, failed: 0, uploadedChunks: 0, uploadedBytes: 0 };
-  /** A file that did not get its owner was logged at warning level (a tar of such files would log each one). */
-  private toldOwnerNotGiven = false;
+  /** A file that did not get its owner (see giveOwner). */
+  private readonly ownerNotGiven = onceThenDebug('warn');
 
   constructor(
     private readonly meta: MetaStore,
@@ -1355,13 +1355,6 @@ export class WriteBack {
       this.ownerNotGiven({ path, ...e.owner, errno: errnoOf(err), err: (err as Error).message }, 'a written-back file did not get the owner given to it');
     }
     return r && { entry: r.entries.find((x) => x.name === path), by: r.by, generation: r.generation };
-  }
-
-  /** Said once at warning level (a tar of such files would say it for each one), then at debug level. */
-  private ownerNotGiven(what: Record<string, unknown>, msg: string): void {
-    if (this.toldOwnerNotGiven) log.debug(what, msg);
-    else log.warn(what, `${msg} (said once, then at debug level)`);
-    this.toldOwnerNotGiven = true;
   }
 
   /** Uploads the chunks the node lacks, sent from the dirty copy (into the file's draft, if it has one); returns how many it lacked. */

@@ -15,7 +15,7 @@ import { checkChunkList, fileDigest, hex, type ChunkRef } from '../content/manif
 import { isZeroRun } from '../content/chunk-file.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { FsError } from '../wire/errors.js';
-import { log } from '../log.js';
+import { log, onceThenDebug } from '../log.js';
 import { checkChildPath, joinRel, parentOf } from './paths.js';
 import type { WorkspaceIndex } from './workspace-index.js';
 import { EarlySync, stageIn, type StagedFile } from './staged-file.js';
@@ -166,14 +166,10 @@ async function giveOwner(staged: StagedFile, path: string, wanted: CommitInput['
   }
 }
 
-/** Said once at warning level (a tar of such files would say it for each one), then at debug level. */
-let toldOwnerNotGiven = false;
+const ownerNotSaid = onceThenDebug('warn');
 
 function ownerNotGiven(path: string, uid: number, gid: number, errno: string): void {
-  const what = { path, uid, gid, errno };
-  if (toldOwnerNotGiven) log.debug(what, 'a committed file did not get its owner');
-  else log.warn(what, 'a committed file did not get its owner, and is committed as the node\'s (EPERM: the node does not run as root; EINVAL: its user namespace does not map that id); said once, then at debug level');
-  toldOwnerNotGiven = true;
+  ownerNotSaid({ path, uid, gid, errno }, 'a committed file did not get its owner, and is committed as the node\'s (EPERM: the node does not run as root; EINVAL: its user namespace does not map that id)');
 }
 
 /**

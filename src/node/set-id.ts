@@ -6,19 +6,15 @@
 // (set-group-ID there only makes new entries inherit the group). A file
 // committed from a mount loses them too, as a write by anyone but root
 // makes the kernel clear them on a local disk.
-import { log } from '../log.js';
+import { onceThenDebug } from '../log.js';
 
 const SET_ID = 0o6000;
 
-/** Said once at info level (a tar of such files would say it for each one), then at debug level. */
-let told = false;
+const dropped = onceThenDebug('info');
 
 /** `mode` (permission bits) as a regular file on this node gets it. */
 export function fileModeFrom(mode: number, allowSetId: boolean, path: string): number {
   if (allowSetId || !(mode & SET_ID)) return mode;
-  const what = { path, mode: mode.toString(8) };
-  if (told) log.debug(what, 'set-id bits on a file dropped');
-  else log.info(what, 'set-id bits on a file dropped (serve --allow-setid keeps them; said once, then at debug level)');
-  told = true;
+  dropped({ path, mode: mode.toString(8) }, 'set-id bits on a file dropped (serve --allow-setid keeps them)');
   return mode & ~SET_ID;
 }
