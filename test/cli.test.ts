@@ -24,6 +24,9 @@ t.test('--print-config shows the effective settings, from flags and environment'
   t.equal(c.allowSetId, false, 'set-id bits are dropped unless asked');
   const m = await ghostfs(['mount', '127.0.0.1:7070', '/tmp/x', '--print-config', '--cache-quota', '2G']);
   t.equal(JSON.parse(m.stdout).cacheQuotaBytes, 2 * 1024 ** 3);
+  const idmap = async (env: Record<string, string>) => JSON.parse((await ghostfs(['mount', '127.0.0.1:7070', '/tmp/x', '--print-config'], env)).stdout).idmap;
+  t.equal(await idmap({}), process.geteuid?.() === 0 ? 'none' : 'user', "the node's user is shown as the mount's unless the mount runs as root");
+  t.equal(await idmap({ GHOSTFS_IDMAP: 'user' }), 'user', 'GHOSTFS_IDMAP');
   // A security flag from the environment: what the variable says counts, not only that it is there.
   const allowSetId = async (args: string[], env: Record<string, string>) => JSON.parse((await ghostfs(['serve', '--root', '/tmp', '--print-config', ...args], env)).stdout).allowSetId;
   t.equal(await allowSetId(['--allow-setid'], {}), true, '--allow-setid');
@@ -42,6 +45,7 @@ t.test('a bad value stops the command with one clear sentence', async (t) => {
     [['serve', '--root', '/tmp', '--listen', 'nowhere'], {}, /"nowhere" is not HOST:PORT/],
     [['serve', '--root', '/tmp', '--temp-ttl', 'soon'], {}, /"soon" is not a duration/],
     [['mount', 'x:1', '/tmp/y', '--cache-quota', 'lots'], {}, /"lots" is not a size/],
+    [['mount', 'x:1', '/tmp/y', '--idmap', 'root'], {}, /"root" is not one of user, none/],
     [['serve', '--root', '/does/not/exist', '--state-dir', join(state, 'never-made')], {}, /is not a usable directory/],
     [['serve', '--root', '/tmp'], { GHOSTFS_ALLOW_SETID: 'maybe' }, /GHOSTFS_ALLOW_SETID="maybe": give 1, true, yes or on/],
   ];

@@ -19,7 +19,8 @@ import type { NodeConnection } from '../src/mesh/connection.js';
 import type { WChangeEventOut } from '../src/wire/types.js';
 import { nativeAddon } from '../src/native/addon.js';
 import { waitFor } from './helpers/mount-proc.js';
-import { BIN, NodeProc, tempDir } from './helpers/node-proc.js';
+import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { nobody, nobodyCannotRun } from './helpers/users.js';
 import { smallFs } from './helpers/small-fs.js';
 
 async function makeTree(root: string): Promise<void> {
@@ -145,6 +146,7 @@ t.test('node agent', async (t) => {
     t.equal(h.chunking!.avgSize, DEFAULT_CHUNKING.avg);
     t.ok(h.epoch.length > 0, 'has an epoch');
     t.equal(h.rootIno, (await stat(root)).ino, 'root inode is the real one');
+    t.same(h.nodeOwner, { uid: process.geteuid!(), gid: process.getegid!() }, 'names the user and group it runs as');
   });
 
   t.test('listing carries full attributes, exact to the nanosecond', async (t) => {
@@ -871,15 +873,12 @@ t.test('a commit gives the file the owner its writer names, before the file take
   t.notOk(await lstat(join(ws, 'bad')).catch(() => undefined), 'nothing was written for them');
 });
 
-const nobody = { uid: 65534, gid: 65534 };
-/** Why a node cannot be run as `nobody` here: the tests are not root, or that user cannot read ghostfs where it is. */
-const nobodyCannotServe = notRoot || (spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(BIN)}, require('fs').constants.R_OK)`], nobody).status !== 0 && `user ${nobody.uid} cannot read ${BIN}`);
 const noUserNamespace = spawnSync('unshare', ['-r', 'true']).status !== 0 && 'this machine makes no user namespaces (unshare -r)';
 
 // Two nodes that cannot give a file the owner a commit names: one not run as root (EPERM), one
 // root in a user namespace that maps no other id (EINVAL, as in rootless containers).
 for (const c of [
-  { name: 'not run as root', errno: 'EPERM', skip: nobodyCannotServe, as: nobody, owns: nobody },
+  { name: 'not run as root', errno: 'EPERM', skip: nobodyCannotRun, as: nobody, owns: nobody },
   { name: 'in a user namespace that maps root alone', errno: 'EINVAL', skip: noUserNamespace, under: ['unshare', '-r'], owns: { uid: 0, gid: 0 } },
 ]) {
   t.test(`a node that cannot give files their owners (${c.name}) commits them all the same and says why, once`, { skip: c.skip }, async (t) => {
@@ -892,6 +891,7 @@ for (const c of [
     t.teardown(() => node.stop('SIGKILL'));
     const conn = node.connect();
     t.teardown(() => conn.close());
+    t.same((await conn.handshake()).nodeOwner, c.owns, 'its handshake names the user it runs as (as it sees itself)');
     const owner = { uid: 4321, gid: 4322 };
     const small = inline(Buffer.from('small\n'));
     const c1 = await conn.commit({ path: 'small', expectAbsent: true, digest: small.m.digest, size: small.m.size, chunks: small.m.chunks, inline: small.inline, mode: 0o644, owner });

@@ -30,6 +30,8 @@ export interface MountStatus {
   pendingWrites: PendingRecord[];
   changeFeed: { connected: boolean; generation: number; applied: number };
   openFiles: number;
+  /** The node's user and group, shown as the mount's (--idmap user), when they differ (absent otherwise, and from older mounts). */
+  owners?: { node: { uid: number; gid: number }; shownAs: { uid: number; gid: number } };
   /** Content of new small files open for writing that is held in memory, not yet in a dirty copy (absent from older mounts). */
   openFilesInMemoryBytes?: number;
   /**

@@ -137,6 +137,8 @@ export class MetaStore {
   private readonly manifests = new Map<string, Manifest>();
   generation = 0;
   epoch = '';
+  /** The user and group the workspace's node runs as, from its last handshake (a mount started offline maps owners by it). */
+  nodeOwner: { uid: number; gid: number } | undefined;
   /**
    * Files this mount itself committed, with the node that took each and the
    * generation of that commit there (exact, unlike a mutation's reply, which
@@ -208,9 +210,13 @@ export class MetaStore {
   }
 
   async load(): Promise<void> {
-    const [gen, epoch] = await this.store.getMany([this.k('m', 'generation'), this.k('m', 'epoch')]);
+    const [gen, epoch, owner] = await this.store.getMany([this.k('m', 'generation'), this.k('m', 'epoch'), this.k('m', 'nodeOwner')]);
     this.generation = gen ? new Reader(gen).uint() : 0;
     this.epoch = epoch ? epoch.toString() : '';
+    if (owner) {
+      const r = new Reader(owner);
+      this.nodeOwner = { uid: r.uint(), gid: r.uint() };
+    }
     const p = prefix(this.workspace, 'e');
     await this.store.forEach(p, (k, v) => this.setMem(k.subarray(p.length).toString('utf8'), decodeEntry(v)));
   }
@@ -605,6 +611,14 @@ export class MetaStore {
     const b = this.store.batch();
     this.positionIn(b);
     await b.commit().catch(() => undefined); // written again with the next position
+  }
+
+  /** Remembers the node's user and group (from its handshake), if they changed. */
+  async setNodeOwner(o: { uid: number; gid: number }): Promise<void> {
+    if (this.nodeOwner?.uid === o.uid && this.nodeOwner.gid === o.gid) return;
+    this.nodeOwner = o;
+    // Not written (a full disk): known for this process's life, and written at the next handshake.
+    await this.store.batch().put(this.k('m', 'nodeOwner'), new Writer().uint(o.uid).uint(o.gid).done()).commit().catch(() => undefined);
   }
 
   private positionIn(b: Batch): void {

@@ -11,6 +11,7 @@ import { writeFile } from 'node:fs/promises';
 import { parseChoice, parseDuration, parseIntIn, parseListen, parseSize } from '../config/parse.js';
 import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
 import { defaultAttrTimeout, defaultDriver, DRIVERS, Mount, type MountConfig, WRITE_BACK_MODES } from '../mount/mount.js';
+import { defaultIdMap, ID_MAPS } from '../mount/owner-map.js';
 import { log } from '../log.js';
 import { ControlServer } from '../admin/control-server.js';
 import { socketFor } from '../admin/registry.js';
@@ -40,6 +41,7 @@ export function mountCommand(): Command {
     .addOption(env(new Option('--write-back <mode>', 'sync: close() returns once the node has the file; async: once it is journaled locally (the node gets it moments later, many files at once)').argParser(parseChoice(WRITE_BACK_MODES)).default('sync'), 'WRITE_BACK'))
     .addOption(env(new Option('--bulk-lane <on|off>', 'fetch chunk bytes, and send small commits, over the node\'s bulk lane (same port, less CPU than gRPC) when it offers one').argParser(parseChoice(['on', 'off'] as const)).default('on'), 'BULK_LANE'))
     .addOption(env(new Option('--passthrough <on|off>', 'native driver: a big file read again is read by the kernel from a whole local copy, without the mount (FUSE passthrough; needs root)').argParser(parseChoice(['on', 'off'] as const)).default('on'), 'PASSTHROUGH'))
+    .addOption(env(new Option('--idmap <user|none>', 'user: files of the user the node runs as are shown as yours, and yours are made as its (a swap of the two; other owners show as they are); none: owners as the node has them').argParser(parseChoice(ID_MAPS)).default(defaultIdMap(), `${defaultIdMap()} (none when run as root)`), 'IDMAP'))
     .addOption(env(new Option('--readahead <chunks>', 'chunks fetched ahead of a sequential reader').argParser(parseIntIn(0, 64)).default(8), 'READAHEAD'))
     .addOption(env(new Option('--cache-quota <size>', 'most bytes of chunks the cache keeps (least recently used go first)').argParser(parseSize).default(parseSize('10G'), '10G'), 'CACHE_QUOTA'))
     .addOption(env(new Option('--min-free <size>', 'free space the cache leaves on its filesystem').argParser(parseSize).default(parseSize('1G'), '1G'), 'MIN_FREE'))
@@ -67,6 +69,7 @@ export function mountCommand(): Command {
         cacheQuotaBytes: o.cacheQuota,
         minFreeBytes: o.minFree,
         passthrough: o.passthrough === 'on',
+        idmap: o.idmap,
         debug: !!o.fuseDebug,
       };
       if (o.printConfig) return printConfig({ ...config, metrics: o.metrics });

@@ -25,6 +25,7 @@ function describe(s: MountStatus): string {
     `  fetched ${s.fetched.chunks} chunks, ${mib(s.fetched.bytes)}${s.fetched.failovers ? `, ${s.fetched.failovers} failovers` : ''}`,
     `  writes  ${s.writeBack.pending} pending, ${s.writeBack.committed} written back, ${s.writeBack.conflicts} conflicts, ${s.writeBack.failed} refused; uploaded ${s.writeBack.uploadedChunks} chunks (${mib(s.writeBack.uploadedBytes)})`,
     ...describePending(s.pendingWrites, s.writeBack.pending),
+    ...(s.owners ? [`  owners  the node's user and group ${s.owners.node.uid}:${s.owners.node.gid} are shown as ${s.owners.shownAs.uid}:${s.owners.shownAs.gid} here, and the other way round (--idmap user)`] : []),
     `  feed    ${s.changeFeed.connected ? 'connected' : 'disconnected'}, generation ${s.changeFeed.generation}, ${s.changeFeed.applied} changes applied; ${s.openFiles} open files${s.openFilesInMemoryBytes ? ` (${mib(s.openFilesInMemoryBytes)} of new content in memory)` : ''}`,
     // Older mounts do not report it.
     ...(s.memory ? [describeMemory(s.memory)] : []),

@@ -19,6 +19,7 @@ import { isMounted } from './mount-table.js';
 import type { MountStatus } from '../admin/protocol.js';
 import { WriteBack, type PendingRecord } from './write-back.js';
 import { Journal } from '../cache/journal.js';
+import { defaultIdMap, OwnerMap, processIds, type IdMap } from './owner-map.js';
 import { HashPool } from '../content/hash-pool.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 
@@ -64,6 +65,8 @@ export interface MountConfig {
   minFreeBytes: number;
   /** Native driver: big files read again are passed through to whole local copies (FUSE passthrough); default on. */
   passthrough?: boolean;
+  /** Whose files are shown as the mount user's (owner-map.ts); default: user, or none when run as root. */
+  idmap?: IdMap;
   debug?: boolean;
 }
 
@@ -114,6 +117,9 @@ export class Mount {
         wholeFileBytes: 4 * 1024 * 1024,
         asyncWriteBack: config.writeBack === 'async',
       });
+      // Owners as the node last said it runs (pending files are shown by them), then as it says now.
+      const mapOwners = () => (vfs.owners = OwnerMap.of(config.idmap ?? defaultIdMap(), processIds(), meta.nodeOwner));
+      mapOwners();
       await vfs.showPending(pending);
       const changes = new ChangeFeed(meta, mesh, vfs, { busy: (path) => writeBack.busy(path), pending: (path) => writeBack.pendingFor(path) !== undefined });
       feed = changes;
@@ -121,6 +127,7 @@ export class Mount {
       writeBack.onConflict((path) => void changes.refresh(path).catch(() => undefined));
       const m = new Mount(config, store, meta, chunkStore, mesh, vfs, feed, writeBack, hasher);
       await m.connect();
+      mapOwners();
       feed.start();
       const driverOpts = {
         mountpoint: resolve(config.mountpoint),
@@ -163,6 +170,7 @@ export class Mount {
     try {
       const h = await this.mesh.handshake();
       if (h.hashAlgorithm !== 'blake3') throw new Error(`node ${h.nodeId} hashes with ${h.hashAlgorithm}; this mount speaks blake3`);
+      if (h.nodeOwner) await this.meta.setNodeOwner({ uid: Number(h.nodeOwner.uid), gid: Number(h.nodeOwner.gid) });
       if (this.meta.size === 0) await this.vfs.list('');
     } catch (err) {
       if (this.meta.size === 0) {
@@ -199,6 +207,7 @@ export class Mount {
     const ws = this.writeBack.stats;
     const ms = this.mesh.stats;
     const driverStats = this.driver?.stats?.();
+    const swapped = this.vfs.owners.swapped;
     // Reads the native driver served from chunk files without JS are cache hits too.
     const hits = rs.hits + (typeof driverStats?.fastReads === 'number' ? driverStats.fastReads : 0);
     return {
@@ -216,6 +225,7 @@ export class Mount {
       pendingWrites: this.writeBack.pendingRecords(),
       changeFeed: { connected: this.feed.connected, generation: this.feed.position.generation, applied: this.feed.applied },
       openFiles: this.vfs.openFiles,
+      owners: swapped && { node: swapped.node, shownAs: swapped.local },
       openFilesInMemoryBytes: dirtyMemoryBytes(),
       memory: memoryNow(),
       driverStats,

@@ -25,6 +25,7 @@ import { entryFromWire } from './vfs-entry.js';
 import { HOLD_BYTES, INLINE_BYTES, type WriteBack } from './write-back.js';
 import { laterOwner, withOwner, type JournalEntry } from '../cache/journal.js';
 import { NodeCapacity, type Capacity } from './capacity.js';
+import { OwnerMap, processIds, type Ids } from './owner-map.js';
 
 export const ROOT_INO = 1;
 
@@ -154,6 +155,8 @@ export class Vfs {
   private shownChangedListener: ((changes: PathChange[]) => void) | undefined;
 
   private readonly capacity = new NodeCapacity(() => this.mesh.statFs());
+  /** How the kernel's ids and the node's relate (owner-map.ts); everything here holds the node's. */
+  owners = OwnerMap.none;
 
   constructor(
     readonly meta: MetaStore,
@@ -171,6 +174,11 @@ export class Vfs {
       const d = this.dirty.get(path);
       if (d?.baseSeq === seq) d.handOverFailed(err);
     });
+  }
+
+  /** Whose what this mount makes is, on the node, when no caller says (fuse-native; entries shown before a node answers). */
+  get maker(): Ids {
+    return this.owners.onNode(processIds());
   }
 
   get openFiles(): number {
@@ -741,7 +749,7 @@ export class Vfs {
    * two mounts at once failed with EEXIST on one of them. Without flags
    * (fuse-native), EEXIST.
    */
-  async create(dir: string, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0, flags?: number): Promise<{ node: Node; handle: FileHandle }> {
+  async create(dir: string, name: string, mode: number, uid = this.maker.uid, gid = this.maker.gid, flags?: number): Promise<{ node: Node; handle: FileHandle }> {
     this.stillServing();
     this.known(dir);
     const path = namedPath(dir, name);
@@ -1207,7 +1215,7 @@ export class Vfs {
     // Parents' listings stay complete: new children were recorded above.
   }
 
-  async mkdir(dir: string, name: string, mode: number, uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0): Promise<Node> {
+  async mkdir(dir: string, name: string, mode: number, uid = this.maker.uid, gid = this.maker.gid): Promise<Node> {
     const path = namedPath(this.known(dir), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     if (this.opts.asyncWriteBack) {
@@ -1506,16 +1514,18 @@ export class Vfs {
 
   /** After a restart: files closed while no node answered show their queued content. */
   async showPending(records: JournalEntry[]): Promise<void> {
+    const maker = this.maker;
     for (const r of records) {
       if (r.mkdir) {
-        if (!this.meta.get(r.path)) this.meta.putVolatile(r.path, queuedDirEntry(r.mode, process.getuid?.() ?? 0, process.getgid?.() ?? 0, BigInt(r.closedAt) * 1_000_000n));
+        if (!this.meta.get(r.path)) this.meta.putVolatile(r.path, queuedDirEntry(r.mode, maker.uid, maker.gid, BigInt(r.closedAt) * 1_000_000n));
         continue;
       }
       const st = r.dirty ? await stat(this.writeBack.dirtyPath(r.dirty), { bigint: true }).catch(() => undefined) : undefined;
       const attr = st ? attrFromStats(st) : r.data ? inRecordAttr(r, r.data.length) : undefined;
       if (!attr) continue;
       const base = this.meta.get(r.path);
-      const shown = base ? { ...base.attr, size: attr.size, mtimeNs: attr.mtimeNs, ctimeNs: attr.ctimeNs } : { ...attr, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode };
+      // A new file is the maker's (its copy in the cache dir is this process's, whatever the map).
+      const shown = base ? { ...base.attr, size: attr.size, mtimeNs: attr.mtimeNs, ctimeNs: attr.ctimeNs } : { ...attr, ...maker, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode };
       // With the owner given to it, still to be given on the node.
       this.meta.putVolatile(r.path, { attr: withOwner(shown, r.owner) });
     }
@@ -1557,10 +1567,10 @@ function queuedDirEntry(mode: number, uid: number, gid: number, t: bigint): Meta
   return { attr: { dev: 0, ino: nextLocalIno(), mode: S_IFDIR | (mode & 0o7777), nlink: 2, uid, gid, rdev: 0, size: 4096, blocks: 8, atimeNs: t, mtimeNs: t, ctimeNs: t }, listed: true };
 }
 
-/** What a file queued with its bytes in its journal record shows after a restart (it has no dirty copy to stat). */
+/** What a file queued with its bytes in its journal record shows after a restart (it has no dirty copy to stat); owner set by the caller. */
 function inRecordAttr(r: JournalEntry, size: number): Attr {
   const t = r.mtimeNs ?? BigInt(r.closedAt) * 1_000_000n;
-  return { dev: 0, ino: 0, mode: S_IFREG | r.mode, nlink: 1, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, rdev: 0, size, blocks: Math.ceil(size / 512), atimeNs: r.atimeNs ?? t, mtimeNs: t, ctimeNs: t };
+  return { dev: 0, ino: 0, mode: S_IFREG | r.mode, nlink: 1, uid: 0, gid: 0, rdev: 0, size, blocks: Math.ceil(size / 512), atimeNs: r.atimeNs ?? t, mtimeNs: t, ctimeNs: t };
 }
 
 /**

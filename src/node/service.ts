@@ -277,6 +277,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         laneCalls: true,
         laneUploads: true,
         nodeTimeMs: Date.now(),
+        nodeOwner: { uid: process.geteuid?.() ?? -1, gid: process.getegid?.() ?? -1 },
       };
     }),
 

@@ -11,11 +11,17 @@ export interface RunResult {
   ms: number;
 }
 
+/** A user and group a child process runs as (the test's own unless given; another needs root). */
+export interface RunAs {
+  uid: number;
+  gid: number;
+}
+
 /** Runs a command to completion (never throws); output as text. */
-export function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+export function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number; input?: string; as?: RunAs } = {}): Promise<RunResult> {
   const started = performance.now();
   return new Promise((resolve) => {
-    const child = execFile(cmd, args, { cwd: opts.cwd, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 256 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
+    const child = execFile(cmd, args, { cwd: opts.cwd, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 256 * 1024 * 1024, encoding: 'utf8', ...opts.as }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? Number((err as NodeJS.ErrnoException).code) : 1) : 0;
       resolve({ code, stdout, stderr, ms: performance.now() - started });
     });
@@ -24,7 +30,7 @@ export function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs
 }
 
 /** A shell pipeline, for the comparisons that want one. */
-export function sh(script: string, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+export function sh(script: string, opts: { cwd?: string; timeoutMs?: number; as?: RunAs } = {}): Promise<RunResult> {
   return run('bash', ['-c', `set -o pipefail; ${script}`], opts);
 }
 
@@ -48,11 +54,12 @@ export class MountProc extends LoggedProc {
     super(child);
   }
 
-  /** Mounts and resolves once the kernel mount is up; rejects with the log if it exits first. */
-  static async start(endpoint: string, mountpoint: string, args: string[], env: Record<string, string> = {}): Promise<MountProc> {
+  /** Mounts and resolves once the kernel mount is up; rejects with the log if it exits first. `as`: the user it runs as. */
+  static async start(endpoint: string, mountpoint: string, args: string[], env: Record<string, string> = {}, as?: RunAs): Promise<MountProc> {
     const child = spawn(process.execPath, [BIN, 'mount', endpoint, mountpoint, '--foreground', ...args], {
       env: { ...process.env, GHOSTFS_LOG_PRETTY: '0', GHOSTFS_LOG_LEVEL: 'debug', GHOSTFS_LOG_FILE: '', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      ...as,
     });
     const m = new MountProc(child, mountpoint, env);
     await m.ready('mounted', 'mount');

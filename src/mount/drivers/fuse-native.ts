@@ -9,11 +9,13 @@ import Fuse, { type Ops, type Stat } from 'fuse-native';
 import type { Attr } from '../../content/attr.js';
 import { baseName, parentOf } from '../../wire/rel-path.js';
 import type { Node, Vfs } from '../vfs.js';
+import type { OwnerMap } from '../owner-map.js';
 import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
 
 
-function toStat(n: Node): Stat {
-  const a: Attr = n.attr;
+/** `owners`: the ids as shown (owner-map.ts). */
+function toStat(n: Node, owners: OwnerMap): Stat {
+  const a: Attr = owners.shown(n.attr);
   return {
     mode: a.mode,
     uid: a.uid,
@@ -60,7 +62,7 @@ export class FuseNativeDriver implements Driver {
       this.serve(op, p, async () => fn(...(await parentAndName(p))), done(cb));
     return {
       init: (cb) => cb(0),
-      getattr: (p, cb) => this.serve('getattr', p, async () => toStat(await vfs.resolve(rel(p))), cb),
+      getattr: (p, cb) => this.serve('getattr', p, async () => toStat(await vfs.resolve(rel(p)), vfs.owners), cb),
       readdir: (p, cb) =>
         this.serve(
           'readdir',
@@ -74,7 +76,7 @@ export class FuseNativeDriver implements Driver {
             if (err) return cb(err);
             // libfuse's high-level API leaves "." and ".." to the filesystem.
             const names = ['.', '..', ...r!.children.map((n) => baseName(n.path))];
-            cb(0, names, [r!.dir, r!.parent, ...r!.children].map(toStat));
+            cb(0, names, [r!.dir, r!.parent, ...r!.children].map((n) => toStat(n, vfs.owners)));
           },
         ),
       open: (p, flags, cb) => this.serve('open', p, async () => (await vfs.open((await vfs.resolve(rel(p))).path, flags)).fh, cb),
@@ -107,7 +109,7 @@ export class FuseNativeDriver implements Driver {
         this.serve('utimens', p, async () => vfs.setattr((await vfs.resolve(rel(p))).path, { atimeNs: BigInt(Math.round(atime)) * 1_000_000n, mtimeNs: BigInt(Math.round(mtime)) * 1_000_000n }), done(cb)),
       chmod: (p, mode, cb) => this.serve('chmod', p, async () => vfs.setattr((await vfs.resolve(rel(p))).path, { mode }), done(cb)),
       chown: (p, uid, gid, cb) =>
-        this.serve('chown', p, async () => vfs.setattr((await vfs.resolve(rel(p))).path, { uid: uid === 0xffffffff ? undefined : uid, gid: gid === 0xffffffff ? undefined : gid }), done(cb)),
+        this.serve('chown', p, async () => vfs.setattr((await vfs.resolve(rel(p))).path, { uid: uid === 0xffffffff ? undefined : vfs.owners.uid(uid), gid: gid === 0xffffffff ? undefined : vfs.owners.gid(gid) }), done(cb)),
       mknod: (_p, _m, _d, cb) => cb(-errnoNumber('EPERM')),
       unlink: (p, cb) => inParent('unlink', p, cb, (parent, name) => vfs.unlink(parent, name)),
       rmdir: (p, cb) => inParent('rmdir', p, cb, (parent, name) => vfs.rmdir(parent, name)),

@@ -21,6 +21,7 @@ import { Passthrough } from './passthrough.js';
 import { NodeIds, ROOT_ID } from './node-ids.js';
 import { SetMap } from '../../util/set-map.js';
 import { ATTR_LEN, NS, putAttr, Reply } from './native-reply.js';
+import type { OwnerMap } from '../owner-map.js';
 import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
 import type { PathChange } from '../../cache/meta-store.js';
 
@@ -170,7 +171,7 @@ export class NativeDriver implements Driver {
   }
 
   private attrOf(n: Node, nodeId = 0): Float64Array {
-    putAttr(this.attr, 0, n.attr, nodeId);
+    putAttr(this.attr, 0, this.vfs.owners.shown(n.attr), nodeId);
     return this.attr;
   }
 
@@ -345,7 +346,9 @@ export class NativeDriver implements Driver {
     if (op === Op.WROTE) return this.vfs.wroteDirect(fh, off, data!);
     const r = new Reply(this.addon, id, OP_NAMES[op] ?? String(op));
     try {
-      this.serve(r, op, ino, ino2, fh, off, size, flags, mode, name, name2, data, set, uid, gid);
+      // The caller as the node knows it (owner-map.ts).
+      const owners = this.vfs.owners;
+      this.serve(r, op, ino, ino2, fh, off, size, flags, mode, name, name2, data, set, owners.uid(uid), owners.gid(gid));
     } catch (err) {
       // Whatever threw before an answer was given (an unknown node id, say), the kernel still gets one.
       if (!r.replied) r.err(errnoNumber(errnoOf(err)));
@@ -379,7 +382,7 @@ export class NativeDriver implements Driver {
         return serveOp('getattr', path, () => vfs.resolve(path), (n) => r.attr(this.attrOf(n)), fail);
       }
       case Op.SETATTR: {
-        const s = setAttrOf(flags, set!);
+        const s = setAttrOf(flags, set!, vfs.owners);
         const held = fh || this.handleOn(ino);
         // ftruncate, fchmod, futimens of a file that lost its name while open: its copy alone changes.
         const orphan = held !== undefined && !ids.linked(ino);
@@ -637,7 +640,7 @@ export class NativeDriver implements Driver {
           const dots = at + i < 2;
           const nodeId = plus && !dots && !gone(slice[i]!) ? this.ids.reserve(id, slice[i]!) : 0;
           entryIds.push(nodeId);
-          putAttr(attrs, i * ATTR_LEN, d.attrs[at + i]!, nodeId);
+          putAttr(attrs, i * ATTR_LEN, this.vfs.owners.shown(d.attrs[at + i]!), nodeId);
         }
         const fitted = r.dir(size, plus, gen * GEN_UNIT + at, slice, attrs);
         // The kernel holds a reference to every entry of a readdirplus reply that fitted.
@@ -693,12 +696,12 @@ export class NativeDriver implements Driver {
   }
 }
 
-/** setattr's values as the VFS takes them. */
-function setAttrOf(valid: number, v: number[]): SetAttr {
+/** setattr's values as the VFS takes them (a chown's ids as the node has them). */
+function setAttrOf(valid: number, v: number[], owners: OwnerMap): SetAttr {
   const a: SetAttr = {};
   if (valid & SET_MODE) a.mode = v[0]!;
-  if (valid & SET_UID) a.uid = v[1]!;
-  if (valid & SET_GID) a.gid = v[2]!;
+  if (valid & SET_UID) a.uid = owners.uid(v[1]!);
+  if (valid & SET_GID) a.gid = owners.gid(v[2]!);
   if (valid & SET_SIZE) a.size = v[3]!;
   if (valid & SET_ATIME_NOW) a.atimeNs = 'now';
   else if (valid & SET_ATIME) a.atimeNs = BigInt(v[4]!) * NS + BigInt(v[5]!);
