@@ -6,10 +6,11 @@
 // name). Driven in process against a real node (helpers/write-back-rig.ts),
 // so that the two calls can be started at the same moment.
 import t, { type Test } from 'tap';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errnoOf } from '../src/wire/errors.js';
+import { OwnerMap } from '../src/mount/owner-map.js';
 import { writeBackRig } from './helpers/write-back-rig.js';
 import { waitFor } from './helpers/mount-proc.js';
 
@@ -547,6 +548,22 @@ for (const asyncWriteBack of [false, true]) {
     t.equal(wb.stats.failed, 0, 'no hand-over failed');
   });
 }
+
+t.test('a create that opens an existing file checks its permission with the ids the kernel has (--idmap user)', async (t) => {
+  const rig = await writeBackRig(t, {}, 5_000);
+  const { root, vfs } = rig;
+  await writeFile(join(root, 'read-only'), 'not for writing\n', { mode: 0o444 });
+  await chmod(join(root, 'read-only'), 0o444);
+  const st = await stat(join(root, 'read-only'));
+  // The mount runs as 4242; the node as the file's owner, which the kernel is shown as 4242.
+  const node = { uid: st.uid, gid: st.gid };
+  vfs.owners = OwnerMap.of('user', { uid: 4242, gid: 4242 }, node);
+  await waitFor('the mount to list it', async () => (await vfs.list(''), !!(await vfs.entry('read-only').catch(() => undefined))));
+  const O_WRONLY_CREAT = 0o1 | 0o100;
+  // The caller is 4242, which reaches the VFS as the node's user: root there when the node runs as root, but not root here.
+  t.equal((await outcome(vfs.create('', 'read-only', 0o644, node.uid, node.gid, O_WRONLY_CREAT).then(() => undefined))).split(':')[0], 'EACCES', "its owner may not write a file mode 0444, even when the node's user is root");
+  t.equal(await readFile(join(root, 'read-only'), 'utf8'), 'not for writing\n');
+});
 
 t.test("a create of a name another client made since the kernel's lookup: opens that file (without O_EXCL), as a local disk does", async (t) => {
   const rig = await writeBackRig(t, {}, 5_000);

@@ -613,12 +613,15 @@ export class MetaStore {
     await b.commit().catch(() => undefined); // written again with the next position
   }
 
-  /** Remembers the node's user and group (from its handshake), if they changed. */
-  async setNodeOwner(o: { uid: number; gid: number }): Promise<void> {
-    if (this.nodeOwner?.uid === o.uid && this.nodeOwner.gid === o.gid) return;
+  /** Remembers the node's user and group from its handshake, if they changed (undefined: a node that does not say). */
+  async setNodeOwner(o: { uid: number; gid: number } | undefined): Promise<void> {
+    if (this.nodeOwner?.uid === o?.uid && this.nodeOwner?.gid === o?.gid) return;
     this.nodeOwner = o;
-    // Not written (a full disk): known for this process's life, and written at the next handshake.
-    await this.store.batch().put(this.k('m', 'nodeOwner'), new Writer().uint(o.uid).uint(o.gid).done()).commit().catch(() => undefined);
+    const b = this.store.batch();
+    if (o) b.put(this.k('m', 'nodeOwner'), new Writer().uint(o.uid).uint(o.gid).done());
+    else b.del(this.k('m', 'nodeOwner'));
+    // Not written (a full disk): known for this process's life, and written at the next start's handshake.
+    await b.commit().catch(() => undefined);
   }
 
   private positionIn(b: Batch): void {

@@ -19,7 +19,7 @@ import { isMounted } from './mount-table.js';
 import type { MountStatus } from '../admin/protocol.js';
 import { WriteBack, type PendingRecord } from './write-back.js';
 import { Journal } from '../cache/journal.js';
-import { defaultIdMap, OwnerMap, processIds, type IdMap } from './owner-map.js';
+import { defaultIdMap, OwnerMap, processIds, validIds, type IdMap } from './owner-map.js';
 import { HashPool } from '../content/hash-pool.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 
@@ -117,17 +117,15 @@ export class Mount {
         wholeFileBytes: 4 * 1024 * 1024,
         asyncWriteBack: config.writeBack === 'async',
       });
-      // Owners as the node last said it runs (pending files are shown by them), then as it says now.
-      const mapOwners = () => (vfs.owners = OwnerMap.of(config.idmap ?? defaultIdMap(), processIds(), meta.nodeOwner));
-      mapOwners();
-      await vfs.showPending(pending);
       const changes = new ChangeFeed(meta, mesh, vfs, { busy: (path) => writeBack.busy(path), pending: (path) => writeBack.pendingFor(path) !== undefined });
       feed = changes;
       // A conflict keeps the node's version at the path: show it (the feed held it back while ours was pending).
       writeBack.onConflict((path) => void changes.refresh(path).catch(() => undefined));
       const m = new Mount(config, store, meta, chunkStore, mesh, vfs, feed, writeBack, hasher);
-      await m.connect();
-      mapOwners();
+      await m.connect(pending.length > 0);
+      // Owners as the node says it runs, or said last time; before pending files are shown, as theirs.
+      vfs.owners = OwnerMap.of(config.idmap ?? defaultIdMap(), processIds(), meta.nodeOwner);
+      await vfs.showPending(pending);
       feed.start();
       const driverOpts = {
         mountpoint: resolve(config.mountpoint),
@@ -165,15 +163,15 @@ export class Mount {
     }
   }
 
-  /** First contact: a node must answer, unless the cache can serve the tree offline. */
-  private async connect(): Promise<void> {
+  /** First contact: a node must answer, unless the cache (or writes still pending) can serve the tree offline. */
+  private async connect(pending: boolean): Promise<void> {
     try {
       const h = await this.mesh.handshake();
       if (h.hashAlgorithm !== 'blake3') throw new Error(`node ${h.nodeId} hashes with ${h.hashAlgorithm}; this mount speaks blake3`);
-      if (h.nodeOwner) await this.meta.setNodeOwner({ uid: Number(h.nodeOwner.uid), gid: Number(h.nodeOwner.gid) });
+      await this.meta.setNodeOwner(validIds(h.nodeOwner));
       if (this.meta.size === 0) await this.vfs.list('');
     } catch (err) {
-      if (this.meta.size === 0) {
+      if (this.meta.size === 0 && !pending) {
         throw new Error(`no node of workspace "${this.config.workspace}" answered (${this.config.endpoints.join(', ')}) and nothing of it is cached: ${(err as Error).message}`);
       }
       this.offline = true;

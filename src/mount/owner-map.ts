@@ -77,6 +77,15 @@ export function defaultIdMap(): IdMap {
   return process.geteuid?.() === 0 ? 'none' : 'user';
 }
 
+/** Ids a node sent, if both are ids (not -1, "unknown", nor out of range). */
+export function validIds(o: { uid: number | string; gid: number | string } | null | undefined): Ids | undefined {
+  if (!o) return undefined;
+  const uid = Number(o.uid);
+  const gid = Number(o.gid);
+  const ok = (id: number) => Number.isInteger(id) && id >= 0 && id < 2 ** 32 - 1;
+  return ok(uid) && ok(gid) ? { uid, gid } : undefined;
+}
+
 /** This process's ids. */
 export function processIds(): Ids {
   return { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 };

@@ -757,8 +757,10 @@ export class Vfs {
     if (!isDir(parent.attr.mode)) throw new FsError('ENOTDIR', `"${dir}" is not a directory`);
     const there = await this.entry(path).catch(() => undefined);
     if (there && flags !== undefined && (flags & O_EXCL) === 0 && isReg(there.attr.mode)) {
-      // The kernel checks no permission on a file a create opened: checked here, as an open would be.
-      if (!mayWrite(there.attr, uid, gid)) throw new FsError('EACCES', `"${path}" exists and is not writable by uid ${uid}`);
+      // The kernel checks no permission on a file a create opened: checked here, as an open would be,
+      // with the ids the kernel has (its root is the one that may write anything).
+      const o = this.owners;
+      if (!mayWrite(o.shown(there.attr), o.uid(uid), o.gid(gid))) throw new FsError('EACCES', `"${path}" exists and is not writable by uid ${o.uid(uid)}`);
       const handle = await this.openWrite(path, flags);
       return { node: this.node(path, await this.entry(path)), handle };
     }
