@@ -28,6 +28,8 @@ t.test('--print-config shows the effective settings, from flags and environment'
   t.equal(await idmap({}), process.geteuid?.() === 0 ? 'none' : 'user', "the node's user is shown as the mount's unless the mount runs as root");
   const other = process.geteuid?.() === 0 ? 'user' : 'none';
   t.equal(await idmap({ GHOSTFS_IDMAP: other }), other, 'GHOSTFS_IDMAP');
+  const allowOther = async (args: string[], env: Record<string, string>) => JSON.parse((await ghostfs(['mount', '127.0.0.1:7070', '/tmp/x', '--print-config', '--driver', 'native', ...args], env)).stdout).allowOther;
+  t.same([await allowOther([], {}), await allowOther(['--allow-other'], {}), await allowOther([], { GHOSTFS_ALLOW_OTHER: '1' }), await allowOther([], { GHOSTFS_ALLOW_OTHER: 'no' })], [false, true, true, false], 'other users are kept out unless --allow-other (or GHOSTFS_ALLOW_OTHER=1)');
   // A security flag from the environment: what the variable says counts, not only that it is there.
   const allowSetId = async (args: string[], env: Record<string, string>) => JSON.parse((await ghostfs(['serve', '--root', '/tmp', '--print-config', ...args], env)).stdout).allowSetId;
   t.equal(await allowSetId(['--allow-setid'], {}), true, '--allow-setid');
@@ -47,6 +49,7 @@ t.test('a bad value stops the command with one clear sentence', async (t) => {
     [['serve', '--root', '/tmp', '--temp-ttl', 'soon'], {}, /"soon" is not a duration/],
     [['mount', 'x:1', '/tmp/y', '--cache-quota', 'lots'], {}, /"lots" is not a size/],
     [['mount', 'x:1', '/tmp/y', '--idmap', 'root'], {}, /"root" is not one of user, none/],
+    [['mount', 'x:1', '/tmp/y', '--allow-other', '--driver', 'fuse-native'], {}, /--allow-other needs the native driver/],
     [['serve', '--root', '/does/not/exist', '--state-dir', join(state, 'never-made')], {}, /is not a usable directory/],
     [['serve', '--root', '/tmp'], { GHOSTFS_ALLOW_SETID: 'maybe' }, /GHOSTFS_ALLOW_SETID="maybe": give 1, true, yes or on/],
   ];

@@ -149,3 +149,41 @@ for (const driver of ['native', 'fuse-native']) {
     await plain.stop();
   });
 }
+
+// --allow-other: a root mount shared with other users. Each one's permissions
+// are checked by the kernel, and what each makes is theirs on the node (a
+// node run as root gives it), with a set-group-ID directory's group.
+for (const writeBack of ['sync', 'async']) {
+  t.test(`--allow-other: what another user makes through a root mount is theirs (--write-back ${writeBack})`, { skip: nobodyCannotRun }, async (t) => {
+    const place = await placeFor(t, root);
+    const ws = join(place.base, 'ws');
+    await mkdir(join(ws, 'team'), { recursive: true });
+    await chmod(ws, 0o777);
+    await writeFile(join(ws, 'roots.txt'), "root's\n");
+    await chown(join(ws, 'team'), 0, 4242);
+    await chmod(join(ws, 'team'), 0o2777);
+    const node = await NodeProc.start(['--root', ws, '--state-dir', join(place.base, 'state')]);
+    t.teardown(() => node.stop('SIGKILL'));
+    const m = await MountProc.start(node.endpoint, place.mnt, [...place.args, '--driver', 'native', '--allow-other', '--write-back', writeBack], place.env);
+    t.teardown(() => m.kill());
+    const asUser = (script: string) => sh(`cd '${place.mnt}' && ${script}`, { as: nobody });
+
+    const made = await asUser('echo mine > mine.txt && mkdir mydir && ln -s mine.txt mylink && echo ours > team/t.txt && mkdir team/sub');
+    t.equal(made.code, 0, `another user creates, makes directories and links: ${made.stderr}`);
+    const expected = ['mine.txt 65534:65534', 'mydir 65534:65534', 'mylink 65534:65534', 'team/t.txt 65534:4242', 'team/sub 65534:4242'];
+    const shown = await asUser(`stat -c '%n %u:%g' ${expected.map((l) => l.split(' ')[0]).join(' ')}`);
+    t.same(shown.stdout.trim().split('\n'), expected, 'shown as theirs, the set-group-ID directory\'s group in it');
+    const synced = await m.sync();
+    t.equal(synced.code, 0, `everything closed is on the node: ${synced.stderr}`);
+    for (const line of expected) {
+      const [p, want] = line.split(' ');
+      t.equal(await ids(join(ws, p!)), want, `${p} is theirs on the node`);
+    }
+    t.equal(((await stat(join(ws, 'team/sub'))).mode & 0o2000) !== 0, true, 'a directory made in it has the set-group-ID bit too');
+    const refused = await asUser('cat roots.txt && echo more >> roots.txt');
+    t.equal(refused.stdout, "root's\n", "root's 0644 file is readable by them");
+    t.match(refused.stderr, /Permission denied/, 'and not writable: the kernel checks their permissions');
+    t.equal(await readFile(join(ws, 'roots.txt'), 'utf8'), "root's\n");
+    await m.stop();
+  });
+}

@@ -867,10 +867,20 @@ t.test('a commit gives the file the owner its writer names, before the file take
   t.same(await ownerOf(c3.conflictPath), [4321, 4322, '644'], 'the conflict copy has the owner named');
   t.same(await ownerOf('stale'), [1000, 1001, '644'], 'the file that stays keeps its own');
 
+  // A directory and a symlink made for another user are theirs (the link itself: its target keeps its own).
+  const md = await conn.mutate({ mkdir: { path: 'dir', mode: 0o750, owner: { uid: 4321, gid: 4322 } } });
+  t.same(await ownerOf('dir'), [4321, 4322, '750'], 'a directory has the owner named');
+  t.same([md.entries.find((e) => e.name === 'dir')?.attr?.uid, md.entries.find((e) => e.name === 'dir')?.attr?.gid], [4321, 4322], 'the answer says so');
+  await conn.mutate({ symlink: { path: 'link', target: 'old', owner: { uid: 4323, gid: -1 } } });
+  t.same((await ownerOf('link')).slice(0, 2), [4323, 0], 'a symlink has the user named, and the node\'s group');
+  t.same((await ownerOf('old')).slice(0, 2), [4321, 1001], 'its target is untouched');
+
   for (const owner of [{ uid: 2 ** 32 - 1, gid: 0 }, { uid: 0, gid: -2 }]) {
     await rejectsErrno(t, conn.commit({ path: 'bad', expectAbsent: true, digest: small.m.digest, size: small.m.size, chunks: small.m.chunks, inline: small.inline, owner }), 'EINVAL', `owner ${owner.uid}:${owner.gid}`);
+    await rejectsErrno(t, conn.mutate({ mkdir: { path: 'bad', mode: 0o755, owner } }), 'EINVAL', `a directory's owner ${owner.uid}:${owner.gid}`);
+    await rejectsErrno(t, conn.mutate({ symlink: { path: 'bad', target: 'old', owner } }), 'EINVAL', `a symlink's owner ${owner.uid}:${owner.gid}`);
   }
-  t.notOk(await lstat(join(ws, 'bad')).catch(() => undefined), 'nothing was written for them');
+  t.notOk(await lstat(join(ws, 'bad')).catch(() => undefined), 'nothing was made for them');
 });
 
 const noUserNamespace = spawnSync('unshare', ['-r', 'true']).status !== 0 && 'this machine makes no user namespaces (unshare -r)';
@@ -905,7 +915,13 @@ for (const c of [
       t.same([st.uid, st.gid], [c.owns.uid, c.owns.gid], `${name}: owned by the node's user`);
       t.same([r.entry!.attr!.uid, r.entry!.attr!.gid, r.ownerErrno], [c.owns.uid, c.owns.gid, c.errno], `${name}: the answer says which owner it has, and why not the one named`);
     }
-    const said = node.lines.filter((l) => String(l.msg).startsWith('a committed file did not get its owner'));
+    await conn.mutate({ mkdir: { path: 'dir', mode: 0o755, owner } });
+    await conn.mutate({ symlink: { path: 'link', target: 'small', owner } });
+    for (const name of ['dir', 'link']) {
+      const st = await lstat(join(ws, name));
+      t.same([st.uid, st.gid], [c.owns.uid, c.owns.gid], `${name}: made all the same, the node's user's`);
+    }
+    const said = node.lines.filter((l) => String(l.msg).startsWith('something made for a client did not get the owner it named'));
     t.same(said.filter((l) => l.level === 40).map((l) => [l.path, l.errno]), [['small', c.errno]], 'said once at warning level, with the first file and why');
     t.equal(said.length, 1, 'and not again at info level or above (the second at debug level)');
   });

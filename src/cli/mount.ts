@@ -6,7 +6,7 @@ import { Command, Option } from 'commander';
 import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { parseChoice, parseDuration, parseIntIn, parseListen, parseSize } from '../config/parse.js';
 import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
@@ -18,7 +18,7 @@ import { socketFor } from '../admin/registry.js';
 import { abortStaleMount } from '../admin/stale-mount.js';
 import type { ControlReply, OpenFile } from '../admin/protocol.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { defaultCacheDir, env, fail, printConfig } from './common.js';
+import { defaultCacheDir, env, fail, flagOn, printConfig } from './common.js';
 import { tuneForChunkTraffic } from '../util/chunk-traffic.js';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
@@ -42,6 +42,7 @@ export function mountCommand(): Command {
     .addOption(env(new Option('--bulk-lane <on|off>', 'fetch chunk bytes, and send small commits, over the node\'s bulk lane (same port, less CPU than gRPC) when it offers one').argParser(parseChoice(['on', 'off'] as const)).default('on'), 'BULK_LANE'))
     .addOption(env(new Option('--passthrough <on|off>', 'native driver: a big file read again is read by the kernel from a whole local copy, without the mount (FUSE passthrough; needs root)').argParser(parseChoice(['on', 'off'] as const)).default('on'), 'PASSTHROUGH'))
     .addOption(env(new Option('--idmap <user|none>', 'user: files of the user the node runs as are shown as yours, and yours are made as its (a swap of the two; other owners show as they are); none: owners as the node has them').argParser(parseChoice(ID_MAPS)).default(defaultIdMap(), `${defaultIdMap()} (none when run as root)`), 'IDMAP'))
+    .addOption(env(new Option('--allow-other', 'let other users use the mount too (the kernel checks their permissions; what each makes is theirs where the node runs as root); as a user, needs user_allow_other in /etc/fuse.conf'), 'ALLOW_OTHER'))
     .addOption(env(new Option('--readahead <chunks>', 'chunks fetched ahead of a sequential reader').argParser(parseIntIn(0, 64)).default(8), 'READAHEAD'))
     .addOption(env(new Option('--cache-quota <size>', 'most bytes of chunks the cache keeps (least recently used go first)').argParser(parseSize).default(parseSize('10G'), '10G'), 'CACHE_QUOTA'))
     .addOption(env(new Option('--min-free <size>', 'free space the cache leaves on its filesystem').argParser(parseSize).default(parseSize('1G'), '1G'), 'MIN_FREE'))
@@ -50,8 +51,11 @@ export function mountCommand(): Command {
     .option('--foreground', 'stay attached; unmount on SIGINT/SIGTERM')
     .option('--print-config', 'print the effective settings (flags, GHOSTFS_* variables, defaults) and exit')
     .option('--fuse-debug', 'print every FUSE request (libfuse debug output)')
-    .action(async (endpoint: string, mountpoint: string, o) => {
+    .action(async (endpoint: string, mountpoint: string, o, cmd: Command) => {
       if ((o.tlsCert && !o.tlsKey) || (!o.tlsCert && o.tlsKey)) fail('--tls-cert and --tls-key go together.');
+      const allowOther = flagOn(cmd, 'allowOther', 'ALLOW_OTHER');
+      if (allowOther && o.driver === 'fuse-native') fail('--allow-other needs the native driver: fuse-native does not say which user asks, so what others made would be the mount\'s.');
+      if (allowOther && !mayAllowOther()) fail('--allow-other needs root, or user_allow_other in /etc/fuse.conf (fusermount3 refuses it otherwise).');
       const config: MountConfig = {
         endpoints: [endpoint, ...(o.replica as string[])],
         mountpoint: resolve(mountpoint),
@@ -70,6 +74,7 @@ export function mountCommand(): Command {
         minFreeBytes: o.minFree,
         passthrough: o.passthrough === 'on',
         idmap: o.idmap,
+        allowOther,
         debug: !!o.fuseDebug,
       };
       if (o.printConfig) return printConfig({ ...config, metrics: o.metrics });
@@ -215,4 +220,16 @@ async function background(config: MountConfig): Promise<void> {
   child.unref();
   child.disconnect?.();
   process.stdout.write(`mounted ${config.endpoints[0]} (workspace ${config.workspace}) at ${config.mountpoint}; pid ${child.pid}, log ${logFile}\n`);
+}
+
+/** Whether fusermount3 will take allow_other from this user: root, or user_allow_other in /etc/fuse.conf. */
+function mayAllowOther(): boolean {
+  if (process.geteuid?.() === 0) return true;
+  try {
+    return readFileSync('/etc/fuse.conf', 'utf8')
+      .split('\n')
+      .some((l) => l.trim() === 'user_allow_other');
+  } catch {
+    return false;
+  }
 }

@@ -23,6 +23,7 @@ export const S_IFMT = 0o170000;
 export const S_IFREG = 0o100000;
 export const S_IFDIR = 0o040000;
 export const S_IFLNK = 0o120000;
+export const S_ISGID = 0o2000;
 
 export const isReg = (mode: number): boolean => (mode & S_IFMT) === S_IFREG;
 export const isDir = (mode: number): boolean => (mode & S_IFMT) === S_IFDIR;

@@ -67,6 +67,8 @@ export interface MountConfig {
   passthrough?: boolean;
   /** Whose files are shown as the mount user's (owner-map.ts); default: user, or none when run as root. */
   idmap?: IdMap;
+  /** Other users may use the mount (FUSE allow_other): what each makes is theirs. */
+  allowOther?: boolean;
   debug?: boolean;
 }
 
@@ -131,6 +133,7 @@ export class Mount {
         mountpoint: resolve(config.mountpoint),
         attrTimeoutS: config.attrTimeoutS,
         opTimeoutMs: Math.max(60_000, 4 * config.deadlineMs),
+        allowOther: config.allowOther,
         debug: config.debug,
       };
       let copies: LocalCopies | undefined;

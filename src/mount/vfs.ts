@@ -7,7 +7,7 @@
 // root shows as ROOT_INO, the number the kernel uses for it.
 import { stat } from 'node:fs/promises';
 import pLimit from 'p-limit';
-import { attrFromStats, isDir, isLnk, isReg, S_IFDIR, S_IFREG, toTimespec, type Attr } from '../content/attr.js';
+import { attrFromStats, isDir, isLnk, isReg, S_IFDIR, S_IFREG, S_ISGID, toTimespec, type Attr } from '../content/attr.js';
 import { hex, type ChunkRef } from '../content/manifest.js';
 import { isZeroRun } from '../content/chunk-file.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
@@ -23,7 +23,7 @@ import type { ChunkReader } from './chunk-reader.js';
 import { DirtyFile, nextLocalIno } from './dirty-file.js';
 import { entryFromWire } from './vfs-entry.js';
 import { HOLD_BYTES, INLINE_BYTES, type WriteBack } from './write-back.js';
-import { laterOwner, withOwner, type JournalEntry } from '../cache/journal.js';
+import { laterOwner, withOwner, type JournalEntry, type Owner } from '../cache/journal.js';
 import { NodeCapacity, type Capacity } from './capacity.js';
 import { OwnerMap, processIds, type Ids } from './owner-map.js';
 
@@ -179,6 +179,22 @@ export class Vfs {
   /** Whose what this mount makes is, on the node, when no caller says (fuse-native; entries shown before a node answers). */
   get maker(): Ids {
     return this.owners.onNode(processIds());
+  }
+
+  /**
+   * Whose a file, directory or symlink `uid`:`gid` makes in `parent` is:
+   * theirs, with the directory's group if it has the set-group-ID bit (as
+   * the node's filesystem does). The node is asked for that owner unless
+   * it is the mount's own user's, whose things the node makes as its own
+   * user's (which is what the mount's user is shown as): only others (with
+   * --allow-other) ask, and only a node run as root can give it.
+   */
+  private madeBy(parent: Attr, uid: number, gid: number): { shown: Ids; ask?: Owner } {
+    const own = this.maker;
+    const dirGroup = (parent.mode & S_ISGID) !== 0;
+    const shown = { uid, gid: dirGroup ? parent.gid : gid };
+    const ask = { uid: uid === own.uid ? -1 : uid, gid: dirGroup || gid === own.gid ? -1 : gid };
+    return { shown, ask: ask.uid < 0 && ask.gid < 0 ? undefined : ask };
   }
 
   get openFiles(): number {
@@ -766,7 +782,9 @@ export class Vfs {
     }
     if (there) throw new FsError('EEXIST', `"${path}" exists`);
     const dn = this.writeBack.newDirtyName();
-    const d = this.track(DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, uid, gid));
+    const made = this.madeBy(parent.attr, uid, gid);
+    const d = this.track(DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, made.shown.uid, made.shown.gid));
+    d.owner = made.ask;
     this.meta.putVolatile(path, d.entry());
     return { node: this.node(path, d.entry()), handle: this.handle(path, d) };
   }
@@ -1220,21 +1238,23 @@ export class Vfs {
   async mkdir(dir: string, name: string, mode: number, uid = this.maker.uid, gid = this.maker.gid): Promise<Node> {
     const path = namedPath(this.known(dir), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
+    const parent = (await this.entry(parentOf(path))).attr;
+    if (!isDir(parent.mode)) throw new FsError('ENOTDIR', `"${parentOf(path)}" is not a directory`);
+    const made = this.madeBy(parent, uid, gid);
     if (this.opts.asyncWriteBack) {
       // Journaled, and shown at once as an empty directory; the node makes it moments later.
-      if (!isDir((await this.entry(parentOf(path))).attr.mode)) throw new FsError('ENOTDIR', `"${parentOf(path)}" is not a directory`);
       // Shown before it is queued: the node's answer, however soon, finds the number it was shown with.
-      const e = queuedDirEntry(mode, uid, gid, nowNs());
+      const e = queuedDirEntry(mode | (parent.mode & S_ISGID), made.shown.uid, made.shown.gid, nowNs());
       this.meta.putVolatile(path, e);
       try {
-        await this.writeBack.queueMkdir(path, mode);
+        await this.writeBack.queueMkdir(path, mode, made.ask);
       } catch (err) {
         this.meta.putVolatile(path, null);
         throw err;
       }
       return this.node(path, e);
     }
-    await this.mutate([path], { mkdir: { path, mode } }, [], path);
+    await this.mutate([path], { mkdir: { path, mode, owner: made.ask } }, [], path);
     return this.node(path, await this.entry(path));
   }
 
@@ -1372,10 +1392,11 @@ export class Vfs {
     }
   }
 
-  async symlink(dir: string, name: string, target: string): Promise<Node> {
+  async symlink(dir: string, name: string, target: string, uid = this.maker.uid, gid = this.maker.gid): Promise<Node> {
     const path = namedPath(this.known(dir), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
-    await this.mutate([path], { symlink: { path, target } });
+    const { ask } = this.madeBy((await this.entry(dir)).attr, uid, gid);
+    await this.mutate([path], { symlink: { path, target, owner: ask } });
     return this.node(path, await this.entry(path));
   }
 
@@ -1519,7 +1540,8 @@ export class Vfs {
     const maker = this.maker;
     for (const r of records) {
       if (r.mkdir) {
-        if (!this.meta.get(r.path)) this.meta.putVolatile(r.path, queuedDirEntry(r.mode, maker.uid, maker.gid, BigInt(r.closedAt) * 1_000_000n));
+        const { uid, gid } = withOwner(maker, r.owner); // its maker's, if another user made it
+        if (!this.meta.get(r.path)) this.meta.putVolatile(r.path, queuedDirEntry(r.mode, uid, gid, BigInt(r.closedAt) * 1_000_000n));
         continue;
       }
       const st = r.dirty ? await stat(this.writeBack.dirtyPath(r.dirty), { bigint: true }).catch(() => undefined) : undefined;

@@ -534,8 +534,9 @@ export class WriteBack {
    * whatever is queued below it waits for that. tar made each directory in
    * a round trip to the node (4–7 ms while commits ran).
    */
-  async queueMkdir(path: string, mode: number): Promise<void> {
-    const entry = (await this.enqueue({ path, dirty: '', expectAbsent: true, mode: mode & 0o7777, mkdir: true }))!; // (no close: never removed)
+  /** `owner`: the one its maker has, for the node to give (see Vfs.madeBy). */
+  async queueMkdir(path: string, mode: number, owner?: Owner): Promise<void> {
+    const entry = (await this.enqueue({ path, dirty: '', expectAbsent: true, mode: mode & 0o7777, mkdir: true, owner }))!; // (no close: never removed)
     // While no node answers, the retries take it (with what waits below it).
     if (!this.mesh.reachable) return void this.scheduleRetry();
     const run = async (): Promise<unknown> => {
@@ -1068,7 +1069,7 @@ export class WriteBack {
     let r: { entries: WEntryOut[]; by: string; generation: number };
     let existed = false;
     try {
-      r = await this.mesh.mutate({ mkdir: { path: e.path, mode: e.mode & 0o7777 } });
+      r = await this.mesh.mutate({ mkdir: { path: e.path, mode: e.mode & 0o7777, owner: e.owner } });
     } catch (err) {
       if (errnoOf(err) !== 'EEXIST') throw err;
       // Made before the mount died (its answer lost) or by someone else meanwhile: a directory there is as good.

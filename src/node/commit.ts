@@ -15,7 +15,8 @@ import { checkChunkList, fileDigest, hex, type ChunkRef } from '../content/manif
 import { isZeroRun } from '../content/chunk-file.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { FsError } from '../wire/errors.js';
-import { log, onceThenDebug } from '../log.js';
+import { log } from '../log.js';
+import { ownerNotGiven } from './owners.js';
 import { checkChildPath, joinRel, parentOf } from './paths.js';
 import type { WorkspaceIndex } from './workspace-index.js';
 import { EarlySync, stageIn, type StagedFile } from './staged-file.js';
@@ -164,12 +165,6 @@ async function giveOwner(staged: StagedFile, path: string, wanted: CommitInput['
     ownerNotGiven(path, uid, gid, errno);
     return wanted ? errno : undefined;
   }
-}
-
-const ownerNotSaid = onceThenDebug('warn');
-
-function ownerNotGiven(path: string, uid: number, gid: number, errno: string): void {
-  ownerNotSaid({ path, uid, gid, errno }, 'a committed file did not get its owner, and is committed as the node\'s (EPERM: the node does not run as root; EINVAL: its user namespace does not map that id)');
 }
 
 /**

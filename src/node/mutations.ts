@@ -12,6 +12,7 @@ import { checkChildPath, checkPath, parentOf } from './paths.js';
 import type { WorkspaceIndex } from './workspace-index.js';
 import type { IndexEntry } from './index-entry.js';
 import type { MetaCalls } from './meta-calls.js';
+import { checkOwner, giveMadeOwner } from './owners.js';
 
 export interface MutationResult {
   /** Paths changed, with their state after the operation (null: removed). */
@@ -73,7 +74,10 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
   switch (req.op) {
     case 'mkdir': {
       const path = checkChildPath(req.mkdir!.path);
-      await fs.mkdir(await index.paths.safeAbs(path), req.mkdir!.mode & 0o7777 || 0o755);
+      const owner = req.mkdir!.owner ? checkOwner(req.mkdir!.owner) : undefined;
+      const abs = await index.paths.safeAbs(path);
+      await fs.mkdir(abs, req.mkdir!.mode & 0o7777 || 0o755);
+      await giveMadeOwner(fs, abs, path, owner);
       return doneWithParent(path, path);
     }
     case 'rmdir': {
@@ -134,7 +138,10 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       const target = req.symlink!.target;
       if (target === '' || target.includes('\0')) throw new FsError('EINVAL', 'symlink target is empty or contains NUL');
       if (Buffer.byteLength(target) > 4095) throw new FsError('ENAMETOOLONG', 'symlink target is too long');
-      await fs.symlink(target, await index.paths.safeAbs(path));
+      const owner = req.symlink!.owner ? checkOwner(req.symlink!.owner) : undefined;
+      const abs = await index.paths.safeAbs(path);
+      await fs.symlink(target, abs);
+      await giveMadeOwner(fs, abs, path, owner);
       return done(path);
     }
     case 'link': {

@@ -17,6 +17,7 @@ import { log } from '../log.js';
 import { nodeChunksServed, nodeChunksUploaded, rpcs, rpcSeconds } from '../admin/metrics.js';
 import { baseName, checkPath } from './paths.js';
 import { commitFile, PathLocks } from './commit.js';
+import { checkOwner } from './owners.js';
 import { mutate } from './mutations.js';
 import type { Workspace } from './agent.js';
 import type { IndexEntry } from './index-entry.js';
@@ -112,13 +113,6 @@ function verifiedInline(chunks: { hash: Buffer; data: Buffer }[]): Map<string, B
     out.set(Buffer.from(c.hash).toString('latin1'), c.data);
   }
   return out;
-}
-
-/** The owner a commit names: each part a user or group id, or -1 (kept). */
-function checkOwner(o: { uid: number; gid: number }): { uid: number; gid: number } {
-  const ok = (id: number) => id === -1 || (Number.isInteger(id) && id >= 0 && id < 0xffff_ffff);
-  if (!ok(o.uid) || !ok(o.gid)) throw new FsError('EINVAL', `owner ${o.uid}:${o.gid}: each must be -1 or an id below 2^32 - 1`);
-  return { uid: o.uid, gid: o.gid };
 }
 
 /**

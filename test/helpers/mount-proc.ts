@@ -68,8 +68,17 @@ export class MountProc extends LoggedProc {
 
   /** `ghostfs status --json` of this mount, run from another process. */
   async status(): Promise<Record<string, any>> {
+    return JSON.parse((await this.command('status', '--json')).stdout);
+  }
+
+  /** `ghostfs sync` of this mount (everything closed is on the node when it succeeds), from another process. */
+  async sync(): Promise<RunResult> {
+    return this.command('sync', '--timeout', '30s');
+  }
+
+  private command(name: string, ...args: string[]): Promise<RunResult> {
     const vars = Object.entries(this.env).map(([k, v]) => `${k}=${v}`);
-    return JSON.parse((await run('env', [...vars, process.execPath, BIN, 'status', this.mountpoint, '--json'])).stdout);
+    return run('env', [...vars, process.execPath, BIN, name, this.mountpoint, ...args]);
   }
 
   has(msg: string): boolean {

@@ -22,6 +22,8 @@ export interface DriverOptions {
   attrTimeoutS: number;
   /** Longest any operation may take before the driver answers EIO itself. */
   opTimeoutMs: number;
+  /** Other users may use the mount too (allow_other); the kernel checks each one's permissions. */
+  allowOther?: boolean;
   debug?: boolean;
 }
 

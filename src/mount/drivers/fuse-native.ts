@@ -149,6 +149,9 @@ export class FuseNativeDriver implements Driver {
       autoCache: true,
       attrTimeout: this.opts.attrTimeoutS,
       entryTimeout: this.opts.attrTimeoutS,
+      // Shared with other users, the kernel must check each one's permissions.
+      allowOther: this.opts.allowOther ?? false,
+      defaultPermissions: this.opts.allowOther ?? false,
       debug: this.opts.debug,
     });
     return new Promise((resolve, reject) => this.fuse!.mount((err) => (err ? reject(err) : resolve())));

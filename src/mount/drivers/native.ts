@@ -201,6 +201,7 @@ export class NativeDriver implements Driver {
         // mount started meanwhile at the same place was seen going with it.
         // A dead mount is detached by the next start (or `ghostfs unmount --force`).
         autoUnmount: false,
+        allowOther: this.opts.allowOther ?? false,
         debug: this.opts.debug,
       },
       (...args) => this.dispatch(...args),
@@ -439,7 +440,7 @@ export class NativeDriver implements Driver {
       }
       case Op.SYMLINK: {
         const dir = ids.path(ino);
-        return serveOp('symlink', name!, () => vfs.symlink(dir, name!, name2!), entryIn(ino, name!), fail);
+        return serveOp('symlink', name!, () => vfs.symlink(dir, name!, name2!, uid, gid), entryIn(ino, name!), fail);
       }
       case Op.RENAME: {
         const [from, to] = [ids.path(ino), ids.path(ino2)];
