@@ -184,6 +184,33 @@ for (const writeBack of ['sync', 'async']) {
     t.equal(refused.stdout, "root's\n", "root's 0644 file is readable by them");
     t.match(refused.stderr, /Permission denied/, 'and not writable: the kernel checks their permissions');
     t.equal(await readFile(join(ws, 'roots.txt'), 'utf8'), "root's\n");
+
+    // The mount's own user (root) writing in the set-group-ID directory: its group from the start.
+    const own = await sh(`cd '${place.mnt}' && exec 3> team/own.txt && stat -c '%u:%g' team/own.txt && exec 3>&-`);
+    t.equal(own.stdout, '0:4242\n', `a file the mount's user holds open there is shown in the directory's group: ${own.stderr}`);
     await m.stop();
+    if (writeBack === 'sync') return;
+
+    // Queued while no node answers, then the mount restarts: each is still theirs, and the node makes it theirs.
+    await node.stop('SIGKILL');
+    const offline = await MountProc.start(node.endpoint, place.mnt, [...place.args, '--driver', 'native', '--allow-other', '--write-back', writeBack], place.env);
+    t.teardown(() => offline.kill());
+    const queued = await asUser('mkdir later && echo x > later/f && mkdir team/later');
+    t.equal(queued.code, 0, queued.stderr);
+    await offline.stop();
+    const back = await MountProc.start(node.endpoint, place.mnt, [...place.args, '--driver', 'native', '--allow-other', '--write-back', writeBack], place.env);
+    t.teardown(() => back.kill());
+    const later = ['later 65534:65534', 'later/f 65534:65534', 'team/later 65534:4242'];
+    const queuedShown = await asUser("stat -c '%n %u:%g' later later/f team/later");
+    t.same(queuedShown.stdout.trim().split('\n'), later, `after a restart, what is queued is shown as theirs: ${queuedShown.stderr}`);
+    const again = await NodeProc.start(['--root', ws, '--state-dir', join(place.base, 'state'), '--listen', node.endpoint]);
+    t.teardown(() => again.stop('SIGKILL'));
+    const landed = await back.sync();
+    t.equal(landed.code, 0, landed.stderr);
+    for (const line of later) {
+      const [p, want] = line.split(' ');
+      t.equal(await ids(join(ws, p!)), want, `${p} is theirs on the node`);
+    }
+    await back.stop();
   });
 }

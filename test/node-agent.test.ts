@@ -897,22 +897,24 @@ for (const c of [
     await mkdir(ws);
     await mkdir(join(base, 'st'));
     if (c.as) for (const d of [base, ws, join(base, 'st')]) await chown(d, c.as.uid, c.as.gid);
-    const node = await NodeProc.start(['--root', ws, '--state-dir', join(base, 'st')], {}, { as: c.as, under: c.under });
+    // --allow-setid: the bits are kept for a file that gets its writer's owner, not for one that does not.
+    const node = await NodeProc.start(['--root', ws, '--state-dir', join(base, 'st'), '--allow-setid'], {}, { as: c.as, under: c.under });
     t.teardown(() => node.stop('SIGKILL'));
     const conn = node.connect();
     t.teardown(() => conn.close());
     t.same((await conn.handshake()).nodeOwner, c.owns, 'its handshake names the user it runs as (as it sees itself)');
     const owner = { uid: 4321, gid: 4322 };
     const small = inline(Buffer.from('small\n'));
-    const c1 = await conn.commit({ path: 'small', expectAbsent: true, digest: small.m.digest, size: small.m.size, chunks: small.m.chunks, inline: small.inline, mode: 0o644, owner });
+    const c1 = await conn.commit({ path: 'small', expectAbsent: true, digest: small.m.digest, size: small.m.size, chunks: small.m.chunks, inline: small.inline, mode: 0o4755, owner });
     const data = randomBytes(3 << 20);
     const { m } = await upload(conn, data);
-    const c2 = await conn.commit({ path: 'big', expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks, mode: 0o644, owner });
+    const c2 = await conn.commit({ path: 'big', expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks, mode: 0o6755, owner });
     t.equal(await readFile(join(ws, 'small'), 'utf8'), 'small\n', 'a new small file (one job) is committed');
     t.ok((await readFile(join(ws, 'big')).then((b) => b.equals(data))), 'a file from uploaded chunks is committed');
     for (const [name, r] of [['small', c1], ['big', c2]] as const) {
       const st = await lstat(join(ws, name));
       t.same([st.uid, st.gid], [c.owns.uid, c.owns.gid], `${name}: owned by the node's user`);
+      t.equal((st.mode & 0o7777).toString(8), '755', `${name}: without the set-id bits its writer asked for`);
       t.same([r.entry!.attr!.uid, r.entry!.attr!.gid, r.ownerErrno], [c.owns.uid, c.owns.gid, c.errno], `${name}: the answer says which owner it has, and why not the one named`);
     }
     await conn.mutate({ mkdir: { path: 'dir', mode: 0o755, owner } });

@@ -85,9 +85,11 @@ static void execute(napi_env env, void *arg) {
   }
   /* The owner before the mode: a chown clears set-id bits. One not given
    * (EPERM: not root; EINVAL: an id the user namespace does not map) leaves
-   * the file the process's, and is reported beside the attributes. */
+   * the file the process's, and is reported beside the attributes; the file
+   * then gets no set-id bits, which would run its writer's bytes as the
+   * process's user. */
   if ((j->uid != (uid_t)-1 || j->gid != (gid_t)-1) && fchown(fd, j->uid, j->gid) != 0) j->owner_err = errno;
-  if (fchmod(fd, j->mode) != 0) FAIL("fchmod");
+  if (fchmod(fd, j->owner_err ? j->mode & ~(mode_t)06000 : j->mode) != 0) FAIL("fchmod");
   if (futimens(fd, j->times) != 0) FAIL("futimens");
   if (fsync(fd) != 0) FAIL("fsync");
   char proc[64];

@@ -43,8 +43,10 @@ export interface JournalEntry {
    */
   mkdir?: boolean;
   /**
-   * An owner given to the file while it was written (-1: that one
-   * unchanged): it goes in the commit.
+   * The owner the node is to give (-1: that one as made): a file's,
+   * given while it was written or its maker's when another user made it
+   * (--allow-other); a queued directory's maker's. It goes in the commit
+   * (or the mkdir).
    */
   owner?: Owner;
   /** Set explicitly by the writer (utimens while open); else the node stamps the commit time. */

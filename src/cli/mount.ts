@@ -10,7 +10,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { parseChoice, parseDuration, parseIntIn, parseListen, parseSize } from '../config/parse.js';
 import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
-import { defaultAttrTimeout, defaultDriver, DRIVERS, Mount, type MountConfig, WRITE_BACK_MODES } from '../mount/mount.js';
+import { ALLOW_OTHER_DRIVER, defaultAttrTimeout, defaultDriver, DRIVERS, Mount, type MountConfig, WRITE_BACK_MODES } from '../mount/mount.js';
 import { defaultIdMap, ID_MAPS } from '../mount/owner-map.js';
 import { log } from '../log.js';
 import { ControlServer } from '../admin/control-server.js';
@@ -54,8 +54,6 @@ export function mountCommand(): Command {
     .action(async (endpoint: string, mountpoint: string, o, cmd: Command) => {
       if ((o.tlsCert && !o.tlsKey) || (!o.tlsCert && o.tlsKey)) fail('--tls-cert and --tls-key go together.');
       const allowOther = flagOn(cmd, 'allowOther', 'ALLOW_OTHER');
-      if (allowOther && o.driver === 'fuse-native') fail('--allow-other needs the native driver: fuse-native does not say which user asks, so what others made would be the mount\'s.');
-      if (allowOther && !mayAllowOther()) fail('--allow-other needs root, or user_allow_other in /etc/fuse.conf (fusermount3 refuses it otherwise).');
       const config: MountConfig = {
         endpoints: [endpoint, ...(o.replica as string[])],
         mountpoint: resolve(mountpoint),
@@ -78,6 +76,8 @@ export function mountCommand(): Command {
         debug: !!o.fuseDebug,
       };
       if (o.printConfig) return printConfig({ ...config, metrics: o.metrics });
+      if (allowOther && o.driver !== 'native') fail(ALLOW_OTHER_DRIVER);
+      if (allowOther && !mayAllowOther()) fail('--allow-other needs root, or user_allow_other in /etc/fuse.conf (fusermount3 refuses it otherwise).');
       if (!o.foreground) return background(config);
       await foreground(config, o.metrics);
     });
@@ -222,13 +222,16 @@ async function background(config: MountConfig): Promise<void> {
   process.stdout.write(`mounted ${config.endpoints[0]} (workspace ${config.workspace}) at ${config.mountpoint}; pid ${child.pid}, log ${logFile}\n`);
 }
 
-/** Whether fusermount3 will take allow_other from this user: root, or user_allow_other in /etc/fuse.conf. */
+/**
+ * Whether fusermount3 will take allow_other from this user: root, or
+ * user_allow_other in /etc/fuse.conf, read as fusermount3 reads it (what
+ * follows a # is a comment; a last line without its newline is ignored).
+ */
 function mayAllowOther(): boolean {
   if (process.geteuid?.() === 0) return true;
   try {
-    return readFileSync('/etc/fuse.conf', 'utf8')
-      .split('\n')
-      .some((l) => l.trim() === 'user_allow_other');
+    const lines = readFileSync('/etc/fuse.conf', 'utf8').split('\n').slice(0, -1);
+    return lines.some((l) => l.replace(/#.*/, '').trim() === 'user_allow_other');
   } catch {
     return false;
   }

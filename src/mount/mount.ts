@@ -72,6 +72,8 @@ export interface MountConfig {
   debug?: boolean;
 }
 
+export const ALLOW_OTHER_DRIVER = "--allow-other needs the native driver: fuse-native does not say which user asks, so what others made would be the mount's.";
+
 /** Share of the chunk cache's quota that whole local copies may take on top of it (they repeat chunks' bytes). */
 const COPIES_SHARE = 0.25;
 
@@ -98,6 +100,7 @@ export class Mount {
   ) {}
 
   static async start(config: MountConfig): Promise<Mount> {
+    if (config.allowOther && config.driver !== 'native') throw new Error(ALLOW_OTHER_DRIVER);
     const store = await openCache(config.cacheDir);
     const meta = new MetaStore(store, config.workspace);
     const chunkStore = new ChunkStore(join(config.cacheDir, 'chunks'), { quotaBytes: config.cacheQuotaBytes, minFreeBytes: config.minFreeBytes });
@@ -128,6 +131,9 @@ export class Mount {
       // Owners as the node says it runs, or said last time; before pending files are shown, as theirs.
       vfs.owners = OwnerMap.of(config.idmap ?? defaultIdMap(), processIds(), meta.nodeOwner);
       await vfs.showPending(pending);
+      if (config.allowOther && meta.nodeOwner && meta.nodeOwner.uid !== 0) {
+        log.warn({ nodeOwner: meta.nodeOwner }, "the node does not run as root: what other users make through this shared mount will be the node's user's, not theirs");
+      }
       feed.start();
       const driverOpts = {
         mountpoint: resolve(config.mountpoint),

@@ -1538,18 +1538,25 @@ export class Vfs {
   /** After a restart: files closed while no node answered show their queued content. */
   async showPending(records: JournalEntry[]): Promise<void> {
     const maker = this.maker;
+    // Whose a new one is: its maker's (another user's, if its record names one), as madeBy
+    // says in its directory (shown already: records come in order, a directory before what is in it).
+    const madeAs = (r: JournalEntry): { shown: Ids; parentMode: number } => {
+      const by = withOwner(maker, r.owner);
+      const parent = this.meta.get(parentOf(r.path))?.attr;
+      return parent ? { shown: this.madeBy(parent, by.uid, by.gid).shown, parentMode: parent.mode } : { shown: by, parentMode: 0 };
+    };
     for (const r of records) {
       if (r.mkdir) {
-        const { uid, gid } = withOwner(maker, r.owner); // its maker's, if another user made it
-        if (!this.meta.get(r.path)) this.meta.putVolatile(r.path, queuedDirEntry(r.mode, uid, gid, BigInt(r.closedAt) * 1_000_000n));
+        const { shown, parentMode } = madeAs(r);
+        if (!this.meta.get(r.path)) this.meta.putVolatile(r.path, queuedDirEntry(r.mode | (parentMode & S_ISGID), shown.uid, shown.gid, BigInt(r.closedAt) * 1_000_000n));
         continue;
       }
       const st = r.dirty ? await stat(this.writeBack.dirtyPath(r.dirty), { bigint: true }).catch(() => undefined) : undefined;
       const attr = st ? attrFromStats(st) : r.data ? inRecordAttr(r, r.data.length) : undefined;
       if (!attr) continue;
       const base = this.meta.get(r.path);
-      // A new file is the maker's (its copy in the cache dir is this process's, whatever the map).
-      const shown = base ? { ...base.attr, size: attr.size, mtimeNs: attr.mtimeNs, ctimeNs: attr.ctimeNs } : { ...attr, ...maker, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode };
+      // A new file is its maker's (its copy in the cache dir is this process's, whatever the map).
+      const shown = base ? { ...base.attr, size: attr.size, mtimeNs: attr.mtimeNs, ctimeNs: attr.ctimeNs } : { ...attr, ...madeAs(r).shown, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode };
       // With the owner given to it, still to be given on the node.
       this.meta.putVolatile(r.path, { attr: withOwner(shown, r.owner) });
     }

@@ -97,9 +97,10 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     let { conflict, current, found } = await checkBase(index, path, abs, input);
     // No mode given (0): the file keeps the one it has, or gets 0644.
     const mode = input.mode & 0o7777 ? index.fileMode(input.mode, path) : current ? index.fileMode(current.mode, path) : 0o644;
-    // The owner first: a chown clears the set-id bits the mode may carry.
+    // The owner first: a chown clears the set-id bits the mode may carry. Without the
+    // owner its writer named, the file gets none (its bytes would run as the node's user).
     const ownerErrno = await giveOwner(staged, path, input.owner, current);
-    await staged.chmod(mode);
+    await staged.chmod(ownerErrno ? mode & ~0o6000 : mode);
     if (input.mtimeNs !== undefined) await staged.times(input.atimeNs ?? input.mtimeNs, input.mtimeNs);
     await staged.sync();
 
