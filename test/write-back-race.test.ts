@@ -563,6 +563,11 @@ t.test('a create that opens an existing file checks its permission with the ids 
   // The caller is 4242, which reaches the VFS as the node's user: root there when the node runs as root, but not root here.
   t.equal((await outcome(vfs.create('', 'read-only', 0o644, node.uid, node.gid, O_WRONLY_CREAT).then(() => undefined))).split(':')[0], 'EACCES', "its owner may not write a file mode 0444, even when the node's user is root");
   t.equal(await readFile(join(root, 'read-only'), 'utf8'), 'not for writing\n');
+  // Nor read one mode 0222 through a create that opens it for reading and writing.
+  await writeFile(join(root, 'write-only'), 'not for reading\n', { mode: 0o222 });
+  await chmod(join(root, 'write-only'), 0o222);
+  await waitFor('the mount to list it', async () => (await vfs.list(''), !!(await vfs.entry('write-only').catch(() => undefined))));
+  t.equal((await outcome(vfs.create('', 'write-only', 0o644, node.uid, node.gid, 0o2 | 0o100).then(() => undefined))).split(':')[0], 'EACCES', 'O_RDWR needs read permission too');
 });
 
 t.test("a create of a name another client made since the kernel's lookup: opens that file (without O_EXCL), as a local disk does", async (t) => {

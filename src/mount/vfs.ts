@@ -776,7 +776,7 @@ export class Vfs {
       // The kernel checks no permission on a file a create opened: checked here, as an open would be,
       // with the ids the kernel has (its root is the one that may write anything).
       const o = this.owners;
-      if (!mayWrite(o.shown(there.attr), o.uid(uid), o.gid(gid))) throw new FsError('EACCES', `"${path}" exists and is not writable by uid ${o.uid(uid)}`);
+      if (!mayOpen(o.shown(there.attr), o.uid(uid), o.gid(gid), flags)) throw new FsError('EACCES', `"${path}" exists and uid ${o.uid(uid)} may not open it so`);
       const handle = await this.openWrite(path, flags);
       return { node: this.node(path, await this.entry(path)), handle };
     }
@@ -1632,12 +1632,17 @@ function namedPath(dir: string, name: string): string {
   return joinRel(dir, name);
 }
 
-/** Write permission by mode bits, for the caller's uid and primary gid (root may always write). */
-function mayWrite(attr: Attr, uid: number, gid: number): boolean {
+/**
+ * Permission by mode bits to open with `flags` (read, write or both; O_TRUNC
+ * writes), for the caller's uid and primary gid: FUSE says no other group
+ * (root may always).
+ */
+function mayOpen(attr: Attr, uid: number, gid: number, flags: number): boolean {
   if (uid === 0) return true;
-  if (uid === attr.uid) return (attr.mode & 0o200) !== 0;
-  if (gid === attr.gid) return (attr.mode & 0o020) !== 0;
-  return (attr.mode & 0o002) !== 0;
+  const acc = flags & O_ACCMODE;
+  const want = (acc === 0 ? 4 : acc === 1 ? 2 : 6) | (flags & O_TRUNC ? 2 : 0);
+  const bits = uid === attr.uid ? (attr.mode >> 6) & 7 : gid === attr.gid ? (attr.mode >> 3) & 7 : attr.mode & 7;
+  return (bits & want) === want;
 }
 
 /** A node's manifest answer as the mount keeps it: digest and chunk list. */
