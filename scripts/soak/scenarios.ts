@@ -29,6 +29,18 @@ export interface ScenarioResult extends Verdict {
   injected: Record<string, number>;
   /** The mount's exit after the final clean unmount (0 expected). */
   mountExit?: number | string | null;
+  /** For a lost or corrupted file: what the processes logged of it (World.evidence). */
+  evidence?: string[];
+}
+
+/** The workspace paths an example names ("w0: corrupted: read of f29 ..." names w0/f29). */
+function namedIn(examples: string[]): string[] {
+  const paths = new Set<string>();
+  for (const e of examples) {
+    const worker = /^(w\d+):/.exec(e)?.[1];
+    if (worker) for (const m of e.matchAll(/\b(f\d+|big)\b/g)) paths.add(`${worker}/${m[1]}`);
+  }
+  return [...paths];
 }
 
 /** Flags for every scenario's mount: short deadlines, so faults surface within seconds. */
@@ -45,8 +57,9 @@ async function withWorkers(name: string, w: World, o: ScenarioOptions, injected:
   const exit = await w.stop();
   const v = await judge(results, w.source);
   v.failures.push(...w.notes);
+  const evidence = v.lost || v.corrupted ? await w.evidence(namedIn(v.examples)).catch((err: Error) => [`no evidence: ${err.message}`]) : undefined;
   if (!o.keep) await w.remove();
-  return { name, ...v, injected, mountExit: exit ? (exit.signal ?? exit.code) : undefined };
+  return { name, ...v, injected, mountExit: exit ? (exit.signal ?? exit.code) : undefined, evidence };
 }
 
 const bump = (r: Record<string, number>, k: string): void => void (r[k] = (r[k] ?? 0) + 1);
@@ -200,6 +213,7 @@ export function describe(r: ScenarioResult): string[] {
   lines.push(`  injected: ${JSON.stringify(r.injected)}; failed with a fault's errno: ${count(r.faulted)} ${JSON.stringify(r.faulted)}; unexpected errors: ${count(r.errors)}${count(r.errors) ? ` ${JSON.stringify(r.errors)}` : ''}; slowest operation ${r.maxOpMs} ms${r.slowestOp ? ` (${r.slowestOp})` : ''}${r.mountExit !== undefined ? `; final unmount exit ${r.mountExit}` : ''}`);
   for (const f of r.failures) lines.push(`  failure: ${f}`);
   for (const e of r.examples) lines.push(`  ${e}`);
+  if (r.evidence?.length) lines.push('  logged about it, and every warning (oldest first):', ...r.evidence.map((l) => `    ${l}`));
   lines.push(`  ${verdictLine(r)}`);
   return lines;
 }

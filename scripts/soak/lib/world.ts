@@ -3,7 +3,7 @@
 // kill and start again, and clean-up.
 import { randomBytes } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
@@ -152,6 +152,31 @@ export class World {
     for (const n of [this.node, ...this.replicas]) if (n) await stopNodeProcess(n.child);
     World.live.delete(this);
     return exit;
+  }
+
+  /**
+   * The records its processes logged that name one of `paths`, with every
+   * warning and error, oldest first (the last `max`): a report of a lost or
+   * corrupted file shows them, for a run whose directory is gone with its
+   * machine (CI).
+   */
+  async evidence(paths: string[], max = 60): Promise<string[]> {
+    const found: { time: number; line: string }[] = [];
+    for (const name of (await readdir(this.base)).filter((n) => n.endsWith('.log'))) {
+      for (const text of (await readFile(join(this.base, name), 'utf8')).split('\n')) {
+        if (!text) continue;
+        let rec: Record<string, unknown>;
+        try {
+          rec = JSON.parse(text) as Record<string, unknown>;
+        } catch {
+          continue;
+        }
+        if (Number(rec.level) < 40 && !paths.some((p) => text.includes(`"${p}"`) || text.includes(`"${p}/`))) continue;
+        const { time, msg, level: _level, pid: _pid, hostname: _host, ...rest } = rec;
+        found.push({ time: Number(time), line: `${name.replace(/\.log$/, '')} ${new Date(Number(time)).toISOString().slice(11, 23)} ${String(msg)} ${JSON.stringify(rest)}` });
+      }
+    }
+    return found.sort((a, b) => a.time - b.time).slice(-max).map((f) => f.line);
   }
 
   async remove(): Promise<void> {
