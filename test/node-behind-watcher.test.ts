@@ -9,7 +9,7 @@
 // the test lets it go (a hash that takes seconds, without writing gigabytes);
 // the index, its database, the inotify watcher and the gRPC calls are real.
 import t from 'tap';
-import { mkdir, realpath, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, realpath, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
@@ -24,6 +24,7 @@ import { CHANNEL_OPTIONS, wire } from '../src/wire/proto.js';
 import { NodeConnection } from '../src/mesh/connection.js';
 import { errnoOf } from '../src/wire/errors.js';
 import { tempDir } from './helpers/node-proc.js';
+import { waitFor } from './helpers/mount-proc.js';
 
 /** Hashes as HashPool does, except that a file whose name ends with `held` waits until release() is called. */
 class HeldPool extends HashPool {
@@ -123,4 +124,82 @@ t.test('a stat or listing while the node hashes a big new file answers from the 
   const after = new Map((await conn.listDir('d')).entries.map((e) => [e.name, e]));
   t.equal(after.get('h.bin')?.digest.length, 32, 'once the hash is done, the listing has the digest from the index');
   t.ok(after.get('new.txt')?.digest.equals(digestOf('hello')), 'and the new file with its digest');
+});
+
+/** Hashes as HashPool does; once armed, the next hash of `held` is answered only when release() is called (a hash slow to finish). */
+class SlowAnswerPool extends HashPool {
+  private open!: () => void;
+  private readonly gate = new Promise<void>((resolve) => (this.open = resolve));
+  private armed = false;
+  answered = false;
+  waiting = false;
+  constructor(private readonly held: string) {
+    super(2, DEFAULT_CHUNKING, 1 << 20);
+  }
+  arm(): void {
+    this.armed = true;
+  }
+  override async hash(path: string): Promise<HashResult> {
+    const r = await super.hash(path);
+    if (this.armed && path.endsWith(this.held)) {
+      this.armed = false;
+      this.waiting = true;
+      await this.gate;
+    }
+    return r;
+  }
+  release(): void {
+    this.open();
+  }
+}
+
+t.test('a file replaced while the node hashed it: the version hashed, no longer there, is never in the change feed', async (t) => {
+  const base = await tempDir(t);
+  await mkdir(join(base, 'ws'));
+  const root = await realpath(join(base, 'ws'));
+  await writeFile(join(root, 'f.txt'), 'version one');
+
+  const store = await Store.open(join(base, 'db'));
+  const pool = new SlowAnswerPool('/f.txt');
+  const index = new WorkspaceIndex('default', root, store, pool, { statConcurrency: 4, inlineMetadata: true, tempTtlMs: 600_000, logRetention: 1000, excluded: [] });
+  await index.load();
+  const watcher = new TreeWatcher(index);
+  watcher.start();
+  await index.scan();
+  const chunks = new ChunkSource(index, join(base, 'staging'));
+  await chunks.init();
+  const ws = { id: 'default', root, index, chunks, params: DEFAULT_CHUNKING, watcher };
+  const { handlers } = makeService({ nodeId: 'test', workspace: () => ws, feedMaxUnread: 1000 });
+  const server = new grpc.Server(CHANNEL_OPTIONS);
+  server.addService(wire().ghostfs.v1.Node.service, handlers);
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  const conn = new NodeConnection(`127.0.0.1:${port}`, 'default');
+  t.teardown(async () => {
+    conn.close();
+    server.forceShutdown();
+    pool.release();
+    watcher.close();
+    await pool.close();
+    await store.close();
+  });
+  const h = await conn.handshake();
+  const seen: string[] = [];
+  const names = new Map([[digestOf('version one').toString('hex'), 'one'], [digestOf('version two').toString('hex'), 'two'], [digestOf('version three').toString('hex'), 'three']]);
+  conn.watch(h.generation, h.epoch, (e) => {
+    if (e.path === 'f.txt' && e.kind === 'CHANGED') seen.push(names.get(Buffer.from(e.entry?.digest ?? []).toString('hex')) ?? 'no digest');
+  }, () => undefined);
+
+  // Rewritten in place: the watcher hashes it, and its answer comes late. Meanwhile
+  // another node's commit renames a new file over the name.
+  pool.arm();
+  await writeFile(join(root, 'f.txt'), 'version two');
+  for (let i = 0; i < 500 && !pool.waiting; i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok(pool.waiting, 'the hash of version two is done and waits to be answered');
+  await writeFile(join(root, '.next'), 'version three');
+  await rename(join(root, '.next'), join(root, 'f.txt'));
+  pool.release();
+  await watcher.settled();
+  await waitFor('version three in the feed', async () => seen.includes('three'), 10_000);
+  t.notOk(seen.includes('two'), `version two, replaced before its hash was answered, never reaches the feed (seen: ${seen.join(', ')})`);
+  t.ok(index.entries.get('f.txt')?.digest?.equals(digestOf('version three')), 'the index has version three');
 });

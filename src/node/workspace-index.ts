@@ -453,9 +453,12 @@ export class WorkspaceIndex extends EventEmitter {
           if (!sameAttr(prev.attr, attr)) record(path, { ...prev, attr });
           return;
         }
+        const abs = this.paths.abs(path);
         hashing.push(
-          this.pool.hash(this.paths.abs(path)).then(
-            (r) => {
+          this.pool.hash(abs).then(
+            async (r) => {
+              // Replaced while hashed (see validateNow): the watcher's event for the new file indexes it.
+              if (!(await this.stillThere(abs, r.attr))) return;
               stats.hashedFiles++;
               stats.hashedBytes += r.manifest.size;
               record(path, { attr: r.attr, digest: r.manifest.digest, chunks: r.manifest.chunks });
@@ -753,7 +756,13 @@ export class WorkspaceIndex extends EventEmitter {
     return p;
   }
 
-  private async validateNow(rel: string): Promise<IndexEntry> {
+  /** Whether the file hashed with `hashed` is still the one at `abs` (not replaced by another, nor removed). */
+  private async stillThere(abs: string, hashed: Attr): Promise<boolean> {
+    const now = await this.calls.lstat(abs).catch(() => undefined);
+    return !!now && now.ino === hashed.ino && now.dev === hashed.dev;
+  }
+
+  private async validateNow(rel: string, tries = 1): Promise<IndexEntry> {
     const abs = this.paths.abs(rel);
     let attr: Attr;
     try {
@@ -769,6 +778,12 @@ export class WorkspaceIndex extends EventEmitter {
     }
     if (prev?.digest && sameTuple(prev.attr, attr)) return prev;
     const r = await this.pool.hash(abs);
+    // Replaced while it was hashed (a commit through another node sharing this disk
+    // renames a new file over the name): what was hashed is not there any more, and
+    // the change feed would hand a mount that older version after the newer one it
+    // committed. Looked at again instead (twice at most: a name replaced without
+    // end keeps the last hash, as before).
+    if (tries < 3 && !(await this.stillThere(abs, r.attr))) return this.validateNow(rel, tries + 1);
     const entry: IndexEntry = { attr: r.attr, digest: r.manifest.digest, chunks: r.manifest.chunks };
     await this.apply([{ path: rel, entry }]);
     return entry;
