@@ -19,7 +19,7 @@ import { log } from '../log.js';
 import { ownerNotGiven } from './owners.js';
 import { checkChildPath, joinRel, parentOf } from './paths.js';
 import type { WorkspaceIndex } from './workspace-index.js';
-import { EarlySync, stageIn, type StagedFile } from './staged-file.js';
+import { EARLY_SYNC_BYTES, EarlySync, stageIn, type StagedFile } from './staged-file.js';
 import { nativeAddon } from '../native/addon.js';
 import { nodeCommits } from '../admin/metrics.js';
 
@@ -103,6 +103,9 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     await staged.chmod(ownerErrno ? mode & ~0o6000 : mode);
     if (input.mtimeNs !== undefined) await staged.times(input.atimeNs ?? input.mtimeNs, input.mtimeNs);
     await staged.sync();
+    // A big file leaves the page cache whole once on disk, its last stretch too (what the
+    // early syncs drop depends on how far the writes ran ahead of them: staged-file.ts).
+    if (input.size >= EARLY_SYNC_BYTES) await staged.writeOut().catch(() => undefined);
 
     if (!conflict && !current) {
       // A new file takes its name only if the name is still free: link() decides atomically.

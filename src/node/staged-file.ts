@@ -200,7 +200,7 @@ class NamedTempFile implements StagedFile {
 }
 
 /** Bytes a big commit writes between two early syncs of its staged file. */
-const EARLY_SYNC_BYTES = 32 << 20;
+export const EARLY_SYNC_BYTES = 32 << 20;
 
 /**
  * A big file's commit (or its draft, drafts.ts) writes its staged file out
