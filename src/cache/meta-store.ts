@@ -146,7 +146,7 @@ export class MetaStore {
    * its position after a reconnect, would otherwise bring older states of
    * them back over what the node answered (memory only, bounded).
    */
-  private readonly ownCommits = new Map<string, { endpoint: string; generation: number }>();
+  private readonly ownCommits = new Map<string, { endpoint: string; generation: number; at: number }>();
   /** Listings under way, by directory. */
   private readonly listings = new SetMap<string, ListingTicket>();
   /** Directories listed before a RESET dropped their marks, until listed again (see putListing). */
@@ -190,7 +190,7 @@ export class MetaStore {
   markOwnCommit(path: string, endpoint: string, generation: number): void {
     if (!(generation > 0)) return;
     this.ownCommits.delete(path); // re-inserted last: the bound drops the oldest
-    this.ownCommits.set(path, { endpoint, generation });
+    this.ownCommits.set(path, { endpoint, generation, at: Date.now() });
     if (this.ownCommits.size > OWN_COMMITS_KEPT) this.ownCommits.delete(this.ownCommits.keys().next().value as string);
   }
 
@@ -198,6 +198,16 @@ export class MetaStore {
   olderThanOwnCommit(path: string, endpoint: string, generation: number): boolean {
     const own = this.ownCommits.get(path);
     return !!own && own.endpoint === endpoint && generation < own.generation;
+  }
+
+  /**
+   * Whether this mount's last commit of `path` went to another node than
+   * `endpoint`, less than `withinMs` ago: an event of `endpoint`'s feed about
+   * it cannot be ordered against that commit (see ChangeFeed.apply).
+   */
+  committedElsewhere(path: string, endpoint: string, withinMs: number): boolean {
+    const own = this.ownCommits.get(path);
+    return !!own && own.endpoint !== endpoint && Date.now() - own.at < withinMs;
   }
 
   /** A node's generations started over (its feed said RESET): none of them can be compared any more. */

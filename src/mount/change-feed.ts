@@ -26,6 +26,9 @@ export interface OwnWrites {
 /** How long an event for a path waits for this mount's own commit of it to be answered. */
 const OWN_WRITE_WAIT_MS = 1000;
 
+/** How long after this mount committed a path through one node another node's events about it are checked with a stat (see apply). */
+const OTHER_NODE_CHECK_MS = 30_000;
+
 export class ChangeFeed {
   private sub: { cancel(): void; endpoint: string } | undefined;
   private chain: Promise<void> = Promise.resolve();
@@ -110,6 +113,7 @@ export class ChangeFeed {
         break;
       case 'REMOVED':
         if (this.heldBack(e)) break;
+        if (this.committedElsewhere(e.path)) return this.checked(e);
         await this.meta.put(e.path, null);
         this.changed(e, 'entry');
         break;
@@ -123,6 +127,7 @@ export class ChangeFeed {
         const known = this.meta.get(e.path);
         if (e.path === '' || known || (parent && isDir(parent.attr.mode))) {
           const entry = this.meta.shown(e.path, entryFromWire(e.entry!));
+          if (known && !sameEntry(known, entry) && this.committedElsewhere(e.path)) return this.checked(e);
           // The echo of this mount's own commit or mutation is in the store already (the kernel may
           // still hold what it was told while the file was written: it hears of the change all the same).
           if (!known || !sameEntry(known, entry)) await this.meta.put(e.path, entry);
@@ -149,6 +154,24 @@ export class ChangeFeed {
     if (!older && !this.writes.pending(e.path)) return false;
     this.advance(e);
     return true;
+  }
+
+  /**
+   * This mount committed the path through another node than the one whose
+   * feed this is, a moment ago. The two nodes' orders of events cannot be
+   * compared: a node sharing the other's disk learns of that commit from its
+   * watcher, and may announce the version before it afterwards (one that
+   * ran behind). So what differs from what the mount has is asked of the
+   * nodes (a stat answers from the disk) instead of taken as it comes.
+   */
+  private committedElsewhere(path: string): boolean {
+    return !!this.sub && this.meta.committedElsewhere(path, this.sub.endpoint, OTHER_NODE_CHECK_MS);
+  }
+
+  private async checked(e: WChangeEventOut): Promise<void> {
+    await this.refresh(e.path);
+    this.advance(e);
+    this.schedulePersist();
   }
 
   /** Fetches a path's entry from the node now (after a conflict kept the node's version there). */
