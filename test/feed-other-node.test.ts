@@ -19,10 +19,11 @@ import { waitFor } from './helpers/mount-proc.js';
 const digestOf = (s: string): Buffer => chunkBuffer(Buffer.from(s), DEFAULT_CHUNKING).digest;
 
 t.test("an event of another node than the one that took this mount's commit, announcing the version before it, does not bring that version back", async (t) => {
-  const { replica, vfs, wb } = await writeBackRig(t, {}, 5_000, {}, { replica: true });
+  const { proxy, replica, vfs, wb } = await writeBackRig(t, {}, 5_000, {}, { replica: true });
   const relay = await RelayProxy.start(replica!.endpoint);
   t.teardown(() => relay.stop());
-  const feedMesh = new MeshClient([relay.endpoint], 'default', { deadlineMs: 5_000 });
+  // The feed from the second node (first in its mesh's order); the commits go to the first (the rig's mesh).
+  const feedMesh = new MeshClient([relay.endpoint, proxy.endpoint], 'default', { deadlineMs: 5_000 });
   t.teardown(() => feedMesh.close());
   const feed = new ChangeFeed(vfs.meta, feedMesh, vfs, { busy: (p) => wb.busy(p), pending: (p) => wb.pendingFor(p) !== undefined });
   feed.start();
@@ -48,8 +49,5 @@ t.test("an event of another node than the one that took this mount's commit, ann
   relay.releaseWatch(about(digestOf('version one')));
   await waitFor('the mount to take in the event', async () => feed.applied > applied);
   t.ok(vfs.meta.get('f.txt')?.digest?.equals(digestOf('version two')), 'and still has it after the event announcing version one');
-
   relay.releaseWatch();
-  await waitFor("the feed's node to announce version two", async () => feed.position.generation > 0 && !!vfs.meta.get('f.txt')?.digest?.equals(digestOf('version two')));
-  t.ok(vfs.meta.get('f.txt')?.digest?.equals(digestOf('version two')), 'version two once every event is in');
 });

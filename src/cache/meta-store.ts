@@ -188,31 +188,32 @@ export class MetaStore {
   ) {}
 
   markOwnCommit(path: string, endpoint: string, generation: number): void {
-    if (!(generation > 0)) return;
     this.ownCommits.delete(path); // re-inserted last: the bound drops the oldest
-    this.ownCommits.set(path, { endpoint, generation, at: Date.now() });
+    // (A generation of 0, unknown, is never compared: see olderThanOwnCommit.)
+    this.ownCommits.set(path, { endpoint, generation: generation > 0 ? generation : 0, at: performance.now() });
     if (this.ownCommits.size > OWN_COMMITS_KEPT) this.ownCommits.delete(this.ownCommits.keys().next().value as string);
   }
 
   /** Whether an event of `endpoint`'s feed at `generation` is older than this mount's own last commit of `path` there. */
   olderThanOwnCommit(path: string, endpoint: string, generation: number): boolean {
     const own = this.ownCommits.get(path);
-    return !!own && own.endpoint === endpoint && generation < own.generation;
+    return !!own && own.endpoint === endpoint && own.generation > 0 && generation < own.generation;
   }
 
   /**
-   * Whether this mount's last commit of `path` went to another node than
-   * `endpoint`, less than `withinMs` ago: an event of `endpoint`'s feed about
-   * it cannot be ordered against that commit (see ChangeFeed.apply).
+   * The node that took this mount's last commit of `path`, if it is another
+   * than `endpoint` and that was less than `withinMs` ago: an event of
+   * `endpoint`'s feed about the path cannot be ordered against that commit
+   * (see ChangeFeed.apply).
    */
-  committedElsewhere(path: string, endpoint: string, withinMs: number): boolean {
+  committedElsewhere(path: string, endpoint: string, withinMs: number): string | undefined {
     const own = this.ownCommits.get(path);
-    return !!own && own.endpoint !== endpoint && Date.now() - own.at < withinMs;
+    return own && own.endpoint !== endpoint && performance.now() - own.at < withinMs ? own.endpoint : undefined;
   }
 
-  /** A node's generations started over (its feed said RESET): none of them can be compared any more. */
+  /** A node's generations started over (its feed said RESET): none of them can be compared any more (which node took each commit, and when, still counts). */
   forgetOwnCommits(): void {
-    this.ownCommits.clear();
+    for (const own of this.ownCommits.values()) own.generation = 0;
   }
 
   private k(kind: string, path: string): Buffer {

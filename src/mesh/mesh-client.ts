@@ -275,8 +275,9 @@ export class MeshClient {
     return this.call('handshake', (c) => c.handshake());
   }
 
-  stat(path: string) {
-    return this.call(`stat ${path}`, (c) => c.stat(path));
+  /** `at`: that node only. */
+  stat(path: string, at?: string) {
+    return this.call(`stat ${path}`, (c) => c.stat(path), { at });
   }
 
   listDir(path: string) {

@@ -84,7 +84,8 @@ export class ChangeFeed {
           this.connected = true;
           this.retryMs = 250;
         }
-        this.chain = this.chain.then(() => this.apply(e)).catch((err) => log.warn({ err: (err as Error).message, path: e.path }, 'cannot apply change event'));
+        // Judged by the node it came from (a newer subscription may be elsewhere by the time it is applied).
+        this.chain = this.chain.then(() => this.apply(e, sub.endpoint)).catch((err) => log.warn({ err: (err as Error).message, path: e.path }, 'cannot apply change event'));
       },
       (err) => {
         if (this.sub !== sub) return; // a subscription replaced already: the newer one goes on
@@ -98,7 +99,7 @@ export class ChangeFeed {
     this.sub = sub;
   }
 
-  private async apply(e: WChangeEventOut): Promise<void> {
+  private async apply(e: WChangeEventOut, from: string): Promise<void> {
     switch (e.kind) {
       case 'RESET':
         this.meta.forgetOwnCommits();
@@ -112,8 +113,8 @@ export class ChangeFeed {
         this.markReady();
         break;
       case 'REMOVED':
-        if (this.heldBack(e)) break;
-        if (this.committedElsewhere(e.path)) return this.checked(e);
+        if (this.heldBack(e, from)) break;
+        if (await this.checkedElsewhere(e, from)) break;
         await this.meta.put(e.path, null);
         this.changed(e, 'entry');
         break;
@@ -121,13 +122,15 @@ export class ChangeFeed {
         // The node announces a commit before it answers it: let our own answer land first (briefly: the feed waits meanwhile).
         const own = this.writes.busy(e.path);
         if (own) await waitAtMost(own, OWN_WRITE_WAIT_MS);
-        if (this.heldBack(e)) break;
+        if (this.heldBack(e, from)) break;
         // Only paths whose parent we know: the rest is fetched when asked for.
         const parent = this.meta.get(parentOf(e.path));
         const known = this.meta.get(e.path);
         if (e.path === '' || known || (parent && isDir(parent.attr.mode))) {
           const entry = this.meta.shown(e.path, entryFromWire(e.entry!));
-          if (known && !sameEntry(known, entry) && this.committedElsewhere(e.path)) return this.checked(e);
+          // (A directory's times and link count differ between nodes all the time, and tell less.)
+          const dirs = !!known && isDir(known.attr.mode) && isDir(entry.attr.mode);
+          if (!(known && sameEntry(known, entry)) && !dirs && (await this.checkedElsewhere(e, from))) break;
           // The echo of this mount's own commit or mutation is in the store already (the kernel may
           // still hold what it was told while the file was written: it hears of the change all the same).
           if (!known || !sameEntry(known, entry)) await this.meta.put(e.path, entry);
@@ -149,8 +152,8 @@ export class ChangeFeed {
    * - an event older than this mount's own last commit of the path on the
    *   same node (replayed after a reconnect): the commit's answer is newer.
    */
-  private heldBack(e: WChangeEventOut): boolean {
-    const older = !!this.sub && this.meta.olderThanOwnCommit(e.path, this.sub.endpoint, e.generation);
+  private heldBack(e: WChangeEventOut, from: string): boolean {
+    const older = this.meta.olderThanOwnCommit(e.path, from, e.generation);
     if (!older && !this.writes.pending(e.path)) return false;
     this.advance(e);
     return true;
@@ -162,30 +165,36 @@ export class ChangeFeed {
    * compared: a node sharing the other's disk learns of that commit from its
    * watcher, and may announce the version before it afterwards (one that
    * ran behind). So what differs from what the mount has is asked of the
-   * nodes (a stat answers from the disk) instead of taken as it comes.
+   * node that took the commit (then of any), instead of taken as it comes.
    */
-  private committedElsewhere(path: string): boolean {
-    return !!this.sub && this.meta.committedElsewhere(path, this.sub.endpoint, OTHER_NODE_CHECK_MS);
-  }
-
-  private async checked(e: WChangeEventOut): Promise<void> {
-    await this.refresh(e.path);
+  private async checkedElsewhere(e: WChangeEventOut, from: string): Promise<boolean> {
+    const committer = this.meta.committedElsewhere(e.path, from, OTHER_NODE_CHECK_MS);
+    if (!committer || !(await this.refresh(e.path, committer))) return false; // (no answer: the event as it came)
     this.advance(e);
-    this.schedulePersist();
+    return true;
   }
 
-  /** Fetches a path's entry from the node now (after a conflict kept the node's version there). */
-  async refresh(path: string): Promise<void> {
-    if (this.writes.pending(path)) return; // a newer version of ours is shown there
+  /**
+   * Fetches a path's entry from the nodes now (after a conflict kept the
+   * node's version there, or to check an event: see checkedElsewhere), from
+   * `at` first when given. False when no node answered.
+   */
+  async refresh(path: string, at?: string): Promise<boolean> {
+    if (this.writes.pending(path)) return true; // a newer version of ours is shown there
+    const before = this.meta.get(path);
     let entry: MetaEntry | null;
     try {
-      entry = entryFromWire(await this.mesh.stat(path));
+      const stat = at ? this.mesh.stat(path, at).catch((err: unknown) => (errnoOf(err) === 'ENOENT' ? Promise.reject(err) : this.mesh.stat(path))) : this.mesh.stat(path);
+      entry = entryFromWire(await stat);
     } catch (err) {
-      if (errnoOf(err) !== 'ENOENT') return; // no node: the feed brings it later
+      if (errnoOf(err) !== 'ENOENT') return false;
       entry = null;
     }
+    // Written here again (or answered) while the stat was out: what the mount has now is newer.
+    if (this.writes.pending(path) || this.meta.get(path) !== before) return true;
     await this.meta.put(path, entry);
     for (const fn of this.listeners) fn(path, 'entry');
+    return true;
   }
 
   private changed(e: WChangeEventOut, what: ChangeKind): void {

@@ -428,15 +428,16 @@ export class WorkspaceIndex extends EventEmitter {
   async reconcile(rel: string, opts: { log?: boolean } = {}): Promise<ScanStats> {
     const started = performance.now();
     const stats: ScanStats = { files: 0, dirs: 0, others: 0, hashedFiles: 0, hashedBytes: 0, removed: 0, tempsRemoved: 0, durationMs: 0 };
-    const pending: { path: string; entry: IndexEntry | null }[] = [];
+    /** `was`: the index's entry when the walk looked at the path; one changed since (the watcher's, newer) is left as it is. */
+    const pending: { path: string; entry: IndexEntry | null; was: IndexEntry | undefined }[] = [];
     const flush = (force: boolean): Promise<void> => {
       if (pending.length === 0 || (!force && pending.length < 2000)) return this.flushChain;
       const list = pending.splice(0);
-      this.flushChain = this.flushChain.then(() => this.apply(list, opts).then(() => undefined));
+      this.flushChain = this.flushChain.then(() => this.apply(list.filter((p) => this.entries.get(p.path) === p.was), opts).then(() => undefined));
       return this.flushChain;
     };
-    const record = (path: string, entry: IndexEntry | null): void => {
-      pending.push({ path, entry });
+    const record = (path: string, entry: IndexEntry | null, was = this.entries.get(path)): void => {
+      pending.push({ path, entry, was });
       void flush(false);
     };
     const seen = new Set<string>();
@@ -457,11 +458,17 @@ export class WorkspaceIndex extends EventEmitter {
         hashing.push(
           this.pool.hash(abs).then(
             async (r) => {
-              // Replaced while hashed (see validateNow): the watcher's event for the new file indexes it.
-              if (!(await this.stillThere(abs, r.attr))) return;
+              // Replaced while hashed (see validateNow): the file there now is looked at instead.
+              if (!(await this.stillThere(abs, r.attr))) {
+                await this.validate(path).then(
+                  () => undefined,
+                  () => void seen.delete(path),
+                );
+                return;
+              }
               stats.hashedFiles++;
               stats.hashedBytes += r.manifest.size;
-              record(path, { attr: r.attr, digest: r.manifest.digest, chunks: r.manifest.chunks });
+              record(path, { attr: r.attr, digest: r.manifest.digest, chunks: r.manifest.chunks }, prev);
             },
             (err: NodeJS.ErrnoException) => {
               if (err.code !== 'ENOENT') log.warn({ workspace: this.id, path, err: err.message }, 'cannot hash file; left out of the index');
