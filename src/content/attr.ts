@@ -46,6 +46,11 @@ export function attrFromStats(st: BigIntStats): Attr {
   };
 }
 
+/** A user or group id: below 2^32 - 1, which chown reads as "leave it" (-1). */
+export function isId(id: number): boolean {
+  return Number.isInteger(id) && id >= 0 && id < 0xffff_ffff;
+}
+
 /** The identity of a file's content as the filesystem reports it: if it is unchanged, so is the content. */
 export function sameTuple(a: Attr, b: Attr): boolean {
   return (

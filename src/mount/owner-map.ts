@@ -13,7 +13,7 @@
 // The VFS, the metadata cache, the journal and the wire all speak the node's
 // ids; the drivers translate where they meet the kernel: attributes going
 // out, and the caller's ids and chown's ids coming in.
-import type { Attr } from '../content/attr.js';
+import { isId, type Attr } from '../content/attr.js';
 
 export interface Ids {
   uid: number;
@@ -26,21 +26,23 @@ export type IdMap = (typeof ID_MAPS)[number];
 
 export class OwnerMap {
   /** Ids shown as they are. */
-  static readonly none = new OwnerMap(undefined);
+  static readonly none = new OwnerMap(undefined, processIds());
 
   private constructor(
     /** The mount process's ids, and what they are on the node. */
     private readonly swap: { local: Ids; node: Ids } | undefined,
+    /** The mount process's ids as the node has them: whose what it makes is when no caller says (fuse-native; entries shown before a node answers). */
+    readonly maker: Ids,
   ) {}
 
   /**
    * The map for `mode` between this process's ids (`local`) and the node's
-   * (unknown from a node that does not say: ids are then shown as they are).
+   * (valid ids, or unknown from a node that does not say: ids are then
+   * shown as they are).
    */
   static of(mode: IdMap, local: Ids, node: Ids | undefined): OwnerMap {
-    if (mode === 'none' || !node || node.uid < 0 || node.gid < 0) return OwnerMap.none;
-    if (node.uid === local.uid && node.gid === local.gid) return OwnerMap.none;
-    return new OwnerMap({ local, node });
+    if (mode === 'none' || !node || (node.uid === local.uid && node.gid === local.gid)) return new OwnerMap(undefined, local);
+    return new OwnerMap({ local, node }, node);
   }
 
   /** The two owners swapped (none when ids show as they are): for status. */
@@ -65,11 +67,6 @@ export class OwnerMap {
     const gid = this.gid(a.gid);
     return uid === a.uid && gid === a.gid ? a : { ...a, uid, gid };
   }
-
-  /** The caller's ids (or a chown's), as the node has them. */
-  onNode(ids: Ids): Ids {
-    return { uid: this.uid(ids.uid), gid: this.gid(ids.gid) };
-  }
 }
 
 /** The default: the node's user shown as the mount's, unless the mount runs as root (which may open anything, and restores owners as they are: `tar -x`, `cp -a`). */
@@ -82,8 +79,7 @@ export function validIds(o: { uid: number | string; gid: number | string } | nul
   if (!o) return undefined;
   const uid = Number(o.uid);
   const gid = Number(o.gid);
-  const ok = (id: number) => Number.isInteger(id) && id >= 0 && id < 2 ** 32 - 1;
-  return ok(uid) && ok(gid) ? { uid, gid } : undefined;
+  return isId(uid) && isId(gid) ? { uid, gid } : undefined;
 }
 
 /** This process's ids. */

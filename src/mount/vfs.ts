@@ -25,7 +25,7 @@ import { entryFromWire } from './vfs-entry.js';
 import { HOLD_BYTES, INLINE_BYTES, type WriteBack } from './write-back.js';
 import { laterOwner, withOwner, type JournalEntry, type Owner } from '../cache/journal.js';
 import { NodeCapacity, type Capacity } from './capacity.js';
-import { OwnerMap, processIds, type Ids } from './owner-map.js';
+import { OwnerMap, type Ids } from './owner-map.js';
 
 export const ROOT_INO = 1;
 
@@ -176,11 +176,6 @@ export class Vfs {
     });
   }
 
-  /** Whose what this mount makes is, on the node, when no caller says (fuse-native; entries shown before a node answers). */
-  get maker(): Ids {
-    return this.owners.onNode(processIds());
-  }
-
   /**
    * Whose a file, directory or symlink `uid`:`gid` makes in `parent` is:
    * theirs, with the directory's group if it has the set-group-ID bit (as
@@ -190,7 +185,7 @@ export class Vfs {
    * --allow-other) ask, and only a node run as root can give it.
    */
   private madeBy(parent: Attr, uid: number, gid: number): { shown: Ids; ask?: Owner } {
-    const own = this.maker;
+    const own = this.owners.maker;
     const dirGroup = (parent.mode & S_ISGID) !== 0;
     const shown = { uid, gid: dirGroup ? parent.gid : gid };
     const ask = { uid: uid === own.uid ? -1 : uid, gid: dirGroup || gid === own.gid ? -1 : gid };
@@ -765,7 +760,7 @@ export class Vfs {
    * two mounts at once failed with EEXIST on one of them. Without flags
    * (fuse-native), EEXIST.
    */
-  async create(dir: string, name: string, mode: number, uid = this.maker.uid, gid = this.maker.gid, flags?: number): Promise<{ node: Node; handle: FileHandle }> {
+  async create(dir: string, name: string, mode: number, uid = this.owners.maker.uid, gid = this.owners.maker.gid, flags?: number): Promise<{ node: Node; handle: FileHandle }> {
     this.stillServing();
     this.known(dir);
     const path = namedPath(dir, name);
@@ -1235,7 +1230,7 @@ export class Vfs {
     // Parents' listings stay complete: new children were recorded above.
   }
 
-  async mkdir(dir: string, name: string, mode: number, uid = this.maker.uid, gid = this.maker.gid): Promise<Node> {
+  async mkdir(dir: string, name: string, mode: number, uid = this.owners.maker.uid, gid = this.owners.maker.gid): Promise<Node> {
     const path = namedPath(this.known(dir), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     const parent = (await this.entry(parentOf(path))).attr;
@@ -1392,7 +1387,7 @@ export class Vfs {
     }
   }
 
-  async symlink(dir: string, name: string, target: string, uid = this.maker.uid, gid = this.maker.gid): Promise<Node> {
+  async symlink(dir: string, name: string, target: string, uid = this.owners.maker.uid, gid = this.owners.maker.gid): Promise<Node> {
     const path = namedPath(this.known(dir), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     const { ask } = this.madeBy((await this.entry(dir)).attr, uid, gid);
@@ -1537,7 +1532,7 @@ export class Vfs {
 
   /** After a restart: files closed while no node answered show their queued content. */
   async showPending(records: JournalEntry[]): Promise<void> {
-    const maker = this.maker;
+    const maker = this.owners.maker;
     // Whose a new one is: its maker's (another user's, if its record names one), as madeBy
     // says in its directory (shown already: records come in order, a directory before what is in it).
     const madeAs = (r: JournalEntry): { shown: Ids; parentMode: number } => {

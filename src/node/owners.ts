@@ -3,6 +3,7 @@
 // not root; EINVAL: an id its user namespace does not map, as in rootless
 // containers) makes the thing all the same, as its own, and says so once:
 // what was made must not be lost over who owns it.
+import { isId } from '../content/attr.js';
 import { FsError } from '../wire/errors.js';
 import { onceThenDebug } from '../log.js';
 import type { MetaCalls } from './meta-calls.js';
@@ -15,7 +16,7 @@ export interface Owner {
 
 /** The owner a request names: each part a user or group id, or -1 (kept). */
 export function checkOwner(o: Owner): Owner {
-  const ok = (id: number) => id === -1 || (Number.isInteger(id) && id >= 0 && id < 0xffff_ffff);
+  const ok = (id: number) => id === -1 || isId(id);
   if (!ok(o.uid) || !ok(o.gid)) throw new FsError('EINVAL', `owner ${o.uid}:${o.gid}: each must be -1 or an id below 2^32 - 1`);
   return { uid: o.uid, gid: o.gid };
 }
