@@ -8,7 +8,7 @@
 // The node runs in this process so that one file's hash can be held until
 // the test lets it go (a hash that takes seconds, without writing gigabytes);
 // the index, its database, the inotify watcher and the gRPC calls are real.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdir, realpath, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -48,15 +48,13 @@ class HeldPool extends HashPool {
 
 const digestOf = (s: string): Buffer => chunkBuffer(Buffer.from(s), DEFAULT_CHUNKING).digest;
 
-t.test('a stat or listing while the node hashes a big new file answers from the disk, not from an index that lacks the changes behind it', async (t) => {
-  const base = await tempDir(t);
-  await mkdir(join(base, 'ws'));
-  const root = await realpath(join(base, 'ws'));
-  await mkdir(join(root, 'd'));
-  await writeFile(join(root, 'd/old.txt'), 'first version');
-
+/**
+ * A node serving `root` in this process (its index in `base`), hashing with
+ * `pool`, whose held hashes are let go when the test ends: its index,
+ * watcher and a connection to it over gRPC.
+ */
+async function serveHere(t: Test, base: string, root: string, pool: HashPool & { release(): void }) {
   const store = await Store.open(join(base, 'db'));
-  const pool = new HeldPool('/d/h.bin');
   const index = new WorkspaceIndex('default', root, store, pool, { statConcurrency: 4, inlineMetadata: true, tempTtlMs: 600_000, logRetention: 1000, excluded: [] });
   await index.load();
   const watcher = new TreeWatcher(index);
@@ -78,6 +76,18 @@ t.test('a stat or listing while the node hashes a big new file answers from the 
     await pool.close();
     await store.close();
   });
+  return { index, watcher, conn };
+}
+
+t.test('a stat or listing while the node hashes a big new file answers from the disk, not from an index that lacks the changes behind it', async (t) => {
+  const base = await tempDir(t);
+  await mkdir(join(base, 'ws'));
+  const root = await realpath(join(base, 'ws'));
+  await mkdir(join(root, 'd'));
+  await writeFile(join(root, 'd/old.txt'), 'first version');
+
+  const pool = new HeldPool('/d/h.bin');
+  const { index, watcher, conn } = await serveHere(t, base, root, pool);
   t.equal(Number((await conn.stat('d/old.txt')).attr!.size), 13, 'indexed at start');
 
   // What another node sharing this root commits: a big file, whose hash is
@@ -159,29 +169,8 @@ t.test('a file replaced while the node hashed it: the version hashed, no longer 
   const root = await realpath(join(base, 'ws'));
   await writeFile(join(root, 'f.txt'), 'version one');
 
-  const store = await Store.open(join(base, 'db'));
   const pool = new SlowAnswerPool('/f.txt');
-  const index = new WorkspaceIndex('default', root, store, pool, { statConcurrency: 4, inlineMetadata: true, tempTtlMs: 600_000, logRetention: 1000, excluded: [] });
-  await index.load();
-  const watcher = new TreeWatcher(index);
-  watcher.start();
-  await index.scan();
-  const chunks = new ChunkSource(index, join(base, 'staging'));
-  await chunks.init();
-  const ws = { id: 'default', root, index, chunks, params: DEFAULT_CHUNKING, watcher };
-  const { handlers } = makeService({ nodeId: 'test', workspace: () => ws, feedMaxUnread: 1000 });
-  const server = new grpc.Server(CHANNEL_OPTIONS);
-  server.addService(wire().ghostfs.v1.Node.service, handlers);
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
-  const conn = new NodeConnection(`127.0.0.1:${port}`, 'default');
-  t.teardown(async () => {
-    conn.close();
-    server.forceShutdown();
-    pool.release();
-    watcher.close();
-    await pool.close();
-    await store.close();
-  });
+  const { index, watcher, conn } = await serveHere(t, base, root, pool);
   const h = await conn.handshake();
   const seen: string[] = [];
   const names = new Map([[digestOf('version one').toString('hex'), 'one'], [digestOf('version two').toString('hex'), 'two'], [digestOf('version three').toString('hex'), 'three']]);
