@@ -122,7 +122,8 @@ t.test('a full cache disk: a write after the close of a dup (its copy handed ove
   writer.stdin.end('go\n');
   await exited;
   t.equal(lines[1], 'No space left on device', 'the write fails with ENOSPC');
-  t.same(await copies(), before, 'no partial copy is left in the cache dir');
+  // (The copy the first close handed over may be gone by now: its commit landed.)
+  t.same((await copies()).filter((name) => !before.includes(name)), [], 'no partial copy is left in the cache dir');
   await free();
   t.equal((await stat(join(src, 'f.bin'))).size, 4 << 20, 'the node has what the first close committed');
   t.equal(await m.stop(), 0, 'a clean unmount');
