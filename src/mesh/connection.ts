@@ -31,6 +31,11 @@ export interface ConnectionOptions {
   /** Deadline of unary calls, ms. */
   deadlineMs?: number;
   clientId?: string;
+  /**
+   * Names this client's commits (one mount's run). Its change feed then
+   * leaves them out: it knows them from their replies (CommitRequest.writer).
+   */
+  writer?: string;
   /** The change feed's heartbeat interval asked of the node, ms (default 10 s). */
   feedHeartbeatMs?: number;
   /** Fetch chunk bytes over the node's bulk lane when it offers one (default true); false: gRPC only. */
@@ -268,9 +273,9 @@ export class NodeConnection {
     return this.unary(grpcMethod, req, Math.max(1, deadline - Date.now()));
   }
 
-  /** A commit names its writer (conflict copies carry it): this connection's client id unless it names one. */
+  /** A commit names its client (conflict copies carry it) and writer: this connection's unless it names them. */
   private withClientId(req: Omit<WCommitRequest, 'workspace'>): Omit<WCommitRequest, 'workspace'> {
-    return { ...req, clientId: req.clientId || this.opts.clientId || '' };
+    return { ...req, clientId: req.clientId || this.opts.clientId || '', writer: req.writer || this.opts.writer || '' };
   }
 
   /** Several commits in one call; each outcome is a reply or an errno, in request order. */
@@ -464,7 +469,7 @@ export class NodeConnection {
     const client = this.client;
     const heartbeatMs = this.opts.feedHeartbeatMs ?? 10_000;
     const silenceMs = heartbeatMs * FEED_SILENCE_BEATS;
-    const call = client.watch({ workspace: this.workspace, fromGeneration, epoch, heartbeatMs }, this.md);
+    const call = client.watch({ workspace: this.workspace, fromGeneration, epoch, heartbeatMs, writer: this.opts.writer ?? '' }, this.md);
     this.watches.set(call, client);
     let lastSeen = Date.now();
     let beats = false;

@@ -112,6 +112,10 @@ export class ChangeFeed {
         this.generation = Math.max(this.generation, e.generation);
         this.markReady();
         break;
+      case 'POSITION':
+        // Past this mount's own commits, which the node left out (the write-back applied their replies).
+        this.generation = Math.max(this.generation, e.generation);
+        break;
       case 'REMOVED':
         if (this.heldBack(e, from)) break;
         if (await this.checkedElsewhere(e, from)) break;

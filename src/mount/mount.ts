@@ -1,5 +1,6 @@
 // A running mount: the metadata and chunk caches, the mesh client, the VFS,
 // the change feed and a kernel driver, started and stopped in order.
+import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { ChunkStore } from '../cache/chunk-store.js';
 import { LocalCopies } from '../cache/local-copies.js';
@@ -104,7 +105,9 @@ export class Mount {
     const store = await openCache(config.cacheDir);
     const meta = new MetaStore(store, config.workspace);
     const chunkStore = new ChunkStore(join(config.cacheDir, 'chunks'), { quotaBytes: config.cacheQuotaBytes, minFreeBytes: config.minFreeBytes });
-    const mesh = new MeshClient(config.endpoints, config.workspace, { token: config.token, tls: config.tls, deadlineMs: config.deadlineMs, clientId: config.clientId, bulkLane: config.bulkLane });
+    // This run's commits are named, so the node leaves them out of its feed to this mount (their replies say it all).
+    const writer = randomUUID();
+    const mesh = new MeshClient(config.endpoints, config.workspace, { token: config.token, tls: config.tls, deadlineMs: config.deadlineMs, clientId: config.clientId, writer, bulkLane: config.bulkLane });
     const hashers: HashPool[] = [];
     let feed: ChangeFeed | undefined;
     try {
@@ -153,6 +156,8 @@ export class Mount {
       if (driver.invalidate) {
         feed.onChange((path, what) => driver.invalidate!([{ path, what }]));
         vfs.onShownChanged((changes) => driver.invalidate!(changes));
+        // The kernel may still hold what it was told while the file was written; the feed no longer brings this mount its own commits.
+        writeBack.onLanded((path) => driver.invalidate!([{ path, what: 'attrs' }]));
       }
       await driver.mount();
       log.info(

@@ -826,11 +826,17 @@ export class WriteBack {
   }
 
   private conflictListeners: ((path: string) => void)[] = [];
+  private landedListeners: ((path: string) => void)[] = [];
   private refusedListeners: ((seq: number, path: string, err: Error) => void)[] = [];
 
   /** Called when the node refused a journaled file's record (its bytes were set aside). */
   onRefused(fn: (seq: number, path: string, err: Error) => void): void {
     this.refusedListeners.push(fn);
+  }
+
+  /** Called with the path a file's write-back landed at (its own, or its conflict copy's), once the mount shows the node's entry. */
+  onLanded(fn: (path: string) => void): void {
+    this.landedListeners.push(fn);
   }
 
   /** Called with a path whose write-back became a conflict copy (the node kept its own version there). */
@@ -1315,6 +1321,7 @@ export class WriteBack {
     const recorded = e.seq ? await settling : (this.track(settling.then(() => undefined)), true);
     if (by) this.meta.markOwnCommit(committedPath, by, reply.generation);
     if (owned) this.meta.markOwnCommit(committedPath, owned.by, owned.generation);
+    for (const fn of this.landedListeners) fn(committedPath);
     this.forget(e);
     this.mayHold.delete(e.path);
     if (e.seq) this.rememberLanded(e.seq, manifest.digest);

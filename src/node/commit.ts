@@ -47,6 +47,8 @@ export interface CommitInput {
   draft?: string;
   /** The owner the writer gave the file (-1: that part as it would be without). */
   owner?: { uid: number; gid: number };
+  /** Who wrote it (CommitRequest.writer): that writer's own change feed does not carry this commit. */
+  writer?: string;
 }
 
 export interface CommitResult {
@@ -131,7 +133,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     await fsyncDir(dir);
     const attr = await index.calls.lstat(index.paths.abs(finalPath));
     const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
-    const [change] = await index.apply([{ path: finalPath, entry }]);
+    const [change] = await index.apply([{ path: finalPath, entry }], { origin: input.writer });
     // Uploaded chunks were staged; chunks sent inline never were. Removed
     // after the answer (a big file has hundreds, one unlink each); one left
     // behind by a crash expires with the staging TTL.
@@ -314,7 +316,7 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
     delete attr.ownerErrno;
   }
   const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
-  const [change] = await index.apply([{ path, entry }]);
+  const [change] = await index.apply([{ path, entry }], { origin: input.writer });
   return { conflict: false, path, entry, generation: change!.generation, ownerErrno };
 }
 

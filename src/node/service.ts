@@ -31,6 +31,12 @@ const PUT_WINDOW = 8;
 /** Bounds on the heartbeat interval a change-feed subscriber may ask for. */
 const MIN_HEARTBEAT_MS = 100;
 const MAX_HEARTBEAT_MS = 60_000;
+/**
+ * A subscriber not sent its own commits' changes (WatchRequest.writer) is
+ * told its position this long after the first one left out: a restart
+ * resumes its feed from there, not from before everything it wrote.
+ */
+const POSITION_DELAY_MS = 500;
 
 export function entryToWire(path: string, e: IndexEntry): WEntry {
   return {
@@ -176,6 +182,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         alsoBases: req.alsoBases.map((d) => Buffer.from(d)),
         draft: req.draft || undefined,
         owner: req.owner ? checkOwner(req.owner) : undefined,
+        writer: req.writer || undefined,
       }),
     );
     return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation, ownerErrno: r.ownerErrno ?? '' };
@@ -388,7 +395,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
 
     Mutate: unary(ctx, 'Mutate', calls.Mutate),
 
-    Watch: (call: grpc.ServerWritableStream<{ workspace: string; fromGeneration: number; epoch: string; heartbeatMs: number }, WChangeEvent>) => {
+    Watch: (call: grpc.ServerWritableStream<{ workspace: string; fromGeneration: number; epoch: string; heartbeatMs: number; writer: string }, WChangeEvent>) => {
       if (!authorized(ctx, call.metadata)) return failStream(call, UNAUTH);
       let ws: Workspace;
       try {
@@ -417,6 +424,13 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         if (call.writableLength > ctx.feedMaxUnread) cutOff();
         return room;
       };
+      // The subscriber's own commits: their replies told it (a change log replayed carries no writer, and goes out whole).
+      const writer = call.request.writer;
+      let positionTimer: NodeJS.Timeout | undefined;
+      const tellPosition = (): void => {
+        positionTimer = undefined;
+        if (!stopped) send({ generation: sentUpTo, kind: 'POSITION', path: '', epoch: index.epoch });
+      };
       const onChange = (c: Change): void => {
         if (stopped) return;
         if (!backlogDone) {
@@ -424,7 +438,8 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
           if (held.length > ctx.feedMaxUnread) cutOff();
         } else if (c.generation > sentUpTo) {
           sentUpTo = c.generation;
-          send(event(c.generation, c.path, c.entry));
+          if (writer && c.origin === writer) positionTimer ??= setTimeout(tellPosition, POSITION_DELAY_MS);
+          else send(event(c.generation, c.path, c.entry));
         }
       };
       /** Until the subscriber has read what it was sent (or is gone). */
@@ -445,6 +460,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
       const stop = (): void => {
         stopped = true;
         clearInterval(heartbeat);
+        clearTimeout(positionTimer);
         index.off('change', onChange);
       };
       call.on('cancelled', stop);

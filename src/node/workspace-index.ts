@@ -27,6 +27,8 @@ export interface Change {
   path: string;
   /** null: the path was removed. */
   entry: IndexEntry | null;
+  /** The writer whose commit made it (CommitRequest.writer), if one was named. */
+  origin?: string;
 }
 
 export interface ScanStats {
@@ -198,8 +200,10 @@ export class WorkspaceIndex extends EventEmitter {
    * go together in the next write (group commit): concurrent commits share
    * one database write, and announcements keep generation order.
    */
-  async apply(list: { path: string; entry: IndexEntry | null }[], opts: { log?: boolean } = {}): Promise<Change[]> {
+  async apply(list: { path: string; entry: IndexEntry | null }[], opts: { log?: boolean; origin?: string } = {}): Promise<Change[]> {
     if (list.length === 0) return [];
+    // The writer knows what it asked for; the other names of a hard link changed all the same.
+    const asked = list.length;
     // Hard links share one inode: new attributes for one name are the
     // attributes of every name, or the others would look changed later.
     const named = new Set(list.map((c) => c.path));
@@ -215,13 +219,13 @@ export class WorkspaceIndex extends EventEmitter {
     const logIt = opts.log ?? true;
     const group = this.openGroup();
     const changes: Change[] = [];
-    for (const { path, entry } of list) {
+    for (const [i, { path, entry }] of list.entries()) {
       const generation = ++this.generation;
       this.setMem(path, entry);
       if (entry) group.batch.put(this.entryKey(path), encodeEntry(entry));
       else group.batch.del(this.entryKey(path));
       if (logIt) group.batch.put(this.logKey(generation), new Writer().string(path).bool(entry === null).done());
-      changes.push({ generation, path, entry });
+      changes.push(opts.origin && i < asked ? { generation, path, entry, origin: opts.origin } : { generation, path, entry });
     }
     group.changes.push(...changes);
     group.generation = this.generation;

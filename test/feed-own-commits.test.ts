@@ -1,0 +1,100 @@
+// A mount's change feed leaves out the mount's own commits: the commit's
+// reply told it what the node made, and the echo cost both sides a message
+// and a wake-up per file. Checked on a real node over gRPC (what a feed
+// naming a writer gets, and what others get), then through a real native
+// mount (the kernel still hears of what the node made of a file, and the
+// feed's position moves past the mount's own commits).
+import t from 'tap';
+import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
+import { chunkBuffer } from '../src/content/chunk-file.js';
+import type { NodeConnection } from '../src/mesh/connection.js';
+import type { WChangeEventOut } from '../src/wire/types.js';
+import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { MountProc, run, waitFor } from './helpers/mount-proc.js';
+
+/** A commit of `text` as a new file, its bytes inside the call. */
+function newFile(path: string, text: string) {
+  const data = Buffer.from(text);
+  const m = chunkBuffer(data, DEFAULT_CHUNKING);
+  return { path, expectAbsent: true, digest: m.digest, size: m.size, chunks: m.chunks, inline: m.chunks.map((c) => ({ hash: c.hash, data: data.subarray(c.offset, c.offset + c.length) })), mode: 0o644 };
+}
+
+/** Every event (heartbeats aside) a feed sends from `from`, until stopped. */
+function feed(conn: NodeConnection, from: number, epoch: string): { events: WChangeEventOut[]; stop(): void } {
+  const events: WChangeEventOut[] = [];
+  const call = conn.watch(from, epoch, (e) => events.push(e), () => undefined);
+  return { events, stop: () => call.cancel() };
+}
+
+t.test("a feed naming a writer gets no event for that writer's commits, and is told its position past them", async (t) => {
+  const base = await tempDir(t);
+  await mkdir(join(base, 'ws'));
+  const node = await NodeProc.start(['--root', join(base, 'ws'), '--state-dir', join(base, 'st')]);
+  t.teardown(() => node.stop());
+  const mine = node.connect('default', { writer: 'writer-a' });
+  const theirs = node.connect('default', { writer: 'writer-b' });
+  const plain = node.connect('default');
+  t.teardown(() => [mine, theirs, plain].forEach((c) => c.close()));
+  const { generation: start, epoch } = await mine.handshake();
+
+  const own = feed(mine, start, epoch);
+  const other = feed(plain, start, epoch);
+  t.teardown(() => [own, other].forEach((f) => f.stop()));
+  await waitFor('both feeds to be live', async () => [own, other].every((f) => f.events.some((e) => e.kind === 'READY')));
+
+  const a = await mine.commit(newFile('a.txt', 'written by a'));
+  const b = await theirs.commit(newFile('b.txt', 'written by b'));
+  await waitFor("the writer's feed to hear of b.txt", async () => own.events.some((e) => e.path === 'b.txt'));
+  await waitFor('the other feed to hear of both', async () => ['a.txt', 'b.txt'].every((p) => other.events.some((e) => e.kind === 'CHANGED' && e.path === p)));
+  t.notOk(own.events.some((e) => e.path === 'a.txt'), "the writer's feed sent nothing about the writer's own commit");
+  t.ok(own.events.some((e) => e.kind === 'CHANGED' && e.path === 'b.txt' && e.generation === b.generation), "it did send another writer's commit");
+  await waitFor("the writer's feed to be told its position past its commit", async () => own.events.some((e) => e.kind === 'POSITION' && e.generation >= a.generation));
+  t.notOk(other.events.some((e) => e.kind === 'POSITION'), 'a feed naming no writer is sent no position events');
+
+  // Caught up from the log (a restart from an older position), the commit is there: the log names no writer.
+  const replay = feed(mine, start, epoch);
+  t.teardown(() => replay.stop());
+  await waitFor('the replay to end', async () => replay.events.some((e) => e.kind === 'READY'));
+  t.ok(replay.events.some((e) => e.kind === 'CHANGED' && e.path === 'a.txt'), "a feed catching up from the log gets the writer's own commit");
+});
+
+t.test('through a mount: the kernel shows what the node made of a file closed here, and the feed moves past the mount\'s own commits', async (t) => {
+  const base = await tempDir(t);
+  const root = join(base, 'ws');
+  const mnt = join(base, 'mnt');
+  await mkdir(root);
+  // Without a watcher, nothing but the mount's own commits changes the node's index (a watcher
+  // would announce each directory's new times): only a position event can move the feed.
+  const node = await NodeProc.start(['--root', root, '--state-dir', join(base, 'st'), '--no-watch']);
+  t.teardown(() => node.stop());
+  // The kernel trusts attributes for an hour: only an invalidation makes it ask again.
+  const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', join(base, 'cache'), '--driver', 'native', '--attr-timeout', '3600', '--passthrough', 'off']);
+  t.teardown(() => m.stop());
+
+  // Set-user-ID given while the file is open: the node (no --allow-setid) drops it at the commit.
+  const py = `import os, stat, sys
+p = sys.argv[1]
+fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(fd, b'#!/bin/sh\\n')
+os.fchmod(fd, 0o4755)
+print(oct(os.fstat(fd).st_mode & 0o7777))
+os.close(fd)
+print(oct(os.stat(p).st_mode & 0o7777))`;
+  const r = await run('python3', ['-c', py, join(mnt, 'tool')]);
+  t.equal(r.code, 0, r.stderr);
+  const [whileOpen, afterClose] = r.stdout.trim().split('\n');
+  t.equal(whileOpen, '0o4755', 'shown as asked while it is written');
+  t.equal(((await stat(join(root, 'tool'))).mode & 0o7777).toString(8), '755', 'the node dropped the set-user-ID bit');
+  t.equal(afterClose, '0o755', 'and the kernel shows the file as the node made it once close() returned');
+
+  // Files written here: the mount's feed position reaches the node's generation without their echoes.
+  const files = await run('sh', ['-c', 'for i in 1 2 3 4 5 6 7 8; do echo "$i" > "f$i"; done'], { cwd: mnt });
+  t.equal(files.code, 0, files.stderr);
+  const conn = node.connect();
+  t.teardown(() => conn.close());
+  const { generation } = await conn.handshake();
+  await waitFor("the mount's feed position to reach the node's generation", async () => (await m.status()).changeFeed.generation >= generation);
+  t.pass(`the feed's position reached ${generation}`);
+});
