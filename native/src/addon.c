@@ -172,6 +172,7 @@ static napi_value init(napi_env env, napi_value exports) {
   chunk_copy_exports(env, exports);
   write_out_exports(env, exports);
   passthrough_exports(env, exports);
+  tree_watch_exports(env, exports);
   return exports;
 }
 

@@ -13,6 +13,7 @@
  * passthrough.c  FUSE passthrough negotiated on the wire, backing files
  * write_out.c    a big file's pages synced and dropped from the page cache
  * file_copy.c    byte ranges copied between files, by the kernel or a buffer
+ * tree_watch.c   the node's inotify, read by a thread, handed to JS in batches
  * addon.c        module registration and small N-API helpers
  */
 #ifndef GHOSTFS_H
@@ -301,6 +302,9 @@ void copier_free(file_copier *c);
 
 /* gear_scan.c */
 napi_value gear_exports(napi_env env, napi_value exports);
+
+/* tree_watch.c */
+napi_value tree_watch_exports(napi_env env, napi_value exports);
 
 /* addon.c: helpers */
 /* For the addon's own threads: signals belong to Node's thread, which unmounts on SIGINT/SIGTERM. */

@@ -10,6 +10,8 @@ import type { Attr } from '../content/attr.js';
 
 /** Opaque handle of a mounted session. */
 export type SessionHandle = { readonly __session: unique symbol };
+/** Opaque handle of an inotify instance read by the addon's thread (tree_watch.c). */
+export type TreeWatchHandle = { readonly __treeWatch: unique symbol };
 
 export interface MountOptions {
   fsname: string;
@@ -189,6 +191,18 @@ export interface NativeAddon {
   mallocStats(): MallocStats | null;
   /** glibc's malloc_trim(0): freed heap pages go back to the kernel; whether any did. */
   mallocTrim(): boolean;
+  /**
+   * An inotify instance whose events a thread of the addon reads: `onEvents`
+   * gets, on the JS thread, the raw `struct inotify_event` records of each
+   * burst at once, `delayMs` after its first event (tree_watch.c).
+   */
+  treeWatchOpen(onEvents: (batch: Buffer) => void, delayMs: number): TreeWatchHandle;
+  /** Watches a directory, not through a symlink; its watch descriptor. Throws an errno error (ENOSPC: out of watches). */
+  treeWatchAdd(h: TreeWatchHandle, dir: string): number;
+  treeWatchRemove(h: TreeWatchHandle, wd: number): void;
+  /** The events noticed and not yet handed over, read from the kernel now; undefined if none. */
+  treeWatchDrain(h: TreeWatchHandle): Buffer | undefined;
+  treeWatchClose(h: TreeWatchHandle): void;
 }
 
 export interface MallocStats {

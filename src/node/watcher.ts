@@ -1,19 +1,20 @@
 // Notices changes made on the node by other programs: one inotify watch per
-// directory (fs.watch, not recursive, so the number of watches is the number
-// of directories), events debounced and turned into index refreshes. A
-// periodic reconcile (see agent.ts) is the safety net for anything missed.
-import { watch, type FSWatcher } from 'node:fs';
+// directory (not recursive, so the number of watches is the number of
+// directories: dir-watches.ts), events gathered over a delay and turned into
+// index refreshes. A periodic reconcile (see agent.ts) is the safety net for
+// anything missed; a watch that lost events walks the tree at once.
 import { isDir } from '../content/attr.js';
 import { log } from '../log.js';
 import type { Change, WorkspaceIndex } from './workspace-index.js';
 import { TEMP_PREFIX } from './workspace-index.js';
 import { joinRel, parentOf } from './paths.js';
+import { dirWatches, type DirEvent, type DirWatches } from './dir-watches.js';
 
 /** Paths refreshed together after filesystem events (their lstats run side by side). */
 const REFRESH_GROUP = 256;
 
 export class TreeWatcher {
-  private readonly watchers = new Map<string, FSWatcher>();
+  private readonly watches: DirWatches;
   private readonly pending = new Set<string>();
   /** Directories watched since the last flush without a walk after it: their names are compared with the disk. */
   private readonly rescan = new Set<string>();
@@ -27,14 +28,16 @@ export class TreeWatcher {
       // node made, or moved): a file made in it before the watch has no
       // event of its own, and once the directory's times were refreshed, a
       // listing's check would miss it too. Walks watch before they read.
-      if (!this.watchers.has(c.path) && this.watch(c.path)) this.queueRescan(c.path);
+      if (!this.watches.has(c.path) && this.watch(c.path)) this.queueRescan(c.path);
     } else if (!c.entry) this.unwatch(c.path);
   };
 
   constructor(
     private readonly index: WorkspaceIndex,
     private readonly debounceMs = 30,
-  ) {}
+  ) {
+    this.watches = dirWatches((events) => this.noticed(events), () => this.lostEvents(), debounceMs);
+  }
 
   /** Watches the directories indexed so far and every one a walk reads from now on: start it before the index's scan. */
   start(): void {
@@ -44,40 +47,57 @@ export class TreeWatcher {
   }
 
   get watchCount(): number {
-    return this.watchers.size;
+    return this.watches.size;
   }
 
   /** True when `rel` is watched from now on. */
   private watch(rel: string): boolean {
     if (this.closed) return false;
-    if (this.watchers.has(rel)) return true;
+    if (this.watches.has(rel)) return true;
     try {
-      const w = watch(this.index.paths.abs(rel), { persistent: false }, (_ev, name) => {
-        if (name && String(name).startsWith(TEMP_PREFIX)) return;
-        this.queue(name ? joinRel(rel, String(name)) : rel);
-      });
-      w.on('error', () => this.unwatch(rel));
-      this.watchers.set(rel, w);
+      this.watches.add(rel, this.index.paths.abs(rel));
       return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' && !this.limitWarned) {
         this.limitWarned = true;
-        log.warn({ workspace: this.index.id, watches: this.watchers.size }, 'inotify watch limit reached (fs.inotify.max_user_watches); changes below unwatched directories are found by the periodic reconcile');
+        log.warn({ workspace: this.index.id, watches: this.watches.size }, 'inotify watch limit reached (fs.inotify.max_user_watches); changes below unwatched directories are found by the periodic reconcile');
       }
       return false;
     }
   }
 
   private unwatch(rel: string): void {
-    this.watchers.get(rel)?.close();
-    this.watchers.delete(rel);
+    this.watches.remove(rel);
   }
 
-  private queue(rel: string): void {
-    this.pending.add(rel);
-    if (rel !== '') this.pending.add(parentOf(rel));
-    this.schedule();
+  private noticed(events: DirEvent[]): void {
+    if (this.closed) return;
+    for (const { dir, name } of events) {
+      if (name?.startsWith(TEMP_PREFIX)) continue;
+      const rel = name ? joinRel(dir, name) : dir;
+      this.pending.add(rel);
+      if (rel !== '') this.pending.add(parentOf(rel));
+    }
+    if (this.pending.size === 0) return;
+    // Gathered over the delay already: applied at once.
+    if (this.watches.gathers) this.flushNow();
+    else this.schedule();
+  }
+
+  /** Walks of the whole tree queued or under way: every path is behind meanwhile. */
+  private walks = 0;
+
+  /** The kernel dropped events (its queue overflowed): the whole tree is compared with the disk. */
+  private lostEvents(): void {
+    log.warn({ workspace: this.index.id }, 'inotify dropped events (its queue overflowed: fs.inotify.max_queued_events); walking the workspace to find what changed');
+    this.walks++;
+    this.running = this.running
+      .then(async () => {
+        if (this.closed) return;
+        await this.index.reconcile('').catch((err: Error) => log.warn({ workspace: this.index.id, err: err.message }, 'cannot walk the workspace after lost events'));
+      })
+      .finally(() => this.walks--);
   }
 
   private queueRescan(dir: string): void {
@@ -98,7 +118,8 @@ export class TreeWatcher {
    * directory too, so a directory is behind while any of its names is.
    */
   behindAt(path: string): boolean {
-    return this.pending.has(path) || this.rescan.has(path) || this.applying.has(path);
+    if (!this.closed) this.watches.drain(); // what the kernel noticed and has not handed over yet
+    return this.walks > 0 || this.pending.has(path) || this.rescan.has(path) || this.applying.has(path);
   }
 
   private flush(): void {
@@ -139,13 +160,17 @@ export class TreeWatcher {
     });
   }
 
-  /** Resolves once every change queued so far has reached the index. */
+  /** Resolves once every change noticed so far has reached the index. */
   async settled(): Promise<void> {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.flush();
-    }
+    if (!this.closed) this.watches.drain();
+    this.flushNow();
     await this.running;
+  }
+
+  private flushNow(): void {
+    clearTimeout(this.timer);
+    if (this.pending.size || this.rescan.size) this.flush();
+    else this.timer = undefined;
   }
 
   close(): void {
@@ -154,7 +179,6 @@ export class TreeWatcher {
     this.timer = undefined;
     this.index.off('change', this.onChange);
     this.index.beforeList = undefined;
-    for (const w of this.watchers.values()) w.close();
-    this.watchers.clear();
+    this.watches.close();
   }
 }
