@@ -25,7 +25,7 @@ t.test("an event of another node than the one that took this mount's commit, ann
   // The feed from the second node (first in its mesh's order); the commits go to the first (the rig's mesh).
   const feedMesh = new MeshClient([relay.endpoint, proxy.endpoint], 'default', { deadlineMs: 5_000 });
   t.teardown(() => feedMesh.close());
-  const feed = new ChangeFeed(vfs.meta, feedMesh, vfs, { busy: (p) => wb.busy(p), pending: (p) => wb.pendingFor(p) !== undefined });
+  const feed = new ChangeFeed(vfs.meta, feedMesh, vfs, { busy: (p) => wb.busy(p), underWay: () => wb.underWay(), pending: (p) => wb.pendingFor(p) !== undefined });
   feed.start();
   t.teardown(() => feed.stop());
   await feed.ready;

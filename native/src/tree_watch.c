@@ -46,28 +46,31 @@ typedef struct {
   int fd;      /* inotify, non-blocking */
   int stop_fd; /* eventfd: the thread ends */
   int delay_ms;
-  int closed;
+  int closed;  /* the thread is stopped and the fds closed (JS thread only) */
+  int refs;    /* the JS handle and the hand-off: the last to go frees this (JS thread only) */
   pthread_t thread;
   napi_threadsafe_function tsfn;
-  pthread_mutex_t lock; /* buf, len, cap, told; reads of fd */
+  pthread_mutex_t lock; /* buf, len, cap, told; reading events out of fd */
   char *buf;
   size_t len, cap;
   int told; /* JS was asked to take the batch and has not yet */
 } tree_watch;
 
-/* Reads what the kernel queued into buf. Called with the lock held. */
-static void read_queue(tree_watch *w) {
-  while (w->len < HELD_MAX) {
+/* Reads what the kernel queued into buf. Called with the lock held. 0, or
+ * -1 when it stopped with events left (no room: JS is not taking them). */
+static int read_queue(tree_watch *w) {
+  for (;;) {
+    if (w->len >= HELD_MAX) return -1;
     if (w->cap - w->len < READ_ROOM) {
-      size_t cap = w->len + READ_ROOM;
+      size_t cap = w->cap * 2 > w->len + READ_ROOM ? w->cap * 2 : w->len + READ_ROOM;
       char *b = realloc(w->buf, cap);
-      if (!b) return;
+      if (!b) return -1;
       w->buf = b;
       w->cap = cap;
     }
     ssize_t n = read(w->fd, w->buf + w->len, w->cap - w->len);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return; /* EAGAIN: nothing more */
+    if (n <= 0) return 0; /* EAGAIN: nothing more */
     w->len += (size_t)n;
   }
 }
@@ -105,13 +108,34 @@ static void *watch_main(void *arg) {
     /* The rest of the burst comes meanwhile (an end asked for cuts it short). */
     if (poll(&p[1], 1, w->delay_ms) > 0) break;
     pthread_mutex_lock(&w->lock);
-    read_queue(w);
+    int full = read_queue(w);
     int tell = w->len > 0 && !w->told;
     if (tell) w->told = 1;
     pthread_mutex_unlock(&w->lock);
     if (tell && napi_call_threadsafe_function(w->tsfn, NULL, napi_tsfn_nonblocking) != napi_ok) break;
+    /* Events left in the kernel's queue keep fd readable: not a reason to spin until JS takes the batch. */
+    if (full && poll(&p[1], 1, 100) > 0) break;
   }
   return NULL;
+}
+
+/* Stops the thread and closes the fds (JS thread; once). */
+static void stop_watch(tree_watch *w) {
+  if (w->closed) return;
+  w->closed = 1;
+  uint64_t one = 1;
+  while (write(w->stop_fd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+  pthread_join(w->thread, NULL);
+  close(w->fd);
+  close(w->stop_fd);
+}
+
+static void unref_watch(tree_watch *w) {
+  if (--w->refs > 0) return;
+  pthread_mutex_destroy(&w->lock);
+  free(w->buf);
+  free(w);
 }
 
 /* On the JS thread: the batch the thread announced (and whatever came since). */
@@ -130,19 +154,29 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   napi_call_function(env, undefined, js_cb, 1, &batch, NULL);
 }
 
-/* Once the hand-off is gone (after close): nothing uses the watch any more. */
-static void finalize(napi_env env, void *data, void *hint) {
+/* The hand-off is gone: after close, or at the process's exit without one
+ * (the thread must not outlive what it reads into). */
+static void finalize_tsfn(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   tree_watch *w = data;
-  pthread_mutex_destroy(&w->lock);
-  free(w->buf);
-  free(w);
+  stop_watch(w);
+  unref_watch(w);
 }
+
+/* The JS handle was collected. */
+static void finalize_handle(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  unref_watch(data);
+}
+
+static const napi_type_tag WATCH_TAG = {0x67686f737466735full, 0x7472656577617463ull};
 
 static tree_watch *get_watch(napi_env env, napi_value v) {
   tree_watch *w = NULL;
-  if (napi_get_value_external(env, v, (void **)&w) != napi_ok || !w) {
+  bool tagged = false;
+  if (napi_check_object_type_tag(env, v, &WATCH_TAG, &tagged) != napi_ok || !tagged || napi_get_value_external(env, v, (void **)&w) != napi_ok || !w) {
     napi_throw_type_error(env, NULL, "expected a tree watch handle");
     return NULL;
   }
@@ -176,7 +210,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&w->lock, NULL);
   napi_value name;
   napi_create_string_utf8(env, "ghostfs-tree-watch", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, w, finalize, w, call_js, &w->tsfn) != napi_ok) {
+  if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, w, finalize_tsfn, w, call_js, &w->tsfn) != napi_ok) {
     close(w->fd);
     close(w->stop_fd);
     pthread_mutex_destroy(&w->lock);
@@ -186,6 +220,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   }
   /* Like fs.watch({ persistent: false }): the watch keeps no process alive. */
   napi_unref_threadsafe_function(env, w->tsfn);
+  w->refs = 1;
   int err = pthread_create(&w->thread, NULL, watch_main, w);
   if (err) {
     close(w->fd);
@@ -196,7 +231,17 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value handle;
-  napi_create_external(env, w, NULL, NULL, &handle);
+  if (napi_create_external(env, w, finalize_handle, NULL, &handle) != napi_ok) {
+    napi_release_threadsafe_function(w->tsfn, napi_tsfn_abort); /* stops the thread, frees w */
+    napi_throw_error(env, NULL, "cannot make the tree watch's handle");
+    return NULL;
+  }
+  w->refs = 2;
+  if (napi_type_tag_object(env, handle, &WATCH_TAG) != napi_ok) {
+    napi_release_threadsafe_function(w->tsfn, napi_tsfn_abort); /* stops the thread; the handle's finalizer frees w */
+    napi_throw_error(env, NULL, "cannot make the tree watch's handle");
+    return NULL;
+  }
   return handle;
 }
 
@@ -243,14 +288,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   GET_ARGS(1);
   tree_watch *w = get_watch(env, argv[0]);
   if (!w) return NULL;
-  uint64_t one = 1;
-  while (write(w->stop_fd, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-  pthread_join(w->thread, NULL);
-  w->closed = 1;
-  close(w->fd);
-  close(w->stop_fd);
-  napi_release_threadsafe_function(w->tsfn, napi_tsfn_abort); /* finalize frees w */
+  stop_watch(w);
+  napi_release_threadsafe_function(w->tsfn, napi_tsfn_abort); /* its finalizer lets go of w */
   return NULL;
 }
 

@@ -246,7 +246,7 @@ export class NodeConnection {
   }
 
   commit(req: Omit<WCommitRequest, 'workspace'>, deadlineMs = this.deadlineMs): Promise<WCommitReplyOut> {
-    return this.call('Commit', this.client.commit, { ...this.withClientId(req), workspace: this.workspace }, deadlineMs);
+    return this.call('Commit', this.client.commit, { ...this.withIdentity(req), workspace: this.workspace }, deadlineMs);
   }
 
   /**
@@ -274,13 +274,13 @@ export class NodeConnection {
   }
 
   /** A commit names its client (conflict copies carry it) and writer: this connection's unless it names them. */
-  private withClientId(req: Omit<WCommitRequest, 'workspace'>): Omit<WCommitRequest, 'workspace'> {
+  private withIdentity(req: Omit<WCommitRequest, 'workspace'>): Omit<WCommitRequest, 'workspace'> {
     return { ...req, clientId: req.clientId || this.opts.clientId || '', writer: req.writer || this.opts.writer || '' };
   }
 
   /** Several commits in one call; each outcome is a reply or an errno, in request order. */
   commitMany(reqs: Omit<WCommitRequest, 'workspace'>[], deadlineMs?: number): Promise<WCommitManyReplyOut> {
-    return this.unary(this.client.commitMany, { workspace: this.workspace, commits: reqs.map((r) => this.withClientId(r)) }, deadlineMs);
+    return this.unary(this.client.commitMany, { workspace: this.workspace, commits: reqs.map((r) => this.withIdentity(r)) }, deadlineMs);
   }
 
   /**

@@ -19,6 +19,8 @@ import { waitAtMost } from '../util/wait-at-most.js';
 export interface OwnWrites {
   /** Settles when the write-back of `path` under way now is over (undefined: none is). */
   busy(path: string): Promise<unknown> | undefined;
+  /** Settles when every write-back under way now is over. */
+  underWay(): Promise<unknown>;
   /** Content closed here for `path` still waits for a node. */
   pending(path: string): boolean;
 }
@@ -38,6 +40,8 @@ export class ChangeFeed {
   private generation = 0;
   private epoch = '';
   private persistTimer: NodeJS.Timeout | undefined;
+  /** The position being written (see persist). */
+  private persisting: Promise<void> = Promise.resolve();
   connected = false;
   /** Events applied since start (status, tests). */
   applied = 0;
@@ -50,8 +54,8 @@ export class ChangeFeed {
     private readonly meta: MetaStore,
     private readonly mesh: MeshClient,
     private readonly vfs: Vfs,
-    /** This mount's write-backs: one under way for a path (its echo is recognized once it settled), or content closed here that no node has yet. */
-    private readonly writes: OwnWrites = { busy: () => undefined, pending: () => false },
+    /** This mount's write-backs: those under way (an event about one waits for its answer), or content closed here that no node has yet. */
+    private readonly writes: OwnWrites = { busy: () => undefined, underWay: () => Promise.resolve(), pending: () => false },
   ) {
     this.ready = new Promise((r) => (this.markReady = r));
   }
@@ -113,8 +117,8 @@ export class ChangeFeed {
         this.markReady();
         break;
       case 'POSITION':
-        // Past this mount's own commits, which the node left out (the write-back applied their replies).
-        this.generation = Math.max(this.generation, e.generation);
+        // Past this mount's own commits, which the node left out (the write-back applies their replies).
+        if (e.epoch === this.epoch) this.generation = Math.max(this.generation, e.generation);
         break;
       case 'REMOVED':
         if (this.heldBack(e, from)) break;
@@ -124,6 +128,7 @@ export class ChangeFeed {
         break;
       case 'CHANGED': {
         // The node announces a commit before it answers it: let our own answer land first (briefly: the feed waits meanwhile).
+        // (A node leaves this mount's own commits out of its feed; an older one, or a replay of the change log, does not.)
         const own = this.writes.busy(e.path);
         if (own) await waitAtMost(own, OWN_WRITE_WAIT_MS);
         if (this.heldBack(e, from)) break;
@@ -240,9 +245,24 @@ export class ChangeFeed {
   private schedulePersist(): void {
     if (this.persistTimer) return;
     this.persistTimer = setTimeout(() => {
-      this.persistTimer = undefined;
-      void this.meta.setPosition(this.generation, this.epoch).catch(() => undefined);
+      this.persisting = this.persisting.then(() => this.persist()).finally(() => (this.persistTimer = undefined));
     }, 200);
+  }
+
+  /**
+   * Writes the position reached now, once the write-backs under way have
+   * settled. The node leaves this mount's own commits out of its feed, so
+   * a commit the node has made, below this position, may not be recorded
+   * here yet: a crash after the position was written past it would lose
+   * the file from this mount's view. `waitMs` bounds the wait (stopping);
+   * past it, the position is not written, and the next start replays from
+   * the one before.
+   */
+  private async persist(waitMs = Infinity): Promise<void> {
+    const { generation, epoch } = this;
+    const settled = this.writes.underWay().then(() => true);
+    if (!(await (Number.isFinite(waitMs) ? waitAtMost(settled, waitMs).then((r) => r === true) : settled))) return;
+    await this.meta.setPosition(generation, epoch).catch(() => undefined);
   }
 
   async stop(): Promise<void> {
@@ -251,6 +271,7 @@ export class ChangeFeed {
     this.sub?.cancel();
     await this.chain;
     if (this.persistTimer) clearTimeout(this.persistTimer);
-    await this.meta.setPosition(this.generation, this.epoch);
+    await this.persisting;
+    await this.persist(OWN_WRITE_WAIT_MS);
   }
 }

@@ -125,7 +125,7 @@ export class Mount {
         wholeFileBytes: 4 * 1024 * 1024,
         asyncWriteBack: config.writeBack === 'async',
       });
-      const changes = new ChangeFeed(meta, mesh, vfs, { busy: (path) => writeBack.busy(path), pending: (path) => writeBack.pendingFor(path) !== undefined });
+      const changes = new ChangeFeed(meta, mesh, vfs, { busy: (path) => writeBack.busy(path), underWay: () => writeBack.underWay(), pending: (path) => writeBack.pendingFor(path) !== undefined });
       feed = changes;
       // A conflict keeps the node's version at the path: show it (the feed held it back while ours was pending).
       writeBack.onConflict((path) => void changes.refresh(path).catch(() => undefined));
@@ -156,8 +156,9 @@ export class Mount {
       if (driver.invalidate) {
         feed.onChange((path, what) => driver.invalidate!([{ path, what }]));
         vfs.onShownChanged((changes) => driver.invalidate!(changes));
-        // The kernel may still hold what it was told while the file was written; the feed no longer brings this mount its own commits.
-        writeBack.onLanded((path) => driver.invalidate!([{ path, what: 'attrs' }]));
+        // The kernel may still hold what it was told while the file was written (the feed does not bring
+        // this mount its own commits); a conflict copy is a new name in its directory's listing.
+        writeBack.onLanded((path, conflict) => driver.invalidate!([{ path, what: conflict ? 'entry' : 'attrs' }]));
       }
       await driver.mount();
       log.info(

@@ -357,6 +357,11 @@ export class WriteBack {
     return this.locks.busy(path);
   }
 
+  /** Settles when every write-back under way now is over. */
+  underWay(): Promise<unknown> {
+    return this.locks.idle();
+  }
+
   /** The dirty copy a record names, as the journal is told of it ('': none). */
   private copyOf(dirty: string): string | undefined {
     return dirty ? this.dirtyPath(dirty) : undefined;
@@ -826,7 +831,7 @@ export class WriteBack {
   }
 
   private conflictListeners: ((path: string) => void)[] = [];
-  private landedListeners: ((path: string) => void)[] = [];
+  private landedListeners: ((path: string, conflict: boolean) => void)[] = [];
   private refusedListeners: ((seq: number, path: string, err: Error) => void)[] = [];
 
   /** Called when the node refused a journaled file's record (its bytes were set aside). */
@@ -834,8 +839,8 @@ export class WriteBack {
     this.refusedListeners.push(fn);
   }
 
-  /** Called with the path a file's write-back landed at (its own, or its conflict copy's), once the mount shows the node's entry. */
-  onLanded(fn: (path: string) => void): void {
+  /** Called with the path a file's write-back landed at (its own, or a new conflict copy's), once the mount shows the node's entry. */
+  onLanded(fn: (path: string, conflict: boolean) => void): void {
     this.landedListeners.push(fn);
   }
 
@@ -1321,7 +1326,7 @@ export class WriteBack {
     const recorded = e.seq ? await settling : (this.track(settling.then(() => undefined)), true);
     if (by) this.meta.markOwnCommit(committedPath, by, reply.generation);
     if (owned) this.meta.markOwnCommit(committedPath, owned.by, owned.generation);
-    for (const fn of this.landedListeners) fn(committedPath);
+    for (const fn of this.landedListeners) fn(committedPath, reply.conflict);
     this.forget(e);
     this.mayHold.delete(e.path);
     if (e.seq) this.rememberLanded(e.seq, manifest.digest);

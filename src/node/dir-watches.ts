@@ -4,8 +4,10 @@
 // fs.watch hands over each event as it comes (and wakes the JS thread for
 // each: a commit the node makes itself gives several).
 import { watch, type FSWatcher } from 'node:fs';
+import { endianness } from 'node:os';
 import { nativeAddon, type NativeAddon, type TreeWatchHandle } from '../native/addon.js';
 import { SetMap } from '../util/set-map.js';
+import { log } from '../log.js';
 
 /** Something changed in the directory `dir`: at its entry `name`, or (no name) the directory itself. */
 export interface DirEvent {
@@ -13,15 +15,20 @@ export interface DirEvent {
   name?: string;
 }
 
+/**
+ * Gets what was noticed: `waited` when it was gathered over the delay
+ * already (to be applied at once), not when it is a single event (fs.watch)
+ * or what drain() took early (to be gathered).
+ */
+export type OnDirEvents = (events: DirEvent[], waited: boolean) => void;
+
 export interface DirWatches {
-  /** Events come gathered over the delay (to be applied at once), not one by one (to be gathered). */
-  readonly gathers: boolean;
   readonly size: number;
   has(dir: string): boolean;
   /** Watches `dir` (at `abs`); throws an errno error (ENOSPC: out of inotify watches). */
   add(dir: string, abs: string): void;
   remove(dir: string): void;
-  /** Hands over at once what has been noticed and not handed over yet. */
+  /** Hands over at once what has been noticed and not handed over yet (not waited). */
   drain(): void;
   close(): void;
 }
@@ -30,18 +37,26 @@ export interface DirWatches {
  * `onEvents` gets what was noticed; `onOverflow` says events were lost (the
  * kernel's queue overflowed), so the tree must be compared with the disk.
  */
-export function dirWatches(onEvents: (events: DirEvent[]) => void, onOverflow: () => void, delayMs: number): DirWatches {
+export function dirWatches(onEvents: OnDirEvents, onOverflow: () => void, delayMs: number): DirWatches {
   const addon = nativeAddon();
-  return addon?.treeWatchOpen ? new GatheredWatches(addon, onEvents, onOverflow, delayMs) : new NodeWatches(onEvents);
+  if (addon?.treeWatchOpen) {
+    try {
+      return new GatheredWatches(addon, onEvents, onOverflow, delayMs);
+    } catch (err) {
+      // (EMFILE: fs.inotify.max_user_instances; Node's own instance may still be had.)
+      log.warn({ err: (err as Error).message }, 'cannot start the inotify thread; watching through fs.watch');
+    }
+  }
+  return new NodeWatches(onEvents);
 }
 
-// struct inotify_event: int wd; uint32 mask, cookie, len; char name[len] (NUL-padded).
+// struct inotify_event, in the host's byte order: int wd; uint32 mask, cookie, len; char name[len] (NUL-padded).
 const EVENT_HEADER = 16;
+const LE = endianness() === 'LE';
 const IN_Q_OVERFLOW = 0x4000;
 const IN_IGNORED = 0x8000;
 
 class GatheredWatches implements DirWatches {
-  readonly gathers = true;
   private readonly h: TreeWatchHandle;
   private readonly wds = new Map<string, number>();
   /** One directory reached by two paths (moved while both were watched) has one watch. */
@@ -50,11 +65,11 @@ class GatheredWatches implements DirWatches {
 
   constructor(
     private readonly addon: NativeAddon,
-    private readonly onEvents: (events: DirEvent[]) => void,
+    private readonly onEvents: OnDirEvents,
     private readonly onOverflow: () => void,
     delayMs: number,
   ) {
-    this.h = addon.treeWatchOpen((batch) => this.take(batch), delayMs);
+    this.h = addon.treeWatchOpen((batch) => this.take(batch, true), delayMs);
   }
 
   get size(): number {
@@ -66,6 +81,7 @@ class GatheredWatches implements DirWatches {
   }
 
   add(dir: string, abs: string): void {
+    if (this.closed) throw Object.assign(new Error('the watches are closed'), { code: 'EBADF' });
     const wd = this.addon.treeWatchAdd(this.h, abs);
     this.wds.set(dir, wd);
     this.dirs.add(wd, dir);
@@ -76,22 +92,22 @@ class GatheredWatches implements DirWatches {
     if (wd === undefined) return;
     this.wds.delete(dir);
     this.dirs.remove(wd, dir);
-    if (!this.dirs.has(wd)) this.addon.treeWatchRemove(this.h, wd);
+    if (!this.dirs.has(wd) && !this.closed) this.addon.treeWatchRemove(this.h, wd);
   }
 
   drain(): void {
     if (this.closed) return;
     const batch = this.addon.treeWatchDrain(this.h);
-    if (batch) this.take(batch);
+    if (batch) this.take(batch, false);
   }
 
-  private take(batch: Buffer): void {
+  private take(batch: Buffer, waited: boolean): void {
     const events: DirEvent[] = [];
     let overflow = false;
     for (let at = 0; at + EVENT_HEADER <= batch.length; ) {
-      const wd = batch.readInt32LE(at);
-      const mask = batch.readUInt32LE(at + 4);
-      const len = batch.readUInt32LE(at + 12);
+      const wd = LE ? batch.readInt32LE(at) : batch.readInt32BE(at);
+      const mask = LE ? batch.readUInt32LE(at + 4) : batch.readUInt32BE(at + 4);
+      const len = LE ? batch.readUInt32LE(at + 12) : batch.readUInt32BE(at + 12);
       const raw = batch.subarray(at + EVENT_HEADER, at + EVENT_HEADER + len);
       at += EVENT_HEADER + len;
       if (mask & IN_Q_OVERFLOW) {
@@ -110,8 +126,11 @@ class GatheredWatches implements DirWatches {
       const name = (end < 0 ? raw : raw.subarray(0, end)).toString();
       for (const dir of dirs) events.push(name ? { dir, name } : { dir });
     }
-    if (events.length) this.onEvents(events);
-    if (overflow) this.onOverflow();
+    try {
+      if (events.length) this.onEvents(events, waited);
+    } finally {
+      if (overflow) this.onOverflow();
+    }
   }
 
   close(): void {
@@ -124,10 +143,9 @@ class GatheredWatches implements DirWatches {
 }
 
 class NodeWatches implements DirWatches {
-  readonly gathers = false;
   private readonly watchers = new Map<string, FSWatcher>();
 
-  constructor(private readonly onEvents: (events: DirEvent[]) => void) {}
+  constructor(private readonly onEvents: OnDirEvents) {}
 
   get size(): number {
     return this.watchers.size;
@@ -138,7 +156,7 @@ class NodeWatches implements DirWatches {
   }
 
   add(dir: string, abs: string): void {
-    const w = watch(abs, { persistent: false }, (_ev, name) => this.onEvents([name ? { dir, name: String(name) } : { dir }]));
+    const w = watch(abs, { persistent: false }, (_ev, name) => this.onEvents([name ? { dir, name: String(name) } : { dir }], false));
     w.on('error', () => this.remove(dir));
     this.watchers.set(dir, w);
   }

@@ -144,8 +144,10 @@ const NOTICED_WAIT_MS = 500;
  */
 async function caughtUp(ws: Workspace, path: string): Promise<boolean> {
   const w = ws.watcher;
-  if (w?.behindAt(path)) await waitAtMost(w.settled(), NOTICED_WAIT_MS);
-  return !w?.behindAt(path);
+  if (!w) return true;
+  // Walking the whole tree after lost events (minutes, in a big one): the disk answers meanwhile.
+  if (w.behindAt(path) && !w.walking) await waitAtMost(w.settled(), NOTICED_WAIT_MS);
+  return !w.walking && !w.behindAt(path);
 }
 
 /** The node's calls: gRPC's handlers, and the unary calls the bulk lane carries (sharing one set of path locks). */
@@ -167,7 +169,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
   const commitOne = async (ws: Workspace, req: WCommitRequestOut): Promise<WCommitReply> => {
     const path = checkPath(req.path);
     const r = await locks.with(`${ws.id}\0${path}`, () =>
-      commitFile(ws.index, ws.chunks, {
+      ws.index.committing(path, () => commitFile(ws.index, ws.chunks, {
         path,
         baseDigest: req.baseDigest.length ? Buffer.from(req.baseDigest) : undefined,
         expectAbsent: req.expectAbsent,
@@ -183,7 +185,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         draft: req.draft || undefined,
         owner: req.owner ? checkOwner(req.owner) : undefined,
         writer: req.writer || undefined,
-      }),
+      })),
     );
     return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), generation: r.generation, ownerErrno: r.ownerErrno ?? '' };
   };

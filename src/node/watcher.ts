@@ -34,9 +34,9 @@ export class TreeWatcher {
 
   constructor(
     private readonly index: WorkspaceIndex,
-    private readonly debounceMs = 30,
+    private readonly delayMs = 30,
   ) {
-    this.watches = dirWatches((events) => this.noticed(events), () => this.lostEvents(), debounceMs);
+    this.watches = dirWatches((events, waited) => this.noticed(events, waited), () => this.lostEvents(), delayMs);
   }
 
   /** Watches the directories indexed so far and every one a walk reads from now on: start it before the index's scan. */
@@ -71,7 +71,8 @@ export class TreeWatcher {
     this.watches.remove(rel);
   }
 
-  private noticed(events: DirEvent[]): void {
+  /** Events gathered over the delay already (`waited`) are applied at once; others wait it out. */
+  private noticed(events: DirEvent[], waited: boolean): void {
     if (this.closed) return;
     for (const { dir, name } of events) {
       if (name?.startsWith(TEMP_PREFIX)) continue;
@@ -80,24 +81,50 @@ export class TreeWatcher {
       if (rel !== '') this.pending.add(parentOf(rel));
     }
     if (this.pending.size === 0) return;
-    // Gathered over the delay already: applied at once.
-    if (this.watches.gathers) this.flushNow();
+    if (waited) this.flushNow();
     else this.schedule();
   }
 
-  /** Walks of the whole tree queued or under way: every path is behind meanwhile. */
+  /** Walks of the whole tree queued or under way. */
   private walks = 0;
+  /** A walk is queued and not started: lost events meanwhile are found by it. */
+  private walkQueued = false;
+
+  /** Walking the whole tree after lost events: nothing in the index can be trusted to be current until it is done. */
+  get walking(): boolean {
+    return this.walks > 0;
+  }
 
   /** The kernel dropped events (its queue overflowed): the whole tree is compared with the disk. */
   private lostEvents(): void {
+    if (this.closed || this.walkQueued) return;
     log.warn({ workspace: this.index.id }, 'inotify dropped events (its queue overflowed: fs.inotify.max_queued_events); walking the workspace to find what changed');
     this.walks++;
+    this.walkQueued = true;
     this.running = this.running
       .then(async () => {
+        this.walkQueued = false;
         if (this.closed) return;
         await this.index.reconcile('').catch((err: Error) => log.warn({ workspace: this.index.id, err: err.message }, 'cannot walk the workspace after lost events'));
       })
       .finally(() => this.walks--);
+  }
+
+  /**
+   * A path the node is committing: the commit records it, so it is looked
+   * at again once the commit is over (then it finds nothing new, unless
+   * another program changed it meanwhile). Taken as it is, the file was
+   * hashed a second time, and announced without the commit's writer.
+   */
+  private afterCommit(path: string): boolean {
+    const commit = this.index.commitUnderWay(path);
+    if (!commit) return false;
+    void commit.then(() => {
+      if (this.closed) return;
+      this.pending.add(path);
+      this.schedule();
+    });
+    return true;
   }
 
   private queueRescan(dir: string): void {
@@ -106,7 +133,7 @@ export class TreeWatcher {
   }
 
   private schedule(): void {
-    if (!this.timer) this.timer = setTimeout(() => this.flush(), this.debounceMs);
+    if (!this.timer) this.timer = setTimeout(() => this.flush(), this.delayMs);
   }
 
   /** Paths of the flushes handed to `running` and not finished yet, with how many of them hold each. */
@@ -118,8 +145,8 @@ export class TreeWatcher {
    * directory too, so a directory is behind while any of its names is.
    */
   behindAt(path: string): boolean {
-    if (!this.closed) this.watches.drain(); // what the kernel noticed and has not handed over yet
-    return this.walks > 0 || this.pending.has(path) || this.rescan.has(path) || this.applying.has(path);
+    this.watches.drain(); // what the kernel noticed and has not handed over yet
+    return this.pending.has(path) || this.rescan.has(path) || this.applying.has(path);
   }
 
   private flush(): void {
@@ -136,7 +163,7 @@ export class TreeWatcher {
       // one, those refreshes took about an eighth of the node's main thread
       // while a mount created small files.
       for (let i = 0; i < paths.length && !this.closed; i += REFRESH_GROUP) {
-        const group = paths.slice(i, i + REFRESH_GROUP);
+        const group = paths.slice(i, i + REFRESH_GROUP).filter((p) => !this.afterCommit(p));
         try {
           await this.index.refreshAll(group);
         } catch {
@@ -162,7 +189,7 @@ export class TreeWatcher {
 
   /** Resolves once every change noticed so far has reached the index. */
   async settled(): Promise<void> {
-    if (!this.closed) this.watches.drain();
+    this.watches.drain();
     this.flushNow();
     await this.running;
   }

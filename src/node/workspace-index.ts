@@ -187,6 +187,29 @@ export class WorkspaceIndex extends EventEmitter {
     }
   }
 
+  /** Commits under way, by path (see committing). */
+  private readonly commits = new Map<string, Promise<unknown>>();
+
+  /** Runs a commit of `path`: until it is over, the watcher leaves the path to it (commitUnderWay). */
+  async committing<T>(path: string, commit: () => Promise<T>): Promise<T> {
+    const run = commit();
+    const over = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.commits.set(path, over);
+    try {
+      return await run;
+    } finally {
+      if (this.commits.get(path) === over) this.commits.delete(path);
+    }
+  }
+
+  /** Settles once the commit of `path` under way is over; undefined when none is. */
+  commitUnderWay(path: string): Promise<unknown> | undefined {
+    return this.commits.get(path);
+  }
+
   /** Other indexed names of the same inode (hard links). */
   linksOf(path: string): string[] {
     const e = this.entries.get(path);

@@ -8,6 +8,11 @@ export class PathLocks {
     return this.tails.get(path);
   }
 
+  /** Settles once all the work holding or waiting for a path now is over. */
+  idle(): Promise<unknown> {
+    return Promise.all(this.tails.values());
+  }
+
   with<T>(path: string, fn: () => Promise<T>): Promise<T> {
     return this.withMany([path], fn);
   }
