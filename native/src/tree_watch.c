@@ -63,6 +63,7 @@ static int read_queue(tree_watch *w) {
     if (w->len >= HELD_MAX) return -1;
     if (w->cap - w->len < READ_ROOM) {
       size_t cap = w->cap * 2 > w->len + READ_ROOM ? w->cap * 2 : w->len + READ_ROOM;
+      if (cap > HELD_MAX + READ_ROOM) cap = HELD_MAX + READ_ROOM;
       char *b = realloc(w->buf, cap);
       if (!b) return -1;
       w->buf = b;

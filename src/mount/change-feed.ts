@@ -42,6 +42,9 @@ export class ChangeFeed {
   private persistTimer: NodeJS.Timeout | undefined;
   /** The position being written (see persist). */
   private persisting: Promise<void> = Promise.resolve();
+  /** Settles when stop() begins: a position waiting for write-backs is then left to stop(). */
+  private readonly stopping: Promise<void>;
+  private markStopping!: () => void;
   connected = false;
   /** Events applied since start (status, tests). */
   applied = 0;
@@ -58,6 +61,7 @@ export class ChangeFeed {
     private readonly writes: OwnWrites = { busy: () => undefined, underWay: () => Promise.resolve(), pending: () => false },
   ) {
     this.ready = new Promise((r) => (this.markReady = r));
+    this.stopping = new Promise((r) => (this.markStopping = r));
   }
 
   /** Called with every path the feed changed (drivers that can invalidate kernel caches listen). */
@@ -88,6 +92,7 @@ export class ChangeFeed {
           this.connected = true;
           this.retryMs = 250;
         }
+        if (this.stopped) return; // (cancelled streams can still deliver what was in flight)
         // Judged by the node it came from (a newer subscription may be elsewhere by the time it is applied).
         this.chain = this.chain.then(() => this.apply(e, sub.endpoint)).catch((err) => log.warn({ err: (err as Error).message, path: e.path }, 'cannot apply change event'));
       },
@@ -243,9 +248,16 @@ export class ChangeFeed {
 
   /** The position is saved at most every 200 ms: after a crash, replaying a few events is harmless. */
   private schedulePersist(): void {
-    if (this.persistTimer) return;
+    if (this.persistTimer || this.stopped) return;
     this.persistTimer = setTimeout(() => {
-      this.persisting = this.persisting.then(() => this.persist()).finally(() => (this.persistTimer = undefined));
+      const at = this.generation;
+      this.persisting = this.persisting
+        .then(() => this.persist())
+        .catch(() => undefined)
+        .finally(() => {
+          this.persistTimer = undefined;
+          if (this.generation !== at) this.schedulePersist(); // moved on while this one waited
+        });
     }, 200);
   }
 
@@ -258,15 +270,21 @@ export class ChangeFeed {
    * past it, the position is not written, and the next start replays from
    * the one before.
    */
-  private async persist(waitMs = Infinity): Promise<void> {
+  private async persist(waitMs?: number): Promise<void> {
     const { generation, epoch } = this;
-    const settled = this.writes.underWay().then(() => true);
-    if (!(await (Number.isFinite(waitMs) ? waitAtMost(settled, waitMs).then((r) => r === true) : settled))) return;
+    const settled = this.writes.underWay().then(
+      () => true,
+      () => true,
+    );
+    // Without a bound (the timer's), it gives way to stop(), which writes the position itself.
+    const over = waitMs === undefined ? Promise.race([settled, this.stopping.then(() => false)]) : waitAtMost(settled, waitMs).then((r) => r === true);
+    if (!(await over) || (waitMs === undefined && this.stopped)) return;
     await this.meta.setPosition(generation, epoch).catch(() => undefined);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.markStopping();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.sub?.cancel();
     await this.chain;

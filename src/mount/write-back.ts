@@ -357,9 +357,9 @@ export class WriteBack {
     return this.locks.busy(path);
   }
 
-  /** Settles when every write-back under way now is over. */
+  /** Settles when every write-back under way now is over, and every close under way (one whose commit's answer was lost journals it after). */
   underWay(): Promise<unknown> {
-    return this.locks.idle();
+    return Promise.all([this.locks.idle(), ...[...this.closings.values()].flatMap((set) => [...set].map((c) => c.ended))]);
   }
 
   /** The dirty copy a record names, as the journal is told of it ('': none). */

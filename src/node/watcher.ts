@@ -21,6 +21,7 @@ export class TreeWatcher {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
   private limitWarned = false;
+  private failWarned = false;
   private closed = false;
   private readonly onChange = (c: Change): void => {
     if (c.entry && isDir(c.entry.attr.mode)) {
@@ -62,6 +63,10 @@ export class TreeWatcher {
       if (code === 'ENOSPC' && !this.limitWarned) {
         this.limitWarned = true;
         log.warn({ workspace: this.index.id, watches: this.watches.size }, 'inotify watch limit reached (fs.inotify.max_user_watches); changes below unwatched directories are found by the periodic reconcile');
+      } else if (code !== 'ENOSPC' && code !== 'ENOENT' && code !== 'ENOTDIR' && !this.failWarned) {
+        // (Gone or replaced since it was indexed is no news; EMFILE or EACCES is.)
+        this.failWarned = true;
+        log.warn({ workspace: this.index.id, path: rel, err: (err as Error).message }, 'cannot watch a directory; changes in it are found by the periodic reconcile');
       }
       return false;
     }

@@ -700,6 +700,8 @@ export class WorkspaceIndex extends EventEmitter {
     const list = new Map<string, IndexEntry | null>();
     const deeper: { rel: string; attr: Attr; known: boolean }[] = [];
     paths.forEach((rel, i) => {
+      // Being committed by this node: the commit records it (and the watcher looks again once it is over).
+      if (this.commits.has(rel)) return;
       const attr = attrs[i];
       const prev = this.entries.get(rel);
       if (!attr) {
