@@ -116,20 +116,18 @@ export class TreeWatcher {
   }
 
   /**
-   * A path the node is committing: the commit records it, so it is looked
-   * at again once the commit is over (then it finds nothing new, unless
-   * another program changed it meanwhile). Taken as it is, the file was
-   * hashed a second time, and announced without the commit's writer.
+   * Paths a refresh left to the node's commits of them: looked at again once
+   * each commit is over (then they show nothing new, unless another program
+   * changed them meanwhile).
    */
-  private afterCommit(path: string): boolean {
-    const commit = this.index.commitUnderWay(path);
-    if (!commit) return false;
-    void commit.then(() => {
-      if (this.closed) return;
-      this.pending.add(path);
-      this.schedule();
-    });
-    return true;
+  private afterCommits(paths: string[]): void {
+    for (const path of paths) {
+      void (this.index.commitUnderWay(path) ?? Promise.resolve()).then(() => {
+        if (this.closed) return;
+        this.pending.add(path);
+        this.schedule();
+      });
+    }
   }
 
   private queueRescan(dir: string): void {
@@ -168,14 +166,17 @@ export class TreeWatcher {
       // one, those refreshes took about an eighth of the node's main thread
       // while a mount created small files.
       for (let i = 0; i < paths.length && !this.closed; i += REFRESH_GROUP) {
-        const group = paths.slice(i, i + REFRESH_GROUP).filter((p) => !this.afterCommit(p));
+        const group = paths.slice(i, i + REFRESH_GROUP);
         try {
-          await this.index.refreshAll(group);
+          this.afterCommits(await this.index.refreshAll(group));
         } catch {
           // One path failed (a new directory that cannot be read, say): the others one by one, so they are not missed.
           for (const p of group) {
             if (this.closed) return;
-            await this.index.refresh(p).catch((err: Error) => log.warn({ workspace: this.index.id, path: p, err: err.message }, 'cannot refresh path after a change'));
+            await this.index.refreshAll([p]).then(
+              (left) => this.afterCommits(left),
+              (err: Error) => log.warn({ workspace: this.index.id, path: p, err: err.message }, 'cannot refresh path after a change'),
+            );
           }
         }
       }

@@ -190,7 +190,7 @@ export class WorkspaceIndex extends EventEmitter {
   /** Commits under way, by path (see committing). */
   private readonly commits = new Map<string, Promise<unknown>>();
 
-  /** Runs a commit of `path`: until it is over, the watcher leaves the path to it (commitUnderWay). */
+  /** Runs a commit of `path`: until it is over, refreshes leave the path to it (refreshAll). */
   async committing<T>(path: string, commit: () => Promise<T>): Promise<T> {
     const run = commit();
     const over = run.then(
@@ -693,15 +693,23 @@ export class WorkspaceIndex extends EventEmitter {
    * so an entry made in it meanwhile is still found). A path whose news
    * needs more than its stat (a new or replaced path to walk, a file to
    * hash, a symlink to read) is handled after that, one by one.
+   *
+   * A path this node is committing is left to the commit, which records it
+   * (looked at now, its file would be hashed a second time and announced
+   * without the commit's writer). Returns those paths: one whose change
+   * must not be missed (the watcher's) is looked at once the commit is over.
    */
-  async refreshAll(paths: readonly string[], madeDir?: string): Promise<void> {
+  async refreshAll(paths: readonly string[], madeDir?: string): Promise<string[]> {
     const attrs = await Promise.all(paths.map((rel) => this.calls.lstat(this.paths.abs(rel)).catch(() => undefined)));
     // By path: a directory removed with what was in it names each of those once.
     const list = new Map<string, IndexEntry | null>();
     const deeper: { rel: string; attr: Attr; known: boolean }[] = [];
+    const leftToCommits: string[] = [];
     paths.forEach((rel, i) => {
-      // Being committed by this node: the commit records it (and the watcher looks again once it is over).
-      if (this.commits.has(rel)) return;
+      if (this.commits.has(rel)) {
+        leftToCommits.push(rel);
+        return;
+      }
       const attr = attrs[i];
       const prev = this.entries.get(rel);
       if (!attr) {
@@ -728,6 +736,7 @@ export class WorkspaceIndex extends EventEmitter {
         await this.apply([{ path: rel, entry: target === undefined ? { attr } : { attr, target } }]);
       }
     }
+    return leftToCommits;
   }
 
   /**
