@@ -6,8 +6,8 @@
  * read it. None of them waits for JS: a request is copied into a gfs_msg
  * and queued. The JS thread hands JS the queue at the end of each burst it
  * read; messages from other threads (the helper's, the bulk pool's) wake
- * it through a thread-safe function, once per burst (only when the queue
- * was empty). JS answers each request later,
+ * it through an async handle of the request loop's, once per burst (only
+ * when the queue was empty; see loop_wake). JS answers each request later,
  * whenever it is ready, through the reply* functions; many requests are in
  * flight at once. Reads of files whose chunks are all cached are answered
  * in C (fast_read.c) and never reach JS; so are writes into a registered
@@ -38,7 +38,7 @@ void gfs_enqueue(gfs *g, gfs_msg *m) {
   g->signaled = 1;
   pthread_mutex_unlock(&g->qlock);
   /* The request loop hands JS the queue itself at the end of its burst. */
-  if (wake && !gfs_in_request_loop) napi_call_threadsafe_function(g->tsfn, NULL, napi_tsfn_nonblocking);
+  if (wake && !gfs_in_request_loop) loop_wake(g);
 }
 
 static gfs_msg *new_msg(int op, fuse_req_t req, fuse_ino_t ino) {
@@ -502,6 +502,26 @@ static void free_payload(napi_env env, void *data, void *hint) {
 }
 
 /*
+ * Bytes of written data (OP_WROTE, WRITE) JS is handed in one go. JS cuts
+ * and hashes them as they come (a big file's early upload), about a
+ * millisecond a MiB here: handed a whole burst of 1 MiB writes at once, it
+ * went 60-175 ms without looking at its sockets, and the early upload's
+ * calls to the node waited that long for each answer. So a batch stops
+ * after this much and goes on in the next turn of the event loop.
+ */
+#define DRAIN_DATA_BYTES (8u << 20)
+
+static void free_msgs(gfs *g, gfs_msg *list) {
+  while (list) {
+    gfs_msg *n = list->next;
+    if (list->req) fuse_reply_err(list->req, EIO);
+    free(list->name), free(list->name2), payload_free(list->data, list->data_block);
+    if (list != g->exit_msg) free(list);
+    list = n;
+  }
+}
+
+/*
  * Calls the dispatcher once per request:
  *   (op, id, ino, ino2, fh, off, size, flags, mode, name, name2, data, set, uid, gid)
  * `id` is the request's address; a reply* function takes it back.
@@ -514,13 +534,9 @@ void gfs_drain(napi_env env, napi_value js_cb, gfs *g) {
   pthread_mutex_unlock(&g->qlock);
   if (env == NULL) {
     /* The environment is going away: nobody will answer these. */
-    while (list) {
-      gfs_msg *n = list->next;
-      if (list->req) fuse_reply_err(list->req, EIO);
-      free(list->name), free(list->name2), payload_free(list->data, list->data_block);
-      if (list != g->exit_msg) free(list);
-      list = n;
-    }
+    free_msgs(g, g->draining);
+    g->draining = NULL;
+    free_msgs(g, list);
     return;
   }
   /* The queue is newest first: serve in arrival order. */
@@ -535,11 +551,26 @@ void gfs_drain(napi_env env, napi_value js_cb, gfs *g) {
   napi_value global;
   napi_get_global(env, &global);
   /* Kept in g->draining as it goes: directWriteStop, called by JS in the
-   * middle of the batch, takes its file's OP_WROTE messages out of it. */
-  g->draining = fifo;
+   * middle of the batch, takes its file's OP_WROTE messages out of it.
+   * What an earlier drain left there arrived first. */
+  gfs_msg **tail = &g->draining;
+  while (*tail) tail = &(*tail)->next;
+  *tail = fifo;
+  uint64_t data_bytes = 0;
   while (g->draining) {
+    if (data_bytes >= DRAIN_DATA_BYTES && !g->finished && g->wake) {
+      /* Asked for as for a message from another thread. */
+      pthread_mutex_lock(&g->qlock);
+      int wake = !g->signaled;
+      g->signaled = 1;
+      pthread_mutex_unlock(&g->qlock);
+      if (wake) loop_wake(g);
+      STAT_ADD(g, drain_splits, 1);
+      break;
+    }
     gfs_msg *m = g->draining;
     g->draining = m->next;
+    if (m->data) data_bytes += m->size;
     if (m->op == OP_WROTE) dwrite_taken(g, m->size);
     /* A scope per request: a burst of thousands must not pile up handles. */
     napi_handle_scope scope;
@@ -583,7 +614,7 @@ void gfs_drain(napi_env env, napi_value js_cb, gfs *g) {
   }
 }
 
-/* The thread-safe function's call: messages from other threads. */
+/* The thread-safe function's call: messages queued before the request loop started or after it was freed (loop_wake). */
 static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   (void)data;
   gfs_drain(env, js_cb, context);
@@ -1104,6 +1135,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
 #define LOAD(field) __atomic_load_n(&g->stats.field, __ATOMIC_RELAXED)
   PUT("forwarded", LOAD(forwarded));
   PUT("batches", LOAD(batches));
+  PUT("drainSplits", LOAD(drain_splits));
   PUT("outstanding", __atomic_load_n(&g->outstanding, __ATOMIC_RELAXED));
   PUT("reads", LOAD(reads));
   PUT("readBytes", LOAD(read_bytes));

@@ -92,6 +92,7 @@ typedef struct gfs_notify gfs_notify;
 typedef struct gfs_stats {
   uint64_t forwarded;
   uint64_t batches;
+  uint64_t drain_splits; /* batches JS was handed in more than one turn (see gfs_drain) */
   uint64_t reads, read_bytes, read_max;
   uint64_t fast_reads, fast_bytes, fast_fallbacks;
   uint64_t pool_reads, pool_writes; /* fast-path reads and direct writes handed to the bulk pool */
@@ -140,6 +141,7 @@ typedef struct gfs {
   char *mountpoint;
   /* The request loop (request_loop.c), on the JS thread. */
   uv_poll_t *poll;
+  uv_async_t *wake; /* has JS handed the queue in a turn of its own (loop_wake) */
   napi_env env;
   napi_ref dispatcher;
   napi_async_context async_ctx;
@@ -211,6 +213,8 @@ extern __thread int gfs_in_request_loop;
 extern __thread struct fuse_buf *gfs_request_buf;
 int loop_start(gfs *g, napi_env env, napi_value dispatcher);
 void loop_free(gfs *g, napi_env env);
+/* Has JS handed the queue soon, in a turn of the event loop of its own; from any thread. */
+void loop_wake(gfs *g);
 /* After the end was reported: the thread that reported it is gone. */
 void loop_joined(gfs *g);
 

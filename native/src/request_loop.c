@@ -56,6 +56,7 @@ static void *helper_main(void *arg) {
   return NULL;
 }
 
+/* A handle of the loop's (the device's poll, the wake-up signal) is freed once libuv is done with it. */
 static void poll_closed(uv_handle_t *h) { free(h); }
 
 /*
@@ -104,6 +105,8 @@ void loop_joined(gfs *g) {
   g->ender_started = 0;
 }
 
+static void hand_to_js(gfs *g);
+
 static void on_readable(uv_poll_t *h, int status, int events) {
   (void)events;
   gfs *g = h->data;
@@ -125,7 +128,27 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   int queued = g->queue != NULL;
   pthread_mutex_unlock(&g->qlock);
   if (!queued) return; /* all answered in C */
+  hand_to_js(g);
+}
 
+/* Messages queued by other threads, or the rest of a batch gfs_drain cut short. */
+static void on_wake(uv_async_t *a) { hand_to_js(a->data); }
+
+/*
+ * Has JS handed the queue in a turn of the event loop of its own: at most
+ * once a turn, between which libuv looks at sockets and timers. (A thread-
+ * safe function call would not do: Node goes on running the calls queued on
+ * one for as long as more come, so a stream of 1 MiB writes from the helper
+ * kept JS from its sockets, and the early upload from the node's answers,
+ * for a third of a second at a time.) Any thread may call it; the handle
+ * stays until loop_free, when no thread queues any more.
+ */
+void loop_wake(gfs *g) {
+  if (g->wake) uv_async_send(g->wake);
+  else napi_call_threadsafe_function(g->tsfn, NULL, napi_tsfn_nonblocking);
+}
+
+static void hand_to_js(gfs *g) {
   napi_env env = g->env;
   napi_handle_scope hs;
   napi_value resource, dispatcher;
@@ -158,17 +181,28 @@ int loop_start(gfs *g, napi_env env, napi_value dispatcher) {
   if (napi_create_string_utf8(env, "ghostfs-requests", NAPI_AUTO_LENGTH, &name) != napi_ok || napi_async_init(env, NULL, name, &g->async_ctx) != napi_ok ||
       napi_create_reference(env, dispatcher, 1, &g->dispatcher) != napi_ok)
     return -1;
+  uv_async_t *t = calloc(1, sizeof *t);
+  if (!t || uv_async_init(loop, t, on_wake) != 0) {
+    free(t);
+    return -1;
+  }
+  t->data = g;
+  uv_unref((uv_handle_t *)t); /* the device's poll (then the thread-safe function) keeps the loop alive, not this */
   uv_poll_t *h = calloc(1, sizeof *h);
   if (!h || uv_poll_init(loop, h, fd) != 0) {
     free(h);
+    uv_close((uv_handle_t *)t, poll_closed);
     return -1;
   }
+  g->wake = t;
   g->env = env;
   h->data = g;
   g->poll = h;
   if (uv_poll_start(h, UV_READABLE, on_readable) != 0) {
     g->poll = NULL;
+    g->wake = NULL;
     uv_close((uv_handle_t *)h, poll_closed);
+    uv_close((uv_handle_t *)t, poll_closed);
     return -1;
   }
   /* Without a helper the JS thread reads alone: slower, still complete. */
@@ -178,6 +212,8 @@ int loop_start(gfs *g, napi_env env, napi_value dispatcher) {
 
 /* After the loop ended, on the JS thread, outside its callback scope. */
 void loop_free(gfs *g, napi_env env) {
+  if (g->wake) uv_close((uv_handle_t *)g->wake, poll_closed);
+  g->wake = NULL;
   if (g->dispatcher) napi_delete_reference(env, g->dispatcher);
   g->dispatcher = NULL;
   if (g->async_ctx) napi_async_destroy(env, g->async_ctx);

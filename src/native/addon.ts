@@ -51,6 +51,8 @@ export type Dispatcher = (
 export interface DriverStats {
   forwarded: number;
   batches: number;
+  /** Batches handed to JS in more than one turn of its event loop (native/src/fuse_driver.c, gfs_drain). */
+  drainSplits: number;
   outstanding: number;
   reads: number;
   readBytes: number;

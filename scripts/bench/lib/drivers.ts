@@ -63,6 +63,8 @@ export interface RequestStats {
   directWrites: number;
   forwarded: number;
   batches: number;
+  /** Batches JS took in more than one turn of its event loop, to look at its sockets between (a big file's written bytes). */
+  drainSplits: number;
   /** What the kernel agreed to at init: the ceiling of every request size above. */
   maxReadahead: number;
   maxWrite: number;
@@ -88,7 +90,7 @@ const addHist = (a: Record<string, number>, b: Record<string, number>): Record<s
 
 /** `into` plus one mount's counters. */
 export function addStats(into: RequestStats | undefined, s: DriverStats): RequestStats {
-  const z = into ?? { mounts: 0, readSizes: {}, writeSizes: {}, readMax: 0, writeMax: 0, fastReads: 0, directWrites: 0, forwarded: 0, batches: 0, maxReadahead: 0, maxWrite: 0 };
+  const z = into ?? { mounts: 0, readSizes: {}, writeSizes: {}, readMax: 0, writeMax: 0, fastReads: 0, directWrites: 0, forwarded: 0, batches: 0, drainSplits: 0, maxReadahead: 0, maxWrite: 0 };
   return {
     mounts: z.mounts + 1,
     readSizes: addHist(z.readSizes, s.readSizes),
@@ -99,6 +101,7 @@ export function addStats(into: RequestStats | undefined, s: DriverStats): Reques
     directWrites: z.directWrites + (s.directWrites ?? 0),
     forwarded: z.forwarded + s.forwarded,
     batches: z.batches + s.batches,
+    drainSplits: z.drainSplits + s.drainSplits,
     maxReadahead: Math.max(z.maxReadahead, s.maxReadahead),
     maxWrite: Math.max(z.maxWrite, s.maxWrite),
   };
@@ -117,6 +120,6 @@ export function requestLines(s: RequestStats, indent: string): string[] {
   return [
     `${indent}read sizes:  ${hist(s.readSizes, s.readMax)}; ${s.fastReads} served by the C fast path`,
     `${indent}write sizes: ${hist(s.writeSizes, s.writeMax)}; ${s.directWrites} made in C straight into the dirty copy`,
-    `${indent}${s.forwarded} requests forwarded to JS in ${s.batches} batches; kernel max_readahead ${sizeLabel(s.maxReadahead)}, max_write ${sizeLabel(s.maxWrite)}; ${s.mounts} mount${s.mounts === 1 ? '' : 's'}`,
+    `${indent}${s.forwarded} requests forwarded to JS in ${s.batches} batches (${s.drainSplits} taken in more than one turn); kernel max_readahead ${sizeLabel(s.maxReadahead)}, max_write ${sizeLabel(s.maxWrite)}; ${s.mounts} mount${s.mounts === 1 ? '' : 's'}`,
   ];
 }
