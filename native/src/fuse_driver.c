@@ -7,7 +7,7 @@
  * and queued. The JS thread hands JS the queue at the end of each burst it
  * read; messages from other threads (the helper's, the bulk pool's) wake
  * it through an async handle of the request loop's, once per burst (only
- * when the queue was empty; see loop_wake). JS answers each request later,
+ * when no wake-up is pending; see loop_wake). JS answers each request later,
  * whenever it is ready, through the reply* functions; many requests are in
  * flight at once. Reads of files whose chunks are all cached are answered
  * in C (fast_read.c) and never reach JS; so are writes into a registered
@@ -547,6 +547,7 @@ void gfs_drain(napi_env env, napi_value js_cb, gfs *g) {
     fifo = list;
     list = n;
   }
+  if (!fifo && !g->draining) return; /* a wake-up whose messages an earlier hand-off took */
   STAT_ADD(g, batches, 1);
   napi_value global;
   napi_get_global(env, &global);
@@ -614,7 +615,7 @@ void gfs_drain(napi_env env, napi_value js_cb, gfs *g) {
   }
 }
 
-/* The thread-safe function's call: messages queued before the request loop started or after it was freed (loop_wake). */
+/* The thread-safe function's call: a hand-off the request loop could not make (N-API refused it a scope), or the queue left at teardown (env NULL). */
 static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   (void)data;
   gfs_drain(env, js_cb, context);

@@ -92,7 +92,7 @@ typedef struct gfs_notify gfs_notify;
 typedef struct gfs_stats {
   uint64_t forwarded;
   uint64_t batches;
-  uint64_t drain_splits; /* batches JS was handed in more than one turn (see gfs_drain) */
+  uint64_t drain_splits; /* hand-offs to JS cut short after DRAIN_DATA_BYTES (see gfs_drain) */
   uint64_t reads, read_bytes, read_max;
   uint64_t fast_reads, fast_bytes, fast_fallbacks;
   uint64_t pool_reads, pool_writes; /* fast-path reads and direct writes handed to the bulk pool */
@@ -153,11 +153,11 @@ typedef struct gfs {
   int ender_started;
   int in_scope; /* the JS thread is inside the loop's callback scope */
 
-  napi_threadsafe_function tsfn; /* wakes the JS thread for messages from other threads */
+  napi_threadsafe_function tsfn; /* hands JS the queue where the loop's own hand-off cannot (loop_wake, hand_to_js); keeps the loop alive until finish */
   pthread_mutex_t qlock;
   gfs_msg *queue; /* newest first; reversed when drained */
   int signaled;
-  gfs_msg *draining; /* the rest of the batch JS is being handed, oldest first (JS thread only) */
+  gfs_msg *draining; /* the rest of the batch JS is being handed, or that a cut one left for the next hand-off; oldest first (JS thread only) */
 
   int64_t outstanding; /* requests handed to JS and not answered yet */
   gfs_msg *exit_msg;   /* allocated up front: the loop's end is always reported */

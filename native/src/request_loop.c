@@ -57,7 +57,7 @@ static void *helper_main(void *arg) {
 }
 
 /* A handle of the loop's (the device's poll, the wake-up signal) is freed once libuv is done with it. */
-static void poll_closed(uv_handle_t *h) { free(h); }
+static void handle_closed(uv_handle_t *h) { free(h); }
 
 /*
  * After the loop: the helper, the pool and the notify thread stop, and JS
@@ -92,7 +92,7 @@ static void *ender_main(void *arg) {
 /* The connection is gone (unmounted, aborted) or the session was told to exit. */
 static void loop_end(gfs *g) {
   uv_poll_stop(g->poll);
-  uv_close((uv_handle_t *)g->poll, poll_closed);
+  uv_close((uv_handle_t *)g->poll, handle_closed);
   g->poll = NULL;
   g->ender_started = pthread_create(&g->ender, NULL, ender_main, g) == 0;
   if (g->ender_started) return;
@@ -135,13 +135,15 @@ static void on_readable(uv_poll_t *h, int status, int events) {
 static void on_wake(uv_async_t *a) { hand_to_js(a->data); }
 
 /*
- * Has JS handed the queue in a turn of the event loop of its own: at most
- * once a turn, between which libuv looks at sockets and timers. (A thread-
- * safe function call would not do: Node goes on running the calls queued on
- * one for as long as more come, so a stream of 1 MiB writes from the helper
- * kept JS from its sockets, and the early upload from the node's answers,
- * for a third of a second at a time.) Any thread may call it; the handle
- * stays until loop_free, when no thread queues any more.
+ * Has JS handed the queue in a later callback of the event loop's. Calls
+ * made before it runs are merged into one, and one made from its own
+ * callback runs in the next turn, after libuv looked at sockets and
+ * timers. (A thread-safe function call would not do: Node goes on running
+ * the calls queued on one for as long as more come, so a stream of 1 MiB
+ * writes from the helper kept JS from its sockets, and the early upload
+ * from the node's answers, for a third of a second at a time.) Any thread
+ * may call it; the handle stays until loop_free, when no thread queues any
+ * more.
  */
 void loop_wake(gfs *g) {
   if (g->wake) uv_async_send(g->wake);
@@ -187,11 +189,10 @@ int loop_start(gfs *g, napi_env env, napi_value dispatcher) {
     return -1;
   }
   t->data = g;
-  uv_unref((uv_handle_t *)t); /* the device's poll (then the thread-safe function) keeps the loop alive, not this */
   uv_poll_t *h = calloc(1, sizeof *h);
   if (!h || uv_poll_init(loop, h, fd) != 0) {
     free(h);
-    uv_close((uv_handle_t *)t, poll_closed);
+    uv_close((uv_handle_t *)t, handle_closed);
     return -1;
   }
   g->wake = t;
@@ -201,8 +202,8 @@ int loop_start(gfs *g, napi_env env, napi_value dispatcher) {
   if (uv_poll_start(h, UV_READABLE, on_readable) != 0) {
     g->poll = NULL;
     g->wake = NULL;
-    uv_close((uv_handle_t *)h, poll_closed);
-    uv_close((uv_handle_t *)t, poll_closed);
+    uv_close((uv_handle_t *)h, handle_closed);
+    uv_close((uv_handle_t *)t, handle_closed);
     return -1;
   }
   /* Without a helper the JS thread reads alone: slower, still complete. */
@@ -212,7 +213,7 @@ int loop_start(gfs *g, napi_env env, napi_value dispatcher) {
 
 /* After the loop ended, on the JS thread, outside its callback scope. */
 void loop_free(gfs *g, napi_env env) {
-  if (g->wake) uv_close((uv_handle_t *)g->wake, poll_closed);
+  if (g->wake) uv_close((uv_handle_t *)g->wake, handle_closed);
   g->wake = NULL;
   if (g->dispatcher) napi_delete_reference(env, g->dispatcher);
   g->dispatcher = NULL;

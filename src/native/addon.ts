@@ -51,7 +51,7 @@ export type Dispatcher = (
 export interface DriverStats {
   forwarded: number;
   batches: number;
-  /** Batches handed to JS in more than one turn of its event loop (native/src/fuse_driver.c, gfs_drain). */
+  /** Hand-offs to JS cut short after 8 MiB of written data, the rest left for the next turn of its event loop (native/src/fuse_driver.c, gfs_drain). */
   drainSplits: number;
   outstanding: number;
   reads: number;

@@ -63,7 +63,7 @@ export interface RequestStats {
   directWrites: number;
   forwarded: number;
   batches: number;
-  /** Batches JS took in more than one turn of its event loop, to look at its sockets between (a big file's written bytes). */
+  /** Hand-offs to JS cut short after 8 MiB of written data, so that it looks at its sockets before the rest. */
   drainSplits: number;
   /** What the kernel agreed to at init: the ceiling of every request size above. */
   maxReadahead: number;
@@ -101,7 +101,7 @@ export function addStats(into: RequestStats | undefined, s: DriverStats): Reques
     directWrites: z.directWrites + (s.directWrites ?? 0),
     forwarded: z.forwarded + s.forwarded,
     batches: z.batches + s.batches,
-    drainSplits: z.drainSplits + s.drainSplits,
+    drainSplits: z.drainSplits + (s.drainSplits ?? 0),
     maxReadahead: Math.max(z.maxReadahead, s.maxReadahead),
     maxWrite: Math.max(z.maxWrite, s.maxWrite),
   };
@@ -120,6 +120,6 @@ export function requestLines(s: RequestStats, indent: string): string[] {
   return [
     `${indent}read sizes:  ${hist(s.readSizes, s.readMax)}; ${s.fastReads} served by the C fast path`,
     `${indent}write sizes: ${hist(s.writeSizes, s.writeMax)}; ${s.directWrites} made in C straight into the dirty copy`,
-    `${indent}${s.forwarded} requests forwarded to JS in ${s.batches} batches (${s.drainSplits} taken in more than one turn); kernel max_readahead ${sizeLabel(s.maxReadahead)}, max_write ${sizeLabel(s.maxWrite)}; ${s.mounts} mount${s.mounts === 1 ? '' : 's'}`,
+    `${indent}${s.forwarded} requests forwarded to JS in ${s.batches} batches (${s.drainSplits} cut short at 8 MiB of written data); kernel max_readahead ${sizeLabel(s.maxReadahead)}, max_write ${sizeLabel(s.maxWrite)}; ${s.mounts} mount${s.mounts === 1 ? '' : 's'}`,
   ];
 }
