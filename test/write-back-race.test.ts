@@ -6,7 +6,7 @@
 // name). Driven in process against a real node (helpers/write-back-rig.ts),
 // so that the two calls can be started at the same moment.
 import t, { type Test } from 'tap';
-import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errnoOf } from '../src/wire/errors.js';
@@ -587,4 +587,28 @@ t.test("a create of a name another client made since the kernel's lookup: opens 
   await waitFor('nothing queued', async () => (await wb.drain()) === 0);
   t.equal(await readFile(join(root, 'theirs'), 'utf8'), 'theirs\nmine\n', 'the append went after their content');
   t.same(await readdir(root), ['theirs'], 'no conflict copy');
+});
+
+t.test("a create that opens an existing file gives a member of the file's group the group's bits, by a supplementary group too", async (t) => {
+  const rig = await writeBackRig(t, {}, 5_000);
+  const { root, vfs, wb } = rig;
+  // Root's file, group 2000 may write it, others may not (the tests run as root on the node, which keeps the owner).
+  await writeFile(join(root, 'shared'), 'shared\n');
+  await chown(join(root, 'shared'), 0, 2000);
+  await chmod(join(root, 'shared'), 0o664);
+  await waitFor('the mount to list it', async () => (await vfs.list(''), (await vfs.entry('shared').catch(() => undefined))?.attr.gid === 2000));
+  const O_WRONLY_CREAT_APPEND = 0o1 | 0o100 | 0o2000;
+  const create = (uid: number, gid: number, groups?: () => readonly number[] | undefined) =>
+    outcome(vfs.create('', 'shared', 0o644, uid, gid, O_WRONLY_CREAT_APPEND, groups).then(async ({ handle }) => {
+      await vfs.write(handle.fh, 0, Buffer.from(`by ${uid}\n`));
+      await vfs.flush(handle.fh);
+      await vfs.release(handle.fh);
+    }));
+  t.equal((await create(1000, 1000)).split(':')[0], 'EACCES', 'uid 1000 of group 1000 alone: the others bits, no writing');
+  t.equal((await create(1000, 1000, () => [1000, 3000])).split(':')[0], 'EACCES', 'nor with supplementary groups that do not include 2000');
+  t.equal((await create(1000, 1000, () => undefined)).split(':')[0], 'EACCES', 'nor when the groups cannot be had');
+  t.equal(await create(1000, 1000, () => [1000, 2000]), 'ok', 'with 2000 among its supplementary groups: the group may write');
+  t.equal(await create(1001, 2000), 'ok', 'and by its own group');
+  await waitFor('nothing queued', async () => (await wb.drain()) === 0);
+  t.equal(await readFile(join(root, 'shared'), 'utf8'), 'shared\nby 1000\nby 1001\n', 'the node has both appends');
 });

@@ -1126,6 +1126,38 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * reqGroups(id) -> [gid, ...] | null: the supplementary groups of the
+ * process that made a request not answered yet (libfuse reads them from
+ * /proc); null when they cannot be had (the process is gone, or the
+ * request came from the kernel itself). FUSE passes only the caller's
+ * uid and gid: this is for the rare check the kernel leaves to the mount.
+ */
+static napi_value js_req_groups(napi_env env, napi_callback_info info) {
+  GET_ARGS(1);
+  double id;
+  if (get_double(env, argv[0], &id)) return NULL;
+  fuse_req_t req = (fuse_req_t)(uintptr_t)id;
+  gid_t small[64], *list = small;
+  int n = fuse_req_getgroups(req, 64, list);
+  if (n > 64) {
+    /* More than fit: asked again with room for them (the process may have changed them since). */
+    int room = n;
+    list = malloc((size_t)room * sizeof *list);
+    n = list ? fuse_req_getgroups(req, room, list) : -ENOMEM;
+    if (n > room) n = room;
+  }
+  napi_value out;
+  if (n < 0) {
+    napi_get_null(env, &out);
+  } else {
+    napi_create_array_with_length(env, (size_t)n, &out);
+    for (int i = 0; i < n; i++) napi_set_element(env, out, (uint32_t)i, num(env, list[i]));
+  }
+  if (list != small) free(list);
+  return out;
+}
+
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   GET_ARGS(1);
   gfs *g = get_gfs(env, argv[0]);
@@ -1198,5 +1230,6 @@ napi_value driver_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "replyStatfs", js_reply_statfs);
   export_fn(env, exports, "replyDir", js_reply_dir);
   export_fn(env, exports, "stats", js_stats);
+  export_fn(env, exports, "reqGroups", js_req_groups);
   return exports;
 }

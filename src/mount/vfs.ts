@@ -758,9 +758,10 @@ export class Vfs {
    * (another client's file, heard of meanwhile). Without O_EXCL the open
    * then opens that file, as open(O_CREAT) does on a local disk: `>>` from
    * two mounts at once failed with EEXIST on one of them. Without flags
-   * (fuse-native), EEXIST.
+   * (fuse-native), EEXIST. `groups`: the caller's supplementary groups as
+   * the kernel has them, where the driver can tell (checked only then).
    */
-  async create(dir: string, name: string, mode: number, uid = this.owners.maker.uid, gid = this.owners.maker.gid, flags?: number): Promise<{ node: Node; handle: FileHandle }> {
+  async create(dir: string, name: string, mode: number, uid = this.owners.maker.uid, gid = this.owners.maker.gid, flags?: number, groups?: () => readonly number[] | undefined): Promise<{ node: Node; handle: FileHandle }> {
     this.stillServing();
     this.known(dir);
     const path = namedPath(dir, name);
@@ -771,7 +772,7 @@ export class Vfs {
       // The kernel checks no permission on a file a create opened: checked here, as an open would be,
       // with the ids the kernel has (its root is the one that may write anything).
       const o = this.owners;
-      if (!mayOpen(o.shown(there.attr), o.uid(uid), o.gid(gid), flags)) throw new FsError('EACCES', `"${path}" exists and uid ${o.uid(uid)} may not open it so`);
+      if (!mayOpen(o.shown(there.attr), o.uid(uid), o.gid(gid), flags, groups)) throw new FsError('EACCES', `"${path}" exists and uid ${o.uid(uid)} may not open it so`);
       const handle = await this.openWrite(path, flags);
       return { node: this.node(path, await this.entry(path)), handle };
     }
@@ -1629,14 +1630,17 @@ function namedPath(dir: string, name: string): string {
 
 /**
  * Permission by mode bits to open with `flags` (read, write or both; O_TRUNC
- * writes), for the caller's uid and primary gid: FUSE says no other group
- * (root may always).
+ * writes), for the caller's uid and gid (root may always). FUSE passes no
+ * other group: `groups` gives the caller's supplementary ones where the
+ * driver can have them (the native driver, from /proc).
  */
-function mayOpen(attr: Attr, uid: number, gid: number, flags: number): boolean {
+function mayOpen(attr: Attr, uid: number, gid: number, flags: number, groups?: () => readonly number[] | undefined): boolean {
   if (uid === 0) return true;
   const acc = flags & O_ACCMODE;
   const want = (acc === 0 ? 4 : acc === 1 ? 2 : 6) | (flags & O_TRUNC ? 2 : 0);
-  const bits = uid === attr.uid ? (attr.mode >> 6) & 7 : gid === attr.gid ? (attr.mode >> 3) & 7 : attr.mode & 7;
+  // The group's bits for a member, by its own group or a supplementary one (asked for only when it matters).
+  const member = (): boolean => gid === attr.gid || (groups?.() ?? []).includes(attr.gid);
+  const bits = uid === attr.uid ? (attr.mode >> 6) & 7 : member() ? (attr.mode >> 3) & 7 : attr.mode & 7;
   return (bits & want) === want;
 }
 

@@ -115,6 +115,8 @@ export interface NativeAddon {
   /** Returns how many entries fitted in the kernel's buffer. */
   replyDir(id: number, size: number, plus: 0 | 1, firstOffset: number, names: string[], attrs: Float64Array): number;
   stats(h: SessionHandle): DriverStats;
+  /** The supplementary groups of the process that made request `id` (not answered yet); null when they cannot be had. */
+  reqGroups(id: number): number[] | null;
   fastOpen(h: SessionHandle, fh: number, size: number, hashes: Buffer, offsets: Float64Array, lengths: Float64Array, local: Uint8Array): void;
   fastMark(h: SessionHandle, fh: number, index: number): void;
   fastClose(h: SessionHandle, fh: number): void;

@@ -66,6 +66,12 @@ export class Reply {
     }
   }
 
+  /** The caller's supplementary groups, as the kernel knows them (only before the answer; undefined when they cannot be had). */
+  groups(): number[] | undefined {
+    if (this.done) return undefined;
+    return this.addon.reqGroups(this.id) ?? undefined;
+  }
+
   get replied(): boolean {
     return this.done;
   }

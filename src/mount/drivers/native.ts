@@ -575,7 +575,7 @@ export class NativeDriver implements Driver {
         return serveOp(
           'create',
           name!,
-          () => vfs.create(dir, name!, mode & 0o7777, uid, gid, flags),
+          () => vfs.create(dir, name!, mode & 0o7777, uid, gid, flags, () => r.groups()),
           (c) => {
             const id = ids.entry(ino, name!);
             this.opened(id, c.handle.fh);
