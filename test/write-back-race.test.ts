@@ -589,26 +589,44 @@ t.test("a create of a name another client made since the kernel's lookup: opens 
   t.same(await readdir(root), ['theirs'], 'no conflict copy');
 });
 
-t.test("a create that opens an existing file gives a member of the file's group the group's bits, by a supplementary group too", async (t) => {
+t.test("a create that opens an existing file gives a member of the file's group the group's bits, by a supplementary group too", { skip: process.getuid?.() !== 0 && "changing a file's owner needs root" }, async (t) => {
   const rig = await writeBackRig(t, {}, 5_000);
   const { root, vfs, wb } = rig;
-  // Root's file, group 2000 may write it, others may not (the tests run as root on the node, which keeps the owner).
+  // Root's file, group 2000 may write it, others may not (the node runs as root here and keeps the owner).
   await writeFile(join(root, 'shared'), 'shared\n');
   await chown(join(root, 'shared'), 0, 2000);
   await chmod(join(root, 'shared'), 0o664);
   await waitFor('the mount to list it', async () => (await vfs.list(''), (await vfs.entry('shared').catch(() => undefined))?.attr.gid === 2000));
   const O_WRONLY_CREAT_APPEND = 0o1 | 0o100 | 0o2000;
-  const create = (uid: number, gid: number, groups?: () => readonly number[] | undefined) =>
-    outcome(vfs.create('', 'shared', 0o644, uid, gid, O_WRONLY_CREAT_APPEND, groups).then(async ({ handle }) => {
-      await vfs.write(handle.fh, 0, Buffer.from(`by ${uid}\n`));
-      await vfs.flush(handle.fh);
-      await vfs.release(handle.fh);
-    }));
-  t.equal((await create(1000, 1000)).split(':')[0], 'EACCES', 'uid 1000 of group 1000 alone: the others bits, no writing');
-  t.equal((await create(1000, 1000, () => [1000, 3000])).split(':')[0], 'EACCES', 'nor with supplementary groups that do not include 2000');
-  t.equal((await create(1000, 1000, () => undefined)).split(':')[0], 'EACCES', 'nor when the groups cannot be had');
-  t.equal(await create(1000, 1000, () => [1000, 2000]), 'ok', 'with 2000 among its supplementary groups: the group may write');
-  t.equal(await create(1001, 2000), 'ok', 'and by its own group');
+  let asked = 0;
+  const create = (uid: number, gid: number, groups?: readonly number[]) =>
+    outcome(
+      vfs.create('', 'shared', 0o644, uid, gid, O_WRONLY_CREAT_APPEND, () => (asked++, groups)).then(async ({ handle }) => {
+        await vfs.write(handle.fh, 0, Buffer.from(`by ${uid}\n`));
+        await vfs.flush(handle.fh);
+        await vfs.release(handle.fh);
+      }),
+    );
+  t.equal((await create(1000, 1000)).split(':')[0], 'EACCES', 'uid 1000 of group 1000, its groups not to be had: the others bits, no writing');
+  t.equal((await create(1000, 1000, [1000, 3000])).split(':')[0], 'EACCES', 'nor with supplementary groups that do not include 2000');
+  t.equal(await create(1000, 1000, [1000, 2000]), 'ok', 'with 2000 among its supplementary groups: the group may write');
+  t.equal(asked, 3, 'the groups were asked for each time they decided');
+  t.equal(await create(1001, 2000), 'ok', 'by its own group');
+  t.equal(await create(0, 0), 'ok', 'by root');
+  t.equal(asked, 3, 'and not asked for when they could not change the answer');
   await waitFor('nothing queued', async () => (await wb.drain()) === 0);
-  t.equal(await readFile(join(root, 'shared'), 'utf8'), 'shared\nby 1000\nby 1001\n', 'the node has both appends');
+  t.equal(await readFile(join(root, 'shared'), 'utf8'), 'shared\nby 1000\nby 1001\nby 0\n', 'the node has the three appends');
+
+  // Mounted with --idmap user: the node's group (0 here) is shown as the mount's (4242), and the
+  // supplementary groups are the kernel's, compared with the group as the kernel is shown it.
+  await writeFile(join(root, 'nodes'), 'nodes\n');
+  await chmod(join(root, 'nodes'), 0o664);
+  const st = await stat(join(root, 'nodes'));
+  vfs.owners = OwnerMap.of('user', { uid: 4242, gid: 4242 }, { uid: st.uid, gid: st.gid });
+  await waitFor('the mount to list it', async () => (await vfs.list(''), !!(await vfs.entry('nodes').catch(() => undefined))));
+  const o = vfs.owners;
+  // The caller is the kernel's 1000 of group 1000, as the driver hands it over (the node's ids).
+  const swapped = (groups: readonly number[]) => outcome(vfs.create('', 'nodes', 0o644, o.uid(1000), o.gid(1000), O_WRONLY_CREAT_APPEND, () => groups).then(({ handle }) => vfs.release(handle.fh)));
+  t.equal((await swapped([st.gid])).split(':')[0], 'EACCES', "the node's own group id among the kernel's groups: not the file's group as the kernel sees it");
+  t.equal(await swapped([4242]), 'ok', 'the group the kernel is shown (4242) among them: the group may write');
 });

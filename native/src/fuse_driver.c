@@ -1141,21 +1141,18 @@ static napi_value js_req_groups(napi_env env, napi_callback_info info) {
   gid_t small[64], *list = small;
   int n = fuse_req_getgroups(req, 64, list);
   if (n > 64) {
-    /* More than fit: asked again with room for them (the process may have changed them since). */
+    /* More than fit: asked again with room for them (the caller waits in its call meanwhile, so they are the same). */
     int room = n;
     list = malloc((size_t)room * sizeof *list);
     n = list ? fuse_req_getgroups(req, room, list) : -ENOMEM;
     if (n > room) n = room;
   }
-  napi_value out;
-  if (n < 0) {
-    napi_get_null(env, &out);
-  } else {
-    napi_create_array_with_length(env, (size_t)n, &out);
-    for (int i = 0; i < n; i++) napi_set_element(env, out, (uint32_t)i, num(env, list[i]));
-  }
+  napi_value out = NULL;
+  napi_status st = n < 0 ? napi_get_null(env, &out) : napi_create_array_with_length(env, (size_t)n, &out);
+  for (int i = 0; st == napi_ok && i < n; i++) st = napi_set_element(env, out, (uint32_t)i, num(env, list[i]));
   if (list != small) free(list);
-  return out;
+  if (st != napi_ok) napi_throw_error(env, NULL, "reqGroups: cannot make the array");
+  return st == napi_ok ? out : NULL;
 }
 
 static napi_value js_stats(napi_env env, napi_callback_info info) {

@@ -115,7 +115,7 @@ export interface NativeAddon {
   /** Returns how many entries fitted in the kernel's buffer. */
   replyDir(id: number, size: number, plus: 0 | 1, firstOffset: number, names: string[], attrs: Float64Array): number;
   stats(h: SessionHandle): DriverStats;
-  /** The supplementary groups of the process that made request `id` (not answered yet); null when they cannot be had. */
+  /** The supplementary groups of the process that made request `id`; null when they cannot be had. Only while the request is unanswered (Reply.groups sees to that): the request is freed by its answer. */
   reqGroups(id: number): number[] | null;
   fastOpen(h: SessionHandle, fh: number, size: number, hashes: Buffer, offsets: Float64Array, lengths: Float64Array, local: Uint8Array): void;
   fastMark(h: SessionHandle, fh: number, index: number): void;
