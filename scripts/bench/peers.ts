@@ -42,7 +42,7 @@ import { Aborted, dropCaches, failed, issueAndNoteLines, logIssues, note, notes,
 import { barChart, type BarGroup } from './lib/svg.js';
 import { ensureDebianPackages, fusermount, have } from './lib/tools.js';
 import { generateSourceTree, gitEnv, keptFileMatches, type SourceTreeSummary, writeIncompressible } from './lib/tree.js';
-import { openWorkDir, readMarkerFile, removeWorkDir, writeJsonReport } from './lib/workdir.js';
+import { openWorkDir, readMarkerFile, removeWorkDir, SetAside, writeJsonReport } from './lib/workdir.js';
 import { type ArchiveInfo, archiveTree, checkSmall, diffLists, HASH_LIST, SMALL_SIZE, SMALL_WRITER, type SmallWriterResult } from './lib/writes.js';
 
 // ---------------------------------------------------------------------------
@@ -199,6 +199,8 @@ interface Dirs {
   /** Sources of the writes and the check lists, outside what is served. */
   gen: string;
   mnt: string;
+  /** Outputs and caches done with, deleted once every figure is taken. */
+  aside: SetAside;
 }
 
 /** One way to reach the data dir. A round: up, then for each workload a fresh mount, then down. */
@@ -333,10 +335,7 @@ function rcloneSystem(dirs: Dirs): System {
   };
   return fuseSystem('rclone', dirs, () => ['rclone', ['mount', 'bench:', dirs.mnt, '--config', conf, '--vfs-cache-mode', 'full', '--cache-dir', cache]], {
     // Cold means an empty cache: the last mount's chunks are dropped.
-    beforeMount: async () => {
-      await rm(cache, { recursive: true, force: true });
-      await mkdir(cache, { recursive: true });
-    },
+    beforeMount: () => dirs.aside.put(cache, { recreate: true }),
     async up() {
       await mkdir(dir, { recursive: true });
       const port = await freePort();
@@ -425,8 +424,7 @@ function ghostfsSystem(id: SystemId, d: Driver, dirs: Dirs, st: GhostfsState): S
     },
     async mount() {
       if (!node) throw new Error('no node running');
-      await rm(cacheDir, { recursive: true, force: true });
-      await mkdir(cacheDir, { recursive: true });
+      await dirs.aside.put(cacheDir, { recreate: true });
       const m = spawnMount(node.endpoint, dirs.mnt, cacheDir, ['--driver', d]);
       mount = m;
       running.mount = stopMount;
@@ -747,8 +745,7 @@ async function round(results: Results, s: System, run: number, ws: ReadWorkload[
   await s.unmount();
   await s.down();
   // What this round wrote goes before the next system reads the tree (straight on the server's disk).
-  await rm(join(c.dirs.data, 'out'), { recursive: true, force: true });
-  await mkdir(join(c.dirs.data, 'out'));
+  await c.dirs.aside.put(join(c.dirs.data, 'out'), { recreate: true });
 }
 
 // ---------------------------------------------------------------------------
@@ -793,7 +790,7 @@ async function ensureData(dirs: Dirs, opts: Options): Promise<{ m: Required<Mark
     delete m.repo;
     delete m.archive;
     await step(`the repository (${opts.files} files, seed ${opts.seed})`, async () => {
-      await rm(repoDir, { recursive: true, force: true });
+      await dirs.aside.put(repoDir);
       const t0 = performance.now();
       const summary = await generateSourceTree(repoDir, { files: opts.files, seed: opts.seed });
       m.repo = { files: opts.files, seed: opts.seed, summary, seconds: (performance.now() - t0) / 1000 };
@@ -891,7 +888,7 @@ async function main(opts: Options): Promise<void> {
   for (const [s, cmd] of [['sshfs', '/usr/sbin/sshd'], ['rclone', 'rclone']] as const) if (opts.systems.includes(s) && !have(cmd)) throw new Error(`${cmd} is missing`);
 
   const { dir, madeDir } = await openWorkDir(opts.dir, 'ghostfs-bench-peers-', MARKER, async (d) => !!(await readMarker(d)));
-  const dirs: Dirs = { work: dir, data: join(dir, 'data'), gen: join(dir, 'gen'), mnt: join(dir, 'mnt') };
+  const dirs: Dirs = { work: dir, data: join(dir, 'data'), gen: join(dir, 'gen'), mnt: join(dir, 'mnt'), aside: new SetAside(join(dir, 'set-aside')) };
   const scratch = [join(dir, 'rclone'), ...DRIVERS.flatMap((d) => [join(dir, `state-${d}`), join(dir, `cache-${d}`)])];
 
   const teardown = once(async () => {
@@ -900,7 +897,7 @@ async function main(opts: Options): Promise<void> {
     if (isMounted(dirs.mnt)) lazyUnmount(dirs.mnt);
     if (isMounted(dirs.mnt)) return progress(`\n${dirs.mnt} is still mounted: not removing ${dir}\n`);
     // Written outputs, states and caches are never worth keeping; the generated data is (--keep reuses it).
-    for (const p of [join(dirs.data, 'out'), ...scratch]) await rm(p, { recursive: true, force: true });
+    for (const p of [join(dirs.data, 'out'), ...scratch, dirs.aside.dir]) await rm(p, { recursive: true, force: true });
     if (!opts.keep) await removeWorkDir(dir, madeDir, [dirs.data, dirs.gen, dirs.mnt, join(dir, 'ssh'), join(dir, MARKER)]);
   });
   // Ctrl-C (and kill): stop the workload, unmount, stop the servers, remove the work dir, then exit.
@@ -908,7 +905,7 @@ async function main(opts: Options): Promise<void> {
 
   try {
     if (isMounted(dirs.mnt)) lazyUnmount(dirs.mnt); // a kept --dir whose last run was killed hard
-    for (const p of [join(dirs.data, 'out'), ...scratch]) await rm(p, { recursive: true, force: true });
+    for (const p of [join(dirs.data, 'out'), ...scratch]) await dirs.aside.put(p);
     for (const p of [dirs.data, join(dirs.data, 'out'), dirs.mnt]) await mkdir(p, { recursive: true });
     const { m, reused } = await ensureData(dirs, opts);
     const tree = m.repo.summary;
@@ -951,7 +948,7 @@ async function main(opts: Options): Promise<void> {
       `- **machine:** ${machine.cpus} × ${machine.cpuModel}, ${sizeLabel(machine.totalMemBytes)} RAM, kernel ${machine.kernel}; work dir on ${df[0] ?? '?'} (${df[1] ?? '?'}); load average ${load(loadStart)} at the start, ${load(loadEnd)} at the end${loadEnd[0]! > machine.cpus || loadStart[0]! > machine.cpus ? ' (a shared machine: other work was running, figures are noisy)' : ''}`,
       `- **tools:** ${Object.entries(tools).map(([k, v]) => `${k}: ${v}`).join('; ')}`,
       `- **data:** a git repository of ${tree.files} files in ${tree.dirs} directories (depth ≤ ${tree.maxDepth}), ${sizeLabel(tree.bytes)}, ${tree.commits} commits, \`git status\` showing ${tree.modified} modified, ${tree.deleted} deleted, ${tree.untracked} untracked; big.bin, ${sizeLabel(opts.big)} incompressible; writes: ${opts.small} × 4 KiB files, ${sizeLabel(opts.write)} incompressible, tar of the working tree (${m.archive.info.count} files, ${sizeLabel(m.archive.info.bytes)}); seed ${opts.seed}, ${reused ? 'kept from an earlier run' : 'generated by this run'} (scripts/bench/lib/tree.ts)`,
-      `- **runs:** ${opts.runs}; in each, every system in turn through every workload. Cold = a fresh mount with an empty cache and the page cache dropped; warm = the same workload again at once on that mount. Writes run on a fresh mount; "on server" = until the served directory holds every byte (polled; small files and the big file checked by content, the tree by count and bytes, then its sha256 list); the write outputs are removed between rounds.`,
+      `- **runs:** ${opts.runs}; in each, every system in turn through every workload. Cold = a fresh mount with an empty cache and the page cache dropped; warm = the same workload again at once on that mount. Writes run on a fresh mount; "on server" = until the served directory holds every byte (polled; small files and the big file checked by content, the tree by count and bytes, then its sha256 list); the write outputs are set aside (renamed) between rounds and deleted after the last figure, as are emptied caches: a delete makes the next files created on this disk dearer (scripts/bench/lib/workdir.ts).`,
       `- **page cache:** ${pageCacheDropped() ? 'dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every cold run' : 'could NOT be dropped: cold figures include cached bytes'}`,
       '',
       'Systems, all on this machine over loopback:',

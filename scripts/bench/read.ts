@@ -18,7 +18,7 @@
 //   scripts/bench/read [--quick] [--drivers native,fuse-native] [--files 27000] [--big 1G] [--runs 3] [--json out.json] [--keep --dir DIR]
 import { Command, Option } from 'commander';
 import { existsSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -30,7 +30,7 @@ import { firstLineOf, fmt, ghostfsSettings, machineInfo, median, MiB, sizeLabel 
 import { Aborted, dropCaches, failed, issueAndNoteLines, logIssues, note, notes, once, pageCacheDropped, progress, recordIssue, runCmd, session, teardownOnSignals } from './lib/session.js';
 import { ensureDebianPackages } from './lib/tools.js';
 import { generateSourceTree, gitEnv, keptFileMatches, type SourceTreeSummary, writeIncompressible } from './lib/tree.js';
-import { openWorkDir, readMarkerFile, removeWorkDir, writeJsonReport } from './lib/workdir.js';
+import { openWorkDir, readMarkerFile, removeWorkDir, SetAside, writeJsonReport } from './lib/workdir.js';
 
 // ---------------------------------------------------------------------------
 // options
@@ -570,6 +570,8 @@ interface Dirs {
   stateDir: string;
   cacheDir: string;
   mnt: string;
+  /** Caches done with, deleted once every figure is taken. */
+  aside: SetAside;
 }
 
 interface DriverRun {
@@ -613,8 +615,7 @@ async function measureDriver(d: Driver, ws: Workload[], results: Results, dirs: 
     };
     for (let r = 1; r <= coldRuns; r++) {
       await guarded(`cold round ${r}`, r === 1 && w.kind === 'meta' ? ['cold', 'warm'] : ['cold'], async () => {
-        await rm(cacheDir, { recursive: true, force: true });
-        await mkdir(cacheDir, { recursive: true });
+        await dirs.aside.put(cacheDir, { recreate: true });
         await startMount(mnt, cacheDir, d, opts);
         await dropCaches();
         await sample(results, w, d, 'cold', mnt, `${d} cold ${r}/${coldRuns}`);
@@ -662,9 +663,11 @@ async function main(opts: Options): Promise<void> {
   const { dir, madeDir } = await openWorkDir(opts.dir, 'ghostfs-bench-read-', MARKER, async (d) => !!(await readMarker(d)));
   const dataDir = join(dir, 'data');
   const { stateDir, cacheDir, mnt } = ghostfsDirs(dir);
+  const aside = new SetAside(join(dir, 'set-aside'));
 
   const teardown = once(async () => {
     await stopAll(mnt, stopMount, stopNode);
+    if (!stillMounted(mnt, dir)) await aside.empty();
     if (opts.keep) return;
     if (stillMounted(mnt, dir)) return;
     await removeWorkDir(dir, madeDir, [dataDir, stateDir, cacheDir, mnt, join(dir, MARKER)]);
@@ -698,7 +701,7 @@ async function main(opts: Options): Promise<void> {
     }
 
     const runs: Partial<Record<Driver, DriverRun>> = {};
-    for (const d of opts.drivers) runs[d] = await measureDriver(d, ws, results, { dataDir, stateDir, cacheDir, mnt }, opts);
+    for (const d of opts.drivers) runs[d] = await measureDriver(d, ws, results, { dataDir, stateDir, cacheDir, mnt, aside }, opts);
 
     // ---- report
     const tools = toolVersions();

@@ -43,8 +43,8 @@ import { parseCount, parseSize } from './lib/options.js';
 import { firstLineOf, fmt, ghostfsSettings, machineInfo, MB, median, MiB, sizeLabel, table } from './lib/report.js';
 import { Aborted, type CmdOptions, type CmdResult, failed, issueAndNoteLines, logIssues, note, notes, once, progress, runCmd as runShell, session, sleep, teardownOnSignals } from './lib/session.js';
 import { ensureDebianPackages } from './lib/tools.js';
-import { generateSourceTree, keptFileMatches, removeTree, writeIncompressible } from './lib/tree.js';
-import { openWorkDir, readMarkerFile, removeWorkDir, writeJsonReport } from './lib/workdir.js';
+import { generateSourceTree, keptFileMatches, writeIncompressible } from './lib/tree.js';
+import { openWorkDir, readMarkerFile, removeWorkDir, SetAside, writeJsonReport } from './lib/workdir.js';
 import { archiveTree, checkSmall, diffLists, HASH_LIST, SMALL_SIZE, SMALL_WRITER, type SmallWriterResult } from './lib/writes.js';
 
 // ---------------------------------------------------------------------------
@@ -273,7 +273,7 @@ async function readMarker(dir: string): Promise<Marker | null> {
   return m?.format === MARKER_FORMAT ? m : null;
 }
 
-async function ensureData(dataDir: string, markerDir: string, opts: Options): Promise<{ tree: TreeInfo; big: Required<Marker>['big']; series: { size: number; seed: number; sha256: string }[]; treeReused: boolean; bigReused: boolean }> {
+async function ensureData(dataDir: string, markerDir: string, aside: SetAside, opts: Options): Promise<{ tree: TreeInfo; big: Required<Marker>['big']; series: { size: number; seed: number; sha256: string }[]; treeReused: boolean; bigReused: boolean }> {
   const marker: Marker = (await readMarker(markerDir)) ?? { format: MARKER_FORMAT };
   const save = (): Promise<void> => writeFile(join(markerDir, MARKER), JSON.stringify(marker, null, 2) + '\n');
   await mkdir(dataDir, { recursive: true });
@@ -284,13 +284,13 @@ async function ensureData(dataDir: string, markerDir: string, opts: Options): Pr
     delete marker.tree;
     await save();
     const src = join(dataDir, 'tree');
-    await removeTree(src);
+    await aside.put(src);
     progress(`generating the source tree (${opts.treeFiles} files, seed ${opts.seed}) and its tar... `);
     const t0 = performance.now();
     await generateSourceTree(src, { files: opts.treeFiles, seed: opts.seed });
     marker.tree = { files: opts.treeFiles, seed: opts.seed, ...(await archiveTree(src, tar, list)), seconds: (performance.now() - t0) / 1000 };
     // Only the archive and its hash list are needed from here on.
-    await removeTree(src);
+    await aside.put(src);
     await save();
     progress(`${marker.tree.seconds.toFixed(1)} s\n`);
   }
@@ -404,12 +404,14 @@ async function main(opts: Options): Promise<void> {
   const srcDir = join(dir, 'src'); // the node's workspace root
   const { stateDir, cacheDir, mnt } = ghostfsDirs(dir);
   const wheres: Where[] = ['local', ...opts.drivers];
+  // Outputs are deleted only once every figure is taken (see SetAside).
+  const aside = new SetAside(join(dir, 'set-aside'));
 
   const teardown = once(async () => {
     await stopAll(mnt, stopMount, stopNode);
     if (stillMounted(mnt, dir)) return;
     // Written outputs are never worth keeping; the generated data is (--keep reuses it).
-    for (const p of [localDir, srcDir, stateDir, cacheDir]) await rm(p, { recursive: true, force: true });
+    for (const p of [localDir, srcDir, stateDir, cacheDir, aside.dir]) await rm(p, { recursive: true, force: true });
     if (opts.keep) return;
     await removeWorkDir(dir, madeDir, [dataDir, mnt, join(dir, MARKER)]);
   });
@@ -418,9 +420,9 @@ async function main(opts: Options): Promise<void> {
 
   try {
     if (isMounted(mnt)) lazyUnmount(mnt); // a kept --dir whose last run was killed hard
-    for (const p of [localDir, srcDir, stateDir, cacheDir]) await rm(p, { recursive: true, force: true });
-    for (const p of [localDir, srcDir, stateDir, cacheDir, mnt]) await mkdir(p, { recursive: true });
-    const { tree, big, series, treeReused, bigReused } = await ensureData(dataDir, dir, opts);
+    for (const p of [localDir, srcDir, stateDir, cacheDir]) await aside.put(p, { recreate: true });
+    await mkdir(mnt, { recursive: true });
+    const { tree, big, series, treeReused, bigReused } = await ensureData(dataDir, dir, aside, opts);
     const smallBody = await readFile(join(dataDir, 'small.bin'));
     const treeList = await readFile(join(dataDir, 'tree.sha256'), 'utf8');
 
@@ -477,13 +479,17 @@ async function main(opts: Options): Promise<void> {
       }
     };
 
-    /** Removes a sample's output: local directly, ghostfs through the mount (a child rm, timed for the notes). */
+    /**
+     * Sets a sample's output aside, to be deleted when every figure is taken:
+     * local directly, ghostfs through the mount (a child mv into a directory
+     * of the mount's, timed for the notes).
+     */
     const cleanup = async (where: Where, name: string): Promise<void> => {
-      if (where === 'local') return void (await rm(join(localDir, name), { recursive: true, force: true }));
-      const r = await runCmd('rm -rf -- "$1"', mnt, { timeoutMs: 30 * 60_000, args: [name] });
+      if (where === 'local') return aside.put(join(localDir, name));
+      const r = await runCmd('mkdir -p .set-aside && mv -- "$1" ".set-aside/$1"', mnt, { timeoutMs: 30 * 60_000, args: [name] });
       if (r.code !== 0) {
-        note(`rm -rf ${name} through the ${where} mount failed (${failed('rm', r).message})${mountState()}; removing it on the node instead`);
-        await rm(join(srcDir, name), { recursive: true, force: true });
+        note(`mv ${name} through the ${where} mount failed (${failed('mv', r).message})${mountState()}; setting it aside on the node instead`);
+        await aside.put(join(srcDir, name));
       } else (cleanupMs[where]![name.replace(/-\d+(\.bin|\.img)?$/, '')] ??= []).push(r.ms);
     };
 
@@ -671,8 +677,7 @@ async function main(opts: Options): Promise<void> {
      * that will not start costs this driver's figures, not the other's.
      */
     const runDriver = async (d: Driver): Promise<DriverRun | undefined> => {
-      for (const p of [srcDir, stateDir, cacheDir]) await rm(p, { recursive: true, force: true });
-      for (const p of [srcDir, stateDir, cacheDir]) await mkdir(p, { recursive: true });
+      for (const p of [srcDir, stateDir, cacheDir]) await aside.put(p, { recreate: true });
       try {
         progress(`ghostfs, driver ${d}: starting the node... `);
         const n = await startNode(srcDir, stateDir);
@@ -722,6 +727,7 @@ async function main(opts: Options): Promise<void> {
         ? `         one mount per driver for all runs, --write-back async; a ghostfs figure ends when the mount's flush (\`ghostfs sync\`, asked over its control socket) returns after the writer, i.e. when the node has committed everything`
         : `         one mount per driver for all runs; a ghostfs figure ends when the writer exits, i.e. when its last close() returned after the node committed`,
       `local:   plain writes to the page cache (no fsync) unless the row says otherwise; measured first`,
+      `outputs: set aside (renamed), deleted only after the last figure: a delete makes the next files created on this disk dearer (see lib/workdir.ts)`,
       `load:    ${loadStart} at the start, ${loadEnd} at the end (1/5/15-min load averages)${othersStart.length || othersEnd.length ? `; other ghostfs processes/tests were running (${Math.max(othersStart.length, othersEnd.length)}): figures are noisy` : ''}`,
       `runs:    ${opts.runs}${opts.runs > 1 ? ' (median, min–max in brackets)' : ''}${opts.only ? `; only ${opts.only.join(', ')}` : ''}`,
       '',
@@ -789,7 +795,7 @@ async function main(opts: Options): Promise<void> {
       out.push(`    context switches: mount ${count(sw.mount)}, node ${count(sw.node)}, whole machine ${count(sw.machine)}${perFile}`);
     }
     for (const d of drivers) {
-      for (const [k, v] of Object.entries(cleanupMs[d] ?? {})) out.push(`  rm -rf ${k} through the ${d} mount (untimed cleanup): ${v.map((ms) => (ms / 1000).toFixed(2) + ' s').join(', ')}`);
+      for (const [k, v] of Object.entries(cleanupMs[d] ?? {})) out.push(`  mv ${k} aside through the ${d} mount (untimed cleanup): ${v.map((ms) => (ms / 1000).toFixed(2) + ' s').join(', ')}`);
       const dr = driverRuns[d];
       if (dr) out.push(`  ${d}: mount ready (spawn to "mounted"): ${(dr.readyMs / 1000).toFixed(2)} s; unmount (SIGTERM to exit): ${(dr.unmountMs / 1000).toFixed(2)} s`);
     }

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { chmod, mkdir, open, rm, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 // ---------------------------------------------------------------------------
@@ -347,9 +347,4 @@ export async function generateSourceTree(root: string, p: SourceTreeParams): Pro
     await writeFile(join(root, f.path), fileContent(pool, p.seed, n + j, f, 0, '//'));
   }
   return { files: n, dirs: plan.dirs.length, maxDepth: plan.maxDepth, bytes, commits: COMMITS, modified, deleted, untracked, ignored, pattern: TREE_PATTERN };
-}
-
-/** Removes a generated tree (read-only pack files included). */
-export async function removeTree(root: string): Promise<void> {
-  await rm(root, { recursive: true, force: true });
 }

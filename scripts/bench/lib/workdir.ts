@@ -2,9 +2,9 @@
 // must be new, empty, or one of ours (it holds our marker file); and removing
 // exactly what the benchmark put there.
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 
 /** The parsed marker file `name` in `dir`, or null when there is none (or it is not JSON). */
 export async function readMarkerFile<T>(dir: string, name: string): Promise<T | null> {
@@ -35,6 +35,35 @@ export async function removeWorkDir(dir: string, madeDir: boolean, ours: string[
   else {
     for (const p of ours) await rm(p, { recursive: true, force: true });
     await rmdir(dir).catch(() => undefined);
+  }
+}
+
+/**
+ * What a benchmark is done with, moved aside (renamed into `dir`, on the same
+ * filesystem) while measurements go on, and deleted once they are over. A
+ * delete is not free for what comes after it: ext4 without a journal (the
+ * disk of this project's machines) passes over inodes freed in the last
+ * minutes when it makes new ones, one check each, so a file created after a
+ * big rm -rf costs up to ten times more (the kernel's recently_deleted()).
+ * Deleting between samples would charge that to whatever is measured next.
+ */
+export class SetAside {
+  private n = 0;
+
+  constructor(readonly dir: string) {}
+
+  /** Moves `path` (when it exists) out of the way; mkdirs `recreate` in its place. */
+  async put(path: string, opts: { recreate?: boolean } = {}): Promise<void> {
+    if (existsSync(path)) {
+      await mkdir(this.dir, { recursive: true });
+      await rename(path, join(this.dir, `${++this.n}-${basename(path)}`));
+    }
+    if (opts.recreate) await mkdir(path, { recursive: true });
+  }
+
+  /** Deletes everything set aside (when measurements are over). */
+  async empty(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
   }
 }
 
