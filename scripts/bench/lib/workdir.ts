@@ -56,7 +56,8 @@ export class SetAside {
   async put(path: string, opts: { recreate?: boolean } = {}): Promise<void> {
     if (existsSync(path)) {
       await mkdir(this.dir, { recursive: true });
-      await rename(path, join(this.dir, `${++this.n}-${basename(path)}`));
+      // Named by process too: a killed run's leftovers may still be there (deleted with these).
+      await rename(path, join(this.dir, `${process.pid}.${++this.n}-${basename(path)}`));
     }
     if (opts.recreate) await mkdir(path, { recursive: true });
   }
