@@ -65,6 +65,44 @@ t.test("a feed naming a writer gets no event for that writer's commits, and is t
   t.ok(replay.events.some((e) => e.kind === 'CHANGED' && e.path === 'a.txt'), "a feed catching up from the log gets the writer's own commit");
 });
 
+t.test("a feed naming a writer gets no event for that writer's changes of names and attributes, a rename's whole subtree included", async (t) => {
+  const base = await tempDir(t);
+  await mkdir(join(base, 'ws'));
+  // No watcher: its own look at a change could come first and announce it without a writer.
+  const node = await NodeProc.start(['--root', join(base, 'ws'), '--state-dir', join(base, 'st'), '--no-watch']);
+  t.teardown(() => node.stop());
+  const mine = node.connect('default', { writer: 'writer-a' });
+  const plain = node.connect('default');
+  t.teardown(() => [mine, plain].forEach((c) => c.close()));
+  // A tree made by someone else: both feeds hear of it.
+  for (const d of ['d', 'd/e', 'd/e/f']) await plain.mutate({ mkdir: { path: d, mode: 0o755 } });
+  for (const f of ['d/x.txt', 'd/e/y.txt', 'd/e/f/z.txt', 'h1.txt']) await plain.commit(newFile(f, `content of ${f}`));
+  const { generation: start, epoch } = await mine.handshake();
+  const own = feed(mine, start, epoch);
+  const other = feed(plain, start, epoch);
+  t.teardown(() => [own, other].forEach((f) => f.stop()));
+  await waitFor('both feeds to be live', async () => [own, other].every((f) => f.events.some((e) => e.kind === 'READY')));
+
+  const moved = ['d', 'd/x.txt', 'd/e', 'd/e/y.txt', 'd/e/f', 'd/e/f/z.txt'];
+  const renamed = await mine.mutate({ rename: { from: 'd', to: 'd2', noReplace: false, exchange: false } });
+  t.same(renamed.entries.map((e) => e.name).sort(), ['', 'd2'], "the rename's reply names the new name and the directory (the old name: gone)");
+  await mine.mutate({ unlink: { path: 'd2/e/y.txt' } });
+  await mine.mutate({ mkdir: { path: 'd2/new', mode: 0o700 } });
+  await mine.mutate({ chmod: { path: 'd2/x.txt', mode: 0o600 } });
+  await mine.mutate({ link: { existing: 'h1.txt', path: 'h2.txt' } });
+  // The other name of a hard link loses a link: not in the reply, so every feed hears of that.
+  const last = await mine.mutate({ unlink: { path: 'h2.txt' } });
+  const mineTouched = [...moved, ...moved.map((p) => p.replace(/^d/, 'd2')), 'd2/new', 'h2.txt', ''];
+  const heard = (p: string, kind: string): boolean => other.events.some((e) => e.kind === kind && e.path === p);
+  await waitFor('the other feed to hear of every change', async () => ['d', 'd2/e/y.txt', 'h2.txt'].every((p) => heard(p, 'REMOVED')) && ['d2/e/f/z.txt', 'd2/new', 'd2/x.txt', 'h1.txt'].every((p) => heard(p, 'CHANGED')));
+  t.ok(moved.every((p) => other.events.some((e) => e.path === p.replace(/^d/, 'd2'))), "a feed naming no writer hears of the rename's whole subtree");
+  await waitFor("the writer's feed to be told its position past its last change", async () => own.events.some((e) => e.kind === 'POSITION' && e.generation >= last.generation));
+  const changes = own.events.filter((e) => e.kind === 'CHANGED' || e.kind === 'REMOVED');
+  t.same(changes.filter((e) => mineTouched.includes(e.path)).map((e) => `${e.kind} ${e.path}`), [], "the writer's feed sent nothing its replies told it, nor the rename's subtree");
+  // (A hard link's other names are announced to every feed whenever the inode changes: the link's too.)
+  t.ok(changes.length > 0 && changes.every((e) => e.kind === 'CHANGED' && e.path === 'h1.txt'), `only the link count of the other name of the link: ${changes.map((e) => `${e.kind} ${e.path}`).join(', ')}`);
+});
+
 t.test("a watcher that takes each event at once leaves a path being committed to its commit (no echo, no second hash)", async (t) => {
   const base = await tempDir(t);
   await mkdir(join(base, 'ws'));

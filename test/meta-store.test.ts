@@ -251,3 +251,47 @@ t.test("journal: a record's dirty copy, and its name in its directory, are on di
   await journal.sync();
   t.notOk((await onDisk()).has('queued'), 'a record removed before the sync stays removed');
 });
+
+t.test('a rename through the mount moves what is known under the old name: entries, listings, manifests; an exchange swaps two trees', async (t) => {
+  const base = await tempDir(t);
+  const store = await Store.open(join(base, 'db'));
+  t.teardown(() => store.close());
+  const meta = new MetaStore(store, 'ws');
+  const m = { digest: Buffer.alloc(32, 1), chunks: [{ hash: Buffer.alloc(32, 7), offset: 0, length: 10 }] };
+  await meta.putMany([
+    ['', { ...dir(1), listed: true }],
+    ['a', { ...dir(2), listed: true }],
+    ['a/x', file(10, 3, 1)],
+    ['a/s', { ...dir(4), listed: true }],
+    ['a/s/y', file(5, 5, 2)],
+    ['b', file(1, 6, 3)],
+    ['c', { ...dir(7), listed: true }],
+    ['c/z', file(2, 8, 4)],
+  ]);
+  await meta.putManifest('a/x', m);
+
+  // mv a b: b (a file) is replaced; the answer names the new name and the directory.
+  await meta.renamed('a', 'b', false, [['b', dir(2)], ['', dir(1)]]);
+  t.equal(meta.get('a'), undefined, 'nothing under the old name');
+  t.equal(meta.get('a/s/y'), undefined);
+  t.equal(meta.get('b/s/y')?.attr.ino, 5, 'the tree under the new name');
+  t.equal(meta.get('b')?.listed, true, 'still listed: its names are known');
+  t.equal(meta.get('b/s')?.listed, true);
+  t.same(meta.childNames('b').sort(), ['s', 'x']);
+  t.same(meta.childNames('').sort(), ['b', 'c'], "the directory's names");
+  t.same((await meta.getManifest('b/x', m.digest))?.chunks, m.chunks, 'the manifest moved with its file');
+
+  // An exchange (renameat2 RENAME_EXCHANGE) of two trees.
+  await meta.renamed('b', 'c', true, [['b', dir(7)], ['c', dir(2)], ['', dir(1)]]);
+  t.equal(meta.get('c/s/y')?.attr.ino, 5, 'one tree under the other name');
+  t.equal(meta.get('b/z')?.attr.ino, 8, 'and the other under the first');
+  t.equal(meta.get('b/s'), undefined);
+  t.equal(meta.get('c/z'), undefined);
+
+  const after = await reload(store);
+  t.equal(after.get('c/s/y')?.attr.ino, 5, 'on disk as in memory');
+  t.equal(after.get('b/z')?.attr.ino, 8);
+  t.equal(after.get('a/x'), undefined);
+  t.equal(after.get('b/x'), undefined);
+  t.same((await after.getManifest('c/x', m.digest))?.chunks, m.chunks, 'the manifest too');
+});

@@ -494,6 +494,40 @@ export class MetaStore {
     return out;
   }
 
+  /**
+   * A rename made through this mount: what is known under `from` is known
+   * under `to` from now on (entries, listings, the manifests held in
+   * memory, kept inode numbers), and what was at `to` goes; with `exchange` the two trade
+   * places. Then `changed` (the node's answer: the new name, the
+   * directories) as putMany takes it. One write, shown in memory before
+   * this returns. The kernel keeps the nodes of a renamed directory's
+   * contents and asks for them under their new names at once: a mount that
+   * forgot them answered ENOENT until they were listed again.
+   */
+  async renamed(from: string, to: string, exchange: boolean, changed: readonly (readonly [string, MetaEntry | null])[]): Promise<void> {
+    const take = (root: string) => this.subtree(root).map((p) => ({ rel: p.slice(root.length), e: this.entries.get(p)!, m: this.manifests.get(p), kept: this.keptIno.get(p) }));
+    const fromTree = take(from);
+    const toTree = exchange ? take(to) : [];
+    const w = this.begin();
+    this.removeIn(w, to);
+    this.removeIn(w, from);
+    const place = (root: string, tree: ReturnType<typeof take>): void => {
+      for (const { rel, e, m, kept } of tree) {
+        const p = root + rel;
+        if (kept) this.keptIno.set(p, kept);
+        this.putIn(w, p, e);
+        if (m && e.digest?.equals(m.digest)) {
+          this.manifests.set(p, m);
+          w.b.put(this.k('c', p), encodeManifest(m));
+        }
+      }
+    };
+    place(to, fromTree);
+    place(from, toTree);
+    this.changedIn(w, changed);
+    await this.commit(w);
+  }
+
   /** One entry changed (null: removed). Its parent's listing stays complete. */
   async put(path: string, e: MetaEntry | null): Promise<void> {
     await this.putMany([[path, e]]);
@@ -502,6 +536,11 @@ export class MetaStore {
   /** Several entries (null: removed) in one database write, in order, with whatever `also` adds to it. */
   async putMany(changes: readonly (readonly [string, MetaEntry | null])[], also?: (b: Batch) => void): Promise<void> {
     const w = this.begin();
+    this.changedIn(w, changes);
+    await this.commit(w, also);
+  }
+
+  private changedIn(w: Write, changes: readonly (readonly [string, MetaEntry | null])[]): void {
     for (const [path, e] of changes) {
       if (e) {
         const prev = this.entries.get(path);
@@ -512,7 +551,6 @@ export class MetaStore {
         this.removeIn(w, path);
       }
     }
-    await this.commit(w, also);
   }
 
   /**

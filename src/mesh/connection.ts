@@ -32,8 +32,9 @@ export interface ConnectionOptions {
   deadlineMs?: number;
   clientId?: string;
   /**
-   * Names this client's commits (one mount's run). Its change feed then
-   * leaves them out: it knows them from their replies (CommitRequest.writer).
+   * Names this client's commits and changes (one mount's run). Its change
+   * feed then leaves them out: it knows them from their replies
+   * (CommitRequest.writer, MutateRequest.writer).
    */
   writer?: string;
   /** The change feed's heartbeat interval asked of the node, ms (default 10 s). */
@@ -297,7 +298,7 @@ export class NodeConnection {
     const offset = this.clockOffsetMs;
     const applyBeforeMs = offset === undefined ? 0 : Math.round(Date.now() + offset + deadlineMs - Math.min(1000, deadlineMs / 4));
     try {
-      return await this.call('Mutate', this.client.mutate, { ...req, workspace: this.workspace, applyBeforeMs }, deadlineMs);
+      return await this.call('Mutate', this.client.mutate, { ...req, workspace: this.workspace, applyBeforeMs, writer: req.writer || this.opts.writer || '' }, deadlineMs);
     } catch (err) {
       if (!applyBeforeMs || nodeErrno(err) !== 'ETIMEDOUT') throw err;
       this.clockOffsetMs = undefined;

@@ -1227,7 +1227,10 @@ export class Vfs {
     // 1,768 entries took 3-19 % longer in three interleaved pairs). A mount
     // that dies first hears of the change again from the feed, whose saved
     // position waits for it.
-    void this.meta.putMany([...removed.map((p) => [p, null] as const), ...r.entries.map((e) => [e.name, entry(e)] as const)]).catch((err) => log.error({ err: (err as Error).message, paths: r.entries.length + removed.length }, 'cannot record a change of names in the metadata database'));
+    const answered = r.entries.map((e) => [e.name, entry(e)] as const);
+    // A rename moves what is known under the old name (the node does not send it back: see MutateRequest.writer).
+    const recorded = req.rename ? this.meta.renamed(req.rename.from!, req.rename.to!, !!req.rename.exchange, answered) : this.meta.putMany([...removed.map((p) => [p, null] as const), ...answered]);
+    void recorded.catch((err) => log.error({ err: (err as Error).message, paths: r.entries.length + removed.length }, 'cannot record a change of names in the metadata database'));
     // Parents' listings stay complete: new children were recorded above.
   }
 

@@ -9,7 +9,7 @@ import { FsError } from '../wire/errors.js';
 import type { WMutateRequestOut } from '../wire/types.js';
 import { nativeAddon, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../native/addon.js';
 import { checkChildPath, checkPath, parentOf } from './paths.js';
-import type { WorkspaceIndex } from './workspace-index.js';
+import type { Origin, WorkspaceIndex } from './workspace-index.js';
 import type { IndexEntry } from './index-entry.js';
 import type { MetaCalls } from './meta-calls.js';
 import { checkOwner, giveMadeOwner } from './owners.js';
@@ -28,10 +28,12 @@ const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
  * expects, instead of when the change feed brings them).
  */
 export async function mutate(index: WorkspaceIndex, req: WMutateRequestOut): Promise<MutationResult> {
-  const r = await apply(index, req);
+  // What the reply names (and a rename's subtree, which its caller moves itself) is not echoed to its writer's feed.
+  const mine: Origin = { origin: req.writer || undefined };
+  const r = await apply(index, req, mine);
   for (const dir of directoriesOf(req)) {
     if (r.changed.some((c) => c.path === dir)) continue;
-    await index.refresh(dir);
+    await index.refresh(dir, mine);
     const entry = index.entries.get(dir);
     if (entry) r.changed.push({ path: dir, entry });
   }
@@ -51,23 +53,23 @@ function directoriesOf(req: WMutateRequestOut): string[] {
   return [...new Set(names.map((n) => parentOf(checkChildPath(n))))];
 }
 
-async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<MutationResult> {
+async function apply(index: WorkspaceIndex, req: WMutateRequestOut, mine: Origin): Promise<MutationResult> {
   const fs = index.calls; // the workspace disk's metadata calls, inline or pooled (meta-calls.ts)
   const done = async (...paths: string[]): Promise<MutationResult> => {
     const changed = [];
     for (const p of paths) {
-      await index.refresh(p);
+      await index.refresh(p, mine);
       changed.push({ path: p, entry: index.entries.get(p) ?? null });
     }
     return { changed };
   };
   const keep = async (path: string, known: IndexEntry | undefined): Promise<MutationResult> => ({
-    changed: [{ path, entry: await index.adopt(path, known) }],
+    changed: [{ path, entry: await index.adopt(path, known, mine) }],
   });
   // A name and its directory, after a change of that one name: one database write for both.
   const doneWithParent = async (path: string, madeDir?: string): Promise<MutationResult> => {
     const paths = [path, parentOf(path)];
-    await index.refreshAll(paths, madeDir);
+    await index.refreshAll(paths, madeDir, mine);
     return { changed: paths.map((p) => ({ path: p, entry: index.entries.get(p) ?? null })) };
   };
 
@@ -94,7 +96,7 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       const siblings = index.linksOf(path);
       await fs.freeing(st).unlink(abs);
       const result = await doneWithParent(path);
-      // The remaining names of the inode now have one link fewer.
+      // The remaining names of the inode now have one link fewer (not in the reply: every feed hears of it).
       if (siblings.length > 0) await index.adopt(siblings[0]!, index.entries.get(siblings[0]!));
       return result;
     }
@@ -113,7 +115,7 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
         if (!addon) throw new FsError('ENOTSUP', 'RENAME_EXCHANGE needs the native addon (renameat2), which is not built here');
         if (from.startsWith(to + '/')) throw new FsError('EINVAL', `cannot exchange "${from}" with a directory above it`);
         addon.renameat2(fromAbs, toAbs, RENAME_EXCHANGE);
-        const [a, b] = await index.exchanged(from, to);
+        const [a, b] = await index.exchanged(from, to, mine);
         return { changed: [{ path: from, entry: a }, { path: to, entry: b }] };
       }
       if (r.noReplace && addon) {
@@ -130,7 +132,7 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       } else {
         await fs.renameOver(fromAbs, toAbs);
       }
-      const entry = await index.moved(from, to);
+      const entry = await index.moved(from, to, mine);
       return { changed: [{ path: from, entry: null }, { path: to, entry }] };
     }
     case 'symlink': {
@@ -149,8 +151,8 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut): Promise<Mut
       const path = checkChildPath(req.link!.path);
       const known = index.entries.get(existing);
       await fs.link(await index.paths.safeAbs(existing), await index.paths.safeAbs(path));
-      const a = await index.adopt(existing, known);
-      const b = await index.adopt(path, known);
+      const a = await index.adopt(existing, known, mine);
+      const b = await index.adopt(path, known, mine);
       return { changed: [{ path: existing, entry: a }, { path, entry: b }] };
     }
     case 'chmod': {

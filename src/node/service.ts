@@ -426,7 +426,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         if (call.writableLength > ctx.feedMaxUnread) cutOff();
         return room;
       };
-      // The subscriber's own commits: their replies told it (a change log replayed carries no writer, and goes out whole).
+      // The subscriber's own commits and changes: their replies told it (a change log replayed carries no writer, and goes out whole).
       const writer = call.request.writer;
       let positionTimer: NodeJS.Timeout | undefined;
       const tellPosition = (): void => {

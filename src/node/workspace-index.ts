@@ -27,7 +27,16 @@ export interface Change {
   path: string;
   /** null: the path was removed. */
   entry: IndexEntry | null;
-  /** The writer whose commit made it (CommitRequest.writer), if one was named. */
+  /** The writer whose commit or change made it (CommitRequest.writer, MutateRequest.writer), if one was named. */
+  origin?: string;
+}
+
+/**
+ * The writer a change is made for, when it named itself: a Watch naming the
+ * same writer is not sent the change (its reply told the writer), only the
+ * position past it.
+ */
+export interface Origin {
   origin?: string;
 }
 
@@ -223,7 +232,7 @@ export class WorkspaceIndex extends EventEmitter {
    * go together in the next write (group commit): concurrent commits share
    * one database write, and announcements keep generation order.
    */
-  async apply(list: { path: string; entry: IndexEntry | null }[], opts: { log?: boolean; origin?: string } = {}): Promise<Change[]> {
+  async apply(list: { path: string; entry: IndexEntry | null }[], opts: { log?: boolean } & Origin = {}): Promise<Change[]> {
     if (list.length === 0) return [];
     // The writer knows what it asked for; the other names of a hard link changed all the same.
     const asked = list.length;
@@ -680,8 +689,8 @@ export class WorkspaceIndex extends EventEmitter {
   }
 
   /** Re-checks one path after a filesystem event: cheap when nothing changed. */
-  async refresh(rel: string): Promise<void> {
-    await this.refreshAll([rel]);
+  async refresh(rel: string, opts: Origin = {}): Promise<void> {
+    await this.refreshAll([rel], undefined, opts);
   }
 
   /**
@@ -698,8 +707,11 @@ export class WorkspaceIndex extends EventEmitter {
    * (looked at now, its file would be hashed a second time and announced
    * without the commit's writer). Returns those paths: one whose change
    * must not be missed (the watcher's) is looked at once the commit is over.
+   *
+   * `origin`: the writer whose change this looks at (see Origin); what a
+   * walk or a re-hash finds goes to every subscriber all the same.
    */
-  async refreshAll(paths: readonly string[], madeDir?: string): Promise<string[]> {
+  async refreshAll(paths: readonly string[], madeDir?: string, opts: Origin = {}): Promise<string[]> {
     const attrs = await Promise.all(paths.map((rel) => this.calls.lstat(this.paths.abs(rel)).catch(() => undefined)));
     // By path: a directory removed with what was in it names each of those once.
     const list = new Map<string, IndexEntry | null>();
@@ -721,7 +733,7 @@ export class WorkspaceIndex extends EventEmitter {
         deeper.push({ rel, attr, known: prev !== undefined });
       }
     });
-    await this.apply([...list].map(([path, entry]) => ({ path, entry })));
+    await this.apply([...list].map(([path, entry]) => ({ path, entry })), opts);
     for (const { rel, attr, known } of deeper) {
       const prev = this.entries.get(rel);
       // Indexed meanwhile by the walk of a new directory above it: that entry is newer than `attr`.
@@ -733,7 +745,7 @@ export class WorkspaceIndex extends EventEmitter {
         if (!prev.digest || !sameTuple(prev.attr, attr)) await this.validate(rel).catch(() => undefined);
       } else if (!sameAttr(prev.attr, attr)) {
         const target = isLnk(attr.mode) ? await this.calls.readlink(this.paths.abs(rel)).catch(() => prev.target) : undefined;
-        await this.apply([{ path: rel, entry: target === undefined ? { attr } : { attr, target } }]);
+        await this.apply([{ path: rel, entry: target === undefined ? { attr } : { attr, target } }], opts);
       }
     }
     return leftToCommits;
@@ -744,43 +756,43 @@ export class WorkspaceIndex extends EventEmitter {
    * (rename, chmod, utimens, link), keep the known digest: the stat tuple
    * moved (ctime, mtime) but the bytes did not, and re-hashing would be waste.
    */
-  async adopt(rel: string, known: IndexEntry | undefined): Promise<IndexEntry | null> {
+  async adopt(rel: string, known: IndexEntry | undefined, opts: Origin = {}): Promise<IndexEntry | null> {
     let attr: Attr;
     try {
       attr = await this.calls.lstat(this.paths.abs(rel));
     } catch {
-      if (this.entries.has(rel)) await this.apply(this.subtree(rel).map((path) => ({ path, entry: null })));
+      if (this.entries.has(rel)) await this.apply(this.subtree(rel).map((path) => ({ path, entry: null })), opts);
       return null;
     }
     if (known && isReg(attr.mode) && known.digest && known.attr.ino === attr.ino && known.attr.dev === attr.dev && known.attr.size === attr.size) {
       const entry = { ...known, attr };
-      await this.apply([{ path: rel, entry }]);
+      await this.apply([{ path: rel, entry }], opts);
       return entry;
     }
-    await this.refresh(rel);
+    await this.refresh(rel, opts);
     return this.entries.get(rel) ?? null;
   }
 
   /** After the node renamed `from` to `to` itself: move the indexed subtree instead of re-hashing it. */
-  async moved(from: string, to: string): Promise<IndexEntry | null> {
+  async moved(from: string, to: string, opts: Origin = {}): Promise<IndexEntry | null> {
     const movedEntries = this.subtree(from).map((p) => ({ path: to + p.slice(from.length), entry: this.entries.get(p)! }));
     const list: { path: string; entry: IndexEntry | null }[] = [];
     for (const path of this.subtree(to)) list.push({ path, entry: null });
     for (const path of this.subtree(from)) list.push({ path, entry: null });
     list.push(...movedEntries);
-    await this.apply(list);
-    return this.adopt(to, movedEntries[0]?.entry);
+    await this.apply(list, opts);
+    return this.adopt(to, movedEntries[0]?.entry, opts);
   }
 
   /** After renameat2(RENAME_EXCHANGE): the two paths (and what is under them) trade places. */
-  async exchanged(a: string, b: string): Promise<[IndexEntry | null, IndexEntry | null]> {
+  async exchanged(a: string, b: string, opts: Origin = {}): Promise<[IndexEntry | null, IndexEntry | null]> {
     const move = (from: string, to: string) => this.subtree(from).map((p) => ({ path: to + p.slice(from.length), entry: this.entries.get(p)! }));
     const toB = move(a, b);
     const toA = move(b, a);
     const list: { path: string; entry: IndexEntry | null }[] = [...this.subtree(a), ...this.subtree(b)].map((path) => ({ path, entry: null }));
     list.push(...toB, ...toA);
-    await this.apply(list);
-    return [await this.adopt(a, toA[0]?.entry), await this.adopt(b, toB[0]?.entry)];
+    await this.apply(list, opts);
+    return [await this.adopt(a, toA[0]?.entry, opts), await this.adopt(b, toB[0]?.entry, opts)];
   }
 
   /**

@@ -268,6 +268,50 @@ if (step === 'grow') {
     t.match(rmDir.stderr, /Is a directory/);
   });
 
+  await t.test('a directory renamed with a tree in it: the mount shows the tree under its new name only, as the node has it', async (t) => {
+    // Listed through the mount first, so the mount knows the tree under its old name. The node does
+    // not echo the rename's subtree to this mount's feed (its reply told it): the mount forgets both
+    // names' trees and asks the node again.
+    t.equal((await sh(`mkdir -p '${M('tree/a/b')}' && echo one > '${M('tree/a/b/one')}' && echo two > '${M('tree/two')}' && ln -s a/b/one '${M('tree/link')}'`)).code, 0);
+    const listing = async (dir: string): Promise<string> => {
+      const r = await run('find', ['.', '-type', 'f', '-printf', 'f %p %s\n', '-o', '-printf', '%y %p\n'], { cwd: dir });
+      t.equal(r.code, 0, r.stderr);
+      return r.stdout.split('\n').filter((l) => l && l !== 'd .').sort().join('\n');
+    };
+    const before = await listing(M('tree'));
+    t.match(before, /f \.\/a\/b\/one 4/, 'the tree through the mount');
+    let name = 'tree';
+    for (const next of ['tree2', 'tree3']) {
+      t.equal((await run('mv', [M(name), M(next)])).code, 0, `mv ${name} ${next}`);
+      t.equal(await listing(M(next)), before, `${next}: the same tree through the mount`);
+      t.equal(await listing(S(next)), before, `${next}: the same tree on the node`);
+      t.equal((await run('cat', [M(`${next}/link`)])).stdout, 'one\n', `${next}: read through the moved symlink`);
+      t.not((await run('test', ['-e', M(name)])).code, 0, `${name}: gone through the mount`);
+      name = next;
+    }
+    // Right after a rename, the kernel asks for what it holds of the tree under the new name: the
+    // mount must know it there already (it used to forget it until the node's feed told it again).
+    const race = `import os, sys
+fails = []
+a, b = sys.argv[1], sys.argv[2]
+for i in range(50):
+    for x, y in ((a, b), (b, a)):
+        os.rename(x, y)
+        try:
+            assert os.readlink(os.path.join(y, 'link')) == 'a/b/one'
+            assert open(os.path.join(y, 'a/b/one')).read() == 'one\\n'
+            os.stat(os.path.join(y, 'two'))
+        except (OSError, AssertionError) as e:
+            fails.append(repr(e))
+print(len(fails), fails[:3])`;
+    const r = await run('python3', ['-c', race, M(name), M('tree4')]);
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.stdout.trim().split(' ')[0], '0', `100 renames, each followed at once by reads under the new name: failures: ${r.stdout.trim()}`);
+    t.equal(await listing(S(name)), before, 'the node has the tree where it started');
+    t.equal((await run('rm', ['-r', M(name)])).code, 0);
+    t.notOk(existsSync(S(name)), 'removed on the node');
+  });
+
   await t.test('a file opened to append and changed through a shared mapping: the mapped bytes stay where they were written', async (t) => {
     // The kernel writes a mapping's dirty pages back through an open handle of the file, this
     // one with O_APPEND: their offset is the page's, not the end of the file.
