@@ -51,6 +51,8 @@ t.test('mutations whose answers were lost', async (t) => {
   const made = await muted({ mkdir: { path: 'd', mode: 0o750 } });
   t.ok((await stat(join(root, 'd'))).isDirectory(), 'the directory exists once');
   t.equal(made.entries[0]?.name, 'd', 'the reply names the new directory');
+  // The directory holding it too: the node does not echo a writer's own changes on its feed.
+  t.same(made.entries.map((e) => e.name), ['d', ''], 'and the directory holding it, as the node would have');
 
   await muted({ symlink: { path: 'l', target: 'a.txt' } });
   t.equal(await readlink(join(root, 'l')), 'a.txt');
@@ -59,11 +61,12 @@ t.test('mutations whose answers were lost', async (t) => {
   t.same(linked.entries.map((e) => e.name).sort(), ['', 'a.txt', 'b.txt'], 'both names reported, and the directory holding them');
   t.equal((await stat(join(root, 'a.txt'))).nlink, 2);
 
-  await muted({ unlink: { path: 'gone.txt' } });
+  const unlinked = await muted({ unlink: { path: 'gone.txt' } });
   await t.rejects(stat(join(root, 'gone.txt')), 'unlinked');
+  t.same(unlinked.entries.map((e) => e.name), [''], "an unlink's reply names the directory");
 
   const moved = await muted({ rename: { from: 'b.txt', to: 'c.txt' } });
-  t.equal(moved.entries[0]?.name, 'c.txt');
+  t.same(moved.entries.map((e) => e.name), ['c.txt', ''], "a rename's reply names the new name and the directory");
 
   await muted({ rmdir: { path: 'd' } });
   await t.rejects(stat(join(root, 'd')), 'removed');

@@ -505,17 +505,22 @@ export class MetaStore {
    * forgot them answered ENOENT until they were listed again.
    */
   async renamed(from: string, to: string, exchange: boolean, changed: readonly (readonly [string, MetaEntry | null])[]): Promise<void> {
-    const take = (root: string) => this.subtree(root).map((p) => ({ rel: p.slice(root.length), e: this.entries.get(p)!, m: this.manifests.get(p), kept: this.keptIno.get(p) }));
+    const take = (root: string) =>
+      this.subtree(root).map((p) => ({ rel: p.slice(root.length), e: this.entries.get(p)!, m: this.manifests.get(p), kept: this.keptIno.get(p), volatile: this.volatile.has(p), shadowed: this.shadowed.has(p), relisting: this.relisting.has(p) }));
     const fromTree = take(from);
     const toTree = exchange ? take(to) : [];
     const w = this.begin();
     this.removeIn(w, to);
     this.removeIn(w, from);
     const place = (root: string, tree: ReturnType<typeof take>): void => {
-      for (const { rel, e, m, kept } of tree) {
+      for (const { rel, e, m, kept, volatile, shadowed, relisting } of tree) {
         const p = root + rel;
         if (kept) this.keptIno.set(p, kept);
-        this.putIn(w, p, e);
+        // Shown only here (made here, still queued): in memory only, as putVolatile keeps it.
+        if (volatile) this.putVolatile(p, e);
+        else this.putIn(w, p, e);
+        if (shadowed) this.shadowed.add(p);
+        if (relisting) this.relisting.add(p);
         if (m && e.digest?.equals(m.digest)) {
           this.manifests.set(p, m);
           w.b.put(this.k('c', p), encodeManifest(m));

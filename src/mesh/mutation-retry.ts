@@ -8,6 +8,7 @@ import type { WEntryOut, WMutateReplyOut, WMutateRequest } from '../wire/types.j
 import { errnoOf } from '../wire/errors.js';
 import { isDir, isLnk } from '../content/attr.js';
 import type { NodeConnection } from './connection.js';
+import { parentOf } from '../wire/rel-path.js';
 
 type Request = Omit<WMutateRequest, 'workspace'>;
 
@@ -15,8 +16,24 @@ async function statOrNull(c: NodeConnection, path: string): Promise<WEntryOut | 
   return c.stat(path).catch((err) => (errnoOf(err) === 'ENOENT' ? null : Promise.reject(err)));
 }
 
-/** The reply the mutation would have had, when `err` is its own earlier effect; undefined otherwise. */
+/**
+ * The reply the mutation would have had, when `err` is its own earlier
+ * effect; undefined otherwise. With its directories, as the node's reply
+ * has them (their times and link counts moved): the node does not send the
+ * caller's own changes on its feed, so nothing else would tell it.
+ */
 export async function appliedBefore(c: NodeConnection, req: Request, err: unknown): Promise<WMutateReplyOut | undefined> {
+  const r = await madeBefore(c, req, err);
+  if (!r) return undefined;
+  const names = [req.mkdir?.path, req.symlink?.path, req.link?.path, req.unlink?.path, req.rmdir?.path, req.rename?.from, req.rename?.to].filter((p): p is string => !!p);
+  for (const dir of new Set(names.map(parentOf))) {
+    const e = await statOrNull(c, dir);
+    if (e && !r.entries.some((x) => x.name === dir)) r.entries.push({ ...e, name: dir });
+  }
+  return r;
+}
+
+async function madeBefore(c: NodeConnection, req: Request, err: unknown): Promise<WMutateReplyOut | undefined> {
   const errno = errnoOf(err);
   const reply = (...entries: [string, WEntryOut][]): WMutateReplyOut => ({ entries: entries.map(([path, e]) => ({ ...e, name: path })), generation: 0 });
   const mode = (e: WEntryOut): number => Number(e.attr?.mode ?? 0);

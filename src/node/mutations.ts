@@ -28,8 +28,8 @@ const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
  * expects, instead of when the change feed brings them).
  */
 export async function mutate(index: WorkspaceIndex, req: WMutateRequestOut): Promise<MutationResult> {
-  // What the reply names (and a rename's subtree, which its caller moves itself) is not echoed to its writer's feed.
-  const mine: Origin = { origin: req.writer || undefined };
+  // What the reply tells its writer is not echoed to the writer's feed (see Origin).
+  const mine: Origin = { origin: req.writer || undefined, ...ownPaths(req) };
   const r = await apply(index, req, mine);
   for (const dir of directoriesOf(req)) {
     if (r.changed.some((c) => c.path === dir)) continue;
@@ -38,6 +38,22 @@ export async function mutate(index: WorkspaceIndex, req: WMutateRequestOut): Pro
     if (entry) r.changed.push({ path: dir, entry });
   }
   return r;
+}
+
+/**
+ * The paths a request's reply tells its writer of (see Origin): those it
+ * names and their directories, and the name it removes (an unlink, an
+ * rmdir). A rename's are all it changes: its writer moves what it knew
+ * under the old name itself, and drops what was under the new one.
+ */
+function ownPaths(req: WMutateRequestOut): { named?: Set<string>; removes?: Set<string> } {
+  if (req.op === 'rename') return {};
+  try {
+    const own = req.op === 'link' ? [req.link!.existing, req.link!.path] : [(req[req.op as keyof WMutateRequestOut] as { path: string }).path];
+    return { named: new Set([...own, ...directoriesOf(req)]), removes: new Set(req.op === 'unlink' || req.op === 'rmdir' ? own : []) };
+  } catch {
+    return { named: new Set(), removes: new Set() }; // a path apply() refuses, saying why
+  }
 }
 
 /** The directories whose entries a request changes (already checked by apply()). */

@@ -34,11 +34,19 @@ export interface Change {
 /**
  * The writer a change is made for, when it named itself: a Watch naming the
  * same writer is not sent the change (its reply told the writer), only the
- * position past it.
+ * position past it. With `named`, only changes of those paths are the
+ * writer's, and a removal only when `removes` has it (what the writer
+ * removes itself): the rest (a path found gone meanwhile, say) goes to
+ * every feed.
  */
 export interface Origin {
   origin?: string;
+  named?: ReadonlySet<string>;
+  removes?: ReadonlySet<string>;
 }
+
+/** Whether a change is the writer's own (see Origin). */
+const ownChange = (o: Origin, path: string, entry: IndexEntry | null): boolean => !!o.origin && (!o.named || (o.named.has(path) && (entry !== null || !!o.removes?.has(path))));
 
 export interface ScanStats {
   files: number;
@@ -257,7 +265,7 @@ export class WorkspaceIndex extends EventEmitter {
       if (entry) group.batch.put(this.entryKey(path), encodeEntry(entry));
       else group.batch.del(this.entryKey(path));
       if (logIt) group.batch.put(this.logKey(generation), new Writer().string(path).bool(entry === null).done());
-      changes.push(opts.origin && i < asked ? { generation, path, entry, origin: opts.origin } : { generation, path, entry });
+      changes.push(i < asked && ownChange(opts, path, entry) ? { generation, path, entry, origin: opts.origin } : { generation, path, entry });
     }
     group.changes.push(...changes);
     group.generation = this.generation;

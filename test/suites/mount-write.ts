@@ -269,9 +269,8 @@ if (step === 'grow') {
   });
 
   await t.test('a directory renamed with a tree in it: the mount shows the tree under its new name only, as the node has it', async (t) => {
-    // Listed through the mount first, so the mount knows the tree under its old name. The node does
-    // not echo the rename's subtree to this mount's feed (its reply told it): the mount forgets both
-    // names' trees and asks the node again.
+    // Listed through the mount first, so the mount knows the tree under its old name: it moves what
+    // it knows to the new name itself (the node's reply names only the two names and the directory).
     t.equal((await sh(`mkdir -p '${M('tree/a/b')}' && echo one > '${M('tree/a/b/one')}' && echo two > '${M('tree/two')}' && ln -s a/b/one '${M('tree/link')}'`)).code, 0);
     const listing = async (dir: string): Promise<string> => {
       const r = await run('find', ['.', '-type', 'f', '-printf', 'f %p %s\n', '-o', '-printf', '%y %p\n'], { cwd: dir });
