@@ -497,12 +497,12 @@ export class MetaStore {
   /**
    * A rename made through this mount: what is known under `from` is known
    * under `to` from now on (entries, listings, the manifests held in
-   * memory, kept inode numbers), and what was at `to` goes; with `exchange` the two trade
-   * places. Then `changed` (the node's answer: the new name, the
-   * directories) as putMany takes it. One write, shown in memory before
-   * this returns. The kernel keeps the nodes of a renamed directory's
-   * contents and asks for them under their new names at once: a mount that
-   * forgot them answered ENOENT until they were listed again.
+   * memory, kept inode numbers), and what was at `to` goes; with
+   * `exchange` the two trade places. Then `changed` (the node's answer: the
+   * new name, the directories) as putMany takes it. One write, shown in
+   * memory before this returns. The kernel keeps the nodes of a renamed
+   * directory's contents and asks for them under their new names at once:
+   * a mount that forgot them answered ENOENT until they were listed again.
    */
   async renamed(from: string, to: string, exchange: boolean, changed: readonly (readonly [string, MetaEntry | null])[]): Promise<void> {
     const take = (root: string) =>

@@ -1225,8 +1225,9 @@ export class Vfs {
     // Memory shows it at once, and the write is queued behind the earlier
     // ones: the answer need not wait for the disk (waiting, an `rm -rf` of
     // 1,768 entries took 3-19 % longer in three interleaved pairs). A mount
-    // that dies first hears of the change again from the feed, whose saved
-    // position waits for it.
+    // that dies first hears of the change again from the feed's log, whose
+    // saved position waits for this write (the node tells a writer's feed
+    // its position past the writer's own changes only half a second later).
     const answered = r.entries.map((e) => [e.name, entry(e)] as const);
     // A rename moves what is known under the old name (the node does not send it back: see MutateRequest.writer).
     const recorded = req.rename ? this.meta.renamed(req.rename.from!, req.rename.to!, !!req.rename.exchange, answered) : this.meta.putMany([...removed.map((p) => [p, null] as const), ...answered]);
