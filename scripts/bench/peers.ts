@@ -897,7 +897,8 @@ async function main(opts: Options): Promise<void> {
     if (isMounted(dirs.mnt)) lazyUnmount(dirs.mnt);
     if (isMounted(dirs.mnt)) return progress(`\n${dirs.mnt} is still mounted: not removing ${dir}\n`);
     // Written outputs, states and caches are never worth keeping; the generated data is (--keep reuses it).
-    for (const p of [join(dirs.data, 'out'), ...scratch, dirs.aside.dir]) await rm(p, { recursive: true, force: true });
+    for (const p of [join(dirs.data, 'out'), ...scratch]) await rm(p, { recursive: true, force: true });
+    await dirs.aside.empty();
     if (!opts.keep) await removeWorkDir(dir, madeDir, [dirs.data, dirs.gen, dirs.mnt, join(dir, 'ssh'), join(dir, MARKER)]);
   });
   // Ctrl-C (and kill): stop the workload, unmount, stop the servers, remove the work dir, then exit.

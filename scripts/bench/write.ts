@@ -411,7 +411,8 @@ async function main(opts: Options): Promise<void> {
     await stopAll(mnt, stopMount, stopNode);
     if (stillMounted(mnt, dir)) return;
     // Written outputs are never worth keeping; the generated data is (--keep reuses it).
-    for (const p of [localDir, srcDir, stateDir, cacheDir, aside.dir]) await rm(p, { recursive: true, force: true });
+    for (const p of [localDir, srcDir, stateDir, cacheDir]) await rm(p, { recursive: true, force: true });
+    await aside.empty();
     if (opts.keep) return;
     await removeWorkDir(dir, madeDir, [dataDir, mnt, join(dir, MARKER)]);
   });

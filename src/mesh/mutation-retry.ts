@@ -9,6 +9,7 @@ import { errnoOf } from '../wire/errors.js';
 import { isDir, isLnk } from '../content/attr.js';
 import type { NodeConnection } from './connection.js';
 import { parentOf } from '../wire/rel-path.js';
+import { namesChanged } from '../wire/mutation-names.js';
 
 type Request = Omit<WMutateRequest, 'workspace'>;
 
@@ -25,8 +26,7 @@ async function statOrNull(c: NodeConnection, path: string): Promise<WEntryOut | 
 export async function appliedBefore(c: NodeConnection, req: Request, err: unknown): Promise<WMutateReplyOut | undefined> {
   const r = await madeBefore(c, req, err);
   if (!r) return undefined;
-  const names = [req.mkdir?.path, req.symlink?.path, req.link?.path, req.unlink?.path, req.rmdir?.path, req.rename?.from, req.rename?.to].filter((p): p is string => !!p);
-  for (const dir of new Set(names.map(parentOf))) {
+  for (const dir of new Set(namesChanged(req).map(parentOf))) {
     const e = await statOrNull(c, dir);
     if (e && !r.entries.some((x) => x.name === dir)) r.entries.push({ ...e, name: dir });
   }

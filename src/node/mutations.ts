@@ -9,6 +9,7 @@ import { FsError } from '../wire/errors.js';
 import type { WMutateRequestOut } from '../wire/types.js';
 import { nativeAddon, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../native/addon.js';
 import { checkChildPath, checkPath, parentOf } from './paths.js';
+import { namesChanged } from '../wire/mutation-names.js';
 import type { Origin, WorkspaceIndex } from './workspace-index.js';
 import type { IndexEntry } from './index-entry.js';
 import type { MetaCalls } from './meta-calls.js';
@@ -49,8 +50,9 @@ export async function mutate(index: WorkspaceIndex, req: WMutateRequestOut): Pro
 function ownPaths(req: WMutateRequestOut): { named?: Set<string>; removes?: Set<string> } {
   if (req.op === 'rename') return {};
   try {
-    const own = req.op === 'link' ? [req.link!.existing, req.link!.path] : [(req[req.op as keyof WMutateRequestOut] as { path: string }).path];
-    return { named: new Set([...own, ...directoriesOf(req)]), removes: new Set(req.op === 'unlink' || req.op === 'rmdir' ? own : []) };
+    const names = namesChanged(req);
+    const others = [req.link?.existing, req.chmod?.path, req.chown?.path, req.utimens?.path, req.truncate?.path].filter((p): p is string => p !== undefined);
+    return { named: new Set([...names, ...others, ...directoriesOf(req)]), removes: new Set(req.op === 'unlink' || req.op === 'rmdir' ? names : []) };
   } catch {
     return { named: new Set(), removes: new Set() }; // a path apply() refuses, saying why
   }
@@ -58,15 +60,7 @@ function ownPaths(req: WMutateRequestOut): { named?: Set<string>; removes?: Set<
 
 /** The directories whose entries a request changes (already checked by apply()). */
 function directoriesOf(req: WMutateRequestOut): string[] {
-  const names =
-    req.op === 'mkdir' ? [req.mkdir!.path]
-    : req.op === 'rmdir' ? [req.rmdir!.path]
-    : req.op === 'unlink' ? [req.unlink!.path]
-    : req.op === 'symlink' ? [req.symlink!.path]
-    : req.op === 'link' ? [req.link!.path]
-    : req.op === 'rename' ? [req.rename!.from, req.rename!.to]
-    : [];
-  return [...new Set(names.map((n) => parentOf(checkChildPath(n))))];
+  return [...new Set(namesChanged(req).map((n) => parentOf(checkChildPath(n))))];
 }
 
 async function apply(index: WorkspaceIndex, req: WMutateRequestOut, mine: Origin): Promise<MutationResult> {
