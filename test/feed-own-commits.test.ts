@@ -190,3 +190,75 @@ print(oct(os.stat(p).st_mode & 0o7777))`;
   await waitFor("the mount's feed position to reach the node's generation", async () => (await m.status()).changeFeed.generation >= generation);
   t.pass(`the feed's position reached ${generation}`);
 });
+
+/**
+ * A feed for `mesh` whose events are held while `hold` is set, then
+ * delivered in order (a feed running behind, deterministically).
+ */
+function heldFeed(mesh: MeshClient): { mesh: MeshClient; held: WChangeEventOut[]; hold: boolean; release(): void } {
+  const gate = {
+    held: [] as WChangeEventOut[],
+    hold: false,
+    deliver: undefined as ((e: WChangeEventOut) => void) | undefined,
+    release() {
+      gate.hold = false;
+      for (const e of gate.held.splice(0)) gate.deliver?.(e);
+    },
+    mesh: {
+      watch: (from: number, epoch: string, onEvent: (e: WChangeEventOut) => void, onEnd: (err?: Error) => void) => {
+        gate.deliver = onEvent;
+        return mesh.watch(from, epoch, (e) => (gate.hold ? gate.held.push(e) : onEvent(e)), onEnd);
+      },
+      stat: (path: string, at?: string) => mesh.stat(path, at),
+    } as unknown as MeshClient,
+  };
+  return gate;
+}
+
+t.test("another writer's changes inside a tree this mount renames, announced before the rename, land under the tree's new name", async (t) => {
+  // No watcher: the node's index changes only through the calls made here.
+  const { node, vfs, mesh } = await writeBackRig(t, {}, 5_000, {}, { writer: 'writer-a', nodeArgs: ['--no-watch'] });
+  const other = node.connect('default', { writer: 'writer-b' });
+  t.teardown(() => other.close());
+  for (const d of ['d', 'd/sub', 'p', 'q', 'r', 'e']) await other.mutate({ mkdir: { path: d, mode: 0o755 } });
+  for (const f of ['d/sub/x.txt', 'd/sub/z.txt', 'p/w.txt', 'q/w.txt', 'r/k.txt']) await other.commit(newFile(f, `content of ${f}`));
+  // This mount knows the whole tree.
+  for (const d of ['', 'd', 'd/sub', 'p', 'q', 'r', 'e']) await vfs.readdir(d);
+  const gate = heldFeed(mesh);
+  const changes = new ChangeFeed(vfs.meta, gate.mesh, vfs);
+  changes.start();
+  t.teardown(() => changes.stop());
+  await changes.ready;
+
+  // The other writer's changes reach this mount's feed only after its renames.
+  gate.hold = true;
+  await other.mutate({ chmod: { path: 'd/sub/x.txt', mode: 0o600 } });
+  await other.commit(newFile('d/sub/y.txt', 'new, by b'));
+  await other.mutate({ unlink: { path: 'd/sub/z.txt' } });
+  await other.mutate({ chmod: { path: 'p/w.txt', mode: 0o600 } });
+  // Made and gone again in `e` before `r` replaces it: about the old `e`, not the tree moved there.
+  await other.commit(newFile('e/k.txt', 'short-lived, by b'));
+  const last = await other.mutate({ unlink: { path: 'e/k.txt' } });
+  await waitFor('the feed to hold every change', async () => gate.held.some((e) => e.generation >= last.generation));
+
+  await vfs.rename('', 'd', '', 'd2');
+  await vfs.rename('', 'p', '', 'q', 2 /* RENAME_EXCHANGE */);
+  await vfs.rename('', 'r', '', 'e');
+  gate.release();
+  await waitFor('the feed to apply what it held', async () => changes.position.generation >= last.generation);
+
+  const mode = (p: string): string | undefined => vfs.meta.get(p) && (vfs.meta.get(p)!.attr.mode & 0o777).toString(8);
+  t.equal(mode('d2/sub/x.txt'), '600', 'a chmod inside the renamed tree is shown under its new name');
+  t.ok(vfs.meta.get('d2/sub/y.txt'), 'a file made there is too');
+  t.notOk(vfs.meta.get('d2/sub/z.txt'), 'and a file removed there is gone');
+  t.same(vfs.meta.childNames('d2/sub').sort(), ['x.txt', 'y.txt'], 'the moved directory lists what the node has');
+  t.notOk(vfs.meta.get('d') ?? vfs.meta.get('d/sub'), 'nothing is shown under the old name');
+  t.equal(mode('q/w.txt'), '600', 'an exchange: the chmod follows its tree to the other name');
+  t.equal(mode('p/w.txt'), '644', 'and the tree now at the first name keeps its mode');
+  t.equal(vfs.meta.get('e/k.txt')?.attr.size, Buffer.byteLength('content of r/k.txt'), 'changes inside the directory a rename replaced do not touch the tree moved there');
+  // What the node has, for each: the same.
+  for (const p of ['d2/sub/x.txt', 'd2/sub/y.txt', 'q/w.txt', 'p/w.txt', 'e/k.txt']) {
+    const n = await other.stat(p);
+    t.equal((n.attr!.mode & 0o777).toString(8), mode(p), `${p}: the mode the node has`);
+  }
+});

@@ -141,8 +141,9 @@ export class MetaStore {
   nodeOwner: { uid: number; gid: number } | undefined;
   /**
    * Files this mount itself committed, with the node that took each and the
-   * generation of that commit there (exact, unlike a mutation's reply, which
-   * gives the node's generation after it). The change feed, replaying from
+   * generation of that commit there (exact, as a mutation's reply is from a
+   * node that names its change's generation; an older node's gives its
+   * generation when it answered, maybe later). The change feed, replaying from
    * its position after a reconnect, would otherwise bring older states of
    * them back over what the node answered (memory only, bounded).
    */

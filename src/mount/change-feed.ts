@@ -108,10 +108,17 @@ export class ChangeFeed {
     this.sub = sub;
   }
 
-  private async apply(e: WChangeEventOut, from: string): Promise<void> {
+  private async apply(event: WChangeEventOut, from: string): Promise<void> {
+    const e = this.placed(event, from);
+    if (!e) {
+      this.advance(event);
+      this.schedulePersist();
+      return;
+    }
     switch (e.kind) {
       case 'RESET':
         this.meta.forgetOwnCommits();
+        this.vfs.ownRenames.clear();
         this.epoch = e.epoch;
         this.generation = e.generation;
         await this.revalidate();
@@ -124,6 +131,7 @@ export class ChangeFeed {
       case 'POSITION':
         // Past this mount's own commits, which the node left out (the write-back applies their replies).
         if (e.epoch === this.epoch) this.generation = Math.max(this.generation, e.generation);
+        this.vfs.ownRenames.passed(from, e.generation);
         break;
       case 'REMOVED':
         if (this.heldBack(e, from)) break;
@@ -156,6 +164,17 @@ export class ChangeFeed {
       }
     }
     this.schedulePersist();
+  }
+
+  /**
+   * An event about a path inside a tree this mount renamed after the event
+   * was made, under the tree's name now; undefined when the rename replaced
+   * what it was about.
+   */
+  private placed(e: WChangeEventOut, from: string): WChangeEventOut | undefined {
+    if (e.kind !== 'CHANGED' && e.kind !== 'REMOVED') return e;
+    const path = this.vfs.ownRenames.place(e.path, from, e.generation);
+    return path === e.path ? e : path === null ? undefined : { ...e, path };
   }
 
   /**

@@ -26,6 +26,7 @@ import { HOLD_BYTES, INLINE_BYTES, type WriteBack } from './write-back.js';
 import { laterOwner, withOwner, type JournalEntry, type Owner } from '../cache/journal.js';
 import { NodeCapacity, type Capacity } from './capacity.js';
 import { OwnerMap, type Ids } from './owner-map.js';
+import { OwnRenames } from './own-renames.js';
 
 export const ROOT_INO = 1;
 
@@ -157,6 +158,8 @@ export class Vfs {
   private readonly capacity = new NodeCapacity(() => this.mesh.statFs());
   /** How the kernel's ids and the node's relate (owner-map.ts); everything here holds the node's. */
   owners = OwnerMap.none;
+  /** Renames made here a moment ago: the change feed places older events under the new names. */
+  readonly ownRenames = new OwnRenames();
 
   constructor(
     readonly meta: MetaStore,
@@ -1230,6 +1233,7 @@ export class Vfs {
     // its position past the writer's own changes only half a second later).
     const answered = r.entries.map((e) => [e.name, entry(e)] as const);
     // A rename moves what is known under the old name (the node does not send it back: see MutateRequest.writer).
+    if (req.rename) this.ownRenames.add(req.rename.from!, req.rename.to!, !!req.rename.exchange, r.by, r.generation);
     const recorded = req.rename ? this.meta.renamed(req.rename.from!, req.rename.to!, !!req.rename.exchange, answered) : this.meta.putMany([...removed.map((p) => [p, null] as const), ...answered]);
     void recorded.catch((err) => log.error({ err: (err as Error).message, paths: r.entries.length + removed.length }, 'cannot record a change of names in the metadata database'));
     // Parents' listings stay complete: new children were recorded above.

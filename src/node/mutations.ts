@@ -18,6 +18,8 @@ import { checkOwner, giveMadeOwner } from './owners.js';
 export interface MutationResult {
   /** Paths changed, with their state after the operation (null: removed). */
   changed: { path: string; entry: IndexEntry | null }[];
+  /** The generation of the operation's last change in the index (undefined: it changed nothing there). */
+  generation?: number;
 }
 
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
@@ -38,7 +40,7 @@ export async function mutate(index: WorkspaceIndex, req: WMutateRequestOut): Pro
     const entry = index.entries.get(dir);
     if (entry) r.changed.push({ path: dir, entry });
   }
-  return r;
+  return { ...r, generation: mine.last };
 }
 
 /**

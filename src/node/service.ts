@@ -200,7 +200,8 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
       return mutate(ws.index, req);
     });
     const entries: WEntry[] = r.changed.filter((c) => c.entry).map((c) => ({ ...entryToWire(c.path, c.entry!), name: c.path }));
-    return { entries, generation: ws.index.generation };
+    // Exact: a writer places the feed's older events by it (a rename's, see OwnRenames).
+    return { entries, generation: r.generation ?? ws.index.generation };
   };
 
   // Unary calls, as gRPC's handlers and the bulk lane's calls (LANE_CALLS)

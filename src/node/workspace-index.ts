@@ -43,6 +43,12 @@ export interface Origin {
   origin?: string;
   named?: ReadonlySet<string>;
   removes?: ReadonlySet<string>;
+  /**
+   * Set by apply(): the generation of the last change made for this
+   * request. The workspace's generation when the answer goes out may be
+   * later (other writers' commits do not wait for a change of names).
+   */
+  last?: number;
 }
 
 /** Whether a change is the writer's own (see Origin). */
@@ -269,6 +275,7 @@ export class WorkspaceIndex extends EventEmitter {
     }
     group.changes.push(...changes);
     group.generation = this.generation;
+    opts.last = this.generation;
     if (!logIt) this.logFloor = this.generation;
     await group.written;
     return changes;

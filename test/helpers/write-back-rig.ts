@@ -26,9 +26,10 @@ import { NodeProc, tempDir } from './node-proc.js';
  * with a hold on some call: a test that orders a race). `lingerMs`: how
  * long an asynchronous close's record waits before its commit may start.
  * `nodeArgs`: more flags for `ghostfs serve`; `nodeUnder`: a command the
- * node runs under (NodeProc.start).
+ * node runs under (NodeProc.start). `writer`: the name the mesh gives the
+ * node for this mount's changes (MutateRequest.writer).
  */
-export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number, vfsOpts: Partial<VfsOptions> = {}, rig: { replica?: boolean; journal?: (j: Journal) => Journal; lingerMs?: number; nodeArgs?: string[]; nodeUnder?: string[] } = {}) {
+export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadlineMs: number, vfsOpts: Partial<VfsOptions> = {}, rig: { replica?: boolean; journal?: (j: Journal) => Journal; lingerMs?: number; nodeArgs?: string[]; nodeUnder?: string[]; writer?: string } = {}) {
   const base = await tempDir(t);
   const root = join(base, 'ws');
   const cache = join(base, 'cache');
@@ -50,7 +51,7 @@ export async function writeBackRig(t: Test, files: Record<string, Buffer>, deadl
   t.teardown(() => chunks.close());
   const hasher = new HashPool(1, DEFAULT_CHUNKING, 4 * 1024 * 1024);
   t.teardown(() => hasher.close());
-  const mesh = new MeshClient(replica ? [proxy.endpoint, replica.endpoint] : [proxy.endpoint], 'default', { deadlineMs, backoffMs: 1 });
+  const mesh = new MeshClient(replica ? [proxy.endpoint, replica.endpoint] : [proxy.endpoint], 'default', { deadlineMs, backoffMs: 1, writer: rig.writer });
   t.teardown(() => mesh.close());
   await mesh.handshake();
   const journal = new Journal(store, 'default');
