@@ -12,6 +12,8 @@ import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { BIN } from './helpers/logged-proc.js';
 import { MountProc, run, sh, waitFor } from './helpers/mount-proc.js';
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 t.test('mount: asynchronous write-back', async (t) => {
   const base = await tempDir(t);
   const src = join(base, 'src');
@@ -90,6 +92,48 @@ t.test('mount: asynchronous write-back', async (t) => {
     t.equal(await readFile(S('nt/late'), 'utf8'), 'late\n');
     t.ok((await stat(S('mt'))).mtimeMs >= before - 2000, 'a directory made in it afterwards moves its mtime on the node');
     t.equal((await stat(S('mt/l1'))).ino, (await stat(S('kt/f1'))).ino, 'the link on the node');
+  });
+
+  await t.test("a closed file looks the same once it lands: its inode number, times and change time do not move with nobody writing", async (t) => {
+    t.equal((await sh(`mkdir '${M('same')}' && echo before > '${M('same/old.txt')}'`)).code, 0);
+    t.equal((await sync()).code, 0);
+    // What a program sees of a file: vim compares it before saving, and refuses to save one "changed since reading".
+    const look = `import os, sys, json
+print(json.dumps({p: [s.st_ino, str(s.st_mtime_ns), str(s.st_ctime_ns), s.st_size] for p in sys.argv[1:] for s in [os.stat(p)]}))`;
+    type Look = [number, string, string, number];
+    const looked = async (...paths: string[]): Promise<Record<string, Look>> => {
+      const r = await run('python3', ['-c', look, ...paths.map(M)]);
+      t.equal(r.code, 0, r.stderr);
+      return Object.fromEntries(Object.entries(JSON.parse(r.stdout) as Record<string, Look>).map(([p, v]) => [p.slice(mnt.length + 1), v]));
+    };
+    const onNode = await stat(S('same/old.txt'), { bigint: true });
+    // A new file and a new version of one the node has, each looked at right after its close (before its commit: it lingers first).
+    const w = await run('python3', ['-c', `import sys\nfor p, text in zip(sys.argv[1::2], sys.argv[2::2]): open(p, 'w').write(text)\nsys.argv[1:] = sys.argv[1::2]\n${look}`, M('same/new.txt'), 'new\n', M('same/old.txt'), 'after\n']);
+    t.equal(w.code, 0, w.stderr);
+    const shownAtClose = JSON.parse(w.stdout) as Record<string, Look>;
+    const first: Record<string, Look> = { 'same/new.txt': shownAtClose[M('same/new.txt')]!, 'same/old.txt': shownAtClose[M('same/old.txt')]! };
+    t.ok(first['same/new.txt'][0] > 0xf000_0000, 'the new file was looked at before it landed (a number of the mount\'s)');
+    t.equal((await sync()).code, 0);
+    t.equal(await readFile(S('same/new.txt'), 'utf8'), 'new\n');
+    t.equal(await readFile(S('same/old.txt'), 'utf8'), 'after\n');
+    // The kernel hears of a landed file a moment after the mount recorded it: looked at for a while.
+    const later = [];
+    for (let i = 0; i < 5; i++, await sleep(200)) later.push(await looked('same/new.txt', 'same/old.txt'));
+    t.same(later, Array(5).fill(first), 'inode numbers, mtimes, change times and sizes as they were at close');
+    t.not(first['same/old.txt']![0], Number(onNode.ino), "the new version has its own number, not its old inode's (which the node may give to another file)");
+    for (const p of ['same/new.txt', 'same/old.txt']) {
+      t.equal((await stat(S(p), { bigint: true })).mtimeNs, BigInt(first[p]![1]), `${p}: committed with the mtime it was shown with, not the commit's time`);
+    }
+    // A hard link to it shows the same number (git clone checks that its links are the files it linked).
+    t.equal((await sh(`ln '${M('same/new.txt')}' '${M('same/new.link')}'`)).code, 0);
+    const linked = await looked('same/new.txt', 'same/new.link');
+    t.equal(linked['same/new.link']![0], linked['same/new.txt']![0], 'both names show one inode number');
+    t.equal(linked['same/new.txt']![0], first['same/new.txt']![0], 'the one it had');
+    // The save vim then makes: open for writing, truncate, write, fsync, close.
+    const save = await run('python3', ['-c', `import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644); os.ftruncate(fd, 0); os.write(fd, b'saved\\n'); os.fsync(fd); os.close(fd)`, M('same/old.txt')]);
+    t.equal(save.code, 0, save.stderr);
+    t.equal(await readFile(S('same/old.txt'), 'utf8'), 'saved\n', 'the save is on the node (fsync sent it)');
   });
 
   await t.test('fsync sends a queued file to the node at once', async (t) => {

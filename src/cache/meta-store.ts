@@ -130,6 +130,9 @@ const CATCH_UP_MS = 1000;
 /** Own commits remembered for the change feed (a reconnect replays at most what happened while it was away). */
 const OWN_COMMITS_KEPT = 50_000;
 
+/** Files keeping what they were shown with (see keepIno), at most: the oldest go back to their node's. */
+const KEPT_FILES = 100_000;
+
 export class MetaStore {
   private readonly entries = new Map<string, MetaEntry>();
   private readonly children = new Map<string, Set<string>>();
@@ -158,12 +161,19 @@ export class MetaStore {
   private readonly shadowed = new Set<string>();
   /**
    * Directories made through the mount before the node had them keep, in
-   * memory, the inode number they were shown with (tar checks that a
-   * directory it made is the same one when it sets its times at the end),
-   * with the node's number, which is what is written to disk. For this
-   * process's life, until the path is removed.
+   * memory, the inode number they were shown with (see keepIno), with the
+   * node's number, which is what is written to disk. For this process's
+   * life, until the path is removed.
    */
   private readonly keptIno = new Map<string, { shown: number; node: number }>();
+  /**
+   * Files' versions that landed after their close returned (see keepIno), by
+   * the node's inode number (every name of the file, hard links too, shows
+   * it), with the number and change time they were shown with; and the
+   * numbers shown, to the node's.
+   */
+  private readonly keptFiles = new Map<number, { ino: number; ctimeNs: bigint; nodeCtimeNs: bigint }>();
+  private readonly keptShown = new Map<number, number>();
   /**
    * Paths whose state in memory the database refused (a full disk), each
    * with a stamp of its latest refusal: memory stays the truth and is
@@ -251,7 +261,7 @@ export class MetaStore {
   }
 
   private setMem(path: string, e: MetaEntry | null): void {
-    if (this.keptIno.size && e) e = this.shown(path, e);
+    if ((this.keptIno.size || this.keptFiles.size) && e) e = this.shown(path, e);
     else if (!e) {
       this.keptIno.delete(path);
       this.shadowed.delete(path);
@@ -278,24 +288,58 @@ export class MetaStore {
   }
 
   /**
-   * A directory made through the mount keeps the inode number it was shown
-   * with (the one in `shownAs`) now that the node has it.
+   * A path made or written through the mount keeps what it was shown with,
+   * now that its node has it (`shownAs`: the entry shown until now;
+   * `nodeEntry`: the node's):
+   * - a directory, its inode number, whatever the node reports later (tar
+   *   checks that a directory it made is the one whose times it sets);
+   * - a file's version that lands after its close returned (asynchronous
+   *   write-back, a node that was down), shown meanwhile with a number of
+   *   the mount's: that number and its change time, for as long as the node
+   *   reports that version. A program that looked at the file meanwhile
+   *   would otherwise see it change with nobody writing to it: vim then
+   *   refuses to save it ("changed since reading"), tar warns that it
+   *   changed as it was read, git hashes it again. Another version shows the
+   *   node's number. (Only a number of the mount's is kept: a node's number
+   *   is free for the node to give another file once that version is gone.)
    */
   keepIno(path: string, shownAs: MetaEntry | undefined, nodeEntry: MetaEntry): void {
-    if (shownAs && isDir(shownAs.attr.mode) && isDir(nodeEntry.attr.mode) && shownAs.attr.ino !== nodeEntry.attr.ino) {
+    if (!shownAs || shownAs.attr.ino === nodeEntry.attr.ino) return;
+    if (isDir(shownAs.attr.mode) && isDir(nodeEntry.attr.mode)) {
       this.keptIno.set(path, { shown: shownAs.attr.ino, node: nodeEntry.attr.ino });
+    } else if (isReg(shownAs.attr.mode) && isReg(nodeEntry.attr.mode)) {
+      // The number's earlier version is gone: the node may give its inode to another file.
+      const earlier = this.keptShown.get(shownAs.attr.ino);
+      if (earlier !== undefined) this.keptFiles.delete(earlier);
+      this.keptFiles.delete(nodeEntry.attr.ino); // re-inserted last: the bound drops the oldest
+      this.keptFiles.set(nodeEntry.attr.ino, { ino: shownAs.attr.ino, ctimeNs: shownAs.attr.ctimeNs, nodeCtimeNs: nodeEntry.attr.ctimeNs });
+      this.keptShown.set(shownAs.attr.ino, nodeEntry.attr.ino);
+      if (this.keptFiles.size > KEPT_FILES) {
+        const [node, oldest] = this.keptFiles.entries().next().value as [number, { ino: number }];
+        this.keptFiles.delete(node);
+        this.keptShown.delete(oldest.ino);
+      }
     }
   }
 
-  /** An entry as this mount shows it (see keptIno): what the node reports, with a kept inode number. */
+  /** An entry as this mount shows it (see keepIno): what the node reports, with what is kept of what was shown. */
   shown(path: string, e: MetaEntry): MetaEntry {
+    if (isReg(e.attr.mode)) {
+      const k = this.keptFiles.get(e.attr.ino);
+      return k ? { ...e, attr: { ...e.attr, ino: k.ino, ctimeNs: e.attr.ctimeNs === k.nodeCtimeNs ? k.ctimeNs : e.attr.ctimeNs } } : e;
+    }
     const k = this.keptIno.get(path);
     if (!k || !isDir(e.attr.mode) || e.attr.ino === k.shown) return e;
     return { ...e, attr: { ...e.attr, ino: k.shown } };
   }
 
-  /** What is written to disk: the node's inode number (a kept one means nothing to the next process). */
+  /** What is written to disk: the node's inode number and change time (what is kept means nothing to the next process). */
   private asOnNode(path: string, e: MetaEntry): MetaEntry {
+    if (isReg(e.attr.mode)) {
+      const node = this.keptShown.get(e.attr.ino);
+      const k = node === undefined ? undefined : this.keptFiles.get(node);
+      return k ? { ...e, attr: { ...e.attr, ino: node!, ctimeNs: e.attr.ctimeNs === k.ctimeNs ? k.nodeCtimeNs : e.attr.ctimeNs } } : e;
+    }
     const k = this.keptIno.get(path);
     return k && e.attr.ino === k.shown ? { ...e, attr: { ...e.attr, ino: k.node } } : e;
   }

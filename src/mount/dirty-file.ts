@@ -23,13 +23,10 @@ import type { WriteAhead } from './write-ahead.js';
 import { readAt, writeAt } from '../util/positional-io.js';
 import { HOLD_BYTES } from './write-back.js';
 import { log } from '../log.js';
+import { isLocalIno, nextLocalIno } from './local-ino.js';
 
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
 
-/** Inode numbers for files and directories that exist only here until the node has them. */
-const LOCAL_INO_BASE = 0xf000_0000;
-let localIno = LOCAL_INO_BASE;
-export const nextLocalIno = (): number => localIno++;
 
 /** The smallest first write that makes a file's chunks travel ahead of its close (write-ahead.ts). */
 const AHEAD_FIRST_WRITE = 64 * 1024;
@@ -539,6 +536,15 @@ export class DirtyFile {
     this.expectAbsent = false;
     this.baseSeq = undefined;
     if (version === this.changes) this.modified = false;
+  }
+
+  /**
+   * A version queued for the node becomes a new inode there when it lands:
+   * from now on it is shown with a number of the mount's, which it keeps
+   * then (MetaStore.keepIno), not with the number of the version before it.
+   */
+  renumber(): void {
+    if (!isLocalIno(this.attr.ino)) this.attr = { ...this.attr, ino: nextLocalIno() };
   }
 
   /** After the content as it was at `version` was queued as record `seq` (no node took it yet): its base once it lands. */

@@ -20,7 +20,8 @@ import { isWithin, joinRel, NAME_MAX, parentOf } from '../wire/rel-path.js';
 import type { WManifestOut, WMutateRequest } from '../wire/types.js';
 import { log } from '../log.js';
 import type { ChunkReader } from './chunk-reader.js';
-import { DirtyFile, nextLocalIno } from './dirty-file.js';
+import { DirtyFile } from './dirty-file.js';
+import { nextLocalIno } from './local-ino.js';
 import { entryFromWire } from './vfs-entry.js';
 import { HOLD_BYTES, INLINE_BYTES, type WriteBack } from './write-back.js';
 import { laterOwner, withOwner, type JournalEntry, type Owner } from '../cache/journal.js';
@@ -1126,8 +1127,8 @@ export class Vfs {
           baseSeq: d.baseSeq,
           mode: d.mode,
           owner,
-          mtimeNs: d.mtimeNs,
-          atimeNs: d.atimeNs,
+          // The times it is shown with: a node taking it later (queued, or down now) would give it the time it did.
+          ...shownTimes(d),
           data,
           // A big file written front to back: its chunk list is ready and its chunks are on their way.
           manifest: ahead?.manifest,
@@ -1174,6 +1175,7 @@ export class Vfs {
         // Queued: the mount shows the new content until a node takes it, and
         // a further version written through a handle still open is made from
         // it (its base once it lands).
+        d.renumber();
         this.meta.putVolatile(d.path, d.entry());
         d.queued(r.queued, version);
       }
@@ -1600,6 +1602,18 @@ export class Vfs {
 /** A directory made through the mount while the node has not made it yet: empty, and its listing complete. */
 function queuedDirEntry(mode: number, uid: number, gid: number, t: bigint): MetaEntry {
   return { attr: { dev: 0, ino: nextLocalIno(), mode: S_IFDIR | (mode & 0o7777), nlink: 2, uid, gid, rdev: 0, size: 4096, blocks: 8, atimeNs: t, mtimeNs: t, ctimeNs: t }, listed: true };
+}
+
+/**
+ * The times a written file is committed with: those it is shown with (its
+ * last write's, or those given). Left to the node, they would be the time of
+ * the commit, which for a version that waited in the queue, or for a node
+ * that was down, is later, maybe by hours.
+ */
+function shownTimes(d: DirtyFile): { mtimeNs?: bigint; atimeNs?: bigint } {
+  if (!d.modified) return { mtimeNs: d.mtimeNs, atimeNs: d.atimeNs };
+  const { mtimeNs, atimeNs } = d.entry().attr;
+  return { mtimeNs, atimeNs };
 }
 
 /** What a file queued with its bytes in its journal record shows after a restart (it has no dirty copy to stat); owner set by the caller. */

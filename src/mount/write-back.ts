@@ -31,6 +31,7 @@ import { PathLocks } from '../util/path-locks.js';
 import { SetMap } from '../util/set-map.js';
 import { isWithin, parentOf } from '../wire/rel-path.js';
 import { entryFromWire } from './vfs-entry.js';
+import { isLocalIno } from './local-ino.js';
 
 /** A pending record as status and a refused unmount show it. */
 export interface PendingRecord {
@@ -1315,7 +1316,11 @@ export class WriteBack {
     if (e.owner && reply.ownerErrno) this.ownerNotGiven({ path: committedPath, ...e.owner, errno: reply.ownerErrno }, 'the node cannot give a written-back file the owner given to it');
     const owned = !e.owner || reply.ownerErrno || hasOwner(reply.entry?.attr ?? undefined, e.owner) ? undefined : await this.giveOwner(e, committedPath, reply.conflict);
     this.step(e, 'recording the commit');
-    const settling = this.meta.settle(committedPath, entryFromWire(owned?.entry ?? reply.entry!), { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
+    const landed = entryFromWire(owned?.entry ?? reply.entry!);
+    // A version whose close returned before it landed: what programs saw of it then stays (see keepIno).
+    const shown = this.meta.get(committedPath);
+    if (e.seq && !reply.conflict && shown && isLocalIno(shown.attr.ino)) this.meta.keepIno(committedPath, shown, landed);
+    const settling = this.meta.settle(committedPath, landed, { digest: manifest.digest, chunks: manifest.chunks }, (b) => {
       if (e.seq) this.journal.removeIn(b, e.seq);
     });
     // A journaled record leaves the journal in that write: the commit counts
