@@ -158,7 +158,7 @@ export class Mount {
         vfs.onShownChanged((changes) => driver.invalidate!(changes));
         // The kernel may still hold what it was told while the file was written (the feed does not bring
         // this mount its own commits); a conflict copy is a new name in its directory's listing.
-        writeBack.onLanded((path, conflict) => driver.invalidate!([{ path, what: conflict ? 'entry' : 'attrs' }]));
+        writeBack.onLanded((path, what) => driver.invalidate!([{ path, what }]));
       }
       await driver.mount();
       log.info(

@@ -22,7 +22,7 @@ import { MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES, MAX_MESSAGE_BYTES } from '../
 import { isDir, toTimespec } from '../content/attr.js';
 import type { ChunkStore } from '../cache/chunk-store.js';
 import { hasOwner, laterOwner, type Journal, type JournalEntry, type Owner } from '../cache/journal.js';
-import type { MetaEntry, MetaStore } from '../cache/meta-store.js';
+import type { ChangeKind, MetaEntry, MetaStore } from '../cache/meta-store.js';
 import { SLOW_NODE_BYTES_PER_MS, type MeshClient } from '../mesh/mesh-client.js';
 import { errnoOf, FsError, isUnimplemented, lacksChunk } from '../wire/errors.js';
 import { chunksToWire } from '../wire/convert.js';
@@ -832,7 +832,7 @@ export class WriteBack {
   }
 
   private conflictListeners: ((path: string) => void)[] = [];
-  private landedListeners: ((path: string, conflict: boolean) => void)[] = [];
+  private landedListeners: ((path: string, what: ChangeKind) => void)[] = [];
   private refusedListeners: ((seq: number, path: string, err: Error) => void)[] = [];
 
   /** Called when the node refused a journaled file's record (its bytes were set aside). */
@@ -840,8 +840,12 @@ export class WriteBack {
     this.refusedListeners.push(fn);
   }
 
-  /** Called with the path a file's write-back landed at (its own, or a new conflict copy's), once the mount shows the node's entry. */
-  onLanded(fn: (path: string, conflict: boolean) => void): void {
+  /**
+   * Called with the path a file's write-back landed at once the mount shows
+   * the node's entry: its own ('attrs'), or a new conflict copy's, or another
+   * name of the file that now names the new version ('entry').
+   */
+  onLanded(fn: (path: string, what: ChangeKind) => void): void {
     this.landedListeners.push(fn);
   }
 
@@ -1120,7 +1124,7 @@ export class WriteBack {
     let reply: WCommitReplyOut;
     let by = ''; // the node that answered: its generations are the ones that count
     if (currentDigest?.equals(manifest.digest)) {
-      reply = { conflict: false, conflictPath: '', entry: current!, generation: 0, ownerErrno: '' };
+      reply = { conflict: false, conflictPath: '', entry: current!, links: [], generation: 0, ownerErrno: '' };
     } else {
       // Told before its upload and commit: a chunk list one message cannot hold (about 1.3 TiB of holes, or 340 GiB of data).
       if (manifest.chunks.length * WIRE_BYTES_PER_CHUNK + 64 * 1024 > MAX_MESSAGE_BYTES) {
@@ -1331,7 +1335,15 @@ export class WriteBack {
     const recorded = e.seq ? await settling : (this.track(settling.then(() => undefined)), true);
     if (by) this.meta.markOwnCommit(committedPath, by, reply.generation);
     if (owned) this.meta.markOwnCommit(committedPath, owned.by, owned.generation);
-    for (const fn of this.landedListeners) fn(committedPath, reply.conflict);
+    // The file's other names (hard links) name this version too; one with a version of ours still queued shows that.
+    const links = reply.conflict ? [] : (reply.links ?? []).filter((x) => !this.byPath.has(x.name)).map((x) => [x.name, entryFromWire(x)] as const);
+    if (links.length > 0) {
+      this.track(this.meta.putMany(links));
+      if (by) for (const [p] of links) this.meta.markOwnCommit(p, by, reply.generation);
+    }
+    for (const fn of this.landedListeners) fn(committedPath, reply.conflict ? 'entry' : 'attrs');
+    // (Another inode under those names: the kernel lets go of the one it holds.)
+    for (const [p] of links) for (const fn of this.landedListeners) fn(p, 'entry');
     this.forget(e);
     this.mayHold.delete(e.path);
     if (e.seq) this.rememberLanded(e.seq, manifest.digest);

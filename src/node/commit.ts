@@ -19,7 +19,7 @@ import { log } from '../log.js';
 import { ownerNotGiven } from './owners.js';
 import { checkChildPath, joinRel, parentOf } from './paths.js';
 import type { WorkspaceIndex } from './workspace-index.js';
-import { EARLY_SYNC_BYTES, EarlySync, stageIn, type StagedFile } from './staged-file.js';
+import { EARLY_SYNC_BYTES, EarlySync, linkOver, stageIn, type StagedFile } from './staged-file.js';
 import { nativeAddon } from '../native/addon.js';
 import { nodeCommits } from '../admin/metrics.js';
 
@@ -55,6 +55,8 @@ export interface CommitResult {
   conflict: boolean;
   path: string;
   entry: IndexEntry;
+  /** The file's other names (hard links), which name the new version too, with their entries. */
+  links?: { path: string; entry: IndexEntry }[];
   generation: number;
   /** Why the owner the writer gave could not be given (the file is the node's), if so. */
   ownerErrno?: string;
@@ -97,6 +99,8 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     // A draft: chunks placed past the end of what the file became. Holes: the size.
     if (draft || holes) await staged.truncate(input.size);
     let { conflict, current, found } = await checkBase(index, path, abs, input);
+    // The file's other names: written in place on a disk, a file changes under all of them.
+    const links = !conflict && current && current.nlink > 1 ? index.linksOf(path) : [];
     // No mode given (0): the file keeps the one it has, or gets 0644.
     const mode = input.mode & 0o7777 ? index.fileMode(input.mode, path) : current ? index.fileMode(current.mode, path) : 0o644;
     // The owner first: a chown clears the set-id bits the mode may carry. Without the
@@ -130,10 +134,14 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     // The draft's chunks are in a workspace file now: no longer read from the draft, which closes.
     if (input.draft) await source.drafts.drop(input.draft, !!draft);
     await staged.discard();
-    await fsyncDir(dir);
+    const relinked = links.length > 0 ? await relink(index, abs, current!, links) : [];
+    await Promise.all([...new Set([dir, ...relinked.map((p) => dirname(index.paths.abs(p)))])].map(fsyncDir));
     const attr = await index.calls.lstat(index.paths.abs(finalPath));
     const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
-    const [change] = await index.apply([{ path: finalPath, entry }], { origin: input.writer });
+    // The reply carries the other names too (their writer's feed leaves them out).
+    const named = [finalPath, ...relinked];
+    const changes = await index.apply(named.map((p) => ({ path: p, entry })), { origin: input.writer, named: new Set(named) });
+    const change = changes.at(-1);
     // Uploaded chunks were staged; chunks sent inline never were. Removed
     // after the answer (a big file has hundreds, one unlink each); one left
     // behind by a crash expires with the staging TTL.
@@ -141,7 +149,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     const uploaded = new Map(input.chunks.filter((c) => !input.inline?.has(c.hash.toString('latin1')) && !isPlaced(draft?.placed, c)).map((c) => [c.hash.toString('latin1'), c.hash]));
     void Promise.all([...uploaded.values()].map((h) => source.dropStaged(h)));
     nodeCommits.inc({ how: draft ? 'draft' : 'staged' });
-    return { conflict, path: finalPath, entry, generation: change!.generation, ownerErrno };
+    return { conflict, path: finalPath, entry, links: relinked.map((p) => ({ path: p, entry })), generation: change!.generation, ownerErrno };
   } finally {
     // Taken: its chunks are no longer read from it (the file is `staged`). Not taken: discarded.
     if (input.draft) await source.drafts.drop(input.draft, !!draft);
@@ -341,6 +349,27 @@ async function checkBase(index: WorkspaceIndex, path: string, abs: string, input
   const now = (await index.validate(path)).digest!;
   const accepted = [input.digest, ...(input.expectAbsent ? [] : [input.baseDigest!]), ...(input.alsoBases ?? [])];
   return { conflict: !accepted.some((d) => d.equals(now)), current, found: now };
+}
+
+/**
+ * Makes the other names of the file a commit replaced (`was`, at `abs`) name
+ * the new version too. A name that no longer names that file (replaced or
+ * removed meanwhile) is left as it is. Returns the names moved.
+ */
+async function relink(index: WorkspaceIndex, abs: string, was: Attr, names: readonly string[]): Promise<string[]> {
+  const moved: string[] = [];
+  for (const name of names) {
+    try {
+      const other = await index.paths.safeAbs(name);
+      const st = await index.calls.lstatOrNull(other);
+      if (!st || st.ino !== was.ino || st.dev !== was.dev) continue;
+      await linkOver(abs, other);
+      moved.push(name);
+    } catch (err) {
+      log.warn({ workspace: index.id, path: name, err: (err as Error).message }, 'a hard link of a committed file still names its version before');
+    }
+  }
+  return moved;
 }
 
 async function placeConflictCopy(index: WorkspaceIndex, staged: StagedFile, path: string, clientId: string): Promise<string> {

@@ -41,6 +41,18 @@ export interface StagedFile {
 
 const tempName = (dir: string): string => join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
 
+/** Gives the file at `existing` the name `abs` as well, in place of what `abs` names (atomically: a temp name beside it, renamed over it). */
+export async function linkOver(existing: string, abs: string): Promise<void> {
+  const tmp = tempName(dirname(abs));
+  await link(existing, tmp);
+  try {
+    await rename(tmp, abs);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}
+
 /** A new staged file in `dir` (the target's directory), readable by its owner only. */
 export async function stageIn(dir: string): Promise<StagedFile> {
   const addon = nativeAddon();
