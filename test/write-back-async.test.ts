@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { BIN } from './helpers/logged-proc.js';
 import { MountProc, run, sh, waitFor } from './helpers/mount-proc.js';
+import { DIR_STABLE_PY, type DirStable } from './helpers/dir-stable.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -134,6 +135,16 @@ print(json.dumps({p: [s.st_ino, str(s.st_mtime_ns), str(s.st_ctime_ns), s.st_siz
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644); os.ftruncate(fd, 0); os.write(fd, b'saved\\n'); os.fsync(fd); os.close(fd)`, M('same/old.txt')]);
     t.equal(save.code, 0, save.stderr);
     t.equal(await readFile(S('same/old.txt'), 'utf8'), 'saved\n', 'the save is on the node (fsync sent it)');
+  });
+
+  await t.test("a directory's times stay as shown when the files closed in it land: tar archiving it at once does not see it change", async (t) => {
+    const r = await run('python3', ['-c', DIR_STABLE_PY, M('stable'), '0.5']);
+    t.equal(r.code, 0, r.stderr);
+    const seen = JSON.parse(r.stdout) as DirStable;
+    t.equal(seen.tar, 0, `tar -c right after the writes: ${seen.tarErr}`);
+    t.equal((await sync()).code, 0);
+    t.equal((await readdir(S('stable'))).length, 20, 'the files landed');
+    t.same(seen.after, seen.before, "the directory's mtime and ctime did not move as they landed");
   });
 
   await t.test('fsync sends a queued file to the node at once', async (t) => {

@@ -9,7 +9,8 @@
  *   an O_TMPFILE file in it (no name while incomplete), written, given its
  *   owner (when one is asked for), mode and times, fsynced; then linked
  *   under its name, which fails with EEXIST if the name is taken (nothing
- *   is ever replaced); its attributes read; the directory fsynced.
+ *   is ever replaced); its attributes read; the directory fsynced, and its
+ *   attributes read.
  *
  * Any failure rejects with an Error carrying Node's errno `code`; nothing is
  * left behind (an unnamed file vanishes with its descriptor).
@@ -42,6 +43,8 @@ typedef struct {
   int owner_err; /* the chown's, which does not fail the job */
   const char *call;
   struct stat st;
+  struct stat dir_st; /* the directory's, after the name was added */
+  int has_dir_st;
 } write_job;
 
 static int open_dir_beneath(const char *root, const char *dir) {
@@ -98,6 +101,8 @@ static void execute(napi_env env, void *arg) {
   if (linkat(AT_FDCWD, proc, dfd, j->name, AT_SYMLINK_FOLLOW) != 0) FAIL("linkat");
   if (fstat(fd, &j->st) != 0) FAIL("fstat");
   if (fsync(dfd) != 0) FAIL("fsync of the directory");
+  /* Its times and size changed with the new name: the writer is told them with the file's. */
+  j->has_dir_st = fstat(dfd, &j->dir_st) == 0;
 out:
   if (fd >= 0) close(fd);
   if (dfd >= 0) close(dfd);
@@ -115,6 +120,25 @@ static void put_ns(napi_env env, napi_value o, const char *key, struct timespec 
   napi_set_named_property(env, o, key, n);
 }
 
+/* Attributes as lstat gives them to JS, times in nanoseconds (BigInt). */
+static napi_value stat_object(napi_env env, const struct stat *s) {
+  napi_value o;
+  napi_create_object(env, &o);
+  put_num(env, o, "dev", (double)s->st_dev);
+  put_num(env, o, "ino", (double)s->st_ino);
+  put_num(env, o, "mode", (double)s->st_mode);
+  put_num(env, o, "nlink", (double)s->st_nlink);
+  put_num(env, o, "uid", (double)s->st_uid);
+  put_num(env, o, "gid", (double)s->st_gid);
+  put_num(env, o, "rdev", (double)s->st_rdev);
+  put_num(env, o, "size", (double)s->st_size);
+  put_num(env, o, "blocks", (double)s->st_blocks);
+  put_ns(env, o, "atimeNs", s->st_atim);
+  put_ns(env, o, "mtimeNs", s->st_mtim);
+  put_ns(env, o, "ctimeNs", s->st_ctim);
+  return o;
+}
+
 static void complete(napi_env env, napi_status status, void *arg) {
   write_job *j = arg;
   if (status != napi_ok && !j->err) {
@@ -124,21 +148,8 @@ static void complete(napi_env env, napi_status status, void *arg) {
   if (j->err) {
     napi_reject_deferred(env, j->deferred, errno_error(env, j->err, j->call, j->name));
   } else {
-    napi_value o;
-    napi_create_object(env, &o);
-    const struct stat *s = &j->st;
-    put_num(env, o, "dev", (double)s->st_dev);
-    put_num(env, o, "ino", (double)s->st_ino);
-    put_num(env, o, "mode", (double)s->st_mode);
-    put_num(env, o, "nlink", (double)s->st_nlink);
-    put_num(env, o, "uid", (double)s->st_uid);
-    put_num(env, o, "gid", (double)s->st_gid);
-    put_num(env, o, "rdev", (double)s->st_rdev);
-    put_num(env, o, "size", (double)s->st_size);
-    put_num(env, o, "blocks", (double)s->st_blocks);
-    put_ns(env, o, "atimeNs", s->st_atim);
-    put_ns(env, o, "mtimeNs", s->st_mtim);
-    put_ns(env, o, "ctimeNs", s->st_ctim);
+    napi_value o = stat_object(env, &j->st);
+    if (j->has_dir_st) napi_set_named_property(env, o, "dir", stat_object(env, &j->dir_st));
     if (j->owner_err) {
       napi_value code;
       const char *name = strerrorname_np(j->owner_err);
@@ -155,8 +166,9 @@ static void complete(napi_env env, napi_status status, void *arg) {
 
 /*
  * writeNewFile(root, dir, name, data, mode, atimeSec, atimeNsec, mtimeSec, mtimeNsec, uid, gid)
- *   -> Promise<attributes as lstat's, times in nanoseconds (BigInt), and
- *      ownerErrno (the errno's name) when the owner could not be given>
+ *   -> Promise<attributes as lstat's, times in nanoseconds (BigInt),
+ *      `dir`: the directory's likewise, and ownerErrno (the errno's name)
+ *      when the owner could not be given>
  * `dir` is relative to `root` ("" for the root itself), `name` one path
  * component; a null second leaves that time as the creation set it; a uid
  * or gid of -1 leaves that as the creation set it.

@@ -133,6 +133,14 @@ const OWN_COMMITS_KEPT = 50_000;
 /** Files keeping what they were shown with (see keepIno), at most: the oldest go back to their node's. */
 const KEPT_FILES = 100_000;
 
+/** A directory shown with an inode number, and times, other than its node's (see keepIno, keepDirTimes). */
+interface KeptDir {
+  shown: number;
+  node: number;
+  /** Times shown while the node's are the ones named here. */
+  times?: { mtimeNs: bigint; ctimeNs: bigint; nodeMtimeNs: bigint; nodeCtimeNs: bigint };
+}
+
 export class MetaStore {
   private readonly entries = new Map<string, MetaEntry>();
   private readonly children = new Map<string, Set<string>>();
@@ -165,7 +173,7 @@ export class MetaStore {
    * node's number, which is what is written to disk. For this process's
    * life, until the path is removed.
    */
-  private readonly keptIno = new Map<string, { shown: number; node: number }>();
+  private readonly keptIno = new Map<string, KeptDir>();
   /**
    * Files' versions that landed after their close returned (see keepIno), by
    * the node's inode number (every name of the file, hard links too, shows
@@ -306,7 +314,7 @@ export class MetaStore {
   keepIno(path: string, shownAs: MetaEntry | undefined, nodeEntry: MetaEntry): void {
     if (!shownAs || shownAs.attr.ino === nodeEntry.attr.ino) return;
     if (isDir(shownAs.attr.mode) && isDir(nodeEntry.attr.mode)) {
-      this.keptIno.set(path, { shown: shownAs.attr.ino, node: nodeEntry.attr.ino });
+      this.keptIno.set(path, { ...this.keptIno.get(path), shown: shownAs.attr.ino, node: nodeEntry.attr.ino });
     } else if (isReg(shownAs.attr.mode) && isReg(nodeEntry.attr.mode)) {
       // The number's earlier version is gone: the node may give its inode to another file.
       const earlier = this.keptShown.get(shownAs.attr.ino);
@@ -322,6 +330,24 @@ export class MetaStore {
     }
   }
 
+  /**
+   * A directory whose times moved on its node only because versions this
+   * mount had closed before landed there (asynchronous write-back) keeps the
+   * times it was shown with, while the node's are those: a program that
+   * looked at it meanwhile would see it change with nobody changing it (tar
+   * reading it says it "changed as we read it", and fails). Any other change
+   * shows the node's times.
+   */
+  keepDirTimes(path: string, shownAs: MetaEntry | undefined, nodeEntry: MetaEntry): void {
+    if (!shownAs || !isDir(shownAs.attr.mode) || !isDir(nodeEntry.attr.mode)) return;
+    const a = shownAs.attr;
+    const b = nodeEntry.attr;
+    const k = this.keptIno.get(path);
+    const times = a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs ? undefined : { mtimeNs: a.mtimeNs, ctimeNs: a.ctimeNs, nodeMtimeNs: b.mtimeNs, nodeCtimeNs: b.ctimeNs };
+    if (k) k.times = times;
+    else if (times) this.keptIno.set(path, { shown: b.ino, node: b.ino, times });
+  }
+
   /** An entry as this mount shows it (see keepIno): what the node reports, with what is kept of what was shown. */
   shown(path: string, e: MetaEntry): MetaEntry {
     if (isReg(e.attr.mode)) {
@@ -329,11 +355,13 @@ export class MetaStore {
       return k ? { ...e, attr: { ...e.attr, ino: k.ino, ctimeNs: e.attr.ctimeNs === k.nodeCtimeNs ? k.ctimeNs : e.attr.ctimeNs } } : e;
     }
     const k = this.keptIno.get(path);
-    if (!k || !isDir(e.attr.mode) || e.attr.ino === k.shown) return e;
-    return { ...e, attr: { ...e.attr, ino: k.shown } };
+    if (!k || !isDir(e.attr.mode)) return e;
+    const t = k.times && e.attr.mtimeNs === k.times.nodeMtimeNs && e.attr.ctimeNs === k.times.nodeCtimeNs ? k.times : undefined;
+    if (e.attr.ino === k.shown && !t) return e;
+    return { ...e, attr: { ...e.attr, ino: k.shown, ...(t ? { mtimeNs: t.mtimeNs, ctimeNs: t.ctimeNs } : {}) } };
   }
 
-  /** What is written to disk: the node's inode number and change time (what is kept means nothing to the next process). */
+  /** What is written to disk: the node's inode number and times (what is kept means nothing to the next process). */
   private asOnNode(path: string, e: MetaEntry): MetaEntry {
     if (isReg(e.attr.mode)) {
       const node = this.keptShown.get(e.attr.ino);
@@ -341,7 +369,9 @@ export class MetaStore {
       return k ? { ...e, attr: { ...e.attr, ino: node!, ctimeNs: e.attr.ctimeNs === k.ctimeNs ? k.nodeCtimeNs : e.attr.ctimeNs } } : e;
     }
     const k = this.keptIno.get(path);
-    return k && e.attr.ino === k.shown ? { ...e, attr: { ...e.attr, ino: k.node } } : e;
+    if (!k || e.attr.ino !== k.shown) return e;
+    const t = k.times && e.attr.mtimeNs === k.times.mtimeNs && e.attr.ctimeNs === k.times.ctimeNs ? k.times : undefined;
+    return { ...e, attr: { ...e.attr, ino: k.node, ...(t ? { mtimeNs: t.nodeMtimeNs, ctimeNs: t.nodeCtimeNs } : {}) } };
   }
 
   /** Tells the listings under way of `path`'s directory (and of `path`) that it changed. */

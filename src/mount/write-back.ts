@@ -22,7 +22,7 @@ import { MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES, MAX_MESSAGE_BYTES } from '../
 import { isDir, toTimespec } from '../content/attr.js';
 import type { ChunkStore } from '../cache/chunk-store.js';
 import { hasOwner, laterOwner, type Journal, type JournalEntry, type Owner } from '../cache/journal.js';
-import type { ChangeKind, MetaEntry, MetaStore } from '../cache/meta-store.js';
+import { changeKind, type ChangeKind, type MetaEntry, type MetaStore } from '../cache/meta-store.js';
 import { SLOW_NODE_BYTES_PER_MS, type MeshClient } from '../mesh/mesh-client.js';
 import { errnoOf, FsError, isUnimplemented, lacksChunk } from '../wire/errors.js';
 import { chunksToWire } from '../wire/convert.js';
@@ -842,8 +842,8 @@ export class WriteBack {
 
   /**
    * Called with the path a file's write-back landed at once the mount shows
-   * the node's entry: its own ('attrs'), or a new conflict copy's, or another
-   * name of the file that now names the new version ('entry').
+   * the node's entry ('attrs'; a new conflict copy: 'entry'), and with each
+   * other path the commit changed (see CommitReply.also).
    */
   onLanded(fn: (path: string, what: ChangeKind) => void): void {
     this.landedListeners.push(fn);
@@ -1124,7 +1124,7 @@ export class WriteBack {
     let reply: WCommitReplyOut;
     let by = ''; // the node that answered: its generations are the ones that count
     if (currentDigest?.equals(manifest.digest)) {
-      reply = { conflict: false, conflictPath: '', entry: current!, links: [], generation: 0, ownerErrno: '' };
+      reply = { conflict: false, conflictPath: '', entry: current!, also: [], generation: 0, ownerErrno: '' };
     } else {
       // Told before its upload and commit: a chunk list one message cannot hold (about 1.3 TiB of holes, or 340 GiB of data).
       if (manifest.chunks.length * WIRE_BYTES_PER_CHUNK + 64 * 1024 > MAX_MESSAGE_BYTES) {
@@ -1335,15 +1335,16 @@ export class WriteBack {
     const recorded = e.seq ? await settling : (this.track(settling.then(() => undefined)), true);
     if (by) this.meta.markOwnCommit(committedPath, by, reply.generation);
     if (owned) this.meta.markOwnCommit(committedPath, owned.by, owned.generation);
-    // The file's other names (hard links) name this version too; one with a version of ours still queued shows that.
-    const links = reply.conflict ? [] : (reply.links ?? []).filter((x) => !this.byPath.has(x.name)).map((x) => [x.name, entryFromWire(x)] as const);
-    if (links.length > 0) {
-      this.track(this.meta.putMany(links));
-      if (by) for (const [p] of links) this.meta.markOwnCommit(p, by, reply.generation);
+    // What else the commit changed (the file's other names, the directories); a path with a change of ours still queued shows that.
+    const also = (reply.also ?? []).filter((x) => !this.byPath.has(x.name)).map((x) => ({ path: x.name, entry: entryFromWire(x), was: this.meta.get(x.name) }));
+    if (also.length > 0) {
+      // Landed after its close returned: the directories keep the times they were shown with (see keepDirTimes).
+      if (e.seq) for (const x of also) this.meta.keepDirTimes(x.path, x.was, x.entry);
+      this.track(this.meta.putMany(also.map((x) => [x.path, x.entry] as const)));
+      if (by) for (const x of also) this.meta.markOwnCommit(x.path, by, reply.generation);
     }
     for (const fn of this.landedListeners) fn(committedPath, reply.conflict ? 'entry' : 'attrs');
-    // (Another inode under those names: the kernel lets go of the one it holds.)
-    for (const [p] of links) for (const fn of this.landedListeners) fn(p, 'entry');
+    for (const x of also) for (const fn of this.landedListeners) fn(x.path, x.was ? changeKind(x.was, x.entry) : 'entry');
     this.forget(e);
     this.mayHold.delete(e.path);
     if (e.seq) this.rememberLanded(e.seq, manifest.digest);

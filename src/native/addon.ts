@@ -144,9 +144,9 @@ export interface NativeAddon {
    * thread. A null second leaves that time as the creation set it; a uid or
    * gid of -1 leaves that part of the owner so. An owner the process cannot
    * give does not fail the job: `ownerErrno` says why it was not given.
-   * Resolves with the new file's attributes.
+   * Resolves with the new file's attributes, and (`dir`) its directory's after the name was added.
    */
-  writeNewFile(root: string, dir: string, name: string, data: Buffer, mode: number, atimeS: number | null, atimeNs: number, mtimeS: number | null, mtimeNs: number, uid: number, gid: number): Promise<Attr & { ownerErrno?: string }>;
+  writeNewFile(root: string, dir: string, name: string, data: Buffer, mode: number, atimeS: number | null, atimeNs: number, mtimeS: number | null, mtimeNs: number, uid: number, gid: number): Promise<Attr & { ownerErrno?: string; dir?: Attr }>;
   /**
    * Writes `head`, then bytes [offset, offset+length) of the file `fileFd`,
    * to the TCP socket `socketFd` (sendfile, on a worker thread). Nothing

@@ -18,7 +18,7 @@ import { FsError } from '../wire/errors.js';
 import { log } from '../log.js';
 import { ownerNotGiven } from './owners.js';
 import { checkChildPath, joinRel, parentOf } from './paths.js';
-import type { WorkspaceIndex } from './workspace-index.js';
+import type { Origin, WorkspaceIndex } from './workspace-index.js';
 import { EARLY_SYNC_BYTES, EarlySync, linkOver, stageIn, type StagedFile } from './staged-file.js';
 import { nativeAddon } from '../native/addon.js';
 import { nodeCommits } from '../admin/metrics.js';
@@ -55,8 +55,12 @@ export interface CommitResult {
   conflict: boolean;
   path: string;
   entry: IndexEntry;
-  /** The file's other names (hard links), which name the new version too, with their entries. */
-  links?: { path: string; entry: IndexEntry }[];
+  /**
+   * Other entries the commit changed, as they are now: the file's other
+   * names (hard links), which name the new version too, and the directories
+   * of the names it made or replaced (their times and sizes moved).
+   */
+  also?: { path: string; entry: IndexEntry }[];
   generation: number;
   /** Why the owner the writer gave could not be given (the file is the node's), if so. */
   ownerErrno?: string;
@@ -135,13 +139,13 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     if (input.draft) await source.drafts.drop(input.draft, !!draft);
     await staged.discard();
     const relinked = links.length > 0 ? await relink(index, abs, current!, links) : [];
-    await Promise.all([...new Set([dir, ...relinked.map((p) => dirname(index.paths.abs(p)))])].map(fsyncDir));
+    const dirs = [...new Set([finalPath, ...relinked].map(parentOf))];
+    await Promise.all(dirs.map((d) => fsyncDir(index.paths.abs(d))));
     const attr = await index.calls.lstat(index.paths.abs(finalPath));
     const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
-    // The reply carries the other names too (their writer's feed leaves them out).
-    const named = [finalPath, ...relinked];
-    const changes = await index.apply(named.map((p) => ({ path: p, entry })), { origin: input.writer, named: new Set(named) });
-    const change = changes.at(-1);
+    const dirEntries = await Promise.all(dirs.map(async (d) => ({ path: d, entry: { attr: await index.calls.lstat(index.paths.abs(d)) } })));
+    const also = [...relinked.map((p) => ({ path: p, entry })), ...dirEntries];
+    const changes = await index.apply([{ path: finalPath, entry }, ...also], ownWithReply(input.writer, finalPath, also));
     // Uploaded chunks were staged; chunks sent inline never were. Removed
     // after the answer (a big file has hundreds, one unlink each); one left
     // behind by a crash expires with the staging TTL.
@@ -149,7 +153,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     const uploaded = new Map(input.chunks.filter((c) => !input.inline?.has(c.hash.toString('latin1')) && !isPlaced(draft?.placed, c)).map((c) => [c.hash.toString('latin1'), c.hash]));
     void Promise.all([...uploaded.values()].map((h) => source.dropStaged(h)));
     nodeCommits.inc({ how: draft ? 'draft' : 'staged' });
-    return { conflict, path: finalPath, entry, links: relinked.map((p) => ({ path: p, entry })), generation: change!.generation, ownerErrno };
+    return { conflict, path: finalPath, entry, also, generation: changes[0]!.generation, ownerErrno };
   } finally {
     // Taken: its chunks are no longer read from it (the file is `staged`). Not taken: discarded.
     if (input.draft) await source.drafts.drop(input.draft, !!draft);
@@ -311,7 +315,7 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
   const [mtimeS, mtimeNs] = input.mtimeNs !== undefined ? secNsec(input.mtimeNs) : [null, 0];
   const [atimeS, atimeNs] = input.mtimeNs !== undefined ? secNsec(input.atimeNs ?? input.mtimeNs) : [null, 0];
   const owner = input.owner ?? { uid: -1, gid: -1 };
-  let attr: Attr & { ownerErrno?: string };
+  let attr: Attr & { ownerErrno?: string; dir?: Attr };
   try {
     attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), parts.length === 1 ? parts[0]! : Buffer.concat(parts), input.mode & 0o7777 ? index.fileMode(input.mode, path) : 0o644, atimeS, atimeNs, mtimeS, mtimeNs, owner.uid, owner.gid);
   } catch {
@@ -323,9 +327,23 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
     ownerNotGiven(path, owner.uid, owner.gid, ownerErrno);
     delete attr.ownerErrno;
   }
+  const dirAttr = attr.dir;
+  delete attr.dir;
   const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
-  const [change] = await index.apply([{ path, entry }], { origin: input.writer });
-  return { conflict: false, path, entry, generation: change!.generation, ownerErrno };
+  const also = dirAttr ? [{ path: parentOf(path), entry: { attr: dirAttr } }] : [];
+  const [change] = await index.apply([{ path, entry }, ...also], ownWithReply(input.writer, path, also));
+  return { conflict: false, path, entry, also, generation: change!.generation, ownerErrno };
+}
+
+/**
+ * A commit's changes are its writer's (see Origin): the file and what the
+ * reply carries besides it (CommitResult.also). The node's watcher, looking
+ * at a directory later, finds it as recorded here and announces nothing:
+ * its times no longer reach the mount a moment after the close, which tar
+ * took for a directory changing while it read it.
+ */
+function ownWithReply(writer: string | undefined, path: string, also: readonly { path: string }[]): Origin {
+  return { origin: writer, named: new Set([path, ...also.map((a) => a.path)]) };
 }
 
 /** A time as timespec's seconds and nanoseconds (0 ≤ ns < 1e9, also before 1970). */

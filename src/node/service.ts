@@ -187,8 +187,8 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         writer: req.writer || undefined,
       })),
     );
-    const links = (r.links ?? []).map((l) => ({ ...entryToWire(l.path, l.entry), name: l.path }));
-    return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), links, generation: r.generation, ownerErrno: r.ownerErrno ?? '' };
+    const also = (r.also ?? []).map((x) => ({ ...entryToWire(x.path, x.entry), name: x.path }));
+    return { conflict: r.conflict, conflictPath: r.conflict ? r.path : '', entry: entryToWire(r.path, r.entry), also, generation: r.generation, ownerErrno: r.ownerErrno ?? '' };
   };
 
   const mutateOne = async (ws: Workspace, req: WMutateRequestOut): Promise<{ entries: WEntry[]; generation: number }> => {
