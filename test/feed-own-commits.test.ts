@@ -65,6 +65,27 @@ t.test("a feed naming a writer gets no event for that writer's commits, and is t
   t.ok(replay.events.some((e) => e.kind === 'CHANGED' && e.path === 'a.txt'), "a feed catching up from the log gets the writer's own commit");
 });
 
+t.test("a commit's directory stays out of its writer's feed only if the writer records what the reply carries (an older mount hears of it there)", async (t) => {
+  const base = await tempDir(t);
+  await mkdir(join(base, 'ws', 'reads'), { recursive: true });
+  await mkdir(join(base, 'ws', 'older'));
+  const node = await NodeProc.start(['--root', join(base, 'ws'), '--state-dir', join(base, 'st')]);
+  t.teardown(() => node.stop());
+  const mine = node.connect('default', { writer: 'writer-a' });
+  t.teardown(() => mine.close());
+  const { generation: start, epoch } = await mine.handshake();
+  const own = feed(mine, start, epoch);
+  t.teardown(() => own.stop());
+  await waitFor('the feed to be live', async () => own.events.some((e) => e.kind === 'READY'));
+
+  const a = await mine.commit(newFile('reads/a.txt', 'a'));
+  const b = await mine.commit({ ...newFile('older/b.txt', 'b'), readsAlso: false });
+  t.same([a.also.map((x) => x.name), b.also.map((x) => x.name)], [['reads'], ['older']], 'both replies carry the directory');
+  await waitFor("the writer's feed to hear of the older writer's directory", async () => own.events.some((e) => e.kind === 'CHANGED' && e.path === 'older'));
+  await waitFor("the writer's feed to be told its position past both", async () => own.events.some((e) => e.kind === 'POSITION' && e.generation >= b.generation));
+  t.notOk(own.events.some((e) => e.path === 'reads' || e.path === 'reads/a.txt' || e.path === 'older/b.txt'), 'nothing else: the files, and the directory of the writer that records it');
+});
+
 t.test("a feed naming a writer gets no event for what the replies to that writer's changes of names and attributes told it", async (t) => {
   const base = await tempDir(t);
   await mkdir(join(base, 'ws'));

@@ -295,3 +295,43 @@ t.test('a rename through the mount moves what is known under the old name: entri
   t.equal(after.get('b/x'), undefined);
   t.same((await after.getManifest('c/x', m.digest))?.chunks, m.chunks, 'the manifest too');
 });
+
+t.test("answers handled out of the node's order: an older one does not take back what a later one showed", async (t) => {
+  const base = await tempDir(t);
+  const store = await Store.open(join(base, 'db'));
+  t.teardown(() => store.close());
+  const meta = new MetaStore(store, 'ws');
+  const d = (nlink: number): MetaEntry => ({ attr: { ...dir(5).attr, nlink } });
+  // A mkdir's answer (generation 20) comes back before that of a commit in the same directory (generation 12).
+  await meta.putMany(meta.fromAnswer([['d', d(3)] as const, ['d/sub', dir(6)] as const], 'node-a', 20));
+  const late = meta.fromAnswer([['d', d(2)] as const, ['d/f', file(1, 7, 1)] as const], 'node-a', 12);
+  t.same(late.map(([p]) => p), ['d/f'], "the commit's older state of the directory is left out; its file is not");
+  await meta.putMany(late);
+  t.equal(meta.get('d')!.attr.nlink, 3, "the directory still shows the mkdir's link count");
+  t.ok(meta.olderThanOwnCommit('d', 'node-a', 15), 'the mark stayed at the later answer');
+  t.same(meta.fromAnswer([['d', d(4)] as const], 'node-a', 21).length, 1, 'a later answer is taken');
+  t.same(meta.fromAnswer([['d', d(2)] as const], 'node-b', 1).length, 1, "another node's answer is not compared with this one's generations");
+  t.same(meta.fromAnswer([['d', d(2)] as const], 'node-a', 0).length, 1, 'nor is an answer of unknown generation');
+});
+
+t.test('a directory shows the time a name was made in it here, and keeps it when the node has it; another directory by that name shows its own', async (t) => {
+  const base = await tempDir(t);
+  const store = await Store.open(join(base, 'db'));
+  t.teardown(() => store.close());
+  const meta = new MetaStore(store, 'ws');
+  await meta.putMany([['d', dir(5)]]);
+  // A file created in it through the mount, not yet on the node.
+  meta.touchDir('d', 1_000n);
+  t.same([meta.get('d')!.attr.mtimeNs, meta.get('d')!.attr.ctimeNs], [1_000n, 1_000n], 'the directory shows the time of the create');
+  t.equal((await reload(store)).get('d')!.attr.mtimeNs, 1n, "the disk holds the node's times");
+  // The file lands later: the node's directory has other times, which only that landing moved.
+  const landed: MetaEntry = { attr: { ...dir(5).attr, mtimeNs: 2_000n, ctimeNs: 2_000n } };
+  meta.keepDirTimes('d', meta.get('d'), landed);
+  await meta.putMany([['d', landed]]);
+  t.equal(meta.get('d')!.attr.mtimeNs, 1_000n, 'it keeps the time it was shown with');
+  t.equal((await reload(store)).get('d')!.attr.mtimeNs, 2_000n, "the disk holds the node's");
+  // The node replaces the directory (another inode): what was kept of the old one does not apply.
+  await meta.putMany([['d', { attr: { ...dir(9).attr, mtimeNs: 2_000n, ctimeNs: 2_000n } }]]);
+  t.equal(meta.get('d')!.attr.ino, 9, "another directory at that path shows the node's inode number");
+  t.equal(meta.get('d')!.attr.mtimeNs, 2_000n, 'and its times');
+});

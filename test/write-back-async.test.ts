@@ -145,6 +145,7 @@ fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644); os.ftruncate(fd, 0);
     t.equal((await sync()).code, 0);
     t.equal((await readdir(S('stable'))).length, 20, 'the files landed');
     t.same(seen.after, seen.before, "the directory's mtime and ctime did not move as they landed");
+    t.ok(BigInt(seen.before[0]) > BigInt(seen.made[0]) && BigInt(seen.before[1]) > BigInt(seen.made[1]), `the creates moved them, as on a disk (${seen.made} → ${seen.before})`);
   });
 
   await t.test('fsync sends a queued file to the node at once', async (t) => {

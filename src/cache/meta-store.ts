@@ -133,7 +133,11 @@ const OWN_COMMITS_KEPT = 50_000;
 /** Files keeping what they were shown with (see keepIno), at most: the oldest go back to their node's. */
 const KEPT_FILES = 100_000;
 
-/** A directory shown with an inode number, and times, other than its node's (see keepIno, keepDirTimes). */
+/**
+ * What a directory shows of its own besides the node's attributes (see
+ * keepIno, keepDirTimes, touchDir): the inode number it was shown with (the
+ * node's number `node` is what the node reports for it).
+ */
 interface KeptDir {
   shown: number;
   node: number;
@@ -207,10 +211,28 @@ export class MetaStore {
   ) {}
 
   markOwnCommit(path: string, endpoint: string, generation: number): void {
+    const was = this.ownCommits.get(path);
     this.ownCommits.delete(path); // re-inserted last: the bound drops the oldest
-    // (A generation of 0, unknown, is never compared: see olderThanOwnCommit.)
-    this.ownCommits.set(path, { endpoint, generation: generation > 0 ? generation : 0, at: performance.now() });
+    // (A generation of 0, unknown, is never compared: see olderThanOwnCommit.) An
+    // answer handled after a later one there does not make the mark older.
+    const latest = was && was.endpoint === endpoint && was.generation > generation ? was.generation : generation;
+    this.ownCommits.set(path, { endpoint, generation: latest > 0 ? latest : 0, at: performance.now() });
     if (this.ownCommits.size > OWN_COMMITS_KEPT) this.ownCommits.delete(this.ownCommits.keys().next().value as string);
+  }
+
+  /**
+   * Of what a node's answer to this mount carries (`by`: the node, at
+   * `generation`), the entries no answer to a later change of this mount's
+   * there has shown already; each is marked as this mount's. Answers are
+   * handled in the order they come back, not in the node's: a commit's,
+   * carrying its directory, may come back after that of a mkdir made there
+   * later, and would show the directory's older link count and times.
+   */
+  fromAnswer<T extends readonly [string, MetaEntry]>(entries: readonly T[], by: string, generation: number): T[] {
+    if (!by) return [...entries];
+    const fresh = generation > 0 ? entries.filter(([path]) => !this.olderThanOwnCommit(path, by, generation)) : [...entries];
+    for (const [path] of fresh) this.markOwnCommit(path, by, generation);
+    return fresh;
   }
 
   /** Whether an event of `endpoint`'s feed at `generation` is older than this mount's own last commit of `path` there. */
@@ -319,6 +341,9 @@ export class MetaStore {
       // The number's earlier version is gone: the node may give its inode to another file.
       const earlier = this.keptShown.get(shownAs.attr.ino);
       if (earlier !== undefined) this.keptFiles.delete(earlier);
+      // The node's number named an earlier version (its inode freed and given again): that one is gone.
+      const reused = this.keptFiles.get(nodeEntry.attr.ino);
+      if (reused) this.keptShown.delete(reused.ino);
       this.keptFiles.delete(nodeEntry.attr.ino); // re-inserted last: the bound drops the oldest
       this.keptFiles.set(nodeEntry.attr.ino, { ino: shownAs.attr.ino, ctimeNs: shownAs.attr.ctimeNs, nodeCtimeNs: nodeEntry.attr.ctimeNs });
       this.keptShown.set(shownAs.attr.ino, nodeEntry.attr.ino);
@@ -348,6 +373,23 @@ export class MetaStore {
     else if (times) this.keptIno.set(path, { shown: b.ino, node: b.ino, times });
   }
 
+  /**
+   * A name made or removed in a directory through this mount before its node
+   * heard of it (a file created, written at close; a directory or a removal
+   * queued): the directory shows the time of that change, as on a disk,
+   * while its node's times are the ones it has now; the landing keeps it
+   * (keepDirTimes). Memory only.
+   */
+  touchDir(path: string, nowNs: bigint): void {
+    const e = this.entries.get(path);
+    if (!e || !isDir(e.attr.mode)) return;
+    const node = this.asOnNode(path, e).attr;
+    const k = this.keptIno.get(path) ?? { shown: e.attr.ino, node: node.ino };
+    k.times = { mtimeNs: nowNs, ctimeNs: nowNs, nodeMtimeNs: node.mtimeNs, nodeCtimeNs: node.ctimeNs };
+    this.keptIno.set(path, k);
+    this.setMem(path, { ...e, attr: { ...e.attr, mtimeNs: nowNs, ctimeNs: nowNs } });
+  }
+
   /** An entry as this mount shows it (see keepIno): what the node reports, with what is kept of what was shown. */
   shown(path: string, e: MetaEntry): MetaEntry {
     if (isReg(e.attr.mode)) {
@@ -355,7 +397,8 @@ export class MetaStore {
       return k ? { ...e, attr: { ...e.attr, ino: k.ino, ctimeNs: e.attr.ctimeNs === k.nodeCtimeNs ? k.ctimeNs : e.attr.ctimeNs } } : e;
     }
     const k = this.keptIno.get(path);
-    if (!k || !isDir(e.attr.mode)) return e;
+    // Another directory by that name (replaced on the node) shows what the node says of it.
+    if (!k || !isDir(e.attr.mode) || (e.attr.ino !== k.node && e.attr.ino !== k.shown)) return e;
     const t = k.times && e.attr.mtimeNs === k.times.nodeMtimeNs && e.attr.ctimeNs === k.times.nodeCtimeNs ? k.times : undefined;
     if (e.attr.ino === k.shown && !t) return e;
     return { ...e, attr: { ...e.attr, ino: k.shown, ...(t ? { mtimeNs: t.mtimeNs, ctimeNs: t.ctimeNs } : {}) } };

@@ -274,9 +274,13 @@ export class NodeConnection {
     return this.unary(grpcMethod, req, Math.max(1, deadline - Date.now()));
   }
 
-  /** A commit names its client (conflict copies carry it) and writer: this connection's unless it names them. */
+  /**
+   * A commit names its client (conflict copies carry it) and writer: this
+   * connection's unless it names them. Its writer records what the reply
+   * carries besides the file (WriteBack.settleLanded), unless it says not.
+   */
   private withIdentity(req: Omit<WCommitRequest, 'workspace'>): Omit<WCommitRequest, 'workspace'> {
-    return { ...req, clientId: req.clientId || this.opts.clientId || '', writer: req.writer || this.opts.writer || '' };
+    return { ...req, clientId: req.clientId || this.opts.clientId || '', writer: req.writer || this.opts.writer || '', readsAlso: req.readsAlso ?? true };
   }
 
   /** Several commits in one call; each outcome is a reply or an errno, in request order. */

@@ -786,7 +786,18 @@ export class Vfs {
     const d = this.track(DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, made.shown.uid, made.shown.gid));
     d.owner = made.ask;
     this.meta.putVolatile(path, d.entry());
+    this.touchDir(dir, d.entry().attr.ctimeNs);
     return { node: this.node(path, d.entry()), handle: this.handle(path, d) };
+  }
+
+  /**
+   * A name made or removed in `dir` here, not on the node yet: the directory
+   * shows the time of it (MetaStore.touchDir). The kernel is told: it keeps
+   * the directory's attributes it has after such a change of ours.
+   */
+  private touchDir(dir: string, nowNs: bigint): void {
+    this.meta.touchDir(dir, nowNs);
+    this.shownChangedListener?.([{ path: dir, what: 'attrs' }]);
   }
 
   /** Writing after close (a dup'd fd): the journal keeps the closed content, the writer gets a copy. */
@@ -1002,7 +1013,7 @@ export class Vfs {
       await this.afterRenamesOf(() => d.path);
       // Made from a version closed here that has landed since: that version is its base now.
       const landed = d.baseSeq !== undefined ? this.writeBack.landedDigest(d.baseSeq) : undefined;
-      const seq = await this.writeBack.checkpoint({ path: d.path, dirty: d.name, baseDigest: landed ?? d.baseDigest, expectAbsent: landed ? false : d.expectAbsent, mode: d.mode, owner: d.owner, mtimeNs: d.mtimeNs, atimeNs: d.atimeNs });
+      const seq = await this.writeBack.checkpoint({ path: d.path, dirty: d.name, baseDigest: landed ?? d.baseDigest, expectAbsent: landed ? false : d.expectAbsent, mode: d.mode, owner: d.owner, ...shownTimes(d) });
       const earlier = d.checkpoint;
       d.checkpoint = { seq, name: d.name };
       if (earlier) await this.writeBack.dropCheckpoint(earlier.seq);
@@ -1221,7 +1232,7 @@ export class Vfs {
     // The change feed may still bring older events for these paths (the
     // echo of a commit just before, say): they must not undo this change, as
     // a late "changed" would bring back a name just renamed away.
-    for (const p of new Set([...touched, ...removed, ...r.entries.map((e) => e.name)])) this.meta.markOwnCommit(p, r.by, r.generation);
+    for (const p of new Set([...touched, ...removed])) this.meta.markOwnCommit(p, r.by, r.generation);
     const entry = (e: (typeof r.entries)[number]): MetaEntry => {
       const x = entryFromWire(e);
       return e.name === made && isDir(x.attr.mode) && this.meta.childNames(made).length === 0 ? { ...x, listed: true } : x;
@@ -1233,7 +1244,7 @@ export class Vfs {
     // that dies first hears of the change again from the feed's log, whose
     // saved position waits for this write (the node tells a writer's feed
     // its position past the writer's own changes only half a second later).
-    const answered = r.entries.map((e) => [e.name, entry(e)] as const);
+    const answered = this.meta.fromAnswer(r.entries.map((e) => [e.name, entry(e)] as const), r.by, r.generation);
     // A rename moves what is known under the old name (the node does not send it back: see MutateRequest.writer).
     if (req.rename) this.ownRenames.add(req.rename.from!, req.rename.to!, !!req.rename.exchange, r.by, r.generation);
     const recorded = req.rename ? this.meta.renamed(req.rename.from!, req.rename.to!, !!req.rename.exchange, answered) : this.meta.putMany([...removed.map((p) => [p, null] as const), ...answered]);
@@ -1252,6 +1263,7 @@ export class Vfs {
       // Shown before it is queued: the node's answer, however soon, finds the number it was shown with.
       const e = queuedDirEntry(mode | (parent.mode & S_ISGID), made.shown.uid, made.shown.gid, nowNs());
       this.meta.putVolatile(path, e);
+      this.touchDir(parentOf(path), e.attr.ctimeNs);
       try {
         await this.writeBack.queueMkdir(path, mode, made.ask);
       } catch (err) {
@@ -1278,6 +1290,8 @@ export class Vfs {
         await this.mutate([], { unlink: { path } }, [path]).catch((err) => {
           if (errnoOf(err) !== 'ENOENT') throw err; // gone already (removed elsewhere, or it never landed)
         });
+      } else {
+        this.touchDir(parentOf(path), nowNs());
       }
       // Open writers may go on; nothing of theirs is written back. Set once
       // the node took the unlink: a close taking the content from now on

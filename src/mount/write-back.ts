@@ -1068,8 +1068,7 @@ export class WriteBack {
     const replies = [];
     if (e.dirAttrs!.setsMode) replies.push(await this.mesh.mutate({ chmod: { path: e.path, mode: e.mode & 0o7777 } }));
     if (e.mtimeNs !== undefined) replies.push(await this.mesh.mutate({ utimens: { path: e.path, mtime: toTimespec(e.mtimeNs), atime: toTimespec(e.atimeNs ?? e.mtimeNs), atimeNow: false, mtimeNow: false } }));
-    for (const r of replies) for (const x of r.entries) this.meta.markOwnCommit(x.name, r.by, r.generation);
-    await this.answered(e, replies.flatMap((r) => r.entries.map((x) => [x.name, entryFromWire(x)] as const)));
+    await this.answered(e, replies.flatMap((r) => this.meta.fromAnswer(r.entries.map((x) => [x.name, entryFromWire(x)] as const), r.by, r.generation)));
     return Buffer.alloc(0);
   }
 
@@ -1095,11 +1094,17 @@ export class WriteBack {
       existed = true;
     }
     // Entries showing changes of ours still queued (its directory's times) stay as shown.
-    const entries = r.entries.map((x) => [x.name, entryFromWire(x)] as const).filter(([path]) => path === e.path || !this.byPath.has(path));
+    const entries = this.meta.fromAnswer(
+      r.entries.map((x) => [x.name, entryFromWire(x)] as const).filter(([path]) => path === e.path || !this.byPath.has(path)),
+      r.by,
+      r.generation,
+    );
     for (const [path, entry] of entries) {
-      if (r.by) this.meta.markOwnCommit(path, r.by, r.generation);
-      // Shown with a number of the mount's until now: it keeps it (tar compares them).
-      if (path === e.path) this.meta.keepIno(path, this.meta.get(path), entry);
+      const was = this.meta.get(path);
+      // Shown with a number of the mount's until now: it keeps it (tar compares them), and
+      // like its directory, the times it was shown with (see keepDirTimes).
+      if (path === e.path) this.meta.keepIno(path, was, entry);
+      this.meta.keepDirTimes(path, was, entry);
     }
     await this.answered(e, entries);
     // Someone else's directory may hold entries this mount has never seen: listed again when next looked in.
@@ -1336,12 +1341,13 @@ export class WriteBack {
     if (by) this.meta.markOwnCommit(committedPath, by, reply.generation);
     if (owned) this.meta.markOwnCommit(committedPath, owned.by, owned.generation);
     // What else the commit changed (the file's other names, the directories); a path with a change of ours still queued shows that.
-    const also = (reply.also ?? []).filter((x) => !this.byPath.has(x.name)).map((x) => ({ path: x.name, entry: entryFromWire(x), was: this.meta.get(x.name) }));
+    // Only under directories the mount knows, as the change feed does.
+    const carried = (reply.also ?? []).filter((x) => !this.byPath.has(x.name) && this.meta.get(parentOf(x.name)) !== undefined);
+    const also = this.meta.fromAnswer(carried.map((x) => [x.name, entryFromWire(x)] as const), by, reply.generation).map(([path, entry]) => ({ path, entry, was: this.meta.get(path) }));
     if (also.length > 0) {
       // Landed after its close returned: the directories keep the times they were shown with (see keepDirTimes).
       if (e.seq) for (const x of also) this.meta.keepDirTimes(x.path, x.was, x.entry);
       this.track(this.meta.putMany(also.map((x) => [x.path, x.entry] as const)));
-      if (by) for (const x of also) this.meta.markOwnCommit(x.path, by, reply.generation);
     }
     for (const fn of this.landedListeners) fn(committedPath, reply.conflict ? 'entry' : 'attrs');
     for (const x of also) for (const fn of this.landedListeners) fn(x.path, x.was ? changeKind(x.was, x.entry) : 'entry');

@@ -49,6 +49,8 @@ export interface CommitInput {
   owner?: { uid: number; gid: number };
   /** Who wrote it (CommitRequest.writer): that writer's own change feed does not carry this commit. */
   writer?: string;
+  /** The writer records CommitResult.also (CommitRequest.reads_also): its feed need not carry those either. */
+  readsAlso?: boolean;
 }
 
 export interface CommitResult {
@@ -143,9 +145,10 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     await Promise.all(dirs.map((d) => fsyncDir(index.paths.abs(d))));
     const attr = await index.calls.lstat(index.paths.abs(finalPath));
     const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
-    const dirEntries = await Promise.all(dirs.map(async (d) => ({ path: d, entry: { attr: await index.calls.lstat(index.paths.abs(d)) } })));
-    const also = [...relinked.map((p) => ({ path: p, entry })), ...dirEntries];
-    const changes = await index.apply([{ path: finalPath, entry }, ...also], ownWithReply(input.writer, finalPath, also));
+    const statAt = index.generation;
+    const dirEntries = await Promise.all(dirs.map(async (d) => ({ path: d, entry: { attr: await index.calls.lstat(index.paths.abs(d)) }, statAt })));
+    const changes = await index.apply([{ path: finalPath, entry }, ...relinked.map((p) => ({ path: p, entry })), ...dirEntries], ownWithReply(input, finalPath, [...relinked, ...dirs]));
+    const also = recorded(index, [...relinked, ...dirs]);
     // Uploaded chunks were staged; chunks sent inline never were. Removed
     // after the answer (a big file has hundreds, one unlink each); one left
     // behind by a crash expires with the staging TTL.
@@ -316,6 +319,8 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
   const [atimeS, atimeNs] = input.mtimeNs !== undefined ? secNsec(input.atimeNs ?? input.mtimeNs) : [null, 0];
   const owner = input.owner ?? { uid: -1, gid: -1 };
   let attr: Attr & { ownerErrno?: string; dir?: Attr };
+  // The addon looks at the directory after the file is in it: asked for now (see WorkspaceIndex.apply).
+  const statAt = index.generation;
   try {
     attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), parts.length === 1 ? parts[0]! : Buffer.concat(parts), input.mode & 0o7777 ? index.fileMode(input.mode, path) : 0o644, atimeS, atimeNs, mtimeS, mtimeNs, owner.uid, owner.gid);
   } catch {
@@ -330,20 +335,29 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
   const dirAttr = attr.dir;
   delete attr.dir;
   const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
-  const also = dirAttr ? [{ path: parentOf(path), entry: { attr: dirAttr } }] : [];
-  const [change] = await index.apply([{ path, entry }, ...also], ownWithReply(input.writer, path, also));
-  return { conflict: false, path, entry, also, generation: change!.generation, ownerErrno };
+  const dirs = dirAttr ? [parentOf(path)] : [];
+  const [change] = await index.apply([{ path, entry }, ...(dirAttr ? [{ path: parentOf(path), entry: { attr: dirAttr }, statAt }] : [])], ownWithReply(input, path, dirs));
+  return { conflict: false, path, entry, also: recorded(index, dirs), generation: change!.generation, ownerErrno };
+}
+
+/** What the index holds for these paths now, for a reply: a stat found stale was taken again (see WorkspaceIndex.apply). */
+function recorded(index: WorkspaceIndex, paths: readonly string[]): { path: string; entry: IndexEntry }[] {
+  return paths.flatMap((path) => {
+    const entry = index.entries.get(path);
+    return entry ? [{ path, entry }] : [];
+  });
 }
 
 /**
  * A commit's changes are its writer's (see Origin): the file and what the
- * reply carries besides it (CommitResult.also). The node's watcher, looking
+ * reply carries besides it (CommitResult.also), if the writer records that
+ * (an older one hears of those on its feed). The node's watcher, looking
  * at a directory later, finds it as recorded here and announces nothing:
  * its times no longer reach the mount a moment after the close, which tar
  * took for a directory changing while it read it.
  */
-function ownWithReply(writer: string | undefined, path: string, also: readonly { path: string }[]): Origin {
-  return { origin: writer, named: new Set([path, ...also.map((a) => a.path)]) };
+function ownWithReply(input: CommitInput, path: string, also: readonly string[]): Origin {
+  return { origin: input.writer, named: new Set(input.readsAlso ? [path, ...also] : [path]) };
 }
 
 /** A time as timespec's seconds and nanoseconds (0 ≤ ns < 1e9, also before 1970). */

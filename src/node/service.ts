@@ -185,6 +185,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         draft: req.draft || undefined,
         owner: req.owner ? checkOwner(req.owner) : undefined,
         writer: req.writer || undefined,
+        readsAlso: req.readsAlso,
       })),
     );
     const also = (r.also ?? []).map((x) => ({ ...entryToWire(x.path, x.entry), name: x.path }));

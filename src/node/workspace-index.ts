@@ -81,6 +81,10 @@ export interface IndexOptions {
 
 /** Identity of an inode: the key under which hard links meet. */
 const inodeKey = (a: Attr): string => `${a.dev}:${a.ino}`;
+/** Paths whose last change apply() remembers, for stats that may be older (a minute of a busy untar). */
+const LAST_CHANGED_KEPT = 65_536;
+/** Times a stale stat is taken again before it is recorded as it is (the watcher still looks after it). */
+const STAT_AGAIN_ROUNDS = 3;
 
 interface ChunkLocation {
   path: string;
@@ -112,6 +116,13 @@ export class WorkspaceIndex extends EventEmitter {
   /** Metadata calls on the workspace's disk, inline or through the pool (see meta-calls.ts). */
   readonly calls: MetaCalls;
   generation = 0;
+  /**
+   * Paths changed lately, with the generation of their last change, for
+   * stats that may be older than it (see apply's `statAt`); bounded: a
+   * path dropped counts as changed at the newest generation dropped.
+   */
+  private readonly lastChanged = new Map<string, number>();
+  private lastChangedFloor = 0;
   epoch = '';
   /** Watchers at or beyond this generation can be served from the log. */
   logFloor = 0;
@@ -245,9 +256,29 @@ export class WorkspaceIndex extends EventEmitter {
    * them once they are on disk. Changes asked for while a write is under way
    * go together in the next write (group commit): concurrent commits share
    * one database write, and announcements keep generation order.
+   *
+   * `statAt`: the generation when a directory's stat was asked for. Stats
+   * are taken off this thread and come back in any order: a commit's stat
+   * of its directory, taken before a mkdir there, may come back after the
+   * mkdir's was recorded, and would record the directory's older link count
+   * and times (the watcher, finding the index as the mkdir left it, has
+   * nothing to correct). A stat asked for before the path's last change is
+   * taken again; one asked for after it sees every change recorded before.
    */
-  async apply(list: { path: string; entry: IndexEntry | null }[], opts: { log?: boolean } & Origin = {}): Promise<Change[]> {
+  async apply(list: { path: string; entry: IndexEntry | null; statAt?: number }[], opts: { log?: boolean } & Origin = {}): Promise<Change[]> {
     if (list.length === 0) return [];
+    for (let round = 0; round < STAT_AGAIN_ROUNDS; round++) {
+      const stale = list.filter((c) => c.statAt !== undefined && (this.lastChanged.get(c.path) ?? this.lastChangedFloor) > c.statAt);
+      if (stale.length === 0) break;
+      for (const c of stale) {
+        c.statAt = this.generation;
+        const attr = await this.calls.lstatOrNull(this.paths.abs(c.path)).catch(() => null);
+        // Gone, or no longer a directory, since: whoever changed it records that.
+        if (!attr || !c.entry || !isDir(attr.mode)) list.splice(list.indexOf(c), 1);
+        else c.entry = { ...c.entry, attr };
+      }
+      if (list.length === 0) return [];
+    }
     // The writer knows what it asked for; the other names of a hard link changed all the same.
     const asked = list.length;
     // Hard links share one inode: new attributes for one name are the
@@ -267,6 +298,7 @@ export class WorkspaceIndex extends EventEmitter {
     const changes: Change[] = [];
     for (const [i, { path, entry }] of list.entries()) {
       const generation = ++this.generation;
+      this.changedAt(path, generation);
       this.setMem(path, entry);
       if (entry) group.batch.put(this.entryKey(path), encodeEntry(entry));
       else group.batch.del(this.entryKey(path));
@@ -279,6 +311,16 @@ export class WorkspaceIndex extends EventEmitter {
     if (!logIt) this.logFloor = this.generation;
     await group.written;
     return changes;
+  }
+
+  private changedAt(path: string, generation: number): void {
+    this.lastChanged.delete(path); // re-inserted last: the bound drops the oldest
+    this.lastChanged.set(path, generation);
+    if (this.lastChanged.size > LAST_CHANGED_KEPT) {
+      const [oldest, g] = this.lastChanged.entries().next().value as [string, number];
+      this.lastChanged.delete(oldest);
+      this.lastChangedFloor = g;
+    }
   }
 
   /** Changes waiting for the next database write, and the write under way. */
@@ -727,6 +769,7 @@ export class WorkspaceIndex extends EventEmitter {
    * walk or a re-hash finds goes to every subscriber all the same.
    */
   async refreshAll(paths: readonly string[], madeDir?: string, opts: Origin = {}): Promise<string[]> {
+    const statAt = this.generation;
     const attrs = await Promise.all(paths.map((rel) => this.calls.lstat(this.paths.abs(rel)).catch(() => undefined)));
     // By path: a directory removed with what was in it names each of those once.
     const list = new Map<string, IndexEntry | null>();
@@ -748,7 +791,8 @@ export class WorkspaceIndex extends EventEmitter {
         deeper.push({ rel, attr, known: prev !== undefined });
       }
     });
-    await this.apply([...list].map(([path, entry]) => ({ path, entry })), opts);
+    // A directory's own attributes may have been recorded newer meanwhile (see apply).
+    await this.apply([...list].map(([path, entry]) => ({ path, entry, statAt: entry && isDir(entry.attr.mode) ? statAt : undefined })), opts);
     for (const { rel, attr, known } of deeper) {
       const prev = this.entries.get(rel);
       // Indexed meanwhile by the walk of a new directory above it: that entry is newer than `attr`.
