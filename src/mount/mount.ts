@@ -11,6 +11,7 @@ import { log } from '../log.js';
 import { ChangeFeed } from './change-feed.js';
 import { ChunkReader } from './chunk-reader.js';
 import { Vfs } from './vfs.js';
+import { localInosIn32Bits } from './local-ino.js';
 import { dirtyMemoryBytes } from './dirty-file.js';
 import type { Driver } from './drivers/driver.js';
 import { FuseNativeDriver } from './drivers/fuse-native.js';
@@ -102,6 +103,7 @@ export class Mount {
 
   static async start(config: MountConfig): Promise<Mount> {
     if (config.allowOther && config.driver !== 'native') throw new Error(ALLOW_OTHER_DRIVER);
+    if (config.driver !== 'native') localInosIn32Bits();
     const store = await openCache(config.cacheDir);
     const meta = new MetaStore(store, config.workspace);
     const chunkStore = new ChunkStore(join(config.cacheDir, 'chunks'), { quotaBytes: config.cacheQuotaBytes, minFreeBytes: config.minFreeBytes });

@@ -786,7 +786,8 @@ export class Vfs {
     const d = this.track(DirtyFile.create(path, this.writeBack.dirtyPath(dn), dn, mode, made.shown.uid, made.shown.gid));
     d.owner = made.ask;
     this.meta.putVolatile(path, d.entry());
-    this.touchDir(dir, d.entry().attr.ctimeNs);
+    // Synchronous write-back: the close's commit moves the directory's times, as its answer says.
+    if (this.opts.asyncWriteBack) this.touchDir(dir, d.entry().attr.ctimeNs);
     return { node: this.node(path, d.entry()), handle: this.handle(path, d) };
   }
 
