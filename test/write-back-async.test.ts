@@ -263,12 +263,13 @@ fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644); os.ftruncate(fd, 0);
   });
 
   await t.test('kill -9 right after close: the next mount commits what was closed', async (t) => {
-    t.equal((await sh(`mkdir '${M('kd')}'`)).code, 0);
+    t.equal((await sh(`mkdir '${M('kd')}' && echo before > '${M('based.txt')}'`)).code, 0);
+    t.equal((await sync()).code, 0);
     await m.stop();
     // The node is away: closes are journaled and cannot be committed yet.
     process.kill(node.child.pid!, 'SIGSTOP');
     m = await MountProc.start(node.endpoint, mnt, args, env);
-    t.equal((await sh(`for i in 1 2 3; do echo "kept $i" > '${M('kept')}'$i; done; echo blocked > '${M('blocked')}'; echo in > '${M('kd/f')}'; touch -d '2005-06-07 08:09:10' '${M('kd')}'`)).code, 0, 'closes (and a directory\'s times) return with the node stopped');
+    t.equal((await sh(`for i in 1 2 3; do echo "kept $i" > '${M('kept')}'$i; done; echo blocked > '${M('blocked')}'; echo in > '${M('kd/f')}'; touch -d '2005-06-07 08:09:10' '${M('kd')}'; echo after > '${M('based.txt')}'`)).code, 0, 'closes (and a directory\'s times) return with the node stopped');
     t.equal((await sh(`mkdir -p '${M('kq/deep')}' '${M('kq-merge')}' '${M('kq-refused')}' && echo deep > '${M('kq/deep/f')}' && echo merged > '${M('kq-merge/f')}' && echo inside > '${M('kq-refused/f')}'`)).code, 0, 'directories made, and files closed in them, with the node stopped');
     // Small files queued by an asynchronous close are kept in their journal records, not in dirty copies.
     t.same(await dirtyCopies(), [], 'no dirty copy for queued small files');
@@ -282,6 +283,10 @@ fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644); os.ftruncate(fd, 0);
     // Remounted with the node still away: the journal's content is what the mount shows, and can be edited.
     m = await MountProc.start(node.endpoint, mnt, args, env);
     t.equal((await run('cat', [M('kept2')])).stdout, 'kept 2\n', 'a queued file read back after the restart');
+    // A queued version of a file the node has looks after the restart as it will once it lands.
+    const look = () => run('python3', ['-c', 'import os, sys; s = os.stat(sys.argv[1]); print(s.st_ino, s.st_mtime_ns)', M('based.txt')]).then((r) => r.stdout.trim());
+    const queuedLook = await look();
+    t.ok(Number(queuedLook.split(' ')[0]) >= 2 ** 52, `shown with a number of the mount's (${queuedLook})`);
     t.equal((await run('cat', [M('kq/deep/f')])).stdout, 'deep\n', 'a file in a queued directory read back after the restart');
     t.equal((await run('ls', [M('kq')])).stdout, 'deep\n', 'a queued directory listed after the restart');
     t.equal((await sh(`echo more >> '${M('kept1')}'`)).code, 0, 'a queued file appended to after the restart');
@@ -290,6 +295,8 @@ fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644); os.ftruncate(fd, 0);
     await waitFor('the journal replayed', async () => (await readFile(S('kept3'), 'utf8').catch(() => '')) === 'kept 3\n');
     await waitFor('the edit committed', async () => (await readFile(S('kept1'), 'utf8').catch(() => '')) === 'kept 1\nmore\n');
     t.equal(await readFile(S('kept2'), 'utf8'), 'kept 2\n');
+    await waitFor('the queued version landed', async () => (await readFile(S('based.txt'), 'utf8').catch(() => '')) === 'after\n');
+    t.equal(await look(), queuedLook, 'its inode number and mtime did not move as it landed');
     await waitFor("the directory's journaled times", async () => (await stat(S('kd'))).mtime.getTime() === new Date(2005, 5, 7, 8, 9, 10).getTime());
     t.equal(await readFile(S('kd/f'), 'utf8'), 'in\n', 'with the file closed in it before them');
     await waitFor('the queued directories replayed', async () => (await readFile(S('kq/deep/f'), 'utf8').catch(() => '')) === 'deep\n');

@@ -1576,8 +1576,11 @@ export class Vfs {
       const attr = st ? attrFromStats(st) : r.data ? inRecordAttr(r, r.data.length) : undefined;
       if (!attr) continue;
       const base = this.meta.get(r.path);
-      // A new file is its maker's (its copy in the cache dir is this process's, whatever the map).
-      const shown = base ? { ...base.attr, size: attr.size, mtimeNs: attr.mtimeNs, ctimeNs: attr.ctimeNs } : { ...attr, ...madeAs(r).shown, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode };
+      // Shown as before the restart: with a number of the mount's, kept once it lands (see
+      // keepIno), and the times it lands with. A new file is its maker's (its copy in the
+      // cache dir is this process's, whatever the map).
+      const times = { mtimeNs: r.mtimeNs ?? attr.mtimeNs, atimeNs: r.atimeNs ?? attr.atimeNs, ctimeNs: attr.ctimeNs };
+      const shown = base ? { ...base.attr, ino: nextLocalIno(), size: attr.size, ...times } : { ...attr, ...madeAs(r).shown, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode, ...times };
       // With the owner given to it, still to be given on the node.
       this.meta.putVolatile(r.path, { attr: withOwner(shown, r.owner) });
     }
