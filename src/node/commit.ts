@@ -334,6 +334,8 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
   }
   const dirAttr = attr.dir;
   delete attr.dir;
+  // Its directory's new times then reach the writer on its feed, a moment after the close.
+  if (!dirAttr) log.warn({ workspace: index.id, path }, 'the addon did not report the directory of a file it committed');
   const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
   const dirs = dirAttr ? [parentOf(path)] : [];
   const [change] = await index.apply([{ path, entry }, ...(dirAttr ? [{ path: parentOf(path), entry: { attr: dirAttr }, statAt }] : [])], ownWithReply(input, path, dirs));
