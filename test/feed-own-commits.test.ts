@@ -4,7 +4,7 @@
 // naming a writer gets, and what others get), then through a real native
 // mount (the kernel still hears of what the node made of a file, and the
 // feed's position moves past the mount's own commits).
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
@@ -31,6 +31,19 @@ function feed(conn: NodeConnection, from: number, epoch: string): { events: WCha
   const events: WChangeEventOut[] = [];
   const call = conn.watch(from, epoch, (e) => events.push(e), () => undefined);
   return { events, stop: () => call.cancel() };
+}
+
+/** A node serving `base`/ws, a connection naming writer-a, and that writer's feed, live. */
+async function writerFeed(t: Test, base: string, nodeArgs: string[] = []): Promise<{ node: NodeProc; mine: NodeConnection; own: ReturnType<typeof feed> }> {
+  const node = await NodeProc.start(['--root', join(base, 'ws'), '--state-dir', join(base, 'st'), ...nodeArgs]);
+  t.teardown(() => node.stop());
+  const mine = node.connect('default', { writer: 'writer-a' });
+  t.teardown(() => mine.close());
+  const { generation: start, epoch } = await mine.handshake();
+  const own = feed(mine, start, epoch);
+  t.teardown(() => own.stop());
+  await waitFor('the feed to be live', async () => own.events.some((e) => e.kind === 'READY'));
+  return { node, mine, own };
 }
 
 t.test("a feed naming a writer gets no event for that writer's commits, and is told its position past them", async (t) => {
@@ -69,14 +82,7 @@ t.test("a commit's directory stays out of its writer's feed only if the writer r
   const base = await tempDir(t);
   await mkdir(join(base, 'ws', 'reads'), { recursive: true });
   await mkdir(join(base, 'ws', 'older'));
-  const node = await NodeProc.start(['--root', join(base, 'ws'), '--state-dir', join(base, 'st')]);
-  t.teardown(() => node.stop());
-  const mine = node.connect('default', { writer: 'writer-a' });
-  t.teardown(() => mine.close());
-  const { generation: start, epoch } = await mine.handshake();
-  const own = feed(mine, start, epoch);
-  t.teardown(() => own.stop());
-  await waitFor('the feed to be live', async () => own.events.some((e) => e.kind === 'READY'));
+  const { mine, own } = await writerFeed(t, base);
 
   const a = await mine.commit(newFile('reads/a.txt', 'a'));
   const b = await mine.commit({ ...newFile('older/b.txt', 'b'), readsAlso: false });
@@ -130,14 +136,7 @@ t.test("a feed naming a writer gets no event for what the replies to that writer
 t.test("a watcher that takes each event at once leaves a path being committed to its commit (no echo, no second hash)", async (t) => {
   const base = await tempDir(t);
   await mkdir(join(base, 'ws'));
-  const node = await NodeProc.start(['--root', join(base, 'ws'), '--state-dir', join(base, 'st'), '--watch-delay', '0']);
-  t.teardown(() => node.stop());
-  const mine = node.connect('default', { writer: 'writer-a' });
-  t.teardown(() => mine.close());
-  const { generation: start, epoch } = await mine.handshake();
-  const own = feed(mine, start, epoch);
-  t.teardown(() => own.stop());
-  await waitFor('the feed to be live', async () => own.events.some((e) => e.kind === 'READY'));
+  const { mine, own } = await writerFeed(t, base, ['--watch-delay', '0']);
   const files = Array.from({ length: 100 }, (_, i) => `f${i}.txt`);
   let last = 0;
   for (const f of files) last = (await mine.commit(newFile(f, `content of ${f}`))).generation;

@@ -334,4 +334,13 @@ t.test('a directory shows the time a name was made in it here, and keeps it when
   await meta.putMany([['d', { attr: { ...dir(9).attr, mtimeNs: 2_000n, ctimeNs: 2_000n } }]]);
   t.equal(meta.get('d')!.attr.ino, 9, "another directory at that path shows the node's inode number");
   t.equal(meta.get('d')!.attr.mtimeNs, 2_000n, 'and its times');
+  // What was kept of the old one is not the new one's: a create in it, then its landing.
+  meta.touchDir('d', 3_000n);
+  const landedAgain: MetaEntry = { attr: { ...dir(9).attr, mtimeNs: 4_000n, ctimeNs: 4_000n } };
+  meta.keepDirTimes('d', meta.get('d'), landedAgain);
+  await meta.putMany([['d', landedAgain]]);
+  t.same([meta.get('d')!.attr.ino, meta.get('d')!.attr.mtimeNs], [9, 3_000n], 'the new directory keeps its number and the time of the create in it as that lands');
+  t.equal((await reload(store)).get('d')!.attr.mtimeNs, 4_000n, "the disk holds the node's");
+  meta.touchDir('d', 2_500n);
+  t.equal(meta.get('d')!.attr.mtimeNs, 3_000n, 'a time before the one shown does not take it back');
 });

@@ -336,7 +336,7 @@ export class MetaStore {
   keepIno(path: string, shownAs: MetaEntry | undefined, nodeEntry: MetaEntry): void {
     if (!shownAs || shownAs.attr.ino === nodeEntry.attr.ino) return;
     if (isDir(shownAs.attr.mode) && isDir(nodeEntry.attr.mode)) {
-      this.keptIno.set(path, { ...this.keptIno.get(path), shown: shownAs.attr.ino, node: nodeEntry.attr.ino });
+      this.keptIno.set(path, { ...this.keptDir(path, shownAs.attr.ino), shown: shownAs.attr.ino, node: nodeEntry.attr.ino });
     } else if (isReg(shownAs.attr.mode) && isReg(nodeEntry.attr.mode)) {
       // The number's earlier version is gone: the node may give its inode to another file.
       const earlier = this.keptShown.get(shownAs.attr.ino);
@@ -367,7 +367,7 @@ export class MetaStore {
     if (!shownAs || !isDir(shownAs.attr.mode) || !isDir(nodeEntry.attr.mode)) return;
     const a = shownAs.attr;
     const b = nodeEntry.attr;
-    const k = this.keptIno.get(path);
+    const k = this.keptDir(path, a.ino);
     const times = a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs ? undefined : { mtimeNs: a.mtimeNs, ctimeNs: a.ctimeNs, nodeMtimeNs: b.mtimeNs, nodeCtimeNs: b.ctimeNs };
     if (k) k.times = times;
     else if (times) this.keptIno.set(path, { shown: b.ino, node: b.ino, times });
@@ -382,12 +382,25 @@ export class MetaStore {
    */
   touchDir(path: string, nowNs: bigint): void {
     const e = this.entries.get(path);
-    if (!e || !isDir(e.attr.mode)) return;
+    // Never back: a queued record shown after a restart carries the time of its close.
+    if (!e || !isDir(e.attr.mode) || nowNs <= e.attr.mtimeNs) return;
     const node = this.asOnNode(path, e).attr;
-    const k = this.keptIno.get(path) ?? { shown: e.attr.ino, node: node.ino };
+    const k = this.keptDir(path, e.attr.ino) ?? { shown: e.attr.ino, node: node.ino };
     k.times = { mtimeNs: nowNs, ctimeNs: nowNs, nodeMtimeNs: node.mtimeNs, nodeCtimeNs: node.ctimeNs };
     this.keptIno.set(path, k);
     this.setMem(path, { ...e, attr: { ...e.attr, mtimeNs: nowNs, ctimeNs: nowNs } });
+  }
+
+  /**
+   * What is kept of the directory at `path` shown with number `ino`; none for
+   * another directory by that name (replaced on the node, and heard of as a
+   * change, not a removal), whose kept state goes.
+   */
+  private keptDir(path: string, ino: number): KeptDir | undefined {
+    const k = this.keptIno.get(path);
+    if (!k || ino === k.shown || ino === k.node) return k;
+    this.keptIno.delete(path);
+    return undefined;
   }
 
   /** An entry as this mount shows it (see keepIno): what the node reports, with what is kept of what was shown. */

@@ -1264,13 +1264,13 @@ export class Vfs {
       // Shown before it is queued: the node's answer, however soon, finds the number it was shown with.
       const e = queuedDirEntry(mode | (parent.mode & S_ISGID), made.shown.uid, made.shown.gid, nowNs());
       this.meta.putVolatile(path, e);
-      this.touchDir(parentOf(path), e.attr.ctimeNs);
       try {
         await this.writeBack.queueMkdir(path, mode, made.ask);
       } catch (err) {
         this.meta.putVolatile(path, null);
         throw err;
       }
+      this.touchDir(parentOf(path), e.attr.ctimeNs);
       return this.node(path, e);
     }
     await this.mutate([path], { mkdir: { path, mode, owner: made.ask } }, [], path);
@@ -1567,9 +1567,13 @@ export class Vfs {
       return parent ? { shown: this.madeBy(parent, by.uid, by.gid).shown, parentMode: parent.mode } : { shown: by, parentMode: 0 };
     };
     for (const r of records) {
+      const closedNs = BigInt(r.closedAt) * 1_000_000n;
       if (r.mkdir) {
         const { shown, parentMode } = madeAs(r);
-        if (!this.meta.get(r.path)) this.meta.putVolatile(r.path, queuedDirEntry(r.mode | (parentMode & S_ISGID), shown.uid, shown.gid, BigInt(r.closedAt) * 1_000_000n));
+        if (!this.meta.get(r.path)) {
+          this.meta.putVolatile(r.path, queuedDirEntry(r.mode | (parentMode & S_ISGID), shown.uid, shown.gid, closedNs));
+          this.meta.touchDir(parentOf(r.path), closedNs); // as when it was queued (the kernel has nothing yet)
+        }
         continue;
       }
       const st = r.dirty ? await stat(this.writeBack.dirtyPath(r.dirty), { bigint: true }).catch(() => undefined) : undefined;
@@ -1581,6 +1585,7 @@ export class Vfs {
       // cache dir is this process's, whatever the map).
       const times = { mtimeNs: r.mtimeNs ?? attr.mtimeNs, atimeNs: r.atimeNs ?? attr.atimeNs, ctimeNs: attr.ctimeNs };
       const shown = base ? { ...base.attr, ino: nextLocalIno(), size: attr.size, ...times } : { ...attr, ...madeAs(r).shown, ino: nextLocalIno(), mode: (attr.mode & ~0o7777) | r.mode, ...times };
+      if (!base) this.meta.touchDir(parentOf(r.path), closedNs); // made here: its directory's time moved then
       // With the owner given to it, still to be given on the node.
       this.meta.putVolatile(r.path, { attr: withOwner(shown, r.owner) });
     }

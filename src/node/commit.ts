@@ -334,13 +334,18 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
   }
   const dirAttr = attr.dir;
   delete attr.dir;
-  // Its directory's new times then reach the writer on its feed, a moment after the close.
-  if (!dirAttr) log.warn({ workspace: index.id, path }, 'the addon did not report the directory of a file it committed');
+  // Its directory's new times then reach the writer on its feed, a moment after the close (said once: an addon built before it never does).
+  if (!dirAttr && !saidNoDirAttr) {
+    saidNoDirAttr = true;
+    log.warn({ workspace: index.id, path }, "the addon did not report the directory of a file it committed; writers hear of directories' times on their feeds");
+  }
   const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
   const dirs = dirAttr ? [parentOf(path)] : [];
   const [change] = await index.apply([{ path, entry }, ...(dirAttr ? [{ path: parentOf(path), entry: { attr: dirAttr }, statAt }] : [])], ownWithReply(input, path, dirs));
   return { conflict: false, path, entry, also: recorded(index, dirs), generation: change!.generation, ownerErrno };
 }
+
+let saidNoDirAttr = false;
 
 /** What the index holds for these paths now, for a reply: a stat found stale was taken again (see WorkspaceIndex.apply). */
 function recorded(index: WorkspaceIndex, paths: readonly string[]): { path: string; entry: IndexEntry }[] {

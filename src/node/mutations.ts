@@ -34,9 +34,13 @@ export async function mutate(index: WorkspaceIndex, req: WMutateRequestOut): Pro
   // What the reply tells its writer is not echoed to the writer's feed (see Origin).
   const mine: Origin = { origin: req.writer || undefined, ...ownPaths(req) };
   const r = await apply(index, req, mine);
-  for (const dir of directoriesOf(req)) {
-    if (r.changed.some((c) => c.path === dir)) continue;
-    await index.refresh(dir, mine);
+  // In one index write: the reply's generation (its last change's) is then
+  // that of each directory too. Refreshed one by one, a commit in the first
+  // directory recorded between them would be older than the reply and newer
+  // than the directory in it, and the writer could keep either.
+  const dirs = directoriesOf(req).filter((dir) => !r.changed.some((c) => c.path === dir));
+  if (dirs.length > 0) await index.refreshAll(dirs, undefined, mine);
+  for (const dir of dirs) {
     const entry = index.entries.get(dir);
     if (entry) r.changed.push({ path: dir, entry });
   }
