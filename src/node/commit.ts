@@ -345,6 +345,7 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
   return { conflict: false, path, entry, also: recorded(index, dirs), generation: change!.generation, ownerErrno };
 }
 
+/** Whether this process said that its addon reports no directory (see commitNewFile). */
 let saidNoDirAttr = false;
 
 /** What the index holds for these paths now, for a reply: a stat found stale was taken again (see WorkspaceIndex.apply). */
