@@ -20,6 +20,12 @@ export interface MetaCalls {
   lstat(abs: string): Promise<Attr>;
   /** The same, or null when nothing is there. */
   lstatOrNull(abs: string): Promise<Attr | null>;
+  /**
+   * Inline calls only: lstatOrNull made now, on the event loop, so nothing
+   * else is recorded between it and what the caller does next (see
+   * WorkspaceIndex.apply).
+   */
+  lstatNow?(abs: string): Attr | null;
   realpath(abs: string): Promise<string>;
   readlink(abs: string): Promise<string>;
   readdir(abs: string): Promise<string[]>;
@@ -58,7 +64,8 @@ const orNull = (err: unknown): null => {
 /** Inline: each call is made on the event loop (async only so that errors arrive as rejections, as from the pool). */
 const inline: MetaCalls = {
   lstat: async (abs) => attrFromStats(fs.lstatSync(abs, { bigint: true })),
-  lstatOrNull: async (abs) => {
+  lstatOrNull: async (abs) => inline.lstatNow!(abs),
+  lstatNow: (abs) => {
     const st = fs.lstatSync(abs, { bigint: true, throwIfNoEntry: false });
     return st ? attrFromStats(st) : null;
   },

@@ -83,8 +83,15 @@ export interface IndexOptions {
 const inodeKey = (a: Attr): string => `${a.dev}:${a.ino}`;
 /** Paths whose last change apply() remembers, for stats that may be older (a minute of a busy untar). */
 const LAST_CHANGED_KEPT = 65_536;
-/** Times a stale stat is taken again before it is recorded as it is (the watcher still looks after it). */
+/** Times a stale stat is taken again through the pool before it is recorded as it is (the watcher still looks after it). */
 const STAT_AGAIN_ROUNDS = 3;
+const tryOrNull = <T>(fn: () => T): T | null => {
+  try {
+    return fn();
+  } catch {
+    return null;
+  }
+};
 
 interface ChunkLocation {
   path: string;
@@ -267,18 +274,28 @@ export class WorkspaceIndex extends EventEmitter {
    */
   async apply(list: { path: string; entry: IndexEntry | null; statAt?: number }[], opts: { log?: boolean } & Origin = {}): Promise<Change[]> {
     if (list.length === 0) return [];
-    for (let round = 0; round < STAT_AGAIN_ROUNDS; round++) {
-      const stale = list.filter((c) => c.statAt !== undefined && (this.lastChanged.get(c.path) ?? this.lastChangedFloor) > c.statAt);
-      if (stale.length === 0) break;
-      for (const c of stale) {
-        c.statAt = this.generation;
-        const attr = await this.calls.lstatOrNull(this.paths.abs(c.path)).catch(() => null);
-        // Gone, or no longer a directory, since: whoever changed it records that.
-        if (!attr || !c.entry || !isDir(attr.mode)) list.splice(list.indexOf(c), 1);
-        else c.entry = { ...c.entry, attr };
+    const staleOnes = () => list.filter((c) => c.statAt !== undefined && (this.lastChanged.get(c.path) ?? this.lastChangedFloor) > c.statAt);
+    const restat = (c: (typeof list)[number], attr: Attr | null): void => {
+      // Gone, or no longer a directory, since: whoever changed it records that.
+      if (!attr || !c.entry || !isDir(attr.mode)) list.splice(list.indexOf(c), 1);
+      else c.entry = { ...c.entry, attr };
+    };
+    const now = this.calls.lstatNow;
+    let stale = staleOnes();
+    if (now) {
+      // Inline calls (a local disk): taken here, nothing is recorded before this write.
+      for (const c of stale) restat(c, tryOrNull(() => now(this.paths.abs(c.path))));
+    } else {
+      // Through the pool, a stat taken again may come back stale too: a few rounds, then as it is (the watcher looks after it).
+      for (let round = 0; stale.length > 0 && round < STAT_AGAIN_ROUNDS; round++) {
+        for (const c of stale) {
+          c.statAt = this.generation;
+          restat(c, await this.calls.lstatOrNull(this.paths.abs(c.path)).catch(() => null));
+        }
+        stale = staleOnes();
       }
-      if (list.length === 0) return [];
     }
+    if (list.length === 0) return [];
     // The writer knows what it asked for; the other names of a hard link changed all the same.
     const asked = list.length;
     // Hard links share one inode: new attributes for one name are the
