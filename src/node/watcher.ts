@@ -168,12 +168,12 @@ export class TreeWatcher {
       for (let i = 0; i < paths.length && !this.closed; i += REFRESH_GROUP) {
         const group = paths.slice(i, i + REFRESH_GROUP);
         try {
-          this.afterCommits(await this.index.refreshAll(group));
+          this.afterCommits(await this.index.refreshAll(group, undefined, {}, true));
         } catch {
           // One path failed (a new directory that cannot be read, say): the others one by one, so they are not missed.
           for (const p of group) {
             if (this.closed) return;
-            await this.index.refreshAll([p]).then(
+            await this.index.refreshAll([p], undefined, {}, true).then(
               (left) => this.afterCommits(left),
               (err: Error) => log.warn({ workspace: this.index.id, path: p, err: err.message }, 'cannot refresh path after a change'),
             );

@@ -230,6 +230,8 @@ export class WorkspaceIndex extends EventEmitter {
 
   /** Commits under way, by path (see committing). */
   private readonly commits = new Map<string, Promise<unknown>>();
+  /** The same, by the directory their file is in (see refreshAll's `dirsToCommits`). */
+  private readonly commitsIn = new Map<string, Set<Promise<unknown>>>();
 
   /** Runs a commit of `path`: until it is over, refreshes leave the path to it (refreshAll). */
   async committing<T>(path: string, commit: () => Promise<T>): Promise<T> {
@@ -239,16 +241,23 @@ export class WorkspaceIndex extends EventEmitter {
       () => undefined,
     );
     this.commits.set(path, over);
+    const dir = parentOf(path);
+    let inDir = this.commitsIn.get(dir);
+    if (!inDir) this.commitsIn.set(dir, (inDir = new Set()));
+    inDir.add(over);
     try {
       return await run;
     } finally {
       if (this.commits.get(path) === over) this.commits.delete(path);
+      inDir.delete(over);
+      if (inDir.size === 0 && this.commitsIn.get(dir) === inDir) this.commitsIn.delete(dir);
     }
   }
 
-  /** Settles once the commit of `path` under way is over; undefined when none is. */
+  /** Settles once the commit of `path` under way is over (or those of files in directory `path`); undefined when none is. */
   commitUnderWay(path: string): Promise<unknown> | undefined {
-    return this.commits.get(path);
+    const inDir = this.commitsIn.get(path);
+    return this.commits.get(path) ?? (inDir ? Promise.all(inDir) : undefined);
   }
 
   /** Other indexed names of the same inode (hard links). */
@@ -784,8 +793,14 @@ export class WorkspaceIndex extends EventEmitter {
    *
    * `origin`: the writer whose change this looks at (see Origin); what a
    * walk or a re-hash finds goes to every subscriber all the same.
+   *
+   * `dirsToCommits` (the watcher): a directory with commits under way in it
+   * is left to them too. Looked at between a commit's link and its record,
+   * it would be recorded for everyone, the writer too, whose reply said
+   * that the directory's times were its own: they would move on its mount
+   * after its writes were over.
    */
-  async refreshAll(paths: readonly string[], madeDir?: string, opts: Origin = {}): Promise<string[]> {
+  async refreshAll(paths: readonly string[], madeDir?: string, opts: Origin = {}, dirsToCommits = false): Promise<string[]> {
     const statAt = this.generation;
     const attrs = await Promise.all(paths.map((rel) => this.calls.lstat(this.paths.abs(rel)).catch(() => undefined)));
     // By path: a directory removed with what was in it names each of those once.
@@ -793,7 +808,7 @@ export class WorkspaceIndex extends EventEmitter {
     const deeper: { rel: string; attr: Attr; known: boolean }[] = [];
     const leftToCommits: string[] = [];
     paths.forEach((rel, i) => {
-      if (this.commits.has(rel)) {
+      if (this.commits.has(rel) || (dirsToCommits && this.commitsIn.has(rel))) {
         leftToCommits.push(rel);
         return;
       }
