@@ -172,10 +172,12 @@ export class MetaStore {
   /** Volatile entries shown over an entry the node had (a newer version of ours, still queued). */
   private readonly shadowed = new Set<string>();
   /**
-   * Directories made through the mount before the node had them keep, in
-   * memory, the inode number they were shown with (see keepIno), with the
-   * node's number, which is what is written to disk. For this process's
-   * life, until the path is removed.
+   * What directories show of their own, in memory (see KeptDir): the inode
+   * number one made through the mount was shown with before its node had
+   * it (keepIno), and times moved by changes of this mount's the node has
+   * not taken yet or took later (touchDir, keepDirTimes); the node's are
+   * what is written to disk. For this process's life, until the path is
+   * removed or holds another directory.
    */
   private readonly keptIno = new Map<string, KeptDir>();
   /**

@@ -27,7 +27,6 @@ import { isLocalIno, nextLocalIno } from './local-ino.js';
 
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
 
-
 /** The smallest first write that makes a file's chunks travel ahead of its close (write-ahead.ts). */
 const AHEAD_FIRST_WRITE = 64 * 1024;
 

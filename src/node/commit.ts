@@ -147,8 +147,9 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
     const statAt = index.generation;
     const dirEntries = await Promise.all(dirs.map(async (d) => ({ path: d, entry: { attr: await index.calls.lstat(index.paths.abs(d)) }, statAt })));
-    const changes = await index.apply([{ path: finalPath, entry }, ...relinked.map((p) => ({ path: p, entry })), ...dirEntries], ownWithReply(input, finalPath, [...relinked, ...dirs]));
-    const also = recorded(index, [...relinked, ...dirs]);
+    const alsoPaths = [...relinked, ...dirs];
+    const changes = await index.apply([{ path: finalPath, entry }, ...relinked.map((p) => ({ path: p, entry })), ...dirEntries], ownWithReply(input, finalPath, alsoPaths));
+    const also = recorded(index, alsoPaths);
     // Uploaded chunks were staged; chunks sent inline never were. Removed
     // after the answer (a big file has hundreds, one unlink each); one left
     // behind by a crash expires with the staging TTL.

@@ -17,6 +17,7 @@ import { log } from '../log.js';
 import { decodeEntry, encodeEntry, type IndexEntry } from './index-entry.js';
 import { baseName, Confinement, joinRel, parentOf } from './paths.js';
 import { metaCalls, type MetaCalls } from './meta-calls.js';
+import { SetMap } from '../util/set-map.js';
 import { fileModeFrom } from './set-id.js';
 
 /** Name prefix of the node's own temp files (commits in progress). Never indexed. */
@@ -231,7 +232,7 @@ export class WorkspaceIndex extends EventEmitter {
   /** Commits under way, by path (see committing). */
   private readonly commits = new Map<string, Promise<unknown>>();
   /** The same, by the directory their file is in (see refreshAll's `dirsToCommits`). */
-  private readonly commitsIn = new Map<string, Set<Promise<unknown>>>();
+  private readonly commitsIn = new SetMap<string, Promise<unknown>>();
 
   /** Runs a commit of `path`: until it is over, refreshes leave the path to it (refreshAll). */
   async committing<T>(path: string, commit: () => Promise<T>): Promise<T> {
@@ -241,16 +242,12 @@ export class WorkspaceIndex extends EventEmitter {
       () => undefined,
     );
     this.commits.set(path, over);
-    const dir = parentOf(path);
-    let inDir = this.commitsIn.get(dir);
-    if (!inDir) this.commitsIn.set(dir, (inDir = new Set()));
-    inDir.add(over);
+    this.commitsIn.add(parentOf(path), over);
     try {
       return await run;
     } finally {
       if (this.commits.get(path) === over) this.commits.delete(path);
-      inDir.delete(over);
-      if (inDir.size === 0 && this.commitsIn.get(dir) === inDir) this.commitsIn.delete(dir);
+      this.commitsIn.remove(parentOf(path), over);
     }
   }
 
