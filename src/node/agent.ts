@@ -17,6 +17,7 @@ import { ChunkSource } from './chunk-source.js';
 import { FrontDoor, type FrontDoorOptions } from './front-door.js';
 import { makeService } from './service.js';
 import { TreeWatcher } from './watcher.js';
+import { finishRelinks } from './relink.js';
 import { WorkspaceIndex, type ScanStats } from './workspace-index.js';
 
 export interface NodeConfig {
@@ -102,6 +103,8 @@ export class NodeAgent {
     });
     const loadStart = performance.now();
     await index.load();
+    // Before anything can change the workspace, and before the scan records what is there.
+    await finishRelinks(index);
     const loadMs = Math.round(performance.now() - loadStart);
     const chunks = new ChunkSource(index, join(this.config.stateDir, 'staging', encodeURIComponent(id)));
     await chunks.init();

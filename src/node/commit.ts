@@ -6,8 +6,6 @@
 // linked in, for a new file, only if the name is still free), and the
 // directory fsynced. If the target changed since the writer read it, nothing
 // is overwritten: the writer's version becomes a conflict copy beside it.
-import { open } from 'node:fs/promises';
-import { constants as C } from 'node:fs';
 import { dirname, basename, extname } from 'node:path';
 import { hostname } from 'node:os';
 import { isReg, type Attr } from '../content/attr.js';
@@ -19,11 +17,13 @@ import { log } from '../log.js';
 import { ownerNotGiven } from './owners.js';
 import { checkChildPath, joinRel, parentOf } from './paths.js';
 import type { Origin, WorkspaceIndex } from './workspace-index.js';
-import { EARLY_SYNC_BYTES, EarlySync, linkOver, stageIn, type StagedFile } from './staged-file.js';
+import { EARLY_SYNC_BYTES, EarlySync, stageIn, type StagedFile } from './staged-file.js';
+import { fsyncDir } from './fsync-dir.js';
+import { relink } from './relink.js';
+import type { HoldName } from './name-locks.js';
 import { nativeAddon } from '../native/addon.js';
 import { nodeCommits } from '../admin/metrics.js';
 
-export { PathLocks } from '../util/path-locks.js';
 import type { ChunkSource } from './chunk-source.js';
 import { checkDraftId, type TakenDraft } from './drafts.js';
 import type { IndexEntry } from './index-entry.js';
@@ -51,6 +51,8 @@ export interface CommitInput {
   writer?: string;
   /** The writer records CommitResult.also (CommitRequest.reads_also): its feed need not carry those either. */
   readsAlso?: boolean;
+  /** Holds another name's lock while the commit re-points it (NameLocks.commit); without it, names are re-pointed unlocked. */
+  holdName?: HoldName;
 }
 
 export interface CommitResult {
@@ -100,6 +102,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
   // The draft becomes the staged file: what it holds is written already.
   const draft = input.draft ? await source.drafts.take(checkDraftId(input.draft), dir) : undefined;
   const staged = draft?.file ?? (await stageIn(dir));
+  let relinkDue = false;
   try {
     const holes = await assemble(staged, source, path, input, draft);
     // A draft: chunks placed past the end of what the file became. Holes: the size.
@@ -128,6 +131,8 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
         conflict = true;
       }
     } else if (!conflict) {
+      // Its other names follow below; a node killed in between finishes that when it starts (relink.ts).
+      if (links.length > 0) relinkDue = await index.relinkDue(path, current!, links);
       await staged.replace(abs);
     }
     let finalPath = path;
@@ -140,7 +145,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     // The draft's chunks are in a workspace file now: no longer read from the draft, which closes.
     if (input.draft) await source.drafts.drop(input.draft, !!draft);
     await staged.discard();
-    const relinked = links.length > 0 ? await relink(index, abs, current!, links) : [];
+    const relinked = links.length > 0 ? await relink(index, abs, current!, links, input.holdName) : [];
     const dirs = [...new Set([finalPath, ...relinked].map(parentOf))];
     await Promise.all(dirs.map((d) => fsyncDir(index.paths.abs(d))));
     const attr = await index.calls.lstat(index.paths.abs(finalPath));
@@ -162,6 +167,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     // Taken: its chunks are no longer read from it (the file is `staged`). Not taken: discarded.
     if (input.draft) await source.drafts.drop(input.draft, !!draft);
     await staged.discard();
+    if (relinkDue) await index.relinkDone(path);
   }
 }
 
@@ -392,27 +398,6 @@ async function checkBase(index: WorkspaceIndex, path: string, abs: string, input
   return { conflict: !accepted.some((d) => d.equals(now)), current, found: now };
 }
 
-/**
- * Makes the other names of the file a commit replaced (`was`, at `abs`) name
- * the new version too. A name that no longer names that file (replaced or
- * removed meanwhile) is left as it is. Returns the names moved.
- */
-async function relink(index: WorkspaceIndex, abs: string, was: Attr, names: readonly string[]): Promise<string[]> {
-  const moved: string[] = [];
-  for (const name of names) {
-    try {
-      const other = await index.paths.safeAbs(name);
-      const st = await index.calls.lstatOrNull(other);
-      if (!st || st.ino !== was.ino || st.dev !== was.dev) continue;
-      await linkOver(abs, other);
-      moved.push(name);
-    } catch (err) {
-      log.warn({ workspace: index.id, path: name, err: (err as Error).message }, 'a hard link of a committed file still names its version before');
-    }
-  }
-  return moved;
-}
-
 async function placeConflictCopy(index: WorkspaceIndex, staged: StagedFile, path: string, clientId: string): Promise<string> {
   const when = new Date();
   for (let n = 0; n < 100; n++) {
@@ -425,55 +410,4 @@ async function placeConflictCopy(index: WorkspaceIndex, staged: StagedFile, path
     }
   }
   throw new FsError('EEXIST', `no free conflict-copy name beside "${path}"`);
-}
-
-/**
- * Makes a directory's entries durable. Callers that arrive while an fsync of
- * the same directory runs share the next one (it starts after they arrived,
- * so it covers their renames): a burst of commits into one directory costs
- * two directory fsyncs, not one each.
- */
-export function fsyncDir(dir: string): Promise<void> {
-  let g = dirSyncs.get(dir);
-  if (!g) dirSyncs.set(dir, (g = new DirSync(dir)));
-  return g.sync();
-}
-
-const dirSyncs = new Map<string, DirSync>();
-
-class DirSync {
-  private running: Promise<void> | undefined;
-  private queued: Promise<void> | undefined;
-
-  constructor(private readonly dir: string) {}
-
-  sync(): Promise<void> {
-    if (!this.running) return this.start();
-    this.queued ??= this.running
-      .catch(() => undefined)
-      .then(() => {
-        this.queued = undefined;
-        return this.start();
-      });
-    return this.queued;
-  }
-
-  private start(): Promise<void> {
-    const p: Promise<void> = fsyncDirNow(this.dir).finally(() => {
-      if (this.running !== p) return;
-      this.running = undefined;
-      if (!this.queued) dirSyncs.delete(this.dir);
-    });
-    this.running = p;
-    return p;
-  }
-}
-
-async function fsyncDirNow(dir: string): Promise<void> {
-  const d = await open(dir, C.O_RDONLY | C.O_DIRECTORY);
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
 }

@@ -16,7 +16,8 @@ import type { NodeHandlers, WEntry, WStatFsReply, WChangeEvent, WPutChunkOut, WC
 import { log } from '../log.js';
 import { nodeChunksServed, nodeChunksUploaded, rpcs, rpcSeconds } from '../admin/metrics.js';
 import { baseName, checkPath } from './paths.js';
-import { commitFile, PathLocks } from './commit.js';
+import { commitFile } from './commit.js';
+import { NameLocks } from './name-locks.js';
 import { checkOwner } from './owners.js';
 import { mutate } from './mutations.js';
 import type { Workspace } from './agent.js';
@@ -150,9 +151,9 @@ async function caughtUp(ws: Workspace, path: string): Promise<boolean> {
   return !w.walking && !w.behindAt(path);
 }
 
-/** The node's calls: gRPC's handlers, and the unary calls the bulk lane carries (sharing one set of path locks). */
+/** The node's calls: gRPC's handlers, and the unary calls the bulk lane carries (sharing one set of name locks). */
 export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; laneCall: BulkContext['call']; laneUpload: BulkContext['upload'] } {
-  const locks = new PathLocks();
+  const locks = new NameLocks();
 
   const stat = async (ws: Workspace, path: string): Promise<IndexEntry> => {
     let e = ws.index.entries.get(path);
@@ -168,7 +169,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
 
   const commitOne = async (ws: Workspace, req: WCommitRequestOut): Promise<WCommitReply> => {
     const path = checkPath(req.path);
-    const r = await locks.with(`${ws.id}\0${path}`, () =>
+    const r = await locks.commit(ws.index, path, (holdName) =>
       ws.index.committing(path, () => commitFile(ws.index, ws.chunks, {
         path,
         baseDigest: req.baseDigest.length ? Buffer.from(req.baseDigest) : undefined,
@@ -186,6 +187,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         owner: req.owner ? checkOwner(req.owner) : undefined,
         writer: req.writer || undefined,
         readsAlso: req.readsAlso,
+        holdName,
       })),
     );
     const also = (r.also ?? []).map((x) => ({ ...entryToWire(x.path, x.entry), name: x.path }));
@@ -193,7 +195,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
   };
 
   const mutateOne = async (ws: Workspace, req: WMutateRequestOut): Promise<{ entries: WEntry[]; generation: number }> => {
-    const r = await locks.with(`${ws.id}\0mutate`, () => {
+    const r = await locks.mutation(ws.id, req, () => {
       // Its caller has stopped waiting and was told the change failed: a node
       // that hung, or queued it behind slow work, must not make it now.
       if (req.applyBeforeMs > 0 && Date.now() > req.applyBeforeMs) {

@@ -264,6 +264,45 @@ export class WorkspaceIndex extends EventEmitter {
     return [...(this.links.get(inodeKey(e.attr)) ?? [])].filter((p) => p !== path);
   }
 
+  private relinkKey(path: string): Buffer {
+    return key(this.id, 'r', path);
+  }
+
+  /**
+   * Records durably that the other names of the file at `path` (inode `was`)
+   * are to name the version a commit is putting there (relink.ts). False,
+   * logged, when the database refuses: the commit goes on without the record.
+   */
+  async relinkDue(path: string, was: Pick<Attr, 'dev' | 'ino'>, names: readonly string[]): Promise<boolean> {
+    const w = new Writer().uint(was.dev).uint(was.ino).uint(names.length);
+    for (const n of names) w.string(n);
+    try {
+      await this.store.batch().put(this.relinkKey(path), w.done()).commit({ durable: true });
+      return true;
+    } catch (err) {
+      log.warn({ workspace: this.id, path, err: (err as Error).message }, "a commit's hard links are re-pointed without a record: a node killed meanwhile leaves them on the version before");
+      return false;
+    }
+  }
+
+  /** The relink of `path` is over (a record left behind is harmless: finishing it finds nothing to do). */
+  async relinkDone(path: string): Promise<void> {
+    await this.store.del(this.relinkKey(path)).catch(() => undefined);
+  }
+
+  /** The relinks recorded and not yet over (a node stopped in the middle of one). */
+  async relinksDue(): Promise<{ path: string; was: { dev: number; ino: number }; names: string[] }[]> {
+    const out: { path: string; was: { dev: number; ino: number }; names: string[] }[] = [];
+    const p = prefix(this.id, 'r');
+    await this.store.forEach(p, (k, value) => {
+      const r = new Reader(value);
+      const was = { dev: r.uint(), ino: r.uint() };
+      const names = Array.from({ length: r.uint() }, () => r.string());
+      out.push({ path: k.subarray(p.length).toString('utf8'), was, names });
+    });
+    return out;
+  }
+
   /**
    * Records changes durably, bumps the generation per change, and announces
    * them once they are on disk. Changes asked for while a write is under way

@@ -1,0 +1,190 @@
+// A commit to one name of a hard-linked file re-points the file's other
+// names at the new version (relink.ts). Here against another writer working
+// on the other name at that moment, and across a node killed in the middle.
+// The node's parts run in this process on a real disk and database, so the
+// relink can be held between its look at the other name and its rename.
+import t, { type Test } from 'tap';
+import { link, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Store } from '../src/store/db.js';
+import { HashPool } from '../src/content/hash-pool.js';
+import { DEFAULT_CHUNKING } from '../src/content/chunker.js';
+import { chunkBuffer } from '../src/content/chunk-file.js';
+import { WorkspaceIndex } from '../src/node/workspace-index.js';
+import { ChunkSource } from '../src/node/chunk-source.js';
+import { commitFile } from '../src/node/commit.js';
+import { mutate } from '../src/node/mutations.js';
+import { NameLocks } from '../src/node/name-locks.js';
+import type { WMutateRequestOut } from '../src/wire/types.js';
+import { NodeProc, tempDir } from './helpers/node-proc.js';
+
+const V0 = Buffer.from('the version both names had\n');
+
+async function rig(t: Test) {
+  const dir = await tempDir(t);
+  const root = join(dir, 'ws');
+  await mkdir(root);
+  await writeFile(join(root, 'p'), V0);
+  await link(join(root, 'p'), join(root, 'q'));
+  const store = await Store.open(join(dir, 'db'));
+  const pool = new HashPool(1, DEFAULT_CHUNKING, 1 << 20);
+  const index = new WorkspaceIndex('default', root, store, pool, { statConcurrency: 4, inlineMetadata: true, tempTtlMs: 600_000, logRetention: 1000, excluded: [] });
+  t.teardown(async () => {
+    await pool.close();
+    await store.close();
+  });
+  await index.load();
+  await index.scan();
+  const source = new ChunkSource(index, join(dir, 'staging'));
+  await source.init();
+  const locks = new NameLocks();
+  const base = index.entries.get('p')!.digest!;
+
+  /** A commit of `data` to `path` by `who`, based on the version both names had, holding the locks as the node's service does. */
+  const commit = (path: string, data: Buffer, who: string) => {
+    const m = chunkBuffer(data, DEFAULT_CHUNKING);
+    const inline = new Map(m.chunks.map((c) => [c.hash.toString('latin1'), data.subarray(c.offset, c.offset + c.length)]));
+    return locks.commit(index, path, (holdName) =>
+      commitFile(index, source, { path, baseDigest: base, expectAbsent: false, digest: m.digest, size: m.size, chunks: m.chunks, inline, mode: 0, clientId: who, holdName }),
+    );
+  };
+  const mutation = (req: Partial<WMutateRequestOut> & Pick<WMutateRequestOut, 'op'>) => {
+    const full: WMutateRequestOut = { workspace: 'default', applyBeforeMs: 0, writer: '', ...req };
+    return locks.mutation('default', full, () => mutate(index, full));
+  };
+
+  /** Holds the next relink right after it looked at `name` (and found the old file there). Resolves once it is held. */
+  const holdRelinkAt = (name: string) => {
+    const abs = join(root, name);
+    const calls = index.calls;
+    const orig = calls.lstatOrNull.bind(calls);
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const held = new Promise<void>((reached) => {
+      calls.lstatOrNull = async (p: string) => {
+        const st = await orig(p);
+        if (p !== abs) return st;
+        calls.lstatOrNull = orig;
+        reached();
+        await released;
+        return st;
+      };
+    });
+    return { held, release };
+  };
+  return { root, index, commit, mutation, holdRelinkAt };
+}
+
+/** Every file's content in the workspace directory, by name. */
+async function contents(root: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const name of await readdir(root)) out.set(name, await readFile(join(root, name), 'utf8'));
+  return out;
+}
+
+t.test("another writer's commit to the other name, landing while the relink runs, is not overwritten", async (t) => {
+  const { root, commit, holdRelinkAt } = await rig(t);
+  const vA = Buffer.from('written through p\n');
+  const vB = Buffer.from('written through q\n');
+  const gate = holdRelinkAt('q');
+  const a = commit('p', vA, 'writer-a');
+  await gate.held;
+  // q's commit comes while p's relink has looked at q and not yet renamed over it.
+  const b = commit('q', vB, 'writer-b');
+  await sleep(200);
+  gate.release();
+  const [ra, rb] = await Promise.all([a, b]);
+  t.notOk(ra.conflict, "p's commit lands");
+  const files = await contents(root);
+  const kept = [...files.values()];
+  t.ok(kept.includes(vA.toString()), `p's version is kept (${JSON.stringify(Object.fromEntries(files))})`);
+  t.ok(kept.includes(vB.toString()), "q's version is kept too: it waited for the relink, then met p's version and became a conflict copy");
+  t.ok(rb.conflict, "q's commit found the file changed since its writer read it");
+  t.equal(files.get('q'), vA.toString(), 'q names the version written through p');
+  t.equal((await stat(join(root, 'q'))).ino, (await stat(join(root, 'p'))).ino, 'p and q are still one file');
+});
+
+t.test('an unlink of the other name, made while the relink runs, is not undone', async (t) => {
+  const { root, commit, mutation, holdRelinkAt } = await rig(t);
+  const vA = Buffer.from('written through p\n');
+  const gate = holdRelinkAt('q');
+  const a = commit('p', vA, 'writer-a');
+  await gate.held;
+  const gone = mutation({ op: 'unlink', unlink: { path: 'q' } });
+  await sleep(200);
+  gate.release();
+  await Promise.all([a, gone]);
+  t.same([...(await contents(root)).entries()], [['p', vA.toString()]], 'q stays removed; p has the new version');
+  t.equal((await stat(join(root, 'p'))).nlink, 1);
+});
+
+t.test('a chmod of the other name, made while the relink runs, is not lost', async (t) => {
+  const { root, commit, mutation, holdRelinkAt } = await rig(t);
+  const gate = holdRelinkAt('q');
+  const a = commit('p', Buffer.from('written through p\n'), 'writer-a');
+  await gate.held;
+  const chmod = mutation({ op: 'chmod', chmod: { path: 'q', mode: 0o600 } });
+  await sleep(200);
+  gate.release();
+  await Promise.all([a, chmod]);
+  const [p, q] = await Promise.all(['p', 'q'].map((n) => stat(join(root, n))));
+  t.equal(q!.ino, p!.ino, 'one file');
+  t.equal(q!.mode & 0o777, 0o600, "the chmod applies to the new version, which both names name");
+});
+
+t.test('a node killed between a commit and its relink finishes the relink when it starts', async (t) => {
+  const dir = await tempDir(t);
+  const root = join(dir, 'ws');
+  const state = join(dir, 'state');
+  await mkdir(root);
+  await writeFile(join(root, 'p'), V0);
+  await link(join(root, 'p'), join(root, 'q'));
+  await mkdir(join(root, 'sub'));
+  await link(join(root, 'p'), join(root, 'sub/r'));
+  const first = await NodeProc.start(['--root', root, '--state-dir', state]);
+  await first.stop();
+
+  // What a node killed right after the commit's rename leaves: the record of the names due, and the new version at p only.
+  const store = await Store.open(join(state, 'db'));
+  const pool = new HashPool(1, DEFAULT_CHUNKING, 1 << 20);
+  const index = new WorkspaceIndex('default', root, store, pool, { statConcurrency: 4, inlineMetadata: true, tempTtlMs: 600_000, logRetention: 1000, excluded: [] });
+  await index.load();
+  t.ok(await index.relinkDue('p', await stat(join(root, 'p')), ['q', 'sub/r']), 'recorded');
+  await pool.close();
+  await store.close();
+  await writeFile(join(root, '.new'), 'the new version\n');
+  await rename(join(root, '.new'), join(root, 'p'));
+  t.not((await stat(join(root, 'q'))).ino, (await stat(join(root, 'p'))).ino, 'the other names are on the version before');
+
+  const node = await NodeProc.start(['--root', root, '--state-dir', state]);
+  t.teardown(() => node.stop());
+  const inos = await Promise.all(['p', 'q', 'sub/r'].map(async (n) => (await stat(join(root, n))).ino));
+  t.same(new Set(inos).size, 1, 'all three names are one file again');
+  t.equal(await readFile(join(root, 'sub/r'), 'utf8'), 'the new version\n');
+  t.ok(node.lines.some((l) => l.msg?.startsWith("finished re-pointing a committed file's hard links")), 'and the node says so');
+  const conn = node.connect();
+  t.teardown(() => conn.close());
+  t.equal((await conn.stat('q')).attr!.nlink, 3, "the node's index shows them linked");
+
+  // Finished once: a second start finds no record.
+  await node.stop();
+  await writeFile(join(root, '.newer'), 'changed on the node later\n');
+  await rename(join(root, '.newer'), join(root, 'p'));
+  const again = await NodeProc.start(['--root', root, '--state-dir', state]);
+  t.teardown(() => again.stop());
+  t.not((await stat(join(root, 'q'))).ino, (await stat(join(root, 'p'))).ino, 'a replace made on the node later is left alone');
+});
+
+t.test("a name linked since the commit began is re-pointed only if no other work holds it", async (t) => {
+  const { index } = await rig(t);
+  const locks = new NameLocks();
+  let release!: () => void;
+  const busy = locks.mutation('default', { workspace: 'default', applyBeforeMs: 0, writer: '', op: 'chmod', chmod: { path: 'late', mode: 0o600 } }, () => new Promise<void>((r) => (release = r)));
+  await locks.commit(index, 'solo', async (holdName) => {
+    t.equal(holdName('late', async () => 'ran'), undefined, "a name another's work holds: not run");
+    t.equal(await holdName('free', async () => 'ran'), 'ran', 'a free name: run, holding it');
+  });
+  release();
+  await busy;
+});
