@@ -199,6 +199,38 @@ t.test('native driver', async (t) => {
     t.equal(new Set(seen).size, seen.length, 'and none twice');
   });
 
+  await t.test("a reader going on in a kept listing gives the kernel each entry's attributes as they are now, not as listed", async (t) => {
+    // The kernel takes a readdirplus entry's attributes as fresh for the whole
+    // attribute timeout (an hour here): names changed on the node after the
+    // listing was taken, and looked at since, must not go back to their older
+    // sizes when the reader goes past them.
+    const dir = join(mnt, 'many');
+    const present = (await sh(`ls -f '${dir}'`)).stdout.split('\n').filter((n) => n.startsWith('n'));
+    // A new name drops the kernel's cached listing: the reader's comes from the mount.
+    await writeFile(join(src, 'many', 'n-fresh'), '');
+    await waitFor('the new name to show', async () => (await run('stat', [join(dir, 'n-fresh')])).code === 0);
+    await new Promise((r) => setTimeout(r, 300)); // the listing's invalidation follows the entry's
+    const reader = spawn(process.execPath, ['-e', PARTIAL_LISTER, dir], { stdio: ['pipe', 'pipe', 'inherit'] });
+    t.teardown(() => reader.kill());
+    let out = '';
+    reader.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await waitFor('the reader to have its first entries', async () => out.includes('ready\n'), 10_000);
+    // Names past those the reader has: its first getdents took one reply of readdirplus
+    // entries, 1 MiB of them (about 6,500); the next reply is served from the kept listing.
+    const changed = present.slice(8000, 8300);
+    await Promise.all(changed.map((n) => writeFile(join(src, 'many', n), 'now with content\n')));
+    const sizes = async () => (await sh(`cd '${dir}' && stat -c %s ${changed.join(' ')} | sort | uniq -c`)).stdout.trim();
+    await waitFor('the changes to reach the mount', async () => (await sizes()) === `${changed.length} 17`);
+    // A name looked up for the first time: the kernel then asks for the rest with attributes (readdirplus).
+    await writeFile(join(src, 'many', 'n-fresh2'), '');
+    await waitFor('the second new name to show', async () => (await run('stat', [join(dir, 'n-fresh2')])).code === 0);
+    await new Promise((r) => setTimeout(r, 300));
+    reader.stdin.end('go\n');
+    await once(reader, 'exit');
+    t.ok(changed.every((n) => out.includes(n)), 'the reader listed the changed names');
+    t.equal(await sizes(), `${changed.length} 17`, 'after the reader went past them, they all still show their new size');
+  });
+
   await t.test('reads: cold through JS, then from chunk files in C; an evicted chunk falls back to a fetch', async (t) => {
     const first = await sh(`sha256sum < '${join(mnt, 'big.bin')}'`);
     t.equal(first.stdout.split(' ')[0], sha(big), 'cold read is byte-identical');

@@ -634,14 +634,17 @@ export class NativeDriver implements Driver {
         const entryIds: number[] = [];
         // A kept listing may name what is gone since (see above): listed
         // (POSIX allows that for a name removed meanwhile), but without a
-        // node id, so the kernel makes no entry for it.
+        // node id, so the kernel makes no entry for it. What is still there
+        // goes with its attributes as they are now: the kernel takes those
+        // of a readdirplus entry as fresh for the whole attribute timeout,
+        // and the listing's may be older than what it was told since.
         const dirPath = at > 0 && plus ? this.ids.path(id) : '';
-        const gone = (name: string): boolean => at > 0 && !this.vfs.meta.get(joinRel(dirPath, name));
         for (let i = 0; i < slice.length; i++) {
           const dots = at + i < 2;
-          const nodeId = plus && !dots && !gone(slice[i]!) ? this.ids.reserve(id, slice[i]!) : 0;
+          const now = at > 0 && plus && !dots ? this.vfs.meta.get(joinRel(dirPath, slice[i]!)) : undefined;
+          const nodeId = plus && !dots && (at === 0 || now) ? this.ids.reserve(id, slice[i]!) : 0;
           entryIds.push(nodeId);
-          putAttr(attrs, i * ATTR_LEN, this.vfs.owners.shown(d.attrs[at + i]!), nodeId);
+          putAttr(attrs, i * ATTR_LEN, this.vfs.owners.shown(now?.attr ?? d.attrs[at + i]!), nodeId);
         }
         const fitted = r.dir(size, plus, gen * GEN_UNIT + at, slice, attrs);
         // The kernel holds a reference to every entry of a readdirplus reply that fitted.
