@@ -4,7 +4,7 @@
 // invalidation from the change feed with long timeouts, and a dead mount
 // recovered on the next start.
 import t from 'tap';
-import { chmod, mkdir, readFile, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -363,9 +363,12 @@ t.test('native driver', async (t) => {
     const offered = ((s.capable as number) >>> 18) & 1; // FUSE_CAP_PARALLEL_DIROPS
     t.equal(s.parallelDirops, offered, offered ? 'asked for at INIT: the kernel offered it' : 'not asked for: this kernel does not offer it');
     // Names the kernel has not looked up yet (made on the node, then announced by the feed): 8 processes stat them at once.
-    await mkdir(join(src, 'side'));
+    // Written outside the workspace and moved in whole: written in place, a name could be
+    // announced while still empty and looked up before its bytes were (a size of 0).
     const side = Array.from({ length: 1200 }, (_, i) => `s${i}`);
-    await Promise.all(side.map((n) => writeFile(join(src, 'side', n), n)));
+    await mkdir(join(base, 'side'));
+    await Promise.all(side.map((n) => writeFile(join(base, 'side', n), n)));
+    await rename(join(base, 'side'), join(src, 'side'));
     // (Not listed through the mount: a listing would hand the kernel every name, and no lookup would be left.)
     await waitFor('the last name on the mount', async () => (await run('stat', ['-c', '%s', join(mnt, 'side', side.at(-1)!)])).code === 0, 30_000);
     const r = await sh(`cd '${join(mnt, 'side')}' && printf '%s\\n' ${side.join(' ')} | xargs -P 8 -n 50 stat -c '%n %s'`);
