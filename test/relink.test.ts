@@ -4,7 +4,7 @@
 // The node's parts run in this process on a real disk and database, so the
 // relink can be held between its look at the other name and its rename.
 import t, { type Test } from 'tap';
-import { link, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { appendFile, link, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Store } from '../src/store/db.js';
@@ -45,13 +45,17 @@ async function rig(t: Test) {
   const commit = (path: string, data: Buffer, who: string) => {
     const m = chunkBuffer(data, DEFAULT_CHUNKING);
     const inline = new Map(m.chunks.map((c) => [c.hash.toString('latin1'), data.subarray(c.offset, c.offset + c.length)]));
-    return locks.commit(index, path, (holdName) =>
-      commitFile(index, source, { path, baseDigest: base, expectAbsent: false, digest: m.digest, size: m.size, chunks: m.chunks, inline, mode: 0, clientId: who, holdName }),
+    return locks.commit(index, path, (holdFileNames) =>
+      commitFile(index, source, { path, baseDigest: base, expectAbsent: false, digest: m.digest, size: m.size, chunks: m.chunks, inline, mode: 0, clientId: who, holdFileNames }),
     );
   };
-  const mutation = (req: Partial<WMutateRequestOut> & Pick<WMutateRequestOut, 'op'>) => {
+  /** A mutation as the node's service runs it; `before`: held back until this settles, holding its names. */
+  const mutation = (req: Partial<WMutateRequestOut> & Pick<WMutateRequestOut, 'op'>, before?: Promise<unknown>) => {
     const full: WMutateRequestOut = { workspace: 'default', applyBeforeMs: 0, writer: '', ...req };
-    return locks.mutation('default', full, () => mutate(index, full));
+    return locks.mutation('default', full, async () => {
+      await before;
+      return mutate(index, full);
+    });
   };
 
   /** Holds the next relink right after it looked at `name` (and found the old file there). Resolves once it is held. */
@@ -133,38 +137,64 @@ t.test('a chmod of the other name, made while the relink runs, is not lost', asy
   t.equal(q!.mode & 0o777, 0o600, "the chmod applies to the new version, which both names name");
 });
 
-t.test('a node killed between a commit and its relink finishes the relink when it starts', async (t) => {
+/**
+ * What a node killed right after a commit's rename leaves: p has the new
+ * version, and the record of its other names due (q, sub/r, other) says
+ * they are still on the version before. `whileDown` then changes the
+ * workspace before the node starts again.
+ */
+async function killedBeforeRelink(t: Test, whileDown: (root: string) => Promise<void>) {
   const dir = await tempDir(t);
   const root = join(dir, 'ws');
   const state = join(dir, 'state');
-  await mkdir(root);
+  await mkdir(join(root, 'sub'), { recursive: true });
   await writeFile(join(root, 'p'), V0);
-  await link(join(root, 'p'), join(root, 'q'));
-  await mkdir(join(root, 'sub'));
-  await link(join(root, 'p'), join(root, 'sub/r'));
+  for (const n of ['q', 'sub/r', 'other']) await link(join(root, 'p'), join(root, n));
+  await writeFile(join(root, 'sub/s'), 'another file\n');
+  await writeFile(join(root, 'x'), 'x and y\n');
+  await link(join(root, 'x'), join(root, 'y'));
   const first = await NodeProc.start(['--root', root, '--state-dir', state]);
   await first.stop();
 
-  // What a node killed right after the commit's rename leaves: the record of the names due, and the new version at p only.
   const store = await Store.open(join(state, 'db'));
   const pool = new HashPool(1, DEFAULT_CHUNKING, 1 << 20);
   const index = new WorkspaceIndex('default', root, store, pool, { statConcurrency: 4, inlineMetadata: true, tempTtlMs: 600_000, logRetention: 1000, excluded: [] });
   await index.load();
-  t.ok(await index.relinkDue('p', await stat(join(root, 'p')), ['q', 'sub/r']), 'recorded');
+  await writeFile(join(root, '.new'), 'the new version\n');
+  const was = await stat(join(root, 'p'), { bigint: true });
+  const now = await stat(join(root, '.new'));
+  const wasAttr = { dev: Number(was.dev), ino: Number(was.ino), mtimeNs: was.mtimeNs, size: Number(was.size) };
+  t.ok(await index.relinkDue('p', wasAttr, now, ['q', 'sub/r', 'other']), 'recorded');
+  // A record no commit will finish: its path holds another file than the one it names. Left alone.
+  const x = await stat(join(root, 'x'), { bigint: true });
+  const xAttr = { dev: Number(x.dev), ino: Number(x.ino), mtimeNs: x.mtimeNs, size: Number(x.size) };
+  t.ok(await index.relinkDue('sub/s', xAttr, { dev: now.dev, ino: now.ino + 999_999 }, ['y']), 'a stray record');
   await pool.close();
   await store.close();
-  await writeFile(join(root, '.new'), 'the new version\n');
   await rename(join(root, '.new'), join(root, 'p'));
   t.not((await stat(join(root, 'q'))).ino, (await stat(join(root, 'p'))).ino, 'the other names are on the version before');
+  await whileDown(root);
 
   const node = await NodeProc.start(['--root', root, '--state-dir', state]);
   t.teardown(() => node.stop());
-  const inos = await Promise.all(['p', 'q', 'sub/r'].map(async (n) => (await stat(join(root, n))).ino));
-  t.same(new Set(inos).size, 1, 'all three names are one file again');
-  t.equal(await readFile(join(root, 'sub/r'), 'utf8'), 'the new version\n');
-  t.ok(node.lines.some((l) => l.msg?.startsWith("finished re-pointing a committed file's hard links")), 'and the node says so');
   const conn = node.connect();
   t.teardown(() => conn.close());
+  t.equal(await readFile(join(root, 'y'), 'utf8'), 'x and y\n', 'the stray record did nothing');
+  t.equal((await stat(join(root, 'y'))).ino, (await stat(join(root, 'x'))).ino);
+  return { root, state, node, conn, ino: async (n: string) => (await stat(join(root, n))).ino };
+}
+
+t.test('a node killed between a commit and its relink finishes the relink when it starts', async (t) => {
+  // "other" is replaced on the node while it is down: not the old file any more.
+  const { root, state, node, conn, ino } = await killedBeforeRelink(t, async (root) => {
+    await writeFile(join(root, '.other'), 'replaced while the node was down\n');
+    await rename(join(root, '.other'), join(root, 'other'));
+  });
+  const inos = await Promise.all(['p', 'q', 'sub/r'].map(ino));
+  t.same(new Set(inos).size, 1, 'p, q and sub/r are one file again');
+  t.equal(await readFile(join(root, 'sub/r'), 'utf8'), 'the new version\n');
+  t.equal(await readFile(join(root, 'other'), 'utf8'), 'replaced while the node was down\n', 'a name replaced while the node was down keeps what it has');
+  t.ok(node.lines.some((l) => l.msg?.startsWith("finished re-pointing a committed file's hard links")), 'and the node says so');
   t.equal((await conn.stat('q')).attr!.nlink, 3, "the node's index shows them linked");
 
   // Finished once: a second start finds no record.
@@ -173,18 +203,30 @@ t.test('a node killed between a commit and its relink finishes the relink when i
   await rename(join(root, '.newer'), join(root, 'p'));
   const again = await NodeProc.start(['--root', root, '--state-dir', state]);
   t.teardown(() => again.stop());
-  t.not((await stat(join(root, 'q'))).ino, (await stat(join(root, 'p'))).ino, 'a replace made on the node later is left alone');
+  t.not(await ino('q'), await ino('p'), 'a replace made on the node later is left alone');
 });
 
-t.test("a name linked since the commit began is re-pointed only if no other work holds it", async (t) => {
-  const { index } = await rig(t);
-  const locks = new NameLocks();
+t.test('a relink left unfinished is not finished over an edit made while the node was down', async (t) => {
+  // Written in place through q: the old file, which all the other names name, changed.
+  const { root, conn, ino } = await killedBeforeRelink(t, (root) => appendFile(join(root, 'q'), 'an edit made while the node was down\n'));
+  const edited = V0.toString() + 'an edit made while the node was down\n';
+  for (const n of ['q', 'sub/r', 'other']) t.equal(await readFile(join(root, n), 'utf8'), edited, `${n} keeps the edit`);
+  t.not(await ino('q'), await ino('p'));
+  t.equal((await conn.stat('p')).attr!.nlink, 1, 'p is on its own');
+});
+
+t.test('a link made while the commit waited for its names is re-pointed too, even with other work queued on it', async (t) => {
+  const { root, commit, mutation } = await rig(t);
   let release!: () => void;
-  const busy = locks.mutation('default', { workspace: 'default', applyBeforeMs: 0, writer: '', op: 'chmod', chmod: { path: 'late', mode: 0o600 } }, () => new Promise<void>((r) => (release = r)));
-  await locks.commit(index, 'solo', async (holdName) => {
-    t.equal(holdName('late', async () => 'ran'), undefined, "a name another's work holds: not run");
-    t.equal(await holdName('free', async () => 'ran'), 'ran', 'a free name: run, holding it');
-  });
+  const held = new Promise<void>((r) => (release = r));
+  // `ln p c` holds the names p and c; the commit of p waits for p, and a chmod of c for c.
+  const linked = mutation({ op: 'link', link: { existing: 'p', path: 'c' } }, held);
+  const a = commit('p', Buffer.from('written through p\n'), 'writer-a');
+  const chmod = mutation({ op: 'chmod', chmod: { path: 'c', mode: 0o640 } });
+  await sleep(300);
   release();
-  await busy;
+  await Promise.all([linked, a, chmod]);
+  const [p, q, c] = await Promise.all(['p', 'q', 'c'].map((n) => stat(join(root, n))));
+  t.ok(p!.ino === q!.ino && p!.ino === c!.ino, `p, q and c are one file (inodes ${p!.ino}, ${q!.ino}, ${c!.ino})`);
+  t.equal(await readFile(join(root, 'c'), 'utf8'), 'written through p\n', 'the new link names the new version');
 });

@@ -8,6 +8,8 @@
 // is overwritten: the writer's version becomes a conflict copy beside it.
 import { dirname, basename, extname } from 'node:path';
 import { hostname } from 'node:os';
+import { fstat } from 'node:fs';
+import { promisify } from 'node:util';
 import { isReg, type Attr } from '../content/attr.js';
 import { checkChunkList, fileDigest, hex, type ChunkRef } from '../content/manifest.js';
 import { isZeroRun } from '../content/chunk-file.js';
@@ -20,13 +22,15 @@ import type { Origin, WorkspaceIndex } from './workspace-index.js';
 import { EARLY_SYNC_BYTES, EarlySync, stageIn, type StagedFile } from './staged-file.js';
 import { fsyncDir } from './fsync-dir.js';
 import { relink } from './relink.js';
-import type { HoldName } from './name-locks.js';
+import type { HoldFileNames } from './name-locks.js';
 import { nativeAddon } from '../native/addon.js';
 import { nodeCommits } from '../admin/metrics.js';
 
 import type { ChunkSource } from './chunk-source.js';
 import { checkDraftId, type TakenDraft } from './drafts.js';
 import type { IndexEntry } from './index-entry.js';
+
+const fstatP = promisify(fstat);
 
 export interface CommitInput {
   path: string;
@@ -51,8 +55,8 @@ export interface CommitInput {
   writer?: string;
   /** The writer records CommitResult.also (CommitRequest.reads_also): its feed need not carry those either. */
   readsAlso?: boolean;
-  /** Holds another name's lock while the commit re-points it (NameLocks.commit); without it, names are re-pointed unlocked. */
-  holdName?: HoldName;
+  /** Holds the locks of the file's names while the commit puts it in place (NameLocks.commit); without it, nothing is held. */
+  holdFileNames?: HoldFileNames;
 }
 
 export interface CommitResult {
@@ -107,14 +111,12 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     const holes = await assemble(staged, source, path, input, draft);
     // A draft: chunks placed past the end of what the file became. Holes: the size.
     if (draft || holes) await staged.truncate(input.size);
-    let { conflict, current, found } = await checkBase(index, path, abs, input);
-    // The file's other names: written in place on a disk, a file changes under all of them.
-    const links = !conflict && current && current.nlink > 1 ? index.linksOf(path) : [];
+    const before = (await checkBase(index, path, abs, input)).current;
     // No mode given (0): the file keeps the one it has, or gets 0644.
-    const mode = input.mode & 0o7777 ? index.fileMode(input.mode, path) : current ? index.fileMode(current.mode, path) : 0o644;
+    const mode = input.mode & 0o7777 ? index.fileMode(input.mode, path) : before ? index.fileMode(before.mode, path) : 0o644;
     // The owner first: a chown clears the set-id bits the mode may carry. Without the
     // owner its writer named, the file gets none (its bytes would run as the node's user).
-    const ownerErrno = await giveOwner(staged, path, input.owner, current);
+    const ownerErrno = await giveOwner(staged, path, input.owner, before);
     await staged.chmod(ownerErrno ? mode & ~0o6000 : mode);
     if (input.mtimeNs !== undefined) await staged.times(input.atimeNs ?? input.mtimeNs, input.mtimeNs);
     await staged.sync();
@@ -122,39 +124,47 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     // early syncs drop depends on how far the writes ran ahead of them: staged-file.ts).
     if (input.size >= EARLY_SYNC_BYTES) await staged.writeOut().catch(() => undefined);
 
-    if (!conflict && !current) {
-      // A new file takes its name only if the name is still free: link() decides atomically.
-      try {
-        await staged.linkAs(abs);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        conflict = true;
+    // Put in place and recorded holding the file's names (name-locks.ts): nothing changes them meanwhile.
+    const holdFileNames: HoldFileNames = input.holdFileNames ?? ((run) => run(index.linksOf(path)));
+    const placed = await holdFileNames(async (otherNames) => {
+      // The base checked again holding the names: what another name's commit or a mutation did meanwhile counts.
+      let { conflict, current, found } = await checkBase(index, path, abs, input);
+      // The file's other names: written in place on a disk, a file changes under all of them.
+      const links = !conflict && current && current.nlink > 1 ? otherNames : [];
+      if (!conflict && !current) {
+        // A new file takes its name only if the name is still free: link() decides atomically.
+        try {
+          await staged.linkAs(abs);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+          conflict = true;
+        }
+      } else if (!conflict) {
+        // Its other names follow below; a node killed in between finishes that when it starts (relink.ts).
+        if (links.length > 0) relinkDue = await index.relinkDue(path, current!, await fstatP(staged.fd), links);
+        await staged.replace(abs);
       }
-    } else if (!conflict) {
-      // Its other names follow below; a node killed in between finishes that when it starts (relink.ts).
-      if (links.length > 0) relinkDue = await index.relinkDue(path, current!, links);
-      await staged.replace(abs);
-    }
-    let finalPath = path;
-    if (conflict) {
-      finalPath = await placeConflictCopy(index, staged, path, input.clientId || hostname());
-      // What the writer based its version on, and what it met: enough to tell a real conflict from a lost ordering.
-      const based = input.expectAbsent ? 'no file' : input.baseDigest?.length ? hex(input.baseDigest).slice(0, 16) : 'nothing said';
-      log.warn({ workspace: index.id, path, conflictPath: finalPath, client: input.clientId, based, found: found ? hex(found).slice(0, 16) : 'no file' }, 'commit conflict: kept the node version, stored the writer version beside it');
-    }
-    // The draft's chunks are in a workspace file now: no longer read from the draft, which closes.
-    if (input.draft) await source.drafts.drop(input.draft, !!draft);
-    await staged.discard();
-    const relinked = links.length > 0 ? await relink(index, abs, current!, links, input.holdName) : [];
-    const dirs = [...new Set([finalPath, ...relinked].map(parentOf))];
-    await Promise.all(dirs.map((d) => fsyncDir(index.paths.abs(d))));
-    const attr = await index.calls.lstat(index.paths.abs(finalPath));
-    const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
-    const statAt = index.generation;
-    const dirEntries = await Promise.all(dirs.map(async (d) => ({ path: d, entry: { attr: await index.calls.lstat(index.paths.abs(d)) }, statAt })));
-    const alsoPaths = [...relinked, ...dirs];
-    const changes = await index.apply([{ path: finalPath, entry }, ...relinked.map((p) => ({ path: p, entry })), ...dirEntries], ownWithReply(input, finalPath, alsoPaths));
-    const also = recorded(index, alsoPaths);
+      let finalPath = path;
+      if (conflict) {
+        finalPath = await placeConflictCopy(index, staged, path, input.clientId || hostname());
+        // What the writer based its version on, and what it met: enough to tell a real conflict from a lost ordering.
+        const based = input.expectAbsent ? 'no file' : input.baseDigest?.length ? hex(input.baseDigest).slice(0, 16) : 'nothing said';
+        log.warn({ workspace: index.id, path, conflictPath: finalPath, client: input.clientId, based, found: found ? hex(found).slice(0, 16) : 'no file' }, 'commit conflict: kept the node version, stored the writer version beside it');
+      }
+      // The draft's chunks are in a workspace file now: no longer read from the draft, which closes.
+      if (input.draft) await source.drafts.drop(input.draft, !!draft);
+      await staged.discard();
+      const relinked = links.length > 0 ? await relink(index, abs, current!, links) : [];
+      const dirs = [...new Set([finalPath, ...relinked].map(parentOf))];
+      await Promise.all(dirs.map((d) => fsyncDir(index.paths.abs(d))));
+      const attr = await index.calls.lstat(index.paths.abs(finalPath));
+      const entry: IndexEntry = { attr, digest: input.digest, chunks: input.chunks };
+      const statAt = index.generation;
+      const dirEntries = await Promise.all(dirs.map(async (d) => ({ path: d, entry: { attr: await index.calls.lstat(index.paths.abs(d)) }, statAt })));
+      const alsoPaths = [...relinked, ...dirs];
+      const changes = await index.apply([{ path: finalPath, entry }, ...relinked.map((p) => ({ path: p, entry })), ...dirEntries], ownWithReply(input, finalPath, alsoPaths));
+      return { conflict, finalPath, entry, also: recorded(index, alsoPaths), generation: changes[0]!.generation };
+    });
     // Uploaded chunks were staged; chunks sent inline never were. Removed
     // after the answer (a big file has hundreds, one unlink each); one left
     // behind by a crash expires with the staging TTL.
@@ -162,12 +172,13 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     const uploaded = new Map(input.chunks.filter((c) => !input.inline?.has(c.hash.toString('latin1')) && !isPlaced(draft?.placed, c)).map((c) => [c.hash.toString('latin1'), c.hash]));
     void Promise.all([...uploaded.values()].map((h) => source.dropStaged(h)));
     nodeCommits.inc({ how: draft ? 'draft' : 'staged' });
-    return { conflict, path: finalPath, entry, also, generation: changes[0]!.generation, ownerErrno };
+    return { conflict: placed.conflict, path: placed.finalPath, entry: placed.entry, also: placed.also, generation: placed.generation, ownerErrno };
   } finally {
+    // First: a record left behind is finished at the next start (relink.ts), harmlessly but needlessly.
+    if (relinkDue) await index.relinkDone(path);
     // Taken: its chunks are no longer read from it (the file is `staged`). Not taken: discarded.
     if (input.draft) await source.drafts.drop(input.draft, !!draft);
     await staged.discard();
-    if (relinkDue) await index.relinkDone(path);
   }
 }
 

@@ -1,9 +1,9 @@
 // A file written through one name changes under all its names on a disk. A
 // commit puts a new inode in place of the old one, so its other names (hard
 // links) are re-pointed at the new version, each atomically (a temp name
-// linked to it and renamed over the name). Each name is changed holding its
-// lock (name-locks.ts): another writer's commit or unlink of it runs before
-// or after, never in between the look and the rename.
+// linked to it and renamed over the name), while the commit holds their
+// locks (name-locks.ts): another writer's commit or unlink of one runs
+// before or after, never between the look and the rename.
 //
 // A node killed between the commit's rename and the relink would leave the
 // other names on the old version for good: the writer's replayed commit
@@ -13,31 +13,24 @@
 import { log } from '../log.js';
 import { isReg, type Attr } from '../content/attr.js';
 import { linkOver } from './staged-file.js';
-import type { HoldName } from './name-locks.js';
-import type { WorkspaceIndex } from './workspace-index.js';
+import type { RelinkDue, WorkspaceIndex } from './workspace-index.js';
 import { parentOf } from './paths.js';
 import { fsyncDir } from './fsync-dir.js';
 
 /**
  * Makes the other names of the file a commit replaced (`was`, at `abs`) name
- * the new version too. A name that no longer names that file (replaced or
- * removed meanwhile), or that other work is changing right now (`holdName`
- * says so), is left as it is. Returns the names moved.
+ * the new version too. A name that no longer names that file, or whose file
+ * `still` says changed, is left as it is. Returns the names moved.
  */
-export async function relink(index: WorkspaceIndex, abs: string, was: Pick<Attr, 'dev' | 'ino'>, names: readonly string[], holdName?: HoldName): Promise<string[]> {
+export async function relink(index: WorkspaceIndex, abs: string, was: Pick<Attr, 'dev' | 'ino'>, names: readonly string[], still: (st: Attr) => boolean = () => true): Promise<string[]> {
   const moved: string[] = [];
   for (const name of names) {
-    const move = async (): Promise<void> => {
+    try {
       const other = await index.paths.safeAbs(name);
       const st = await index.calls.lstatOrNull(other);
-      if (!st || st.ino !== was.ino || st.dev !== was.dev) return;
+      if (!st || st.ino !== was.ino || st.dev !== was.dev || !still(st)) continue;
       await linkOver(abs, other);
       moved.push(name);
-    };
-    try {
-      const held = holdName ? holdName(name, move) : move();
-      if (held) await held;
-      else log.info({ workspace: index.id, path: name }, 'a hard link of a committed file is being changed by other work: left to it');
     } catch (err) {
       log.warn({ workspace: index.id, path: name, err: (err as Error).message }, 'a hard link of a committed file still names its version before');
     }
@@ -47,22 +40,28 @@ export async function relink(index: WorkspaceIndex, abs: string, was: Pick<Attr,
 
 /**
  * Finishes the relinks a node stopped in the middle of (before it serves:
- * nothing else changes the workspace). A record whose file is still the one
- * it replaces never got its new version, and has nothing to finish.
+ * nothing else changes the workspace meanwhile). Only where the path still
+ * holds the version the commit put there, and only names still on the file
+ * it replaced, unchanged (same mtime and size): a record from long ago, or
+ * files changed while the node was down, are left as they are.
  */
 export async function finishRelinks(index: WorkspaceIndex): Promise<void> {
   for (const due of await index.relinksDue()) {
     try {
-      const abs = await index.paths.safeAbs(due.path);
-      const now = await index.calls.lstatOrNull(abs);
-      if (now && isReg(now.mode) && !(now.ino === due.was.ino && now.dev === due.was.dev)) {
-        const moved = await relink(index, abs, due.was, due.names);
-        await Promise.all([...new Set(moved.map(parentOf))].map((d) => fsyncDir(index.paths.abs(d))));
-        if (moved.length > 0) log.info({ workspace: index.id, path: due.path, names: moved }, "finished re-pointing a committed file's hard links, stopped by the node's end");
-      }
+      await finish(index, due);
     } catch (err) {
       log.warn({ workspace: index.id, path: due.path, err: (err as Error).message }, "could not finish re-pointing a committed file's hard links");
     }
     await index.relinkDone(due.path);
   }
+}
+
+async function finish(index: WorkspaceIndex, due: RelinkDue): Promise<void> {
+  const abs = await index.paths.safeAbs(due.path);
+  const now = await index.calls.lstatOrNull(abs);
+  if (!now || !isReg(now.mode) || now.ino !== due.now.ino || now.dev !== due.now.dev) return;
+  const unchanged = (st: Attr): boolean => st.mtimeNs === due.was.mtimeNs && st.size === due.was.size;
+  const moved = await relink(index, abs, due.was, due.names, unchanged);
+  await Promise.all([...new Set(moved.map(parentOf))].map((d) => fsyncDir(index.paths.abs(d))));
+  if (moved.length > 0) log.info({ workspace: index.id, path: due.path, names: moved }, "finished re-pointing a committed file's hard links, stopped by the node's end");
 }

@@ -169,7 +169,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
 
   const commitOne = async (ws: Workspace, req: WCommitRequestOut): Promise<WCommitReply> => {
     const path = checkPath(req.path);
-    const r = await locks.commit(ws.index, path, (holdName) =>
+    const r = await locks.commit(ws.index, path, (holdFileNames) =>
       ws.index.committing(path, () => commitFile(ws.index, ws.chunks, {
         path,
         baseDigest: req.baseDigest.length ? Buffer.from(req.baseDigest) : undefined,
@@ -187,7 +187,7 @@ export function makeService(ctx: ServiceContext): { handlers: NodeHandlers; lane
         owner: req.owner ? checkOwner(req.owner) : undefined,
         writer: req.writer || undefined,
         readsAlso: req.readsAlso,
-        holdName,
+        holdFileNames,
       })),
     );
     const also = (r.also ?? []).map((x) => ({ ...entryToWire(x.path, x.entry), name: x.path }));

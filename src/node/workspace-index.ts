@@ -66,6 +66,14 @@ export interface ScanStats {
   durationMs: number;
 }
 
+/** A commit's re-pointing of its file's other names, recorded (WorkspaceIndex.relinkDue). */
+export interface RelinkDue {
+  path: string;
+  was: { dev: number; ino: number; mtimeNs: bigint; size: number };
+  now: { dev: number; ino: number };
+  names: string[];
+}
+
 export interface IndexOptions {
   statConcurrency: number;
   /** Local disks: metadata calls made inline, a walk's a directory at a time (see meta-calls.ts, listDir). */
@@ -269,14 +277,16 @@ export class WorkspaceIndex extends EventEmitter {
   }
 
   /**
-   * Records durably that the other names of the file at `path` (inode `was`)
-   * are to name the version a commit is putting there (relink.ts). False,
-   * logged, when the database refuses: the commit goes on without the record.
+   * Records durably that the other names of the file at `path` are to name
+   * the version a commit is putting there (relink.ts): `was`, the file they
+   * name (its mtime and size too: content changed since is not theirs to
+   * lose), and `now`, the new version. False, logged, when the database
+   * refuses: the commit goes on without the record.
    */
-  async relinkDue(path: string, was: Pick<Attr, 'dev' | 'ino'>, names: readonly string[]): Promise<boolean> {
-    const w = new Writer().uint(was.dev).uint(was.ino).uint(names.length);
-    for (const n of names) w.string(n);
+  async relinkDue(path: string, was: Pick<Attr, 'dev' | 'ino' | 'mtimeNs' | 'size'>, now: { dev: number; ino: number }, names: readonly string[]): Promise<boolean> {
     try {
+      const w = new Writer().uint(was.dev).uint(was.ino).string(String(was.mtimeNs)).uint(was.size).uint(now.dev).uint(now.ino).uint(names.length);
+      for (const n of names) w.string(n);
       await this.store.batch().put(this.relinkKey(path), w.done()).commit({ durable: true });
       return true;
     } catch (err) {
@@ -285,20 +295,21 @@ export class WorkspaceIndex extends EventEmitter {
     }
   }
 
-  /** The relink of `path` is over (a record left behind is harmless: finishing it finds nothing to do). */
+  /** The relink of `path` is over. A record left behind is finished at the next start, finding nothing to do. */
   async relinkDone(path: string): Promise<void> {
-    await this.store.del(this.relinkKey(path)).catch(() => undefined);
+    await this.store.del(this.relinkKey(path)).catch((err: Error) => log.warn({ workspace: this.id, path, err: err.message }, 'a finished relink stays recorded until the next start'));
   }
 
-  /** The relinks recorded and not yet over (a node stopped in the middle of one). */
-  async relinksDue(): Promise<{ path: string; was: { dev: number; ino: number }; names: string[] }[]> {
-    const out: { path: string; was: { dev: number; ino: number }; names: string[] }[] = [];
+  /** The relinks recorded and not over (a node stopped in the middle of one). */
+  async relinksDue(): Promise<RelinkDue[]> {
+    const out: RelinkDue[] = [];
     const p = prefix(this.id, 'r');
     await this.store.forEach(p, (k, value) => {
       const r = new Reader(value);
-      const was = { dev: r.uint(), ino: r.uint() };
+      const was = { dev: r.uint(), ino: r.uint(), mtimeNs: BigInt(r.string()), size: r.uint() };
+      const now = { dev: r.uint(), ino: r.uint() };
       const names = Array.from({ length: r.uint() }, () => r.string());
-      out.push({ path: k.subarray(p.length).toString('utf8'), was, names });
+      out.push({ path: k.subarray(p.length).toString('utf8'), was, now, names });
     });
     return out;
   }
