@@ -4,7 +4,7 @@
 // The node's parts run in this process on a real disk and database, so the
 // relink can be held between its look at the other name and its rename.
 import t, { type Test } from 'tap';
-import { appendFile, link, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, link, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Store } from '../src/store/db.js';
@@ -18,6 +18,7 @@ import { mutate } from '../src/node/mutations.js';
 import { NameLocks } from '../src/node/name-locks.js';
 import type { WMutateRequestOut } from '../src/wire/types.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
+import { attrFromStats } from '../src/content/attr.js';
 
 const V0 = Buffer.from('the version both names had\n');
 
@@ -58,8 +59,8 @@ async function rig(t: Test) {
     });
   };
 
-  /** Holds the next relink right after it looked at `name` (and found the old file there). Resolves once it is held. */
-  const holdRelinkAt = (name: string) => {
+  /** Holds the next look at `name` (a relink's, a commit's base check) right after it was taken. */
+  const holdLookAt = (name: string) => {
     const abs = join(root, name);
     const calls = index.calls;
     const orig = calls.lstatOrNull.bind(calls);
@@ -77,7 +78,7 @@ async function rig(t: Test) {
     });
     return { held, release };
   };
-  return { root, index, commit, mutation, holdRelinkAt };
+  return { root, index, commit, mutation, holdLookAt };
 }
 
 /** Every file's content in the workspace directory, by name. */
@@ -88,10 +89,10 @@ async function contents(root: string): Promise<Map<string, string>> {
 }
 
 t.test("another writer's commit to the other name, landing while the relink runs, is not overwritten", async (t) => {
-  const { root, commit, holdRelinkAt } = await rig(t);
+  const { root, commit, holdLookAt } = await rig(t);
   const vA = Buffer.from('written through p\n');
   const vB = Buffer.from('written through q\n');
-  const gate = holdRelinkAt('q');
+  const gate = holdLookAt('q');
   const a = commit('p', vA, 'writer-a');
   await gate.held;
   // q's commit comes while p's relink has looked at q and not yet renamed over it.
@@ -110,9 +111,9 @@ t.test("another writer's commit to the other name, landing while the relink runs
 });
 
 t.test('an unlink of the other name, made while the relink runs, is not undone', async (t) => {
-  const { root, commit, mutation, holdRelinkAt } = await rig(t);
+  const { root, commit, mutation, holdLookAt } = await rig(t);
   const vA = Buffer.from('written through p\n');
-  const gate = holdRelinkAt('q');
+  const gate = holdLookAt('q');
   const a = commit('p', vA, 'writer-a');
   await gate.held;
   const gone = mutation({ op: 'unlink', unlink: { path: 'q' } });
@@ -124,8 +125,8 @@ t.test('an unlink of the other name, made while the relink runs, is not undone',
 });
 
 t.test('a chmod of the other name, made while the relink runs, is not lost', async (t) => {
-  const { root, commit, mutation, holdRelinkAt } = await rig(t);
-  const gate = holdRelinkAt('q');
+  const { root, commit, mutation, holdLookAt } = await rig(t);
+  const gate = holdLookAt('q');
   const a = commit('p', Buffer.from('written through p\n'), 'writer-a');
   await gate.held;
   const chmod = mutation({ op: 'chmod', chmod: { path: 'q', mode: 0o600 } });
@@ -161,14 +162,11 @@ async function killedBeforeRelink(t: Test, whileDown: (root: string) => Promise<
   const index = new WorkspaceIndex('default', root, store, pool, { statConcurrency: 4, inlineMetadata: true, tempTtlMs: 600_000, logRetention: 1000, excluded: [] });
   await index.load();
   await writeFile(join(root, '.new'), 'the new version\n');
-  const was = await stat(join(root, 'p'), { bigint: true });
-  const now = await stat(join(root, '.new'));
-  const wasAttr = { dev: Number(was.dev), ino: Number(was.ino), mtimeNs: was.mtimeNs, size: Number(was.size) };
-  t.ok(await index.relinkDue('p', wasAttr, now, ['q', 'sub/r', 'other']), 'recorded');
+  const attr = async (n: string) => attrFromStats(await stat(join(root, n), { bigint: true }));
+  const now = await attr('.new');
+  t.ok(await index.relinkDue('p', await attr('p'), now, ['q', 'sub/r', 'other']), 'recorded');
   // A record no commit will finish: its path holds another file than the one it names. Left alone.
-  const x = await stat(join(root, 'x'), { bigint: true });
-  const xAttr = { dev: Number(x.dev), ino: Number(x.ino), mtimeNs: x.mtimeNs, size: Number(x.size) };
-  t.ok(await index.relinkDue('sub/s', xAttr, { dev: now.dev, ino: now.ino + 999_999 }, ['y']), 'a stray record');
+  t.ok(await index.relinkDue('sub/s', await attr('x'), { ...now, ino: now.ino + 999_999 }, ['y']), 'a stray record');
   await pool.close();
   await store.close();
   await rename(join(root, '.new'), join(root, 'p'));
@@ -229,4 +227,27 @@ t.test('a link made while the commit waited for its names is re-pointed too, eve
   const [p, q, c] = await Promise.all(['p', 'q', 'c'].map((n) => stat(join(root, n))));
   t.ok(p!.ino === q!.ino && p!.ino === c!.ino, `p, q and c are one file (inodes ${p!.ino}, ${q!.ino}, ${c!.ino})`);
   t.equal(await readFile(join(root, 'c'), 'utf8'), 'written through p\n', 'the new link names the new version');
+  t.equal(c!.mode & 0o777, 0o640, "with the chmod made meanwhile: the version took the file's mode as it was when put in place");
+});
+
+t.test("a chmod of a file whose commit is being put together returns at once, and the commit's version keeps it", async (t) => {
+  const { root, commit, mutation, holdLookAt } = await rig(t);
+  const gate = holdLookAt('p');
+  const a = commit('p', Buffer.from('written through p\n'), 'writer-a');
+  await gate.held; // the commit's first look at p, long before its version is in place
+  const chmod = mutation({ op: 'chmod', chmod: { path: 'q', mode: 0o600 } });
+  const first = await Promise.race([chmod.then(() => 'the chmod'), sleep(10_000).then(() => 'nothing')]);
+  t.equal(first, 'the chmod', 'the chmod did not wait for the commit');
+  gate.release();
+  await a;
+  const [p, q] = await Promise.all(['p', 'q'].map((n) => stat(join(root, n))));
+  t.equal(p!.ino, q!.ino, 'one file');
+  t.equal(p!.mode & 0o777, 0o600, 'with the mode the chmod gave');
+  t.equal(await readFile(join(root, 'q'), 'utf8'), 'written through p\n');
+});
+
+t.test('a relink left unfinished is not finished over a chmod made while the node was down', async (t) => {
+  const { root, ino } = await killedBeforeRelink(t, (root) => chmod(join(root, 'q'), 0o600));
+  t.not(await ino('q'), await ino('p'), 'q stays on its file');
+  t.equal((await stat(join(root, 'sub/r'))).mode & 0o777, 0o600, 'which keeps the mode it was given');
 });

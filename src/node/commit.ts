@@ -10,7 +10,7 @@ import { dirname, basename, extname } from 'node:path';
 import { hostname } from 'node:os';
 import { fstat } from 'node:fs';
 import { promisify } from 'node:util';
-import { isReg, type Attr } from '../content/attr.js';
+import { attrFromStats, isReg, type Attr } from '../content/attr.js';
 import { checkChunkList, fileDigest, hex, type ChunkRef } from '../content/manifest.js';
 import { isZeroRun } from '../content/chunk-file.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
@@ -112,12 +112,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     // A draft: chunks placed past the end of what the file became. Holes: the size.
     if (draft || holes) await staged.truncate(input.size);
     const before = (await checkBase(index, path, abs, input)).current;
-    // No mode given (0): the file keeps the one it has, or gets 0644.
-    const mode = input.mode & 0o7777 ? index.fileMode(input.mode, path) : before ? index.fileMode(before.mode, path) : 0o644;
-    // The owner first: a chown clears the set-id bits the mode may carry. Without the
-    // owner its writer named, the file gets none (its bytes would run as the node's user).
-    const ownerErrno = await giveOwner(staged, path, input.owner, before);
-    await staged.chmod(ownerErrno ? mode & ~0o6000 : mode);
+    let ownerErrno = await giveModeAndOwner(index, staged, path, input, before);
     if (input.mtimeNs !== undefined) await staged.times(input.atimeNs ?? input.mtimeNs, input.mtimeNs);
     await staged.sync();
     // A big file leaves the page cache whole once on disk, its last stretch too (what the
@@ -129,6 +124,11 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     const placed = await holdFileNames(async (otherNames) => {
       // The base checked again holding the names: what another name's commit or a mutation did meanwhile counts.
       let { conflict, current, found } = await checkBase(index, path, abs, input);
+      // A chmod or chown of the file made meanwhile is not undone: the version takes what it gave.
+      if (current && !(before && sameModeAndOwner(current, before))) {
+        ownerErrno = await giveModeAndOwner(index, staged, path, input, current);
+        await staged.sync();
+      }
       // The file's other names: written in place on a disk, a file changes under all of them.
       const links = !conflict && current && current.nlink > 1 ? otherNames : [];
       if (!conflict && !current) {
@@ -141,7 +141,7 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
         }
       } else if (!conflict) {
         // Its other names follow below; a node killed in between finishes that when it starts (relink.ts).
-        if (links.length > 0) relinkDue = await index.relinkDue(path, current!, await fstatP(staged.fd), links);
+        if (links.length > 0) relinkDue = await index.relinkDue(path, current!, attrFromStats(await fstatP(staged.fd, { bigint: true })), links);
         await staged.replace(abs);
       }
       let finalPath = path;
@@ -181,6 +181,23 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     await staged.discard();
   }
 }
+
+/**
+ * The staged file's mode and owner, from the writer's request or else the
+ * file it replaces (`current`). Returns why the writer's owner could not be
+ * given, if so (see giveOwner).
+ */
+async function giveModeAndOwner(index: WorkspaceIndex, staged: StagedFile, path: string, input: CommitInput, current: Attr | undefined): Promise<string | undefined> {
+  // No mode given (0): the file keeps the one it has, or gets 0644.
+  const mode = input.mode & 0o7777 ? index.fileMode(input.mode, path) : current ? index.fileMode(current.mode, path) : 0o644;
+  // The owner first: a chown clears the set-id bits the mode may carry. Without the
+  // owner its writer named, the file gets none (its bytes would run as the node's user).
+  const ownerErrno = await giveOwner(staged, path, input.owner, current);
+  await staged.chmod(ownerErrno ? mode & ~0o6000 : mode);
+  return ownerErrno;
+}
+
+const sameModeAndOwner = (a: Attr, b: Attr): boolean => a.mode === b.mode && a.uid === b.uid && a.gid === b.gid;
 
 /**
  * The staged file's owner: each part the writer gave, else the replaced

@@ -13,7 +13,7 @@
 import { log } from '../log.js';
 import { isReg, type Attr } from '../content/attr.js';
 import { linkOver } from './staged-file.js';
-import type { RelinkDue, WorkspaceIndex } from './workspace-index.js';
+import type { RelinkDue, RelinkFile, WorkspaceIndex } from './workspace-index.js';
 import { parentOf } from './paths.js';
 import { fsyncDir } from './fsync-dir.js';
 
@@ -42,8 +42,9 @@ export async function relink(index: WorkspaceIndex, abs: string, was: Pick<Attr,
  * Finishes the relinks a node stopped in the middle of (before it serves:
  * nothing else changes the workspace meanwhile). Only where the path still
  * holds the version the commit put there, and only names still on the file
- * it replaced, unchanged (same mtime and size): a record from long ago, or
- * files changed while the node was down, are left as they are.
+ * it replaced, unchanged: a record from long ago, or files changed while the
+ * node was down (written, chmod, chown, or another file with a freed inode
+ * number), are left as they are.
  */
 export async function finishRelinks(index: WorkspaceIndex): Promise<void> {
   for (const due of await index.relinksDue()) {
@@ -59,9 +60,13 @@ export async function finishRelinks(index: WorkspaceIndex): Promise<void> {
 async function finish(index: WorkspaceIndex, due: RelinkDue): Promise<void> {
   const abs = await index.paths.safeAbs(due.path);
   const now = await index.calls.lstatOrNull(abs);
-  if (!now || !isReg(now.mode) || now.ino !== due.now.ino || now.dev !== due.now.dev) return;
-  const unchanged = (st: Attr): boolean => st.mtimeNs === due.was.mtimeNs && st.size === due.was.size;
-  const moved = await relink(index, abs, due.was, due.names, unchanged);
+  if (!now || !isReg(now.mode) || !same(now, due.now)) return;
+  const moved = await relink(index, abs, due.was, due.names, (st) => same(st, due.was));
   await Promise.all([...new Set(moved.map(parentOf))].map((d) => fsyncDir(index.paths.abs(d))));
   if (moved.length > 0) log.info({ workspace: index.id, path: due.path, names: moved }, "finished re-pointing a committed file's hard links, stopped by the node's end");
+}
+
+/** The same file as recorded, unchanged (its content, mode and owner; its ctime moves with its link count). */
+function same(st: Attr, f: RelinkFile): boolean {
+  return st.dev === f.dev && st.ino === f.ino && st.mtimeNs === f.mtimeNs && st.size === f.size && st.mode === f.mode && st.uid === f.uid && st.gid === f.gid;
 }

@@ -66,13 +66,21 @@ export interface ScanStats {
   durationMs: number;
 }
 
+/** What a relink record holds of a file: enough to tell it is the same file, unchanged. */
+export type RelinkFile = Pick<Attr, 'dev' | 'ino' | 'mtimeNs' | 'size' | 'mode' | 'uid' | 'gid'>;
+
 /** A commit's re-pointing of its file's other names, recorded (WorkspaceIndex.relinkDue). */
 export interface RelinkDue {
   path: string;
-  was: { dev: number; ino: number; mtimeNs: bigint; size: number };
-  now: { dev: number; ino: number };
+  /** The file the names are on. */
+  was: RelinkFile;
+  /** The version the commit put at `path`. */
+  now: RelinkFile;
   names: string[];
 }
+
+/** The relink record's format (its first number). */
+const RELINK_RECORD = 1;
 
 export interface IndexOptions {
   statConcurrency: number;
@@ -279,13 +287,15 @@ export class WorkspaceIndex extends EventEmitter {
   /**
    * Records durably that the other names of the file at `path` are to name
    * the version a commit is putting there (relink.ts): `was`, the file they
-   * name (its mtime and size too: content changed since is not theirs to
-   * lose), and `now`, the new version. False, logged, when the database
-   * refuses: the commit goes on without the record.
+   * name, and `now`, the new version, each with what tells it has not
+   * changed since. False, logged, when the database refuses: the commit
+   * goes on without the record.
    */
-  async relinkDue(path: string, was: Pick<Attr, 'dev' | 'ino' | 'mtimeNs' | 'size'>, now: { dev: number; ino: number }, names: readonly string[]): Promise<boolean> {
+  async relinkDue(path: string, was: RelinkFile, now: RelinkFile, names: readonly string[]): Promise<boolean> {
     try {
-      const w = new Writer().uint(was.dev).uint(was.ino).string(String(was.mtimeNs)).uint(was.size).uint(now.dev).uint(now.ino).uint(names.length);
+      const w = new Writer().uint(RELINK_RECORD);
+      for (const a of [was, now]) w.uint(a.dev).uint(a.ino).string(String(a.mtimeNs)).uint(a.size).uint(a.mode).uint(a.uid).uint(a.gid);
+      w.uint(names.length);
       for (const n of names) w.string(n);
       await this.store.batch().put(this.relinkKey(path), w.done()).commit({ durable: true });
       return true;
@@ -300,17 +310,27 @@ export class WorkspaceIndex extends EventEmitter {
     await this.store.del(this.relinkKey(path)).catch((err: Error) => log.warn({ workspace: this.id, path, err: err.message }, 'a finished relink stays recorded until the next start'));
   }
 
-  /** The relinks recorded and not over (a node stopped in the middle of one). */
+  /** The relinks recorded and not over (a node stopped in the middle of one). A record it cannot read is dropped, and said. */
   async relinksDue(): Promise<RelinkDue[]> {
     const out: RelinkDue[] = [];
+    const unreadable: string[] = [];
     const p = prefix(this.id, 'r');
     await this.store.forEach(p, (k, value) => {
-      const r = new Reader(value);
-      const was = { dev: r.uint(), ino: r.uint(), mtimeNs: BigInt(r.string()), size: r.uint() };
-      const now = { dev: r.uint(), ino: r.uint() };
-      const names = Array.from({ length: r.uint() }, () => r.string());
-      out.push({ path: k.subarray(p.length).toString('utf8'), was, now, names });
+      const path = k.subarray(p.length).toString('utf8');
+      try {
+        const r = new Reader(value);
+        if (r.uint() !== RELINK_RECORD) throw new Error('not a record this node writes');
+        const file = () => ({ dev: r.uint(), ino: r.uint(), mtimeNs: BigInt(r.string()), size: r.uint(), mode: r.uint(), uid: r.uint(), gid: r.uint() });
+        const was = file();
+        const now = file();
+        const names = Array.from({ length: r.uint() }, () => r.string());
+        out.push({ path, was, now, names });
+      } catch (err) {
+        log.warn({ workspace: this.id, path, err: (err as Error).message }, 'a relink record that cannot be read is dropped');
+        unreadable.push(path);
+      }
     });
+    for (const path of unreadable) await this.relinkDone(path);
     return out;
   }
 
