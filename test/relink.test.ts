@@ -17,6 +17,7 @@ import { commitFile } from '../src/node/commit.js';
 import { mutate } from '../src/node/mutations.js';
 import { NameLocks } from '../src/node/name-locks.js';
 import type { WMutateRequestOut } from '../src/wire/types.js';
+import { errnoOf } from '../src/wire/errors.js';
 import { NodeProc, tempDir } from './helpers/node-proc.js';
 import { attrFromStats } from '../src/content/attr.js';
 
@@ -250,4 +251,16 @@ t.test('a relink left unfinished is not finished over a chmod made while the nod
   const { root, ino } = await killedBeforeRelink(t, (root) => chmod(join(root, 'q'), 0o600));
   t.not(await ino('q'), await ino('p'), 'q stays on its file');
   t.equal((await stat(join(root, 'sub/r'))).mode & 0o777, 0o600, 'which keeps the mode it was given');
+});
+
+t.test('a mutation naming a path no name can have is refused, and holds up no other', async (t) => {
+  const { mutation } = await rig(t);
+  // The workspace's mutation lock is not a name: a path spelled like its key waits on nothing.
+  const bad = mutation({ op: 'chmod', chmod: { path: '\0mutate', mode: 0o600 } }).then(
+    () => 'done',
+    (err: unknown) => errnoOf(err),
+  );
+  t.equal(await Promise.race([bad, sleep(10_000).then(() => 'still waiting')]), 'EINVAL', 'refused: a path with a NUL byte');
+  const next = mutation({ op: 'chmod', chmod: { path: 'p', mode: 0o600 } }).then(() => 'done');
+  t.equal(await Promise.race([next, sleep(10_000).then(() => 'still waiting')]), 'done', 'the next mutation runs');
 });
