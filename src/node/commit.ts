@@ -111,7 +111,8 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
     const holes = await assemble(staged, source, path, input, draft);
     // A draft: chunks placed past the end of what the file became. Holes: the size.
     if (draft || holes) await staged.truncate(input.size);
-    const before = (await checkBase(index, path, abs, input)).current;
+    // What the file is now gives the version its mode and owner; the base is checked when it is put in place.
+    const before = (await index.calls.lstatOrNull(abs)) ?? undefined;
     let ownerErrno = await giveModeAndOwner(index, staged, path, input, before);
     if (input.mtimeNs !== undefined) await staged.times(input.atimeNs ?? input.mtimeNs, input.mtimeNs);
     await staged.sync();
