@@ -16,6 +16,7 @@
  */
 #include "ghostfs.h"
 
+#include <limits.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,9 +98,10 @@ static int valid_utf8(const char *s) {
   return 1;
 }
 
-/* Refuses a request whose name is not UTF-8 (a lookup simply finds nothing). Returns 1 if refused. */
-static int refuse_name(fuse_req_t req, const char *name, int is_lookup) {
-  if (!name || valid_utf8(name)) return 0;
+/* Refuses a request whose text (a name, a symlink's target) is not UTF-8 (a
+ * lookup then simply finds nothing). Returns 1 if refused. */
+static int refuse_text(fuse_req_t req, const char *text, int is_lookup) {
+  if (!text || valid_utf8(text)) return 0;
   if (is_lookup) {
     struct fuse_entry_param e;
     memset(&e, 0, sizeof e);
@@ -108,6 +110,16 @@ static int refuse_name(fuse_req_t req, const char *name, int is_lookup) {
     fuse_reply_err(req, EILSEQ);
   }
   return 1;
+}
+
+/* Refuses a name as refuse_text does, and one longer than NAME_MAX with
+ * ENAMETOOLONG, as a local disk answers (the kernel lets FUSE names reach 1024). */
+static int refuse_name(fuse_req_t req, const char *name, int is_lookup) {
+  if (name && strlen(name) > NAME_MAX) {
+    fuse_reply_err(req, ENAMETOOLONG);
+    return 1;
+  }
+  return refuse_text(req, name, is_lookup);
 }
 
 static uint64_t fh_of(struct fuse_file_info *fi) { return fi ? fi->fh : 0; }
@@ -192,13 +204,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 static void op_readlink(fuse_req_t req, fuse_ino_t ino) { forward(new_msg(OP_READLINK, req, ino), req); }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
-  (void)rdev;
   if (refuse_name(req, name, 0)) return;
   dattr_changing(fuse_req_userdata(req), req, parent, 0); /* the directory changes */
   gfs_msg *m = new_msg(OP_MKNOD, req, parent);
   if (m) {
     m->name = dup_name(name);
     m->mode = mode;
+    m->size = (uint64_t)rdev; /* a device node's number (the message has no field of its own for it) */
   }
   forward(m, req);
 }
@@ -231,7 +243,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
-  if (refuse_name(req, name, 0) || refuse_name(req, link, 0)) return;
+  if (refuse_name(req, name, 0) || refuse_text(req, link, 0)) return;
   dattr_changing(fuse_req_userdata(req), req, parent, 0); /* the directory changes */
   gfs_msg *m = new_msg(OP_SYMLINK, req, parent);
   if (m) {

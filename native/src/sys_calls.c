@@ -32,6 +32,22 @@ static napi_value js_renameat2(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* mknod(path, mode, rdev): a fifo, socket or device node (mode holds the
+ * type bits); never follows a final symlink (EEXIST). Node has no mknod. */
+static napi_value js_mknod(napi_env env, napi_callback_info info) {
+  GET_ARGS(3);
+  double mode, rdev;
+  char *path = get_string(env, argv[0]);
+  if (!path) return NULL;
+  if (get_double(env, argv[1], &mode) || get_double(env, argv[2], &rdev)) {
+    free(path);
+    return NULL;
+  }
+  if (mknodat(AT_FDCWD, path, (mode_t)mode, (dev_t)rdev) != 0) throw_errno(env, errno, "mknod", path);
+  free(path);
+  return NULL;
+}
+
 /* utimensat(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec) — exact nanoseconds,
  * never following a final symlink; a null second leaves that time, "now" sets it to now. */
 static napi_value js_utimensat(napi_env env, napi_callback_info info) {
@@ -228,6 +244,7 @@ static napi_value js_malloc_trim(napi_env env, napi_callback_info info) {
 napi_value sys_exports(napi_env env, napi_value exports) {
   export_fn(env, exports, "renameat2", js_renameat2);
   export_fn(env, exports, "utimensat", js_utimensat);
+  export_fn(env, exports, "mknod", js_mknod);
   export_fn(env, exports, "futimens", js_futimens);
   export_fn(env, exports, "linkTmpfile", js_link_tmpfile);
   export_fn(env, exports, "openBeneath", js_open_beneath);

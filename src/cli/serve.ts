@@ -41,6 +41,7 @@ export function serveCommand(): Command {
     .addOption(env(new Option('--no-watch', 'do not watch for changes (rely on the periodic reconcile)'), 'NO_WATCH'))
     .addOption(env(new Option('--watch-delay <duration>', 'how long changes noticed on disk are gathered before the index takes them (a listing or stat asked meanwhile waits for them)').argParser(parseDuration).default(parseDuration('30ms'), '30ms'), 'WATCH_DELAY'))
     .addOption(env(new Option('--allow-setid', 'keep the set-user-ID and set-group-ID bits clients set on files (dropped by default: with them, whoever holds the token could leave a program that runs as its owner, root included, for anyone who logs in here)'), 'ALLOW_SETID'))
+    .addOption(env(new Option('--allow-devices', 'make the device nodes clients ask for (mknod of a block or character device; refused by default: on this machine each is a real device, open to any local user its mode lets in)'), 'ALLOW_DEVICES'))
     .addOption(env(new Option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(parseListen), 'METRICS'))
     .option('--print-config', 'print the effective settings (flags, GHOSTFS_* variables, defaults) and exit')
     .action(async (o, cmd: Command) => {
@@ -68,6 +69,7 @@ export function serveCommand(): Command {
         clientKeepaliveMs: o.clientKeepalive === 0 ? 0 : Math.max(1000, o.clientKeepalive),
         feedMaxUnread: o.feedMaxUnread,
         allowSetId: flagOn(cmd, 'allowSetid', 'ALLOW_SETID'),
+        allowDevices: flagOn(cmd, 'allowDevices', 'ALLOW_DEVICES'),
         onProgress: progressReporter(),
       };
       if (o.printConfig) return printConfig({ ...config, onProgress: undefined, metrics: o.metrics });

@@ -6,7 +6,7 @@
 // is exactly what the operation would have made.
 import type { WEntryOut, WMutateReplyOut, WMutateRequest } from '../wire/types.js';
 import { errnoOf } from '../wire/errors.js';
-import { isDir, isLnk } from '../content/attr.js';
+import { isDir, isLnk, S_IFMT } from '../content/attr.js';
 import type { NodeConnection } from './connection.js';
 import { parentOf } from '../wire/rel-path.js';
 import { namesChanged } from '../wire/mutation-names.js';
@@ -45,6 +45,11 @@ async function madeBefore(c: NodeConnection, req: Request, err: unknown): Promis
     if (req.symlink) {
       const e = await statOrNull(c, req.symlink.path!);
       return e && isLnk(mode(e)) && e.symlinkTarget === req.symlink.target ? reply([req.symlink.path!, e]) : undefined;
+    }
+    if (req.mknod) {
+      const e = await statOrNull(c, req.mknod.path!);
+      const same = e && (mode(e) & S_IFMT) === (Number(req.mknod.mode) & S_IFMT) && Number(e.attr?.rdev ?? 0) === Number(req.mknod.rdev ?? 0);
+      return same ? reply([req.mknod.path!, e]) : undefined;
     }
     if (req.link) {
       const [a, b] = await Promise.all([statOrNull(c, req.link.existing!), statOrNull(c, req.link.path!)]);

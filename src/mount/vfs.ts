@@ -1216,7 +1216,7 @@ export class Vfs {
   private async mutate(touched: string[], req: Omit<WMutateRequest, 'workspace'>, removed: string[] = [], made?: string, around: NodeCall = (call) => call()): Promise<void> {
     // A change of names moves its directories' mtimes: times queued for them must not land after it
     // (a link changes the directory of its new name only).
-    if (req.mkdir || req.rmdir || req.unlink || req.symlink || req.link || req.rename) {
+    if (req.mkdir || req.rmdir || req.unlink || req.symlink || req.mknod || req.link || req.rename) {
       await this.writeBack.beforeNameChange(req.link ? touched.filter((p) => p !== req.link!.existing) : [...touched, ...removed]);
     }
     await this.writeBack.flushPaths(touched, removed).catch((err) => {
@@ -1348,6 +1348,11 @@ export class Vfs {
     const EXCHANGE = 2;
     const exchange = (flags & EXCHANGE) !== 0;
     const target = this.meta.get(to);
+    // Two names of one file (hard links): rename(2) leaves both and succeeds.
+    if (!exchange && target && !isDir(source.attr.mode) && target.attr.ino === source.attr.ino && target.attr.dev === source.attr.dev) {
+      if (flags & NOREPLACE) throw new FsError('EEXIST', `"${to}" exists`);
+      return;
+    }
     if (!exchange && target && isDir(target.attr.mode) && isDir(source.attr.mode)) this.mustBeEmpty(to);
     /** Where a path is after the rename; undefined: replaced by it. */
     const moved = (p: string): string | undefined => (isWithin(p, from) ? to + p.slice(from.length) : !isWithin(p, to) ? p : exchange ? from + p.slice(to.length) : undefined);
@@ -1421,12 +1426,29 @@ export class Vfs {
     return this.node(path, await this.entry(path));
   }
 
+  /**
+   * A fifo, a socket (what bind() of a unix socket makes) or a device node,
+   * made on the node (`mode` with its type bits). The kernel keeps what
+   * goes through one to itself: a fifo or socket here is a meeting point
+   * for processes of this machine only, as on NFS; the mount is `nodev`.
+   */
+  async mknod(dir: string, name: string, mode: number, rdev: number, uid = this.owners.maker.uid, gid = this.owners.maker.gid): Promise<Node> {
+    const path = namedPath(this.known(dir), name);
+    if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
+    const { ask } = this.madeBy((await this.entry(dir)).attr, uid, gid);
+    await this.mutate([path], { mknod: { path, mode, rdev, owner: ask } });
+    return this.node(path, await this.entry(path));
+  }
+
   async link(existing: string, newDir: string, newName: string): Promise<Node> {
     this.known(existing);
     const path = namedPath(this.known(newDir), newName);
     const d = this.dirty.get(existing);
     if (d?.modified) await this.commitDirty(d);
     await this.mutate([existing, path], { link: { existing, path } });
+    // The kernel holds each name as a node of its own (node-ids.ts), and
+    // keeps the link count it has for `existing` after a link: it is told.
+    this.shownChangedListener?.([{ path: existing, what: 'attrs' }]);
     return this.node(path, await this.entry(path));
   }
 

@@ -19,7 +19,7 @@ import type { HashPool } from '../content/hash-pool.js';
 import { hex, type ChunkRef, type Manifest } from '../content/manifest.js';
 import type { WCommitManyReplyOut, WCommitReplyOut, WCommitRequest, WEntryOut } from '../wire/types.js';
 import { MAX_COMMIT_BATCH, MAX_COMMIT_BATCH_BYTES, MAX_MESSAGE_BYTES } from '../wire/proto.js';
-import { isDir, toTimespec } from '../content/attr.js';
+import { isDir, S_IFREG, toTimespec } from '../content/attr.js';
 import type { ChunkStore } from '../cache/chunk-store.js';
 import { hasOwner, laterOwner, type Journal, type JournalEntry, type Owner } from '../cache/journal.js';
 import { changeKind, type ChangeKind, type MetaEntry, type MetaStore } from '../cache/meta-store.js';
@@ -1294,7 +1294,7 @@ export class WriteBack {
       digest: manifest.digest,
       size: manifest.size,
       chunks: chunksToWire(manifest.chunks),
-      mode: e.mode & 0o7777,
+      mode: S_IFREG | (e.mode & 0o7777), // with its type: 0000 is a mode too (CommitRequest.mode)
       mtime: e.mtimeNs !== undefined ? toTimespec(e.mtimeNs) : undefined,
       atime: e.atimeNs !== undefined ? toTimespec(e.atimeNs) : undefined,
       clientId: this.opts.clientId,

@@ -131,6 +131,8 @@ export interface NativeAddon {
   notifyDelete(h: SessionHandle, parentIno: number, ino: number, name: string): void;
   /** flags: RENAME_NOREPLACE (1), RENAME_EXCHANGE (2). */
   renameat2(from: string, to: string, flags: number): void;
+  /** A fifo, socket or device node at `path` (`mode` holds its type bits; `rdev` a device's number as st_rdev); EEXIST if the name is taken. */
+  mknod(path: string, mode: number, rdev: number): void;
   /** Exact nanoseconds; null leaves a time as it is, 'now' sets it to now. Never follows a final symlink. */
   utimensat(path: string, atimeS: number | null | 'now', atimeNs: number, mtimeS: number | null | 'now', mtimeNs: number): void;
   futimens(fd: number, atimeS: number | null | 'now', atimeNs: number, mtimeS: number | null | 'now', mtimeNs: number): void;

@@ -43,6 +43,8 @@ export interface NodeConfig {
   feedMaxUnread?: number;
   /** Keep the set-user-ID and set-group-ID bits clients ask for on regular files (default: dropped; set-id.ts). */
   allowSetId?: boolean;
+  /** Make device nodes clients ask for (default: refused with EPERM; mutations.ts). */
+  allowDevices?: boolean;
   onProgress?: (workspace: string, s: ScanStats) => void;
 }
 
@@ -99,6 +101,7 @@ export class NodeAgent {
       logRetention: 100_000,
       excluded: [stateReal],
       allowSetId: this.config.allowSetId,
+      allowDevices: this.config.allowDevices,
       onProgress: this.config.onProgress ? (s) => this.config.onProgress!(id, s) : undefined,
     });
     const loadStart = performance.now();

@@ -190,13 +190,20 @@ export async function commitFile(index: WorkspaceIndex, source: ChunkSource, inp
  */
 async function giveModeAndOwner(index: WorkspaceIndex, staged: StagedFile, path: string, input: CommitInput, current: Attr | undefined): Promise<string | undefined> {
   // No mode given (0): the file keeps the one it has, or gets 0644.
-  const mode = input.mode & 0o7777 ? index.fileMode(input.mode, path) : current ? index.fileMode(current.mode, path) : 0o644;
+  const mode = modeGiven(input.mode) ? index.fileMode(input.mode, path) : current ? index.fileMode(current.mode, path) : 0o644;
   // The owner first: a chown clears the set-id bits the mode may carry. Without the
   // owner its writer named, the file gets none (its bytes would run as the node's user).
   const ownerErrno = await giveOwner(staged, path, input.owner, current);
   await staged.chmod(ownerErrno ? mode & ~0o6000 : mode);
   return ownerErrno;
 }
+
+/**
+ * Whether a commit names the file's mode. A mount sends it with the type
+ * bits (S_IFREG), so that 0000 is a mode too; an older one sends the
+ * permission bits alone, where 0 meant none given.
+ */
+const modeGiven = (mode: number): boolean => mode !== 0;
 
 const sameModeAndOwner = (a: Attr, b: Attr): boolean => a.mode === b.mode && a.uid === b.uid && a.gid === b.gid;
 
@@ -358,7 +365,7 @@ async function commitNewFile(index: WorkspaceIndex, path: string, input: CommitI
   // The addon looks at the directory after the file is in it: asked for now (see WorkspaceIndex.apply).
   const statAt = index.generation;
   try {
-    attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), parts.length === 1 ? parts[0]! : Buffer.concat(parts), input.mode & 0o7777 ? index.fileMode(input.mode, path) : 0o644, atimeS, atimeNs, mtimeS, mtimeNs, owner.uid, owner.gid);
+    attr = await addon.writeNewFile(index.paths.root, parentOf(path), basename(path), parts.length === 1 ? parts[0]! : Buffer.concat(parts), modeGiven(input.mode) ? index.fileMode(input.mode, path) : 0o644, atimeS, atimeNs, mtimeS, mtimeNs, owner.uid, owner.gid);
   } catch {
     return undefined;
   }

@@ -1,6 +1,6 @@
 // The node's metadata calls on a workspace's disk: lstat, realpath,
 // readlink, readdir, and the namespace changes (mkdir, rmdir, unlink, rename, link,
-// symlink, chmod, lchown). They run either inline on the event loop or
+// symlink, mknod, chmod, lchown). They run either inline on the event loop or
 // through libuv's thread pool, as the storage profile says.
 //
 // On a local disk such a call answers in microseconds, and the pool's round
@@ -13,7 +13,9 @@
 // that call.
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { attrFromStats, isReg, type Attr } from '../content/attr.js';
+import { attrFromStats, isLnk, isReg, type Attr } from '../content/attr.js';
+import { nativeAddon } from '../native/addon.js';
+import { FsError } from '../wire/errors.js';
 
 export interface MetaCalls {
   /** The attributes of what is at `abs`, not following a symlink there. */
@@ -35,12 +37,16 @@ export interface MetaCalls {
   rename(from: string, to: string): Promise<void>;
   link(existing: string, abs: string): Promise<void>;
   symlink(target: string, abs: string): Promise<void>;
+  /** A fifo, socket or device node (`mode` with its type bits); needs the native addon (Node has no mknod). */
+  mknod(abs: string, mode: number, rdev: number): Promise<void>;
   /** chmod by name (it follows a symlink: callers check first). */
   chmod(abs: string, mode: number): Promise<void>;
   lchown(abs: string, uid: number, gid: number): Promise<void>;
   /**
-   * chmod through a descriptor that did not follow a symlink to open: a
-   * symlink fails with ELOOP, an unreadable file with EACCES. The mode is
+   * chmod of what was opened, without following a symlink: a path-only
+   * descriptor (O_PATH) pins the inode, which a symlink swapped in after a
+   * look cannot redirect, and opens nothing (a fifo, a socket or a device
+   * node is not opened as one). A symlink fails with ELOOP. The mode is
    * `modeFor` the st_mode of what was opened (its type decides which bits a
    * client may set: set-id.ts).
    */
@@ -54,7 +60,18 @@ export interface MetaCalls {
 /** Allocated bytes from which dropping a file's last link is left to the pool: freeing them can take milliseconds. */
 const FREE_INLINE_MAX = 64 * 1024 * 1024;
 
-const NO_FOLLOW = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
+/** Linux's O_PATH (Node does not name it): a descriptor for the inode alone, opened without any access to it. */
+const O_PATH = 0o10000000;
+const PATH_ONLY = O_PATH | fs.constants.O_NOFOLLOW;
+/** chmod through a path-only descriptor goes through its /proc name (as glibc's fchmodat(AT_SYMLINK_NOFOLLOW) does): fchmod refuses such a descriptor. */
+const fdPath = (fd: number): string => `/proc/self/fd/${fd}`;
+const ELOOP = (): Error => Object.assign(new Error('ELOOP: a symlink\'s mode cannot be changed'), { code: 'ELOOP' });
+
+const mknod = async (abs: string, mode: number, rdev: number): Promise<void> => {
+  const addon = nativeAddon();
+  if (!addon) throw new FsError('EPERM', 'making a fifo, socket or device node needs the native addon (mknod), which is not built here');
+  addon.mknod(abs, mode, rdev);
+};
 
 const orNull = (err: unknown): null => {
   if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
@@ -80,10 +97,13 @@ const inline: MetaCalls = {
   symlink: async (target, abs) => fs.symlinkSync(target, abs),
   chmod: async (abs, mode) => fs.chmodSync(abs, mode),
   lchown: async (abs, uid, gid) => fs.lchownSync(abs, uid, gid),
+  mknod,
   chmodNoFollow: async (abs, modeFor) => {
-    const fd = fs.openSync(abs, NO_FOLLOW);
+    const fd = fs.openSync(abs, PATH_ONLY);
     try {
-      fs.fchmodSync(fd, modeFor(fs.fstatSync(fd).mode));
+      const { mode } = fs.fstatSync(fd);
+      if (isLnk(mode)) throw ELOOP();
+      fs.chmodSync(fdPath(fd), modeFor(mode));
     } finally {
       fs.closeSync(fd);
     }
@@ -107,10 +127,14 @@ const pooled: MetaCalls = {
   symlink: (target, abs) => fsp.symlink(target, abs),
   chmod: (abs, mode) => fsp.chmod(abs, mode),
   lchown: (abs, uid, gid) => fsp.lchown(abs, uid, gid),
+  // One short call: on the event loop here too (Node's pool has no mknod).
+  mknod,
   chmodNoFollow: async (abs, modeFor) => {
-    const fh = await fsp.open(abs, NO_FOLLOW);
+    const fh = await fsp.open(abs, PATH_ONLY);
     try {
-      await fh.chmod(modeFor((await fh.stat()).mode));
+      const { mode } = await fh.stat();
+      if (isLnk(mode)) throw ELOOP();
+      await fsp.chmod(fdPath(fh.fd), modeFor(mode));
     } finally {
       await fh.close();
     }

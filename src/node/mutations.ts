@@ -4,7 +4,7 @@
 // itself, so the change feed carries it at once.
 import { lutimes, open } from 'node:fs/promises';
 import { constants as C } from 'node:fs';
-import { fromTimespec, isDir, isLnk, isReg, nsToSeconds } from '../content/attr.js';
+import { fromTimespec, isDir, isReg, nsToSeconds, S_IFBLK, S_IFCHR, S_IFIFO, S_IFMT, S_IFSOCK, S_ISGID } from '../content/attr.js';
 import { FsError } from '../wire/errors.js';
 import type { WMutateRequestOut } from '../wire/types.js';
 import { nativeAddon, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../native/addon.js';
@@ -94,7 +94,14 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut, mine: Origin
       const path = checkChildPath(req.mkdir!.path);
       const owner = req.mkdir!.owner ? checkOwner(req.mkdir!.owner) : undefined;
       const abs = await index.paths.safeAbs(path);
-      await fs.mkdir(abs, req.mkdir!.mode & 0o7777 || 0o755);
+      const mode = req.mkdir!.mode & 0o7777 || 0o755;
+      await fs.mkdir(abs, mode);
+      // mkdir took the node's umask off the mode too (the caller's was taken
+      // off on its side): the mode asked for, as mkdir(2) gives it (no set-id
+      // bits of its own, the directory's set-group-ID inherited).
+      const made = await fs.lstat(abs);
+      const want = (mode & 0o1777) | (made.mode & S_ISGID);
+      if ((made.mode & 0o7777) !== want) await chmodNoFollow(fs, abs, () => want);
       await giveMadeOwner(fs, abs, path, owner);
       return doneWithParent(path, path);
     }
@@ -126,6 +133,11 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut, mine: Origin
       const toAbs = await index.paths.safeAbs(to);
       const st = await fs.lstatOrNull(fromAbs);
       if (!st) throw new FsError('ENOENT', `"${from}" does not exist`);
+      if (!r.exchange && !r.noReplace && !isDir(st.mode)) {
+        // Two names of one file (hard links): rename(2) leaves both; the index must not move one away.
+        const there = await fs.lstatOrNull(toAbs);
+        if (there && there.ino === st.ino && there.dev === st.dev) return done(from, to);
+      }
       const addon = nativeAddon();
       if (r.exchange) {
         if (!addon) throw new FsError('ENOTSUP', 'RENAME_EXCHANGE needs the native addon (renameat2), which is not built here');
@@ -145,10 +157,13 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut, mine: Origin
           if (await fs.lstatOrNull(toAbs)) throw new FsError('EEXIST', `"${to}" exists`);
           await fs.rename(fromAbs, toAbs);
         }
-      } else {
-        await fs.renameOver(fromAbs, toAbs);
       }
+      // A file replaced by the rename loses a link: its other names (hard links) show one fewer.
+      const replacedLinks = r.noReplace ? [] : index.linksOf(to).filter((p) => p !== from);
+      if (!r.noReplace) await fs.renameOver(fromAbs, toAbs);
       const entry = await index.moved(from, to, mine);
+      // Not in the reply (as for an unlink): every feed hears of it.
+      if (replacedLinks.length > 0) await index.adopt(replacedLinks[0]!, index.entries.get(replacedLinks[0]!));
       return { changed: [{ path: from, entry: null }, { path: to, entry }] };
     }
     case 'symlink': {
@@ -161,6 +176,18 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut, mine: Origin
       await fs.symlink(target, abs);
       await giveMadeOwner(fs, abs, path, owner);
       return done(path);
+    }
+    case 'mknod': {
+      const m = req.mknod!;
+      const path = checkChildPath(m.path);
+      checkMknodType(m.mode, index.allowDevices);
+      const owner = m.owner ? checkOwner(m.owner) : undefined;
+      const abs = await index.paths.safeAbs(path);
+      await fs.mknod(abs, m.mode & (S_IFMT | 0o777), Number(m.rdev));
+      // The mode exactly as asked (the mount applied its caller's umask; mknod applies the node's too).
+      await chmodNoFollow(fs, abs, () => m.mode & 0o7777);
+      await giveMadeOwner(fs, abs, path, owner);
+      return doneWithParent(path);
     }
     case 'link': {
       const existing = checkChildPath(req.link!.existing, 'existing');
@@ -232,12 +259,24 @@ async function chmodNoFollow(fs: MetaCalls, abs: string, modeFor: (stMode: numbe
   try {
     await fs.chmodNoFollow(abs, modeFor);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP') throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
-    if (code !== 'EACCES') throw err;
-    // Unreadable (mode 000) and not root: lstat, then chmod by name.
-    const st = await fs.lstat(abs);
-    if (isLnk(st.mode)) throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
-    await fs.chmod(abs, modeFor(st.mode));
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
+    throw err;
   }
+}
+
+/**
+ * What a mknod may make here: a fifo or a socket (a name, nothing more, on
+ * the node); a device node only where the node allows it (serve
+ * --allow-devices): on the node's own disk it is a real device, which any
+ * local user its mode lets in could open. A regular file is made by a
+ * commit, a directory by a mkdir.
+ */
+function checkMknodType(mode: number, allowDevices: boolean): void {
+  const type = mode & S_IFMT;
+  if (type === S_IFIFO || type === S_IFSOCK) return;
+  if (type === S_IFCHR || type === S_IFBLK) {
+    if (allowDevices) return;
+    throw new FsError('EPERM', 'this node does not make device nodes (serve --allow-devices lets it)');
+  }
+  throw new FsError('EINVAL', `mknod makes fifos, sockets and device nodes, not type 0${type.toString(8)}`);
 }

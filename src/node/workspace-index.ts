@@ -93,6 +93,8 @@ export interface IndexOptions {
   excluded: string[];
   /** Keep the set-user-ID and set-group-ID bits clients ask for on regular files (set-id.ts). */
   allowSetId?: boolean;
+  /** Make the device nodes clients ask for (mutations.ts, checkMknodType). */
+  allowDevices?: boolean;
   onProgress?: (s: ScanStats) => void;
 }
 
@@ -167,6 +169,10 @@ export class WorkspaceIndex extends EventEmitter {
   }
 
   /** The permission bits a client's `mode` gives a regular file at `path` here (set-id.ts). */
+  get allowDevices(): boolean {
+    return this.opts.allowDevices ?? false;
+  }
+
   fileMode(mode: number, path: string): number {
     return fileModeFrom(mode & 0o7777, this.opts.allowSetId ?? false, path);
   }
@@ -204,12 +210,12 @@ export class WorkspaceIndex extends EventEmitter {
 
   private setMem(path: string, entry: IndexEntry | null): void {
     const prev = this.entries.get(path);
-    if (prev && prev.attr.nlink > 1 && isReg(prev.attr.mode)) {
+    if (prev && prev.attr.nlink > 1 && !isDir(prev.attr.mode)) {
       const k = inodeKey(prev.attr);
       this.links.get(k)?.delete(path);
       if (this.links.get(k)?.size === 0) this.links.delete(k);
     }
-    if (entry && entry.attr.nlink > 1 && isReg(entry.attr.mode)) {
+    if (entry && entry.attr.nlink > 1 && !isDir(entry.attr.mode)) {
       const k = inodeKey(entry.attr);
       let set = this.links.get(k);
       if (!set) this.links.set(k, (set = new Set()));
@@ -378,7 +384,7 @@ export class WorkspaceIndex extends EventEmitter {
     // attributes of every name, or the others would look changed later.
     const named = new Set(list.map((c) => c.path));
     for (const { entry } of [...list]) {
-      if (!entry || entry.attr.nlink < 2 || !isReg(entry.attr.mode)) continue;
+      if (!entry || entry.attr.nlink < 2 || isDir(entry.attr.mode)) continue;
       for (const other of this.links.get(inodeKey(entry.attr)) ?? []) {
         if (!named.has(other)) {
           named.add(other);

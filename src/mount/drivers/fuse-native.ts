@@ -6,11 +6,11 @@
 // staleness), and its utimens passes atime in place of mtime. The binding
 // has no rename flags either: RENAME_NOREPLACE never reaches us.
 import Fuse, { type Ops, type Stat } from 'fuse-native';
-import type { Attr } from '../../content/attr.js';
+import { isReg, type Attr } from '../../content/attr.js';
 import { baseName, parentOf } from '../../wire/rel-path.js';
 import type { Node, Vfs } from '../vfs.js';
 import type { OwnerMap } from '../owner-map.js';
-import { errnoNumber, serveOp, type Driver, type DriverOptions } from './driver.js';
+import { serveOp, type Driver, type DriverOptions } from './driver.js';
 
 
 /** `owners`: the ids as shown (owner-map.ts). */
@@ -110,7 +110,12 @@ export class FuseNativeDriver implements Driver {
       chmod: (p, mode, cb) => this.serve('chmod', p, async () => vfs.setattr((await vfs.resolve(rel(p))).path, { mode }), done(cb)),
       chown: (p, uid, gid, cb) =>
         this.serve('chown', p, async () => vfs.setattr((await vfs.resolve(rel(p))).path, { uid: uid === 0xffffffff ? undefined : vfs.owners.uid(uid), gid: gid === 0xffffffff ? undefined : vfs.owners.gid(gid) }), done(cb)),
-      mknod: (_p, _m, _d, cb) => cb(-errnoNumber('EPERM')),
+      mknod: (p, mode, dev, cb) =>
+        inParent('mknod', p, cb, async (parent, name) => {
+          if (!isReg(mode)) return vfs.mknod(parent, name, mode, dev);
+          const c = await vfs.create(parent, name, mode & 0o7777);
+          await vfs.release(c.handle.fh);
+        }),
       unlink: (p, cb) => inParent('unlink', p, cb, (parent, name) => vfs.unlink(parent, name)),
       rmdir: (p, cb) => inParent('rmdir', p, cb, (parent, name) => vfs.rmdir(parent, name)),
       mkdir: (p, mode, cb) => inParent('mkdir', p, cb, (parent, name) => vfs.mkdir(parent, name, mode)),

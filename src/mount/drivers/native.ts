@@ -404,9 +404,9 @@ export class NativeDriver implements Driver {
         return serveOp('readlink', path, () => vfs.readlink(path), (t) => r.readlink(t), fail);
       }
       case Op.MKNOD: {
-        // Regular files only (the kernel uses create for open(O_CREAT)); devices, fifos and sockets have no place on a node.
-        if ((mode & S_IFMT) !== S_IFREG) return fail(errnoNumber('EPERM'));
         const dir = ids.path(ino);
+        // A fifo, socket or device node (its number comes in `size`); a regular file is made as create() makes one.
+        if ((mode & S_IFMT) !== S_IFREG) return serveOp('mknod', name!, () => vfs.mknod(dir, name!, mode, size, uid, gid), entryIn(ino, name!), fail);
         return serveOp(
           'mknod',
           name!,
