@@ -14,14 +14,14 @@ process.env.GHOSTFS_DRIVER = 'native';
 /** st_rdev of a device number as glibc makes it (small numbers). */
 const makedev = (major: number, minor: number): number => (major << 8) | minor;
 
-async function rig(t: { teardown(fn: () => unknown): void }, nodeArgs: string[] = []) {
+async function rig(t: { teardown(fn: () => unknown): void }, nodeArgs: string[] = [], mountArgs: string[] = []) {
   const base = await tempDir(t);
   const src = join(base, 'src');
   const mnt = join(base, 'mnt');
   await mkdir(src);
   const node = await NodeProc.start(['--root', src, '--state-dir', join(base, 'state'), ...nodeArgs]);
   t.teardown(() => node.stop('SIGKILL'));
-  const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', join(base, 'cache')]);
+  const m = await MountProc.start(node.endpoint, mnt, ['--cache-dir', join(base, 'cache'), ...mountArgs]);
   t.teardown(() => m.kill());
   return { M: (p: string) => join(mnt, p), S: (p: string) => join(src, p), mnt, m };
 }
@@ -141,4 +141,14 @@ t.test('a node served with --allow-devices makes the device nodes asked for, wit
   t.equal(blk.rdev, makedev(7, 200), 'numbered 7, 200');
   t.equal(blk.mode & 0o7777, 0o600);
   t.equal((await run('stat', ['-c', '%t,%T', M('chr')])).stdout.trim(), '1,3', 'the mount shows its numbers');
+});
+
+t.test('the fuse-native driver makes fifos and device nodes too', async (t) => {
+  const { M, S } = await rig(t, ['--allow-devices'], ['--driver', 'fuse-native']);
+  t.equal((await sh(`umask 0 && mkfifo -m 0620 '${M('pipe')}'`)).code, 0);
+  const st = await lstat(S('pipe'));
+  t.ok(st.isFIFO(), 'a fifo on the node');
+  t.equal(st.mode & 0o7777, 0o620);
+  t.equal((await run('mknod', [M('chr'), 'c', '1', '3'])).code, 0);
+  t.equal((await lstat(S('chr'))).rdev, makedev(1, 3), 'a character device numbered 1, 3 on the node');
 });

@@ -16,8 +16,8 @@
  */
 #include "ghostfs.h"
 
-#include <limits.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

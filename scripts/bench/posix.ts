@@ -11,7 +11,7 @@
 // allows; --node-defaults measures the node as it is served by default
 // (device nodes and set-id bits on files refused).
 //
-//   scripts/bench/posix --suite DIR [--only chmod,rename,...] [--node-defaults] [--keep --dir DIR] [--json out.json]
+//   scripts/bench/posix --suite DIR [--only chmod,rename,...] [--write-back sync|async] [--node-defaults] [--keep --dir DIR] [--json out.json]
 //
 // Needs root (the suite changes owners and makes device nodes), FUSE and
 // bash. Each script's TAP lines (`ok N`, `not ok N - tried ...`) are read
@@ -67,6 +67,7 @@ const program = new Command('posix')
   .description('pjdfstest on local disk and through ghostfs: checks passed by each, and what ghostfs fails that local disk passes')
   .requiredOption('--suite <dir>', 'a built pjdfstest checkout (its pjdfstest program and tests/ directory)')
   .option('--only <dirs>', 'test directories to run (comma-separated, e.g. chmod,rename)')
+  .option('--write-back <mode>', "the mount's write-back: sync or async", 'sync')
   .option('--node-defaults', 'serve the node as by default (no --allow-devices, no --allow-setid)')
   .option('--dir <dir>', 'work directory (default: a new one under the system temp directory)')
   .option('--keep', 'keep the work directory')
@@ -74,7 +75,8 @@ const program = new Command('posix')
   .parse();
 
 async function main(): Promise<void> {
-  const o = program.opts<{ suite: string; only?: string; nodeDefaults?: boolean; dir?: string; keep?: boolean; json?: string }>();
+  const o = program.opts<{ suite: string; only?: string; writeBack: string; nodeDefaults?: boolean; dir?: string; keep?: boolean; json?: string }>();
+  if (o.writeBack !== 'sync' && o.writeBack !== 'async') throw new Error(`--write-back is sync or async, not "${o.writeBack}"`);
   assertCliBuilt();
   const testsDir = join(o.suite, 'tests');
   if (!existsSync(join(o.suite, 'pjdfstest')) || !existsSync(testsDir)) throw new Error(`${o.suite} has no pjdfstest program and tests/ directory (build the suite first)`);
@@ -99,7 +101,7 @@ async function main(): Promise<void> {
   const localChecks = await runSuite(scripts, local, 'local disk');
   const node = spawnNode(root, stateDir);
   await waitServing(node, 60_000);
-  const m = spawnMount(node.endpoint, mnt, cacheDir, ['--driver', 'native', '--allow-other']);
+  const m = spawnMount(node.endpoint, mnt, cacheDir, ['--driver', 'native', '--allow-other', '--write-back', o.writeBack]);
   let ghostChecks: Map<string, Check>;
   try {
     const how = await waitMounted(m);
@@ -124,7 +126,7 @@ async function main(): Promise<void> {
     if (ghostChecks.get(c.id)?.ok) row.ghostfs++;
     byDir.set(dir, row);
   }
-  console.log(`pjdfstest from ${o.suite}, ${scripts.length} scripts; node ${o.nodeDefaults ? 'as served by default' : 'served with --allow-devices --allow-setid'}\n`);
+  console.log(`pjdfstest from ${o.suite}, ${scripts.length} scripts; node ${o.nodeDefaults ? 'as served by default' : 'served with --allow-devices --allow-setid'}; mount with --write-back ${o.writeBack}\n`);
   console.log(['directory', 'checks', 'local disk', 'ghostfs'].join('\t'));
   for (const [dir, r] of [...byDir].sort()) console.log([dir, r.checks, r.local, r.ghostfs].join('\t'));
   console.log(['all', localChecks.size, passed(localChecks), passed(ghostChecks)].join('\t'));
@@ -135,7 +137,7 @@ async function main(): Promise<void> {
     const brief = (s: string): string => s.replace(/[0-9a-f]{40,}/g, (h) => `<${h.length} chars>`).slice(0, 240);
     for (const c of missed) console.log(`  ${c.id}: ${brief(ghostChecks.get(c.id)?.says ?? 'not run (the script ended before it)')}`);
   }
-  if (o.json) await writeFile(o.json, JSON.stringify({ suite: o.suite, nodeDefaults: !!o.nodeDefaults, local: [...localChecks.values()], ghostfs: [...ghostChecks.values()] }, null, 1));
+  if (o.json) await writeFile(o.json, JSON.stringify({ suite: o.suite, writeBack: o.writeBack, nodeDefaults: !!o.nodeDefaults, local: [...localChecks.values()], ghostfs: [...ghostChecks.values()] }, null, 1));
   if (!o.keep && !o.dir) await rm(work, { recursive: true, force: true });
 }
 

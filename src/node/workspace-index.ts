@@ -128,7 +128,7 @@ export class WorkspaceIndex extends EventEmitter {
    */
   private chunkLocMap: Map<string, ChunkLocation> | undefined;
   private readonly validating = new Map<string, Promise<IndexEntry>>();
-  /** Names of regular files with more than one link, by "dev:ino": they share one set of attributes. */
+  /** Names of files (anything but a directory) with more than one link, by "dev:ino": they share one set of attributes. */
   private readonly links = new Map<string, Set<string>>();
   /** Looks for unindexed paths under way, by the directory walked (see findUnindexed). */
   private readonly finding = new Map<string, Promise<void>>();
@@ -168,11 +168,12 @@ export class WorkspaceIndex extends EventEmitter {
     this.paths = new Confinement(root, this.calls);
   }
 
-  /** The permission bits a client's `mode` gives a regular file at `path` here (set-id.ts). */
+  /** Whether device nodes clients ask for are made (mutations.ts, checkMknodType). */
   get allowDevices(): boolean {
     return this.opts.allowDevices ?? false;
   }
 
+  /** The permission bits a client's `mode` gives a regular file at `path` here (set-id.ts). */
   fileMode(mode: number, path: string): number {
     return fileModeFrom(mode & 0o7777, this.opts.allowSetId ?? false, path);
   }
