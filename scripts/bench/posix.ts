@@ -134,8 +134,13 @@ async function main(): Promise<void> {
   if (missed.length > 0) {
     console.log('\nPassed on local disk, failed on ghostfs:');
     // Names near NAME_MAX and paths near PATH_MAX are runs of hex: shown by their length.
-    const brief = (s: string): string => s.replace(/[0-9a-f]{40,}/g, (h) => `<${h.length} chars>`).slice(0, 240);
-    for (const c of missed) console.log(`  ${c.id}: ${brief(ghostChecks.get(c.id)?.says ?? 'not run (the script ended before it)')}`);
+    const brief = (s: string): string =>
+      s
+        .replace(/(?:[0-9a-f]{40,}\/){2,}[0-9a-f]{40,}x?/g, (p) => `<a path of ${p.split('/').length} names, ${p.length} bytes>`)
+        .replace(/[0-9a-f]{40,}x?/g, (h) => `<a name of ${h.length} bytes>`)
+        .slice(0, 240);
+    const notRun = 'not run: the script stopped before it (some run checks only on the filesystems they name)';
+    for (const c of missed) console.log(`  ${c.id}: ${brief(ghostChecks.get(c.id)?.says ?? notRun)}`);
   }
   if (o.json) await writeFile(o.json, JSON.stringify({ suite: o.suite, writeBack: o.writeBack, nodeDefaults: !!o.nodeDefaults, local: [...localChecks.values()], ghostfs: [...ghostChecks.values()] }, null, 1));
   if (!o.keep && !o.dir) await rm(work, { recursive: true, force: true });
