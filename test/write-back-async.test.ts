@@ -155,6 +155,15 @@ fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644); os.ftruncate(fd, 0);
     t.equal(await readFile(S('f.txt'), 'utf8'), 'one', 'on the node when the fsync returned');
   });
 
+  await t.test('a file with two names (a hard link) written through one: the other shows it once close returns', async (t) => {
+    t.equal((await sh(`mkdir '${M('linked')}' && echo v1 > '${M('linked/a')}' && ln '${M('linked/a')}' '${M('linked/b')}'`)).code, 0);
+    // A queued version is shown under its own name only: this one is committed at its close.
+    const r = await sh(`echo v2 >> '${M('linked/b')}' && cat '${M('linked/a')}'`);
+    t.equal(r.stdout, 'v1\nv2\n', 'the other name reads what was written through the first, right after its close');
+    t.equal(await readFile(S('linked/a'), 'utf8'), 'v1\nv2\n', 'on the node under both names');
+    t.equal((await stat(S('linked/a'))).ino, (await stat(S('linked/b'))).ino, 'still one file there');
+  });
+
   await t.test('a rename waits for the content it moves', async (t) => {
     t.equal((await sh(`echo moved > '${M('a.tmp')}' && mv '${M('a.tmp')}' '${M('a.txt')}'`)).code, 0);
     t.equal(await readFile(S('a.txt'), 'utf8'), 'moved\n', 'the renamed file has its content on the node');

@@ -946,7 +946,19 @@ export class Vfs {
     // committed here, the node showed every other client an empty file
     // for as long as cmd ran. The release commits it if nothing follows.
     if (h.truncatedAt === d.version) return;
-    await this.tellingHandle(h, d, this.commitDirty(d, this.opts.asyncWriteBack ? 'queue' : 'wait'));
+    await this.tellingHandle(h, d, this.commitDirty(d, this.closeHandOver(d, 'wait')));
+  }
+
+  /**
+   * How a close hands a file over: `sync` as synchronous write-back does it
+   * (a flush waits for the node; a release journals first). Asynchronous
+   * write-back queues the version, and until it lands it is shown under
+   * the name it was written through only: a file with other names (hard
+   * links) is committed as synchronous write-back commits it, so that
+   * every name shows what was written once close() returns, as on a disk.
+   */
+  private closeHandOver(d: DirtyFile, sync: 'wait' | 'journal'): 'wait' | 'journal' | 'queue' {
+    return this.opts.asyncWriteBack && d.entry().attr.nlink < 2 ? 'queue' : sync;
   }
 
   /** A hand-over made for handle `h`: one that fails is told to its caller now, not again at its next fsync. */
@@ -1041,7 +1053,7 @@ export class Vfs {
     // What is left unsaved (no flush came, or it failed) goes when the last writer is gone; readers may keep the copy open.
     if (d.handles > 0 && (h.readOnly || d.writers > 0)) return;
     try {
-      if (d.modified && !d.unlinked) await this.commitDirty(d, this.opts.asyncWriteBack ? 'queue' : 'journal');
+      if (d.modified && !d.unlinked) await this.commitDirty(d, this.closeHandOver(d, 'journal'));
     } catch (err) {
       log.error({ path: d.path, err: (err as Error).message }, 'write-back at release failed');
     }
