@@ -143,7 +143,7 @@ t.test('a node served with --allow-devices makes the device nodes asked for, wit
   t.equal((await run('stat', ['-c', '%t,%T', M('chr')])).stdout.trim(), '1,3', 'the mount shows its numbers');
 });
 
-t.test('the fuse-native driver makes fifos and device nodes too', async (t) => {
+t.test('the fuse-native driver makes fifos and device nodes too, and refuses names over 255 bytes', async (t) => {
   const { M, S } = await rig(t, ['--allow-devices'], ['--driver', 'fuse-native']);
   t.equal((await sh(`umask 0 && mkfifo -m 0620 '${M('pipe')}'`)).code, 0);
   const st = await lstat(S('pipe'));
@@ -151,4 +151,5 @@ t.test('the fuse-native driver makes fifos and device nodes too', async (t) => {
   t.equal(st.mode & 0o7777, 0o620);
   t.equal((await run('mknod', [M('chr'), 'c', '1', '3'])).code, 0);
   t.equal((await lstat(S('chr'))).rdev, makedev(1, 3), 'a character device numbered 1, 3 on the node');
+  t.match((await run('stat', [M('n'.repeat(256))])).stderr, /File name too long/, 'a name longer than 255 bytes: ENAMETOOLONG here too');
 });

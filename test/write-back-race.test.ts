@@ -484,8 +484,9 @@ t.test('a file another client replaces again and again, each time before the wri
 });
 
 t.test('a read open asking the node for the chunk list while the change feed says the file went: the open does not bring the name back', async (t) => {
-  // Several chunks: a listing gives a one-chunk file's list with its entry.
-  const rig = await writeBackRig(t, { gone: randomBytes(3 << 20) }, 5_000);
+  // Longer than the largest chunk (4 MiB), so several chunks whatever the bytes: a listing gives
+  // a one-chunk file's list with its entry. (3 MiB of random bytes were one chunk now and then.)
+  const rig = await writeBackRig(t, { gone: randomBytes(9 << 20) }, 5_000);
   const { root, vfs, mesh } = rig;
   await vfs.list('');
   t.ok(vfs.meta.get('gone') && !vfs.meta.get('gone')!.chunks, 'listed, without its chunk list');

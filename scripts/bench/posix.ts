@@ -4,14 +4,16 @@
 // pjdfstest is not shipped here: pass a built checkout (its `pjdfstest`
 // program beside its `tests/` directory). Each test script runs as a child
 // process, with its working directory in a fresh local directory, then in
-// one on a fresh native mount of a node on loopback (`ghostfs serve`, and
-// `ghostfs mount --foreground --allow-other`: the suite acts as other users
-// too). By default the node is served with --allow-devices and
-// --allow-setid, what a disk exported over NFS without root squashing
-// allows; --node-defaults measures the node as it is served by default
-// (device nodes and set-id bits on files refused).
+// one on a fresh mount (the native driver unless --driver says otherwise)
+// of a node on loopback (`ghostfs serve`, and `ghostfs mount --foreground
+// --allow-other`: the suite acts as other users too). By default the node
+// is served with --allow-devices and --allow-setid, what a disk exported
+// over NFS without root squashing allows; --node-defaults measures the node
+// as it is served by default (device nodes and set-id bits on files
+// refused).
 //
-//   scripts/bench/posix --suite DIR [--only chmod,rename,...] [--write-back sync|async] [--node-defaults] [--keep --dir DIR] [--json out.json]
+//   scripts/bench/posix --suite DIR [--only chmod,rename,...] [--driver native|fuse-native] [--write-back sync|async]
+//                       [--node-defaults] [--keep --dir DIR] [--json out.json]
 //
 // Needs root (the suite changes owners and makes device nodes), FUSE and
 // bash. Each script's TAP lines (`ok N`, `not ok N - tried ...`) are read
@@ -67,6 +69,7 @@ const program = new Command('posix')
   .description('pjdfstest on local disk and through ghostfs: checks passed by each, and what ghostfs fails that local disk passes')
   .requiredOption('--suite <dir>', 'a built pjdfstest checkout (its pjdfstest program and tests/ directory)')
   .option('--only <dirs>', 'test directories to run (comma-separated, e.g. chmod,rename)')
+  .option('--driver <name>', 'the kernel driver: native or fuse-native', 'native')
   .option('--write-back <mode>', "the mount's write-back: sync or async", 'sync')
   .option('--node-defaults', 'serve the node as by default (no --allow-devices, no --allow-setid)')
   .option('--dir <dir>', 'work directory (default: a new one under the system temp directory)')
@@ -75,7 +78,8 @@ const program = new Command('posix')
   .parse();
 
 async function main(): Promise<void> {
-  const o = program.opts<{ suite: string; only?: string; writeBack: string; nodeDefaults?: boolean; dir?: string; keep?: boolean; json?: string }>();
+  const o = program.opts<{ suite: string; only?: string; driver: string; writeBack: string; nodeDefaults?: boolean; dir?: string; keep?: boolean; json?: string }>();
+  if (o.driver !== 'native' && o.driver !== 'fuse-native') throw new Error(`--driver is native or fuse-native, not "${o.driver}"`);
   if (o.writeBack !== 'sync' && o.writeBack !== 'async') throw new Error(`--write-back is sync or async, not "${o.writeBack}"`);
   assertCliBuilt();
   const testsDir = join(o.suite, 'tests');
@@ -101,7 +105,7 @@ async function main(): Promise<void> {
   const localChecks = await runSuite(scripts, local, 'local disk');
   const node = spawnNode(root, stateDir);
   await waitServing(node, 60_000);
-  const m = spawnMount(node.endpoint, mnt, cacheDir, ['--driver', 'native', '--allow-other', '--write-back', o.writeBack]);
+  const m = spawnMount(node.endpoint, mnt, cacheDir, ['--driver', o.driver, '--allow-other', '--write-back', o.writeBack]);
   let ghostChecks: Map<string, Check>;
   try {
     const how = await waitMounted(m);
@@ -126,7 +130,7 @@ async function main(): Promise<void> {
     if (ghostChecks.get(c.id)?.ok) row.ghostfs++;
     byDir.set(dir, row);
   }
-  console.log(`pjdfstest from ${o.suite}, ${scripts.length} scripts; node ${o.nodeDefaults ? 'as served by default' : 'served with --allow-devices --allow-setid'}; mount with --write-back ${o.writeBack}\n`);
+  console.log(`pjdfstest from ${o.suite}, ${scripts.length} scripts; node ${o.nodeDefaults ? 'as served by default' : 'served with --allow-devices --allow-setid'}; ${o.driver} mount with --write-back ${o.writeBack}\n`);
   console.log(['directory', 'checks', 'local disk', 'ghostfs'].join('\t'));
   for (const [dir, r] of [...byDir].sort()) console.log([dir, r.checks, r.local, r.ghostfs].join('\t'));
   console.log(['all', localChecks.size, passed(localChecks), passed(ghostChecks)].join('\t'));
@@ -142,7 +146,7 @@ async function main(): Promise<void> {
     const notRun = 'not run: the script stopped before it (some run checks only on the filesystems they name)';
     for (const c of missed) console.log(`  ${c.id}: ${brief(ghostChecks.get(c.id)?.says ?? notRun)}`);
   }
-  if (o.json) await writeFile(o.json, JSON.stringify({ suite: o.suite, writeBack: o.writeBack, nodeDefaults: !!o.nodeDefaults, local: [...localChecks.values()], ghostfs: [...ghostChecks.values()] }, null, 1));
+  if (o.json) await writeFile(o.json, JSON.stringify({ suite: o.suite, driver: o.driver, writeBack: o.writeBack, nodeDefaults: !!o.nodeDefaults, local: [...localChecks.values()], ghostfs: [...ghostChecks.values()] }, null, 1));
   if (!o.keep && !o.dir) await rm(work, { recursive: true, force: true });
 }
 

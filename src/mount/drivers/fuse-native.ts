@@ -7,7 +7,8 @@
 // has no rename flags either: RENAME_NOREPLACE never reaches us.
 import Fuse, { type Ops, type Stat } from 'fuse-native';
 import { isReg, type Attr } from '../../content/attr.js';
-import { baseName, parentOf } from '../../wire/rel-path.js';
+import { baseName, NAME_MAX, parentOf } from '../../wire/rel-path.js';
+import { errnoOf, FsError } from '../../wire/errors.js';
 import type { Node, Vfs } from '../vfs.js';
 import type { OwnerMap } from '../owner-map.js';
 import { serveOp, type Driver, type DriverOptions } from './driver.js';
@@ -34,6 +35,16 @@ function toStat(n: Node, owners: OwnerMap): Stat {
 }
 
 const rel = (p: string): string => (p === '/' ? '' : p.slice(1));
+
+/**
+ * A lookup that found nothing, for a path with a name longer than a name
+ * may be: ENAMETOOLONG, as a local disk answers (the kernel passes such
+ * names to FUSE). Looked at only once the lookup failed.
+ */
+const nameTooLong = (p: string) => (err: unknown): never => {
+  if (errnoOf(err) === 'ENOENT' && p.split('/').some((n) => Buffer.byteLength(n) > NAME_MAX)) throw new FsError('ENAMETOOLONG', `"${p.slice(0, 64)}...": a name is at most ${NAME_MAX} bytes`);
+  throw err;
+};
 
 export class FuseNativeDriver implements Driver {
   readonly name = 'fuse-native';
@@ -62,7 +73,7 @@ export class FuseNativeDriver implements Driver {
       this.serve(op, p, async () => fn(...(await parentAndName(p))), done(cb));
     return {
       init: (cb) => cb(0),
-      getattr: (p, cb) => this.serve('getattr', p, async () => toStat(await vfs.resolve(rel(p)), vfs.owners), cb),
+      getattr: (p, cb) => this.serve('getattr', p, async () => toStat(await vfs.resolve(rel(p)).catch(nameTooLong(p)), vfs.owners), cb),
       readdir: (p, cb) =>
         this.serve(
           'readdir',
