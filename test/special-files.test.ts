@@ -40,6 +40,9 @@ t.test('special files and what conformance suites probe', async (t) => {
     t.ok((await lstat(M('pipe'))).isFIFO(), 'a fifo on the mount');
     const r = await sh(`cat pipe > got & echo through > pipe; wait; cat got`, { cwd: mnt });
     t.equal(r.stdout, 'through\n', 'a writer and a reader meet through it');
+    // mkfifo(1) without -m makes no chmod after: 0666 reaches the node with the mknod alone.
+    t.equal((await sh(`umask 0 && mkfifo '${M('open-pipe')}'`)).code, 0);
+    t.equal((await lstat(S('open-pipe'))).mode & 0o7777, 0o666, 'under umask 0 a fifo is 0666 on the node (not its umask 022 taken off)');
   });
 
   await t.test('bind() of a unix socket makes a socket on the node, and a client here connects to it', async (t) => {

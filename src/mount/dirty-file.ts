@@ -445,6 +445,11 @@ export class DirtyFile {
     this.mode &= ~(0o6000 & ~mode);
   }
 
+  /** The names the file had when it was opened (more than one: hard links). */
+  get links(): number {
+    return this.attr.nlink;
+  }
+
   /** The file as stat shows it while it is being written. */
   entry(): MetaEntry {
     const { uid, gid } = withOwner(this.attr, this.owner);

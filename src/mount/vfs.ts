@@ -958,7 +958,7 @@ export class Vfs {
    * every name shows what was written once close() returns, as on a disk.
    */
   private closeHandOver(d: DirtyFile, sync: 'wait' | 'journal'): 'wait' | 'journal' | 'queue' {
-    return this.opts.asyncWriteBack && d.entry().attr.nlink < 2 ? 'queue' : sync;
+    return this.opts.asyncWriteBack && d.links < 2 ? 'queue' : sync;
   }
 
   /** A hand-over made for handle `h`: one that fails is told to its caller now, not again at its next fsync. */
@@ -1431,10 +1431,15 @@ export class Vfs {
   }
 
   async symlink(dir: string, name: string, target: string, uid = this.owners.maker.uid, gid = this.owners.maker.gid): Promise<Node> {
+    return this.makeOnNode(dir, name, uid, gid, (path, owner) => ({ symlink: { path, target, owner } }));
+  }
+
+  /** A new name made by the node at once (a symlink, a fifo...): refused if taken, made with its maker's owner (see madeBy). */
+  private async makeOnNode(dir: string, name: string, uid: number, gid: number, req: (path: string, owner: Owner | undefined) => Omit<WMutateRequest, 'workspace'>): Promise<Node> {
     const path = namedPath(this.known(dir), name);
     if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
     const { ask } = this.madeBy((await this.entry(dir)).attr, uid, gid);
-    await this.mutate([path], { symlink: { path, target, owner: ask } });
+    await this.mutate([path], req(path, ask));
     return this.node(path, await this.entry(path));
   }
 
@@ -1445,11 +1450,7 @@ export class Vfs {
    * for processes of this machine only, as on NFS; the mount is `nodev`.
    */
   async mknod(dir: string, name: string, mode: number, rdev: number, uid = this.owners.maker.uid, gid = this.owners.maker.gid): Promise<Node> {
-    const path = namedPath(this.known(dir), name);
-    if (await this.entry(path).catch(() => undefined)) throw new FsError('EEXIST', `"${path}" exists`);
-    const { ask } = this.madeBy((await this.entry(dir)).attr, uid, gid);
-    await this.mutate([path], { mknod: { path, mode, rdev, owner: ask } });
-    return this.node(path, await this.entry(path));
+    return this.makeOnNode(dir, name, uid, gid, (path, owner) => ({ mknod: { path, mode, rdev, owner } }));
   }
 
   async link(existing: string, newDir: string, newName: string): Promise<Node> {

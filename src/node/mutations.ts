@@ -96,12 +96,8 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut, mine: Origin
       const abs = await index.paths.safeAbs(path);
       const mode = req.mkdir!.mode & 0o7777 || 0o755;
       await fs.mkdir(abs, mode);
-      // mkdir took the node's umask off the mode too (the caller's was taken
-      // off on its side): the mode asked for, as mkdir(2) gives it (no set-id
-      // bits of its own, the directory's set-group-ID inherited).
-      const made = await fs.lstat(abs);
-      const want = (mode & 0o1777) | (made.mode & S_ISGID);
-      if ((made.mode & 0o7777) !== want) await chmodNoFollow(fs, abs, () => want);
+      // As mkdir(2) gives it: no set-id bits of its own, the directory's set-group-ID inherited.
+      await modeAsAsked(fs, abs, (made) => (mode & 0o1777) | (made & S_ISGID));
       await giveMadeOwner(fs, abs, path, owner);
       return doneWithParent(path, path);
     }
@@ -184,8 +180,7 @@ async function apply(index: WorkspaceIndex, req: WMutateRequestOut, mine: Origin
       const owner = m.owner ? checkOwner(m.owner) : undefined;
       const abs = await index.paths.safeAbs(path);
       await fs.mknod(abs, m.mode & (S_IFMT | 0o777), Number(m.rdev));
-      // The mode exactly as asked (the mount applied its caller's umask; mknod applies the node's too).
-      await chmodNoFollow(fs, abs, () => m.mode & 0o7777);
+      await modeAsAsked(fs, abs, () => m.mode & 0o7777);
       await giveMadeOwner(fs, abs, path, owner);
       return doneWithParent(path);
     }
@@ -262,6 +257,17 @@ async function chmodNoFollow(fs: MetaCalls, abs: string, modeFor: (stMode: numbe
     if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new FsError('EOPNOTSUPP', 'the mode of a symlink cannot be changed');
     throw err;
   }
+}
+
+/**
+ * After a mkdir or mknod, which took the node's umask off the mode too (the
+ * caller's was taken off on its side): the mode `want` gives for what was
+ * made, set only where it differs.
+ */
+async function modeAsAsked(fs: MetaCalls, abs: string, want: (madeMode: number) => number): Promise<void> {
+  const made = (await fs.lstat(abs)).mode;
+  const mode = want(made);
+  if ((made & 0o7777) !== mode) await chmodNoFollow(fs, abs, () => mode);
 }
 
 /**
