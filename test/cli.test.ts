@@ -3,12 +3,13 @@ import t from 'tap';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { BIN } from './helpers/node-proc.js';
 
-const ghostfs = (args: string[], env: Record<string, string> = {}) =>
+const ghostfs = (args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []) =>
   new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
     import('node:child_process').then(({ execFile }) =>
-      execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, encoding: 'utf8' }, (err, stdout, stderr) =>
+      execFile(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...process.env, ...env }, encoding: 'utf8' }, (err, stdout, stderr) =>
         resolve({ code: err ? Number((err as NodeJS.ErrnoException).code ?? 1) : 0, stdout, stderr }),
       ),
     );
@@ -59,4 +60,22 @@ t.test('a bad value stops the command with one clear sentence', async (t) => {
     t.match(r.stderr, msg);
   }
   await t.rejects(stat(join(state, 'never-made')), 'a root that cannot serve fails before the state directory is made');
+});
+
+t.test('commands that only talk to a mount or read a cache start without the node, the mount and their libraries', async (t) => {
+  const cache = await mkdtemp(join(tmpdir(), 'ghostfs-cli-test-'));
+  t.teardown(() => rm(cache, { recursive: true, force: true }));
+  const hook = ['--import', fileURLToPath(new URL('./helpers/loaded-packages.js', import.meta.url))];
+  // The libraries of the node and the mount: each takes tens of milliseconds to load, all together about half a second here.
+  const heavy = ['@grpc/grpc-js', 'rocksdb-native', 'fuse-native', 'pino', 'prom-client', '@napi-rs/blake-hash'];
+  for (const args of [['--help'], ['status', '--cache-dir', cache], ['unmount', join(cache, 'not-mounted')], ['sync', join(cache, 'not-mounted')], ['serve', '--help'], ['mount', '--help']]) {
+    const r = await ghostfs(args, {}, hook);
+    const line = /loaded packages: (.*)/.exec(r.stderr);
+    t.ok(line, `ghostfs ${args[0]} ran to its end (${r.stderr.trim().split('\n')[0]})`);
+    const loaded = line?.[1]!.split(' ') ?? [];
+    t.same(heavy.filter((p) => loaded.includes(p)), [], `ghostfs ${args.join(' ')} loaded none of them`);
+  }
+  // The check sees them when they are loaded.
+  const serve = /loaded packages: (.*)/.exec((await ghostfs(['serve', '--root', '/tmp', '--print-config'], {}, hook)).stderr)?.[1]!.split(' ') ?? [];
+  t.ok(serve.includes('@grpc/grpc-js') && serve.includes('rocksdb-native'), `ghostfs serve loads what the node needs: ${serve.join(' ')}`);
 });

@@ -9,7 +9,6 @@ import { createInterface } from 'node:readline/promises';
 import cliProgress from 'cli-progress';
 import { control, NoMountError } from '../admin/control-client.js';
 import { socketFor, allSockets } from '../admin/registry.js';
-import { gc, purge } from '../admin/cache-admin.js';
 import type { ControlReply, ControlRequest } from '../admin/protocol.js';
 import { parseDuration, parseSize } from '../config/parse.js';
 import { defaultCacheDir, env, fail } from './common.js';
@@ -69,6 +68,7 @@ export function purgeCommand(): Command {
       await confirm(`Remove every cached chunk in ${cacheDir}${o.metadata ? ` and the metadata of ${o.workspace ?? 'every workspace'}` : ''}?`, !!o.yes);
       const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'purging {bar} {value}/{total} chunks', stream: process.stderr }, cliProgress.Presets.shades_classic) : undefined;
       let started = false;
+      const { purge } = await import('../admin/cache-admin.js'); // the cache's database: loaded only where it is opened
       const r = await purge(cacheDir, {
         metadata: !!o.metadata,
         workspace: o.workspace,
@@ -108,6 +108,7 @@ export function gcCommand(): Command {
         return;
       }
       const keep = o.keepWorkspaces ? String(o.keepWorkspaces).split(',').filter(Boolean) : undefined;
+      const { gc } = await import('../admin/cache-admin.js');
       const r = await gc(cacheDir, { maxBytes: o.maxSize, keepWorkspaces: keep, tempTtlMs: o.tempTtl }).catch((err: Error) => fail(err.message));
       process.stdout.write(
         o.json

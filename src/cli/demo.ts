@@ -10,11 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_CHUNKING } from '../content/chunker.js';
 import { PROFILES } from '../config/profiles.js';
-import { NodeAgent, type NodeConfig } from '../node/agent.js';
+import type { NodeAgent, NodeConfig } from '../node/agent.js';
 import { isMounted } from '../mount/mount-table.js';
-import { log } from '../log.js';
 
 const say = (s = ''): boolean => process.stdout.write(s + '\n');
 const BIN = fileURLToPath(new URL('../../../bin/ghostfs.js', import.meta.url));
@@ -36,6 +34,8 @@ const indent = (s: string): string =>
 
 export function demoCommand(): Command {
   return new Command('demo').description('serve a sample workspace on loopback, mount it and show tools working on it').action(async () => {
+    // Loaded here, not with the command line, so that every other command starts without them.
+    const [{ NodeAgent }, { DEFAULT_CHUNKING }, { log }] = await Promise.all([import('../node/agent.js'), import('../content/chunker.js'), import('../log.js')]);
     // The demo's own lines tell the story; the log speaks only of trouble unless asked.
     if (!process.env.GHOSTFS_LOG_LEVEL) log.level = 'warn';
     if (!isMountable()) {

@@ -7,19 +7,10 @@ import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { mkdirSync, readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import { parseChoice, parseDuration, parseIntIn, parseListen, parseSize } from '../config/parse.js';
-import { liveGauge, liveTotals, serveMetrics } from '../admin/metrics.js';
-import { ALLOW_OTHER_DRIVER, defaultAttrTimeout, defaultDriver, DRIVERS, Mount, type MountConfig, WRITE_BACK_MODES } from '../mount/mount.js';
+import { ALLOW_OTHER_DRIVER, defaultAttrTimeout, defaultDriver, DRIVERS, type MountConfig, WRITE_BACK_MODES } from '../mount/mount-config.js';
 import { defaultIdMap, ID_MAPS } from '../mount/owner-map.js';
-import { log } from '../log.js';
-import { ControlServer } from '../admin/control-server.js';
-import { socketFor } from '../admin/registry.js';
-import { abortStaleMount } from '../admin/stale-mount.js';
-import type { ControlReply, OpenFile } from '../admin/protocol.js';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultCacheDir, env, fail, flagOn, printConfig } from './common.js';
-import { tuneForChunkTraffic } from '../util/chunk-traffic.js';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
@@ -79,120 +70,10 @@ export function mountCommand(): Command {
       if (allowOther && o.driver !== 'native') fail(ALLOW_OTHER_DRIVER);
       if (allowOther && !mayAllowOther()) fail('--allow-other needs root, or user_allow_other in /etc/fuse.conf (fusermount3 refuses it otherwise).');
       if (!o.foreground) return background(config);
+      // The mount itself is loaded only here: the rest of this command, and every other one, starts without it.
+      const { foreground } = await import('./mount-foreground.js');
       await foreground(config, o.metrics);
     });
-}
-
-function mountMetrics(m: Mount): void {
-  liveTotals('ghostfs_cache', 'chunk cache: chunks and bytes held, read hits and misses', () => {
-    const s = m.status().cache;
-    return { chunks: s.chunks, bytes: s.bytes, hits: s.hits, misses: s.misses };
-  });
-  liveTotals('ghostfs_fetched', 'chunks and bytes fetched from nodes, failovers, corrupt chunks refused', () => {
-    const s = m.status().fetched;
-    return { chunks: s.chunks, bytes: s.bytes, failovers: s.failovers, corrupt: s.corruptChunks };
-  });
-  liveTotals('ghostfs_writeback', 'write-backs: committed, conflicts, refused, chunks and bytes uploaded', () => {
-    const { pending: _pending, ...rest } = m.status().writeBack;
-    return rest;
-  });
-  liveGauge('ghostfs_writeback_pending', 'write-backs journaled and not yet committed', () => m.writeBack.pendingCount);
-}
-
-async function foreground(config: MountConfig, metrics?: { host: string; port: number }): Promise<void> {
-  let stopping = false;
-  /** `ghostfs unmount` is taking the mount away: it ends the process once it has answered. */
-  let unmounting = false;
-  let control: ControlServer | undefined;
-  await abortStaleMount(config.mountpoint).catch((err: Error) => fail(err.message));
-  tuneForChunkTraffic();
-  const started = Mount.start(config);
-  const shutdown = (sig: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal: sig }, 'unmounting');
-    void (async () => {
-      const m = await started.catch(() => undefined);
-      await control?.close();
-      await m?.stop();
-    })().then(
-      () => process.exit(0),
-      (err) => {
-        log.error({ err: (err as Error).message }, 'unmount failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.once('SIGINT', () => shutdown('SIGINT'));
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  try {
-    const m = await started;
-    m.onUnmountedExternally(() => {
-      if (!unmounting) shutdown('unmounted externally');
-    });
-    if (metrics) {
-      mountMetrics(m);
-      await serveMetrics(metrics.host, metrics.port);
-    }
-    control = await ControlServer.start(socketFor(config.mountpoint), async (req): Promise<ControlReply> => {
-      switch (req.op) {
-        case 'status':
-          return { ok: true, status: m.status() };
-        case 'flush':
-          return { ok: true, ...(await m.flush(req.deadlineMs)) };
-        case 'unmount': {
-          // Busy, as umount(8) says: a process has files open there. Forced, they are cut off, and what was written to them is written back.
-          const open = await openFilesAfterReleases(m);
-          if (open.length && !req.force) return busy(open);
-          // From the cut-off on, the kernel mount going is this command's doing (see onUnmountedExternally).
-          if (open.length) unmounting = true;
-          try {
-            const cutOff = open.length ? await m.cutOff() : 0;
-            const r = await m.flush(req.deadlineMs);
-            const openedMeanwhile = unmounting ? [] : m.vfs.openFileList(); // opened while the flush ran
-            if (openedMeanwhile.length) return busy(openedMeanwhile);
-            if (r.pending > 0 && !req.force) return { ok: false, error: `${r.pending} write-back(s) pending: no node took them within the deadline`, pending: r.pending, pendingWrites: r.pendingWrites };
-            unmounting = true;
-            return { ok: true, ...r, cutOff };
-          } finally {
-            // Answer first, then go: the reply must not race the process exit.
-            if (unmounting) setImmediate(() => shutdown('ghostfs unmount'));
-          }
-        }
-        case 'purge':
-          return { ok: true, ...(await m.purgeChunks()) };
-        case 'gc':
-          return { ok: true, ...(await m.gcTo(req.maxBytes)) };
-        case 'warmup':
-          return { ok: true, ...(await m.warmup(req.paths)) };
-      }
-    });
-    // purge and gc find the mount that holds a cache dir here.
-    await writeFile(join(config.cacheDir, 'active-mount'), config.mountpoint);
-    process.send?.({ mounted: true });
-  } catch (err) {
-    process.send?.({ error: (err as Error).message });
-    fail((err as Error).message);
-  } finally {
-    if (process.connected) process.disconnect();
-  }
-}
-
-/**
- * The files open on the mount, once releases on their way have come: the
- * kernel sends a file's release after its close() returned, so a program
- * that just exited may still be counted for a moment.
- */
-async function openFilesAfterReleases(m: Mount): Promise<OpenFile[]> {
-  for (const end = Date.now() + 2000; ; await sleep(50)) {
-    const open = m.vfs.openFileList();
-    if (open.length === 0 || Date.now() >= end) return open;
-  }
-}
-
-function busy(open: OpenFile[]): ControlReply {
-  const writing = open.filter((f) => f.writing).length;
-  return { ok: false, error: `busy: ${open.length} file(s) open${writing ? `, ${writing} of them for writing` : ''}`, openFiles: open.slice(0, 20), openCount: open.length };
 }
 
 /** Starts the mount as a detached process and returns once it reports ready. */

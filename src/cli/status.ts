@@ -3,7 +3,6 @@ import { Command, Option } from 'commander';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolve } from 'node:path';
-import { summarize } from '../admin/cache-admin.js';
 import { control } from '../admin/control-client.js';
 import { allSockets, socketFor } from '../admin/registry.js';
 import type { MountStatus } from '../admin/protocol.js';
@@ -62,6 +61,7 @@ export function statusCommand(): Command {
         }
       }
       if (!mp && found.length === 0 && existsSync(join(o.cacheDir, 'db'))) {
+        const { summarize } = await import('../admin/cache-admin.js'); // the cache's database: loaded only where it is opened
         const c = await summarize(resolve(o.cacheDir)).catch((err: Error) => fail(err.message));
         if (o.json) process.stdout.write(JSON.stringify({ mounts: [], cache: c }, null, 2) + '\n');
         else {

@@ -9,7 +9,6 @@ import { control, NoMountError } from '../admin/control-client.js';
 import { socketFor } from '../admin/registry.js';
 import { parseDuration } from '../config/parse.js';
 import { abortFuseConnection, fuseConnection, isMounted, mountEntry } from '../mount/mount-table.js';
-import { log } from '../log.js';
 import { describeOpen, describePending, fail } from './common.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -25,7 +24,7 @@ async function forceDetach(mountpoint: string): Promise<string> {
   if (!e) return 'not mounted';
   if (e.fstype.startsWith('fuse')) {
     // Aborting fails every request in flight at once instead of waiting for a dead daemon.
-    await abortFuseConnection(fuseConnection(e)).catch((err: Error) => log.warn({ err: err.message }, 'cannot abort the FUSE connection'));
+    await abortFuseConnection(fuseConnection(e)).catch(async (err: Error) => (await import('../log.js')).log.warn({ err: err.message }, 'cannot abort the FUSE connection'));
   }
   const r = spawnSync('fusermount', ['-uz', mountpoint], { encoding: 'utf8' });
   if (r.status !== 0) spawnSync('umount', ['-l', mountpoint]);

@@ -16,65 +16,15 @@ import { dirtyMemoryBytes } from './dirty-file.js';
 import type { Driver } from './drivers/driver.js';
 import { FuseNativeDriver } from './drivers/fuse-native.js';
 import { NativeDriver } from './drivers/native.js';
-import { mallocStats, nativeAddon } from '../native/addon.js';
+import { mallocStats } from '../native/addon.js';
 import { isMounted } from './mount-table.js';
 import type { MountStatus } from '../admin/protocol.js';
 import { WriteBack, type PendingRecord } from './write-back.js';
 import { Journal } from '../cache/journal.js';
-import { defaultIdMap, OwnerMap, processIds, validIds, type IdMap } from './owner-map.js';
+import { defaultIdMap, OwnerMap, processIds, validIds } from './owner-map.js';
 import { HashPool } from '../content/hash-pool.js';
 import { DEFAULT_CHUNKING } from '../content/chunker.js';
-
-export const DRIVERS = ['native', 'fuse-native'] as const;
-export type DriverName = (typeof DRIVERS)[number];
-
-/** The native driver when its addon was built here; fuse-native is the portable fallback. */
-export function defaultDriver(): DriverName {
-  return nativeAddon() ? 'native' : 'fuse-native';
-}
-
-/**
- * How long the kernel may trust names and attributes by default. The
- * native driver is told by the change feed what changed and invalidates it,
- * so it can trust long; fuse-native cannot invalidate and trusts briefly.
- */
-export function defaultAttrTimeout(driver: DriverName): number {
-  return driver === 'native' ? 30 : 1;
-}
-
-export const WRITE_BACK_MODES = ['sync', 'async'] as const;
-export type WriteBackMode = (typeof WRITE_BACK_MODES)[number];
-
-export interface MountConfig {
-  endpoints: string[];
-  mountpoint: string;
-  workspace: string;
-  cacheDir: string;
-  token?: string;
-  tls?: { ca?: string; cert?: string; key?: string };
-  driver: DriverName;
-  /** Deadline of each remote call. */
-  deadlineMs: number;
-  attrTimeoutS: number;
-  readaheadChunks: number;
-  /** Chunk bytes over the nodes' bulk lane where they offer one (src/wire/bulk-lane.ts); false: gRPC only. */
-  bulkLane?: boolean;
-  /** 'sync': close() returns once the node has the file; 'async': once it is journaled here, the node getting it moments later. */
-  writeBack: WriteBackMode;
-  clientId: string;
-  /** Chunk cache limits: most bytes kept, free space left on its filesystem. */
-  cacheQuotaBytes: number;
-  minFreeBytes: number;
-  /** Native driver: big files read again are passed through to whole local copies (FUSE passthrough); default on. */
-  passthrough?: boolean;
-  /** Whose files are shown as the mount user's (owner-map.ts); default: user, or none when run as root. */
-  idmap?: IdMap;
-  /** Other users may use the mount (FUSE allow_other): what each makes is theirs. */
-  allowOther?: boolean;
-  debug?: boolean;
-}
-
-export const ALLOW_OTHER_DRIVER = "--allow-other needs the native driver: fuse-native does not say which user asks, so what others made would be the mount's.";
+import { ALLOW_OTHER_DRIVER, type MountConfig } from './mount-config.js';
 
 /** Share of the chunk cache's quota that whole local copies may take on top of it (they repeat chunks' bytes). */
 const COPIES_SHARE = 0.25;
