@@ -2,7 +2,7 @@
 // Runs the tap suite over the compiled tests and ends with one line CI can
 // count: "tap: N passed, N failed". The exit code is tap's own.
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
 import { readdirSync } from 'node:fs';
 
@@ -17,6 +17,8 @@ const args = [
   '--reporter=tap',
   '--jobs=2',
   '--timeout=600',
+  // Processes the tests start go without tap's process-info hook (see the file).
+  `--node-arg=--import=${pathToFileURL(join(root, 'scripts/tap-child-env.mjs'))}`,
   ...files,
 ];
 const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
