@@ -8,6 +8,9 @@ import { S_IFDIR, S_IFREG } from '../src/content/attr.js';
 import { fillUntilRefused, smallFs } from './helpers/small-fs.js';
 import { tempDir } from './helpers/node-proc.js';
 
+// The compiled module beside this compiled test: tap resolves a relative name from the source file the source map names, test/*.ts.
+const compiled = (rel: string): string => new URL(rel, import.meta.url).href;
+
 const attr = (mode: number, size: number, ino: number) => ({ dev: 0, ino, mode, nlink: 1, uid: 0, gid: 0, rdev: 0, size, blocks: 0, atimeNs: 1n, mtimeNs: 1n, ctimeNs: 1n });
 const file = (size: number, ino: number, digestByte: number): MetaEntry => ({ attr: attr(S_IFREG | 0o644, size, ino), digest: Buffer.alloc(32, digestByte) });
 const dir = (ino: number): MetaEntry => ({ attr: attr(S_IFDIR | 0o755, 0, ino) });
@@ -207,8 +210,8 @@ t.test("journal: a record's dirty copy, and its name in its directory, are on di
   t.teardown(() => store.close());
   // Which paths were synced, and how many log syncs had happened by then.
   const synced: { path: string; data: boolean; logSyncs: number }[] = [];
-  const { Journal: Recorded } = await t.mockImport<typeof import('../src/cache/journal.js')>('../src/cache/journal.js', {
-    '../src/util/sync-path.js': {
+  const { Journal: Recorded } = await t.mockImport<typeof import('../src/cache/journal.js')>(compiled('../src/cache/journal.js'), {
+    [compiled('../src/util/sync-path.js')]: {
       syncPath: async (path: string, opts: { data?: boolean } = {}) => void synced.push({ path, data: !!opts.data, logSyncs: store.wal.syncs }),
     },
   });

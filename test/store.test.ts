@@ -6,6 +6,9 @@ import { Store, key, prefix, prefixEnd } from '../src/store/db.js';
 import { tempDir } from './helpers/node-proc.js';
 import { fillUntilRefused, smallFs } from './helpers/small-fs.js';
 
+// The compiled module beside this compiled test: tap resolves a relative name from the source file the source map names, test/*.ts.
+const compiled = (rel: string): string => new URL(rel, import.meta.url).href;
+
 t.test('store: get, getMany, atomic batch, prefix scan on a real RocksDB', async (t) => {
   const dir = await tempDir(t);
   const db = await Store.open(join(dir, 'db'));
@@ -118,8 +121,8 @@ t.test('store: a durable write fdatasyncs the write-ahead log that holds it; dur
 t.test('store: a durable write in a new log also syncs the log before it (it may hold writes made after its last sync) and the directory', async (t) => {
   const dir = await tempDir(t);
   const synced: string[] = [];
-  const { WalSync } = await t.mockImport<typeof import('../src/store/wal-sync.js')>('../src/store/wal-sync.js', {
-    '../src/util/sync-path.js': { syncPath: async (path: string) => void synced.push(path) },
+  const { WalSync } = await t.mockImport<typeof import('../src/store/wal-sync.js')>(compiled('../src/store/wal-sync.js'), {
+    [compiled('../src/util/sync-path.js')]: { syncPath: async (path: string) => void synced.push(path) },
   });
   const log = (n: number) => `${String(n).padStart(6, '0')}.log`;
   for (const n of [1, 2, 4, 7]) await writeFile(join(dir, log(n)), 'records');
