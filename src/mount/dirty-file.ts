@@ -139,7 +139,7 @@ export class DirtyFile {
     const t = nowNs();
     const attr: Attr = { dev: 0, ino: nextLocalIno(), mode: S_IFREG | (mode & 0o7777), nlink: 1, uid, gid, rdev: 0, size: 0, blocks: 0, atimeNs: t, mtimeNs: t, ctimeNs: t };
     const d = new DirtyFile(path, name, file, attr, undefined, true, undefined);
-    d.changed(); // a new file exists on the node once it is closed, even if empty
+    d.changed(); // a new file exists on the node once it is closed, even if empty (its last descriptor: see Vfs.flush)
     d.keepInMemory(0);
     return d;
   }

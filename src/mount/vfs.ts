@@ -62,8 +62,8 @@ export interface FileHandle {
   lastEnd: number;
   /** Chunks before this index have been asked for by readahead. */
   aheadTo: number;
-  /** Opened with O_TRUNC: the file's version right after (see flush). */
-  truncatedAt?: number;
+  /** Made by this open, or truncated by it (O_TRUNC): the file's version then, empty (see flush). */
+  emptyAt?: number;
   /** Opened with O_APPEND: every write goes to the end of the file as this mount has it (see write). */
   append?: boolean;
   /** Of its file's failed hand-overs (DirtyFile.failures), those this handle's calls have heard of. */
@@ -516,7 +516,7 @@ export class Vfs {
         await this.release(h.fh).catch(() => undefined);
         throw err;
       }
-      h.truncatedAt = d.version;
+      h.emptyAt = d.version;
     }
     return h;
   }
@@ -788,7 +788,9 @@ export class Vfs {
     this.meta.putVolatile(path, d.entry());
     // Synchronous write-back: the close's commit moves the directory's times, as its answer says.
     if (this.opts.asyncWriteBack) this.touchDir(dir, d.entry().attr.ctimeNs);
-    return { node: this.node(path, d.entry()), handle: this.handle(path, d) };
+    const handle = this.handle(path, d);
+    handle.emptyAt = d.version; // (see flush)
+    return { node: this.node(path, d.entry()), handle };
   }
 
   /**
@@ -940,12 +942,14 @@ export class Vfs {
     const h = this.handles.get(fh);
     const d = h?.dirty;
     if (!d || h.readOnly || !d.modified || d.unlinked || d.writers > 1) return;
-    // Truncated by this open and not written since: not a version of its
-    // own. A shell's `cmd > file` opens, dup2()s and closes the first
+    // Made or truncated by this open and not changed since: not a version
+    // of its own. A shell's `cmd > file` opens, dup2()s and closes the first
     // descriptor before cmd writes a byte, and every close() flushes:
-    // committed here, the node showed every other client an empty file
-    // for as long as cmd ran. The release commits it if nothing follows.
-    if (h.truncatedAt === d.version) return;
+    // committed here, the node showed every other client an empty file for
+    // as long as cmd ran, and a new file cost two commits (the empty one,
+    // then cmd's). The release commits it if nothing follows (`: > file`,
+    // an empty file made and closed), moments after the close returned.
+    if (h.emptyAt === d.version) return;
     await this.tellingHandle(h, d, this.commitDirty(d, this.closeHandOver(d, 'wait')));
   }
 

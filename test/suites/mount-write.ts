@@ -59,8 +59,10 @@ t.test('mount: write side', async (t) => {
     await run('truncate', ['-s', '3', M('new.txt')]);
     t.equal(await readFile(S('new.txt'), 'utf8'), 'heX', 'truncate');
     t.equal((await run('cat', [M('new.txt')])).stdout, 'heX', 'the mount reads what it wrote');
-    await sh(`: > '${M('empty.txt')}'`);
-    t.equal((await stat(S('empty.txt'))).size, 0, 'an empty new file exists on the node');
+    // touch sets the new file's times through its descriptor: a change, committed by the close. (A file made
+    // and closed with nothing done to it lands at its release: see the `cmd > file` tests below.)
+    t.equal((await run('touch', [M('empty.txt')])).code, 0);
+    t.equal((await stat(S('empty.txt'))).size, 0, 'an empty new file exists on the node once touch returns');
   });
 
   await t.test('processes appending to one file at once: every line lands, and no conflict copy', async (t) => {
@@ -128,6 +130,21 @@ t.test('mount: write side', async (t) => {
     t.equal((await sh(`: > '${M('redirected.txt')}'`)).code, 0);
     await waitFor('the truncation on the node', async () => (await stat(S('redirected.txt'))).size === 0).catch(() => undefined);
     t.equal((await stat(S('redirected.txt'))).size, 0, 'a file truncated and closed is empty on the node');
+  });
+
+  await t.test('`cmd > file` making a file: one commit, of what cmd wrote; an empty file made and closed lands too', async (t) => {
+    t.equal((await run('mkdir', [M('made-by-redirect')])).code, 0);
+    const committed = async (): Promise<number> => ((await m.status()).writeBack as { committed: number }).committed;
+    const before = await committed();
+    // Each `echo > f` opens, dup2()s and closes the first descriptor before echo writes: that close made an empty version too.
+    const r = await sh(`for i in $(seq 1 10); do echo $i > '${M('made-by-redirect')}'/f$i; done`);
+    t.equal(r.code, 0, r.stderr);
+    t.equal(await committed(), before + 10, 'ten files, ten commits');
+    t.same(await Promise.all(Array.from({ length: 10 }, (_, i) => readFile(S(`made-by-redirect/f${i + 1}`), 'utf8'))), Array.from({ length: 10 }, (_, i) => `${i + 1}\n`), 'each with what echo wrote');
+    // Made and closed with nothing written: committed once its last descriptor is gone (its release).
+    t.equal((await sh(`: > '${M('made-by-redirect/empty')}'`)).code, 0);
+    await waitFor('the empty file on the node', async () => existsSync(S('made-by-redirect/empty'))).catch(() => undefined);
+    t.equal((await stat(S('made-by-redirect/empty')).catch(() => undefined))?.size, 0, 'an empty file made and closed is on the node');
   });
 
   await t.test('a name longer than 255 bytes is refused at once, and nothing is left of it', async (t) => {
