@@ -290,11 +290,16 @@ export class Vfs {
     return p;
   }
 
-  /** The entry at a path: a file being written, then memory, then the node (listing its parent once). */
-  async entry(path: string): Promise<MetaEntry> {
+  /** The entry at a path as the mount has it now, without asking a node: a file being written, then memory. */
+  current(path: string): MetaEntry | undefined {
     const d = this.dirty.get(path);
     if (d && !d.unlinked) return d.entry();
-    const known = this.meta.get(path);
+    return this.meta.get(path);
+  }
+
+  /** The entry at a path: a file being written, then memory, then the node (listing its parent once). */
+  async entry(path: string): Promise<MetaEntry> {
+    const known = this.current(path);
     if (known) return known;
     if (path === '') {
       await this.list('');

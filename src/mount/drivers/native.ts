@@ -170,6 +170,12 @@ export class NativeDriver implements Driver {
     this.nodeOf.set(fh, id);
   }
 
+  /** `n` with the attributes its path shows now (see LOOKUP). */
+  private asNow(n: Node): Node {
+    const now = this.vfs.current(n.path);
+    return now ? { ...n, attr: now.attr } : n;
+  }
+
   private attrOf(n: Node, nodeId = 0): Float64Array {
     putAttr(this.attr, 0, this.vfs.owners.shown(n.attr), nodeId);
     return this.attr;
@@ -367,7 +373,12 @@ export class NativeDriver implements Driver {
         const path = ids.child(ino, name!);
         // A name that does not exist is cached by the kernel too (negative
         // entry); the change feed invalidates it when the node creates it.
-        return serveOp('lookup', path, () => vfs.resolve(path), entryIn(ino, name!), (e) => (e === errnoNumber('ENOENT') ? r.entry(null) : fail(e)));
+        // The reply carries the attributes the mount has as it goes out, not
+        // as resolve() found them a few turns earlier: a change applied in
+        // between found no node id to invalidate (the kernel learns this name
+        // from this very reply), and the kernel would keep the older
+        // attributes for the whole timeout.
+        return serveOp('lookup', path, () => vfs.resolve(path), (n) => entryIn(ino, name!)(this.asNow(n)), (e) => (e === errnoNumber('ENOENT') ? r.entry(null) : fail(e)));
       }
       case Op.GETATTR: {
         if (!ids.linked(ino)) {
@@ -637,11 +648,14 @@ export class NativeDriver implements Driver {
         // node id, so the kernel makes no entry for it. What is still there
         // goes with its attributes as they are now: the kernel takes those
         // of a readdirplus entry as fresh for the whole attribute timeout,
-        // and the listing's may be older than what it was told since.
-        const dirPath = at > 0 && plus ? this.ids.path(id) : '';
+        // and the listing's may be older than what it was told since (a
+        // fresh one's too: taken a few turns before this reply, a change
+        // applied in between found no node id to invalidate for a name the
+        // kernel learns from this reply).
+        const dirPath = plus ? this.ids.path(id) : '';
         for (let i = 0; i < slice.length; i++) {
           const dots = at + i < 2;
-          const now = at > 0 && plus && !dots ? this.vfs.meta.get(joinRel(dirPath, slice[i]!)) : undefined;
+          const now = plus && !dots ? this.vfs.meta.get(joinRel(dirPath, slice[i]!)) : undefined;
           const nodeId = plus && !dots && (at === 0 || now) ? this.ids.reserve(id, slice[i]!) : 0;
           entryIds.push(nodeId);
           putAttr(attrs, i * ATTR_LEN, this.vfs.owners.shown(now?.attr ?? d.attrs[at + i]!), nodeId);
